@@ -1,0 +1,37 @@
+/*
+ * cli.h — the `kiln` command-line front end. Each command lives in
+ * src/cli/cmd_<name>.c as `int cmd_<name>(int argc, char **argv)` where
+ * argv[0] is the command name; it returns the process exit status
+ * (0 ok, 1 bad input or failure, 2 usage error). Every command prints its
+ * usage for -h/--help. Commands that take --json print only JSON on stdout;
+ * logs and errors go to stderr.
+ */
+#ifndef KILN_CLI_H
+#define KILN_CLI_H
+
+#include <stdbool.h>
+#include <stdint.h>
+
+int cmd_info(int argc, char **argv);
+int cmd_quantize(int argc, char **argv);
+int cmd_bench(int argc, char **argv);
+int cmd_tokenize(int argc, char **argv);
+int cmd_detokenize(int argc, char **argv);
+int cmd_template(int argc, char **argv);
+int cmd_run(int argc, char **argv);
+
+/* `kiln bench <scenario>` entry points (argv[0] is the scenario name). */
+int bench_kernels_main(int argc, char **argv);
+int bench_tokenizer_main(int argc, char **argv);
+
+/* True when argv holds -h or --help. */
+bool cli_wants_help(int argc, char **argv);
+/* Parses a whole decimal integer in [lo, hi]; false otherwise. */
+bool cli_parse_int(const char *s, long long lo, long long hi, long long *out);
+/* Parses a finite float; false otherwise. */
+bool cli_parse_float(const char *s, double *out);
+/* For flag parsing: returns argv[*i + 1] and advances *i, or prints
+ * "kiln CMD: FLAG needs a value" and returns NULL. */
+const char *cli_flag_value(const char *cmd, int argc, char **argv, int *i);
+
+#endif

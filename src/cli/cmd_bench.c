@@ -1,0 +1,37 @@
+/*
+ * cmd_bench.c — `kiln bench <scenario>`: dispatches to the benchmark
+ * scenarios. Benchmarks measure; they never assert speed.
+ */
+#include "cli.h"
+
+#include <stdio.h>
+#include <string.h>
+
+typedef struct bench_scenario {
+    const char *name;
+    int (*fn)(int argc, char **argv);
+    const char *summary;
+} bench_scenario;
+
+static const bench_scenario SCENARIOS[] = {
+    {"kernels", bench_kernels_main, "matvec/matmul GB/s and GFLOP/s per type and kernel set"},
+    {"tokenizer", bench_tokenizer_main, "encode/decode MB/s of a model's tokenizer"},
+};
+
+static void usage(FILE *f) {
+    fprintf(f, "usage: kiln bench <scenario> [options]   (kiln bench <scenario> --help)\n\nscenarios:\n");
+    for (size_t i = 0; i < sizeof SCENARIOS / sizeof SCENARIOS[0]; i++)
+        fprintf(f, "  %-10s %s\n", SCENARIOS[i].name, SCENARIOS[i].summary);
+}
+
+int cmd_bench(int argc, char **argv) {
+    if (argc < 2 || !strcmp(argv[1], "-h") || !strcmp(argv[1], "--help")) {
+        usage(argc < 2 ? stderr : stdout);
+        return argc < 2 ? 2 : 0;
+    }
+    for (size_t i = 0; i < sizeof SCENARIOS / sizeof SCENARIOS[0]; i++)
+        if (!strcmp(argv[1], SCENARIOS[i].name)) return SCENARIOS[i].fn(argc - 1, argv + 1);
+    fprintf(stderr, "kiln bench: unknown scenario '%s'\n", argv[1]);
+    usage(stderr);
+    return 2;
+}

@@ -1,0 +1,80 @@
+/*
+ * main.c — `kiln` entry point: dispatches to the command named by argv[1].
+ */
+#include "cli.h"
+
+#include <errno.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+typedef struct cli_command {
+    const char *name;
+    int (*fn)(int argc, char **argv);
+    const char *summary;
+} cli_command;
+
+static const cli_command COMMANDS[] = {
+    {"run", cmd_run, "generate text from a prompt with a GGUF model"},
+    {"info", cmd_info, "describe a GGUF file (architecture, quant mix, tokenizer)"},
+    {"quantize", cmd_quantize, "quantize a GGUF model to another type (Q4_K_M, Q8_0, ...)"},
+    {"tokenize", cmd_tokenize, "print the token ids of stdin"},
+    {"detokenize", cmd_detokenize, "print the text of token ids read from stdin"},
+    {"template", cmd_template, "render a chat template"},
+    {"bench", cmd_bench, "benchmarks: kernels, tokenizer"},
+};
+
+static void usage(FILE *f) {
+    fprintf(f, "usage: kiln <command> [options]   (kiln <command> --help for details)\n\ncommands:\n");
+    for (size_t i = 0; i < sizeof COMMANDS / sizeof COMMANDS[0]; i++)
+        fprintf(f, "  %-11s %s\n", COMMANDS[i].name, COMMANDS[i].summary);
+    fprintf(f, "\nenvironment:\n  KILN_CPU=generic|avx2|avx512  force a kernel set\n"
+               "  KILN_LOG=debug|info|warn|error  log threshold (default info)\n");
+}
+
+bool cli_wants_help(int argc, char **argv) {
+    for (int i = 1; i < argc; i++)
+        if (!strcmp(argv[i], "-h") || !strcmp(argv[i], "--help")) return true;
+    return false;
+}
+
+bool cli_parse_int(const char *s, long long lo, long long hi, long long *out) {
+    if (!s || !*s) return false;
+    char *end;
+    errno = 0;
+    long long v = strtoll(s, &end, 10);
+    if (errno || *end || v < lo || v > hi) return false;
+    *out = v;
+    return true;
+}
+
+bool cli_parse_float(const char *s, double *out) {
+    if (!s || !*s) return false;
+    char *end;
+    errno = 0;
+    double v = strtod(s, &end);
+    if (errno || *end || !isfinite(v)) return false;
+    *out = v;
+    return true;
+}
+
+const char *cli_flag_value(const char *cmd, int argc, char **argv, int *i) {
+    if (*i + 1 >= argc) {
+        fprintf(stderr, "kiln %s: %s needs a value\n", cmd, argv[*i]);
+        return NULL;
+    }
+    return argv[++*i];
+}
+
+int main(int argc, char **argv) {
+    if (argc < 2 || !strcmp(argv[1], "-h") || !strcmp(argv[1], "--help") || !strcmp(argv[1], "help")) {
+        usage(argc < 2 ? stderr : stdout);
+        return argc < 2 ? 2 : 0;
+    }
+    for (size_t i = 0; i < sizeof COMMANDS / sizeof COMMANDS[0]; i++)
+        if (!strcmp(argv[1], COMMANDS[i].name)) return COMMANDS[i].fn(argc - 1, argv + 1);
+    fprintf(stderr, "kiln: unknown command '%s'\n", argv[1]);
+    usage(stderr);
+    return 2;
+}

@@ -1,0 +1,211 @@
+/*
+ * kn.c — status strings, errors, logging, assertions, allocation, arena,
+ * clocks, file reading and the progress line. See kn.h.
+ */
+#define _POSIX_C_SOURCE 200809L
+#include "kn.h"
+
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <time.h>
+#include <unistd.h>
+
+const char *kn_status_str(kn_status s) {
+    switch (s) {
+    case KN_OK: return "ok";
+    case KN_EINVAL: return "invalid argument";
+    case KN_ENOMEM: return "out of memory";
+    case KN_EIO: return "I/O error";
+    case KN_EFORMAT: return "bad format";
+    case KN_ERANGE: return "out of range";
+    case KN_ENOTFOUND: return "not found";
+    case KN_ETYPE: return "type mismatch";
+    case KN_EUNSUPPORTED: return "unsupported";
+    }
+    return "unknown status";
+}
+
+kn_status kn_fail(kn_err *err, kn_status st, const char *fmt, ...) {
+    if (err) {
+        va_list ap;
+        va_start(ap, fmt);
+        vsnprintf(err->msg, sizeof err->msg, fmt, ap);
+        va_end(ap);
+        err->status = st;
+    }
+    return st;
+}
+
+void kn_err_prefix(kn_err *err, const char *fmt, ...) {
+    if (!err) return;
+    char pre[256];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(pre, sizeof pre, fmt, ap);
+    va_end(ap);
+    char tmp[sizeof err->msg];
+    size_t pl = strlen(pre);
+    if (pl > sizeof tmp - 3) pl = sizeof tmp - 3;
+    memcpy(tmp, pre, pl);
+    tmp[pl] = ':';
+    tmp[pl + 1] = ' ';
+    size_t ml = strnlen(err->msg, sizeof err->msg);
+    if (ml > sizeof tmp - pl - 3) ml = sizeof tmp - pl - 3;
+    memcpy(tmp + pl + 2, err->msg, ml);
+    tmp[pl + 2 + ml] = 0;
+    memcpy(err->msg, tmp, sizeof tmp);
+}
+
+static kn_log_level log_threshold(void) {
+    const char *e = getenv("KILN_LOG");
+    if (!e) return KN_LOG_INFO;
+    if (!strcasecmp(e, "debug")) return KN_LOG_DEBUG;
+    if (!strcasecmp(e, "warn")) return KN_LOG_WARN;
+    if (!strcasecmp(e, "error")) return KN_LOG_ERROR;
+    return KN_LOG_INFO;
+}
+
+bool kn_log_enabled(kn_log_level lvl) { return lvl >= log_threshold(); }
+
+void kn_log(kn_log_level lvl, const char *fmt, ...) {
+    if (!kn_log_enabled(lvl)) return;
+    static const char *names[] = {"debug", "info", "warn", "error"};
+    char buf[2048];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(buf, sizeof buf, fmt, ap);
+    va_end(ap);
+    fprintf(stderr, "kiln: [%s] %s\n", names[lvl], buf);
+}
+
+_Noreturn void kn_assert_fail(const char *expr, const char *file, int line) {
+    fprintf(stderr, "kiln: assertion failed: %s at %s:%d\n", expr, file, line);
+    abort();
+}
+
+void *kn_alloc_aligned(size_t size) {
+    if (size == 0) return NULL;
+    void *p = NULL;
+    size_t rounded = (size + 63) & ~(size_t)63;
+    if (rounded < size) return NULL;
+    if (posix_memalign(&p, 64, rounded) != 0) return NULL;
+    return p;
+}
+
+void kn_free_aligned(void *p) { free(p); }
+
+kn_status kn_arena_init(kn_arena *a, size_t cap) {
+    a->used = 0;
+    a->cap = cap;
+    a->base = cap ? kn_alloc_aligned(cap) : NULL;
+    if (cap && !a->base) {
+        a->cap = 0;
+        return KN_ENOMEM;
+    }
+    return KN_OK;
+}
+
+void kn_arena_free(kn_arena *a) {
+    if (!a) return;
+    kn_free_aligned(a->base);
+    a->base = NULL;
+    a->cap = a->used = 0;
+}
+
+void *kn_arena_alloc(kn_arena *a, size_t size) {
+    size_t off = (a->used + 63) & ~(size_t)63;
+    if (off < a->used || size > a->cap || off > a->cap - size) return NULL;
+    a->used = off + size;
+    void *p = a->base + off;
+    memset(p, 0, size);
+    return p;
+}
+
+void kn_arena_reset(kn_arena *a) { a->used = 0; }
+
+uint64_t kn_now_ns(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
+}
+
+double kn_now_s(void) { return (double)kn_now_ns() * 1e-9; }
+
+kn_status kn_read_file(const char *path, size_t max_bytes, char **out, size_t *len, kn_err *err) {
+    *out = NULL;
+    if (len) *len = 0;
+    FILE *f = fopen(path, "rb");
+    if (!f) return kn_fail(err, KN_EIO, "%s: cannot open: %s", path, strerror(errno));
+    size_t cap = 4096, n = 0;
+    char *buf = malloc(cap + 1);
+    if (!buf) {
+        fclose(f);
+        return kn_fail(err, KN_ENOMEM, "%s: out of memory", path);
+    }
+    for (;;) {
+        if (n == cap) {
+            if (cap >= max_bytes) {
+                free(buf);
+                fclose(f);
+                return kn_fail(err, KN_ERANGE, "%s: larger than the limit of %zu bytes", path, max_bytes);
+            }
+            size_t ncap = cap * 2 > max_bytes ? max_bytes : cap * 2;
+            char *nb = realloc(buf, ncap + 1);
+            if (!nb) {
+                free(buf);
+                fclose(f);
+                return kn_fail(err, KN_ENOMEM, "%s: out of memory", path);
+            }
+            buf = nb;
+            cap = ncap;
+        }
+        size_t r = fread(buf + n, 1, cap - n, f);
+        n += r;
+        if (r == 0) break;
+    }
+    int bad = ferror(f);
+    fclose(f);
+    if (bad) {
+        free(buf);
+        return kn_fail(err, KN_EIO, "%s: read error", path);
+    }
+    buf[n] = 0;
+    *out = buf;
+    if (len) *len = n;
+    return KN_OK;
+}
+
+void kn_progress_begin(kn_progress *p, const char *label, uint64_t total) {
+    p->label = label;
+    p->total = total ? total : 1;
+    p->done = 0;
+    p->last_pct = -1;
+    p->tty = isatty(STDERR_FILENO);
+    p->t0 = kn_now_s();
+    kn_progress_update(p, 0, NULL);
+}
+
+void kn_progress_update(kn_progress *p, uint64_t done, const char *note) {
+    p->done = done;
+    int pct = (int)(done * 100 / p->total);
+    if (pct > 100) pct = 100;
+    if (!p->tty && p->last_pct >= 0 && pct / 10 == p->last_pct / 10 && done != p->total) return;
+    if (p->tty && pct == p->last_pct && !note) return;
+    p->last_pct = pct;
+    char bar[31];
+    int fill = pct * 30 / 100;
+    for (int i = 0; i < 30; i++) bar[i] = i < fill ? '#' : ' ';
+    bar[30] = 0;
+    fprintf(stderr, "%s%s [%s] %3d%% %llu/%llu %.1fs %s%s", p->tty ? "\r" : "", p->label, bar, pct,
+            (unsigned long long)done, (unsigned long long)p->total, kn_now_s() - p->t0,
+            note ? note : "", p->tty ? "\033[K" : "\n");
+    fflush(stderr);
+}
+
+void kn_progress_end(kn_progress *p) {
+    if (p->done != p->total) kn_progress_update(p, p->total, NULL);
+    if (p->tty) fputc('\n', stderr);
+}

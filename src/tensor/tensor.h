@@ -1,0 +1,241 @@
+/*
+ * tensor.h — quant types, their traits table, reference kernels, the
+ * runtime-selected kernel set and the (batched, thread-pooled) matmul.
+ *
+ * Owns:
+ *  - q_type: one append-only enum with the GGUF/ggml numeric type ids.
+ *  - the block layouts (static_assert-pinned, byte-compatible with ggml);
+ *  - q_traits: a designated-initializer table (traits.c) giving, per type,
+ *    block size, block bytes, to_float, from_float and the scalar reference
+ *    vec_dot with its activation type. Types kiln can only size (IQ*, I8..)
+ *    have sizes but NULL functions;
+ *  - tensor_ops: the kernel set (generic, AVX2, AVX-512) picked once at
+ *    startup, passed around by pointer (no globals).
+ *
+ * Kernel contract:
+ *  - vec_dot(n, &s, w_row, a_row): s = dot(dequant(w_row), dequant(a_row))
+ *    over n elements; w_row is in the weight type, a_row in the weight
+ *    type's vec_dot_type (its activation type). n is a multiple of both
+ *    block sizes.
+ *  - Batch invariance: every output element of tensor_matmul is computed with
+ *    one fixed reduction order, whatever the number of columns in the call
+ *    and however rows are split among threads. A column of a many-column
+ *    matmul is bit-identical to the same column computed alone.
+ *
+ * Activation types (llama.cpp's choice, which the references follow):
+ *  Q2_K..Q6_K -> Q8_K; Q4_0, Q5_0, Q8_0 -> Q8_0; Q4_1, Q5_1 -> Q8_1;
+ *  F16 -> F16; BF16 -> BF16; F32 -> F32.
+ */
+#ifndef KILN_TENSOR_H
+#define KILN_TENSOR_H
+
+#include "../core/kn.h"
+
+#include <assert.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <string.h>
+
+typedef enum q_type {
+    Q_TYPE_F32 = 0,
+    Q_TYPE_F16 = 1,
+    Q_TYPE_Q4_0 = 2,
+    Q_TYPE_Q4_1 = 3,
+    /* 4, 5: removed Q4_2, Q4_3 */
+    Q_TYPE_Q5_0 = 6,
+    Q_TYPE_Q5_1 = 7,
+    Q_TYPE_Q8_0 = 8,
+    Q_TYPE_Q8_1 = 9,
+    Q_TYPE_Q2_K = 10,
+    Q_TYPE_Q3_K = 11,
+    Q_TYPE_Q4_K = 12,
+    Q_TYPE_Q5_K = 13,
+    Q_TYPE_Q6_K = 14,
+    Q_TYPE_Q8_K = 15,
+    Q_TYPE_IQ2_XXS = 16,
+    Q_TYPE_IQ2_XS = 17,
+    Q_TYPE_IQ3_XXS = 18,
+    Q_TYPE_IQ1_S = 19,
+    Q_TYPE_IQ4_NL = 20,
+    Q_TYPE_IQ3_S = 21,
+    Q_TYPE_IQ2_S = 22,
+    Q_TYPE_IQ4_XS = 23,
+    Q_TYPE_I8 = 24,
+    Q_TYPE_I16 = 25,
+    Q_TYPE_I32 = 26,
+    Q_TYPE_I64 = 27,
+    Q_TYPE_F64 = 28,
+    Q_TYPE_IQ1_M = 29,
+    Q_TYPE_BF16 = 30,
+    /* 31..33: removed Q4_0_4_4, Q4_0_4_8, Q4_0_8_8 */
+    Q_TYPE_TQ1_0 = 34,
+    Q_TYPE_TQ2_0 = 35,
+    /* 36..38: removed IQ4_NL_4_4, IQ4_NL_4_8, IQ4_NL_8_8 */
+    Q_TYPE_MXFP4 = 39,
+    Q_TYPE_COUNT = 40
+} q_type;
+
+/* ---- block layouts (ggml-compatible) ---- */
+typedef uint16_t q_f16_t;  /* IEEE half bits */
+typedef uint16_t q_bf16_t; /* bfloat16 bits */
+
+#define Q_QK4_0 32
+#define Q_QK4_1 32
+#define Q_QK5_0 32
+#define Q_QK5_1 32
+#define Q_QK8_0 32
+#define Q_QK8_1 32
+#define Q_QK_K 256
+#define Q_K_SCALE_SIZE 12
+
+typedef struct { q_f16_t d; uint8_t qs[Q_QK4_0 / 2]; } block_q4_0;
+typedef struct { q_f16_t d, m; uint8_t qs[Q_QK4_1 / 2]; } block_q4_1;
+typedef struct { q_f16_t d; uint8_t qh[4]; uint8_t qs[Q_QK5_0 / 2]; } block_q5_0;
+typedef struct { q_f16_t d, m; uint8_t qh[4]; uint8_t qs[Q_QK5_1 / 2]; } block_q5_1;
+typedef struct { q_f16_t d; int8_t qs[Q_QK8_0]; } block_q8_0;
+typedef struct { q_f16_t d, s; int8_t qs[Q_QK8_1]; } block_q8_1; /* s = d * sum(qs) */
+typedef struct { uint8_t scales[Q_QK_K / 16]; uint8_t qs[Q_QK_K / 4]; q_f16_t d, dmin; } block_q2_K;
+typedef struct { uint8_t hmask[Q_QK_K / 8]; uint8_t qs[Q_QK_K / 4]; uint8_t scales[12]; q_f16_t d; } block_q3_K;
+typedef struct { q_f16_t d, dmin; uint8_t scales[Q_K_SCALE_SIZE]; uint8_t qs[Q_QK_K / 2]; } block_q4_K;
+typedef struct { q_f16_t d, dmin; uint8_t scales[Q_K_SCALE_SIZE]; uint8_t qh[Q_QK_K / 8]; uint8_t qs[Q_QK_K / 2]; } block_q5_K;
+typedef struct { uint8_t ql[Q_QK_K / 2]; uint8_t qh[Q_QK_K / 4]; int8_t scales[Q_QK_K / 16]; q_f16_t d; } block_q6_K;
+typedef struct { float d; int8_t qs[Q_QK_K]; int16_t bsums[Q_QK_K / 16]; } block_q8_K;
+
+static_assert(sizeof(block_q4_0) == 18, "block_q4_0 layout");
+static_assert(sizeof(block_q4_1) == 20, "block_q4_1 layout");
+static_assert(sizeof(block_q5_0) == 22, "block_q5_0 layout");
+static_assert(sizeof(block_q5_1) == 24, "block_q5_1 layout");
+static_assert(sizeof(block_q8_0) == 34, "block_q8_0 layout");
+static_assert(sizeof(block_q8_1) == 36, "block_q8_1 layout");
+static_assert(sizeof(block_q2_K) == 84, "block_q2_K layout");
+static_assert(sizeof(block_q3_K) == 110, "block_q3_K layout");
+static_assert(sizeof(block_q4_K) == 144, "block_q4_K layout");
+static_assert(sizeof(block_q5_K) == 176, "block_q5_K layout");
+static_assert(sizeof(block_q6_K) == 210, "block_q6_K layout");
+static_assert(sizeof(block_q8_K) == 292, "block_q8_K layout");
+
+/* ---- half / bfloat16 conversion (IEEE round-to-nearest-even) ---- */
+static inline float q_f16_to_f32(q_f16_t h) {
+    uint32_t sign = (uint32_t)(h & 0x8000) << 16;
+    uint32_t exp = (h >> 10) & 0x1f, man = h & 0x3ff, bits;
+    if (exp == 0) {
+        if (man == 0) {
+            bits = sign;
+        } else { /* subnormal: normalise */
+            int e = -1;
+            do { e++; man <<= 1; } while (!(man & 0x400));
+            bits = sign | ((uint32_t)(127 - 15 - e) << 23) | ((man & 0x3ff) << 13);
+        }
+    } else if (exp == 0x1f) {
+        bits = sign | 0x7f800000u | (man << 13);
+    } else {
+        bits = sign | ((exp + 127 - 15) << 23) | (man << 13);
+    }
+    float f;
+    memcpy(&f, &bits, 4);
+    return f;
+}
+
+static inline q_f16_t q_f32_to_f16(float f) {
+    uint32_t x;
+    memcpy(&x, &f, 4);
+    uint32_t sign = (x >> 16) & 0x8000;
+    uint32_t absx = x & 0x7fffffffu;
+    if (absx >= 0x7f800000u) /* inf or nan */
+        return (q_f16_t)(sign | 0x7c00 | (absx > 0x7f800000u ? 0x200 : 0));
+    if (absx >= 0x477ff000u) return (q_f16_t)(sign | 0x7c00); /* overflow -> inf */
+    if (absx < 0x38800000u) { /* subnormal or zero in half */
+        if (absx < 0x33000000u) return (q_f16_t)sign;
+        uint32_t e = absx >> 23, m = (absx & 0x7fffff) | 0x800000;
+        uint32_t shift = 126 - e; /* 14 + (113 - e) */
+        uint32_t hm = m >> shift, rem = m & ((1u << shift) - 1), half = 1u << (shift - 1);
+        if (rem > half || (rem == half && (hm & 1))) hm++;
+        return (q_f16_t)(sign | hm);
+    }
+    uint32_t h = ((absx >> 13) - (112u << 10));
+    uint32_t rem = absx & 0x1fff;
+    if (rem > 0x1000 || (rem == 0x1000 && (h & 1))) h++;
+    return (q_f16_t)(sign | h);
+}
+
+static inline float q_bf16_to_f32(q_bf16_t h) {
+    uint32_t bits = (uint32_t)h << 16;
+    float f;
+    memcpy(&f, &bits, 4);
+    return f;
+}
+
+static inline q_bf16_t q_f32_to_bf16(float f) {
+    uint32_t x;
+    memcpy(&x, &f, 4);
+    if ((x & 0x7fffffffu) > 0x7f800000u) return (q_bf16_t)((x >> 16) | 64); /* quiet nan */
+    return (q_bf16_t)((x + (0x7fff + ((x >> 16) & 1))) >> 16);
+}
+
+/* ---- traits ---- */
+typedef void (*q_to_float_fn)(const void *src, float *dst, int64_t n);
+typedef void (*q_from_float_fn)(const float *src, void *dst, int64_t n);
+typedef void (*q_vec_dot_fn)(int64_t n, float *s, const void *w, const void *a);
+
+typedef struct q_traits {
+    const char *name;        /* "Q4_K", "F16", ... ; NULL for unused ids */
+    int64_t blck_size;       /* elements per block */
+    size_t type_size;        /* bytes per block */
+    bool is_quantized;
+    q_to_float_fn to_float;  /* NULL when kiln cannot dequantize it */
+    q_from_float_fn from_float; /* reference quantizer; NULL if none */
+    q_vec_dot_fn vec_dot;    /* scalar reference; NULL if none */
+    q_type vec_dot_type;     /* activation type for vec_dot */
+} q_traits;
+
+/* NULL for ids outside the enum or unused (removed) ids. */
+const q_traits *q_get_traits(uint32_t type);
+const char *q_type_name(uint32_t type); /* "?" when unknown */
+/* Case-insensitive name lookup ("q4_k" -> Q_TYPE_Q4_K). */
+bool q_type_from_name(const char *name, q_type *out);
+/* Bytes of a row of n elements; 0 when n is not a whole number of blocks. */
+size_t q_row_size(q_type t, int64_t n);
+/* Whether kiln can compute with this type (to_float + vec_dot present). */
+bool q_type_supported(uint32_t type);
+
+/* ---- kernel sets ---- */
+
+/* A multi-row, multi-column tile kernel: for r < n_rows, c < n_cols:
+ *   y[c * ldy + r] = vec_dot(K, w + r * w_stride, a + c * a_stride)
+ * bit for bit (same reduction order as this set's vec_dot). */
+typedef void (*q_gemm_fn)(int64_t K, const void *w, size_t w_stride, int n_rows, const void *a,
+                          size_t a_stride, int n_cols, float *y, int64_t ldy);
+
+typedef struct tensor_ops {
+    kn_cpu_level level;
+    bool vnni;                               /* AVX-512 VNNI in use */
+    q_vec_dot_fn vec_dot[Q_TYPE_COUNT];      /* by weight type; NULL = unsupported */
+    q_gemm_fn gemm[Q_TYPE_COUNT];            /* by weight type; NULL = loop over vec_dot */
+    q_from_float_fn quantize[Q_TYPE_COUNT];  /* by activation type: fast quantize of activations */
+} tensor_ops;
+
+/* Fills ops for a kernel set the CPU supports (callers use kn_cpu_select()). */
+void tensor_ops_init(tensor_ops *ops, kn_cpu_level lvl);
+
+/* ---- matmul ----
+ * Weights w: M rows of K elements of type wtype (row-major, rows contiguous).
+ * Activations: n_cols columns (tokens) of K floats, quantized once with
+ * tensor_act_quantize into the weight type's activation type, then reused by
+ * every matmul that reads the same input (e.g. Q, K and V).
+ * Output: y[c * ldy + m] for column c and row m. */
+size_t tensor_act_bytes(q_type wtype, int64_t K, int64_t n_cols);
+void tensor_act_quantize(const tensor_ops *ops, q_type wtype, const float *x, int64_t ldx, int64_t K,
+                         int64_t n_cols, void *act);
+/* Rows [row_lo, row_hi) only: for callers already running inside a pool job. */
+void tensor_matmul_rows(const tensor_ops *ops, q_type wtype, const void *w, int64_t K, int64_t row_lo,
+                        int64_t row_hi, const void *act, int64_t n_cols, float *y, int64_t ldy);
+/* All M rows, split across the pool's threads in contiguous row ranges. */
+void tensor_matmul(const tensor_ops *ops, kn_pool *pool, q_type wtype, const void *w, int64_t K, int64_t M,
+                   const void *act, int64_t n_cols, float *y, int64_t ldy);
+
+/* Measures read bandwidth (bytes/s) over a buffer of `bytes`, using every
+ * thread of the pool. Used by the benchmarks to report roofline fractions. */
+double tensor_measure_bandwidth(kn_pool *pool, size_t bytes);
+
+#endif
