@@ -17,6 +17,7 @@ typedef struct cli_command {
 
 static const cli_command COMMANDS[] = {
     {"run", cmd_run, "generate text from a prompt with a GGUF model"},
+    {"eval", cmd_eval, "teacher-forced top-k logits of a prompt file, as JSON"},
     {"info", cmd_info, "describe a GGUF file (architecture, quant mix, tokenizer)"},
     {"quantize", cmd_quantize, "quantize a GGUF model to another type (Q4_K_M, Q8_0, ...)"},
     {"tokenize", cmd_tokenize, "print the token ids of stdin"},

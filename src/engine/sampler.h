@@ -1,0 +1,59 @@
+/*
+ * sampler.h — token samplers: greedy, temperature, top-k, top-p, min-p,
+ * typical-p, repetition/presence/frequency penalties over the last N
+ * tokens, logit bias, and a seeded RNG for reproducible sampling.
+ *
+ * Owns: an eng_sampler holds its candidate buffer and penalty history,
+ * allocated once at creation; sampling a token allocates nothing and never
+ * sorts the whole vocabulary (top-k uses selection; top-p grows a sorted
+ * prefix only as far as the probability mass needs).
+ *
+ * Order of operations (llama.cpp's default chain): logit bias -> penalties
+ * -> greedy if temp <= 0 -> top-k -> typical-p -> top-p -> min-p ->
+ * temperature -> draw.
+ */
+#ifndef KILN_ENGINE_SAMPLER_H
+#define KILN_ENGINE_SAMPLER_H
+
+#include "../core/kn.h"
+
+#include <stdint.h>
+
+typedef struct eng_logit_bias {
+    int32_t token;
+    float bias; /* -INFINITY bans the token */
+} eng_logit_bias;
+
+typedef struct eng_sampler_params {
+    float temp;              /* <= 0: greedy */
+    int32_t top_k;           /* <= 0: off */
+    float top_p;             /* >= 1: off */
+    float min_p;             /* <= 0: off */
+    float typical_p;         /* >= 1: off */
+    float repeat_penalty;    /* 1: off */
+    float presence_penalty;  /* 0: off */
+    float frequency_penalty; /* 0: off */
+    int32_t penalty_last_n;  /* tokens of history the penalties look at */
+    uint64_t seed;
+    const eng_logit_bias *bias; /* borrowed until destroy; may be NULL */
+    int32_t n_bias;
+} eng_sampler_params;
+
+/* llama.cpp's defaults: temp 0.8, top-k 40, top-p 0.95, min-p 0.05,
+ * repeat penalty 1 (off), last 64 tokens. */
+eng_sampler_params eng_sampler_defaults(void);
+
+typedef struct eng_sampler eng_sampler;
+
+kn_status eng_sampler_create(const eng_sampler_params *p, int32_t n_vocab, eng_sampler **out, kn_err *err);
+void eng_sampler_destroy(eng_sampler *s); /* accepts NULL */
+/* Picks a token from logits[n_vocab] (not modified). */
+int32_t eng_sampler_sample(eng_sampler *s, const float *logits);
+/* Records a token in the penalty history (prompt tokens too, if wanted). */
+void eng_sampler_accept(eng_sampler *s, int32_t token);
+void eng_sampler_reset(eng_sampler *s);
+
+/* Index of the largest logit (lowest index on ties). */
+int32_t eng_argmax(const float *logits, int32_t n);
+
+#endif

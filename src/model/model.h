@@ -1,0 +1,129 @@
+/*
+ * model.h — transformer architectures as tables of tensors, and a batched
+ * forward pass over tokens from several sequences.
+ *
+ * Owns:
+ *  - model: a loaded GGUF (mmap'd, weights used in place), its
+ *    hyper-parameters and per-layer tensor views. Supported architectures:
+ *    `llama` (Llama 2/3, TinyLlama, SmolLM, Mistral without sliding window)
+ *    and `qwen2` (q/k/v biases). Both share one block implementation:
+ *    RMSNorm, RoPE (normal or neox), grouped-query attention with any head
+ *    ratio, SwiGLU. Tied embeddings (no output.weight) are supported.
+ *  - model_kv: the KV store behind a small interface (per-sequence,
+ *    contiguous, F16). The batching work replaces it with a paged,
+ *    prefix-shared cache.
+ *  - model_ctx: scratch buffers for a maximum batch, sized at creation; the
+ *    forward pass allocates nothing.
+ *
+ * Invariants:
+ *  - Every tensor was checked at load: present, of the shape the
+ *    architecture needs, and of a type kiln computes with. A failure names
+ *    the tensor.
+ *  - Attention walks each token's keys in tiles of MODEL_ATTN_TILE aligned
+ *    to absolute positions with an online softmax, and matmuls are
+ *    batch-invariant (tensor.h), so a sequence's logits do not depend on
+ *    what else shares the batch.
+ */
+#ifndef KILN_MODEL_H
+#define KILN_MODEL_H
+
+#include "../core/kn.h"
+#include "../gguf/gguf.h"
+#include "../tensor/tensor.h"
+
+#include <stdbool.h>
+#include <stdint.h>
+
+#define MODEL_ATTN_TILE 32
+
+typedef enum model_arch { MODEL_ARCH_LLAMA = 0, MODEL_ARCH_QWEN2 } model_arch;
+typedef enum model_rope_type { MODEL_ROPE_NORM = 0, MODEL_ROPE_NEOX } model_rope_type;
+
+typedef struct model_hparams {
+    model_arch arch;
+    char arch_name[32];
+    int32_t n_vocab;
+    int32_t n_embd;
+    int32_t n_layer;
+    int32_t n_head;
+    int32_t n_head_kv;
+    int32_t head_dim;
+    int32_t n_ff;
+    int32_t n_ctx_train;
+    int32_t n_rot;          /* rope.dimension_count (default head_dim) */
+    float rope_freq_base;   /* default 10000 */
+    float rope_freq_scale;  /* 1 / linear scaling factor */
+    float rms_eps;
+    model_rope_type rope_type;
+} model_hparams;
+
+/* A weight: a view into the mapping. */
+typedef struct model_tensor {
+    const void *data;
+    q_type type;
+    int64_t ne0, ne1; /* ne0 = row length (input dim), ne1 = rows (output dim) */
+} model_tensor;
+
+typedef struct model_layer {
+    model_tensor attn_norm;                 /* [n_embd] F32 */
+    model_tensor wq, wk, wv, wo;            /* [n_embd -> n_head*hd], [.. n_kv*hd], [.. n_kv*hd], [n_head*hd -> n_embd] */
+    model_tensor bq, bk, bv;                /* qwen2 only: [n_head*hd], [n_kv*hd], [n_kv*hd] F32 */
+    model_tensor ffn_norm;                  /* [n_embd] */
+    model_tensor w_gate, w_up, w_down;      /* [n_embd -> n_ff], same, [n_ff -> n_embd] */
+} model_layer;
+
+typedef struct model {
+    gguf_ctx *gguf; /* owned */
+    model_hparams hp;
+    model_tensor tok_embd;    /* [n_embd x n_vocab] */
+    model_tensor output_norm; /* [n_embd] */
+    model_tensor output;      /* [n_embd x n_vocab]; == tok_embd when tied */
+    model_layer *layers;      /* [n_layer] owned */
+    uint64_t weight_bytes;
+} model;
+
+/* Loads and validates a model file. err names the problem (without the path). */
+kn_status model_load(const char *path, model **out, kn_err *err);
+/* The same over an already opened GGUF; takes ownership of g on success. */
+kn_status model_load_gguf(gguf_ctx *g, model **out, kn_err *err);
+void model_destroy(model *m); /* accepts NULL */
+
+/* ---- KV store ---- */
+typedef struct model_kv model_kv;
+
+/* n_seq sequences of up to n_ctx positions each. */
+kn_status model_kv_create(const model *m, int n_seq, int n_ctx, model_kv **out, kn_err *err);
+void model_kv_destroy(model_kv *kv); /* accepts NULL */
+int model_kv_n_ctx(const model_kv *kv);
+int model_kv_n_seq(const model_kv *kv);
+uint64_t model_kv_bytes(const model_kv *kv);
+/* Forgets positions >= pos of a sequence (0 clears it). */
+void model_kv_truncate(model_kv *kv, int seq, int pos);
+
+/* ---- forward ---- */
+typedef struct model_batch {
+    int n_tokens;
+    const int32_t *token;  /* [n_tokens] */
+    const int32_t *pos;    /* [n_tokens] position within its sequence */
+    const int32_t *seq;    /* [n_tokens] sequence index < n_seq */
+    const uint8_t *logits; /* [n_tokens] nonzero: output logits for this token; NULL = last token only */
+} model_batch;
+
+typedef struct model_ctx model_ctx;
+
+/* Scratch for batches of up to max_batch tokens. ops and pool are borrowed
+ * and must outlive the ctx. */
+kn_status model_ctx_create(const model *m, const tensor_ops *ops, kn_pool *pool, int max_batch,
+                           model_ctx **out, kn_err *err);
+void model_ctx_destroy(model_ctx *c); /* accepts NULL */
+uint64_t model_ctx_bytes(const model_ctx *c);
+
+/* Runs the batch. Tokens of one sequence must come in increasing position
+ * order, and the positions a token attends to (0..pos) must already be in
+ * the KV store or earlier in this batch. Logits of the tokens that asked
+ * for them are written to out, one row of n_vocab floats per such token, in
+ * batch order. Errors (bad token id, position past n_ctx) leave the KV of
+ * the batch's sequences unspecified at the offending positions. */
+kn_status model_forward(model_ctx *c, model_kv *kv, const model_batch *b, float *out, kn_err *err);
+
+#endif

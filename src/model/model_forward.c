@@ -1,0 +1,355 @@
+/*
+ * model_forward.c — the KV store and the batched forward pass shared by
+ * the llama and qwen2 architectures (see model.h).
+ */
+#include "model.h"
+
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+/* ---- KV store: per sequence, per layer, per kv head, positions contiguous ---- */
+struct model_kv {
+    int n_seq, n_ctx, n_layer, n_head_kv, head_dim;
+    q_f16_t *k; /* [n_seq][n_layer][n_head_kv][n_ctx][head_dim] */
+    q_f16_t *v; /* same layout */
+    int32_t *n_pos; /* [n_seq] positions held */
+};
+
+static size_t kv_index(const model_kv *kv, int seq, int layer, int h, int pos) {
+    return ((((size_t)seq * kv->n_layer + layer) * kv->n_head_kv + h) * kv->n_ctx + pos) * kv->head_dim;
+}
+
+kn_status model_kv_create(const model *m, int n_seq, int n_ctx, model_kv **out, kn_err *err) {
+    *out = NULL;
+    if (n_seq < 1 || n_ctx < 1) return kn_fail(err, KN_EINVAL, "KV store needs at least 1 sequence and 1 position");
+    model_kv *kv = calloc(1, sizeof *kv);
+    if (!kv) return kn_fail(err, KN_ENOMEM, "out of memory");
+    kv->n_seq = n_seq;
+    kv->n_ctx = n_ctx;
+    kv->n_layer = m->hp.n_layer;
+    kv->n_head_kv = m->hp.n_head_kv;
+    kv->head_dim = m->hp.head_dim;
+    uint64_t n = 0;
+    if (!kn_mul_u64((uint64_t)n_seq * kv->n_layer, (uint64_t)kv->n_head_kv * kv->head_dim, &n) ||
+        !kn_mul_u64(n, (uint64_t)n_ctx * sizeof(q_f16_t), &n) || n > (1ull << 40)) {
+        free(kv);
+        return kn_fail(err, KN_ERANGE, "KV store of %d sequences x %d positions is too large", n_seq, n_ctx);
+    }
+    kv->k = kn_alloc_aligned(n);
+    kv->v = kn_alloc_aligned(n);
+    kv->n_pos = calloc((size_t)n_seq, sizeof *kv->n_pos);
+    if (!kv->k || !kv->v || !kv->n_pos) {
+        model_kv_destroy(kv);
+        return kn_fail(err, KN_ENOMEM, "cannot allocate a KV store of %.1f MiB", 2.0 * (double)n / 1048576.0);
+    }
+    *out = kv;
+    return KN_OK;
+}
+
+void model_kv_destroy(model_kv *kv) {
+    if (!kv) return;
+    kn_free_aligned(kv->k);
+    kn_free_aligned(kv->v);
+    free(kv->n_pos);
+    free(kv);
+}
+
+int model_kv_n_ctx(const model_kv *kv) { return kv->n_ctx; }
+int model_kv_n_seq(const model_kv *kv) { return kv->n_seq; }
+uint64_t model_kv_bytes(const model_kv *kv) {
+    return 2ull * kv->n_seq * kv->n_layer * kv->n_head_kv * kv->n_ctx * kv->head_dim * sizeof(q_f16_t);
+}
+void model_kv_truncate(model_kv *kv, int seq, int pos) {
+    if (seq < 0 || seq >= kv->n_seq || pos < 0) return;
+    if (kv->n_pos[seq] > pos) kv->n_pos[seq] = pos;
+}
+
+/* ---- context ---- */
+struct model_ctx {
+    const model *m;
+    const tensor_ops *ops;
+    kn_pool *pool;
+    int max_batch;
+    int n_threads;
+    float *x;       /* [B][E]   residual stream */
+    float *xn;      /* [B][W]   normed input / gathered rows, W = max(E, Hq, n_ff) */
+    float *q;       /* [B][Hq] */
+    float *k;       /* [B][Hkv] */
+    float *v;       /* [B][Hkv] */
+    float *att;     /* [B][Hq]  attention output */
+    float *gate;    /* [B][n_ff] */
+    float *up;      /* [B][n_ff] */
+    float *rope;    /* [B][n_rot/2][2] cos, sin */
+    float *scratch; /* [n_threads][MODEL_ATTN_TILE + head_dim] attention */
+    void *act;      /* quantized activations, act_bytes */
+    size_t act_bytes;
+    uint64_t bytes;
+};
+
+static size_t act_need(const model_tensor *t, int64_t B) { return tensor_act_bytes(t->type, t->ne0, B); }
+
+kn_status model_ctx_create(const model *m, const tensor_ops *ops, kn_pool *pool, int max_batch, model_ctx **out,
+                           kn_err *err) {
+    *out = NULL;
+    if (max_batch < 1 || max_batch > 65536) return kn_fail(err, KN_EINVAL, "batch size %d out of range", max_batch);
+    model_ctx *c = calloc(1, sizeof *c);
+    if (!c) return kn_fail(err, KN_ENOMEM, "out of memory");
+    const model_hparams *hp = &m->hp;
+    c->m = m;
+    c->ops = ops;
+    c->pool = pool;
+    c->max_batch = max_batch;
+    c->n_threads = kn_pool_size(pool);
+    const int64_t B = max_batch, E = hp->n_embd, Hq = (int64_t)hp->n_head * hp->head_dim,
+                  Hkv = (int64_t)hp->n_head_kv * hp->head_dim, F = hp->n_ff;
+    int64_t W = E > Hq ? E : Hq;
+    if (F > W) W = F;
+    size_t act = act_need(&m->output, B);
+    for (int l = 0; l < hp->n_layer; l++) {
+        const model_layer *L = &m->layers[l];
+        const model_tensor *ts[] = {&L->wq, &L->wk, &L->wv, &L->wo, &L->w_gate, &L->w_up, &L->w_down};
+        for (size_t i = 0; i < sizeof ts / sizeof ts[0]; i++) {
+            size_t n = act_need(ts[i], B);
+            if (n > act) act = n;
+        }
+    }
+    c->act_bytes = act;
+    struct {
+        float **p;
+        int64_t n;
+    } bufs[] = {
+        {&c->x, B * E},     {&c->xn, B * W},    {&c->q, B * Hq},    {&c->k, B * Hkv},
+        {&c->v, B * Hkv},   {&c->att, B * Hq},  {&c->gate, B * F},  {&c->up, B * F},
+        {&c->rope, B * hp->n_rot},
+        {&c->scratch, (int64_t)c->n_threads * (MODEL_ATTN_TILE + hp->head_dim)},
+    };
+    for (size_t i = 0; i < sizeof bufs / sizeof bufs[0]; i++) {
+        *bufs[i].p = kn_alloc_aligned((size_t)bufs[i].n * sizeof(float));
+        if (!*bufs[i].p) goto nomem;
+        c->bytes += (uint64_t)bufs[i].n * sizeof(float);
+    }
+    c->act = kn_alloc_aligned(act);
+    if (!c->act) goto nomem;
+    c->bytes += act;
+    *out = c;
+    return KN_OK;
+nomem:
+    model_ctx_destroy(c);
+    return kn_fail(err, KN_ENOMEM, "cannot allocate scratch buffers for a batch of %d", max_batch);
+}
+
+void model_ctx_destroy(model_ctx *c) {
+    if (!c) return;
+    float *bufs[] = {c->x, c->xn, c->q, c->k, c->v, c->att, c->gate, c->up, c->rope, c->scratch};
+    for (size_t i = 0; i < sizeof bufs / sizeof bufs[0]; i++) kn_free_aligned(bufs[i]);
+    kn_free_aligned(c->act);
+    free(c);
+}
+
+uint64_t model_ctx_bytes(const model_ctx *c) { return c->bytes; }
+
+/* ---- building blocks ---- */
+static void rmsnorm(float *out, const float *x, const float *w, int64_t n, float eps) {
+    double sum = 0.0;
+    for (int64_t i = 0; i < n; i++) sum += (double)x[i] * x[i];
+    const float scale = 1.0f / sqrtf((float)(sum / (double)n) + eps);
+    for (int64_t i = 0; i < n; i++) out[i] = x[i] * scale * w[i];
+}
+
+/* y[c][0..M) = W x[c] for n columns; x rows have stride ldx floats. */
+static void matmul(model_ctx *c, const model_tensor *w, const float *x, int64_t ldx, int64_t n, float *y,
+                   int64_t ldy) {
+    tensor_act_quantize(c->ops, w->type, x, ldx, w->ne0, n, c->act);
+    tensor_matmul(c->ops, c->pool, w->type, w->data, w->ne0, w->ne1, c->act, n, y, ldy);
+}
+
+static void add_bias(float *y, const model_tensor *b, int64_t n, int64_t ld) {
+    if (!b->data) return;
+    const float *bv = b->data;
+    for (int64_t t = 0; t < n; t++)
+        for (int64_t i = 0; i < b->ne0; i++) y[t * ld + i] += bv[i];
+}
+
+/* cos/sin table per token, following ggml's rope: theta_i = p * scale * base^(-2i/n_rot). */
+static void rope_table(model_ctx *c, const model_batch *b) {
+    const model_hparams *hp = &c->m->hp;
+    const int half = hp->n_rot / 2;
+    const float theta_scale = powf(hp->rope_freq_base, -2.0f / (float)hp->n_rot);
+    for (int t = 0; t < b->n_tokens; t++) {
+        float theta = (float)b->pos[t];
+        float *r = c->rope + (size_t)t * hp->n_rot;
+        for (int i = 0; i < half; i++) {
+            const float th = theta * hp->rope_freq_scale;
+            r[2 * i] = cosf(th);
+            r[2 * i + 1] = sinf(th);
+            theta *= theta_scale;
+        }
+    }
+}
+
+static void rope_apply(const model_ctx *c, float *vec, int n_heads, const float *r) {
+    const model_hparams *hp = &c->m->hp;
+    const int half = hp->n_rot / 2, hd = hp->head_dim;
+    for (int h = 0; h < n_heads; h++) {
+        float *x = vec + (size_t)h * hd;
+        for (int i = 0; i < half; i++) {
+            const float cs = r[2 * i], sn = r[2 * i + 1];
+            const int i0 = hp->rope_type == MODEL_ROPE_NEOX ? i : 2 * i;
+            const int i1 = hp->rope_type == MODEL_ROPE_NEOX ? i + half : 2 * i + 1;
+            const float a = x[i0], bb = x[i1];
+            x[i0] = a * cs - bb * sn;
+            x[i1] = a * sn + bb * cs;
+        }
+    }
+}
+
+/* ---- attention job: (token, head) pairs split across threads ---- */
+typedef struct attn_job {
+    model_ctx *c;
+    model_kv *kv;
+    const model_batch *b;
+    int layer;
+} attn_job;
+
+static void attn_fn(void *arg, int ith, int nth) {
+    attn_job *j = arg;
+    model_ctx *c = j->c;
+    const model_hparams *hp = &c->m->hp;
+    const int hd = hp->head_dim, nh = hp->n_head, group = hp->n_head / hp->n_head_kv;
+    const float scale = 1.0f / sqrtf((float)hd);
+    float *sc = c->scratch + (size_t)ith * (MODEL_ATTN_TILE + hd);
+    float *acc = sc + MODEL_ATTN_TILE;
+    int64_t lo, hi;
+    kn_split_range((int64_t)j->b->n_tokens * nh, 1, ith, nth, &lo, &hi);
+    for (int64_t p = lo; p < hi; p++) {
+        const int t = (int)(p / nh), h = (int)(p % nh);
+        const int seq = j->b->seq[t], pos = j->b->pos[t], kvh = h / group;
+        const float *q = c->q + (size_t)t * nh * hd + (size_t)h * hd;
+        const q_f16_t *K = j->kv->k + kv_index(j->kv, seq, j->layer, kvh, 0);
+        const q_f16_t *V = j->kv->v + kv_index(j->kv, seq, j->layer, kvh, 0);
+        float M = -INFINITY, S = 0.0f;
+        for (int d = 0; d < hd; d++) acc[d] = 0.0f;
+        for (int t0 = 0; t0 <= pos; t0 += MODEL_ATTN_TILE) {
+            const int t1 = t0 + MODEL_ATTN_TILE - 1 < pos ? t0 + MODEL_ATTN_TILE - 1 : pos;
+            float tmax = -INFINITY;
+            for (int i = t0; i <= t1; i++) {
+                const q_f16_t *kr = K + (size_t)i * hd;
+                float s = 0.0f;
+                for (int d = 0; d < hd; d++) s += q[d] * q_f16_to_f32(kr[d]);
+                s *= scale;
+                sc[i - t0] = s;
+                if (s > tmax) tmax = s;
+            }
+            const float Mn = tmax > M ? tmax : M;
+            const float corr = expf(M - Mn);
+            S *= corr;
+            for (int d = 0; d < hd; d++) acc[d] *= corr;
+            for (int i = t0; i <= t1; i++) {
+                const float e = expf(sc[i - t0] - Mn);
+                S += e;
+                const q_f16_t *vr = V + (size_t)i * hd;
+                for (int d = 0; d < hd; d++) acc[d] += e * q_f16_to_f32(vr[d]);
+            }
+            M = Mn;
+        }
+        float *o = c->att + (size_t)t * nh * hd + (size_t)h * hd;
+        const float inv = 1.0f / S;
+        for (int d = 0; d < hd; d++) o[d] = acc[d] * inv;
+    }
+}
+
+kn_status model_forward(model_ctx *c, model_kv *kv, const model_batch *b, float *out, kn_err *err) {
+    const model *m = c->m;
+    const model_hparams *hp = &m->hp;
+    const int n = b->n_tokens;
+    if (n < 1 || n > c->max_batch)
+        return kn_fail(err, KN_EINVAL, "batch of %d tokens (limit %d)", n, c->max_batch);
+    if (kv->n_layer != hp->n_layer || kv->n_head_kv != hp->n_head_kv || kv->head_dim != hp->head_dim)
+        return kn_fail(err, KN_EINVAL, "KV store belongs to another model shape");
+    for (int t = 0; t < n; t++) {
+        if (b->token[t] < 0 || b->token[t] >= hp->n_vocab)
+            return kn_fail(err, KN_EINVAL, "token id %d out of range [0, %d)", b->token[t], hp->n_vocab);
+        if (b->seq[t] < 0 || b->seq[t] >= kv->n_seq)
+            return kn_fail(err, KN_EINVAL, "sequence %d out of range [0, %d)", b->seq[t], kv->n_seq);
+        if (b->pos[t] < 0 || b->pos[t] >= kv->n_ctx)
+            return kn_fail(err, KN_ERANGE, "position %d is past the context size %d", b->pos[t], kv->n_ctx);
+        if (b->pos[t] > kv->n_pos[b->seq[t]]) {
+            /* allowed only if the earlier positions come earlier in this batch */
+            bool ok = false;
+            for (int u = t - 1; u >= 0; u--)
+                if (b->seq[u] == b->seq[t] && b->pos[u] == b->pos[t] - 1) {
+                    ok = true;
+                    break;
+                }
+            if (!ok)
+                return kn_fail(err, KN_EINVAL, "sequence %d: position %d skips positions (have %d)", b->seq[t],
+                               b->pos[t], kv->n_pos[b->seq[t]]);
+        }
+    }
+    const int64_t E = hp->n_embd, hd = hp->head_dim, Hq = (int64_t)hp->n_head * hd,
+                  Hkv = (int64_t)hp->n_head_kv * hd, F = hp->n_ff;
+    const q_traits *et = q_get_traits(m->tok_embd.type);
+    const size_t erow = q_row_size(m->tok_embd.type, E);
+    for (int t = 0; t < n; t++)
+        et->to_float((const uint8_t *)m->tok_embd.data + (size_t)b->token[t] * erow, c->x + (size_t)t * E, E);
+    rope_table(c, b);
+
+    for (int l = 0; l < hp->n_layer; l++) {
+        const model_layer *L = &m->layers[l];
+        for (int t = 0; t < n; t++) rmsnorm(c->xn + t * E, c->x + t * E, L->attn_norm.data, E, hp->rms_eps);
+        /* Q, K and V read the same input: quantize it once when the types agree */
+        tensor_act_quantize(c->ops, L->wq.type, c->xn, E, E, n, c->act);
+        tensor_matmul(c->ops, c->pool, L->wq.type, L->wq.data, E, Hq, c->act, n, c->q, Hq);
+        if (L->wk.type != L->wq.type) tensor_act_quantize(c->ops, L->wk.type, c->xn, E, E, n, c->act);
+        tensor_matmul(c->ops, c->pool, L->wk.type, L->wk.data, E, Hkv, c->act, n, c->k, Hkv);
+        if (L->wv.type != L->wk.type) tensor_act_quantize(c->ops, L->wv.type, c->xn, E, E, n, c->act);
+        tensor_matmul(c->ops, c->pool, L->wv.type, L->wv.data, E, Hkv, c->act, n, c->v, Hkv);
+        add_bias(c->q, &L->bq, n, Hq);
+        add_bias(c->k, &L->bk, n, Hkv);
+        add_bias(c->v, &L->bv, n, Hkv);
+        for (int t = 0; t < n; t++) {
+            const float *r = c->rope + (size_t)t * hp->n_rot;
+            rope_apply(c, c->q + t * Hq, hp->n_head, r);
+            rope_apply(c, c->k + t * Hkv, hp->n_head_kv, r);
+            for (int h = 0; h < hp->n_head_kv; h++) {
+                q_f16_t *kd = kv->k + kv_index(kv, b->seq[t], l, h, b->pos[t]);
+                q_f16_t *vd = kv->v + kv_index(kv, b->seq[t], l, h, b->pos[t]);
+                const float *ks = c->k + t * Hkv + h * hd, *vs = c->v + t * Hkv + h * hd;
+                for (int64_t d = 0; d < hd; d++) {
+                    kd[d] = q_f32_to_f16(ks[d]);
+                    vd[d] = q_f32_to_f16(vs[d]);
+                }
+            }
+        }
+        attn_job aj = {.c = c, .kv = kv, .b = b, .layer = l};
+        kn_pool_run(c->pool, attn_fn, &aj);
+        matmul(c, &L->wo, c->att, Hq, n, c->xn, E);
+        for (int64_t i = 0; i < n * E; i++) c->x[i] += c->xn[i];
+
+        for (int t = 0; t < n; t++) rmsnorm(c->xn + t * E, c->x + t * E, L->ffn_norm.data, E, hp->rms_eps);
+        tensor_act_quantize(c->ops, L->w_gate.type, c->xn, E, E, n, c->act);
+        tensor_matmul(c->ops, c->pool, L->w_gate.type, L->w_gate.data, E, F, c->act, n, c->gate, F);
+        if (L->w_up.type != L->w_gate.type) tensor_act_quantize(c->ops, L->w_up.type, c->xn, E, E, n, c->act);
+        tensor_matmul(c->ops, c->pool, L->w_up.type, L->w_up.data, E, F, c->act, n, c->up, F);
+        for (int64_t i = 0; i < n * F; i++) {
+            const float g = c->gate[i];
+            c->gate[i] = g / (1.0f + expf(-g)) * c->up[i];
+        }
+        matmul(c, &L->w_down, c->gate, F, n, c->xn, E);
+        for (int64_t i = 0; i < n * E; i++) c->x[i] += c->xn[i];
+    }
+    for (int t = 0; t < n; t++)
+        if (b->pos[t] + 1 > kv->n_pos[b->seq[t]]) kv->n_pos[b->seq[t]] = b->pos[t] + 1;
+
+    /* final norm of the tokens that want logits, gathered contiguously */
+    int n_out = 0;
+    for (int t = 0; t < n; t++) {
+        bool want = b->logits ? b->logits[t] != 0 : t == n - 1;
+        if (!want) continue;
+        rmsnorm(c->xn + (size_t)n_out * E, c->x + (size_t)t * E, m->output_norm.data, E, hp->rms_eps);
+        n_out++;
+    }
+    if (n_out > 0) matmul(c, &m->output, c->xn, E, n_out, out, hp->n_vocab);
+    return KN_OK;
+}
