@@ -60,6 +60,8 @@ typedef enum gguf_type {
 } gguf_type;
 
 const char *gguf_type_name(gguf_type t);
+/* Bytes of one scalar value of type t; 0 for string, array or unknown. */
+size_t gguf_type_size(gguf_type t);
 
 /* A string inside the mapping: not NUL-terminated. */
 typedef struct gguf_str {
@@ -121,12 +123,23 @@ kn_status gguf_get_arr(const gguf_ctx *ctx, const char *key, gguf_type *elem_typ
                        const void **data);
 kn_status gguf_get_arr_str(const gguf_ctx *ctx, const char *key, uint64_t i, gguf_str *out);
 
+/* Note: array data in the mapping may be unaligned; read elements with
+ * memcpy or with the element getters below, never by casting *data. */
+
+/* Element j of the array at key index i, converted: integers/bool to *out
+ * (KN_ERANGE if it does not fit an int64), f32/f64 to double. KN_ETYPE when
+ * the element type does not fit, KN_ERANGE when j >= count. */
+kn_status gguf_arr_get_i64(const gguf_ctx *ctx, int64_t i, uint64_t j, int64_t *out);
+kn_status gguf_arr_get_f64(const gguf_ctx *ctx, int64_t i, uint64_t j, double *out);
+
 /* Same getters by index (for dumping all metadata). */
 kn_status gguf_kv_get_arr(const gguf_ctx *ctx, int64_t i, gguf_type *elem_type, uint64_t *n,
                           const void **data);
 kn_status gguf_kv_arr_str(const gguf_ctx *ctx, int64_t i, uint64_t j, gguf_str *out);
-/* Scalar value by index, converted: integers/bool to *i (or *u for u64),
- * floats to *f, strings to *s. Unused outputs may be NULL. */
+/* Scalar value by index, converted: integers/bool to *iv and *uv (the same
+ * bits: *uv for unsigned values above INT64_MAX, *iv for negative ones),
+ * floats to *fv, strings to *sv. Unused outputs may be NULL. KN_ETYPE for
+ * arrays. */
 kn_status gguf_kv_scalar(const gguf_ctx *ctx, int64_t i, int64_t *iv, uint64_t *uv, double *fv, gguf_str *sv);
 
 /* ---- tensors ---- */
@@ -141,7 +154,13 @@ const gguf_tensor_info *gguf_find_tensor(const gguf_ctx *ctx, const char *name);
  * gguf_writer_open() + gguf_writer_put_data() for each tensor in order +
  * gguf_writer_finish(), to stream large files without holding them.
  * The writer copies keys, names and metadata; tensor data passed to
- * add_tensor is borrowed until the file is written. */
+ * add_tensor is borrowed until the file is written (it may be NULL when the
+ * data will be streamed). put_data may be called several times per tensor
+ * with consecutive chunks; zero-sized tensors need no call. The file is
+ * written to PATH.part and renamed to PATH by a successful finish;
+ * destroying an unfinished writer removes the .part file. Output is GGUF v3
+ * with general.alignment (default 32) padding after the header and after
+ * every tensor. */
 typedef struct gguf_writer gguf_writer;
 
 gguf_writer *gguf_writer_create(void);
