@@ -8,7 +8,7 @@ PKGS=(
   build-essential cmake pkg-config git
   clang-14 libclang-rt-14-dev lld-14 llvm-14
   libmicrohttpd-dev libjansson-dev libpcre2-dev libzstd-dev liblmdb-dev
-  libcurl4-openssl-dev libyaml-dev libssl-dev libxxhash-dev libcmocka-dev
+  libcurl4-openssl-dev libyaml-dev libssl-dev libxxhash-dev libcmocka-dev libicu-dev
   python3 python3-numpy
 )
 
