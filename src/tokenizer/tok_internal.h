@@ -1,0 +1,166 @@
+/*
+ * tok_internal.h — private layout of the tokenizer module (tok_*.c only).
+ *
+ * Token strings live in one pool (text_pool, offsets per id); the decoded
+ * pieces in another. Lookups go through open-addressing tables of
+ * (hash32 << 32 | id + 1) slots, hashed with xxHash; merges through a table
+ * keyed by the (left id, right id) pair.
+ */
+#ifndef KILN_TOKENIZER_TOK_INTERNAL_H
+#define KILN_TOKENIZER_TOK_INTERNAL_H
+
+#define PCRE2_CODE_UNIT_WIDTH 8
+#include <pcre2.h>
+
+#include "tok.h"
+
+/* attribute bits (llama.cpp's token attrs, the subset we use) */
+enum {
+    TOK_F_NORMAL = 1 << 0,
+    TOK_F_UNKNOWN = 1 << 1,
+    TOK_F_CONTROL = 1 << 2,
+    TOK_F_USER = 1 << 3,
+    TOK_F_UNUSED = 1 << 4,
+    TOK_F_BYTE = 1 << 5,
+    TOK_F_EOG = 1 << 6,
+};
+
+#define TOK_MAX_REGEX 6
+
+/* A string -> id table. Keys are (pool + off[id], len[id]). */
+typedef struct tok_map {
+    uint64_t *slots; /* [mask + 1]: hash32 << 32 | (id + 1); 0 = empty */
+    uint64_t mask;
+} tok_map;
+
+typedef struct tok_merge {
+    uint64_t key; /* left << 32 | right; UINT64_MAX = empty */
+    int32_t rank;
+    int32_t result; /* id of left+right, TOK_NULL if not a token */
+} tok_merge;
+
+struct tok_vocab {
+    tok_family family;
+    char pre[64];
+    int32_t n;
+
+    /* stored token texts */
+    char *text_pool;   /* [text_pool_len] */
+    uint64_t *text_off; /* [n] */
+    uint32_t *text_len; /* [n] */
+    float *scores;      /* [n] */
+    uint8_t *type;      /* [n] tok_type */
+    uint8_t *flags;     /* [n] TOK_F_* */
+    tok_map map_text;
+    uint32_t max_token_len;
+
+    /* decoded pieces (special = true form) */
+    char *piece_pool;
+    uint64_t *piece_off; /* [n] */
+    uint32_t *piece_len; /* [n] */
+    uint32_t max_piece_len;
+
+    /* BPE: raw-byte form of each token (byte-level decoded), -1 len if none */
+    char *raw_pool;
+    uint64_t *raw_off;  /* [n] */
+    int32_t *raw_len;   /* [n] */
+    tok_map map_raw;
+    int32_t byte_tok[256];     /* token of the single raw byte, TOK_NULL if none */
+    int32_t fallback_tok[256]; /* llama.cpp's per-byte fallback for unknown symbols */
+    tok_merge *merges;          /* [merge_mask + 1] */
+    uint64_t merge_mask;
+    int32_t n_merges;
+    pcre2_code *re[TOK_MAX_REGEX];
+    int n_re;
+    bool ignore_merges;
+
+    /* SPM */
+    int32_t spm_byte_tok[256]; /* <0xNN> (or the raw byte) token */
+    bool add_space_prefix;
+
+    /* WPM */
+    bool wpm_lowercase, wpm_strip_accents;
+
+    /* special tokens */
+    int32_t bos, eos, eot, eom, unk, sep, pad, mask, nl;
+    bool add_bos, add_eos, add_sep;
+    int32_t *special;  /* [n_special] ids with CONTROL|USER|UNKNOWN, longest first */
+    int32_t n_special;
+    int32_t special_first[256]; /* head of a per-first-byte chain into special_next */
+    int32_t *special_next;       /* [n_special] index chain, -1 ends */
+};
+
+/* ---- shared helpers (tok.c) ---- */
+uint32_t tok_hash32(const void *p, size_t len);
+int32_t tok_map_find(const tok_map *m, const char *pool, const uint64_t *off, const void *lens, bool lens_signed,
+                     const char *key, size_t len);
+kn_status tok_map_init(tok_map *m, uint64_t n);
+/* Inserts id; returns the id already holding the same key, or TOK_NULL. */
+int32_t tok_map_insert(tok_map *m, const char *pool, const uint64_t *off, const void *lens, bool lens_signed, int32_t id);
+/* Length of the UTF-8 sequence introduced by byte c (1 for invalid leads). */
+static inline size_t tok_utf8_len(unsigned char c) {
+    static const uint8_t lookup[16] = {1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 2, 2, 3, 4};
+    return lookup[c >> 4];
+}
+
+/* ---- per-family pieces ---- */
+
+/* A growable int32 vector owned by the encoder. */
+typedef struct tok_ivec {
+    int32_t *v;
+    size_t n, cap;
+} tok_ivec;
+kn_status tok_ivec_push(tok_ivec *a, int32_t x);
+
+/* tok_bpe.c */
+kn_status tok_bpe_setup(tok_vocab *v, const gguf_ctx *g, kn_err *err);
+void tok_bpe_free(tok_vocab *v);
+
+/* encoder work state */
+typedef struct tok_sym {
+    int32_t prev, next;
+    uint32_t start, n;
+    int32_t id;
+} tok_sym;
+
+typedef struct tok_bigram {
+    float score; /* SPM: higher first */
+    int32_t rank; /* BPE: lower first */
+    int32_t left, right;
+    uint32_t size;
+    int32_t result;
+} tok_bigram;
+
+struct tok_encoder {
+    const tok_vocab *v;
+    tok_ivec out;
+    char *buf; /* scratch text (sanitized / escaped / normalized) */
+    size_t buf_cap;
+    char *buf2;
+    size_t buf2_cap;
+    uint8_t *mask; /* special partition: covered bytes */
+    size_t mask_cap;
+    int32_t *frag; /* special partition: (start, len, id) triples */
+    size_t frag_n, frag_cap;
+    size_t *pieces; /* pre-tokenizer pieces (start, len) pairs */
+    size_t *pieces2;
+    size_t pieces_n, pieces_cap, pieces2_cap;
+    tok_sym *syms;
+    size_t syms_cap;
+    tok_bigram *heap;
+    size_t heap_n, heap_cap;
+    pcre2_match_data *md;
+    pcre2_match_context *mctx;
+    pcre2_jit_stack *jit;
+    uint32_t *cpts; /* WPM */
+    size_t cpts_cap;
+};
+
+kn_status tok_reserve(void **p, size_t *cap, size_t need, size_t elem);
+kn_status tok_bpe_encode(tok_encoder *e, const char *text, size_t len, kn_err *err);
+kn_status tok_spm_encode(tok_encoder *e, const char *text, size_t len, kn_err *err);
+kn_status tok_wpm_encode(tok_encoder *e, const char *text, size_t len, kn_err *err);
+void tok_heap_push(tok_encoder *e, const tok_bigram *b, bool spm);
+tok_bigram tok_heap_pop(tok_encoder *e, bool spm);
+
+#endif
