@@ -1,0 +1,62 @@
+/*
+ * kernels_avx2.c — the AVX2+FMA+F16C kernel set (compiled with those flags
+ * only; reached through tensor_x86_avx2_init when the CPU has them).
+ *
+ * Integer dots use maddubs (u8 x s8 -> saturating int16 pairs) and madd;
+ * every caller keeps the pair sums within int16, so they are exact. Float
+ * kernels use 8-wide FMA. See x86.h for the numerics contract.
+ */
+#include "x86.h"
+
+#include <immintrin.h>
+#include <string.h>
+
+static inline __attribute__((always_inline)) __m256i x_dot(__m256i acc, __m256i u, __m256i s) {
+    return _mm256_add_epi32(acc, _mm256_madd_epi16(_mm256_maddubs_epi16(u, s), _mm256_set1_epi16(1)));
+}
+
+static inline __attribute__((always_inline)) __m256i x_dot_sc(__m256i acc, __m256i u, __m256i s, __m256i sc16) {
+    return _mm256_add_epi32(acc, _mm256_madd_epi16(_mm256_maddubs_epi16(u, s), sc16));
+}
+
+/* 16 ymm registers: 8 pairs per tile. */
+#define X_MV_R 8
+#define X_MM_R 4
+#define X_MM_C 2
+#define X_CB 64
+
+#include "x86_quant.h"
+
+/* ---- float kernels: 8-wide ---- */
+typedef __m256 xf_vec;
+#define XF_W 8
+#define XF_MV_R 4
+#define XF_MM_R 4
+#define XF_MM_C 2
+
+XAI xf_vec xf_zero(void) { return _mm256_setzero_ps(); }
+XAI xf_vec xf_fma(xf_vec a, xf_vec b, xf_vec c) { return _mm256_fmadd_ps(a, b, c); }
+XAI float xf_hsum(xf_vec v) { return x_hsum_ps256(v); }
+
+XAI xf_vec xf_load_full(int kind, const uint8_t *p) {
+    if (kind == 0) return _mm256_loadu_ps((const float *)p);
+    const __m128i h = _mm_loadu_si128((const __m128i *)p);
+    if (kind == 1) return _mm256_cvtph_ps(h);
+    return _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_cvtepu16_epi32(h), 16));
+}
+
+XAI xf_vec xf_load(int kind, const uint8_t *p, int n) {
+    if (n < XF_W) { /* tail: zero-filled copy */
+        uint8_t t[32] = {0};
+        memcpy(t, p, (size_t)n * (kind == 0 ? 4 : 2));
+        return xf_load_full(kind, t);
+    }
+    return xf_load_full(kind, p);
+}
+
+#include "x86_float.h"
+
+void tensor_x86_avx2_init(tensor_ops *ops) {
+    x_quant_install(ops);
+    xf_install(ops);
+}

@@ -1,0 +1,33 @@
+/*
+ * x86.h — internal to src/tensor: the x86 kernel sets.
+ *
+ * kernels_avx2.c (AVX2+FMA+F16C) and kernels_avx512.c (AVX-512 F/BW/VL/DQ,
+ * VNNI) each export one function that overwrites the entries of a tensor_ops
+ * for which it has a kernel; tensor_ops_init (ops.c) calls them in order
+ * generic -> avx2 -> avx512, so a set inherits the lower set's kernels.
+ *
+ * Numerics (the contract every kernel here keeps, see quants_ref.h):
+ *  - block types: per block, an exact int32 sum (any lane layout: integer
+ *    addition is associative), then the reference's float update, computed
+ *    with separately rounded mul/add intrinsics in the reference's order.
+ *    The results are therefore bit-identical to the scalar reference, to
+ *    every other set, and to themselves under any tiling: batch-invariant.
+ *  - float types (F32/F16/BF16): per (row, column) one vector accumulator
+ *    updated with FMA over K in steps of the vector width, a zero-padded
+ *    tail step, then one fixed horizontal reduction. The gemm tiles and
+ *    vec_dot use the same per-element helper, so within one set every
+ *    output element has one reduction order (batch-invariant); across sets
+ *    only closeness holds.
+ */
+#ifndef KILN_TENSOR_ARCH_X86_H
+#define KILN_TENSOR_ARCH_X86_H
+
+#include "../../tensor.h"
+
+/* Installs the AVX2 kernels (vec_dot, gemm, activation quantizers). */
+void tensor_x86_avx2_init(tensor_ops *ops);
+/* Installs the AVX-512 kernels. Integer kernels need VNNI: without it the
+ * AVX2 integer kernels stay in place and only the float kernels change. */
+void tensor_x86_avx512_init(tensor_ops *ops, bool vnni);
+
+#endif
