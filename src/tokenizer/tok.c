@@ -93,13 +93,15 @@ int32_t tok_map_insert(tok_map *m, const char *pool, const uint64_t *off, const 
     }
 }
 
-/* GPT-2 byte-level alphabet: byte -> code point and back. */
-static uint32_t bl_byte_to_cp(uint8_t b) {
-    if ((b >= 33 && b <= 126) || (b >= 161 && b <= 172) || b >= 174) return b;
-    uint32_t k = 0;
-    for (uint32_t c = 0; c < b; c++)
-        if (!((c >= 33 && c <= 126) || (c >= 161 && c <= 172) || c >= 174)) k++;
-    return 256 + k;
+/* GPT-2 byte-level alphabet: code point -> byte (-1 outside the alphabet). */
+static void bl_tables(int16_t cp_to_byte[324]) {
+    for (int i = 0; i < 324; i++) cp_to_byte[i] = -1;
+    int k = 0;
+    for (unsigned c = 0; c < 256; c++) {
+        bool self = (c >= 33 && c <= 126) || (c >= 161 && c <= 172) || c >= 174;
+        if (self) cp_to_byte[c] = (int16_t)c;
+        else cp_to_byte[256 + k++] = (int16_t)c;
+    }
 }
 
 /* Decodes one strict UTF-8 code point; returns its length or 0 if invalid. */
@@ -191,6 +193,8 @@ static kn_status build_pieces(tok_vocab *v) {
     v->piece_off = malloc(sizeof(uint64_t) * (size_t)v->n);
     v->piece_len = malloc(sizeof(uint32_t) * (size_t)v->n);
     if (!v->piece_pool || !v->piece_off || !v->piece_len) return KN_ENOMEM;
+    int16_t cp_to_byte[324];
+    bl_tables(cp_to_byte);
     uint64_t pos = 0;
     for (int32_t i = 0; i < v->n; i++) {
         const char *t = v->text_pool + v->text_off[i];
@@ -209,11 +213,7 @@ static kn_status build_pieces(tok_vocab *v) {
                     size_t cl = utf8_decode((const unsigned char *)t + k, tl - k, &cp);
                     int b = -1;
                     if (cl) {
-                        if (cp < 256 && bl_byte_to_cp((uint8_t)cp) == cp) b = (int)cp;
-                        else if (cp >= 256 && cp < 256 + 68) {
-                            for (int c = 0; c < 256; c++)
-                                if (bl_byte_to_cp((uint8_t)c) == cp) { b = c; break; }
-                        }
+                        if (cp < 324) b = cp_to_byte[cp];
                     } else {
                         cl = 1;
                     }
@@ -486,6 +486,18 @@ kn_status tok_vocab_load(const gguf_ctx *g, tok_vocab **out, kn_err *err) {
         v->spm_byte_tok[b] = id;
     }
 
+    /* SPM chunking is exact when no token has U+2581 after another character */
+    v->spm_split_ok = true;
+    for (int32_t i = 0; i < v->n && v->spm_split_ok; i++) {
+        const unsigned char *t = (const unsigned char *)v->text_pool + v->text_off[i];
+        uint32_t tl = v->text_len[i];
+        for (uint32_t k = 1; k + 3 <= tl; k++)
+            if (t[k] == 0xE2 && t[k + 1] == 0x96 && t[k + 2] == 0x81 &&
+                !(k >= 3 && t[k - 3] == 0xE2 && t[k - 2] == 0x96 && t[k - 1] == 0x81)) {
+                v->spm_split_ok = false;
+                break;
+            }
+    }
     if ((st = build_special(v)) != KN_OK) goto oom;
     if ((st = build_pieces(v)) != KN_OK) goto oom;
 
@@ -952,9 +964,9 @@ kn_status tok_decoder_feed(tok_decoder *d, int32_t id, const char **out, size_t 
     if (!tok_valid(d->v, id)) return kn_fail(err, KN_EINVAL, "detokenize: token id %d out of range [0, %d)", id, d->v->n);
     size_t pl;
     const char *p = tok_token_piece(d->v, id, d->o.special, &pl);
-    if (d->first) {
+    if (d->first && pl) {
         d->first = false;
-        if (d->o.strip_space && d->v->add_space_prefix && pl && p[0] == ' ') { p++; pl--; }
+        if (d->o.strip_space && d->v->add_space_prefix && p[0] == ' ') { p++; pl--; }
     }
     *len = dec_emit(d, p, pl);
     return KN_OK;

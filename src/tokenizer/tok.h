@@ -149,8 +149,10 @@ kn_status tok_encode(const tok_vocab *v, const char *text, size_t len, bool add_
  * to emit: whole UTF-8 characters only; an incomplete trailing sequence is
  * held back until a later token completes it. Invalid bytes (which can never
  * complete) are released at once as they are (raw mode) or as U+FFFD.
- * Leading-space rule: for SPM with add_space_prefix, the space of the first
- * piece after reset (or after BOS) is removed, as llama.cpp does.
+ * Leading-space rule (strip_space): for SPM with add_space_prefix, one
+ * leading space of the first non-empty piece after reset is removed, so that
+ * decode(encode(x)) == x also when a BOS (empty piece) comes first. (llama.cpp
+ * strips only on the very first token; streams should leave it off.)
  * No allocation per token: the internal buffer is sized at creation for the
  * longest piece. */
 typedef struct tok_decoder tok_decoder;

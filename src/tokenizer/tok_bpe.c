@@ -110,17 +110,14 @@ static const pre_family *find_family(const char *pre) {
 
 static bool bl_self(unsigned c) { return (c >= 33 && c <= 126) || (c >= 161 && c <= 172) || (c >= 174 && c <= 255); }
 
-/* code point -> byte, -1 when the code point is not in the alphabet */
-static int bl_cp_to_byte(uint32_t cp) {
-    if (cp < 256) return bl_self(cp) ? (int)cp : -1;
-    if (cp >= 256 + 68) return -1;
-    uint32_t k = cp - 256, seen = 0;
-    for (unsigned c = 0; c < 256; c++)
-        if (!bl_self(c)) {
-            if (seen == k) return (int)c;
-            seen++;
-        }
-    return -1;
+/* code point -> byte table for the 324 code points of the alphabet */
+static void bl_tables(int16_t cp_to_byte[324]) {
+    for (int i = 0; i < 324; i++) cp_to_byte[i] = -1;
+    int k = 0;
+    for (unsigned c = 0; c < 256; c++) {
+        if (bl_self(c)) cp_to_byte[c] = (int16_t)c;
+        else cp_to_byte[256 + k++] = (int16_t)c;
+    }
 }
 
 static size_t utf8_strict(const unsigned char *s, size_t n, uint32_t *cp) {
@@ -183,6 +180,8 @@ kn_status tok_bpe_setup(tok_vocab *v, const gguf_ctx *g, kn_err *err) {
     if ((st = compile_regexes(v, f, err)) != KN_OK) return st;
 
     /* raw (byte-decoded) form of every token */
+    int16_t cp_to_byte[324];
+    bl_tables(cp_to_byte);
     uint64_t total = 0;
     for (int32_t i = 0; i < v->n; i++) total += v->text_len[i];
     v->raw_pool = malloc(total + 1);
@@ -199,7 +198,7 @@ kn_status tok_bpe_setup(tok_vocab *v, const gguf_ctx *g, kn_err *err) {
         while (k < tl) {
             uint32_t cp;
             size_t cl = utf8_strict(t + k, tl - k, &cp);
-            int b = cl ? bl_cp_to_byte(cp) : -1;
+            int b = (cl && cp < 324) ? cp_to_byte[cp] : -1;
             if (b < 0) { ok = false; break; }
             v->raw_pool[pos + o++] = (char)b;
             k += cl;

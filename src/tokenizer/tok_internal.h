@@ -77,6 +77,7 @@ struct tok_vocab {
     /* SPM */
     int32_t spm_byte_tok[256]; /* <0xNN> (or the raw byte) token */
     bool add_space_prefix;
+    bool spm_split_ok; /* no token has U+2581 right after another character */
 
     /* WPM */
     bool wpm_lowercase, wpm_strip_accents;
