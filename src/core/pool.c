@@ -9,6 +9,7 @@
 #include "kn.h"
 
 #include <pthread.h>
+#include <sched.h>
 #include <stdatomic.h>
 #include <stdlib.h>
 #include <unistd.h>
@@ -49,7 +50,8 @@ static void *worker_main(void *arg) {
         int spins = 0;
         while (atomic_load_explicit(&p->gen, memory_order_acquire) == seen && !atomic_load(&p->stop)) {
             if (++spins < SPIN_ITERS) {
-                CPU_RELAX();
+                if (spins & 255) CPU_RELAX();
+                else sched_yield(); /* let a descheduled caller run */
                 continue;
             }
             pthread_mutex_lock(&p->mu);
@@ -127,7 +129,13 @@ void kn_pool_run(kn_pool *p, kn_pool_fn fn, void *ctx) {
         pthread_mutex_unlock(&p->mu);
     }
     fn(ctx, 0, p->n);
-    while (atomic_load_explicit(&p->pending, memory_order_acquire) > 0) CPU_RELAX();
+    /* Spin while the workers are likely running; yield the core once they
+     * take long (they may be descheduled on a loaded machine, and a spinning
+     * caller would then hold the core they need). */
+    for (int spins = 0; atomic_load_explicit(&p->pending, memory_order_acquire) > 0; spins++) {
+        if (spins < SPIN_ITERS / 8) CPU_RELAX();
+        else sched_yield();
+    }
 }
 
 int kn_default_threads(void) {

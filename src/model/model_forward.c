@@ -157,11 +157,22 @@ static void rmsnorm(float *out, const float *x, const float *w, int64_t n, float
     for (int64_t i = 0; i < n; i++) out[i] = x[i] * scale * w[i];
 }
 
-/* y[c][0..M) = W x[c] for n columns; x rows have stride ldx floats. */
+/* Work below this many multiply-adds runs on the calling thread: waking
+ * workers costs more than it saves (and far more on a loaded machine). */
+#define MODEL_INLINE_MACS (1 << 20)
+
+static kn_pool *pool_for(const model_ctx *c, int64_t macs) { return macs < MODEL_INLINE_MACS ? NULL : c->pool; }
+
+/* y[c][0..M) = W act[c] for n columns already quantized for w's type. */
+static void matmul_q(model_ctx *c, const model_tensor *w, int64_t n, float *y, int64_t ldy) {
+    tensor_matmul(c->ops, pool_for(c, w->ne0 * w->ne1 * n), w->type, w->data, w->ne0, w->ne1, c->act, n, y, ldy);
+}
+
+/* The same from float input rows of stride ldx. */
 static void matmul(model_ctx *c, const model_tensor *w, const float *x, int64_t ldx, int64_t n, float *y,
                    int64_t ldy) {
     tensor_act_quantize(c->ops, w->type, x, ldx, w->ne0, n, c->act);
-    tensor_matmul(c->ops, c->pool, w->type, w->data, w->ne0, w->ne1, c->act, n, y, ldy);
+    matmul_q(c, w, n, y, ldy);
 }
 
 static void add_bias(float *y, const model_tensor *b, int64_t n, int64_t ld) {
@@ -300,11 +311,11 @@ kn_status model_forward(model_ctx *c, model_kv *kv, const model_batch *b, float 
         for (int t = 0; t < n; t++) rmsnorm(c->xn + t * E, c->x + t * E, L->attn_norm.data, E, hp->rms_eps);
         /* Q, K and V read the same input: quantize it once when the types agree */
         tensor_act_quantize(c->ops, L->wq.type, c->xn, E, E, n, c->act);
-        tensor_matmul(c->ops, c->pool, L->wq.type, L->wq.data, E, Hq, c->act, n, c->q, Hq);
+        matmul_q(c, &L->wq, n, c->q, Hq);
         if (L->wk.type != L->wq.type) tensor_act_quantize(c->ops, L->wk.type, c->xn, E, E, n, c->act);
-        tensor_matmul(c->ops, c->pool, L->wk.type, L->wk.data, E, Hkv, c->act, n, c->k, Hkv);
+        matmul_q(c, &L->wk, n, c->k, Hkv);
         if (L->wv.type != L->wk.type) tensor_act_quantize(c->ops, L->wv.type, c->xn, E, E, n, c->act);
-        tensor_matmul(c->ops, c->pool, L->wv.type, L->wv.data, E, Hkv, c->act, n, c->v, Hkv);
+        matmul_q(c, &L->wv, n, c->v, Hkv);
         add_bias(c->q, &L->bq, n, Hq);
         add_bias(c->k, &L->bk, n, Hkv);
         add_bias(c->v, &L->bv, n, Hkv);
@@ -323,15 +334,17 @@ kn_status model_forward(model_ctx *c, model_kv *kv, const model_batch *b, float 
             }
         }
         attn_job aj = {.c = c, .kv = kv, .b = b, .layer = l};
-        kn_pool_run(c->pool, attn_fn, &aj);
+        int64_t attn_macs = 0;
+        for (int t = 0; t < n; t++) attn_macs += (int64_t)(b->pos[t] + 1) * Hq * 2;
+        kn_pool_run(pool_for(c, attn_macs), attn_fn, &aj);
         matmul(c, &L->wo, c->att, Hq, n, c->xn, E);
         for (int64_t i = 0; i < n * E; i++) c->x[i] += c->xn[i];
 
         for (int t = 0; t < n; t++) rmsnorm(c->xn + t * E, c->x + t * E, L->ffn_norm.data, E, hp->rms_eps);
         tensor_act_quantize(c->ops, L->w_gate.type, c->xn, E, E, n, c->act);
-        tensor_matmul(c->ops, c->pool, L->w_gate.type, L->w_gate.data, E, F, c->act, n, c->gate, F);
+        matmul_q(c, &L->w_gate, n, c->gate, F);
         if (L->w_up.type != L->w_gate.type) tensor_act_quantize(c->ops, L->w_up.type, c->xn, E, E, n, c->act);
-        tensor_matmul(c->ops, c->pool, L->w_up.type, L->w_up.data, E, F, c->act, n, c->up, F);
+        matmul_q(c, &L->w_up, n, c->up, F);
         for (int64_t i = 0; i < n * F; i++) {
             const float g = c->gate[i];
             c->gate[i] = g / (1.0f + expf(-g)) * c->up[i];
