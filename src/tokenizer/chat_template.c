@@ -504,7 +504,7 @@ typedef struct parser {
     int depth;
 } parser;
 
-#define PARSE_MAX_DEPTH 96
+#define PARSE_MAX_DEPTH 128
 
 static node *nnew(parser *P, int k, int line) {
     node *x = ealloc(P->e, sizeof *x);
@@ -2270,15 +2270,7 @@ static jv *str_split(rctx *R, jv *s, jv *sep, int64_t maxsplit) {
             }
             if (i >= n) break;
             if (maxsplit >= 0 && (int64_t)l->u.l->n >= maxsplit) {
-                size_t e = n;
-                while (e > i) { /* trailing whitespace is still stripped */
-                    size_t st = e - 1;
-                    while (st > i && is_cont((unsigned char)p[st])) st--;
-                    size_t len;
-                    if (!py_space(cp_at(p, e, st, &len))) break;
-                    e = st;
-                }
-                list_push(R, l, mk_strn(R, p + i, e - i));
+                list_push(R, l, mk_strn(R, p + i, n - i));
                 break;
             }
             size_t j = i;
