@@ -24,6 +24,7 @@ int cmd_eval(int argc, char **argv);
 /* `kiln bench <scenario>` entry points (argv[0] is the scenario name). */
 int bench_kernels_main(int argc, char **argv);
 int bench_tokenizer_main(int argc, char **argv);
+int bench_model_main(int argc, char **argv);
 
 /* True when argv holds -h or --help. */
 bool cli_wants_help(int argc, char **argv);
