@@ -1,0 +1,492 @@
+/*
+ * test_tok_features.c — tokenizer behaviour beyond the suites: streaming
+ * detokenization of multi-byte characters (never a partial UTF-8 sequence,
+ * flush raw or as U+FFFD), special-token parsing on/off, BOS/EOS defaults per
+ * family and metadata overrides, BERT [CLS]/[SEP] against the embedding
+ * references, and hostile metadata written with the GGUF writer (each an
+ * error, never a crash).
+ */
+#include "testutil.h"
+
+#include "tokenizer/tok.h"
+
+#include <jansson.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+static tok_vocab *load_path(const char *path, kn_err *err) {
+    gguf_ctx *g = NULL;
+    if (gguf_open(path, &g, err) != KN_OK) return NULL;
+    tok_vocab *v = NULL;
+    tok_vocab_load(g, &v, err);
+    gguf_close(g);
+    return v;
+}
+
+static tok_vocab *load_shared(const char *rel) {
+    char path[1024];
+    kn_err err = {0};
+    tok_vocab *v = load_path(tu_shared_path(path, sizeof path, rel), &err);
+    if (!v) fprintf(stderr, "%s: %s\n", rel, err.msg);
+    assert_non_null(v);
+    return v;
+}
+
+static size_t enc(const tok_vocab *v, const char *s, bool add_special, bool parse_special, int32_t *ids, size_t cap) {
+    size_t n = 0;
+    kn_err err = {0};
+    assert_int_equal(tok_encode(v, s, strlen(s), add_special, parse_special, ids, cap, &n, &err), KN_OK);
+    return n;
+}
+
+static bool contains(const int32_t *ids, size_t n, int32_t id) {
+    for (size_t i = 0; i < n; i++)
+        if (ids[i] == id) return true;
+    return false;
+}
+
+/* Checks that s[0..n) is complete, valid UTF-8. */
+static bool valid_utf8(const unsigned char *s, size_t n) {
+    size_t i = 0;
+    while (i < n) {
+        unsigned char c = s[i];
+        size_t l = c < 0x80 ? 1 : (c >> 5) == 6 ? 2 : (c >> 4) == 14 ? 3 : (c >> 3) == 30 ? 4 : 0;
+        if (!l || i + l > n) return false;
+        for (size_t k = 1; k < l; k++)
+            if ((s[i + k] & 0xC0) != 0x80) return false;
+        i += l;
+    }
+    return true;
+}
+
+static void stream_check(const char *vocab, const char *text) {
+    tok_vocab *v = load_shared(vocab);
+    int32_t ids[512];
+    size_t n = enc(v, text, false, false, ids, 512);
+    tok_decoder_opts o = {.special = false, .strip_space = true};
+    tok_decoder *d = tok_decoder_create(v, &o);
+    assert_non_null(d);
+    char out[2048];
+    size_t ol = 0;
+    bool held = false;
+    for (size_t i = 0; i < n; i++) {
+        const char *p;
+        size_t pl;
+        kn_err err;
+        assert_int_equal(tok_decoder_feed(d, ids[i], &p, &pl, &err), KN_OK);
+        assert_true(valid_utf8((const unsigned char *)p, pl)); /* never a partial character */
+        if (tok_decoder_pending(d)) held = true;
+        memcpy(out + ol, p, pl);
+        ol += pl;
+    }
+    const char *p;
+    size_t pl;
+    tok_decoder_flush(d, &p, &pl);
+    assert_int_equal(pl, 0);
+    assert_int_equal(ol, strlen(text));
+    assert_memory_equal(out, text, ol);
+    assert_true(held); /* the text had characters split over several tokens */
+    tok_decoder_destroy(d);
+    tok_vocab_destroy(v);
+}
+
+static void test_stream_multibyte(void **state) {
+    (void)state;
+    const char *text = "Hello 🦙 emoji 😶‍🌫️ and Äpfel, 你好世界, нещо на Български 🚀✅";
+    stream_check("tokenizers/ggml-vocab-llama-spm.gguf", text); /* byte fallback <0xNN> */
+    stream_check("tokenizers/ggml-vocab-llama-bpe.gguf", text); /* byte-level BPE */
+    stream_check("tokenizers/ggml-vocab-qwen2.gguf", text);
+}
+
+static void test_stream_flush(void **state) {
+    (void)state;
+    tok_vocab *v = load_shared("tokenizers/ggml-vocab-llama-spm.gguf");
+    int32_t f0 = tok_find(v, "<0xF0>", 6), x9f = tok_find(v, "<0x9F>", 6), xff = tok_find(v, "<0xFF>", 6);
+    int32_t a = tok_find(v, "a", 1);
+    assert_true(f0 >= 0 && x9f >= 0 && xff >= 0 && a >= 0);
+    for (int mode = 0; mode < 2; mode++) {
+        tok_decoder_opts o = {.replace_invalid = mode == 1};
+        tok_decoder *d = tok_decoder_create(v, &o);
+        const char *p;
+        size_t pl;
+        kn_err err;
+        assert_int_equal(tok_decoder_feed(d, f0, &p, &pl, &err), KN_OK);
+        assert_int_equal(pl, 0);
+        assert_int_equal(tok_decoder_feed(d, x9f, &p, &pl, &err), KN_OK);
+        assert_int_equal(pl, 0);
+        assert_int_equal(tok_decoder_pending(d), 2);
+        tok_decoder_flush(d, &p, &pl);
+        if (mode == 0) {
+            assert_int_equal(pl, 2);
+            assert_memory_equal(p, "\xF0\x9F", 2);
+        } else {
+            assert_int_equal(pl, 3);
+            assert_memory_equal(p, "\xEF\xBF\xBD", 3);
+        }
+        assert_int_equal(tok_decoder_pending(d), 0);
+        /* a byte that can never start a character is released at once */
+        assert_int_equal(tok_decoder_feed(d, xff, &p, &pl, &err), KN_OK);
+        if (mode == 0) {
+            assert_int_equal(pl, 1);
+            assert_int_equal((unsigned char)p[0], 0xFF);
+        } else {
+            assert_int_equal(pl, 3);
+        }
+        /* an incomplete lead followed by ASCII: lead released, then the ASCII */
+        tok_decoder_reset(d);
+        assert_int_equal(tok_decoder_feed(d, f0, &p, &pl, &err), KN_OK);
+        assert_int_equal(tok_decoder_feed(d, a, &p, &pl, &err), KN_OK);
+        assert_int_equal(pl, mode == 0 ? 2 : 4);
+        assert_int_equal(p[pl - 1], 'a');
+        /* bad id */
+        assert_int_equal(tok_decoder_feed(d, tok_n_vocab(v), &p, &pl, &err), KN_EINVAL);
+        assert_int_equal(tok_decoder_feed(d, -5, &p, &pl, &err), KN_EINVAL);
+        tok_decoder_destroy(d);
+    }
+    tok_vocab_destroy(v);
+}
+
+static void test_special_parsing(void **state) {
+    (void)state;
+    int32_t ids[256];
+    size_t n;
+    tok_vocab *v = load_shared("tokenizers/ggml-vocab-llama-bpe.gguf");
+    n = enc(v, "<|begin_of_text|>Hi<|eot_id|>", false, true, ids, 256);
+    assert_int_equal(n, 3);
+    assert_int_equal(ids[0], 128000);
+    assert_int_equal(ids[2], 128009);
+    n = enc(v, "<|begin_of_text|>Hi<|eot_id|>", false, false, ids, 256);
+    assert_true(n > 3);
+    assert_false(contains(ids, n, 128000));
+    assert_false(contains(ids, n, 128009));
+    assert_true(tok_is_eog(v, 128009));
+    assert_true(tok_is_eog(v, tok_eos(v)));
+    assert_false(tok_is_eog(v, 9906));
+    assert_int_equal(tok_token_type(v, 128000), TOK_TYPE_CONTROL);
+    size_t pl;
+    tok_token_piece(v, 128000, false, &pl);
+    assert_int_equal(pl, 0);
+    const char *p = tok_token_piece(v, 128000, true, &pl);
+    assert_int_equal(pl, strlen("<|begin_of_text|>"));
+    assert_memory_equal(p, "<|begin_of_text|>", pl);
+    tok_vocab_destroy(v);
+
+    v = load_shared("tokenizers/ggml-vocab-llama-spm.gguf");
+    n = enc(v, "a<s>b</s>", false, true, ids, 256);
+    assert_true(contains(ids, n, 1) && contains(ids, n, 2));
+    n = enc(v, "a<s>b</s>", false, false, ids, 256);
+    assert_false(contains(ids, n, 1) || contains(ids, n, 2));
+    tok_vocab_destroy(v);
+
+    /* user-defined tokens are split out even when special parsing is off */
+    v = load_shared("tokenizers/ggml-vocab-qwen2.gguf");
+    int32_t ud = TOK_NULL;
+    for (int32_t i = 0; i < tok_n_vocab(v) && ud == TOK_NULL; i++) {
+        size_t l;
+        const char *t = tok_token_text(v, i, &l);
+        if (tok_token_type(v, i) == TOK_TYPE_USER_DEFINED && !tok_is_control(v, i) && l > 3 && t) ud = i;
+    }
+    assert_true(ud != TOK_NULL);
+    size_t l;
+    const char *t = tok_token_text(v, ud, &l);
+    char buf[256];
+    snprintf(buf, sizeof buf, "x %.*s y", (int)l, t);
+    n = enc(v, buf, false, false, ids, 256);
+    assert_true(contains(ids, n, ud));
+    tok_vocab_destroy(v);
+}
+
+static void test_bos_defaults(void **state) {
+    (void)state;
+    int32_t ids[64];
+    size_t n;
+    tok_vocab *v = load_shared("tokenizers/ggml-vocab-llama-bpe.gguf"); /* no add_bos key: llama3 family adds BOS */
+    assert_true(tok_add_bos(v));
+    n = enc(v, "Hi", true, false, ids, 64);
+    assert_int_equal(ids[0], 128000);
+    assert_int_equal(n, 2);
+    tok_vocab_destroy(v);
+
+    v = load_shared("tokenizers/ggml-vocab-gpt-2.gguf"); /* gpt-2 adds nothing */
+    assert_false(tok_add_bos(v));
+    assert_false(tok_add_eos(v));
+    n = enc(v, "Hi", true, false, ids, 64);
+    assert_int_equal(n, 1);
+    tok_vocab_destroy(v);
+
+    v = load_shared("tokenizers/ggml-vocab-llama-spm.gguf"); /* SPM adds BOS and a space prefix */
+    n = enc(v, "Hi", true, false, ids, 64);
+    assert_int_equal(ids[0], 1);
+    size_t pl;
+    const char *p = tok_token_piece(v, ids[1], false, &pl);
+    assert_true(pl > 0 && p[0] == ' ');
+    tok_vocab_destroy(v);
+
+    v = load_shared("tokenizers/ggml-vocab-bert-bge.gguf"); /* WordPiece: [CLS] ... [SEP] */
+    n = enc(v, "Hello world", true, false, ids, 64);
+    assert_int_equal(ids[0], 101);
+    assert_int_equal(ids[n - 1], 102);
+    assert_int_equal(tok_sep(v), 102);
+    assert_int_equal(tok_pad(v), 0);
+    assert_int_equal(tok_unk(v), 100);
+    tok_vocab_destroy(v);
+
+    /* count mode and a short buffer */
+    v = load_shared("tokenizers/ggml-vocab-gpt-2.gguf");
+    kn_err err;
+    assert_int_equal(tok_encode(v, "Hello world again", 17, false, false, NULL, 0, &n, &err), KN_OK);
+    assert_int_equal(n, 3);
+    assert_int_equal(tok_encode(v, "Hello world again", 17, false, false, ids, 2, &n, &err), KN_ERANGE);
+    assert_int_equal(n, 3);
+    tok_vocab_destroy(v);
+}
+
+/* Copies a shared vocab with one key overridden or removed (via the writer). */
+static tok_vocab *load_modified(const char *rel, const char *drop_key, const char *bool_key, bool bool_val,
+                                kn_err *err) {
+    char path[1024], dir[512], out[1100];
+    gguf_ctx *g = NULL;
+    assert_int_equal(gguf_open(tu_shared_path(path, sizeof path, rel), &g, err), KN_OK);
+    gguf_writer *w = gguf_writer_create();
+    for (int64_t i = 0; i < gguf_n_kv(g); i++) {
+        gguf_str k = gguf_kv_key(g, i);
+        if (drop_key && gguf_str_eq(k, drop_key)) continue;
+        assert_int_equal(gguf_writer_copy_kv(w, g, i), KN_OK);
+    }
+    if (bool_key) assert_int_equal(gguf_writer_set_bool(w, bool_key, bool_val), KN_OK);
+    tu_tmpdir(dir, sizeof dir);
+    snprintf(out, sizeof out, "%s/v.gguf", dir);
+    assert_int_equal(gguf_writer_write_file(w, out, err), KN_OK);
+    gguf_writer_destroy(w);
+    gguf_close(g);
+    tok_vocab *v = load_path(out, err);
+    tu_rmdir(dir);
+    return v;
+}
+
+static void test_metadata_wins(void **state) {
+    (void)state;
+    kn_err err = {0};
+    int32_t ids[16];
+    tok_vocab *v = load_modified("tokenizers/ggml-vocab-llama-bpe.gguf", NULL, "tokenizer.ggml.add_bos_token", false, &err);
+    assert_non_null(v);
+    assert_false(tok_add_bos(v));
+    assert_int_equal(enc(v, "Hi", true, false, ids, 16), 1);
+    tok_vocab_destroy(v);
+    v = load_modified("tokenizers/ggml-vocab-gpt-2.gguf", NULL, "tokenizer.ggml.add_eos_token", true, &err);
+    assert_non_null(v);
+    size_t n = enc(v, "Hi", true, false, ids, 16);
+    assert_int_equal(ids[n - 1], 50256);
+    tok_vocab_destroy(v);
+    /* SPM without the add_bos key falls back to adding BOS */
+    v = load_modified("tokenizers/ggml-vocab-llama-spm.gguf", "tokenizer.ggml.add_bos_token", NULL, false, &err);
+    assert_non_null(v);
+    assert_true(tok_add_bos(v));
+    tok_vocab_destroy(v);
+}
+
+/* BERT tokens against the embedding references (llama.cpp, with [CLS]/[SEP]). */
+static void test_bert_reference(void **state) {
+    (void)state;
+    tok_vocab *v = load_shared("models/tiny-bert-mean-f16.gguf");
+    char path[1024];
+    json_error_t je;
+    json_t *root = json_load_file(tu_shared_path(path, sizeof path, "reference/tiny-bert-mean-f16.embed.json"), 0, &je);
+    assert_non_null(root);
+    json_t *items = json_object_get(root, "items");
+    size_t k;
+    json_t *it;
+    int checked = 0;
+    json_array_foreach(items, k, it) {
+        const char *text = json_string_value(json_object_get(it, "text"));
+        json_t *want = json_object_get(it, "tokens");
+        int32_t ids[512];
+        size_t n = enc(v, text, true, false, ids, 512);
+        assert_int_equal(n, json_array_size(want));
+        for (size_t i = 0; i < n; i++) assert_int_equal(ids[i], json_integer_value(json_array_get(want, i)));
+        checked++;
+    }
+    assert_true(checked >= 3);
+    json_decref(root);
+    tok_vocab_destroy(v);
+}
+
+/* ---- hostile metadata ---- */
+
+typedef struct vspec {
+    const char *model;
+    const char *const *tokens;
+    uint64_t n_tokens;
+    const char *const *merges;
+    uint64_t n_merges;
+    const float *scores;
+    uint64_t n_scores;
+    const int32_t *types;
+    uint64_t n_types;
+} vspec;
+
+static kn_status try_load(const vspec *s, void (*extra)(gguf_writer *), kn_err *err) {
+    char dir[512], out[600];
+    gguf_writer *w = gguf_writer_create();
+    assert_non_null(w);
+    if (s->model) gguf_writer_set_str(w, "tokenizer.ggml.model", s->model);
+    gguf_writer_set_str(w, "tokenizer.ggml.pre", "gpt-2");
+    if (s->tokens) gguf_writer_set_arr_str(w, "tokenizer.ggml.tokens", s->tokens, s->n_tokens);
+    if (s->merges) gguf_writer_set_arr_str(w, "tokenizer.ggml.merges", s->merges, s->n_merges);
+    if (s->scores) gguf_writer_set_arr(w, "tokenizer.ggml.scores", GGUF_TYPE_FLOAT32, s->scores, s->n_scores);
+    if (s->types) gguf_writer_set_arr(w, "tokenizer.ggml.token_type", GGUF_TYPE_INT32, s->types, s->n_types);
+    if (extra) extra(w);
+    tu_tmpdir(dir, sizeof dir);
+    snprintf(out, sizeof out, "%s/h.gguf", dir);
+    kn_status st = gguf_writer_write_file(w, out, err);
+    gguf_writer_destroy(w);
+    if (st != KN_OK) { tu_rmdir(dir); return st; }
+    gguf_ctx *g = NULL;
+    st = gguf_open(out, &g, err);
+    if (st == KN_OK) {
+        tok_vocab *v = NULL;
+        st = tok_vocab_load(g, &v, err);
+        if (st == KN_OK) {
+            /* usable: encode and decode something */
+            int32_t ids[64];
+            size_t n;
+            kn_err e2;
+            if (tok_encode(v, "abab ba", 7, true, true, ids, 64, &n, &e2) == KN_OK) {
+                char *txt;
+                size_t tl;
+                if (tok_decode_all(v, ids, n, NULL, &txt, &tl, &e2) == KN_OK) free(txt);
+            }
+        }
+        tok_vocab_destroy(v);
+        gguf_close(g);
+    }
+    tu_rmdir(dir);
+    return st;
+}
+
+static const char *const TOKS[] = {"a", "b", "ab", "\xc4\xa0", "ba"}; /* \xc4\xa0 = the byte-level space */
+static const char *const MERGES[] = {"a b", "b a"};
+
+static void x_tokens_i32(gguf_writer *w) {
+    int32_t x[3] = {1, 2, 3};
+    gguf_writer_set_arr(w, "tokenizer.ggml.tokens", GGUF_TYPE_INT32, x, 3);
+}
+static void x_model_u32(gguf_writer *w) { gguf_writer_set_u32(w, "tokenizer.ggml.model", 2); }
+static void x_bos_str(gguf_writer *w) { gguf_writer_set_str(w, "tokenizer.ggml.bos_token_id", "one"); }
+static void x_addbos_str(gguf_writer *w) { gguf_writer_set_str(w, "tokenizer.ggml.add_bos_token", "yes"); }
+static void x_merges_i32(gguf_writer *w) {
+    int32_t x[2] = {1, 2};
+    gguf_writer_set_arr(w, "tokenizer.ggml.merges", GGUF_TYPE_INT32, x, 2);
+}
+static void x_pre_unknown(gguf_writer *w) { gguf_writer_set_str(w, "tokenizer.ggml.pre", "no-such-pre"); }
+static void x_wpm_ids(gguf_writer *w) {
+    gguf_writer_set_u32(w, "tokenizer.ggml.bos_token_id", 0);
+    gguf_writer_set_u32(w, "tokenizer.ggml.seperator_token_id", 1);
+}
+static void x_bos_out_of_range(gguf_writer *w) { gguf_writer_set_u32(w, "tokenizer.ggml.bos_token_id", 99999); }
+
+static void test_hostile_metadata(void **state) {
+    (void)state;
+    kn_err err;
+    /* a valid minimal byte-level BPE vocab works */
+    vspec ok = {.model = "gpt2", .tokens = TOKS, .n_tokens = 5, .merges = MERGES, .n_merges = 2};
+    assert_int_equal(try_load(&ok, NULL, &err), KN_OK);
+    assert_int_equal(try_load(&ok, x_bos_out_of_range, &err), KN_OK); /* ignored, as llama.cpp does */
+
+    /* a merge naming a token that does not exist */
+    static const char *const BADM[] = {"a b", "a zz"};
+    vspec s = ok;
+    s.merges = BADM;
+    assert_int_not_equal(try_load(&s, NULL, &err), KN_OK);
+    assert_non_null(strstr(err.msg, "merges[1]"));
+    static const char *const NOSPACE[] = {"ab"};
+    s.merges = NOSPACE;
+    s.n_merges = 1;
+    assert_int_not_equal(try_load(&s, NULL, &err), KN_OK);
+
+    /* empty vocab */
+    s = ok;
+    s.n_tokens = 0;
+    assert_int_not_equal(try_load(&s, NULL, &err), KN_OK);
+    assert_non_null(strstr(err.msg, "empty"));
+    /* missing vocab / merges / model */
+    s = ok;
+    s.tokens = NULL;
+    assert_int_not_equal(try_load(&s, NULL, &err), KN_OK);
+    s = ok;
+    s.merges = NULL;
+    assert_int_not_equal(try_load(&s, NULL, &err), KN_OK);
+    s = ok;
+    s.model = NULL;
+    assert_int_not_equal(try_load(&s, NULL, &err), KN_OK);
+    s = ok;
+    s.model = "rwkv-unknown";
+    assert_int_equal(try_load(&s, NULL, &err), KN_EUNSUPPORTED);
+    assert_int_not_equal(try_load(&ok, x_pre_unknown, &err), KN_OK);
+
+    /* a 1 MB token string */
+    char *big = malloc((1 << 20) + 1);
+    memset(big, 'a', 1 << 20);
+    big[1 << 20] = 0;
+    const char *bigtoks[] = {"a", "b", "ab", big};
+    s = ok;
+    s.tokens = bigtoks;
+    s.n_tokens = 4;
+    assert_int_equal(try_load(&s, NULL, &err), KN_ERANGE);
+    free(big);
+
+    /* duplicate tokens */
+    static const char *const DUP[] = {"a", "b", "ab", "a"};
+    s = ok;
+    s.tokens = DUP;
+    s.n_tokens = 4;
+    assert_int_not_equal(try_load(&s, NULL, &err), KN_OK);
+
+    /* mismatched array lengths */
+    float sc[3] = {0, 0, 0};
+    int32_t ty[6] = {1, 1, 1, 1, 1, 1};
+    s = ok;
+    s.scores = sc;
+    s.n_scores = 3;
+    assert_int_equal(try_load(&s, NULL, &err), KN_EFORMAT);
+    s = ok;
+    s.types = ty;
+    s.n_types = 6;
+    assert_int_equal(try_load(&s, NULL, &err), KN_EFORMAT);
+    s.n_types = 5;
+    assert_int_equal(try_load(&s, NULL, &err), KN_OK);
+
+    /* wrong value types */
+    s = ok;
+    s.tokens = NULL;
+    assert_int_equal(try_load(&s, x_tokens_i32, &err), KN_ETYPE);
+    s = ok;
+    s.model = NULL;
+    assert_int_equal(try_load(&s, x_model_u32, &err), KN_ETYPE);
+    assert_int_equal(try_load(&ok, x_bos_str, &err), KN_ETYPE);
+    assert_int_equal(try_load(&ok, x_addbos_str, &err), KN_ETYPE);
+    s = ok;
+    s.merges = NULL;
+    assert_int_equal(try_load(&s, x_merges_i32, &err), KN_ETYPE);
+
+    /* SPM and WPM minimal vocabs without scores/types still load */
+    static const char *const SPM[] = {"<unk>", "<s>", "</s>", "\xe2\x96\x81" "a", "b"};
+    s = (vspec){.model = "llama", .tokens = SPM, .n_tokens = 5};
+    assert_int_equal(try_load(&s, NULL, &err), KN_OK);
+    static const char *const WPM[] = {"[PAD]", "x", "\xe2\x96\x81" "a", "b"};
+    s = (vspec){.model = "bert", .tokens = WPM, .n_tokens = 4};
+    /* default [CLS]/[SEP] ids 101/102 are out of range, so adding them is impossible */
+    assert_int_equal(try_load(&s, NULL, &err), KN_EFORMAT);
+    assert_int_equal(try_load(&s, x_wpm_ids, &err), KN_OK);
+}
+
+int main(void) {
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_stream_multibyte), cmocka_unit_test(test_stream_flush),
+        cmocka_unit_test(test_special_parsing),  cmocka_unit_test(test_bos_defaults),
+        cmocka_unit_test(test_metadata_wins),    cmocka_unit_test(test_bert_reference),
+        cmocka_unit_test(test_hostile_metadata),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
