@@ -3,10 +3,12 @@
  * stream the sampled continuation to stdout.
  */
 #include "cli.h"
+#include "engine/chat.h"
 #include "engine/sampler.h"
 #include "model/model.h"
 #include "tokenizer/tok.h"
 
+#include <jansson.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -33,6 +35,7 @@ static void usage(FILE *f) {
             "      --repeat-last-n N  tokens the penalties look back on (default 64)\n"
             "      --presence-penalty X, --frequency-penalty X\n"
             "  -s, --seed S           RNG seed (default 0x5eed)\n"
+            "      --chat             format the prompt with the model's chat template, as one user message\n"
             "      --ignore-eos       keep generating past end-of-generation tokens\n");
 }
 
@@ -43,7 +46,7 @@ int cmd_run(int argc, char **argv) {
     }
     const char *model_path = NULL, *prompt = NULL, *prompt_file = NULL;
     long long n_predict = 128, n_ctx = 0, threads = kn_default_threads(), batch = 512;
-    bool ignore_eos = false;
+    bool ignore_eos = false, chat = false;
     eng_sampler_params sp = eng_sampler_defaults();
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i], *v;
@@ -90,6 +93,7 @@ int cmd_run(int argc, char **argv) {
         else if (!strcmp(a, "--frequency-penalty")) FLT(sp.frequency_penalty);
         else if (!strcmp(a, "-s") || !strcmp(a, "--seed")) { INT(0, INT64_MAX, iv); sp.seed = (uint64_t)iv; }
         else if (!strcmp(a, "--ignore-eos")) ignore_eos = true;
+        else if (!strcmp(a, "--chat")) chat = true;
         else {
             fprintf(stderr, "kiln run: unknown option '%s' (see kiln run --help)\n", a);
             return 2;
@@ -114,6 +118,7 @@ int cmd_run(int argc, char **argv) {
     model_kv *kv = NULL;
     model_ctx *ctx = NULL;
     eng_sampler *smp = NULL;
+    eng_chat *chat_fmt = NULL;
     int32_t *toks = NULL;
     float *logits = NULL;
     int32_t *pos = NULL, *seq = NULL;
@@ -159,19 +164,39 @@ int cmd_run(int argc, char **argv) {
     }
 
     size_t n_prompt = 0;
-    kn_status st = tok_encode(vocab, prompt, prompt_len, true, true, NULL, 0, &n_prompt, &err);
-    if ((st != KN_OK && st != KN_ERANGE) || n_prompt == 0) {
-        fprintf(stderr, "kiln run: cannot tokenize the prompt: %s\n", n_prompt ? err.msg : "it is empty");
+    if (chat) {
+        const char *used = NULL;
+        if (eng_chat_create(m->gguf, vocab, &chat_fmt, &used, &err) != KN_OK) {
+            fprintf(stderr, "kiln run: chat template: %s\n", err.msg);
+            goto done;
+        }
+        KN_INFO("chat template: %s", used ? used : "model");
+        json_t *msgs = json_pack("[{s:s, s:s%}]", "role", "user", "content", prompt, prompt_len);
+        kn_status cst = msgs ? eng_chat_tokenize(chat_fmt, msgs, NULL, &toks, &n_prompt, &err) : KN_ENOMEM;
+        json_decref(msgs);
+        if (cst != KN_OK) {
+            fprintf(stderr, "kiln run: chat template: %s\n", err.msg);
+            goto done;
+        }
+    } else {
+        kn_status st = tok_encode(vocab, prompt, prompt_len, true, true, NULL, 0, &n_prompt, &err);
+        if ((st != KN_OK && st != KN_ERANGE) || n_prompt == 0) {
+            fprintf(stderr, "kiln run: cannot tokenize the prompt: %s\n", n_prompt ? err.msg : "it is empty");
+            goto done;
+        }
+        toks = malloc(n_prompt * sizeof *toks);
+        if (!toks || tok_encode(vocab, prompt, prompt_len, true, true, toks, n_prompt, &n_prompt, &err) != KN_OK) {
+            fprintf(stderr, "kiln run: cannot tokenize the prompt: %s\n", err.msg);
+            goto done;
+        }
+    }
+    if (n_prompt == 0) {
+        fprintf(stderr, "kiln run: the prompt is empty\n");
         goto done;
     }
     if ((long long)n_prompt >= n_ctx) {
         fprintf(stderr, "kiln run: the prompt has %zu tokens, more than the context size %lld allows\n", n_prompt,
                 n_ctx);
-        goto done;
-    }
-    toks = malloc(n_prompt * sizeof *toks);
-    if (!toks || tok_encode(vocab, prompt, prompt_len, true, true, toks, n_prompt, &n_prompt, &err) != KN_OK) {
-        fprintf(stderr, "kiln run: cannot tokenize the prompt: %s\n", err.msg);
         goto done;
     }
     if (batch > (long long)n_prompt) batch = (long long)n_prompt;
@@ -260,6 +285,7 @@ done:
     free(logits);
     free(toks);
     eng_sampler_destroy(smp);
+    eng_chat_destroy(chat_fmt);
     model_ctx_destroy(ctx);
     model_kv_destroy(kv);
     tok_decoder_destroy(dec);
