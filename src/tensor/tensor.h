@@ -237,5 +237,9 @@ void tensor_matmul(const tensor_ops *ops, kn_pool *pool, q_type wtype, const voi
 /* Measures read bandwidth (bytes/s) over a buffer of `bytes`, using every
  * thread of the pool. Used by the benchmarks to report roofline fractions. */
 double tensor_measure_bandwidth(kn_pool *pool, size_t bytes);
+/* Measures the compute peak (operations/s, a multiply-add counting 2) of
+ * kernel set lvl on every thread of the pool: int8 dot products (int8 = true;
+ * VNNI vpdpbusd when present) or fp32 FMA. 0 for the generic set. */
+double tensor_measure_peak(kn_pool *pool, kn_cpu_level lvl, bool int8);
 
 #endif
