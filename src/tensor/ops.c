@@ -165,3 +165,41 @@ double tensor_measure_bandwidth(kn_pool *pool, size_t bytes) {
     kn_free_aligned(buf);
     return best;
 }
+
+/* ---- compute peak ---- */
+
+typedef struct peak_job {
+    uint64_t (*fn)(int64_t iters);
+    int64_t iters;
+    uint64_t ops[64];
+} peak_job;
+
+static void peak_worker(void *ctx, int ith, int nth) {
+    peak_job *j = ctx;
+    (void)nth;
+    j->ops[ith % 64] = j->fn(j->iters);
+}
+
+double tensor_measure_peak(kn_pool *pool, kn_cpu_level lvl, bool int8) {
+    peak_job j = {.fn = NULL, .iters = 1 << 20};
+    if (lvl == KN_CPU_AVX512) {
+        kn_cpu_features f;
+        kn_cpu_features_detect(&f);
+        j.fn = int8 ? (f.avx512vnni ? tensor_x86_avx512_peak_int8 : tensor_x86_avx2_peak_int8)
+                    : tensor_x86_avx512_peak_fma;
+    } else if (lvl == KN_CPU_AVX2) {
+        j.fn = int8 ? tensor_x86_avx2_peak_int8 : tensor_x86_avx2_peak_fma;
+    }
+    if (!j.fn) return 0.0;
+    kn_pool_run(pool, peak_worker, &j); /* warm-up (clocks, wake-up) */
+    double best = 0.0;
+    for (int rep = 0; rep < 3; rep++) {
+        const double t0 = kn_now_s();
+        kn_pool_run(pool, peak_worker, &j);
+        const double dt = kn_now_s() - t0;
+        uint64_t ops = 0;
+        for (int i = 0; i < kn_pool_size(pool) && i < 64; i++) ops += j.ops[i];
+        if (dt > 0 && (double)ops / dt > best) best = (double)ops / dt;
+    }
+    return best;
+}

@@ -60,3 +60,37 @@ void tensor_x86_avx2_init(tensor_ops *ops) {
     x_quant_install(ops);
     xf_install(ops);
 }
+
+/* ---- peak probes ---- */
+#define X_BARRIER(v) __asm__ volatile("" : "+x"(v))
+
+uint64_t tensor_x86_avx2_peak_int8(int64_t iters) {
+    __m256i acc[12];
+    __m256i u = _mm256_set1_epi8(1), s = _mm256_set1_epi8(2);
+    const __m256i one = _mm256_set1_epi16(1);
+    XUNROLL for (int i = 0; i < 12; i++) acc[i] = _mm256_set1_epi32(i);
+    for (int64_t it = 0; it < iters; it++) {
+        X_BARRIER(u);
+        X_BARRIER(s);
+        XUNROLL for (int i = 0; i < 12; i++)
+            acc[i] = _mm256_add_epi32(acc[i], _mm256_madd_epi16(_mm256_maddubs_epi16(u, s), one));
+    }
+    __m256i t = acc[0];
+    for (int i = 1; i < 12; i++) t = _mm256_add_epi32(t, acc[i]);
+    X_BARRIER(t);
+    return (uint64_t)iters * 12u * 32u * 2u;
+}
+
+uint64_t tensor_x86_avx2_peak_fma(int64_t iters) {
+    __m256 acc[12];
+    __m256 m = _mm256_set1_ps(0.999f), c = _mm256_set1_ps(1e-3f);
+    XUNROLL for (int i = 0; i < 12; i++) acc[i] = _mm256_set1_ps((float)i);
+    for (int64_t it = 0; it < iters; it++) {
+        X_BARRIER(m);
+        XUNROLL for (int i = 0; i < 12; i++) acc[i] = _mm256_fmadd_ps(acc[i], m, c);
+    }
+    __m256 t = acc[0];
+    for (int i = 1; i < 12; i++) t = _mm256_add_ps(t, acc[i]);
+    X_BARRIER(t);
+    return (uint64_t)iters * 12u * 8u * 2u;
+}

@@ -56,3 +56,35 @@ void tensor_x86_avx512_init(tensor_ops *ops, bool vnni) {
     if (vnni) x_quant_install(ops);
     xf_install(ops);
 }
+
+/* ---- peak probes ---- */
+#define X_BARRIER(v) __asm__ volatile("" : "+v"(v))
+
+uint64_t tensor_x86_avx512_peak_int8(int64_t iters) {
+    __m512i acc[12];
+    __m512i u = _mm512_set1_epi8(1), s = _mm512_set1_epi8(2);
+    XUNROLL for (int i = 0; i < 12; i++) acc[i] = _mm512_set1_epi32(i);
+    for (int64_t it = 0; it < iters; it++) {
+        X_BARRIER(u);
+        X_BARRIER(s);
+        XUNROLL for (int i = 0; i < 12; i++) acc[i] = _mm512_dpbusd_epi32(acc[i], u, s);
+    }
+    __m512i t = acc[0];
+    for (int i = 1; i < 12; i++) t = _mm512_add_epi32(t, acc[i]);
+    X_BARRIER(t);
+    return (uint64_t)iters * 12u * 64u * 2u;
+}
+
+uint64_t tensor_x86_avx512_peak_fma(int64_t iters) {
+    __m512 acc[12];
+    __m512 m = _mm512_set1_ps(0.999f), c = _mm512_set1_ps(1e-3f);
+    XUNROLL for (int i = 0; i < 12; i++) acc[i] = _mm512_set1_ps((float)i);
+    for (int64_t it = 0; it < iters; it++) {
+        X_BARRIER(m);
+        XUNROLL for (int i = 0; i < 12; i++) acc[i] = _mm512_fmadd_ps(acc[i], m, c);
+    }
+    __m512 t = acc[0];
+    for (int i = 1; i < 12; i++) t = _mm512_add_ps(t, acc[i]);
+    X_BARRIER(t);
+    return (uint64_t)iters * 12u * 16u * 2u;
+}

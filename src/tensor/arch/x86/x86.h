@@ -30,4 +30,11 @@ void tensor_x86_avx2_init(tensor_ops *ops);
  * AVX2 integer kernels stay in place and only the float kernels change. */
 void tensor_x86_avx512_init(tensor_ops *ops, bool vnni);
 
+/* Compute-peak probes: run `iters` rounds of 12 independent dot/FMA chains
+ * and return the operations done (a multiply-add counts 2). */
+uint64_t tensor_x86_avx2_peak_int8(int64_t iters);
+uint64_t tensor_x86_avx2_peak_fma(int64_t iters);
+uint64_t tensor_x86_avx512_peak_int8(int64_t iters); /* needs VNNI */
+uint64_t tensor_x86_avx512_peak_fma(int64_t iters);
+
 #endif
