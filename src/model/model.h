@@ -52,7 +52,11 @@ typedef struct model_hparams {
     int32_t n_ctx_train;
     int32_t n_rot;          /* rope.dimension_count (default head_dim) */
     float rope_freq_base;   /* default 10000 */
-    float rope_freq_scale;  /* 1 / linear scaling factor */
+    float rope_freq_scale;  /* 1 / scaling factor (linear or YaRN) */
+    float yarn_ext_factor;  /* 0 unless YaRN: extrapolation mix */
+    float yarn_attn_factor; /* magnitude scale (rope.scaling.attn_factor, default 1) */
+    float yarn_beta_fast, yarn_beta_slow;
+    int32_t n_ctx_orig;     /* rope.scaling.original_context_length (default n_ctx_train) */
     float rms_eps;
     model_rope_type rope_type;
 } model_hparams;

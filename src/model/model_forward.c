@@ -182,19 +182,41 @@ static void add_bias(float *y, const model_tensor *b, int64_t n, int64_t ld) {
         for (int64_t i = 0; i < b->ne0; i++) y[t * ld + i] += bv[i];
 }
 
-/* cos/sin table per token, following ggml's rope: theta_i = p * scale * base^(-2i/n_rot). */
+/* cos/sin table per token, following ggml's rope: theta_i = p * base^(-2i/n_rot),
+ * scaled linearly by freq_scale, or with YaRN (ext_factor > 0) a ramp between
+ * interpolation and extrapolation over the dimensions [corr0, corr1] and a
+ * magnitude scale 1 + 0.1 ln(1/freq_scale). */
+static float yarn_corr_dim(int n_rot, int n_ctx_orig, float n_turns, float base) {
+    return (float)n_rot * logf((float)n_ctx_orig / (n_turns * 2.0f * 3.14159265358979f)) / (2.0f * logf(base));
+}
+
 static void rope_table(model_ctx *c, const model_batch *b) {
     const model_hparams *hp = &c->m->hp;
     const int half = hp->n_rot / 2;
     const float theta_scale = powf(hp->rope_freq_base, -2.0f / (float)hp->n_rot);
+    float corr0 = 0.0f, corr1 = 0.0f, mscale = hp->yarn_attn_factor > 0 ? hp->yarn_attn_factor : 1.0f;
+    const float ext = hp->yarn_ext_factor;
+    if (ext != 0.0f) {
+        corr0 = floorf(yarn_corr_dim(hp->n_rot, hp->n_ctx_orig, hp->yarn_beta_fast, hp->rope_freq_base));
+        corr1 = ceilf(yarn_corr_dim(hp->n_rot, hp->n_ctx_orig, hp->yarn_beta_slow, hp->rope_freq_base));
+        if (corr0 < 0) corr0 = 0;
+        if (corr1 > hp->n_rot - 1) corr1 = (float)(hp->n_rot - 1);
+        mscale *= 1.0f + 0.1f * logf(1.0f / hp->rope_freq_scale);
+    }
     for (int t = 0; t < b->n_tokens; t++) {
-        float theta = (float)b->pos[t];
+        float theta_extrap = (float)b->pos[t];
         float *r = c->rope + (size_t)t * hp->n_rot;
         for (int i = 0; i < half; i++) {
-            const float th = theta * hp->rope_freq_scale;
-            r[2 * i] = cosf(th);
-            r[2 * i + 1] = sinf(th);
-            theta *= theta_scale;
+            const float theta_interp = hp->rope_freq_scale * theta_extrap;
+            float th = theta_interp;
+            if (ext != 0.0f) {
+                float y = ((float)i - corr0) / fmaxf(0.001f, corr1 - corr0); /* i = i0 / 2 */
+                float ramp = (1.0f - fminf(1.0f, fmaxf(0.0f, y))) * ext;
+                th = theta_interp * (1.0f - ramp) + theta_extrap * ramp;
+            }
+            r[2 * i] = cosf(th) * mscale;
+            r[2 * i + 1] = sinf(th) * mscale;
+            theta_extrap *= theta_scale;
         }
     }
 }

@@ -145,13 +145,30 @@ kn_status model_load_gguf(gguf_ctx *g, model **out, kn_err *err) {
             if ((st = get_f32_key(g, a, "rope.scale_linear", &lin, err))) goto fail;
             factor = lin;
         }
-        if (has_type && !gguf_str_eq(stype, "linear") && !gguf_str_eq(stype, "none")) {
-            st = kn_fail(err, KN_EUNSUPPORTED, "rope scaling type '%.*s' is not supported yet (linear only)",
+        bool yarn = has_type && gguf_str_eq(stype, "yarn");
+        if (has_type && !yarn && !gguf_str_eq(stype, "linear") && !gguf_str_eq(stype, "none")) {
+            st = kn_fail(err, KN_EUNSUPPORTED, "rope scaling type '%.*s' is not supported (none, linear, yarn)",
                          (int)(stype.len > 32 ? 32 : stype.len), stype.data);
             goto fail;
         }
         if (has_type && gguf_str_eq(stype, "none")) factor = 0.0f;
         if (factor > 0.0f) hp->rope_freq_scale = 1.0f / factor;
+        hp->yarn_attn_factor = 1.0f;
+        hp->yarn_beta_fast = 32.0f;
+        hp->yarn_beta_slow = 1.0f;
+        hp->n_ctx_orig = hp->n_ctx_train;
+        if ((st = get_u32_key(g, a, "rope.scaling.original_context_length", false, &hp->n_ctx_orig, err)) ||
+            (st = get_f32_key(g, a, "rope.scaling.attn_factor", &hp->yarn_attn_factor, err)) ||
+            (st = get_f32_key(g, a, "rope.scaling.yarn_beta_fast", &hp->yarn_beta_fast, err)) ||
+            (st = get_f32_key(g, a, "rope.scaling.yarn_beta_slow", &hp->yarn_beta_slow, err)))
+            goto fail;
+        if (yarn && factor > 0.0f) {
+            if (hp->n_ctx_orig <= 0) {
+                st = kn_fail(err, KN_EFORMAT, "YaRN scaling needs rope.scaling.original_context_length");
+                goto fail;
+            }
+            hp->yarn_ext_factor = 1.0f; /* llama.cpp's default for YaRN models */
+        }
     }
 
     /* vocab size: from the token embedding */
