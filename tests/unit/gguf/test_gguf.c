@@ -821,6 +821,75 @@ static void test_random_corruption(void **state) {
     assert_true(n_ok > 0 && n_ok < 20000);
 }
 
+
+/* ---- fuzz seed corpus ----
+ * The seeds in tests/fuzz/corpus/gguf/ (*.seed, GGUF files under 4 KB) are
+ * written by our own writer here.
+ * Regenerate them with:
+ *   KILN_WRITE_FUZZ_SEEDS=tests/fuzz/corpus/gguf build/gguf_test_gguf
+ * Otherwise they are written to a scratch directory and checked to open. */
+static void write_seed(const char *dir, const char *name, gguf_writer *w) {
+    char path[1024];
+    kn_err err;
+    snprintf(path, sizeof path, "%s/%s", dir, name);
+    if (gguf_writer_write_file(w, path, &err)) fail_msg("%s: %s", path, err.msg);
+    gguf_writer_destroy(w);
+    gguf_ctx *g = NULL;
+    if (gguf_open(path, &g, &err)) fail_msg("%s: %s", path, err.msg);
+    assert_true(gguf_file_size(g) < 4096);
+    gguf_close(g);
+}
+
+static void test_fuzz_seeds(void **state) {
+    (void)state;
+    char tmp[512];
+    const char *dir = getenv("KILN_WRITE_FUZZ_SEEDS");
+    if (!dir) dir = tu_tmpdir(tmp, sizeof tmp);
+    assert_non_null(dir);
+    static uint8_t data[4096];
+    tu_rng rng = {7};
+    for (size_t i = 0; i < sizeof data; i++) data[i] = (uint8_t)tu_rng_u64(&rng);
+    kn_err err;
+
+    write_seed(dir, "empty.seed", gguf_writer_create());
+
+    gguf_writer *w = gguf_writer_create();
+    float f32[192];
+    uint16_t f16[32];
+    block_q8_0 q8[2];
+    fill_writer(w, f32, f16, q8);
+    write_seed(dir, "all-types.seed", w);
+
+    w = gguf_writer_create();
+    gguf_writer_set_str(w, "general.architecture", "llama");
+    gguf_writer_set_u32(w, "llama.block_count", 1);
+    gguf_writer_set_u32(w, "llama.embedding_length", 32);
+    gguf_writer_set_f32(w, "llama.rope.freq_base", 10000.0f);
+    gguf_writer_set_str(w, "tokenizer.ggml.model", "llama");
+    const char *toks[] = {"<unk>", "<s>", "</s>", "\xe2\x96\x81the", "a", "b", "<0x0A>", "ab"};
+    gguf_writer_set_arr_str(w, "tokenizer.ggml.tokens", toks, 8);
+    float scores[8] = {0, 0, 0, -1, -2, -3, -4, -5};
+    gguf_writer_set_arr(w, "tokenizer.ggml.scores", GGUF_TYPE_FLOAT32, scores, 8);
+    int32_t types[8] = {2, 3, 3, 1, 1, 1, 6, 1};
+    gguf_writer_set_arr(w, "tokenizer.ggml.token_type", GGUF_TYPE_INT32, types, 8);
+    gguf_writer_set_u32(w, "tokenizer.ggml.bos_token_id", 1);
+    gguf_writer_add_tensor(w, "output_norm.weight", 1, (uint64_t[]){32}, Q_TYPE_F32, data, &err);
+    gguf_writer_add_tensor(w, "blk.0.attn_q.weight", 2, (uint64_t[]){32, 2}, Q_TYPE_Q8_0, data, &err);
+    gguf_writer_add_tensor(w, "blk.0.ffn_down.weight", 2, (uint64_t[]){256, 1}, Q_TYPE_Q4_K, data, &err);
+    write_seed(dir, "tiny-model.seed", w);
+
+    w = gguf_writer_create();
+    gguf_writer_set_u32(w, "general.alignment", 64);
+    gguf_writer_add_tensor(w, "h", 3, (uint64_t[]){4, 2, 2}, Q_TYPE_F16, data, &err);
+    gguf_writer_add_tensor(w, "b", 4, (uint64_t[]){2, 2, 2, 2}, Q_TYPE_BF16, data, &err);
+    gguf_writer_add_tensor(w, "k6", 1, (uint64_t[]){256}, Q_TYPE_Q6_K, data, &err);
+    gguf_writer_add_tensor(w, "q50", 1, (uint64_t[]){64}, Q_TYPE_Q5_0, data, &err);
+    gguf_writer_add_tensor(w, "q2", 1, (uint64_t[]){256}, Q_TYPE_Q2_K, data, &err);
+    write_seed(dir, "align64-types.seed", w);
+
+    if (!getenv("KILN_WRITE_FUZZ_SEEDS")) tu_rmdir(dir);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_every_shared_file_opens),
@@ -832,6 +901,7 @@ int main(void) {
         cmocka_unit_test(test_hostile_headers),
         cmocka_unit_test(test_hostile_tensors),
         cmocka_unit_test(test_random_corruption),
+        cmocka_unit_test(test_fuzz_seeds),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
