@@ -1902,14 +1902,20 @@ static const char *attr_path_part(const char **p, size_t *n) {
 
 static jv *get_item(rctx *R, jv *obj, jv *key);
 
-static bool str_method_name(const char *n) {
-    static const char *const M[] = {"strip", "lstrip", "rstrip", "split", "rsplit", "startswith", "endswith",
-                                    "upper", "lower", "title", "capitalize", "replace", "find", "count",
-                                    "join", "splitlines", "isdigit", "isalpha", "isalnum", "isspace",
-                                    "islower", "isupper", "format", NULL};
-    for (size_t i = 0; M[i]; i++)
-        if (!strcmp(M[i], n)) return true;
-    return false;
+static bool nm_eq(const char *p, size_t n, const char *lit) { return n == strlen(lit) && !memcmp(p, lit, n); }
+
+/* The canonical (static) name of a method of `t`, or NULL. `name` need not
+ * be NUL-terminated. */
+static const char *method_name(int t, const char *name, size_t n) {
+    static const char *const SM[] = {"strip", "lstrip", "rstrip", "split", "rsplit", "startswith", "endswith",
+                                     "upper", "lower", "title", "capitalize", "replace", "find", "count",
+                                     "join", "splitlines", "isdigit", "isalpha", "isalnum", "isspace",
+                                     "islower", "isupper", NULL};
+    static const char *const DM[] = {"items", "keys", "values", "get", NULL};
+    const char *const *M = t == V_STR ? SM : t == V_DICT ? DM : NULL;
+    for (size_t i = 0; M && M[i]; i++)
+        if (nm_eq(name, n, M[i])) return M[i];
+    return NULL;
 }
 
 static jv *bound(rctx *R, jv *self, const char *name) {
@@ -1923,17 +1929,19 @@ static jv *bound(rctx *R, jv *self, const char *name) {
 static jv *get_attr(rctx *R, jv *obj, const char *name, size_t nlen) {
     switch (obj->t) {
     case V_UNDEF: return mk_undef(R, obj->uname);
-    case V_DICT:
-        if (nlen == strlen(name) && (!strcmp(name, "items") || !strcmp(name, "keys") || !strcmp(name, "values") || !strcmp(name, "get")))
-            return bound(R, obj, name);
+    case V_DICT: {
+        const char *m = method_name(V_DICT, name, nlen);
+        if (m) return bound(R, obj, m);
+    }
         /* fallthrough */
     case V_NS: {
         jv *v = dict_get_s(obj->u.d, name, nlen);
         return v ? v : mk_undef(R, NULL);
     }
-    case V_STR:
-        if (nlen == strlen(name) && str_method_name(name)) return bound(R, obj, name);
-        return mk_undef(R, NULL);
+    case V_STR: {
+        const char *m = method_name(V_STR, name, nlen);
+        return m ? bound(R, obj, m) : mk_undef(R, NULL);
+    }
     case V_LOOP: {
         loopinfo *L = obj->u.loop;
         size_t n = L->items->n, i = L->i;
@@ -2907,12 +2915,16 @@ static jv *apply_filter(rctx *R, const char *f, jv *v, const args *A) {
         jv *pr = arg(A, 0, "precision"), *me = arg(A, 1, "method");
         int64_t p = pr && is_intlike(pr) ? num_i(pr) : 0;
         if (p < -20 || p > 20) RFAIL(R, "round precision out of range");
-        const char *method = me && me->t == V_STR ? me->u.s.p : "common";
+        int method = 'r';
+        if (me && me->t == V_STR && nm_eq(me->u.s.p, me->u.s.n, "ceil")) method = 'c';
+        else if (me && me->t == V_STR && nm_eq(me->u.s.p, me->u.s.n, "floor")) method = 'f';
+        else if (me && !(me->t == V_STR && nm_eq(me->u.s.p, me->u.s.n, "common")))
+            RFAIL(R, "method must be 'common', 'ceil' or 'floor'");
         if (!is_num(v)) RFAIL(R, "round needs a number, got %s", type_name(v));
-        if (is_intlike(v) && !strcmp(method, "common") && p >= 0) return mk_int(R, num_i(v));
+        if (is_intlike(v) && method == 'r' && p >= 0) return mk_int(R, num_i(v));
         double x = num_f(v), sc = pow(10.0, (double)p), y;
-        if (!strncmp(method, "ceil", 4)) y = ceil(x * sc) / sc;
-        else if (!strncmp(method, "floor", 5)) y = floor(x * sc) / sc;
+        if (method == 'c') y = ceil(x * sc) / sc;
+        else if (method == 'f') y = floor(x * sc) / sc;
         else y = nearbyint(x * sc) / sc;
         return mk_float(R, y);
     }
