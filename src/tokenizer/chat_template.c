@@ -598,8 +598,6 @@ static void depth_in(parser *P) {
 
 static node *parse_expr(parser *P);
 static node *parse_or(parser *P);
-static bool known_filter(const char *name);
-static bool known_test(const char *name);
 static node *parse_unary(parser *P, bool with_filter);
 static node *parse_primary_postfix(parser *P);
 
@@ -796,7 +794,6 @@ static node *parse_filter(parser *P, node *operand) {
     node *f = nnew(P, N_FILTER, k->line);
     f->a = operand;
     f->s = expect_name(P);
-    if (!known_filter(f->s)) efail(P->e, k->line, "no filter named '%s'", f->s);
     if (skip_op(P, "(")) parse_args(P, f);
     return f;
 }
@@ -825,7 +822,6 @@ static node *parse_filter_expr(parser *P, node *x) {
             t->a = x;
             if (skip_name(P, "not")) t->op = 1;
             t->s = expect_name(P);
-            if (!known_test(t->s)) efail(P->e, k->line, "no test named '%s'", t->s);
             if (skip_op(P, "(")) parse_args(P, t);
             else if (test_arg_start(P)) nl_push(P->e, &t->l1, parse_unary(P, false));
             x = t;
@@ -2582,8 +2578,6 @@ static bool name_in(const char *n, const char *const *list) {
 }
 
 static jv *apply_filter(rctx *R, const char *f, jv *v, const args *A);
-static bool known_filter(const char *name) { return name_in(name, FILTER_NAMES); }
-static bool known_test(const char *name) { return name_in(name, TEST_NAMES); }
 
 static int64_t vlen(rctx *R, jv *v) {
     switch (v->t) {
@@ -2932,11 +2926,18 @@ static jv *apply_filter(rctx *R, const char *f, jv *v, const args *A) {
         v = as_str(R, v);
         int64_t c = 0;
         bool in = false;
-        for (size_t i = 0; i < v->u.s.n; i++) {
-            unsigned char ch = (unsigned char)v->u.s.p[i];
-            bool w = is_alnum_ascii((char)ch) || ch == '_' || ch >= 0x80;
+        for (size_t i = 0; i < v->u.s.n;) {
+            size_t l;
+            uint32_t cp = cp_at(v->u.s.p, v->u.s.n, i, &l);
+            /* \w: ASCII alphanumerics and _, and non-ASCII except the
+             * common punctuation/symbol/emoji blocks (approximation) */
+            bool w = cp < 0x80 ? (is_alnum_ascii((char)cp) || cp == '_')
+                               : !(py_space(cp) || (cp >= 0x80 && cp <= 0xBF) || (cp >= 0x2000 && cp <= 0x2BFF) ||
+                                   (cp >= 0x3000 && cp <= 0x303F) || (cp >= 0xE000 && cp <= 0xF8FF) ||
+                                   (cp >= 0xFE30 && cp <= 0xFE4F) || (cp >= 0xFF00 && cp <= 0xFF0F) || cp >= 0x1F000);
             if (w && !in) c++;
             in = w;
+            i += l;
         }
         return mk_int(R, c);
     }
