@@ -75,9 +75,13 @@ static double abs_dot(q_type wt, const void *w, const void *a, int64_t K) {
     return s;
 }
 
+/* Float types: within 1e-5 of the error scale. Block types: the kernels keep
+ * exact integer sums and the reference's float order (quants_ref.h), so they
+ * must agree bit for bit. */
 static void check_close(q_type t, kn_cpu_level l, float got, float want, double scale, const char *what) {
     const double tol = 1e-5 * scale + 1e-30;
-    if (!(fabs((double)got - (double)want) <= tol)) {
+    const bool exact = q_get_traits(t)->is_quantized;
+    if (exact ? memcmp(&got, &want, sizeof got) != 0 : !(fabs((double)got - (double)want) <= tol)) {
         fprintf(stderr, "%s %s set %s: got %.9g want %.9g (tol %.3g)\n", what, q_type_name(t), kn_cpu_level_name(l),
                 got, want, tol);
         fail();

@@ -19,6 +19,16 @@ static inline __attribute__((always_inline)) __m256i x_dot_sc(__m256i acc, __m25
     return _mm256_add_epi32(acc, _mm256_madd_epi16(_mm256_maddubs_epi16(u, s), sc16));
 }
 
+/* s8 x s8 as |w| x sign(a, w): |a| <= 127 keeps maddubs pairs within int16. */
+static inline __attribute__((always_inline)) __m256i x_q8_u(__m256i q) { return _mm256_abs_epi8(q); }
+static inline __attribute__((always_inline)) __m256i x_q8_bias(__m256i a) {
+    (void)a;
+    return _mm256_setzero_si256();
+}
+static inline __attribute__((always_inline)) __m256i x_q8_dot(__m256i u, __m256i q, __m256i a, __m256i bias) {
+    return x_dot(bias, u, _mm256_sign_epi8(a, q));
+}
+
 /* 16 ymm registers: 8 pairs per tile. */
 #define X_MV_R 8
 #define X_MM_R 4

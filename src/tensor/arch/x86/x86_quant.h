@@ -9,6 +9,8 @@
  *   static inline __m256i x_dot_sc(__m256i acc, __m256i u, __m256i s, __m256i sc16);
  *       acc + madd(maddubs(u, s), sc16): pairs of u8*s8 products times the
  *       int16 scale of their lane (exact for K-quant ranges);
+ *   x_q8_u(q) (per weight row), x_q8_bias(a) (per activation column) and
+ *   x_q8_dot(u, q, a, bias): the exact int32 lanes of the s8 x s8 dot of q, a;
  *   X_MV_R            rows of a matvec tile (columns = 1);
  *   X_MM_R, X_MM_C    rows x columns of a gemm tile; X_MM_R * X_MM_C <= 16;
  *   X_CB              columns per cache block in gemm (a multiple of X_MM_C).
@@ -133,7 +135,7 @@ XAI void q4_0_tile(int64_t nb, const uint8_t *w, size_t ws, int nr, const uint8_
     x_store_tile(acc, R, C, nr, nc, y, ldy);
 }
 
-/* ---- Q8_0 x Q8_0: dot(|w|, sign(a, w)) ---- */
+/* ---- Q8_0 x Q8_0: through the includer's x_q8_u / x_q8_bias / x_q8_dot ---- */
 XAI void q8_0_tile(int64_t nb, const uint8_t *w, size_t ws, int nr, const uint8_t *a, size_t as, int nc,
                    float *y, int64_t ldy, const int R, const int C) {
     const uint8_t *wp[16], *ap[16];
@@ -141,11 +143,12 @@ XAI void q8_0_tile(int64_t nb, const uint8_t *w, size_t ws, int nr, const uint8_
     const int L = R * C, NG = (L + 7) / 8;
     __m256 acc[2] = {_mm256_setzero_ps(), _mm256_setzero_ps()};
     for (int64_t b = 0; b < nb; b++) {
-        __m256i av[16], iv[16];
+        __m256i av[16], bias[16], iv[16];
         float dw[16], da[16];
         XUNROLL for (int c = 0; c < C; c++) {
             const block_q8_0 *yb = (const block_q8_0 *)ap[c] + b;
             av[c] = _mm256_loadu_si256((const __m256i *)yb->qs);
+            bias[c] = x_q8_bias(av[c]);
             da[c] = x_h2f(yb->d);
         }
         XUNROLL for (int r = 0; r < R; r++) {
@@ -153,9 +156,8 @@ XAI void q8_0_tile(int64_t nb, const uint8_t *w, size_t ws, int nr, const uint8_
             x_prefetch(xb + 16);
             dw[r] = x_h2f(xb->d);
             const __m256i q = _mm256_loadu_si256((const __m256i *)xb->qs);
-            const __m256i u = _mm256_abs_epi8(q);
-            XUNROLL for (int c = 0; c < C; c++)
-                iv[r * C + c] = x_dot(_mm256_setzero_si256(), u, _mm256_sign_epi8(av[c], q));
+            const __m256i u = x_q8_u(q);
+            XUNROLL for (int c = 0; c < C; c++) iv[r * C + c] = x_q8_dot(u, q, av[c], bias[c]);
         }
         XUNROLL for (int g = 0; g < NG; g++) {
             const __m256 is = _mm256_cvtepi32_ps(x_group_sums(iv, L, g));
