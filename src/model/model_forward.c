@@ -81,7 +81,8 @@ struct model_ctx {
     float *gate;    /* [B][n_ff] */
     float *up;      /* [B][n_ff] */
     float *rope;    /* [B][n_rot/2][2] cos, sin */
-    float *scratch; /* [n_threads][MODEL_ATTN_TILE + head_dim] attention */
+    float *scratch; /* [n_threads][scratch_per_thread] attention: scores [G][TILE], m [G], l [G], acc [G][hd] */
+    size_t scratch_per_thread;
     void *act;      /* quantized activations, act_bytes */
     size_t act_bytes;
     uint64_t bytes;
@@ -104,6 +105,8 @@ kn_status model_ctx_create(const model *m, const tensor_ops *ops, kn_pool *pool,
     const int64_t B = max_batch, E = hp->n_embd, Hq = (int64_t)hp->n_head * hp->head_dim,
                   Hkv = (int64_t)hp->n_head_kv * hp->head_dim, F = hp->n_ff;
     int64_t W = E > Hq ? E : Hq;
+    const int64_t G = hp->n_head / hp->n_head_kv;
+    c->scratch_per_thread = (size_t)(((G * (MODEL_ATTN_TILE + 2 + hp->head_dim)) + 15) & ~(int64_t)15);
     if (F > W) W = F;
     size_t act = act_need(&m->output, B);
     for (int l = 0; l < hp->n_layer; l++) {
@@ -122,7 +125,7 @@ kn_status model_ctx_create(const model *m, const tensor_ops *ops, kn_pool *pool,
         {&c->x, B * E},     {&c->xn, B * W},    {&c->q, B * Hq},    {&c->k, B * Hkv},
         {&c->v, B * Hkv},   {&c->att, B * Hq},  {&c->gate, B * F},  {&c->up, B * F},
         {&c->rope, B * hp->n_rot},
-        {&c->scratch, (int64_t)c->n_threads * (MODEL_ATTN_TILE + hp->head_dim)},
+        {&c->scratch, (int64_t)c->n_threads * (int64_t)c->scratch_per_thread},
     };
     for (size_t i = 0; i < sizeof bufs / sizeof bufs[0]; i++) {
         *bufs[i].p = kn_alloc_aligned((size_t)bufs[i].n * sizeof(float));
@@ -237,7 +240,8 @@ static void rope_apply(const model_ctx *c, float *vec, int n_heads, const float 
     }
 }
 
-/* ---- attention job: (token, head) pairs split across threads ---- */
+/* ---- attention job: (token, kv head) pairs split across threads; the
+ * query heads of one group share each widened K/V row ---- */
 typedef struct attn_job {
     model_ctx *c;
     model_kv *kv;
@@ -249,46 +253,29 @@ static void attn_fn(void *arg, int ith, int nth) {
     attn_job *j = arg;
     model_ctx *c = j->c;
     const model_hparams *hp = &c->m->hp;
-    const int hd = hp->head_dim, nh = hp->n_head, group = hp->n_head / hp->n_head_kv;
+    const int hd = hp->head_dim, nh = hp->n_head, nkv = hp->n_head_kv, G = nh / nkv;
     const float scale = 1.0f / sqrtf((float)hd);
-    float *sc = c->scratch + (size_t)ith * (MODEL_ATTN_TILE + hd);
-    float *acc = sc + MODEL_ATTN_TILE;
+    float *sc = c->scratch + (size_t)ith * c->scratch_per_thread;
+    float *mx = sc + (size_t)G * MODEL_ATTN_TILE, *lsum = mx + G, *acc = lsum + G;
     int64_t lo, hi;
-    kn_split_range((int64_t)j->b->n_tokens * nh, 1, ith, nth, &lo, &hi);
+    kn_split_range((int64_t)j->b->n_tokens * nkv, 1, ith, nth, &lo, &hi);
     for (int64_t p = lo; p < hi; p++) {
-        const int t = (int)(p / nh), h = (int)(p % nh);
-        const int seq = j->b->seq[t], pos = j->b->pos[t], kvh = h / group;
-        const float *q = c->q + (size_t)t * nh * hd + (size_t)h * hd;
+        const int t = (int)(p / nkv), kvh = (int)(p % nkv);
+        const int seq = j->b->seq[t], pos = j->b->pos[t];
+        const float *q = c->q + (size_t)t * nh * hd + (size_t)kvh * G * hd;
         const q_f16_t *K = j->kv->k + kv_index(j->kv, seq, j->layer, kvh, 0);
         const q_f16_t *V = j->kv->v + kv_index(j->kv, seq, j->layer, kvh, 0);
-        float M = -INFINITY, S = 0.0f;
-        for (int d = 0; d < hd; d++) acc[d] = 0.0f;
+        for (int g = 0; g < G; g++) mx[g] = -INFINITY, lsum[g] = 0.0f;
+        memset(acc, 0, (size_t)G * hd * sizeof *acc);
         for (int t0 = 0; t0 <= pos; t0 += MODEL_ATTN_TILE) {
-            const int t1 = t0 + MODEL_ATTN_TILE - 1 < pos ? t0 + MODEL_ATTN_TILE - 1 : pos;
-            float tmax = -INFINITY;
-            for (int i = t0; i <= t1; i++) {
-                const q_f16_t *kr = K + (size_t)i * hd;
-                float s = 0.0f;
-                for (int d = 0; d < hd; d++) s += q[d] * q_f16_to_f32(kr[d]);
-                s *= scale;
-                sc[i - t0] = s;
-                if (s > tmax) tmax = s;
-            }
-            const float Mn = tmax > M ? tmax : M;
-            const float corr = expf(M - Mn);
-            S *= corr;
-            for (int d = 0; d < hd; d++) acc[d] *= corr;
-            for (int i = t0; i <= t1; i++) {
-                const float e = expf(sc[i - t0] - Mn);
-                S += e;
-                const q_f16_t *vr = V + (size_t)i * hd;
-                for (int d = 0; d < hd; d++) acc[d] += e * q_f16_to_f32(vr[d]);
-            }
-            M = Mn;
+            const int len = pos - t0 + 1 < MODEL_ATTN_TILE ? pos - t0 + 1 : MODEL_ATTN_TILE;
+            c->ops->attn_tile_f16(hd, G, len, q, K + (size_t)t0 * hd, V + (size_t)t0 * hd, scale, mx, lsum, acc, sc);
         }
-        float *o = c->att + (size_t)t * nh * hd + (size_t)h * hd;
-        const float inv = 1.0f / S;
-        for (int d = 0; d < hd; d++) o[d] = acc[d] * inv;
+        float *o = c->att + (size_t)t * nh * hd + (size_t)kvh * G * hd;
+        for (int g = 0; g < G; g++) {
+            const float inv = 1.0f / lsum[g];
+            for (int d = 0; d < hd; d++) o[(size_t)g * hd + d] = acc[(size_t)g * hd + d] * inv;
+        }
     }
 }
 

@@ -18,6 +18,7 @@
 #include "tensor.h"
 
 #include "arch/x86/x86.h"
+#include "arch/x86/x86_attn.h"
 
 #include <stdlib.h>
 
@@ -33,6 +34,9 @@ void tensor_ops_init(tensor_ops *ops, kn_cpu_level lvl) {
         if (tr->vec_dot && tr->to_float) ops->vec_dot[t] = tr->vec_dot;
         if (tr->from_float) ops->quantize[t] = tr->from_float;
     }
+    ops->attn_tile_f16 = tensor_attn_tile_f16_ref;
+    if (lvl >= KN_CPU_AVX2) ops->attn_tile_f16 = tensor_x86_avx2_attn_tile_f16;
+    if (lvl >= KN_CPU_AVX512) ops->attn_tile_f16 = tensor_x86_avx512_attn_tile_f16;
     if (lvl >= KN_CPU_AVX2) tensor_x86_avx2_init(ops);
     if (lvl >= KN_CPU_AVX512) {
         kn_cpu_features f;

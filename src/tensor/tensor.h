@@ -207,7 +207,20 @@ bool q_type_supported(uint32_t type);
 typedef void (*q_gemm_fn)(int64_t K, const void *w, size_t w_stride, int n_rows, const void *a,
                           size_t a_stride, int n_cols, float *y, int64_t ldy);
 
+/* One attention tile for G query heads that share a KV head, with an online
+ * softmax: q is [G][hd] floats; k and v are n rows of hd F16 values (the
+ * tile's keys and values, consecutive positions); the running state per
+ * head g is m[g] (max score, -INFINITY at the start), l[g] (sum of
+ * exponentials) and acc[g][hd] (weighted sum of values). s is scratch of
+ * G * n floats. Scores are dot(q, k) * scale. Within one kernel set the
+ * result depends only on the inputs (batch-invariant). */
+typedef void (*q_attn_tile_fn)(int64_t hd, int G, int64_t n, const float *q, const q_f16_t *k, const q_f16_t *v,
+                               float scale, float *m, float *l, float *acc, float *s);
+void tensor_attn_tile_f16_ref(int64_t hd, int G, int64_t n, const float *q, const q_f16_t *k, const q_f16_t *v,
+                              float scale, float *m, float *l, float *acc, float *s);
+
 typedef struct tensor_ops {
+    q_attn_tile_fn attn_tile_f16;            /* attention over an F16 KV tile */
     kn_cpu_level level;
     bool vnni;                               /* AVX-512 VNNI in use */
     q_vec_dot_fn vec_dot[Q_TYPE_COUNT];      /* by weight type; NULL = unsupported */
