@@ -37,6 +37,12 @@ static inline __attribute__((always_inline)) __m256i x_q8_dot(__m256i u, __m256i
 
 #include "x86_quant.h"
 
+X_QUANT_KERNELS(q4_0, Q_QK4_0)
+X_QUANT_KERNELS(q8_0, Q_QK8_0)
+X_QUANT_KERNELS(q4_K, Q_QK_K)
+X_QUANT_KERNELS(q5_K, Q_QK_K)
+X_QUANT_KERNELS(q6_K, Q_QK_K)
+
 /* ---- float kernels: 8-wide ---- */
 typedef __m256 xf_vec;
 #define XF_W 8
@@ -67,7 +73,17 @@ XAI xf_vec xf_load(int kind, const uint8_t *p, int n) {
 #include "x86_float.h"
 
 void tensor_x86_avx2_init(tensor_ops *ops) {
-    x_quant_install(ops);
+    ops->vec_dot[Q_TYPE_Q4_0] = q4_0_vec_dot;
+    ops->gemm[Q_TYPE_Q4_0] = q4_0_gemm;
+    ops->vec_dot[Q_TYPE_Q8_0] = q8_0_vec_dot;
+    ops->gemm[Q_TYPE_Q8_0] = q8_0_gemm;
+    ops->vec_dot[Q_TYPE_Q4_K] = q4_K_vec_dot;
+    ops->gemm[Q_TYPE_Q4_K] = q4_K_gemm;
+    ops->vec_dot[Q_TYPE_Q5_K] = q5_K_vec_dot;
+    ops->gemm[Q_TYPE_Q5_K] = q5_K_gemm;
+    ops->vec_dot[Q_TYPE_Q6_K] = q6_K_vec_dot;
+    ops->gemm[Q_TYPE_Q6_K] = q6_K_gemm;
+    x_quantizers_install(ops);
     xf_install(ops);
 }
 

@@ -40,6 +40,9 @@ static inline __attribute__((always_inline)) __m256i x_q8_dot(__m256i u, __m256i
 
 #include "x86_quant.h"
 
+X_QUANT_KERNELS(q4_0, Q_QK4_0)
+X_QUANT_KERNELS(q8_0, Q_QK8_0)
+
 /* ---- 512-bit Q4_K / Q5_K tiles ----
  * One 64-byte load of qs holds two 32-byte chunks; regrouping their low and
  * high nibbles (shuffle_i64x2) gives zmm W[k] = sub-blocks 2k, 2k+1, i.e. the
@@ -240,7 +243,11 @@ XAI xf_vec xf_load(int kind, const uint8_t *p, int n) {
 
 void tensor_x86_avx512_init(tensor_ops *ops, bool vnni) {
     if (vnni) {
-        x_quant_install(ops);
+        ops->vec_dot[Q_TYPE_Q4_0] = q4_0_vec_dot;
+        ops->gemm[Q_TYPE_Q4_0] = q4_0_gemm;
+        ops->vec_dot[Q_TYPE_Q8_0] = q8_0_vec_dot;
+        ops->gemm[Q_TYPE_Q8_0] = q8_0_gemm;
+        x_quantizers_install(ops);
         ops->vec_dot[Q_TYPE_Q4_K] = q4_Kz_vec_dot;
         ops->gemm[Q_TYPE_Q4_K] = q4_Kz_gemm;
         ops->vec_dot[Q_TYPE_Q5_K] = q5_Kz_vec_dot;

@@ -351,7 +351,8 @@ static void x_gemm_drive(int64_t nb, const uint8_t *w, size_t ws, int nr, const 
                y + (int64_t)c * ldy + r, ldy);
 }
 
-/* Instantiates name_mv / name_mm / name_vec_dot / name_gemm for a tile. */
+/* Instantiates name_mv / name_mm / name_vec_dot / name_gemm for a tile (the
+ * including file chooses which tiles it instantiates). */
 #define X_QUANT_KERNELS(name, BLK)                                                                           \
     static void name##_mv(int64_t nb, const uint8_t *w, size_t ws, int nr, const uint8_t *a, size_t as, int nc, \
                           float *y, int64_t ldy) {                                                           \
@@ -369,11 +370,6 @@ static void x_gemm_drive(int64_t nb, const uint8_t *w, size_t ws, int nr, const 
         x_gemm_drive(K / (BLK), w, ws, nr, a, as, nc, y, ldy, name##_mv, name##_mm);                         \
     }
 
-X_QUANT_KERNELS(q4_0, Q_QK4_0)
-X_QUANT_KERNELS(q8_0, Q_QK8_0)
-X_QUANT_KERNELS(q4_K, Q_QK_K)
-X_QUANT_KERNELS(q5_K, Q_QK_K)
-X_QUANT_KERNELS(q6_K, Q_QK_K)
 
 /* ---- activation quantizers (byte-identical to the reference) ---- */
 
@@ -461,18 +457,8 @@ static void x_quantize_q8_0(const float *src, void *dst, int64_t n) {
     }
 }
 
-/* Installs the quant kernels of this template into ops. */
-static void x_quant_install(tensor_ops *ops) {
-    ops->vec_dot[Q_TYPE_Q4_0] = q4_0_vec_dot;
-    ops->gemm[Q_TYPE_Q4_0] = q4_0_gemm;
-    ops->vec_dot[Q_TYPE_Q8_0] = q8_0_vec_dot;
-    ops->gemm[Q_TYPE_Q8_0] = q8_0_gemm;
-    ops->vec_dot[Q_TYPE_Q4_K] = q4_K_vec_dot;
-    ops->gemm[Q_TYPE_Q4_K] = q4_K_gemm;
-    ops->vec_dot[Q_TYPE_Q5_K] = q5_K_vec_dot;
-    ops->gemm[Q_TYPE_Q5_K] = q5_K_gemm;
-    ops->vec_dot[Q_TYPE_Q6_K] = q6_K_vec_dot;
-    ops->gemm[Q_TYPE_Q6_K] = q6_K_gemm;
+/* Installs the activation quantizers of this template into ops. */
+static void x_quantizers_install(tensor_ops *ops) {
     ops->quantize[Q_TYPE_Q8_K] = x_quantize_q8_K;
     ops->quantize[Q_TYPE_Q8_0] = x_quantize_q8_0;
 }
