@@ -2516,7 +2516,10 @@ static const char *const TEST_NAMES[] = {
     "sameas", "ne", "!=", "lt", "<", "le", "<=", "gt", ">", "ge", ">=", "in", "callable", "lower",
     "upper", "escaped", NULL};
 
+static bool name_in(const char *n, const char *const *list);
+
 static bool run_test(rctx *R, const char *t, jv *v, const args *A) {
+    if (!name_in(t, TEST_NAMES)) RFAIL(R, "no test named '%s'", t);
     jv *a0 = arg(A, 0, NULL);
     if (!strcmp(t, "defined")) return v->t != V_UNDEF;
     if (!strcmp(t, "undefined")) return v->t == V_UNDEF;
@@ -3212,6 +3215,10 @@ static void render_for(rctx *R, node *x) {
     for (size_t i = 0; i < items->n; i++) {
         step(R);
         lv->u.loop->i = i;
+        /* each iteration gets a fresh scope: assignments in the body do not
+         * carry over to the next iteration (as in Jinja) */
+        f = frame_new(R, saved);
+        R->cur = f;
         frame_set(R, f, "loop", lv);
         bind_targets(R, f, x, items->v[i]);
         render_body(R, &x->l1);

@@ -107,6 +107,20 @@ static const struct { const char *group, *src, *expected; } CASES[] = {
      "2024-07-26 12:00 July Jul 26 Friday[0, 1, 2, 3, 4][2, 4, 6][5, 3, 1]{'a': 1, 'b': 2}"},
     {"attr", "{{ messages[0]['role'] }}{{ messages.0.role }}{{ messages[-1].tool_calls[0].function.arguments | tojson }}{{ messages[-1]['tool_calls'][0]['function']['arguments']['b'][0] }}{{ (messages | last).role }}",
      "systemsystem{\"a\": 1, \"b\": [1.5, null, true, \"x\\\"y\"]}1.5assistant"},
+    {"scope", "{% for i in range(3) %}{% if i == 1 %}{% set x = 5 %}{% endif %}[{{ x }}]{% endfor %}{% set y = 1 %}{% for i in range(3) %}[{{ y }}]{% set y = 2 %}{% endfor %}{{ y }}",
+     "[][5][][1][1][1]1"},
+    {"scope", "{% for m in messages %}{% set m = m.role %}{{ m }}{% endfor %}{% macro f() %}{% set q = 3 %}{{ q }}{% endmacro %}{{ f() }}{{ q }}{% if true %}{% set z = 9 %}{% endif %}{{ z }}",
+     "systemuserassistant39"},
+    {"complex", "{%- set ns = namespace(multi_step_tool=true, last_query_index=messages|length - 1) %}\n{%- for message in messages[::-1] %}\n    {%- set index = (messages|length - 1) - loop.index0 %}\n    {%- if ns.multi_step_tool and message.role == \"user\" and message.content is string and not(message.content.startswith('<tool_response>') and message.content.endswith('</tool_response>')) %}\n        {%- set ns.multi_step_tool = false %}\n        {%- set ns.last_query_index = index %}\n    {%- endif %}\n{%- endfor %}\n{{- ns.last_query_index }}\n{%- for message in messages %}\n    {%- set content = message.content if message.content is string else '' %}\n    {%- if message.role == \"assistant\" and '</think>' in content %}\n        {%- set content = content.split('</think>')[-1].lstrip('\\n') %}\n    {%- endif %}\n    {{- '<|im_start|>' + message.role + '\\n' + content + '<|im_end|>\\n' }}\n{%- endfor %}\n",
+     "1<|im_start|>system\n Sys  msg <|im_end|>\n<|im_start|>user\nH\303\251llo w\303\266rld \342\234\223<|im_end|>\n<|im_start|>assistant\nHi<|im_end|>\n"},
+    {"complex", "{%- macro render_args(args) -%}\n{%- for k, v in args.items() -%}\n{{ k }}={{ v | tojson if v is not string else v }}{{ ', ' if not loop.last }}\n{%- endfor -%}\n{%- endmacro -%}\n{{ render_args(messages[2].tool_calls[0].function.arguments) }}\n",
+     "a=1, b=[1.5, null, true, \"x\\\"y\"]"},
+    {"complex", "{{ -1 ** 2 }}{{ (-1) ** 2 }}{{ 2 ** 3 ** 2 }}{{ 10 - 2 - 3 }}{{ 100 / 10 / 5 }}{{ 2 * 3 % 4 }}{{ 7 // 2 * 2 }}{{ 'a' ~ 'b' + 'c' }}{{ 'x' if 1 > 2 else 'y' if 2 > 1 else 'z' }}{{ not 1 == 2 }}{{ not 'a' in 'abc' }}{{ not none is none }}",
+     "116452.026abcyTrueFalseFalse"},
+    {"complex", "{% for i in range(3) %}{% for j in range(3) %}{% if j > i %}{% break %}{% endif %}{{ i }}{{ j }} {% endfor %}{% endfor %}{{ messages | sort(attribute='role') | map(attribute='role') | join(',') }}{{ [1,2,3] | sum(start=10) }}",
+     "00 10 11 20 21 22 assistant,system,user16"},
+    {"complex", "{%- for message in messages -%}\n{%- if loop.first and message.role == 'system' -%}\n{{ message.content.strip() + '\\n' }}\n{%- elif message.role == 'user' -%}\n{{ '[U] ' ~ message.content }}\n{%- else -%}\n{{ '[A] ' ~ message.content ~ eos_token }}\n{%- endif %}\n\n{% endfor -%}\nEND",
+     "Sys  msg\n\n[U] H\303\251llo w\303\266rld \342\234\223\n[A] Hi</s>\nEND"},
 };
 
 static const struct tm NOW = {.tm_year = 2024 - 1900, .tm_mon = 6, .tm_mday = 26, .tm_hour = 12, .tm_wday = 5, .tm_yday = 207};
