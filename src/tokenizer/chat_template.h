@@ -17,39 +17,51 @@
  *
  * Supported subset:
  *  - statements: if/elif/else, for (loop.index/index0/revindex/revindex0/
- *    first/last/length/previtem/nextitem/cycle, `for x in y if c`, for-else,
- *    tuple unpacking), set (plain, tuple, namespace attribute, block set),
- *    macro (positional/keyword args, defaults), call blocks (caller()),
- *    filter blocks, raw, comments, break/continue, generation.
+ *    first/last/length/previtem/nextitem/depth/cycle(), `for x in y if c`,
+ *    for-else, tuple unpacking; each iteration is a fresh scope), set (plain,
+ *    tuple, namespace attribute, block set with filters), macro (positional
+ *    and keyword args, defaults, varargs), call blocks (caller()), filter
+ *    blocks, raw, comments, break/continue, generation.
  *  - whitespace control: {%- -%} {{- -}} {#- -#}, {%+ and +%}.
- *  - expressions: literals (strings with Python escapes, ints, floats,
- *    true/false/none in both spellings, lists, tuples, dicts), + - * / // %
- *    **, ~, comparisons, and/or/not, in/not in, is/is not tests, ternary,
- *    slicing with negative steps, indexing, attribute access (dict keys as
- *    attributes), calls; string methods strip/lstrip/rstrip/split/
- *    startswith/endswith/upper/lower/title/capitalize/replace/find/count/
- *    join/splitlines/isdigit/isalpha/isspace..., dict items/keys/values/get.
- *  - filters: trim length count tojson join upper lower replace default d
- *    first last list string int float abs round items selectattr rejectattr
- *    select reject map unique indent wordcount safe e escape capitalize
- *    title center reverse sort sum min max batch? (no) dictsort (no).
+ *  - expressions: literals (strings with Python escapes, adjacent-string
+ *    concatenation, ints, floats, true/false/none in both spellings, lists,
+ *    tuples, dicts), + - * / // % ** (Python floor semantics), ~,
+ *    comparisons (chained), and/or/not, in/not in, is/is not tests, ternary,
+ *    slicing [a:b:c] with negative steps, indexing, attribute access (dict
+ *    keys as attributes), calls; string methods strip lstrip rstrip split
+ *    rsplit(no maxsplit) startswith endswith upper lower title capitalize
+ *    replace find count join splitlines isdigit isalpha isalnum isspace
+ *    islower isupper; dict methods items keys values get.
+ *  - filters: trim length count tojson(indent) join upper lower replace
+ *    default/d first last list string int float abs round items selectattr
+ *    rejectattr select reject map unique indent wordcount safe e escape
+ *    forceescape capitalize title center reverse sort sum min max dictsort
+ *    attr. Unknown filters/tests fail when reached (Jinja 3 behaviour).
  *  - tests: defined undefined none string number integer float mapping
- *    iterable sequence boolean true false odd even divisibleby equalto eq ne
- *    lt le gt ge in callable lower upper.
- *  - globals: raise_exception, strftime_now, range, namespace, dict.
+ *    iterable sequence boolean true false odd even divisibleby equalto eq ==
+ *    sameas ne != lt < le <= gt > ge >= in callable lower upper escaped.
+ *  - globals: raise_exception, strftime_now, range (at most 100000 items,
+ *    like Jinja's sandbox), namespace, dict.
  *  - Undefined behaves like Jinja's default Undefined: prints as "", is
- *    falsy, iterates as empty, its attributes are undefined, `is defined`
- *    works; arithmetic on it or calling it is an error.
+ *    falsy, iterates as empty, `is defined` works; arithmetic on it or
+ *    calling it is an error. One deliberate leniency: an attribute or item of
+ *    an undefined value is undefined (Jinja would raise).
+ *  - Not supported: extends/block/include/import (no loader), recursive
+ *    loops, str.format and the `%` string operator, list.append (the HF
+ *    sandbox forbids it anyway), Markup/autoescape. Case mapping is
+ *    ASCII-only; strings are indexed, sliced and measured in Unicode code
+ *    points like Python.
  *
- * Limits (all errors, never crashes): template source length, parser
- * nesting depth, renderer recursion depth (macros, nested expressions),
- * total loop iterations / evaluation steps, output size and render memory.
- * Case mapping (upper/lower/title) is ASCII-only; strings are indexed,
- * sliced and measured in Unicode code points like Python.
+ * Limits (all errors, never crashes): template source length
+ * (TOK_TMPL_MAX_SOURCE), parser nesting depth (128), renderer recursion
+ * depth (macro calls, nested expressions), evaluation steps (loop
+ * iterations, statements, filter items), output size and render memory
+ * (tok_tmpl_limits).
  *
  * Errors: a parse or runtime error fills kn_err with
  * "template line N: <problem>"; raise_exception(msg) fills it with exactly
- * msg (status KN_EINVAL, and tok_tmpl_render reports it as raised).
+ * msg (up to 500 bytes; status KN_EINVAL, and tok_tmpl_render reports it
+ * as raised).
  */
 #ifndef KILN_TOKENIZER_CHAT_TEMPLATE_H
 #define KILN_TOKENIZER_CHAT_TEMPLATE_H
