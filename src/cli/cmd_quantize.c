@@ -70,6 +70,7 @@ int cmd_quantize(int argc, char **argv) {
     fprintf(stderr, "kiln quantize: %s -> %s (%s): %lld tensors, %lld quantized", pos[0], pos[1], gguf_ftype_name(ft),
             (long long)st.n_tensors, (long long)st.n_quantized);
     if (st.n_fallback) fprintf(stderr, " (%lld with fallback types)", (long long)st.n_fallback);
+    if (st.n_requantized) fprintf(stderr, ", %lld requantized from quantized input", (long long)st.n_requantized);
     fprintf(stderr, ", %.1fs\n  size %.2f MiB -> %.2f MiB (%.1f%%)\n  types:", kn_now_s() - t0,
             (double)st.in_bytes / 1048576.0, (double)st.out_bytes / 1048576.0,
             st.in_bytes ? 100.0 * (double)st.out_bytes / (double)st.in_bytes : 0.0);
