@@ -127,8 +127,9 @@ const char *tok_tmpl_builtin_guess(bool (*has_token)(void *ctx, const char *text
                                    const char *arch);
 
 /* The template to use for a model: its own source (model_src, may be NULL)
- * when it parses, else a built-in chosen by tok_tmpl_builtin_guess (the
- * fallback is logged). *used (if non-NULL) becomes "model" or the built-in
+ * when it parses and renders a one-message probe conversation without an
+ * engine error (its own raise_exception is fine), else a built-in chosen by
+ * tok_tmpl_builtin_guess (the fallback is logged). *used (if non-NULL) becomes "model" or the built-in
  * name. NULL only if even the built-in fails (err set). Caller destroys. */
 tok_tmpl *tok_tmpl_for_model(const char *model_src, size_t len, bool (*has_token)(void *ctx, const char *text),
                              void *ctx, const char *arch, const char **used, kn_err *err);

@@ -5,6 +5,7 @@
  */
 #include "tokenizer/chat_template.h"
 
+#include <stdlib.h>
 #include <string.h>
 
 typedef struct builtin {
@@ -114,16 +115,33 @@ const char *tok_tmpl_builtin_guess(bool (*has_token)(void *ctx, const char *text
     return pick;
 }
 
+/* A template that parses may still use something the engine lacks: render a
+ * one-message conversation; an engine error (not the template's own
+ * raise_exception) means it cannot run. */
+static bool probe_ok(const tok_tmpl *t, kn_err *err) {
+    json_t *msgs = json_pack("[{s:s, s:s}]", "role", "user", "content", "Hello");
+    if (!msgs) return true;
+    tok_tmpl_inputs in = {.messages = msgs, .add_generation_prompt = true, .bos_token = "", .eos_token = ""};
+    char *out = NULL;
+    size_t len;
+    bool raised = false;
+    kn_status st = tok_tmpl_render(t, &in, &out, &len, &raised, err);
+    free(out);
+    json_decref(msgs);
+    return st == KN_OK || raised;
+}
+
 tok_tmpl *tok_tmpl_for_model(const char *model_src, size_t len, bool (*has_token)(void *ctx, const char *text),
                              void *ctx, const char *arch, const char **used, kn_err *err) {
     if (used) *used = NULL;
     if (model_src && len) {
         kn_err perr;
         tok_tmpl *t = tok_tmpl_create(model_src, len, &perr);
-        if (t) {
+        if (t && probe_ok(t, &perr)) {
             if (used) *used = "model";
             return t;
         }
+        tok_tmpl_destroy(t);
         kn_log(KN_LOG_WARN, "chat template: the model's template cannot be used (%s); falling back to a built-in", perr.msg);
     } else {
         kn_log(KN_LOG_INFO, "chat template: the model carries no tokenizer.chat_template");

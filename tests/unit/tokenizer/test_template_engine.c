@@ -375,6 +375,14 @@ static void test_builtins(void **state) {
     assert_non_null(t);
     assert_string_equal(used, "llama3");
     tok_tmpl_destroy(t);
+    t = tok_tmpl_for_model("{{ messages | nosuchfilter }}", 29, vocab_has, (void *)l3, "llama", &used, &err);
+    assert_non_null(t);
+    assert_string_equal(used, "llama3");
+    tok_tmpl_destroy(t);
+    t = tok_tmpl_for_model("{{ raise_exception('x') }}", 26, vocab_has, (void *)l3, "llama", &used, &err);
+    assert_non_null(t);
+    assert_string_equal(used, "model");
+    tok_tmpl_destroy(t);
     t = tok_tmpl_for_model(NULL, 0, vocab_has, (void *)gem, "gemma", &used, &err);
     assert_non_null(t);
     assert_string_equal(used, "gemma");
