@@ -1312,6 +1312,13 @@ static void step(rctx *R) {
     if (++R->steps > R->max_steps) RFAIL(R, "template too expensive to render (more than %zu steps)", R->max_steps);
 }
 
+/* Charges scans that allocate nothing (searching, comparing, measuring big
+ * strings, long key lists): one step per 256 bytes. */
+static void work(rctx *R, size_t bytes) {
+    R->steps += bytes >> 8;
+    step(R);
+}
+
 /* ---- buffers ---- */
 
 static void sb_reserve(rctx *R, sbuf *b, size_t extra) {
@@ -1413,6 +1420,7 @@ static bool str_eq(const jv *a, const char *p, size_t n) { return a->t == V_STR 
 static bool val_eq(rctx *R, const jv *a, const jv *b);
 
 static jv **dict_slot(rctx *R, jdict *d, const jv *key) {
+    if (d->n > 16) work(R, d->n * 16);
     for (size_t i = 0; i < d->n; i++)
         if (val_eq(R, d->k[i], key)) return &d->v[i];
     return NULL;
@@ -1424,10 +1432,9 @@ static jv *dict_get_s(const jdict *d, const char *p, size_t n) {
     return NULL;
 }
 
-static void dict_set(rctx *R, jv *dv, jv *key, jv *val) {
+/* Appends without looking for an existing key (keys known unique). */
+static void dict_append(rctx *R, jv *dv, jv *key, jv *val) {
     jdict *d = dv->u.d;
-    jv **slot = dict_slot(R, d, key);
-    if (slot) { *slot = val; return; }
     if (d->n == d->cap) {
         size_t cap = d->cap ? d->cap * 2 : 4;
         jv **nk = ralloc(R, cap * sizeof(jv *)), **nv = ralloc(R, cap * sizeof(jv *));
@@ -1443,6 +1450,12 @@ static void dict_set(rctx *R, jv *dv, jv *key, jv *val) {
     d->v[d->n++] = val;
 }
 
+static void dict_set(rctx *R, jv *dv, jv *key, jv *val) {
+    jv **slot = dict_slot(R, dv->u.d, key);
+    if (slot) *slot = val;
+    else dict_append(R, dv, key, val);
+}
+
 /* ---- JSON input ---- */
 
 static jv *from_json(rctx *R, const json_t *j, int depth) {
@@ -1454,7 +1467,7 @@ static jv *from_json(rctx *R, const json_t *j, int depth) {
         const char *k;
         json_t *v;
         json_object_foreach((json_t *)j, k, v) {
-            dict_set(R, d, mk_strcopy(R, k, strlen(k)), from_json(R, v, depth + 1));
+            dict_append(R, d, mk_strcopy(R, k, strlen(k)), from_json(R, v, depth + 1)); /* JSON keys are unique */
         }
         return d;
     }
@@ -1760,7 +1773,11 @@ static bool val_eq(rctx *R, const jv *a, const jv *b) {
         if (is_intlike(a) && is_intlike(b)) return num_i(a) == num_i(b);
         return num_f(a) == num_f(b);
     }
-    if (a->t == V_STR && b->t == V_STR) return a->u.s.n == b->u.s.n && !memcmp(a->u.s.p, b->u.s.p, a->u.s.n);
+    if (a->t == V_STR && b->t == V_STR) {
+        if (a->u.s.n != b->u.s.n) return false;
+        if (a->u.s.n > 256) work(R, a->u.s.n);
+        return !memcmp(a->u.s.p, b->u.s.p, a->u.s.n);
+    }
     if ((a->t == V_LIST || a->t == V_TUPLE) && a->t == b->t) {
         if (a->u.l->n != b->u.l->n) return false;
         for (size_t i = 0; i < a->u.l->n; i++) {
@@ -1792,6 +1809,7 @@ static int val_cmp(rctx *R, const jv *a, const jv *b, const char *op) {
     }
     if (a->t == V_STR && b->t == V_STR) {
         size_t n = a->u.s.n < b->u.s.n ? a->u.s.n : b->u.s.n;
+        if (n > 256) work(R, n);
         int c = memcmp(a->u.s.p, b->u.s.p, n);
         if (c) return c;
         return a->u.s.n < b->u.s.n ? -1 : a->u.s.n > b->u.s.n;
@@ -2067,6 +2085,7 @@ static bool contains(rctx *R, jv *hay, jv *needle) {
     case V_STR:
         if (needle->t != V_STR) RFAIL(R, "'in <string>' requires string as left operand, not %s", type_name(needle));
         if (!needle->u.s.n) return true;
+        work(R, hay->u.s.n);
         return memmem(hay->u.s.p, hay->u.s.n, needle->u.s.p, needle->u.s.n) != NULL;
     case V_LIST: case V_TUPLE:
         for (size_t i = 0; i < hay->u.l->n; i++) {
@@ -2239,6 +2258,7 @@ static jv *str_strip(rctx *R, jv *s, jv *chars, bool left, bool right) {
     if (chars && chars->t != V_STR) RFAIL(R, "strip arg must be None or str");
     const char *p = s->u.s.p;
     size_t a = 0, b = s->u.s.n;
+    work(R, b);
     if (left)
         while (a < b) {
             size_t l;
@@ -2430,6 +2450,7 @@ static jv *str_method(rctx *R, jv *s, const char *m, const args *A) {
     if (!strcmp(m, "find") || !strcmp(m, "count")) {
         jv *sub = arg_str(R, A, 0, NULL, m);
         if (!sub) RFAIL(R, "%s() takes at least 1 argument", m);
+        work(R, s->u.s.n);
         if (m[0] == 'f') {
             const char *hit = memmem(s->u.s.p, s->u.s.n, sub->u.s.p, sub->u.s.n);
             return mk_int(R, hit ? (int64_t)cp_count(s->u.s.p, (size_t)(hit - s->u.s.p)) : -1);
@@ -2584,7 +2605,7 @@ static jv *apply_filter(rctx *R, const char *f, jv *v, const args *A);
 
 static int64_t vlen(rctx *R, jv *v) {
     switch (v->t) {
-    case V_STR: return (int64_t)cp_count(v->u.s.p, v->u.s.n);
+    case V_STR: work(R, v->u.s.n); return (int64_t)cp_count(v->u.s.p, v->u.s.n);
     case V_LIST: case V_TUPLE: return (int64_t)v->u.l->n;
     case V_DICT: case V_NS: return (int64_t)v->u.d->n;
     case V_UNDEF: return 0;

@@ -257,6 +257,10 @@ static void test_limits(void **state) {
     const char *spin = "{% for a in range(100000) %}{% for b in range(100000) %}{% endfor %}{% endfor %}";
     assert_null(render_lim(spin, strlen(spin), &steps, &err, &raised));
     assert_non_null(strstr(err.msg, "too expensive"));
+    /* repeated scans of a big string that allocate nothing are charged too */
+    const char *scan = "{% set big = 'a' * 100000 %}{% for i in range(100000) %}{% if 'zz' in big %}{% endif %}{% endfor %}";
+    assert_null(render(scan, &err, &raised));
+    assert_non_null(strstr(err.msg, "too expensive"));
     /* memory cap */
     tok_tmpl_limits mem = {.max_memory = 4 << 20};
     const char *hog = "{{ [1, 2, 3, 4] * 10000000 }}";
