@@ -186,9 +186,9 @@ static bool text_in(const tok_vocab *v, int32_t id, const char *const *list, siz
 }
 
 static kn_status build_pieces(tok_vocab *v) {
-    /* upper bound: BPE decoding never grows a token except the UNK_BYTE form */
+    /* no piece is longer than its token text */
     uint64_t total = 0;
-    for (int32_t i = 0; i < v->n; i++) total += (uint64_t)v->text_len[i] * 8 + 16;
+    for (int32_t i = 0; i < v->n; i++) total += (uint64_t)v->text_len[i];
     v->piece_pool = malloc(total ? total : 1);
     v->piece_off = malloc(sizeof(uint64_t) * (size_t)v->n);
     v->piece_len = malloc(sizeof(uint32_t) * (size_t)v->n);
@@ -220,13 +220,10 @@ static kn_status build_pieces(tok_vocab *v) {
                     if (b >= 0) {
                         o[ol++] = (char)b;
                     } else {
-                        /* llama.cpp: "[UNK_BYTE_0x<hex of the char><token text>]" */
-                        ol += (size_t)sprintf(o + ol, "[UNK_BYTE_0x");
-                        for (size_t j = 0; j < cl; j++) ol += (size_t)sprintf(o + ol, "%02x", (unsigned char)t[k + j]);
-                        memcpy(o + ol, t, tl);
-                        ol += tl;
-                        o[ol++] = ']';
-                        if (ol > (size_t)tl * 8) ol = (size_t)tl * 8; /* stays inside the bound */
+                        /* not in the byte alphabet: keep the character's own
+                         * bytes (llama.cpp writes an "[UNK_BYTE_0x..]" marker) */
+                        memcpy(o + ol, t + k, cl);
+                        ol += cl;
                     }
                     k += cl;
                 }
