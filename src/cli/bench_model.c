@@ -28,6 +28,7 @@ static void usage(FILE *f) {
                "  -n N          generated tokens for tg and batched decode (default 128; 0 = skip)\n"
                "  -b LIST       batched decode sequence counts (default 1,4,16; \"\" = skip)\n"
                "  -r N          repetitions (default 3)\n"
+               "  --kv-type T   KV cache type: f16 (default) or q8_0\n"
                "  --json        one JSON object on stdout\n");
 }
 
@@ -72,10 +73,19 @@ int bench_model_main(int argc, char **argv) {
     const char *path = NULL, *blist = "1,4,16";
     long long threads = kn_default_threads(), np = 512, ng = 128, reps = 3;
     bool json = false;
+    model_kv_type kv_type = MODEL_KV_F16;
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i], *v;
         long long *dst = NULL, hi = 0;
         if (!strcmp(a, "--json")) { json = true; continue; }
+        if (!strcmp(a, "--kv-type")) {
+            if (!(v = cli_flag_value("bench model", argc, argv, &i))) return 2;
+            if (!model_kv_type_parse(v, &kv_type)) {
+                fprintf(stderr, "kiln bench model: --kv-type expects f16 or q8_0, got '%s'\n", v);
+                return 2;
+            }
+            continue;
+        }
         if (!strcmp(a, "-m") || !strcmp(a, "-b")) {
             if (!(v = cli_flag_value("bench model", argc, argv, &i))) return 2;
             if (a[1] == 'm') path = v;
@@ -138,7 +148,7 @@ int bench_model_main(int argc, char **argv) {
     }
     int n_ctx = (int)(np > ng + prompt_b ? np : ng + prompt_b) + 1;
     const int V = b.m->hp.n_vocab;
-    if (model_kv_create(b.m, max_seq, n_ctx, &b.kv, &err) != KN_OK ||
+    if (model_kv_create(b.m, max_seq, n_ctx, kv_type, &b.kv, &err) != KN_OK ||
         model_ctx_create(b.m, &ops, pool, max_batch, &b.ctx, &err) != KN_OK) {
         fprintf(stderr, "kiln bench model: %s\n", err.msg);
         goto done;

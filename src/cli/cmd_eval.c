@@ -25,6 +25,7 @@ static void usage(FILE *f) {
                "      --top-k K        ids per position (default 8, at most 1024)\n"
                "  -t, --threads N      threads (default: online CPUs)\n"
                "  -b, --batch-size N   tokens per forward call (default 512)\n"
+               "      --kv-type T      KV cache type: f16 (default) or q8_0\n"
                "      --json           JSON output (the only format)\n");
 }
 
@@ -62,6 +63,7 @@ int cmd_eval(int argc, char **argv) {
     const char *model_path = NULL, *file = NULL;
     long long k = 8, threads = kn_default_threads(), batch = 512;
     bool json = false;
+    model_kv_type kv_type = MODEL_KV_F16;
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i], *v;
         long long *dst = NULL, lo = 1, hi = 0;
@@ -73,6 +75,14 @@ int cmd_eval(int argc, char **argv) {
         }
         if (!strcmp(a, "--json")) {
             json = true;
+            continue;
+        }
+        if (!strcmp(a, "--kv-type")) {
+            if (!(v = cli_flag_value("eval", argc, argv, &i))) return 2;
+            if (!model_kv_type_parse(v, &kv_type)) {
+                fprintf(stderr, "kiln eval: --kv-type expects f16 or q8_0, got '%s'\n", v);
+                return 2;
+            }
             continue;
         }
         if (!strcmp(a, "--top-k")) dst = &k, hi = 1024;
@@ -145,7 +155,7 @@ int cmd_eval(int argc, char **argv) {
     }
     if (batch > (long long)n) batch = (long long)n;
     if (k > m->hp.n_vocab) k = m->hp.n_vocab;
-    if (model_kv_create(m, 1, (int)n, &kv, &err) != KN_OK ||
+    if (model_kv_create(m, 1, (int)n, kv_type, &kv, &err) != KN_OK ||
         model_ctx_create(m, &ops, pool, (int)batch, &ctx, &err) != KN_OK) {
         fprintf(stderr, "kiln eval: %s\n", err.msg);
         goto done;

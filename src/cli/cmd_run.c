@@ -26,6 +26,7 @@ static void usage(FILE *f) {
             "  -c, --ctx-size N       context size (default: the model's, at most 4096)\n"
             "  -t, --threads N        threads (default: online CPUs)\n"
             "  -b, --batch-size N     prefill chunk size (default 512)\n"
+            "      --kv-type T        KV cache type: f16 (default) or q8_0 (half the memory)\n"
             "      --temp T           temperature (default 0.8; 0 = greedy)\n"
             "      --top-k K          top-k (default 40; 0 = off)\n"
             "      --top-p P          top-p (default 0.95; 1 = off)\n"
@@ -47,6 +48,7 @@ int cmd_run(int argc, char **argv) {
     const char *model_path = NULL, *prompt = NULL, *prompt_file = NULL;
     long long n_predict = 128, n_ctx = 0, threads = kn_default_threads(), batch = 512;
     bool ignore_eos = false, chat = false;
+    model_kv_type kv_type = MODEL_KV_F16;
     eng_sampler_params sp = eng_sampler_defaults();
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i], *v;
@@ -94,6 +96,13 @@ int cmd_run(int argc, char **argv) {
         else if (!strcmp(a, "-s") || !strcmp(a, "--seed")) { INT(0, INT64_MAX, iv); sp.seed = (uint64_t)iv; }
         else if (!strcmp(a, "--ignore-eos")) ignore_eos = true;
         else if (!strcmp(a, "--chat")) chat = true;
+        else if (!strcmp(a, "--kv-type")) {
+            VAL();
+            if (!model_kv_type_parse(v, &kv_type)) {
+                fprintf(stderr, "kiln run: --kv-type expects f16 or q8_0, got '%s'\n", v);
+                return 2;
+            }
+        }
         else {
             fprintf(stderr, "kiln run: unknown option '%s' (see kiln run --help)\n", a);
             return 2;
@@ -200,7 +209,7 @@ int cmd_run(int argc, char **argv) {
         goto done;
     }
     if (batch > (long long)n_prompt) batch = (long long)n_prompt;
-    if (model_kv_create(m, 1, (int)n_ctx, &kv, &err) != KN_OK ||
+    if (model_kv_create(m, 1, (int)n_ctx, kv_type, &kv, &err) != KN_OK ||
         model_ctx_create(m, &ops, pool, (int)batch, &ctx, &err) != KN_OK ||
         eng_sampler_create(&sp, hp->n_vocab, &smp, &err) != KN_OK) {
         fprintf(stderr, "kiln run: %s\n", err.msg);

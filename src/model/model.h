@@ -95,8 +95,15 @@ void model_destroy(model *m); /* accepts NULL */
 /* ---- KV store ---- */
 typedef struct model_kv model_kv;
 
+/* KV element types: F16 (default) or Q8_0 (half the memory; needs a head
+ * dimension that is a multiple of 32). */
+typedef enum model_kv_type { MODEL_KV_F16 = 0, MODEL_KV_Q8_0 = 1 } model_kv_type;
+/* Parses "f16" / "q8_0" (case-insensitive). */
+bool model_kv_type_parse(const char *s, model_kv_type *out);
+const char *model_kv_type_name(model_kv_type t);
+
 /* n_seq sequences of up to n_ctx positions each. */
-kn_status model_kv_create(const model *m, int n_seq, int n_ctx, model_kv **out, kn_err *err);
+kn_status model_kv_create(const model *m, int n_seq, int n_ctx, model_kv_type type, model_kv **out, kn_err *err);
 void model_kv_destroy(model_kv *kv); /* accepts NULL */
 int model_kv_n_ctx(const model_kv *kv);
 int model_kv_n_seq(const model_kv *kv);

@@ -7,22 +7,37 @@
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 
 /* ---- KV store: per sequence, per layer, per kv head, positions contiguous ---- */
 struct model_kv {
     int n_seq, n_ctx, n_layer, n_head_kv, head_dim;
-    q_f16_t *k; /* [n_seq][n_layer][n_head_kv][n_ctx][head_dim] */
-    q_f16_t *v; /* same layout */
-    int32_t *n_pos; /* [n_seq] positions held */
+    model_kv_type type;
+    size_t row_bytes; /* one position of one head: hd F16 values or hd/32 Q8_0 blocks */
+    uint8_t *k;       /* [n_seq][n_layer][n_head_kv][n_ctx][row_bytes] */
+    uint8_t *v;       /* same layout */
+    int32_t *n_pos;   /* [n_seq] positions held */
 };
 
-static size_t kv_index(const model_kv *kv, int seq, int layer, int h, int pos) {
-    return ((((size_t)seq * kv->n_layer + layer) * kv->n_head_kv + h) * kv->n_ctx + pos) * kv->head_dim;
+static size_t kv_offset(const model_kv *kv, int seq, int layer, int h, int pos) {
+    return ((((size_t)seq * kv->n_layer + layer) * kv->n_head_kv + h) * kv->n_ctx + pos) * kv->row_bytes;
 }
 
-kn_status model_kv_create(const model *m, int n_seq, int n_ctx, model_kv **out, kn_err *err) {
+bool model_kv_type_parse(const char *s, model_kv_type *out) {
+    if (!strcasecmp(s, "f16")) *out = MODEL_KV_F16;
+    else if (!strcasecmp(s, "q8_0")) *out = MODEL_KV_Q8_0;
+    else return false;
+    return true;
+}
+
+const char *model_kv_type_name(model_kv_type t) { return t == MODEL_KV_Q8_0 ? "q8_0" : "f16"; }
+
+kn_status model_kv_create(const model *m, int n_seq, int n_ctx, model_kv_type type, model_kv **out, kn_err *err) {
     *out = NULL;
     if (n_seq < 1 || n_ctx < 1) return kn_fail(err, KN_EINVAL, "KV store needs at least 1 sequence and 1 position");
+    if (type == MODEL_KV_Q8_0 && m->hp.head_dim % Q_QK8_0)
+        return kn_fail(err, KN_EUNSUPPORTED, "a Q8_0 KV cache needs a head dimension divisible by 32 (this model: %d)",
+                       m->hp.head_dim);
     model_kv *kv = calloc(1, sizeof *kv);
     if (!kv) return kn_fail(err, KN_ENOMEM, "out of memory");
     kv->n_seq = n_seq;
@@ -30,9 +45,11 @@ kn_status model_kv_create(const model *m, int n_seq, int n_ctx, model_kv **out, 
     kv->n_layer = m->hp.n_layer;
     kv->n_head_kv = m->hp.n_head_kv;
     kv->head_dim = m->hp.head_dim;
+    kv->type = type;
+    kv->row_bytes = type == MODEL_KV_Q8_0 ? q_row_size(Q_TYPE_Q8_0, kv->head_dim) : (size_t)kv->head_dim * 2;
     uint64_t n = 0;
-    if (!kn_mul_u64((uint64_t)n_seq * kv->n_layer, (uint64_t)kv->n_head_kv * kv->head_dim, &n) ||
-        !kn_mul_u64(n, (uint64_t)n_ctx * sizeof(q_f16_t), &n) || n > (1ull << 40)) {
+    if (!kn_mul_u64((uint64_t)n_seq * kv->n_layer, (uint64_t)kv->n_head_kv * kv->row_bytes, &n) ||
+        !kn_mul_u64(n, (uint64_t)n_ctx, &n) || n > (1ull << 40)) {
         free(kv);
         return kn_fail(err, KN_ERANGE, "KV store of %d sequences x %d positions is too large", n_seq, n_ctx);
     }
@@ -58,7 +75,7 @@ void model_kv_destroy(model_kv *kv) {
 int model_kv_n_ctx(const model_kv *kv) { return kv->n_ctx; }
 int model_kv_n_seq(const model_kv *kv) { return kv->n_seq; }
 uint64_t model_kv_bytes(const model_kv *kv) {
-    return 2ull * kv->n_seq * kv->n_layer * kv->n_head_kv * kv->n_ctx * kv->head_dim * sizeof(q_f16_t);
+    return 2ull * kv->n_seq * kv->n_layer * kv->n_head_kv * kv->n_ctx * kv->row_bytes;
 }
 void model_kv_truncate(model_kv *kv, int seq, int pos) {
     if (seq < 0 || seq >= kv->n_seq || pos < 0) return;
@@ -106,7 +123,10 @@ kn_status model_ctx_create(const model *m, const tensor_ops *ops, kn_pool *pool,
                   Hkv = (int64_t)hp->n_head_kv * hp->head_dim, F = hp->n_ff;
     int64_t W = E > Hq ? E : Hq;
     const int64_t G = hp->n_head / hp->n_head_kv;
-    c->scratch_per_thread = (size_t)(((G * (MODEL_ATTN_TILE + 2 + hp->head_dim)) + 15) & ~(int64_t)15);
+    /* per thread: scores [G][TILE], m [G], l [G], acc [G][hd], then for a
+     * Q8_0 KV two F16 tiles [TILE][hd] (= TILE*hd floats) and a row [hd] */
+    c->scratch_per_thread = (size_t)(((G * (MODEL_ATTN_TILE + 2 + hp->head_dim) +
+                                       (int64_t)MODEL_ATTN_TILE * hp->head_dim + hp->head_dim) + 15) & ~(int64_t)15);
     if (F > W) W = F;
     size_t act = act_need(&m->output, B);
     for (int l = 0; l < hp->n_layer; l++) {
@@ -240,6 +260,16 @@ static void rope_apply(const model_ctx *c, float *vec, int n_heads, const float 
     }
 }
 
+/* Writes one head's float vector as a KV row. */
+static void kv_store(const model_ctx *c, const model_kv *kv, uint8_t *dst, const float *src) {
+    if (kv->type == MODEL_KV_Q8_0) {
+        c->ops->quantize[Q_TYPE_Q8_0](src, dst, kv->head_dim);
+    } else {
+        q_f16_t *d = (q_f16_t *)dst;
+        for (int i = 0; i < kv->head_dim; i++) d[i] = q_f32_to_f16(src[i]);
+    }
+}
+
 /* ---- attention job: (token, kv head) pairs split across threads; the
  * query heads of one group share each widened K/V row ---- */
 typedef struct attn_job {
@@ -257,19 +287,36 @@ static void attn_fn(void *arg, int ith, int nth) {
     const float scale = 1.0f / sqrtf((float)hd);
     float *sc = c->scratch + (size_t)ith * c->scratch_per_thread;
     float *mx = sc + (size_t)G * MODEL_ATTN_TILE, *lsum = mx + G, *acc = lsum + G;
+    /* Q8_0 KV: each tile's rows are widened to F16 here first (the Q8_0
+     * rounding dominates the F16 one by far) */
+    q_f16_t *k16 = (q_f16_t *)(acc + (size_t)G * hd), *v16 = k16 + (size_t)MODEL_ATTN_TILE * hd;
+    float *row = (float *)(v16 + (size_t)MODEL_ATTN_TILE * hd);
+    const q_traits *q8 = q_get_traits(Q_TYPE_Q8_0);
+    const bool is_q8 = j->kv->type == MODEL_KV_Q8_0;
     int64_t lo, hi;
     kn_split_range((int64_t)j->b->n_tokens * nkv, 1, ith, nth, &lo, &hi);
     for (int64_t p = lo; p < hi; p++) {
         const int t = (int)(p / nkv), kvh = (int)(p % nkv);
         const int seq = j->b->seq[t], pos = j->b->pos[t];
         const float *q = c->q + (size_t)t * nh * hd + (size_t)kvh * G * hd;
-        const q_f16_t *K = j->kv->k + kv_index(j->kv, seq, j->layer, kvh, 0);
-        const q_f16_t *V = j->kv->v + kv_index(j->kv, seq, j->layer, kvh, 0);
+        const uint8_t *K = j->kv->k + kv_offset(j->kv, seq, j->layer, kvh, 0);
+        const uint8_t *V = j->kv->v + kv_offset(j->kv, seq, j->layer, kvh, 0);
+        const size_t rb = j->kv->row_bytes;
         for (int g = 0; g < G; g++) mx[g] = -INFINITY, lsum[g] = 0.0f;
         memset(acc, 0, (size_t)G * hd * sizeof *acc);
         for (int t0 = 0; t0 <= pos; t0 += MODEL_ATTN_TILE) {
             const int len = pos - t0 + 1 < MODEL_ATTN_TILE ? pos - t0 + 1 : MODEL_ATTN_TILE;
-            c->ops->attn_tile_f16(hd, G, len, q, K + (size_t)t0 * hd, V + (size_t)t0 * hd, scale, mx, lsum, acc, sc);
+            const q_f16_t *kt = (const q_f16_t *)(K + (size_t)t0 * rb), *vt = (const q_f16_t *)(V + (size_t)t0 * rb);
+            if (is_q8) {
+                for (int i = 0; i < len; i++) {
+                    q8->to_float(K + (size_t)(t0 + i) * rb, row, hd);
+                    for (int d = 0; d < hd; d++) k16[(size_t)i * hd + d] = q_f32_to_f16(row[d]);
+                    q8->to_float(V + (size_t)(t0 + i) * rb, row, hd);
+                    for (int d = 0; d < hd; d++) v16[(size_t)i * hd + d] = q_f32_to_f16(row[d]);
+                }
+                kt = k16, vt = v16;
+            }
+            c->ops->attn_tile_f16(hd, G, len, q, kt, vt, scale, mx, lsum, acc, sc);
         }
         float *o = c->att + (size_t)t * nh * hd + (size_t)kvh * G * hd;
         for (int g = 0; g < G; g++) {
@@ -333,13 +380,11 @@ kn_status model_forward(model_ctx *c, model_kv *kv, const model_batch *b, float 
             rope_apply(c, c->q + t * Hq, hp->n_head, r);
             rope_apply(c, c->k + t * Hkv, hp->n_head_kv, r);
             for (int h = 0; h < hp->n_head_kv; h++) {
-                q_f16_t *kd = kv->k + kv_index(kv, b->seq[t], l, h, b->pos[t]);
-                q_f16_t *vd = kv->v + kv_index(kv, b->seq[t], l, h, b->pos[t]);
+                uint8_t *kd = kv->k + kv_offset(kv, b->seq[t], l, h, b->pos[t]);
+                uint8_t *vd = kv->v + kv_offset(kv, b->seq[t], l, h, b->pos[t]);
                 const float *ks = c->k + t * Hkv + h * hd, *vs = c->v + t * Hkv + h * hd;
-                for (int64_t d = 0; d < hd; d++) {
-                    kd[d] = q_f32_to_f16(ks[d]);
-                    vd[d] = q_f32_to_f16(vs[d]);
-                }
+                kv_store(c, kv, kd, ks);
+                kv_store(c, kv, vd, vs);
             }
         }
         attn_job aj = {.c = c, .kv = kv, .b = b, .layer = l};
