@@ -11,21 +11,21 @@
 #include <immintrin.h>
 #include <string.h>
 
-static inline __attribute__((always_inline)) __m256i x_dot(__m256i acc, __m256i u, __m256i s) {
+X_INLINE __m256i x_dot(__m256i acc, __m256i u, __m256i s) {
     return _mm256_add_epi32(acc, _mm256_madd_epi16(_mm256_maddubs_epi16(u, s), _mm256_set1_epi16(1)));
 }
 
-static inline __attribute__((always_inline)) __m256i x_dot_sc(__m256i acc, __m256i u, __m256i s, __m256i sc16) {
+X_INLINE __m256i x_dot_sc(__m256i acc, __m256i u, __m256i s, __m256i sc16) {
     return _mm256_add_epi32(acc, _mm256_madd_epi16(_mm256_maddubs_epi16(u, s), sc16));
 }
 
 /* s8 x s8 as |w| x sign(a, w): |a| <= 127 keeps maddubs pairs within int16. */
-static inline __attribute__((always_inline)) __m256i x_q8_u(__m256i q) { return _mm256_abs_epi8(q); }
-static inline __attribute__((always_inline)) __m256i x_q8_bias(__m256i a) {
+X_INLINE __m256i x_q8_u(__m256i q) { return _mm256_abs_epi8(q); }
+X_INLINE __m256i x_q8_bias(__m256i a) {
     (void)a;
     return _mm256_setzero_si256();
 }
-static inline __attribute__((always_inline)) __m256i x_q8_dot(__m256i u, __m256i q, __m256i a, __m256i bias) {
+X_INLINE __m256i x_q8_dot(__m256i u, __m256i q, __m256i a, __m256i bias) {
     return x_dot(bias, u, _mm256_sign_epi8(a, q));
 }
 
@@ -72,7 +72,7 @@ XAI xf_vec xf_load(int kind, const uint8_t *p, int n) {
 
 #include "x86_float.h"
 
-void tensor_x86_avx2_init(tensor_ops *ops) {
+X_NOSAN void tensor_x86_avx2_init(tensor_ops *ops) {
     ops->vec_dot[Q_TYPE_Q4_0] = q4_0_vec_dot;
     ops->gemm[Q_TYPE_Q4_0] = q4_0_gemm;
     ops->vec_dot[Q_TYPE_Q8_0] = q8_0_vec_dot;
@@ -90,7 +90,7 @@ void tensor_x86_avx2_init(tensor_ops *ops) {
 /* ---- peak probes ---- */
 #define X_BARRIER(v) __asm__ volatile("" : "+x"(v))
 
-uint64_t tensor_x86_avx2_peak_int8(int64_t iters) {
+X_NOSAN uint64_t tensor_x86_avx2_peak_int8(int64_t iters) {
     __m256i acc[12];
     __m256i u = _mm256_set1_epi8(1), s = _mm256_set1_epi8(2);
     const __m256i one = _mm256_set1_epi16(1);
@@ -107,7 +107,7 @@ uint64_t tensor_x86_avx2_peak_int8(int64_t iters) {
     return (uint64_t)iters * 12u * 32u * 2u;
 }
 
-uint64_t tensor_x86_avx2_peak_fma(int64_t iters) {
+X_NOSAN uint64_t tensor_x86_avx2_peak_fma(int64_t iters) {
     __m256 acc[12];
     __m256 m = _mm256_set1_ps(0.999f), c = _mm256_set1_ps(1e-3f);
     XUNROLL for (int i = 0; i < 12; i++) acc[i] = _mm256_set1_ps((float)i);

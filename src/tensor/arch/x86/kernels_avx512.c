@@ -12,22 +12,22 @@
 #include <immintrin.h>
 #include <string.h>
 
-static inline __attribute__((always_inline)) __m256i x_dot(__m256i acc, __m256i u, __m256i s) {
+X_INLINE __m256i x_dot(__m256i acc, __m256i u, __m256i s) {
     return _mm256_dpbusd_epi32(acc, u, s);
 }
 
-static inline __attribute__((always_inline)) __m256i x_dot_sc(__m256i acc, __m256i u, __m256i s, __m256i sc16) {
+X_INLINE __m256i x_dot_sc(__m256i acc, __m256i u, __m256i s, __m256i sc16) {
     return _mm256_dpwssd_epi32(acc, _mm256_maddubs_epi16(u, s), sc16);
 }
 
 /* s8 x s8 as (w + 128) x a - 128 * sum(a): the bias is per activation column. */
-static inline __attribute__((always_inline)) __m256i x_q8_u(__m256i q) {
+X_INLINE __m256i x_q8_u(__m256i q) {
     return _mm256_xor_si256(q, _mm256_set1_epi8((char)0x80));
 }
-static inline __attribute__((always_inline)) __m256i x_q8_bias(__m256i a) {
+X_INLINE __m256i x_q8_bias(__m256i a) {
     return _mm256_sub_epi32(_mm256_setzero_si256(), _mm256_dpbusd_epi32(_mm256_setzero_si256(), _mm256_set1_epi8((char)0x80), a));
 }
-static inline __attribute__((always_inline)) __m256i x_q8_dot(__m256i u, __m256i q, __m256i a, __m256i bias) {
+X_INLINE __m256i x_q8_dot(__m256i u, __m256i q, __m256i a, __m256i bias) {
     (void)q;
     return _mm256_dpbusd_epi32(bias, u, a);
 }
@@ -50,7 +50,7 @@ X_QUANT_KERNELS(q8_0, Q_QK8_0)
  * each. The exact per-(row, column) int32 lanes are folded to 256 bits and
  * then go through the template's reduction and float update, so the results
  * equal the reference (and the 256-bit kernels) bit for bit. */
-static inline __attribute__((always_inline)) void qk45z_tile(int64_t nb, const uint8_t *w, size_t ws, int nr,
+X_INLINE void qk45z_tile(int64_t nb, const uint8_t *w, size_t ws, int nr,
                                                               const uint8_t *a, size_t as, int nc, float *y,
                                                               int64_t ldy, const int R, const int C, const int HB) {
     const uint8_t *wp[16], *ap[16];
@@ -143,7 +143,7 @@ X_QUANT_KERNELS(q5_Kz, Q_QK_K)
  * (vpsrlvw), so W01 = elements 0..63 and W23 = 64..127 of the half, matching
  * contiguous activation bytes. isum = sum sc * dot(q, a) - 32 * sum sc * bsum,
  * exact, then the template's reduction and float update. */
-static inline __attribute__((always_inline)) void q6_Kz_tile_(int64_t nb, const uint8_t *w, size_t ws, int nr,
+X_INLINE void q6_Kz_tile_(int64_t nb, const uint8_t *w, size_t ws, int nr,
                                                                const uint8_t *a, size_t as, int nc, float *y,
                                                                int64_t ldy, const int R, const int C) {
     const uint8_t *wp[16], *ap[16];
@@ -241,7 +241,7 @@ XAI xf_vec xf_load(int kind, const uint8_t *p, int n) {
 
 #include "x86_float.h"
 
-void tensor_x86_avx512_init(tensor_ops *ops, bool vnni) {
+X_NOSAN void tensor_x86_avx512_init(tensor_ops *ops, bool vnni) {
     if (vnni) {
         ops->vec_dot[Q_TYPE_Q4_0] = q4_0_vec_dot;
         ops->gemm[Q_TYPE_Q4_0] = q4_0_gemm;
@@ -261,7 +261,7 @@ void tensor_x86_avx512_init(tensor_ops *ops, bool vnni) {
 /* ---- peak probes ---- */
 #define X_BARRIER(v) __asm__ volatile("" : "+v"(v))
 
-uint64_t tensor_x86_avx512_peak_int8(int64_t iters) {
+X_NOSAN uint64_t tensor_x86_avx512_peak_int8(int64_t iters) {
     __m512i acc[12];
     __m512i u = _mm512_set1_epi8(1), s = _mm512_set1_epi8(2);
     XUNROLL for (int i = 0; i < 12; i++) acc[i] = _mm512_set1_epi32(i);
@@ -276,7 +276,7 @@ uint64_t tensor_x86_avx512_peak_int8(int64_t iters) {
     return (uint64_t)iters * 12u * 64u * 2u;
 }
 
-uint64_t tensor_x86_avx512_peak_fma(int64_t iters) {
+X_NOSAN uint64_t tensor_x86_avx512_peak_fma(int64_t iters) {
     __m512 acc[12];
     __m512 m = _mm512_set1_ps(0.999f), c = _mm512_set1_ps(1e-3f);
     XUNROLL for (int i = 0; i < 12; i++) acc[i] = _mm512_set1_ps((float)i);

@@ -24,6 +24,12 @@
 
 #include "../../tensor.h"
 
+/* Kernel functions are excluded from sanitizer instrumentation: clang's
+ * ASan/UBSan passes take many CPU-minutes on these heavily inlined tiles.
+ * The tests check every kernel's output against the scalar reference. */
+#define X_NOSAN __attribute__((no_sanitize("address", "undefined")))
+#define X_INLINE static inline __attribute__((always_inline)) X_NOSAN
+
 /* Installs the AVX2 kernels (vec_dot, gemm, activation quantizers). */
 void tensor_x86_avx2_init(tensor_ops *ops);
 /* Installs the AVX-512 kernels. Integer kernels need VNNI: without it the

@@ -50,7 +50,7 @@ XAI void xf_tile(int64_t K, const uint8_t *w, size_t ws, int nr, const uint8_t *
     }
 }
 
-static void xf_gemm_drive(int64_t K, const uint8_t *w, size_t ws, int nr, const uint8_t *a, size_t as, int nc,
+X_NOSAN static void xf_gemm_drive(int64_t K, const uint8_t *w, size_t ws, int nr, const uint8_t *a, size_t as, int nc,
                           float *y, int64_t ldy, x_tile_fn mv, x_tile_fn mm) {
     const int full = nc - nc % XF_MM_C;
     for (int cb = 0; cb < full; cb += X_CB) {
@@ -67,18 +67,18 @@ static void xf_gemm_drive(int64_t K, const uint8_t *w, size_t ws, int nr, const 
 }
 
 #define XF_KERNELS(name, KIND)                                                                               \
-    static void name##_mv(int64_t K, const uint8_t *w, size_t ws, int nr, const uint8_t *a, size_t as, int nc, \
+    X_NOSAN static void name##_mv(int64_t K, const uint8_t *w, size_t ws, int nr, const uint8_t *a, size_t as, int nc, \
                           float *y, int64_t ldy) {                                                           \
         xf_tile(K, w, ws, nr, a, as, nc, y, ldy, XF_MV_R, 1, KIND);                                          \
     }                                                                                                        \
-    static void name##_mm(int64_t K, const uint8_t *w, size_t ws, int nr, const uint8_t *a, size_t as, int nc, \
+    X_NOSAN static void name##_mm(int64_t K, const uint8_t *w, size_t ws, int nr, const uint8_t *a, size_t as, int nc, \
                           float *y, int64_t ldy) {                                                           \
         xf_tile(K, w, ws, nr, a, as, nc, y, ldy, XF_MM_R, XF_MM_C, KIND);                                    \
     }                                                                                                        \
-    static void name##_vec_dot(int64_t n, float *s, const void *w, const void *a) {                         \
+    X_NOSAN static void name##_vec_dot(int64_t n, float *s, const void *w, const void *a) {                         \
         xf_tile(n, w, 0, 1, a, 0, 1, s, 0, 1, 1, KIND);                                                      \
     }                                                                                                        \
-    static void name##_gemm(int64_t K, const void *w, size_t ws, int nr, const void *a, size_t as, int nc,  \
+    X_NOSAN static void name##_gemm(int64_t K, const void *w, size_t ws, int nr, const void *a, size_t as, int nc,  \
                             float *y, int64_t ldy) {                                                         \
         xf_gemm_drive(K, w, ws, nr, a, as, nc, y, ldy, name##_mv, name##_mm);                                \
     }
@@ -87,7 +87,7 @@ XF_KERNELS(f32, 0)
 XF_KERNELS(f16, 1)
 XF_KERNELS(bf16, 2)
 
-static void xf_install(tensor_ops *ops) {
+X_NOSAN static void xf_install(tensor_ops *ops) {
     ops->vec_dot[Q_TYPE_F32] = f32_vec_dot;
     ops->gemm[Q_TYPE_F32] = f32_gemm;
     ops->vec_dot[Q_TYPE_F16] = f16_vec_dot;

@@ -30,7 +30,7 @@
 
 #include <immintrin.h>
 
-#define XAI static inline __attribute__((always_inline))
+#define XAI X_INLINE
 #define XUNROLL _Pragma("GCC unroll 16")
 
 /* ---- helpers ---- */
@@ -335,7 +335,7 @@ typedef void (*x_tile_fn)(int64_t nb, const uint8_t *w, size_t ws, int nr, const
 
 /* Column blocks of X_CB (activations stay in L2), row tiles of X_MM_R (the
  * weight tile stays in L1 across the block), leftover columns by matvec. */
-static void x_gemm_drive(int64_t nb, const uint8_t *w, size_t ws, int nr, const uint8_t *a, size_t as, int nc,
+X_NOSAN static void x_gemm_drive(int64_t nb, const uint8_t *w, size_t ws, int nr, const uint8_t *a, size_t as, int nc,
                          float *y, int64_t ldy, x_tile_fn mv, x_tile_fn mm) {
     const int full = nc - nc % X_MM_C;
     for (int cb = 0; cb < full; cb += X_CB) {
@@ -354,18 +354,18 @@ static void x_gemm_drive(int64_t nb, const uint8_t *w, size_t ws, int nr, const 
 /* Instantiates name_mv / name_mm / name_vec_dot / name_gemm for a tile (the
  * including file chooses which tiles it instantiates). */
 #define X_QUANT_KERNELS(name, BLK)                                                                           \
-    static void name##_mv(int64_t nb, const uint8_t *w, size_t ws, int nr, const uint8_t *a, size_t as, int nc, \
+    X_NOSAN static void name##_mv(int64_t nb, const uint8_t *w, size_t ws, int nr, const uint8_t *a, size_t as, int nc, \
                           float *y, int64_t ldy) {                                                           \
         name##_tile(nb, w, ws, nr, a, as, nc, y, ldy, X_MV_R, 1);                                            \
     }                                                                                                        \
-    static void name##_mm(int64_t nb, const uint8_t *w, size_t ws, int nr, const uint8_t *a, size_t as, int nc, \
+    X_NOSAN static void name##_mm(int64_t nb, const uint8_t *w, size_t ws, int nr, const uint8_t *a, size_t as, int nc, \
                           float *y, int64_t ldy) {                                                           \
         name##_tile(nb, w, ws, nr, a, as, nc, y, ldy, X_MM_R, X_MM_C);                                       \
     }                                                                                                        \
-    static void name##_vec_dot(int64_t n, float *s, const void *w, const void *a) {                         \
+    X_NOSAN static void name##_vec_dot(int64_t n, float *s, const void *w, const void *a) {                         \
         name##_tile(n / (BLK), w, 0, 1, a, 0, 1, s, 0, 1, 1);                                                \
     }                                                                                                        \
-    static void name##_gemm(int64_t K, const void *w, size_t ws, int nr, const void *a, size_t as, int nc,  \
+    X_NOSAN static void name##_gemm(int64_t K, const void *w, size_t ws, int nr, const void *a, size_t as, int nc,  \
                             float *y, int64_t ldy) {                                                         \
         x_gemm_drive(K / (BLK), w, ws, nr, a, as, nc, y, ldy, name##_mv, name##_mm);                         \
     }
@@ -382,7 +382,7 @@ XAI __m256i x_pack_32(__m256i v0, __m256i v1, __m256i v2, __m256i v3) {
     return _mm256_permutevar8x32_epi32(p, _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7));
 }
 
-static void x_quantize_q8_K(const float *src, void *dst, int64_t n) {
+X_NOSAN static void x_quantize_q8_K(const float *src, void *dst, int64_t n) {
     block_q8_K *y = dst;
     for (int64_t i = 0; i < n / Q_QK_K; i++) {
         const float *x = src + i * Q_QK_K;
@@ -434,7 +434,7 @@ XAI __m256 x_roundf_ps(__m256 v) {
     return _mm256_add_ps(t, _mm256_and_ps(_mm256_cmp_ps(f, _mm256_set1_ps(0.5f), _CMP_GE_OQ), one));
 }
 
-static void x_quantize_q8_0(const float *src, void *dst, int64_t n) {
+X_NOSAN static void x_quantize_q8_0(const float *src, void *dst, int64_t n) {
     block_q8_0 *y = dst;
     for (int64_t i = 0; i < n / Q_QK8_0; i++) {
         const float *x = src + i * Q_QK8_0;
@@ -458,7 +458,7 @@ static void x_quantize_q8_0(const float *src, void *dst, int64_t n) {
 }
 
 /* Installs the activation quantizers of this template into ops. */
-static void x_quantizers_install(tensor_ops *ops) {
+X_NOSAN static void x_quantizers_install(tensor_ops *ops) {
     ops->quantize[Q_TYPE_Q8_K] = x_quantize_q8_K;
     ops->quantize[Q_TYPE_Q8_0] = x_quantize_q8_0;
 }
