@@ -471,10 +471,10 @@ static void test_hostile_metadata(void **state) {
     assert_int_equal(try_load(&s, x_merges_i32, &err), KN_ETYPE);
 
     /* SPM and WPM minimal vocabs without scores/types still load */
-    static const char *const SPM[] = {"<unk>", "<s>", "</s>", "\xe2\x96\x81" "a", "b"};
+    static const char *const SPM[] = {"<unk>", "<s>", "</s>", "\342\226\201a", "b"};
     s = (vspec){.model = "llama", .tokens = SPM, .n_tokens = 5};
     assert_int_equal(try_load(&s, NULL, &err), KN_OK);
-    static const char *const WPM[] = {"[PAD]", "x", "\xe2\x96\x81" "a", "b"};
+    static const char *const WPM[] = {"[PAD]", "x", "\342\226\201a", "b"};
     s = (vspec){.model = "bert", .tokens = WPM, .n_tokens = 4};
     /* default [CLS]/[SEP] ids 101/102 are out of range, so adding them is impossible */
     assert_int_equal(try_load(&s, NULL, &err), KN_EFORMAT);
