@@ -234,6 +234,13 @@ static void test_batch_invariance(void **state) {
             const size_t arow = tensor_act_bytes(t, K, 1);
             float *alone = malloc(sizeof(float) * M * NMAX), *y = malloc(sizeof(float) * M * NMAX);
             for (int64_t c = 0; c < NMAX; c++) tensor_matmul(&ops, NULL, t, w, K, M, act + c * arow, 1, alone + c * M, M);
+            /* the set's vec_dot gives the same bits as its matvec/gemm tiles */
+            for (int64_t c = 0; c < NMAX; c += 37)
+                for (int64_t m = 0; m < M; m++) {
+                    float s;
+                    ops.vec_dot[t](K, &s, w + m * q_row_size(t, K), act + c * arow);
+                    assert_memory_equal(&s, &alone[c * M + m], sizeof s);
+                }
             for (int ni = 0; ni < (int)(sizeof NCOLS / sizeof NCOLS[0]); ni++) {
                 const int nc = NCOLS[ni];
                 for (int p = 0; p < 3; p++) {
