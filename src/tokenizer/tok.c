@@ -608,6 +608,7 @@ fail:
 
 void tok_encoder_destroy(tok_encoder *e) {
     if (!e) return;
+    free(e->wc);
     free(e->out.v);
     free(e->buf);
     free(e->buf2);

@@ -486,9 +486,33 @@ kn_status tok_bpe_encode(tok_encoder *e, const char *text, size_t len, kn_err *e
         e->pieces2_cap = tc;
         e->pieces_n = n2;
     }
+    if (!e->wc && !(e->wc = calloc(TOK_WC_SIZE, sizeof(tok_wcache_ent)))) goto oom;
     for (size_t p = 0; p < e->pieces_n; p++) {
-        if (e->pieces[2 * p + 1] == 0) continue;
-        if (bpe_word(e, s + e->pieces[2 * p], e->pieces[2 * p + 1]) != KN_OK) goto oom;
+        const char *w = s + e->pieces[2 * p];
+        size_t wl = e->pieces[2 * p + 1];
+        if (wl == 0) continue;
+        /* words repeat a lot: a direct-mapped cache of short words skips the merges */
+        tok_wcache_ent *ce = NULL;
+        uint32_t h = 0;
+        if (wl <= TOK_WC_WORD) {
+            h = tok_hash32(w, wl);
+            ce = &e->wc[h & (TOK_WC_SIZE - 1)];
+            if (ce->wlen == wl && ce->hash == h && memcmp(ce->word, w, wl) == 0) {
+                for (uint8_t k = 0; k < ce->nids; k++)
+                    if (tok_ivec_push(&e->out, ce->ids[k]) != KN_OK) goto oom;
+                continue;
+            }
+        }
+        size_t before = e->out.n;
+        if (bpe_word(e, w, wl) != KN_OK) goto oom;
+        size_t got = e->out.n - before;
+        if (ce && got <= TOK_WC_IDS) {
+            ce->hash = h;
+            ce->wlen = (uint8_t)wl;
+            ce->nids = (uint8_t)got;
+            memcpy(ce->word, w, wl);
+            memcpy(ce->ids, e->out.v + before, got * sizeof(int32_t));
+        }
     }
     return KN_OK;
 oom:

@@ -132,7 +132,20 @@ typedef struct tok_bigram {
     int32_t result;
 } tok_bigram;
 
+/* BPE word cache entry (direct-mapped, per encoder): word -> its ids. */
+#define TOK_WC_WORD 26
+#define TOK_WC_IDS 8
+#define TOK_WC_SIZE 16384
+typedef struct tok_wcache_ent {
+    uint32_t hash;
+    uint8_t wlen; /* 0 = empty */
+    uint8_t nids;
+    char word[TOK_WC_WORD];
+    int32_t ids[TOK_WC_IDS];
+} tok_wcache_ent;
+
 struct tok_encoder {
+    tok_wcache_ent *wc; /* [TOK_WC_SIZE], allocated on first BPE use */
     const tok_vocab *v;
     tok_ivec out;
     char *buf; /* scratch text (sanitized / escaped / normalized) */
