@@ -832,7 +832,7 @@ kn_status tok_encoder_encode(tok_encoder *e, const char *text, size_t len, bool 
         }
     }
     *n_out = e->out.n;
-    if (out) memcpy(out, e->out.v, (e->out.n < cap ? e->out.n : cap) * sizeof(int32_t));
+    if (out && e->out.n && cap) memcpy(out, e->out.v, (e->out.n < cap ? e->out.n : cap) * sizeof(int32_t));
     if (e->out.n > cap && out) return kn_fail(err, KN_ERANGE, "tokenize: %zu ids do not fit in %zu", e->out.n, cap);
     return KN_OK;
 oom:

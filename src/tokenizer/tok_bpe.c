@@ -511,7 +511,7 @@ kn_status tok_bpe_encode(tok_encoder *e, const char *text, size_t len, kn_err *e
             ce->wlen = (uint8_t)wl;
             ce->nids = (uint8_t)got;
             memcpy(ce->word, w, wl);
-            memcpy(ce->ids, e->out.v + before, got * sizeof(int32_t));
+            if (got) memcpy(ce->ids, e->out.v + before, got * sizeof(int32_t));
         }
     }
     return KN_OK;
