@@ -68,6 +68,14 @@ grep -q "built-in 'llama2'" "$tmp/s.err" || fail "built-in choice not logged: $(
 "$KILN_BIN" template -m "$KILN_SHARED/models/tiny-llama3-Q8_0.gguf" --messages "$tmp/m.json" --no-generation-prompt >"$tmp/l.out" 2>/dev/null
 printf '<|begin_of_text|><|start_header_id|>user<|end_header_id|>\n\nHi<|eot_id|>' | cmp -s - "$tmp/l.out" || fail "llama3 built-in: $(cat "$tmp/l.out")"
 
+# --builtin and --vars
+printf '{"enable_thinking": false}' >"$tmp/vars.json"
+"$KILN_BIN" template --builtin chatml --messages "$tmp/m.json" >"$tmp/c.out"
+printf '<|im_start|>user\nHi<|im_end|>\n<|im_start|>assistant\n' | cmp -s - "$tmp/c.out" || fail "--builtin chatml: $(cat "$tmp/c.out")"
+printf '{%% if enable_thinking is defined and not enable_thinking %%}no-think{%% endif %%}' >"$tmp/v.jinja"
+"$KILN_BIN" template --template "$tmp/v.jinja" --vars "$tmp/vars.json" --messages "$tmp/m.json" >"$tmp/v.out"
+[[ "$(cat "$tmp/v.out")" == "no-think" ]] || fail "--vars: $(cat "$tmp/v.out")"
+
 # error paths
 printf 'ok\n{{ raise_exception("Bad role: " ~ messages[0].role) }}' >"$tmp/r.jinja"
 set +e
