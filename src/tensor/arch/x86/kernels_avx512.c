@@ -40,8 +40,6 @@ X_INLINE __m256i x_q8_dot(__m256i u, __m256i q, __m256i a, __m256i bias) {
 
 #include "x86_quant.h"
 
-X_QUANT_KERNELS(q4_0, Q_QK4_0)
-X_QUANT_KERNELS(q8_0, Q_QK8_0)
 
 /* ---- 512-bit Q4_K / Q5_K tiles ----
  * One 64-byte load of qs holds two 32-byte chunks; regrouping their low and
@@ -217,6 +215,105 @@ XAI void q6_Kz_tile(int64_t nb, const uint8_t *w, size_t ws, int nr, const uint8
 }
 X_QUANT_KERNELS(q6_Kz, Q_QK_K)
 
+/* ---- 512-bit Q8_0 / Q4_0 tiles: two 32-element blocks per zmm ----
+ * u8 x s8 with vpdpbusd: Q8_0 weights offset by 128, Q4_0 nibbles (= w + 8),
+ * corrected by a per-column bias -K * sum(a) that seeds the accumulator.
+ * 8 (row, column) pairs x 2 blocks are reduced together; the float update
+ * then runs block by block in the reference's order. */
+
+/* Lane-local sums of 8 zmm (pairs p) -> ymm is0 (block 0 of pair p) and is1. */
+XAI void x_reduce8x2(const __m512i v[8], __m256i *is0, __m256i *is1) {
+    __m512i a[4], b[2];
+    XUNROLL for (int i = 0; i < 4; i++)
+        a[i] = _mm512_add_epi32(_mm512_unpacklo_epi32(v[2 * i], v[2 * i + 1]),
+                                _mm512_unpackhi_epi32(v[2 * i], v[2 * i + 1]));
+    XUNROLL for (int j = 0; j < 2; j++)
+        b[j] = _mm512_add_epi32(_mm512_unpacklo_epi64(a[2 * j], a[2 * j + 1]),
+                                _mm512_unpackhi_epi64(a[2 * j], a[2 * j + 1]));
+    /* b[j] 128-bit lane L: lane-L sums of pairs 4j..4j+3; lanes 0,1 = block 0, 2,3 = block 1 */
+    const __m512i x = _mm512_shuffle_i64x2(b[0], b[1], 0x88); /* b0.L0 b0.L2 b1.L0 b1.L2 */
+    const __m512i y = _mm512_shuffle_i64x2(b[0], b[1], 0xDD); /* b0.L1 b0.L3 b1.L1 b1.L3 */
+    const __m512i s = _mm512_permutexvar_epi64(_mm512_setr_epi64(0, 1, 4, 5, 2, 3, 6, 7), _mm512_add_epi32(x, y));
+    *is0 = _mm512_castsi512_si256(s);
+    *is1 = _mm512_extracti64x4_epi64(s, 1);
+}
+
+/* The u8 weights of blocks b and b + 1 (Q8_0: w ^ 0x80; Q4_0: nibbles), b + 1 only when two. */
+XAI __m512i x_blk2_w(const uint8_t *row, int64_t b, int two, int Q4) {
+    if (Q4) {
+        const block_q4_0 *x = (const block_q4_0 *)row + b;
+        const __m128i m = _mm_set1_epi8(0x0F);
+        const __m128i q0 = _mm_loadu_si128((const __m128i *)x[0].qs);
+        const __m256i u0 = _mm256_set_m128i(_mm_and_si128(_mm_srli_epi16(q0, 4), m), _mm_and_si128(q0, m));
+        __m256i u1 = _mm256_setzero_si256();
+        if (two) {
+            const __m128i q1 = _mm_loadu_si128((const __m128i *)x[1].qs);
+            u1 = _mm256_set_m128i(_mm_and_si128(_mm_srli_epi16(q1, 4), m), _mm_and_si128(q1, m));
+        }
+        return _mm512_inserti64x4(_mm512_castsi256_si512(u0), u1, 1);
+    }
+    const block_q8_0 *x = (const block_q8_0 *)row + b;
+    const __m256i f = _mm256_set1_epi8((char)0x80);
+    const __m256i u0 = _mm256_xor_si256(_mm256_loadu_si256((const __m256i *)x[0].qs), f);
+    const __m256i u1 = two ? _mm256_xor_si256(_mm256_loadu_si256((const __m256i *)x[1].qs), f) : _mm256_setzero_si256();
+    return _mm512_inserti64x4(_mm512_castsi256_si512(u0), u1, 1);
+}
+
+XAI void q32z_tile(int64_t nb, const uint8_t *w, size_t ws, int nr, const uint8_t *a, size_t as, int nc, float *y,
+                   int64_t ldy, const int R, const int C, const int Q4) {
+    const uint8_t *wp[16], *ap[16];
+    x_tile_ptrs(w, ws, nr, a, as, nc, R, C, wp, ap);
+    const int L = R * C, NG = (L + 7) / 8;
+    const __m512i kb = _mm512_set1_epi8(Q4 ? 8 : (char)0x80);
+    const size_t wbs = Q4 ? sizeof(block_q4_0) : sizeof(block_q8_0);
+    __m256 acc[2] = {_mm256_setzero_ps(), _mm256_setzero_ps()};
+    for (int64_t b = 0; b < nb; b += 2) {
+        const int two = b + 1 < nb;
+        __m512i av[16], bias[16], iv[16];
+        float dw[2][16], da[2][16];
+        XUNROLL for (int c = 0; c < C; c++) {
+            const block_q8_0 *yb = (const block_q8_0 *)ap[c] + b;
+            const __m256i a1 = two ? _mm256_loadu_si256((const __m256i *)yb[1].qs) : _mm256_setzero_si256();
+            av[c] = _mm512_inserti64x4(_mm512_castsi256_si512(_mm256_loadu_si256((const __m256i *)yb[0].qs)), a1, 1);
+            bias[c] = _mm512_sub_epi32(_mm512_setzero_si512(), _mm512_dpbusd_epi32(_mm512_setzero_si512(), kb, av[c]));
+            da[0][c] = x_h2f(yb[0].d);
+            da[1][c] = two ? x_h2f(yb[1].d) : 0.0f;
+        }
+        XUNROLL for (int r = 0; r < R; r++) {
+            const uint8_t *xb = wp[r] + (size_t)b * wbs;
+            x_prefetch(xb + 1024);
+            dw[0][r] = x_h2f(*(const q_f16_t *)xb);
+            dw[1][r] = two ? x_h2f(*(const q_f16_t *)(xb + wbs)) : 0.0f;
+            const __m512i u = x_blk2_w(wp[r], b, two, Q4);
+            XUNROLL for (int c = 0; c < C; c++) iv[r * C + c] = _mm512_dpbusd_epi32(bias[c], u, av[c]);
+        }
+        XUNROLL for (int g = 0; g < NG; g++) {
+            __m512i v[8];
+            XUNROLL for (int l = 0; l < 8; l++) v[l] = 8 * g + l < L ? iv[8 * g + l] : _mm512_setzero_si512();
+            __m256i s0, s1;
+            x_reduce8x2(v, &s0, &s1);
+            const __m256 d0 = _mm256_mul_ps(x_lane_rows(dw[0], R, C, g), x_lane_cols(da[0], R, C, g));
+            acc[g] = _mm256_add_ps(acc[g], _mm256_mul_ps(d0, _mm256_cvtepi32_ps(s0)));
+            if (two) {
+                const __m256 d1 = _mm256_mul_ps(x_lane_rows(dw[1], R, C, g), x_lane_cols(da[1], R, C, g));
+                acc[g] = _mm256_add_ps(acc[g], _mm256_mul_ps(d1, _mm256_cvtepi32_ps(s1)));
+            }
+        }
+    }
+    x_store_tile(acc, R, C, nr, nc, y, ldy);
+}
+
+XAI void q8_0z_tile(int64_t nb, const uint8_t *w, size_t ws, int nr, const uint8_t *a, size_t as, int nc, float *y,
+                    int64_t ldy, const int R, const int C) {
+    q32z_tile(nb, w, ws, nr, a, as, nc, y, ldy, R, C, 0);
+}
+XAI void q4_0z_tile(int64_t nb, const uint8_t *w, size_t ws, int nr, const uint8_t *a, size_t as, int nc, float *y,
+                    int64_t ldy, const int R, const int C) {
+    q32z_tile(nb, w, ws, nr, a, as, nc, y, ldy, R, C, 1);
+}
+X_QUANT_KERNELS(q8_0z, Q_QK8_0)
+X_QUANT_KERNELS(q4_0z, Q_QK4_0)
+
 /* ---- float kernels: 16-wide ---- */
 typedef __m512 xf_vec;
 #define XF_W 16
@@ -243,10 +340,10 @@ XAI xf_vec xf_load(int kind, const uint8_t *p, int n) {
 
 X_NOSAN void tensor_x86_avx512_init(tensor_ops *ops, bool vnni) {
     if (vnni) {
-        ops->vec_dot[Q_TYPE_Q4_0] = q4_0_vec_dot;
-        ops->gemm[Q_TYPE_Q4_0] = q4_0_gemm;
-        ops->vec_dot[Q_TYPE_Q8_0] = q8_0_vec_dot;
-        ops->gemm[Q_TYPE_Q8_0] = q8_0_gemm;
+        ops->vec_dot[Q_TYPE_Q4_0] = q4_0z_vec_dot;
+        ops->gemm[Q_TYPE_Q4_0] = q4_0z_gemm;
+        ops->vec_dot[Q_TYPE_Q8_0] = q8_0z_vec_dot;
+        ops->gemm[Q_TYPE_Q8_0] = q8_0z_gemm;
         x_quantizers_install(ops);
         ops->vec_dot[Q_TYPE_Q4_K] = q4_Kz_vec_dot;
         ops->gemm[Q_TYPE_Q4_K] = q4_Kz_gemm;
