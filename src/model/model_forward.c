@@ -326,6 +326,83 @@ static void attn_fn(void *arg, int ith, int nth) {
     }
 }
 
+/* ---- per-token row operations, split across threads by token ---- */
+typedef enum rows_op {
+    ROWS_NORM_QUANT,       /* src = rmsnorm(x) ; act = quant(src) */
+    ROWS_RESID_NORM_QUANT, /* x += src ; src = rmsnorm(x) ; act = quant(src) */
+    ROWS_RESID,            /* x += src */
+    ROWS_QUANT,            /* act = quant(src) */
+    ROWS_SWIGLU_QUANT,     /* src(gate) = swiglu(gate, up) ; act = quant(src) */
+    ROWS_ROPE_KV,          /* q/k/v biases, RoPE on q and k, k/v into the KV store */
+} rows_op;
+
+typedef struct rows_job {
+    model_ctx *c;
+    model_kv *kv;
+    const model_batch *b;
+    int layer;
+    rows_op op;
+    const model_tensor *norm; /* norm weight, for the NORM ops */
+    const model_tensor *w;    /* the weight the quantized rows feed */
+    float *src;               /* [n][ld] */
+    int64_t ld;
+} rows_job;
+
+static void rows_token(const rows_job *j, int t) {
+    model_ctx *c = j->c;
+    const model_hparams *hp = &c->m->hp;
+    const int64_t E = hp->n_embd;
+    float *x = c->x + (size_t)t * E, *src = j->src ? j->src + (size_t)t * j->ld : NULL;
+    switch (j->op) {
+    case ROWS_RESID:
+        for (int64_t i = 0; i < E; i++) x[i] += src[i];
+        return;
+    case ROWS_RESID_NORM_QUANT:
+        for (int64_t i = 0; i < E; i++) x[i] += src[i];
+        /* fall through */
+    case ROWS_NORM_QUANT:
+        rmsnorm(src, x, j->norm->data, E, hp->rms_eps);
+        break;
+    case ROWS_SWIGLU_QUANT:
+        c->ops->swiglu(hp->n_ff, src, src, c->up + (size_t)t * hp->n_ff);
+        break;
+    case ROWS_QUANT:
+        break;
+    case ROWS_ROPE_KV: {
+        const model_layer *L = &c->m->layers[j->layer];
+        const int64_t hd = hp->head_dim, Hq = (int64_t)hp->n_head * hd, Hkv = (int64_t)hp->n_head_kv * hd;
+        float *q = c->q + (size_t)t * Hq, *k = c->k + (size_t)t * Hkv, *v = c->v + (size_t)t * Hkv;
+        add_bias(q, &L->bq, 1, Hq);
+        add_bias(k, &L->bk, 1, Hkv);
+        add_bias(v, &L->bv, 1, Hkv);
+        const float *r = c->rope + (size_t)t * hp->n_rot;
+        rope_apply(c, q, hp->n_head, r);
+        rope_apply(c, k, hp->n_head_kv, r);
+        model_kv *kv = j->kv;
+        for (int h = 0; h < hp->n_head_kv; h++) {
+            kv_store(c, kv, kv->k + kv_offset(kv, j->b->seq[t], j->layer, h, j->b->pos[t]), k + h * hd);
+            kv_store(c, kv, kv->v + kv_offset(kv, j->b->seq[t], j->layer, h, j->b->pos[t]), v + h * hd);
+        }
+        return;
+    }
+    }
+    const size_t col = tensor_act_bytes(j->w->type, j->w->ne0, 1);
+    tensor_act_quantize(c->ops, j->w->type, src, j->ld, j->w->ne0, 1, (uint8_t *)c->act + (size_t)t * col);
+}
+
+static void rows_fn(void *arg, int ith, int nth) {
+    const rows_job *j = arg;
+    int64_t lo, hi;
+    kn_split_range(j->b->n_tokens, 1, ith, nth, &lo, &hi);
+    for (int64_t t = lo; t < hi; t++) rows_token(j, (int)t);
+}
+
+static void rows(rows_job *j, rows_op op, const model_tensor *norm, const model_tensor *w, float *src, int64_t ld) {
+    j->op = op, j->norm = norm, j->w = w, j->src = src, j->ld = ld;
+    const int64_t work = (int64_t)j->b->n_tokens * (op == ROWS_SWIGLU_QUANT ? j->c->m->hp.n_ff * 16 : ld * 8);
+    kn_pool_run(pool_for(j->c, work), rows_fn, j);
+}
+
 kn_status model_forward(model_ctx *c, model_kv *kv, const model_batch *b, float *out, kn_err *err) {
     const model *m = c->m;
     const model_hparams *hp = &m->hp;
@@ -354,58 +431,41 @@ kn_status model_forward(model_ctx *c, model_kv *kv, const model_batch *b, float 
                                b->pos[t], kv->n_pos[b->seq[t]]);
         }
     }
-    const int64_t E = hp->n_embd, hd = hp->head_dim, Hq = (int64_t)hp->n_head * hd,
-                  Hkv = (int64_t)hp->n_head_kv * hd, F = hp->n_ff;
+    const int64_t E = hp->n_embd, Hq = (int64_t)hp->n_head * hp->head_dim,
+                  Hkv = (int64_t)hp->n_head_kv * hp->head_dim, F = hp->n_ff;
     const q_traits *et = q_get_traits(m->tok_embd.type);
     const size_t erow = q_row_size(m->tok_embd.type, E);
     for (int t = 0; t < n; t++)
         et->to_float((const uint8_t *)m->tok_embd.data + (size_t)b->token[t] * erow, c->x + (size_t)t * E, E);
     rope_table(c, b);
 
+    rows_job rj = {.c = c, .kv = kv, .b = b};
     for (int l = 0; l < hp->n_layer; l++) {
         const model_layer *L = &m->layers[l];
-        for (int t = 0; t < n; t++) rmsnorm(c->xn + t * E, c->x + t * E, L->attn_norm.data, E, hp->rms_eps);
-        /* Q, K and V read the same input: quantize it once when the types agree */
-        tensor_act_quantize(c->ops, L->wq.type, c->xn, E, E, n, c->act);
+        rj.layer = l;
+        /* x (+= previous block's output) -> attn_norm -> quantized for Q/K/V */
+        rows(&rj, l == 0 ? ROWS_NORM_QUANT : ROWS_RESID_NORM_QUANT, &L->attn_norm, &L->wq, c->xn, E);
         matmul_q(c, &L->wq, n, c->q, Hq);
         if (L->wk.type != L->wq.type) tensor_act_quantize(c->ops, L->wk.type, c->xn, E, E, n, c->act);
         matmul_q(c, &L->wk, n, c->k, Hkv);
         if (L->wv.type != L->wk.type) tensor_act_quantize(c->ops, L->wv.type, c->xn, E, E, n, c->act);
         matmul_q(c, &L->wv, n, c->v, Hkv);
-        add_bias(c->q, &L->bq, n, Hq);
-        add_bias(c->k, &L->bk, n, Hkv);
-        add_bias(c->v, &L->bv, n, Hkv);
-        for (int t = 0; t < n; t++) {
-            const float *r = c->rope + (size_t)t * hp->n_rot;
-            rope_apply(c, c->q + t * Hq, hp->n_head, r);
-            rope_apply(c, c->k + t * Hkv, hp->n_head_kv, r);
-            for (int h = 0; h < hp->n_head_kv; h++) {
-                uint8_t *kd = kv->k + kv_offset(kv, b->seq[t], l, h, b->pos[t]);
-                uint8_t *vd = kv->v + kv_offset(kv, b->seq[t], l, h, b->pos[t]);
-                const float *ks = c->k + t * Hkv + h * hd, *vs = c->v + t * Hkv + h * hd;
-                kv_store(c, kv, kd, ks);
-                kv_store(c, kv, vd, vs);
-            }
-        }
+        rows(&rj, ROWS_ROPE_KV, NULL, NULL, NULL, Hq); /* ld only sizes the work estimate */
         attn_job aj = {.c = c, .kv = kv, .b = b, .layer = l};
         int64_t attn_macs = 0;
         for (int t = 0; t < n; t++) attn_macs += (int64_t)(b->pos[t] + 1) * Hq * 2;
         kn_pool_run(pool_for(c, attn_macs), attn_fn, &aj);
-        matmul(c, &L->wo, c->att, Hq, n, c->xn, E);
-        for (int64_t i = 0; i < n * E; i++) c->x[i] += c->xn[i];
-
-        for (int t = 0; t < n; t++) rmsnorm(c->xn + t * E, c->x + t * E, L->ffn_norm.data, E, hp->rms_eps);
-        tensor_act_quantize(c->ops, L->w_gate.type, c->xn, E, E, n, c->act);
+        rows(&rj, ROWS_QUANT, NULL, &L->wo, c->att, Hq);
+        matmul_q(c, &L->wo, n, c->xn, E);
+        /* x += attention -> ffn_norm -> quantized for gate/up */
+        rows(&rj, ROWS_RESID_NORM_QUANT, &L->ffn_norm, &L->w_gate, c->xn, E);
         matmul_q(c, &L->w_gate, n, c->gate, F);
         if (L->w_up.type != L->w_gate.type) tensor_act_quantize(c->ops, L->w_up.type, c->xn, E, E, n, c->act);
         matmul_q(c, &L->w_up, n, c->up, F);
-        for (int64_t i = 0; i < n * F; i++) {
-            const float g = c->gate[i];
-            c->gate[i] = g / (1.0f + expf(-g)) * c->up[i];
-        }
-        matmul(c, &L->w_down, c->gate, F, n, c->xn, E);
-        for (int64_t i = 0; i < n * E; i++) c->x[i] += c->xn[i];
+        rows(&rj, ROWS_SWIGLU_QUANT, NULL, &L->w_down, c->gate, F);
+        matmul_q(c, &L->w_down, n, c->xn, E);
     }
+    rows(&rj, ROWS_RESID, NULL, NULL, c->xn, E);
     for (int t = 0; t < n; t++)
         if (b->pos[t] + 1 > kv->n_pos[b->seq[t]]) kv->n_pos[b->seq[t]] = b->pos[t] + 1;
 

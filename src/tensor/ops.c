@@ -18,7 +18,7 @@
 #include "tensor.h"
 
 #include "arch/x86/x86.h"
-#include "arch/x86/x86_attn.h"
+#include "arch/x86/x86_nn.h"
 
 #include <stdlib.h>
 
@@ -35,8 +35,15 @@ void tensor_ops_init(tensor_ops *ops, kn_cpu_level lvl) {
         if (tr->from_float) ops->quantize[t] = tr->from_float;
     }
     ops->attn_tile_f16 = tensor_attn_tile_f16_ref;
-    if (lvl >= KN_CPU_AVX2) ops->attn_tile_f16 = tensor_x86_avx2_attn_tile_f16;
-    if (lvl >= KN_CPU_AVX512) ops->attn_tile_f16 = tensor_x86_avx512_attn_tile_f16;
+    ops->swiglu = tensor_swiglu_ref;
+    if (lvl >= KN_CPU_AVX2) {
+        ops->attn_tile_f16 = tensor_x86_avx2_attn_tile_f16;
+        ops->swiglu = tensor_x86_avx2_swiglu;
+    }
+    if (lvl >= KN_CPU_AVX512) {
+        ops->attn_tile_f16 = tensor_x86_avx512_attn_tile_f16;
+        ops->swiglu = tensor_x86_avx512_swiglu;
+    }
     if (lvl >= KN_CPU_AVX2) tensor_x86_avx2_init(ops);
     if (lvl >= KN_CPU_AVX512) {
         kn_cpu_features f;

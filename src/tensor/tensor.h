@@ -219,8 +219,13 @@ typedef void (*q_attn_tile_fn)(int64_t hd, int G, int64_t n, const float *q, con
 void tensor_attn_tile_f16_ref(int64_t hd, int G, int64_t n, const float *q, const q_f16_t *k, const q_f16_t *v,
                               float scale, float *m, float *l, float *acc, float *s);
 
+/* out[i] = silu(gate[i]) * up[i], silu(x) = x / (1 + e^-x). out may alias gate. */
+typedef void (*q_swiglu_fn)(int64_t n, float *out, const float *gate, const float *up);
+void tensor_swiglu_ref(int64_t n, float *out, const float *gate, const float *up);
+
 typedef struct tensor_ops {
     q_attn_tile_fn attn_tile_f16;            /* attention over an F16 KV tile */
+    q_swiglu_fn swiglu;
     kn_cpu_level level;
     bool vnni;                               /* AVX-512 VNNI in use */
     q_vec_dot_fn vec_dot[Q_TYPE_COUNT];      /* by weight type; NULL = unsupported */

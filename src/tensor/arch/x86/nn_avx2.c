@@ -1,9 +1,9 @@
 /*
- * attn_avx2.c — the attention tile kernel for AVX2+FMA+F16C (see tensor.h,
- * q_attn_tile_fn). Head dimensions that are not a multiple of 8 use the
+ * nn_avx2.c — attention tile and SwiGLU kernels for AVX2+FMA+F16C (see
+ * tensor.h, q_attn_tile_fn and q_swiglu_fn). Head dimensions that are not a multiple of 8 use the
  * reference kernel. exp() is a vectorized polynomial (Cephes' expf).
  */
-#include "x86_attn.h"
+#include "x86_nn.h"
 
 #include <immintrin.h>
 #include <math.h>
@@ -92,5 +92,21 @@ void tensor_x86_avx2_attn_tile_f16(int64_t hd, int G, int64_t n, const float *q,
             for (int c = 0; c < nc; c++)
                 _mm256_storeu_ps(ag + c * 8, _mm256_fmadd_ps(w, kr[c], _mm256_loadu_ps(ag + c * 8)));
         }
+    }
+}
+
+void tensor_x86_avx2_swiglu(int64_t n, float *out, const float *gate, const float *up) {
+    const __m256 one = _mm256_set1_ps(1.0f);
+    int64_t i = 0;
+    for (; i + 8 <= n; i += 8) {
+        __m256 g = _mm256_loadu_ps(gate + i);
+        __m256 sg = _mm256_div_ps(g, _mm256_add_ps(one, exp256(_mm256_sub_ps(_mm256_setzero_ps(), g))));
+        _mm256_storeu_ps(out + i, _mm256_mul_ps(sg, _mm256_loadu_ps(up + i)));
+    }
+    if (i < n) { /* tail through the same vector code, zero-padded */
+        float g8[8] = {0}, u8[8] = {0}, o8[8];
+        for (int64_t j = i; j < n; j++) g8[j - i] = gate[j], u8[j - i] = up[j];
+        tensor_x86_avx2_swiglu(8, o8, g8, u8);
+        for (int64_t j = i; j < n; j++) out[j] = o8[j - i];
     }
 }

@@ -1,6 +1,7 @@
-/* test_attn.c — the attention tile kernels of every kernel set this CPU
- * runs against the scalar reference, over several tiles with the online
- * softmax, for head dims with and without vector tails and GQA groups. */
+/* test_attn.c — the attention tile and SwiGLU kernels of every kernel set
+ * this CPU runs against the scalar reference: attention over several tiles
+ * with the online softmax, for head dims with and without vector tails and
+ * GQA groups; SwiGLU over lengths with tails and extreme inputs. */
 #include "testutil.h"
 #include "tensor/tensor.h"
 
@@ -64,7 +65,31 @@ static void test_attn_sets_match_reference(void **state) {
     assert_true(checked >= 60);
 }
 
+static void test_swiglu_sets_match_reference(void **state) {
+    (void)state;
+    kn_cpu_features f;
+    kn_cpu_features_detect(&f);
+    tu_rng r = {11};
+    enum { N = 301 };
+    float g[N], u[N], o1[N], o2[N];
+    for (int i = 0; i < N; i++) g[i] = 6.0f * tu_rng_normal(&r), u[i] = tu_rng_normal(&r);
+    g[0] = -100.0f, g[1] = 100.0f, g[2] = 0.0f, g[3] = -1e-30f;
+    for (int lvl = KN_CPU_GENERIC; lvl < KN_CPU_LEVEL_COUNT; lvl++) {
+        if (!kn_cpu_supports(&f, (kn_cpu_level)lvl)) continue;
+        tensor_ops ops;
+        tensor_ops_init(&ops, (kn_cpu_level)lvl);
+        for (int n = 1; n <= N; n += 37) {
+            tensor_swiglu_ref(n, o1, g, u);
+            ops.swiglu(n, o2, g, u);
+            for (int i = 0; i < n; i++)
+                if (fabsf(o1[i] - o2[i]) > 1e-5f * (1.0f + fabsf(o1[i])))
+                    fail_msg("set %s n %d i %d: %g vs %g", kn_cpu_level_name((kn_cpu_level)lvl), n, i, o2[i], o1[i]);
+        }
+    }
+}
+
 int main(void) {
-    const struct CMUnitTest tests[] = {cmocka_unit_test(test_attn_sets_match_reference)};
+    const struct CMUnitTest tests[] = {cmocka_unit_test(test_attn_sets_match_reference),
+                                       cmocka_unit_test(test_swiglu_sets_match_reference)};
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

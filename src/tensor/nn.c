@@ -1,7 +1,7 @@
 /*
- * attn.c — the attention tile kernel (generic C) and the selection of the
- * per-set versions (see tensor.h, "attention"). The x86 versions live in
- * arch/x86/attn_avx2.c and attn_avx512.c.
+ * nn.c — the reference (generic C) versions of the neural-network kernels
+ * that are not matmuls: the attention tile and SwiGLU (see tensor.h). The
+ * x86 versions live in arch/x86/nn_avx2.c and nn_avx512.c.
  */
 #include "tensor.h"
 
@@ -34,4 +34,8 @@ void tensor_attn_tile_f16_ref(int64_t hd, int G, int64_t n, const float *q, cons
         }
         m[g] = mn;
     }
+}
+
+void tensor_swiglu_ref(int64_t n, float *out, const float *gate, const float *up) {
+    for (int64_t i = 0; i < n; i++) out[i] = gate[i] / (1.0f + expf(-gate[i])) * up[i];
 }

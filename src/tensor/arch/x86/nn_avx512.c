@@ -1,11 +1,11 @@
 /*
- * attn_avx512.c — the attention tile kernel for AVX-512 (see tensor.h,
- * q_attn_tile_fn). F16 keys/values are widened with vcvtph2ps; the head
+ * nn_avx512.c — attention tile and SwiGLU kernels for AVX-512 (see tensor.h,
+ * q_attn_tile_fn and q_swiglu_fn). F16 keys/values are widened with vcvtph2ps; the head
  * dimension is covered in 16-lane chunks with a masked tail, so any hd
  * works. Each key row is widened once and reused by the G query heads of
  * its group. exp() is a vectorized polynomial (Cephes' expf, ~1 ulp).
  */
-#include "x86_attn.h"
+#include "x86_nn.h"
 
 #include <immintrin.h>
 #include <math.h>
@@ -91,5 +91,15 @@ void tensor_x86_avx512_attn_tile_f16(int64_t hd, int G, int64_t n, const float *
                                       _mm512_fmadd_ps(w, kr[c], _mm512_maskz_loadu_ps(mk, ag + c * 16)));
             }
         }
+    }
+}
+
+void tensor_x86_avx512_swiglu(int64_t n, float *out, const float *gate, const float *up) {
+    const __m512 one = _mm512_set1_ps(1.0f);
+    for (int64_t i = 0; i < n; i += 16) {
+        __mmask16 mk = n - i >= 16 ? (__mmask16)0xffff : (__mmask16)((1u << (n - i)) - 1);
+        __m512 g = _mm512_maskz_loadu_ps(mk, gate + i);
+        __m512 sg = _mm512_div_ps(g, _mm512_add_ps(one, exp512(_mm512_sub_ps(_mm512_setzero_ps(), g))));
+        _mm512_mask_storeu_ps(out + i, mk, _mm512_mul_ps(sg, _mm512_maskz_loadu_ps(mk, up + i)));
     }
 }
