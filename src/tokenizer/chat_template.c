@@ -2066,16 +2066,18 @@ static jv *do_slice(rctx *R, jv *obj, jv *a, jv *b, jv *c) {
             return mk_strn(R, obj->u.s.p + o[start], o[stop] - o[start]);
         }
         sbuf sb = {0};
-        for (int64_t i = start; st > 0 ? i < stop : i > stop; i += st) {
+        for (int64_t i = start; st > 0 ? i < stop : i > stop;) {
             step(R);
             sb_put(R, &sb, obj->u.s.p + o[i], o[i + 1] - o[i]);
+            if (__builtin_add_overflow(i, st, &i)) break;
         }
         return mk_sb(R, &sb);
     }
     jv *l = mk_list(R, obj->t, 0);
-    for (int64_t i = start; st > 0 ? i < stop : i > stop; i += st) {
+    for (int64_t i = start; st > 0 ? i < stop : i > stop;) {
         step(R);
         list_push(R, l, obj->u.l->v[i]);
+        if (__builtin_add_overflow(i, st, &i)) break;
     }
     return l;
 }
@@ -2155,7 +2157,9 @@ static jv *binop(rctx *R, int op, jv *a, jv *b) {
             if (ints) {
                 if (y == 0) RFAIL(R, "integer division or modulo by zero");
                 if (y == -1) return mk_int(R, 0);
-                return mk_int(R, x - floordiv_i(x, y) * y);
+                int64_t m = x % y;
+                if (m != 0 && ((m < 0) != (y < 0))) m += y;
+                return mk_int(R, m);
             }
             if (fy == 0) RFAIL(R, "float modulo");
             {
@@ -3059,9 +3063,10 @@ static jv *call_builtin(rctx *R, int fn, const args *A) {
         double cnt = st > 0 ? ((double)b - (double)a) / (double)st : ((double)a - (double)b) / (double)-st;
         if (cnt > 100000) RFAIL(R, "Range too big. The sandbox blocks ranges larger than MAX_RANGE (100000).");
         jv *l = mk_list(R, V_LIST, cnt > 0 ? (size_t)ceil(cnt) : 0);
-        for (int64_t i = a; st > 0 ? i < b : i > b; i += st) {
+        for (int64_t i = a; st > 0 ? i < b : i > b;) {
             step(R);
             list_push(R, l, mk_int(R, i));
+            if (__builtin_add_overflow(i, st, &i)) break;
         }
         return l;
     }
