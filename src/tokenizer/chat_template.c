@@ -1662,16 +1662,31 @@ static const char *type_name(const jv *v) {
     }
 }
 
-static void json_str(rctx *R, const char *p, size_t n, sbuf *b) {
+/* ascii: escape non-ASCII as \uXXXX (surrogate pairs above the BMP) */
+static void json_str(rctx *R, const char *p, size_t n, sbuf *b, bool ascii) {
     sb_reserve(R, b, n + 2);
     sb_putc(R, b, '"');
     size_t run = 0;
     for (size_t i = 0; i < n; i++) {
         unsigned char c = (unsigned char)p[i];
-        if (c >= 0x20 && c != '"' && c != '\\') continue;
+        if (c >= 0x20 && c != '"' && c != '\\' && (c < 0x80 || !ascii)) continue;
         sb_put(R, b, p + run, i - run);
         run = i + 1;
-        char e[8];
+        char e[16];
+        if (c >= 0x80) {
+            size_t len;
+            uint32_t cp = cp_at(p, n, i, &len);
+            if (cp >= 0x10000) {
+                cp -= 0x10000;
+                snprintf(e, sizeof e, "\\u%04x\\u%04x", 0xD800 + (cp >> 10), 0xDC00 + (cp & 0x3FF));
+            } else {
+                snprintf(e, sizeof e, "\\u%04x", cp);
+            }
+            sb_puts(R, b, e);
+            i += len - 1;
+            run = i + 1;
+            continue;
+        }
         switch (c) {
         case '"': sb_puts(R, b, "\\\""); break;
         case '\\': sb_puts(R, b, "\\\\"); break;
@@ -1687,13 +1702,28 @@ static void json_str(rctx *R, const char *p, size_t n, sbuf *b) {
     sb_putc(R, b, '"');
 }
 
+/* json.dumps options: indent < 0 means None; separators; sort_keys */
+typedef struct jopts {
+    int indent;
+    const char *item_sep, *key_sep;
+    size_t item_n, key_n;
+    bool sort_keys, ascii;
+} jopts;
+
 static void json_nl(rctx *R, sbuf *b, int indent, int level) {
     sb_putc(R, b, '\n');
     for (int i = 0; i < indent * level; i++) sb_putc(R, b, ' ');
 }
 
-/* Python json.dumps(v, ensure_ascii=False, indent=indent (<0: None)) */
-static void to_json(rctx *R, const jv *v, int indent, int level, sbuf *b) {
+static int key_cmp(const jv *a, const jv *b) {
+    size_t n = a->u.s.n < b->u.s.n ? a->u.s.n : b->u.s.n;
+    int c = memcmp(a->u.s.p, b->u.s.p, n);
+    return c ? c : (a->u.s.n > b->u.s.n) - (a->u.s.n < b->u.s.n);
+}
+
+/* Python json.dumps(v, ensure_ascii=False, indent=..., separators=...,
+ * sort_keys=...) */
+static void to_json(rctx *R, const jv *v, const jopts *o, int level, sbuf *b) {
     if (++R->depth > R->max_depth) RFAIL(R, "value nested too deeply for tojson");
     step(R);
     char buf[64];
@@ -1702,41 +1732,55 @@ static void to_json(rctx *R, const jv *v, int indent, int level, sbuf *b) {
     case V_BOOL: sb_puts(R, b, v->u.b ? "true" : "false"); break;
     case V_INT: snprintf(buf, sizeof buf, "%" PRId64, v->u.i); sb_puts(R, b, buf); break;
     case V_FLOAT: fmt_float(v->u.f, buf, sizeof buf, true); sb_puts(R, b, buf); break;
-    case V_STR: json_str(R, v->u.s.p, v->u.s.n, b); break;
+    case V_STR: json_str(R, v->u.s.p, v->u.s.n, b, o->ascii); break;
     case V_LIST: case V_TUPLE: {
         const jlist *l = v->u.l;
         if (!l->n) { sb_puts(R, b, "[]"); break; }
         sb_putc(R, b, '[');
         for (size_t i = 0; i < l->n; i++) {
-            if (i) sb_puts(R, b, indent >= 0 ? "," : ", ");
-            if (indent >= 0) json_nl(R, b, indent, level + 1);
-            to_json(R, l->v[i], indent, level + 1, b);
+            if (i) sb_put(R, b, o->item_sep, o->item_n);
+            if (o->indent >= 0) json_nl(R, b, o->indent, level + 1);
+            to_json(R, l->v[i], o, level + 1, b);
         }
-        if (indent >= 0) json_nl(R, b, indent, level);
+        if (o->indent >= 0) json_nl(R, b, o->indent, level);
         sb_putc(R, b, ']');
         break;
     }
     case V_DICT: {
         const jdict *d = v->u.d;
         if (!d->n) { sb_puts(R, b, "{}"); break; }
+        size_t *ord = ralloc(R, d->n * sizeof(size_t));
+        for (size_t i = 0; i < d->n; i++) {
+            const jv *k = d->k[i];
+            if (k->t != V_STR && k->t != V_INT && k->t != V_FLOAT && k->t != V_BOOL && k->t != V_NONE)
+                RFAIL(R, "keys must be str, int, float, bool or None, not %s", type_name(k));
+            if (o->sort_keys && k->t != V_STR) RFAIL(R, "sort_keys needs string keys");
+            ord[i] = i;
+        }
+        if (o->sort_keys) /* insertion sort: stable, dicts are small */
+            for (size_t i = 1; i < d->n; i++) {
+                step(R);
+                size_t x = ord[i], j = i;
+                while (j > 0 && key_cmp(d->k[ord[j - 1]], d->k[x]) > 0) { ord[j] = ord[j - 1]; j--; step(R); }
+                ord[j] = x;
+            }
         sb_putc(R, b, '{');
         for (size_t i = 0; i < d->n; i++) {
-            if (i) sb_puts(R, b, indent >= 0 ? "," : ", ");
-            if (indent >= 0) json_nl(R, b, indent, level + 1);
-            const jv *k = d->k[i];
+            if (i) sb_put(R, b, o->item_sep, o->item_n);
+            if (o->indent >= 0) json_nl(R, b, o->indent, level + 1);
+            const jv *k = d->k[ord[i]];
             if (k->t == V_STR) {
-                json_str(R, k->u.s.p, k->u.s.n, b);
-            } else if (k->t == V_INT || k->t == V_FLOAT || k->t == V_BOOL || k->t == V_NONE) {
-                sbuf kb = {0};
-                to_json(R, k, -1, 0, &kb);
-                json_str(R, kb.p, kb.n, b);
+                json_str(R, k->u.s.p, k->u.s.n, b, o->ascii);
             } else {
-                RFAIL(R, "keys must be str, int, float, bool or None, not %s", type_name(k));
+                jopts ko = {.indent = -1, .item_sep = ", ", .key_sep = ": ", .item_n = 2, .key_n = 2};
+                sbuf kb = {0};
+                to_json(R, k, &ko, 0, &kb);
+                json_str(R, kb.p, kb.n, b, false);
             }
-            sb_puts(R, b, ": ");
-            to_json(R, d->v[i], indent, level + 1, b);
+            sb_put(R, b, o->key_sep, o->key_n);
+            to_json(R, d->v[ord[i]], o, level + 1, b);
         }
-        if (indent >= 0) json_nl(R, b, indent, level);
+        if (o->indent >= 0) json_nl(R, b, o->indent, level);
         sb_putc(R, b, '}');
         break;
     }
@@ -2794,15 +2838,31 @@ static jv *apply_filter(rctx *R, const char *f, jv *v, const args *A) {
     if (!strcmp(f, "length") || !strcmp(f, "count")) return mk_int(R, vlen(R, v));
     if (!strcmp(f, "string")) return as_str(R, v);
     if (!strcmp(f, "tojson")) {
-        jv *ind = arg(A, 0, "indent");
-        int indent = -1;
+        /* HF's tojson(x, ensure_ascii=False, indent=None, separators=None, sort_keys=False) */
+        jv *ind = arg(A, 1, "indent"), *seps = arg(A, 2, "separators"), *sk = arg(A, 3, "sort_keys");
+        jv *ea = arg(A, 0, "ensure_ascii");
+        jopts o = {.indent = -1, .sort_keys = sk && truthy(sk), .ascii = ea && truthy(ea)};
         if (ind && ind->t != V_NONE) {
             if (!is_intlike(ind) || num_i(ind) < 0 || num_i(ind) > 64) RFAIL(R, "tojson indent must be an integer in 0..64");
-            indent = (int)num_i(ind);
+            o.indent = (int)num_i(ind);
+        }
+        o.item_sep = o.indent >= 0 ? "," : ", ";
+        o.key_sep = ": ";
+        if (seps && seps->t != V_NONE) {
+            if ((seps->t != V_LIST && seps->t != V_TUPLE) || seps->u.l->n != 2 || seps->u.l->v[0]->t != V_STR ||
+                seps->u.l->v[1]->t != V_STR)
+                RFAIL(R, "tojson separators must be a pair of strings");
+            o.item_sep = seps->u.l->v[0]->u.s.p;
+            o.item_n = seps->u.l->v[0]->u.s.n;
+            o.key_sep = seps->u.l->v[1]->u.s.p;
+            o.key_n = seps->u.l->v[1]->u.s.n;
+        } else {
+            o.item_n = strlen(o.item_sep);
+            o.key_n = strlen(o.key_sep);
         }
         sbuf sb = {0};
         sb_reserve(R, &sb, 0);
-        to_json(R, v, indent, 0, &sb);
+        to_json(R, v, &o, 0, &sb);
         return mk_sb(R, &sb);
     }
     if (!strcmp(f, "list")) {

@@ -32,10 +32,11 @@
  *    rsplit(no maxsplit) startswith endswith upper lower title capitalize
  *    replace find count join splitlines isdigit isalpha isalnum isspace
  *    islower isupper; dict methods items keys values get.
- *  - filters: trim length count tojson(indent) join upper lower replace
- *    default/d first last list string int float abs round items selectattr
- *    rejectattr select reject map unique indent wordcount safe e escape
- *    forceescape capitalize title center reverse sort sum min max dictsort
+ *  - filters: trim length count tojson (HF's signature: ensure_ascii,
+ *    indent, separators, sort_keys) join upper lower replace default/d first
+ *    last list string int float abs round items selectattr rejectattr select
+ *    reject map unique indent wordcount safe e escape forceescape capitalize
+ *    title center reverse sort sum min max dictsort
  *    attr. Unknown filters/tests fail when reached (Jinja 3 behaviour).
  *  - tests: defined undefined none string number integer float mapping
  *    iterable sequence boolean true false odd even divisibleby equalto eq ==

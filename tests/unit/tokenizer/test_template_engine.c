@@ -121,6 +121,12 @@ static const struct { const char *group, *src, *expected; } CASES[] = {
      "00 10 11 20 21 22 assistant,system,user16"},
     {"complex", "{%- for message in messages -%}\n{%- if loop.first and message.role == 'system' -%}\n{{ message.content.strip() + '\\n' }}\n{%- elif message.role == 'user' -%}\n{{ '[U] ' ~ message.content }}\n{%- else -%}\n{{ '[A] ' ~ message.content ~ eos_token }}\n{%- endif %}\n\n{% endfor -%}\nEND",
      "Sys  msg\n\n[U] H\303\251llo w\303\266rld \342\234\223\n[A] Hi</s>\nEND"},
+    {"tojson", "{{ d | tojson(sort_keys=true) }}{{ {'b': 1, 'a': {'d': 2, 'c': 3}} | tojson(sort_keys=true, indent=2) }}{{ [1, {'a': 2}] | tojson(separators=(',', ':')) }}{{ {'a': [1, 2]} | tojson(indent=2, separators=(', ', ' = ')) }}",
+     "{\"k\": \"v\", \"z\": 1}{\n  \"a\": {\n    \"c\": 3,\n    \"d\": 2\n  },\n  \"b\": 1\n}[1,{\"a\":2}]{\n  \"a\" = [\n    1, \n    2\n  ]\n}"},
+    {"tojson", "{{ messages | tojson(ensure_ascii=true) }}{{ \"\360\237\230\200\303\251\" | tojson(true) }}{{ messages[1] | tojson(indent=0) }}|{{ [] | tojson(indent=0) }}|{{ [[]] | tojson(indent=1) }}",
+     "[{\"role\": \"system\", \"content\": \" Sys  msg \"}, {\"role\": \"user\", \"content\": \"H\\u00e9llo w\\u00f6rld \\u2713\"}, {\"role\": \"assistant\", \"content\": \"Hi\", \"tool_calls\": [{\"id\": \"abc\", \"function\": {\"name\": \"f\", \"arguments\": {\"a\": 1, \"b\": [1.5, null, true, \"x\\\"y\"]}}}]}]\"\\ud83d\\ude00\\u00e9\"{\n\"role\": \"user\",\n\"content\": \"H\303\251llo w\303\266rld \342\234\223\"\n}|[]|[\n []\n]"},
+    {"arith", "{{ 1.5e300 * 1e10 }}{{ -1.5e300 * 1e10 }}{{ (1.5e300 * 1e10) | tojson }}{{ 1e-320 }}{{ 5e-324 }}{{ 0.1 | tojson }}{{ 1e22 }}{{ 2.5e-5 }}{{ 123456789.125 }}{{ 0.5 | round }}{{ 1.5 | round }}{{ -0.0 }}{{ 9223372036854775807 % -2 }} {{ 9223372036854775807 // -2 }} {{ 'abcdef'[2::9223372036854775807] }} {{ [1,2,3][::-9223372036854775807] }}",
+     "inf-infInfinity1e-3205e-3240.11e+222.5e-05123456789.1250.02.0-0.0-1 -4611686018427387904 c [3]"},
 };
 
 static const struct tm NOW = {.tm_year = 2024 - 1900, .tm_mon = 6, .tm_mday = 26, .tm_hour = 12, .tm_wday = 5, .tm_yday = 207};
