@@ -3,9 +3,12 @@
  * with those flags only, reached through tensor_x86_avx512_init).
  *
  * Integer dots use VNNI: vpdpbusd (u8 x s8 -> int32, no int16 saturation)
- * and vpdpwssd for scaled int16 pairs, on 256-bit vectors, which gives 32
- * registers and 16-pair gemm tiles. Float kernels use 16-wide FMA with
- * masked tails. See x86.h for the numerics contract.
+ * and vpdpwssd for scaled int16 pairs, on 512-bit vectors for every block
+ * type (Q4_K/Q5_K/Q6_K/Q8_0/Q4_0 tiles below; the 256-bit template only
+ * supplies the shared reductions, the float update and the activation
+ * quantizers). 32 registers allow 4x4 (row x column) gemm tiles. Float
+ * kernels use 16-wide FMA with masked tails. See x86.h for the numerics
+ * contract.
  */
 #include "x86.h"
 
