@@ -1810,7 +1810,11 @@ static bool truthy(const jv *v) {
 static bool is_num(const jv *v) { return v->t == V_INT || v->t == V_FLOAT || v->t == V_BOOL; }
 static double num_f(const jv *v) { return v->t == V_FLOAT ? v->u.f : v->t == V_INT ? (double)v->u.i : (double)v->u.b; }
 static bool is_intlike(const jv *v) { return v->t == V_INT || v->t == V_BOOL; }
-static int64_t num_i(const jv *v) { return v->t == V_INT ? v->u.i : v->t == V_BOOL ? v->u.b : (int64_t)v->u.f; }
+static int64_t num_i(const jv *v) {
+    if (v->t == V_INT) return v->u.i;
+    if (v->t == V_BOOL) return v->u.b;
+    return v->u.f > -9.2e18 && v->u.f < 9.2e18 ? (int64_t)v->u.f : 0; /* only used on int-likes */
+}
 
 static bool val_eq(rctx *R, const jv *a, const jv *b) {
     if (is_num(a) && is_num(b)) {
