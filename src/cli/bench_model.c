@@ -166,6 +166,13 @@ int bench_model_main(int argc, char **argv) {
     uint64_t done_steps = 0;
     double bw = tensor_measure_bandwidth(pool, 512u << 20);
     kn_progress_update(&prog, ++done_steps, "bandwidth");
+    /* warm-up: one prefill chunk and a few decode steps, not measured */
+    for (int i = 0; i < 16 && i < max_batch; i++) b.tok[i] = rand_tok(&b), b.pos[i] = i, b.seq[i] = 0, b.want[i] = i == 15;
+    model_kv_truncate(b.kv, 0, 0);
+    if (run(&b, max_batch < 16 ? max_batch : 16, &err) != KN_OK) {
+        fprintf(stderr, "kiln bench model: %s\n", err.msg);
+        goto done;
+    }
     double *pp = calloc((size_t)reps, sizeof(double)), *tg = calloc((size_t)reps, sizeof(double));
     double *bt = calloc((size_t)reps * (n_seqs ? n_seqs : 1), sizeof(double));
     if (!pp || !tg || !bt) goto done_free;

@@ -219,7 +219,16 @@ kn_status model_load_gguf(gguf_ctx *g, model **out, kn_err *err) {
         BIND(bv, "attn_v.bias", Hkv, 1, ad->qkv_bias);
 #undef BIND
     }
-    for (int64_t i = 0; i < gguf_n_tensors(g); i++) m->weight_bytes += gguf_tensor(g, i)->nbytes;
+    /* Fault every weight page in now (read-only, shared with the page
+     * cache): the first tokens would otherwise pay for it, unevenly. */
+    volatile uint8_t sink = 0;
+    for (int64_t i = 0; i < gguf_n_tensors(g); i++) {
+        const gguf_tensor_info *ti = gguf_tensor(g, i);
+        m->weight_bytes += ti->nbytes;
+        const volatile uint8_t *p = ti->data;
+        for (uint64_t off = 0; off < ti->nbytes; off += 4096) sink ^= p[off];
+    }
+    (void)sink;
     m->gguf = g;
     *out = m;
     return KN_OK;
