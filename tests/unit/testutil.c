@@ -64,3 +64,35 @@ int tu_run(const char *cmd, char *out, size_t cap) {
     if (st == -1) return -1;
     return WIFEXITED(st) ? WEXITSTATUS(st) : -1;
 }
+
+int tu_zoo_setup(void **state) {
+    char path[1024];
+    tu_zoo *z = calloc(1, sizeof *z);
+    if (!z) return -1;
+    kn_err err = {0};
+    if (gguf_open(tu_shared_path(path, sizeof path, "models/quant-zoo.gguf"), &z->g, &err) != KN_OK) {
+        fprintf(stderr, "%s: %s\n", path, err.msg);
+        free(z);
+        return -1;
+    }
+    json_error_t jerr;
+    z->ref = json_load_file(tu_shared_path(path, sizeof path, "reference/quant-zoo.dequant.json"), 0, &jerr);
+    if (!z->ref) {
+        fprintf(stderr, "%s:%d: %s\n", path, jerr.line, jerr.text);
+        gguf_close(z->g);
+        free(z);
+        return -1;
+    }
+    *state = z;
+    return 0;
+}
+
+int tu_zoo_teardown(void **state) {
+    tu_zoo *z = *state;
+    if (z) {
+        json_decref(z->ref);
+        gguf_close(z->g);
+        free(z);
+    }
+    return 0;
+}

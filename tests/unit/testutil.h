@@ -11,6 +11,9 @@
 #include <stddef.h>
 #include <stdint.h>
 #include <cmocka.h>
+#include <jansson.h>
+
+#include "gguf/gguf.h"
 
 /* $KILN_SHARED/<rel> in buf (the shared/ directory beside the repo). */
 const char *tu_shared_path(char *buf, size_t cap, const char *rel);
@@ -29,5 +32,15 @@ float tu_rng_normal(tu_rng *r);   /* N(0, 1) */
 /* Runs a shell command; captures stdout (up to cap-1 bytes, NUL-terminated)
  * when out is non-NULL. Returns the exit status (or -1). */
 int tu_run(const char *cmd, char *out, size_t cap);
+
+/* ../shared/models/quant-zoo.gguf with llama.cpp's dequantization of it
+ * (reference/quant-zoo.dequant.json), as a cmocka group/test fixture:
+ * *state becomes a tu_zoo. */
+typedef struct tu_zoo {
+    gguf_ctx *g;
+    json_t *ref;
+} tu_zoo;
+int tu_zoo_setup(void **state);
+int tu_zoo_teardown(void **state);
 
 #endif

@@ -105,45 +105,8 @@ static void test_traits_table(void **state) {
     assert_int_equal(q_row_size(Q_TYPE_F64, INT64_MAX), 0); /* overflow */
 }
 
-typedef struct zoo {
-    gguf_ctx *g;
-    json_t *ref;
-} zoo;
-
-static int zoo_setup(void **state) {
-    char path[1024];
-    zoo *z = calloc(1, sizeof *z);
-    if (!z) return -1;
-    kn_err err = {0};
-    if (gguf_open(tu_shared_path(path, sizeof path, "models/quant-zoo.gguf"), &z->g, &err) != KN_OK) {
-        fprintf(stderr, "%s: %s\n", path, err.msg);
-        free(z);
-        return -1;
-    }
-    json_error_t jerr;
-    z->ref = json_load_file(tu_shared_path(path, sizeof path, "reference/quant-zoo.dequant.json"), 0, &jerr);
-    if (!z->ref) {
-        fprintf(stderr, "%s:%d: %s\n", path, jerr.line, jerr.text);
-        gguf_close(z->g);
-        free(z);
-        return -1;
-    }
-    *state = z;
-    return 0;
-}
-
-static int zoo_teardown(void **state) {
-    zoo *z = *state;
-    if (z) {
-        json_decref(z->ref);
-        gguf_close(z->g);
-        free(z);
-    }
-    return 0;
-}
-
 static void test_zoo_dequant_matches_llama_cpp(void **state) {
-    zoo *z = *state;
+    tu_zoo *z = *state;
     /* every expected type is both in the file and in the reference */
     for (size_t i = 0; i < N_ZOO; i++) {
         if (!gguf_find_tensor(z->g, zoo_types[i])) fail_msg("quant-zoo.gguf lacks tensor %s", zoo_types[i]);
@@ -208,7 +171,7 @@ static void test_zoo_dequant_matches_llama_cpp(void **state) {
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_traits_table),
-        cmocka_unit_test_setup_teardown(test_zoo_dequant_matches_llama_cpp, zoo_setup, zoo_teardown),
+        cmocka_unit_test_setup_teardown(test_zoo_dequant_matches_llama_cpp, tu_zoo_setup, tu_zoo_teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

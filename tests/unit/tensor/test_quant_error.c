@@ -105,43 +105,6 @@ static void test_gaussian_error_bounds(void **state) {
 
 /* ---------------- byte compatibility with llama.cpp ---------------- */
 
-typedef struct zoo {
-    gguf_ctx *g;
-    json_t *ref;
-} zoo;
-
-static int zoo_setup(void **state) {
-    char path[1024];
-    zoo *z = calloc(1, sizeof *z);
-    if (!z) return -1;
-    kn_err err = {0};
-    if (gguf_open(tu_shared_path(path, sizeof path, "models/quant-zoo.gguf"), &z->g, &err) != KN_OK) {
-        fprintf(stderr, "%s: %s\n", path, err.msg);
-        free(z);
-        return -1;
-    }
-    json_error_t jerr;
-    z->ref = json_load_file(tu_shared_path(path, sizeof path, "reference/quant-zoo.dequant.json"), 0, &jerr);
-    if (!z->ref) {
-        fprintf(stderr, "%s:%d: %s\n", path, jerr.line, jerr.text);
-        gguf_close(z->g);
-        free(z);
-        return -1;
-    }
-    *state = z;
-    return 0;
-}
-
-static int zoo_teardown(void **state) {
-    zoo *z = *state;
-    if (z) {
-        json_decref(z->ref);
-        gguf_close(z->g);
-        free(z);
-    }
-    return 0;
-}
-
 /* The tensor part of a zoo "source" ("model:tensor"). */
 static const char *source_tensor(json_t *ref, const char *type) {
     const char *src = json_string_value(json_object_get(json_object_get(ref, type), "source"));
@@ -175,7 +138,7 @@ static void expect_same_bytes(const gguf_tensor_info *f16, q_type t, const uint8
 }
 
 static void test_quantizers_match_llama_cpp_bytes(void **state) {
-    zoo *z = *state;
+    tu_zoo *z = *state;
     const gguf_tensor_info *f16 = gguf_find_tensor(z->g, "F16");
     assert_non_null(f16);
     assert_int_equal(f16->type, Q_TYPE_F16);
@@ -217,7 +180,7 @@ static void test_quantizers_match_llama_cpp_bytes(void **state) {
 }
 
 static void test_requantize_zoo_is_idempotent(void **state) {
-    zoo *z = *state;
+    tu_zoo *z = *state;
     /* ggml's reference quantizers that map their own output back to itself */
     static const q_type idem[] = {Q_TYPE_F16,  Q_TYPE_BF16, Q_TYPE_Q8_0, Q_TYPE_Q4_0, Q_TYPE_Q4_1,
                                   Q_TYPE_Q5_0, Q_TYPE_Q5_1, Q_TYPE_Q2_K, Q_TYPE_Q4_K};
@@ -377,8 +340,8 @@ static void test_q8_0_q8_1_rules(void **state) {
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_gaussian_error_bounds),
-        cmocka_unit_test_setup_teardown(test_quantizers_match_llama_cpp_bytes, zoo_setup, zoo_teardown),
-        cmocka_unit_test_setup_teardown(test_requantize_zoo_is_idempotent, zoo_setup, zoo_teardown),
+        cmocka_unit_test_setup_teardown(test_quantizers_match_llama_cpp_bytes, tu_zoo_setup, tu_zoo_teardown),
+        cmocka_unit_test_setup_teardown(test_requantize_zoo_is_idempotent, tu_zoo_setup, tu_zoo_teardown),
         cmocka_unit_test(test_edge_rows),
         cmocka_unit_test(test_q8_K_rules),
         cmocka_unit_test(test_q8_0_q8_1_rules),
