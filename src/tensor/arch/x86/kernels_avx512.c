@@ -6,7 +6,9 @@
  * and vpdpwssd for scaled int16 pairs, on 512-bit vectors for every block
  * type (Q4_K/Q5_K/Q6_K/Q8_0/Q4_0 tiles below; the 256-bit template only
  * supplies the shared reductions, the float update and the activation
- * quantizers). 32 registers allow 4x4 (row x column) gemm tiles. Float
+ * quantizers). Q5_K/Q8_0/Q4_0 use 4x4 (row x column) gemm tiles and the
+ * reference's float order; Q4_K/Q6_K keep per-lane float sums (not
+ * bit-identical to the reference, see x86.h) in 2x8 gemm tiles. Float
  * kernels use 16-wide FMA with masked tails. See x86.h for the numerics
  * contract.
  */
@@ -127,96 +129,205 @@ X_INLINE void qk45z_tile(int64_t nb, const uint8_t *w, size_t ws, int nr,
     x_store_tile(acc, R, C, nr, nc, y, ldy);
 }
 
-XAI void q4_Kz_tile(int64_t nb, const uint8_t *w, size_t ws, int nr, const uint8_t *a, size_t as, int nc, float *y,
-                    int64_t ldy, const int R, const int C) {
-    qk45z_tile(nb, w, ws, nr, a, as, nc, y, ldy, R, C, 0);
-}
 XAI void q5_Kz_tile(int64_t nb, const uint8_t *w, size_t ws, int nr, const uint8_t *a, size_t as, int nc, float *y,
                     int64_t ldy, const int R, const int C) {
     qk45z_tile(nb, w, ws, nr, a, as, nc, y, ldy, R, C, 1);
 }
-X_QUANT_KERNELS(q4_Kz, Q_QK_K)
 X_QUANT_KERNELS(q5_Kz, Q_QK_K)
 
-/* ---- 512-bit Q6_K tile ----
- * Per 128-element half: one zmm load of ql gives chunks (A | B); the 2-bit
- * high parts come from qh broadcast to both halves and shifted per half
- * (vpsrlvw), so W01 = elements 0..63 and W23 = 64..127 of the half, matching
- * contiguous activation bytes. isum = sum sc * dot(q, a) - 32 * sum sc * bsum,
- * exact, then the template's reduction and float update. */
-X_INLINE void q6_Kz_tile_(int64_t nb, const uint8_t *w, size_t ws, int nr,
-                                                               const uint8_t *a, size_t as, int nc, float *y,
-                                                               int64_t ldy, const int R, const int C) {
+
+/* ---- 512-bit Q4_K / Q6_K tiles with per-lane float accumulators ----
+ * Per (row, column) pair one zmm of 16 float partial sums lives across all
+ * super-blocks; the output is its fixed horizontal sum (x_hsum_zmm). Per
+ * super-block, 4 chunks of 64 weights (unpacked as in the tiles above) go
+ * through vpmaddubsw + vpdpwssd with each word's sub-block scale into exact
+ * int32 lanes; Q4_K folds them to lanes 0-7 and puts the mins x bsums in
+ * lanes 8-15, Q6_K subtracts 32 * scale x bsums. The lanes are converted to
+ * float (exact: below 2^24 for K-quant ranges, except theoretical Q6_K
+ * extremes where the conversion rounds, identically everywhere) and added
+ * with one FMA whose per-lane factor is (row's d, or -dmin) * column's d.
+ * Every step is per pair and lane-wise, so a pair's result does not depend
+ * on the tile: vec_dot (1x1), matvec (8x1) and gemm (2x8) tiles give the
+ * same bits. Against the scalar reference only the float summation order
+ * differs (closeness, not equality). */
+
+/* Word w of the scale vector of chunk k (word w = bytes 2w, 2w+1 of W[k]):
+ * Q4_K sub-block 2k + w / 16 (scales are words 0..7, mins 8..15 of sm);
+ * Q6_K 16-element sub-block 4k + w / 8. */
+static const int16_t x_sidx_k4[32] = {0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0,
+                                      1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1};
+static const int16_t x_sidx_k6[32] = {0, 0, 0, 0, 0, 0, 0, 0, 1, 1, 1, 1, 1, 1, 1, 1,
+                                      2, 2, 2, 2, 2, 2, 2, 2, 3, 3, 3, 3, 3, 3, 3, 3};
+
+/* The one horizontal order of a pair's 16 float partial sums. */
+XAI float x_hsum_zmm(__m512 v) {
+    return x_hsum_ps256(_mm256_add_ps(_mm512_castps512_ps256(v), _mm512_extractf32x8_ps(v, 1)));
+}
+
+XAI void x_store_zmm_tile(const __m512 *acc, int R, int C, int nr, int nc, float *y, int64_t ldy) {
+    XUNROLL for (int r = 0; r < R; r++) XUNROLL for (int c = 0; c < C; c++) if (r < nr && c < nc)
+        y[(int64_t)c * ldy + r] = x_hsum_zmm(acc[r * C + c]);
+}
+
+/* Exact int32 lanes sum_k S[k] * (pairs of u8 x s8 products) over the 4
+ * chunks W[k] x a[64k..64k+63]: vpmaddubsw (|pair| <= 2 * 63 * 128 < 2^15:
+ * no saturation) and vpdpwssd with each word's sub-block scale. */
+XAI __m512i x_k_dots(const __m512i W[4], const int8_t *aq, const __m512i S[4]) {
+    __m512i iv = _mm512_setzero_si512();
+    XUNROLL for (int k = 0; k < 4; k++)
+        iv = _mm512_dpwssd_epi32(iv, _mm512_maddubs_epi16(W[k], _mm512_loadu_si512((const void *)(aq + 64 * k))), S[k]);
+    return iv;
+}
+
+/* The 12 packed 6-bit Q4_K/Q5_K scale bytes -> bytes 0-7 scales, 8-15 mins
+ * (x_k4_scales, vectorized). Byte j < 4: s[j] & 63 (mins: s[j+4] & 63);
+ * j >= 4: s[j+4] & 15 | (s[j-4] >> 6) << 4 (mins: s[j+4] >> 4 | (s[j] >> 6) << 4).
+ * Reads 16 bytes from `scales` (the block continues with qs). */
+XAI __m128i x_k4_scales_v(const uint8_t *scales) {
+    const __m128i s = _mm_loadu_si128((const __m128i *)scales);
+    const __m128i a = _mm_shuffle_epi8(s, _mm_setr_epi8(0, 1, 2, 3, 8, 9, 10, 11, 4, 5, 6, 7, 8, 9, 10, 11));
+    const __m128i h = _mm_shuffle_epi8(s, _mm_setr_epi8(-1, -1, -1, -1, 0, 1, 2, 3, -1, -1, -1, -1, 4, 5, 6, 7));
+    const __m128i m = _mm_setr_epi8(63, 63, 63, 63, 15, 15, 15, 15, 63, 63, 63, 63, 0, 0, 0, 0);
+    const __m128i lo = _mm_mask_blend_epi8((__mmask16)0xF000, _mm_and_si128(a, m),
+                                           _mm_and_si128(_mm_srli_epi16(a, 4), _mm_set1_epi8(0x0F)));
+    return _mm_or_si128(lo, _mm_and_si128(_mm_srli_epi16(h, 2), _mm_set1_epi8(0x30)));
+}
+
+/* Gemm driver for the per-lane tiles: like x_gemm_drive, with the tile
+ * shape as parameters. Rows outer within a tile, so one row's unpacked
+ * weights are live at a time: XV_MM_C columns amortize each unpack while the
+ * XV_MM_R * XV_MM_C float accumulators stay in registers. */
+#define XV_MM_R 2
+#define XV_MM_C 8
+X_NOSAN static void xv_gemm_drive(int64_t nb, const uint8_t *w, size_t ws, int nr, const uint8_t *a, size_t as,
+                                  int nc, float *y, int64_t ldy, x_tile_fn mv, x_tile_fn mm) {
+    const int full = nc - nc % XV_MM_C;
+    for (int cb = 0; cb < full; cb += X_CB) {
+        const int ce = cb + X_CB < full ? cb + X_CB : full;
+        for (int r = 0; r < nr; r += XV_MM_R)
+            for (int c = cb; c < ce; c += XV_MM_C)
+                mm(nb, w + (size_t)r * ws, ws, nr - r < XV_MM_R ? nr - r : XV_MM_R, a + (size_t)c * as, as, XV_MM_C,
+                   y + (int64_t)c * ldy + r, ldy);
+    }
+    for (int c = full; c < nc; c++)
+        for (int r = 0; r < nr; r += X_MV_R)
+            mv(nb, w + (size_t)r * ws, ws, nr - r < X_MV_R ? nr - r : X_MV_R, a + (size_t)c * as, as, 1,
+               y + (int64_t)c * ldy + r, ldy);
+}
+
+#define XV_QUANT_KERNELS(name)                                                                                       \
+    X_NOSAN static void name##_mv(int64_t nb, const uint8_t *w, size_t ws, int nr, const uint8_t *a, size_t as,      \
+                                  int nc, float *y, int64_t ldy) {                                                   \
+        name##_tile(nb, w, ws, nr, a, as, nc, y, ldy, X_MV_R, 1);                                                    \
+    }                                                                                                                \
+    X_NOSAN static void name##_mm(int64_t nb, const uint8_t *w, size_t ws, int nr, const uint8_t *a, size_t as,      \
+                                  int nc, float *y, int64_t ldy) {                                                   \
+        name##_tile(nb, w, ws, nr, a, as, nc, y, ldy, XV_MM_R, XV_MM_C);                                             \
+    }                                                                                                                \
+    X_NOSAN static void name##_vec_dot(int64_t n, float *s, const void *w, const void *a) {                         \
+        name##_tile(n / Q_QK_K, w, 0, 1, a, 0, 1, s, 0, 1, 1);                                                       \
+    }                                                                                                                \
+    X_NOSAN static void name##_gemm(int64_t K, const void *w, size_t ws, int nr, const void *a, size_t as, int nc,   \
+                                    float *y, int64_t ldy) {                                                         \
+        xv_gemm_drive(K / Q_QK_K, w, ws, nr, a, as, nc, y, ldy, name##_mv, name##_mm);                               \
+    }
+
+XAI void q4_Kv_tile(int64_t nb, const uint8_t *w, size_t ws, int nr, const uint8_t *a, size_t as, int nc, float *y,
+                    int64_t ldy, const int R, const int C) {
     const uint8_t *wp[16], *ap[16];
     x_tile_ptrs(w, ws, nr, a, as, nc, R, C, wp, ap);
-    const int L = R * C, NG = (L + 7) / 8;
+    const __m512i m4 = _mm512_set1_epi8(0x0F);
+    __m512i sidx[4];
+    XUNROLL for (int k = 0; k < 4; k++)
+        sidx[k] = _mm512_add_epi16(_mm512_loadu_si512((const void *)x_sidx_k4), _mm512_set1_epi16((short)(2 * k)));
+    const __m512i midx =
+        _mm512_zextsi256_si512(_mm256_setr_epi16(8, 8, 9, 9, 10, 10, 11, 11, 12, 12, 13, 13, 14, 14, 15, 15));
+    __m512 acc[16];
+    XUNROLL for (int i = 0; i < R * C; i++) acc[i] = _mm512_setzero_ps();
+    for (int64_t b = 0; b < nb; b++) {
+        XUNROLL for (int r = 0; r < R; r++) {
+            const block_q4_K *xb = (const block_q4_K *)wp[r] + b;
+            x_prefetch((const uint8_t *)xb + 1024);
+            x_prefetch((const uint8_t *)xb + 1024 + 64);
+            x_prefetch((const uint8_t *)xb + 1024 + 128);
+            const __m512i sm = _mm512_cvtepu8_epi16(_mm256_zextsi128_si256(x_k4_scales_v(xb->scales)));
+            __m512i S[4];
+            XUNROLL for (int k = 0; k < 4; k++) S[k] = _mm512_permutexvar_epi16(sidx[k], sm);
+            const __m256i mins16 = _mm512_castsi512_si256(_mm512_permutexvar_epi16(midx, sm));
+            /* lanes 0-7 scale the scaled dots by d, lanes 8-15 the mins by -dmin */
+            const __m512 rowf = _mm512_mask_blend_ps((__mmask16)0xFF00, _mm512_set1_ps(x_h2f(xb->d)),
+                                                     _mm512_set1_ps(-x_h2f(xb->dmin)));
+            __m512i W[4];
+            XUNROLL for (int p = 0; p < 2; p++) {
+                const __m512i q = _mm512_loadu_si512((const void *)(xb->qs + 64 * p));
+                const __m512i lo = _mm512_and_si512(q, m4);
+                const __m512i hi = _mm512_and_si512(_mm512_srli_epi16(q, 4), m4);
+                W[2 * p] = _mm512_shuffle_i64x2(lo, hi, 0x44);
+                W[2 * p + 1] = _mm512_shuffle_i64x2(lo, hi, 0xEE);
+            }
+            XUNROLL for (int c = 0; c < C; c++) {
+                const block_q8_K *yb = (const block_q8_K *)ap[c] + b;
+                const __m512i iv = x_k_dots(W, yb->qs, S);
+                const __m256i mv = _mm256_madd_epi16(mins16, _mm256_loadu_si256((const __m256i *)yb->bsums));
+                /* [iv lanes 8-15 | mv], then lanes 0-7 += iv lanes 0-7 */
+                const __m512i s = _mm512_shuffle_i64x2(iv, _mm512_castsi256_si512(mv), 0x4E);
+                const __m512i comb = _mm512_mask_add_epi32(s, (__mmask16)0x00FF, s, iv);
+                const __m512 f = _mm512_mul_ps(rowf, _mm512_set1_ps(yb->d));
+                acc[r * C + c] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(comb), f, acc[r * C + c]);
+            }
+        }
+    }
+    x_store_zmm_tile(acc, R, C, nr, nc, y, ldy);
+}
+XV_QUANT_KERNELS(q4_Kv)
+
+XAI void q6_Kv_tile(int64_t nb, const uint8_t *w, size_t ws, int nr, const uint8_t *a, size_t as, int nc, float *y,
+                    int64_t ldy, const int R, const int C) {
+    const uint8_t *wp[16], *ap[16];
+    x_tile_ptrs(w, ws, nr, a, as, nc, R, C, wp, ap);
     const __m512i m4 = _mm512_set1_epi8(0x0F), m30 = _mm512_set1_epi8(0x30);
     const __m512i sh01 = _mm512_inserti64x4(_mm512_setzero_si512(), _mm256_set1_epi16(2), 1);
     const __m512i sh23 = _mm512_inserti64x4(_mm512_set1_epi16(4), _mm256_set1_epi16(6), 1);
-    __m512i sidx[4]; /* int16 lane j of W_k -> scale 4k + j / 8 */
+    __m512i sidx[4];
     XUNROLL for (int k = 0; k < 4; k++)
-        sidx[k] = _mm512_inserti64x4(
-            _mm512_castsi256_si512(_mm256_set_m128i(_mm_set1_epi16((short)(4 * k + 1)), _mm_set1_epi16((short)(4 * k)))),
-            _mm256_set_m128i(_mm_set1_epi16((short)(4 * k + 3)), _mm_set1_epi16((short)(4 * k + 2))), 1);
-    __m256 acc[2] = {_mm256_setzero_ps(), _mm256_setzero_ps()};
+        sidx[k] = _mm512_add_epi16(_mm512_loadu_si512((const void *)x_sidx_k6), _mm512_set1_epi16((short)(4 * k)));
+    __m512 acc[16];
+    XUNROLL for (int i = 0; i < R * C; i++) acc[i] = _mm512_setzero_ps();
     for (int64_t b = 0; b < nb; b++) {
-        __m512i iv[16];
-        __m256i s32[16];
-        float dw[16], da[16];
-        const block_q8_K *yb[16];
-        XUNROLL for (int c = 0; c < C; c++) {
-            yb[c] = (const block_q8_K *)ap[c] + b;
-            da[c] = yb[c]->d;
-        }
         XUNROLL for (int r = 0; r < R; r++) {
             const block_q6_K *xb = (const block_q6_K *)wp[r] + b;
             x_prefetch((const uint8_t *)xb + 1024);
             x_prefetch((const uint8_t *)xb + 1024 + 64);
             x_prefetch((const uint8_t *)xb + 1024 + 128);
             x_prefetch((const uint8_t *)xb + 1024 + 192);
-            dw[r] = x_h2f(xb->d);
             const __m256i s16 = _mm256_cvtepi8_epi16(_mm_loadu_si128((const __m128i *)xb->scales));
-            s32[r] = _mm256_slli_epi16(s16, 5);
+            const __m256i s32 = _mm256_slli_epi16(s16, 5); /* 32 * scale: the -32 offset of q */
             const __m512i sz = _mm512_castsi256_si512(s16);
-            XUNROLL for (int c = 0; c < C; c++) iv[r * C + c] = _mm512_setzero_si512();
+            __m512i S[4];
+            XUNROLL for (int k = 0; k < 4; k++) S[k] = _mm512_permutexvar_epi16(sidx[k], sz);
+            const __m512 rowf = _mm512_set1_ps(x_h2f(xb->d));
+            __m512i W[4];
             XUNROLL for (int h = 0; h < 2; h++) {
                 const __m512i ab = _mm512_loadu_si512((const void *)(xb->ql + 64 * h));
                 const __m512i hq = _mm512_broadcast_i64x4(_mm256_loadu_si256((const __m256i *)(xb->qh + 32 * h)));
                 const __m512i h01 = _mm512_and_si512(_mm512_slli_epi16(_mm512_srlv_epi16(hq, sh01), 4), m30);
                 const __m512i h23 = _mm512_and_si512(_mm512_slli_epi16(_mm512_srlv_epi16(hq, sh23), 4), m30);
-                const __m512i wk[2] = {_mm512_or_si512(_mm512_and_si512(ab, m4), h01),
-                                       _mm512_or_si512(_mm512_and_si512(_mm512_srli_epi16(ab, 4), m4), h23)};
-                XUNROLL for (int e = 0; e < 2; e++) {
-                    const int k = 2 * h + e;
-                    const __m512i sc = _mm512_permutexvar_epi16(sidx[k], sz);
-                    XUNROLL for (int c = 0; c < C; c++) {
-                        const __m512i av = _mm512_loadu_si512((const void *)(yb[c]->qs + 64 * k));
-                        iv[r * C + c] = _mm512_dpwssd_epi32(iv[r * C + c], _mm512_maddubs_epi16(wk[e], av), sc);
-                    }
-                }
+                W[2 * h] = _mm512_or_si512(_mm512_and_si512(ab, m4), h01);
+                W[2 * h + 1] = _mm512_or_si512(_mm512_and_si512(_mm512_srli_epi16(ab, 4), m4), h23);
+            }
+            XUNROLL for (int c = 0; c < C; c++) {
+                const block_q8_K *yb = (const block_q8_K *)ap[c] + b;
+                const __m512i iv = x_k_dots(W, yb->qs, S);
+                const __m256i off = _mm256_madd_epi16(s32, _mm256_loadu_si256((const __m256i *)yb->bsums));
+                const __m512i is = _mm512_mask_sub_epi32(iv, (__mmask16)0x00FF, iv, _mm512_castsi256_si512(off));
+                const __m512 f = _mm512_mul_ps(rowf, _mm512_set1_ps(yb->d));
+                acc[r * C + c] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(is), f, acc[r * C + c]);
             }
         }
-        __m256i iv8[16];
-        XUNROLL for (int r = 0; r < R; r++) XUNROLL for (int c = 0; c < C; c++) {
-            const int i = r * C + c;
-            const __m256i off = _mm256_madd_epi16(s32[r], _mm256_loadu_si256((const __m256i *)yb[c]->bsums));
-            iv8[i] = _mm256_sub_epi32(
-                _mm256_add_epi32(_mm512_castsi512_si256(iv[i]), _mm512_extracti64x4_epi64(iv[i], 1)), off);
-        }
-        XUNROLL for (int g = 0; g < NG; g++) {
-            const __m256 is = _mm256_cvtepi32_ps(x_group_sums(iv8, L, g));
-            const __m256 dd = _mm256_mul_ps(x_lane_rows(dw, R, C, g), x_lane_cols(da, R, C, g));
-            acc[g] = _mm256_add_ps(acc[g], _mm256_mul_ps(dd, is));
-        }
     }
-    x_store_tile(acc, R, C, nr, nc, y, ldy);
+    x_store_zmm_tile(acc, R, C, nr, nc, y, ldy);
 }
-
-XAI void q6_Kz_tile(int64_t nb, const uint8_t *w, size_t ws, int nr, const uint8_t *a, size_t as, int nc, float *y,
-                    int64_t ldy, const int R, const int C) {
-    q6_Kz_tile_(nb, w, ws, nr, a, as, nc, y, ldy, R, C);
-}
-X_QUANT_KERNELS(q6_Kz, Q_QK_K)
+XV_QUANT_KERNELS(q6_Kv)
 
 /* ---- 512-bit Q8_0 / Q4_0 tiles: two 32-element blocks per zmm ----
  * u8 x s8 with vpdpbusd: Q8_0 weights offset by 128, Q4_0 nibbles (= w + 8),
@@ -348,12 +459,12 @@ X_NOSAN void tensor_x86_avx512_init(tensor_ops *ops, bool vnni) {
         ops->vec_dot[Q_TYPE_Q8_0] = q8_0z_vec_dot;
         ops->gemm[Q_TYPE_Q8_0] = q8_0z_gemm;
         x_quantizers_install(ops);
-        ops->vec_dot[Q_TYPE_Q4_K] = q4_Kz_vec_dot;
-        ops->gemm[Q_TYPE_Q4_K] = q4_Kz_gemm;
+        ops->vec_dot[Q_TYPE_Q4_K] = q4_Kv_vec_dot;
+        ops->gemm[Q_TYPE_Q4_K] = q4_Kv_gemm;
         ops->vec_dot[Q_TYPE_Q5_K] = q5_Kz_vec_dot;
         ops->gemm[Q_TYPE_Q5_K] = q5_Kz_gemm;
-        ops->vec_dot[Q_TYPE_Q6_K] = q6_Kz_vec_dot;
-        ops->gemm[Q_TYPE_Q6_K] = q6_Kz_gemm;
+        ops->vec_dot[Q_TYPE_Q6_K] = q6_Kv_vec_dot;
+        ops->gemm[Q_TYPE_Q6_K] = q6_Kv_gemm;
     }
     xf_install(ops);
 }
