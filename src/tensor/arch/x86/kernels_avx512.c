@@ -139,25 +139,31 @@ X_QUANT_KERNELS(q5_Kz, Q_QK_K)
 /* ---- 512-bit Q4_K / Q6_K tiles with per-lane float accumulators ----
  * Per (row, column) pair one zmm of 16 float partial sums lives across all
  * super-blocks; the output is its fixed horizontal sum (x_hsum_zmm). Per
- * super-block, 4 chunks of 64 weights (unpacked as in the tiles above) go
- * through vpmaddubsw + vpdpwssd with each word's sub-block scale into exact
- * int32 lanes; Q4_K folds them to lanes 0-7 and puts the mins x bsums in
- * lanes 8-15, Q6_K subtracts 32 * scale x bsums. The lanes are converted to
- * float (exact: below 2^24 for K-quant ranges, except theoretical Q6_K
- * extremes where the conversion rounds, identically everywhere) and added
- * with one FMA whose per-lane factor is (row's d, or -dmin) * column's d.
+ * super-block and 64-element chunk k (weights unpacked as in the tiles
+ * above), vpdpbusd gives exact int32 lanes (|lane| <= 4 * 63 * 128 < 2^15,
+ * so each fits int16); vpackssdw packs two chunks losslessly and one
+ * vpdpwssd applies the scale of each lane's sub-block (x_sidx_* tables).
+ * Q4_K then folds the 16 lanes to lanes 0-7 and puts mins x bsums in lanes
+ * 8-15; Q6_K subtracts 32 * scale x bsums. The lanes are converted to float
+ * (exact: below 2^24 for K-quant ranges, except theoretical Q6_K extremes
+ * where the conversion rounds, identically everywhere) and added with one
+ * FMA whose per-lane factor is (row's d, or -dmin) * column's d. (vpmaddubsw
+ * + vpdpwssd per chunk measured no faster: 4 more scale vectors per row.)
  * Every step is per pair and lane-wise, so a pair's result does not depend
  * on the tile: vec_dot (1x1), matvec (8x1) and gemm (2x8) tiles give the
  * same bits. Against the scalar reference only the float summation order
  * differs (closeness, not equality). */
 
-/* Word w of the scale vector of chunk k (word w = bytes 2w, 2w+1 of W[k]):
- * Q4_K sub-block 2k + w / 16 (scales are words 0..7, mins 8..15 of sm);
- * Q6_K 16-element sub-block 4k + w / 8. */
-static const int16_t x_sidx_k4[32] = {0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0,
-                                      1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1};
-static const int16_t x_sidx_k6[32] = {0, 0, 0, 0, 0, 0, 0, 0, 1, 1, 1, 1, 1, 1, 1, 1,
-                                      2, 2, 2, 2, 2, 2, 2, 2, 3, 3, 3, 3, 3, 3, 3, 3};
+/* Word w of the scale vector for packs(d0, d1) (d_k lanes 0-7 = sub-block
+ * 2k, 8-15 = 2k+1): dword j = w / 2 of 128-bit lane L = j / 4 comes from
+ * d0 (j % 4 < 2) or d1, so its sub-block is (j % 4 < 2 ? 0 : 2) + (L >= 2).
+ * For packs(d2, d3) add 4. Q4_K scales are words 0..7, mins 8..15 of sm. */
+static const int16_t x_sidx_k4[32] = {0, 0, 0, 0, 2, 2, 2, 2, 0, 0, 0, 0, 2, 2, 2, 2,
+                                      1, 1, 1, 1, 3, 3, 3, 3, 1, 1, 1, 1, 3, 3, 3, 3};
+/* Q6_K: 16-element sub-blocks, d_k's 128-bit lane L = scale 4k + L; the
+ * dword j of packs(d0, d1) has scale (j % 4 < 2 ? 0 : 4) + L; packs(d2, d3) + 8. */
+static const int16_t x_sidx_k6[32] = {0, 0, 0, 0, 4, 4, 4, 4, 1, 1, 1, 1, 5, 5, 5, 5,
+                                      2, 2, 2, 2, 6, 6, 6, 6, 3, 3, 3, 3, 7, 7, 7, 7};
 
 /* The one horizontal order of a pair's 16 float partial sums. */
 XAI float x_hsum_zmm(__m512 v) {
@@ -169,14 +175,13 @@ XAI void x_store_zmm_tile(const __m512 *acc, int R, int C, int nr, int nc, float
         y[(int64_t)c * ldy + r] = x_hsum_zmm(acc[r * C + c]);
 }
 
-/* Exact int32 lanes sum_k S[k] * (pairs of u8 x s8 products) over the 4
- * chunks W[k] x a[64k..64k+63]: vpmaddubsw (|pair| <= 2 * 63 * 128 < 2^15:
- * no saturation) and vpdpwssd with each word's sub-block scale. */
-XAI __m512i x_k_dots(const __m512i W[4], const int8_t *aq, const __m512i S[4]) {
-    __m512i iv = _mm512_setzero_si512();
+/* Exact int32 lanes sum_k scale(lane) * dot_k(lane) for the 4 chunks W[k] x a[64k..64k+63]. */
+XAI __m512i x_k_dots(const __m512i W[4], const int8_t *aq, __m512i S01, __m512i S23) {
+    __m512i d[4];
     XUNROLL for (int k = 0; k < 4; k++)
-        iv = _mm512_dpwssd_epi32(iv, _mm512_maddubs_epi16(W[k], _mm512_loadu_si512((const void *)(aq + 64 * k))), S[k]);
-    return iv;
+        d[k] = _mm512_dpbusd_epi32(_mm512_setzero_si512(), W[k], _mm512_loadu_si512((const void *)(aq + 64 * k)));
+    const __m512i iv = _mm512_dpwssd_epi32(_mm512_setzero_si512(), _mm512_packs_epi32(d[0], d[1]), S01);
+    return _mm512_dpwssd_epi32(iv, _mm512_packs_epi32(d[2], d[3]), S23);
 }
 
 /* The 12 packed 6-bit Q4_K/Q5_K scale bytes -> bytes 0-7 scales, 8-15 mins
@@ -237,9 +242,8 @@ XAI void q4_Kv_tile(int64_t nb, const uint8_t *w, size_t ws, int nr, const uint8
     const uint8_t *wp[16], *ap[16];
     x_tile_ptrs(w, ws, nr, a, as, nc, R, C, wp, ap);
     const __m512i m4 = _mm512_set1_epi8(0x0F);
-    __m512i sidx[4];
-    XUNROLL for (int k = 0; k < 4; k++)
-        sidx[k] = _mm512_add_epi16(_mm512_loadu_si512((const void *)x_sidx_k4), _mm512_set1_epi16((short)(2 * k)));
+    const __m512i i01 = _mm512_loadu_si512((const void *)x_sidx_k4);
+    const __m512i i23 = _mm512_add_epi16(i01, _mm512_set1_epi16(4));
     const __m512i midx =
         _mm512_zextsi256_si512(_mm256_setr_epi16(8, 8, 9, 9, 10, 10, 11, 11, 12, 12, 13, 13, 14, 14, 15, 15));
     __m512 acc[16];
@@ -251,8 +255,7 @@ XAI void q4_Kv_tile(int64_t nb, const uint8_t *w, size_t ws, int nr, const uint8
             x_prefetch((const uint8_t *)xb + 1024 + 64);
             x_prefetch((const uint8_t *)xb + 1024 + 128);
             const __m512i sm = _mm512_cvtepu8_epi16(_mm256_zextsi128_si256(x_k4_scales_v(xb->scales)));
-            __m512i S[4];
-            XUNROLL for (int k = 0; k < 4; k++) S[k] = _mm512_permutexvar_epi16(sidx[k], sm);
+            const __m512i S01 = _mm512_permutexvar_epi16(i01, sm), S23 = _mm512_permutexvar_epi16(i23, sm);
             const __m256i mins16 = _mm512_castsi512_si256(_mm512_permutexvar_epi16(midx, sm));
             /* lanes 0-7 scale the scaled dots by d, lanes 8-15 the mins by -dmin */
             const __m512 rowf = _mm512_mask_blend_ps((__mmask16)0xFF00, _mm512_set1_ps(x_h2f(xb->d)),
@@ -267,7 +270,7 @@ XAI void q4_Kv_tile(int64_t nb, const uint8_t *w, size_t ws, int nr, const uint8
             }
             XUNROLL for (int c = 0; c < C; c++) {
                 const block_q8_K *yb = (const block_q8_K *)ap[c] + b;
-                const __m512i iv = x_k_dots(W, yb->qs, S);
+                const __m512i iv = x_k_dots(W, yb->qs, S01, S23);
                 const __m256i mv = _mm256_madd_epi16(mins16, _mm256_loadu_si256((const __m256i *)yb->bsums));
                 /* [iv lanes 8-15 | mv], then lanes 0-7 += iv lanes 0-7 */
                 const __m512i s = _mm512_shuffle_i64x2(iv, _mm512_castsi256_si512(mv), 0x4E);
@@ -288,9 +291,8 @@ XAI void q6_Kv_tile(int64_t nb, const uint8_t *w, size_t ws, int nr, const uint8
     const __m512i m4 = _mm512_set1_epi8(0x0F), m30 = _mm512_set1_epi8(0x30);
     const __m512i sh01 = _mm512_inserti64x4(_mm512_setzero_si512(), _mm256_set1_epi16(2), 1);
     const __m512i sh23 = _mm512_inserti64x4(_mm512_set1_epi16(4), _mm256_set1_epi16(6), 1);
-    __m512i sidx[4];
-    XUNROLL for (int k = 0; k < 4; k++)
-        sidx[k] = _mm512_add_epi16(_mm512_loadu_si512((const void *)x_sidx_k6), _mm512_set1_epi16((short)(4 * k)));
+    const __m512i i01 = _mm512_loadu_si512((const void *)x_sidx_k6);
+    const __m512i i23 = _mm512_add_epi16(i01, _mm512_set1_epi16(8));
     __m512 acc[16];
     XUNROLL for (int i = 0; i < R * C; i++) acc[i] = _mm512_setzero_ps();
     for (int64_t b = 0; b < nb; b++) {
@@ -303,8 +305,7 @@ XAI void q6_Kv_tile(int64_t nb, const uint8_t *w, size_t ws, int nr, const uint8
             const __m256i s16 = _mm256_cvtepi8_epi16(_mm_loadu_si128((const __m128i *)xb->scales));
             const __m256i s32 = _mm256_slli_epi16(s16, 5); /* 32 * scale: the -32 offset of q */
             const __m512i sz = _mm512_castsi256_si512(s16);
-            __m512i S[4];
-            XUNROLL for (int k = 0; k < 4; k++) S[k] = _mm512_permutexvar_epi16(sidx[k], sz);
+            const __m512i S01 = _mm512_permutexvar_epi16(i01, sz), S23 = _mm512_permutexvar_epi16(i23, sz);
             const __m512 rowf = _mm512_set1_ps(x_h2f(xb->d));
             __m512i W[4];
             XUNROLL for (int h = 0; h < 2; h++) {
@@ -317,7 +318,7 @@ XAI void q6_Kv_tile(int64_t nb, const uint8_t *w, size_t ws, int nr, const uint8
             }
             XUNROLL for (int c = 0; c < C; c++) {
                 const block_q8_K *yb = (const block_q8_K *)ap[c] + b;
-                const __m512i iv = x_k_dots(W, yb->qs, S);
+                const __m512i iv = x_k_dots(W, yb->qs, S01, S23);
                 const __m256i off = _mm256_madd_epi16(s32, _mm256_loadu_si256((const __m256i *)yb->bsums));
                 const __m512i is = _mm512_mask_sub_epi32(iv, (__mmask16)0x00FF, iv, _mm512_castsi256_si512(off));
                 const __m512 f = _mm512_mul_ps(rowf, _mm512_set1_ps(yb->d));
