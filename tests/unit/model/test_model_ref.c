@@ -190,11 +190,11 @@ static void test_reference_logits(void **state) { check_all_references(*state, M
 static void test_reference_logits_q8_0_kv(void **state) { check_all_references(*state, MODEL_KV_Q8_0); }
 
 /* A sequence's logits are bit-identical alone, batched with another
- * sequence, and prefilled in chunks. */
-static void test_batch_invariance(void **state) {
-    env *e = *state;
+ * sequence, and prefilled in chunks: on the F32 model, a K-quant model
+ * (Q8_K activations, gemm tiles vs matvec) and qwen2 (biases, Q5_0/Q8_0). */
+static void check_batch_invariance(env *e, const char *rel) {
     char path[1024];
-    tu_shared_path(path, sizeof path, "models/stories260K.gguf");
+    tu_shared_path(path, sizeof path, rel);
     model *m;
     kn_err err = {0};
     assert_int_equal(model_load(path, &m, &err), KN_OK);
@@ -236,6 +236,12 @@ static void test_batch_invariance(void **state) {
     model_ctx_destroy(c);
     model_kv_destroy(kv);
     model_destroy(m);
+}
+
+static void test_batch_invariance(void **state) {
+    check_batch_invariance(*state, "models/stories260K.gguf");
+    check_batch_invariance(*state, "models/tiny-llama-Q4_K_M.gguf");
+    check_batch_invariance(*state, "models/tiny-qwen2-Q4_K_M.gguf");
 }
 
 static void test_load_errors(void **state) {
