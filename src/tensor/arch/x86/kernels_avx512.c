@@ -246,6 +246,8 @@ XAI void q4_Kv_tile(int64_t nb, const uint8_t *w, size_t ws, int nr, const uint8
     const __m512i i23 = _mm512_add_epi16(i01, _mm512_set1_epi16(4));
     const __m512i midx =
         _mm512_zextsi256_si512(_mm256_setr_epi16(8, 8, 9, 9, 10, 10, 11, 11, 12, 12, 13, 13, 14, 14, 15, 15));
+    const __m512i dsel = _mm512_setr_epi32(0, 0, 0, 0, 0, 0, 0, 0, 1, 1, 1, 1, 1, 1, 1, 1);
+    const __m512 dneg = _mm512_castsi512_ps(_mm512_maskz_set1_epi32((__mmask16)0xFF00, (int)0x80000000u));
     __m512 acc[16];
     XUNROLL for (int i = 0; i < R * C; i++) acc[i] = _mm512_setzero_ps();
     for (int64_t b = 0; b < nb; b++) {
@@ -258,8 +260,10 @@ XAI void q4_Kv_tile(int64_t nb, const uint8_t *w, size_t ws, int nr, const uint8
             const __m512i S01 = _mm512_permutexvar_epi16(i01, sm), S23 = _mm512_permutexvar_epi16(i23, sm);
             const __m256i mins16 = _mm512_castsi512_si256(_mm512_permutexvar_epi16(midx, sm));
             /* lanes 0-7 scale the scaled dots by d, lanes 8-15 the mins by -dmin */
-            const __m512 rowf = _mm512_mask_blend_ps((__mmask16)0xFF00, _mm512_set1_ps(x_h2f(xb->d)),
-                                                     _mm512_set1_ps(-x_h2f(xb->dmin)));
+            uint32_t ddm;
+            memcpy(&ddm, &xb->d, sizeof ddm); /* d, dmin */
+            const __m512 rowf = _mm512_xor_ps(
+                _mm512_permutexvar_ps(dsel, _mm512_castps128_ps512(_mm_cvtph_ps(_mm_cvtsi32_si128((int)ddm)))), dneg);
             __m512i W[4];
             XUNROLL for (int p = 0; p < 2; p++) {
                 const __m512i q = _mm512_loadu_si512((const void *)(xb->qs + 64 * p));
