@@ -77,12 +77,12 @@ static double abs_dot(q_type wt, const void *w, const void *a, int64_t K) {
 
 /* Whether set l computes type t bit-identically to the scalar reference:
  * block kernels that keep exact integer sums and the reference's float order
- * (quants_ref.h). The AVX-512 Q4_K and Q6_K kernels instead keep 16 float
+ * (quants_ref.h). The AVX-512 Q4_K, Q5_K and Q6_K kernels instead keep 16 float
  * partial sums per output across blocks (see x86.h), so only their
  * integer parts are exact. */
 static bool ref_exact(q_type t, kn_cpu_level l) {
     if (!q_get_traits(t)->is_quantized) return false;
-    return !(l == KN_CPU_AVX512 && (t == Q_TYPE_Q4_K || t == Q_TYPE_Q6_K));
+    return !(l == KN_CPU_AVX512 && (t == Q_TYPE_Q4_K || t == Q_TYPE_Q5_K || t == Q_TYPE_Q6_K));
 }
 
 /* Bit-exact kernels must agree bit for bit. Others: within 1e-5 * sum|w_i*a_i|.

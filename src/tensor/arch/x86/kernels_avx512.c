@@ -6,8 +6,8 @@
  * and vpdpwssd for scaled int16 pairs, on 512-bit vectors for every block
  * type (Q4_K/Q5_K/Q6_K/Q8_0/Q4_0 tiles below; the 256-bit template only
  * supplies the shared reductions, the float update and the activation
- * quantizers). Q5_K/Q8_0/Q4_0 use 4x4 (row x column) gemm tiles and the
- * reference's float order; Q4_K/Q6_K keep per-lane float sums (not
+ * quantizers). Q8_0/Q4_0 use 4x4 (row x column) gemm tiles and the
+ * reference's float order; Q4_K/Q5_K/Q6_K keep per-lane float sums (not
  * bit-identical to the reference, see x86.h) in 2x8 gemm tiles. Float
  * kernels use 16-wide FMA with masked tails. See x86.h for the numerics
  * contract.
@@ -46,104 +46,17 @@ X_INLINE __m256i x_q8_dot(__m256i u, __m256i q, __m256i a, __m256i bias) {
 #include "x86_quant.h"
 
 
-/* ---- 512-bit Q4_K / Q5_K tiles ----
- * One 64-byte load of qs holds two 32-byte chunks; regrouping their low and
- * high nibbles (shuffle_i64x2) gives zmm W[k] = sub-blocks 2k, 2k+1, i.e. the
- * 64 contiguous activation bytes 64k..64k+63. Scales come from one vpermw
- * each. The exact per-(row, column) int32 lanes are folded to 256 bits and
- * then go through the template's reduction and float update, so the results
- * equal the reference (and the 256-bit kernels) bit for bit. */
-X_INLINE void qk45z_tile(int64_t nb, const uint8_t *w, size_t ws, int nr,
-                                                              const uint8_t *a, size_t as, int nc, float *y,
-                                                              int64_t ldy, const int R, const int C, const int HB) {
-    const uint8_t *wp[16], *ap[16];
-    x_tile_ptrs(w, ws, nr, a, as, nc, R, C, wp, ap);
-    const int L = R * C, NG = (L + 7) / 8;
-    const __m512i m4 = _mm512_set1_epi8(0x0F), k16 = _mm512_set1_epi8(16);
-    /* int16 lanes 0..15 <- scale 2k, 16..31 <- scale 2k+1; mins: [m0 m0 m1 m1 ...] */
-    __m512i sidx[4];
-    XUNROLL for (int k = 0; k < 4; k++)
-        sidx[k] = _mm512_inserti64x4(_mm512_set1_epi16((short)(2 * k)), _mm256_set1_epi16((short)(2 * k + 1)), 1);
-    const __m512i midx =
-        _mm512_zextsi256_si512(_mm256_setr_epi16(8, 8, 9, 9, 10, 10, 11, 11, 12, 12, 13, 13, 14, 14, 15, 15));
-    __m256 acc[2] = {_mm256_setzero_ps(), _mm256_setzero_ps()};
-    for (int64_t b = 0; b < nb; b++) {
-        __m512i iv[16];
-        __m256i mins16[16];
-        float dw[16], dm[16], da[16];
-        const block_q8_K *yb[16];
-        XUNROLL for (int c = 0; c < C; c++) {
-            yb[c] = (const block_q8_K *)ap[c] + b;
-            da[c] = yb[c]->d;
-        }
-        XUNROLL for (int r = 0; r < R; r++) {
-            const uint8_t *xb = wp[r] + (size_t)b * (HB ? sizeof(block_q5_K) : sizeof(block_q4_K));
-            const q_f16_t *dd = (const q_f16_t *)xb;
-            const uint8_t *qs = HB ? ((const block_q5_K *)xb)->qs : ((const block_q4_K *)xb)->qs;
-            x_prefetch(xb + 1024);
-            x_prefetch(xb + 1024 + 64);
-            x_prefetch(xb + 1024 + 128);
-            dw[r] = x_h2f(dd[0]);
-            dm[r] = x_h2f(dd[1]);
-            uint32_t ut[4];
-            x_k4_scales(xb + 4, ut);
-            const __m512i sm = _mm512_cvtepu8_epi16(_mm256_zextsi128_si256(_mm_loadu_si128((const __m128i *)ut)));
-            mins16[r] = _mm512_castsi512_si256(_mm512_permutexvar_epi16(midx, sm));
-            __m512i hb = _mm512_setzero_si512();
-            if (HB) hb = _mm512_broadcast_i64x4(_mm256_loadu_si256((const __m256i *)((const block_q5_K *)xb)->qh));
-            XUNROLL for (int c = 0; c < C; c++) iv[r * C + c] = _mm512_setzero_si512();
-            XUNROLL for (int p = 0; p < 2; p++) {
-                const __m512i q = _mm512_loadu_si512((const void *)(qs + 64 * p));
-                const __m512i lo = _mm512_and_si512(q, m4);
-                const __m512i hi = _mm512_and_si512(_mm512_srli_epi16(q, 4), m4);
-                __m512i wk[2] = {_mm512_shuffle_i64x2(lo, hi, 0x44), _mm512_shuffle_i64x2(lo, hi, 0xEE)};
-                XUNROLL for (int h = 0; h < 2; h++) {
-                    const int k = 2 * p + h;
-                    if (HB) {
-                        const __m512i bits = _mm512_inserti64x4(_mm512_set1_epi8((char)(1 << (2 * k))),
-                                                                _mm256_set1_epi8((char)(1 << (2 * k + 1))), 1);
-                        wk[h] = _mm512_mask_add_epi8(wk[h], _mm512_test_epi8_mask(hb, bits), wk[h], k16);
-                    }
-                    const __m512i sc = _mm512_permutexvar_epi16(sidx[k], sm);
-                    XUNROLL for (int c = 0; c < C; c++) {
-                        const __m512i av = _mm512_loadu_si512((const void *)(yb[c]->qs + 64 * k));
-                        iv[r * C + c] = _mm512_dpwssd_epi32(iv[r * C + c], _mm512_maddubs_epi16(wk[h], av), sc);
-                    }
-                }
-            }
-        }
-        __m256i iv8[16], mv[16];
-        XUNROLL for (int i = 0; i < L; i++)
-            iv8[i] = _mm256_add_epi32(_mm512_castsi512_si256(iv[i]), _mm512_extracti64x4_epi64(iv[i], 1));
-        XUNROLL for (int r = 0; r < R; r++) XUNROLL for (int c = 0; c < C; c++) mv[r * C + c] =
-            _mm256_madd_epi16(mins16[r], _mm256_loadu_si256((const __m256i *)yb[c]->bsums));
-        XUNROLL for (int g = 0; g < NG; g++) {
-            const __m256 is = _mm256_cvtepi32_ps(x_group_sums(iv8, L, g));
-            const __m256 ms = _mm256_cvtepi32_ps(x_group_sums(mv, L, g));
-            const __m256 va = x_lane_cols(da, R, C, g);
-            const __m256 d1 = _mm256_mul_ps(x_lane_rows(dw, R, C, g), va);
-            const __m256 d2 = _mm256_mul_ps(x_lane_rows(dm, R, C, g), va);
-            acc[g] = _mm256_add_ps(acc[g], _mm256_sub_ps(_mm256_mul_ps(d1, is), _mm256_mul_ps(d2, ms)));
-        }
-    }
-    x_store_tile(acc, R, C, nr, nc, y, ldy);
-}
-
-XAI void q5_Kz_tile(int64_t nb, const uint8_t *w, size_t ws, int nr, const uint8_t *a, size_t as, int nc, float *y,
-                    int64_t ldy, const int R, const int C) {
-    qk45z_tile(nb, w, ws, nr, a, as, nc, y, ldy, R, C, 1);
-}
-X_QUANT_KERNELS(q5_Kz, Q_QK_K)
 
 
-/* ---- 512-bit Q4_K / Q6_K tiles with per-lane float accumulators ----
+/* ---- 512-bit Q4_K / Q5_K / Q6_K tiles with per-lane float accumulators ----
  * Per (row, column) pair one zmm of 16 float partial sums lives across all
  * super-blocks; the output is its fixed horizontal sum (x_hsum_zmm). Per
  * super-block and 64-element chunk k (weights unpacked as in the tiles
  * above), vpdpbusd gives exact int32 lanes (|lane| <= 4 * 63 * 128 < 2^15,
  * so each fits int16); vpackssdw packs two chunks losslessly and one
  * vpdpwssd applies the scale of each lane's sub-block (x_sidx_* tables).
- * Q4_K then folds the 16 lanes to lanes 0-7 and puts mins x bsums in lanes
+ * Q5_K adds 16 where its qh bit is set (lanes stay < 2^15: 4 * 31 * 128).
+ * Q4_K/Q5_K then fold the 16 lanes to lanes 0-7 and put mins x bsums in lanes
  * 8-15; Q6_K subtracts 32 * scale x bsums. The lanes are converted to float
  * (exact: below 2^24 for K-quant ranges, except theoretical Q6_K extremes
  * where the conversion rounds, identically everywhere) and added with one
@@ -237,8 +150,8 @@ X_NOSAN static void xv_gemm_drive(int64_t nb, const uint8_t *w, size_t ws, int n
         xv_gemm_drive(K / Q_QK_K, w, ws, nr, a, as, nc, y, ldy, name##_mv, name##_mm);                               \
     }
 
-XAI void q4_Kv_tile(int64_t nb, const uint8_t *w, size_t ws, int nr, const uint8_t *a, size_t as, int nc, float *y,
-                    int64_t ldy, const int R, const int C) {
+XAI void qk45v_tile(int64_t nb, const uint8_t *w, size_t ws, int nr, const uint8_t *a, size_t as, int nc, float *y,
+                    int64_t ldy, const int R, const int C, const int HB) {
     const uint8_t *wp[16], *ap[16];
     x_tile_ptrs(w, ws, nr, a, as, nc, R, C, wp, ap);
     const __m512i m4 = _mm512_set1_epi8(0x0F);
@@ -252,7 +165,9 @@ XAI void q4_Kv_tile(int64_t nb, const uint8_t *w, size_t ws, int nr, const uint8
     XUNROLL for (int i = 0; i < R * C; i++) acc[i] = _mm512_setzero_ps();
     for (int64_t b = 0; b < nb; b++) {
         XUNROLL for (int r = 0; r < R; r++) {
-            const block_q4_K *xb = (const block_q4_K *)wp[r] + b;
+            const block_q4_K *xb = (const block_q4_K *)(wp[r] + (size_t)b * (HB ? sizeof(block_q5_K) : sizeof(block_q4_K)));
+            /* d, dmin and scales lead both layouts; qs differs */
+            const uint8_t *qs = HB ? ((const block_q5_K *)xb)->qs : xb->qs;
             x_prefetch((const uint8_t *)xb + 1024);
             x_prefetch((const uint8_t *)xb + 1024 + 64);
             x_prefetch((const uint8_t *)xb + 1024 + 128);
@@ -266,11 +181,20 @@ XAI void q4_Kv_tile(int64_t nb, const uint8_t *w, size_t ws, int nr, const uint8
                 _mm512_permutexvar_ps(dsel, _mm512_castps128_ps512(_mm_cvtph_ps(_mm_cvtsi32_si128((int)ddm)))), dneg);
             __m512i W[4];
             XUNROLL for (int p = 0; p < 2; p++) {
-                const __m512i q = _mm512_loadu_si512((const void *)(xb->qs + 64 * p));
+                const __m512i q = _mm512_loadu_si512((const void *)(qs + 64 * p));
                 const __m512i lo = _mm512_and_si512(q, m4);
                 const __m512i hi = _mm512_and_si512(_mm512_srli_epi16(q, 4), m4);
                 W[2 * p] = _mm512_shuffle_i64x2(lo, hi, 0x44);
                 W[2 * p + 1] = _mm512_shuffle_i64x2(lo, hi, 0xEE);
+            }
+            if (HB) { /* Q5_K: bit j of qh[l] is the 5th bit of element 32j + l */
+                const __m512i hb =
+                    _mm512_broadcast_i64x4(_mm256_loadu_si256((const __m256i *)((const block_q5_K *)xb)->qh));
+                XUNROLL for (int k = 0; k < 4; k++) {
+                    const __m512i bits = _mm512_inserti64x4(_mm512_set1_epi8((char)(1 << (2 * k))),
+                                                            _mm256_set1_epi8((char)(1 << (2 * k + 1))), 1);
+                    W[k] = _mm512_mask_add_epi8(W[k], _mm512_test_epi8_mask(hb, bits), W[k], _mm512_set1_epi8(16));
+                }
             }
             XUNROLL for (int c = 0; c < C; c++) {
                 const block_q8_K *yb = (const block_q8_K *)ap[c] + b;
@@ -286,6 +210,15 @@ XAI void q4_Kv_tile(int64_t nb, const uint8_t *w, size_t ws, int nr, const uint8
     }
     x_store_zmm_tile(acc, R, C, nr, nc, y, ldy);
 }
+XAI void q4_Kv_tile(int64_t nb, const uint8_t *w, size_t ws, int nr, const uint8_t *a, size_t as, int nc, float *y,
+                    int64_t ldy, const int R, const int C) {
+    qk45v_tile(nb, w, ws, nr, a, as, nc, y, ldy, R, C, 0);
+}
+XAI void q5_Kv_tile(int64_t nb, const uint8_t *w, size_t ws, int nr, const uint8_t *a, size_t as, int nc, float *y,
+                    int64_t ldy, const int R, const int C) {
+    qk45v_tile(nb, w, ws, nr, a, as, nc, y, ldy, R, C, 1);
+}
+XV_QUANT_KERNELS(q5_Kv)
 XV_QUANT_KERNELS(q4_Kv)
 
 XAI void q6_Kv_tile(int64_t nb, const uint8_t *w, size_t ws, int nr, const uint8_t *a, size_t as, int nc, float *y,
@@ -466,8 +399,8 @@ X_NOSAN void tensor_x86_avx512_init(tensor_ops *ops, bool vnni) {
         x_quantizers_install(ops);
         ops->vec_dot[Q_TYPE_Q4_K] = q4_Kv_vec_dot;
         ops->gemm[Q_TYPE_Q4_K] = q4_Kv_gemm;
-        ops->vec_dot[Q_TYPE_Q5_K] = q5_Kz_vec_dot;
-        ops->gemm[Q_TYPE_Q5_K] = q5_Kz_gemm;
+        ops->vec_dot[Q_TYPE_Q5_K] = q5_Kv_vec_dot;
+        ops->gemm[Q_TYPE_Q5_K] = q5_Kv_gemm;
         ops->vec_dot[Q_TYPE_Q6_K] = q6_Kv_vec_dot;
         ops->gemm[Q_TYPE_Q6_K] = q6_Kv_gemm;
     }

@@ -8,16 +8,16 @@
  *
  * Numerics (what holds now; tensor.h requires batch invariance within a set
  * and closeness to the scalar reference, see quants_ref.h):
- *  - block types, reference order (AVX2: all; AVX-512: Q4_0, Q8_0, Q5_K, and
+ *  - block types, reference order (AVX2: all; AVX-512: Q4_0, Q8_0, and
  *    every type without VNNI): per block, an exact int32 sum (any lane
  *    layout: integer addition is associative), then the reference's float
  *    update, computed with separately rounded mul/add intrinsics in the
  *    reference's order. The results are bit-identical to the scalar
  *    reference and to every set doing the same, under any tiling.
- *  - AVX-512 VNNI Q4_K and Q6_K, per-lane order: per (row, column) one zmm
+ *  - AVX-512 VNNI Q4_K, Q5_K and Q6_K, per-lane order: per (row, column) one zmm
  *    of 16 float partial sums lives across all super-blocks; each
  *    super-block adds, with one FMA per lane, an exact int32 lane sum
- *    (scaled sub-block dots, and for Q4_K the mins in lanes 8-15) converted
+ *    (scaled sub-block dots, and for Q4_K/Q5_K the mins in lanes 8-15) converted
  *    to float, times (d or -dmin of the row) * d of the column; one fixed
  *    horizontal sum gives the output. vec_dot, matvec and gemm tiles run the
  *    same per-pair code (kernels_avx512.c), so within the set each output
