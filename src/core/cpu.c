@@ -52,8 +52,9 @@ bool kn_cpu_supports(const kn_cpu_features *f, kn_cpu_level lvl) {
     switch (lvl) {
     case KN_CPU_GENERIC: return true;
     case KN_CPU_AVX2: return f->avx2 && f->fma && f->f16c;
-    case KN_CPU_AVX512:
-        return kn_cpu_supports(f, KN_CPU_AVX2) && f->avx512f && f->avx512bw && f->avx512vl && f->avx512dq;
+    case KN_CPU_AVX512: /* VNNI included: an AVX-512 CPU without it (Skylake-X) runs the avx2 set */
+        return kn_cpu_supports(f, KN_CPU_AVX2) && f->avx512f && f->avx512bw && f->avx512vl && f->avx512dq &&
+               f->avx512vnni;
     default: return false;
     }
 }

@@ -108,7 +108,7 @@ double kn_now_s(void);
 typedef enum kn_cpu_level {
     KN_CPU_GENERIC = 0, /* portable C only */
     KN_CPU_AVX2 = 1,    /* AVX2 + FMA + F16C */
-    KN_CPU_AVX512 = 2,  /* AVX-512 F/BW/VL/DQ (+VNNI, BF16 when present) */
+    KN_CPU_AVX512 = 2,  /* AVX-512 F/BW/VL/DQ + VNNI */
     KN_CPU_LEVEL_COUNT
 } kn_cpu_level;
 
