@@ -191,6 +191,48 @@ static void matmul_q(model_ctx *c, const model_tensor *w, int64_t n, float *y, i
     tensor_matmul(c->ops, pool_for(c, w->ne0 * w->ne1 * n), w->type, w->data, w->ne0, w->ne1, c->act, n, y, ldy);
 }
 
+/* Up to three matmuls over the same quantized input in one pool run (Q, K
+ * and V; gate and up): the threads split the concatenated rows, so there is
+ * one synchronisation instead of three and the split stays balanced. The
+ * per-element results are those of separate calls (tensor.h: any row split
+ * gives the same bits). */
+typedef struct multi_mm {
+    const tensor_ops *ops;
+    const void *act;
+    int64_t n;
+    int count;
+    const model_tensor *w[3];
+    float *y[3];
+    int64_t ldy[3];
+} multi_mm;
+
+static void multi_mm_fn(void *arg, int ith, int nth) {
+    const multi_mm *j = arg;
+    int64_t total = 0;
+    for (int i = 0; i < j->count; i++) total += j->w[i]->ne1;
+    int64_t lo, hi;
+    kn_split_range(total, 16, ith, nth, &lo, &hi);
+    int64_t base = 0;
+    for (int i = 0; i < j->count && lo < hi; i++) {
+        const model_tensor *w = j->w[i];
+        const int64_t a = lo > base ? lo - base : 0, b = hi - base < w->ne1 ? hi - base : w->ne1;
+        if (a < b) tensor_matmul_rows(j->ops, w->type, w->data, w->ne0, a, b, j->act, j->n, j->y[i], j->ldy[i]);
+        base += w->ne1;
+    }
+}
+
+/* Runs the matmuls that share c->act (same weight type and K) together. */
+static void matmul_multi(model_ctx *c, int count, const model_tensor *const *w, float *const *y,
+                         const int64_t *ldy, int64_t n) {
+    multi_mm j = {.ops = c->ops, .act = c->act, .n = n, .count = count};
+    int64_t macs = 0;
+    for (int i = 0; i < count; i++) {
+        j.w[i] = w[i], j.y[i] = y[i], j.ldy[i] = ldy[i];
+        macs += w[i]->ne0 * w[i]->ne1 * n;
+    }
+    kn_pool_run(pool_for(c, macs), multi_mm_fn, &j);
+}
+
 /* The same from float input rows of stride ldx. */
 static void matmul(model_ctx *c, const model_tensor *w, const float *x, int64_t ldx, int64_t n, float *y,
                    int64_t ldy) {
@@ -445,11 +487,18 @@ kn_status model_forward(model_ctx *c, model_kv *kv, const model_batch *b, float 
         rj.layer = l;
         /* x (+= previous block's output) -> attn_norm -> quantized for Q/K/V */
         rows(&rj, l == 0 ? ROWS_NORM_QUANT : ROWS_RESID_NORM_QUANT, &L->attn_norm, &L->wq, c->xn, E);
-        matmul_q(c, &L->wq, n, c->q, Hq);
-        if (L->wk.type != L->wq.type) tensor_act_quantize(c->ops, L->wk.type, c->xn, E, E, n, c->act);
-        matmul_q(c, &L->wk, n, c->k, Hkv);
-        if (L->wv.type != L->wk.type) tensor_act_quantize(c->ops, L->wv.type, c->xn, E, E, n, c->act);
-        matmul_q(c, &L->wv, n, c->v, Hkv);
+        if (L->wk.type == L->wq.type && L->wv.type == L->wq.type) {
+            const model_tensor *ws[3] = {&L->wq, &L->wk, &L->wv};
+            float *ys[3] = {c->q, c->k, c->v};
+            const int64_t lds[3] = {Hq, Hkv, Hkv};
+            matmul_multi(c, 3, ws, ys, lds, n);
+        } else {
+            matmul_q(c, &L->wq, n, c->q, Hq);
+            if (L->wk.type != L->wq.type) tensor_act_quantize(c->ops, L->wk.type, c->xn, E, E, n, c->act);
+            matmul_q(c, &L->wk, n, c->k, Hkv);
+            if (L->wv.type != L->wk.type) tensor_act_quantize(c->ops, L->wv.type, c->xn, E, E, n, c->act);
+            matmul_q(c, &L->wv, n, c->v, Hkv);
+        }
         rows(&rj, ROWS_ROPE_KV, NULL, NULL, NULL, Hq); /* ld only sizes the work estimate */
         attn_job aj = {.c = c, .kv = kv, .b = b, .layer = l};
         int64_t attn_macs = 0;
@@ -459,9 +508,16 @@ kn_status model_forward(model_ctx *c, model_kv *kv, const model_batch *b, float 
         matmul_q(c, &L->wo, n, c->xn, E);
         /* x += attention -> ffn_norm -> quantized for gate/up */
         rows(&rj, ROWS_RESID_NORM_QUANT, &L->ffn_norm, &L->w_gate, c->xn, E);
-        matmul_q(c, &L->w_gate, n, c->gate, F);
-        if (L->w_up.type != L->w_gate.type) tensor_act_quantize(c->ops, L->w_up.type, c->xn, E, E, n, c->act);
-        matmul_q(c, &L->w_up, n, c->up, F);
+        if (L->w_up.type == L->w_gate.type) {
+            const model_tensor *ws[2] = {&L->w_gate, &L->w_up};
+            float *ys[2] = {c->gate, c->up};
+            const int64_t lds[2] = {F, F};
+            matmul_multi(c, 2, ws, ys, lds, n);
+        } else {
+            matmul_q(c, &L->w_gate, n, c->gate, F);
+            tensor_act_quantize(c->ops, L->w_up.type, c->xn, E, E, n, c->act);
+            matmul_q(c, &L->w_up, n, c->up, F);
+        }
         rows(&rj, ROWS_SWIGLU_QUANT, NULL, &L->w_down, c->gate, F);
         matmul_q(c, &L->w_down, n, c->xn, E);
     }
