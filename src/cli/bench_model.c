@@ -29,6 +29,7 @@ static void usage(FILE *f) {
                "  -b LIST       batched decode sequence counts (default 1,4,16; \"\" = skip)\n"
                "  -r N          repetitions (default 3)\n"
                "  --kv-type T   KV cache type: f16 (default) or q8_0\n"
+               "  --mmap        compute from the file mapping (no copy into huge pages)\n"
                "  --json        one JSON object on stdout\n");
 }
 
@@ -74,10 +75,12 @@ int bench_model_main(int argc, char **argv) {
     long long threads = kn_default_threads(), np = 512, ng = 128, reps = 3;
     bool json = false;
     model_kv_type kv_type = MODEL_KV_F16;
+    model_load_opts load_opts = {0};
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i], *v;
         long long *dst = NULL, hi = 0;
         if (!strcmp(a, "--json")) { json = true; continue; }
+        if (!strcmp(a, "--mmap")) { load_opts.mmap_weights = true; continue; }
         if (!strcmp(a, "--kv-type")) {
             if (!(v = cli_flag_value("bench model", argc, argv, &i))) return 2;
             if (!model_kv_type_parse(v, &kv_type)) {
@@ -136,7 +139,7 @@ int bench_model_main(int argc, char **argv) {
     bench b = {.rng = 1234};
     json_t *root = NULL;
     if (!pool) goto done;
-    if (model_load(path, &b.m, &err) != KN_OK) {
+    if (model_load(path, &load_opts, &b.m, &err) != KN_OK) {
         fprintf(stderr, "kiln bench model: %s: %s\n", path, err.msg);
         goto done;
     }

@@ -26,6 +26,7 @@ static void usage(FILE *f) {
                "  -t, --threads N      threads (default: online CPUs)\n"
                "  -b, --batch-size N   tokens per forward call (default 512)\n"
                "      --kv-type T      KV cache type: f16 (default) or q8_0\n"
+               "      --mmap           compute from the file mapping (no copy into huge pages)\n"
                "      --json           JSON output (the only format)\n");
 }
 
@@ -64,6 +65,7 @@ int cmd_eval(int argc, char **argv) {
     long long k = 8, threads = kn_default_threads(), batch = 512;
     bool json = false;
     model_kv_type kv_type = MODEL_KV_F16;
+    model_load_opts load_opts = {0};
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i], *v;
         long long *dst = NULL, lo = 1, hi = 0;
@@ -75,6 +77,10 @@ int cmd_eval(int argc, char **argv) {
         }
         if (!strcmp(a, "--json")) {
             json = true;
+            continue;
+        }
+        if (!strcmp(a, "--mmap")) {
+            load_opts.mmap_weights = true;
             continue;
         }
         if (!strcmp(a, "--kv-type")) {
@@ -129,7 +135,7 @@ int cmd_eval(int argc, char **argv) {
     tensor_ops ops;
     tensor_ops_init(&ops, lvl);
     if (!(pool = kn_pool_create((int)threads))) goto oom;
-    if (model_load(model_path, &m, &err) != KN_OK) {
+    if (model_load(model_path, &load_opts, &m, &err) != KN_OK) {
         fprintf(stderr, "kiln eval: %s: %s\n", model_path, err.msg);
         goto done;
     }

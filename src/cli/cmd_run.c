@@ -27,6 +27,8 @@ static void usage(FILE *f) {
             "  -t, --threads N        threads (default: online CPUs)\n"
             "  -b, --batch-size N     prefill chunk size (default 512)\n"
             "      --kv-type T        KV cache type: f16 (default) or q8_0 (half the memory)\n"
+            "      --mmap             compute from the file mapping instead of a copy in huge pages\n"
+            "                         (less memory and faster load; slower decode)\n"
             "      --temp T           temperature (default 0.8; 0 = greedy)\n"
             "      --top-k K          top-k (default 40; 0 = off)\n"
             "      --top-p P          top-p (default 0.95; 1 = off)\n"
@@ -49,6 +51,7 @@ int cmd_run(int argc, char **argv) {
     long long n_predict = 128, n_ctx = 0, threads = kn_default_threads(), batch = 512;
     bool ignore_eos = false, chat = false;
     model_kv_type kv_type = MODEL_KV_F16;
+    model_load_opts load_opts = {0};
     eng_sampler_params sp = eng_sampler_defaults();
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i], *v;
@@ -96,6 +99,7 @@ int cmd_run(int argc, char **argv) {
         else if (!strcmp(a, "-s") || !strcmp(a, "--seed")) { INT(0, INT64_MAX, iv); sp.seed = (uint64_t)iv; }
         else if (!strcmp(a, "--ignore-eos")) ignore_eos = true;
         else if (!strcmp(a, "--chat")) chat = true;
+        else if (!strcmp(a, "--mmap")) load_opts.mmap_weights = true;
         else if (!strcmp(a, "--kv-type")) {
             VAL();
             if (!model_kv_type_parse(v, &kv_type)) {
@@ -156,7 +160,7 @@ int cmd_run(int argc, char **argv) {
     }
 
     double t0 = kn_now_s();
-    if (model_load(model_path, &m, &err) != KN_OK) {
+    if (model_load(model_path, &load_opts, &m, &err) != KN_OK) {
         fprintf(stderr, "kiln run: %s: %s\n", model_path, err.msg);
         goto done;
     }
@@ -226,9 +230,11 @@ int cmd_run(int argc, char **argv) {
     }
     double t_load = kn_now_s() - t0;
     KN_INFO("loaded %s (%s, %d layers, dim %d, vocab %d) in %.2f s with kernel set %s, %lld threads; "
-            "memory: weights %.1f MiB (mapped), KV %.1f MiB (ctx %lld), scratch %.1f MiB",
+            "memory: weights %.1f MiB (%s), KV %.1f MiB (%s, ctx %lld), scratch %.1f MiB",
             model_path, hp->arch_name, hp->n_layer, hp->n_embd, hp->n_vocab, t_load, kn_cpu_level_name(lvl),
-            threads, (double)m->weight_bytes / 1048576.0, (double)model_kv_bytes(kv) / 1048576.0, n_ctx,
+            threads, (double)m->weight_bytes / 1048576.0,
+            m->weights_mem ? (m->huge_pages ? "copied, huge pages" : "copied") : "mapped",
+            (double)model_kv_bytes(kv) / 1048576.0, model_kv_type_name(kv_type), n_ctx,
             (double)model_ctx_bytes(ctx) / 1048576.0);
 
     /* prefill in chunks; only the last token's logits are needed */

@@ -84,12 +84,24 @@ typedef struct model {
     model_tensor output;      /* [n_embd x n_vocab]; == tok_embd when tied */
     model_layer *layers;      /* [n_layer] owned */
     uint64_t weight_bytes;
+    void *weights_mem;        /* owned copy of the data section (NULL when mapped) */
+    size_t weights_len;
+    bool huge_pages;          /* the copy is advised to transparent huge pages */
 } model;
 
-/* Loads and validates a model file. err names the problem (without the path). */
-kn_status model_load(const char *path, model **out, kn_err *err);
+typedef struct model_load_opts {
+    /* false (default): copy the weights into anonymous memory backed by
+     * transparent huge pages (faster decode: far fewer TLB misses);
+     * true: compute straight from the file mapping (less memory, shared
+     * page cache, faster load), like llama.cpp's default. */
+    bool mmap_weights;
+} model_load_opts;
+
+/* Loads and validates a model file; opts may be NULL (defaults). err names
+ * the problem (without the path). */
+kn_status model_load(const char *path, const model_load_opts *opts, model **out, kn_err *err);
 /* The same over an already opened GGUF; takes ownership of g on success. */
-kn_status model_load_gguf(gguf_ctx *g, model **out, kn_err *err);
+kn_status model_load_gguf(gguf_ctx *g, const model_load_opts *opts, model **out, kn_err *err);
 void model_destroy(model *m); /* accepts NULL */
 
 /* ---- KV store ---- */

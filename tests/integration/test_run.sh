@@ -43,6 +43,11 @@ g2=$($K run -m "$S/models/tiny-llama-Q8_0.gguf" -p "The cat" -n 8 --temp 0 --kv-
 check "Q8_0 KV runs (greedy output non-empty)" test -n "$g2"
 [ "$g1" = "$g2" ] || echo "note: Q8_0 KV changed the greedy continuation (allowed on random weights)"
 
+$K eval -m "$S/models/tiny-llama-Q4_K_M.gguf" -f "$S/reference/prompts/story.txt" --json >"$tmp/e1.json" 2>/dev/null
+$K eval -m "$S/models/tiny-llama-Q4_K_M.gguf" -f "$S/reference/prompts/story.txt" --json --mmap >"$tmp/e2.json" 2>/dev/null
+check "eval gives the same logits with weights mapped (--mmap) or copied" cmp -s "$tmp/e1.json" "$tmp/e2.json"
+check "eval output is not empty" test -s "$tmp/e1.json"
+
 $K bench model -m "$S/models/stories260K.gguf" -p 16 -n 8 -b 1,2 -r 1 -t 1 --json >"$tmp/b.json" 2>/dev/null
 check "bench model --json has the documented keys" /usr/bin/python3 -c "
 import json,sys

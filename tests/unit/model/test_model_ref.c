@@ -83,7 +83,7 @@ static int check_reference(env *e, const char *model_name, const char *ref_path,
              model_name);
     model *m;
     kn_err err = {0};
-    kn_status st = model_load(path, &m, &err);
+    kn_status st = model_load(path, NULL, &m, &err);
     if (st != KN_OK) {
         fprintf(stderr, "%s: %s\n", path, err.msg);
         json_decref(ref);
@@ -197,7 +197,7 @@ static void check_batch_invariance(env *e, const char *rel) {
     tu_shared_path(path, sizeof path, rel);
     model *m;
     kn_err err = {0};
-    assert_int_equal(model_load(path, &m, &err), KN_OK);
+    assert_int_equal(model_load(path, NULL, &m, &err), KN_OK);
     const int n = 40, V = m->hp.n_vocab;
     int32_t a[40], bt[40];
     for (int i = 0; i < n; i++) a[i] = 1 + (i * 37) % 500, bt[i] = 1 + (i * 91 + 7) % 500;
@@ -251,12 +251,12 @@ static void test_load_errors(void **state) {
     kn_err err = {0};
     /* a vocab-only file has no tensors: the first missing one is named */
     tu_shared_path(path, sizeof path, "tokenizers/ggml-vocab-llama-spm.gguf");
-    assert_int_not_equal(model_load(path, &m, &err), KN_OK);
+    assert_int_not_equal(model_load(path, NULL, &m, &err), KN_OK);
     assert_null(m);
     assert_non_null(strstr(err.msg, "token_embd.weight"));
     /* an unsupported architecture is named */
     tu_shared_path(path, sizeof path, "models/tiny-bert-mean-f16.gguf");
-    assert_int_equal(model_load(path, &m, &err), KN_EUNSUPPORTED);
+    assert_int_equal(model_load(path, NULL, &m, &err), KN_EUNSUPPORTED);
     assert_non_null(strstr(err.msg, "bert"));
 }
 
