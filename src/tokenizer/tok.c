@@ -94,7 +94,7 @@ int32_t tok_map_insert(tok_map *m, const char *pool, const uint64_t *off, const 
 }
 
 /* GPT-2 byte-level alphabet: code point -> byte (-1 outside the alphabet). */
-static void bl_tables(int16_t cp_to_byte[324]) {
+void tok_byte_alphabet(int16_t cp_to_byte[324]) {
     for (int i = 0; i < 324; i++) cp_to_byte[i] = -1;
     int k = 0;
     for (unsigned c = 0; c < 256; c++) {
@@ -105,7 +105,7 @@ static void bl_tables(int16_t cp_to_byte[324]) {
 }
 
 /* Decodes one strict UTF-8 code point; returns its length or 0 if invalid. */
-static size_t utf8_decode(const unsigned char *s, size_t n, uint32_t *cp) {
+size_t tok_utf8_decode(const unsigned char *s, size_t n, uint32_t *cp) {
     if (!n) return 0;
     unsigned char c = s[0];
     if (c < 0x80) { *cp = c; return 1; }
@@ -123,6 +123,18 @@ static size_t utf8_decode(const unsigned char *s, size_t n, uint32_t *cp) {
     if ((l == 3 && v < 0x800) || (l == 4 && (v < 0x10000 || v > 0x10FFFF)) || (v >= 0xD800 && v <= 0xDFFF)) return 0;
     *cp = v;
     return l;
+}
+
+size_t tok_utf8_encode(uint32_t cp, char *o) {
+    if (cp < 0x80) { o[0] = (char)cp; return 1; }
+    if (cp < 0x800) { o[0] = (char)(0xC0 | (cp >> 6)); o[1] = (char)(0x80 | (cp & 0x3F)); return 2; }
+    if (cp < 0x10000) {
+        o[0] = (char)(0xE0 | (cp >> 12)); o[1] = (char)(0x80 | ((cp >> 6) & 0x3F)); o[2] = (char)(0x80 | (cp & 0x3F));
+        return 3;
+    }
+    o[0] = (char)(0xF0 | (cp >> 18)); o[1] = (char)(0x80 | ((cp >> 12) & 0x3F));
+    o[2] = (char)(0x80 | ((cp >> 6) & 0x3F)); o[3] = (char)(0x80 | (cp & 0x3F));
+    return 4;
 }
 
 /* ------------------------------------------------------------------------ */
@@ -194,7 +206,7 @@ static kn_status build_pieces(tok_vocab *v) {
     v->piece_len = malloc(sizeof(uint32_t) * (size_t)v->n);
     if (!v->piece_pool || !v->piece_off || !v->piece_len) return KN_ENOMEM;
     int16_t cp_to_byte[324];
-    bl_tables(cp_to_byte);
+    tok_byte_alphabet(cp_to_byte);
     uint64_t pos = 0;
     for (int32_t i = 0; i < v->n; i++) {
         const char *t = v->text_pool + v->text_off[i];
@@ -210,7 +222,7 @@ static kn_status build_pieces(tok_vocab *v) {
                 size_t k = 0;
                 while (k < tl) {
                     uint32_t cp;
-                    size_t cl = utf8_decode((const unsigned char *)t + k, tl - k, &cp);
+                    size_t cl = tok_utf8_decode((const unsigned char *)t + k, tl - k, &cp);
                     int b = -1;
                     if (cl) {
                         if (cp < 324) b = cp_to_byte[cp];
@@ -930,7 +942,7 @@ static size_t dec_emit(tok_decoder *d, const char *in, size_t n) {
         size_t avail = total - i < 4 ? total - i : 4;
         for (size_t k = 0; k < avail; k++) seq[k] = AT(i + k);
         uint32_t cp;
-        size_t l = utf8_decode(seq, avail, &cp);
+        size_t l = tok_utf8_decode(seq, avail, &cp);
         if (l) {
             memcpy(d->outb + o, seq, l);
             o += l;

@@ -106,39 +106,7 @@ static const pre_family *find_family(const char *pre) {
     return NULL;
 }
 
-/* ---- byte-level alphabet ---- */
-
-static bool bl_self(unsigned c) { return (c >= 33 && c <= 126) || (c >= 161 && c <= 172) || (c >= 174 && c <= 255); }
-
-/* code point -> byte table for the 324 code points of the alphabet */
-static void bl_tables(int16_t cp_to_byte[324]) {
-    for (int i = 0; i < 324; i++) cp_to_byte[i] = -1;
-    int k = 0;
-    for (unsigned c = 0; c < 256; c++) {
-        if (bl_self(c)) cp_to_byte[c] = (int16_t)c;
-        else cp_to_byte[256 + k++] = (int16_t)c;
-    }
-}
-
-static size_t utf8_strict(const unsigned char *s, size_t n, uint32_t *cp) {
-    if (!n) return 0;
-    unsigned char c = s[0];
-    if (c < 0x80) { *cp = c; return 1; }
-    size_t l;
-    uint32_t v;
-    if (c >= 0xC2 && c <= 0xDF) { l = 2; v = c & 0x1F; }
-    else if (c >= 0xE0 && c <= 0xEF) { l = 3; v = c & 0x0F; }
-    else if (c >= 0xF0 && c <= 0xF4) { l = 4; v = c & 0x07; }
-    else return 0;
-    if (n < l) return 0;
-    for (size_t i = 1; i < l; i++) {
-        if ((s[i] & 0xC0) != 0x80) return 0;
-        v = (v << 6) | (s[i] & 0x3F);
-    }
-    if ((l == 3 && v < 0x800) || (l == 4 && (v < 0x10000 || v > 0x10FFFF)) || (v >= 0xD800 && v <= 0xDFFF)) return 0;
-    *cp = v;
-    return l;
-}
+/* ---- byte-level alphabet: tok_byte_alphabet (tok.c) ---- */
 
 /* ---- merge table ---- */
 
@@ -181,7 +149,7 @@ kn_status tok_bpe_setup(tok_vocab *v, const gguf_ctx *g, kn_err *err) {
 
     /* raw (byte-decoded) form of every token */
     int16_t cp_to_byte[324];
-    bl_tables(cp_to_byte);
+    tok_byte_alphabet(cp_to_byte);
     uint64_t total = 0;
     for (int32_t i = 0; i < v->n; i++) total += v->text_len[i];
     v->raw_pool = malloc(total + 1);
@@ -197,7 +165,7 @@ kn_status tok_bpe_setup(tok_vocab *v, const gguf_ctx *g, kn_err *err) {
         bool ok = true;
         while (k < tl) {
             uint32_t cp;
-            size_t cl = utf8_strict(t + k, tl - k, &cp);
+            size_t cl = tok_utf8_decode(t + k, tl - k, &cp);
             int b = (cl && cp < 324) ? cp_to_byte[cp] : -1;
             if (b < 0) { ok = false; break; }
             v->raw_pool[pos + o++] = (char)b;
@@ -305,17 +273,6 @@ bad:
     return 1;
 }
 
-static size_t put_utf8(uint32_t cp, char *o) {
-    if (cp < 0x80) { o[0] = (char)cp; return 1; }
-    if (cp < 0x800) { o[0] = (char)(0xC0 | (cp >> 6)); o[1] = (char)(0x80 | (cp & 0x3F)); return 2; }
-    if (cp < 0x10000) {
-        o[0] = (char)(0xE0 | (cp >> 12)); o[1] = (char)(0x80 | ((cp >> 6) & 0x3F)); o[2] = (char)(0x80 | (cp & 0x3F));
-        return 3;
-    }
-    o[0] = (char)(0xF0 | (cp >> 18)); o[1] = (char)(0x80 | ((cp >> 12) & 0x3F));
-    o[2] = (char)(0x80 | ((cp >> 6) & 0x3F)); o[3] = (char)(0x80 | (cp & 0x3F));
-    return 4;
-}
 
 /* Returns text itself when it is valid UTF-8, else a sanitized copy in e->buf. */
 static const char *sanitize(tok_encoder *e, const char *text, size_t *len) {
@@ -324,7 +281,7 @@ static const char *sanitize(tok_encoder *e, const char *text, size_t *len) {
     while (i < n) {
         if (s[i] < 0x80) { i++; continue; }
         uint32_t cp;
-        size_t l = utf8_strict(s + i, n - i, &cp);
+        size_t l = tok_utf8_decode(s + i, n - i, &cp);
         if (!l) break;
         i += l;
     }
@@ -336,7 +293,7 @@ static const char *sanitize(tok_encoder *e, const char *text, size_t *len) {
     while (i < n) {
         uint32_t cp;
         size_t l = lenient_cp(s + i, n - i, &cp);
-        o += put_utf8(cp, e->buf + o);
+        o += tok_utf8_encode(cp, e->buf + o);
         i += l;
     }
     *len = o;

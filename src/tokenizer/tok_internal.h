@@ -93,6 +93,14 @@ struct tok_vocab {
 
 /* ---- shared helpers (tok.c) ---- */
 uint32_t tok_hash32(const void *p, size_t len);
+/* Strict UTF-8: one code point from s[0..n); its length, or 0 if invalid
+ * (overlong, surrogate, past U+10FFFF or truncated). */
+size_t tok_utf8_decode(const unsigned char *s, size_t n, uint32_t *cp);
+/* Writes cp (<= U+10FFFF) as UTF-8 to o (room for 4); returns the length. */
+size_t tok_utf8_encode(uint32_t cp, char *o);
+/* GPT-2's byte alphabet: cp_to_byte[code point] = the byte it stands for,
+ * -1 for code points outside the alphabet (< 324). */
+void tok_byte_alphabet(int16_t cp_to_byte[324]);
 int32_t tok_map_find(const tok_map *m, const char *pool, const uint64_t *off, const void *lens, bool lens_signed,
                      const char *key, size_t len);
 kn_status tok_map_init(tok_map *m, uint64_t n);

@@ -38,17 +38,6 @@ bad:
     return 1;
 }
 
-static size_t put_utf8(uint32_t cp, char *o) {
-    if (cp < 0x80) { o[0] = (char)cp; return 1; }
-    if (cp < 0x800) { o[0] = (char)(0xC0 | (cp >> 6)); o[1] = (char)(0x80 | (cp & 0x3F)); return 2; }
-    if (cp < 0x10000) {
-        o[0] = (char)(0xE0 | (cp >> 12)); o[1] = (char)(0x80 | ((cp >> 6) & 0x3F)); o[2] = (char)(0x80 | (cp & 0x3F));
-        return 3;
-    }
-    o[0] = (char)(0xF0 | (cp >> 18)); o[1] = (char)(0x80 | ((cp >> 12) & 0x3F));
-    o[2] = (char)(0x80 | ((cp >> 6) & 0x3F)); o[3] = (char)(0x80 | (cp & 0x3F));
-    return 4;
-}
 
 static bool is_ws(uint32_t c) {
     return (c >= 9 && c <= 13) || c == ' ' || c == 0x85 || c == 0xA0 || c == 0x1680 || (c >= 0x2000 && c <= 0x200A) ||
@@ -150,11 +139,11 @@ kn_status tok_wpm_encode(tok_encoder *e, const char *text, size_t len, kn_err *e
         if (is_punct || (c < 0x7F && is_symbol) || is_chinese(c)) {
             END_WORD();
             BEGIN_WORD();
-            o += put_utf8(lc, e->buf + o);
+            o += tok_utf8_encode(lc, e->buf + o);
             END_WORD();
         } else {
             BEGIN_WORD();
-            o += put_utf8(lc, e->buf + o);
+            o += tok_utf8_encode(lc, e->buf + o);
         }
     }
     END_WORD();
