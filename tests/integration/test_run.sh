@@ -38,6 +38,10 @@ check "run --chat on qwen2 succeeds" test $rc -eq 0
 check "run --chat uses the model's template" grep -q "chat template: model" "$tmp/e"
 check "run reports timings" grep -q "tok/s" "$tmp/e"
 
+st=$($K run -m "$S/models/stories260K.gguf" -p "Once upon a time" -n 60 --temp 0 --stop Lily 2>/dev/null)
+full=$($K run -m "$S/models/stories260K.gguf" -p "Once upon a time" -n 60 --temp 0 2>/dev/null)
+check "--stop ends before the stop string" bash -c '[[ "$0" != *Lily* && "$1" == *Lily* && "$1" == "$0"* ]]' "$st" "$full"
+
 g1=$($K run -m "$S/models/tiny-llama-Q8_0.gguf" -p "The cat" -n 8 --temp 0 2>/dev/null | od -An -tx1)
 g2=$($K run -m "$S/models/tiny-llama-Q8_0.gguf" -p "The cat" -n 8 --temp 0 --kv-type q8_0 2>/dev/null | od -An -tx1)
 check "Q8_0 KV runs (greedy output non-empty)" test -n "$g2"
