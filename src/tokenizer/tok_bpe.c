@@ -62,7 +62,8 @@ static const pre_family FAMILIES[] = {
     {{"gpt-2", "phi-2", "mpt", "olmo", "jais", "trillion", "granite-docling", "exaone4", "jina-es", "jina-de",
       "gigachat", "jina-v2-es"},
      {RE_GPT2}, false, false, false, false},
-    {{"jina-v2-de", "a.x-4.0", "mellum", "modern-bert"}, {RE_GPT2}, false, false, false, false},
+    /* gpt-neox (EleutherAI, Pythia): a byte-level pre-tokenizer with the GPT-2 regex, as mpt */
+    {{"jina-v2-de", "a.x-4.0", "mellum", "modern-bert", "gpt-neox"}, {RE_GPT2}, false, false, false, false},
     {{"jina-v1-en", "jina-v2-code", "roberta-bpe"}, {RE_GPT2}, false, false, true, false},
     {{"qwen2", "deepseek-r1-qwen", "kormo", "f2llmv2", "megrez", "stablelm2", "hunyuan", "solar-open", "grok-2"},
      {RE_QWEN2}, false, false, false, false},
