@@ -6,4 +6,7 @@ bash scripts/setup.sh
 cmake -S . -B build -DCMAKE_BUILD_TYPE=Release >/dev/null
 cmake --build build -j "$(nproc)" >/dev/null
 MODEL=${KILN_MODEL:-../shared/models/stories260K.gguf}
-exec ./build/kiln run -m "$MODEL" -p "Once upon a time" -n 256 "$@"
+PROMPT="Once upon a time"
+# kiln run streams only the continuation; show the prompt it continues.
+printf '%s' "$PROMPT"
+exec ./build/kiln run -m "$MODEL" -p "$PROMPT" -n 256 "$@"
