@@ -125,6 +125,29 @@ size_t tok_utf8_decode(const unsigned char *s, size_t n, uint32_t *cp) {
     return l;
 }
 
+size_t tok_utf8_decode_lenient(const unsigned char *s, size_t n, uint32_t *cp) {
+    unsigned char c = s[0];
+    if (!(c & 0x80)) { *cp = c; return 1; }
+    size_t l;
+    uint32_t v;
+    if (!(c & 0x40)) goto bad;
+    if (!(c & 0x20)) { l = 2; v = c & 0x1F; }
+    else if (!(c & 0x10)) { l = 3; v = c & 0x0F; }
+    else if (!(c & 0x08)) { l = 4; v = c & 0x07; }
+    else goto bad;
+    if (n < l) goto bad;
+    for (size_t i = 1; i < l; i++) {
+        if ((s[i] & 0xC0) != 0x80) goto bad;
+        v = (v << 6) | (s[i] & 0x3F);
+    }
+    if ((v >= 0xD800 && v <= 0xDFFF) || v > 0x10FFFF) v = 0xFFFD;
+    *cp = v;
+    return l;
+bad:
+    *cp = 0xFFFD;
+    return 1;
+}
+
 size_t tok_utf8_encode(uint32_t cp, char *o) {
     if (cp < 0x80) { o[0] = (char)cp; return 1; }
     if (cp < 0x800) { o[0] = (char)(0xC0 | (cp >> 6)); o[1] = (char)(0x80 | (cp & 0x3F)); return 2; }

@@ -249,30 +249,6 @@ void tok_bpe_free(tok_vocab *v) {
 
 /* ---- encoding ---- */
 
-/* llama.cpp's lenient UTF-8 reading: returns the code point and its length;
- * invalid sequences give U+FFFD over one byte. */
-static size_t lenient_cp(const unsigned char *s, size_t n, uint32_t *cp) {
-    unsigned char c = s[0];
-    if (!(c & 0x80)) { *cp = c; return 1; }
-    size_t l;
-    uint32_t v;
-    if (!(c & 0x40)) goto bad;
-    if (!(c & 0x20)) { l = 2; v = c & 0x1F; }
-    else if (!(c & 0x10)) { l = 3; v = c & 0x0F; }
-    else if (!(c & 0x08)) { l = 4; v = c & 0x07; }
-    else goto bad;
-    if (n < l) goto bad;
-    for (size_t i = 1; i < l; i++) {
-        if ((s[i] & 0xC0) != 0x80) goto bad;
-        v = (v << 6) | (s[i] & 0x3F);
-    }
-    if ((v >= 0xD800 && v <= 0xDFFF) || v > 0x10FFFF) v = 0xFFFD;
-    *cp = v;
-    return l;
-bad:
-    *cp = 0xFFFD;
-    return 1;
-}
 
 
 /* Returns text itself when it is valid UTF-8, else a sanitized copy in e->buf. */
@@ -293,7 +269,7 @@ static const char *sanitize(tok_encoder *e, const char *text, size_t *len) {
     o = i;
     while (i < n) {
         uint32_t cp;
-        size_t l = lenient_cp(s + i, n - i, &cp);
+        size_t l = tok_utf8_decode_lenient(s + i, n - i, &cp);
         o += tok_utf8_encode(cp, e->buf + o);
         i += l;
     }

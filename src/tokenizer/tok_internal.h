@@ -96,6 +96,10 @@ uint32_t tok_hash32(const void *p, size_t len);
 /* Strict UTF-8: one code point from s[0..n); its length, or 0 if invalid
  * (overlong, surrogate, past U+10FFFF or truncated). */
 size_t tok_utf8_decode(const unsigned char *s, size_t n, uint32_t *cp);
+/* llama.cpp's lenient UTF-8 reading (n >= 1): the code point and its length;
+ * an invalid sequence gives U+FFFD over one byte, a surrogate or a value
+ * past U+10FFFF gives U+FFFD over its length. */
+size_t tok_utf8_decode_lenient(const unsigned char *s, size_t n, uint32_t *cp);
 /* Writes cp (<= U+10FFFF) as UTF-8 to o (room for 4); returns the length. */
 size_t tok_utf8_encode(uint32_t cp, char *o);
 /* GPT-2's byte alphabet: cp_to_byte[code point] = the byte it stands for,

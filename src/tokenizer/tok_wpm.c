@@ -15,28 +15,6 @@
 #include <unicode/unorm2.h>
 #include <unicode/utf16.h>
 
-static size_t lenient_cp(const unsigned char *s, size_t n, uint32_t *cp) {
-    unsigned char c = s[0];
-    if (!(c & 0x80)) { *cp = c; return 1; }
-    size_t l;
-    uint32_t v;
-    if (!(c & 0x40)) goto bad;
-    if (!(c & 0x20)) { l = 2; v = c & 0x1F; }
-    else if (!(c & 0x10)) { l = 3; v = c & 0x0F; }
-    else if (!(c & 0x08)) { l = 4; v = c & 0x07; }
-    else goto bad;
-    if (n < l) goto bad;
-    for (size_t i = 1; i < l; i++) {
-        if ((s[i] & 0xC0) != 0x80) goto bad;
-        v = (v << 6) | (s[i] & 0x3F);
-    }
-    if (v > 0x10FFFF) v = 0xFFFD;
-    *cp = v;
-    return l;
-bad:
-    *cp = 0xFFFD;
-    return 1;
-}
 
 
 static bool is_ws(uint32_t c) {
@@ -119,7 +97,7 @@ kn_status tok_wpm_encode(tok_encoder *e, const char *text, size_t len, kn_err *e
     } while (0)
     for (size_t i = 0; i < len;) {
         uint32_t c;
-        i += lenient_cp((const unsigned char *)text + i, len - i, &c);
+        i += tok_utf8_decode_lenient((const unsigned char *)text + i, len - i, &c);
         if (nfd) c = nfd_first(nfd, c);
         if (is_ws(c)) {
             END_WORD();
