@@ -144,19 +144,13 @@ int cmd_eval(int argc, char **argv) {
         goto done;
     }
     size_t n = 0;
-    kn_status st = tok_encode(vocab, text, text_len, true, false, NULL, 0, &n, &err);
-    if ((st != KN_OK && st != KN_ERANGE) || n == 0) {
+    if (tok_encode_alloc(vocab, text, text_len, true, false, &toks, &n, &err) != KN_OK || n == 0) {
         fprintf(stderr, "kiln eval: cannot tokenize %s: %s\n", file, n ? err.msg : "no tokens");
         goto done;
     }
     if (m->hp.n_ctx_train > 0 && n > (size_t)m->hp.n_ctx_train) {
         fprintf(stderr, "kiln eval: %s has %zu tokens, more than the model's context %d\n", file, n,
                 m->hp.n_ctx_train);
-        goto done;
-    }
-    if (!(toks = malloc(n * sizeof *toks))) goto oom;
-    if (tok_encode(vocab, text, text_len, true, false, toks, n, &n, &err) != KN_OK) {
-        fprintf(stderr, "kiln eval: cannot tokenize %s: %s\n", file, err.msg);
         goto done;
     }
     if (batch > (long long)n) batch = (long long)n;

@@ -223,13 +223,7 @@ int cmd_run(int argc, char **argv) {
             goto done;
         }
     } else {
-        kn_status st = tok_encode(vocab, prompt, prompt_len, true, true, NULL, 0, &n_prompt, &err);
-        if ((st != KN_OK && st != KN_ERANGE) || n_prompt == 0) {
-            fprintf(stderr, "kiln run: cannot tokenize the prompt: %s\n", n_prompt ? err.msg : "it is empty");
-            goto done;
-        }
-        toks = malloc(n_prompt * sizeof *toks);
-        if (!toks || tok_encode(vocab, prompt, prompt_len, true, true, toks, n_prompt, &n_prompt, &err) != KN_OK) {
+        if (tok_encode_alloc(vocab, prompt, prompt_len, true, true, &toks, &n_prompt, &err) != KN_OK) {
             fprintf(stderr, "kiln run: cannot tokenize the prompt: %s\n", err.msg);
             goto done;
         }

@@ -84,20 +84,7 @@ kn_status eng_chat_tokenize(const eng_chat *c, const json_t *messages, const jso
     const tok_vocab *v = c->vocab;
     /* A template that writes BOS itself must not get a second one. */
     bool add_special = !(c->bos && tok_add_bos(v) && len >= strlen(c->bos) && !strncmp(text, c->bos, strlen(c->bos)));
-    size_t cnt = 0;
-    st = tok_encode(v, text, len, add_special, true, NULL, 0, &cnt, err);
-    if (st != KN_OK && st != KN_ERANGE) goto out;
-    *ids = malloc((cnt ? cnt : 1) * sizeof **ids);
-    if (!*ids) {
-        st = kn_fail(err, KN_ENOMEM, "out of memory");
-        goto out;
-    }
-    st = tok_encode(v, text, len, add_special, true, *ids, cnt, n, err);
-    if (st != KN_OK) {
-        free(*ids);
-        *ids = NULL;
-    }
-out:
+    st = tok_encode_alloc(v, text, len, add_special, true, ids, n, err);
     free(text);
     return st;
 }

@@ -888,6 +888,29 @@ kn_status tok_encode(const tok_vocab *v, const char *text, size_t len, bool add_
     return st;
 }
 
+kn_status tok_encode_alloc(const tok_vocab *v, const char *text, size_t len, bool add_special, bool parse_special,
+                           int32_t **ids, size_t *n, kn_err *err) {
+    *ids = NULL;
+    *n = 0;
+    tok_encoder *e = tok_encoder_create(v);
+    if (!e) return kn_fail(err, KN_ENOMEM, "tokenize: out of memory");
+    size_t cnt = 0;
+    kn_status st = tok_encoder_encode(e, text, len, add_special, parse_special, NULL, 0, &cnt, err);
+    if (st == KN_OK) { /* one pass: the encoder keeps the ids */
+        const int32_t *src = tok_encoder_ids(e, &cnt);
+        *ids = malloc((cnt ? cnt : 1) * sizeof **ids);
+        if (!*ids) {
+            st = kn_fail(err, KN_ENOMEM, "tokenize: out of memory");
+        } else {
+            if (cnt) memcpy(*ids, src, cnt * sizeof **ids);
+            *n = cnt;
+            st = KN_OK;
+        }
+    }
+    tok_encoder_destroy(e);
+    return st;
+}
+
 /* ------------------------------------------------------------------------ */
 /* streaming decoder                                                        */
 

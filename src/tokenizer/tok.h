@@ -143,6 +143,11 @@ const int32_t *tok_encoder_ids(const tok_encoder *e, size_t *n);
 kn_status tok_encode(const tok_vocab *v, const char *text, size_t len, bool add_special, bool parse_special,
                      int32_t *out, size_t cap, size_t *n_out, kn_err *err);
 
+/* Tokenizes once into a malloc'd array (*ids, caller frees; *n ids, possibly
+ * 0). On failure *ids is NULL and err names the problem. */
+kn_status tok_encode_alloc(const tok_vocab *v, const char *text, size_t len, bool add_special, bool parse_special,
+                           int32_t **ids, size_t *n, kn_err *err);
+
 /* ---- streaming decoding ----------------------------------------------- */
 
 /* A streaming detokenizer. Feeding one token returns the bytes that are ready
