@@ -16,6 +16,7 @@ typedef struct cli_command {
 } cli_command;
 
 static const cli_command COMMANDS[] = {
+    {"serve", cmd_serve, "serve models over HTTP (OpenAI- and Ollama-compatible APIs)"},
     {"run", cmd_run, "generate text from a prompt with a GGUF model"},
     {"eval", cmd_eval, "teacher-forced top-k logits of a prompt file, as JSON"},
     {"info", cmd_info, "describe a GGUF file (architecture, quant mix, tokenizer)"},

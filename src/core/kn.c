@@ -24,6 +24,8 @@ const char *kn_status_str(kn_status s) {
     case KN_ENOTFOUND: return "not found";
     case KN_ETYPE: return "type mismatch";
     case KN_EUNSUPPORTED: return "unsupported";
+    case KN_EBUSY: return "busy";
+    case KN_ECANCELLED: return "cancelled";
     }
     return "unknown status";
 }
@@ -133,6 +135,12 @@ uint64_t kn_now_ns(void) {
 }
 
 double kn_now_s(void) { return (double)kn_now_ns() * 1e-9; }
+
+void kn_sleep_ms(int ms) {
+    struct timespec ts = {.tv_sec = ms / 1000, .tv_nsec = (long)(ms % 1000) * 1000000L};
+    while (nanosleep(&ts, &ts) != 0 && errno == EINTR) {
+    }
+}
 
 kn_status kn_read_file(const char *path, size_t max_bytes, char **out, size_t *len, kn_err *err) {
     *out = NULL;

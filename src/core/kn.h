@@ -15,6 +15,8 @@
 #ifndef KILN_CORE_KN_H
 #define KILN_CORE_KN_H
 
+#define KILN_VERSION "0.5.0"
+
 #include <stdarg.h>
 #include <stdbool.h>
 #include <stddef.h>
@@ -32,6 +34,8 @@ typedef enum kn_status {
     KN_ENOTFOUND,    /* key, tensor or file does not exist */
     KN_ETYPE,        /* value exists but has another type */
     KN_EUNSUPPORTED, /* valid but not supported by kiln (yet) */
+    KN_EBUSY,        /* a bounded resource is full (queue, slots); retry later */
+    KN_ECANCELLED,   /* the operation was cancelled (client gone, shutdown) */
 } kn_status;
 
 const char *kn_status_str(kn_status s);
@@ -102,6 +106,8 @@ void kn_arena_reset(kn_arena *a);
 
 uint64_t kn_now_ns(void); /* CLOCK_MONOTONIC */
 double kn_now_s(void);
+/* Sleeps for ms milliseconds (interrupted sleeps resume). */
+void kn_sleep_ms(int ms);
 
 /* ---- CPU features and kernel sets ---------------------------------------- */
 

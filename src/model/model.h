@@ -129,8 +129,13 @@ typedef struct model_batch {
     const int32_t *token;  /* [n_tokens] */
     const int32_t *pos;    /* [n_tokens] position within its sequence */
     const int32_t *seq;    /* [n_tokens] sequence index < n_seq */
-    const uint8_t *logits; /* [n_tokens] nonzero: output logits for this token; NULL = last token only */
+    const uint8_t *logits; /* [n_tokens] MODEL_OUT_* bits per token; NULL = logits of the last token only */
+    float *embd;           /* with MODEL_OUT_EMBD: receives the final-normed hidden state (n_embd floats)
+                              of each token flagged so, in batch order (what embeddings pool) */
 } model_batch;
+
+#define MODEL_OUT_LOGITS 1 /* write this token's logits to out */
+#define MODEL_OUT_EMBD 2   /* write this token's last hidden state to b->embd */
 
 typedef struct model_ctx model_ctx;
 

@@ -525,10 +525,17 @@ kn_status model_forward(model_ctx *c, model_kv *kv, const model_batch *b, float 
     for (int t = 0; t < n; t++)
         if (b->pos[t] + 1 > kv->n_pos[b->seq[t]]) kv->n_pos[b->seq[t]] = b->pos[t] + 1;
 
-    /* final norm of the tokens that want logits, gathered contiguously */
+    /* final norm of the tokens that want their hidden state (embeddings),
+     * then of those that want logits, each gathered contiguously */
+    if (b->embd && b->logits) {
+        int n_emb = 0;
+        for (int t = 0; t < n; t++)
+            if (b->logits[t] & MODEL_OUT_EMBD)
+                rmsnorm(b->embd + (size_t)n_emb++ * E, c->x + (size_t)t * E, m->output_norm.data, E, hp->rms_eps);
+    }
     int n_out = 0;
     for (int t = 0; t < n; t++) {
-        bool want = b->logits ? b->logits[t] != 0 : t == n - 1;
+        bool want = b->logits ? (b->logits[t] & MODEL_OUT_LOGITS) != 0 : t == n - 1;
         if (!want) continue;
         rmsnorm(c->xn + (size_t)n_out * E, c->x + (size_t)t * E, m->output_norm.data, E, hp->rms_eps);
         n_out++;

@@ -1,0 +1,159 @@
+/*
+ * cmd_serve.c — `kiln serve`: the HTTP server over a model directory or one
+ * model file, until SIGTERM/SIGINT, then a graceful shutdown.
+ */
+#include "cli.h"
+#include "runtime/registry.h"
+#include "server/config.h"
+#include "server/server.h"
+
+#include <pthread.h>
+#include <signal.h>
+#include <stdio.h>
+#include <string.h>
+
+static void usage(FILE *f) {
+    fprintf(f,
+            "usage: kiln serve (-m FILE.gguf | --models DIR) [options]\n\n"
+            "Serves GGUF models over HTTP with OpenAI-compatible (/v1/chat/completions, /v1/completions,\n"
+            "/v1/embeddings, /v1/models), Ollama-compatible (/api/generate, /api/chat, /api/embed, /api/tags,\n"
+            "/api/ps, /api/show, /api/version) and kiln routes (/health, /tokenize, /detokenize).\n"
+            "Stops on SIGTERM or SIGINT: stops accepting, finishes the requests in flight (up to the grace\n"
+            "period), then unloads the models.\n\n"
+            "Settings come from, in increasing precedence: defaults, --config FILE (YAML, the keys are the\n"
+            "long flag names, e.g. `ctx-size: 2048`), the environment (KILN_HOST, KILN_PORT, KILN_MODELS,\n"
+            "KILN_API_KEY), then the flags.\n\n"
+            "options:\n"
+            "      --models DIR        serve every DIR/<name>.gguf as <name>, loaded on first use (default ./models)\n"
+            "  -m, --model FILE        serve this one file (loaded at startup; requests may omit \"model\")\n"
+            "      --default-model N   the model for requests that name none\n"
+            "      --host H            address to listen on (default 127.0.0.1)\n"
+            "      --port P            port (default 8080; 0 = any free port, logged at startup)\n"
+            "  -t, --threads N         compute threads per model (default: online CPUs)\n"
+            "  -c, --ctx-size N        context of EACH sequence (prompt + generated tokens), like Ollama's\n"
+            "                          num_ctx; not a total split across slots as in llama-server\n"
+            "                          (default 0 = the model's trained context, at most 4096)\n"
+            "  -np, --parallel N       sequences decoded together per model (default 4)\n"
+            "  -b, --batch-size N      tokens per forward step: decode tokens plus prompt chunks (default 512)\n"
+            "      --kv-tokens N       KV positions per model in all (default 0 = parallel x ctx-size; a smaller\n"
+            "                          value lowers the number of slots to kv-tokens / ctx-size)\n"
+            "      --kv-type T         KV cache type: f16 (default) or q8_0 (half the memory)\n"
+            "      --api-key KEY       require 'Authorization: Bearer KEY' on every route but /health\n"
+            "      --config FILE       YAML settings file\n"
+            "      --max-body BYTES    request body limit (default 8m; k/m/g suffixes)\n"
+            "      --queue-len N       requests that may wait for a slot; more get 503 (default 64)\n"
+            "      --queue-timeout S   longest wait for a slot before 503 (default 60)\n"
+            "      --grace-period S    shutdown waits this long for requests in flight (default 30)\n"
+            "      --conn-limit N      open connections (default 1024)\n"
+            "      --conn-timeout S    idle connection timeout (default 60)\n"
+            "  -n, --n-predict N       generation limit when a request sets none (default -1 = until the\n"
+            "                          context is full or the model stops)\n"
+            "      --mmap              compute from the file mapping (less memory, slower decode)\n");
+}
+
+int cmd_serve(int argc, char **argv) {
+    if (cli_wants_help(argc, argv)) {
+        usage(stdout);
+        return 0;
+    }
+    srv_config cfg;
+    kn_err err = {0};
+    if (srv_config_from_args(&cfg, argc, argv, &err) != KN_OK) {
+        fprintf(stderr, "kiln serve: %s (see kiln serve --help)\n", err.msg);
+        srv_config_free(&cfg);
+        return 2;
+    }
+    int rc = 1;
+    rt_registry *reg = NULL;
+    srv_server *srv = NULL;
+    kn_cpu_level lvl;
+    if (kn_cpu_select(&lvl, &err) != KN_OK) {
+        fprintf(stderr, "kiln serve: %s\n", err.msg);
+        goto done;
+    }
+    tensor_ops ops;
+    tensor_ops_init(&ops, lvl);
+    model_kv_type kv_type = MODEL_KV_F16;
+    if (cfg.kv_type && !model_kv_type_parse(cfg.kv_type, &kv_type)) {
+        fprintf(stderr, "kiln serve: --kv-type expects f16 or q8_0, got '%s'\n", cfg.kv_type);
+        goto done;
+    }
+    int slots = cfg.parallel;
+    if (cfg.kv_tokens > 0 && cfg.ctx > 0 && (long long)slots * cfg.ctx > cfg.kv_tokens) {
+        int fit = cfg.kv_tokens / cfg.ctx;
+        KN_WARN("--kv-tokens %d holds %d sequences of %d tokens; using %d slots instead of %d", cfg.kv_tokens, fit,
+                cfg.ctx, fit, slots);
+        slots = fit;
+    }
+    rt_opts ro = {.threads = cfg.threads, .n_ctx = cfg.ctx, .n_slots = slots, .max_batch = cfg.batch,
+                  .queue_len = cfg.queue_len, .queue_timeout_s = cfg.queue_timeout_s, .kv_type = kv_type,
+                  .mmap_weights = cfg.mmap_weights};
+    if (rt_registry_create(cfg.models_dir, cfg.model_file, &ro, &ops, &reg, &err) != KN_OK) {
+        fprintf(stderr, "kiln serve: %s\n", err.msg);
+        goto done;
+    }
+    if (rt_registry_count(reg) == 0) KN_WARN("no .gguf files in %s; every model request will get 404", cfg.models_dir);
+    if (cfg.default_model && !rt_registry_has(reg, cfg.default_model)) {
+        char names[400];
+        rt_registry_names(reg, names, sizeof names);
+        fprintf(stderr, "kiln serve: --default-model '%s' is not among the models (%s)\n", cfg.default_model,
+                names[0] ? names : "none");
+        rt_registry_destroy(reg);
+        goto done;
+    }
+    /* signals are taken by this thread only (sigwait below) */
+    sigset_t sigs;
+    sigemptyset(&sigs);
+    sigaddset(&sigs, SIGINT);
+    sigaddset(&sigs, SIGTERM);
+    pthread_sigmask(SIG_BLOCK, &sigs, NULL);
+    signal(SIGPIPE, SIG_IGN);
+
+    if (srv_create(&cfg, reg, &srv, &err) != KN_OK) {
+        fprintf(stderr, "kiln serve: %s\n", err.msg);
+        rt_registry_destroy(reg);
+        goto done;
+    }
+    int port = 0;
+    if (srv_start(srv, &port, &err) != KN_OK) {
+        fprintf(stderr, "kiln serve: %s\n", err.msg);
+        goto done;
+    }
+    bool v6 = strchr(cfg.host, ':') != NULL;
+    char url[300];
+    snprintf(url, sizeof url, "http://%s%s%s:%d", v6 ? "[" : "", cfg.host, v6 ? "]" : "", port);
+    KN_INFO("listening on %s (%zu models, kernel set %s, %d threads per model, %d slots)", url,
+            rt_registry_count(reg), kn_cpu_level_name(lvl), cfg.threads, slots);
+    const char *dm = srv_default_model(srv);
+    if (dm) {
+        rt_model *m = NULL;
+        if (cfg.model_file) { /* one file: load it now; /health says "loading" meanwhile */
+            if (rt_acquire(reg, dm, &m, &err) != KN_OK) {
+                fprintf(stderr, "kiln serve: cannot load %s: %s\n", cfg.model_file, err.msg);
+                srv_drain(srv, 0);
+                goto done;
+            }
+            rt_release(reg, m);
+        }
+    }
+    srv_set_ready(srv);
+    printf("kiln is serving on %s\n", url);
+    printf("try:\n  curl %s/v1/chat/completions -H 'Content-Type: application/json'%s%s%s -d '{%s%s%s\"messages\": "
+           "[{\"role\": \"user\", \"content\": \"Tell me a story\"}], \"max_tokens\": 64}'\n",
+           url, cfg.api_key ? " -H 'Authorization: Bearer " : "", cfg.api_key ? cfg.api_key : "",
+           cfg.api_key ? "'" : "", dm ? "\"model\": \"" : "", dm ? dm : "", dm ? "\", " : "");
+    printf("stop with Ctrl-C (or SIGTERM)\n");
+    fflush(stdout);
+    KN_INFO("ready");
+
+    int sig = 0;
+    sigwait(&sigs, &sig);
+    KN_INFO("shutdown: received %s", sig == SIGINT ? "SIGINT" : "SIGTERM");
+    srv_drain(srv, cfg.grace_s);
+    rc = 0;
+done:
+    srv_destroy(srv);
+    if (rc == 0) KN_INFO("shutdown: done");
+    srv_config_free(&cfg);
+    return rc;
+}

@@ -1,0 +1,831 @@
+/*
+ * sched.c — slots, the wait queue and the engine thread (see sched.h).
+ */
+#include "sched.h"
+
+#include "stop.h"
+
+#include <math.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#define EV_RING 64
+#define STALL_TIMEOUT_S 120.0 /* a consumer that reads nothing for this long is cancelled */
+
+typedef enum { REQ_GEN = 0, REQ_EMBED } req_kind;
+
+struct eng_req {
+    eng_sched *s;
+    atomic_int refs;
+    atomic_bool cancel;
+    req_kind kind;
+    /* generation (engine thread only once submitted) */
+    int32_t *prompt;
+    size_t n_prompt;
+    eng_sampler *smp;
+    tok_decoder *dec;
+    eng_stop *stop;
+    eng_logit_bias *bias;
+    int32_t n_predict;
+    bool ignore_eos;
+    int n_logprobs;
+    /* embedding */
+    int32_t **in;
+    size_t *in_len;
+    size_t n_in;
+    size_t next_in;  /* admission cursor (sched lock) */
+    size_t n_in_done;
+    size_t n_tok_total;
+    bool normalize;
+    float *emb;      /* n_in x n_embd */
+    /* output, under mu */
+    pthread_mutex_t mu;
+    pthread_cond_t cv;
+    char *ring;
+    size_t ring_cap, ring_head, ring_len;
+    eng_tok_event *ev;
+    size_t ev_head, ev_len;
+    bool finished;
+    eng_req_result res;
+    /* queue link (sched lock) */
+    eng_req *next;
+    bool queued;
+};
+
+typedef struct slot {
+    eng_req *r;          /* NULL: free */
+    size_t input;        /* embed: which input */
+    const int32_t *toks; /* tokens to prefill */
+    size_t n_toks;
+    int n_past;          /* positions in the KV */
+    bool decoding;       /* prefill done; next_tok is to be fed */
+    int32_t next_tok;
+    int32_t n_gen;
+    int logit_row;       /* this step: row in logits, or -1 */
+    int emb_row;         /* this step: first row in the hidden buffer (embedding) */
+    int chunk;           /* this step: tokens fed */
+    double stall_since;  /* 0 when not stalled */
+} slot;
+
+struct eng_sched {
+    const model *m;
+    const tok_vocab *v;
+    eng_sched_opts o;
+    model_kv *kv;
+    model_ctx *ctx;
+    slot *slots;
+    /* step buffers */
+    int32_t *b_tok, *b_pos, *b_seq;
+    uint8_t *b_flags;
+    float *logits; /* n_slots x n_vocab */
+    float *hidden; /* max_batch x n_embd */
+    size_t need_room; /* ring bytes one token may emit, flush included */
+    size_t ring_cap;
+    pthread_mutex_t mu;
+    pthread_cond_t cv;
+    eng_req *q_head, *q_tail;
+    int q_len;
+    bool stopping;
+    pthread_t thread;
+    bool thread_started;
+};
+
+const char *eng_finish_name(eng_finish f) {
+    switch (f) {
+    case ENG_FINISH_NONE: return "none";
+    case ENG_FINISH_STOP: return "stop";
+    case ENG_FINISH_LENGTH: return "length";
+    case ENG_FINISH_CANCELLED: return "cancelled";
+    case ENG_FINISH_ERROR: return "error";
+    }
+    return "error";
+}
+
+/* ---- requests ---------------------------------------------------------- */
+
+static void req_free(eng_req *r) {
+    if (!r) return;
+    free(r->prompt);
+    eng_sampler_destroy(r->smp);
+    tok_decoder_destroy(r->dec);
+    eng_stop_destroy(r->stop);
+    free(r->bias);
+    if (r->in)
+        for (size_t i = 0; i < r->n_in; i++) free(r->in[i]);
+    free(r->in);
+    free(r->in_len);
+    free(r->emb);
+    free(r->ring);
+    free(r->ev);
+    pthread_mutex_destroy(&r->mu);
+    pthread_cond_destroy(&r->cv);
+    free(r);
+}
+
+static void req_unref(eng_req *r) {
+    if (r && atomic_fetch_sub(&r->refs, 1) == 1) req_free(r);
+}
+
+static eng_req *req_alloc(eng_sched *s, req_kind kind) {
+    eng_req *r = calloc(1, sizeof *r);
+    if (!r) return NULL;
+    r->s = s;
+    r->kind = kind;
+    atomic_init(&r->refs, 1);
+    atomic_init(&r->cancel, false);
+    pthread_mutex_init(&r->mu, NULL);
+    pthread_cond_init(&r->cv, NULL);
+    return r;
+}
+
+kn_status eng_req_create_gen(eng_sched *s, const int32_t *prompt, size_t n_prompt, const eng_gen_params *p,
+                             eng_req **out, kn_err *err) {
+    *out = NULL;
+    int32_t nv = s->m->hp.n_vocab;
+    if (n_prompt == 0) return kn_fail(err, KN_EINVAL, "the prompt is empty");
+    if (n_prompt >= (size_t)s->o.n_ctx)
+        return kn_fail(err, KN_ERANGE,
+                       "the prompt has %zu tokens, but the context holds %d (prompt and generated tokens together); "
+                       "shorten the prompt or raise the context size",
+                       n_prompt, s->o.n_ctx);
+    for (size_t i = 0; i < n_prompt; i++)
+        if (prompt[i] < 0 || prompt[i] >= nv)
+            return kn_fail(err, KN_EINVAL, "token id %d at prompt position %zu is out of range [0, %d)", prompt[i],
+                           i, nv);
+    if (p->n_logprobs > ENG_MAX_LOGPROBS)
+        return kn_fail(err, KN_EINVAL, "at most %d top logprobs may be asked for, got %d", ENG_MAX_LOGPROBS,
+                       p->n_logprobs);
+    if (p->sp.n_bias < 0 || p->sp.n_bias > nv)
+        return kn_fail(err, KN_EINVAL, "too many logit_bias entries (%d)", p->sp.n_bias);
+    for (int i = 0; i < p->sp.n_bias; i++)
+        if (p->sp.bias[i].token < 0 || p->sp.bias[i].token >= nv)
+            return kn_fail(err, KN_EINVAL, "logit_bias token id %d is out of range [0, %d)", p->sp.bias[i].token, nv);
+    eng_req *r = req_alloc(s, REQ_GEN);
+    if (!r) return kn_fail(err, KN_ENOMEM, "out of memory");
+    kn_status st = KN_ENOMEM;
+    r->n_prompt = n_prompt;
+    r->n_predict = p->n_predict;
+    r->ignore_eos = p->ignore_eos;
+    r->n_logprobs = p->n_logprobs;
+    r->prompt = malloc(n_prompt * sizeof *r->prompt);
+    r->ring_cap = s->ring_cap;
+    r->ring = malloc(r->ring_cap);
+    if (!r->prompt || !r->ring) goto fail;
+    memcpy(r->prompt, prompt, n_prompt * sizeof *prompt);
+    if (p->n_logprobs >= 0 && !(r->ev = malloc(EV_RING * sizeof *r->ev))) goto fail;
+    eng_sampler_params sp = p->sp;
+    if (sp.n_bias > 0) {
+        if (!(r->bias = malloc((size_t)sp.n_bias * sizeof *r->bias))) goto fail;
+        memcpy(r->bias, sp.bias, (size_t)sp.n_bias * sizeof *r->bias);
+        sp.bias = r->bias;
+    } else {
+        sp.bias = NULL;
+        sp.n_bias = 0;
+    }
+    if ((st = eng_sampler_create(&sp, nv, &r->smp, err)) != KN_OK) goto fail;
+    if ((st = eng_stop_create(p->stops, p->n_stops, &r->stop, err)) != KN_OK) goto fail;
+    tok_decoder_opts dopts = {.special = false, .strip_space = false, .replace_invalid = false};
+    st = KN_ENOMEM;
+    if (!(r->dec = tok_decoder_create(s->v, &dopts))) goto fail;
+    for (size_t i = 0; i < n_prompt; i++) eng_sampler_accept(r->smp, prompt[i]);
+    r->res.n_prompt = n_prompt;
+    *out = r;
+    return KN_OK;
+fail:
+    if (st == KN_ENOMEM) kn_fail(err, KN_ENOMEM, "out of memory");
+    req_free(r);
+    return st;
+}
+
+kn_status eng_req_create_embed(eng_sched *s, const int32_t *const *inputs, const size_t *lens, size_t n_inputs,
+                               bool normalize, eng_req **out, kn_err *err) {
+    *out = NULL;
+    int32_t nv = s->m->hp.n_vocab;
+    if (n_inputs == 0) return kn_fail(err, KN_EINVAL, "no inputs to embed");
+    if (n_inputs > ENG_MAX_EMBED_INPUTS)
+        return kn_fail(err, KN_ERANGE, "%zu inputs in one request; at most %d", n_inputs, ENG_MAX_EMBED_INPUTS);
+    for (size_t i = 0; i < n_inputs; i++) {
+        if (lens[i] == 0) return kn_fail(err, KN_EINVAL, "input %zu is empty", i);
+        if (lens[i] > (size_t)s->o.n_ctx)
+            return kn_fail(err, KN_ERANGE, "input %zu has %zu tokens, more than the context size %d", i, lens[i],
+                           s->o.n_ctx);
+        for (size_t j = 0; j < lens[i]; j++)
+            if (inputs[i][j] < 0 || inputs[i][j] >= nv)
+                return kn_fail(err, KN_EINVAL, "token id %d in input %zu is out of range [0, %d)", inputs[i][j], i,
+                               nv);
+    }
+    eng_req *r = req_alloc(s, REQ_EMBED);
+    if (!r) return kn_fail(err, KN_ENOMEM, "out of memory");
+    r->n_in = n_inputs;
+    r->normalize = normalize;
+    r->in = calloc(n_inputs, sizeof *r->in);
+    r->in_len = malloc(n_inputs * sizeof *r->in_len);
+    r->emb = calloc(n_inputs * (size_t)s->m->hp.n_embd, sizeof *r->emb);
+    if (!r->in || !r->in_len || !r->emb) goto oom;
+    for (size_t i = 0; i < n_inputs; i++) {
+        r->in_len[i] = lens[i];
+        if (!(r->in[i] = malloc(lens[i] * sizeof *r->in[i]))) goto oom;
+        memcpy(r->in[i], inputs[i], lens[i] * sizeof *inputs[i]);
+        r->n_tok_total += lens[i];
+    }
+    r->res.n_prompt = r->n_tok_total;
+    *out = r;
+    return KN_OK;
+oom:
+    req_free(r);
+    return kn_fail(err, KN_ENOMEM, "out of memory");
+}
+
+const float *eng_req_embeddings(const eng_req *r, size_t *n_inputs, int *n_embd, size_t *n_tokens) {
+    if (n_inputs) *n_inputs = r->n_in;
+    if (n_embd) *n_embd = r->s->m->hp.n_embd;
+    if (n_tokens) *n_tokens = r->n_tok_total;
+    return r->emb;
+}
+
+void eng_req_cancel(eng_req *r) {
+    if (!r) return;
+    atomic_store(&r->cancel, true);
+    eng_sched *s = r->s;
+    pthread_mutex_lock(&s->mu);
+    pthread_cond_signal(&s->cv);
+    pthread_mutex_unlock(&s->mu);
+}
+
+void eng_req_release(eng_req *r) {
+    if (!r) return;
+    pthread_mutex_lock(&r->mu);
+    bool fin = r->finished;
+    pthread_mutex_unlock(&r->mu);
+    if (!fin) eng_req_cancel(r);
+    req_unref(r);
+}
+
+static void abs_deadline(struct timespec *ts, int timeout_ms) {
+    clock_gettime(CLOCK_MONOTONIC, ts);
+    ts->tv_sec += timeout_ms / 1000;
+    ts->tv_nsec += (long)(timeout_ms % 1000) * 1000000L;
+    if (ts->tv_nsec >= 1000000000L) {
+        ts->tv_sec++;
+        ts->tv_nsec -= 1000000000L;
+    }
+}
+
+static void cond_init_mono(pthread_cond_t *cv) {
+    pthread_condattr_t a;
+    pthread_condattr_init(&a);
+    pthread_condattr_setclock(&a, CLOCK_MONOTONIC);
+    pthread_cond_init(cv, &a);
+    pthread_condattr_destroy(&a);
+}
+
+bool eng_req_read(eng_req *r, int timeout_ms, char *text, size_t text_cap, size_t *text_len, eng_tok_event *ev,
+                  size_t ev_cap, size_t *n_ev, eng_req_result *res) {
+    *text_len = 0;
+    if (n_ev) *n_ev = 0;
+    struct timespec dl;
+    if (timeout_ms >= 0) abs_deadline(&dl, timeout_ms);
+    pthread_mutex_lock(&r->mu);
+    while (r->ring_len == 0 && r->ev_len == 0 && !r->finished) {
+        if (timeout_ms < 0) pthread_cond_wait(&r->cv, &r->mu);
+        else if (pthread_cond_timedwait(&r->cv, &r->mu, &dl) != 0) break;
+    }
+    size_t n = r->ring_len < text_cap ? r->ring_len : text_cap;
+    for (size_t i = 0; i < n;) {
+        size_t pos = (r->ring_head + i) % r->ring_cap;
+        size_t run = r->ring_cap - pos < n - i ? r->ring_cap - pos : n - i;
+        memcpy(text + i, r->ring + pos, run);
+        i += run;
+    }
+    r->ring_head = (r->ring_head + n) % (r->ring_cap ? r->ring_cap : 1);
+    r->ring_len -= n;
+    *text_len = n;
+    size_t ne = 0;
+    if (ev && n_ev) {
+        ne = r->ev_len < ev_cap ? r->ev_len : ev_cap;
+        for (size_t i = 0; i < ne; i++) ev[i] = r->ev[(r->ev_head + i) % EV_RING];
+        r->ev_head = (r->ev_head + ne) % EV_RING;
+        r->ev_len -= ne;
+        *n_ev = ne;
+    } else if (r->ev) {
+        r->ev_len = 0; /* a consumer that does not want events must not stall the ring */
+    }
+    bool done = r->finished && r->ring_len == 0 && r->ev_len == 0;
+    if (done && res) *res = r->res;
+    pthread_mutex_unlock(&r->mu);
+    return done;
+}
+
+/* ---- engine side ---------------------------------------------------------- */
+
+/* Appends text (room was checked before the step). */
+static void ring_push(eng_req *r, const char *p, size_t n) {
+    if (!n) return;
+    KN_ASSERT(r->ring_len + n <= r->ring_cap);
+    size_t tail = (r->ring_head + r->ring_len) % r->ring_cap;
+    for (size_t i = 0; i < n;) {
+        size_t pos = (tail + i) % r->ring_cap;
+        size_t run = r->ring_cap - pos < n - i ? r->ring_cap - pos : n - i;
+        memcpy(r->ring + pos, p + i, run);
+        i += run;
+    }
+    r->ring_len += n;
+}
+
+static bool has_room(eng_sched *s, eng_req *r) {
+    pthread_mutex_lock(&r->mu);
+    bool ok = r->ring_cap - r->ring_len >= s->need_room && (!r->ev || r->ev_len < EV_RING);
+    pthread_mutex_unlock(&r->mu);
+    return ok;
+}
+
+/* Feeds generated bytes through the stop filter into the ring; true when a
+ * stop string completed. Caller holds r->mu. */
+static bool emit_locked(eng_req *r, const char *bytes, size_t len) {
+    bool stopped = false;
+    for (size_t off = 0; off < len && !stopped;) {
+        const char *o;
+        size_t ol;
+        off += eng_stop_feed(r->stop, bytes + off, len - off, &o, &ol, &stopped);
+        ring_push(r, o, ol);
+    }
+    return stopped;
+}
+
+/* flush: release the text held back by the detokenizer and the stop filter
+ * (not after a stop string, whose filter already ended the text). */
+static void finish_req(eng_req *r, eng_finish f, kn_status st, const char *msg, bool flush) {
+    pthread_mutex_lock(&r->mu);
+    if (!r->finished) {
+        if (flush && r->kind == REQ_GEN && r->dec) {
+            const char *rest;
+            size_t rlen;
+            tok_decoder_flush(r->dec, &rest, &rlen);
+            if (!emit_locked(r, rest, rlen)) {
+                eng_stop_flush(r->stop, &rest, &rlen);
+                ring_push(r, rest, rlen);
+            }
+        }
+        r->res.finish = f;
+        r->res.status = st;
+        if (msg) snprintf(r->res.err, sizeof r->res.err, "%s", msg);
+        r->res.t_end = kn_now_s();
+        r->finished = true;
+        pthread_cond_broadcast(&r->cv);
+    }
+    pthread_mutex_unlock(&r->mu);
+}
+
+/* Frees a slot; the request's engine reference goes when its last
+ * sequence leaves (generation: at once; embedding: after all inputs). */
+static void slot_clear(eng_sched *s, int i) {
+    model_kv_truncate(s->kv, i, 0);
+    /* only the engine thread writes slots; others read .r under s->mu */
+    pthread_mutex_lock(&s->mu);
+    s->slots[i] = (slot){.logit_row = -1};
+    pthread_mutex_unlock(&s->mu);
+}
+
+static void slot_finish(eng_sched *s, int i, eng_finish f, kn_status st, const char *msg, bool flush) {
+    eng_req *r = s->slots[i].r;
+    slot_clear(s, i);
+    if (r->kind == REQ_EMBED && f != ENG_FINISH_STOP) {
+        /* an embedding fails or is cancelled as a whole: drop its other slots */
+        for (int j = 0; j < s->o.n_slots; j++)
+            if (s->slots[j].r == r) slot_clear(s, j);
+        pthread_mutex_lock(&s->mu);
+        bool was_queued = r->queued;
+        if (was_queued) { /* still has inputs waiting: unlink */
+            eng_req **pp = &s->q_head, *prev = NULL;
+            while (*pp && *pp != r) prev = *pp, pp = &(*pp)->next;
+            if (*pp) {
+                *pp = r->next;
+                if (s->q_tail == r) s->q_tail = prev;
+                s->q_len--;
+            }
+            r->queued = false;
+        }
+        pthread_mutex_unlock(&s->mu);
+        finish_req(r, f, st, msg, false);
+        req_unref(r);
+        return;
+    }
+    if (r->kind == REQ_EMBED) {
+        if (++r->n_in_done < r->n_in) return;
+    }
+    finish_req(r, f, st, msg, flush);
+    req_unref(r);
+}
+
+/* Samples from a slot's logits row and emits the token; returns true when
+ * the sequence finished. */
+static bool gen_token(eng_sched *s, int i, const float *lg) {
+    slot *sl = &s->slots[i];
+    eng_req *r = sl->r;
+    if (r->n_predict == 0) { /* nothing to generate (the prompt was still evaluated) */
+        slot_finish(s, i, ENG_FINISH_LENGTH, KN_OK, NULL, true);
+        return true;
+    }
+    int32_t tok = eng_sampler_sample(r->smp, lg);
+    if (r->res.t_first == 0) r->res.t_first = kn_now_s(); /* read by the consumer only once finished */
+    if (!r->ignore_eos && tok_is_eog(s->v, tok)) {
+        slot_finish(s, i, ENG_FINISH_STOP, KN_OK, NULL, true);
+        return true;
+    }
+    eng_sampler_accept(r->smp, tok);
+    sl->n_gen++;
+    const char *piece = NULL;
+    size_t plen = 0;
+    kn_err e;
+    if (tok_decoder_feed(r->dec, tok, &piece, &plen, &e) != KN_OK) plen = 0;
+    pthread_mutex_lock(&r->mu);
+    r->res.n_gen = (size_t)sl->n_gen;
+    if (r->ev) {
+        eng_tok_event *ev = &r->ev[(r->ev_head + r->ev_len) % EV_RING];
+        eng_logprobs(lg, s->m->hp.n_vocab, tok, r->n_logprobs, ev);
+        r->ev_len++;
+    }
+    bool stopped = emit_locked(r, piece, plen);
+    pthread_cond_broadcast(&r->cv);
+    pthread_mutex_unlock(&r->mu);
+    if (stopped) {
+        slot_finish(s, i, ENG_FINISH_STOP, KN_OK, NULL, false);
+        return true;
+    }
+    if ((r->n_predict >= 0 && sl->n_gen >= r->n_predict) || sl->n_past >= s->o.n_ctx) {
+        slot_finish(s, i, ENG_FINISH_LENGTH, KN_OK, NULL, true);
+        return true;
+    }
+    sl->decoding = true;
+    sl->next_tok = tok;
+    return false;
+}
+
+/* Admission and housekeeping under s->mu. Returns the number of busy slots. */
+static int admit_locked(eng_sched *s, double now) {
+    /* expire or drop queued requests */
+    for (eng_req **pp = &s->q_head, *prev = NULL; *pp;) {
+        eng_req *r = *pp;
+        bool started = r->kind == REQ_EMBED && r->next_in > 0;
+        bool cancel = atomic_load(&r->cancel);
+        bool expired = !started && s->o.queue_timeout_s > 0 && now - r->res.t_submit > s->o.queue_timeout_s;
+        if (!started && (cancel || expired)) {
+            *pp = r->next;
+            if (s->q_tail == r) s->q_tail = prev;
+            s->q_len--;
+            r->queued = false;
+            char msg[128];
+            snprintf(msg, sizeof msg, "waited %.0f s for a free slot; the server is overloaded",
+                     now - r->res.t_submit);
+            finish_req(r, cancel ? ENG_FINISH_CANCELLED : ENG_FINISH_ERROR, cancel ? KN_ECANCELLED : KN_EBUSY,
+                       cancel ? NULL : msg, false);
+            req_unref(r);
+            continue;
+        }
+        prev = r;
+        pp = &r->next;
+    }
+    int busy = 0;
+    for (int i = 0; i < s->o.n_slots; i++) busy += s->slots[i].r != NULL;
+    for (int i = 0; i < s->o.n_slots && s->q_head; i++) {
+        if (s->slots[i].r) continue;
+        eng_req *r = s->q_head;
+        slot *sl = &s->slots[i];
+        *sl = (slot){.r = r, .logit_row = -1};
+        if (r->kind == REQ_GEN) {
+            sl->toks = r->prompt;
+            sl->n_toks = r->n_prompt;
+        } else {
+            sl->input = r->next_in++;
+            sl->toks = r->in[sl->input];
+            sl->n_toks = r->in_len[sl->input];
+        }
+        if (r->res.t_start == 0) r->res.t_start = now;
+        busy++;
+        if (r->kind == REQ_GEN || r->next_in == r->n_in) {
+            s->q_head = r->next;
+            if (!s->q_head) s->q_tail = NULL;
+            s->q_len--;
+            r->queued = false;
+            r->next = NULL;
+        }
+    }
+    return busy;
+}
+
+static void embed_done(eng_sched *s, int i) {
+    slot *sl = &s->slots[i];
+    eng_req *r = sl->r;
+    int E = s->m->hp.n_embd;
+    float *e = r->emb + sl->input * (size_t)E;
+    double ss = 0;
+    for (int k = 0; k < E; k++) {
+        e[k] /= (float)sl->n_toks;
+        ss += (double)e[k] * e[k];
+    }
+    if (r->normalize && ss > 0) {
+        float inv = (float)(1.0 / sqrt(ss));
+        for (int k = 0; k < E; k++) e[k] *= inv;
+    }
+}
+
+static void *engine_main(void *arg) {
+    eng_sched *s = arg;
+    const int V = s->m->hp.n_vocab, E = s->m->hp.n_embd;
+    for (;;) {
+        pthread_mutex_lock(&s->mu);
+        if (s->stopping) {
+            pthread_mutex_unlock(&s->mu);
+            break;
+        }
+        double now = kn_now_s();
+        int busy = admit_locked(s, now);
+        if (busy == 0) {
+            struct timespec dl;
+            abs_deadline(&dl, 500);
+            pthread_cond_timedwait(&s->cv, &s->mu, &dl);
+            pthread_mutex_unlock(&s->mu);
+            continue;
+        }
+        pthread_mutex_unlock(&s->mu);
+
+        /* cancelled sequences leave at once */
+        for (int i = 0; i < s->o.n_slots; i++)
+            if (s->slots[i].r && atomic_load(&s->slots[i].r->cancel))
+                slot_finish(s, i, ENG_FINISH_CANCELLED, KN_ECANCELLED, NULL, false);
+
+        /* build the step: decode tokens first, then prefill chunks */
+        int n = 0, n_rows = 0, n_emb = 0;
+        bool any_stalled = false;
+        for (int i = 0; i < s->o.n_slots; i++) {
+            slot *sl = &s->slots[i];
+            sl->logit_row = -1;
+            sl->chunk = 0;
+            if (!sl->r || !sl->decoding) continue;
+            if (!has_room(s, sl->r)) {
+                if (sl->stall_since == 0) sl->stall_since = now;
+                else if (now - sl->stall_since > STALL_TIMEOUT_S) {
+                    KN_WARN("a client read nothing for %.0f s; cancelling its request", STALL_TIMEOUT_S);
+                    slot_finish(s, i, ENG_FINISH_CANCELLED, KN_ECANCELLED, "client stopped reading", false);
+                    continue;
+                }
+                any_stalled = true;
+                continue;
+            }
+            sl->stall_since = 0;
+            s->b_tok[n] = sl->next_tok;
+            s->b_pos[n] = sl->n_past;
+            s->b_seq[n] = i;
+            s->b_flags[n] = MODEL_OUT_LOGITS;
+            sl->logit_row = n_rows++;
+            sl->chunk = 1;
+            n++;
+        }
+        for (int i = 0; i < s->o.n_slots && n < s->o.max_batch; i++) {
+            slot *sl = &s->slots[i];
+            if (!sl->r || sl->decoding) continue;
+            size_t left = sl->n_toks - (size_t)sl->n_past;
+            size_t chunk = left < (size_t)(s->o.max_batch - n) ? left : (size_t)(s->o.max_batch - n);
+            bool embed = sl->r->kind == REQ_EMBED;
+            if (embed) sl->emb_row = n_emb;
+            for (size_t k = 0; k < chunk; k++) {
+                s->b_tok[n] = sl->toks[sl->n_past + (int)k];
+                s->b_pos[n] = sl->n_past + (int)k;
+                s->b_seq[n] = i;
+                s->b_flags[n] = embed ? MODEL_OUT_EMBD : 0;
+                n++;
+            }
+            sl->chunk = (int)chunk;
+            if (embed) {
+                n_emb += (int)chunk;
+            } else if (chunk == left) {
+                s->b_flags[n - 1] = MODEL_OUT_LOGITS;
+                sl->logit_row = n_rows++;
+            }
+        }
+        if (n == 0) {
+            if (any_stalled) {
+                pthread_mutex_lock(&s->mu);
+                struct timespec dl;
+                abs_deadline(&dl, 10);
+                pthread_cond_timedwait(&s->cv, &s->mu, &dl);
+                pthread_mutex_unlock(&s->mu);
+            }
+            continue;
+        }
+        /* logits and hidden rows come out in batch order, which is the order
+         * logit_row and emb_row were handed out in */
+        model_batch b = {.n_tokens = n, .token = s->b_tok, .pos = s->b_pos, .seq = s->b_seq, .logits = s->b_flags,
+                         .embd = s->hidden};
+        kn_err e;
+        if (model_forward(s->ctx, s->kv, &b, s->logits, &e) != KN_OK) {
+            KN_ERROR("forward step failed: %s", e.msg);
+            for (int i = 0; i < s->o.n_slots; i++)
+                if (s->slots[i].r && s->slots[i].chunk > 0) slot_finish(s, i, ENG_FINISH_ERROR, e.status, e.msg, false);
+            continue;
+        }
+        /* advance */
+        for (int i = 0; i < s->o.n_slots; i++) {
+            slot *sl = &s->slots[i];
+            if (!sl->r) continue;
+            if (sl->decoding) {
+                if (sl->logit_row < 0) continue;
+                sl->n_past++;
+                gen_token(s, i, s->logits + (size_t)sl->logit_row * V);
+                continue;
+            }
+            if (sl->chunk == 0) continue;
+            if (sl->r->kind == REQ_EMBED) {
+                float *acc = sl->r->emb + sl->input * (size_t)E;
+                for (int k = 0; k < sl->chunk; k++) {
+                    const float *h = s->hidden + (size_t)(sl->emb_row + k) * E;
+                    for (int d = 0; d < E; d++) acc[d] += h[d];
+                }
+                sl->n_past += sl->chunk;
+                if ((size_t)sl->n_past == sl->n_toks) {
+                    embed_done(s, i);
+                    slot_finish(s, i, ENG_FINISH_STOP, KN_OK, NULL, false);
+                }
+                continue;
+            }
+            /* generation prefill */
+            sl->n_past += sl->chunk;
+            if (sl->logit_row >= 0) gen_token(s, i, s->logits + (size_t)sl->logit_row * V);
+        }
+    }
+    return NULL;
+}
+
+/* ---- scheduler ------------------------------------------------------------ */
+
+kn_status eng_sched_create(const model *m, const tok_vocab *v, const tensor_ops *ops, kn_pool *pool,
+                           const eng_sched_opts *o, eng_sched **out, kn_err *err) {
+    *out = NULL;
+    if (o->n_slots < 1 || o->n_slots > 1024) return kn_fail(err, KN_EINVAL, "slots %d out of range [1, 1024]", o->n_slots);
+    if (o->n_ctx < 2) return kn_fail(err, KN_EINVAL, "context %d too small", o->n_ctx);
+    eng_sched *s = calloc(1, sizeof *s);
+    if (!s) return kn_fail(err, KN_ENOMEM, "out of memory");
+    s->m = m;
+    s->v = v;
+    s->o = *o;
+    if (s->o.max_batch < s->o.n_slots) s->o.max_batch = s->o.n_slots;
+    if (s->o.queue_len < 0) s->o.queue_len = 0;
+    pthread_mutex_init(&s->mu, NULL);
+    cond_init_mono(&s->cv);
+    kn_status st;
+    if ((st = model_kv_create(m, s->o.n_slots, s->o.n_ctx, s->o.kv_type, &s->kv, err)) != KN_OK) goto fail;
+    if ((st = model_ctx_create(m, ops, pool, s->o.max_batch, &s->ctx, err)) != KN_OK) goto fail;
+    st = KN_ENOMEM;
+    int B = s->o.max_batch;
+    s->slots = calloc((size_t)s->o.n_slots, sizeof *s->slots);
+    s->b_tok = malloc((size_t)B * sizeof *s->b_tok);
+    s->b_pos = malloc((size_t)B * sizeof *s->b_pos);
+    s->b_seq = malloc((size_t)B * sizeof *s->b_seq);
+    s->b_flags = malloc((size_t)B);
+    s->logits = malloc((size_t)s->o.n_slots * (size_t)m->hp.n_vocab * sizeof *s->logits);
+    s->hidden = malloc((size_t)B * (size_t)m->hp.n_embd * sizeof *s->hidden);
+    if (!s->slots || !s->b_tok || !s->b_pos || !s->b_seq || !s->b_flags || !s->logits || !s->hidden) {
+        kn_fail(err, KN_ENOMEM, "out of memory");
+        goto fail;
+    }
+    for (int i = 0; i < s->o.n_slots; i++) s->slots[i].logit_row = -1;
+    size_t max_piece = 0;
+    for (int32_t id = 0; id < tok_n_vocab(v); id++) {
+        size_t len = 0;
+        tok_token_piece(v, id, false, &len);
+        if (len > max_piece) max_piece = len;
+    }
+    s->need_room = max_piece + 8 + ENG_STOP_MAX_LEN + 8; /* a piece, a pending UTF-8 char, a held-back stop prefix */
+    s->ring_cap = 4 * s->need_room < 16384 ? 16384 : 4 * s->need_room;
+    if (pthread_create(&s->thread, NULL, engine_main, s) != 0) {
+        st = kn_fail(err, KN_ENOMEM, "cannot start the engine thread");
+        goto fail;
+    }
+    s->thread_started = true;
+    *out = s;
+    return KN_OK;
+fail:
+    eng_sched_destroy(s);
+    return st;
+}
+
+void eng_sched_destroy(eng_sched *s) {
+    if (!s) return;
+    if (s->thread_started) {
+        pthread_mutex_lock(&s->mu);
+        s->stopping = true;
+        pthread_cond_broadcast(&s->cv);
+        pthread_mutex_unlock(&s->mu);
+        pthread_join(s->thread, NULL);
+    }
+    /* whatever is left finishes as cancelled */
+    if (s->slots)
+        for (int i = 0; i < s->o.n_slots; i++)
+            if (s->slots[i].r)
+                slot_finish(s, i, ENG_FINISH_CANCELLED, KN_ECANCELLED, "the server is shutting down", false);
+    while (s->q_head) {
+        eng_req *r = s->q_head;
+        s->q_head = r->next;
+        r->queued = false;
+        finish_req(r, ENG_FINISH_CANCELLED, KN_ECANCELLED, "the server is shutting down", false);
+        req_unref(r);
+    }
+    model_ctx_destroy(s->ctx);
+    model_kv_destroy(s->kv);
+    free(s->slots);
+    free(s->b_tok);
+    free(s->b_pos);
+    free(s->b_seq);
+    free(s->b_flags);
+    free(s->logits);
+    free(s->hidden);
+    pthread_mutex_destroy(&s->mu);
+    pthread_cond_destroy(&s->cv);
+    free(s);
+}
+
+kn_status eng_sched_submit(eng_sched *s, eng_req *r, kn_err *err) {
+    pthread_mutex_lock(&s->mu);
+    if (s->stopping) {
+        pthread_mutex_unlock(&s->mu);
+        return kn_fail(err, KN_ECANCELLED, "the server is shutting down");
+    }
+    int free_slots = 0;
+    for (int i = 0; i < s->o.n_slots; i++) free_slots += s->slots[i].r == NULL;
+    /* a request that can start at once does not count against the queue */
+    if (s->q_len >= s->o.queue_len && !(s->q_len == 0 && free_slots > 0)) {
+        int ql = s->q_len;
+        pthread_mutex_unlock(&s->mu);
+        return kn_fail(err, KN_EBUSY, "the server is overloaded: %d requests are already waiting (queue limit %d)", ql,
+                       s->o.queue_len);
+    }
+    atomic_fetch_add(&r->refs, 1);
+    r->res.t_submit = kn_now_s();
+    r->next = NULL;
+    r->queued = true;
+    if (s->q_tail) s->q_tail->next = r;
+    else s->q_head = r;
+    s->q_tail = r;
+    s->q_len++;
+    pthread_cond_signal(&s->cv);
+    pthread_mutex_unlock(&s->mu);
+    return KN_OK;
+}
+
+void eng_sched_cancel_all(eng_sched *s) {
+    pthread_mutex_lock(&s->mu);
+    for (eng_req *r = s->q_head; r; r = r->next) atomic_store(&r->cancel, true);
+    for (int i = 0; i < s->o.n_slots; i++)
+        if (s->slots[i].r) atomic_store(&s->slots[i].r->cancel, true);
+    pthread_cond_broadcast(&s->cv);
+    pthread_mutex_unlock(&s->mu);
+}
+
+void eng_sched_stats_get(eng_sched *s, eng_sched_stats *st) {
+    memset(st, 0, sizeof *st);
+    pthread_mutex_lock(&s->mu);
+    st->slots_total = s->o.n_slots;
+    for (int i = 0; i < s->o.n_slots; i++) {
+        eng_req *r = s->slots[i].r;
+        if (!r) continue;
+        st->slots_busy++;
+        bool first = true;
+        for (int j = 0; j < i; j++)
+            if (s->slots[j].r == r) first = false;
+        st->running += first;
+    }
+    st->waiting = s->q_len;
+    pthread_mutex_unlock(&s->mu);
+    st->n_ctx = s->o.n_ctx;
+    st->kv_bytes = model_kv_bytes(s->kv);
+}
+
+void eng_logprobs(const float *logits, int32_t n_vocab, int32_t chosen, int n_top, eng_tok_event *ev) {
+    float mx = -INFINITY;
+    for (int32_t i = 0; i < n_vocab; i++)
+        if (logits[i] > mx) mx = logits[i];
+    double sum = 0;
+    for (int32_t i = 0; i < n_vocab; i++) sum += exp((double)(logits[i] - mx));
+    float lse = mx + (float)log(sum);
+    ev->token = chosen;
+    ev->logprob = logits[chosen] - lse;
+    if (n_top > ENG_MAX_LOGPROBS) n_top = ENG_MAX_LOGPROBS;
+    if (n_top > n_vocab) n_top = n_vocab;
+    int k = 0;
+    for (int32_t i = 0; i < n_vocab && n_top > 0; i++) {
+        float l = logits[i];
+        if (k == n_top && l <= logits[ev->top_id[k - 1]]) continue;
+        int p = k < n_top ? k++ : k - 1;
+        while (p > 0 && logits[ev->top_id[p - 1]] < l) {
+            ev->top_id[p] = ev->top_id[p - 1];
+            p--;
+        }
+        ev->top_id[p] = i;
+    }
+    ev->n_top = k;
+    for (int i = 0; i < k; i++) ev->top_lp[i] = logits[ev->top_id[i]] - lse;
+}

@@ -1,0 +1,152 @@
+/*
+ * sched.h — the scheduler of one loaded model: requests queue for a fixed
+ * set of sequence slots, and one engine thread runs iteration-level batched
+ * steps over every running sequence: one decode token for each sequence
+ * that is generating, plus chunks of pending prompts (chunked prefill), up
+ * to a token budget per step. New requests join at the next step; finished
+ * or cancelled ones leave at once.
+ *
+ * Owns: the engine thread, the KV store (slots x context), the forward
+ * scratch, the logits/hidden buffers and the wait queue. Borrows the model,
+ * its vocabulary, the kernel set and the thread pool, which must outlive it.
+ *
+ * Requests (eng_req) are created on the caller's thread with everything the
+ * engine needs allocated up front (sampler, detokenizer, stop filter, output
+ * rings), so that the engine's token loop allocates nothing. Output goes
+ * through a bounded ring per request: when a consumer stops reading, its
+ * sequence pauses (it is skipped in the steps) instead of buffering without
+ * bound, and the others keep going.
+ *
+ * Reference counting: eng_req_create returns one reference (the caller's);
+ * a submitted request holds a second one for the engine, dropped when it
+ * finishes. eng_req_release drops the caller's and cancels the request if
+ * it is still running. The last reference frees it.
+ *
+ * Thread safety: every eng_sched_* and eng_req_* function may be called
+ * from any thread. A request is read by one consumer at a time.
+ */
+#ifndef KILN_ENGINE_SCHED_H
+#define KILN_ENGINE_SCHED_H
+
+#include "../core/kn.h"
+#include "../model/model.h"
+#include "../tokenizer/tok.h"
+#include "sampler.h"
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#define ENG_MAX_LOGPROBS 20 /* top alternatives per token (OpenAI's limit) */
+#define ENG_MAX_EMBED_INPUTS 2048
+
+typedef struct eng_sched eng_sched;
+typedef struct eng_req eng_req;
+
+typedef struct eng_sched_opts {
+    int n_slots;         /* sequences decoded together */
+    int n_ctx;           /* positions per sequence (prompt + generated) */
+    int max_batch;       /* tokens per forward step */
+    int queue_len;       /* requests that may wait for a slot (0: none wait) */
+    double queue_timeout_s; /* a request waiting longer than this fails with KN_EBUSY */
+    model_kv_type kv_type;
+} eng_sched_opts;
+
+/* Starts the engine thread. m, v, ops and pool are borrowed. */
+kn_status eng_sched_create(const model *m, const tok_vocab *v, const tensor_ops *ops, kn_pool *pool,
+                           const eng_sched_opts *o, eng_sched **out, kn_err *err);
+/* Cancels everything queued or running (they finish with
+ * ENG_FINISH_CANCELLED), stops the thread and frees. Accepts NULL. */
+void eng_sched_destroy(eng_sched *s);
+
+/* Asks every queued and running request to stop (they finish with
+ * ENG_FINISH_CANCELLED at the next step); new ones may still be submitted. */
+void eng_sched_cancel_all(eng_sched *s);
+
+typedef struct eng_sched_stats {
+    int slots_total, slots_busy;
+    int running;      /* requests with at least one sequence in a slot */
+    int waiting;      /* requests in the queue */
+    int n_ctx;
+    uint64_t kv_bytes;
+} eng_sched_stats;
+void eng_sched_stats_get(eng_sched *s, eng_sched_stats *st);
+
+/* ---- requests ---- */
+
+typedef enum eng_finish {
+    ENG_FINISH_NONE = 0, /* still running */
+    ENG_FINISH_STOP,     /* end-of-generation token or a stop string */
+    ENG_FINISH_LENGTH,   /* n_predict reached, or the context is full */
+    ENG_FINISH_CANCELLED,
+    ENG_FINISH_ERROR,    /* see eng_req_result.err */
+} eng_finish;
+const char *eng_finish_name(eng_finish f); /* "stop", "length", "cancelled", "error" */
+
+typedef struct eng_gen_params {
+    eng_sampler_params sp;       /* the bias array is copied */
+    int32_t n_predict;           /* tokens to generate; < 0: until the context is full */
+    bool ignore_eos;
+    const char *const *stops;    /* copied */
+    size_t n_stops;
+    int n_logprobs;              /* < 0: none; 0..ENG_MAX_LOGPROBS: the chosen token's logprob plus
+                                    this many top alternatives, for every generated token */
+} eng_gen_params;
+
+/* A generation request over prompt[0..n_prompt) (copied). Fails with
+ * KN_ERANGE when the prompt does not leave room for one generated token in
+ * the context (the message has both counts), KN_EINVAL on bad parameters. */
+kn_status eng_req_create_gen(eng_sched *s, const int32_t *prompt, size_t n_prompt, const eng_gen_params *p,
+                             eng_req **out, kn_err *err);
+/* An embedding request: each input (copied) is run as its own sequence, all
+ * of them batched into as few steps as the slots and the token budget
+ * allow; the result is the mean of each input's last hidden states,
+ * L2-normalized when normalize is set. Inputs longer than the context fail
+ * with KN_ERANGE naming the input. */
+kn_status eng_req_create_embed(eng_sched *s, const int32_t *const *inputs, const size_t *lens, size_t n_inputs,
+                               bool normalize, eng_req **out, kn_err *err);
+
+/* Queues the request. KN_EBUSY when the queue is full; KN_ECANCELLED when
+ * the scheduler is shutting down. On failure the caller still owns its
+ * reference. */
+kn_status eng_sched_submit(eng_sched *s, eng_req *r, kn_err *err);
+
+/* One generated token, for logprobs. */
+typedef struct eng_tok_event {
+    int32_t token;
+    float logprob;
+    int n_top;
+    int32_t top_id[ENG_MAX_LOGPROBS];
+    float top_lp[ENG_MAX_LOGPROBS];
+} eng_tok_event;
+
+typedef struct eng_req_result {
+    eng_finish finish;
+    kn_status status; /* for ENG_FINISH_ERROR */
+    char err[256];
+    size_t n_prompt, n_gen;
+    double t_submit, t_start, t_first, t_end; /* kn_now_s() clock; 0 when not reached */
+} eng_req_result;
+
+/* Takes what is ready: up to text_cap bytes of generated text (stop strings
+ * removed, UTF-8 characters whole) and up to ev_cap token events. Waits up
+ * to timeout_ms (< 0: forever) while nothing is ready. Returns true when the
+ * request has finished and everything was taken; *res is then filled. */
+bool eng_req_read(eng_req *r, int timeout_ms, char *text, size_t text_cap, size_t *text_len, eng_tok_event *ev,
+                  size_t ev_cap, size_t *n_ev, eng_req_result *res);
+/* Asks the engine to stop the request (it finishes with
+ * ENG_FINISH_CANCELLED at the next step). */
+void eng_req_cancel(eng_req *r);
+/* Drops the caller's reference (cancelling the request if it is still
+ * running). Accepts NULL. */
+void eng_req_release(eng_req *r);
+
+/* Embedding results once finished: n_inputs x n_embd floats, owned by the
+ * request; *n_tokens (optional) gets the total tokens processed. */
+const float *eng_req_embeddings(const eng_req *r, size_t *n_inputs, int *n_embd, size_t *n_tokens);
+
+/* Log-probabilities: fills the chosen token's log-softmax and the top n
+ * alternatives (sorted, ties by lower id) from raw logits. */
+void eng_logprobs(const float *logits, int32_t n_vocab, int32_t chosen, int n_top, eng_tok_event *ev);
+
+#endif

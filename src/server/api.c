@@ -1,0 +1,585 @@
+/*
+ * api.c — request parsing and validation for the OpenAI and Ollama routes
+ * (see api.h).
+ */
+#include "api.h"
+
+#include "../engine/sched.h"
+
+#include <math.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+bool srv_err(srv_error *e, int status, const char *param, const char *code, const char *fmt, ...) {
+    e->status = status;
+    const char *type = "invalid_request_error";
+    switch (status) {
+    case 401: type = "authentication_error"; break;
+    case 404: type = "not_found_error"; break;
+    case 405: type = "invalid_request_error"; break;
+    case 413: type = "invalid_request_error"; break;
+    case 500: type = "server_error"; break;
+    case 503: type = "unavailable_error"; break;
+    default: break;
+    }
+    snprintf(e->type, sizeof e->type, "%s", type);
+    snprintf(e->param, sizeof e->param, "%s", param ? param : "");
+    snprintf(e->code, sizeof e->code, "%s", code ? code : "");
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(e->msg, sizeof e->msg, fmt, ap);
+    va_end(ap);
+    return false;
+}
+
+json_t *srv_parse_json(const char *body, size_t len, srv_error *e) {
+    if (len == 0) {
+        srv_err(e, 400, NULL, "invalid_json", "the request body is empty; expected a JSON object");
+        return NULL;
+    }
+    json_error_t je;
+    json_t *root = json_loadb(body, len, JSON_REJECT_DUPLICATES, &je);
+    if (!root) {
+        srv_err(e, 400, NULL, "invalid_json", "malformed JSON at line %d, column %d: %s", je.line, je.column, je.text);
+        return NULL;
+    }
+    if (!json_is_object(root)) {
+        json_decref(root);
+        srv_err(e, 400, NULL, "invalid_json", "the request body must be a JSON object");
+        return NULL;
+    }
+    return root;
+}
+
+json_t *srv_error_json(const srv_error *e, bool ollama_shape) {
+    if (ollama_shape) return json_pack("{s:s}", "error", e->msg);
+    json_t *err = json_pack("{s:s, s:s}", "message", e->msg, "type", e->type);
+    if (!err) return NULL;
+    json_object_set_new(err, "param", e->param[0] ? json_string(e->param) : json_null());
+    json_object_set_new(err, "code", e->code[0] ? json_string(e->code) : json_null());
+    return json_pack("{s:o}", "error", err);
+}
+
+/* ---- UTF-8 -------------------------------------------------------------- */
+
+static int utf8_len(unsigned char c) {
+    if (c < 0x80) return 1;
+    if ((c & 0xE0) == 0xC0) return 2;
+    if ((c & 0xF0) == 0xE0) return 3;
+    if ((c & 0xF8) == 0xF0) return 4;
+    return 0;
+}
+
+size_t srv_utf8_complete(const char *s, size_t n) {
+    /* look back at most 3 bytes for a lead byte whose sequence runs past the end */
+    for (size_t back = 1; back <= 3 && back <= n; back++) {
+        unsigned char c = (unsigned char)s[n - back];
+        if ((c & 0xC0) == 0x80) continue; /* continuation */
+        int l = utf8_len(c);
+        return l > (int)back ? n - back : n;
+    }
+    return n;
+}
+
+json_t *srv_json_text(const char *s, size_t n) {
+    json_t *j = json_stringn(s, n);
+    if (j) return j;
+    /* invalid UTF-8: rebuild with U+FFFD for every byte that does not start a valid sequence */
+    char *buf = malloc(n * 3 + 1);
+    if (!buf) return NULL;
+    size_t o = 0;
+    for (size_t i = 0; i < n;) {
+        unsigned char c = (unsigned char)s[i];
+        int l = utf8_len(c);
+        bool ok = l > 0 && i + (size_t)l <= n;
+        for (int k = 1; ok && k < l; k++) ok = ((unsigned char)s[i + (size_t)k] & 0xC0) == 0x80;
+        if (ok && l > 1) { /* reject overlongs, surrogates and > U+10FFFF by asking jansson */
+            json_t *t = json_stringn(s + i, (size_t)l);
+            ok = t != NULL;
+            json_decref(t);
+        }
+        if (ok && l == 1 && c == 0) ok = true;
+        if (ok) {
+            memcpy(buf + o, s + i, (size_t)l);
+            o += (size_t)l;
+            i += (size_t)l;
+        } else {
+            memcpy(buf + o, "\xEF\xBF\xBD", 3);
+            o += 3;
+            i++;
+        }
+    }
+    j = json_stringn(buf, o);
+    free(buf);
+    return j;
+}
+
+/* ---- field readers ---------------------------------------------------------
+ * Each returns false with e set on a type or range error; absent fields (or
+ * JSON null) leave the destination unchanged. */
+
+static bool get_num(json_t *o, const char *key, const char *param, double lo, double hi, double *out, bool *set,
+                    srv_error *e) {
+    json_t *v = json_object_get(o, key);
+    if (!v || json_is_null(v)) return true;
+    if (!json_is_number(v)) return srv_err(e, 400, param, "invalid_type", "'%s' must be a number", param);
+    double d = json_number_value(v);
+    if (!isfinite(d) || d < lo || d > hi)
+        return srv_err(e, 400, param, "invalid_value", "'%s' must be between %g and %g, got %g", param, lo, hi, d);
+    *out = d;
+    if (set) *set = true;
+    return true;
+}
+
+static bool get_int(json_t *o, const char *key, const char *param, long long lo, long long hi, long long *out,
+                    bool *set, srv_error *e) {
+    json_t *v = json_object_get(o, key);
+    if (!v || json_is_null(v)) return true;
+    long long x;
+    if (json_is_integer(v)) x = json_integer_value(v);
+    else if (json_is_real(v) && json_real_value(v) == floor(json_real_value(v)) && fabs(json_real_value(v)) < 9e15)
+        x = (long long)json_real_value(v);
+    else return srv_err(e, 400, param, "invalid_type", "'%s' must be an integer", param);
+    if (x < lo || x > hi)
+        return srv_err(e, 400, param, "invalid_value", "'%s' must be between %lld and %lld, got %lld", param, lo, hi, x);
+    *out = x;
+    if (set) *set = true;
+    return true;
+}
+
+static bool get_bool(json_t *o, const char *key, const char *param, bool *out, srv_error *e) {
+    json_t *v = json_object_get(o, key);
+    if (!v || json_is_null(v)) return true;
+    if (!json_is_boolean(v)) return srv_err(e, 400, param, "invalid_type", "'%s' must be a boolean", param);
+    *out = json_is_true(v);
+    return true;
+}
+
+static bool get_str(json_t *o, const char *key, const char *param, const char **out, size_t *len, srv_error *e) {
+    json_t *v = json_object_get(o, key);
+    if (!v || json_is_null(v)) return true;
+    if (!json_is_string(v)) return srv_err(e, 400, param, "invalid_type", "'%s' must be a string", param);
+    *out = json_string_value(v);
+    if (len) *len = json_string_length(v);
+    return true;
+}
+
+static bool get_stop(json_t *o, const char *key, const char *param, srv_gen_req *r, srv_error *e) {
+    json_t *v = json_object_get(o, key);
+    if (!v || json_is_null(v)) return true;
+    if (json_is_string(v)) {
+        if (json_string_length(v) > ENG_STOP_MAX_LEN)
+            return srv_err(e, 400, param, "invalid_value", "a stop string is longer than %d bytes", ENG_STOP_MAX_LEN);
+        if (json_string_length(v) > 0) r->stops[r->n_stops++] = json_string_value(v);
+        return true;
+    }
+    if (!json_is_array(v))
+        return srv_err(e, 400, param, "invalid_type", "'%s' must be a string or an array of strings", param);
+    if (json_array_size(v) > ENG_STOP_MAX)
+        return srv_err(e, 400, param, "invalid_value", "'%s' has %zu strings; at most %d", param, json_array_size(v),
+                       ENG_STOP_MAX);
+    size_t i;
+    json_t *s;
+    json_array_foreach(v, i, s) {
+        if (!json_is_string(s))
+            return srv_err(e, 400, param, "invalid_type", "'%s[%zu]' must be a string", param, i);
+        if (json_string_length(s) > ENG_STOP_MAX_LEN)
+            return srv_err(e, 400, param, "invalid_value", "'%s[%zu]' is longer than %d bytes", param, i,
+                           ENG_STOP_MAX_LEN);
+        if (json_string_length(s) > 0) r->stops[r->n_stops++] = json_string_value(s);
+    }
+    return true;
+}
+
+/* Sampling fields shared by every route; o is the body (OpenAI) or the
+ * options object (Ollama), prefix names it in messages. */
+static bool get_sampling(json_t *o, const char *prefix, bool ollama, srv_gen_req *r, srv_error *e) {
+    char p[96];
+#define P(name) (snprintf(p, sizeof p, "%s%s", prefix, name), p)
+    double d;
+    long long x;
+    bool set = false;
+    d = r->sp.temp;
+    if (!get_num(o, "temperature", P("temperature"), 0, 100, &d, NULL, e)) return false;
+    r->sp.temp = (float)d;
+    d = r->sp.top_p;
+    if (!get_num(o, "top_p", P("top_p"), 0, 1, &d, NULL, e)) return false;
+    r->sp.top_p = (float)d;
+    d = r->sp.min_p;
+    if (!get_num(o, "min_p", P("min_p"), 0, 1, &d, NULL, e)) return false;
+    r->sp.min_p = (float)d;
+    d = r->sp.typical_p;
+    if (!get_num(o, "typical_p", P("typical_p"), 0, 1, &d, NULL, e)) return false;
+    r->sp.typical_p = (float)d;
+    d = r->sp.repeat_penalty;
+    if (!get_num(o, "repeat_penalty", P("repeat_penalty"), 0, 10, &d, NULL, e)) return false;
+    r->sp.repeat_penalty = (float)d;
+    d = r->sp.presence_penalty;
+    if (!get_num(o, "presence_penalty", P("presence_penalty"), -2, 2, &d, NULL, e)) return false;
+    r->sp.presence_penalty = (float)d;
+    d = r->sp.frequency_penalty;
+    if (!get_num(o, "frequency_penalty", P("frequency_penalty"), -2, 2, &d, NULL, e)) return false;
+    r->sp.frequency_penalty = (float)d;
+    x = r->sp.top_k;
+    if (!get_int(o, "top_k", P("top_k"), 0, 1 << 24, &x, NULL, e)) return false;
+    r->sp.top_k = (int32_t)x;
+    x = r->sp.penalty_last_n;
+    if (!get_int(o, "repeat_last_n", P("repeat_last_n"), 0, 1 << 20, &x, NULL, e)) return false;
+    r->sp.penalty_last_n = (int32_t)x;
+    x = 0;
+    if (!get_int(o, "seed", P("seed"), INT64_MIN, INT64_MAX, &x, &set, e)) return false;
+    if (set) {
+        r->sp.seed = (uint64_t)x;
+        r->seed_set = true;
+    }
+    if (!get_stop(o, "stop", P("stop"), r, e)) return false;
+    if (ollama) {
+        x = -1;
+        set = false;
+        if (!get_int(o, "num_predict", P("num_predict"), -2, 1 << 24, &x, &set, e)) return false;
+        if (set) {
+            r->n_predict = x < 0 ? -1 : (int32_t)x;
+            r->n_predict_set = true;
+        }
+        x = 0;
+        if (!get_int(o, "num_ctx", P("num_ctx"), 0, 1 << 24, &x, NULL, e)) return false;
+        r->num_ctx = (int)x;
+    }
+    if (!get_bool(o, "ignore_eos", P("ignore_eos"), &r->ignore_eos, e)) return false;
+#undef P
+    return true;
+}
+
+static bool get_logit_bias(json_t *root, srv_gen_req *r, srv_error *e) {
+    json_t *v = json_object_get(root, "logit_bias");
+    if (!v || json_is_null(v)) return true;
+    if (!json_is_object(v))
+        return srv_err(e, 400, "logit_bias", "invalid_type", "'logit_bias' must be an object of token id -> bias");
+    size_t n = json_object_size(v);
+    if (n == 0) return true;
+    if (n > SRV_MAX_LOGIT_BIAS)
+        return srv_err(e, 400, "logit_bias", "invalid_value", "'logit_bias' has %zu entries; at most %d", n,
+                       SRV_MAX_LOGIT_BIAS);
+    r->bias = calloc(n, sizeof *r->bias);
+    if (!r->bias) return srv_err(e, 500, NULL, NULL, "out of memory");
+    const char *k;
+    json_t *b;
+    int i = 0;
+    json_object_foreach(v, k, b) {
+        char *end;
+        long id = strtol(k, &end, 10);
+        if (!*k || *end || id < 0 || id > INT32_MAX)
+            return srv_err(e, 400, "logit_bias", "invalid_value", "'logit_bias' key '%.40s' is not a token id", k);
+        if (!json_is_number(b))
+            return srv_err(e, 400, "logit_bias", "invalid_type", "'logit_bias[%.40s]' must be a number", k);
+        double d = json_number_value(b);
+        if (!(d >= -100 && d <= 100))
+            return srv_err(e, 400, "logit_bias", "invalid_value", "'logit_bias[%.40s]' must be between -100 and 100", k);
+        r->bias[i].token = (int32_t)id;
+        r->bias[i].bias = d <= -100 ? -INFINITY : (float)d;
+        i++;
+    }
+    r->sp.bias = r->bias;
+    r->sp.n_bias = i;
+    return true;
+}
+
+/* Normalizes chat messages into a new array of {role, content[, ...]} with
+ * text content. */
+static bool get_messages(json_t *root, bool ollama, srv_gen_req *r, srv_error *e) {
+    json_t *m = json_object_get(root, "messages");
+    if (!m || json_is_null(m)) return srv_err(e, 400, "messages", "missing_field", "'messages' is required");
+    if (!json_is_array(m)) return srv_err(e, 400, "messages", "invalid_type", "'messages' must be an array");
+    if (json_array_size(m) == 0) return srv_err(e, 400, "messages", "invalid_value", "'messages' must not be empty");
+    if (json_array_size(m) > 100000) return srv_err(e, 400, "messages", "invalid_value", "too many messages");
+    r->messages = json_array();
+    if (!r->messages) return srv_err(e, 500, NULL, NULL, "out of memory");
+    size_t i;
+    json_t *msg;
+    json_array_foreach(m, i, msg) {
+        char p[64];
+        snprintf(p, sizeof p, "messages[%zu]", i);
+        if (!json_is_object(msg)) return srv_err(e, 400, p, "invalid_type", "'%s' must be an object", p);
+        json_t *role = json_object_get(msg, "role");
+        snprintf(p, sizeof p, "messages[%zu].role", i);
+        if (!json_is_string(role)) return srv_err(e, 400, p, "invalid_type", "'%s' must be a string", p);
+        const char *rs = json_string_value(role);
+        if (!strcmp(rs, "developer")) rs = "system";
+        if (strcmp(rs, "system") && strcmp(rs, "user") && strcmp(rs, "assistant") && strcmp(rs, "tool"))
+            return srv_err(e, 400, p, "invalid_value",
+                           "unknown role '%.40s' in %s; expected system, developer, user, assistant or tool", rs, p);
+        json_t *content = json_object_get(msg, "content");
+        snprintf(p, sizeof p, "messages[%zu].content", i);
+        json_t *text = NULL;
+        if (!content || json_is_null(content)) {
+            if (strcmp(rs, "assistant") || !json_object_get(msg, "tool_calls"))
+                if (!ollama || strcmp(rs, "assistant"))
+                    return srv_err(e, 400, p, "missing_field", "'%s' is required", p);
+            text = json_string("");
+        } else if (json_is_string(content)) {
+            text = json_incref(content);
+        } else if (json_is_array(content) && !ollama) {
+            /* content parts: only text parts are supported */
+            size_t total = 0, k;
+            json_t *part;
+            json_array_foreach(content, k, part) {
+                json_t *type = json_object_get(part, "type"), *t = json_object_get(part, "text");
+                if (!json_is_object(part) || !json_is_string(type) || strcmp(json_string_value(type), "text") ||
+                    !json_is_string(t))
+                    return srv_err(e, 400, p, "unsupported_content",
+                                   "'%s[%zu]' is not a text part; only {\"type\": \"text\", \"text\": ...} parts are "
+                                   "supported",
+                                   p, k);
+                total += json_string_length(t);
+            }
+            char *buf = malloc(total + 1);
+            if (!buf) return srv_err(e, 500, NULL, NULL, "out of memory");
+            size_t off = 0;
+            json_array_foreach(content, k, part) {
+                json_t *t = json_object_get(part, "text");
+                memcpy(buf + off, json_string_value(t), json_string_length(t));
+                off += json_string_length(t);
+            }
+            text = json_stringn(buf, off);
+            free(buf);
+        } else {
+            return srv_err(e, 400, p, "invalid_type", "'%s' must be a string%s", p,
+                           ollama ? "" : " or an array of text parts");
+        }
+        if (ollama && json_object_get(msg, "images") && !json_is_null(json_object_get(msg, "images")) &&
+            json_array_size(json_object_get(msg, "images")) > 0) {
+            json_decref(text);
+            snprintf(p, sizeof p, "messages[%zu].images", i);
+            return srv_err(e, 400, p, "unsupported", "images are not supported by kiln's text models");
+        }
+        json_t *nm = json_pack("{s:s, s:o}", "role", rs, "content", text);
+        if (!nm) return srv_err(e, 500, NULL, NULL, "out of memory");
+        const char *pass[] = {"tool_calls", "name", "tool_call_id"};
+        for (size_t k = 0; k < sizeof pass / sizeof *pass; k++) {
+            json_t *pv = json_object_get(msg, pass[k]);
+            if (pv && !json_is_null(pv)) json_object_set(nm, pass[k], pv);
+        }
+        json_array_append_new(r->messages, nm);
+    }
+    json_t *tools = json_object_get(root, "tools");
+    if (tools && !json_is_null(tools)) {
+        if (!json_is_array(tools)) return srv_err(e, 400, "tools", "invalid_type", "'tools' must be an array");
+        if (json_array_size(tools) > 0) r->tools = tools;
+    }
+    return true;
+}
+
+static void gen_init(srv_gen_req *r, srv_api api) {
+    memset(r, 0, sizeof *r);
+    r->api = api;
+    r->sp = eng_sampler_defaults();
+    r->n_predict = -1;
+    r->n_logprobs = -1;
+    r->add_special = true;
+    r->stream = api == SRV_API_OLLAMA_GENERATE || api == SRV_API_OLLAMA_CHAT; /* Ollama streams by default */
+}
+
+bool srv_parse_gen(srv_api api, json_t *root, srv_gen_req *r, srv_error *e) {
+    gen_init(r, api);
+    bool ollama = api == SRV_API_OLLAMA_GENERATE || api == SRV_API_OLLAMA_CHAT;
+    if (!get_str(root, "model", "model", &r->model, NULL, e)) return false;
+    if (!get_bool(root, "stream", "stream", &r->stream, e)) return false;
+    if (ollama) {
+        json_t *opts = json_object_get(root, "options");
+        if (opts && !json_is_null(opts)) {
+            if (!json_is_object(opts)) return srv_err(e, 400, "options", "invalid_type", "'options' must be an object");
+            if (!get_sampling(opts, "options.", true, r, e)) return false;
+        }
+        json_t *ka = json_object_get(root, "keep_alive");
+        if (ka && !json_is_null(ka) && !json_is_string(ka) && !json_is_number(ka))
+            return srv_err(e, 400, "keep_alive", "invalid_type", "'keep_alive' must be a duration string or a number");
+        json_t *fmt = json_object_get(root, "format");
+        if (fmt && !json_is_null(fmt) && !(json_is_string(fmt) && json_string_length(fmt) == 0))
+            return srv_err(e, 400, "format", "unsupported", "'format' (structured output) is not supported yet");
+        if (api == SRV_API_OLLAMA_GENERATE) {
+            if (!get_str(root, "prompt", "prompt", &r->prompt, &r->prompt_len, e)) return false;
+            if (!r->prompt) r->prompt = "", r->prompt_len = 0;
+            if (!get_str(root, "system", "system", &r->system, NULL, e)) return false;
+            if (!get_bool(root, "raw", "raw", &r->raw, e)) return false;
+            json_t *img = json_object_get(root, "images");
+            if (img && json_is_array(img) && json_array_size(img) > 0)
+                return srv_err(e, 400, "images", "unsupported", "images are not supported by kiln's text models");
+            json_t *tmpl = json_object_get(root, "template");
+            if (tmpl && json_is_string(tmpl) && json_string_length(tmpl) > 0)
+                return srv_err(e, 400, "template", "unsupported",
+                               "'template' overrides (Go templates) are not supported; kiln uses the model's Jinja "
+                               "chat template");
+        } else if (!get_messages(root, true, r, e)) {
+            return false;
+        }
+        return true;
+    }
+
+    /* OpenAI */
+    if (!get_sampling(root, "", false, r, e)) return false;
+    if (!get_logit_bias(root, r, e)) return false;
+    long long x = 1;
+    if (!get_int(root, "n", "n", 1, 1 << 20, &x, NULL, e)) return false;
+    if (x != 1) return srv_err(e, 400, "n", "unsupported_value", "only n = 1 is supported, got %lld", x);
+    bool set = false;
+    x = -1;
+    if (!get_int(root, "max_tokens", "max_tokens", 0, 1 << 24, &x, &set, e)) return false;
+    if (api == SRV_API_OPENAI_CHAT &&
+        !get_int(root, "max_completion_tokens", "max_completion_tokens", 0, 1 << 24, &x, &set, e))
+        return false;
+    if (set) {
+        r->n_predict = (int32_t)x;
+        r->n_predict_set = true;
+    }
+    json_t *so = json_object_get(root, "stream_options");
+    if (so && !json_is_null(so)) {
+        if (!json_is_object(so))
+            return srv_err(e, 400, "stream_options", "invalid_type", "'stream_options' must be an object");
+        if (!get_bool(so, "include_usage", "stream_options.include_usage", &r->include_usage, e)) return false;
+    }
+    json_t *rf = json_object_get(root, "response_format");
+    if (rf && !json_is_null(rf)) {
+        json_t *t = json_object_get(rf, "type");
+        if (!json_is_object(rf) || !json_is_string(t))
+            return srv_err(e, 400, "response_format", "invalid_type",
+                           "'response_format' must be an object with a string 'type'");
+        if (strcmp(json_string_value(t), "text"))
+            return srv_err(e, 400, "response_format.type", "unsupported_value",
+                           "response_format type '%.40s' is not supported; only 'text'", json_string_value(t));
+    }
+    if (api == SRV_API_OPENAI_CHAT) {
+        bool lp = false;
+        if (!get_bool(root, "logprobs", "logprobs", &lp, e)) return false;
+        x = 0;
+        set = false;
+        if (!get_int(root, "top_logprobs", "top_logprobs", 0, ENG_MAX_LOGPROBS, &x, &set, e)) return false;
+        if (set && !lp)
+            return srv_err(e, 400, "top_logprobs", "invalid_value", "'top_logprobs' needs 'logprobs': true");
+        if (lp) r->n_logprobs = (int)x;
+        return get_messages(root, false, r, e);
+    }
+    /* completions */
+    x = -1;
+    set = false;
+    if (!get_int(root, "logprobs", "logprobs", 0, ENG_MAX_LOGPROBS, &x, &set, e)) return false;
+    if (set) r->n_logprobs = (int)x;
+    if (!get_bool(root, "echo", "echo", &r->echo, e)) return false;
+    if (!get_bool(root, "add_special", "add_special", &r->add_special, e)) return false;
+    json_t *suffix = json_object_get(root, "suffix");
+    if (suffix && json_is_string(suffix) && json_string_length(suffix) > 0)
+        return srv_err(e, 400, "suffix", "unsupported", "'suffix' (fill-in-the-middle) is not supported");
+    json_t *p = json_object_get(root, "prompt");
+    if (!p || json_is_null(p)) return srv_err(e, 400, "prompt", "missing_field", "'prompt' is required");
+    if (json_is_array(p) && json_array_size(p) == 1 && json_is_string(json_array_get(p, 0)))
+        p = json_array_get(p, 0);
+    if (json_is_string(p)) {
+        r->prompt = json_string_value(p);
+        r->prompt_len = json_string_length(p);
+        return true;
+    }
+    if (json_is_array(p) && json_array_size(p) == 1 && json_is_array(json_array_get(p, 0)))
+        p = json_array_get(p, 0);
+    if (!json_is_array(p) || json_array_size(p) == 0)
+        return srv_err(e, 400, "prompt", "invalid_type",
+                       "'prompt' must be a string or a non-empty array of token ids (one prompt; n = 1)");
+    size_t n = json_array_size(p);
+    if (n > (1u << 24)) return srv_err(e, 400, "prompt", "invalid_value", "the prompt has too many tokens");
+    r->prompt_tokens = malloc(n * sizeof *r->prompt_tokens);
+    if (!r->prompt_tokens) return srv_err(e, 500, NULL, NULL, "out of memory");
+    for (size_t i = 0; i < n; i++) {
+        json_t *t = json_array_get(p, i);
+        if (!json_is_integer(t) || json_integer_value(t) < 0 || json_integer_value(t) > INT32_MAX)
+            return srv_err(e, 400, "prompt", "invalid_type",
+                           "'prompt[%zu]' must be a token id (a non-negative integer); one prompt per request", i);
+        r->prompt_tokens[i] = (int32_t)json_integer_value(t);
+    }
+    r->n_prompt_tokens = n;
+    return true;
+}
+
+void srv_gen_req_free(srv_gen_req *r) {
+    if (!r) return;
+    json_decref(r->messages);
+    free(r->prompt_tokens);
+    free(r->bias);
+    memset(r, 0, sizeof *r);
+}
+
+bool srv_parse_embed(bool ollama, json_t *root, srv_embed_req *r, srv_error *e) {
+    memset(r, 0, sizeof *r);
+    if (!get_str(root, "model", "model", &r->model, NULL, e)) return false;
+    if (!get_bool(root, "truncate", "truncate", &r->truncate, e)) return false;
+    const char *fmt = NULL;
+    if (!ollama) {
+        if (!get_str(root, "encoding_format", "encoding_format", &fmt, NULL, e)) return false;
+        if (fmt && strcmp(fmt, "float") && strcmp(fmt, "base64"))
+            return srv_err(e, 400, "encoding_format", "invalid_value",
+                           "'encoding_format' must be 'float' or 'base64', got '%.40s'", fmt);
+        r->base64 = fmt && !strcmp(fmt, "base64");
+        json_t *dim = json_object_get(root, "dimensions");
+        if (dim && !json_is_null(dim))
+            return srv_err(e, 400, "dimensions", "unsupported",
+                           "'dimensions' is not supported: this model's embeddings cannot be shortened");
+    }
+    json_t *in = json_object_get(root, "input");
+    if (!in || json_is_null(in)) return srv_err(e, 400, "input", "missing_field", "'input' is required");
+    size_t n = json_is_array(in) ? json_array_size(in) : 1;
+    if (json_is_array(in) && n == 0) return srv_err(e, 400, "input", "invalid_value", "'input' must not be empty");
+    if (n > ENG_MAX_EMBED_INPUTS)
+        return srv_err(e, 400, "input", "invalid_value", "'input' has %zu items; at most %d", n, ENG_MAX_EMBED_INPUTS);
+    /* OpenAI also takes token ids: one list, or a list of lists */
+    bool tokens = !ollama && json_is_array(in) && (json_is_integer(json_array_get(in, 0)) ||
+                                                   json_is_array(json_array_get(in, 0)));
+    if (tokens) {
+        bool flat = json_is_integer(json_array_get(in, 0));
+        size_t count = flat ? 1 : n;
+        r->token_inputs = calloc(count, sizeof *r->token_inputs);
+        r->lens = calloc(count, sizeof *r->lens);
+        if (!r->token_inputs || !r->lens) return srv_err(e, 500, NULL, NULL, "out of memory");
+        r->n = count;
+        for (size_t i = 0; i < count; i++) {
+            json_t *list = flat ? in : json_array_get(in, i);
+            if (!json_is_array(list) || json_array_size(list) == 0 || json_array_size(list) > (1u << 24))
+                return srv_err(e, 400, "input", "invalid_type", "'input[%zu]' must be a non-empty list of token ids", i);
+            size_t m = json_array_size(list);
+            if (!(r->token_inputs[i] = malloc(m * sizeof **r->token_inputs)))
+                return srv_err(e, 500, NULL, NULL, "out of memory");
+            for (size_t k = 0; k < m; k++) {
+                json_t *t = json_array_get(list, k);
+                if (!json_is_integer(t) || json_integer_value(t) < 0 || json_integer_value(t) > INT32_MAX)
+                    return srv_err(e, 400, "input", "invalid_type", "'input' token %zu of item %zu is not a token id",
+                                   k, i);
+                r->token_inputs[i][k] = (int32_t)json_integer_value(t);
+            }
+            r->lens[i] = m;
+        }
+        return true;
+    }
+    r->texts = calloc(n, sizeof *r->texts);
+    r->lens = calloc(n, sizeof *r->lens);
+    if (!r->texts || !r->lens) return srv_err(e, 500, NULL, NULL, "out of memory");
+    r->n = n;
+    for (size_t i = 0; i < n; i++) {
+        json_t *t = json_is_array(in) ? json_array_get(in, i) : in;
+        if (!json_is_string(t))
+            return srv_err(e, 400, "input", "invalid_type",
+                           json_is_array(in) ? "'input[%zu]' must be a string" : "'input' must be a string or a list "
+                                                                                 "of strings",
+                           i);
+        r->texts[i] = json_string_value(t);
+        r->lens[i] = json_string_length(t);
+    }
+    return true;
+}
+
+void srv_embed_req_free(srv_embed_req *r) {
+    if (!r) return;
+    if (r->token_inputs)
+        for (size_t i = 0; i < r->n; i++) free(r->token_inputs[i]);
+    free(r->token_inputs);
+    free(r->texts);
+    free(r->lens);
+    memset(r, 0, sizeof *r);
+}

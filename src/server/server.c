@@ -1,0 +1,590 @@
+/*
+ * server.c — libmicrohttpd glue: connections, routing, auth, body limits,
+ * JSON responses, simple endpoints and shutdown (see server.h). The
+ * generation and embedding endpoints live in gen.c.
+ */
+#include "server_internal.h"
+
+#include <arpa/inet.h>
+#include <netdb.h>
+#include <poll.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+/* ---- responses ------------------------------------------------------------- */
+
+enum MHD_Result srv_send_body(struct MHD_Connection *c, int status, const char *ctype, char *body, size_t len) {
+    struct MHD_Response *r = MHD_create_response_from_buffer(len, body, MHD_RESPMEM_MUST_FREE);
+    if (!r) {
+        free(body);
+        return MHD_NO;
+    }
+    MHD_add_response_header(r, "Content-Type", ctype);
+    enum MHD_Result ret = MHD_queue_response(c, (unsigned)status, r);
+    MHD_destroy_response(r);
+    return ret;
+}
+
+enum MHD_Result srv_send_json(struct MHD_Connection *c, int status, json_t *j) {
+    if (!j) return srv_send_body(c, 500, "application/json", strdup("{\"error\":\"out of memory\"}"), 25);
+    char *s = json_dumps(j, JSON_COMPACT | JSON_REAL_PRECISION(9));
+    json_decref(j);
+    if (!s) return MHD_NO;
+    return srv_send_body(c, status, "application/json", s, strlen(s));
+}
+
+enum MHD_Result srv_send_error(struct MHD_Connection *c, const srv_error *e, bool ollama) {
+    json_t *j = srv_error_json(e, ollama);
+    char *s = j ? json_dumps(j, JSON_COMPACT) : NULL;
+    json_decref(j);
+    if (!s) return MHD_NO;
+    struct MHD_Response *r = MHD_create_response_from_buffer(strlen(s), s, MHD_RESPMEM_MUST_FREE);
+    if (!r) {
+        free(s);
+        return MHD_NO;
+    }
+    MHD_add_response_header(r, "Content-Type", "application/json");
+    if (e->status == 503) MHD_add_response_header(r, "Retry-After", "1");
+    if (e->status == 401) MHD_add_response_header(r, "WWW-Authenticate", "Bearer");
+    enum MHD_Result ret = MHD_queue_response(c, (unsigned)e->status, r);
+    MHD_destroy_response(r);
+    return ret;
+}
+
+bool srv_client_gone(struct MHD_Connection *c) {
+    const union MHD_ConnectionInfo *ci = MHD_get_connection_info(c, MHD_CONNECTION_INFO_CONNECTION_FD);
+    if (!ci) return false;
+    struct pollfd p = {.fd = ci->connect_fd, .events = POLLRDHUP};
+    if (poll(&p, 1, 0) <= 0) return false;
+    return (p.revents & (POLLRDHUP | POLLHUP | POLLERR | POLLNVAL)) != 0;
+}
+
+void srv_iso_time(time_t t, char *buf, size_t cap) {
+    struct tm tm;
+    gmtime_r(&t, &tm);
+    strftime(buf, cap, "%Y-%m-%dT%H:%M:%SZ", &tm);
+}
+
+/* ---- simple endpoints -------------------------------------------------------- */
+
+typedef struct health_acc {
+    json_t *models;
+    int running, waiting;
+} health_acc;
+
+static void health_one(void *arg, rt_model *m) {
+    health_acc *a = arg;
+    eng_sched_stats st;
+    eng_sched_stats_get(m->sched, &st);
+    a->running += st.running;
+    a->waiting += st.waiting;
+    json_array_append_new(a->models, json_pack("{s:s, s:i, s:i, s:i, s:i, s:i}", "name", m->name, "slots_total",
+                                               st.slots_total, "slots_busy", st.slots_busy, "running", st.running,
+                                               "waiting", st.waiting, "n_ctx", st.n_ctx));
+}
+
+static enum MHD_Result h_health(srv_server *s, struct MHD_Connection *c, conn_ctx *cx) {
+    (void)cx;
+    int state = atomic_load(&s->state);
+    health_acc a = {.models = json_array()};
+    rt_foreach_loaded(s->reg, health_one, &a);
+    const char *status = state == SRV_DRAINING ? "draining" : state == SRV_LOADING ? "loading" : "ok";
+    json_t *j = json_pack("{s:s, s:i, s:i, s:i, s:o}", "status", status, "requests_running", a.running,
+                          "requests_waiting", a.waiting, "requests_in_flight", atomic_load(&s->in_flight), "models",
+                          a.models);
+    return srv_send_json(c, state == SRV_READY ? 200 : 503, j);
+}
+
+static enum MHD_Result h_v1_models(srv_server *s, struct MHD_Connection *c, conn_ctx *cx) {
+    (void)cx;
+    json_t *data = json_array();
+    for (size_t i = 0; i < rt_registry_count(s->reg); i++) {
+        rt_entry_info in;
+        rt_registry_entry(s->reg, i, &in);
+        json_array_append_new(data, json_pack("{s:s, s:s, s:I, s:s}", "id", in.name, "object", "model", "created",
+                                              (json_int_t)in.mtime, "owned_by", "kiln"));
+    }
+    return srv_send_json(c, 200, json_pack("{s:s, s:o}", "object", "list", "data", data));
+}
+
+static json_t *ollama_details(const rt_model *m) {
+    json_t *d = json_pack("{s:s, s:s}", "format", "gguf", "family", m ? m->m->hp.arch_name : "");
+    return d;
+}
+
+static enum MHD_Result h_api_tags(srv_server *s, struct MHD_Connection *c, conn_ctx *cx) {
+    (void)cx;
+    json_t *models = json_array();
+    for (size_t i = 0; i < rt_registry_count(s->reg); i++) {
+        rt_entry_info in;
+        rt_registry_entry(s->reg, i, &in);
+        char ts[32];
+        srv_iso_time(in.mtime, ts, sizeof ts);
+        json_array_append_new(models, json_pack("{s:s, s:s, s:s, s:I, s:s, s:o}", "name", in.name, "model", in.name,
+                                                "modified_at", ts, "size", (json_int_t)in.size, "digest", "",
+                                                "details", json_pack("{s:s}", "format", "gguf")));
+    }
+    return srv_send_json(c, 200, json_pack("{s:o}", "models", models));
+}
+
+static void ps_one(void *arg, rt_model *m) {
+    eng_sched_stats st;
+    eng_sched_stats_get(m->sched, &st);
+    char ts[32];
+    srv_iso_time(m->loaded_at, ts, sizeof ts);
+    json_array_append_new((json_t *)arg,
+                          json_pack("{s:s, s:s, s:I, s:i, s:s, s:s, s:o, s:i}", "name", m->name, "model", m->name,
+                                    "size", (json_int_t)(m->m->weight_bytes + st.kv_bytes), "size_vram", 0, "digest",
+                                    "", "loaded_at", ts, "details", ollama_details(m), "context_length", st.n_ctx));
+}
+
+static enum MHD_Result h_api_ps(srv_server *s, struct MHD_Connection *c, conn_ctx *cx) {
+    (void)cx;
+    json_t *models = json_array();
+    rt_foreach_loaded(s->reg, ps_one, models);
+    return srv_send_json(c, 200, json_pack("{s:o}", "models", models));
+}
+
+static enum MHD_Result h_api_version(srv_server *s, struct MHD_Connection *c, conn_ctx *cx) {
+    (void)s, (void)cx;
+    return srv_send_json(c, 200, json_pack("{s:s}", "version", KILN_VERSION));
+}
+
+/* Resolves a request's model name (or the default) and pins it. */
+bool srv_acquire_model(srv_server *s, const char *name, rt_model **out, srv_error *e) {
+    if (!name || !*name) name = s->default_model;
+    if (!name) {
+        char names[400];
+        rt_registry_names(s->reg, names, sizeof names);
+        return srv_err(e, 400, "model", "missing_field", "'model' is required; available: %s", names);
+    }
+    kn_err err = {0};
+    kn_status st = rt_acquire(s->reg, name, out, &err);
+    if (st == KN_ENOTFOUND) return srv_err(e, 404, "model", "model_not_found", "%s", err.msg);
+    if (st != KN_OK) return srv_err(e, 500, "model", "model_load_failed", "cannot load model '%.128s': %s", name, err.msg);
+    return true;
+}
+
+static json_t *gguf_value_json(const gguf_ctx *g, int64_t i) {
+    gguf_type t = gguf_kv_type(g, i);
+    if (t == GGUF_TYPE_ARRAY) {
+        gguf_type et;
+        uint64_t n;
+        const void *data;
+        if (gguf_kv_get_arr(g, i, &et, &n, &data) != KN_OK) return NULL;
+        return json_pack("{s:s, s:I}", "array_of", gguf_type_name(et), "length", (json_int_t)n);
+    }
+    int64_t iv = 0;
+    uint64_t uv = 0;
+    double fv = 0;
+    gguf_str sv = {0};
+    if (gguf_kv_scalar(g, i, &iv, &uv, &fv, &sv) != KN_OK) return NULL;
+    switch (t) {
+    case GGUF_TYPE_STRING: return srv_json_text(sv.data, (size_t)sv.len);
+    case GGUF_TYPE_FLOAT32:
+    case GGUF_TYPE_FLOAT64: return json_real(fv);
+    case GGUF_TYPE_BOOL: return json_boolean(iv);
+    case GGUF_TYPE_UINT64: return uv > INT64_MAX ? json_real((double)uv) : json_integer((json_int_t)uv);
+    default: return json_integer((json_int_t)iv);
+    }
+}
+
+static enum MHD_Result h_api_show(srv_server *s, struct MHD_Connection *c, conn_ctx *cx) {
+    srv_error e;
+    json_t *root = srv_parse_json(cx->body, cx->len, &e);
+    if (!root) return srv_send_error(c, &e, true);
+    json_t *name = json_object_get(root, "model");
+    if (!name) name = json_object_get(root, "name");
+    if (name && !json_is_string(name)) {
+        json_decref(root);
+        srv_err(&e, 400, "model", "invalid_type", "'model' must be a string");
+        return srv_send_error(c, &e, true);
+    }
+    rt_model *m;
+    if (!srv_acquire_model(s, name ? json_string_value(name) : NULL, &m, &e)) {
+        json_decref(root);
+        return srv_send_error(c, &e, true);
+    }
+    const gguf_ctx *g = m->m->gguf;
+    json_t *info = json_object();
+    for (int64_t i = 0; i < gguf_n_kv(g); i++) {
+        gguf_str k = gguf_kv_key(g, i);
+        if (gguf_str_eq(k, "tokenizer.chat_template")) continue;
+        json_t *v = gguf_value_json(g, i);
+        if (!v) continue;
+        char key[256];
+        snprintf(key, sizeof key, "%.*s", (int)(k.len < 255 ? k.len : 255), k.data);
+        json_object_set_new(info, key, v);
+    }
+    gguf_str tmpl = {0};
+    json_t *template = gguf_get_str(g, "tokenizer.chat_template", &tmpl) == KN_OK
+                           ? srv_json_text(tmpl.data, (size_t)tmpl.len)
+                           : json_string("");
+    json_t *out = json_pack("{s:s, s:s, s:o, s:o, s:o, s:I}", "modelfile", "", "parameters", "", "template", template,
+                            "details", ollama_details(m), "model_info", info, "context_length",
+                            (json_int_t)m->n_ctx);
+    rt_release(s->reg, m);
+    json_decref(root);
+    return srv_send_json(c, 200, out);
+}
+
+static enum MHD_Result h_tokenize(srv_server *s, struct MHD_Connection *c, conn_ctx *cx) {
+    srv_error e;
+    json_t *root = srv_parse_json(cx->body, cx->len, &e);
+    if (!root) return srv_send_error(c, &e, false);
+    const char *model = NULL, *content = NULL;
+    json_t *jm = json_object_get(root, "model"), *jc = json_object_get(root, "content");
+    json_t *ja = json_object_get(root, "add_special");
+    bool add_special = false;
+    enum MHD_Result ret;
+    if (jm && !json_is_null(jm) && !json_is_string(jm)) {
+        srv_err(&e, 400, "model", "invalid_type", "'model' must be a string");
+        goto err;
+    }
+    if (!json_is_string(jc)) {
+        srv_err(&e, 400, "content", jc ? "invalid_type" : "missing_field", "'content' must be a string");
+        goto err;
+    }
+    if (ja && !json_is_null(ja)) {
+        if (!json_is_boolean(ja)) {
+            srv_err(&e, 400, "add_special", "invalid_type", "'add_special' must be a boolean");
+            goto err;
+        }
+        add_special = json_is_true(ja);
+    }
+    model = jm ? json_string_value(jm) : NULL;
+    content = json_string_value(jc);
+    rt_model *m;
+    if (!srv_acquire_model(s, model, &m, &e)) goto err;
+    int32_t *ids = NULL;
+    size_t n = 0;
+    kn_err err = {0};
+    kn_status st = tok_encode_alloc(m->vocab, content, json_string_length(jc), add_special, true, &ids, &n, &err);
+    rt_release(s->reg, m);
+    if (st != KN_OK) {
+        srv_err(&e, 400, "content", NULL, "cannot tokenize: %s", err.msg);
+        goto err;
+    }
+    json_t *toks = json_array();
+    for (size_t i = 0; i < n; i++) json_array_append_new(toks, json_integer(ids[i]));
+    free(ids);
+    json_decref(root);
+    return srv_send_json(c, 200, json_pack("{s:o}", "tokens", toks));
+err:
+    json_decref(root);
+    ret = srv_send_error(c, &e, false);
+    return ret;
+}
+
+static enum MHD_Result h_detokenize(srv_server *s, struct MHD_Connection *c, conn_ctx *cx) {
+    srv_error e;
+    json_t *root = srv_parse_json(cx->body, cx->len, &e);
+    if (!root) return srv_send_error(c, &e, false);
+    json_t *jm = json_object_get(root, "model"), *jt = json_object_get(root, "tokens");
+    int32_t *ids = NULL;
+    if (jm && !json_is_null(jm) && !json_is_string(jm)) {
+        srv_err(&e, 400, "model", "invalid_type", "'model' must be a string");
+        goto err;
+    }
+    if (!json_is_array(jt) || json_array_size(jt) > (1u << 24)) {
+        srv_err(&e, 400, "tokens", jt ? "invalid_type" : "missing_field", "'tokens' must be an array of token ids");
+        goto err;
+    }
+    rt_model *m;
+    if (!srv_acquire_model(s, jm ? json_string_value(jm) : NULL, &m, &e)) goto err;
+    size_t n = json_array_size(jt);
+    ids = malloc((n ? n : 1) * sizeof *ids);
+    for (size_t i = 0; ids && i < n; i++) {
+        json_t *t = json_array_get(jt, i);
+        if (!json_is_integer(t) || !tok_valid(m->vocab, (int32_t)json_integer_value(t)) ||
+            json_integer_value(t) > INT32_MAX || json_integer_value(t) < 0) {
+            rt_release(s->reg, m);
+            srv_err(&e, 400, "tokens", "invalid_value", "'tokens[%zu]' is not a token id of this model", i);
+            goto err;
+        }
+        ids[i] = (int32_t)json_integer_value(t);
+    }
+    char *text = NULL;
+    size_t len = 0;
+    kn_err err = {0};
+    tok_decoder_opts o = {.special = false, .strip_space = true, .replace_invalid = false};
+    kn_status st = ids ? tok_decode_all(m->vocab, ids, n, &o, &text, &len, &err) : KN_ENOMEM;
+    rt_release(s->reg, m);
+    free(ids);
+    ids = NULL;
+    if (st != KN_OK) {
+        srv_err(&e, 400, "tokens", NULL, "cannot detokenize: %s", err.msg);
+        goto err;
+    }
+    json_t *out = json_pack("{s:o}", "content", srv_json_text(text, len));
+    free(text);
+    json_decref(root);
+    return srv_send_json(c, 200, out);
+err:
+    free(ids);
+    json_decref(root);
+    return srv_send_error(c, &e, false);
+}
+
+/* ---- routing ------------------------------------------------------------------ */
+
+typedef struct route {
+    const char *method;
+    const char *path;
+    srv_handler fn;
+    bool open;   /* no API key needed */
+    bool ollama; /* error shape */
+    bool body;   /* reads a JSON body */
+} route;
+
+static const route ROUTES[] = {
+    {"GET", "/health", h_health, true, false, false},
+    {"GET", "/v1/models", h_v1_models, false, false, false},
+    {"POST", "/v1/chat/completions", srv_h_chat, false, false, true},
+    {"POST", "/v1/completions", srv_h_completions, false, false, true},
+    {"POST", "/v1/embeddings", srv_h_embeddings, false, false, true},
+    {"POST", "/api/generate", srv_h_ollama_generate, false, true, true},
+    {"POST", "/api/chat", srv_h_ollama_chat, false, true, true},
+    {"POST", "/api/embed", srv_h_ollama_embed, false, true, true},
+    {"GET", "/api/tags", h_api_tags, false, true, false},
+    {"GET", "/api/ps", h_api_ps, false, true, false},
+    {"POST", "/api/show", h_api_show, false, true, true},
+    {"GET", "/api/version", h_api_version, false, true, false},
+    {"POST", "/tokenize", h_tokenize, false, false, true},
+    {"POST", "/detokenize", h_detokenize, false, false, true},
+};
+#define N_ROUTES (sizeof ROUTES / sizeof *ROUTES)
+
+static bool key_ok(const srv_server *s, struct MHD_Connection *c) {
+    if (!s->api_key) return true;
+    const char *h = MHD_lookup_connection_value(c, MHD_HEADER_KIND, "Authorization");
+    if (!h || strncasecmp(h, "Bearer ", 7) != 0) return false;
+    h += 7;
+    size_t a = strlen(h), b = strlen(s->api_key);
+    unsigned diff = (unsigned)(a ^ b);
+    for (size_t i = 0; i < b; i++) diff |= (unsigned char)(i < a ? h[i] : 0) ^ (unsigned char)s->api_key[i];
+    return diff == 0;
+}
+
+static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const char *url, const char *method,
+                                  const char *version, const char *upload, size_t *upload_size, void **con_cls) {
+    (void)version;
+    srv_server *s = cls;
+    conn_ctx *cx = *con_cls;
+    srv_error e;
+    if (!cx) {
+        cx = calloc(1, sizeof *cx);
+        if (!cx) return MHD_NO;
+        *con_cls = cx;
+        const route *match = NULL;
+        bool path_known = false;
+        for (size_t i = 0; i < N_ROUTES; i++) {
+            if (strcmp(ROUTES[i].path, url)) continue;
+            path_known = true;
+            if (!strcmp(ROUTES[i].method, method)) match = &ROUTES[i];
+        }
+        bool ollama = !strncmp(url, "/api/", 5);
+        if (!match) {
+            cx->done = true;
+            if (path_known) {
+                srv_err(&e, 405, NULL, "method_not_allowed", "method %.16s is not allowed on %.128s", method, url);
+                struct MHD_Response *r = NULL;
+                json_t *j = srv_error_json(&e, ollama);
+                char *b = j ? json_dumps(j, JSON_COMPACT) : NULL;
+                json_decref(j);
+                if (b && (r = MHD_create_response_from_buffer(strlen(b), b, MHD_RESPMEM_MUST_FREE))) {
+                    for (size_t i = 0; i < N_ROUTES; i++)
+                        if (!strcmp(ROUTES[i].path, url)) MHD_add_response_header(r, "Allow", ROUTES[i].method);
+                    MHD_add_response_header(r, "Content-Type", "application/json");
+                    enum MHD_Result ret = MHD_queue_response(c, 405, r);
+                    MHD_destroy_response(r);
+                    return ret;
+                }
+                free(b);
+                return MHD_NO;
+            }
+            srv_err(&e, 404, NULL, "not_found", "no route %.16s %.200s", method, url);
+            return srv_send_error(c, &e, ollama);
+        }
+        cx->route = match;
+        if (!match->open && !key_ok(s, c)) {
+            cx->done = true;
+            srv_err(&e, 401, NULL, "invalid_api_key", "a valid API key is required: send 'Authorization: Bearer KEY'");
+            return srv_send_error(c, &e, match->ollama);
+        }
+        const char *cl = MHD_lookup_connection_value(c, MHD_HEADER_KIND, "Content-Length");
+        if (cl) {
+            char *end;
+            unsigned long long v = strtoull(cl, &end, 10);
+            if (*end == 0 && v > (unsigned long long)s->max_body) {
+                cx->done = true;
+                srv_err(&e, 413, NULL, "body_too_large", "the request body has %llu bytes; the limit is %lld", v,
+                        (long long)s->max_body);
+                return srv_send_error(c, &e, match->ollama);
+            }
+        }
+        return MHD_YES;
+    }
+    if (cx->done) { /* an early answer was queued: discard the body */
+        *upload_size = 0;
+        return MHD_YES;
+    }
+    if (*upload_size) {
+        size_t n = *upload_size;
+        *upload_size = 0;
+        if (cx->too_large) return MHD_YES;
+        if (cx->len + n > (size_t)s->max_body) {
+            cx->too_large = true;
+            return MHD_YES;
+        }
+        if (cx->len + n + 1 > cx->cap) {
+            size_t nc = cx->cap ? cx->cap : 4096;
+            while (nc < cx->len + n + 1) nc *= 2;
+            if (nc > (size_t)s->max_body + 1) nc = (size_t)s->max_body + 1;
+            char *nb = realloc(cx->body, nc);
+            if (!nb) return MHD_NO;
+            cx->body = nb;
+            cx->cap = nc;
+        }
+        memcpy(cx->body + cx->len, upload, n);
+        cx->len += n;
+        cx->body[cx->len] = 0;
+        return MHD_YES;
+    }
+    /* the whole request is here */
+    cx->done = true;
+    const route *rt = cx->route;
+    if (cx->too_large) {
+        srv_err(&e, 413, NULL, "body_too_large", "the request body is over the limit of %lld bytes",
+                (long long)s->max_body);
+        return srv_send_error(c, &e, rt->ollama);
+    }
+    if (atomic_load(&s->state) == SRV_DRAINING && rt->fn != h_health) {
+        srv_err(&e, 503, NULL, "shutting_down", "the server is shutting down");
+        return srv_send_error(c, &e, rt->ollama);
+    }
+    if (rt->body) { /* generation-type work: what shutdown waits for */
+        atomic_fetch_add(&s->in_flight, 1);
+        cx->counted = true;
+    }
+    return rt->fn(s, c, cx);
+}
+
+static void on_completed(void *cls, struct MHD_Connection *c, void **con_cls, enum MHD_RequestTerminationCode toe) {
+    (void)c, (void)toe;
+    srv_server *s = cls;
+    conn_ctx *cx = *con_cls;
+    if (!cx) return;
+    if (cx->counted) atomic_fetch_sub(&s->in_flight, 1);
+    free(cx->body);
+    free(cx);
+    *con_cls = NULL;
+}
+
+static void mhd_log(void *cls, const char *fmt, va_list ap) {
+    (void)cls;
+    if (!kn_log_enabled(KN_LOG_DEBUG)) return;
+    char buf[512];
+    vsnprintf(buf, sizeof buf, fmt, ap);
+    size_t n = strlen(buf);
+    while (n && (buf[n - 1] == '\n' || buf[n - 1] == '\r')) buf[--n] = 0;
+    KN_DEBUG("http: %s", buf);
+}
+
+/* ---- lifecycle ----------------------------------------------------------------- */
+
+kn_status srv_create(const srv_config *cfg, rt_registry *reg, srv_server **out, kn_err *err) {
+    *out = NULL;
+    srv_server *s = calloc(1, sizeof *s);
+    if (!s) return kn_fail(err, KN_ENOMEM, "out of memory");
+    s->cfg = cfg;
+    s->reg = reg;
+    s->api_key = cfg->api_key;
+    s->max_body = cfg->max_body;
+    s->default_model = cfg->default_model;
+    if (!s->default_model && cfg->model_file && rt_registry_count(reg) == 1) {
+        rt_entry_info in;
+        rt_registry_entry(reg, 0, &in);
+        s->default_model = in.name;
+    }
+    atomic_init(&s->state, SRV_LOADING);
+    atomic_init(&s->in_flight, 0);
+    atomic_init(&s->seq, 0);
+    *out = s;
+    return KN_OK;
+}
+
+const char *srv_default_model(const srv_server *s) { return s->default_model; }
+
+kn_status srv_start(srv_server *s, int *port, kn_err *err) {
+    struct addrinfo hints = {.ai_family = AF_UNSPEC, .ai_socktype = SOCK_STREAM, .ai_flags = AI_NUMERICSERV},
+                    *ai = NULL;
+    char ps[16];
+    snprintf(ps, sizeof ps, "%d", s->cfg->port);
+    int gai = getaddrinfo(s->cfg->host, ps, &hints, &ai);
+    if (gai != 0 || !ai) return kn_fail(err, KN_EINVAL, "cannot resolve host '%s': %s", s->cfg->host, gai_strerror(gai));
+    unsigned flags = MHD_USE_THREAD_PER_CONNECTION | MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_ITC |
+                     MHD_USE_POLL | MHD_USE_ERROR_LOG;
+    if (ai->ai_family == AF_INET6) flags |= MHD_USE_IPv6;
+    s->d = MHD_start_daemon(flags, 0, NULL, NULL, on_request, s, MHD_OPTION_SOCK_ADDR, ai->ai_addr,
+                            MHD_OPTION_CONNECTION_LIMIT, (unsigned)s->cfg->conn_limit, MHD_OPTION_CONNECTION_TIMEOUT,
+                            (unsigned)s->cfg->conn_timeout_s, MHD_OPTION_NOTIFY_COMPLETED, on_completed, s,
+                            MHD_OPTION_THREAD_STACK_SIZE, (size_t)(2u << 20), MHD_OPTION_EXTERNAL_LOGGER, mhd_log, s,
+                            MHD_OPTION_END);
+    freeaddrinfo(ai);
+    if (!s->d)
+        return kn_fail(err, KN_EIO, "cannot listen on %s:%d (address in use, or not allowed?)", s->cfg->host,
+                       s->cfg->port);
+    const union MHD_DaemonInfo *di = MHD_get_daemon_info(s->d, MHD_DAEMON_INFO_BIND_PORT);
+    *port = di ? (int)di->port : s->cfg->port;
+    return KN_OK;
+}
+
+void srv_set_ready(srv_server *s) { atomic_store(&s->state, SRV_READY); }
+
+typedef struct count_acc {
+    int running, waiting;
+} count_acc;
+static void count_one(void *arg, rt_model *m) {
+    count_acc *a = arg;
+    eng_sched_stats st;
+    eng_sched_stats_get(m->sched, &st);
+    a->running += st.running;
+    a->waiting += st.waiting;
+}
+
+void srv_drain(srv_server *s, int grace_s) {
+    if (!s->d) return;
+    atomic_store(&s->state, SRV_DRAINING);
+    MHD_socket lfd = MHD_quiesce_daemon(s->d);
+    if (lfd != MHD_INVALID_SOCKET) close(lfd);
+    KN_INFO("shutdown: stopped accepting connections; %d requests in flight, grace period %d s",
+            atomic_load(&s->in_flight), grace_s);
+    double t0 = kn_now_s();
+    while (atomic_load(&s->in_flight) > 0 && kn_now_s() - t0 < grace_s) kn_sleep_ms(50);
+    int left = atomic_load(&s->in_flight);
+    if (left > 0) {
+        count_acc a = {0};
+        rt_foreach_loaded(s->reg, count_one, &a);
+        KN_WARN("shutdown: grace period over; cancelling %d running and %d waiting requests", a.running, a.waiting);
+        rt_cancel_all(s->reg);
+        double t1 = kn_now_s();
+        while (atomic_load(&s->in_flight) > 0 && kn_now_s() - t1 < 5.0) kn_sleep_ms(20);
+    } else {
+        KN_INFO("shutdown: all requests finished");
+    }
+    MHD_stop_daemon(s->d);
+    s->d = NULL;
+    KN_INFO("shutdown: HTTP server stopped");
+}
+
+void srv_destroy(srv_server *s) {
+    if (!s) return;
+    if (s->d) MHD_stop_daemon(s->d);
+    rt_registry_destroy(s->reg);
+    KN_INFO("shutdown: models unloaded");
+    free(s);
+}
