@@ -6,18 +6,20 @@
 #   2. kernels   the kernel and engine unit tests again under every kernel set
 #                this CPU supports (KILN_CPU=generic, avx2, avx512)
 #   3. asan      clang, ASan+UBSan: the whole suite once
-#   4. fuzz      clang libFuzzer targets, ~20 s each from the seed corpus
+#   4. tsan      clang, ThreadSanitizer: the concurrent code (scheduler unit
+#                test, server integration tests)
+#   5. fuzz      clang libFuzzer targets, ~20 s each from the seed corpus
 # The last line is the total: "total: N passed, N failed".
 # The 1100-token ".long" reference prompts run in the release phase only
 # (KILN_SKIP_LONG=1 elsewhere) to keep the suite's time in bounds.
-# Env: KILN_TEST_PHASES="release kernels asan fuzz" to pick phases,
+# Env: KILN_TEST_PHASES="release kernels asan tsan fuzz" to pick phases,
 #      KILN_FUZZ_SECONDS (default 20), JOBS (default nproc).
 set -uo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$(pwd)
 SHARED=${KILN_SHARED:-$ROOT/../shared}
 JOBS=${JOBS:-$(nproc)}
-PHASES=${KILN_TEST_PHASES:-"release kernels asan fuzz"}
+PHASES=${KILN_TEST_PHASES:-"release kernels asan tsan fuzz"}
 FUZZ_SECONDS=${KILN_FUZZ_SECONDS:-20}
 
 bash scripts/setup.sh || { echo "setup failed"; exit 1; }
@@ -75,6 +77,11 @@ for phase in $PHASES; do
       KILN_SKIP_LONG=1 ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
         run_ctest asan build-test/asan
     else failed=$((failed + 1)); failures+=("asan: build failed"); fi ;;
+  tsan)
+    if build build-test/tsan clang-14 -DCMAKE_BUILD_TYPE=RelWithDebInfo -DKILN_TSAN=ON -DKILN_WERROR=ON; then
+      KILN_SKIP_LONG=1 TSAN_OPTIONS=halt_on_error=1:second_deadlock_stack=1 \
+        run_ctest tsan build-test/tsan -R 'engine_test_sched|integration_test_server' -E openai_npm
+    else failed=$((failed + 1)); failures+=("tsan: build failed"); fi ;;
   fuzz)
     if build build-test/fuzz clang-14 -DCMAKE_BUILD_TYPE=RelWithDebInfo -DKILN_FUZZ=ON \
          -DKILN_SANITIZE=ON -DKILN_FUZZ_SECONDS="$FUZZ_SECONDS"; then

@@ -164,6 +164,8 @@ bool srv_acquire_model(srv_server *s, const char *name, rt_model **out, srv_erro
     kn_err err = {0};
     kn_status st = rt_acquire(s->reg, name, out, &err);
     if (st == KN_ENOTFOUND) return srv_err(e, 404, "model", "model_not_found", "%s", err.msg);
+    if (st == KN_EUNSUPPORTED || st == KN_EFORMAT)
+        return srv_err(e, 400, "model", "model_unsupported", "cannot serve model '%.128s': %s", name, err.msg);
     if (st != KN_OK) return srv_err(e, 500, "model", "model_load_failed", "cannot load model '%.128s': %s", name, err.msg);
     return true;
 }
