@@ -1,0 +1,233 @@
+#!/usr/bin/env python3
+"""test_server_concurrency.py — many clients at once:
+ - 16 concurrent streaming clients (SSE and NDJSON) at temperature 0 with
+   different prompts; each stream must equal the answer its prompt gets
+   alone;
+ - a client that disconnects mid-stream: its sequence is cancelled at once
+   (/health shows no running request and no busy slot within a short time,
+   much shorter than the request would take) while another client's stream
+   completes correctly;
+ - overload: with -np 1 --queue-len 1, several long requests at once give at
+   least one 503 with Retry-After and an error body, and the server keeps
+   serving afterwards."""
+
+import os
+import sys
+import threading
+import time
+
+sys.dont_write_bytecode = True  # no __pycache__ in the source tree
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import kiln_server as ks  # noqa: E402
+
+ks.need_env()
+ck = ks.Checks()
+SMALL = "stories260K"
+SLOW = "tiny-qwen2-Q4_K_M"  # ~500 tok/s on one thread: long requests take seconds
+PROMPTS = ["Once upon a time", "The cat", "Lily went to the park", "Tom had a big red ball",
+           "One day, a little bird", "The sun was hot", "A dog and a frog", "Mom said", "In the forest",
+           "There was a boy named Ben", "The car was fast", "She looked at the sky", "The box was",
+           "It was a rainy day", "Sam and Sue", "The king"]
+N = 48
+
+
+def gen_body(p, stream):
+    return {"model": SMALL, "prompt": p, "raw": True, "stream": stream,
+            "options": {"num_predict": N, "temperature": 0}}
+
+
+def cmpl_body(p, stream, model=SMALL, n=N):
+    return {"model": model, "prompt": p, "max_tokens": n, "temperature": 0, "ignore_eos": True, "stream": stream}
+
+
+def test_16_streams(srv):
+    # answers alone, one at a time
+    alone = []
+    for i, p in enumerate(PROMPTS):
+        if i % 4 == 3:
+            alone.append(srv.post_json("/api/generate", gen_body(p, False)).get("response"))
+        else:
+            alone.append(srv.post_json("/v1/completions", cmpl_body(p, False))["choices"][0].get("text"))
+    for i in (0, 5):
+        ref = ks.run_kiln(["run", "-m", ks.model_path(SMALL), "-p", PROMPTS[i], "-n", str(N), "--temp", "0",
+                           "--ignore-eos", "-t", "1"]).decode()
+        ck.check("alone answer %d equals kiln run" % i, ks.run_text_matches(ref, alone[i]), (ref, alone[i]))
+    ck.check("the 16 prompts give distinct answers", len(set(alone)) >= 12, alone)
+
+    results = [None] * len(PROMPTS)
+    barrier = threading.Barrier(len(PROMPTS))
+    health = {"max_busy": 0, "max_seen": 0, "bad": [], "stop": False}
+
+    def client(i):
+        barrier.wait()
+        try:
+            if i % 4 == 3:
+                results[i] = ("nd", srv.ndjson("/api/generate", gen_body(PROMPTS[i], True)))
+            else:
+                results[i] = ("sse", srv.sse("/v1/completions", cmpl_body(PROMPTS[i], True)))
+        except Exception as e:  # noqa: BLE001
+            results[i] = ("exc", e)
+
+    def poll():
+        while not health["stop"]:
+            try:
+                st, h = srv.health()
+                if st == 200:
+                    for m in h.get("models", []):
+                        health["max_busy"] = max(health["max_busy"], m.get("slots_busy", 0))
+                        if m.get("slots_busy", 0) > m.get("slots_total", 0):
+                            health["bad"].append(h)
+                    health["max_seen"] = max(health["max_seen"],
+                                             h.get("requests_running", 0) + h.get("requests_waiting", 0))
+                else:
+                    health["bad"].append((st, h))
+            except Exception as e:  # noqa: BLE001
+                health["bad"].append(repr(e))
+            time.sleep(0.01)
+
+    th = [threading.Thread(target=client, args=(i,)) for i in range(len(PROMPTS))]
+    pt = threading.Thread(target=poll)
+    pt.start()
+    t0 = time.time()
+    for t in th:
+        t.start()
+    for t in th:
+        t.join(120)
+    health["stop"] = True
+    pt.join(10)
+    print("   16 concurrent streams took %.2f s; max slots busy %d, max requests seen %d"
+          % (time.time() - t0, health["max_busy"], health["max_seen"]))
+    for i, r in enumerate(results):
+        name = "concurrent client %d (%r)" % (i, PROMPTS[i])
+        if r is None or r[0] == "exc":
+            ck.fail(name, "no result: %r" % (r,))
+            continue
+        if r[0] == "sse":
+            text = ks.check_sse(ck, name, r[1], chat=False, want_finish="length")
+        else:
+            text, final = ks.check_ndjson(ck, name, r[1], chat=False)
+        ck.eq(name + ": stream equals its answer alone", text, alone[i])
+    ck.check("/health answered 200 during the load, slots_busy <= slots_total", not health["bad"], health["bad"][:3])
+    ck.check("/health saw requests in flight during the load", health["max_seen"] >= 1, health)
+    ok, h, waited = srv.wait_idle(5)
+    ck.check("idle after the 16 streams", ok, h)
+
+
+def test_disconnect(srv):
+    # how long a long request takes when nobody leaves
+    t0 = time.time()
+    d = srv.post_json("/v1/completions", cmpl_body("Once upon a time", False, SLOW, 1500), timeout=120)
+    t_full = time.time() - t0
+    ck.eq("long request alone: 1500 tokens", d.get("usage", {}).get("completion_tokens"), 1500)
+    print("   a 1500-token request takes %.2f s" % t_full)
+    other_alone = srv.post_json("/v1/completions", cmpl_body("The cat", False, SLOW, 40))["choices"][0]["text"]
+
+    for route in ("/v1/completions", "/api/generate"):
+        if route == "/v1/completions":
+            body = cmpl_body("Once upon a time", True, SLOW, 1500)
+        else:
+            body = {"model": SLOW, "prompt": "Once upon a time", "raw": True,
+                    "options": {"num_predict": 1500, "temperature": 0}}
+        st = srv.open_stream(route, body)
+        if not ck.eq(route + " long stream: status 200", st.status, 200):
+            st.close()
+            continue
+        got = 0
+        it = st.sse_events() if route.startswith("/v1") else st.ndjson_lines()
+        for _ in it:
+            got += 1
+            if got == 2:
+                break
+        ck.eq(route + " long stream: got 2 chunks before leaving", got, 2)
+        st_h, h = srv.health()
+        ck.check(route + ": /health shows the request running before the disconnect",
+                 st_h == 200 and h.get("requests_running", 0) >= 1, h)
+        # another client streams while the first one leaves
+        other = {}
+
+        def run_other():
+            other["res"] = srv.sse("/v1/completions", cmpl_body("The cat", True, SLOW, 40))
+        ot = threading.Thread(target=run_other)
+        ot.start()
+        time.sleep(0.05)
+        t_abort = time.time()
+        st.abort()
+        ot.join(60)
+        res = other.get("res")
+        if ck.check(route + ": the other client's stream finished", res is not None, "no result"):
+            text = ks.check_sse(ck, route + ": other client", res, chat=False, want_finish="length")
+            ck.eq(route + ": other client's text is its answer alone", text, other_alone)
+        limit = max(0.5, min(3.0, t_full / 2))
+        ok, h, _ = srv.wait_idle(limit)
+        waited = time.time() - t_abort
+        ck.check(route + ": after the disconnect, requests_running 0 and slots_busy 0 within %.1f s" % limit,
+                 ok and waited <= limit + 0.2, "after %.2f s: %r" % (waited, h))
+    # the server keeps serving
+    d = srv.post_json("/v1/completions", cmpl_body("The cat", False, SLOW, 40))
+    ck.eq("after disconnects: a request gets its usual answer", d["choices"][0].get("text"), other_alone)
+
+
+def test_overload():
+    srv = ks.Server(["-m", ks.model_path(SLOW), "-c", "2048", "-t", "1", "-np", "1", "--queue-len", "1"])
+    try:
+        k = 6
+        out = [None] * k
+        barrier = threading.Barrier(k)
+
+        def client(i):
+            barrier.wait()
+            try:
+                out[i] = srv.post("/v1/completions", cmpl_body("Once upon a time", False, SLOW, 600), timeout=120)
+            except Exception as e:  # noqa: BLE001
+                out[i] = e
+        th = [threading.Thread(target=client, args=(i,)) for i in range(k)]
+        for t in th:
+            t.start()
+        for t in th:
+            t.join(180)
+        statuses = [getattr(r, "status", repr(r)) for r in out]
+        print("   statuses: %r" % statuses)
+        n503 = [r for r in out if getattr(r, "status", None) == 503]
+        n200 = [r for r in out if getattr(r, "status", None) == 200]
+        ck.check("overload: at least one 503", len(n503) >= 1, statuses)
+        ck.check("overload: at least one 200", len(n200) >= 1, statuses)
+        ck.check("overload: at most np + queue-len = 2 accepted", len(n200) <= 2, statuses)
+        ck.check("overload: only 200 and 503", len(n503) + len(n200) == k, statuses)
+        for r in n503[:1]:
+            ra = r.header("retry-after")
+            ck.check("overload 503: Retry-After is a number of seconds", ra is not None and ra.strip().isdigit(), ra)
+            try:
+                err = r.json().get("error")
+                ck.check("overload 503: error body with a message",
+                         isinstance(err, dict) and isinstance(err.get("message"), str) and err["message"], r)
+            except ValueError:
+                ck.fail("overload 503: JSON error body", r)
+        for r in n200:
+            ck.eq("overload: accepted request completed", r.json().get("usage", {}).get("completion_tokens"), 600)
+        ok, h, _ = srv.wait_idle(5)
+        ck.check("overload: idle afterwards", ok, h)
+        r = srv.post("/v1/completions", cmpl_body("The cat", False, SLOW, 5))
+        ck.eq("overload: the server serves again afterwards", r.status, 200)
+    finally:
+        rc = srv.stop(30)
+    ck.eq("overload server exits 0", rc, 0)
+    if ck.fails:
+        srv.dump_log_tail()
+
+
+def main():
+    srv = ks.Server(["--models", ks.shared("models"), "-c", "2048", "-t", "1", "-np", "4"])
+    try:
+        ck.run(test_16_streams, srv)
+        ck.run(test_disconnect, srv)
+    finally:
+        rc = srv.stop(30)
+    ck.eq("server exits 0 on SIGTERM", rc, 0)
+    if ck.fails:
+        srv.dump_log_tail()
+    ck.run(test_overload)
+    ck.finish()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,106 @@
+#!/usr/bin/env python3
+"""test_server_equiv.py — temperature-0 output through the API equals
+`kiln run --temp 0` on the same file: /v1/completions (plain and streamed)
+and /api/generate (raw prompt) against `kiln run -f PROMPT`, and
+/v1/chat/completions and /api/chat against `kiln run --chat`, on
+stories260K (trained, F32) and tiny-llama-Q4_K_M (K-quants, 32k vocab),
+served together from --models DIR (the shared models directory)."""
+
+import os
+import sys
+
+sys.dont_write_bytecode = True  # no __pycache__ in the source tree
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import kiln_server as ks  # noqa: E402
+
+ks.need_env()
+MODELS = ["stories260K", "tiny-llama-Q4_K_M"]
+PROMPTS = ["story", "code", "mixed"]
+N = 24
+ck = ks.Checks()
+srv = None
+
+
+def run_ref(model, args, n, ignore_eos):
+    a = ["run", "-m", ks.model_path(model), "-n", str(n), "--temp", "0", "-t", "2"] + args
+    if ignore_eos:
+        a.append("--ignore-eos")
+    return ks.run_kiln(a).decode("utf-8")
+
+
+def match(name, run_out, api_text):
+    ck.check(name, api_text is not None and ks.run_text_matches(run_out, api_text),
+             "kiln run %r\n     API      %r" % (run_out, api_text))
+
+
+def test_model_list():
+    ids = [m.get("id") for m in srv.get("/v1/models").json().get("data", [])]
+    for m in MODELS:
+        ck.check("/v1/models lists %s from --models DIR" % m, m in ids, ids)
+
+
+def test_completions(model):
+    for p in PROMPTS:
+        text = ks.prompt_text(p)
+        ref = run_ref(model, ["-f", ks.shared("reference", "prompts", p + ".txt")], N, True)
+        d = srv.post_json("/v1/completions", {"model": model, "prompt": text, "max_tokens": N, "temperature": 0,
+                                              "ignore_eos": True})
+        got = d["choices"][0].get("text")
+        match("%s %s: /v1/completions == kiln run" % (model, p), ref, got)
+        ck.eq("%s %s: completion_tokens" % (model, p), d.get("usage", {}).get("completion_tokens"), N)
+        ck.eq("%s %s: prompt_tokens = kiln tokenize" % (model, p), d.get("usage", {}).get("prompt_tokens"),
+              len(ks.kiln_tokenize(ks.model_path(model), text)))
+        res = srv.sse("/v1/completions", {"model": model, "prompt": text, "max_tokens": N, "temperature": 0,
+                                          "ignore_eos": True, "stream": True})
+        st = ks.check_sse(ck, "%s %s stream" % (model, p), res, chat=False, want_finish="length")
+        match("%s %s: streamed /v1/completions == kiln run" % (model, p), ref, st)
+
+        ref2 = run_ref(model, ["-f", ks.shared("reference", "prompts", p + ".txt")], N, False)
+        d = srv.post_json("/api/generate", {"model": model, "prompt": text, "raw": True, "stream": False,
+                                            "options": {"num_predict": N, "temperature": 0}})
+        match("%s %s: /api/generate raw == kiln run" % (model, p), ref2, d.get("response"))
+
+
+def test_chat(model):
+    for msg in ["Hello", "Tell me a story about a cat."]:
+        ref = run_ref(model, ["--chat", "-p", msg], 16, True)
+        d = srv.post_json("/v1/chat/completions", {"model": model, "messages": [{"role": "user", "content": msg}],
+                                                   "max_tokens": 16, "temperature": 0, "ignore_eos": True})
+        match("%s chat %r: /v1/chat/completions == kiln run --chat" % (model, msg), ref,
+              d["choices"][0]["message"].get("content"))
+        res = srv.sse("/v1/chat/completions", {"model": model, "messages": [{"role": "user", "content": msg}],
+                                               "max_tokens": 16, "temperature": 0, "ignore_eos": True,
+                                               "stream": True})
+        st = ks.check_sse(ck, "%s chat %r stream" % (model, msg), res, chat=True, want_finish="length")
+        match("%s chat %r: streamed == kiln run --chat" % (model, msg), ref, st)
+        ref2 = run_ref(model, ["--chat", "-p", msg], 16, False)
+        d = srv.post_json("/api/chat", {"model": model, "messages": [{"role": "user", "content": msg}],
+                                        "stream": False, "options": {"num_predict": 16, "temperature": 0}})
+        match("%s chat %r: /api/chat == kiln run --chat" % (model, msg), ref2, (d.get("message") or {}).get("content"))
+
+
+def test_ps():
+    r = srv.get("/api/ps")
+    names = [m.get("name", "").split(":")[0] for m in r.json().get("models", [])]
+    for m in MODELS:
+        ck.check("/api/ps lists %s after use" % m, m in names, names)
+
+
+def main():
+    global srv
+    srv = ks.Server(["--models", ks.shared("models"), "--default-model", "stories260K", "-c", "512", "-t", "2",
+                     "-np", "2"])
+    try:
+        ck.run(test_model_list)
+        for m in MODELS:
+            ck.run(test_completions, m)
+            ck.run(test_chat, m)
+        ck.run(test_ps)
+    finally:
+        rc = srv.stop(30)
+    ck.eq("server exits 0 on SIGTERM", rc, 0)
+    ck.finish([srv])
+
+
+if __name__ == "__main__":
+    main()
