@@ -78,6 +78,12 @@ def test_tokenize():
     ck.eq("tokenize without model uses the -m model", r.get("tokens"), want_raw)
     r = srv.post_json("/detokenize", {"model": MODEL, "tokens": want_raw})
     ck.eq("detokenize(tokenize(text)) == text", r.get("content"), text)
+    uni = "Hello, world! \U0001f999 \u00c4pfel \u4f60\u597d\n\tcode(x) { return 42; }\n"
+    ids = ks.kiln_tokenize(MFILE, uni, raw=True)
+    r = srv.post_json("/tokenize", {"model": MODEL, "content": uni, "add_special": False})
+    ck.eq("tokenize multi-byte text equals kiln tokenize --raw", r.get("tokens"), ids)
+    r = srv.post_json("/detokenize", {"model": MODEL, "tokens": ids})
+    ck.eq("detokenize round trip of multi-byte text", r.get("content"), uni)
     cli = ks.run_kiln(["detokenize", "-m", MFILE],
                       stdin=(" ".join(map(str, want_special)) + "\n").encode()).decode("utf-8")
     r = srv.post_json("/detokenize", {"model": MODEL, "tokens": want_special})
@@ -157,6 +163,44 @@ def test_completions():
                                       "ignore_eos": True, "stream": True})
     text = ks.check_sse(ck, "completions stream without usage", res, chat=False, want_finish="length")
     ck.eq("completions stream (no model field): text", text, ks.strip_run_newline(run_ref(8)))
+
+
+def test_keep_alive_connection():
+    """Several requests, a stream among them, on one persistent HTTP/1.1 connection."""
+    import json
+    conn = srv.connect(30)
+    try:
+        want = completion(max_tokens=6, ignore_eos=True)["choices"][0]["text"]
+        body = json.dumps({"model": MODEL, "prompt": PROMPT, "max_tokens": 6, "temperature": 0,
+                           "ignore_eos": True}).encode()
+        sbody = json.dumps({"model": MODEL, "prompt": PROMPT, "max_tokens": 6, "temperature": 0,
+                            "ignore_eos": True, "stream": True}).encode()
+        for i, (path, b) in enumerate([("/v1/completions", body), ("/v1/completions", sbody), ("/health", None),
+                                       ("/v1/completions", body)]):
+            conn.request("POST" if b else "GET", path, body=b, headers={"Content-Type": "application/json"})
+            r = conn.getresponse()
+            data = r.read()
+            ck.eq("keep-alive request %d: 200" % i, r.status, 200)
+            if b is body:
+                ck.eq("keep-alive request %d: text" % i, json.loads(data)["choices"][0]["text"], want)
+            elif b is sbody:
+                ck.check("keep-alive stream %d: ends with [DONE]" % i, data.endswith(b"data: [DONE]\n\n"), data[-80:])
+        sock_before = conn.sock
+        conn.request("GET", "/v1/models")
+        conn.getresponse().read()
+        ck.check("keep-alive: the connection was reused", conn.sock is sock_before and sock_before is not None,
+                 "reconnected")
+    finally:
+        conn.close()
+
+
+def test_expect_continue():
+    """curl sends `Expect: 100-continue` with bodies over 1 KiB."""
+    import json
+    b = json.dumps({"model": MODEL, "prompt": PROMPT, "max_tokens": 3, "temperature": 0,
+                    "stop": ["x" * 10]}).encode() + b" " * 1500
+    r = srv.post("/v1/completions", raw=b, headers={"Expect": "100-continue"})
+    ck.eq("Expect: 100-continue body: 200", r.status, 200)
 
 
 def test_max_tokens():
@@ -423,7 +467,7 @@ def main():
     srv = ks.Server(["-m", MFILE, "-c", "256", "-t", "1", "-np", "2"])
     try:
         for t in (test_health, test_tokenize, test_model_lists, test_completions, test_max_tokens,
-                  test_echo_and_token_prompt, test_stop, test_logprobs, test_logit_bias, test_seed,
+                  test_keep_alive_connection, test_expect_continue, test_echo_and_token_prompt, test_stop, test_logprobs, test_logit_bias, test_seed,
                   test_sampling_fields_accepted, test_chat, test_ollama_generate, test_ollama_chat,
                   test_embeddings, test_health):
             ck.run(t)

@@ -12,6 +12,8 @@
    serving afterwards."""
 
 import os
+import re
+import socket
 import sys
 import threading
 import time
@@ -38,6 +40,31 @@ def gen_body(p, stream):
 
 def cmpl_body(p, stream, model=SMALL, n=N):
     return {"model": model, "prompt": p, "max_tokens": n, "temperature": 0, "ignore_eos": True, "stream": stream}
+
+
+def test_lazy_load_race(srv):
+    """Concurrent first requests to a model not loaded yet: one load, all answered alike."""
+    model = "tiny-llama-Q4_K_M"
+    out = [None] * 8
+    barrier = threading.Barrier(len(out))
+
+    def client(i):
+        barrier.wait()
+        try:
+            out[i] = srv.post("/v1/completions", cmpl_body("The cat", False, model, 16))
+        except Exception as e:  # noqa: BLE001
+            out[i] = e
+    th = [threading.Thread(target=client, args=(i,)) for i in range(len(out))]
+    for t in th:
+        t.start()
+    for t in th:
+        t.join(120)
+    statuses = [getattr(r, "status", repr(r)) for r in out]
+    ck.eq("lazy load race: 8 concurrent first requests all 200", statuses, [200] * len(out))
+    texts = {r.json()["choices"][0]["text"] for r in out if getattr(r, "status", None) == 200}
+    ck.eq("lazy load race: one answer for all", len(texts), 1)
+    loads = [ln for ln in srv.log().splitlines() if re.search(r"loading %s\b" % re.escape(model), ln)]
+    ck.eq("lazy load race: the model was loaded once", len(loads), 1)
 
 
 def test_16_streams(srv):
@@ -128,6 +155,7 @@ def test_disconnect(srv):
         else:
             body = {"model": SLOW, "prompt": "Once upon a time", "raw": True,
                     "options": {"num_predict": 1500, "temperature": 0}}
+        t_open = time.time()
         st = srv.open_stream(route, body)
         if not ck.eq(route + " long stream: status 200", st.status, 200):
             st.close()
@@ -139,6 +167,9 @@ def test_disconnect(srv):
             if got == 2:
                 break
         ck.eq(route + " long stream: got 2 chunks before leaving", got, 2)
+        t_first = time.time() - t_open
+        ck.check(route + ": tokens go out as they are sampled (2 chunks within a quarter of the request's time)",
+                 t_first < t_full / 4, "2 chunks after %.2f s, whole request %.2f s" % (t_first, t_full))
         st_h, h = srv.health()
         ck.check(route + ": /health shows the request running before the disconnect",
                  st_h == 200 and h.get("requests_running", 0) >= 1, h)
@@ -206,6 +237,28 @@ def test_overload():
             ck.eq("overload: accepted request completed", r.json().get("usage", {}).get("completion_tokens"), 600)
         ok, h, _ = srv.wait_idle(5)
         ck.check("overload: idle afterwards", ok, h)
+
+        # a client that leaves while it waits in the queue never runs
+        long_body = cmpl_body("Once upon a time", True, SLOW, 600)
+        a = srv.open_stream("/v1/completions", long_body)
+        ck.eq("queued leave: first stream 200", a.status, 200)
+        it = a.sse_events()
+        next(it)
+        b = socket.create_connection(("127.0.0.1", srv.port), timeout=10)
+        payload = ks.json.dumps(long_body).encode()
+        b.sendall(b"POST /v1/completions HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
+                  b"Content-Length: %d\r\n\r\n%s" % (len(payload), payload))
+        time.sleep(0.3)
+        st, h = srv.health()
+        ck.check("queued leave: /health shows one request waiting", h.get("requests_waiting") == 1, h)
+        b.close()
+        rest = list(it)
+        a.close()
+        ck.eq("queued leave: first stream ends with [DONE]", rest[-1:], ["[DONE]"])
+        t_end = time.time()
+        ok, h, _ = srv.wait_idle(1.0)
+        ck.check("queued leave: idle within 1 s after the running request ends (the queued one never ran)",
+                 ok and time.time() - t_end <= 1.2, h)
         r = srv.post("/v1/completions", cmpl_body("The cat", False, SLOW, 5))
         ck.eq("overload: the server serves again afterwards", r.status, 200)
     finally:
@@ -218,6 +271,7 @@ def test_overload():
 def main():
     srv = ks.Server(["--models", ks.shared("models"), "-c", "2048", "-t", "1", "-np", "4"])
     try:
+        ck.run(test_lazy_load_race, srv)
         ck.run(test_16_streams, srv)
         ck.run(test_disconnect, srv)
     finally:

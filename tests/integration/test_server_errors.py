@@ -307,6 +307,39 @@ def test_auth_and_paths(tmp):
         srv.dump_log_tail()
 
 
+def test_config_file(tmp):
+    """--config YAML: its settings apply, flags override them, a bad key is an error naming key and line."""
+    cfg = os.path.join(tmp, "kiln.yaml")
+    with open(cfg, "w") as f:
+        f.write("# kiln serve settings\nctx-size: %d\napi_key: fromfile\nparallel: 3\n" % CTX)
+    srv = ks.Server(["--config", cfg, "-m", MFILE, "-np", "2", "-t", "1"])
+    try:
+        oai_error("config: api_key from the file applies", srv.get("/v1/models"), 401)
+        ck.eq("config: the file's key works", srv.get("/v1/models", headers={"Authorization": "Bearer fromfile"}).status,
+              200)
+        st, h = srv.health()
+        ck.eq("config: -np 2 on the command line overrides parallel: 3",
+              [m.get("slots_total") for m in h.get("models", [])], [2])
+        text = "Once upon a time there was a little girl named Lily. " * 8
+        msg = oai_error("config: ctx-size from the file applies",
+                        srv.post("/v1/completions", {"prompt": text}, headers={"Authorization": "Bearer fromfile"}),
+                        400)
+        ck.check("config: the context in the message is the file's", str(CTX) in re.findall(r"\d+", msg), msg)
+    finally:
+        rc = srv.stop(30)
+    ck.eq("config server exits 0", rc, 0)
+    bad = os.path.join(tmp, "bad.yaml")
+    with open(bad, "w") as f:
+        f.write("ctx-size: 64\nno-such-setting: 1\n")
+    p = ks.subprocess.run([ks.KILN_BIN, "serve", "--config", bad, "-m", MFILE, "--port", "0"],
+                          stdout=ks.subprocess.PIPE, stderr=ks.subprocess.PIPE, timeout=30)
+    err = p.stderr.decode("utf-8", "replace")
+    ck.check("bad config: kiln serve exits nonzero", p.returncode != 0, p.returncode)
+    ck.check("bad config: the message names the key and the line",
+             "no-such-setting" in err and re.search(r"line\D{0,3}2\b|\.yaml:2:", err) is not None, err[-500:])
+    ck.check("bad config: it never listened", "listening on" not in err, err[-500:])
+
+
 def main():
     srv = ks.Server(["-m", MFILE, "-c", str(CTX), "--max-body", str(MAX_BODY), "-t", "1", "-np", "2"])
     tmp = tempfile.mkdtemp(prefix="kiln-itest-")
@@ -330,6 +363,7 @@ def main():
         srv.dump_log_tail()
     try:
         ck.run(test_auth_and_paths, tmp)
+        ck.run(test_config_file, tmp)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     ck.finish()
