@@ -266,7 +266,9 @@ static bool pump(gen_job *j, int timeout_ms) {
             buf_add(&j->acc, &j->acc_len, &j->acc_cap, j->text, ready);
             if (j->n_logprobs >= 0) {
                 if (j->api == SRV_API_OPENAI_CHAT) {
-                    json_array_extend(j->lp_acc, chat_lp_entries(j, j->ev, nev));
+                    json_t *more = chat_lp_entries(j, j->ev, nev);
+                    json_array_extend(j->lp_acc, more);
+                    json_decref(more);
                 } else {
                     comp_lp_append(j, j->ev, nev, j->lp_tokens, j->lp_token_lps, j->lp_tops, j->lp_offsets);
                 }
