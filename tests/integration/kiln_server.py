@@ -80,6 +80,12 @@ class Checks:
     def eq(self, name, got, want):
         return self.check(name, got == want, "got %s, want %s" % (_short(repr(got)), _short(repr(want))))
 
+    def exited_clean(self, name, srv, rc):
+        """The server exited 0 and its log holds no sanitizer report."""
+        self.eq(name + ": exit code 0", rc, 0)
+        reports = sanitizer_reports(srv.log())
+        return self.check(name + ": no sanitizer report in the server log", not reports, "\n".join(reports[:20]))
+
     def fail(self, name, detail):
         return self.check(name, False, detail)
 
@@ -97,6 +103,13 @@ class Checks:
                 s.dump_log_tail()
         print("%d passed, %d failed" % (self.total - self.fails, self.fails), flush=True)
         sys.exit(1 if self.fails else 0)
+
+
+def sanitizer_reports(log):
+    """Lines of ASan/UBSan/LSan/TSan reports in a log."""
+    pat = re.compile(r"runtime error:|ERROR: (Address|Leak|Thread|Memory|UndefinedBehavior)Sanitizer|"
+                     r"WARNING: ThreadSanitizer|SUMMARY: \w+Sanitizer")
+    return [ln for ln in log.splitlines() if pat.search(ln)]
 
 
 def _short(s, n=1500):

@@ -475,7 +475,7 @@ def main():
         ck.check("idle after all requests", ok, h)
     finally:
         rc = srv.stop(30)
-    ck.eq("server exits 0 on SIGTERM", rc, 0)
+    ck.exited_clean("server on SIGTERM", srv, rc)
     ck.finish([srv])
 
 

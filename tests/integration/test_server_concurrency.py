@@ -263,7 +263,7 @@ def test_overload():
         ck.eq("overload: the server serves again afterwards", r.status, 200)
     finally:
         rc = srv.stop(30)
-    ck.eq("overload server exits 0", rc, 0)
+    ck.exited_clean("overload server on SIGTERM", srv, rc)
     if ck.fails:
         srv.dump_log_tail()
 
@@ -276,7 +276,7 @@ def main():
         ck.run(test_disconnect, srv)
     finally:
         rc = srv.stop(30)
-    ck.eq("server exits 0 on SIGTERM", rc, 0)
+    ck.exited_clean("server on SIGTERM", srv, rc)
     if ck.fails:
         srv.dump_log_tail()
     ck.run(test_overload)

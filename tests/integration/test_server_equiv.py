@@ -98,7 +98,7 @@ def main():
         ck.run(test_ps)
     finally:
         rc = srv.stop(30)
-    ck.eq("server exits 0 on SIGTERM", rc, 0)
+    ck.exited_clean("server on SIGTERM", srv, rc)
     ck.finish([srv])
 
 

@@ -302,7 +302,7 @@ def test_auth_and_paths(tmp):
                  [ln for ln in srv.log().splitlines() if "outside" in ln][:5])
     finally:
         rc = srv.stop(30)
-    ck.eq("api-key server exits 0", rc, 0)
+    ck.exited_clean("api-key server on SIGTERM", srv, rc)
     if ck.fails:
         srv.dump_log_tail()
 
@@ -327,7 +327,7 @@ def test_config_file(tmp):
         ck.check("config: the context in the message is the file's", str(CTX) in re.findall(r"\d+", msg), msg)
     finally:
         rc = srv.stop(30)
-    ck.eq("config server exits 0", rc, 0)
+    ck.exited_clean("config server on SIGTERM", srv, rc)
     bad = os.path.join(tmp, "bad.yaml")
     with open(bad, "w") as f:
         f.write("ctx-size: 64\nno-such-setting: 1\n")
@@ -358,7 +358,7 @@ def main():
         ck.check("after all bad input: idle, health ok", ok, h)
     finally:
         rc = srv.stop(30)
-    ck.eq("server exits 0 on SIGTERM", rc, 0)
+    ck.exited_clean("server on SIGTERM", srv, rc)
     if ck.fails:
         srv.dump_log_tail()
     try:
