@@ -323,6 +323,21 @@ def test_seed():
     ck.eq("ollama options.seed reproducible", o2.get("response"), o1.get("response"))
 
 
+def test_model_omitted():
+    """-m FILE: every route may omit "model"."""
+    msgs = [{"role": "user", "content": "Hello"}]
+    for route, body in [("/v1/completions", {"prompt": PROMPT, "max_tokens": 3}),
+                        ("/v1/chat/completions", {"messages": msgs, "max_tokens": 3}),
+                        ("/v1/embeddings", {"input": "hello"}),
+                        ("/detokenize", {"tokens": [1, 403]}),
+                        ("/api/generate", {"prompt": PROMPT, "stream": False, "options": {"num_predict": 3}}),
+                        ("/api/chat", {"messages": msgs, "stream": False, "options": {"num_predict": 3}}),
+                        ("/api/embed", {"input": "hello"}),
+                        ("/api/show", {})]:
+        r = srv.post(route, body)
+        ck.eq("-m FILE: %s without model: 200" % route, r.status, 200)
+
+
 def test_sampling_fields_accepted():
     d = completion(max_tokens=5, top_p=0.9, top_k=20, min_p=0.05, repeat_penalty=1.1, presence_penalty=0.5,
                    frequency_penalty=0.5, seed=1, response_format={"type": "text"})
@@ -468,7 +483,7 @@ def main():
     try:
         for t in (test_health, test_tokenize, test_model_lists, test_completions, test_max_tokens,
                   test_keep_alive_connection, test_expect_continue, test_echo_and_token_prompt, test_stop, test_logprobs, test_logit_bias, test_seed,
-                  test_sampling_fields_accepted, test_chat, test_ollama_generate, test_ollama_chat,
+                  test_sampling_fields_accepted, test_model_omitted, test_chat, test_ollama_generate, test_ollama_chat,
                   test_embeddings, test_health):
             ck.run(t)
         ok, h, _ = srv.wait_idle(5)

@@ -79,6 +79,40 @@ def test_chat(model):
         match("%s chat %r: /api/chat == kiln run --chat" % (model, msg), ref2, (d.get("message") or {}).get("content"))
 
 
+def test_default_model():
+    """--default-model: every route may omit "model"."""
+    want = srv.post_json("/v1/completions", {"model": "stories260K", "prompt": "Once", "max_tokens": 8,
+                                             "temperature": 0, "ignore_eos": True})["choices"][0]["text"]
+    r = srv.post("/v1/completions", {"prompt": "Once", "max_tokens": 8, "temperature": 0, "ignore_eos": True})
+    ck.eq("default model: /v1/completions without model: 200", r.status, 200)
+    if r.status == 200:
+        ck.eq("default model: /v1/completions without model answers as stories260K", r.json()["choices"][0]["text"],
+              want)
+    msgs = [{"role": "user", "content": "Hello"}]
+    for route, body in [("/v1/chat/completions", {"messages": msgs, "max_tokens": 4}),
+                        ("/v1/embeddings", {"input": "hello"}),
+                        ("/tokenize", {"content": "hello"}),
+                        ("/api/generate", {"prompt": "Once", "raw": True, "stream": False,
+                                           "options": {"num_predict": 8, "temperature": 0}}),
+                        ("/api/chat", {"messages": msgs, "stream": False, "options": {"num_predict": 4}}),
+                        ("/api/embed", {"input": "hello"})]:
+        r = srv.post(route, body)
+        ck.eq("default model: %s without model: 200" % route, r.status, 200)
+        if route == "/api/generate" and r.status == 200:
+            ck.eq("default model: /api/generate without model answers as stories260K", r.json().get("response"),
+                  want)
+
+
+def test_generate_template():
+    """/api/generate without raw formats the prompt with the model's chat
+    template (Ollama's behaviour), as kiln run --chat does."""
+    for model in MODELS:
+        ref = run_ref(model, ["--chat", "-p", "Hello"], 12, False)
+        d = srv.post_json("/api/generate", {"model": model, "prompt": "Hello", "stream": False,
+                                            "options": {"num_predict": 12, "temperature": 0}})
+        match("%s: /api/generate (templated) == kiln run --chat" % model, ref, d.get("response"))
+
+
 def test_ps():
     r = srv.get("/api/ps")
     names = [m.get("name", "").split(":")[0] for m in r.json().get("models", [])]
@@ -95,6 +129,8 @@ def main():
         for m in MODELS:
             ck.run(test_completions, m)
             ck.run(test_chat, m)
+        ck.run(test_default_model)
+        ck.run(test_generate_template)
         ck.run(test_ps)
     finally:
         rc = srv.stop(30)
