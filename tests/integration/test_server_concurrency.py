@@ -143,18 +143,18 @@ def test_16_streams(srv):
 def test_disconnect(srv):
     # how long a long request takes when nobody leaves
     t0 = time.time()
-    d = srv.post_json("/v1/completions", cmpl_body("Once upon a time", False, SLOW, 1500), timeout=120)
+    d = srv.post_json("/v1/completions", cmpl_body("Once upon a time", False, SLOW, 1000), timeout=120)
     t_full = time.time() - t0
-    ck.eq("long request alone: 1500 tokens", d.get("usage", {}).get("completion_tokens"), 1500)
-    print("   a 1500-token request takes %.2f s" % t_full)
+    ck.eq("long request alone: 1000 tokens", d.get("usage", {}).get("completion_tokens"), 1000)
+    print("   a 1000-token request takes %.2f s" % t_full)
     other_alone = srv.post_json("/v1/completions", cmpl_body("The cat", False, SLOW, 40))["choices"][0]["text"]
 
     for route in ("/v1/completions", "/api/generate"):
         if route == "/v1/completions":
-            body = cmpl_body("Once upon a time", True, SLOW, 1500)
+            body = cmpl_body("Once upon a time", True, SLOW, 1000)
         else:
             body = {"model": SLOW, "prompt": "Once upon a time", "raw": True,
-                    "options": {"num_predict": 1500, "temperature": 0}}
+                    "options": {"num_predict": 1000, "temperature": 0}}
         t_open = time.time()
         st = srv.open_stream(route, body)
         if not ck.eq(route + " long stream: status 200", st.status, 200):
@@ -268,6 +268,56 @@ def test_overload():
         srv.dump_log_tail()
 
 
+def test_timeouts():
+    """--conn-timeout closes idle connections but never a request that is
+    generating; --queue-timeout turns a long wait for a slot into 503."""
+    srv = ks.Server(["-m", ks.model_path(SLOW), "-c", "2048", "-t", "1", "-np", "1", "--conn-timeout", "1",
+                     "--queue-timeout", "1"])
+    try:
+        s = socket.create_connection(("127.0.0.1", srv.port), timeout=10)
+        t0 = time.time()
+        try:
+            got = s.recv(100)
+        except OSError as e:
+            got = e
+        waited = time.time() - t0
+        s.close()
+        ck.check("conn-timeout 1: an idle connection is closed after about 1 s",
+                 got == b"" and 0.5 <= waited <= 4.0, "recv %r after %.2f s" % (got, waited))
+        out = {}
+
+        def long_req():
+            t = time.time()
+            try:
+                out["r"] = srv.post("/v1/completions", cmpl_body("Once upon a time", False, SLOW, 800), timeout=120)
+            except Exception as e:  # noqa: BLE001
+                out["r"] = e
+            out["t"] = time.time() - t
+        th = threading.Thread(target=long_req)
+        th.start()
+        time.sleep(0.3)
+        t1 = time.time()
+        r = srv.post("/v1/completions", cmpl_body("The cat", False, SLOW, 5))
+        qw = time.time() - t1
+        busy = "t" not in out  # the long request was still running when this one gave up
+        ck.eq("queue-timeout 1: a request waiting for the busy slot gets 503", r.status, 503)
+        ck.check("queue-timeout 1: after about 1 s", 0.7 <= qw <= 3.0, "%.2f s" % qw)
+        ra = r.header("retry-after")
+        ck.check("queue-timeout 1: Retry-After", ra is not None and ra.strip().isdigit(), ra)
+        ck.check("queue-timeout 1: the slot was busy all along (long request still running)", busy, out)
+        th.join(120)
+        lr = out.get("r")
+        ck.eq("conn-timeout 1: a non-stream request generating for %.1f s still gets 200" % out.get("t", 0),
+              getattr(lr, "status", repr(lr)), 200)
+        if getattr(lr, "status", None) == 200:
+            ck.eq("conn-timeout 1: ... with all its tokens", lr.json()["usage"]["completion_tokens"], 800)
+        ck.check("conn-timeout 1: the long request took longer than the timeout (the case is exercised)",
+                 out.get("t", 0) > 1.5, out.get("t"))
+    finally:
+        rc = srv.stop(30)
+    ck.exited_clean("timeouts server on SIGTERM", srv, rc)
+
+
 def main():
     srv = ks.Server(["--models", ks.shared("models"), "-c", "2048", "-t", "1", "-np", "4"])
     try:
@@ -280,6 +330,7 @@ def main():
     if ck.fails:
         srv.dump_log_tail()
     ck.run(test_overload)
+    ck.run(test_timeouts)
     ck.finish()
 
 
