@@ -253,6 +253,38 @@ def test_stop():
         ck.eq("stop: kiln run --stop gives the same text", run_stop, full[:full.find("Lily")])
 
 
+def test_chat_stop_and_stream_logprobs():
+    full = chat(max_tokens=40, ignore_eos=True)["choices"][0]["message"]["content"]
+    stop = full[len(full) // 2: len(full) // 2 + 4]
+    want = full[:full.find(stop)]
+    d = chat(max_tokens=40, ignore_eos=True, stop=stop)
+    ck.eq("chat stop: content cut at the stop string", d["choices"][0]["message"]["content"], want)
+    ck.eq("chat stop: finish_reason stop", d["choices"][0].get("finish_reason"), "stop")
+    res = srv.sse("/v1/chat/completions", {"model": MODEL, "messages": [{"role": "user", "content": "Hello"}],
+                                           "temperature": 0, "max_tokens": 40, "ignore_eos": True, "stop": [stop],
+                                           "stream": True})
+    text = ks.check_sse(ck, "chat stop stream", res, chat=True, want_finish="stop")
+    ck.eq("chat stop stream: content", text, want)
+    o = srv.post_json("/api/chat", {"model": MODEL, "messages": [{"role": "user", "content": "Hello"}],
+                                    "stream": False, "options": {"num_predict": 40, "temperature": 0, "stop": [stop]}})
+    # without ignore_eos the model may end earlier; it must never pass the stop string
+    oc = (o.get("message") or {}).get("content", "")
+    ck.check("api/chat options.stop: never contains the stop string, a prefix of the full text",
+             stop not in oc and full.startswith(oc), (oc, stop))
+
+    res = srv.sse("/v1/chat/completions", {"model": MODEL, "messages": [{"role": "user", "content": "Hello"}],
+                                           "temperature": 0, "max_tokens": 5, "ignore_eos": True, "stream": True,
+                                           "logprobs": True, "top_logprobs": 2})
+    text = ks.check_sse(ck, "chat stream logprobs", res, chat=True, want_finish="length")
+    ents = [e for c in res.chunks for ch in c.get("choices", []) for e in ((ch.get("logprobs") or {}).get("content")
+                                                                            or [])]
+    ck.eq("chat stream logprobs: one entry per token", len(ents), 5)
+    ck.eq("chat stream logprobs: tokens join to the text", "".join(e.get("token", "") for e in ents), text)
+    ck.check("chat stream logprobs: 2 sorted top entries each",
+             all(len(e.get("top_logprobs", [])) == 2 and e["top_logprobs"][0]["logprob"] >= e["top_logprobs"][1]["logprob"]
+                 for e in ents), ents[:1])
+
+
 def test_logprobs():
     d = completion(max_tokens=8, ignore_eos=True, logprobs=3)
     ch = d["choices"][0]
@@ -482,7 +514,7 @@ def main():
     srv = ks.Server(["-m", MFILE, "-c", "256", "-t", "1", "-np", "2"])
     try:
         for t in (test_health, test_tokenize, test_model_lists, test_completions, test_max_tokens,
-                  test_keep_alive_connection, test_expect_continue, test_echo_and_token_prompt, test_stop, test_logprobs, test_logit_bias, test_seed,
+                  test_keep_alive_connection, test_expect_continue, test_echo_and_token_prompt, test_stop, test_chat_stop_and_stream_logprobs, test_logprobs, test_logit_bias, test_seed,
                   test_sampling_fields_accepted, test_model_omitted, test_chat, test_ollama_generate, test_ollama_chat,
                   test_embeddings, test_health):
             ck.run(t)
