@@ -598,6 +598,21 @@ def check_ndjson(ck, name, res, chat, want_done_reason=None):
     return text, final
 
 
+def token_rate(srv, model, n=200):
+    """Generation speed (tokens/s, HTTP included) of one request alone, so
+    long requests can be sized in seconds whatever the build (Release is
+    ~10x faster than the sanitizer builds)."""
+    t = time.time()
+    srv.post_json("/v1/completions", {"model": model, "prompt": "Once upon a time", "max_tokens": n,
+                                      "temperature": 0, "ignore_eos": True})
+    return n / max(time.time() - t, 1e-3)
+
+
+def tokens_for(rate, seconds, lo=32, hi=2000):
+    """Tokens that take about `seconds` at `rate`, clamped to [lo, hi]."""
+    return max(lo, min(hi, int(rate * seconds)))
+
+
 def l2norm(v):
     return math.sqrt(sum(x * x for x in v))
 

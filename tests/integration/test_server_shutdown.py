@@ -95,12 +95,13 @@ def probe(srv):
 def test_drain():
     srv = ks.Server(["-m", SFILE, "-c", "2048", "-t", "1", "-np", "2"])
     try:
+        n = ks.tokens_for(ks.token_rate(srv, SLOW), 2.0, 200, 2000)  # about 2 s
         t0 = time.time()
-        base = srv.post_json("/v1/completions", body(1000, False))
+        base = srv.post_json("/v1/completions", body(n, False))
         t_full = time.time() - t0
         want = base["choices"][0]["text"]
-        print("   1000 tokens take %.2f s" % t_full)
-        rd = start_stream(srv, 1000)
+        print("   %d tokens take %.2f s" % (n, t_full))
+        rd = start_stream(srv, n)
         if rd is None:
             return
         log_before = len(srv.log())
@@ -154,14 +155,16 @@ def test_drain():
 def test_grace_cut():
     srv = ks.Server(["-m", SFILE, "-c", "2048", "-t", "1", "-np", "2", "--grace-period", "1"])
     try:
-        rd = start_stream(srv, 2000)
+        n = ks.tokens_for(ks.token_rate(srv, SLOW), 8.0, 200, 2000)  # far longer than the grace period
+        print("   %d tokens: at least 8 s" % n)
+        rd = start_stream(srv, n)
         if rd is None:
             return
         nonstream = {}
 
         def ns():
             try:
-                nonstream["r"] = srv.post("/v1/completions", body(2000, False), timeout=30)
+                nonstream["r"] = srv.post("/v1/completions", body(n, False), timeout=30)
             except (OSError, http.client.HTTPException) as e:
                 nonstream["r"] = e
             nonstream["t"] = time.time()
@@ -188,7 +191,7 @@ def test_grace_cut():
         ck.check("grace 1 s: the stream ends with finish_reason cancelled + [DONE], or the connection closes",
                  cancelled or closed, "finish %r done %s error %r" % (last, rd.done, rd.error))
         ntoks = len([c for c in rd.chunks if c.get("choices") and c["choices"][0].get("text")])
-        ck.check("grace 1 s: the request was cut (fewer than 2000 tokens)", ntoks < 2000, ntoks)
+        ck.check("grace 1 s: the request was cut (fewer than %d tokens)" % n, ntoks < n, ntoks)
         r = nonstream.get("r")
         ck.check("grace 1 s: the non-stream request in flight returned", r is not None, "hung")
         if isinstance(r, ks.Response):
