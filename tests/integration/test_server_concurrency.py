@@ -11,6 +11,7 @@
    least one 503 with Retry-After and an error body, and the server keeps
    serving afterwards."""
 
+import http.client
 import os
 import re
 import socket
@@ -197,6 +198,57 @@ def test_disconnect(srv):
     ck.eq("after disconnects: a request gets its usual answer", d["choices"][0].get("text"), other_alone)
 
 
+def test_tokenizing_does_not_block(srv):
+    """Parsing and tokenizing a big request (4 MB of text) must not stall the
+    tokens of a stream in progress."""
+    big = ks.prompt_text("long") * 700
+    rate = ks.token_rate(srv, SLOW)
+    n = ks.tokens_for(rate, 4.0, 200, 2000)
+    st = srv.open_stream("/v1/completions", cmpl_body("Once upon a time", True, SLOW, n))
+    if not ck.eq("big-prompt: stream 200", st.status, 200):
+        st.close()
+        return
+    times = []
+
+    def reader():
+        try:
+            for _ in st.sse_events():
+                times.append(time.time())
+        except (OSError, ValueError, http.client.HTTPException):
+            pass  # aborted below
+    rt = threading.Thread(target=reader)
+    rt.start()
+    while len(times) < 5:
+        time.sleep(0.01)
+    durs = []
+    t0 = time.time()
+    for i in range(3):
+        t = time.time()
+        r = srv.post("/v1/completions" if i != 1 else "/v1/chat/completions",
+                     {"model": SLOW, "prompt": big, "max_tokens": 1} if i != 1 else
+                     {"model": SLOW, "messages": [{"role": "user", "content": big}], "max_tokens": 1}, timeout=120)
+        durs.append(time.time() - t)
+        ck.eq("big-prompt %d: 400 (longer than the context)" % i, r.status, 400)
+    t1 = time.time()
+    done_early = not rt.is_alive()
+    st.abort()  # the rest of the stream is not needed
+    rt.join(30)
+    during = [x for x in times if t0 <= x <= t1]
+    gaps = [b - a for a, b in zip(during, during[1:])]
+    # also the gap from the last token before t0 / to the first after t1
+    before = [x for x in times if x < t0][-1:]
+    after = [x for x in times if x > t1][:1]
+    edge = before + during + after
+    gap = max((b - a for a, b in zip(edge, edge[1:])), default=float("inf"))
+    limit = 0.6 * sorted(durs)[1]
+    print("   big requests took %s s; longest pause of the stream meanwhile %.3f s (%d tokens)"
+          % (["%.2f" % d for d in durs], gap, len(during)))
+    ck.check("big-prompt: the stream was still running throughout (the case is exercised)", not done_early,
+             "stream ended before the big requests did")
+    ck.check("big-prompt: the stream never paused for more than 0.6x a big request's time (%.2f s)" % limit,
+             gap < limit, "pause %.3f s, gaps %s" % (gap, sorted(gaps)[-3:]))
+
+
 def test_overload():
     srv = ks.Server(["-m", ks.model_path(SLOW), "-c", "2048", "-t", "1", "-np", "1", "--queue-len", "1"])
     try:
@@ -325,6 +377,7 @@ def main():
         ck.run(test_lazy_load_race, srv)
         ck.run(test_16_streams, srv)
         ck.run(test_disconnect, srv)
+        ck.run(test_tokenizing_does_not_block, srv)
     finally:
         rc = srv.stop(30)
     ck.exited_clean("server on SIGTERM", srv, rc)
