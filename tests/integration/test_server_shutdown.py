@@ -1,5 +1,7 @@
 #!/usr/bin/env python3
-"""test_server_shutdown.py — the SIGTERM/SIGINT sequence of `kiln serve`:
+"""test_server_shutdown.py — the life cycle of `kiln serve`:
+ 0. startup with -m: /health is 503 loading until the model is loaded, and a
+    request sent meanwhile waits for it;
  1. SIGTERM during a long stream: the stream still finishes properly (same
     text as without the signal, finish_reason, [DONE]); new connections are
     refused or get 503 while draining; the process exits 0 and its log shows
@@ -224,7 +226,68 @@ def test_sigint_idle():
         srv.kill()
 
 
+def test_startup_loading():
+    """With -m the server listens at once and loads the model: /health is
+    503 {"status":"loading"} until it is ready, and a request sent meanwhile
+    is answered once the model is loaded."""
+    srv = ks.Server(["-m", SFILE, "-c", "2048", "-t", "1"], wait_health=False)
+    try:
+        out = {}
+
+        def early():
+            try:
+                out["r"] = srv.post("/v1/completions", {"prompt": "Once", "max_tokens": 3}, timeout=60)
+            except (OSError, http.client.HTTPException) as e:
+                out["r"] = e
+        th = threading.Thread(target=early)
+        th.start()
+        seen = []
+        deadline = time.time() + 60
+        while time.time() < deadline:
+            r = srv.get("/health", timeout=10)
+            seen.append(r)
+            if r.status == 200:
+                break
+            time.sleep(0.005)
+        th.join(60)
+        loading = [r for r in seen if r.status != 200]
+        print("   /health answered %d times before ready (%d not 200)" % (len(seen), len(loading)))
+        ck.check("startup: /health becomes 200", seen and seen[-1].status == 200, seen[-1:])
+        ck.check("startup: /health said 503 loading while the model loaded (the case is exercised)",
+                 len(loading) >= 1, "the first answer was already 200")
+
+        def is_loading(r):
+            try:
+                return r.status == 503 and r.json().get("status") == "loading"
+            except ValueError:
+                return False
+        ck.check("startup: every answer before ready is 503 {status: loading}", all(is_loading(r) for r in loading),
+                 [r for r in loading if not is_loading(r)][:2])
+        r = out.get("r")
+        ck.eq("startup: a request sent while loading is answered 200 once loaded", getattr(r, "status", repr(r)), 200)
+        st, h = srv.health()
+        ck.check("startup: /health lists the model when ready",
+                 [m.get("name") for m in h.get("models", [])] == [SLOW], h)
+    finally:
+        rc = srv.stop(30)
+    ck.exited_clean("startup server on SIGTERM", srv, rc)
+
+    # SIGTERM while the model is still loading
+    srv = ks.Server(["-m", SFILE, "-c", "2048", "-t", "1"], wait_health=False)
+    try:
+        st, h = srv.health()
+        srv.signal(signal.SIGTERM)
+        t0 = time.time()
+        rc = srv.wait(15)
+        print("   SIGTERM during loading (health was %d): exit after %.2f s" % (st, time.time() - t0))
+        ck.exited_clean("SIGTERM during loading", srv, rc)
+        ck.check("SIGTERM during loading: exits within 5 s", rc is not None and time.time() - t0 < 5, rc)
+    finally:
+        srv.kill()
+
+
 def main():
+    ck.run(test_startup_loading)
     ck.run(test_drain)
     ck.run(test_grace_cut)
     ck.run(test_sigint_idle)
