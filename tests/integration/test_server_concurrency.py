@@ -1,8 +1,8 @@
 #!/usr/bin/env python3
 """test_server_concurrency.py — many clients at once:
- - 16 concurrent streaming clients (SSE and NDJSON) at temperature 0 with
-   different prompts; each stream must equal the answer its prompt gets
-   alone;
+ - 16 concurrent streaming clients at temperature 0 with different prompts,
+   mixing routes (completions, chat, Ollama NDJSON) and two models; each
+   stream must equal the answer its prompt gets alone;
  - a client that disconnects mid-stream: its sequence is cancelled at once
    (/health shows no running request and no busy slot within a short time,
    much shorter than the request would take) while another client's stream
@@ -68,18 +68,47 @@ def test_lazy_load_race(srv):
     ck.eq("lazy load race: the model was loaded once", len(loads), 1)
 
 
+def kind_of(i):
+    """The 16 clients mix routes and models: completions SSE on stories260K,
+    chat SSE on stories260K, completions SSE on tiny-llama-Q4_K_M, Ollama
+    NDJSON on stories260K."""
+    return ("cmpl", "chat", "cmpl2", "gen")[i % 4]
+
+
+def request_of(i, stream):
+    p = PROMPTS[i]
+    k = kind_of(i)
+    if k == "cmpl":
+        return "/v1/completions", cmpl_body(p, stream)
+    if k == "cmpl2":
+        return "/v1/completions", cmpl_body(p, stream, model="tiny-llama-Q4_K_M")
+    if k == "chat":
+        return "/v1/chat/completions", {"model": SMALL, "messages": [{"role": "user", "content": p}],
+                                        "max_tokens": N, "temperature": 0, "ignore_eos": True, "stream": stream}
+    return "/api/generate", gen_body(p, stream)
+
+
+def answer_of(k, d):
+    if k == "gen":
+        return d.get("response")
+    if k == "chat":
+        return d["choices"][0]["message"].get("content")
+    return d["choices"][0].get("text")
+
+
 def test_16_streams(srv):
     # answers alone, one at a time
     alone = []
     for i, p in enumerate(PROMPTS):
-        if i % 4 == 3:
-            alone.append(srv.post_json("/api/generate", gen_body(p, False)).get("response"))
-        else:
-            alone.append(srv.post_json("/v1/completions", cmpl_body(p, False))["choices"][0].get("text"))
-    for i in (0, 5):
-        ref = ks.run_kiln(["run", "-m", ks.model_path(SMALL), "-p", PROMPTS[i], "-n", str(N), "--temp", "0",
-                           "--ignore-eos", "-t", "1"]).decode()
-        ck.check("alone answer %d equals kiln run" % i, ks.run_text_matches(ref, alone[i]), (ref, alone[i]))
+        route, body = request_of(i, False)
+        alone.append(answer_of(kind_of(i), srv.post_json(route, body)))
+    for i in (0, 2, 5):
+        args = ["--chat"] if kind_of(i) == "chat" else []
+        model = "tiny-llama-Q4_K_M" if kind_of(i) == "cmpl2" else SMALL
+        ref = ks.run_kiln(["run", "-m", ks.model_path(model), "-p", PROMPTS[i], "-n", str(N), "--temp", "0",
+                           "--ignore-eos", "-t", "1"] + args).decode()
+        ck.check("alone answer %d (%s) equals kiln run" % (i, kind_of(i)), ks.run_text_matches(ref, alone[i]),
+                 (ref, alone[i]))
     ck.check("the 16 prompts give distinct answers", len(set(alone)) >= 12, alone)
 
     results = [None] * len(PROMPTS)
@@ -89,10 +118,11 @@ def test_16_streams(srv):
     def client(i):
         barrier.wait()
         try:
-            if i % 4 == 3:
-                results[i] = ("nd", srv.ndjson("/api/generate", gen_body(PROMPTS[i], True)))
+            route, body = request_of(i, True)
+            if kind_of(i) == "gen":
+                results[i] = ("nd", srv.ndjson(route, body))
             else:
-                results[i] = ("sse", srv.sse("/v1/completions", cmpl_body(PROMPTS[i], True)))
+                results[i] = ("sse", srv.sse(route, body))
         except Exception as e:  # noqa: BLE001
             results[i] = ("exc", e)
 
@@ -126,12 +156,12 @@ def test_16_streams(srv):
     print("   16 concurrent streams took %.2f s; max slots busy %d, max requests seen %d"
           % (time.time() - t0, health["max_busy"], health["max_seen"]))
     for i, r in enumerate(results):
-        name = "concurrent client %d (%r)" % (i, PROMPTS[i])
+        name = "concurrent client %d (%s %r)" % (i, kind_of(i), PROMPTS[i])
         if r is None or r[0] == "exc":
             ck.fail(name, "no result: %r" % (r,))
             continue
         if r[0] == "sse":
-            text = ks.check_sse(ck, name, r[1], chat=False, want_finish="length")
+            text = ks.check_sse(ck, name, r[1], chat=kind_of(i) == "chat", want_finish="length")
         else:
             text, final = ks.check_ndjson(ck, name, r[1], chat=False)
         ck.eq(name + ": stream equals its answer alone", text, alone[i])
