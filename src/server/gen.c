@@ -417,10 +417,6 @@ static enum MHD_Result handle_gen(srv_server *s, struct MHD_Connection *c, conn_
     json_t *root = srv_parse_json(cx->body, cx->len, &e);
     if (!root) return srv_send_error(c, &e, oll);
     if (!srv_parse_gen(api, root, &q, &e)) goto fail;
-    if (oll && !q.model) {
-        srv_err(&e, 400, "model", "missing_field", "'model' is required");
-        goto fail;
-    }
     if (!srv_acquire_model(s, q.model, &m, &e)) goto fail;
     double load_s = kn_now_s() - t0;
 
@@ -594,10 +590,6 @@ static enum MHD_Result handle_embed(srv_server *s, struct MHD_Connection *c, con
     json_t *root = srv_parse_json(cx->body, cx->len, &e);
     if (!root) return srv_send_error(c, &e, oll);
     if (!srv_parse_embed(oll, root, &q, &e)) goto fail;
-    if (oll && !q.model) {
-        srv_err(&e, 400, "model", "missing_field", "'model' is required");
-        goto fail;
-    }
     if (!srv_acquire_model(s, q.model, &m, &e)) goto fail;
     double load_s = kn_now_s() - t0;
     toks = calloc(q.n, sizeof *toks);
