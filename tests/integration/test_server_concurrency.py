@@ -279,6 +279,44 @@ def test_tokenizing_does_not_block(srv):
              gap < limit, "pause %.3f s, gaps %s" % (gap, sorted(gaps)[-3:]))
 
 
+def test_slow_reader(srv):
+    """A client that does not read its stream (tiny receive buffer) holds up
+    nobody: another request is answered at once, and the slow client later
+    reads its whole, correct stream."""
+    rate = ks.token_rate(srv, SLOW)
+    n = ks.tokens_for(rate, 1.5, 200, 2000)
+    want = srv.post_json("/v1/completions", cmpl_body("Once upon a time", False, SLOW, n))["choices"][0]["text"]
+    other_want = srv.post_json("/v1/completions", cmpl_body("The cat", False, SLOW, 40))["choices"][0]["text"]
+    sock = socket.socket()
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 2048)
+    sock.connect(("127.0.0.1", srv.port))
+    conn = http.client.HTTPConnection("127.0.0.1", srv.port, timeout=60)
+    conn.sock = sock
+    try:
+        conn.request("POST", "/v1/completions", body=ks.json.dumps(cmpl_body("Once upon a time", True, SLOW, n)),
+                     headers={"Content-Type": "application/json"})
+        time.sleep(0.5)  # the slow client reads nothing meanwhile
+        t = time.time()
+        d = srv.post_json("/v1/completions", cmpl_body("The cat", False, SLOW, 40))
+        took = time.time() - t
+        ck.eq("slow reader: another request gets its answer", d["choices"][0]["text"], other_want)
+        ck.check("slow reader: ... without waiting for the slow client (under 40 tokens' time + 1 s)",
+                 took < 40 / rate + 1.0, "%.2f s" % took)
+        time.sleep(1.0)
+        resp = conn.getresponse()
+        st = ks.Stream(conn, resp)
+        chunks, done = [], False
+        for data in st.sse_events():
+            if data == "[DONE]":
+                done = True
+            else:
+                chunks.append(ks.json.loads(data))
+        ck.check("slow reader: the stream is complete", done and not st.framing_errors, st.framing_errors)
+        ck.eq("slow reader: the stream text is right", ks.sse_text(chunks, False), want)
+    finally:
+        conn.close()
+
+
 def test_overload():
     srv = ks.Server(["-m", ks.model_path(SLOW), "-c", "2048", "-t", "1", "-np", "1", "--queue-len", "1"])
     try:
@@ -408,6 +446,7 @@ def main():
         ck.run(test_16_streams, srv)
         ck.run(test_disconnect, srv)
         ck.run(test_tokenizing_does_not_block, srv)
+        ck.run(test_slow_reader, srv)
     finally:
         rc = srv.stop(30)
     ck.exited_clean("server on SIGTERM", srv, rc)
