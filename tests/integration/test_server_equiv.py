@@ -146,6 +146,37 @@ def test_ps():
         ck.check("/api/ps lists %s after use" % m, m in names, names)
 
 
+def test_flags():
+    """Server flags that change how the model runs keep the kiln run
+    equivalence: --kv-type q8_0, --mmap, -b 1; and --kv-tokens bounds the slots."""
+    model = "tiny-llama-Q4_K_M"
+    mfile = ks.model_path(model)
+    text = ks.prompt_text("story")
+    for flags, run_flags in [(["--kv-type", "q8_0"], ["--kv-type", "q8_0"]), (["--mmap"], ["--mmap"]),
+                             (["-b", "1"], ["-b", "1"])]:
+        s2 = ks.Server(["-m", mfile, "-c", "256", "-t", "2", "-np", "1"] + flags)
+        try:
+            ref = run_ref(model, ["-f", ks.shared("reference", "prompts", "story.txt"), "-c", "256"] + run_flags, N,
+                          True)
+            d = s2.post_json("/v1/completions", {"prompt": text, "max_tokens": N, "temperature": 0,
+                                                 "ignore_eos": True})
+            match("serve %s == kiln run %s" % (" ".join(flags), " ".join(run_flags)), ref,
+                  d["choices"][0].get("text"))
+        finally:
+            rc = s2.stop(30)
+        ck.exited_clean("serve %s" % " ".join(flags), s2, rc)
+    s2 = ks.Server(["-m", ks.model_path("stories260K"), "-c", "256", "--kv-tokens", "512", "-np", "4", "-t", "1"])
+    try:
+        st, h = s2.health()
+        ck.eq("--kv-tokens 512 with -c 256 gives 2 slots", [m.get("slots_total") for m in h.get("models", [])], [2])
+    finally:
+        rc = s2.stop(30)
+    ck.exited_clean("serve --kv-tokens", s2, rc)
+    out = ks.run_kiln(["serve", "--help"]).decode()
+    ck.check("serve --help says -c is the context of each sequence", re.search(r"(?i)each sequence", out) is not None,
+             out[:800])
+
+
 def main():
     global srv
     srv = ks.Server(["--models", ks.shared("models"), "--default-model", "stories260K", "-c", "512", "-t", "2",
@@ -162,6 +193,7 @@ def main():
     finally:
         rc = srv.stop(30)
     ck.exited_clean("server on SIGTERM", srv, rc)
+    ck.run(test_flags)
     ck.finish([srv])
 
 
