@@ -10,6 +10,7 @@ PKGS=(
   libmicrohttpd-dev libjansson-dev libpcre2-dev libzstd-dev liblmdb-dev
   libcurl4-openssl-dev libyaml-dev libssl-dev libxxhash-dev libcmocka-dev libicu-dev
   python3 python3-numpy
+  prometheus  # for promtool (/usr/bin/promtool): tests check /metrics with `promtool check metrics`
 )
 
 missing=()
