@@ -233,7 +233,12 @@ def test_tokenizing_does_not_block(srv):
     tokens of a stream in progress."""
     big = ks.prompt_text("long") * 700
     rate = ks.token_rate(srv, SLOW)
-    n = ks.tokens_for(rate, 4.0, 200, 2000)
+    t = time.time()
+    r = srv.post("/v1/completions", {"model": SLOW, "prompt": big, "max_tokens": 1}, timeout=120)
+    t_big = time.time() - t
+    ck.eq("big-prompt alone: 400 (longer than the context)", r.status, 400)
+    # the stream must outlast two big requests with room to spare
+    n = ks.tokens_for(rate, 3.0 * t_big + 3.0, 200, 2000)
     st = srv.open_stream("/v1/completions", cmpl_body("Once upon a time", True, SLOW, n))
     if not ck.eq("big-prompt: stream 200", st.status, 200):
         st.close()
@@ -248,11 +253,11 @@ def test_tokenizing_does_not_block(srv):
             pass  # aborted below
     rt = threading.Thread(target=reader)
     rt.start()
-    while len(times) < 5:
+    while len(times) < 5 and rt.is_alive():
         time.sleep(0.01)
     durs = []
     t0 = time.time()
-    for i in range(3):
+    for i in range(2):
         t = time.time()
         r = srv.post("/v1/completions" if i != 1 else "/v1/chat/completions",
                      {"model": SLOW, "prompt": big, "max_tokens": 1} if i != 1 else
@@ -270,7 +275,7 @@ def test_tokenizing_does_not_block(srv):
     after = [x for x in times if x > t1][:1]
     edge = before + during + after
     gap = max((b - a for a, b in zip(edge, edge[1:])), default=float("inf"))
-    limit = 0.6 * sorted(durs)[1]
+    limit = 0.6 * min(durs)
     print("   big requests took %s s; longest pause of the stream meanwhile %.3f s (%d tokens)"
           % (["%.2f" % d for d in durs], gap, len(during)))
     ck.check("big-prompt: the stream was still running throughout (the case is exercised)", not done_early,
@@ -297,11 +302,12 @@ def test_slow_reader(srv):
                      headers={"Content-Type": "application/json"})
         time.sleep(0.5)  # the slow client reads nothing meanwhile
         t = time.time()
-        d = srv.post_json("/v1/completions", cmpl_body("The cat", False, SLOW, 40))
+        d = srv.post_json("/v1/completions", cmpl_body("The cat", False, SLOW, 40), timeout=30)
         took = time.time() - t
         ck.eq("slow reader: another request gets its answer", d["choices"][0]["text"], other_want)
-        ck.check("slow reader: ... without waiting for the slow client (under 40 tokens' time + 1 s)",
-                 took < 40 / rate + 1.0, "%.2f s" % took)
+        limit = 3 * 40 / rate + 2.0
+        ck.check("slow reader: ... without waiting for the slow client (under %.1f s)" % limit, took < limit,
+                 "%.2f s" % took)
         time.sleep(1.0)
         resp = conn.getresponse()
         st = ks.Stream(conn, resp)
