@@ -1,0 +1,230 @@
+/*
+ * bench.h — load generation against an OpenAI-compatible HTTP server
+ * (`kiln bench server`): the latency, throughput and load-ramp scenarios,
+ * their statistics, and the JSON / text / HTML reports.
+ *
+ * Owns: the whole client side of a benchmark run. One process, one thread:
+ * a libcurl multi handle drives many concurrent streaming POSTs to
+ * <url>/v1/completions ("stream": true, "stream_options.include_usage":
+ * true); each response is parsed incrementally as Server-Sent Events so the
+ * first token and every following token are timed when their bytes arrive.
+ * It works with kiln serve, llama-server, vLLM or any server speaking that
+ * API; kiln-only extras (GET /cache/stats) are optional.
+ *
+ * Format read from the network (untrusted, every length bounded):
+ *  - SSE: lines ended by "\n" (a trailing "\r" is dropped); "data: X" lines
+ *    carry JSON chunks, "data: [DONE]" ends the stream, lines starting with
+ *    ":" are comments, other fields (event:, id:, retry:) are ignored. A line
+ *    longer than BENCH_MAX_LINE or a body longer than BENCH_MAX_BODY is a
+ *    "protocol" error. A chunk counts as one output event when its
+ *    choices[0].text (or choices[0].delta.content) is a non-empty string; the
+ *    request's output token count is usage.completion_tokens when the server
+ *    sends it, else the number of such events.
+ *  - An "error" object inside the stream, a stream that ends without
+ *    [DONE], or unparsable chunk JSON is a "protocol" error.
+ *
+ * Timing (seconds, CLOCK_MONOTONIC): a request starts when it is handed to
+ * libcurl. TTFT = first output event - start; ITL samples = the gaps between
+ * consecutive output events of a request; e2e = end of the transfer - start.
+ * Only successful requests (HTTP 200, clean stream) contribute samples.
+ *
+ * Scenarios:
+ *  - latency: sequential requests, first with "cache": false in the body
+ *    (kiln's response cache; other servers ignore the field), then the same
+ *    requests again without it. Top-level figures cover both phases; each
+ *    phase is also reported on its own.
+ *  - throughput: closed loop with `concurrency` requests always in flight.
+ *  - ramp: open loop; Poisson arrivals whose rate rises in `ramp_steps`
+ *    equal steps from initial_rate to final_rate over ramp_duration. Each
+ *    step is summarised on its own; the knee is the first step whose p95
+ *    e2e (or TTFT, when that target is set) or error rate breaks the SLA.
+ *
+ * SLA: the run passes when, over all its requests, p95 e2e <= sla_p95_s,
+ * p95 TTFT <= sla_ttft_p95_s (when > 0) and errors / requests <=
+ * sla_max_error_rate. A request "meets the SLA" (goodput) when it succeeded
+ * with e2e <= sla_p95_s and TTFT <= sla_ttft_p95_s (when set).
+ */
+#ifndef KILN_BENCH_BENCH_H
+#define KILN_BENCH_BENCH_H
+
+#include "core/kn.h"
+
+#include <jansson.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+
+#define BENCH_MAX_LINE (1u << 20)          /* longest SSE line accepted */
+#define BENCH_MAX_BODY (64u << 20)         /* longest response body accepted */
+#define BENCH_MAX_ERRBODY 2048u            /* bytes of an error body kept */
+#define BENCH_MAX_DATASET (256u << 20)     /* largest --dataset file */
+#define BENCH_MAX_INFLIGHT 512             /* concurrent requests, any scenario */
+
+/* ---- statistics ----------------------------------------------------------- */
+
+typedef struct bench_stats {
+    size_t n; /* samples; every other field is 0 when n == 0 */
+    double p50, p75, p90, p95, p99, p999;
+    double min, max, mean, stddev; /* stddev: sample (n - 1) */
+} bench_stats;
+
+/* Computes the statistics of v[0..n). Sorts v in place. Percentiles
+ * interpolate linearly between order statistics (numpy's default). */
+void bench_stats_compute(double *v, size_t n, bench_stats *out);
+
+/* ---- SSE parser ----------------------------------------------------------- */
+
+/* Incremental parser of one OpenAI completion stream. Feed it bytes as they
+ * arrive, in pieces of any size; it calls on_output(user) for every chunk
+ * carrying non-empty text. Owns its line buffer (grown up to BENCH_MAX_LINE). */
+typedef struct bench_sse {
+    char *line; /* [cap] owned */
+    size_t len, cap;
+    size_t body_bytes;
+    bool done;              /* saw data: [DONE] */
+    bool failed;            /* a protocol error; see msg */
+    long long usage_tokens; /* usage.completion_tokens, -1 until seen */
+    long long events;       /* chunks with non-empty text */
+    char msg[160];
+    void (*on_output)(void *user);
+    void *user;
+} bench_sse;
+
+/* Resets p for a new stream, keeping its buffer. */
+void bench_sse_reset(bench_sse *p);
+/* Parses len bytes. Returns false once the stream is malformed (p->failed
+ * and p->msg say why); later calls then return false at once. */
+bool bench_sse_feed(bench_sse *p, const char *data, size_t len);
+/* Call at end of body: a last line without "\n" is processed. Returns false
+ * on a protocol error, including a stream that never sent [DONE]. */
+bool bench_sse_finish(bench_sse *p);
+void bench_sse_free(bench_sse *p); /* frees the buffer; accepts a zeroed p */
+
+/* ---- configuration ---------------------------------------------------------- */
+
+typedef enum bench_scenario { BENCH_LATENCY = 0, BENCH_THROUGHPUT, BENCH_RAMP } bench_scenario;
+
+const char *bench_scenario_name(bench_scenario s);
+bool bench_scenario_parse(const char *s, bench_scenario *out);
+
+/* One prompt of a dataset. */
+typedef struct bench_prompt {
+    char *text; /* owned by the bench_dataset */
+    int max_tokens; /* > 0 */
+} bench_prompt;
+
+typedef struct bench_dataset {
+    bench_prompt *items; /* [n] owned */
+    size_t n;
+} bench_dataset;
+
+/* Reads a JSONL file: one {"prompt": string, "max_tokens": int (optional,
+ * else default_max_tokens)} per non-empty line. Errors name the line. */
+kn_status bench_dataset_load(const char *path, int default_max_tokens, bench_dataset *out, kn_err *err);
+/* Makes n prompts of `words` pseudo-random English words each (seeded). */
+kn_status bench_dataset_synth(size_t n, int words, int max_tokens, uint64_t seed, bench_dataset *out, kn_err *err);
+void bench_dataset_free(bench_dataset *d); /* accepts a zeroed d */
+
+typedef struct bench_config {
+    const char *url;     /* base URL, e.g. http://127.0.0.1:8080 (a trailing /v1 is accepted) */
+    const char *model;   /* "model" of every request */
+    const char *api_key; /* NULL: no Authorization header */
+    bench_scenario scenario;
+    const bench_dataset *prompts; /* borrowed; cycled through; n >= 1 */
+    bool ignore_eos;
+    uint64_t seed;       /* request i carries "seed": seed + i; also seeds the arrivals */
+    double duration_s;   /* > 0: stop issuing after this long (latency: per phase) */
+    long long requests;  /* > 0: stop after this many (latency: per phase) */
+    int concurrency;     /* throughput: requests in flight */
+    double initial_rate, final_rate, ramp_duration_s; /* ramp, requests/s */
+    int ramp_steps;      /* ramp: >= 1 */
+    double sla_p95_s;    /* > 0 */
+    double sla_ttft_p95_s;     /* 0: no TTFT target */
+    double sla_max_error_rate; /* in [0, 1] */
+    double timeout_s;          /* per request, > 0 */
+    double connect_timeout_s;  /* > 0 */
+    bool progress;             /* progress line on stderr */
+} bench_config;
+
+/* ---- results -------------------------------------------------------------- */
+
+typedef enum bench_errkind {
+    BENCH_ERR_CONNECT = 0, /* connection refused / unreachable / connect timeout */
+    BENCH_ERR_HTTP_4XX,
+    BENCH_ERR_HTTP_5XX,
+    BENCH_ERR_TIMEOUT,  /* the per-request timeout */
+    BENCH_ERR_NETWORK,  /* connection reset or closed mid-response */
+    BENCH_ERR_PROTOCOL, /* bad SSE, missing [DONE], error chunk, oversized data */
+    BENCH_ERR_HTTP_OTHER, /* 1xx/3xx or other non-200 status */
+    BENCH_ERR_DROPPED,  /* ramp: arrival while BENCH_MAX_INFLIGHT were in flight */
+    BENCH_ERR_OTHER,    /* any other libcurl failure */
+    BENCH_ERR_COUNT
+} bench_errkind;
+
+const char *bench_errkind_name(bench_errkind k);
+
+/* One finished request. */
+typedef struct bench_record {
+    double t_start, t_end; /* seconds since the run began */
+    double ttft, e2e; /* valid when ok (ttft < 0: no output event) */
+    long long out_tokens;
+    int step;  /* ramp step, latency phase (0 cache off, 1 cache on), else 0 */
+    bool ok;
+    bool met_sla;
+    int8_t err; /* bench_errkind when !ok */
+} bench_record;
+
+/* Figures over a set of records. */
+typedef struct bench_summary {
+    long long requests, ok, errors[BENCH_ERR_COUNT];
+    bench_stats ttft, itl, e2e;
+    long long out_tokens;
+    double duration_s; /* first start to last end */
+    double output_tok_s, requests_s, goodput, error_rate;
+    bool sla_pass;
+} bench_summary;
+
+typedef struct bench_step {
+    double rate;       /* offered requests/s */
+    double t0, t1;     /* window of arrivals, seconds since the run began */
+    bench_summary s;
+    bool breaks_sla;
+} bench_step;
+
+typedef struct bench_result {
+    bench_config cfg; /* copy; its pointers stay borrowed from the caller */
+    bench_record *recs; /* [n_recs] owned */
+    size_t n_recs;
+    double *itl;  /* [n_itl] owned, every inter-token gap */
+    int *itl_step; /* [n_itl] owned, the step/phase of each gap */
+    size_t n_itl;
+    double *tok_per_s; /* [n_secs] owned: output events in each second of the run */
+    size_t n_secs;
+    bench_summary all;
+    bench_step *steps; /* [n_steps] owned: ramp steps, or the 2 latency phases */
+    int n_steps;
+    int knee; /* ramp: index of the first step that breaks the SLA, or -1 */
+    bool has_cache_rate;
+    double cache_hit_rate;
+    char aborted[200]; /* non-empty when the run stopped early, and why */
+    char first_error[300]; /* the first failure seen, for the log */
+} bench_result;
+
+/* Runs the scenario. On KN_OK *out is a result the caller frees with
+ * bench_result_destroy; individual request failures are part of the result,
+ * not a failure of the call. Fails on bad configuration or libcurl setup.
+ * curl_global_init must have been called by the program. */
+kn_status bench_run(const bench_config *cfg, bench_result **out, kn_err *err);
+void bench_result_destroy(bench_result *r); /* accepts NULL */
+
+/* ---- reports -------------------------------------------------------------- */
+
+/* The JSON document (see docs/performance.md); caller owns the reference. */
+json_t *bench_result_json(const bench_result *r);
+/* A human summary ending in "SLA: PASS ..." or "SLA: FAIL ...". */
+void bench_result_print(const bench_result *r, FILE *f);
+/* Writes a self-contained HTML file with inline SVG plots. */
+kn_status bench_report_html(const bench_result *r, const char *path, kn_err *err);
+
+#endif

@@ -1,0 +1,758 @@
+/*
+ * run.c — the load generator: one libcurl multi handle driving streaming
+ * completion requests, the three scenarios (latency, throughput, ramp), and
+ * the summaries of their records. See bench.h.
+ *
+ * Single-threaded: the loop hands requests to libcurl, waits in
+ * curl_multi_poll, and timestamps output events inside the write callback as
+ * their bytes arrive. Every request carries a connect timeout and a total
+ * timeout, so a server that stops answering produces errors, not a hang; a
+ * long run of consecutive failures ends the run early (see `aborted`).
+ */
+#include "bench/bench.h"
+
+#include <curl/curl.h>
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+static const char *const ERRKIND_NAMES[BENCH_ERR_COUNT] = {
+    "connect", "http_4xx", "http_5xx", "timeout", "network", "protocol", "http_other", "dropped", "other",
+};
+
+const char *bench_errkind_name(bench_errkind k) {
+    return (unsigned)k < BENCH_ERR_COUNT ? ERRKIND_NAMES[k] : "?";
+}
+
+const char *bench_scenario_name(bench_scenario s) {
+    switch (s) {
+    case BENCH_LATENCY: return "latency";
+    case BENCH_THROUGHPUT: return "throughput";
+    case BENCH_RAMP: return "ramp";
+    }
+    return "?";
+}
+
+bool bench_scenario_parse(const char *s, bench_scenario *out) {
+    for (int i = 0; i <= BENCH_RAMP; i++)
+        if (!strcmp(s, bench_scenario_name((bench_scenario)i))) {
+            *out = (bench_scenario)i;
+            return true;
+        }
+    return false;
+}
+
+/* ---- state ------------------------------------------------------------------ */
+
+typedef struct run run;
+
+typedef struct slot {
+    CURL *easy;
+    run *r;
+    char *body; /* owned, json_dumps of the request */
+    bench_sse sse;
+    double t_start, t_first, t_last; /* absolute kn_now_s */
+    double *gaps; /* [n_gaps] owned, this request's inter-token gaps */
+    size_t n_gaps, cap_gaps;
+    int step;
+    long status; /* HTTP status, 0 until known */
+    bool oom;
+    char errbody[BENCH_MAX_ERRBODY + 1];
+    size_t errlen;
+    char curl_err[CURL_ERROR_SIZE];
+} slot;
+
+struct run {
+    const bench_config *cfg;
+    bench_result *res;
+    CURLM *multi;
+    struct curl_slist *hdrs;
+    char *endpoint, *base;
+    slot *slots; /* [n_slots] owned */
+    int n_slots;
+    int *free_ids; /* stack of idle slot indices */
+    int n_free;
+    int inflight;
+    double t0;
+    size_t cap_recs, cap_itl, cap_itl_step, cap_secs;
+    long long consecutive_err, abort_after;
+    bool stop; /* stop issuing */
+    bool oom;
+    kn_progress prog;
+    double prog_last;
+    uint64_t prog_total;
+    double prog_scale; /* progress units: requests (scale 0) or tenths of seconds */
+    int cur_step;
+};
+
+static double now_rel(const run *r) {
+    return kn_now_s() - r->t0;
+}
+
+/* ---- growable arrays --------------------------------------------------------- */
+
+static bool grow(void **p, size_t *cap, size_t need, size_t elem) {
+    if (need <= *cap) return true;
+    size_t nc = *cap ? *cap : 64;
+    while (nc < need) nc *= 2;
+    void *np = realloc(*p, nc * elem);
+    if (!np) return false;
+    *p = np;
+    *cap = nc;
+    return true;
+}
+
+static void count_event_second(run *r, double t_abs) {
+    double t = t_abs - r->t0;
+    if (t < 0) t = 0;
+    size_t sec = (size_t)t;
+    bench_result *res = r->res;
+    if (sec >= res->n_secs) {
+        if (sec > 1000000 || !grow((void **)&res->tok_per_s, &r->cap_secs, sec + 1, sizeof(double))) {
+            r->oom = true;
+            return;
+        }
+        for (size_t i = res->n_secs; i <= sec; i++) res->tok_per_s[i] = 0;
+        res->n_secs = sec + 1;
+    }
+    res->tok_per_s[sec] += 1;
+}
+
+/* ---- libcurl callbacks ------------------------------------------------------- */
+
+static void on_output(void *user) {
+    slot *s = user;
+    double t = kn_now_s();
+    if (s->sse.events == 1) {
+        s->t_first = t;
+    } else {
+        if (!grow((void **)&s->gaps, &s->cap_gaps, s->n_gaps + 1, sizeof(double))) s->oom = true;
+        else s->gaps[s->n_gaps++] = t - s->t_last;
+    }
+    s->t_last = t;
+    count_event_second(s->r, t);
+}
+
+static size_t on_write(char *data, size_t size, size_t nmemb, void *user) {
+    slot *s = user;
+    size_t n = size * nmemb;
+    if (s->status == 0) curl_easy_getinfo(s->easy, CURLINFO_RESPONSE_CODE, &s->status);
+    if (s->status != 200) { /* keep the start of an error body for the message */
+        size_t room = BENCH_MAX_ERRBODY - s->errlen, take = n < room ? n : room;
+        memcpy(s->errbody + s->errlen, data, take);
+        s->errlen += take;
+        s->errbody[s->errlen] = 0;
+        return n;
+    }
+    return bench_sse_feed(&s->sse, data, n) ? n : 0; /* 0 aborts the transfer */
+}
+
+/* ---- requests ------------------------------------------------------------------ */
+
+static kn_status slot_init(run *r, slot *s, kn_err *err) {
+    const bench_config *c = r->cfg;
+    s->r = r;
+    s->sse.on_output = on_output;
+    s->sse.user = s;
+    s->easy = curl_easy_init();
+    if (!s->easy) return kn_fail(err, KN_ENOMEM, "curl_easy_init failed");
+    CURL *e = s->easy;
+    long tmo = (long)(c->timeout_s * 1000.0 + 0.5), ctmo = (long)(c->connect_timeout_s * 1000.0 + 0.5);
+    if (curl_easy_setopt(e, CURLOPT_URL, r->endpoint) != CURLE_OK ||
+        curl_easy_setopt(e, CURLOPT_HTTPHEADER, r->hdrs) != CURLE_OK ||
+        curl_easy_setopt(e, CURLOPT_POST, 1L) != CURLE_OK ||
+        curl_easy_setopt(e, CURLOPT_WRITEFUNCTION, on_write) != CURLE_OK ||
+        curl_easy_setopt(e, CURLOPT_WRITEDATA, s) != CURLE_OK ||
+        curl_easy_setopt(e, CURLOPT_PRIVATE, s) != CURLE_OK ||
+        curl_easy_setopt(e, CURLOPT_NOSIGNAL, 1L) != CURLE_OK ||
+        curl_easy_setopt(e, CURLOPT_TIMEOUT_MS, tmo > 0 ? tmo : 1L) != CURLE_OK ||
+        curl_easy_setopt(e, CURLOPT_CONNECTTIMEOUT_MS, ctmo > 0 ? ctmo : 1L) != CURLE_OK ||
+        curl_easy_setopt(e, CURLOPT_TCP_NODELAY, 1L) != CURLE_OK ||
+        curl_easy_setopt(e, CURLOPT_ERRORBUFFER, s->curl_err) != CURLE_OK ||
+        curl_easy_setopt(e, CURLOPT_HTTP_VERSION, (long)CURL_HTTP_VERSION_1_1) != CURLE_OK ||
+        curl_easy_setopt(e, CURLOPT_PROTOCOLS_STR, "http,https") != CURLE_OK)
+        return kn_fail(err, KN_EUNSUPPORTED, "libcurl refused an option (is it built with HTTP support?)");
+    return KN_OK;
+}
+
+static void slot_free(slot *s) {
+    if (s->easy) curl_easy_cleanup(s->easy);
+    free(s->body);
+    free(s->gaps);
+    bench_sse_free(&s->sse);
+}
+
+/* The JSON body of request `idx` (the prompt and seed depend only on idx, so
+ * the latency scenario's second phase repeats the first exactly). */
+static char *make_body(const run *r, long long idx, bool cache_off) {
+    const bench_config *c = r->cfg;
+    const bench_prompt *p = &c->prompts->items[(size_t)idx % c->prompts->n];
+    json_t *o = json_object(), *so = json_object();
+    char *s = NULL;
+    if (!o || !so) {
+        json_decref(so);
+        goto done;
+    }
+    /* json_object_set_new takes the value's reference even when it fails */
+    bool bad = json_object_set_new(o, "stream_options", so) ||
+               json_object_set_new(so, "include_usage", json_true()) ||
+               json_object_set_new(o, "model", json_string(c->model)) ||
+               json_object_set_new(o, "prompt", json_string(p->text)) ||
+               json_object_set_new(o, "max_tokens", json_integer(p->max_tokens)) ||
+               json_object_set_new(o, "stream", json_true()) ||
+               json_object_set_new(o, "seed", json_integer((json_int_t)((c->seed + (uint64_t)idx) & 0x7fffffffu))) ||
+               (c->ignore_eos && json_object_set_new(o, "ignore_eos", json_true())) ||
+               (cache_off && json_object_set_new(o, "cache", json_false()));
+    if (!bad) s = json_dumps(o, JSON_COMPACT);
+done:
+    json_decref(o);
+    return s;
+}
+
+static void push_record(run *r, const bench_record *rec) {
+    bench_result *res = r->res;
+    if (!grow((void **)&res->recs, &r->cap_recs, res->n_recs + 1, sizeof *rec)) {
+        r->oom = true;
+        return;
+    }
+    res->recs[res->n_recs++] = *rec;
+}
+
+static void note_failure(run *r, bench_errkind k, const char *detail) {
+    if (!r->res->first_error[0])
+        snprintf(r->res->first_error, sizeof r->res->first_error, "%s: %s", bench_errkind_name(k), detail);
+    if (k != BENCH_ERR_DROPPED && ++r->consecutive_err >= r->abort_after && !r->stop) {
+        r->stop = true;
+        snprintf(r->res->aborted, sizeof r->res->aborted, "%lld consecutive failed requests (last: %s)",
+                 r->consecutive_err, bench_errkind_name(k));
+    }
+}
+
+/* Starts request idx; a request that cannot start is recorded as an error. */
+static void launch(run *r, long long idx, bool cache_off, int step) {
+    bench_record rec = {.t_start = now_rel(r), .step = step, .ttft = -1};
+    if (r->n_free == 0) {
+        rec.t_end = rec.t_start;
+        rec.err = BENCH_ERR_DROPPED;
+        push_record(r, &rec);
+        note_failure(r, BENCH_ERR_DROPPED, "too many requests in flight");
+        return;
+    }
+    int id = r->free_ids[r->n_free - 1];
+    slot *s = &r->slots[id];
+    kn_err err = {0};
+    if (!s->easy && slot_init(r, s, &err) != KN_OK) goto fail;
+    free(s->body);
+    s->body = make_body(r, idx, cache_off);
+    if (!s->body) goto fail;
+    bench_sse_reset(&s->sse);
+    s->n_gaps = 0;
+    s->status = 0;
+    s->errlen = 0;
+    s->errbody[0] = 0;
+    s->curl_err[0] = 0;
+    s->oom = false;
+    s->step = step;
+    if (curl_easy_setopt(s->easy, CURLOPT_POSTFIELDSIZE, (long)strlen(s->body)) != CURLE_OK ||
+        curl_easy_setopt(s->easy, CURLOPT_POSTFIELDS, s->body) != CURLE_OK)
+        goto fail;
+    s->t_start = kn_now_s();
+    if (curl_multi_add_handle(r->multi, s->easy) != CURLM_OK) goto fail;
+    r->n_free--;
+    r->inflight++;
+    return;
+fail:
+    rec.t_end = rec.t_start;
+    rec.err = BENCH_ERR_OTHER;
+    push_record(r, &rec);
+    note_failure(r, BENCH_ERR_OTHER, err.msg[0] ? err.msg : "could not start a request (out of memory?)");
+}
+
+static bench_errkind classify_curl(CURLcode rc, CURL *e) {
+    switch (rc) {
+    case CURLE_COULDNT_CONNECT:
+    case CURLE_COULDNT_RESOLVE_HOST:
+    case CURLE_COULDNT_RESOLVE_PROXY: return BENCH_ERR_CONNECT;
+    case CURLE_OPERATION_TIMEDOUT: {
+        curl_off_t ct = 0;
+        curl_easy_getinfo(e, CURLINFO_CONNECT_TIME_T, &ct);
+        return ct == 0 ? BENCH_ERR_CONNECT : BENCH_ERR_TIMEOUT;
+    }
+    case CURLE_RECV_ERROR:
+    case CURLE_SEND_ERROR:
+    case CURLE_GOT_NOTHING:
+    case CURLE_PARTIAL_FILE: return BENCH_ERR_NETWORK;
+    case CURLE_WEIRD_SERVER_REPLY:
+    case CURLE_BAD_CONTENT_ENCODING:
+    case CURLE_WRITE_ERROR: return BENCH_ERR_PROTOCOL;
+    default: return BENCH_ERR_OTHER;
+    }
+}
+
+static void finish(run *r, CURL *e, CURLcode rc) {
+    char *priv = NULL;
+    curl_easy_getinfo(e, CURLINFO_PRIVATE, &priv);
+    slot *s = (slot *)priv;
+    curl_multi_remove_handle(r->multi, e);
+    double t_end = kn_now_s();
+    if (s->status == 0) curl_easy_getinfo(e, CURLINFO_RESPONSE_CODE, &s->status);
+    bench_record rec = {.t_start = s->t_start - r->t0, .t_end = t_end - r->t0, .step = s->step, .ttft = -1};
+    bench_errkind kind = BENCH_ERR_COUNT;
+    char detail[320];
+    detail[0] = 0;
+    if (rc == CURLE_OK && s->status == 200) {
+        if (!bench_sse_finish(&s->sse)) {
+            kind = BENCH_ERR_PROTOCOL;
+            snprintf(detail, sizeof detail, "%s", s->sse.msg);
+        }
+    } else if (rc == CURLE_OK || (rc == CURLE_WRITE_ERROR && s->status != 200 && s->status != 0)) {
+        kind = s->status >= 400 && s->status < 500   ? BENCH_ERR_HTTP_4XX
+               : s->status >= 500 && s->status < 600 ? BENCH_ERR_HTTP_5XX
+                                                     : BENCH_ERR_HTTP_OTHER;
+        snprintf(detail, sizeof detail, "HTTP %ld: %.200s", s->status, s->errbody);
+    } else if (rc == CURLE_WRITE_ERROR && s->sse.failed) {
+        kind = BENCH_ERR_PROTOCOL;
+        snprintf(detail, sizeof detail, "%s", s->sse.msg);
+    } else {
+        kind = classify_curl(rc, e);
+        snprintf(detail, sizeof detail, "%s", s->curl_err[0] ? s->curl_err : curl_easy_strerror(rc));
+    }
+    if (kind == BENCH_ERR_COUNT && s->oom) {
+        kind = BENCH_ERR_OTHER;
+        snprintf(detail, sizeof detail, "out of memory for the token gaps");
+    }
+    if (kind == BENCH_ERR_COUNT) {
+        bench_result *res = r->res;
+        rec.ok = true;
+        rec.e2e = t_end - s->t_start;
+        rec.ttft = s->sse.events > 0 ? s->t_first - s->t_start : -1;
+        rec.out_tokens = s->sse.usage_tokens >= 0 ? s->sse.usage_tokens : s->sse.events;
+        const bench_config *c = r->cfg;
+        rec.met_sla = rec.e2e <= c->sla_p95_s &&
+                      !(c->sla_ttft_p95_s > 0 && rec.ttft >= 0 && rec.ttft > c->sla_ttft_p95_s);
+        size_t need = res->n_itl + s->n_gaps;
+        if (!grow((void **)&res->itl, &r->cap_itl, need, sizeof(double)) ||
+            !grow((void **)&res->itl_step, &r->cap_itl_step, need, sizeof(int))) {
+            r->oom = true;
+        } else {
+            for (size_t i = 0; i < s->n_gaps; i++) {
+                res->itl[res->n_itl + i] = s->gaps[i];
+                res->itl_step[res->n_itl + i] = s->step;
+            }
+            res->n_itl += s->n_gaps;
+        }
+        r->consecutive_err = 0;
+    } else {
+        rec.err = (int8_t)kind;
+        note_failure(r, kind, detail);
+    }
+    push_record(r, &rec);
+    r->free_ids[r->n_free++] = (int)(s - r->slots);
+    r->inflight--;
+}
+
+static void drain(run *r) {
+    int still = 0, left = 0;
+    curl_multi_perform(r->multi, &still);
+    CURLMsg *m;
+    while ((m = curl_multi_info_read(r->multi, &left)))
+        if (m->msg == CURLMSG_DONE) finish(r, m->easy_handle, m->data.result);
+}
+
+/* ---- progress -------------------------------------------------------------- */
+
+static void progress(run *r, const char *extra, bool force) {
+    if (!r->cfg->progress) return;
+    double t = kn_now_s();
+    if (!force && t - r->prog_last < 0.25) return;
+    r->prog_last = t;
+    long long ok = 0, bad = 0;
+    for (size_t i = 0; i < r->res->n_recs; i++) r->res->recs[i].ok ? ok++ : bad++;
+    uint64_t done = r->prog_scale > 0 ? (uint64_t)((t - r->t0) * r->prog_scale) : (uint64_t)(ok + bad);
+    if (done > r->prog_total) done = r->prog_total;
+    char note[160];
+    snprintf(note, sizeof note, "ok %lld, errors %lld, in flight %d%s", ok, bad, r->inflight, extra ? extra : "");
+    kn_progress_update(&r->prog, done, note);
+}
+
+/* ---- scenarios ----------------------------------------------------------------- */
+
+/* Closed loop: keeps `conc` requests in flight until `max_req` were issued
+ * (<= 0: no limit) or `dur` seconds passed since `t_begin` (<= 0: no limit).
+ * Returns the number issued. */
+static long long closed_loop(run *r, int conc, long long max_req, double dur, bool cache_off, int step) {
+    double t_begin = now_rel(r);
+    long long issued = 0;
+    for (;;) {
+        drain(r);
+        double t = now_rel(r);
+        bool more = !r->stop && !r->oom && (max_req <= 0 || issued < max_req) && (dur <= 0 || t - t_begin < dur);
+        while (more && r->inflight < conc) {
+            launch(r, issued++, cache_off, step);
+            more = !r->stop && !r->oom && (max_req <= 0 || issued < max_req);
+        }
+        if (!more && r->inflight == 0) break;
+        progress(r, NULL, false);
+        curl_multi_poll(r->multi, NULL, 0, 100, NULL);
+    }
+    return issued;
+}
+
+static uint64_t rng_next(uint64_t *s) {
+    uint64_t z = (*s += 0x9e3779b97f4a7c15ull);
+    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
+    z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
+    return z ^ (z >> 31);
+}
+
+static double exp_gap(uint64_t *s, double rate) {
+    double u = ((double)(rng_next(s) >> 11) + 0.5) / 9007199254740992.0; /* (0, 1) */
+    return -log(u) / rate;
+}
+
+/* Open loop: Poisson arrivals, step k lasting ramp_duration / steps at rate
+ * initial + (final - initial) * k / (steps - 1). */
+static void ramp_loop(run *r) {
+    const bench_config *c = r->cfg;
+    bench_result *res = r->res;
+    int ns = c->ramp_steps;
+    double step_len = c->ramp_duration_s / ns;
+    for (int k = 0; k < ns; k++) {
+        bench_step *st = &res->steps[k];
+        st->rate = ns == 1 ? c->initial_rate : c->initial_rate + (c->final_rate - c->initial_rate) * k / (ns - 1);
+        st->t0 = k * step_len;
+        st->t1 = (k + 1) * step_len;
+    }
+    uint64_t rng = c->seed ^ 0x5bd1e995u;
+    double t_begin = now_rel(r);
+    double next = t_begin + exp_gap(&rng, res->steps[0].rate);
+    long long issued = 0;
+    for (;;) {
+        drain(r);
+        double t = now_rel(r);
+        while (!r->stop && !r->oom && next <= t) {
+            int k = (int)((next - t_begin) / step_len);
+            if (k >= ns) {
+                r->stop = true; /* the ramp is over */
+                break;
+            }
+            launch(r, issued++, false, k);
+            next += exp_gap(&rng, res->steps[k].rate);
+            if ((int)((next - t_begin) / step_len) >= ns) next = t_begin + ns * step_len;
+        }
+        if (t - t_begin >= ns * step_len) r->stop = true;
+        if (r->stop && r->inflight == 0) break;
+        int k = (int)((t - t_begin) / step_len);
+        if (k >= ns) k = ns - 1;
+        char extra[64];
+        snprintf(extra, sizeof extra, ", step %d/%d at %.2f req/s", k + 1, ns, res->steps[k].rate);
+        progress(r, r->stop ? ", finishing" : extra, false);
+        double wait_ms = r->stop ? 100 : (next - now_rel(r)) * 1000.0;
+        if (wait_ms > 100) wait_ms = 100;
+        if (wait_ms < 0) wait_ms = 0;
+        curl_multi_poll(r->multi, NULL, 0, (int)wait_ms, NULL);
+    }
+}
+
+/* ---- summaries ---------------------------------------------------------------- */
+
+/* Summarises the records of `step` (-1: all). */
+static void summarize(const bench_config *c, const bench_result *res, int step, double *tmp, bench_summary *s) {
+    memset(s, 0, sizeof *s);
+    double t_first = INFINITY, t_last = -INFINITY;
+    long long met = 0;
+    size_t n = 0;
+    for (size_t i = 0; i < res->n_recs; i++) {
+        const bench_record *rec = &res->recs[i];
+        if (step >= 0 && rec->step != step) continue;
+        s->requests++;
+        if (rec->t_start < t_first) t_first = rec->t_start;
+        if (rec->t_end > t_last) t_last = rec->t_end;
+        if (!rec->ok) {
+            s->errors[rec->err]++;
+            continue;
+        }
+        s->ok++;
+        s->out_tokens += rec->out_tokens;
+        met += rec->met_sla;
+        tmp[n++] = rec->e2e;
+    }
+    bench_stats_compute(tmp, n, &s->e2e);
+    n = 0;
+    for (size_t i = 0; i < res->n_recs; i++) {
+        const bench_record *rec = &res->recs[i];
+        if ((step < 0 || rec->step == step) && rec->ok && rec->ttft >= 0) tmp[n++] = rec->ttft;
+    }
+    bench_stats_compute(tmp, n, &s->ttft);
+    /* ITL: tmp is too small for the gaps; use a dedicated copy. */
+    size_t ni = 0;
+    for (size_t i = 0; i < res->n_itl; i++) ni += step < 0 || res->itl_step[i] == step;
+    double *g = ni ? malloc(ni * sizeof *g) : NULL;
+    if (g) {
+        size_t j = 0;
+        for (size_t i = 0; i < res->n_itl; i++)
+            if (step < 0 || res->itl_step[i] == step) g[j++] = res->itl[i];
+        bench_stats_compute(g, j, &s->itl);
+        free(g);
+    }
+    s->duration_s = s->requests ? t_last - t_first : 0;
+    if (s->duration_s > 0) {
+        s->output_tok_s = (double)s->out_tokens / s->duration_s;
+        s->requests_s = (double)s->ok / s->duration_s;
+        s->goodput = (double)met / s->duration_s;
+    }
+    s->error_rate = s->requests ? (double)(s->requests - s->ok) / (double)s->requests : 0;
+    s->sla_pass = s->ok > 0 && s->e2e.p95 <= c->sla_p95_s && s->error_rate <= c->sla_max_error_rate &&
+                  !(c->sla_ttft_p95_s > 0 && s->ttft.n > 0 && s->ttft.p95 > c->sla_ttft_p95_s);
+}
+
+/* ---- the cache hit counters of GET /cache/stats ---------------------------------- */
+
+static size_t collect(char *data, size_t size, size_t nmemb, void *user) {
+    char **buf = user;
+    size_t n = size * nmemb, have = *buf ? strlen(*buf) : 0;
+    if (have + n > (1u << 20)) return 0;
+    char *nb = realloc(*buf, have + n + 1);
+    if (!nb) return 0;
+    memcpy(nb + have, data, n);
+    nb[have + n] = 0;
+    *buf = nb;
+    return n;
+}
+
+static bool get_hits(json_t *o, double *hits, double *misses) {
+    json_t *h = json_object_get(o, "hits"), *m = json_object_get(o, "misses");
+    if (json_is_number(h) && json_is_number(m)) {
+        *hits = json_number_value(h);
+        *misses = json_number_value(m);
+        return true;
+    }
+    return false;
+}
+
+/* Reads hits and misses from GET <base>/cache/stats: top-level "hits" and
+ * "misses", else those of a "response" object, else the sum over the
+ * object's members that have them. False when the server has no such route. */
+static bool cache_counters(const run *r, double *hits, double *misses) {
+    CURL *e = curl_easy_init();
+    if (!e) return false;
+    char *url = malloc(strlen(r->base) + 16), *buf = NULL;
+    bool ok = false;
+    if (!url) goto done;
+    sprintf(url, "%s/cache/stats", r->base);
+    curl_easy_setopt(e, CURLOPT_URL, url);
+    curl_easy_setopt(e, CURLOPT_NOSIGNAL, 1L);
+    curl_easy_setopt(e, CURLOPT_TIMEOUT_MS, 5000L);
+    curl_easy_setopt(e, CURLOPT_CONNECTTIMEOUT_MS, 3000L);
+    curl_easy_setopt(e, CURLOPT_HTTPHEADER, r->hdrs);
+    curl_easy_setopt(e, CURLOPT_WRITEFUNCTION, collect);
+    curl_easy_setopt(e, CURLOPT_WRITEDATA, &buf);
+    long status = 0;
+    if (curl_easy_perform(e) != CURLE_OK || !buf) goto done;
+    curl_easy_getinfo(e, CURLINFO_RESPONSE_CODE, &status);
+    if (status != 200) goto done;
+    json_t *o = json_loads(buf, 0, NULL);
+    if (json_is_object(o)) {
+        ok = get_hits(o, hits, misses) || get_hits(json_object_get(o, "response"), hits, misses);
+        if (!ok) {
+            const char *k;
+            json_t *v;
+            double h = 0, m = 0, hh, mm;
+            json_object_foreach(o, k, v) {
+                if (json_is_object(v) && get_hits(v, &hh, &mm)) {
+                    h += hh, m += mm;
+                    ok = true;
+                }
+            }
+            *hits = h, *misses = m;
+        }
+    }
+    json_decref(o);
+done:
+    free(url);
+    free(buf);
+    curl_easy_cleanup(e);
+    return ok;
+}
+
+/* ---- bench_run ------------------------------------------------------------------ */
+
+void bench_result_destroy(bench_result *r) {
+    if (!r) return;
+    free(r->recs);
+    free(r->itl);
+    free(r->itl_step);
+    free(r->tok_per_s);
+    free(r->steps);
+    free(r);
+}
+
+static kn_status check_config(const bench_config *c, kn_err *err) {
+    if (!c->url || strncmp(c->url, "http", 4)) return kn_fail(err, KN_EINVAL, "--url must be an http:// or https:// URL");
+    if (!c->model || !*c->model) return kn_fail(err, KN_EINVAL, "--model is required");
+    if (!c->prompts || c->prompts->n == 0) return kn_fail(err, KN_EINVAL, "no prompts");
+    if (!(c->timeout_s > 0) || !(c->connect_timeout_s > 0)) return kn_fail(err, KN_EINVAL, "timeouts must be > 0");
+    if (!(c->sla_p95_s > 0) || c->sla_ttft_p95_s < 0) return kn_fail(err, KN_EINVAL, "SLA targets must be > 0");
+    if (!(c->sla_max_error_rate >= 0 && c->sla_max_error_rate <= 1))
+        return kn_fail(err, KN_EINVAL, "the SLA error rate must be in [0, 1]");
+    if (c->scenario == BENCH_THROUGHPUT && (c->concurrency < 1 || c->concurrency > BENCH_MAX_INFLIGHT))
+        return kn_fail(err, KN_EINVAL, "--concurrency must be in 1..%d", BENCH_MAX_INFLIGHT);
+    if (c->scenario != BENCH_RAMP && c->requests <= 0 && !(c->duration_s > 0))
+        return kn_fail(err, KN_EINVAL, "give --requests N or --duration S");
+    if (c->scenario == BENCH_RAMP &&
+        (!(c->initial_rate > 0) || !(c->final_rate > 0) || !(c->ramp_duration_s > 0) || c->ramp_steps < 1 ||
+         c->ramp_steps > 1000 || c->initial_rate > 1e5 || c->final_rate > 1e5))
+        return kn_fail(err, KN_EINVAL, "ramp needs rates in (0, 100000] req/s, a duration > 0 and 1..1000 steps");
+    return KN_OK;
+}
+
+kn_status bench_run(const bench_config *cfg, bench_result **out, kn_err *err) {
+    *out = NULL;
+    kn_status st = check_config(cfg, err);
+    if (st != KN_OK) return st;
+    run r = {.cfg = cfg};
+    bench_result *res = calloc(1, sizeof *res);
+    if (!res) return kn_fail(err, KN_ENOMEM, "out of memory");
+    res->cfg = *cfg;
+    res->knee = -1;
+    r.res = res;
+
+    /* URLs: base without a trailing "/" or "/v1"; the endpoint under it. */
+    size_t ul = strlen(cfg->url);
+    r.base = malloc(ul + 1);
+    r.endpoint = malloc(ul + 32);
+    if (!r.base || !r.endpoint) {
+        st = kn_fail(err, KN_ENOMEM, "out of memory");
+        goto fail;
+    }
+    memcpy(r.base, cfg->url, ul + 1);
+    while (ul && r.base[ul - 1] == '/') r.base[--ul] = 0;
+    if (ul >= 3 && !strcmp(r.base + ul - 3, "/v1")) r.base[ul -= 3] = 0;
+    sprintf(r.endpoint, "%s/v1/completions", r.base);
+
+    r.hdrs = curl_slist_append(NULL, "Content-Type: application/json");
+    struct curl_slist *h2 = r.hdrs ? curl_slist_append(r.hdrs, "Accept: text/event-stream") : NULL;
+    struct curl_slist *h3 = h2 ? curl_slist_append(h2, "Expect:") : NULL;
+    if (!h3) {
+        st = kn_fail(err, KN_ENOMEM, "out of memory");
+        goto fail;
+    }
+    if (cfg->api_key) {
+        size_t kl = strlen(cfg->api_key);
+        char *auth = malloc(kl + 32);
+        struct curl_slist *h4 = NULL;
+        if (auth) {
+            sprintf(auth, "Authorization: Bearer %s", cfg->api_key);
+            h4 = curl_slist_append(r.hdrs, auth);
+            free(auth);
+        }
+        if (!h4) {
+            st = kn_fail(err, KN_ENOMEM, "out of memory");
+            goto fail;
+        }
+    }
+
+    int conc = cfg->scenario == BENCH_THROUGHPUT ? cfg->concurrency : cfg->scenario == BENCH_LATENCY ? 1 : BENCH_MAX_INFLIGHT;
+    r.n_slots = conc;
+    r.slots = calloc((size_t)conc, sizeof *r.slots);
+    r.free_ids = malloc((size_t)conc * sizeof *r.free_ids);
+    r.multi = curl_multi_init();
+    if (!r.slots || !r.free_ids || !r.multi) {
+        st = kn_fail(err, KN_ENOMEM, "out of memory for %d request slots", conc);
+        goto fail;
+    }
+    for (int i = 0; i < conc; i++) r.free_ids[r.n_free++] = conc - 1 - i;
+    r.abort_after = conc * 2 > 20 ? conc * 2 : 20;
+    if (r.abort_after > 200) r.abort_after = 200;
+
+    res->n_steps = cfg->scenario == BENCH_RAMP ? cfg->ramp_steps : cfg->scenario == BENCH_LATENCY ? 2 : 0;
+    if (res->n_steps && !(res->steps = calloc((size_t)res->n_steps, sizeof *res->steps))) {
+        st = kn_fail(err, KN_ENOMEM, "out of memory");
+        goto fail;
+    }
+
+    double h0 = 0, m0 = 0, h1 = 0, m1 = 0;
+    bool have0 = cache_counters(&r, &h0, &m0);
+
+    /* progress units */
+    if (cfg->scenario == BENCH_RAMP) {
+        r.prog_scale = 10, r.prog_total = (uint64_t)(cfg->ramp_duration_s * 10);
+    } else if (cfg->requests > 0) {
+        r.prog_scale = 0, r.prog_total = (uint64_t)cfg->requests * (cfg->scenario == BENCH_LATENCY ? 2 : 1);
+    } else {
+        r.prog_scale = 10, r.prog_total = (uint64_t)(cfg->duration_s * 10) * (cfg->scenario == BENCH_LATENCY ? 2 : 1);
+    }
+    r.t0 = kn_now_s();
+    if (cfg->progress) kn_progress_begin(&r.prog, "bench server", r.prog_total ? r.prog_total : 1);
+
+    switch (cfg->scenario) {
+    case BENCH_LATENCY: {
+        long long n = closed_loop(&r, 1, cfg->requests, cfg->duration_s, true, 0);
+        if (!r.stop && !r.oom && n > 0) {
+            closed_loop(&r, 1, n, 0, false, 1); /* the same requests again, cache allowed */
+        }
+        break;
+    }
+    case BENCH_THROUGHPUT: closed_loop(&r, cfg->concurrency, cfg->requests, cfg->duration_s, false, 0); break;
+    case BENCH_RAMP: ramp_loop(&r); break;
+    }
+    progress(&r, NULL, true);
+    if (cfg->progress) kn_progress_end(&r.prog);
+    if (r.oom) {
+        st = kn_fail(err, KN_ENOMEM, "out of memory while recording results");
+        goto fail;
+    }
+
+    bool have1 = have0 && cache_counters(&r, &h1, &m1);
+    if (have1 && (h1 - h0) + (m1 - m0) > 0) {
+        res->has_cache_rate = true;
+        res->cache_hit_rate = (h1 - h0) / ((h1 - h0) + (m1 - m0));
+    }
+
+    double *tmp = res->n_recs ? malloc(res->n_recs * sizeof *tmp) : NULL;
+    if (res->n_recs && !tmp) {
+        st = kn_fail(err, KN_ENOMEM, "out of memory");
+        goto fail;
+    }
+    summarize(cfg, res, -1, tmp, &res->all);
+    for (int k = 0; k < res->n_steps; k++) {
+        bench_step *s = &res->steps[k];
+        summarize(cfg, res, k, tmp, &s->s);
+        if (cfg->scenario == BENCH_RAMP) {
+            double len = s->t1 - s->t0;
+            /* per-step rates over the step's arrival window */
+            long long met = 0;
+            for (size_t i = 0; i < res->n_recs; i++) met += res->recs[i].step == k && res->recs[i].met_sla;
+            s->s.requests_s = len > 0 ? (double)s->s.ok / len : 0;
+            s->s.output_tok_s = len > 0 ? (double)s->s.out_tokens / len : 0;
+            s->s.goodput = len > 0 ? (double)met / len : 0;
+            s->breaks_sla = s->s.requests > 0 && !s->s.sla_pass;
+            if (s->breaks_sla && res->knee < 0) res->knee = k;
+        }
+    }
+    free(tmp);
+
+    for (int i = 0; i < r.n_slots; i++) slot_free(&r.slots[i]);
+    free(r.slots);
+    free(r.free_ids);
+    curl_multi_cleanup(r.multi);
+    curl_slist_free_all(r.hdrs);
+    free(r.base);
+    free(r.endpoint);
+    *out = res;
+    return KN_OK;
+fail:
+    if (r.slots)
+        for (int i = 0; i < r.n_slots; i++) {
+            if (r.slots[i].easy && r.multi) curl_multi_remove_handle(r.multi, r.slots[i].easy);
+            slot_free(&r.slots[i]);
+        }
+    free(r.slots);
+    free(r.free_ids);
+    if (r.multi) curl_multi_cleanup(r.multi);
+    curl_slist_free_all(r.hdrs);
+    free(r.base);
+    free(r.endpoint);
+    bench_result_destroy(res);
+    return st;
+}

@@ -1,0 +1,218 @@
+/*
+ * bench_server.c — `kiln bench server`: drives an OpenAI-compatible server
+ * (kiln or another) with streaming completions and reports latency,
+ * throughput, goodput and an SLA verdict (src/bench does the work).
+ *
+ * Exit status: 0 SLA PASS, 2 SLA FAIL, 1 the run failed (bad options, no
+ * request succeeded, an output file could not be written). Usage errors are
+ * 1 here, not 2, so that 2 always means an SLA failure.
+ */
+#include "bench/bench.h"
+#include "cli.h"
+
+#include <curl/curl.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+static void usage(FILE *f) {
+    fprintf(f,
+            "usage: kiln bench server --url URL --model NAME --scenario latency|throughput|ramp [options]\n\n"
+            "Drives an OpenAI-compatible server with streaming POST /v1/completions requests\n"
+            "(libcurl multi, one process) and reports TTFT, inter-token and end-to-end latency\n"
+            "(p50/p75/p90/p95/p99/p99.9, min, max, mean, stddev), output tok/s, requests/s,\n"
+            "goodput (requests/s meeting the SLA), errors by kind and a PASS/FAIL line.\n\n"
+            "scenarios:\n"
+            "  latency     sequential: the requests once with \"cache\": false, then again with the cache allowed\n"
+            "  throughput  --concurrency requests always in flight, no rate limit\n"
+            "  ramp        open-loop Poisson arrivals rising from --initial-rate to --final-rate over\n"
+            "              --ramp-duration in --ramp-steps steps; reports the knee where the SLA breaks\n\n"
+            "options:\n"
+            "  --url URL              server base URL, e.g. http://127.0.0.1:8080 (required)\n"
+            "  --model NAME           model name sent in each request (required)\n"
+            "  --scenario S           latency, throughput or ramp (required)\n"
+            "  --requests N           requests to send (latency: per phase; default 10 for latency)\n"
+            "  --duration S           or: send for S seconds (default 30 for throughput)\n"
+            "  --concurrency N        throughput: requests in flight (default 4, max %d)\n"
+            "  --initial-rate R       ramp: first step, requests/s (default 1)\n"
+            "  --final-rate R         ramp: last step, requests/s (default 10)\n"
+            "  --ramp-duration S      ramp: total seconds (default 60)\n"
+            "  --ramp-steps N         ramp: number of steps (default 5)\n"
+            "  --prompt-words N       synthetic prompts of N words (default 64)\n"
+            "  --max-tokens N         tokens to generate per request (default 64)\n"
+            "  --dataset FILE.jsonl   prompts, one {\"prompt\": ..., \"max_tokens\": ...} per line\n"
+            "  --ignore-eos           ask the server to ignore end-of-sequence (fixed-length outputs)\n"
+            "  --seed N               seeds the prompts, the arrivals and each request (default 42)\n"
+            "  --sla-p95 S            SLA: p95 end-to-end latency target (default 2)\n"
+            "  --sla-ttft-p95 S       SLA: p95 time-to-first-token target (default none)\n"
+            "  --sla-max-errors F     SLA: largest error fraction (default 0.01)\n"
+            "  --api-key KEY          sends Authorization: Bearer KEY\n"
+            "  --timeout S            per-request timeout (default 60)\n"
+            "  --connect-timeout S    connect timeout (default 10, at most --timeout)\n"
+            "  --output FILE.json     write the JSON result\n"
+            "  --report FILE.html     write an HTML report with SVG plots\n"
+            "  --json                 print the JSON result on stdout instead of the text summary\n"
+            "  --quiet                no progress line on stderr\n\n"
+            "exit status: 0 SLA PASS, 2 SLA FAIL, 1 the run failed\n",
+            BENCH_MAX_INFLIGHT);
+}
+
+static const char *const CMD = "bench server";
+
+static bool parse_pos(const char *flag, const char *v, double *out) {
+    if (!cli_parse_float(v, out) || !(*out > 0)) {
+        fprintf(stderr, "kiln bench server: %s expects a number > 0, got '%s'\n", flag, v);
+        return false;
+    }
+    return true;
+}
+
+static bool parse_int(const char *flag, const char *v, long long lo, long long hi, long long *out) {
+    if (!cli_parse_int(v, lo, hi, out)) {
+        fprintf(stderr, "kiln bench server: %s expects an integer in %lld..%lld, got '%s'\n", flag, lo, hi, v);
+        return false;
+    }
+    return true;
+}
+
+static bool write_json(const char *path, json_t *doc) {
+    if (json_dump_file(doc, path, JSON_INDENT(2) | JSON_REAL_PRECISION(6)) != 0) {
+        fprintf(stderr, "kiln bench server: %s: cannot write the JSON result\n", path);
+        return false;
+    }
+    return true;
+}
+
+int bench_server_main(int argc, char **argv) {
+    if (cli_wants_help(argc, argv)) {
+        usage(stdout);
+        return 0;
+    }
+    bench_config c = {
+        .concurrency = 4,
+        .initial_rate = 1,
+        .final_rate = 10,
+        .ramp_duration_s = 60,
+        .ramp_steps = 5,
+        .seed = 42,
+        .sla_p95_s = 2,
+        .sla_max_error_rate = 0.01,
+        .timeout_s = 60,
+        .connect_timeout_s = 10,
+        .progress = true,
+    };
+    const char *scenario = NULL, *dataset = NULL, *output = NULL, *report = NULL;
+    long long prompt_words = 64, max_tokens = 64, v64;
+    bool json_out = false;
+    for (int i = 1; i < argc; i++) {
+        const char *a = argv[i], *v;
+        if (!strcmp(a, "--ignore-eos")) { c.ignore_eos = true; continue; }
+        if (!strcmp(a, "--json")) { json_out = true; continue; }
+        if (!strcmp(a, "--quiet")) { c.progress = false; continue; }
+        if (strncmp(a, "--", 2)) {
+            fprintf(stderr, "kiln bench server: unexpected argument '%s' (see --help)\n", a);
+            return 1;
+        }
+        if (!(v = cli_flag_value(CMD, argc, argv, &i))) return 1;
+        bool ok = true;
+        if (!strcmp(a, "--url")) c.url = v;
+        else if (!strcmp(a, "--model")) c.model = v;
+        else if (!strcmp(a, "--api-key")) c.api_key = v;
+        else if (!strcmp(a, "--scenario")) scenario = v;
+        else if (!strcmp(a, "--dataset")) dataset = v;
+        else if (!strcmp(a, "--output")) output = v;
+        else if (!strcmp(a, "--report")) report = v;
+        else if (!strcmp(a, "--requests")) ok = parse_int(a, v, 1, 100000000, &c.requests);
+        else if (!strcmp(a, "--duration")) ok = parse_pos(a, v, &c.duration_s);
+        else if (!strcmp(a, "--concurrency")) {
+            ok = parse_int(a, v, 1, BENCH_MAX_INFLIGHT, &v64);
+            c.concurrency = (int)v64;
+        } else if (!strcmp(a, "--initial-rate")) ok = parse_pos(a, v, &c.initial_rate);
+        else if (!strcmp(a, "--final-rate")) ok = parse_pos(a, v, &c.final_rate);
+        else if (!strcmp(a, "--ramp-duration")) ok = parse_pos(a, v, &c.ramp_duration_s);
+        else if (!strcmp(a, "--ramp-steps")) {
+            ok = parse_int(a, v, 1, 1000, &v64);
+            c.ramp_steps = (int)v64;
+        } else if (!strcmp(a, "--prompt-words")) ok = parse_int(a, v, 1, 100000, &prompt_words);
+        else if (!strcmp(a, "--max-tokens")) ok = parse_int(a, v, 1, 1000000, &max_tokens);
+        else if (!strcmp(a, "--seed")) {
+            ok = parse_int(a, v, 0, 0x7fffffffffffffffll, &v64);
+            c.seed = (uint64_t)v64;
+        } else if (!strcmp(a, "--sla-p95")) ok = parse_pos(a, v, &c.sla_p95_s);
+        else if (!strcmp(a, "--sla-ttft-p95")) ok = parse_pos(a, v, &c.sla_ttft_p95_s);
+        else if (!strcmp(a, "--sla-max-errors")) {
+            ok = cli_parse_float(v, &c.sla_max_error_rate) && c.sla_max_error_rate >= 0 && c.sla_max_error_rate <= 1;
+            if (!ok) fprintf(stderr, "kiln bench server: --sla-max-errors expects a fraction in [0, 1], got '%s'\n", v);
+        } else if (!strcmp(a, "--timeout")) ok = parse_pos(a, v, &c.timeout_s);
+        else if (!strcmp(a, "--connect-timeout")) ok = parse_pos(a, v, &c.connect_timeout_s);
+        else {
+            fprintf(stderr, "kiln bench server: unknown option '%s' (see --help)\n", a);
+            return 1;
+        }
+        if (!ok) return 1;
+    }
+    if (!c.url || !c.model || !scenario) {
+        fprintf(stderr, "kiln bench server: needs --url, --model and --scenario (see --help)\n");
+        return 1;
+    }
+    if (!bench_scenario_parse(scenario, &c.scenario)) {
+        fprintf(stderr, "kiln bench server: --scenario expects latency, throughput or ramp, got '%s'\n", scenario);
+        return 1;
+    }
+    if (c.connect_timeout_s > c.timeout_s) c.connect_timeout_s = c.timeout_s;
+    if (c.requests <= 0 && !(c.duration_s > 0)) {
+        if (c.scenario == BENCH_LATENCY) c.requests = 10;
+        else c.duration_s = 30;
+    }
+
+    kn_err err = {0};
+    bench_dataset ds = {0};
+    kn_status st = dataset ? bench_dataset_load(dataset, (int)max_tokens, &ds, &err)
+                           : bench_dataset_synth(1024, (int)prompt_words, (int)max_tokens, c.seed, &ds, &err);
+    if (st != KN_OK) {
+        fprintf(stderr, "kiln bench server: %s\n", err.msg);
+        return 1;
+    }
+    c.prompts = &ds;
+    if (curl_global_init(CURL_GLOBAL_DEFAULT) != CURLE_OK) {
+        fprintf(stderr, "kiln bench server: curl_global_init failed\n");
+        bench_dataset_free(&ds);
+        return 1;
+    }
+    int rc = 1;
+    bench_result *res = NULL;
+    json_t *doc = NULL;
+    if (bench_run(&c, &res, &err) != KN_OK) {
+        fprintf(stderr, "kiln bench server: %s\n", err.msg);
+        goto done;
+    }
+    doc = bench_result_json(res);
+    bool files_ok = true;
+    if (output) files_ok &= write_json(output, doc);
+    if (report && bench_report_html(res, report, &err) != KN_OK) {
+        fprintf(stderr, "kiln bench server: %s\n", err.msg);
+        files_ok = false;
+    }
+    if (json_out) {
+        json_dumpf(doc, stdout, JSON_INDENT(2) | JSON_REAL_PRECISION(6));
+        fputc('\n', stdout);
+    } else {
+        bench_result_print(res, stdout);
+    }
+    fflush(stdout);
+    if (res->all.ok == 0) {
+        fprintf(stderr, "kiln bench server: the run failed: no request succeeded%s%s\n",
+                res->first_error[0] ? "; first error: " : "", res->first_error);
+        rc = 1;
+    } else if (!files_ok) {
+        rc = 1;
+    } else {
+        rc = res->all.sla_pass ? 0 : 2;
+    }
+done:
+    json_decref(doc);
+    bench_result_destroy(res);
+    bench_dataset_free(&ds);
+    curl_global_cleanup();
+    return rc;
+}
