@@ -26,6 +26,8 @@ int cmd_eval(int argc, char **argv);
 int bench_kernels_main(int argc, char **argv);
 int bench_tokenizer_main(int argc, char **argv);
 int bench_model_main(int argc, char **argv);
+/* Exit status 0 SLA PASS, 2 SLA FAIL, 1 run failed (src/cli/bench_server.c). */
+int bench_server_main(int argc, char **argv);
 
 /* True when argv holds -h or --help. */
 bool cli_wants_help(int argc, char **argv);
