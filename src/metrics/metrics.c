@@ -52,7 +52,10 @@ struct met_family {
     size_t n_series;  /* counted against MET_MAX_SERIES (not the overflow series) */
     size_t n_entries; /* all series, the overflow one included */
     met_series *head, *tail; /* every series, in creation order */
-    met_series *overflow;
+    /* Set once under mu, read without it, so that hostile label values stop
+     * taking the mutex once the family is full or the overflow series exists. */
+    _Atomic(met_series *) overflow;
+    _Atomic bool full; /* n_series reached MET_MAX_SERIES */
 };
 
 struct met_registry {
@@ -283,7 +286,8 @@ static met_series *make_series(met_family *f, uint64_t h, const char *const *val
 
 /* Under f->mu. */
 static met_series *overflow_series(met_family *f) {
-    if (f->overflow) return f->overflow;
+    met_series *ov = atomic_load_explicit(&f->overflow, memory_order_relaxed);
+    if (ov) return ov;
     const char *vals[MET_MAX_LABELS];
     for (int i = 0; i < f->n_labels; i++) vals[i] = MET_OVERFLOW_VALUE;
     uint64_t h = hash_values(f->n_labels, vals);
@@ -293,7 +297,7 @@ static met_series *overflow_series(met_family *f) {
         KN_WARN("metrics: %s: more than %d label combinations or an invalid label value; "
                 "further ones are counted under the label value \"%s\"",
                 f->name, MET_MAX_SERIES, MET_OVERFLOW_VALUE);
-        f->overflow = s;
+        atomic_store_explicit(&f->overflow, s, memory_order_release);
     }
     return s;
 }
@@ -314,6 +318,10 @@ met_series *met_get(met_family *f, const char *const *vals) {
         s = table_find(atomic_load_explicit(&f->table, memory_order_acquire), h, n, vals);
         if (s) return s;
     }
+    if (!valid || atomic_load_explicit(&f->full, memory_order_relaxed)) {
+        s = atomic_load_explicit(&f->overflow, memory_order_acquire);
+        if (s) return s;
+    }
     pthread_mutex_lock(&f->mu);
     if (!valid) {
         s = overflow_series(f);
@@ -324,7 +332,7 @@ met_series *met_get(met_family *f, const char *const *vals) {
                 s = overflow_series(f);
             } else {
                 s = make_series(f, h, vals);
-                if (s) f->n_series++;
+                if (s && ++f->n_series >= MET_MAX_SERIES) atomic_store_explicit(&f->full, true, memory_order_relaxed);
             }
         }
     }
@@ -433,6 +441,8 @@ static met_family *family_new(met_type t, const char *name, const char *help, in
         if (!f->bounds) goto fail;
         memcpy(f->bounds, bounds, (size_t)n_bounds * sizeof(double));
     }
+    atomic_init(&f->overflow, NULL);
+    atomic_init(&f->full, false);
     met_table *tab = table_new(n_labels > 0 ? 16 : 2);
     if (!tab) goto fail;
     atomic_init(&f->table, tab);

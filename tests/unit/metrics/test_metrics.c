@@ -26,11 +26,15 @@ typedef struct conc_ctx {
     met_series *counter, *gauge, *hist;
     met_family *labelled; /* counter with label "model" */
     int id;
+    pthread_barrier_t *go;
 } conc_ctx;
 
 static void *conc_worker(void *arg) {
     conc_ctx *c = arg;
     char model[32];
+    pthread_barrier_wait(c->go);
+    /* a tight loop first, all threads at once: the most contention */
+    for (int i = 0; i < N_PER_THREAD; i++) met_inc(c->counter);
     for (int i = 0; i < N_PER_THREAD; i++) {
         met_add(c->counter, 0.5);
         met_inc(c->counter);
@@ -60,14 +64,17 @@ static void test_concurrent_exact(void **state) {
     assert_non_null(fl);
     pthread_t th[N_THREADS];
     conc_ctx ctx[N_THREADS];
+    pthread_barrier_t go;
+    pthread_barrier_init(&go, NULL, N_THREADS);
     for (int t = 0; t < N_THREADS; t++) {
-        ctx[t] = (conc_ctx){met_get(fc, NULL), met_get(fg, NULL), met_get(fh, NULL), fl, t};
+        ctx[t] = (conc_ctx){met_get(fc, NULL), met_get(fg, NULL), met_get(fh, NULL), fl, t, &go};
         assert_int_equal(pthread_create(&th[t], NULL, conc_worker, &ctx[t]), 0);
     }
     for (int t = 0; t < N_THREADS; t++) pthread_join(th[t], NULL);
+    pthread_barrier_destroy(&go);
 
     const double total = (double)N_THREADS * N_PER_THREAD;
-    assert_true(met_value(met_get(fc, NULL)) == total * 1.5);
+    assert_true(met_value(met_get(fc, NULL)) == total * 2.5);
     assert_true(met_value(met_get(fg, NULL)) == (double)N_THREADS * (N_PER_THREAD / 2) * 0.75);
 
     /* reference histogram: the same observations, counted serially */
