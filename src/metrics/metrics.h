@@ -168,7 +168,9 @@ char *met_render(met_registry *r, size_t *len);
  * oldest are overwritten, so quantiles describe the most recent ones. */
 typedef struct met_window met_window;
 
-/* window_s > 0, 1 <= capacity <= 1<<24. NULL on bad arguments or no memory. */
+/* window_s > 0, 1 <= capacity <= 1<<24 (8 bytes a slot; e.g. 300 s and 65536
+ * slots, 512 KiB, hold 5 minutes at over 200 requests/s). NULL on bad
+ * arguments or no memory. */
 met_window *met_window_create(double window_s, size_t capacity);
 void met_window_destroy(met_window *w); /* accepts NULL */
 
