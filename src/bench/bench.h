@@ -26,6 +26,9 @@
  * Timing (seconds, CLOCK_MONOTONIC): a request starts when it is handed to
  * libcurl. TTFT = first output event - start; ITL samples = the gaps between
  * consecutive output events of a request; e2e = end of the transfer - start.
+ * A server may put several tokens in one chunk, so ITL is per chunk; TPOT
+ * (time per output token) = (e2e - TTFT) / (tokens - 1) uses the token count
+ * and is defined for requests with at least 2 tokens.
  * Only successful requests (HTTP 200, clean stream) contribute samples.
  *
  * Scenarios:
@@ -168,6 +171,7 @@ const char *bench_errkind_name(bench_errkind k);
 typedef struct bench_record {
     double t_start, t_end; /* seconds since the run began */
     double ttft, e2e; /* valid when ok (ttft < 0: no output event) */
+    double tpot;      /* valid when ok and >= 0 (see above) */
     long long out_tokens;
     int step;  /* ramp step, latency phase (0 cache off, 1 cache on), else 0 */
     bool ok;
@@ -178,7 +182,7 @@ typedef struct bench_record {
 /* Figures over a set of records. */
 typedef struct bench_summary {
     long long requests, ok, errors[BENCH_ERR_COUNT];
-    bench_stats ttft, itl, e2e;
+    bench_stats ttft, itl, e2e, tpot;
     long long out_tokens;
     double duration_s; /* first start to last end */
     double output_tok_s, requests_s, goodput, error_rate;

@@ -47,6 +47,7 @@ static void summary_into(json_t *o, const bench_summary *s) {
     json_object_set_new(o, "ttft_s", stats_json(&s->ttft));
     json_object_set_new(o, "itl_s", stats_json(&s->itl));
     json_object_set_new(o, "e2e_s", stats_json(&s->e2e));
+    json_object_set_new(o, "tpot_s", stats_json(&s->tpot));
     json_object_set_new(o, "output_tok_s", json_real(s->output_tok_s));
     json_object_set_new(o, "requests_s", json_real(s->requests_s));
 }
@@ -156,6 +157,7 @@ static void print_summary(FILE *f, const bench_summary *s) {
     print_stats(f, "ttft", &s->ttft, 1000, "ms");
     print_stats(f, "itl", &s->itl, 1000, "ms");
     print_stats(f, "e2e", &s->e2e, 1000, "ms");
+    print_stats(f, "tpot", &s->tpot, 1000, "ms");
     fprintf(f, "  output %.1f tok/s, %.2f req/s, goodput %.2f req/s over %.1f s\n", s->output_tok_s, s->requests_s,
             s->goodput, s->duration_s);
 }
@@ -423,6 +425,7 @@ kn_status bench_report_html(const bench_result *r, const char *path, kn_err *err
     html_row(f, "TTFT", &a->ttft);
     html_row(f, "inter-token", &a->itl);
     html_row(f, "end to end", &a->e2e);
+    html_row(f, "per output token", &a->tpot);
     fprintf(f, "</table>\n");
     if (c->scenario == BENCH_RAMP) {
         fprintf(f, "<h2>Steps</h2>\n<table><tr><th>step</th><th>offered req/s</th><th>ok</th><th>errors</th>"

@@ -230,7 +230,7 @@ static void note_failure(run *r, bench_errkind k, const char *detail) {
 
 /* Starts request idx; a request that cannot start is recorded as an error. */
 static void launch(run *r, long long idx, bool cache_off, int step) {
-    bench_record rec = {.t_start = now_rel(r), .step = step, .ttft = -1};
+    bench_record rec = {.t_start = now_rel(r), .step = step, .ttft = -1, .tpot = -1};
     if (r->n_free == 0) {
         rec.t_end = rec.t_start;
         rec.err = BENCH_ERR_DROPPED;
@@ -296,7 +296,7 @@ static void finish(run *r, CURL *e, CURLcode rc) {
     curl_multi_remove_handle(r->multi, e);
     double t_end = kn_now_s();
     if (s->status == 0) curl_easy_getinfo(e, CURLINFO_RESPONSE_CODE, &s->status);
-    bench_record rec = {.t_start = s->t_start - r->t0, .t_end = t_end - r->t0, .step = s->step, .ttft = -1};
+    bench_record rec = {.t_start = s->t_start - r->t0, .t_end = t_end - r->t0, .step = s->step, .ttft = -1, .tpot = -1};
     bench_errkind kind = BENCH_ERR_COUNT;
     char detail[320];
     detail[0] = 0;
@@ -327,6 +327,7 @@ static void finish(run *r, CURL *e, CURLcode rc) {
         rec.e2e = t_end - s->t_start;
         rec.ttft = s->sse.events > 0 ? s->t_first - s->t_start : -1;
         rec.out_tokens = s->sse.usage_tokens >= 0 ? s->sse.usage_tokens : s->sse.events;
+        rec.tpot = rec.ttft >= 0 && rec.out_tokens >= 2 ? (rec.e2e - rec.ttft) / (double)(rec.out_tokens - 1) : -1;
         const bench_config *c = r->cfg;
         rec.met_sla = rec.e2e <= c->sla_p95_s &&
                       !(c->sla_ttft_p95_s > 0 && rec.ttft >= 0 && rec.ttft > c->sla_ttft_p95_s);
@@ -484,6 +485,12 @@ static void summarize(const bench_config *c, const bench_result *res, int step, 
         if ((step < 0 || rec->step == step) && rec->ok && rec->ttft >= 0) tmp[n++] = rec->ttft;
     }
     bench_stats_compute(tmp, n, &s->ttft);
+    n = 0;
+    for (size_t i = 0; i < res->n_recs; i++) {
+        const bench_record *rec = &res->recs[i];
+        if ((step < 0 || rec->step == step) && rec->ok && rec->tpot >= 0) tmp[n++] = rec->tpot;
+    }
+    bench_stats_compute(tmp, n, &s->tpot);
     /* ITL: tmp is too small for the gaps; use a dedicated copy. */
     size_t ni = 0;
     for (size_t i = 0; i < res->n_itl; i++) ni += step < 0 || res->itl_step[i] == step;
