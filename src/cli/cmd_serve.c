@@ -46,6 +46,8 @@ static void usage(FILE *f) {
             "      --grace-period S    shutdown waits this long for requests in flight (default 30)\n"
             "      --conn-limit N      open connections (default 1024)\n"
             "      --conn-timeout S    idle connection timeout (default 60)\n"
+            "      --sla-p95-ms MS     end-to-end p95 target for the SLA verdict in /health (default 2000)\n"
+            "      --sla-window S      window of the rolling latency percentiles in /health (default 300)\n"
             "  -n, --n-predict N       generation limit when a request sets none (default -1 = until the\n"
             "                          context is full or the model stops)\n"
             "      --mmap              compute from the file mapping (less memory, slower decode)\n");
@@ -88,17 +90,17 @@ int cmd_serve(int argc, char **argv) {
     rt_opts ro = {.threads = cfg.threads, .n_ctx = cfg.ctx, .n_slots = slots, .max_batch = cfg.batch,
                   .queue_len = cfg.queue_len, .queue_timeout_s = cfg.queue_timeout_s, .kv_type = kv_type,
                   .mmap_weights = cfg.mmap_weights};
-    if (rt_registry_create(cfg.models_dir, cfg.model_file, &ro, &ops, &reg, &err) != KN_OK) {
+    if (srv_create(&cfg, &ro, &ops, &srv, &err) != KN_OK) {
         fprintf(stderr, "kiln serve: %s\n", err.msg);
         goto done;
     }
+    reg = srv_registry(srv);
     if (rt_registry_count(reg) == 0) KN_WARN("no .gguf files in %s; every model request will get 404", cfg.models_dir);
     if (cfg.default_model && !rt_registry_has(reg, cfg.default_model)) {
         char names[400];
         rt_registry_names(reg, names, sizeof names);
         fprintf(stderr, "kiln serve: --default-model '%s' is not among the models (%s)\n", cfg.default_model,
                 names[0] ? names : "none");
-        rt_registry_destroy(reg);
         goto done;
     }
     /* signals are taken by this thread only (sigwait below) */
@@ -109,11 +111,6 @@ int cmd_serve(int argc, char **argv) {
     pthread_sigmask(SIG_BLOCK, &sigs, NULL);
     signal(SIGPIPE, SIG_IGN);
 
-    if (srv_create(&cfg, reg, &srv, &err) != KN_OK) {
-        fprintf(stderr, "kiln serve: %s\n", err.msg);
-        rt_registry_destroy(reg);
-        goto done;
-    }
     int port = 0;
     if (srv_start(srv, &port, &err) != KN_OK) {
         fprintf(stderr, "kiln serve: %s\n", err.msg);

@@ -33,6 +33,7 @@ struct eng_req {
     int32_t n_predict;
     bool ignore_eos;
     int n_logprobs;
+    double t_origin;
     /* embedding */
     int32_t **in;
     size_t *in_len;
@@ -69,6 +70,7 @@ typedef struct slot {
     int emb_row;         /* this step: first row in the hidden buffer (embedding) */
     int chunk;           /* this step: tokens fed */
     double stall_since;  /* 0 when not stalled */
+    double t_last;       /* when the previous token was sampled */
 } slot;
 
 struct eng_sched {
@@ -171,6 +173,7 @@ kn_status eng_req_create_gen(eng_sched *s, const int32_t *prompt, size_t n_promp
     r->n_predict = p->n_predict;
     r->ignore_eos = p->ignore_eos;
     r->n_logprobs = p->n_logprobs;
+    r->t_origin = p->t_origin;
     r->prompt = malloc(n_prompt * sizeof *r->prompt);
     r->ring_cap = s->ring_cap;
     r->ring = malloc(r->ring_cap);
@@ -431,13 +434,26 @@ static bool gen_token(eng_sched *s, int i, const float *lg) {
         return true;
     }
     int32_t tok = eng_sampler_sample(r->smp, lg);
-    if (r->res.t_first == 0) r->res.t_first = kn_now_s(); /* read by the consumer only once finished */
+    double now = kn_now_s();
+    const eng_metrics *mt = &s->o.metrics;
+    if (r->res.t_first == 0) { /* read by the consumer only once finished */
+        r->res.t_first = now;
+        double origin = r->t_origin > 0 ? r->t_origin : r->res.t_submit;
+        met_observe(mt->ttft, now - origin);
+        met_window_add(mt->ttft_window, now, now - origin);
+        met_observe(mt->prefill, now - r->res.t_start);
+        met_add(mt->prompt_tokens, (double)r->n_prompt);
+    } else {
+        met_observe(mt->itl, now - sl->t_last);
+    }
+    sl->t_last = now;
     if (!r->ignore_eos && tok_is_eog(s->v, tok)) {
         slot_finish(s, i, ENG_FINISH_STOP, KN_OK, NULL, true);
         return true;
     }
     eng_sampler_accept(r->smp, tok);
     sl->n_gen++;
+    met_inc(mt->gen_tokens);
     const char *piece = NULL;
     size_t plen = 0;
     kn_err e;
@@ -504,7 +520,10 @@ static int admit_locked(eng_sched *s, double now) {
             sl->toks = r->in[sl->input];
             sl->n_toks = r->in_len[sl->input];
         }
-        if (r->res.t_start == 0) r->res.t_start = now;
+        if (r->res.t_start == 0) {
+            r->res.t_start = now;
+            met_observe(s->o.metrics.queue_wait, now - r->res.t_submit);
+        }
         busy++;
         if (r->kind == REQ_GEN || r->next_in == r->n_in) {
             s->q_head = r->next;
@@ -527,6 +546,7 @@ static void embed_done(eng_sched *s, int i) {
         e[k] /= (float)sl->n_toks;
         ss += (double)e[k] * e[k];
     }
+    met_add(s->o.metrics.prompt_tokens, (double)sl->n_toks);
     if (r->normalize && ss > 0) {
         float inv = (float)(1.0 / sqrt(ss));
         for (int k = 0; k < E; k++) e[k] *= inv;
@@ -619,6 +639,9 @@ static void *engine_main(void *arg) {
         }
         /* logits and hidden rows come out in batch order, which is the order
          * logit_row and emb_row were handed out in */
+        int n_seqs = 0;
+        for (int i = 0; i < s->o.n_slots; i++) n_seqs += s->slots[i].r && s->slots[i].chunk > 0;
+        met_observe(s->o.metrics.batch_size, n_seqs);
         model_batch b = {.n_tokens = n, .token = s->b_tok, .pos = s->b_pos, .seq = s->b_seq, .logits = s->b_flags,
                          .embd = s->hidden};
         kn_err e;

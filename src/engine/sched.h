@@ -29,6 +29,7 @@
 #define KILN_ENGINE_SCHED_H
 
 #include "../core/kn.h"
+#include "../metrics/metrics.h"
 #include "../model/model.h"
 #include "../tokenizer/tok.h"
 #include "sampler.h"
@@ -43,6 +44,19 @@
 typedef struct eng_sched eng_sched;
 typedef struct eng_req eng_req;
 
+/* What the engine records (all optional; NULL series are skipped). Lock-free
+ * atomics only, so recording never blocks the token loop. */
+typedef struct eng_metrics {
+    met_series *ttft;          /* seconds from the request's origin to its first token */
+    met_series *itl;           /* seconds between a sequence's consecutive tokens */
+    met_series *queue_wait;    /* seconds from submission to a slot */
+    met_series *prefill;       /* seconds from a slot to the first token */
+    met_series *batch_size;    /* sequences per forward step */
+    met_series *prompt_tokens; /* counter */
+    met_series *gen_tokens;    /* counter */
+    met_window *ttft_window;   /* rolling TTFT samples for the SLA */
+} eng_metrics;
+
 typedef struct eng_sched_opts {
     int n_slots;         /* sequences decoded together */
     int n_ctx;           /* positions per sequence (prompt + generated) */
@@ -50,6 +64,7 @@ typedef struct eng_sched_opts {
     int queue_len;       /* requests that may wait for a slot (0: none wait) */
     double queue_timeout_s; /* a request waiting longer than this fails with KN_EBUSY */
     model_kv_type kv_type;
+    eng_metrics metrics;  /* copied */
 } eng_sched_opts;
 
 /* Starts the engine thread. m, v, ops and pool are borrowed. */
@@ -91,6 +106,7 @@ typedef struct eng_gen_params {
     size_t n_stops;
     int n_logprobs;              /* < 0: none; 0..ENG_MAX_LOGPROBS: the chosen token's logprob plus
                                     this many top alternatives, for every generated token */
+    double t_origin;             /* kn_now_s() when the request arrived (TTFT counts from it); 0: submission */
 } eng_gen_params;
 
 /* A generation request over prompt[0..n_prompt) (copied). Fails with

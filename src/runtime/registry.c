@@ -138,6 +138,7 @@ void rt_registry_destroy(rt_registry *r) {
         if (e->inst) {
             KN_INFO("unloading %s", e->name);
             inst_destroy(e->inst, e->pool);
+            if (r->o.metrics) met_inc(met_get(r->o.metrics->unloads, (const char *const[]){e->name}));
         }
         pthread_mutex_destroy(&e->load_mu);
         free(e->name);
@@ -230,6 +231,15 @@ static kn_status load(rt_registry *r, entry *e, rt_model **out, kn_pool **pool_o
     }
     eng_sched_opts so = {.n_slots = o->n_slots, .n_ctx = n_ctx, .max_batch = o->max_batch,
                          .queue_len = o->queue_len, .queue_timeout_s = o->queue_timeout_s, .kv_type = o->kv_type};
+    if (o->metrics) {
+        const rt_metrics *mf = o->metrics;
+        const char *lv[1] = {e->name};
+        so.metrics = (eng_metrics){.ttft = met_get(mf->ttft, lv), .itl = met_get(mf->itl, lv),
+                                   .queue_wait = met_get(mf->queue_wait, lv), .prefill = met_get(mf->prefill, lv),
+                                   .batch_size = met_get(mf->batch_size, lv),
+                                   .prompt_tokens = met_get(mf->prompt_tokens, lv),
+                                   .gen_tokens = met_get(mf->gen_tokens, lv), .ttft_window = mf->ttft_window};
+    }
     if ((st = eng_sched_create(m->m, m->vocab, r->ops, pool, &so, &m->sched, err)) != KN_OK) goto fail;
     m->load_s = kn_now_s() - t0;
     m->loaded_at = time(NULL);
@@ -283,6 +293,10 @@ kn_status rt_acquire(rt_registry *r, const char *name, rt_model **out, kn_err *e
     rt_model *m = NULL;
     kn_pool *pool = NULL;
     kn_status st = load(r, e, &m, &pool, err);
+    if (r->o.metrics) {
+        const char *lv[1] = {e->name};
+        met_inc(met_get(st == KN_OK ? r->o.metrics->loads : r->o.metrics->load_failures, lv));
+    }
     pthread_mutex_lock(&r->mu);
     e->loading = false;
     if (st == KN_OK) {

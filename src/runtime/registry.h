@@ -36,6 +36,15 @@
 
 typedef struct rt_registry rt_registry;
 
+/* Metric families the registry fills per model (label: model); any may be
+ * NULL. Owned by the caller's metrics registry. */
+typedef struct rt_metrics {
+    met_family *ttft, *itl, *queue_wait, *prefill, *batch_size; /* histograms */
+    met_family *prompt_tokens, *gen_tokens;                     /* counters */
+    met_family *loads, *unloads, *load_failures;                /* counters */
+    met_window *ttft_window;
+} rt_metrics;
+
 typedef struct rt_opts {
     int threads;
     int n_ctx;     /* per sequence; 0 = the model's trained context, at most 4096 */
@@ -45,6 +54,7 @@ typedef struct rt_opts {
     double queue_timeout_s;
     model_kv_type kv_type;
     bool mmap_weights;
+    const rt_metrics *metrics; /* borrowed; NULL: none */
 } rt_opts;
 
 /* A loaded instance, pinned by rt_acquire until rt_release. */

@@ -56,6 +56,8 @@ static const key_def KEYS[] = {
     {"conn-timeout", K_INT, F(conn_timeout_s), 1, 86400, false},
     {"n-predict", K_INT, F(max_tokens), -1, 1LL << 24, false},
     {"mmap", K_BOOL, F(mmap_weights), 0, 0, false},
+    {"sla-p95-ms", K_INT, F(sla_p95_ms), 1, 3600000, false},
+    {"sla-window", K_INT, F(sla_window_s), 10, 86400, false},
 };
 #undef F
 
@@ -235,6 +237,8 @@ void srv_config_init(srv_config *c) {
     c->conn_timeout_s = 60;
     c->max_tokens = -1;
     c->mmap_weights = false;
+    c->sla_p95_ms = 2000;
+    c->sla_window_s = 300;
 }
 
 void srv_config_free(srv_config *c) {

@@ -61,6 +61,8 @@ typedef struct srv_config {
     int conn_timeout_s;    /* --conn-timeout: idle connection timeout (default 60) */
     int max_tokens;        /* --n-predict: default generation limit when a request sets none (default -1 = context) */
     bool mmap_weights;     /* --mmap */
+    int sla_p95_ms;        /* --sla-p95-ms: end-to-end p95 target reported in /health (default 2000) */
+    int sla_window_s;      /* --sla-window: seconds of the rolling percentiles (default 300) */
 } srv_config;
 
 /* Fills the defaults. On allocation failure a string default is left NULL,

@@ -418,6 +418,7 @@ static enum MHD_Result handle_gen(srv_server *s, struct MHD_Connection *c, conn_
     if (!root) return srv_send_error(c, &e, oll);
     if (!srv_parse_gen(api, root, &q, &e)) goto fail;
     if (!srv_acquire_model(s, q.model, &m, &e)) goto fail;
+    cx->model = m->name;
     double load_s = kn_now_s() - t0;
 
     /* Ollama: an empty generate prompt only loads the model */
@@ -479,7 +480,7 @@ static enum MHD_Result handle_gen(srv_server *s, struct MHD_Connection *c, conn_
     }
     eng_gen_params gp = {.sp = q.sp, .n_predict = q.n_predict_set ? q.n_predict : s->cfg->max_tokens,
                          .ignore_eos = q.ignore_eos, .stops = q.stops, .n_stops = q.n_stops,
-                         .n_logprobs = q.n_logprobs};
+                         .n_logprobs = q.n_logprobs, .t_origin = cx->t0};
     if (ctx < m->n_ctx) {
         int32_t room = (int32_t)((size_t)ctx - n_ids);
         if (gp.n_predict < 0 || gp.n_predict > room) gp.n_predict = room;
@@ -591,6 +592,7 @@ static enum MHD_Result handle_embed(srv_server *s, struct MHD_Connection *c, con
     if (!root) return srv_send_error(c, &e, oll);
     if (!srv_parse_embed(oll, root, &q, &e)) goto fail;
     if (!srv_acquire_model(s, q.model, &m, &e)) goto fail;
+    cx->model = m->name;
     double load_s = kn_now_s() - t0;
     toks = calloc(q.n, sizeof *toks);
     lens = calloc(q.n, sizeof *lens);

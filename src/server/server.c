@@ -95,6 +95,21 @@ static enum MHD_Result h_health(srv_server *s, struct MHD_Connection *c, conn_ct
     json_t *j = json_pack("{s:s, s:i, s:i, s:i, s:o}", "status", status, "requests_running", a.running,
                           "requests_waiting", a.waiting, "requests_in_flight", atomic_load(&s->in_flight), "models",
                           a.models);
+    /* rolling percentiles and the SLA verdict */
+    static const double qs[3] = {0.5, 0.95, 0.99};
+    double now = kn_now_s(), tq[3], eq[3];
+    size_t tn = met_window_quantiles(s->obs.rt.ttft_window, now, qs, 3, tq);
+    size_t en = met_window_quantiles(s->obs.e2e_window, now, qs, 3, eq);
+#define QJ(v, n) ((n) ? json_real(v) : json_null())
+    json_object_set_new(j, "latency",
+                        json_pack("{s:f, s:{s:I, s:o, s:o, s:o}, s:{s:I, s:o, s:o, s:o}}", "window_s",
+                                  s->obs.window_s, "ttft_s", "count", (json_int_t)tn, "p50", QJ(tq[0], tn), "p95",
+                                  QJ(tq[1], tn), "p99", QJ(tq[2], tn), "e2e_s", "count", (json_int_t)en, "p50",
+                                  QJ(eq[0], en), "p95", QJ(eq[1], en), "p99", QJ(eq[2], en)));
+    json_object_set_new(j, "sla",
+                        json_pack("{s:f, s:o, s:o}", "p95_target_s", s->obs.sla_p95_s, "p95_s", QJ(eq[1], en), "pass",
+                                  en ? json_boolean(eq[1] < s->obs.sla_p95_s) : json_null()));
+#undef QJ
     return srv_send_json(c, state == SRV_READY ? 200 : 503, j);
 }
 
@@ -331,6 +346,28 @@ err:
     return srv_send_error(c, &e, false);
 }
 
+static void gauges_one(void *arg, rt_model *m) {
+    srv_server *s = arg;
+    eng_sched_stats st;
+    eng_sched_stats_get(m->sched, &st);
+    const char *lv[1] = {m->name};
+    met_set(met_get(s->obs.running, lv), st.running);
+    met_set(met_get(s->obs.waiting, lv), st.waiting);
+    /* until the paged KV cache lands, a KV block is one slot's context */
+    met_set(met_get(s->obs.kv_used, lv), st.slots_busy);
+    met_set(met_get(s->obs.kv_total, lv), st.slots_total);
+    met_set(met_get(s->obs.model_bytes, lv), (double)(m->m->weight_bytes + st.kv_bytes));
+}
+
+static enum MHD_Result h_metrics(srv_server *s, struct MHD_Connection *c, conn_ctx *cx) {
+    (void)cx;
+    rt_foreach_loaded(s->reg, gauges_one, s);
+    size_t len = 0;
+    char *text = met_render(s->obs.reg, &len);
+    if (!text) return MHD_NO;
+    return srv_send_body(c, 200, MET_CONTENT_TYPE, text, len);
+}
+
 /* ---- routing ------------------------------------------------------------------ */
 
 typedef struct route {
@@ -344,6 +381,7 @@ typedef struct route {
 
 static const route ROUTES[] = {
     {"GET", "/health", h_health, true, false, false},
+    {"GET", "/metrics", h_metrics, false, false, false},
     {"GET", "/v1/models", h_v1_models, false, false, false},
     {"POST", "/v1/chat/completions", srv_h_chat, false, false, true},
     {"POST", "/v1/completions", srv_h_completions, false, false, true},
@@ -381,6 +419,7 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const cha
         cx = calloc(1, sizeof *cx);
         if (!cx) return MHD_NO;
         *con_cls = cx;
+        cx->t0 = kn_now_s();
         const route *match = NULL;
         bool path_known = false;
         for (size_t i = 0; i < N_ROUTES; i++) {
@@ -476,10 +515,23 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const cha
 }
 
 static void on_completed(void *cls, struct MHD_Connection *c, void **con_cls, enum MHD_RequestTerminationCode toe) {
-    (void)c, (void)toe;
     srv_server *s = cls;
     conn_ctx *cx = *con_cls;
     if (!cx) return;
+    const union MHD_ConnectionInfo *ci = MHD_get_connection_info(c, MHD_CONNECTION_INFO_HTTP_STATUS);
+    unsigned status = ci ? ci->http_status : 0;
+    if (status == 0 || (status == 200 && toe != MHD_REQUEST_TERMINATED_COMPLETED_OK))
+        status = 499; /* the client closed the connection before the answer was complete */
+    char st[12];
+    snprintf(st, sizeof st, "%u", status % 1000u);
+    const char *endpoint = cx->route ? cx->route->path : "other";
+    met_inc(met_get(s->obs.requests, (const char *const[]){endpoint, st}));
+    if (cx->route && cx->route->body) {
+        double now = kn_now_s();
+        met_observe(met_get(s->obs.duration, (const char *const[]){cx->model ? cx->model : "", endpoint}),
+                    now - cx->t0);
+        if (status == 200 && cx->model) met_window_add(s->obs.e2e_window, now, now - cx->t0);
+    }
     if (cx->counted) atomic_fetch_sub(&s->in_flight, 1);
     free(cx->body);
     free(cx);
@@ -498,18 +550,78 @@ static void mhd_log(void *cls, const char *fmt, va_list ap) {
 
 /* ---- lifecycle ----------------------------------------------------------------- */
 
-kn_status srv_create(const srv_config *cfg, rt_registry *reg, srv_server **out, kn_err *err) {
+static bool obs_create(srv_obs *o, const srv_config *cfg) {
+    memset(o, 0, sizeof *o);
+    if (!(o->reg = met_registry_create())) return false;
+    met_registry_add_process_metrics(o->reg);
+    met_registry *r = o->reg;
+    const char *model[] = {"model"}, *ep_st[] = {"endpoint", "status"}, *model_ep[] = {"model", "endpoint"};
+    const double *lat = MET_BUCKETS_LATENCY_S, *itl = MET_BUCKETS_ITL_S;
+    int nlat = MET_COUNT(MET_BUCKETS_LATENCY_S), nitl = MET_COUNT(MET_BUCKETS_ITL_S);
+    o->requests = met_counter(r, "kiln_requests_total", "HTTP requests answered, by route and status", 2, ep_st);
+    o->duration = met_histogram(r, "kiln_request_duration_seconds",
+                                "Generation and embedding requests end to end, arrival to last byte", 2, model_ep,
+                                lat, nlat);
+    o->rt.ttft = met_histogram(r, "kiln_time_to_first_token_seconds", "Request arrival to the first generated token",
+                               1, model, lat, nlat);
+    o->rt.itl = met_histogram(r, "kiln_inter_token_latency_seconds", "Time between consecutive tokens of a sequence",
+                              1, model, itl, nitl);
+    o->rt.queue_wait = met_histogram(r, "kiln_queue_wait_seconds", "Submission to a free slot", 1, model, lat, nlat);
+    o->rt.prefill = met_histogram(r, "kiln_prefill_seconds", "A slot to the first token (prompt processing)", 1,
+                                  model, lat, nlat);
+    o->rt.batch_size = met_histogram(r, "kiln_batch_size", "Sequences per forward step", 1, model, MET_BUCKETS_BATCH,
+                                     MET_COUNT(MET_BUCKETS_BATCH));
+    o->rt.prompt_tokens = met_counter(r, "kiln_prompt_tokens_total", "Prompt tokens processed", 1, model);
+    o->rt.gen_tokens = met_counter(r, "kiln_generated_tokens_total", "Tokens generated", 1, model);
+    o->rt.loads = met_counter(r, "kiln_model_loads_total", "Models loaded", 1, model);
+    o->rt.unloads = met_counter(r, "kiln_model_unloads_total", "Models unloaded", 1, model);
+    o->rt.load_failures = met_counter(r, "kiln_model_load_failures_total", "Model loads that failed", 1, model);
+    o->running = met_gauge(r, "kiln_requests_running", "Requests holding a slot", 1, model);
+    o->waiting = met_gauge(r, "kiln_requests_waiting", "Requests queued for a slot", 1, model);
+    o->kv_used = met_gauge(r, "kiln_kv_blocks_used", "KV blocks in use (a block is one slot until paged KV)", 1,
+                           model);
+    o->kv_total = met_gauge(r, "kiln_kv_blocks_capacity", "KV blocks in all (named so because promtool reserves _total for counters)", 1, model);
+    o->model_bytes = met_gauge(r, "kiln_model_bytes", "Memory of a loaded model: weights and KV", 1, model);
+    o->window_s = cfg->sla_window_s > 0 ? cfg->sla_window_s : 300;
+    o->sla_p95_s = (cfg->sla_p95_ms > 0 ? cfg->sla_p95_ms : 2000) / 1000.0;
+    o->rt.ttft_window = met_window_create(o->window_s, 1 << 16);
+    o->e2e_window = met_window_create(o->window_s, 1 << 16);
+    return o->requests && o->duration && o->rt.ttft && o->rt.itl && o->rt.queue_wait && o->rt.prefill &&
+           o->rt.batch_size && o->rt.prompt_tokens && o->rt.gen_tokens && o->rt.loads && o->rt.unloads &&
+           o->rt.load_failures && o->running && o->waiting && o->kv_used && o->kv_total && o->model_bytes &&
+           o->rt.ttft_window && o->e2e_window;
+}
+
+static void obs_destroy(srv_obs *o) {
+    met_window_destroy(o->rt.ttft_window);
+    met_window_destroy(o->e2e_window);
+    met_registry_destroy(o->reg);
+}
+
+kn_status srv_create(const srv_config *cfg, const rt_opts *ro, const tensor_ops *ops, srv_server **out, kn_err *err) {
     *out = NULL;
     srv_server *s = calloc(1, sizeof *s);
     if (!s) return kn_fail(err, KN_ENOMEM, "out of memory");
+    if (!obs_create(&s->obs, cfg)) {
+        obs_destroy(&s->obs);
+        free(s);
+        return kn_fail(err, KN_ENOMEM, "cannot set up the metrics");
+    }
+    rt_opts o = *ro;
+    o.metrics = &s->obs.rt;
+    kn_status st = rt_registry_create(cfg->models_dir, cfg->model_file, &o, ops, &s->reg, err);
+    if (st != KN_OK) {
+        obs_destroy(&s->obs);
+        free(s);
+        return st;
+    }
     s->cfg = cfg;
-    s->reg = reg;
     s->api_key = cfg->api_key;
     s->max_body = cfg->max_body;
     s->default_model = cfg->default_model;
-    if (!s->default_model && cfg->model_file && rt_registry_count(reg) == 1) {
+    if (!s->default_model && cfg->model_file && rt_registry_count(s->reg) == 1) {
         rt_entry_info in;
-        rt_registry_entry(reg, 0, &in);
+        rt_registry_entry(s->reg, 0, &in);
         s->default_model = in.name;
     }
     atomic_init(&s->state, SRV_LOADING);
@@ -518,6 +630,8 @@ kn_status srv_create(const srv_config *cfg, rt_registry *reg, srv_server **out, 
     *out = s;
     return KN_OK;
 }
+
+rt_registry *srv_registry(srv_server *s) { return s->reg; }
 
 const char *srv_default_model(const srv_server *s) { return s->default_model; }
 
@@ -588,5 +702,6 @@ void srv_destroy(srv_server *s) {
     if (s->d) MHD_stop_daemon(s->d);
     rt_registry_destroy(s->reg);
     KN_INFO("shutdown: models unloaded");
+    obs_destroy(&s->obs);
     free(s);
 }

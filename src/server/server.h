@@ -2,7 +2,9 @@
  * server.h — the HTTP server (libmicrohttpd): routes, auth, body limits,
  * SSE/NDJSON streaming and graceful shutdown, over the model registry.
  *
- * Owns: the MHD daemon and the registry it serves. Connections are served
+ * Owns: the MHD daemon, the registry it serves and the metrics (GET
+ * /metrics, Prometheus text; rolling TTFT and end-to-end percentiles with an
+ * SLA verdict in /health). Connections are served
  * one thread each (MHD thread-per-connection), so parsing, templating and
  * tokenizing on one connection never hold up another, and a streaming
  * response can wait for tokens without blocking anyone; generation itself
@@ -21,9 +23,12 @@
 
 typedef struct srv_server srv_server;
 
-/* cfg is copied where needed; reg is owned by the server from now on
- * (destroyed by srv_destroy). */
-kn_status srv_create(const srv_config *cfg, rt_registry *reg, srv_server **out, kn_err *err);
+/* Creates the metrics and the model registry (over cfg's model directory or
+ * file, with ro's engine settings; ro->metrics is filled in by the server).
+ * cfg and ops are borrowed for the server's life. */
+kn_status srv_create(const srv_config *cfg, const rt_opts *ro, const tensor_ops *ops, srv_server **out, kn_err *err);
+/* The registry the server owns. */
+rt_registry *srv_registry(srv_server *s);
 /* Binds and starts serving. *port gets the bound port (useful with port 0). */
 kn_status srv_start(srv_server *s, int *port, kn_err *err);
 /* /health turns 200. */

@@ -5,6 +5,7 @@
 #ifndef KILN_SERVER_INTERNAL_H
 #define KILN_SERVER_INTERNAL_H
 
+#include "../metrics/metrics.h"
 #include "api.h"
 #include "server.h"
 
@@ -15,9 +16,22 @@
 
 enum { SRV_LOADING = 0, SRV_READY, SRV_DRAINING };
 
+/* The server's metric families (see docs/server.md, Metrics). */
+typedef struct srv_obs {
+    met_registry *reg;
+    rt_metrics rt;                 /* per-model families the registry and engine fill */
+    met_family *requests;          /* kiln_requests_total{endpoint,status} */
+    met_family *duration;          /* kiln_request_duration_seconds{model,endpoint} */
+    met_family *running, *waiting; /* gauges {model} */
+    met_family *kv_used, *kv_total, *model_bytes;
+    met_window *e2e_window;        /* successful generation requests, end to end */
+    double window_s, sla_p95_s;
+} srv_obs;
+
 struct srv_server {
     const srv_config *cfg; /* borrowed from the caller for the server's life */
     rt_registry *reg;
+    srv_obs obs;
     struct MHD_Daemon *d;
     const char *api_key;
     int64_t max_body;
@@ -30,6 +44,8 @@ struct srv_server {
 struct route;
 typedef struct conn_ctx {
     const struct route *route;
+    double t0;            /* arrival */
+    const char *model;    /* the model that served it (registry-owned name), for metrics */
     char *body; /* NUL-terminated */
     size_t len, cap;
     bool too_large;
