@@ -4,9 +4,11 @@
  * protocol.
  *
  * One static const table describes every key (name, type, field offset,
- * range); set, validate, the YAML loader and the flag parser all go through
- * it. Every applying function works on a copy and swaps it in on success,
- * so that a failure leaves the caller's config unchanged.
+ * range, string checker); set, validate, the YAML loader, the flag parser
+ * and the dump all go through it. Every applying function works on a copy
+ * and swaps it in on success, so that a failure leaves the caller's config
+ * unchanged. The string checkers of the list keys rewrite the value in
+ * place into its canonical form (no spaces, no empty items).
  */
 #include "config.h"
 
@@ -23,41 +25,71 @@
 #define CFG_MAX_STR 4096         /* longest string value */
 #define CFG_SHOW 64              /* value bytes quoted in messages */
 
+#define CFG_MAX_NAME 256       /* longest model name in a list */
+#define CFG_MAX_CPU 1023       /* highest CPU number in cpu-range (CPU_SETSIZE - 1) */
+
 typedef enum key_kind { K_STR, K_INT, K_I64, K_BOOL } key_kind;
 
-typedef struct key_def {
-    const char *name; /* canonical long name, '-' separated */
+typedef struct key_def key_def;
+
+/* Checks a string value; may rewrite canon (a copy of v with room for
+ * strlen(v) + 1 bytes) into a canonical form no longer than v. label names
+ * the setting in messages. */
+typedef kn_status (*str_check_fn)(const key_def *k, const char *label, const char *v, char *canon, kn_err *err);
+
+struct key_def {
+    const char *name;   /* canonical long name, '-' separated */
     key_kind kind;
-    size_t off;       /* field offset in srv_config */
-    long long lo, hi; /* K_INT / K_I64 range */
-    bool secret;      /* never quote the value in messages */
-} key_def;
+    size_t off;         /* field offset in srv_config */
+    long long lo, hi;   /* K_INT / K_I64 range */
+    bool secret;        /* never quote the value in messages */
+    bool flag_only;     /* a flag of kiln serve, not a setting (not in files, env or the dump) */
+    str_check_fn check; /* K_STR: extra checks, or NULL */
+};
+
+static kn_status check_kv_type(const key_def *k, const char *label, const char *v, char *canon, kn_err *err);
+static kn_status check_bare_name(const key_def *k, const char *label, const char *v, char *canon, kn_err *err);
+static kn_status check_profile(const key_def *k, const char *label, const char *v, char *canon, kn_err *err);
+static kn_status check_names(const key_def *k, const char *label, const char *v, char *canon, kn_err *err);
+static kn_status check_aliases(const key_def *k, const char *label, const char *v, char *canon, kn_err *err);
+static kn_status check_cpu_range(const key_def *k, const char *label, const char *v, char *canon, kn_err *err);
 
 #define F(field) offsetof(srv_config, field)
 
 static const key_def KEYS[] = {
-    {"models", K_STR, F(models_dir), 0, 0, false},
-    {"model", K_STR, F(model_file), 0, 0, false},
-    {"default-model", K_STR, F(default_model), 0, 0, false},
-    {"host", K_STR, F(host), 0, 0, false},
-    {"port", K_INT, F(port), 0, 65535, false},
-    {"threads", K_INT, F(threads), 1, 1024, false},
-    {"ctx-size", K_INT, F(ctx), 0, 1LL << 24, false},
-    {"parallel", K_INT, F(parallel), 1, 1024, false},
-    {"batch-size", K_INT, F(batch), 1, 65536, false},
-    {"kv-tokens", K_INT, F(kv_tokens), 0, 1LL << 28, false},
-    {"kv-type", K_STR, F(kv_type), 0, 0, false},
-    {"api-key", K_STR, F(api_key), 0, 0, true},
-    {"max-body", K_I64, F(max_body), 1LL << 10, 1LL << 30, false},
-    {"queue-len", K_INT, F(queue_len), 0, 100000, false},
-    {"queue-timeout", K_INT, F(queue_timeout_s), 0, 86400, false},
-    {"grace-period", K_INT, F(grace_s), 0, 3600, false},
-    {"conn-limit", K_INT, F(conn_limit), 1, 100000, false},
-    {"conn-timeout", K_INT, F(conn_timeout_s), 1, 86400, false},
-    {"n-predict", K_INT, F(max_tokens), -1, 1LL << 24, false},
-    {"mmap", K_BOOL, F(mmap_weights), 0, 0, false},
-    {"sla-p95-ms", K_INT, F(sla_p95_ms), 1, 3600000, false},
-    {"sla-window", K_INT, F(sla_window_s), 10, 86400, false},
+    {"models", K_STR, F(models_dir), 0, 0, false, false, NULL},
+    {"model", K_STR, F(model_file), 0, 0, false, false, NULL},
+    {"default-model", K_STR, F(default_model), 0, 0, false, false, check_bare_name},
+    {"host", K_STR, F(host), 0, 0, false, false, NULL},
+    {"port", K_INT, F(port), 0, 65535, false, false, NULL},
+    {"threads", K_INT, F(threads), 1, 1024, false, false, NULL},
+    {"ctx-size", K_INT, F(ctx), 0, 1LL << 24, false, false, NULL},
+    {"parallel", K_INT, F(parallel), 1, 1024, false, false, NULL},
+    {"batch-size", K_INT, F(batch), 1, 65536, false, false, NULL},
+    {"kv-tokens", K_INT, F(kv_tokens), 0, 1LL << 28, false, false, NULL},
+    {"kv-type", K_STR, F(kv_type), 0, 0, false, false, check_kv_type},
+    {"api-key", K_STR, F(api_key), 0, 0, true, false, NULL},
+    {"max-body", K_I64, F(max_body), 1LL << 10, 1LL << 30, false, false, NULL},
+    {"queue-len", K_INT, F(queue_len), 0, 100000, false, false, NULL},
+    {"queue-timeout", K_INT, F(queue_timeout_s), 0, 86400, false, false, NULL},
+    {"grace-period", K_INT, F(grace_s), 0, 3600, false, false, NULL},
+    {"conn-limit", K_INT, F(conn_limit), 1, 100000, false, false, NULL},
+    {"conn-timeout", K_INT, F(conn_timeout_s), 1, 86400, false, false, NULL},
+    {"n-predict", K_INT, F(max_tokens), -1, 1LL << 24, false, false, NULL},
+    {"mmap", K_BOOL, F(mmap_weights), 0, 0, false, false, NULL},
+    {"sla-p95-ms", K_INT, F(sla_p95_ms), 1, 3600000, false, false, NULL},
+    {"sla-window", K_INT, F(sla_window_s), 10, 86400, false, false, NULL},
+    {"memory-budget", K_I64, F(memory_budget), 0, 1LL << 50, false, false, NULL},
+    {"unload-timeout", K_INT, F(unload_timeout_s), -1, 2592000, false, false, NULL},
+    {"cleanup-interval", K_INT, F(cleanup_interval_s), 1, 3600, false, false, NULL},
+    {"preload", K_STR, F(preload), 0, 0, false, false, check_names},
+    {"pin", K_STR, F(pin), 0, 0, false, false, check_names},
+    {"alias", K_STR, F(aliases), 0, 0, false, false, check_aliases},
+    {"profile", K_STR, F(profile), 0, 0, false, false, check_profile},
+    {"batch-wait-ms", K_INT, F(batch_wait_ms), 0, 1000, false, false, NULL},
+    {"cache-mib", K_INT, F(cache_mib), 0, 65536, false, false, NULL},
+    {"cpu-range", K_STR, F(cpu_range), 0, 0, false, false, check_cpu_range},
+    {"print-config", K_BOOL, F(print_config), 0, 0, false, true, NULL},
 };
 #undef F
 
@@ -77,8 +109,38 @@ static const struct {
     const char *var;
     const char *key;
 } ENV_VARS[] = {
-    {"KILN_HOST", "host"}, {"KILN_PORT", "port"}, {"KILN_MODELS", "models"}, {"KILN_API_KEY", "api-key"},
+    {"KILN_HOST", "host"},
+    {"KILN_PORT", "port"},
+    {"KILN_MODELS", "models"},
+    {"KILN_API_KEY", "api-key"},
+    {"KILN_PROFILE", "profile"},
+    {"MODEL_UNLOAD_TIMEOUT", "unload-timeout"},
+    {"CLEANUP_CHECK_INTERVAL", "cleanup-interval"},
 };
+
+/* The profiles: knob values applied at the level of the defaults (the
+ * table in config.h). Every profile names the same knobs. */
+enum { N_PROFILE_KNOBS = 6 };
+static const struct {
+    const char *name;
+    struct {
+        const char *key, *value;
+    } knobs[N_PROFILE_KNOBS];
+} PROFILES[] = {
+    {"latency",
+     {{"parallel", "1"}, {"batch-size", "512"}, {"batch-wait-ms", "0"}, {"ctx-size", "0"}, {"kv-type", "f16"},
+      {"cache-mib", "512"}}},
+    {"throughput",
+     {{"parallel", "16"}, {"batch-size", "1024"}, {"batch-wait-ms", "5"}, {"ctx-size", "0"}, {"kv-type", "f16"},
+      {"cache-mib", "512"}}},
+    {"balanced",
+     {{"parallel", "4"}, {"batch-size", "512"}, {"batch-wait-ms", "2"}, {"ctx-size", "0"}, {"kv-type", "f16"},
+      {"cache-mib", "512"}}},
+    {"memory",
+     {{"parallel", "2"}, {"batch-size", "512"}, {"batch-wait-ms", "2"}, {"ctx-size", "2048"}, {"kv-type", "q8_0"},
+      {"cache-mib", "64"}}},
+};
+enum { N_PROFILES = (int)(sizeof PROFILES / sizeof PROFILES[0]) };
 
 static char **str_field(srv_config *c, const key_def *k) { return (char **)((char *)c + k->off); }
 static char *const *str_field_c(const srv_config *c, const key_def *k) {
@@ -89,9 +151,11 @@ static const int *int_field_c(const srv_config *c, const key_def *k) {
     return (const int *)((const char *)c + k->off);
 }
 
-/* Index of a key by name ('-' and '_' alike), or -1. n is the name length. */
-static int key_find_n(const char *name, size_t n) {
+/* Index of a key by name ('-' and '_' alike), or -1. n is the name length.
+ * Flag-only keys are found only when flags is true. */
+static int key_find_n(const char *name, size_t n, bool flags) {
     for (int i = 0; i < N_KEYS; i++) {
+        if (KEYS[i].flag_only && !flags) continue;
         const char *k = KEYS[i].name;
         size_t j = 0;
         for (; j < n && k[j]; j++) {
@@ -103,7 +167,7 @@ static int key_find_n(const char *name, size_t n) {
     return -1;
 }
 
-static int key_find(const char *name) { return key_find_n(name, strlen(name)); }
+static int key_find(const char *name) { return key_find_n(name, strlen(name), false); }
 
 /* "'value'" (cut to CFG_SHOW bytes) for messages, or a neutral word for a secret. */
 static const char *show(char *buf, size_t cap, const key_def *k, const char *v) {
@@ -117,6 +181,225 @@ static const char *show(char *buf, size_t cap, const key_def *k, const char *v) 
     else
         snprintf(buf, cap, "'%s'", v);
     return buf;
+}
+
+/* ---- string checkers ------------------------------------------------------ */
+
+static kn_status check_kv_type(const key_def *k, const char *label, const char *v, char *canon, kn_err *err) {
+    (void)canon;
+    char sv[CFG_SHOW + 16];
+    if (strcmp(v, "f16") && strcmp(v, "q8_0"))
+        return kn_fail(err, KN_EINVAL, "%s: %s is not a KV cache type (f16 or q8_0)", label, show(sv, sizeof sv, k, v));
+    return KN_OK;
+}
+
+static kn_status check_bare_name(const key_def *k, const char *label, const char *v, char *canon, kn_err *err) {
+    (void)canon;
+    char sv[CFG_SHOW + 16];
+    if (strchr(v, '/') || strchr(v, '\\') || !strcmp(v, ".") || !strcmp(v, ".."))
+        return kn_fail(err, KN_EINVAL, "%s: %s is not a model name (a file name without .gguf)", label,
+                       show(sv, sizeof sv, k, v));
+    return KN_OK;
+}
+
+static int profile_find(const char *name) {
+    for (int i = 0; i < N_PROFILES; i++)
+        if (!strcmp(PROFILES[i].name, name)) return i;
+    return -1;
+}
+
+static kn_status check_profile(const key_def *k, const char *label, const char *v, char *canon, kn_err *err) {
+    (void)canon;
+    char sv[CFG_SHOW + 16];
+    if (profile_find(v) < 0)
+        return kn_fail(err, KN_EINVAL, "%s: %s is not a profile (latency, throughput, balanced or memory)", label,
+                       show(sv, sizeof sv, k, v));
+    return KN_OK;
+}
+
+static bool is_blank(char ch) { return ch == ' ' || ch == '\t'; }
+
+/* Rewrites v into canon as a canonical comma list: items trimmed of spaces
+ * and tabs, spaces and tabs around '=' dropped, no empty item. */
+static kn_status canon_list(const key_def *k, const char *label, const char *v, char *canon, kn_err *err) {
+    char sv[CFG_SHOW + 16];
+    size_t o = 0;
+    const char *p = v;
+    for (;;) {
+        const char *end = strchr(p, ',');
+        if (!end) end = p + strlen(p);
+        const char *a = p, *b = end;
+        while (a < b && is_blank(*a)) a++;
+        while (b > a && is_blank(b[-1])) b--;
+        if (a == b) return kn_fail(err, KN_EINVAL, "%s: %s has an empty item", label, show(sv, sizeof sv, k, v));
+        if (o) canon[o++] = ',';
+        for (const char *q = a; q < b; q++) {
+            if (is_blank(*q)) {
+                const char *r = q;
+                while (r < b && is_blank(*r)) r++;
+                /* blanks before '=' or after '=' are dropped */
+                if (*r == '=' || (o && canon[o - 1] == '=')) {
+                    q = r - 1;
+                    continue;
+                }
+            }
+            canon[o++] = *q;
+        }
+        if (!*end) break;
+        p = end + 1;
+    }
+    canon[o] = 0;
+    return KN_OK;
+}
+
+/* NULL if s[0..n) is a model name (config.h), else why not. */
+static const char *name_problem(const char *s, size_t n, bool alias_name) {
+    if (n > CFG_MAX_NAME) return "is longer than 256 bytes";
+    size_t colons = 0;
+    for (size_t i = 0; i < n; i++) {
+        unsigned char ch = (unsigned char)s[i];
+        if (ch <= 0x20 || ch >= 0x7f) return "has a space or a byte that is not printable ASCII";
+        if (ch == ',' || ch == '=' || ch == '\\' || ch == '"') return "has one of , = \\ \"";
+        if (ch == ':') colons++;
+    }
+    if (colons && alias_name) return "has a ':' (an alias is a plain name)";
+    if (colons > 1) return "has more than one ':'";
+    /* parts between '/' and ':' are neither empty nor "." nor ".." */
+    size_t start = 0;
+    for (size_t i = 0; i <= n; i++) {
+        if (i < n && s[i] != '/' && s[i] != ':') continue;
+        size_t len = i - start;
+        if (len == 0) return "has an empty part (around '/' or ':')";
+        if ((len == 1 && s[start] == '.') || (len == 2 && s[start] == '.' && s[start + 1] == '.'))
+            return "has a part that is '.' or '..'";
+        start = i + 1;
+    }
+    return NULL;
+}
+
+/* Whether the item s[0..n) occurs in the canonical list before position
+ * `before` (a pointer into list); with key_only, compares the part before
+ * '=' of each item. */
+static bool list_has_before(const char *list, const char *before, const char *s, size_t n, bool key_only) {
+    const char *cur = list, *it;
+    size_t len;
+    while (srv_config_list_next(&cur, &it, &len) && it < before) {
+        if (key_only) {
+            const char *eq = memchr(it, '=', len);
+            if (eq) len = (size_t)(eq - it);
+        }
+        if (len == n && !memcmp(it, s, n)) return true;
+    }
+    return false;
+}
+
+static kn_status check_names(const key_def *k, const char *label, const char *v, char *canon, kn_err *err) {
+    kn_status st = canon_list(k, label, v, canon, err);
+    if (st) return st;
+    const char *cur = canon, *it;
+    size_t len;
+    while (srv_config_list_next(&cur, &it, &len)) {
+        int show_n = (int)(len < CFG_SHOW ? len : CFG_SHOW);
+        const char *why = name_problem(it, len, false);
+        if (why) return kn_fail(err, KN_EINVAL, "%s: '%.*s' is not a model name: it %s", label, show_n, it, why);
+        if (list_has_before(canon, it, it, len, false))
+            return kn_fail(err, KN_EINVAL, "%s: '%.*s' is listed twice", label, show_n, it);
+    }
+    return KN_OK;
+}
+
+static kn_status check_aliases(const key_def *k, const char *label, const char *v, char *canon, kn_err *err) {
+    kn_status st = canon_list(k, label, v, canon, err);
+    if (st) return st;
+    const char *cur = canon, *it;
+    size_t len;
+    while (srv_config_list_next(&cur, &it, &len)) {
+        int show_n = (int)(len < CFG_SHOW ? len : CFG_SHOW);
+        const char *eq = memchr(it, '=', len);
+        if (!eq || memchr(eq + 1, '=', len - (size_t)(eq - it) - 1))
+            return kn_fail(err, KN_EINVAL, "%s: '%.*s' is not of the form alias=target", label, show_n, it);
+        size_t nl = (size_t)(eq - it), tl = len - nl - 1;
+        const char *t = eq + 1;
+        if (!nl || !tl)
+            return kn_fail(err, KN_EINVAL, "%s: '%.*s' is not of the form alias=target", label, show_n, it);
+        const char *why = name_problem(it, nl, true);
+        if (why)
+            return kn_fail(err, KN_EINVAL, "%s: alias '%.*s' is not a name: it %s", label,
+                           (int)(nl < CFG_SHOW ? nl : CFG_SHOW), it, why);
+        why = name_problem(t, tl, false);
+        if (why)
+            return kn_fail(err, KN_EINVAL, "%s: target '%.*s' is not a model name: it %s", label,
+                           (int)(tl < CFG_SHOW ? tl : CFG_SHOW), t, why);
+        if (nl == tl && !memcmp(it, t, nl))
+            return kn_fail(err, KN_EINVAL, "%s: alias '%.*s' points to itself", label,
+                           (int)(nl < CFG_SHOW ? nl : CFG_SHOW), it);
+        if (list_has_before(canon, it, it, nl, true))
+            return kn_fail(err, KN_EINVAL, "%s: alias '%.*s' is given twice", label,
+                           (int)(nl < CFG_SHOW ? nl : CFG_SHOW), it);
+    }
+    /* no chains: a target is not an alias */
+    cur = canon;
+    while (srv_config_list_next(&cur, &it, &len)) {
+        const char *eq = memchr(it, '=', len);
+        const char *t = eq + 1;
+        size_t tl = len - (size_t)(t - it);
+        if (list_has_before(canon, canon + strlen(canon) + 1, t, tl, true))
+            return kn_fail(err, KN_EINVAL, "%s: the target '%.*s' of alias '%.*s' is itself an alias (aliases do not chain)",
+                           label, (int)(tl < CFG_SHOW ? tl : CFG_SHOW), t,
+                           (int)((size_t)(eq - it) < CFG_SHOW ? (size_t)(eq - it) : CFG_SHOW), it);
+    }
+    return KN_OK;
+}
+
+/* Parses one cpu-range item (digits, or digits-digits). */
+static kn_status cpu_item(const char *label, const char *it, size_t len, int *lo, int *hi, kn_err *err) {
+    int show_n = (int)(len < CFG_SHOW ? len : CFG_SHOW);
+    long v[2] = {0, 0};
+    int nv = 0;
+    size_t i = 0;
+    while (nv < 2) {
+        size_t d = 0;
+        for (; i < len && it[i] >= '0' && it[i] <= '9'; i++, d++)
+            if (v[nv] <= CFG_MAX_CPU) v[nv] = v[nv] * 10 + (it[i] - '0'); /* stops growing past the limit */
+        if (!d) break;
+        nv++;
+        if (i < len && it[i] == '-' && nv == 1) {
+            i++;
+            continue;
+        }
+        break;
+    }
+    if (!nv || i != len || (nv == 1 && it[len - 1] == '-'))
+        return kn_fail(err, KN_EINVAL, "%s: '%.*s' is not a CPU or a range of CPUs (like 3 or 0-3)", label, show_n, it);
+    if (nv == 1) v[1] = v[0];
+    if (v[0] > CFG_MAX_CPU || v[1] > CFG_MAX_CPU)
+        return kn_fail(err, KN_ERANGE, "%s: '%.*s' is over the highest CPU number %d", label, show_n, it, CFG_MAX_CPU);
+    if (v[0] > v[1])
+        return kn_fail(err, KN_ERANGE, "%s: '%.*s' is a range whose start is above its end", label, show_n, it);
+    *lo = (int)v[0];
+    *hi = (int)v[1];
+    return KN_OK;
+}
+
+/* Parses a canonical cpu-range list; fills out when non-NULL. */
+static kn_status cpu_parse_canon(const char *label, const char *canon, cpu_set_t *out, kn_err *err) {
+    if (out) CPU_ZERO(out);
+    const char *cur = canon, *it;
+    size_t len;
+    while (srv_config_list_next(&cur, &it, &len)) {
+        int lo, hi;
+        kn_status st = cpu_item(label, it, len, &lo, &hi, err);
+        if (st) return st;
+        if (out)
+            for (int c = lo; c <= hi; c++) CPU_SET((size_t)c, out);
+    }
+    return KN_OK;
+}
+
+static kn_status check_cpu_range(const key_def *k, const char *label, const char *v, char *canon, kn_err *err) {
+    kn_status st = canon_list(k, label, v, canon, err);
+    if (st) return st;
+    return cpu_parse_canon(label, canon, NULL, err);
 }
 
 /* Base-10 integer with optional sign, no spaces; with `suffix` a k/m/g
@@ -175,15 +458,15 @@ static kn_status set_idx(srv_config *c, int idx, const char *value, const char *
         if (n > CFG_MAX_STR)
             return kn_fail(err, KN_ERANGE, "%s: %s is longer than %d bytes", label, show(sv, sizeof sv, k, value),
                            CFG_MAX_STR);
-        if (!strcmp(k->name, "kv-type") && strcmp(value, "f16") && strcmp(value, "q8_0"))
-            return kn_fail(err, KN_EINVAL, "%s: %s is not a KV cache type (f16 or q8_0)", label,
-                           show(sv, sizeof sv, k, value));
-        if (!strcmp(k->name, "default-model") &&
-            (strchr(value, '/') || strchr(value, '\\') || !strcmp(value, ".") || !strcmp(value, "..")))
-            return kn_fail(err, KN_EINVAL, "%s: %s is not a model name (a file name without .gguf)", label,
-                           show(sv, sizeof sv, k, value));
         char *dup = strdup(value);
         if (!dup) return kn_fail(err, KN_ENOMEM, "%s: out of memory", label);
+        if (k->check) {
+            kn_status st = k->check(k, label, value, dup, err);
+            if (st) {
+                free(dup);
+                return st;
+            }
+        }
         char **f = str_field(c, k);
         free(*f);
         *f = dup;
@@ -222,6 +505,7 @@ void srv_config_init(srv_config *c) {
     c->models_dir = strdup("./models");
     c->host = strdup("127.0.0.1");
     c->kv_type = strdup("f16");
+    c->profile = strdup("balanced");
     c->port = 8080;
     int t = kn_default_threads();
     c->threads = t < 1 ? 1 : t > 1024 ? 1024 : t;
@@ -239,6 +523,12 @@ void srv_config_init(srv_config *c) {
     c->mmap_weights = false;
     c->sla_p95_ms = 2000;
     c->sla_window_s = 300;
+    c->memory_budget = 0;
+    c->unload_timeout_s = 300;
+    c->cleanup_interval_s = 30;
+    c->batch_wait_ms = 2;
+    c->cache_mib = 512;
+    c->print_config = false;
 }
 
 void srv_config_free(srv_config *c) {
@@ -297,6 +587,18 @@ kn_status srv_config_validate(const srv_config *c, kn_err *err) {
     if (!c->host || !*c->host) return kn_fail(err, KN_EINVAL, "host: not set");
     if (!c->kv_type || (strcmp(c->kv_type, "f16") && strcmp(c->kv_type, "q8_0")))
         return kn_fail(err, KN_EINVAL, "kv-type: must be f16 or q8_0");
+    if (!c->profile || profile_find(c->profile) < 0) return kn_fail(err, KN_EINVAL, "profile: not set or unknown");
+    /* strings set directly, bypassing set: run their checks */
+    for (int i = 0; i < N_KEYS; i++) {
+        const key_def *k = &KEYS[i];
+        const char *v = k->kind == K_STR && k->check ? *str_field_c(c, k) : NULL;
+        if (!v) continue;
+        char *tmp = strdup(v);
+        if (!tmp) return kn_fail(err, KN_ENOMEM, "config: out of memory");
+        kn_status st = *v ? k->check(k, k->name, v, tmp, err) : kn_fail(err, KN_EINVAL, "%s: empty", k->name);
+        free(tmp);
+        if (st) return st;
+    }
     if ((!c->model_file || !*c->model_file) && (!c->models_dir || !*c->models_dir))
         return kn_fail(err, KN_EINVAL, "no model source: give -m FILE or --models DIR");
     if (c->kv_tokens > 0 && c->ctx > 0 && c->kv_tokens < c->ctx)
@@ -393,12 +695,13 @@ static kn_status yaml_apply(srv_config *tmp, const char *path, const char *buf, 
                 size_t kl = ev.data.scalar.length;
                 snprintf(key_text, sizeof key_text, "%.*s", (int)(kl < CFG_SHOW ? kl : CFG_SHOW), k);
                 key_line = line_of(&ev);
-                key_idx = strlen(k) == kl ? key_find_n(k, kl) : -1;
+                key_idx = strlen(k) == kl ? key_find_n(k, kl, false) : -1;
                 if (key_idx < 0) {
                     char known[512];
                     size_t n = 0;
                     for (int i = 0; i < N_KEYS && n < sizeof known; i++)
-                        n += (size_t)snprintf(known + n, sizeof known - n, "%s%s", i ? ", " : "", KEYS[i].name);
+                        if (!KEYS[i].flag_only)
+                            n += (size_t)snprintf(known + n, sizeof known - n, "%s%s", n ? ", " : "", KEYS[i].name);
                     st = kn_fail(err, KN_ENOTFOUND, "%s:%lu: unknown key '%s' (known: %s)", path, key_line,
                                  key_text, known);
                 } else if (seen_line[key_idx]) {
@@ -442,26 +745,40 @@ static kn_status yaml_apply(srv_config *tmp, const char *path, const char *buf, 
     return st;
 }
 
-kn_status srv_config_load_yaml(srv_config *c, const char *path, kn_err *err) {
-    char *buf = NULL;
-    size_t len = 0;
+/* Reads a config file (at most CFG_MAX_FILE bytes) into *buf (caller frees). */
+static kn_status read_config_file(const char *path, char **buf, size_t *len, kn_err *err) {
+    *buf = NULL;
+    *len = 0;
     /* kn_read_file refuses a file of exactly its limit: allow one byte more
      * so that the limit is "at most 1 MiB", and say so. */
-    kn_status st = kn_read_file(path, CFG_MAX_FILE + 1, &buf, &len, err);
+    kn_status st = kn_read_file(path, CFG_MAX_FILE + 1, buf, len, err);
     if (st == KN_ERANGE)
         return kn_fail(err, KN_ERANGE, "%s: larger than the limit of %u bytes (1 MiB) for a config file", path,
                        CFG_MAX_FILE);
-    if (st) return st;
+    return st;
+}
+
+/* Applies YAML text (read from path) on top of c, all or nothing. */
+static kn_status load_yaml_buf(srv_config *c, const char *path, const char *buf, size_t len, kn_err *err) {
     srv_config tmp;
-    st = cfg_copy(&tmp, c, err);
+    kn_status st = cfg_copy(&tmp, c, err);
     if (!st) st = yaml_apply(&tmp, path, buf, len, err);
-    free(buf);
     if (st) {
         srv_config_free(&tmp);
         return st;
     }
     cfg_commit(c, &tmp);
     return KN_OK;
+}
+
+kn_status srv_config_load_yaml(srv_config *c, const char *path, kn_err *err) {
+    char *buf;
+    size_t len;
+    kn_status st = read_config_file(path, &buf, &len, err);
+    if (st) return st;
+    st = load_yaml_buf(c, path, buf, len, err);
+    free(buf);
+    return st;
 }
 
 /* ---- environment ----------------------------------------------------------- */
@@ -506,7 +823,7 @@ static kn_status parse_into(srv_config *c, int argc, char **argv, const char **c
             if (nl == 6 && !strncmp(name, "config", 6))
                 is_config = true;
             else
-                idx = key_find_n(name, nl);
+                idx = key_find_n(name, nl, true);
             if (!is_config && idx < 0)
                 return kn_fail(err, KN_ENOTFOUND, "unknown flag '%s' (see kiln serve --help)", label);
         } else if (a[0] == '-' && a[1]) {
@@ -558,13 +875,213 @@ kn_status srv_config_parse_args(srv_config *c, int argc, char **argv, const char
     return KN_OK;
 }
 
+/* The file, environment and flag layers on top of c. */
+static kn_status apply_layers(srv_config *c, const char *path, const char *buf, size_t len, int argc, char **argv,
+                              kn_err *err) {
+    kn_status st = path ? load_yaml_buf(c, path, buf, len, err) : KN_OK;
+    if (!st) st = srv_config_apply_env(c, err);
+    if (!st) st = srv_config_parse_args(c, argc, argv, NULL, err);
+    return st;
+}
+
 kn_status srv_config_from_args(srv_config *c, int argc, char **argv, kn_err *err) {
     srv_config_init(c);
     const char *path = NULL;
+    char *buf = NULL;
+    size_t len = 0;
     kn_status st = srv_config_parse_args(NULL, argc, argv, &path, err);
-    if (!st && path) st = srv_config_load_yaml(c, path, err);
-    if (!st) st = srv_config_apply_env(c, err);
-    if (!st) st = srv_config_parse_args(c, argc, argv, NULL, err);
+    if (!st && path) st = read_config_file(path, &buf, &len, err);
+    if (!st) {
+        /* The profile in effect: the same layers on a scratch config, where
+         * the profile key takes flag > env > file > default like any other. */
+        srv_config s;
+        srv_config_init(&s);
+        st = apply_layers(&s, path, buf, len, argc, argv, err);
+        if (!st && !s.profile) st = kn_fail(err, KN_ENOMEM, "config: out of memory");
+        if (!st) st = srv_config_apply_profile(c, s.profile, err);
+        srv_config_free(&s);
+    }
+    if (!st) st = apply_layers(c, path, buf, len, argc, argv, err);
+    free(buf);
     if (!st) st = srv_config_validate(c, err);
     return st;
+}
+
+kn_status srv_config_apply_profile(srv_config *c, const char *name, kn_err *err) {
+    int p = name ? profile_find(name) : -1;
+    if (p < 0)
+        return kn_fail(err, KN_EINVAL, "profile: '%.*s' is not a profile (latency, throughput, balanced or memory)",
+                       CFG_SHOW, name ? name : "");
+    srv_config tmp;
+    kn_status st = cfg_copy(&tmp, c, err);
+    if (!st) st = set_idx(&tmp, key_find("profile"), name, "profile", err);
+    for (int i = 0; !st && i < N_PROFILE_KNOBS; i++)
+        st = set_idx(&tmp, key_find(PROFILES[p].knobs[i].key), PROFILES[p].knobs[i].value, PROFILES[p].name, err);
+    if (st) {
+        srv_config_free(&tmp);
+        return st;
+    }
+    cfg_commit(c, &tmp);
+    return KN_OK;
+}
+
+/* ---- dump ------------------------------------------------------------------ */
+
+/* v with the largest exact k/m/g suffix. */
+static void dump_bytes(FILE *f, long long v) {
+    static const struct {
+        int sh;
+        char suf;
+    } S[] = {{30, 'g'}, {20, 'm'}, {10, 'k'}};
+    for (size_t i = 0; i < sizeof S / sizeof S[0]; i++) {
+        long long u = 1LL << S[i].sh;
+        if (v != 0 && v % u == 0) {
+            fprintf(f, "%lld%c", v / u, S[i].suf);
+            return;
+        }
+    }
+    fprintf(f, "%lld", v);
+}
+
+/* A YAML double-quoted scalar. */
+static void dump_str(FILE *f, const char *s) {
+    fputc('"', f);
+    for (const unsigned char *p = (const unsigned char *)s; *p; p++) {
+        if (*p == '"' || *p == '\\')
+            fprintf(f, "\\%c", *p);
+        else if (*p < 0x20 || *p == 0x7f)
+            fprintf(f, "\\x%02x", *p);
+        else
+            fputc(*p, f);
+    }
+    fputc('"', f);
+}
+
+char *srv_config_dump(const srv_config *c) {
+    char *text = NULL;
+    size_t size = 0;
+    FILE *f = open_memstream(&text, &size);
+    if (!f) return NULL;
+    fprintf(f, "# kiln serve: settings in effect (flags > environment > config file > profile %s > defaults)\n",
+            c->profile ? c->profile : "?");
+    for (int i = 0; i < N_KEYS; i++) {
+        const key_def *k = &KEYS[i];
+        if (k->flag_only) continue;
+        switch (k->kind) {
+        case K_STR: {
+            const char *v = *str_field_c(c, k);
+            if (k->secret)
+                fprintf(f, "# %s: %s\n", k->name, v ? "(set)" : "(none)");
+            else if (!v)
+                fprintf(f, "# %s: (none)\n", k->name);
+            else {
+                fprintf(f, "%s: ", k->name);
+                dump_str(f, v);
+                fputc('\n', f);
+            }
+            break;
+        }
+        case K_INT: fprintf(f, "%s: %d\n", k->name, *int_field_c(c, k)); break;
+        case K_I64:
+            fprintf(f, "%s: ", k->name);
+            dump_bytes(f, (long long)*(const int64_t *)((const char *)c + k->off));
+            fputc('\n', f);
+            break;
+        case K_BOOL: fprintf(f, "%s: %s\n", k->name, *(const bool *)((const char *)c + k->off) ? "true" : "false"); break;
+        }
+    }
+    bool bad = ferror(f) != 0;
+    if (fclose(f) != 0 || bad) {
+        free(text);
+        return NULL;
+    }
+    return text;
+}
+
+/* ---- list helpers ---------------------------------------------------------- */
+
+bool srv_config_list_next(const char **cursor, const char **item, size_t *len) {
+    const char *p = *cursor;
+    if (!p) return false;
+    while (is_blank(*p)) p++;
+    if (!*p) {
+        *cursor = NULL;
+        return false;
+    }
+    const char *end = strchr(p, ',');
+    const char *next = end ? end + 1 : NULL;
+    if (!end) end = p + strlen(p);
+    const char *b = end;
+    while (b > p && is_blank(b[-1])) b--;
+    *item = p;
+    *len = (size_t)(b - p);
+    *cursor = next;
+    return true;
+}
+
+bool srv_config_is_pinned(const srv_config *c, const char *name) {
+    const char *cur = c->pin, *it;
+    size_t len, n = strlen(name);
+    while (srv_config_list_next(&cur, &it, &len))
+        if (len == n && !memcmp(it, name, n)) return true;
+    return false;
+}
+
+const char *srv_config_alias_target(const srv_config *c, const char *name, size_t *len) {
+    const char *cur = c->aliases, *it;
+    size_t il, n = strlen(name);
+    while (srv_config_list_next(&cur, &it, &il)) {
+        const char *eq = memchr(it, '=', il);
+        if (!eq || (size_t)(eq - it) != n || memcmp(it, name, n)) continue;
+        *len = il - n - 1;
+        return eq + 1;
+    }
+    return NULL;
+}
+
+kn_status srv_cpu_range_parse(const char *text, cpu_set_t *out, kn_err *err) {
+    CPU_ZERO(out);
+    if (!text || !*text) return kn_fail(err, KN_EINVAL, "cpu-range: the value is empty");
+    size_t n = strlen(text);
+    if (n > CFG_MAX_STR) return kn_fail(err, KN_ERANGE, "cpu-range: longer than %d bytes", CFG_MAX_STR);
+    char *canon = strdup(text);
+    if (!canon) return kn_fail(err, KN_ENOMEM, "cpu-range: out of memory");
+    kn_status st = canon_list(&KEYS[key_find("cpu-range")], "cpu-range", text, canon, err);
+    if (!st) st = cpu_parse_canon("cpu-range", canon, out, err);
+    free(canon);
+    if (st) CPU_ZERO(out);
+    return st;
+}
+
+kn_status srv_config_cpu_set(const srv_config *c, cpu_set_t *out, int *count, kn_err *err) {
+    CPU_ZERO(out);
+    if (count) *count = 0;
+    if (!c->cpu_range) return KN_OK;
+    cpu_set_t want;
+    kn_status st = srv_cpu_range_parse(c->cpu_range, &want, err);
+    if (st) return st;
+    cpu_set_t allowed;
+    CPU_ZERO(&allowed);
+    if (sched_getaffinity(0, sizeof allowed, &allowed) != 0)
+        return kn_fail(err, KN_EIO, "cpu-range: cannot read the CPUs this process may use: %s", strerror(errno));
+    for (int cpu = 0; cpu <= CFG_MAX_CPU; cpu++) {
+        if (!CPU_ISSET((size_t)cpu, &want) || CPU_ISSET((size_t)cpu, &allowed)) continue;
+        /* list the allowed CPUs as ranges */
+        char list[256];
+        size_t o = 0;
+        for (int a = 0; a <= CFG_MAX_CPU && o < sizeof list; a++) {
+            if (!CPU_ISSET((size_t)a, &allowed)) continue;
+            int b = a;
+            while (b < CFG_MAX_CPU && CPU_ISSET((size_t)(b + 1), &allowed)) b++;
+            int w = b > a ? snprintf(list + o, sizeof list - o, "%s%d-%d", o ? "," : "", a, b)
+                          : snprintf(list + o, sizeof list - o, "%s%d", o ? "," : "", a);
+            o += (size_t)w;
+            a = b;
+        }
+        return kn_fail(err, KN_EINVAL, "cpu-range '%.*s': CPU %d is not available to this process (it may use %s)",
+                       CFG_SHOW, c->cpu_range, cpu, o ? list : "none");
+    }
+    *out = want;
+    if (count) *count = CPU_COUNT(&want);
+    return KN_OK;
 }

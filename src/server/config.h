@@ -17,16 +17,49 @@
  * values. Nested mappings, sequences, aliases, a key given twice and empty
  * or null values (`key:`, `~`, `null`) are errors. Quoted and plain scalars
  * are read alike as text, then parsed by the key's type:
- *   strings  models, model, default-model, host, kv-type (f16|q8_0), api-key;
- *            non-empty, at most 4096 bytes; default-model is a bare name
- *            (no '/' or '\', not "." or "..")
+ *   strings  models, model, default-model, host, kv-type (f16|q8_0), api-key,
+ *            profile (latency|throughput|balanced|memory); non-empty, at
+ *            most 4096 bytes; default-model is a bare name (no '/' or '\',
+ *            not "." or "..")
+ *   lists    preload, pin: model names separated by ','; alias: `name=target`
+ *            pairs separated by ',' (llama=tiny-llama-Q4_K_M,small=stories260K);
+ *            cpu-range: CPU numbers and inclusive ranges separated by ','
+ *            (0-3 or 0,2,4-5; CPUs 0..1023, a range low-high with low <= high).
+ *            Spaces and tabs around items and around '=' are dropped, and the
+ *            value is stored in that canonical form (no spaces, no empty item).
+ *            A model name here: 1..256 bytes of printable ASCII without
+ *            spaces, ',', '=', '\' or '"'; '/' separates path parts (org/repo,
+ *            none of them empty, "." or ".."); at most one ':' (name:QUANT),
+ *            not first or last. An alias name has no ':'; an alias target is
+ *            a model name that is not itself an alias (no chains) and not the
+ *            alias; an alias name, a pinned name or a preloaded name given
+ *            twice is an error.
  *   integers base 10, optional sign; ranges: port 0..65535, threads 1..1024,
  *            ctx-size 0..2^24, parallel 1..1024, batch-size 1..65536,
  *            kv-tokens 0..2^28, queue-len 0..100000, queue-timeout 0..86400,
  *            grace-period 0..3600, conn-limit 1..100000, conn-timeout
- *            1..86400, n-predict -1..2^24; max-body 1 KiB..1 GiB and also
- *            takes a k/m/g suffix (binary: 8m = 8 MiB)
+ *            1..86400, n-predict -1..2^24, sla-p95-ms 1..3600000, sla-window
+ *            10..86400, unload-timeout -1..2592000 (30 days), cleanup-interval
+ *            1..3600, batch-wait-ms 0..1000, cache-mib 0..65536; max-body
+ *            1 KiB..1 GiB and memory-budget 0..2^50 also take a k/m/g suffix
+ *            (binary: 8m = 8 MiB)
  *   booleans mmap: true/false, yes/no, on/off, 1/0 (any case)
+ *
+ * Profiles (--profile, KILN_PROFILE or `profile:` in the file) set these
+ * knobs at the level of the defaults, so that the file, the environment and
+ * the flags still override each knob one by one:
+ *
+ *   profile     parallel  batch-size  batch-wait-ms  ctx-size  kv-type  cache-mib
+ *   latency         1        512           0            0       f16       512
+ *   throughput     16       1024           5            0       f16       512
+ *   balanced        4        512           2            0       f16       512
+ *   memory          2        512           2         2048       q8_0       64
+ *
+ * balanced is the default and equals the plain defaults. latency decodes
+ * one sequence at a time with no batching wait (lowest time per token);
+ * throughput batches up to 16 sequences and waits up to 5 ms for more
+ * requests to join a step; memory trades context, KV precision and cache
+ * for a small footprint.
  *
  * Every function that applies settings (set, load_yaml, apply_env,
  * parse_args) either applies all of them or, on error, leaves c unchanged.
@@ -37,6 +70,7 @@
 
 #include "../core/kn.h"
 
+#include <sched.h> /* cpu_set_t (the build defines _GNU_SOURCE) */
 #include <stdbool.h>
 #include <stdint.h>
 
@@ -63,6 +97,25 @@ typedef struct srv_config {
     bool mmap_weights;     /* --mmap */
     int sla_p95_ms;        /* --sla-p95-ms: end-to-end p95 target reported in /health (default 2000) */
     int sla_window_s;      /* --sla-window: seconds of the rolling percentiles (default 300) */
+    /* model manager (issue 7) */
+    int64_t memory_budget; /* --memory-budget BYTES (k/m/g): what loaded models may take in all; default 0 =
+                              auto: the runtime uses 90% of the cgroup memory limit, or of MemAvailable
+                              when there is no limit */
+    int unload_timeout_s;  /* --unload-timeout / MODEL_UNLOAD_TIMEOUT: seconds an idle model stays loaded
+                              (default 300; 0 = unload as soon as it is idle; -1 = never) */
+    int cleanup_interval_s; /* --cleanup-interval / CLEANUP_CHECK_INTERVAL: seconds between checks for
+                               expired models (default 30) */
+    char *preload;         /* --preload NAMES: models loaded at startup, canonical comma list (NULL = none) */
+    char *pin;             /* --pin NAMES: models that never unload, canonical comma list (NULL = none) */
+    char *aliases;         /* --alias A=T,...: canonical `alias=target` comma list (NULL = none) */
+    char *profile;         /* --profile / KILN_PROFILE: latency|throughput|balanced|memory (default
+                              "balanced"); the knobs it set are in the fields above */
+    int batch_wait_ms;     /* --batch-wait-ms: how long a decode step may wait for more requests to
+                              batch (default 2, the balanced profile) */
+    int cache_mib;         /* --cache-mib: response cache size in MiB (default 512; 0 = off) */
+    char *cpu_range;       /* --cpu-range: CPUs the compute threads may run on, canonical
+                              (e.g. "0-3" or "0,2,4-5"; NULL = no affinity); see srv_config_cpu_set */
+    bool print_config;     /* --print-config (a flag only, not a file key): print srv_config_dump and exit */
 } srv_config;
 
 /* Fills the defaults. On allocation failure a string default is left NULL,
@@ -88,14 +141,18 @@ kn_status srv_config_set(srv_config *c, const char *key, const char *value, kn_e
 kn_status srv_config_validate(const srv_config *c, kn_err *err);
 
 /* Applies the environment on top of c: KILN_HOST, KILN_PORT, KILN_MODELS,
- * KILN_API_KEY, validated as the keys host, port, models and api-key. A
- * variable that is unset or empty sets nothing. An invalid value is an
- * error naming the variable. */
+ * KILN_API_KEY, KILN_PROFILE, MODEL_UNLOAD_TIMEOUT and CLEANUP_CHECK_INTERVAL
+ * (whole seconds), validated as the keys host, port, models, api-key,
+ * profile, unload-timeout and cleanup-interval. KILN_PROFILE only sets the
+ * profile field (srv_config_from_args applies its knobs). A variable that
+ * is unset or empty sets nothing. An invalid value is an error naming the
+ * variable. */
 kn_status srv_config_apply_env(srv_config *c, kn_err *err);
 
 /* Applies the flags of `kiln serve` (argv[0] is "serve" and is skipped):
  * long flags `--name VALUE` and `--name=VALUE` for every key above ('-' or
- * '_' inside the name), `--mmap` (alone = true, or `--mmap=BOOL`), the short
+ * '_' inside the name), `--mmap` and `--print-config` (alone = true, or
+ * `--mmap=BOOL`), the short
  * forms -m (model), -t (threads), -c (ctx-size), -np (parallel),
  * -b (batch-size), -n (n-predict), each followed by its value as the next
  * argument (which may start with '-', as in `-n -1`). -h/--help are skipped
@@ -109,21 +166,76 @@ kn_status srv_config_apply_env(srv_config *c, kn_err *err);
  * config and discarded) and *config_path is found. This is the first pass of
  * the protocol below.
  *
- * The protocol giving flags > environment > config file > defaults (what
- * srv_config_from_args does):
- *     srv_config_init(&c);
+ * The protocol giving flags > environment > config file > profile >
+ * defaults (what srv_config_from_args does; the file is read once):
  *     srv_config_parse_args(NULL, argc, argv, &path, err);  // pass 1: check, find --config
+ *     // find the profile: the same layers on a scratch config
+ *     srv_config_init(&s);
+ *     if (path) srv_config_load_yaml(&s, path, err);
+ *     srv_config_apply_env(&s, err);
+ *     srv_config_parse_args(&s, argc, argv, NULL, err);     // s.profile: flag > env > file > default
+ *     // then the real layers, the profile's knobs at the level of the defaults
+ *     srv_config_init(&c);
+ *     srv_config_apply_profile(&c, s.profile, err);
  *     if (path) srv_config_load_yaml(&c, path, err);
  *     srv_config_apply_env(&c, err);
  *     srv_config_parse_args(&c, argc, argv, NULL, err);     // pass 2: flags win
  *     srv_config_validate(&c, err);
+ * Each knob is then set by the highest layer that names it, and c.profile
+ * names the profile whose values fill the knobs no layer named.
  */
 kn_status srv_config_parse_args(srv_config *c, int argc, char **argv, const char **config_path,
                                 kn_err *err);
 
 /* The whole protocol above: initializes c (do not call srv_config_init
- * first), then applies the config file, the environment and the flags and
- * validates. Whatever it returns, the caller later calls srv_config_free(c). */
+ * first), then applies the profile, the config file, the environment and
+ * the flags and validates. Whatever it returns, the caller later calls
+ * srv_config_free(c). */
 kn_status srv_config_from_args(srv_config *c, int argc, char **argv, kn_err *err);
+
+/* Sets c->profile to name and the knobs of that profile (the table at the
+ * top) on top of c. Meant for a config fresh from srv_config_init (the
+ * "defaults" level). Unknown name: KN_EINVAL naming it; c is then unchanged. */
+kn_status srv_config_apply_profile(srv_config *c, const char *name, kn_err *err);
+
+/* The settings in effect as YAML text that srv_config_load_yaml reads back
+ * (malloc'd, NUL-terminated; the caller frees it; NULL when out of memory).
+ * One `key: value` line per file key in the order of the table in config.c;
+ * strings are double-quoted (escaping \\, \" and control bytes as \xNN;
+ * other bytes as they are), byte sizes use the largest exact k/m/g suffix.
+ * Lines that must not set anything when read back are comments: a string
+ * key that is not set (`# model: (none)`) and the api-key, which is never
+ * shown (`# api-key: (set)` or `# api-key: (none)`). Loaded on top of
+ * srv_config_init, the dump gives back every field but api_key and
+ * print_config. */
+char *srv_config_dump(const srv_config *c);
+
+/* ---- helpers over the list values ---------------------------------------- */
+
+/* Steps through a canonical comma list (preload, pin, aliases, cpu_range):
+ * *cursor starts at the list (NULL is an empty list); each call gives the
+ * next item as *item (not NUL-terminated) and *len, and returns false at
+ * the end. Does not allocate. */
+bool srv_config_list_next(const char **cursor, const char **item, size_t *len);
+
+/* Whether name is in c->pin (exact, case-sensitive comparison). */
+bool srv_config_is_pinned(const srv_config *c, const char *name);
+
+/* The target of alias name in c->aliases (exact match), as a pointer into
+ * c->aliases with its length in *len (not NUL-terminated), or NULL when
+ * name is not an alias. */
+const char *srv_config_alias_target(const srv_config *c, const char *name, size_t *len);
+
+/* Parses a cpu-range text (the syntax above) into *out. Bad syntax:
+ * KN_EINVAL; a CPU over 1023 or a range low > high: KN_ERANGE; the message
+ * names the item. Pure: does not look at the machine. */
+kn_status srv_cpu_range_parse(const char *text, cpu_set_t *out, kn_err *err);
+
+/* The CPUs of c->cpu_range as a set, checked against the CPUs this process
+ * may run on (sched_getaffinity): a CPU outside them is KN_EINVAL naming it
+ * and listing the allowed ones. With no cpu-range, *out is empty and
+ * *count 0 (no affinity wanted). *count (may be NULL) gets the number of
+ * CPUs in the set. */
+kn_status srv_config_cpu_set(const srv_config *c, cpu_set_t *out, int *count, kn_err *err);
 
 #endif
