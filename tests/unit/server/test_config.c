@@ -1,17 +1,22 @@
 /* test_config.c — `kiln serve` settings: defaults, every key through YAML
- * and through flags, the precedence flags > environment > file > defaults,
- * and error messages that name the key, the value and the line. */
+ * and through flags, the precedence flags > environment > file > profile >
+ * defaults (also for MODEL_UNLOAD_TIMEOUT / CLEANUP_CHECK_INTERVAL and the
+ * profile itself), each profile's knobs, the list keys (preload, pin,
+ * alias, cpu-range), the dump read back, and error messages that name the
+ * key, the value and the line. */
 #include "testutil.h"
 #include "server/config.h"
 
+#include <sched.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 /* The environment variables srv_config_apply_env reads. Every test that can
  * reach them saves and clears them first and restores them at the end. */
-static const char *const ENV_NAMES[] = {"KILN_HOST", "KILN_PORT", "KILN_MODELS", "KILN_API_KEY"};
-enum { N_ENV = 4 };
+static const char *const ENV_NAMES[] = {"KILN_HOST",    "KILN_PORT",            "KILN_MODELS",           "KILN_API_KEY",
+                                        "KILN_PROFILE", "MODEL_UNLOAD_TIMEOUT", "CLEANUP_CHECK_INTERVAL"};
+enum { N_ENV = 7 };
 
 typedef struct env_saved {
     char *val[N_ENV];
@@ -89,6 +94,19 @@ static void test_defaults(void **st) {
     assert_int_equal(c.conn_timeout_s, 60);
     assert_int_equal(c.max_tokens, -1);
     assert_false(c.mmap_weights);
+    assert_int_equal(c.sla_p95_ms, 2000);
+    assert_int_equal(c.sla_window_s, 300);
+    assert_int_equal(c.memory_budget, 0);
+    assert_int_equal(c.unload_timeout_s, 300);
+    assert_int_equal(c.cleanup_interval_s, 30);
+    assert_null(c.preload);
+    assert_null(c.pin);
+    assert_null(c.aliases);
+    assert_string_equal(c.profile, "balanced");
+    assert_int_equal(c.batch_wait_ms, 2);
+    assert_int_equal(c.cache_mib, 512);
+    assert_null(c.cpu_range);
+    assert_false(c.print_config);
     kn_err e = {0};
     assert_int_equal(srv_config_validate(&c, &e), KN_OK);
     srv_config_free(&c);
@@ -119,6 +137,19 @@ static void check_all_set(const srv_config *c) {
     assert_int_equal(c->conn_timeout_s, 13);
     assert_int_equal(c->max_tokens, 77);
     assert_true(c->mmap_weights);
+    assert_int_equal(c->sla_p95_ms, 1500);
+    assert_int_equal(c->sla_window_s, 60);
+    assert_int_equal(c->memory_budget, 3LL << 30);
+    assert_int_equal(c->unload_timeout_s, 45);
+    assert_int_equal(c->cleanup_interval_s, 5);
+    assert_string_equal(c->preload, "tiny,stories260K:Q8_0");
+    assert_string_equal(c->pin, "org/repo:Q8_0");
+    assert_string_equal(c->aliases, "llama=tiny-llama-Q4_K_M,small=stories260K");
+    assert_string_equal(c->profile, "memory");
+    assert_int_equal(c->batch_wait_ms, 7);
+    assert_int_equal(c->cache_mib, 128);
+    assert_string_equal(c->cpu_range, "0-3,6");
+    assert_false(c->print_config);
 }
 
 static void test_yaml_every_key(void **st) {
@@ -143,7 +174,19 @@ static void test_yaml_every_key(void **st) {
                               "conn_limit: 99\n"
                               "conn-timeout: 13\n"
                               "n_predict: 77\n"
-                              "mmap: yes\n";
+                              "mmap: yes\n"
+                              "sla-p95-ms: 1500\n"
+                              "sla_window: 60\n"
+                              "memory-budget: 3g\n"
+                              "unload_timeout: 45\n"
+                              "cleanup-interval: 5\n"
+                              "preload: tiny, stories260K:Q8_0\n"
+                              "pin: org/repo:Q8_0\n"
+                              "alias: \"llama = tiny-llama-Q4_K_M,\\tsmall=stories260K \"\n"
+                              "profile: memory\n"
+                              "batch_wait_ms: 7\n"
+                              "cache-mib: 128\n"
+                              "cpu_range: 0-3, 6\n";
     srv_config c;
     srv_config_init(&c);
     kn_err e = {0};
@@ -176,7 +219,19 @@ static void test_flags_every_key(void **st) {
                     "--conn-limit", "99",
                     "--conn-timeout", "13",
                     "--n-predict", "77",
-                    "--mmap"};
+                    "--mmap",
+                    "--sla-p95-ms", "1500",
+                    "--sla-window=60",
+                    "--memory-budget", "3072m",
+                    "--unload-timeout", "45",
+                    "--cleanup_interval", "5",
+                    "--preload", "tiny,stories260K:Q8_0",
+                    "--pin=org/repo:Q8_0",
+                    "--alias", "llama=tiny-llama-Q4_K_M, small = stories260K",
+                    "--profile", "memory",
+                    "--batch-wait-ms", "7",
+                    "--cache-mib", "128",
+                    "--cpu-range", "0-3,6"};
     int argc = (int)(sizeof argv / sizeof argv[0]);
     srv_config c;
     srv_config_init(&c);
@@ -575,6 +630,707 @@ static void test_validate(void **st) {
     srv_config_free(&c);
 }
 
+
+/* ---- model manager settings (issue 7) -------------------------------------- */
+
+static void test_new_keys_values(void **st) {
+    (void)st;
+    srv_config c;
+    srv_config_init(&c);
+    kn_err e = {0};
+    static const struct {
+        const char *key, *val;
+        long long want;
+    } OK[] = {
+        {"memory-budget", "0", 0},
+        {"memory-budget", "1", 1},
+        {"memory_budget", "512m", 512LL << 20},
+        {"memory-budget", "1048576g", 1LL << 50},
+        {"unload-timeout", "-1", -1},
+        {"unload-timeout", "0", 0},
+        {"unload_timeout", "2592000", 2592000},
+        {"cleanup-interval", "1", 1},
+        {"cleanup-interval", "3600", 3600},
+        {"batch-wait-ms", "0", 0},
+        {"batch-wait-ms", "1000", 1000},
+        {"cache-mib", "0", 0},
+        {"cache-mib", "65536", 65536},
+    };
+    for (size_t i = 0; i < sizeof OK / sizeof OK[0]; i++) {
+        kn_status s = srv_config_set(&c, OK[i].key, OK[i].val, &e);
+        if (s) fail_msg("%s=%s: %s", OK[i].key, OK[i].val, e.msg);
+    }
+    assert_int_equal(c.memory_budget, 1LL << 50);
+    assert_int_equal(c.unload_timeout_s, 2592000);
+    assert_int_equal(c.cleanup_interval_s, 3600);
+    assert_int_equal(c.batch_wait_ms, 1000);
+    assert_int_equal(c.cache_mib, 65536);
+    assert_int_equal(srv_config_set(&c, "memory-budget", "512m", &e), KN_OK);
+    assert_int_equal(c.memory_budget, 512LL << 20);
+    for (int i = 0; i < 4; i++) {
+        static const char *const P[] = {"latency", "throughput", "balanced", "memory"};
+        assert_int_equal(srv_config_set(&c, "profile", P[i], &e), KN_OK);
+        assert_string_equal(c.profile, P[i]);
+    }
+    srv_config_free(&c);
+
+    static const struct {
+        const char *key, *val;
+        kn_status st;
+        const char *msg;
+    } BAD[] = {
+        {"memory-budget", "-1", KN_ERANGE, "memory-budget: '-1' is out of range (0..1125899906842624)"},
+        {"memory-budget", "1048577g", KN_ERANGE, "memory-budget: '1048577g' is out of range"},
+        {"memory-budget", "4gb", KN_EINVAL, "memory-budget: '4gb' is not an integer (bytes, or with a k/m/g suffix)"},
+        {"memory-budget", "auto", KN_EINVAL, "'auto' is not an integer"},
+        {"unload-timeout", "-2", KN_ERANGE, "unload-timeout: '-2' is out of range (-1..2592000)"},
+        {"unload-timeout", "2592001", KN_ERANGE, "unload-timeout: '2592001'"},
+        {"unload-timeout", "5m", KN_EINVAL, "unload-timeout: '5m' is not an integer"},
+        {"cleanup-interval", "0", KN_ERANGE, "cleanup-interval: '0' is out of range (1..3600)"},
+        {"cleanup-interval", "3601", KN_ERANGE, "cleanup-interval: '3601'"},
+        {"batch-wait-ms", "1001", KN_ERANGE, "batch-wait-ms: '1001' is out of range (0..1000)"},
+        {"batch-wait-ms", "-1", KN_ERANGE, "batch-wait-ms: '-1'"},
+        {"cache-mib", "65537", KN_ERANGE, "cache-mib: '65537' is out of range (0..65536)"},
+        {"profile", "fast", KN_EINVAL, "profile: 'fast' is not a profile (latency, throughput, balanced or memory)"},
+        {"profile", "Latency", KN_EINVAL, "'Latency' is not a profile"},
+        {"profile", "", KN_EINVAL, "profile: the value is empty"},
+        {"print-config", "true", KN_ENOTFOUND, "unknown setting 'print-config'"},
+    };
+    for (size_t i = 0; i < sizeof BAD / sizeof BAD[0]; i++) {
+        srv_config_init(&c);
+        memset(&e, 0, sizeof e);
+        kn_status s = srv_config_set(&c, BAD[i].key, BAD[i].val, &e);
+        if (s != BAD[i].st) fail_msg("%s=%s: status %d, want %d (%s)", BAD[i].key, BAD[i].val, s, BAD[i].st, e.msg);
+        assert_msg(&e, BAD[i].msg);
+        assert_int_equal(c.memory_budget, 0);
+        assert_int_equal(c.unload_timeout_s, 300);
+        assert_int_equal(c.cleanup_interval_s, 30);
+        assert_int_equal(c.batch_wait_ms, 2);
+        assert_int_equal(c.cache_mib, 512);
+        assert_string_equal(c.profile, "balanced");
+        srv_config_free(&c);
+    }
+
+    /* validate catches fields set directly */
+    srv_config_init(&c);
+    c.cleanup_interval_s = 0;
+    assert_int_equal(srv_config_validate(&c, &e), KN_ERANGE);
+    assert_msg(&e, "cleanup-interval: 0 is out of range");
+    c.cleanup_interval_s = 30;
+    free(c.profile);
+    c.profile = strdup("fast");
+    assert_int_equal(srv_config_validate(&c, &e), KN_EINVAL);
+    assert_msg(&e, "profile");
+    free(c.profile);
+    c.profile = strdup("latency");
+    c.pin = strdup("a,,b");
+    assert_int_equal(srv_config_validate(&c, &e), KN_EINVAL);
+    assert_msg(&e, "pin: 'a,,b' has an empty item");
+    free(c.pin);
+    c.pin = NULL;
+    c.cpu_range = strdup("3-1");
+    assert_int_equal(srv_config_validate(&c, &e), KN_ERANGE);
+    assert_msg(&e, "cpu-range: '3-1'");
+    free(c.cpu_range);
+    c.cpu_range = strdup("0,1");
+    assert_int_equal(srv_config_validate(&c, &e), KN_OK);
+    srv_config_free(&c);
+}
+
+/* MODEL_UNLOAD_TIMEOUT and CLEANUP_CHECK_INTERVAL: flag > env > file > default. */
+static void test_env_ttl_precedence(void **st) {
+    (void)st;
+    env_saved env;
+    env_save_clear(&env);
+    char dir[512], path[600];
+    tu_tmpdir(dir, sizeof dir);
+    write_file(path, sizeof path, dir, "kiln.yaml", "unload-timeout: 100\ncleanup_interval: 10\n");
+    srv_config c;
+    kn_err e = {0};
+
+    /* defaults */
+    char *argv0[] = {"serve"};
+    assert_int_equal(srv_config_from_args(&c, 1, argv0, &e), KN_OK);
+    assert_int_equal(c.unload_timeout_s, 300);
+    assert_int_equal(c.cleanup_interval_s, 30);
+    srv_config_free(&c);
+
+    /* file > default */
+    char *argv1[] = {"serve", "--config", path};
+    assert_int_equal(srv_config_from_args(&c, 3, argv1, &e), KN_OK);
+    assert_int_equal(c.unload_timeout_s, 100);
+    assert_int_equal(c.cleanup_interval_s, 10);
+    srv_config_free(&c);
+
+    /* env > file */
+    setenv("MODEL_UNLOAD_TIMEOUT", "200", 1);
+    setenv("CLEANUP_CHECK_INTERVAL", "20", 1);
+    assert_int_equal(srv_config_from_args(&c, 3, argv1, &e), KN_OK);
+    assert_int_equal(c.unload_timeout_s, 200);
+    assert_int_equal(c.cleanup_interval_s, 20);
+    srv_config_free(&c);
+    /* env > default (no file) */
+    assert_int_equal(srv_config_from_args(&c, 1, argv0, &e), KN_OK);
+    assert_int_equal(c.unload_timeout_s, 200);
+    assert_int_equal(c.cleanup_interval_s, 20);
+    srv_config_free(&c);
+
+    /* flag > env > file, each variable on its own */
+    char *argv2[] = {"serve", "--config", path, "--unload-timeout", "7"};
+    assert_int_equal(srv_config_from_args(&c, 5, argv2, &e), KN_OK);
+    assert_int_equal(c.unload_timeout_s, 7);
+    assert_int_equal(c.cleanup_interval_s, 20);
+    srv_config_free(&c);
+    char *argv3[] = {"serve", "--cleanup-interval=3", "--config", path};
+    unsetenv("MODEL_UNLOAD_TIMEOUT");
+    assert_int_equal(srv_config_from_args(&c, 4, argv3, &e), KN_OK);
+    assert_int_equal(c.unload_timeout_s, 100);
+    assert_int_equal(c.cleanup_interval_s, 3);
+    srv_config_free(&c);
+
+    /* -1 and 0 are whole seconds too; an empty variable sets nothing */
+    setenv("MODEL_UNLOAD_TIMEOUT", "-1", 1);
+    setenv("CLEANUP_CHECK_INTERVAL", "", 1);
+    assert_int_equal(srv_config_from_args(&c, 3, argv1, &e), KN_OK);
+    assert_int_equal(c.unload_timeout_s, -1);
+    assert_int_equal(c.cleanup_interval_s, 10);
+    srv_config_free(&c);
+
+    /* invalid values name the variable, through apply_env and from_args */
+    static const struct {
+        const char *var, *val;
+        kn_status st;
+        const char *msg;
+    } BAD[] = {
+        {"MODEL_UNLOAD_TIMEOUT", "5m", KN_EINVAL, "MODEL_UNLOAD_TIMEOUT: '5m' is not an integer"},
+        {"MODEL_UNLOAD_TIMEOUT", "1.5", KN_EINVAL, "MODEL_UNLOAD_TIMEOUT: '1.5' is not an integer"},
+        {"MODEL_UNLOAD_TIMEOUT", " 30", KN_EINVAL, "MODEL_UNLOAD_TIMEOUT: ' 30'"},
+        {"MODEL_UNLOAD_TIMEOUT", "-5", KN_ERANGE, "MODEL_UNLOAD_TIMEOUT: '-5' is out of range (-1..2592000)"},
+        {"CLEANUP_CHECK_INTERVAL", "0", KN_ERANGE, "CLEANUP_CHECK_INTERVAL: '0' is out of range (1..3600)"},
+        {"CLEANUP_CHECK_INTERVAL", "thirty", KN_EINVAL, "CLEANUP_CHECK_INTERVAL: 'thirty' is not an integer"},
+        {"KILN_PROFILE", "fastest", KN_EINVAL, "KILN_PROFILE: 'fastest' is not a profile"},
+    };
+    unsetenv("MODEL_UNLOAD_TIMEOUT");
+    unsetenv("CLEANUP_CHECK_INTERVAL");
+    for (size_t i = 0; i < sizeof BAD / sizeof BAD[0]; i++) {
+        setenv(BAD[i].var, BAD[i].val, 1);
+        srv_config_init(&c);
+        memset(&e, 0, sizeof e);
+        kn_status s = srv_config_apply_env(&c, &e);
+        if (s != BAD[i].st) fail_msg("%s=%s: status %d, want %d (%s)", BAD[i].var, BAD[i].val, s, BAD[i].st, e.msg);
+        assert_msg(&e, BAD[i].msg);
+        assert_int_equal(c.unload_timeout_s, 300);
+        assert_int_equal(c.cleanup_interval_s, 30);
+        srv_config_free(&c);
+        memset(&e, 0, sizeof e);
+        /* a flag for the same key does not hide a bad variable */
+        char *argv4[] = {"serve", "--unload-timeout", "1", "--cleanup-interval", "1", "--profile", "latency"};
+        assert_int_equal(srv_config_from_args(&c, 7, argv4, &e), BAD[i].st);
+        assert_msg(&e, BAD[i].msg);
+        srv_config_free(&c);
+        unsetenv(BAD[i].var);
+    }
+    tu_rmdir(dir);
+    env_restore(&env);
+}
+
+/* The knobs of each profile, per the table in config.h. */
+typedef struct prof_want {
+    const char *name;
+    int parallel, batch, wait_ms, ctx;
+    const char *kv;
+    int cache;
+} prof_want;
+
+static const prof_want PROFILE_TABLE[] = {
+    {"latency", 1, 512, 0, 0, "f16", 512},
+    {"throughput", 16, 1024, 5, 0, "f16", 512},
+    {"balanced", 4, 512, 2, 0, "f16", 512},
+    {"memory", 2, 512, 2, 2048, "q8_0", 64},
+};
+
+static void check_profile(const srv_config *c, const prof_want *w) {
+    assert_string_equal(c->profile, w->name);
+    assert_int_equal(c->parallel, w->parallel);
+    assert_int_equal(c->batch, w->batch);
+    assert_int_equal(c->batch_wait_ms, w->wait_ms);
+    assert_int_equal(c->ctx, w->ctx);
+    assert_string_equal(c->kv_type, w->kv);
+    assert_int_equal(c->cache_mib, w->cache);
+}
+
+static void test_profiles(void **st) {
+    (void)st;
+    env_saved env;
+    env_save_clear(&env);
+    srv_config c;
+    kn_err e = {0};
+    for (size_t i = 0; i < 4; i++) {
+        const prof_want *w = &PROFILE_TABLE[i];
+        /* through the flag */
+        char *argv[] = {"serve", "--profile", (char *)w->name};
+        kn_status s = srv_config_from_args(&c, 3, argv, &e);
+        if (s) fail_msg("%s: %s", w->name, e.msg);
+        check_profile(&c, w);
+        assert_int_equal(c.port, 8080); /* other keys keep their defaults */
+        assert_int_equal(c.unload_timeout_s, 300);
+        srv_config_free(&c);
+        /* directly on the defaults */
+        srv_config_init(&c);
+        assert_int_equal(srv_config_apply_profile(&c, w->name, &e), KN_OK);
+        check_profile(&c, w);
+        srv_config_free(&c);
+        /* through KILN_PROFILE */
+        setenv("KILN_PROFILE", w->name, 1);
+        assert_int_equal(srv_config_from_args(&c, 1, argv, &e), KN_OK);
+        check_profile(&c, w);
+        srv_config_free(&c);
+        unsetenv("KILN_PROFILE");
+    }
+    /* balanced is the plain defaults */
+    srv_config d;
+    srv_config_init(&d);
+    srv_config_init(&c);
+    assert_int_equal(srv_config_apply_profile(&c, "balanced", &e), KN_OK);
+    char *dc = srv_config_dump(&c), *dd = srv_config_dump(&d);
+    assert_non_null(dc);
+    assert_non_null(dd);
+    assert_string_equal(dc, dd);
+    free(dc);
+    free(dd);
+    /* an unknown profile leaves c unchanged */
+    assert_int_equal(srv_config_apply_profile(&c, "turbo", &e), KN_EINVAL);
+    assert_msg(&e, "'turbo' is not a profile");
+    assert_int_equal(srv_config_apply_profile(&c, NULL, &e), KN_EINVAL);
+    assert_string_equal(c.profile, "balanced");
+    assert_int_equal(c.parallel, 4);
+    srv_config_free(&c);
+    srv_config_free(&d);
+
+    /* An individual flag overrides the profile's value, before or after --profile. */
+    char *a1[] = {"serve", "--profile", "throughput", "--parallel", "3"};
+    char *a2[] = {"serve", "-np", "3", "--profile=throughput"};
+    char **av[] = {a1, a2};
+    int ac[] = {5, 4};
+    for (int i = 0; i < 2; i++) {
+        assert_int_equal(srv_config_from_args(&c, ac[i], av[i], &e), KN_OK);
+        assert_string_equal(c.profile, "throughput");
+        assert_int_equal(c.parallel, 3);
+        assert_int_equal(c.batch, 1024);
+        assert_int_equal(c.batch_wait_ms, 5);
+        srv_config_free(&c);
+    }
+
+    char dir[512], path[600];
+    tu_tmpdir(dir, sizeof dir);
+    /* The profile from the file, a knob from the file over it. */
+    write_file(path, sizeof path, dir, "kiln.yaml", "profile: memory\nctx-size: 4096\n");
+    char *b1[] = {"serve", "--config", path};
+    assert_int_equal(srv_config_from_args(&c, 3, b1, &e), KN_OK);
+    assert_string_equal(c.profile, "memory");
+    assert_int_equal(c.ctx, 4096); /* file > profile */
+    assert_string_equal(c.kv_type, "q8_0");
+    assert_int_equal(c.parallel, 2);
+    assert_int_equal(c.cache_mib, 64);
+    srv_config_free(&c);
+
+    /* The file's profile overridden by the flag: the flag's profile fills
+     * every knob the file does not set; the file's knobs still win. */
+    write_file(path, sizeof path, dir, "kiln.yaml", "profile: memory\nparallel: 3\n");
+    char *b2[] = {"serve", "--config", path, "--profile", "throughput"};
+    assert_int_equal(srv_config_from_args(&c, 5, b2, &e), KN_OK);
+    assert_string_equal(c.profile, "throughput");
+    assert_int_equal(c.parallel, 3);  /* file > profile */
+    assert_int_equal(c.batch, 1024);  /* throughput, not memory */
+    assert_int_equal(c.batch_wait_ms, 5);
+    assert_int_equal(c.ctx, 0);       /* not memory's 2048 */
+    assert_string_equal(c.kv_type, "f16");
+    assert_int_equal(c.cache_mib, 512);
+    srv_config_free(&c);
+
+    /* env > file for the profile, flag > env */
+    setenv("KILN_PROFILE", "latency", 1);
+    assert_int_equal(srv_config_from_args(&c, 3, b1, &e), KN_OK);
+    assert_string_equal(c.profile, "latency");
+    assert_int_equal(c.parallel, 3); /* the file's knob */
+    assert_int_equal(c.batch_wait_ms, 0);
+    assert_int_equal(c.ctx, 0);
+    srv_config_free(&c);
+    assert_int_equal(srv_config_from_args(&c, 5, b2, &e), KN_OK);
+    assert_string_equal(c.profile, "throughput");
+    srv_config_free(&c);
+    unsetenv("KILN_PROFILE");
+
+    /* A knob from the file, the profile from the flag, the knob again from a flag. */
+    write_file(path, sizeof path, dir, "kiln.yaml", "batch-wait-ms: 9\nkv-type: f16\n");
+    char *b3[] = {"serve", "--profile", "memory", "--config", path, "--batch-wait-ms", "11"};
+    assert_int_equal(srv_config_from_args(&c, 7, b3, &e), KN_OK);
+    assert_int_equal(c.batch_wait_ms, 11);
+    assert_string_equal(c.kv_type, "f16"); /* file > profile */
+    assert_int_equal(c.ctx, 2048);
+    srv_config_free(&c);
+
+    /* A bad profile in the file is reported with its line, even when the flag names another. */
+    write_file(path, sizeof path, dir, "kiln.yaml", "port: 1\nprofile: fastest\n");
+    assert_int_equal(srv_config_from_args(&c, 5, b2, &e), KN_EINVAL);
+    assert_msg(&e, "kiln.yaml:2: profile: 'fastest' is not a profile");
+    srv_config_free(&c);
+    char *b4[] = {"serve", "--profile", "quick"};
+    assert_int_equal(srv_config_from_args(&c, 3, b4, &e), KN_EINVAL);
+    assert_msg(&e, "--profile: 'quick' is not a profile");
+    srv_config_free(&c);
+
+    /* The memory profile's ctx-size still meets validate (kv-tokens from the file). */
+    write_file(path, sizeof path, dir, "kiln.yaml", "kv-tokens: 1024\n");
+    assert_int_equal(srv_config_from_args(&c, 5, b2, &e), KN_OK); /* ctx 0: fine */
+    srv_config_free(&c);
+    char *b5[] = {"serve", "--config", path, "--profile", "memory"};
+    assert_int_equal(srv_config_from_args(&c, 5, b5, &e), KN_ERANGE);
+    assert_msg(&e, "kv-tokens (1024) is smaller than ctx-size (2048)");
+    srv_config_free(&c);
+
+    tu_rmdir(dir);
+    env_restore(&env);
+}
+
+static void test_lists(void **st) {
+    (void)st;
+    srv_config c;
+    srv_config_init(&c);
+    kn_err e = {0};
+    static const struct {
+        const char *key, *val, *canon;
+    } OK[] = {
+        {"preload", "tiny", "tiny"},
+        {"preload", " a , b:Q8_0,\tc/d ", "a,b:Q8_0,c/d"},
+        {"pin", "org/repo:Q4_K_M,stories260K", "org/repo:Q4_K_M,stories260K"},
+        {"pin", "a.b-c_d", "a.b-c_d"},
+        {"alias", "llama=tiny-llama-Q4_K_M,small=stories260K", "llama=tiny-llama-Q4_K_M,small=stories260K"},
+        {"alias", " x = org/y:Q8_0 ", "x=org/y:Q8_0"},
+        {"alias", "a=c,b=c", "a=c,b=c"},
+        {"cpu-range", "0-3", "0-3"},
+        {"cpu-range", "0,2,4-5", "0,2,4-5"},
+        {"cpu-range", " 7 , 1-1,1023", "7,1-1,1023"},
+    };
+    for (size_t i = 0; i < sizeof OK / sizeof OK[0]; i++) {
+        kn_status s = srv_config_set(&c, OK[i].key, OK[i].val, &e);
+        if (s) fail_msg("%s=%s: %s", OK[i].key, OK[i].val, e.msg);
+        const char *got = !strcmp(OK[i].key, "preload") ? c.preload
+                          : !strcmp(OK[i].key, "pin")   ? c.pin
+                          : !strcmp(OK[i].key, "alias") ? c.aliases
+                                                        : c.cpu_range;
+        assert_string_equal(got, OK[i].canon);
+    }
+
+    static const struct {
+        const char *key, *val;
+        kn_status st;
+        const char *msg;
+    } BAD[] = {
+        {"pin", "a,,b", KN_EINVAL, "pin: 'a,,b' has an empty item"},
+        {"pin", "a,", KN_EINVAL, "has an empty item"},
+        {"pin", " ", KN_EINVAL, "has an empty item"},
+        {"pin", "a b", KN_EINVAL, "pin: 'a b' is not a model name: it has a space"},
+        {"pin", "a,b,a", KN_EINVAL, "pin: 'a' is listed twice"},
+        {"preload", "../x", KN_EINVAL, "preload: '../x' is not a model name: it has a part that is '.' or '..'"},
+        {"preload", "/abs", KN_EINVAL, "'/abs' is not a model name: it has an empty part"},
+        {"preload", "org//x", KN_EINVAL, "has an empty part"},
+        {"preload", "x:", KN_EINVAL, "has an empty part"},
+        {"preload", "a:b:c", KN_EINVAL, "'a:b:c' is not a model name: it has more than one ':'"},
+        {"preload", "a\\b", KN_EINVAL, "has one of"},
+        {"preload", "a=b", KN_EINVAL, "'a=b' is not a model name"},
+        {"preload", "caf\xc3\xa9", KN_EINVAL, "not printable ASCII"},
+        {"alias", "llama", KN_EINVAL, "alias: 'llama' is not of the form alias=target"},
+        {"alias", "llama=", KN_EINVAL, "'llama=' is not of the form alias=target"},
+        {"alias", "=x", KN_EINVAL, "is not of the form alias=target"},
+        {"alias", "a=b=c", KN_EINVAL, "'a=b=c' is not of the form alias=target"},
+        {"alias", "a:q=b", KN_EINVAL, "alias: alias 'a:q' is not a name: it has a ':'"},
+        {"alias", "a=b c", KN_EINVAL, "alias: target 'b c' is not a model name"},
+        {"alias", "a=a", KN_EINVAL, "alias: alias 'a' points to itself"},
+        {"alias", "a=x,b=y,a=z", KN_EINVAL, "alias: alias 'a' is given twice"},
+        {"alias", "a=b,b=c", KN_EINVAL, "the target 'b' of alias 'a' is itself an alias (aliases do not chain)"},
+        {"alias", "b=c,a=b", KN_EINVAL, "the target 'b' of alias 'a' is itself an alias"},
+        {"alias", "a=x,,b=y", KN_EINVAL, "has an empty item"},
+        {"cpu-range", "0-", KN_EINVAL, "cpu-range: '0-' is not a CPU or a range of CPUs"},
+        {"cpu-range", "-3", KN_EINVAL, "'-3' is not a CPU"},
+        {"cpu-range", "a", KN_EINVAL, "'a' is not a CPU"},
+        {"cpu-range", "1-2-3", KN_EINVAL, "'1-2-3' is not a CPU"},
+        {"cpu-range", "1 - 2", KN_EINVAL, "'1 - 2' is not a CPU"},
+        {"cpu-range", "+1", KN_EINVAL, "'+1' is not a CPU"},
+        {"cpu-range", "0,,1", KN_EINVAL, "cpu-range: '0,,1' has an empty item"},
+        {"cpu-range", "1024", KN_ERANGE, "cpu-range: '1024' is over the highest CPU number 1023"},
+        {"cpu-range", "0-99999999999999999999", KN_ERANGE, "is over the highest CPU number"},
+        {"cpu-range", "5-2", KN_ERANGE, "cpu-range: '5-2' is a range whose start is above its end"},
+    };
+    for (size_t i = 0; i < sizeof BAD / sizeof BAD[0]; i++) {
+        srv_config d;
+        srv_config_init(&d);
+        memset(&e, 0, sizeof e);
+        kn_status s = srv_config_set(&d, BAD[i].key, BAD[i].val, &e);
+        if (s != BAD[i].st) fail_msg("%s=%s: status %d, want %d (%s)", BAD[i].key, BAD[i].val, s, BAD[i].st, e.msg);
+        assert_msg(&e, BAD[i].msg);
+        assert_null(d.pin);
+        assert_null(d.preload);
+        assert_null(d.aliases);
+        assert_null(d.cpu_range);
+        srv_config_free(&d);
+    }
+
+    /* The same errors through YAML (with the line) and flags. */
+    char path[600];
+    srv_config d;
+    srv_config_init(&d);
+    assert_int_equal(load_text(&d, "pin: a\nalias: a=b,b=c\n", &e, path, sizeof path), KN_EINVAL);
+    assert_msg(&e, "kiln.yaml:2: alias: the target 'b'");
+    assert_null(d.pin);
+    char *argv[] = {"serve", "--cpu-range", "3-1"};
+    assert_int_equal(srv_config_parse_args(&d, 3, argv, NULL, &e), KN_ERANGE);
+    assert_msg(&e, "--cpu-range: '3-1' is a range whose start is above its end");
+    srv_config_free(&d);
+
+    /* list_next, is_pinned, alias_target */
+    assert_int_equal(srv_config_set(&c, "pin", "org/repo:Q4_K_M, tiny", &e), KN_OK);
+    assert_int_equal(srv_config_set(&c, "alias", "llama=tiny-llama-Q4_K_M, small=stories260K", &e), KN_OK);
+    const char *cur = c.pin, *it;
+    size_t len;
+    assert_true(srv_config_list_next(&cur, &it, &len));
+    assert_int_equal(len, 15);
+    assert_memory_equal(it, "org/repo:Q4_K_M", 15);
+    assert_true(srv_config_list_next(&cur, &it, &len));
+    assert_int_equal(len, 4);
+    assert_memory_equal(it, "tiny", 4);
+    assert_false(srv_config_list_next(&cur, &it, &len));
+    assert_false(srv_config_list_next(&cur, &it, &len));
+    cur = NULL;
+    assert_false(srv_config_list_next(&cur, &it, &len));
+    cur = " a ,b";
+    assert_true(srv_config_list_next(&cur, &it, &len));
+    assert_int_equal(len, 1);
+    assert_memory_equal(it, "a", 1);
+    assert_true(srv_config_is_pinned(&c, "tiny"));
+    assert_true(srv_config_is_pinned(&c, "org/repo:Q4_K_M"));
+    assert_false(srv_config_is_pinned(&c, "org/repo"));
+    assert_false(srv_config_is_pinned(&c, "tin"));
+    const char *t = srv_config_alias_target(&c, "small", &len);
+    assert_non_null(t);
+    assert_int_equal(len, strlen("stories260K"));
+    assert_memory_equal(t, "stories260K", len);
+    t = srv_config_alias_target(&c, "llama", &len);
+    assert_non_null(t);
+    assert_int_equal(len, strlen("tiny-llama-Q4_K_M"));
+    assert_memory_equal(t, "tiny-llama-Q4_K_M", len);
+    assert_null(srv_config_alias_target(&c, "llam", &len));
+    assert_null(srv_config_alias_target(&c, "tiny-llama-Q4_K_M", &len));
+    srv_config_free(&c);
+    srv_config_init(&c); /* none set */
+    assert_false(srv_config_is_pinned(&c, "tiny"));
+    assert_null(srv_config_alias_target(&c, "llama", &len));
+    srv_config_free(&c);
+}
+
+static void test_cpu_set(void **st) {
+    (void)st;
+    kn_err e = {0};
+    cpu_set_t set;
+    assert_int_equal(srv_cpu_range_parse("0,2,4-5, 1023", &set, &e), KN_OK);
+    assert_int_equal(CPU_COUNT(&set), 5);
+    static const int IN[] = {0, 2, 4, 5, 1023};
+    for (size_t i = 0; i < 5; i++) assert_true(CPU_ISSET((size_t)IN[i], &set));
+    assert_false(CPU_ISSET(1, &set));
+    assert_false(CPU_ISSET(3, &set));
+    assert_false(CPU_ISSET(6, &set));
+    assert_int_equal(srv_cpu_range_parse("0-1023", &set, &e), KN_OK);
+    assert_int_equal(CPU_COUNT(&set), 1024);
+    assert_int_equal(srv_cpu_range_parse("2-1", &set, &e), KN_ERANGE);
+    assert_int_equal(CPU_COUNT(&set), 0);
+    assert_int_equal(srv_cpu_range_parse("", &set, &e), KN_EINVAL);
+    assert_int_equal(srv_cpu_range_parse("x", &set, &e), KN_EINVAL);
+    assert_msg(&e, "cpu-range: 'x' is not a CPU");
+
+    /* srv_config_cpu_set against the CPUs this process may use */
+    cpu_set_t allowed;
+    assert_int_equal(sched_getaffinity(0, sizeof allowed, &allowed), 0);
+    int first = -1, missing = -1;
+    for (int i = 0; i < 1024; i++) {
+        if (CPU_ISSET((size_t)i, &allowed) && first < 0) first = i;
+        if (!CPU_ISSET((size_t)i, &allowed) && missing < 0) missing = i;
+    }
+    assert_true(first >= 0);
+    srv_config c;
+    srv_config_init(&c);
+    int n = -1;
+    assert_int_equal(srv_config_cpu_set(&c, &set, &n, &e), KN_OK); /* none: no affinity */
+    assert_int_equal(n, 0);
+    assert_int_equal(CPU_COUNT(&set), 0);
+    char text[32];
+    snprintf(text, sizeof text, "%d", first);
+    assert_int_equal(srv_config_set(&c, "cpu-range", text, &e), KN_OK);
+    assert_int_equal(srv_config_cpu_set(&c, &set, &n, &e), KN_OK);
+    assert_int_equal(n, 1);
+    assert_true(CPU_ISSET((size_t)first, &set));
+    assert_int_equal(srv_config_cpu_set(&c, &set, NULL, &e), KN_OK);
+    if (missing >= 0) {
+        snprintf(text, sizeof text, "%d,%d", first, missing);
+        assert_int_equal(srv_config_set(&c, "cpu-range", text, &e), KN_OK);
+        assert_int_equal(srv_config_cpu_set(&c, &set, &n, &e), KN_EINVAL);
+        char want[80];
+        snprintf(want, sizeof want, "CPU %d is not available to this process (it may use %d", missing, first);
+        assert_msg(&e, want);
+        assert_int_equal(n, 0);
+        assert_int_equal(CPU_COUNT(&set), 0);
+    }
+    srv_config_free(&c);
+}
+
+static void test_print_config_flag(void **st) {
+    (void)st;
+    srv_config c;
+    srv_config_init(&c);
+    kn_err e = {0};
+    char *a1[] = {"serve", "--print-config", "-m", "x.gguf"};
+    assert_int_equal(srv_config_parse_args(&c, 4, a1, NULL, &e), KN_OK);
+    assert_true(c.print_config);
+    assert_string_equal(c.model_file, "x.gguf");
+    char *a2[] = {"serve", "--print_config=no"};
+    assert_int_equal(srv_config_parse_args(&c, 2, a2, NULL, &e), KN_OK);
+    assert_false(c.print_config);
+    char *a3[] = {"serve", "--print-config=maybe"};
+    assert_int_equal(srv_config_parse_args(&c, 2, a3, NULL, &e), KN_EINVAL);
+    assert_msg(&e, "--print-config: 'maybe' is not a boolean");
+    /* not a file key */
+    char path[600];
+    assert_int_equal(load_text(&c, "print-config: true\n", &e, path, sizeof path), KN_ENOTFOUND);
+    assert_msg(&e, ":1: unknown key 'print-config'");
+    assert_msg_lacks(&e, "print-config,");
+    assert_false(c.print_config);
+    srv_config_free(&c);
+    /* through from_args */
+    env_saved env;
+    env_save_clear(&env);
+    assert_int_equal(srv_config_from_args(&c, 4, a1, &e), KN_OK);
+    assert_true(c.print_config);
+    srv_config_free(&c);
+    env_restore(&env);
+}
+
+/* Every field but api_key and print_config. */
+static void assert_cfg_equal(const srv_config *a, const srv_config *b) {
+#define S(f)                                                                                                           \
+    do {                                                                                                               \
+        if (!a->f || !b->f)                                                                                            \
+            assert_ptr_equal(a->f, b->f);                                                                              \
+        else                                                                                                           \
+            assert_string_equal(a->f, b->f);                                                                           \
+    } while (0)
+#define I(f) assert_int_equal(a->f, b->f)
+    S(models_dir); S(model_file); S(default_model); S(host); I(port); I(threads); I(ctx); I(parallel); I(batch);
+    I(kv_tokens); S(kv_type); I(max_body); I(queue_len); I(queue_timeout_s); I(grace_s); I(conn_limit);
+    I(conn_timeout_s); I(max_tokens); I(mmap_weights); I(sla_p95_ms); I(sla_window_s); I(memory_budget);
+    I(unload_timeout_s); I(cleanup_interval_s); S(preload); S(pin); S(aliases); S(profile); I(batch_wait_ms);
+    I(cache_mib); S(cpu_range);
+#undef S
+#undef I
+}
+
+/* dump -> file -> load on top of the defaults gives the same config. */
+static void roundtrip(const srv_config *c, char **text_out) {
+    char *text = srv_config_dump(c);
+    assert_non_null(text);
+    srv_config back;
+    srv_config_init(&back);
+    kn_err e = {0};
+    char path[600];
+    kn_status s = load_text(&back, text, &e, path, sizeof path);
+    if (s) fail_msg("reading the dump back: %s\n%s", e.msg, text);
+    assert_cfg_equal(c, &back);
+    assert_null(back.api_key);
+    srv_config_free(&back);
+    *text_out = text;
+}
+
+static void test_dump_roundtrip(void **st) {
+    (void)st;
+    env_saved env;
+    env_save_clear(&env);
+    kn_err e = {0};
+    char *text;
+
+    /* the defaults */
+    srv_config c;
+    srv_config_init(&c);
+    roundtrip(&c, &text);
+    assert_non_null(strstr(text, "\nmodels: \"./models\"\n"));
+    assert_non_null(strstr(text, "\n# model: (none)\n"));
+    assert_non_null(strstr(text, "\n# api-key: (none)\n"));
+    assert_non_null(strstr(text, "\nport: 8080\n"));
+    assert_non_null(strstr(text, "\nmax-body: 8m\n"));
+    assert_non_null(strstr(text, "\nmemory-budget: 0\n"));
+    assert_non_null(strstr(text, "\nmmap: false\n"));
+    assert_non_null(strstr(text, "\nunload-timeout: 300\n"));
+    assert_non_null(strstr(text, "\ncleanup-interval: 30\n"));
+    assert_non_null(strstr(text, "\nprofile: \"balanced\"\n"));
+    assert_non_null(strstr(text, "\nbatch-wait-ms: 2\n"));
+    assert_non_null(strstr(text, "\ncache-mib: 512\n"));
+    assert_non_null(strstr(text, "\n# cpu-range: (none)\n"));
+    assert_null(strstr(text, "print-config"));
+    free(text);
+    srv_config_free(&c);
+
+    /* everything set, strings that need quoting, a secret api-key */
+    char *argv[] = {"serve",
+                    "--models", "/srv/\"odd\" dir\\x: #y\tz",
+                    "-m", "/m/t\xc3\xa9.gguf",
+                    "--default-model", "tiny",
+                    "--host", "::1",
+                    "--api-key", "hunter2-secret",
+                    "--max-body", "1536",
+                    "--memory-budget", "3g",
+                    "--unload-timeout", "-1",
+                    "--cleanup-interval", "2",
+                    "--preload", "a, b:Q8_0",
+                    "--pin", "org/x",
+                    "--alias", "l=org/x,s=stories260K",
+                    "--profile", "memory",
+                    "--threads", "2",
+                    "--mmap",
+                    "--cpu-range", "0",
+                    "--print-config"};
+    int argc = (int)(sizeof argv / sizeof argv[0]);
+    assert_int_equal(srv_config_from_args(&c, argc, argv, &e), KN_OK);
+    assert_true(c.print_config);
+    roundtrip(&c, &text);
+    assert_null(strstr(text, "hunter2"));
+    assert_non_null(strstr(text, "\n# api-key: (set)\n"));
+    assert_non_null(strstr(text, "\nmodels: \"/srv/\\\"odd\\\" dir\\\\x: #y\\x09z\"\n"));
+    assert_non_null(strstr(text, "\nmax-body: 1536\n"));
+    assert_non_null(strstr(text, "\nmemory-budget: 3g\n"));
+    assert_non_null(strstr(text, "\nalias: \"l=org/x,s=stories260K\"\n"));
+    assert_non_null(strstr(text, "\nkv-type: \"q8_0\"\n"));
+    assert_non_null(strstr(text, "\nctx-size: 2048\n"));
+    /* read back through from_args too: the same config */
+    char dir[512], path[600];
+    tu_tmpdir(dir, sizeof dir);
+    write_file(path, sizeof path, dir, "dumped.yaml", text);
+    char *argv2[] = {"serve", "--config", path};
+    srv_config back;
+    assert_int_equal(srv_config_from_args(&back, 3, argv2, &e), KN_OK);
+    assert_cfg_equal(&c, &back);
+    srv_config_free(&back);
+    tu_rmdir(dir);
+    free(text);
+    srv_config_free(&c);
+
+    /* each profile's config round-trips */
+    for (size_t i = 0; i < 4; i++) {
+        srv_config_init(&c);
+        assert_int_equal(srv_config_apply_profile(&c, PROFILE_TABLE[i].name, &e), KN_OK);
+        roundtrip(&c, &text);
+        free(text);
+        srv_config_free(&c);
+    }
+    env_restore(&env);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_defaults),
@@ -586,6 +1342,13 @@ int main(void) {
         cmocka_unit_test(test_yaml_errors),
         cmocka_unit_test(test_flag_errors),
         cmocka_unit_test(test_validate),
+        cmocka_unit_test(test_new_keys_values),
+        cmocka_unit_test(test_env_ttl_precedence),
+        cmocka_unit_test(test_profiles),
+        cmocka_unit_test(test_lists),
+        cmocka_unit_test(test_cpu_set),
+        cmocka_unit_test(test_print_config_flag),
+        cmocka_unit_test(test_dump_roundtrip),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
