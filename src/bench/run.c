@@ -221,7 +221,9 @@ static void push_record(run *r, const bench_record *rec) {
 static void note_failure(run *r, bench_errkind k, const char *detail) {
     if (!r->res->first_error[0])
         snprintf(r->res->first_error, sizeof r->res->first_error, "%s: %s", bench_errkind_name(k), detail);
-    if (k != BENCH_ERR_DROPPED && ++r->consecutive_err >= r->abort_after && !r->stop) {
+    /* A ramp measures overload: its 503s and drops are data, not a reason to stop. */
+    bool counts = k != BENCH_ERR_DROPPED && !(r->cfg->scenario == BENCH_RAMP && k == BENCH_ERR_HTTP_5XX);
+    if (counts && ++r->consecutive_err >= r->abort_after && !r->stop) {
         r->stop = true;
         snprintf(r->res->aborted, sizeof r->res->aborted, "%lld consecutive failed requests (last: %s)",
                  r->consecutive_err, bench_errkind_name(k));
