@@ -24,6 +24,7 @@
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -246,7 +247,7 @@ def t_server_killed():
            "--concurrency", "4", "--duration", "30", "--max-tokens", "200", "--ignore-eos", "--timeout", "10",
            "--output", out, "--quiet"]
     t0 = time.time()
-    p = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    p = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     time.sleep(1.5)
     srv.kill()
     try:
@@ -256,7 +257,6 @@ def t_server_killed():
         p.wait()
         rc = None
     dt = time.time() - t0
-    p.stderr.close()
     ck.check("server killed: the bench exits soon (not after the 30 s duration)", rc is not None and dt < 15, dt)
     ck.check("server killed: exit 1 or 2", rc in (1, 2), rc)
     if ck.check("server killed: JSON written", os.path.exists(out)):
@@ -277,19 +277,20 @@ def t_server_hung():
            "--concurrency", "2", "--duration", "3", "--max-tokens", "200", "--ignore-eos", "--timeout", "2",
            "--output", out, "--quiet"]
     t0 = time.time()
-    p = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    time.sleep(1.0)
-    srv.proc.send_signal(signal.SIGSTOP)
+    p = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
-        rc = p.wait(timeout=20)
-    except subprocess.TimeoutExpired:
-        p.kill()
-        p.wait()
-        rc = None
-    dt = time.time() - t0
-    p.stderr.close()
-    srv.proc.send_signal(signal.SIGCONT)
-    srv.kill()
+        time.sleep(1.0)
+        srv.proc.send_signal(signal.SIGSTOP)
+        try:
+            rc = p.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            p.kill()
+            p.wait()
+            rc = None
+        dt = time.time() - t0
+    finally:
+        srv.proc.send_signal(signal.SIGCONT)
+        srv.kill()
     # duration 3 s + at most one 2 s timeout for requests in flight, plus slack
     ck.check("server hung: the bench exits within duration + timeout", rc is not None and dt < 9, dt)
     ck.check("server hung: exit 1 or 2", rc in (1, 2), rc)
@@ -315,6 +316,7 @@ def main():
         ck.run(t_server_hung)
     finally:
         srv.kill()
+        shutil.rmtree(TMP, ignore_errors=True)
     ck.finish([srv])
 
 
