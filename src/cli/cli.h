@@ -21,6 +21,9 @@ int cmd_template(int argc, char **argv);
 int cmd_run(int argc, char **argv);
 int cmd_serve(int argc, char **argv);
 int cmd_eval(int argc, char **argv);
+int cmd_pull(int argc, char **argv);
+int cmd_ls(int argc, char **argv);
+int cmd_rm(int argc, char **argv);
 
 /* `kiln bench <scenario>` entry points (argv[0] is the scenario name). */
 int bench_kernels_main(int argc, char **argv);

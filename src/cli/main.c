@@ -25,6 +25,9 @@ static const cli_command COMMANDS[] = {
     {"detokenize", cmd_detokenize, "print the text of token ids read from stdin"},
     {"template", cmd_template, "render a chat template"},
     {"bench", cmd_bench, "benchmarks: kernels, tokenizer"},
+    {"pull", cmd_pull, "download a model's GGUF file from a Hugging Face-compatible hub"},
+    {"ls", cmd_ls, "list the local models"},
+    {"rm", cmd_rm, "remove a local model"},
 };
 
 static void usage(FILE *f) {
