@@ -8,6 +8,8 @@
 #include "server/server.h"
 
 #include <pthread.h>
+#include <sched.h>
+#include <stdlib.h>
 #include <signal.h>
 #include <stdio.h>
 #include <string.h>
@@ -22,7 +24,7 @@ static void usage(FILE *f) {
             "period), then unloads the models.\n\n"
             "Settings come from, in increasing precedence: defaults, --config FILE (YAML, the keys are the\n"
             "long flag names, e.g. `ctx-size: 2048`), the environment (KILN_HOST, KILN_PORT, KILN_MODELS,\n"
-            "KILN_API_KEY), then the flags.\n\n"
+            "KILN_API_KEY, KILN_PROFILE, MODEL_UNLOAD_TIMEOUT, CLEANUP_CHECK_INTERVAL), then the flags.\n\n"
             "options:\n"
             "      --models DIR        serve every DIR/<name>.gguf as <name>, loaded on first use (default ./models)\n"
             "  -m, --model FILE        serve this one file (loaded at startup; requests may omit \"model\")\n"
@@ -32,7 +34,7 @@ static void usage(FILE *f) {
             "  -t, --threads N         compute threads per model (default: online CPUs)\n"
             "  -c, --ctx-size N        context of EACH sequence (prompt + generated tokens), like Ollama's\n"
             "                          num_ctx; not a total split across slots as in llama-server\n"
-            "                          (default 0 = the model's trained context, at most 4096)\n"
+            "                          (default 0 = the model's context_length, reduced to fit memory)\n"
             "  -np, --parallel N       sequences decoded together per model (default 4)\n"
             "  -b, --batch-size N      tokens per forward step: decode tokens plus prompt chunks (default 512)\n"
             "      --kv-tokens N       KV positions per model in all (default 0 = parallel x ctx-size; a smaller\n"
@@ -48,6 +50,21 @@ static void usage(FILE *f) {
             "      --conn-timeout S    idle connection timeout (default 60)\n"
             "      --sla-p95-ms MS     end-to-end p95 target for the SLA verdict in /health (default 2000)\n"
             "      --sla-window S      window of the rolling latency percentiles in /health (default 300)\n"
+            "model manager:\n"
+            "      --memory-budget B   bytes all loaded models may take (k/m/g; default 90%% of the cgroup\n"
+            "                          limit, else of MemAvailable); idle models are unloaded to make room\n"
+            "      --unload-timeout S  seconds an idle model stays loaded (env MODEL_UNLOAD_TIMEOUT; default 300;\n"
+            "                          -1 = never); requests may set Ollama's keep_alive\n"
+            "      --cleanup-interval S  seconds between checks for expired models (env CLEANUP_CHECK_INTERVAL;\n"
+            "                          default 30)\n"
+            "      --preload NAMES     load these models at startup (comma-separated)\n"
+            "      --pin NAMES         never unload these models\n"
+            "      --alias A=T,...     extra model names\n"
+            "      --profile P         latency | throughput | balanced (default) | memory: sets slots, batch\n"
+            "                          wait, context and KV type; any flag still overrides (see --print-config)\n"
+            "      --batch-wait-ms MS  how long an idle engine waits for more requests to batch (default 2)\n"
+            "      --cpu-range LIST    CPUs to run on, e.g. 0-3 or 0,2,4-5\n"
+            "      --print-config      print the settings in effect (YAML) and exit\n"
             "  -n, --n-predict N       generation limit when a request sets none (default -1 = until the\n"
             "                          context is full or the model stops)\n"
             "      --mmap              compute from the file mapping (less memory, slower decode)\n");
@@ -64,6 +81,13 @@ int cmd_serve(int argc, char **argv) {
         fprintf(stderr, "kiln serve: %s (see kiln serve --help)\n", err.msg);
         srv_config_free(&cfg);
         return 2;
+    }
+    if (cfg.print_config) {
+        char *dump = srv_config_dump(&cfg);
+        if (dump) fputs(dump, stdout);
+        free(dump);
+        srv_config_free(&cfg);
+        return dump ? 0 : 1;
     }
     int rc = 1;
     rt_registry *reg = NULL;
@@ -87,9 +111,29 @@ int cmd_serve(int argc, char **argv) {
                 cfg.ctx, fit, slots);
         slots = fit;
     }
+    if (cfg.cpu_range) { /* before any thread starts: every thread inherits the mask */
+        cpu_set_t set;
+        int n_cpus = 0;
+        if (srv_config_cpu_set(&cfg, &set, &n_cpus, &err) != KN_OK || sched_setaffinity(0, sizeof set, &set) != 0) {
+            fprintf(stderr, "kiln serve: --cpu-range %s: %s\n", cfg.cpu_range, err.msg[0] ? err.msg : "cannot set");
+            goto done;
+        }
+        KN_INFO("running on CPUs %s (%d)", cfg.cpu_range, n_cpus);
+    }
+    /* signals are taken by this thread only (sigwait below): block them
+     * before any thread starts, so that every thread inherits the mask */
+    sigset_t sigs;
+    sigemptyset(&sigs);
+    sigaddset(&sigs, SIGINT);
+    sigaddset(&sigs, SIGTERM);
+    pthread_sigmask(SIG_BLOCK, &sigs, NULL);
+    signal(SIGPIPE, SIG_IGN);
     rt_opts ro = {.threads = cfg.threads, .n_ctx = cfg.ctx, .n_slots = slots, .max_batch = cfg.batch,
                   .queue_len = cfg.queue_len, .queue_timeout_s = cfg.queue_timeout_s, .kv_type = kv_type,
-                  .mmap_weights = cfg.mmap_weights};
+                  .mmap_weights = cfg.mmap_weights, .memory_budget = (uint64_t)cfg.memory_budget,
+                  .keep_alive_s = cfg.unload_timeout_s, .cleanup_interval_s = cfg.cleanup_interval_s,
+                  .load_wait_s = cfg.queue_timeout_s, .aliases = cfg.aliases, .pins = cfg.pin,
+                  .batch_wait_ms = cfg.batch_wait_ms};
     if (srv_create(&cfg, &ro, &ops, &srv, &err) != KN_OK) {
         fprintf(stderr, "kiln serve: %s\n", err.msg);
         goto done;
@@ -103,13 +147,6 @@ int cmd_serve(int argc, char **argv) {
                 names[0] ? names : "none");
         goto done;
     }
-    /* signals are taken by this thread only (sigwait below) */
-    sigset_t sigs;
-    sigemptyset(&sigs);
-    sigaddset(&sigs, SIGINT);
-    sigaddset(&sigs, SIGTERM);
-    pthread_sigmask(SIG_BLOCK, &sigs, NULL);
-    signal(SIGPIPE, SIG_IGN);
 
     int port = 0;
     if (srv_start(srv, &port, &err) != KN_OK) {
@@ -125,13 +162,26 @@ int cmd_serve(int argc, char **argv) {
     if (dm) {
         rt_model *m = NULL;
         if (cfg.model_file) { /* one file: load it now; /health says "loading" meanwhile */
-            if (rt_acquire(reg, dm, &m, &err) != KN_OK) {
+            if (rt_acquire(reg, dm, NULL, &m, &err) != KN_OK) {
                 fprintf(stderr, "kiln serve: cannot load %s: %s\n", cfg.model_file, err.msg);
                 srv_drain(srv, 0);
                 goto done;
             }
             rt_release(reg, m);
         }
+    }
+    const char *cur = cfg.preload, *item;
+    size_t len;
+    while (cur && srv_config_list_next(&cur, &item, &len)) {
+        char name[300];
+        snprintf(name, sizeof name, "%.*s", (int)len, item);
+        rt_model *m = NULL;
+        if (rt_acquire(reg, name, NULL, &m, &err) != KN_OK) {
+            fprintf(stderr, "kiln serve: --preload %s: %s\n", name, err.msg);
+            srv_drain(srv, 0);
+            goto done;
+        }
+        rt_release(reg, m);
     }
     srv_set_ready(srv);
     printf("kiln is serving on %s\n", url);

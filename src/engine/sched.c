@@ -556,6 +556,7 @@ static void embed_done(eng_sched *s, int i) {
 static void *engine_main(void *arg) {
     eng_sched *s = arg;
     const int V = s->m->hp.n_vocab, E = s->m->hp.n_embd;
+    bool was_busy = false;
     for (;;) {
         pthread_mutex_lock(&s->mu);
         if (s->stopping) {
@@ -563,7 +564,16 @@ static void *engine_main(void *arg) {
             break;
         }
         double now = kn_now_s();
+        if (!was_busy && s->q_head && s->o.batch_wait_ms > 0) {
+            /* idle until now: give requests arriving together a moment to share the first step */
+            struct timespec dl;
+            abs_deadline(&dl, s->o.batch_wait_ms);
+            while (s->q_len < s->o.n_slots && !s->stopping && pthread_cond_timedwait(&s->cv, &s->mu, &dl) == 0) {
+            }
+            now = kn_now_s();
+        }
         int busy = admit_locked(s, now);
+        was_busy = busy > 0;
         if (busy == 0) {
             struct timespec dl;
             abs_deadline(&dl, 500);

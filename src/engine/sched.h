@@ -64,6 +64,7 @@ typedef struct eng_sched_opts {
     int queue_len;       /* requests that may wait for a slot (0: none wait) */
     double queue_timeout_s; /* a request waiting longer than this fails with KN_EBUSY */
     model_kv_type kv_type;
+    int batch_wait_ms;    /* an idle engine that gets a request waits this long for more to batch with */
     eng_metrics metrics;  /* copied */
 } eng_sched_opts;
 

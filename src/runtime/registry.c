@@ -1,45 +1,175 @@
 /*
- * registry.c — model table, lazy loading and pinning (see registry.h).
+ * registry.c — model table, names, instances, lazy loading, keep-alive and
+ * the memory budget (see registry.h).
  */
 #include "registry.h"
 
+#include "../gguf/gguf_quantize.h"
+
+#include <ctype.h>
 #include <dirent.h>
+#include <math.h>
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <sys/stat.h>
+#include <unistd.h>
+
+#define MIB (1024.0 * 1024.0)
+#define MAX_DEPTH 3
 
 typedef struct entry {
-    char *name;
+    char *id;    /* path under the directory without .gguf */
+    char *name;  /* model name */
+    char *quant; /* label */
     char *path;
     uint64_t size;
     time_t mtime;
-    pthread_mutex_t load_mu; /* held while this entry loads */
-    rt_model *inst;          /* NULL until loaded (table lock) */
-    kn_pool *pool;
-    int pins;                /* table lock */
-    bool loading;            /* table lock */
 } entry;
+
+enum { INST_LOADING = 0, INST_READY, INST_FAILED, INST_GONE };
+
+typedef struct inst {
+    rt_model m; /* first: rt_model* <-> inst* */
+    entry *e;
+    int state;
+    kn_err err;        /* INST_FAILED */
+    int waiters;       /* threads waiting on this load */
+    kn_pool *pool;
+    int pins;
+    double last_used;  /* kn_now_s() */
+    double keep_alive_s;
+    bool pinned;       /* config pin: never unloaded */
+    struct inst *next;
+} inst;
 
 struct rt_registry {
     rt_opts o;
+    char *aliases, *pins; /* copies */
     const tensor_ops *ops;
     pthread_mutex_t mu;
+    pthread_cond_t cv;       /* a load finished, an instance was released or unloaded */
+    pthread_cond_t stop_cv;  /* wakes the cleanup thread */
     entry *e;
     size_t n;
+    inst *insts;
+    uint64_t budget;
+    uint64_t used; /* estimates of loading and loaded instances */
+    bool stopping;
+    pthread_t cleaner;
+    bool cleaner_started;
 };
 
-static int cmp_entry(const void *a, const void *b) {
-    return strcmp(((const entry *)a)->name, ((const entry *)b)->name);
+/* ---- names ------------------------------------------------------------------- */
+
+static const char *const QUANTS[] = {
+    "F32",    "F16",    "BF16",   "Q8_0",   "Q8_1",   "Q6_K",   "Q5_K_M", "Q5_K_S", "Q5_K",  "Q5_1",
+    "Q5_0",   "Q4_K_M", "Q4_K_S", "Q4_K",   "Q4_1",   "Q4_0",   "Q3_K_L", "Q3_K_M", "Q3_K_S", "Q3_K",
+    "Q2_K_S", "Q2_K",   "IQ4_XS", "IQ4_NL", "IQ3_S",  "IQ3_M",  "IQ3_XS", "IQ3_XXS", "IQ2_M", "IQ2_S",
+    "IQ2_XS", "IQ2_XXS", "IQ1_S", "IQ1_M",  "TQ1_0",  "TQ2_0",  "Q4_0_4_4", "MXFP4",
+};
+
+const char *rt_quant_label(const char *s, size_t n) {
+    for (size_t i = 0; i < sizeof QUANTS / sizeof *QUANTS; i++)
+        if (strlen(QUANTS[i]) == n && !strncasecmp(QUANTS[i], s, n)) return QUANTS[i];
+    return NULL;
 }
 
-static kn_status add_entry(rt_registry *r, size_t *cap, const char *path, const char *base, kn_err *err) {
+bool rt_split_file_id(const char *id, char *name, size_t name_cap, char *quant, size_t quant_cap) {
+    size_t n = strlen(id);
+    const char *slash = strrchr(id, '/');
+    const char *base = slash ? slash + 1 : id;
+    const char *label = NULL;
+    size_t name_len = n;
+    /* DIR/<name>/<QUANT>.gguf */
+    if (slash && (label = rt_quant_label(base, strlen(base)))) name_len = (size_t)(slash - id);
+    else {
+        /* <name>-<QUANT> or <name>.<QUANT>: the longest label that ends the base */
+        for (const char *p = base + 1; *p && !label; p++) {
+            if (p[-1] != '-' && p[-1] != '.') continue;
+            if ((label = rt_quant_label(p, strlen(p)))) name_len = (size_t)(p - 1 - id);
+        }
+    }
+    if (!label || name_len == 0) {
+        snprintf(name, name_cap, "%s", id);
+        if (quant_cap) quant[0] = 0;
+        return false;
+    }
+    snprintf(name, name_cap, "%.*s", (int)name_len, id);
+    snprintf(quant, quant_cap, "%s", label);
+    return true;
+}
+
+bool rt_parse_request(const char *req, char *name, size_t name_cap, char *quant, size_t quant_cap) {
+    if (!req) return false;
+    size_t n = strlen(req);
+    if (n == 0 || n > RT_MAX_NAME || req[0] == '/' || strstr(req, "..")) return false;
+    for (size_t i = 0; i < n; i++)
+        if ((unsigned char)req[i] < 0x20 || req[i] == '\\') return false;
+    const char *colon = strrchr(req, ':');
+    size_t nl = colon ? (size_t)(colon - req) : n;
+    if (nl == 0 || nl >= name_cap) return false;
+    memcpy(name, req, nl);
+    name[nl] = 0;
+    if (colon) {
+        size_t ql = n - nl - 1;
+        if (ql == 0 || ql >= quant_cap) return false;
+        for (size_t i = 0; i < ql; i++) quant[i] = (char)toupper((unsigned char)colon[1 + i]);
+        quant[ql] = 0;
+    } else if (quant_cap) {
+        quant[0] = 0;
+    }
+    return true;
+}
+
+void rt_instance_key(const char *id, const char *task, int n_ctx, model_kv_type kv, int threads, char *buf,
+                     size_t cap) {
+    snprintf(buf, cap, "%s|%s|%d|%s|%d", id, task, n_ctx, model_kv_type_name(kv), threads);
+}
+
+/* The label of a file without a suffix: general.file_type, else the most
+ * common tensor type by bytes. */
+static void label_from_file(const char *path, char *out, size_t cap) {
+    snprintf(out, cap, "unknown");
+    gguf_ctx *g = NULL;
+    if (gguf_open(path, &g, NULL) != KN_OK) return;
+    int64_t ft;
+    if (gguf_get_i64(g, "general.file_type", &ft) == KN_OK) {
+        const char *nm = gguf_ftype_name((gguf_ftype)ft);
+        if (nm && strcmp(nm, "?")) {
+            snprintf(out, cap, "%s", nm);
+            gguf_close(g);
+            return;
+        }
+    }
+    uint64_t bytes[64] = {0};
+    for (int64_t i = 0; i < gguf_n_tensors(g); i++) {
+        const gguf_tensor_info *t = gguf_tensor(g, i);
+        if (t->type < 64) bytes[t->type] += t->nbytes;
+    }
+    int best = -1;
+    for (int t = 0; t < 64; t++)
+        if (bytes[t] && (best < 0 || bytes[t] > bytes[best])) best = t;
+    if (best >= 0) {
+        const q_traits *tr = q_get_traits((uint32_t)best);
+        if (tr && tr->name) {
+            snprintf(out, cap, "%s", tr->name);
+            for (char *p = out; *p; p++) *p = (char)toupper((unsigned char)*p);
+        }
+    }
+    gguf_close(g);
+}
+
+/* ---- scan ------------------------------------------------------------------ */
+
+static kn_status add_entry(rt_registry *r, size_t *cap, const char *path, const char *rel, kn_err *err) {
     struct stat st;
-    if (stat(path, &st) != 0 || !S_ISREG(st.st_mode)) return KN_OK; /* vanished or not a file: skip */
-    size_t bl = strlen(base);
-    if (bl <= 5 || strcmp(base + bl - 5, ".gguf") != 0) return KN_OK;
-    if (bl - 5 > RT_MAX_NAME) {
+    if (stat(path, &st) != 0 || !S_ISREG(st.st_mode)) return KN_OK;
+    size_t rl = strlen(rel);
+    if (rl <= 5 || strcmp(rel + rl - 5, ".gguf") != 0) return KN_OK;
+    if (rl - 5 > RT_MAX_NAME) {
         KN_WARN("skipping %s: the name is longer than %d bytes", path, RT_MAX_NAME);
         return KN_OK;
     }
@@ -51,13 +181,17 @@ static kn_status add_entry(rt_registry *r, size_t *cap, const char *path, const 
         r->e = ne;
         *cap = nc;
     }
+    char id[RT_MAX_NAME + 1], name[RT_MAX_NAME + 1], quant[32];
+    snprintf(id, sizeof id, "%.*s", (int)(rl - 5), rel);
+    if (!rt_split_file_id(id, name, sizeof name, quant, sizeof quant)) label_from_file(path, quant, sizeof quant);
     entry *e = &r->e[r->n];
     memset(e, 0, sizeof *e);
-    e->name = strndup(base, bl - 5);
+    e->id = strdup(id);
+    e->name = strdup(name);
+    e->quant = strdup(quant);
     e->path = strdup(path);
-    if (!e->name || !e->path) {
-        free(e->name);
-        free(e->path);
+    if (!e->id || !e->name || !e->quant || !e->path) {
+        free(e->id), free(e->name), free(e->quant), free(e->path);
         return kn_fail(err, KN_ENOMEM, "out of memory");
     }
     e->size = (uint64_t)st.st_size;
@@ -66,112 +200,375 @@ static kn_status add_entry(rt_registry *r, size_t *cap, const char *path, const 
     return KN_OK;
 }
 
+static kn_status scan(rt_registry *r, size_t *cap, const char *dir, const char *rel, int depth, kn_err *err) {
+    DIR *d = opendir(dir);
+    if (!d) return depth == 0 ? kn_fail(err, KN_EIO, "cannot open the model directory %s", dir) : KN_OK;
+    kn_status st = KN_OK;
+    struct dirent *de;
+    while (st == KN_OK && (de = readdir(d))) {
+        if (de->d_name[0] == '.') continue; /* hidden, and partial downloads */
+        char path[4096], r2[1024];
+        if ((size_t)snprintf(path, sizeof path, "%s/%s", dir, de->d_name) >= sizeof path) continue;
+        if ((size_t)snprintf(r2, sizeof r2, "%s%s%s", rel, *rel ? "/" : "", de->d_name) >= sizeof r2) continue;
+        struct stat sb;
+        if (stat(path, &sb) != 0) continue;
+        if (S_ISDIR(sb.st_mode)) {
+            if (depth + 1 < MAX_DEPTH) st = scan(r, cap, path, r2, depth + 1, err);
+        } else {
+            st = add_entry(r, cap, path, r2, err);
+        }
+    }
+    closedir(d);
+    return st;
+}
+
+static int cmp_entry(const void *a, const void *b) {
+    const entry *x = a, *y = b;
+    int c = strcmp(x->name, y->name);
+    return c ? c : strcmp(x->quant, y->quant);
+}
+
+/* ---- memory ----------------------------------------------------------------- */
+
+static uint64_t read_u64_file(const char *path, bool *ok) {
+    *ok = false;
+    FILE *f = fopen(path, "r");
+    if (!f) return 0;
+    char buf[64] = {0};
+    if (!fgets(buf, sizeof buf, f)) {
+        fclose(f);
+        return 0;
+    }
+    fclose(f);
+    if (!strncmp(buf, "max", 3)) return 0;
+    char *end;
+    unsigned long long v = strtoull(buf, &end, 10);
+    if (end == buf) return 0;
+    *ok = true;
+    return v;
+}
+
+static uint64_t mem_available(void) {
+    FILE *f = fopen("/proc/meminfo", "r");
+    if (!f) return 0;
+    char line[256];
+    uint64_t kb = 0;
+    while (fgets(line, sizeof line, f))
+        if (sscanf(line, "MemAvailable: %lu kB", &kb) == 1) break;
+    fclose(f);
+    return kb * 1024;
+}
+
+static uint64_t default_budget(const char **src) {
+    bool ok;
+    uint64_t lim = read_u64_file("/sys/fs/cgroup/memory.max", &ok);
+    if (!ok) lim = read_u64_file("/sys/fs/cgroup/memory/memory.limit_in_bytes", &ok);
+    if (ok && lim > 0 && lim < (1ull << 60)) {
+        *src = "90% of the cgroup memory limit";
+        return lim / 10 * 9;
+    }
+    *src = "90% of MemAvailable";
+    return mem_available() / 10 * 9;
+}
+
+static uint64_t rss_bytes(void) {
+    FILE *f = fopen("/proc/self/statm", "r");
+    if (!f) return 0;
+    unsigned long long size = 0, res = 0;
+    if (fscanf(f, "%llu %llu", &size, &res) != 2) res = 0;
+    fclose(f);
+    return res * (uint64_t)sysconf(_SC_PAGESIZE);
+}
+
+typedef struct shape {
+    int64_t n_layer, n_embd, n_ff, n_head, n_head_kv, head_dim, n_vocab, ctx_train;
+    uint64_t weights;
+} shape;
+
+static int64_t meta_int(const gguf_ctx *g, const char *arch, const char *suffix, int64_t dflt) {
+    char key[160];
+    snprintf(key, sizeof key, "%s.%s", arch, suffix);
+    int64_t v;
+    return gguf_get_i64(g, key, &v) == KN_OK ? v : dflt;
+}
+
+static kn_status read_shape(const char *path, shape *s, kn_err *err) {
+    gguf_ctx *g = NULL;
+    kn_status st = gguf_open(path, &g, err);
+    if (st != KN_OK) return st;
+    gguf_str a = {0};
+    char arch[64] = "llama";
+    if (gguf_get_str(g, "general.architecture", &a) == KN_OK && a.len < sizeof arch)
+        snprintf(arch, sizeof arch, "%.*s", (int)a.len, a.data);
+    memset(s, 0, sizeof *s);
+    s->n_layer = meta_int(g, arch, "block_count", 0);
+    s->n_embd = meta_int(g, arch, "embedding_length", 0);
+    s->n_ff = meta_int(g, arch, "feed_forward_length", 4 * s->n_embd);
+    s->n_head = meta_int(g, arch, "attention.head_count", 1);
+    s->n_head_kv = meta_int(g, arch, "attention.head_count_kv", s->n_head);
+    s->ctx_train = meta_int(g, arch, "context_length", 2048);
+    s->head_dim = s->n_head > 0 ? meta_int(g, arch, "attention.key_length", s->n_embd / s->n_head) : 0;
+    gguf_type et;
+    uint64_t nv = 0;
+    const void *data;
+    int64_t ki = gguf_find_key(g, "tokenizer.ggml.tokens");
+    if (ki >= 0 && gguf_kv_get_arr(g, ki, &et, &nv, &data) == KN_OK) s->n_vocab = (int64_t)nv;
+    for (int64_t i = 0; i < gguf_n_tensors(g); i++) s->weights += gguf_tensor(g, i)->nbytes;
+    gguf_close(g);
+    if (s->n_layer <= 0 || s->n_embd <= 0 || s->n_head <= 0 || s->n_head_kv <= 0 || s->ctx_train <= 0)
+        return kn_fail(err, KN_EFORMAT, "the model's hyper-parameters are missing or invalid");
+    if (s->n_layer > 4096 || s->n_embd > (1 << 20) || s->n_ff > (1 << 22) || s->n_vocab > (1 << 24))
+        return kn_fail(err, KN_EFORMAT, "the model's hyper-parameters are out of range");
+    return KN_OK;
+}
+
+static double kv_bytes_per_token(const shape *s, model_kv_type kv) {
+    double elem = kv == MODEL_KV_Q8_0 ? 34.0 / 32.0 : 2.0;
+    return 2.0 * (double)s->n_layer * (double)s->n_head_kv * (double)s->head_dim * elem;
+}
+
+/* Bytes a load will take: weights, KV, forward scratch, engine buffers. */
+static uint64_t estimate(const rt_registry *r, const shape *s, int n_ctx) {
+    const rt_opts *o = &r->o;
+    double B = o->max_batch > o->n_slots ? o->max_batch : o->n_slots;
+    double E = (double)s->n_embd, F = (double)s->n_ff, Hq = (double)s->n_head * (double)s->head_dim;
+    double Hkv = (double)s->n_head_kv * (double)s->head_dim, W = E > Hq ? E : Hq;
+    if (F > W) W = F;
+    double scratch = 4.0 * B * (E + W + 2 * Hq + 2 * Hkv + 2 * F + 64) + 4.0 * B * (E > F ? E : F);
+    double engine = 4.0 * (double)o->n_slots * (double)s->n_vocab + 4.0 * B * E + 64.0 * (double)s->n_vocab;
+    double kv = kv_bytes_per_token(s, o->kv_type) * (double)n_ctx * (double)o->n_slots;
+    return (uint64_t)((double)s->weights + kv + scratch + engine);
+}
+
+/* ---- instances ----------------------------------------------------------------- */
+
+static void inst_free(inst *in) {
+    if (!in) return;
+    eng_sched_destroy(in->m.sched);
+    eng_chat_destroy(in->m.chat);
+    tok_vocab_destroy(in->m.vocab);
+    model_destroy(in->m.m);
+    kn_pool_destroy(in->pool);
+    free(in);
+}
+
+static bool in_list(const char *list, const char *name) {
+    if (!list) return false;
+    size_t n = strlen(name);
+    for (const char *p = list; *p;) {
+        const char *c = strchr(p, ',');
+        size_t l = c ? (size_t)(c - p) : strlen(p);
+        while (l && *p == ' ') p++, l--;
+        while (l && p[l - 1] == ' ') l--;
+        if (l == n && !strncmp(p, name, n)) return true;
+        if (!c) break;
+        p = c + 1;
+    }
+    return false;
+}
+
+static void unlink_inst(rt_registry *r, inst *in) {
+    for (inst **pp = &r->insts; *pp; pp = &(*pp)->next)
+        if (*pp == in) {
+            *pp = in->next;
+            in->next = NULL;
+            return;
+        }
+}
+
+/* Unloads an instance that was unlinked (no lock held). */
+static void unload(rt_registry *r, inst *in, const char *why) {
+    KN_INFO("unloading %s:%s (%s)", in->e->name, in->e->quant, why);
+    const char *lv[1] = {in->e->id};
+    inst_free(in);
+    if (r->o.metrics) met_inc(met_get(r->o.metrics->unloads, lv));
+}
+
+static kn_status load(rt_registry *r, inst *in, const shape *sh, kn_err *err) {
+    const rt_opts *o = &r->o;
+    entry *e = in->e;
+    rt_model *m = &in->m;
+    double t0 = kn_now_s();
+    uint64_t rss0 = rss_bytes();
+    kn_status st;
+    model_load_opts lo = {.mmap_weights = o->mmap_weights};
+    KN_INFO("loading %s (%s:%s) from %s (context %d%s, estimate %.1f MiB)", e->id, e->name, e->quant, e->path, m->n_ctx,
+            m->ctx_reduced ? ", reduced to fit memory" : "", (double)m->est_bytes / MIB);
+    if ((st = model_load(e->path, &lo, &m->m, err)) != KN_OK) return st;
+    if ((st = tok_vocab_load(m->m->gguf, &m->vocab, err)) != KN_OK) {
+        kn_err_prefix(err, "tokenizer");
+        return st;
+    }
+    kn_err cerr = {0};
+    if (eng_chat_create(m->m->gguf, m->vocab, &m->chat, &m->chat_source, &cerr) != KN_OK) {
+        snprintf(m->chat_err, sizeof m->chat_err, "%s", cerr.msg);
+        KN_WARN("%s: no usable chat template (%s); chat requests will fail", e->id, cerr.msg);
+    }
+    (void)sh;
+    if (!(in->pool = kn_pool_create(o->threads))) return kn_fail(err, KN_ENOMEM, "cannot start %d threads", o->threads);
+    eng_sched_opts so = {.n_slots = o->n_slots, .n_ctx = m->n_ctx, .max_batch = o->max_batch,
+                         .queue_len = o->queue_len, .queue_timeout_s = o->queue_timeout_s, .kv_type = o->kv_type,
+                         .batch_wait_ms = o->batch_wait_ms};
+    const char *lv[1] = {e->id};
+    if (o->metrics) {
+        const rt_metrics *mf = o->metrics;
+        so.metrics = (eng_metrics){.ttft = met_get(mf->ttft, lv), .itl = met_get(mf->itl, lv),
+                                   .queue_wait = met_get(mf->queue_wait, lv), .prefill = met_get(mf->prefill, lv),
+                                   .batch_size = met_get(mf->batch_size, lv),
+                                   .prompt_tokens = met_get(mf->prompt_tokens, lv),
+                                   .gen_tokens = met_get(mf->gen_tokens, lv), .ttft_window = mf->ttft_window};
+    }
+    if ((st = eng_sched_create(m->m, m->vocab, r->ops, in->pool, &so, &m->sched, err)) != KN_OK) return st;
+    m->load_s = kn_now_s() - t0;
+    m->loaded_at = time(NULL);
+    int64_t grew = (int64_t)rss_bytes() - (int64_t)rss0;
+    int64_t diff = grew - (int64_t)m->est_bytes;
+    if (o->metrics) met_set(met_get(o->metrics->estimate_error, lv), (double)diff);
+    const model_hparams *hp = &m->m->hp;
+    KN_INFO("loaded %s:%s in %.2f s: %s, %d layers, dim %d, vocab %d; %d slots x %d ctx (KV %s); chat template: %s; "
+            "memory: estimate %.1f MiB, RSS grew %.1f MiB (the KV is touched as it fills)",
+            e->name, e->quant, m->load_s, hp->arch_name, hp->n_layer, hp->n_embd, hp->n_vocab, o->n_slots,
+            m->n_ctx, model_kv_type_name(o->kv_type), m->chat ? (m->chat_source ? m->chat_source : "model") : "none",
+            (double)m->est_bytes / MIB, (double)grew / MIB);
+    return KN_OK;
+}
+
+/* Frees memory for `need` bytes by unloading idle instances, least recently
+ * used first. Called with the lock held; returns the victims (unlinked) for
+ * the caller to unload after unlocking. */
+static inst *evict_for(rt_registry *r, uint64_t need) {
+    inst *victims = NULL;
+    while (r->used + need > r->budget) {
+        inst *lru = NULL;
+        for (inst *in = r->insts; in; in = in->next)
+            if (in->state == INST_READY && in->pins == 0 && !in->pinned &&
+                (!lru || in->last_used < lru->last_used))
+                lru = in;
+        if (!lru) break;
+        unlink_inst(r, lru);
+        lru->state = INST_GONE;
+        r->used -= lru->m.est_bytes;
+        lru->next = victims;
+        victims = lru;
+    }
+    return victims;
+}
+
+static uint64_t busy_bytes(const rt_registry *r) {
+    uint64_t b = 0;
+    for (inst *in = r->insts; in; in = in->next)
+        if (in->state == INST_LOADING || in->pins > 0 || in->pinned) b += in->m.est_bytes;
+    return b;
+}
+
+static void unload_list(rt_registry *r, inst *v, const char *why) {
+    while (v) {
+        inst *next = v->next;
+        unload(r, v, why);
+        v = next;
+    }
+}
+
+/* ---- API ---------------------------------------------------------------------- */
+
+static void *cleaner_main(void *arg);
+
 kn_status rt_registry_create(const char *dir, const char *file, const rt_opts *o, const tensor_ops *ops,
                              rt_registry **out, kn_err *err) {
     *out = NULL;
     rt_registry *r = calloc(1, sizeof *r);
     if (!r) return kn_fail(err, KN_ENOMEM, "out of memory");
     r->o = *o;
+    if (r->o.load_wait_s <= 0) r->o.load_wait_s = 30;
     r->ops = ops;
+    r->aliases = o->aliases ? strdup(o->aliases) : NULL;
+    r->pins = o->pins ? strdup(o->pins) : NULL;
     pthread_mutex_init(&r->mu, NULL);
+    pthread_condattr_t ca;
+    pthread_condattr_init(&ca);
+    pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
+    pthread_cond_init(&r->cv, &ca);
+    pthread_cond_init(&r->stop_cv, &ca);
+    pthread_condattr_destroy(&ca);
     size_t cap = 0;
     kn_status st = KN_OK;
     if (file) {
         struct stat sb;
-        if (stat(file, &sb) != 0 || !S_ISREG(sb.st_mode)) {
-            st = kn_fail(err, KN_EIO, "cannot open model file %s", file);
-            goto fail;
-        }
         const char *base = strrchr(file, '/');
         base = base ? base + 1 : file;
         size_t bl = strlen(base);
-        if (bl <= 5 || strcmp(base + bl - 5, ".gguf") != 0) {
+        if (stat(file, &sb) != 0 || !S_ISREG(sb.st_mode)) st = kn_fail(err, KN_EIO, "cannot open model file %s", file);
+        else if (bl <= 5 || strcmp(base + bl - 5, ".gguf") != 0)
             st = kn_fail(err, KN_EINVAL, "%s: a model file name must end in .gguf", file);
-            goto fail;
-        }
-        if ((st = add_entry(r, &cap, file, base, err)) != KN_OK) goto fail;
+        else st = add_entry(r, &cap, file, base, err);
     } else {
-        DIR *d = opendir(dir);
-        if (!d) {
-            st = kn_fail(err, KN_EIO, "cannot open the model directory %s", dir);
-            goto fail;
-        }
-        struct dirent *de;
-        while ((de = readdir(d))) {
-            if (de->d_name[0] == '.') continue;
-            char path[4096];
-            if ((size_t)snprintf(path, sizeof path, "%s/%s", dir, de->d_name) >= sizeof path) continue;
-            if ((st = add_entry(r, &cap, path, de->d_name, err)) != KN_OK) break;
-        }
-        closedir(d);
-        if (st != KN_OK) goto fail;
-        qsort(r->e, r->n, sizeof *r->e, cmp_entry);
+        st = scan(r, &cap, dir, "", 0, err);
     }
-    for (size_t i = 0; i < r->n; i++) pthread_mutex_init(&r->e[i].load_mu, NULL);
+    if (st != KN_OK) {
+        rt_registry_destroy(r);
+        return st;
+    }
+    qsort(r->e, r->n, sizeof *r->e, cmp_entry);
+    const char *src = "--memory-budget";
+    r->budget = o->memory_budget ? o->memory_budget : default_budget(&src);
+    KN_INFO("model directory: %zu files; memory budget %.0f MiB (%s); keep-alive %s, cleanup every %.0f s", r->n,
+            (double)r->budget / MIB, src, o->keep_alive_s < 0 ? "forever" : "set", o->cleanup_interval_s);
+    if (o->cleanup_interval_s > 0) {
+        if (pthread_create(&r->cleaner, NULL, cleaner_main, r) != 0) {
+            rt_registry_destroy(r);
+            return kn_fail(err, KN_ENOMEM, "cannot start the cleanup thread");
+        }
+        r->cleaner_started = true;
+    }
     *out = r;
     return KN_OK;
-fail:
-    for (size_t i = 0; i < r->n; i++) {
-        free(r->e[i].name);
-        free(r->e[i].path);
-    }
-    free(r->e);
-    pthread_mutex_destroy(&r->mu);
-    free(r);
-    return st;
-}
-
-static void inst_destroy(rt_model *m, kn_pool *pool) {
-    if (!m) return;
-    eng_sched_destroy(m->sched);
-    eng_chat_destroy(m->chat);
-    tok_vocab_destroy(m->vocab);
-    model_destroy(m->m);
-    kn_pool_destroy(pool);
-    free(m);
 }
 
 void rt_registry_destroy(rt_registry *r) {
     if (!r) return;
+    if (r->cleaner_started) {
+        pthread_mutex_lock(&r->mu);
+        r->stopping = true;
+        pthread_cond_broadcast(&r->stop_cv);
+        pthread_mutex_unlock(&r->mu);
+        pthread_join(r->cleaner, NULL);
+    }
+    while (r->insts) {
+        inst *in = r->insts;
+        r->insts = in->next;
+        if (in->state == INST_READY) unload(r, in, "shutting down");
+        else inst_free(in);
+    }
     for (size_t i = 0; i < r->n; i++) {
-        entry *e = &r->e[i];
-        if (e->inst) {
-            KN_INFO("unloading %s", e->name);
-            inst_destroy(e->inst, e->pool);
-            if (r->o.metrics) met_inc(met_get(r->o.metrics->unloads, (const char *const[]){e->name}));
-        }
-        pthread_mutex_destroy(&e->load_mu);
-        free(e->name);
-        free(e->path);
+        free(r->e[i].id), free(r->e[i].name), free(r->e[i].quant), free(r->e[i].path);
     }
     free(r->e);
+    free(r->aliases);
+    free(r->pins);
     pthread_mutex_destroy(&r->mu);
+    pthread_cond_destroy(&r->cv);
+    pthread_cond_destroy(&r->stop_cv);
     free(r);
 }
 
 size_t rt_registry_count(const rt_registry *r) { return r->n; }
+uint64_t rt_registry_budget(const rt_registry *r) { return r->budget; }
 
 void rt_registry_entry(rt_registry *r, size_t i, rt_entry_info *info) {
-    pthread_mutex_lock(&r->mu);
     entry *e = &r->e[i];
-    *info = (rt_entry_info){.name = e->name, .path = e->path, .size = e->size, .mtime = e->mtime,
-                            .loaded = e->inst != NULL, .loading = e->loading};
-    pthread_mutex_unlock(&r->mu);
-}
-
-bool rt_registry_loading(rt_registry *r) {
     pthread_mutex_lock(&r->mu);
-    bool any = false;
-    for (size_t i = 0; i < r->n; i++) any |= r->e[i].loading;
+    bool loaded = false;
+    for (inst *in = r->insts; in; in = in->next) loaded |= in->e == e && in->state == INST_READY;
     pthread_mutex_unlock(&r->mu);
-    return any;
+    *info = (rt_entry_info){.name = e->name, .quant = e->quant, .id = e->id, .path = e->path, .size = e->size,
+                            .mtime = e->mtime, .loaded = loaded};
 }
 
 void rt_registry_names(const rt_registry *r, char *buf, size_t cap) {
     size_t off = 0;
     if (cap) buf[0] = 0;
     for (size_t i = 0; i < r->n && cap; i++) {
-        int k = snprintf(buf + off, cap - off, "%s%s", i ? ", " : "", r->e[i].name);
+        int k = snprintf(buf + off, cap - off, "%s%s:%s", i ? ", " : "", r->e[i].name, r->e[i].quant);
         if (k < 0 || (size_t)k >= cap - off) {
             if (cap >= 4) strcpy(buf + cap - 4, "...");
             return;
@@ -180,159 +577,364 @@ void rt_registry_names(const rt_registry *r, char *buf, size_t cap) {
     }
 }
 
-static entry *find(const rt_registry *r, const char *name) {
-    if (!name) return NULL;
-    size_t lo = 0, hi = r->n;
-    while (lo < hi) {
-        size_t mid = (lo + hi) / 2;
-        int c = strcmp(r->e[mid].name, name);
-        if (c == 0) return &r->e[mid];
-        if (c < 0) lo = mid + 1;
-        else hi = mid;
+/* Looks an alias up: copies its target into out. */
+static bool alias_of(const char *list, const char *name, char *out, size_t cap) {
+    if (!list) return false;
+    size_t n = strlen(name);
+    for (const char *p = list; *p;) {
+        const char *c = strchr(p, ',');
+        size_t l = c ? (size_t)(c - p) : strlen(p);
+        const char *eq = memchr(p, '=', l);
+        if (eq && (size_t)(eq - p) == n && !strncmp(p, name, n)) {
+            snprintf(out, cap, "%.*s", (int)(l - n - 1), eq + 1);
+            return true;
+        }
+        if (!c) break;
+        p = c + 1;
     }
+    return false;
+}
+
+static entry *resolve(const rt_registry *r, const char *req, kn_err *err) {
+    char target[RT_MAX_NAME + 1];
+    if (req && alias_of(r->aliases, req, target, sizeof target)) req = target;
+    for (size_t i = 0; req && i < r->n; i++)
+        if (!strcmp(r->e[i].id, req)) return &r->e[i];
+    char name[RT_MAX_NAME + 1], quant[32];
+    if (!rt_parse_request(req, name, sizeof name, quant, sizeof quant)) {
+        kn_fail(err, KN_ENOTFOUND, "model name '%.128s' is not valid (expected name or name:QUANT)", req ? req : "");
+        return NULL;
+    }
+    entry *pick = NULL, *q4km = NULL;
+    char have[256] = "";
+    size_t hl = 0;
+    for (size_t i = 0; i < r->n; i++) {
+        entry *e = &r->e[i];
+        if (strcmp(e->name, name)) continue;
+        int k = snprintf(have + hl, sizeof have - hl, "%s%s", hl ? ", " : "", e->quant);
+        if (k > 0 && (size_t)k < sizeof have - hl) hl += (size_t)k;
+        if (quant[0]) {
+            if (!strcasecmp(e->quant, quant)) return e;
+            continue;
+        }
+        if (!strcmp(e->quant, "Q4_K_M")) q4km = e;
+        if (!pick || e->size < pick->size) pick = e;
+    }
+    if (!quant[0] && (q4km || pick)) return q4km ? q4km : pick;
+    if (hl) {
+        kn_fail(err, KN_ENOTFOUND, "model '%s' has no quantization %s; available: %s", name, quant, have);
+        return NULL;
+    }
+    char names[400];
+    rt_registry_names(r, names, sizeof names);
+    kn_fail(err, KN_ENOTFOUND, "model '%.128s' not found; available: %s", req, names[0] ? names : "(none)");
     return NULL;
 }
 
-bool rt_registry_has(const rt_registry *r, const char *name) { return find(r, name) != NULL; }
+bool rt_registry_has(rt_registry *r, const char *name) { return resolve(r, name, NULL) != NULL; }
 
-static kn_status load(rt_registry *r, entry *e, rt_model **out, kn_pool **pool_out, kn_err *err) {
-    const rt_opts *o = &r->o;
-    double t0 = kn_now_s();
-    rt_model *m = calloc(1, sizeof *m);
-    kn_pool *pool = NULL;
-    if (!m) return kn_fail(err, KN_ENOMEM, "out of memory");
-    m->name = e->name;
-    m->path = e->path;
-    kn_status st;
-    model_load_opts lo = {.mmap_weights = o->mmap_weights};
-    KN_INFO("loading %s from %s", e->name, e->path);
-    if ((st = model_load(e->path, &lo, &m->m, err)) != KN_OK) goto fail;
-    if ((st = tok_vocab_load(m->m->gguf, &m->vocab, err)) != KN_OK) {
-        kn_err_prefix(err, "tokenizer");
-        goto fail;
-    }
-    kn_err cerr = {0};
-    if (eng_chat_create(m->m->gguf, m->vocab, &m->chat, &m->chat_source, &cerr) != KN_OK) {
-        snprintf(m->chat_err, sizeof m->chat_err, "%s", cerr.msg);
-        KN_WARN("%s: no usable chat template (%s); chat requests will fail", e->name, cerr.msg);
-    }
-    const model_hparams *hp = &m->m->hp;
-    int n_ctx = o->n_ctx;
-    if (n_ctx <= 0) n_ctx = hp->n_ctx_train > 0 && hp->n_ctx_train < 4096 ? hp->n_ctx_train : 4096;
-    if (hp->n_ctx_train > 0 && n_ctx > hp->n_ctx_train) {
-        KN_WARN("%s: context %d exceeds the model's trained context %d; using %d", e->name, n_ctx, hp->n_ctx_train,
-                hp->n_ctx_train);
-        n_ctx = hp->n_ctx_train;
-    }
-    m->n_ctx = n_ctx;
-    if (!(pool = kn_pool_create(o->threads))) {
-        st = kn_fail(err, KN_ENOMEM, "cannot start %d threads", o->threads);
-        goto fail;
-    }
-    eng_sched_opts so = {.n_slots = o->n_slots, .n_ctx = n_ctx, .max_batch = o->max_batch,
-                         .queue_len = o->queue_len, .queue_timeout_s = o->queue_timeout_s, .kv_type = o->kv_type};
-    if (o->metrics) {
-        const rt_metrics *mf = o->metrics;
-        const char *lv[1] = {e->name};
-        so.metrics = (eng_metrics){.ttft = met_get(mf->ttft, lv), .itl = met_get(mf->itl, lv),
-                                   .queue_wait = met_get(mf->queue_wait, lv), .prefill = met_get(mf->prefill, lv),
-                                   .batch_size = met_get(mf->batch_size, lv),
-                                   .prompt_tokens = met_get(mf->prompt_tokens, lv),
-                                   .gen_tokens = met_get(mf->gen_tokens, lv), .ttft_window = mf->ttft_window};
-    }
-    if ((st = eng_sched_create(m->m, m->vocab, r->ops, pool, &so, &m->sched, err)) != KN_OK) goto fail;
-    m->load_s = kn_now_s() - t0;
-    m->loaded_at = time(NULL);
-    eng_sched_stats ss;
-    eng_sched_stats_get(m->sched, &ss);
-    KN_INFO("loaded %s in %.2f s: %s, %d layers, dim %d, vocab %d; weights %.1f MiB (%s); %d slots x %d ctx, "
-            "KV %.1f MiB (%s); chat template: %s",
-            e->name, m->load_s, hp->arch_name, hp->n_layer, hp->n_embd, hp->n_vocab,
-            (double)m->m->weight_bytes / 1048576.0, m->m->weights_mem ? "copied" : "mapped", o->n_slots, n_ctx,
-            (double)ss.kv_bytes / 1048576.0, model_kv_type_name(o->kv_type),
-            m->chat ? (m->chat_source ? m->chat_source : "model") : "none");
-    *out = m;
-    *pool_out = pool;
+kn_status rt_lookup(rt_registry *r, const char *name, rt_entry_info *info, kn_err *err) {
+    entry *e = resolve(r, name, err);
+    if (!e) return KN_ENOTFOUND;
+    rt_registry_entry(r, (size_t)(e - r->e), info);
     return KN_OK;
-fail:
-    KN_ERROR("cannot load %s: %s", e->name, err ? err->msg : "?");
-    inst_destroy(m, pool);
-    return st;
 }
 
-kn_status rt_acquire(rt_registry *r, const char *name, rt_model **out, kn_err *err) {
+static inst *find_inst(rt_registry *r, const entry *e, int n_ctx) {
+    inst *best = NULL;
+    for (inst *in = r->insts; in; in = in->next) {
+        if (in->e != e || (in->state != INST_READY && in->state != INST_LOADING)) continue;
+        if (n_ctx > 0 && in->m.n_ctx < n_ctx) continue;
+        if (!best || in->m.n_ctx < best->m.n_ctx) best = in; /* the smallest that fits */
+    }
+    return best;
+}
+
+static void touch(rt_registry *r, inst *in, const rt_acquire_opts *ao) {
+    if (!ao->touch) return;
+    in->last_used = kn_now_s();
+    if (!isnan(ao->keep_alive_s)) in->keep_alive_s = ao->keep_alive_s;
+    else if (in->keep_alive_s == 0) in->keep_alive_s = r->o.keep_alive_s; /* a new request lifts a pending unload */
+}
+
+/* Context for a new instance: explicit (request or server) or automatic. */
+static kn_status choose_ctx(rt_registry *r, const shape *sh, int req_ctx, int *n_ctx, bool *reduced,
+                            uint64_t *est, kn_err *err) {
+    *reduced = false;
+    int explicit_ctx = req_ctx > 0 ? req_ctx : r->o.n_ctx;
+    uint64_t avail = r->budget > busy_bytes(r) ? r->budget - busy_bytes(r) : 0;
+    if (explicit_ctx > 0) {
+        *n_ctx = explicit_ctx;
+        *est = estimate(r, sh, *n_ctx);
+        if (*est > r->budget)
+            return kn_fail(err, KN_ERANGE,
+                           "a context of %d tokens x %d slots needs %.0f MiB with the weights, more than the memory "
+                           "budget of %.0f MiB; lower the context or the slots",
+                           *n_ctx, r->o.n_slots, (double)*est / MIB, (double)r->budget / MIB);
+        return KN_OK;
+    }
+    int ctx = (int)(sh->ctx_train > (1 << 24) ? (1 << 24) : sh->ctx_train);
+    int floor_ctx = ctx < 2048 ? ctx : 2048;
+    *n_ctx = ctx;
+    *est = estimate(r, sh, ctx);
+    if (*est <= avail) return KN_OK;
+    int p = 1;
+    while (p * 2 <= ctx) p *= 2;
+    if (p == ctx) p /= 2;
+    for (; p >= floor_ctx; p /= 2) {
+        *n_ctx = p;
+        *est = estimate(r, sh, p);
+        if (*est <= avail) break;
+    }
+    if (*n_ctx < floor_ctx) {
+        *n_ctx = floor_ctx;
+        *est = estimate(r, sh, floor_ctx);
+    }
+    *reduced = *n_ctx < ctx;
+    if (*reduced)
+        KN_WARN("context of the new instance reduced from %d to %d tokens: %d slots of KV at %.0f bytes a token "
+                "must fit the %.0f MiB left of the budget",
+                ctx, *n_ctx, r->o.n_slots, kv_bytes_per_token(sh, r->o.kv_type), (double)avail / MIB);
+    return KN_OK;
+}
+
+kn_status rt_acquire(rt_registry *r, const char *name, const rt_acquire_opts *ao_in, rt_model **out, kn_err *err) {
     *out = NULL;
-    entry *e = find(r, name);
-    if (!e) {
-        char names[400];
-        rt_registry_names(r, names, sizeof names);
-        return kn_fail(err, KN_ENOTFOUND, "model '%.*s' not found; available: %s", 128, name ? name : "",
-                       names[0] ? names : "(none)");
-    }
-    /* fast path: loaded */
+    rt_acquire_opts ao = ao_in ? *ao_in : (rt_acquire_opts){.n_ctx = 0, .keep_alive_s = NAN, .touch = true};
+    entry *e = resolve(r, name, err);
+    if (!e) return KN_ENOTFOUND;
     pthread_mutex_lock(&r->mu);
-    if (e->inst) {
-        e->pins++;
-        *out = e->inst;
-        pthread_mutex_unlock(&r->mu);
-        return KN_OK;
+    for (;;) {
+        inst *in = find_inst(r, e, ao.n_ctx);
+        if (in && in->state == INST_READY) { /* fast path */
+            in->pins++;
+            touch(r, in, &ao);
+            pthread_mutex_unlock(&r->mu);
+            *out = &in->m;
+            return KN_OK;
+        }
+        if (in) { /* loading: wait for that one load and share its outcome */
+            in->waiters++;
+            while (in->state == INST_LOADING) pthread_cond_wait(&r->cv, &r->mu);
+            in->waiters--;
+            if (in->state == INST_FAILED) {
+                if (err) *err = in->err;
+                kn_status st = in->err.status;
+                bool last = in->waiters == 0;
+                pthread_mutex_unlock(&r->mu);
+                if (last) free(in);
+                return st;
+            }
+            continue; /* READY (or unloaded meanwhile): look again */
+        }
+        break;
     }
+    /* not loaded: this thread loads it */
+    shape sh;
+    kn_err lerr = {0};
     pthread_mutex_unlock(&r->mu);
-    /* slow path: one loader per entry; check again under its lock */
-    pthread_mutex_lock(&e->load_mu);
+    kn_status st = read_shape(e->path, &sh, &lerr);
     pthread_mutex_lock(&r->mu);
-    if (e->inst) {
-        e->pins++;
-        *out = e->inst;
+    inst *in = find_inst(r, e, ao.n_ctx); /* someone may have started meanwhile */
+    if (in) {
         pthread_mutex_unlock(&r->mu);
-        pthread_mutex_unlock(&e->load_mu);
-        return KN_OK;
+        return rt_acquire(r, name, ao_in, out, err);
     }
-    e->loading = true;
-    pthread_mutex_unlock(&r->mu);
-    rt_model *m = NULL;
-    kn_pool *pool = NULL;
-    kn_status st = load(r, e, &m, &pool, err);
-    if (r->o.metrics) {
-        const char *lv[1] = {e->name};
-        met_inc(met_get(st == KN_OK ? r->o.metrics->loads : r->o.metrics->load_failures, lv));
+    in = calloc(1, sizeof *in);
+    if (!in) {
+        pthread_mutex_unlock(&r->mu);
+        return kn_fail(err, KN_ENOMEM, "out of memory");
     }
-    pthread_mutex_lock(&r->mu);
-    e->loading = false;
+    in->e = e;
+    in->m.name = e->name;
+    in->m.quant = e->quant;
+    in->m.id = e->id;
+    in->m.path = e->path;
+    in->state = INST_LOADING;
+    in->pinned = in_list(r->pins, e->id) || in_list(r->pins, e->name);
+    in->keep_alive_s = r->o.keep_alive_s;
+    bool reduced = false;
+    uint64_t est = 0;
+    int n_ctx = 0;
+    if (st == KN_OK) st = choose_ctx(r, &sh, ao.n_ctx, &n_ctx, &reduced, &est, &lerr);
+    in->m.n_ctx = n_ctx;
+    in->m.ctx_reduced = reduced;
+    in->m.est_bytes = est;
+    in->next = r->insts;
+    r->insts = in;
     if (st == KN_OK) {
-        e->inst = m;
-        e->pool = pool;
-        e->pins++;
-        *out = m;
+        /* make room: evict idle instances, then wait a bounded time for busy ones */
+        double deadline = kn_now_s() + r->o.load_wait_s;
+        for (;;) {
+            inst *v = evict_for(r, est);
+            if (v) {
+                pthread_mutex_unlock(&r->mu);
+                unload_list(r, v, "making room under the memory budget");
+                pthread_mutex_lock(&r->mu);
+                continue;
+            }
+            if (r->used + est <= r->budget) break;
+            double now = kn_now_s();
+            if (now >= deadline) {
+                st = kn_fail(&lerr, KN_EBUSY,
+                             "not enough memory to load %s:%s: it needs about %.0f MiB, the budget is %.0f MiB and "
+                             "%.0f MiB are in use by models serving requests; retry later",
+                             e->name, e->quant, (double)est / MIB, (double)r->budget / MIB, (double)r->used / MIB);
+                break;
+            }
+            struct timespec ts;
+            clock_gettime(CLOCK_MONOTONIC, &ts);
+            double wait = deadline - now < 0.2 ? deadline - now : 0.2;
+            ts.tv_nsec += (long)(wait * 1e9);
+            ts.tv_sec += ts.tv_nsec / 1000000000L;
+            ts.tv_nsec %= 1000000000L;
+            pthread_cond_timedwait(&r->cv, &r->mu, &ts);
+        }
     }
+    bool reserved = st == KN_OK;
+    if (reserved) r->used += est;
     pthread_mutex_unlock(&r->mu);
-    pthread_mutex_unlock(&e->load_mu);
+    if (st == KN_OK) st = load(r, in, &sh, &lerr);
+    if (st != KN_OK) { /* free what the failed load built, before waiters can see the failure */
+        eng_sched_destroy(in->m.sched);
+        eng_chat_destroy(in->m.chat);
+        tok_vocab_destroy(in->m.vocab);
+        model_destroy(in->m.m);
+        kn_pool_destroy(in->pool);
+        in->m.sched = NULL, in->m.chat = NULL, in->m.vocab = NULL, in->m.m = NULL, in->pool = NULL;
+    }
+    const char *lv[1] = {e->id};
+    pthread_mutex_lock(&r->mu);
+    if (st == KN_OK) {
+        in->state = INST_READY;
+        in->pins = 1;
+        in->last_used = kn_now_s();
+        touch(r, in, &ao);
+        *out = &in->m;
+    } else {
+        if (reserved) r->used -= est;
+        unlink_inst(r, in);
+        in->state = INST_FAILED;
+        in->err = lerr;
+        in->err.status = st;
+    }
+    pthread_cond_broadcast(&r->cv);
+    bool free_failed = st != KN_OK && in->waiters == 0;
+    pthread_mutex_unlock(&r->mu);
+    if (r->o.metrics) met_inc(met_get(st == KN_OK ? r->o.metrics->loads : r->o.metrics->load_failures, lv));
+    if (st != KN_OK) {
+        KN_ERROR("cannot load %s:%s: %s", e->name, e->quant, lerr.msg);
+        if (err) {
+            *err = lerr;
+            err->status = st;
+        }
+        if (free_failed) free(in);
+    }
     return st;
 }
 
 void rt_release(rt_registry *r, rt_model *m) {
     if (!m) return;
-    entry *e = find(r, m->name);
+    inst *in = (inst *)m;
     pthread_mutex_lock(&r->mu);
-    if (e && e->pins > 0) e->pins--;
+    if (in->pins > 0) in->pins--;
+    in->last_used = kn_now_s();
+    bool now = in->pins == 0 && in->keep_alive_s == 0 && !in->pinned && in->state == INST_READY;
+    if (now) {
+        unlink_inst(r, in);
+        in->state = INST_GONE;
+        r->used -= in->m.est_bytes;
+    }
+    pthread_cond_broadcast(&r->cv);
     pthread_mutex_unlock(&r->mu);
+    if (now) unload(r, in, "keep_alive 0");
 }
 
-void rt_foreach_loaded(rt_registry *r, void (*fn)(void *arg, rt_model *m), void *arg) {
-    for (size_t i = 0; i < r->n; i++) {
-        pthread_mutex_lock(&r->mu);
-        rt_model *m = r->e[i].inst;
-        if (m) r->e[i].pins++;
-        pthread_mutex_unlock(&r->mu);
-        if (!m) continue;
-        fn(arg, m);
-        rt_release(r, m);
+void rt_foreach_loaded(rt_registry *r, void (*fn)(void *arg, const rt_loaded_info *info), void *arg) {
+    pthread_mutex_lock(&r->mu);
+    size_t n = 0;
+    for (inst *in = r->insts; in; in = in->next) n += in->state == INST_READY;
+    inst **list = n ? malloc(n * sizeof *list) : NULL;
+    rt_loaded_info *infos = n ? malloc(n * sizeof *infos) : NULL;
+    size_t k = 0;
+    double now = kn_now_s();
+    time_t wall = time(NULL);
+    for (inst *in = r->insts; in && list && infos; in = in->next) {
+        if (in->state != INST_READY) continue;
+        bool never = in->pinned || in->keep_alive_s < 0;
+        double left = never ? -1 : in->keep_alive_s - (in->pins > 0 ? 0 : now - in->last_used);
+        if (!never && left < 0) left = 0;
+        infos[k] = (rt_loaded_info){.m = &in->m, .in_flight = in->pins, .expires_in_s = left,
+                                    .expires_at = never ? 0 : wall + (time_t)ceil(left), .pinned = in->pinned};
+        in->pins++;
+        list[k++] = in;
     }
+    pthread_mutex_unlock(&r->mu);
+    for (size_t i = 0; i < k; i++) fn(arg, &infos[i]);
+    pthread_mutex_lock(&r->mu);
+    for (size_t i = 0; i < k; i++) list[i]->pins--;
+    pthread_cond_broadcast(&r->cv);
+    pthread_mutex_unlock(&r->mu);
+    free(list);
+    free(infos);
+}
+
+int rt_cleanup(rt_registry *r) {
+    pthread_mutex_lock(&r->mu);
+    double now = kn_now_s();
+    inst *victims = NULL;
+    for (inst **pp = &r->insts; *pp;) {
+        inst *in = *pp;
+        if (in->state == INST_READY && in->pins == 0 && !in->pinned && in->keep_alive_s >= 0 &&
+            now - in->last_used >= in->keep_alive_s) {
+            *pp = in->next;
+            in->state = INST_GONE;
+            r->used -= in->m.est_bytes;
+            in->next = victims;
+            victims = in;
+            continue;
+        }
+        pp = &in->next;
+    }
+    pthread_cond_broadcast(&r->cv);
+    pthread_mutex_unlock(&r->mu);
+    int n = 0;
+    while (victims) {
+        inst *next = victims->next;
+        char why[96];
+        snprintf(why, sizeof why, "idle for %.0f s, keep-alive %.0f s", now - victims->last_used,
+                 victims->keep_alive_s);
+        unload(r, victims, why);
+        n++;
+        victims = next;
+    }
+    return n;
+}
+
+static void *cleaner_main(void *arg) {
+    rt_registry *r = arg;
+    pthread_mutex_lock(&r->mu);
+    while (!r->stopping) {
+        struct timespec ts;
+        clock_gettime(CLOCK_MONOTONIC, &ts);
+        double iv = r->o.cleanup_interval_s;
+        ts.tv_sec += (time_t)iv;
+        ts.tv_nsec += (long)((iv - floor(iv)) * 1e9);
+        ts.tv_sec += ts.tv_nsec / 1000000000L;
+        ts.tv_nsec %= 1000000000L;
+        pthread_cond_timedwait(&r->stop_cv, &r->mu, &ts);
+        if (r->stopping) break;
+        pthread_mutex_unlock(&r->mu);
+        rt_cleanup(r);
+        pthread_mutex_lock(&r->mu);
+    }
+    pthread_mutex_unlock(&r->mu);
+    return NULL;
 }
 
 void rt_cancel_all(rt_registry *r) {
     pthread_mutex_lock(&r->mu);
-    for (size_t i = 0; i < r->n; i++)
-        if (r->e[i].inst) eng_sched_cancel_all(r->e[i].inst->sched);
+    for (inst *in = r->insts; in; in = in->next)
+        if (in->state == INST_READY) eng_sched_cancel_all(in->m.sched);
     pthread_mutex_unlock(&r->mu);
 }

@@ -1,20 +1,54 @@
 /*
- * registry.h — the models a server can serve: the GGUF files of a model
- * directory (or one file), loaded on first use and shared by every request
- * that names them.
+ * registry.h — the model manager: the GGUF files of a model directory (or
+ * one file) under `name:QUANT` names, loaded on first use into instances,
+ * shared by every request that names them, unloaded when idle past their
+ * keep-alive, and kept within a memory budget.
  *
- * Owns: the table of entries (name, path, size, mtime) and each loaded
- * instance: the model, its vocabulary, its chat format, its thread pool and
- * its scheduler (engine thread). Borrows the kernel set.
+ * Owns: the table of files, the loaded instances (model, vocabulary, chat
+ * format, thread pool, scheduler) and a cleanup thread. Borrows the kernel
+ * set and the metric families.
  *
- * Names: a file DIR/<name>.gguf is served as <name>. Only names found by the
- * scan resolve, so a request cannot reach a file outside the directory
- * (names with '/' or ".." simply do not exist).
+ * Names. A file DIR/<name>-<QUANT>.gguf (also `.<QUANT>`) or
+ * DIR/<name>/<QUANT>.gguf is model <name> in quantization <QUANT> (labels
+ * match case-insensitively and are shown upper-case). A file without such a
+ * suffix is model <basename> with the label of its general.file_type, or of
+ * its dominant tensor type. Requests say `name`, `name:QUANT` or
+ * `org/repo:QUANT`:
+ *  - a request equal to a file's path without `.gguf` (e.g.
+ *    `tiny-llama-Q4_K_M`) names that file;
+ *  - aliases from the config are replaced first;
+ *  - `name` alone picks Q4_K_M, else the smallest file of that name;
+ *  - an unknown quantization is KN_ENOTFOUND listing the ones available.
+ * Only files the scan found resolve, so no request reaches outside the
+ * directory.
  *
- * Loading: rt_acquire loads a model on first use under double-checked
- * locking (the table lock is never held while loading, so requests to other
- * loaded models go on); concurrent first requests cause one load. A loaded
- * instance stays until rt_registry_destroy.
+ * Instances are keyed by (file, context size); the KV type, slots and
+ * threads are the server's. Decoder models serve generation and embeddings
+ * from one instance. A request whose context (num_ctx) is within an
+ * instance's uses it with a per-request limit; a larger one gets its own
+ * instance.
+ *
+ * Loading: double-checked locking per key. Check the table; if absent,
+ * register a LOADING instance and load outside the table lock (other models
+ * keep serving); concurrent requests for the key wait for that one load and
+ * share its outcome, error included; the next request after a failure
+ * retries.
+ *
+ * Memory: before a load the registry estimates its bytes (weights, KV for
+ * the context and slots, scratch). If the estimate does not fit the budget
+ * beside the loaded instances, idle instances are unloaded least recently
+ * used first; if that is not enough the request waits for memory up to
+ * load_wait_s, then fails with KN_EBUSY and the numbers. The context
+ * defaults to the model's context_length, reduced (powers of two, not
+ * below 2048 unless the model's is smaller) until its KV fits; an explicit
+ * context that cannot fit is refused. After each load the estimate is
+ * compared with the measured RSS growth.
+ *
+ * Keep-alive: every real inference (rt_acquire with touch) refreshes an
+ * instance's expiry. A background thread unloads expired, unpinned, idle
+ * instances every cleanup_interval_s. keep_alive 0 unloads as soon as the
+ * request ends; a negative one never expires; names in `pins` never unload.
+ * An instance in use is never unloaded.
  *
  * Thread safety: all functions may be called from any thread.
  */
@@ -24,6 +58,7 @@
 #include "../core/kn.h"
 #include "../engine/chat.h"
 #include "../engine/sched.h"
+#include "../metrics/metrics.h"
 #include "../model/model.h"
 #include "../tokenizer/tok.h"
 
@@ -33,6 +68,7 @@
 
 #define RT_MAX_MODELS 4096
 #define RT_MAX_NAME 255
+#define RT_MAX_QUANT 15
 
 typedef struct rt_registry rt_registry;
 
@@ -42,24 +78,34 @@ typedef struct rt_metrics {
     met_family *ttft, *itl, *queue_wait, *prefill, *batch_size; /* histograms */
     met_family *prompt_tokens, *gen_tokens;                     /* counters */
     met_family *loads, *unloads, *load_failures;                /* counters */
+    met_family *estimate_error;                                 /* gauge: measured - estimated bytes */
     met_window *ttft_window;
 } rt_metrics;
 
 typedef struct rt_opts {
     int threads;
-    int n_ctx;     /* per sequence; 0 = the model's trained context, at most 4096 */
+    int n_ctx;     /* per sequence; 0 = the model's context_length, reduced to fit memory */
     int n_slots;
     int max_batch;
     int queue_len;
     double queue_timeout_s;
     model_kv_type kv_type;
     bool mmap_weights;
-    const rt_metrics *metrics; /* borrowed; NULL: none */
+    const rt_metrics *metrics;  /* borrowed; NULL: none */
+    uint64_t memory_budget;     /* bytes; 0 = 90% of the cgroup limit, else of MemAvailable */
+    double keep_alive_s;        /* default keep-alive (MODEL_UNLOAD_TIMEOUT); < 0: never */
+    double cleanup_interval_s;  /* 0: no cleanup thread */
+    double load_wait_s;         /* how long a load may wait for memory (default 30) */
+    const char *aliases;        /* "alias=target,..." (may be NULL) */
+    const char *pins;           /* "name,..." never unloaded (may be NULL) */
+    int batch_wait_ms;          /* the scheduler's batching wait */
 } rt_opts;
 
 /* A loaded instance, pinned by rt_acquire until rt_release. */
 typedef struct rt_model {
-    const char *name;
+    const char *name;        /* the file's model name (e.g. "tiny-llama") */
+    const char *quant;       /* its label (e.g. "Q4_K_M") */
+    const char *id;          /* the file's path under the directory without .gguf (e.g. "tiny-llama-Q4_K_M") */
     const char *path;
     model *m;
     tok_vocab *vocab;
@@ -68,44 +114,79 @@ typedef struct rt_model {
     const char *chat_source; /* "model" or a built-in's name */
     eng_sched *sched;
     int n_ctx;
+    bool ctx_reduced;        /* the automatic context was cut to fit memory */
     double load_s;           /* seconds the load took */
     time_t loaded_at;
+    uint64_t est_bytes;      /* the estimate the budget counts */
 } rt_model;
 
-/* Scans dir for *.gguf (not recursively) or takes the one file when file
- * is set (dir is then ignored). The kernel set ops is borrowed. */
 kn_status rt_registry_create(const char *dir, const char *file, const rt_opts *o, const tensor_ops *ops,
                              rt_registry **out, kn_err *err);
-void rt_registry_destroy(rt_registry *r); /* unloads everything; accepts NULL */
+void rt_registry_destroy(rt_registry *r); /* unloads everything (logged); accepts NULL */
 
 typedef struct rt_entry_info {
-    const char *name;
-    const char *path;
+    const char *name, *quant, *id, *path;
     uint64_t size;
     time_t mtime;
     bool loaded;
-    bool loading;
 } rt_entry_info;
 
 size_t rt_registry_count(const rt_registry *r);
-/* Fills info for entry i (strings live as long as the registry). */
 void rt_registry_entry(rt_registry *r, size_t i, rt_entry_info *info);
-/* True while any model is loading. */
-bool rt_registry_loading(rt_registry *r);
-/* "a, b, c" (at most cap bytes, truncated with "...") for error messages. */
+/* "a:Q4_K_M, b:F16, ..." (at most cap bytes, "..." when cut). */
 void rt_registry_names(const rt_registry *r, char *buf, size_t cap);
-/* True when name is in the table. */
-bool rt_registry_has(const rt_registry *r, const char *name);
+/* True when a request for name would resolve to a file. */
+bool rt_registry_has(rt_registry *r, const char *name);
+/* Resolves a request name to its file without loading it (KN_ENOTFOUND
+ * lists what exists). */
+kn_status rt_lookup(rt_registry *r, const char *name, rt_entry_info *info, kn_err *err);
+uint64_t rt_registry_budget(const rt_registry *r);
 
-/* Finds and pins a model, loading it if needed. KN_ENOTFOUND names the
- * available models; a failed load returns its error (the next call retries). */
-kn_status rt_acquire(rt_registry *r, const char *name, rt_model **out, kn_err *err);
+typedef struct rt_acquire_opts {
+    int n_ctx;           /* 0: the default; larger than an instance's: a new instance */
+    double keep_alive_s; /* NAN: the default; < 0 never; 0 unload when the request ends */
+    bool touch;          /* a real inference: refreshes the keep-alive */
+} rt_acquire_opts;
+
+/* Resolves, loads if needed and pins. ao may be NULL (defaults, touch).
+ * KN_ENOTFOUND: unknown name or quantization (the message lists what
+ * exists); KN_EBUSY: no memory within the wait (the message has the
+ * numbers); other statuses: the load failed. */
+kn_status rt_acquire(rt_registry *r, const char *name, const rt_acquire_opts *ao, rt_model **out, kn_err *err);
 void rt_release(rt_registry *r, rt_model *m); /* accepts NULL */
 
-/* Calls fn for every loaded instance (pinned during the call). */
-void rt_foreach_loaded(rt_registry *r, void (*fn)(void *arg, rt_model *m), void *arg);
+/* Loaded instances, for /api/ps, /health and gauges. */
+typedef struct rt_loaded_info {
+    rt_model *m;
+    int in_flight;       /* pins */
+    double expires_in_s; /* < 0: never */
+    time_t expires_at;   /* wall clock; 0 when never */
+    bool pinned;
+} rt_loaded_info;
+/* Calls fn for every loaded instance (pinned during the call; does not
+ * refresh keep-alives). */
+void rt_foreach_loaded(rt_registry *r, void (*fn)(void *arg, const rt_loaded_info *info), void *arg);
+
+/* Unloads expired instances now (what the cleanup thread does); returns how
+ * many were unloaded. */
+int rt_cleanup(rt_registry *r);
 
 /* Cancels every queued and running request of every loaded model. */
 void rt_cancel_all(rt_registry *r);
+
+/* ---- pure helpers (unit-tested) ---- */
+
+/* The quantization label a file-name suffix names ("q4_k_m" -> "Q4_K_M"),
+ * or NULL. */
+const char *rt_quant_label(const char *s, size_t n);
+/* Splits a file path under the directory (without .gguf) into model name
+ * and quant label; false when it has no quant suffix (name = the path). */
+bool rt_split_file_id(const char *id, char *name, size_t name_cap, char *quant, size_t quant_cap);
+/* Splits a request "name[:QUANT]"; false on a malformed name (empty, too
+ * long, control characters, "..", a leading '/'). quant is "" when absent. */
+bool rt_parse_request(const char *req, char *name, size_t name_cap, char *quant, size_t quant_cap);
+/* The instance cache key: "id|task|n_ctx|kv|threads". */
+void rt_instance_key(const char *id, const char *task, int n_ctx, model_kv_type kv, int threads, char *buf,
+                     size_t cap);
 
 #endif

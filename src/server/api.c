@@ -371,8 +371,46 @@ static bool get_messages(json_t *root, bool ollama, srv_gen_req *r, srv_error *e
     return true;
 }
 
+bool srv_parse_keep_alive(json_t *root, double *out, srv_error *e) {
+    *out = NAN;
+    json_t *ka = json_object_get(root, "keep_alive");
+    if (!ka || json_is_null(ka)) return true;
+    if (json_is_number(ka)) {
+        double v = json_number_value(ka);
+        if (!isfinite(v)) return srv_err(e, 400, "keep_alive", "invalid_value", "'keep_alive' must be finite");
+        *out = v < 0 ? -1 : v;
+        return true;
+    }
+    if (!json_is_string(ka))
+        return srv_err(e, 400, "keep_alive", "invalid_type", "'keep_alive' must be a duration string or a number");
+    const char *p = json_string_value(ka);
+    char *end;
+    double total = 0;
+    bool neg = *p == '-';
+    if (!*p) return srv_err(e, 400, "keep_alive", "invalid_value", "'keep_alive' is empty");
+    while (*p) {
+        double v = strtod(p, &end);
+        if (end == p || !isfinite(v)) goto bad;
+        double unit = 1;
+        if (*end == 'h') unit = 3600, end++;
+        else if (*end == 'm' && end[1] == 's') unit = 0.001, end += 2;
+        else if (*end == 'm') unit = 60, end++;
+        else if (*end == 's') unit = 1, end++;
+        else if (*end) goto bad;
+        total += (v < 0 ? -v : v) * unit;
+        p = end;
+    }
+    *out = neg ? -1 : total;
+    return true;
+bad:
+    return srv_err(e, 400, "keep_alive", "invalid_value",
+                   "'keep_alive' must be a duration such as \"5m\", \"300s\", \"1h\", 0 or -1, got '%.40s'",
+                   json_string_value(ka));
+}
+
 static void gen_init(srv_gen_req *r, srv_api api) {
     memset(r, 0, sizeof *r);
+    r->keep_alive_s = NAN;
     r->api = api;
     r->sp = eng_sampler_defaults();
     r->n_predict = -1;
@@ -392,9 +430,7 @@ bool srv_parse_gen(srv_api api, json_t *root, srv_gen_req *r, srv_error *e) {
             if (!json_is_object(opts)) return srv_err(e, 400, "options", "invalid_type", "'options' must be an object");
             if (!get_sampling(opts, "options.", true, r, e)) return false;
         }
-        json_t *ka = json_object_get(root, "keep_alive");
-        if (ka && !json_is_null(ka) && !json_is_string(ka) && !json_is_number(ka))
-            return srv_err(e, 400, "keep_alive", "invalid_type", "'keep_alive' must be a duration string or a number");
+        if (!srv_parse_keep_alive(root, &r->keep_alive_s, e)) return false;
         json_t *fmt = json_object_get(root, "format");
         if (fmt && !json_is_null(fmt) && !(json_is_string(fmt) && json_string_length(fmt) == 0))
             return srv_err(e, 400, "format", "unsupported", "'format' (structured output) is not supported yet");
@@ -509,6 +545,8 @@ void srv_gen_req_free(srv_gen_req *r) {
 
 bool srv_parse_embed(bool ollama, json_t *root, srv_embed_req *r, srv_error *e) {
     memset(r, 0, sizeof *r);
+    r->keep_alive_s = NAN;
+    if (ollama && !srv_parse_keep_alive(root, &r->keep_alive_s, e)) return false;
     if (!get_str(root, "model", "model", &r->model, NULL, e)) return false;
     if (!get_bool(root, "truncate", "truncate", &r->truncate, e)) return false;
     const char *fmt = NULL;

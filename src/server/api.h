@@ -68,6 +68,7 @@ typedef struct srv_gen_req {
     size_t n_stops;
     int n_logprobs;             /* -1: none */
     int num_ctx;                /* ollama options.num_ctx, 0 when absent */
+    double keep_alive_s;        /* ollama keep_alive: NAN when absent, < 0 forever, 0 unload after */
     bool add_special;           /* completions: add BOS (default true) */
 } srv_gen_req;
 
@@ -82,12 +83,17 @@ typedef struct srv_embed_req {
     size_t n;
     int32_t **token_inputs; /* OpenAI input given as token id lists (owned), NULL otherwise */
     bool base64;          /* encoding_format base64 */
+    double keep_alive_s;  /* ollama keep_alive (NAN when absent) */
     bool truncate;
 } srv_embed_req;
 
 /* ollama: /api/embed ("input"), else /v1/embeddings ("input"). */
 bool srv_parse_embed(bool ollama, json_t *root, srv_embed_req *out, srv_error *e);
 void srv_embed_req_free(srv_embed_req *r);
+
+/* Ollama's keep_alive: a duration string ("5m", "300s", "1h30m", "-1") or a
+ * number of seconds; negative means forever. NAN when absent or null. */
+bool srv_parse_keep_alive(json_t *root, double *out, srv_error *e);
 
 /* Parses a JSON body; a syntax error becomes a 400 naming line and column. */
 json_t *srv_parse_json(const char *body, size_t len, srv_error *e);

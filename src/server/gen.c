@@ -158,7 +158,7 @@ static json_t *usage_json(const eng_req_result *r) {
 static json_t *openai_chunk(gen_job *j, json_t *choice) {
     json_t *o = json_pack("{s:s, s:s, s:I, s:s, s:s, s:[o]}", "id", j->id, "object",
                           is_chat(j->api) ? "chat.completion.chunk" : "text_completion", "created",
-                          (json_int_t)j->created, "model", j->m->name, "system_fingerprint", "kiln-" KILN_VERSION,
+                          (json_int_t)j->created, "model", j->m->id, "system_fingerprint", "kiln-" KILN_VERSION,
                           "choices", choice);
     if (j->include_usage) json_object_set_new(o, "usage", json_null());
     return o;
@@ -180,7 +180,7 @@ static void ollama_durations(gen_job *j, json_t *o) {
 static json_t *ollama_obj(gen_job *j, const char *text, size_t n, bool done) {
     char ts[32];
     srv_iso_time(time(NULL), ts, sizeof ts);
-    json_t *o = json_pack("{s:s, s:s}", "model", j->m->name, "created_at", ts);
+    json_t *o = json_pack("{s:s, s:s}", "model", j->m->id, "created_at", ts);
     if (j->api == SRV_API_OLLAMA_CHAT)
         json_object_set_new(o, "message", json_pack("{s:s, s:o}", "role", "assistant", "content", srv_json_text(text, n)));
     else
@@ -243,7 +243,7 @@ static void stream_final(gen_job *j) {
         if (j->include_usage) {
             json_t *u = json_pack("{s:s, s:s, s:I, s:s, s:s, s:[], s:o}", "id", j->id, "object",
                                   is_chat(j->api) ? "chat.completion.chunk" : "text_completion", "created",
-                                  (json_int_t)j->created, "model", j->m->name, "system_fingerprint",
+                                  (json_int_t)j->created, "model", j->m->id, "system_fingerprint",
                                   "kiln-" KILN_VERSION, "choices", "usage", usage_json(&j->res));
             out_json(j, u);
         }
@@ -387,7 +387,7 @@ static enum MHD_Result respond_whole(gen_job *j) {
                                lp, "finish_reason", fin);
         o = json_pack("{s:s, s:s, s:I, s:s, s:s, s:[o], s:o}", "id", j->id, "object",
                       j->api == SRV_API_OPENAI_CHAT ? "chat.completion" : "text_completion", "created",
-                      (json_int_t)j->created, "model", j->m->name, "system_fingerprint", "kiln-" KILN_VERSION,
+                      (json_int_t)j->created, "model", j->m->id, "system_fingerprint", "kiln-" KILN_VERSION,
                       "choices", choice, "usage", usage_json(&j->res));
     }
     struct MHD_Connection *c = j->c;
@@ -417,15 +417,17 @@ static enum MHD_Result handle_gen(srv_server *s, struct MHD_Connection *c, conn_
     json_t *root = srv_parse_json(cx->body, cx->len, &e);
     if (!root) return srv_send_error(c, &e, oll);
     if (!srv_parse_gen(api, root, &q, &e)) goto fail;
-    if (!srv_acquire_model(s, q.model, &m, &e)) goto fail;
-    cx->model = m->name;
+    /* num_ctx above the default instance's context asks for an instance of its own */
+    rt_acquire_opts ao = {.n_ctx = q.num_ctx, .keep_alive_s = q.keep_alive_s, .touch = true};
+    if (!srv_acquire_model(s, q.model, &ao, &m, &e)) goto fail;
+    cx->model = m->id;
     double load_s = kn_now_s() - t0;
 
     /* Ollama: an empty generate prompt only loads the model */
     if (api == SRV_API_OLLAMA_GENERATE && q.prompt_len == 0 && !(q.system && *q.system)) {
         char ts[32];
         srv_iso_time(time(NULL), ts, sizeof ts);
-        json_t *o = json_pack("{s:s, s:s, s:s, s:b, s:s}", "model", m->name, "created_at", ts, "response", "", "done",
+        json_t *o = json_pack("{s:s, s:s, s:s, s:b, s:s}", "model", m->id, "created_at", ts, "response", "", "done",
                               1, "done_reason", "load");
         rt_release(s->reg, m);
         srv_gen_req_free(&q);
@@ -591,8 +593,9 @@ static enum MHD_Result handle_embed(srv_server *s, struct MHD_Connection *c, con
     json_t *root = srv_parse_json(cx->body, cx->len, &e);
     if (!root) return srv_send_error(c, &e, oll);
     if (!srv_parse_embed(oll, root, &q, &e)) goto fail;
-    if (!srv_acquire_model(s, q.model, &m, &e)) goto fail;
-    cx->model = m->name;
+    rt_acquire_opts ao = {.n_ctx = 0, .keep_alive_s = q.keep_alive_s, .touch = true};
+    if (!srv_acquire_model(s, q.model, &ao, &m, &e)) goto fail;
+    cx->model = m->id;
     double load_s = kn_now_s() - t0;
     toks = calloc(q.n, sizeof *toks);
     lens = calloc(q.n, sizeof *lens);
@@ -659,7 +662,7 @@ static enum MHD_Result handle_embed(srv_server *s, struct MHD_Connection *c, con
     if (oll) {
         json_t *list = json_array();
         for (size_t i = 0; i < n_in; i++) json_array_append_new(list, vec_json(emb + i * (size_t)n_embd, n_embd, false));
-        out = json_pack("{s:s, s:o, s:I, s:I, s:I}", "model", m->name, "embeddings", list, "total_duration",
+        out = json_pack("{s:s, s:o, s:I, s:I, s:I}", "model", m->id, "embeddings", list, "total_duration",
                         (json_int_t)((kn_now_s() - t0) * 1e9), "load_duration", (json_int_t)(load_s * 1e9),
                         "prompt_eval_count", (json_int_t)n_tok);
     } else {
@@ -667,7 +670,7 @@ static enum MHD_Result handle_embed(srv_server *s, struct MHD_Connection *c, con
         for (size_t i = 0; i < n_in; i++)
             json_array_append_new(data, json_pack("{s:s, s:I, s:o}", "object", "embedding", "index", (json_int_t)i,
                                                   "embedding", vec_json(emb + i * (size_t)n_embd, n_embd, q.base64)));
-        out = json_pack("{s:s, s:o, s:s, s:{s:I, s:I}}", "object", "list", "data", data, "model", m->name, "usage",
+        out = json_pack("{s:s, s:o, s:s, s:{s:I, s:I}}", "object", "list", "data", data, "model", m->id, "usage",
                         "prompt_tokens", (json_int_t)n_tok, "total_tokens", (json_int_t)n_tok);
     }
     eng_req_release(r);

@@ -5,6 +5,8 @@
  */
 #include "server_internal.h"
 
+#include <math.h>
+
 #include <arpa/inet.h>
 #include <netdb.h>
 #include <poll.h>
@@ -75,13 +77,14 @@ typedef struct health_acc {
     int running, waiting;
 } health_acc;
 
-static void health_one(void *arg, rt_model *m) {
+static void health_one(void *arg, const rt_loaded_info *li) {
     health_acc *a = arg;
+    rt_model *m = li->m;
     eng_sched_stats st;
     eng_sched_stats_get(m->sched, &st);
     a->running += st.running;
     a->waiting += st.waiting;
-    json_array_append_new(a->models, json_pack("{s:s, s:i, s:i, s:i, s:i, s:i}", "name", m->name, "slots_total",
+    json_array_append_new(a->models, json_pack("{s:s, s:i, s:i, s:i, s:i, s:i}", "name", m->id, "slots_total",
                                                st.slots_total, "slots_busy", st.slots_busy, "running", st.running,
                                                "waiting", st.waiting, "n_ctx", st.n_ctx));
 }
@@ -119,15 +122,15 @@ static enum MHD_Result h_v1_models(srv_server *s, struct MHD_Connection *c, conn
     for (size_t i = 0; i < rt_registry_count(s->reg); i++) {
         rt_entry_info in;
         rt_registry_entry(s->reg, i, &in);
-        json_array_append_new(data, json_pack("{s:s, s:s, s:I, s:s}", "id", in.name, "object", "model", "created",
+        json_array_append_new(data, json_pack("{s:s, s:s, s:I, s:s}", "id", in.id, "object", "model", "created",
                                               (json_int_t)in.mtime, "owned_by", "kiln"));
     }
     return srv_send_json(c, 200, json_pack("{s:s, s:o}", "object", "list", "data", data));
 }
 
-static json_t *ollama_details(const rt_model *m) {
-    json_t *d = json_pack("{s:s, s:s}", "format", "gguf", "family", m ? m->m->hp.arch_name : "");
-    return d;
+static json_t *ollama_details(const char *family, const char *quant) {
+    return json_pack("{s:s, s:s, s:[s], s:s, s:s}", "format", "gguf", "family", family, "families", family,
+                     "parameter_size", "", "quantization_level", quant);
 }
 
 static enum MHD_Result h_api_tags(srv_server *s, struct MHD_Connection *c, conn_ctx *cx) {
@@ -138,22 +141,32 @@ static enum MHD_Result h_api_tags(srv_server *s, struct MHD_Connection *c, conn_
         rt_registry_entry(s->reg, i, &in);
         char ts[32];
         srv_iso_time(in.mtime, ts, sizeof ts);
-        json_array_append_new(models, json_pack("{s:s, s:s, s:s, s:I, s:s, s:o}", "name", in.name, "model", in.name,
+        char full[300];
+        snprintf(full, sizeof full, "%s:%s", in.name, in.quant);
+        json_array_append_new(models, json_pack("{s:s, s:s, s:s, s:I, s:s, s:o, s:s}", "name", full, "model", full,
                                                 "modified_at", ts, "size", (json_int_t)in.size, "digest", "",
-                                                "details", json_pack("{s:s}", "format", "gguf")));
+                                                "details", ollama_details("", in.quant), "id", in.id));
     }
     return srv_send_json(c, 200, json_pack("{s:o}", "models", models));
 }
 
-static void ps_one(void *arg, rt_model *m) {
+static void ps_one(void *arg, const rt_loaded_info *li) {
+    rt_model *m = li->m;
     eng_sched_stats st;
     eng_sched_stats_get(m->sched, &st);
-    char ts[32];
+    char ts[32], exp[32], full[300];
     srv_iso_time(m->loaded_at, ts, sizeof ts);
+    /* Ollama writes a far-future time for models that never expire */
+    srv_iso_time(li->expires_at ? li->expires_at : (time_t)253402300799, exp, sizeof exp);
+    snprintf(full, sizeof full, "%s:%s", m->name, m->quant);
     json_array_append_new((json_t *)arg,
-                          json_pack("{s:s, s:s, s:I, s:i, s:s, s:s, s:o, s:i}", "name", m->name, "model", m->name,
-                                    "size", (json_int_t)(m->m->weight_bytes + st.kv_bytes), "size_vram", 0, "digest",
-                                    "", "loaded_at", ts, "details", ollama_details(m), "context_length", st.n_ctx));
+                          json_pack("{s:s, s:s, s:s, s:I, s:i, s:s, s:s, s:s, s:o, s:s, s:i, s:b, s:i, s:b, s:f}", "name",
+                                    full, "model", full, "id", m->id, "size",
+                                    (json_int_t)(m->m->weight_bytes + st.kv_bytes), "size_vram", 0, "digest", "",
+                                    "loaded_at", ts, "expires_at", exp,
+                                    "details", ollama_details(m->m->hp.arch_name, m->quant), "quantization", m->quant,
+                                    "context_length", st.n_ctx, "context_reduced", m->ctx_reduced, "in_flight",
+                                    li->in_flight - 1, "pinned", li->pinned, "expires_in_s", li->expires_in_s));
 }
 
 static enum MHD_Result h_api_ps(srv_server *s, struct MHD_Connection *c, conn_ctx *cx) {
@@ -169,7 +182,7 @@ static enum MHD_Result h_api_version(srv_server *s, struct MHD_Connection *c, co
 }
 
 /* Resolves a request's model name (or the default) and pins it. */
-bool srv_acquire_model(srv_server *s, const char *name, rt_model **out, srv_error *e) {
+bool srv_acquire_model(srv_server *s, const char *name, const rt_acquire_opts *ao, rt_model **out, srv_error *e) {
     if (!name || !*name) name = s->default_model;
     if (!name) {
         char names[400];
@@ -177,8 +190,10 @@ bool srv_acquire_model(srv_server *s, const char *name, rt_model **out, srv_erro
         return srv_err(e, 400, "model", "missing_field", "'model' is required; available: %s", names);
     }
     kn_err err = {0};
-    kn_status st = rt_acquire(s->reg, name, out, &err);
+    kn_status st = rt_acquire(s->reg, name, ao, out, &err);
     if (st == KN_ENOTFOUND) return srv_err(e, 404, "model", "model_not_found", "%s", err.msg);
+    if (st == KN_EBUSY) return srv_err(e, 503, "model", "insufficient_memory", "%s", err.msg);
+    if (st == KN_ERANGE) return srv_err(e, 400, "model", "context_too_large", "%s", err.msg);
     if (st == KN_EUNSUPPORTED || st == KN_EFORMAT)
         return srv_err(e, 400, "model", "model_unsupported", "cannot serve model '%.128s': %s", name, err.msg);
     if (st != KN_OK) return srv_err(e, 500, "model", "model_load_failed", "cannot load model '%.128s': %s", name, err.msg);
@@ -220,12 +235,22 @@ static enum MHD_Result h_api_show(srv_server *s, struct MHD_Connection *c, conn_
         srv_err(&e, 400, "model", "invalid_type", "'model' must be a string");
         return srv_send_error(c, &e, true);
     }
-    rt_model *m;
-    if (!srv_acquire_model(s, name ? json_string_value(name) : NULL, &m, &e)) {
+    /* metadata only: read the file's header, do not load the model */
+    const char *req = name ? json_string_value(name) : s->default_model;
+    rt_entry_info ei;
+    kn_err kerr = {0};
+    gguf_ctx *g = NULL;
+    if (!req || rt_lookup(s->reg, req, &ei, &kerr) != KN_OK) {
         json_decref(root);
+        srv_err(&e, req ? 404 : 400, "model", req ? "model_not_found" : "missing_field", "%s",
+                req ? kerr.msg : "'model' is required");
         return srv_send_error(c, &e, true);
     }
-    const gguf_ctx *g = m->m->gguf;
+    if (gguf_open(ei.path, &g, &kerr) != KN_OK) {
+        json_decref(root);
+        srv_err(&e, 500, "model", "bad_model_file", "cannot read %s: %s", ei.id, kerr.msg);
+        return srv_send_error(c, &e, true);
+    }
     json_t *info = json_object();
     for (int64_t i = 0; i < gguf_n_kv(g); i++) {
         gguf_str k = gguf_kv_key(g, i);
@@ -240,10 +265,13 @@ static enum MHD_Result h_api_show(srv_server *s, struct MHD_Connection *c, conn_
     json_t *template = gguf_get_str(g, "tokenizer.chat_template", &tmpl) == KN_OK
                            ? srv_json_text(tmpl.data, (size_t)tmpl.len)
                            : json_string("");
-    json_t *out = json_pack("{s:s, s:s, s:o, s:o, s:o, s:I}", "modelfile", "", "parameters", "", "template", template,
-                            "details", ollama_details(m), "model_info", info, "context_length",
-                            (json_int_t)m->n_ctx);
-    rt_release(s->reg, m);
+    gguf_str arch = {0};
+    char family[64] = "";
+    if (gguf_get_str(g, "general.architecture", &arch) == KN_OK && arch.len < sizeof family)
+        snprintf(family, sizeof family, "%.*s", (int)arch.len, arch.data);
+    json_t *out = json_pack("{s:s, s:s, s:o, s:o, s:o, s:s}", "modelfile", "", "parameters", "", "template", template,
+                            "details", ollama_details(family, ei.quant), "model_info", info, "quantization", ei.quant);
+    gguf_close(g);
     json_decref(root);
     return srv_send_json(c, 200, out);
 }
@@ -275,7 +303,8 @@ static enum MHD_Result h_tokenize(srv_server *s, struct MHD_Connection *c, conn_
     model = jm ? json_string_value(jm) : NULL;
     content = json_string_value(jc);
     rt_model *m;
-    if (!srv_acquire_model(s, model, &m, &e)) goto err;
+    rt_acquire_opts ao = {.n_ctx = 0, .keep_alive_s = NAN, .touch = false};
+    if (!srv_acquire_model(s, model, &ao, &m, &e)) goto err;
     int32_t *ids = NULL;
     size_t n = 0;
     kn_err err = {0};
@@ -311,7 +340,8 @@ static enum MHD_Result h_detokenize(srv_server *s, struct MHD_Connection *c, con
         goto err;
     }
     rt_model *m;
-    if (!srv_acquire_model(s, jm ? json_string_value(jm) : NULL, &m, &e)) goto err;
+    rt_acquire_opts ao = {.n_ctx = 0, .keep_alive_s = NAN, .touch = false};
+    if (!srv_acquire_model(s, jm ? json_string_value(jm) : NULL, &ao, &m, &e)) goto err;
     size_t n = json_array_size(jt);
     ids = malloc((n ? n : 1) * sizeof *ids);
     for (size_t i = 0; ids && i < n; i++) {
@@ -346,11 +376,12 @@ err:
     return srv_send_error(c, &e, false);
 }
 
-static void gauges_one(void *arg, rt_model *m) {
+static void gauges_one(void *arg, const rt_loaded_info *li) {
     srv_server *s = arg;
+    rt_model *m = li->m;
     eng_sched_stats st;
     eng_sched_stats_get(m->sched, &st);
-    const char *lv[1] = {m->name};
+    const char *lv[1] = {m->id};
     met_set(met_get(s->obs.running, lv), st.running);
     met_set(met_get(s->obs.waiting, lv), st.waiting);
     /* until the paged KV cache lands, a KV block is one slot's context */
@@ -576,6 +607,8 @@ static bool obs_create(srv_obs *o, const srv_config *cfg) {
     o->rt.loads = met_counter(r, "kiln_model_loads_total", "Models loaded", 1, model);
     o->rt.unloads = met_counter(r, "kiln_model_unloads_total", "Models unloaded", 1, model);
     o->rt.load_failures = met_counter(r, "kiln_model_load_failures_total", "Model loads that failed", 1, model);
+    o->rt.estimate_error = met_gauge(r, "kiln_model_memory_estimate_error_bytes",
+                                     "RSS growth measured over a model's load minus its estimate", 1, model);
     o->running = met_gauge(r, "kiln_requests_running", "Requests holding a slot", 1, model);
     o->waiting = met_gauge(r, "kiln_requests_waiting", "Requests queued for a slot", 1, model);
     o->kv_used = met_gauge(r, "kiln_kv_blocks_used", "KV blocks in use (a block is one slot until paged KV)", 1,
@@ -622,7 +655,7 @@ kn_status srv_create(const srv_config *cfg, const rt_opts *ro, const tensor_ops 
     if (!s->default_model && cfg->model_file && rt_registry_count(s->reg) == 1) {
         rt_entry_info in;
         rt_registry_entry(s->reg, 0, &in);
-        s->default_model = in.name;
+        s->default_model = in.id;
     }
     atomic_init(&s->state, SRV_LOADING);
     atomic_init(&s->in_flight, 0);
@@ -664,8 +697,9 @@ void srv_set_ready(srv_server *s) { atomic_store(&s->state, SRV_READY); }
 typedef struct count_acc {
     int running, waiting;
 } count_acc;
-static void count_one(void *arg, rt_model *m) {
+static void count_one(void *arg, const rt_loaded_info *li) {
     count_acc *a = arg;
+    rt_model *m = li->m;
     eng_sched_stats st;
     eng_sched_stats_get(m->sched, &st);
     a->running += st.running;

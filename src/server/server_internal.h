@@ -69,6 +69,6 @@ enum MHD_Result srv_send_error(struct MHD_Connection *c, const srv_error *e, boo
 /* The peer closed its side (checked without blocking). */
 bool srv_client_gone(struct MHD_Connection *c);
 void srv_iso_time(time_t t, char *buf, size_t cap);
-bool srv_acquire_model(srv_server *s, const char *name, rt_model **out, srv_error *e);
+bool srv_acquire_model(srv_server *s, const char *name, const rt_acquire_opts *ao, rt_model **out, srv_error *e);
 
 #endif

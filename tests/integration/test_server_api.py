@@ -105,7 +105,8 @@ def test_model_lists():
     r = srv.get("/api/tags")
     ck.eq("/api/tags: 200", r.status, 200)
     tags = r.json().get("models", [])
-    t = [m for m in tags if m.get("name") in (MODEL, MODEL + ":latest")]
+    # Ollama-style names: model:QUANT (the label of an unsuffixed file is its file type)
+    t = [m for m in tags if m.get("name") in (MODEL, MODEL + ":latest", MODEL + ":F32")]
     if ck.check("/api/tags: lists " + MODEL, len(t) == 1, tags):
         ck.eq("/api/tags: size is the file size", t[0].get("size"), os.path.getsize(MFILE))
         ck.check("/api/tags: has model and details", "model" in t[0] and isinstance(t[0].get("details"), dict), t[0])
@@ -113,7 +114,7 @@ def test_model_lists():
     r = srv.get("/api/ps")
     ck.eq("/api/ps: 200", r.status, 200)
     ps = [m.get("name") for m in r.json().get("models", [])]
-    ck.check("/api/ps: lists the loaded model", MODEL in ps or MODEL + ":latest" in ps, ps)
+    ck.check("/api/ps: lists the loaded model", MODEL in ps or MODEL + ":latest" in ps or MODEL + ":F32" in ps, ps)
 
     r = srv.post("/api/show", {"model": MODEL})
     ck.eq("/api/show: 200", r.status, 200)

@@ -141,7 +141,8 @@ def test_partial_utf8():
 
 def test_ps():
     r = srv.get("/api/ps")
-    names = [m.get("name", "").split(":")[0] for m in r.json().get("models", [])]
+    # entries are named model:QUANT; "id" is the file's name without .gguf
+    names = [m.get("id") or m.get("name", "").split(":")[0] for m in r.json().get("models", [])]
     for m in MODELS:
         ck.check("/api/ps lists %s after use" % m, m in names, names)
 
