@@ -28,6 +28,7 @@ static const cli_command COMMANDS[] = {
     {"pull", cmd_pull, "download a model's GGUF file from a Hugging Face-compatible hub"},
     {"ls", cmd_ls, "list the local models"},
     {"rm", cmd_rm, "remove a local model"},
+    {"ps", cmd_ps, "list the models a running server has loaded"},
 };
 
 static void usage(FILE *f) {

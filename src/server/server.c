@@ -166,7 +166,7 @@ static void ps_one(void *arg, const rt_loaded_info *li) {
                                     "loaded_at", ts, "expires_at", exp,
                                     "details", ollama_details(m->m->hp.arch_name, m->quant), "quantization", m->quant,
                                     "context_length", st.n_ctx, "context_reduced", m->ctx_reduced, "in_flight",
-                                    li->in_flight - 1, "pinned", li->pinned, "expires_in_s", li->expires_in_s));
+                                    li->in_flight, "pinned", li->pinned, "expires_in_s", li->expires_in_s));
 }
 
 static enum MHD_Result h_api_ps(srv_server *s, struct MHD_Connection *c, conn_ctx *cx) {
