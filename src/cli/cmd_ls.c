@@ -13,13 +13,15 @@
 #include <time.h>
 
 static void usage(FILE *f) {
-    fprintf(f, "usage: kiln ls [--models DIR] [--json]\n\n"
-               "Lists the *.gguf models of DIR (default $KILN_MODELS, else ./models): the name `kiln rm` takes\n"
-               "(NAME:QUANT for files named NAME-QUANT.gguf), the quantization, the size and the modification\n"
-               "time.\n\n"
-               "  --models DIR   model directory\n"
-               "  --json         print {\"models\": [{\"name\", \"model\", \"file\", \"quantization\", \"size\",\n"
-               "                 \"modified\", \"mtime\"}]} instead of a table\n");
+    fprintf(
+        f,
+        "usage: kiln ls [--models DIR] [--json]\n\n"
+        "Lists the *.gguf models of DIR (default $KILN_MODELS, else ./models): the name `kiln rm` takes\n"
+        "(NAME:QUANT for files named NAME-QUANT.gguf), the quantization, the size and the modification\n"
+        "time.\n\n"
+        "  --models DIR   model directory\n"
+        "  --json         print {\"models\": [{\"name\", \"model\", \"file\", \"quantization\", \"size\",\n"
+        "                 \"modified\", \"mtime\"}]} instead of a table\n");
 }
 
 static void human_size(uint64_t b, char *out, size_t cap) {
@@ -68,8 +70,8 @@ int cmd_ls(int argc, char **argv) {
             struct tm tm;
             gmtime_r(&e->mtime, &tm);
             strftime(when, sizeof when, "%Y-%m-%dT%H:%M:%SZ", &tm);
-            json_t *o = json_pack("{s:s, s:s, s:s, s:s?, s:s, s:I, s:s, s:I}", "name", e->ref, "model", e->name,
-                                  "file", e->file, "quantization", e->quant[0] ? e->quant : NULL,
+            json_t *o = json_pack("{s:s, s:s, s:s, s:s?, s:s, s:I, s:s, s:I}", "name", e->ref, "model",
+                                  e->name, "file", e->file, "quantization", e->quant[0] ? e->quant : NULL,
                                   "quantization_source", e->quant_from_name ? "name" : "gguf", "size",
                                   (json_int_t)e->size, "modified", when, "mtime", (json_int_t)e->mtime);
             if (!o || json_array_append_new(arr, o)) {

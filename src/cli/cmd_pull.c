@@ -12,18 +12,19 @@
 #include <string.h>
 
 static void usage(FILE *f) {
-    fprintf(f,
-            "usage: kiln pull OWNER/NAME[:QUANT] [--from URL] [--models DIR] [-q]\n\n"
-            "Downloads only the GGUF file of quantization QUANT (default " STORE_DEFAULT_QUANT
-            ", matched case-insensitively\n"
-            "in the repository's file names, e.g. *-Q4_K_M.gguf or *.q4_k_m.gguf) into DIR as NAME-QUANT.gguf.\n"
-            "An interrupted download is kept as DIR/.NAME-QUANT.gguf.part and resumed by the next pull (HTTP\n"
-            "Range). The file is checked against the hub's sha256 when it gives one, and must open as GGUF;\n"
-            "it gets its final name only then.\n\n"
-            "  --from URL     hub base URL (default $" STORE_HUB_ENV ", else " STORE_DEFAULT_HUB ")\n"
-            "  --models DIR   model directory, created if missing (default $KILN_MODELS, else ./models)\n"
-            "  -q, --quiet    no progress line\n\n"
-            "Prints the path of the model file on stdout. Exit status: 0 ok, 1 failure, 2 usage error.\n");
+    fprintf(
+        f,
+        "usage: kiln pull OWNER/NAME[:QUANT] [--from URL] [--models DIR] [-q]\n\n"
+        "Downloads only the GGUF file of quantization QUANT (default " STORE_DEFAULT_QUANT
+        ", matched case-insensitively\n"
+        "in the repository's file names, e.g. *-Q4_K_M.gguf or *.q4_k_m.gguf) into DIR as NAME-QUANT.gguf.\n"
+        "An interrupted download is kept as DIR/.NAME-QUANT.gguf.part and resumed by the next pull (HTTP\n"
+        "Range). The file is checked against the hub's sha256 when it gives one, and must open as GGUF;\n"
+        "it gets its final name only then.\n\n"
+        "  --from URL     hub base URL (default $" STORE_HUB_ENV ", else " STORE_DEFAULT_HUB ")\n"
+        "  --models DIR   model directory, created if missing (default $KILN_MODELS, else ./models)\n"
+        "  -q, --quiet    no progress line\n\n"
+        "Prints the path of the model file on stdout. Exit status: 0 ok, 1 failure, 2 usage error.\n");
 }
 
 int cmd_pull(int argc, char **argv) {
@@ -79,8 +80,8 @@ int cmd_pull(int argc, char **argv) {
         fprintf(stderr, "kiln pull: %s:%s is up to date (%s, %s)\n", ref.repo, ref.quant, r.path,
                 r.verified ? "sha256 verified" : "same size; the hub gives no sha256");
     else
-        fprintf(stderr, "kiln pull: %s:%s -> %s (%s, %.1f MiB%s, %s)\n", ref.repo, ref.quant, r.path, r.remote_file,
-                (double)r.size / (1024.0 * 1024.0), r.resumed_from ? ", resumed" : "",
+        fprintf(stderr, "kiln pull: %s:%s -> %s (%s, %.1f MiB%s, %s)\n", ref.repo, ref.quant, r.path,
+                r.remote_file, (double)r.size / (1024.0 * 1024.0), r.resumed_from ? ", resumed" : "",
                 r.verified ? "sha256 verified" : "not verified: the hub gives no sha256");
     printf("%s\n", r.path);
     return 0;

@@ -14,10 +14,11 @@
 #include <unistd.h>
 
 static void usage(FILE *f) {
-    fprintf(f, "usage: kiln rm NAME... [--models DIR]\n\n"
-               "Removes models from DIR (default $KILN_MODELS, else ./models). NAME is as `kiln ls` prints it:\n"
-               "NAME:QUANT removes NAME-QUANT.gguf (QUANT case-insensitive), NAME removes NAME.gguf.\n"
-               "An unknown name is an error that lists the models present; nothing is removed then.\n");
+    fprintf(f,
+            "usage: kiln rm NAME... [--models DIR]\n\n"
+            "Removes models from DIR (default $KILN_MODELS, else ./models). NAME is as `kiln ls` prints it:\n"
+            "NAME:QUANT removes NAME-QUANT.gguf (QUANT case-insensitive), NAME removes NAME.gguf.\n"
+            "An unknown name is an error that lists the models present; nothing is removed then.\n");
 }
 
 int cmd_rm(int argc, char **argv) {

@@ -134,7 +134,8 @@ fail:
 
 void store_list_free(store_list *l) {
     if (!l) return;
-    for (size_t i = 0; i < l->n; i++) entry_free(&l->v[i]);
+    for (size_t i = 0; i < l->n; i++)
+        entry_free(&l->v[i]);
     free(l->v);
     l->v = NULL;
     l->n = 0;
@@ -186,6 +187,5 @@ kn_status store_resolve_local(const store_list *l, const char *name, size_t *idx
     }
     char names[1024];
     store_list_names(l, names, sizeof names);
-    return kn_fail(err, KN_ENOTFOUND, "no model '%.200s'; the models are: %s", name,
-                   l->n ? names : "(none)");
+    return kn_fail(err, KN_ENOTFOUND, "no model '%.200s'; the models are: %s", name, l->n ? names : "(none)");
 }

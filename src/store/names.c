@@ -9,7 +9,9 @@
 #include <string.h>
 #include <strings.h>
 
-static bool is_alnum(char c) { return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9'); }
+static bool is_alnum(char c) {
+    return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9');
+}
 
 /* OWNER or NAME of a repository reference, n bytes at s. */
 static bool repo_part_valid(const char *s, size_t n) {
@@ -37,8 +39,8 @@ kn_status store_ref_parse(const char *s, store_ref *out, kn_err *err) {
     size_t rlen = colon ? (size_t)(colon - s) : strlen(s);
     const char *slash = memchr(s, '/', rlen);
     if (!slash || memchr(slash + 1, '/', rlen - (size_t)(slash + 1 - s)))
-        return kn_fail(err, KN_EINVAL, "bad repository '%.*s': expected OWNER/NAME", (int)(rlen > 200 ? 200 : rlen),
-                       s);
+        return kn_fail(err, KN_EINVAL, "bad repository '%.*s': expected OWNER/NAME",
+                       (int)(rlen > 200 ? 200 : rlen), s);
     size_t olen = (size_t)(slash - s), nlen = rlen - olen - 1;
     if (!repo_part_valid(s, olen) || !repo_part_valid(slash + 1, nlen))
         return kn_fail(err, KN_EINVAL,
@@ -51,11 +53,13 @@ kn_status store_ref_parse(const char *s, store_ref *out, kn_err *err) {
     out->name[nlen] = 0;
     const char *q = colon ? colon + 1 : STORE_DEFAULT_QUANT;
     if (!store_quant_valid(q))
-        return kn_fail(err, KN_EINVAL,
-                       "bad quantization '%.40s': expected 1..%d characters of [A-Za-z0-9_-] (e.g. Q4_K_M, Q8_0, F16)",
-                       q, STORE_MAX_QUANT);
+        return kn_fail(
+            err, KN_EINVAL,
+            "bad quantization '%.40s': expected 1..%d characters of [A-Za-z0-9_-] (e.g. Q4_K_M, Q8_0, F16)",
+            q, STORE_MAX_QUANT);
     size_t qn = strlen(q);
-    for (size_t i = 0; i < qn; i++) out->quant[i] = (char)toupper((unsigned char)q[i]);
+    for (size_t i = 0; i < qn; i++)
+        out->quant[i] = (char)toupper((unsigned char)q[i]);
     out->quant[qn] = 0;
     return KN_OK;
 }
@@ -75,7 +79,8 @@ static const char *base_of(const char *file, size_t *n) {
 /* Length of the alphanumeric run at s (bounded by end). */
 static size_t alnum_run(const char *s, const char *end) {
     size_t k = 0;
-    while (s + k < end && is_alnum(s[k])) k++;
+    while (s + k < end && is_alnum(s[k]))
+        k++;
     return k;
 }
 
@@ -102,7 +107,9 @@ static bool right_delim(const char *p, const char *end) {
     return !is_part(p + 1, alnum_run(p + 1, end));
 }
 
-static bool left_delim(const char *b, const char *p) { return p == b || !is_alnum(p[-1]); }
+static bool left_delim(const char *b, const char *p) {
+    return p == b || !is_alnum(p[-1]);
+}
 
 /* Length of the label starting at p, or 0. */
 static size_t label_at(const char *p, const char *end) {
@@ -116,7 +123,8 @@ static size_t label_at(const char *p, const char *end) {
     if (q >= end || (*q != 'Q' && *q != 'q')) return 0;
     q++;
     size_t d = 0;
-    while (q + d < end && q[d] >= '0' && q[d] <= '9') d++;
+    while (q + d < end && q[d] >= '0' && q[d] <= '9')
+        d++;
     if (d == 0) return 0;
     q += d;
     while (q < end && *q == '_') {
@@ -144,7 +152,8 @@ bool store_quant_of_name(const char *file, char *out, size_t cap) {
         }
     }
     if (!best || best_k + 1 > cap) return false;
-    for (size_t i = 0; i < best_k; i++) out[i] = (char)toupper((unsigned char)best[i]);
+    for (size_t i = 0; i < best_k; i++)
+        out[i] = (char)toupper((unsigned char)best[i]);
     out[best_k] = 0;
     return true;
 }
@@ -169,8 +178,10 @@ bool store_name_skipped(const char *file) {
     if (n >= 15) {
         const char *s = b + n - 15;
         bool shard = s[0] == '-' && !strncmp(s + 6, "-of-", 4);
-        for (int i = 1; i <= 5 && shard; i++) shard = s[i] >= '0' && s[i] <= '9';
-        for (int i = 10; i <= 14 && shard; i++) shard = s[i] >= '0' && s[i] <= '9';
+        for (int i = 1; i <= 5 && shard; i++)
+            shard = s[i] >= '0' && s[i] <= '9';
+        for (int i = 10; i <= 14 && shard; i++)
+            shard = s[i] >= '0' && s[i] <= '9';
         if (shard) return true;
     }
     return false;

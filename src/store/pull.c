@@ -31,7 +31,9 @@ kn_status store_global_init(kn_err *err) {
     return KN_OK;
 }
 
-void store_global_cleanup(void) { curl_global_cleanup(); }
+void store_global_cleanup(void) {
+    curl_global_cleanup();
+}
 
 /* ---- HTTP helpers ---------------------------------------------------------- */
 
@@ -50,7 +52,9 @@ static void curl_common(CURL *c, const char *url, const store_pull_opts *o, char
     errbuf[0] = 0;
 }
 
-static const char *curl_msg(CURLcode rc, const char *errbuf) { return errbuf[0] ? errbuf : curl_easy_strerror(rc); }
+static const char *curl_msg(CURLcode rc, const char *errbuf) {
+    return errbuf[0] ? errbuf : curl_easy_strerror(rc);
+}
 
 /* A response body held in memory, at most max bytes. */
 typedef struct membuf {
@@ -68,7 +72,8 @@ static size_t membuf_write(char *ptr, size_t size, size_t nmemb, void *ud) {
     }
     if (b->n + k + 1 > b->cap) {
         size_t nc = b->cap ? b->cap : 4096;
-        while (nc < b->n + k + 1) nc *= 2;
+        while (nc < b->n + k + 1)
+            nc *= 2;
         char *np = realloc(b->p, nc);
         if (!np) return 0;
         b->p = np;
@@ -90,7 +95,8 @@ static void body_message(const char *body, size_t n, char *out, size_t cap) {
         snprintf(out, cap, "%s", e);
     else {
         size_t k = 0;
-        while (k < n && k + 1 < cap && body[k] != '\n' && body[k] != '\r') k++;
+        while (k < n && k + 1 < cap && body[k] != '\n' && body[k] != '\r')
+            k++;
         snprintf(out, cap, "%.*s", (int)k, body);
     }
     json_decref(j);
@@ -169,7 +175,8 @@ static void add_label(char *list, size_t cap, const char *label) {
 static kn_status pick_file(const json_t *info, const store_ref *ref, const char *hub, char *file, size_t cap,
                            kn_err *err) {
     const json_t *sib = json_object_get(info, "siblings");
-    if (!json_is_array(sib)) return kn_fail(err, KN_EFORMAT, "%s: the hub's answer has no \"siblings\" list", ref->repo);
+    if (!json_is_array(sib))
+        return kn_fail(err, KN_EFORMAT, "%s: the hub's answer has no \"siblings\" list", ref->repo);
     char labels[1024] = "", unlabeled[1024] = "";
     const char *best = NULL;
     size_t n_gguf = 0, n_shards = 0;
@@ -199,9 +206,10 @@ static kn_status pick_file(const json_t *info, const store_ref *ref, const char 
         return KN_OK;
     }
     if (n_shards)
-        return kn_fail(err, KN_EUNSUPPORTED,
-                       "%s:%s is split into several files (*-00001-of-*.gguf); kiln pull fetches single-file models",
-                       ref->repo, ref->quant);
+        return kn_fail(
+            err, KN_EUNSUPPORTED,
+            "%s:%s is split into several files (*-00001-of-*.gguf); kiln pull fetches single-file models",
+            ref->repo, ref->quant);
     if (n_gguf == 0) return kn_fail(err, KN_ENOTFOUND, "%s on %s has no GGUF files", ref->repo, hub);
     return kn_fail(err, KN_ENOTFOUND, "%s has no GGUF file for quantization %s; available: %s%s%s", ref->repo,
                    ref->quant, labels[0] ? labels : "(none labelled)", unlabeled[0] ? "; other files: " : "",
@@ -268,9 +276,11 @@ static void tree_lookup(const char *hub, const store_ref *ref, const char *file,
         const char *oid = json_string_value(json_object_get(lfs, "oid"));
         if (oid && !strncmp(oid, "sha256:", 7)) oid += 7;
         bool hex = oid && strlen(oid) == 64;
-        for (int k = 0; hex && k < 64; k++) hex = strchr("0123456789abcdefABCDEF", oid[k]) != NULL;
+        for (int k = 0; hex && k < 64; k++)
+            hex = strchr("0123456789abcdefABCDEF", oid[k]) != NULL;
         if (hex)
-            for (int k = 0; k <= 64; k++) sha[k] = (char)(oid[k] >= 'A' && oid[k] <= 'F' ? oid[k] + 32 : oid[k]);
+            for (int k = 0; k <= 64; k++)
+                sha[k] = (char)(oid[k] >= 'A' && oid[k] <= 'F' ? oid[k] + 32 : oid[k]);
         else if (oid)
             KN_WARN("the hub's lfs.oid for %s is not a sha256; the file will not be verified", file);
         break;
@@ -374,7 +384,8 @@ static size_t dl_write(char *p, size_t size, size_t n, void *ud) {
     }
     if (d->expected && k > d->expected - d->written)
         return dl_fail(d, KN_EFORMAT, "%s", "the hub sent more bytes than the file size it listed");
-    if (!write_all(d->fd, p, k)) return dl_fail(d, KN_EIO, "cannot write the partial file: %s", strerror(errno));
+    if (!write_all(d->fd, p, k))
+        return dl_fail(d, KN_EIO, "cannot write the partial file: %s", strerror(errno));
     EVP_DigestUpdate(d->md, p, k);
     d->written += k;
     if (d->prog_on) kn_progress_update(&d->prog, d->written, NULL);
@@ -392,7 +403,8 @@ static kn_status hash_fd(int fd, uint64_t n, EVP_MD_CTX *md, kn_err *err) {
         if (r < 0 && errno == EINTR) continue;
         if (r <= 0) {
             free(buf);
-            return kn_fail(err, KN_EIO, "cannot read back the partial file: %s", r ? strerror(errno) : "short file");
+            return kn_fail(err, KN_EIO, "cannot read back the partial file: %s",
+                           r ? strerror(errno) : "short file");
         }
         EVP_DigestUpdate(md, buf, (size_t)r);
         off += (uint64_t)r;
@@ -405,7 +417,8 @@ static void hex_digest(EVP_MD_CTX *md, char out[65]) {
     unsigned char h[EVP_MAX_MD_SIZE];
     unsigned int hl = 0;
     EVP_DigestFinal_ex(md, h, &hl);
-    for (unsigned i = 0; i < hl && i < 32; i++) snprintf(out + 2 * i, 3, "%02x", h[i]);
+    for (unsigned i = 0; i < hl && i < 32; i++)
+        snprintf(out + 2 * i, 3, "%02x", h[i]);
     out[64] = 0;
 }
 
@@ -426,7 +439,8 @@ static bool hash_file(const char *path, char out[65]) {
 /* Creates dir and its missing parents. */
 static kn_status make_dirs(const char *dir, kn_err *err) {
     char p[4096];
-    if (snprintf(p, sizeof p, "%s", dir) >= (int)sizeof p) return kn_fail(err, KN_ERANGE, "path too long: %.100s", dir);
+    if (snprintf(p, sizeof p, "%s", dir) >= (int)sizeof p)
+        return kn_fail(err, KN_ERANGE, "path too long: %.100s", dir);
     for (char *s = p + 1;; s++) {
         if (*s == '/' || !*s) {
             char c = *s;
@@ -444,8 +458,8 @@ static kn_status make_dirs(const char *dir, kn_err *err) {
 
 /* Downloads url into the open .part fd, resuming from its size. */
 static kn_status download(const char *url, int fd, uint64_t expected, const char *expected_sha,
-                          const store_pull_opts *o, const char *label, char sha_out[65], uint64_t *resumed_from,
-                          uint64_t *final_size, kn_err *err) {
+                          const store_pull_opts *o, const char *label, char sha_out[65],
+                          uint64_t *resumed_from, uint64_t *final_size, kn_err *err) {
     dl d = {.fd = fd, .expected = expected, .err = err, .progress = o->progress};
     snprintf(d.label, sizeof d.label, "%s", label);
     kn_status st = KN_OK;
@@ -454,7 +468,8 @@ static kn_status download(const char *url, int fd, uint64_t expected, const char
     uint64_t have = (uint64_t)sb.st_size;
     if (expected && have > expected) {
         KN_WARN("the partial file is larger than the hub's size; starting over");
-        if (ftruncate(fd, 0)) return kn_fail(err, KN_EIO, "cannot truncate the partial file: %s", strerror(errno));
+        if (ftruncate(fd, 0))
+            return kn_fail(err, KN_EIO, "cannot truncate the partial file: %s", strerror(errno));
         have = 0;
     }
     d.md = EVP_MD_CTX_new();
@@ -484,8 +499,10 @@ static kn_status download(const char *url, int fd, uint64_t expected, const char
         }
         CURLcode rc = curl_easy_perform(d.c);
         if (d.prog_on) {
-            if (rc == CURLE_OK && !d.failed) kn_progress_end(&d.prog);
-            else fputc('\n', stderr);
+            if (rc == CURLE_OK && !d.failed)
+                kn_progress_end(&d.prog);
+            else if (d.prog.tty)
+                fputc('\n', stderr);
         }
         if (!d.begun) curl_easy_getinfo(d.c, CURLINFO_RESPONSE_CODE, &d.code);
         if (d.failed) {
@@ -493,9 +510,10 @@ static kn_status download(const char *url, int fd, uint64_t expected, const char
             goto done;
         }
         if (rc == CURLE_OK && d.code == 416 && have) {
-            st = kn_fail(err, KN_EIO,
-                         "the hub refused to resume at byte %llu (416); delete the partial file and pull again",
-                         (unsigned long long)have);
+            st = kn_fail(
+                err, KN_EIO,
+                "the hub refused to resume at byte %llu (416); delete the partial file and pull again",
+                (unsigned long long)have);
             goto done;
         }
         if (rc == CURLE_OK && !d.ok_status) {
@@ -508,8 +526,8 @@ static kn_status download(const char *url, int fd, uint64_t expected, const char
         if (rc != CURLE_OK) {
             char of[40] = "";
             if (expected) snprintf(of, sizeof of, " of %llu", (unsigned long long)expected);
-            st = kn_fail(err, KN_EIO, "download interrupted after %llu%s bytes: %s", (unsigned long long)d.written, of,
-                         curl_msg(rc, errbuf));
+            st = kn_fail(err, KN_EIO, "download interrupted after %llu%s bytes: %s",
+                         (unsigned long long)d.written, of, curl_msg(rc, errbuf));
             goto done;
         }
     }
@@ -521,7 +539,8 @@ static kn_status download(const char *url, int fd, uint64_t expected, const char
     hex_digest(d.md, sha_out);
     *final_size = d.written;
     if (expected_sha[0] && strcmp(expected_sha, sha_out))
-        st = kn_fail(err, KN_EFORMAT, "sha256 mismatch: the hub lists %s, the download has %s", expected_sha, sha_out);
+        st = kn_fail(err, KN_EFORMAT, "sha256 mismatch: the hub lists %s, the download has %s", expected_sha,
+                     sha_out);
 done:
     curl_easy_cleanup(d.c);
     EVP_MD_CTX_free(d.md);
@@ -534,10 +553,13 @@ static kn_status hub_url(const store_pull_opts *o, char *out, size_t cap, kn_err
     if (!h || !*h) h = getenv(STORE_HUB_ENV);
     if (!h || !*h) h = STORE_DEFAULT_HUB;
     size_t n = strlen(h);
-    while (n && h[n - 1] == '/') n--;
+    while (n && h[n - 1] == '/')
+        n--;
     bool ok = n < cap && n < HUB_MAX_URL && (!strncasecmp(h, "http://", 7) || !strncasecmp(h, "https://", 8));
-    for (size_t i = 0; i < n && ok; i++) ok = (unsigned char)h[i] > 0x20 && h[i] != 0x7f;
-    if (!ok) return kn_fail(err, KN_EINVAL, "bad hub URL '%.200s': expected http://HOST[:PORT] or https://...", h);
+    for (size_t i = 0; i < n && ok; i++)
+        ok = (unsigned char)h[i] > 0x20 && h[i] != 0x7f;
+    if (!ok)
+        return kn_fail(err, KN_EINVAL, "bad hub URL '%.200s': expected http://HOST[:PORT] or https://...", h);
     memcpy(out, h, n);
     out[n] = 0;
     return KN_OK;
@@ -552,7 +574,8 @@ kn_status store_pull(const store_ref *ref, const store_pull_opts *o, store_pull_
     bool keep_part = true;
     if ((st = hub_url(o, hub, sizeof hub, err))) return st;
     const char *dir = o->models_dir && *o->models_dir ? o->models_dir : "models";
-    if (snprintf(res->path, sizeof res->path, "%s/%s-%s.gguf", dir, ref->name, ref->quant) >= (int)sizeof res->path ||
+    if (snprintf(res->path, sizeof res->path, "%s/%s-%s.gguf", dir, ref->name, ref->quant) >=
+            (int)sizeof res->path ||
         snprintf(part, sizeof part, "%s/.%s-%s.gguf.part", dir, ref->name, ref->quant) >= (int)sizeof part)
         return kn_fail(err, KN_ERANGE, "model path too long under %.100s", dir);
 
@@ -562,8 +585,8 @@ kn_status store_pull(const store_ref *ref, const store_pull_opts *o, store_pull_
     if ((st = get_json(url, o, &code, &info, msg, sizeof msg, err))) return st;
     if (code == 404) return kn_fail(err, KN_ENOTFOUND, "unknown repository %s on %s (404)", ref->repo, hub);
     if (code == 401 || code == 403)
-        return kn_fail(err, KN_EUNSUPPORTED, "%s on %s is private or gated (HTTP %ld)%s%s", ref->repo, hub, code,
-                       msg[0] ? ": " : "", msg);
+        return kn_fail(err, KN_EUNSUPPORTED, "%s on %s is private or gated (HTTP %ld)%s%s", ref->repo, hub,
+                       code, msg[0] ? ": " : "", msg);
     if (code < 200 || code >= 300)
         return kn_fail(err, KN_EIO, "%s answered HTTP %ld%s%s", url, code, msg[0] ? ": " : "", msg);
     st = pick_file(info, ref, hub, file, sizeof file, err);
@@ -637,8 +660,8 @@ kn_status store_pull(const store_ref *ref, const store_pull_opts *o, store_pull_
     kn_err ge = {0};
     if (gguf_open(part, &g, &ge) != KN_OK) {
         keep_part = false;
-        st = kn_fail(err, KN_EFORMAT, "%s from %s is not a valid GGUF file (%s); it was deleted", file, ref->repo,
-                     ge.msg);
+        st = kn_fail(err, KN_EFORMAT, "%s from %s is not a valid GGUF file (%s); it was deleted", file,
+                     ref->repo, ge.msg);
         goto fail;
     }
     gguf_close(g);

@@ -89,9 +89,9 @@ bool store_name_skipped(const char *file);
 /* ---- local models ---------------------------------------------------------- */
 
 typedef struct store_entry {
-    char *name;  /* model name: the file stem without its "-QUANT" / ".QUANT" suffix; owned */
-    char *file;  /* file name inside the directory ("x-Q8_0.gguf"); owned */
-    char *ref;   /* what `kiln rm` takes: "x:Q8_0" when the name had that suffix, else the stem; owned */
+    char *name; /* model name: the file stem without its "-QUANT" / ".QUANT" suffix; owned */
+    char *file; /* file name inside the directory ("x-Q8_0.gguf"); owned */
+    char *ref;  /* what `kiln rm` takes: "x:Q8_0" when the name had that suffix, else the stem; owned */
     char quant[STORE_MAX_QUANT + 1]; /* "Q8_0"; "" when unknown */
     bool quant_from_name;            /* false: from general.file_type or tensor types */
     uint64_t size;
@@ -138,13 +138,13 @@ typedef struct store_pull_opts {
 } store_pull_opts;
 
 typedef struct store_pull_result {
-    char path[4096];          /* the final file */
-    char remote_file[1024];   /* the hub's file name */
-    uint64_t size;            /* bytes of the final file */
-    uint64_t resumed_from;    /* bytes already in the .part when the download started */
-    bool verified;            /* sha256 checked against the hub's lfs.oid */
-    bool up_to_date;          /* the final file was already there and matched */
-    char sha256[65];          /* hex digest of the final file ("" when not computed) */
+    char path[4096];        /* the final file */
+    char remote_file[1024]; /* the hub's file name */
+    uint64_t size;          /* bytes of the final file */
+    uint64_t resumed_from;  /* bytes already in the .part when the download started */
+    bool verified;          /* sha256 checked against the hub's lfs.oid */
+    bool up_to_date;        /* the final file was already there and matched */
+    char sha256[65];        /* hex digest of the final file ("" when not computed) */
 } store_pull_result;
 
 /* Pulls ref into o->models_dir (see the top comment). err names the problem:

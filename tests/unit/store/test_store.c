@@ -30,10 +30,34 @@ static void test_ref_parse_ok(void **state) {
 static void test_ref_parse_bad(void **state) {
     (void)state;
     static const char *const BAD[] = {
-        "", "noslash", "a/b/c", "/abs", "a/", "/b", "../x", "a/..", "a/../b", "a/b..c", ".a/b", "a/.b",
-        "a/-b", "a b/c", "a/b c", "a/b:", "a/b:..", "a/b:Q4/K", "a/b:Q4.K", "a/b:_Q4", "a/b:-Q4",
-        "a\\b/c", "a/b\n", "a/b:Q4_K_M:x", "a/\xc3\xa9",
-        "a/bbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbb",
+        "",
+        "noslash",
+        "a/b/c",
+        "/abs",
+        "a/",
+        "/b",
+        "../x",
+        "a/..",
+        "a/../b",
+        "a/b..c",
+        ".a/b",
+        "a/.b",
+        "a/-b",
+        "a b/c",
+        "a/b c",
+        "a/b:",
+        "a/b:..",
+        "a/b:Q4/K",
+        "a/b:Q4.K",
+        "a/b:_Q4",
+        "a/b:-Q4",
+        "a\\b/c",
+        "a/b\n",
+        "a/b:Q4_K_M:x",
+        "a/\xc3\xa9",
+        "a/"
+        "bbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbb"
+        "b",
         "a/b:Q12345678901234567890123456789012",
     };
     for (size_t i = 0; i < sizeof BAD / sizeof BAD[0]; i++) {
@@ -91,18 +115,26 @@ static void test_quant_match(void **state) {
         const char *file, *quant;
         bool match;
     } CASES[] = {
-        {"m-Q4_K_M.gguf", "Q4_K_M", true},  {"m.Q4_K_M.gguf", "q4_k_m", true},
-        {"m-q4_k_m.gguf", "Q4_K_M", true},  {"m-q4_k_m-v2.gguf", "Q4_K_M", true},
-        {"m-Q4_K_M.gguf", "Q4_K", false},   {"m-IQ4_0.gguf", "Q4_0", false},
-        {"m-Q4_0_4_4.gguf", "Q4_0", false}, {"m-Q4_0.gguf", "Q4_0", true},
-        {"m-BF16.gguf", "F16", false},      {"m-f16.gguf", "F16", true},
-        {"m-UD-Q4_K_XL.gguf", "UD-Q4_K_XL", true}, {"m-UD-Q4_K_XL.gguf", "Q4_K_XL", true},
-        {"Q4_K_M/m.gguf", "Q4_K_M", false}, {"m-Q4_K_M.gguf", "", false},
+        {"m-Q4_K_M.gguf", "Q4_K_M", true},
+        {"m.Q4_K_M.gguf", "q4_k_m", true},
+        {"m-q4_k_m.gguf", "Q4_K_M", true},
+        {"m-q4_k_m-v2.gguf", "Q4_K_M", true},
+        {"m-Q4_K_M.gguf", "Q4_K", false},
+        {"m-IQ4_0.gguf", "Q4_0", false},
+        {"m-Q4_0_4_4.gguf", "Q4_0", false},
+        {"m-Q4_0.gguf", "Q4_0", true},
+        {"m-BF16.gguf", "F16", false},
+        {"m-f16.gguf", "F16", true},
+        {"m-UD-Q4_K_XL.gguf", "UD-Q4_K_XL", true},
+        {"m-UD-Q4_K_XL.gguf", "Q4_K_XL", true},
+        {"Q4_K_M/m.gguf", "Q4_K_M", false},
+        {"m-Q4_K_M.gguf", "", false},
         {"m-Q4_K_M_imatrix.gguf", "Q4_K_M", true},
     };
     for (size_t i = 0; i < sizeof CASES / sizeof CASES[0]; i++)
         if (store_name_has_quant(CASES[i].file, CASES[i].quant) != CASES[i].match)
-            fail_msg("%s vs %s: expected %s", CASES[i].file, CASES[i].quant, CASES[i].match ? "match" : "no match");
+            fail_msg("%s vs %s: expected %s", CASES[i].file, CASES[i].quant,
+                     CASES[i].match ? "match" : "no match");
 }
 
 static void test_skipped(void **state) {
@@ -148,8 +180,8 @@ static void test_list_and_resolve(void **state) {
     assert_int_equal(store_list_dir(dir, &l, &e), KN_OK);
     assert_int_equal(l.n, 5);
     /* sorted by file name */
-    static const char *const FILES[] = {"broken.gguf", "m-Q4_K_M.gguf", "m.q8_0.gguf", "odd-Q4_K_M-imatrix.gguf",
-                                        "stories.gguf"};
+    static const char *const FILES[] = {"broken.gguf", "m-Q4_K_M.gguf", "m.q8_0.gguf",
+                                        "odd-Q4_K_M-imatrix.gguf", "stories.gguf"};
     static const char *const REFS[] = {"broken", "m:Q4_K_M", "m:Q8_0", "odd-Q4_K_M-imatrix", "stories"};
     static const char *const QUANTS[] = {"", "Q4_K_M", "Q8_0", "Q4_K_M", "F32"};
     for (size_t i = 0; i < l.n; i++) {
@@ -179,7 +211,8 @@ static void test_list_and_resolve(void **state) {
     assert_int_equal(store_resolve_local(&l, "m", &idx, &e), KN_ENOTFOUND);
     assert_non_null(strstr(e.msg, "m:Q4_K_M, m:Q8_0"));
     assert_int_equal(store_resolve_local(&l, "m:Q6_K", &idx, &e), KN_ENOTFOUND);
-    static const char *const BAD[] = {"", "../m-Q4_K_M", "/etc/passwd", ".hidden", "a/b", "a\\b", "x:../y", "a\tb"};
+    static const char *const BAD[] = {"",    "../m-Q4_K_M", "/etc/passwd", ".hidden",
+                                      "a/b", "a\\b",        "x:../y",      "a\tb"};
     for (size_t i = 0; i < sizeof BAD / sizeof BAD[0]; i++)
         if (store_resolve_local(&l, BAD[i], &idx, &e) != KN_EINVAL) fail_msg("accepted '%s'", BAD[i]);
 
@@ -198,9 +231,9 @@ static void test_list_and_resolve(void **state) {
 
 int main(void) {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_ref_parse_ok),    cmocka_unit_test(test_ref_parse_bad),
-        cmocka_unit_test(test_quant_labels),    cmocka_unit_test(test_quant_match),
-        cmocka_unit_test(test_skipped),         cmocka_unit_test(test_list_and_resolve),
+        cmocka_unit_test(test_ref_parse_ok), cmocka_unit_test(test_ref_parse_bad),
+        cmocka_unit_test(test_quant_labels), cmocka_unit_test(test_quant_match),
+        cmocka_unit_test(test_skipped),      cmocka_unit_test(test_list_and_resolve),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
