@@ -39,8 +39,10 @@
  *  - throughput: closed loop with `concurrency` requests always in flight.
  *  - ramp: open loop; Poisson arrivals whose rate rises in `ramp_steps`
  *    equal steps from initial_rate to final_rate over ramp_duration. Each
- *    step is summarised on its own; the knee is the first step whose p95
- *    e2e (or TTFT, when that target is set) or error rate breaks the SLA.
+ *    step is summarised on its own (by the arrival time of its requests);
+ *    the knee is the first step whose p95 e2e (or TTFT, when that target is
+ *    set) or error rate breaks the SLA. A step without requests breaks
+ *    nothing.
  *
  * SLA: the run passes when, over all its requests, p95 e2e <= sla_p95_s,
  * p95 TTFT <= sla_ttft_p95_s (when > 0) and errors / requests <=

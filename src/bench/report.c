@@ -77,7 +77,7 @@ json_t *bench_result_json(const bench_result *r) {
             summary_into(so, &st->s);
             json_object_set_new(so, "goodput", json_real(st->s.goodput));
             json_object_set_new(so, "error_rate", json_real(st->s.error_rate));
-            json_object_set_new(so, "sla_pass", json_boolean(!st->breaks_sla));
+            json_object_set_new(so, "sla_pass", st->s.requests ? json_boolean(!st->breaks_sla) : json_null());
             json_array_append_new(steps, so);
         }
         json_object_set_new(o, "steps", steps);
@@ -178,10 +178,10 @@ void bench_result_print(const bench_result *r, FILE *f) {
             const bench_step *st = &r->steps[k];
             fprintf(f, "  %-5d %7.2f/s %6lld %6lld %9.1f %9.1f %9.1f %7.2f/s %8s\n", k, st->rate, st->s.ok,
                     st->s.requests - st->s.ok, st->s.e2e.p50 * 1000, st->s.e2e.p95 * 1000, st->s.ttft.p95 * 1000,
-                    st->s.goodput, st->breaks_sla ? "broken" : "ok");
+                    st->s.goodput, !st->s.requests ? "no reqs" : st->breaks_sla ? "broken" : "ok");
         }
         if (r->knee >= 0) fprintf(f, "  knee: step %d at %.2f req/s offered\n", r->knee, r->steps[r->knee].rate);
-        else fprintf(f, "  knee: not reached (every step met the SLA)\n");
+        else fprintf(f, "  knee: not reached (no step broke the SLA)\n");
     }
     fprintf(f, "  cache hit rate: ");
     if (r->has_cache_rate) fprintf(f, "%.1f%%\n", r->cache_hit_rate * 100);
@@ -268,12 +268,15 @@ static void plot_ramp(FILE *f, const bench_result *r) {
     double *x = malloc((size_t)n * sizeof *x), *y = malloc((size_t)n * 4 * sizeof *y);
     if (!x || !y) goto done;
     double xm = 0, ym = r->cfg.sla_p95_s;
+    int m = 0; /* steps with successful requests; the others have no latency to show */
     for (int k = 0; k < n; k++) {
         const bench_step *st = &r->steps[k];
-        x[k] = st->rate;
-        y[k] = st->s.e2e.p50, y[n + k] = st->s.e2e.p95, y[2 * n + k] = st->s.e2e.p99, y[3 * n + k] = st->s.ttft.p95;
-        if (x[k] > xm) xm = x[k];
+        if (st->rate > xm) xm = st->rate;
+        if (!st->s.e2e.n) continue;
+        x[m] = st->rate;
+        y[m] = st->s.e2e.p50, y[n + m] = st->s.e2e.p95, y[2 * n + m] = st->s.e2e.p99, y[3 * n + m] = st->s.ttft.p95;
         if (st->s.e2e.p99 > ym) ym = st->s.e2e.p99;
+        m++;
     }
     plot p = {nice_max(xm), nice_max(ym)};
     axes(f, &p, "End-to-end latency percentiles vs offered load", "offered load (requests/s)", "seconds");
@@ -281,14 +284,16 @@ static void plot_ramp(FILE *f, const bench_result *r) {
                "<text x=\"%d\" y=\"%.1f\" fill=\"#c00\">SLA p95 %.3g s</text>\n",
             ML, W - MR, py(&p, r->cfg.sla_p95_s), py(&p, r->cfg.sla_p95_s), ML + 4, py(&p, r->cfg.sla_p95_s) - 4,
             r->cfg.sla_p95_s);
-    polyline(f, &p, x, y, n, "#1f77b4", "e2e p50", 0);
-    polyline(f, &p, x, y + n, n, "#ff7f0e", "e2e p95", 1);
-    polyline(f, &p, x, y + 2 * n, n, "#d62728", "e2e p99", 2);
-    polyline(f, &p, x, y + 3 * n, n, "#2ca02c", "ttft p95", 3);
-    if (r->knee >= 0)
+    polyline(f, &p, x, y, m, "#1f77b4", "e2e p50", 0);
+    polyline(f, &p, x, y + n, m, "#ff7f0e", "e2e p95", 1);
+    polyline(f, &p, x, y + 2 * n, m, "#d62728", "e2e p99", 2);
+    polyline(f, &p, x, y + 3 * n, m, "#2ca02c", "ttft p95", 3);
+    if (r->knee >= 0) {
+        double kx = px(&p, r->steps[r->knee].rate);
         fprintf(f, "<line x1=\"%.1f\" x2=\"%.1f\" y1=\"%d\" y2=\"%d\" stroke=\"#888\" stroke-dasharray=\"2 3\"/>"
                    "<text x=\"%.1f\" y=\"%d\" fill=\"#555\">knee</text>\n",
-                px(&p, x[r->knee]), px(&p, x[r->knee]), MT, H - MB, px(&p, x[r->knee]) + 3, MT + 10);
+                kx, kx, MT, H - MB, kx + 3, MT + 10);
+    }
     fprintf(f, "</svg>\n");
 done:
     free(x);
@@ -437,7 +442,7 @@ kn_status bench_report_html(const bench_result *r, const char *path, kn_err *err
                        "<td>%.1f</td><td>%.2f</td><td>%s</td></tr>\n",
                     k, k == r->knee ? " (knee)" : "", st->rate, st->s.ok, st->s.requests - st->s.ok, st->s.e2e.p50 * 1000,
                     st->s.e2e.p95 * 1000, st->s.ttft.p95 * 1000, st->s.output_tok_s, st->s.goodput,
-                    st->breaks_sla ? "broken" : "ok");
+                    !st->s.requests ? "no requests" : st->breaks_sla ? "broken" : "ok");
         }
         fprintf(f, "</table>\n");
         plot_ramp(f, r);
