@@ -24,26 +24,8 @@ static void usage(FILE *f) {
             "      --json          print the server's answer as JSON\n");
 }
 
-typedef struct body {
-    char *p;
-    size_t n;
-    bool over;
-} body;
-
 static size_t on_data(char *p, size_t sz, size_t nm, void *arg) {
-    body *b = arg;
-    size_t n = sz * nm;
-    if (b->n + n > PS_MAX_BODY) {
-        b->over = true;
-        return 0;
-    }
-    char *q = realloc(b->p, b->n + n + 1);
-    if (!q) return 0;
-    memcpy(q + b->n, p, n);
-    b->p = q;
-    b->n += n;
-    b->p[b->n] = 0;
-    return n;
+    return kn_buf_add(arg, p, sz * nm, PS_MAX_BODY) ? sz * nm : 0;
 }
 
 static void human(double bytes, char *buf, size_t cap) {
@@ -90,7 +72,7 @@ int cmd_ps(int argc, char **argv) {
         snprintf(auth, sizeof auth, "Authorization: Bearer %.1000s", key);
         hdr = curl_slist_append(hdr, auth);
     }
-    body b = {0};
+    kn_buf b = {0};
     curl_easy_setopt(c, CURLOPT_URL, full);
     curl_easy_setopt(c, CURLOPT_HTTPHEADER, hdr);
     curl_easy_setopt(c, CURLOPT_WRITEFUNCTION, on_data);
@@ -105,7 +87,7 @@ int cmd_ps(int argc, char **argv) {
     int rc = 1;
     json_t *root = NULL;
     if (cr != CURLE_OK) {
-        fprintf(stderr, "kiln ps: %s: %s\n", full, b.over ? "the answer is too large" : curl_easy_strerror(cr));
+        fprintf(stderr, "kiln ps: %s: %s\n", full, cr == CURLE_WRITE_ERROR ? "the answer is too large" : curl_easy_strerror(cr));
         goto done;
     }
     json_error_t je;
@@ -148,6 +130,6 @@ int cmd_ps(int argc, char **argv) {
     rc = 0;
 done:
     json_decref(root);
-    free(b.p);
+    kn_buf_free(&b);
     return rc;
 }

@@ -7,6 +7,7 @@
 
 #include <errno.h>
 #include <stdio.h>
+#include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
@@ -216,4 +217,27 @@ void kn_progress_update(kn_progress *p, uint64_t done, const char *note) {
 void kn_progress_end(kn_progress *p) {
     if (p->done != p->total) kn_progress_update(p, p->total, NULL);
     if (p->tty) fputc('\n', stderr);
+}
+
+bool kn_buf_add(kn_buf *b, const void *p, size_t n, size_t max) {
+    if (n > SIZE_MAX - b->n - 1 || (max && b->n + n > max)) return false;
+    if (b->n + n + 1 > b->cap) {
+        size_t nc = b->cap ? b->cap : 1024;
+        while (nc < b->n + n + 1) nc = nc > SIZE_MAX / 2 ? b->n + n + 1 : nc * 2;
+        if (max && nc > max + 1) nc = max + 1;
+        char *q = realloc(b->p, nc);
+        if (!q) return false;
+        b->p = q;
+        b->cap = nc;
+    }
+    if (n) memcpy(b->p + b->n, p, n);
+    b->n += n;
+    b->p[b->n] = 0;
+    return true;
+}
+
+void kn_buf_free(kn_buf *b) {
+    free(b->p);
+    b->p = NULL;
+    b->n = b->cap = 0;
 }

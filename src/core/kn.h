@@ -181,4 +181,17 @@ void kn_progress_end(kn_progress *p);
  * buffer the caller frees. */
 kn_status kn_read_file(const char *path, size_t max_bytes, char **out, size_t *len, kn_err *err);
 
+/* ---- growable byte buffer ------------------------------------------------ */
+
+/* Bytes appended at the end, always followed by a NUL (so text can be used
+ * as a C string). Zero-initialize; free with kn_buf_free. */
+typedef struct kn_buf {
+    char *p;
+    size_t n, cap;
+} kn_buf;
+/* Appends n bytes. False (buffer unchanged) when memory runs out or the
+ * result would be longer than max bytes (0: no bound). */
+bool kn_buf_add(kn_buf *b, const void *p, size_t n, size_t max);
+void kn_buf_free(kn_buf *b); /* frees and zeroes; accepts a zeroed buffer */
+
 #endif

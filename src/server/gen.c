@@ -30,8 +30,8 @@ typedef struct gen_job {
     char *echo_text;
     size_t echo_len;
     /* output being formatted (stream) */
-    char *out;
-    size_t out_len, out_off, out_cap;
+    kn_buf out;
+    size_t out_off;
     bool started, sent_final;
     /* text read from the engine; an incomplete UTF-8 tail is held */
     char text[8192];
@@ -40,8 +40,7 @@ typedef struct gen_job {
     eng_req_result res;
     size_t text_offset; /* completions logprobs: bytes of text so far */
     /* accumulated answer (non-stream) */
-    char *acc;
-    size_t acc_len, acc_cap;
+    kn_buf acc;
     json_t *lp_acc; /* logprobs entries (non-stream) */
     json_t *lp_tokens, *lp_token_lps, *lp_tops, *lp_offsets; /* completions */
 } gen_job;
@@ -49,28 +48,13 @@ typedef struct gen_job {
 static bool is_ollama(srv_api a) { return a == SRV_API_OLLAMA_GENERATE || a == SRV_API_OLLAMA_CHAT; }
 static bool is_chat(srv_api a) { return a == SRV_API_OPENAI_CHAT || a == SRV_API_OLLAMA_CHAT; }
 
-static bool buf_add(char **b, size_t *len, size_t *cap, const char *p, size_t n) {
-    if (*len + n + 1 > *cap) {
-        size_t nc = *cap ? *cap : 1024;
-        while (nc < *len + n + 1) nc *= 2;
-        char *nb = realloc(*b, nc);
-        if (!nb) return false;
-        *b = nb;
-        *cap = nc;
-    }
-    memcpy(*b + *len, p, n);
-    *len += n;
-    (*b)[*len] = 0;
-    return true;
-}
-
 static void job_free(gen_job *j) {
     if (!j) return;
     eng_req_release(j->r);
     if (j->m) rt_release(j->s->reg, j->m);
     free(j->echo_text);
-    free(j->out);
-    free(j->acc);
+    kn_buf_free(&j->out);
+    kn_buf_free(&j->acc);
     json_decref(j->lp_acc);
     json_decref(j->lp_tokens);
     json_decref(j->lp_token_lps);
@@ -140,12 +124,12 @@ static void out_json(gen_job *j, json_t *o) {
     json_decref(o);
     if (!s) return;
     if (is_ollama(j->api)) {
-        buf_add(&j->out, &j->out_len, &j->out_cap, s, strlen(s));
-        buf_add(&j->out, &j->out_len, &j->out_cap, "\n", 1);
+        kn_buf_add(&j->out, s, strlen(s), 0);
+        kn_buf_add(&j->out, "\n", 1, 0);
     } else {
-        buf_add(&j->out, &j->out_len, &j->out_cap, "data: ", 6);
-        buf_add(&j->out, &j->out_len, &j->out_cap, s, strlen(s));
-        buf_add(&j->out, &j->out_len, &j->out_cap, "\n\n", 2);
+        kn_buf_add(&j->out, "data: ", 6, 0);
+        kn_buf_add(&j->out, s, strlen(s), 0);
+        kn_buf_add(&j->out, "\n\n", 2, 0);
     }
     free(s);
 }
@@ -248,7 +232,7 @@ static void stream_final(gen_job *j) {
             out_json(j, u);
         }
     }
-    buf_add(&j->out, &j->out_len, &j->out_cap, "data: [DONE]\n\n", 14);
+    kn_buf_add(&j->out, "data: [DONE]\n\n", 14, 0);
 }
 
 /* Reads what the engine has (waiting up to timeout_ms) and formats it or
@@ -263,7 +247,7 @@ static bool pump(gen_job *j, int timeout_ms) {
         if (j->stream) {
             stream_delta(j, j->text, ready, j->ev, nev);
         } else {
-            buf_add(&j->acc, &j->acc_len, &j->acc_cap, j->text, ready);
+            kn_buf_add(&j->acc, j->text, ready, 0);
             if (j->n_logprobs >= 0) {
                 if (j->api == SRV_API_OPENAI_CHAT) {
                     json_t *more = chat_lp_entries(j, j->ev, nev);
@@ -297,19 +281,19 @@ static ssize_t stream_reader(void *cls, uint64_t pos, char *buf, size_t max) {
     gen_job *j = cls;
     if (!j->started) stream_start(j);
     for (;;) {
-        if (j->out_off < j->out_len) {
-            size_t n = j->out_len - j->out_off < max ? j->out_len - j->out_off : max;
-            memcpy(buf, j->out + j->out_off, n);
+        if (j->out_off < j->out.n) {
+            size_t n = j->out.n - j->out_off < max ? j->out.n - j->out_off : max;
+            memcpy(buf, j->out.p + j->out_off, n);
             j->out_off += n;
             return (ssize_t)n;
         }
         if (j->sent_final) return MHD_CONTENT_READER_END_OF_STREAM;
-        j->out_len = j->out_off = 0;
+        j->out.n = j->out_off = 0;
         if (pump(j, 100)) {
             stream_final(j);
             j->sent_final = true;
         }
-        if (j->out_len == 0 && srv_client_gone(j->c)) {
+        if (j->out.n == 0 && srv_client_gone(j->c)) {
             KN_INFO("%s: the client went away mid-stream; request cancelled", j->id);
             eng_req_cancel(j->r);
             return MHD_CONTENT_READER_END_WITH_ERROR;
@@ -337,7 +321,7 @@ static enum MHD_Result respond_stream(gen_job *j) {
 
 static enum MHD_Result respond_whole(gen_job *j) {
     bool done = false;
-    if (j->echo && j->echo_len) buf_add(&j->acc, &j->acc_len, &j->acc_cap, j->echo_text, j->echo_len);
+    if (j->echo && j->echo_len) kn_buf_add(&j->acc, j->echo_text, j->echo_len, 0);
     while (!done) {
         done = pump(j, 200);
         if (!done && srv_client_gone(j->c)) {
@@ -362,9 +346,9 @@ static enum MHD_Result respond_whole(gen_job *j) {
     }
     const char *fin = eng_finish_name(j->res.finish);
     json_t *o;
-    const char *text = j->acc ? j->acc : "";
+    const char *text = j->acc.p ? j->acc.p : "";
     if (oll) {
-        o = ollama_obj(j, text, j->acc_len, true);
+        o = ollama_obj(j, text, j->acc.n, true);
         json_object_set_new(o, "done_reason", json_string(fin));
         ollama_durations(j, o);
     } else {
@@ -381,9 +365,9 @@ static enum MHD_Result respond_whole(gen_job *j) {
         }
         if (j->api == SRV_API_OPENAI_CHAT)
             choice = json_pack("{s:i, s:{s:s, s:o}, s:o, s:s}", "index", 0, "message", "role", "assistant", "content",
-                               srv_json_text(text, j->acc_len), "logprobs", lp, "finish_reason", fin);
+                               srv_json_text(text, j->acc.n), "logprobs", lp, "finish_reason", fin);
         else
-            choice = json_pack("{s:i, s:o, s:o, s:s}", "index", 0, "text", srv_json_text(text, j->acc_len), "logprobs",
+            choice = json_pack("{s:i, s:o, s:o, s:s}", "index", 0, "text", srv_json_text(text, j->acc.n), "logprobs",
                                lp, "finish_reason", fin);
         o = json_pack("{s:s, s:s, s:I, s:s, s:s, s:[o], s:o}", "id", j->id, "object",
                       j->api == SRV_API_OPENAI_CHAT ? "chat.completion" : "text_completion", "created",
@@ -414,7 +398,7 @@ static enum MHD_Result handle_gen(srv_server *s, struct MHD_Connection *c, conn_
     size_t n_ids = 0;
     gen_job *j = NULL;
     double t0 = kn_now_s();
-    json_t *root = srv_parse_json(cx->body, cx->len, &e);
+    json_t *root = srv_parse_json(cx->body.p, cx->body.n, &e);
     if (!root) return srv_send_error(c, &e, oll);
     if (!srv_parse_gen(api, root, &q, &e)) goto fail;
     /* num_ctx above the default instance's context asks for an instance of its own */
@@ -590,7 +574,7 @@ static enum MHD_Result handle_embed(srv_server *s, struct MHD_Connection *c, con
     int32_t **toks = NULL;
     size_t *lens = NULL;
     double t0 = kn_now_s();
-    json_t *root = srv_parse_json(cx->body, cx->len, &e);
+    json_t *root = srv_parse_json(cx->body.p, cx->body.n, &e);
     if (!root) return srv_send_error(c, &e, oll);
     if (!srv_parse_embed(oll, root, &q, &e)) goto fail;
     rt_acquire_opts ao = {.n_ctx = 0, .keep_alive_s = q.keep_alive_s, .touch = true};

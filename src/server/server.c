@@ -226,7 +226,7 @@ static json_t *gguf_value_json(const gguf_ctx *g, int64_t i) {
 
 static enum MHD_Result h_api_show(srv_server *s, struct MHD_Connection *c, conn_ctx *cx) {
     srv_error e;
-    json_t *root = srv_parse_json(cx->body, cx->len, &e);
+    json_t *root = srv_parse_json(cx->body.p, cx->body.n, &e);
     if (!root) return srv_send_error(c, &e, true);
     json_t *name = json_object_get(root, "model");
     if (!name) name = json_object_get(root, "name");
@@ -278,7 +278,7 @@ static enum MHD_Result h_api_show(srv_server *s, struct MHD_Connection *c, conn_
 
 static enum MHD_Result h_tokenize(srv_server *s, struct MHD_Connection *c, conn_ctx *cx) {
     srv_error e;
-    json_t *root = srv_parse_json(cx->body, cx->len, &e);
+    json_t *root = srv_parse_json(cx->body.p, cx->body.n, &e);
     if (!root) return srv_send_error(c, &e, false);
     const char *model = NULL, *content = NULL;
     json_t *jm = json_object_get(root, "model"), *jc = json_object_get(root, "content");
@@ -327,7 +327,7 @@ err:
 
 static enum MHD_Result h_detokenize(srv_server *s, struct MHD_Connection *c, conn_ctx *cx) {
     srv_error e;
-    json_t *root = srv_parse_json(cx->body, cx->len, &e);
+    json_t *root = srv_parse_json(cx->body.p, cx->body.n, &e);
     if (!root) return srv_send_error(c, &e, false);
     json_t *jm = json_object_get(root, "model"), *jt = json_object_get(root, "tokens");
     int32_t *ids = NULL;
@@ -508,23 +508,11 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const cha
         size_t n = *upload_size;
         *upload_size = 0;
         if (cx->too_large) return MHD_YES;
-        if (cx->len + n > (size_t)s->max_body) {
+        if (cx->body.n + n > (size_t)s->max_body) {
             cx->too_large = true;
             return MHD_YES;
         }
-        if (cx->len + n + 1 > cx->cap) {
-            size_t nc = cx->cap ? cx->cap : 4096;
-            while (nc < cx->len + n + 1) nc *= 2;
-            if (nc > (size_t)s->max_body + 1) nc = (size_t)s->max_body + 1;
-            char *nb = realloc(cx->body, nc);
-            if (!nb) return MHD_NO;
-            cx->body = nb;
-            cx->cap = nc;
-        }
-        memcpy(cx->body + cx->len, upload, n);
-        cx->len += n;
-        cx->body[cx->len] = 0;
-        return MHD_YES;
+        return kn_buf_add(&cx->body, upload, n, (size_t)s->max_body) ? MHD_YES : MHD_NO;
     }
     /* the whole request is here */
     cx->done = true;
@@ -564,7 +552,7 @@ static void on_completed(void *cls, struct MHD_Connection *c, void **con_cls, en
         if (status == 200 && cx->model) met_window_add(s->obs.e2e_window, now, now - cx->t0);
     }
     if (cx->counted) atomic_fetch_sub(&s->in_flight, 1);
-    free(cx->body);
+    kn_buf_free(&cx->body);
     free(cx);
     *con_cls = NULL;
 }

@@ -46,8 +46,7 @@ typedef struct conn_ctx {
     const struct route *route;
     double t0;            /* arrival */
     const char *model;    /* the model that served it (registry-owned name), for metrics */
-    char *body; /* NUL-terminated */
-    size_t len, cap;
+    kn_buf body;  /* the request body (bounded by max_body) */
     bool too_large;
     bool done;    /* a response was queued */
     bool counted; /* in in_flight */

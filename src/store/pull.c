@@ -58,31 +58,19 @@ static const char *curl_msg(CURLcode rc, const char *errbuf) {
 
 /* A response body held in memory, at most max bytes. */
 typedef struct membuf {
-    char *p;
-    size_t n, cap, max;
+    kn_buf b;
+    size_t max;
     bool overflow;
 } membuf;
 
 static size_t membuf_write(char *ptr, size_t size, size_t nmemb, void *ud) {
-    membuf *b = ud;
+    membuf *m = ud;
     size_t k = size * nmemb;
-    if (k > b->max - b->n) {
-        b->overflow = true;
+    if (k > m->max - m->b.n) {
+        m->overflow = true;
         return 0;
     }
-    if (b->n + k + 1 > b->cap) {
-        size_t nc = b->cap ? b->cap : 4096;
-        while (nc < b->n + k + 1)
-            nc *= 2;
-        char *np = realloc(b->p, nc);
-        if (!np) return 0;
-        b->p = np;
-        b->cap = nc;
-    }
-    memcpy(b->p + b->n, ptr, k);
-    b->n += k;
-    b->p[b->n] = 0;
-    return k;
+    return kn_buf_add(&m->b, ptr, k, m->max) ? k : 0;
 }
 
 /* The "error" string of a JSON error body, else the body's first line. */
@@ -131,13 +119,13 @@ static kn_status get_json(const char *url, const store_pull_opts *o, long *code,
         st = kn_fail(err, KN_EIO, "cannot fetch %s: %s", url, curl_msg(rc, errbuf));
     else if (*code >= 200 && *code < 300) {
         json_error_t je;
-        *out = json_loadb(b.p ? b.p : "", b.n, 0, &je);
+        *out = json_loadb(b.b.p ? b.b.p : "", b.b.n, 0, &je);
         if (!*out)
             st = kn_fail(err, KN_EFORMAT, "%s did not answer JSON (line %d, column %d: %s)", url, je.line,
                          je.column, je.text);
     } else
-        body_message(b.p, b.n, msg, msg_cap);
-    free(b.p);
+        body_message(b.b.p, b.b.n, msg, msg_cap);
+    kn_buf_free(&b.b);
     return st;
 }
 

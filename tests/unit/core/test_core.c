@@ -126,11 +126,38 @@ static void test_read_file(void **state) {
     tu_rmdir(dir);
 }
 
+static void test_buf(void **state) {
+    (void)state;
+    kn_buf b = {0};
+    char chunk[300];
+    for (int i = 0; i < 300; i++) chunk[i] = (char)('a' + i % 26);
+    size_t total = 0;
+    for (int k = 0; k < 50; k++) {
+        assert_true(kn_buf_add(&b, chunk, (size_t)k, 0));
+        total += (size_t)k;
+    }
+    assert_int_equal(b.n, total);
+    assert_int_equal(b.p[b.n], 0);
+    assert_memory_equal(b.p + total - 49, chunk, 49);
+    /* the bound: whole appends only, the buffer unchanged when refused */
+    kn_buf c = {0};
+    assert_true(kn_buf_add(&c, chunk, 100, 150));
+    assert_false(kn_buf_add(&c, chunk, 51, 150));
+    assert_int_equal(c.n, 100);
+    assert_true(kn_buf_add(&c, chunk, 50, 150));
+    assert_int_equal(c.n, 150);
+    assert_true(c.cap <= 151);
+    kn_buf_free(&b);
+    kn_buf_free(&c);
+    assert_null(b.p);
+    kn_buf_free(&b); /* idempotent */
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_pool_runs_every_thread), cmocka_unit_test(test_split_range),
         cmocka_unit_test(test_arena),                  cmocka_unit_test(test_errors_and_overflow),
-        cmocka_unit_test(test_cpu_select),             cmocka_unit_test(test_read_file),
+        cmocka_unit_test(test_cpu_select),             cmocka_unit_test(test_read_file), cmocka_unit_test(test_buf),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
