@@ -85,6 +85,9 @@ struct eng_sched {
     uint8_t *b_flags;
     float *logits; /* n_slots x n_vocab */
     float *hidden; /* max_batch x n_embd */
+    /* prefix reuse: the tokens whose KV each slot still holds */
+    int32_t *hist; /* n_slots x n_ctx */
+    int *n_hist;   /* valid positions per slot */
     size_t need_room; /* ring bytes one token may emit, flush included */
     size_t ring_cap;
     pthread_mutex_t mu;
@@ -385,17 +388,25 @@ static void finish_req(eng_req *r, eng_finish f, kn_status st, const char *msg, 
 
 /* Frees a slot; the request's engine reference goes when its last
  * sequence leaves (generation: at once; embedding: after all inputs). */
-static void slot_clear(eng_sched *s, int i) {
-    model_kv_truncate(s->kv, i, 0);
+/* keep_kv: the slot's KV stays valid for a later request sharing its prefix */
+static void slot_clear_kv(eng_sched *s, int i, bool keep_kv) {
+    if (!keep_kv) {
+        model_kv_truncate(s->kv, i, 0);
+        s->n_hist[i] = 0;
+    }
     /* only the engine thread writes slots; others read .r under s->mu */
     pthread_mutex_lock(&s->mu);
     s->slots[i] = (slot){.logit_row = -1};
     pthread_mutex_unlock(&s->mu);
 }
 
+static void slot_clear(eng_sched *s, int i) { slot_clear_kv(s, i, false); }
+
 static void slot_finish(eng_sched *s, int i, eng_finish f, kn_status st, const char *msg, bool flush) {
     eng_req *r = s->slots[i].r;
-    slot_clear(s, i);
+    /* a generation's KV (prompt and fed tokens) stays for prefix reuse; an
+     * embedding's or a failed step's does not */
+    slot_clear_kv(s, i, r->kind == REQ_GEN && f != ENG_FINISH_ERROR);
     if (r->kind == REQ_EMBED && f != ENG_FINISH_STOP) {
         /* an embedding fails or is cancelled as a whole: drop its other slots */
         for (int j = 0; j < s->o.n_slots; j++)
@@ -507,15 +518,40 @@ static int admit_locked(eng_sched *s, double now) {
     }
     int busy = 0;
     for (int i = 0; i < s->o.n_slots; i++) busy += s->slots[i].r != NULL;
-    for (int i = 0; i < s->o.n_slots && s->q_head; i++) {
-        if (s->slots[i].r) continue;
+    while (s->q_head && busy < s->o.n_slots) {
         eng_req *r = s->q_head;
+        /* a generation takes the free slot whose KV shares the longest
+         * prefix with its prompt; an embedding the one holding the least */
+        int i = -1, best = -1;
+        for (int k = 0; k < s->o.n_slots; k++) {
+            if (s->slots[k].r) continue;
+            int score;
+            if (r->kind == REQ_GEN) {
+                const int32_t *h = s->hist + (size_t)k * (size_t)s->o.n_ctx;
+                int n = s->n_hist[k] < (int)r->n_prompt ? s->n_hist[k] : (int)r->n_prompt, c = 0;
+                while (c < n && h[c] == r->prompt[c]) c++;
+                score = c;
+            } else {
+                score = -s->n_hist[k];
+            }
+            if (i < 0 || score > best) i = k, best = score;
+        }
         slot *sl = &s->slots[i];
         *sl = (slot){.r = r, .logit_row = -1};
         if (r->kind == REQ_GEN) {
             sl->toks = r->prompt;
             sl->n_toks = r->n_prompt;
+            /* reuse the shared prefix; at least the last prompt token is
+             * computed again, for its logits */
+            int reuse = best < (int)r->n_prompt ? best : (int)r->n_prompt - 1;
+            model_kv_truncate(s->kv, i, reuse);
+            s->n_hist[i] = reuse;
+            sl->n_past = reuse;
+            met_add(s->o.metrics.prefix_queried, (double)r->n_prompt);
+            met_add(s->o.metrics.prefix_hit, (double)reuse);
         } else {
+            model_kv_truncate(s->kv, i, 0);
+            s->n_hist[i] = 0;
             sl->input = r->next_in++;
             sl->toks = r->in[sl->input];
             sl->n_toks = r->in_len[sl->input];
@@ -609,6 +645,7 @@ static void *engine_main(void *arg) {
             sl->stall_since = 0;
             s->b_tok[n] = sl->next_tok;
             s->b_pos[n] = sl->n_past;
+            s->hist[(size_t)i * (size_t)s->o.n_ctx + (size_t)sl->n_past] = sl->next_tok;
             s->b_seq[n] = i;
             s->b_flags[n] = MODEL_OUT_LOGITS;
             sl->logit_row = n_rows++;
@@ -625,6 +662,7 @@ static void *engine_main(void *arg) {
             for (size_t k = 0; k < chunk; k++) {
                 s->b_tok[n] = sl->toks[sl->n_past + (int)k];
                 s->b_pos[n] = sl->n_past + (int)k;
+                s->hist[(size_t)i * (size_t)s->o.n_ctx + (size_t)(sl->n_past + (int)k)] = s->b_tok[n];
                 s->b_seq[n] = i;
                 s->b_flags[n] = embed ? MODEL_OUT_EMBD : 0;
                 n++;
@@ -668,6 +706,7 @@ static void *engine_main(void *arg) {
             if (sl->decoding) {
                 if (sl->logit_row < 0) continue;
                 sl->n_past++;
+                s->n_hist[i] = sl->n_past;
                 gen_token(s, i, s->logits + (size_t)sl->logit_row * V);
                 continue;
             }
@@ -687,6 +726,7 @@ static void *engine_main(void *arg) {
             }
             /* generation prefill */
             sl->n_past += sl->chunk;
+            s->n_hist[i] = sl->n_past;
             if (sl->logit_row >= 0) gen_token(s, i, s->logits + (size_t)sl->logit_row * V);
         }
     }
@@ -721,7 +761,9 @@ kn_status eng_sched_create(const model *m, const tok_vocab *v, const tensor_ops 
     s->b_flags = malloc((size_t)B);
     s->logits = malloc((size_t)s->o.n_slots * (size_t)m->hp.n_vocab * sizeof *s->logits);
     s->hidden = malloc((size_t)B * (size_t)m->hp.n_embd * sizeof *s->hidden);
-    if (!s->slots || !s->b_tok || !s->b_pos || !s->b_seq || !s->b_flags || !s->logits || !s->hidden) {
+    s->hist = malloc((size_t)s->o.n_slots * (size_t)s->o.n_ctx * sizeof *s->hist);
+    s->n_hist = calloc((size_t)s->o.n_slots, sizeof *s->n_hist);
+    if (!s->hist || !s->n_hist || !s->slots || !s->b_tok || !s->b_pos || !s->b_seq || !s->b_flags || !s->logits || !s->hidden) {
         kn_fail(err, KN_ENOMEM, "out of memory");
         goto fail;
     }
@@ -776,6 +818,8 @@ void eng_sched_destroy(eng_sched *s) {
     free(s->b_flags);
     free(s->logits);
     free(s->hidden);
+    free(s->hist);
+    free(s->n_hist);
     pthread_mutex_destroy(&s->mu);
     pthread_cond_destroy(&s->cv);
     free(s);

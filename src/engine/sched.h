@@ -6,6 +6,12 @@
  * to a token budget per step. New requests join at the next step; finished
  * or cancelled ones leave at once.
  *
+ * Prefix reuse: a slot keeps the KV of its last sequence after it ends. A
+ * new generation takes the free slot whose KV shares the longest prefix
+ * with its prompt and computes only the rest (a multi-turn chat recomputes
+ * only the new turn). The paged, block-hashed prefix cache of the batching
+ * work supersedes this.
+ *
  * Owns: the engine thread, the KV store (slots x context), the forward
  * scratch, the logits/hidden buffers and the wait queue. Borrows the model,
  * its vocabulary, the kernel set and the thread pool, which must outlive it.
@@ -54,6 +60,8 @@ typedef struct eng_metrics {
     met_series *batch_size;    /* sequences per forward step */
     met_series *prompt_tokens; /* counter */
     met_series *gen_tokens;    /* counter */
+    met_series *prefix_queried; /* counter: prompt tokens looked up in the slots' KV */
+    met_series *prefix_hit;     /* counter: of those, tokens whose KV was reused */
     met_window *ttft_window;   /* rolling TTFT samples for the SLA */
 } eng_metrics;
 

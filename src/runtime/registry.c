@@ -416,7 +416,9 @@ static kn_status load(rt_registry *r, inst *in, const shape *sh, kn_err *err) {
                                    .queue_wait = met_get(mf->queue_wait, lv), .prefill = met_get(mf->prefill, lv),
                                    .batch_size = met_get(mf->batch_size, lv),
                                    .prompt_tokens = met_get(mf->prompt_tokens, lv),
-                                   .gen_tokens = met_get(mf->gen_tokens, lv), .ttft_window = mf->ttft_window};
+                                   .gen_tokens = met_get(mf->gen_tokens, lv),
+                                   .prefix_queried = met_get(mf->prefix_queried, lv),
+                                   .prefix_hit = met_get(mf->prefix_hit, lv), .ttft_window = mf->ttft_window};
     }
     if ((st = eng_sched_create(m->m, m->vocab, r->ops, in->pool, &so, &m->sched, err)) != KN_OK) return st;
     m->load_s = kn_now_s() - t0;

@@ -77,6 +77,7 @@ typedef struct rt_registry rt_registry;
 typedef struct rt_metrics {
     met_family *ttft, *itl, *queue_wait, *prefill, *batch_size; /* histograms */
     met_family *prompt_tokens, *gen_tokens;                     /* counters */
+    met_family *prefix_queried, *prefix_hit;                    /* counters */
     met_family *loads, *unloads, *load_failures;                /* counters */
     met_family *estimate_error;                                 /* gauge: measured - estimated bytes */
     met_window *ttft_window;

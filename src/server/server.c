@@ -592,6 +592,10 @@ static bool obs_create(srv_obs *o, const srv_config *cfg) {
                                      MET_COUNT(MET_BUCKETS_BATCH));
     o->rt.prompt_tokens = met_counter(r, "kiln_prompt_tokens_total", "Prompt tokens processed", 1, model);
     o->rt.gen_tokens = met_counter(r, "kiln_generated_tokens_total", "Tokens generated", 1, model);
+    o->rt.prefix_queried = met_counter(r, "kiln_prefix_cache_queried_tokens_total",
+                                       "Prompt tokens looked up in the KV cache", 1, model);
+    o->rt.prefix_hit = met_counter(r, "kiln_prefix_cache_hit_tokens_total",
+                                   "Prompt tokens whose KV was reused instead of computed", 1, model);
     o->rt.loads = met_counter(r, "kiln_model_loads_total", "Models loaded", 1, model);
     o->rt.unloads = met_counter(r, "kiln_model_unloads_total", "Models unloaded", 1, model);
     o->rt.load_failures = met_counter(r, "kiln_model_load_failures_total", "Model loads that failed", 1, model);
@@ -608,7 +612,7 @@ static bool obs_create(srv_obs *o, const srv_config *cfg) {
     o->rt.ttft_window = met_window_create(o->window_s, 1 << 16);
     o->e2e_window = met_window_create(o->window_s, 1 << 16);
     return o->requests && o->duration && o->rt.ttft && o->rt.itl && o->rt.queue_wait && o->rt.prefill &&
-           o->rt.batch_size && o->rt.prompt_tokens && o->rt.gen_tokens && o->rt.loads && o->rt.unloads &&
+           o->rt.batch_size && o->rt.prompt_tokens && o->rt.gen_tokens && o->rt.prefix_queried && o->rt.prefix_hit && o->rt.loads && o->rt.unloads &&
            o->rt.load_failures && o->running && o->waiting && o->kv_used && o->kv_total && o->model_bytes &&
            o->rt.ttft_window && o->e2e_window;
 }

@@ -324,6 +324,61 @@ static void test_embeddings(void **state) {
     unload(&L);
 }
 
+/* Prefix reuse: the same prompt again, and the prompt extended by the
+ * first greedy tokens, reuse the slot's KV and still give llama.cpp's
+ * greedy continuation; the prefix counters count it. */
+static void test_prefix_reuse(void **state) {
+    env *e = *state;
+    char path[1024];
+    kn_err err = {0};
+    loaded L;
+    assert_int_equal(model_load(tu_shared_path(path, sizeof path, "models/stories260K.gguf"), NULL, &L.m, &err), KN_OK);
+    assert_int_equal(tok_vocab_load(L.m->gguf, &L.v, &err), KN_OK);
+    met_registry *mr = met_registry_create();
+    met_family *fq = met_counter(mr, "q_total", "q", 0, NULL), *fh = met_counter(mr, "h_total", "h", 0, NULL);
+    eng_sched_opts o = {.n_slots = 1, .n_ctx = 128, .max_batch = 64, .queue_len = 4, .queue_timeout_s = 60,
+                        .metrics = {.prefix_queried = met_get(fq, NULL), .prefix_hit = met_get(fh, NULL)}};
+    assert_int_equal(eng_sched_create(L.m, L.v, &e->ops, e->pool, &o, &L.s, &err), KN_OK);
+    json_error_t je;
+    json_t *ref = json_load_file(tu_shared_path(path, sizeof path, "reference/stories260K.story.json"), 0, &je);
+    assert_non_null(ref);
+    json_t *pt = json_object_get(ref, "prompt_tokens"), *g = json_object_get(ref, "greedy");
+    size_t np = json_array_size(pt), ng = json_array_size(g);
+    int32_t toks[128], want[64];
+    for (size_t i = 0; i < np; i++) toks[i] = (int32_t)json_integer_value(json_array_get(pt, i));
+    for (size_t i = 0; i < ng; i++) want[i] = (int32_t)json_integer_value(json_array_get(g, i));
+    const size_t ext = 5;
+    for (size_t i = 0; i < ext; i++) toks[np + i] = want[i];
+    struct {
+        size_t n_prompt, skip;
+        double hit;
+    } runs[] = {{np, 0, 0}, {np, 0, (double)np - 1}, {np + ext, ext, (double)(np + ext - 1)}};
+    double hits = 0, queried = 0;
+    for (size_t k = 0; k < 3; k++) {
+        eng_gen_params p = greedy((int)(ng - runs[k].skip));
+        eng_req *r;
+        assert_int_equal(eng_req_create_gen(L.s, toks, runs[k].n_prompt, &p, &r, &err), KN_OK);
+        assert_int_equal(eng_sched_submit(L.s, r, &err), KN_OK);
+        char *text;
+        size_t len, n_ids;
+        int32_t ids[64];
+        drain(r, &text, &len, ids, &n_ids, 64);
+        free(text);
+        eng_req_release(r);
+        assert_int_equal(n_ids, ng - runs[k].skip);
+        for (size_t i = 0; i < n_ids; i++)
+            if (ids[i] != want[runs[k].skip + i])
+                fail_msg("run %zu: token %zu is %d, llama.cpp's greedy is %d", k, i, ids[i], want[runs[k].skip + i]);
+        hits += runs[k].hit;
+        queried += (double)runs[k].n_prompt;
+        assert_true(fabs(met_value(met_get(fh, NULL)) - hits) < 0.5);
+        assert_true(fabs(met_value(met_get(fq, NULL)) - queried) < 0.5);
+    }
+    json_decref(ref);
+    unload(&L);
+    met_registry_destroy(mr);
+}
+
 static void test_logprobs(void **state) {
     (void)state;
     tu_rng rng = {42};
@@ -351,7 +406,7 @@ int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_greedy_matches_reference), cmocka_unit_test(test_stop_string),
         cmocka_unit_test(test_cancel_and_queue_limit),   cmocka_unit_test(test_embeddings),
-        cmocka_unit_test(test_logprobs),
+        cmocka_unit_test(test_logprobs),                 cmocka_unit_test(test_prefix_reuse),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }
