@@ -35,6 +35,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import struct
 import threading
 import time
 from datetime import datetime, timezone
@@ -76,6 +77,16 @@ def start(args, env=None):
     srv = ks.Server(list(args), env=env)
     SERVERS.append(srv)
     return srv
+
+
+def run(t, arg, also=()):
+    """Runs one test; on a failure, shows the log tails of the servers it
+    started (and of `also`)."""
+    fails, n = ck.fails, len(SERVERS)
+    ck.run(t, arg)
+    if ck.fails > fails:
+        for s in list(also) + SERVERS[n:]:
+            s.dump_log_tail(30)
 
 
 def stop(srv, name):
@@ -464,6 +475,77 @@ def test_failing_load(root):
         stop(srv, "failing-load")
 
 
+def write_without_tokens(src, dst):
+    """A copy of src whose `tokenizer.ggml.tokens` key is renamed (same
+    length, so every offset stays valid): the header and tensors read
+    fine, and the load fails later, at the tokenizer."""
+    with open(src, "rb") as f:
+        data = f.read()
+    key = b"tokenizer.ggml.tokens"
+    needle = struct.pack("<Q", len(key)) + key
+    i = data.find(needle)
+    if i < 0 or data.find(needle, i + 1) >= 0:
+        raise RuntimeError("%s: the key %r is not there exactly once" % (src, key))
+    with open(dst, "wb") as f:
+        f.write(data[:i] + struct.pack("<Q", len(key)) + b"tokenizer.ggml.tokenX" + data[i + len(needle):])
+    return data
+
+
+def test_failing_load_shared(root):
+    """The load itself fails (after the loading line): the requests that
+    waited for it get that same error; fixing the file makes it load."""
+    d = make_dir(root, ["stories-Q8_0.gguf"])
+    bad = os.path.join(d, "notok-Q4_0.gguf")
+    good = write_without_tokens(ks.model_path("tiny-llama-Q4_0"), bad)
+    srv = start(["--models", d, "-np", "2"])
+    try:
+        n = 16
+        barrier = threading.Barrier(n)
+        res = [None] * n
+
+        def one(i):
+            barrier.wait()
+            try:
+                res[i] = complete(srv, "notok")
+            except Exception as e:  # noqa: BLE001
+                res[i] = e
+
+        th = [threading.Thread(target=one, args=(i,)) for i in range(n)]
+        for t in th:
+            t.start()
+        for t in th:
+            t.join(120)
+        statuses = [r.status if isinstance(r, ks.Response) else repr(r) for r in res]
+        ck.check("load failure: all 16 concurrent requests get an error status (400/500)",
+                 all(s in (400, 500) for s in statuses), statuses)
+        msgs = [err_msg(r) for r in res if isinstance(r, ks.Response)]
+        ck.check("load failure: every error says what failed (the tokenizer)",
+                 len(msgs) == n and all("tokenizer" in m for m in msgs), msgs[:3])
+        ck.check("load failure: every error names the model", all("notok" in m for m in msgs), msgs[:3])
+        log = srv.log()
+        loads = count(log, r"loading notok-Q4_0 \(")
+        fails = count(log, r"cannot load notok:Q4_0")
+        ck.check("load failure: each load attempt logged and failed (%d attempts for 16 requests)" % loads,
+                 1 <= loads <= n and fails == loads, (loads, fails))
+        print("   (%d load attempts served 16 concurrent requests)" % loads)
+        ck.check("load failure: nothing listed in /api/ps", ps_names(srv) == [], ps_names(srv))
+        ck.eq("load failure: another model loads and serves", complete(srv, "stories:Q8_0").status, 200)
+        n_before = count(srv.log(), r"loading notok-Q4_0 \(")
+        r = complete(srv, "notok")
+        ck.eq("load failure: the next request retries (one more load attempt)",
+              count(srv.log(), r"loading notok-Q4_0 \("), n_before + 1)
+        ck.check("load failure: the retry fails again with 400/500", r.status in (400, 500), r)
+        tmp = os.path.join(d, ".notok.tmp")
+        with open(tmp, "wb") as f:
+            f.write(good)
+        os.replace(tmp, bad)
+        r = complete(srv, "notok", max_tokens=4)
+        ck.eq("load failure fixed: 200", r.status, 200)
+        ck.check("load failure fixed: listed", ps_entry(srv, "notok:Q4_0") is not None, ps_names(srv))
+    finally:
+        stop(srv, "failing-load-shared")
+
+
 # ---------------------------------------------------------------- TTL (servers B, C)
 
 def test_ttl(root):
@@ -533,9 +615,9 @@ def test_ttl(root):
 def test_never_expire(root):
     """MODEL_UNLOAD_TIMEOUT=1 / CLEANUP_CHECK_INTERVAL=1 from the environment;
     --preload + --pin, and keep_alive -1, survive; a plain request expires."""
-    d = make_dir(root, ["stories-Q8_0.gguf", "stories-F32.gguf", "plain.gguf"])
+    d = make_dir(root, ["stories-Q8_0.gguf", "stories-F32.gguf", "plain.gguf", "tiny-Q4_K_M.gguf"])
     t0 = time.time()
-    srv = start(["--models", d, "-np", "2", "--preload", "plain", "--pin", "plain"],
+    srv = start(["--models", d, "-np", "2", "-c", "8192", "--preload", "plain", "--pin", "plain"],
                 env={"MODEL_UNLOAD_TIMEOUT": "1", "CLEANUP_CHECK_INTERVAL": "1"})
     try:
         log = srv.log()
@@ -568,6 +650,27 @@ def test_never_expire(root):
                  names)
         ck.eq("no unload of the pinned or keep_alive -1 models in the log",
               count(srv.log(), r"unloading (plain|stories):F32"), 0)
+        # a model in use never unloads, however long the request takes
+        h = Holder(srv, "tiny:Q4_K_M", 8000)
+        try:
+            ok, _ = wait_until(lambda: (ps_entry(srv, "tiny:Q4_K_M") or {}).get("in_flight", 0) >= 1 or h.done(), 30,
+                               0.05)
+            t_busy = time.time()
+            while time.time() - t_busy < 3.5 and not h.done():
+                time.sleep(0.1)
+            still = not h.done()
+            e = ps_entry(srv, "tiny:Q4_K_M")
+            if still:
+                ck.check("in use: tiny:Q4_K_M still loaded after 3.5 s (timeout 1 s) with a request running",
+                         e is not None and e.get("in_flight", 0) >= 1, e)
+                ck.eq("in use: no unload of tiny:Q4_K_M logged", count(srv.log(), r"unloading tiny:Q4_K_M"), 0)
+            else:
+                print("   (skipped the in-use check: the 8000-token request finished within 3.5 s)")
+        finally:
+            h.abort()
+        t_rel = time.time()
+        ok, _ = wait_until(lambda: ps_entry(srv, "tiny:Q4_K_M") is None, 10, 0.1)
+        ck.check("in use: unloaded once the request ended (%.2f s)" % (time.time() - t_rel), ok, ps_names(srv))
     finally:
         rc = srv.stop(30)
     ck.exited_clean("never-expire server on SIGTERM", srv, rc)
@@ -649,6 +752,64 @@ def test_eviction_and_503(root):
                  sum(est.get(m["id"], (0,))[0] for m in ps(srv) if "id" in m) <= budget_mib, ps(srv))
     finally:
         stop(srv, "eviction")
+
+
+def test_lru_order(root):
+    d = make_dir(root, ["stories-Q8_0.gguf", "stories-F32.gguf", "plain.gguf"])
+    flags = ["-np", "2"]
+    est = probe(d, flags, ["stories:Q8_0", "stories:F32", "plain"])
+    ids = ["stories-Q8_0", "stories-F32", "plain"]
+    if not ck.check("lru probe: three estimates", all(i in est for i in ids), est):
+        return
+    e = [est[i][0] for i in ids]
+    pair, triple = max(e[0] + e[1], e[0] + e[2], e[1] + e[2]), sum(e)
+    budget = (pair + triple) / 2
+    ck.check("lru: budget %.1f MiB fits any two (%.1f) but not three (%.1f)" % (budget, pair, triple),
+             pair + 0.5 < budget < triple - 0.5, e)
+    srv = start(["--models", d, "--memory-budget", "%dk" % int(budget * 1024)] + flags)
+    try:
+        for m in ("stories:Q8_0", "stories:F32"):
+            ck.eq("lru: %s 200" % m, complete(srv, m).status, 200)
+        time.sleep(0.05)
+        ck.eq("lru: stories:Q8_0 used again (stories:F32 is now the least recent)",
+              complete(srv, "stories:Q8_0").status, 200)
+        ck.eq("lru: plain 200", complete(srv, "plain").status, 200)
+        ck.eq("lru: the least recently used (stories:F32) was unloaded", ps_names(srv), ["plain:F32", "stories:Q8_0"])
+        ck.check("lru: logged", re.search(r"unloading stories:F32 \(making room", srv.log()), srv.log()[-1500:])
+        time.sleep(0.05)
+        ck.eq("lru: plain used again", complete(srv, "plain").status, 200)
+        ck.eq("lru: stories:F32 back", complete(srv, "stories:F32").status, 200)
+        ck.eq("lru: now stories:Q8_0 was the least recent", ps_names(srv), ["plain:F32", "stories:F32"])
+    finally:
+        stop(srv, "lru")
+
+
+def test_context_instances(root):
+    """A request asking for more context than the loaded instance gets its
+    own instance; one asking for less shares the loaded one."""
+    d = make_dir(root, ["stories-Q8_0.gguf"])
+    srv = start(["--models", d, "-np", "2", "-c", "512"])
+    try:
+        ck.eq("ctx: default instance 200", generate(srv, "stories:Q8_0").status, 200)
+        ck.eq("ctx: one instance with -c 512", [m["context_length"] for m in ps(srv)], [512])
+        ck.eq("ctx: num_ctx 256 shares it", generate(srv, "stories:Q8_0", options={"num_ctx": 256}).status, 200)
+        ck.eq("ctx: still one instance", [m["context_length"] for m in ps(srv)], [512])
+        r = generate(srv, "stories:Q8_0", options={"num_ctx": 1024})
+        ck.eq("ctx: num_ctx 1024: 200", r.status, 200)
+        ck.eq("ctx: a second instance with context 1024",
+              sorted((m["name"], m["context_length"]) for m in ps(srv)),
+              [("stories:Q8_0", 512), ("stories:Q8_0", 1024)])
+        ck.eq("ctx: two loads logged", count(srv.log(), r"loading stories-Q8_0 \("), 2)
+        # a prompt of 700 tokens fits the 1024 instance only
+        prompt = list(range(3, 703))
+        r = srv.post("/v1/completions", {"model": "stories:Q8_0", "prompt": prompt, "max_tokens": 1})
+        ck.check("ctx: a 700-token prompt without num_ctx goes to the default (512) instance and is refused",
+                 r.status == 400 and "512" in err_msg(r), r)
+        ck.eq("ctx: num_ctx 900 reuses the 1024 instance",
+              generate(srv, "stories:Q8_0", options={"num_ctx": 900}).status, 200)
+        ck.eq("ctx: still two loads", count(srv.log(), r"loading stories-Q8_0 \("), 2)
+    finally:
+        stop(srv, "context-instances")
 
 
 def kv_per_token(info, kv_bytes=2):
@@ -806,20 +967,17 @@ def main():
         try:
             ck.eq("startup: nothing loaded", ps_names(srv), [])
             for t in (test_concurrent_first_load, test_names, test_unknown_names, test_ps_shape, test_keep_alive):
-                ck.run(t, srv)
+                run(t, srv, also=[srv])
         finally:
             stop(srv, "names")
-        for t in (test_failing_load, test_ttl, test_never_expire, test_eviction_and_503, test_auto_context,
-                  test_print_config):
-            ck.run(t, root)
+        for t in (test_failing_load, test_failing_load_shared, test_ttl, test_never_expire, test_eviction_and_503,
+                  test_lru_order, test_context_instances, test_auto_context, test_print_config):
+            run(t, root)
     finally:
         for s in SERVERS:
             s.kill()
         shutil.rmtree(root, ignore_errors=True)
     print("total %.1f s" % (time.time() - t0))
-    if ck.fails:
-        for s in SERVERS:
-            s.dump_log_tail(25)
     ck.finish()
 
 
