@@ -37,7 +37,7 @@ void bench_sse_free(bench_sse *p) {
 /* One JSON chunk of the stream. */
 static bool handle_chunk(bench_sse *p, const char *s, size_t n) {
     json_error_t je;
-    json_t *o = json_loadb(s, n, 0, &je);
+    json_t *o = json_loadb(s, n, JSON_ALLOW_NUL, &je); /* a model may emit a NUL byte token */
     if (!o || !json_is_object(o)) {
         json_decref(o);
         return sse_fail(p, "a data line is not a JSON object", je.text);

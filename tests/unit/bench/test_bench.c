@@ -14,7 +14,8 @@
 
 /* A stream shaped like kiln's and OpenAI's: role-less completion chunks, an
  * empty-text finish chunk, a usage chunk, [DONE]; plus a comment, an event:
- * field and an empty text that must not count. */
+ * field and an empty text that must not count, and a NUL character (a
+ * random-weight model's <0x00> byte token, escaped as \u0000 by the server). */
 static const char STREAM[] =
     ": keep-alive\n\n"
     "data: {\"id\":\"c1\",\"choices\":[{\"index\":0,\"text\":\"Once\",\"finish_reason\":null}],\"usage\":null}\n\n"
@@ -22,6 +23,7 @@ static const char STREAM[] =
     "data: {\"id\":\"c1\",\"choices\":[{\"index\":0,\"text\":\" upon a\",\"finish_reason\":null}]}\n\n"
     "data: {\"id\":\"c1\",\"choices\":[{\"index\":0,\"text\":\"\",\"finish_reason\":null}]}\n\n"
     "data:{\"id\":\"c1\",\"choices\":[{\"index\":0,\"text\":\" time \\u00e9\",\"finish_reason\":null}]}\n\n"
+    "data: {\"id\":\"c1\",\"choices\":[{\"index\":0,\"text\":\"\\u0000\",\"finish_reason\":null}]}\n\n"
     "data: {\"id\":\"c1\",\"choices\":[{\"index\":0,\"text\":\"\",\"finish_reason\":\"length\"}]}\n\n"
     "data: {\"id\":\"c1\",\"choices\":[],\"usage\":{\"prompt_tokens\":5,\"completion_tokens\":7,\"total_tokens\":12}}\n\n"
     "data: [DONE]\n\n";
@@ -51,8 +53,8 @@ static void test_sse_any_split(void **state) {
         parse_split(STREAM, n, piece, &p, &c);
         assert_true(bench_sse_finish(&p));
         assert_true(p.done);
-        assert_int_equal(p.events, 3);
-        assert_int_equal(c.calls, 3);
+        assert_int_equal(p.events, 4);
+        assert_int_equal(c.calls, 4);
         assert_int_equal(p.usage_tokens, 7);
     }
     /* CRLF line endings, chat deltas, no usage chunk, no final newline */
