@@ -1,31 +1,41 @@
 #!/usr/bin/env python3
 """test_server_models.py — the model manager (issue 7) against the real
 `kiln serve --models DIR`, DIR being a temporary directory of symlinks to
-the shared models under chosen names (and one truncated copy):
+the shared models under chosen names (plus damaged copies):
 
  names     `name:QUANT`, `name` alone (Q4_K_M first, else the smallest),
            lower-case suffixes, DIR/<name>/<QUANT>.gguf, `org/repo:QUANT`,
            the file id form, files without a suffix, --alias; unknown
            quantizations and models are 404s that list what exists
- loading   16 concurrent first requests load once; a corrupt file fails
-           every concurrent request while other models keep serving, and
-           loads once the file is fixed
- ttl       expiry after --unload-timeout with --cleanup-interval, refresh
-           by inference but not by /health or /api/ps, the unload logged;
-           MODEL_UNLOAD_TIMEOUT / CLEANUP_CHECK_INTERVAL from the
-           environment; keep_alive 0, -1 and durations; --preload, --pin
- memory    LRU eviction under --memory-budget, 503 with the numbers while
-           the only candidate is busy or when nothing could ever fit,
-           automatic context reduced to a power of two (warning logged,
-           /api/ps context_reduced), an explicit context that cannot fit
-           refused with a clear error
- ps        /api/ps in Ollama's shape plus kiln's keys
- config    --print-config with profiles, a flag over a profile, the
-           environment over defaults and a flag over the environment
+ loading   16 concurrent first requests load once; a truncated file, and
+           a file whose load fails after its header (tokenizer key
+           renamed, so concurrent requests share one failed load), fail
+           every request while other models keep serving, are retried by
+           the next request, and load once the file is fixed
+ ttl       expiry after --unload-timeout with --cleanup-interval; refresh
+           by inference but not by /health, /api/ps, /tokenize or
+           /detokenize; the unload logged and counted; the flag over
+           MODEL_UNLOAD_TIMEOUT, which works alone with
+           CLEANUP_CHECK_INTERVAL; keep_alive 0, -1 and durations;
+           --preload, --pin; no unload while a request runs; shutdown
+           unloads and logs each model
+ memory    eviction under --memory-budget, least recently used first;
+           503 with the numbers while the only candidate is busy, or when
+           the model can never fit; automatic context reduced to a power of
+           two (warning logged, /api/ps context_reduced, /health n_ctx);
+           an explicit -c or num_ctx that cannot fit is a 400 with the
+           numbers; a larger num_ctx gets its own instance, a smaller one
+           shares
+ ps        /api/ps in Ollama's shape plus kiln's keys, in_flight
+ config    --print-config with profiles, a flag over a profile,
+           KILN_PROFILE, the environment over defaults and a flag over the
+           environment
 
 Budgets are computed from the estimates the server logs for the same
 flags (a probe server preloads the models first), so the test does not
-hard-code kiln's estimator. Timings poll with deadlines."""
+hard-code kiln's estimator. Timings poll with deadlines; the checks that
+need a request to outlast a timeout say so and skip on a machine fast
+enough to finish it first."""
 
 import http.client
 import json
@@ -34,8 +44,8 @@ import re
 import shutil
 import subprocess
 import sys
-import tempfile
 import struct
+import tempfile
 import threading
 import time
 from datetime import datetime, timezone
@@ -587,18 +597,25 @@ def test_ttl(root):
             print("   (skipped the no-unload check: this machine stalled more than 1.6 s between requests)")
         loads = count(srv.log(), r"loading stories-Q8_0 \(")
         ck.eq("ttl: loaded once for all the refreshing requests", loads, 1 if gaps_ok else loads)
-        # idle: /health and /api/ps polling must not refresh it
+        # idle: /health, /api/ps, /tokenize and /detokenize must not refresh it
         t_last = time.time()
+        tok_ok = []
 
         def gone():
             srv.get("/health", timeout=10)
+            if time.time() - t_last < 1.2:  # while it is surely still loaded (later they would reload it)
+                r1 = srv.post("/tokenize", {"model": "stories:Q8_0", "content": "Once upon a time"}, timeout=10)
+                r2 = srv.post("/detokenize", {"model": "stories:Q8_0", "tokens": [1, 2]}, timeout=10)
+                tok_ok.append(r1.status == 200 and r2.status == 200)
             return ps_entry(srv, "stories:Q8_0") is None
 
         ok, _ = wait_until(gone, 12, 0.1)
         t_gone = time.time() - t_last
-        ck.check("ttl: unloaded after ~2 s idle while /health and /api/ps were polled (%.2f s)" % t_gone, ok,
+        ck.check("ttl: unloaded after ~2 s idle while /health, /api/ps, /tokenize, /detokenize were polled (%.2f s)" % t_gone, ok,
                  ps(srv))
-        ck.check("ttl: not unloaded before the timeout (%.2f s >= 1.8 s)" % t_gone, t_gone >= 1.8, t_gone)
+        ck.check("ttl: /tokenize and /detokenize answered while idle (%d times)" % len(tok_ok),
+                 tok_ok and all(tok_ok), tok_ok)
+        ck.check("ttl: not unloaded before the timeout (%.2f s >= 1.5 s)" % t_gone, t_gone >= 1.5, t_gone)
         ck.check("ttl: gone within timeout + interval + slack (%.2f s <= 8 s)" % t_gone, t_gone <= 8, t_gone)
         ck.check("ttl: the log shows the idle unload",
                  re.search(r"unloading stories:Q8_0 \(idle for \d+ s, keep-alive 2 s\)", srv.log()),
@@ -640,7 +657,7 @@ def test_never_expire(root):
         t_gone = time.time() - t_last
         ck.check("MODEL_UNLOAD_TIMEOUT=1, CLEANUP_CHECK_INTERVAL=1: the control model unloads (%.2f s)" % t_gone, ok,
                  ps_names(srv))
-        ck.check("control unloads after >= ~1 s (%.2f s)" % t_gone, t_gone >= 0.8, t_gone)
+        ck.check("control unloads after >= ~1 s (%.2f s)" % t_gone, t_gone >= 0.5, t_gone)
         # two more cleanup rounds at least
         time.sleep(2.5)
         names = ps_names(srv)
@@ -949,6 +966,12 @@ def test_print_config(root):
     ck.eq("flag over environment: unload-timeout 9", v.get("unload-timeout"), "9")
     ck.check("memory-budget shown as 64 MiB", v.get("memory-budget") in ("64m", "64M", str(64 * MIB), "64MiB"), v)
     ck.eq("pin / preload / alias shown", (v.get("pin"), v.get("preload"), v.get("alias")), ("a,b", "a", "x=a"))
+    rc, v = print_config(["--models", d], env={"KILN_PROFILE": "memory"})
+    ck.eq("KILN_PROFILE=memory: the memory profile", (v.get("profile"), v.get("kv-type")), ("memory", "q8_0"))
+    rc, v = print_config(["--models", d, "--profile", "latency"], env={"KILN_PROFILE": "memory"})
+    ck.eq("--profile over KILN_PROFILE", (v.get("profile"), v.get("parallel")), ("latency", "1"))
+    rc, v = print_config(["--models", d, "--profile", "nosuch"])
+    ck.check("unknown profile: nonzero exit", rc != 0, rc)
     rc, v = print_config(["--models", d])
     ck.eq("defaults: unload-timeout 300, cleanup-interval 30", (v.get("unload-timeout"), v.get("cleanup-interval")),
           ("300", "30"))
