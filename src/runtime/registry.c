@@ -107,7 +107,7 @@ bool rt_parse_request(const char *req, char *name, size_t name_cap, char *quant,
     size_t n = strlen(req);
     if (n == 0 || n > RT_MAX_NAME || req[0] == '/' || strstr(req, "..")) return false;
     for (size_t i = 0; i < n; i++)
-        if ((unsigned char)req[i] < 0x20 || req[i] == '\\') return false;
+        if ((unsigned char)req[i] < 0x20 || (unsigned char)req[i] == 0x7f || req[i] == '\\') return false;
     const char *colon = strrchr(req, ':');
     size_t nl = colon ? (size_t)(colon - req) : n;
     if (nl == 0 || nl >= name_cap) return false;
@@ -797,6 +797,8 @@ kn_status rt_acquire(rt_registry *r, const char *name, const rt_acquire_opts *ao
     if (reserved) r->used += est;
     pthread_mutex_unlock(&r->mu);
     if (st == KN_OK) st = load(r, in, &sh, &lerr);
+    if (st == KN_ENOTFOUND) st = KN_EFORMAT; /* a key or tensor missing from the file: a bad file, not a bad name */
+    if (st != KN_OK && st != KN_EBUSY && st != KN_ERANGE) kn_err_prefix(&lerr, "%s", e->id);
     if (st != KN_OK) { /* free what the failed load built, before waiters can see the failure */
         eng_sched_destroy(in->m.sched);
         eng_chat_destroy(in->m.chat);

@@ -465,6 +465,9 @@ def test_failing_load(root):
         ck.check("corrupt file: kiln_model_load_failures_total{bad-Q8_0} >= 1", fails is not None and fails >= 1, fails)
         n_before = count(srv.log(), r"cannot load bad:Q8_0")
         r = complete(srv, "bad:Q8_0")
+        t_end = time.time() + 5  # the log reaches us through a pipe a moment after the answer
+        while count(srv.log(), r"cannot load bad:Q8_0") < n_before + 1 and time.time() < t_end:
+            time.sleep(0.05)
         ck.check("corrupt file: the next request retries (a new attempt, an error again)",
                  r.status in (400, 500) and count(srv.log(), r"cannot load bad:Q8_0") == n_before + 1,
                  (r, n_before, count(srv.log(), r"cannot load bad:Q8_0")))
