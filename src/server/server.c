@@ -194,7 +194,7 @@ bool srv_acquire_model(srv_server *s, const char *name, const rt_acquire_opts *a
     if (st == KN_ENOTFOUND) return srv_err(e, 404, "model", "model_not_found", "%s", err.msg);
     if (st == KN_EBUSY) return srv_err(e, 503, "model", "insufficient_memory", "%s", err.msg);
     if (st == KN_ERANGE) return srv_err(e, 400, "model", "context_too_large", "%s", err.msg);
-    if (st == KN_EUNSUPPORTED || st == KN_EFORMAT)
+    if (st == KN_EUNSUPPORTED)
         return srv_err(e, 400, "model", "model_unsupported", "cannot serve model '%.128s': %s", name, err.msg);
     if (st != KN_OK) return srv_err(e, 500, "model", "model_load_failed", "cannot load model '%.128s': %s", name, err.msg);
     return true;
