@@ -135,6 +135,14 @@ static void req_unref(eng_req *r) {
     if (r && atomic_fetch_sub(&r->refs, 1) == 1) req_free(r);
 }
 
+static void cond_init_mono(pthread_cond_t *cv) {
+    pthread_condattr_t a;
+    pthread_condattr_init(&a);
+    pthread_condattr_setclock(&a, CLOCK_MONOTONIC);
+    pthread_cond_init(cv, &a);
+    pthread_condattr_destroy(&a);
+}
+
 static eng_req *req_alloc(eng_sched *s, req_kind kind) {
     eng_req *r = calloc(1, sizeof *r);
     if (!r) return NULL;
@@ -143,7 +151,7 @@ static eng_req *req_alloc(eng_sched *s, req_kind kind) {
     atomic_init(&r->refs, 1);
     atomic_init(&r->cancel, false);
     pthread_mutex_init(&r->mu, NULL);
-    pthread_cond_init(&r->cv, NULL);
+    cond_init_mono(&r->cv); /* eng_req_read's deadlines are CLOCK_MONOTONIC */
     return r;
 }
 
@@ -281,13 +289,6 @@ static void abs_deadline(struct timespec *ts, int timeout_ms) {
     }
 }
 
-static void cond_init_mono(pthread_cond_t *cv) {
-    pthread_condattr_t a;
-    pthread_condattr_init(&a);
-    pthread_condattr_setclock(&a, CLOCK_MONOTONIC);
-    pthread_cond_init(cv, &a);
-    pthread_condattr_destroy(&a);
-}
 
 bool eng_req_read(eng_req *r, int timeout_ms, char *text, size_t text_cap, size_t *text_len, eng_tok_event *ev,
                   size_t ev_cap, size_t *n_ev, eng_req_result *res) {

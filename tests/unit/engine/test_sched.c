@@ -213,6 +213,17 @@ static void test_cancel_and_queue_limit(void **state) {
         kn_sleep_ms(1);
     }
     assert_int_equal(eng_sched_submit(L.s, b, &err), KN_OK);
+    /* b waits for the slot: a read with a timeout really waits (a deadline on
+     * the wrong clock would return at once and make consumers spin) */
+    {
+        char tb[8];
+        size_t tn;
+        eng_req_result rr;
+        double t0 = kn_now_s();
+        assert_false(eng_req_read(b, 200, tb, sizeof tb, &tn, NULL, 0, NULL, &rr));
+        assert_int_equal(tn, 0);
+        assert_true(kn_now_s() - t0 >= 0.15);
+    }
     assert_int_equal(eng_sched_submit(L.s, c, &err), KN_EBUSY);
     assert_non_null(strstr(err.msg, "overloaded"));
     eng_req_release(c);
