@@ -19,7 +19,7 @@ static void usage(FILE *f) {
             "usage: kiln serve (-m FILE.gguf | --models DIR) [options]\n\n"
             "Serves GGUF models over HTTP with OpenAI-compatible (/v1/chat/completions, /v1/completions,\n"
             "/v1/embeddings, /v1/models), Ollama-compatible (/api/generate, /api/chat, /api/embed, /api/tags,\n"
-            "/api/ps, /api/show, /api/version) and kiln routes (/health, /tokenize, /detokenize).\n"
+            "/api/ps, /api/show, /api/version) and kiln routes (/health, /metrics, /tokenize, /detokenize).\n"
             "Stops on SIGTERM or SIGINT: stops accepting, finishes the requests in flight (up to the grace\n"
             "period), then unloads the models.\n\n"
             "Settings come from, in increasing precedence: defaults, --config FILE (YAML, the keys are the\n"
