@@ -4,7 +4,7 @@
  */
 #include "registry.h"
 
-#include "../gguf/gguf_quantize.h"
+#include "../store/store.h"
 
 #include <ctype.h>
 #include <dirent.h>
@@ -129,39 +129,6 @@ void rt_instance_key(const char *id, const char *task, int n_ctx, model_kv_type 
     snprintf(buf, cap, "%s|%s|%d|%s|%d", id, task, n_ctx, model_kv_type_name(kv), threads);
 }
 
-/* The label of a file without a suffix: general.file_type, else the most
- * common tensor type by bytes. */
-static void label_from_file(const char *path, char *out, size_t cap) {
-    snprintf(out, cap, "unknown");
-    gguf_ctx *g = NULL;
-    if (gguf_open(path, &g, NULL) != KN_OK) return;
-    int64_t ft;
-    if (gguf_get_i64(g, "general.file_type", &ft) == KN_OK) {
-        const char *nm = gguf_ftype_name((gguf_ftype)ft);
-        if (nm && strcmp(nm, "?")) {
-            snprintf(out, cap, "%s", nm);
-            gguf_close(g);
-            return;
-        }
-    }
-    uint64_t bytes[64] = {0};
-    for (int64_t i = 0; i < gguf_n_tensors(g); i++) {
-        const gguf_tensor_info *t = gguf_tensor(g, i);
-        if (t->type < 64) bytes[t->type] += t->nbytes;
-    }
-    int best = -1;
-    for (int t = 0; t < 64; t++)
-        if (bytes[t] && (best < 0 || bytes[t] > bytes[best])) best = t;
-    if (best >= 0) {
-        const q_traits *tr = q_get_traits((uint32_t)best);
-        if (tr && tr->name) {
-            snprintf(out, cap, "%s", tr->name);
-            for (char *p = out; *p; p++) *p = (char)toupper((unsigned char)*p);
-        }
-    }
-    gguf_close(g);
-}
-
 /* ---- scan ------------------------------------------------------------------ */
 
 static kn_status add_entry(rt_registry *r, size_t *cap, const char *path, const char *rel, kn_err *err) {
@@ -183,7 +150,10 @@ static kn_status add_entry(rt_registry *r, size_t *cap, const char *path, const 
     }
     char id[RT_MAX_NAME + 1], name[RT_MAX_NAME + 1], quant[32];
     snprintf(id, sizeof id, "%.*s", (int)(rl - 5), rel);
-    if (!rt_split_file_id(id, name, sizeof name, quant, sizeof quant)) label_from_file(path, quant, sizeof quant);
+    if (!rt_split_file_id(id, name, sizeof name, quant, sizeof quant)) {
+        store_quant_of_file(path, quant, sizeof quant); /* the same label `kiln ls` shows */
+        if (!quant[0]) snprintf(quant, sizeof quant, "unknown");
+    }
     entry *e = &r->e[r->n];
     memset(e, 0, sizeof *e);
     e->id = strdup(id);
@@ -384,7 +354,7 @@ static void unload(rt_registry *r, inst *in, const char *why) {
     if (r->o.metrics) met_inc(met_get(r->o.metrics->unloads, lv));
 }
 
-static kn_status load(rt_registry *r, inst *in, const shape *sh, kn_err *err) {
+static kn_status load(rt_registry *r, inst *in, kn_err *err) {
     const rt_opts *o = &r->o;
     entry *e = in->e;
     rt_model *m = &in->m;
@@ -404,7 +374,6 @@ static kn_status load(rt_registry *r, inst *in, const shape *sh, kn_err *err) {
         snprintf(m->chat_err, sizeof m->chat_err, "%s", cerr.msg);
         KN_WARN("%s: no usable chat template (%s); chat requests will fail", e->id, cerr.msg);
     }
-    (void)sh;
     if (!(in->pool = kn_pool_create(o->threads))) return kn_fail(err, KN_ENOMEM, "cannot start %d threads", o->threads);
     eng_sched_opts so = {.n_slots = o->n_slots, .n_ctx = m->n_ctx, .max_batch = o->max_batch,
                          .queue_len = o->queue_len, .queue_timeout_s = o->queue_timeout_s, .kv_type = o->kv_type,
@@ -796,7 +765,7 @@ kn_status rt_acquire(rt_registry *r, const char *name, const rt_acquire_opts *ao
     bool reserved = st == KN_OK;
     if (reserved) r->used += est;
     pthread_mutex_unlock(&r->mu);
-    if (st == KN_OK) st = load(r, in, &sh, &lerr);
+    if (st == KN_OK) st = load(r, in, &lerr);
     if (st == KN_ENOTFOUND) st = KN_EFORMAT; /* a key or tensor missing from the file: a bad file, not a bad name */
     if (st != KN_OK && st != KN_EBUSY && st != KN_ERANGE) kn_err_prefix(&lerr, "%s", e->id);
     if (st != KN_OK) { /* free what the failed load built, before waiters can see the failure */

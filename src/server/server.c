@@ -84,9 +84,10 @@ static void health_one(void *arg, const rt_loaded_info *li) {
     eng_sched_stats_get(m->sched, &st);
     a->running += st.running;
     a->waiting += st.waiting;
-    json_array_append_new(a->models, json_pack("{s:s, s:i, s:i, s:i, s:i, s:i}", "name", m->id, "slots_total",
-                                               st.slots_total, "slots_busy", st.slots_busy, "running", st.running,
-                                               "waiting", st.waiting, "n_ctx", st.n_ctx));
+    if (a->models) /* NULL: only count */
+        json_array_append_new(a->models, json_pack("{s:s, s:i, s:i, s:i, s:i, s:i}", "name", m->id, "slots_total",
+                                                   st.slots_total, "slots_busy", st.slots_busy, "running",
+                                                   st.running, "waiting", st.waiting, "n_ctx", st.n_ctx));
 }
 
 static enum MHD_Result h_health(srv_server *s, struct MHD_Connection *c, conn_ctx *cx) {
@@ -686,18 +687,6 @@ kn_status srv_start(srv_server *s, int *port, kn_err *err) {
 
 void srv_set_ready(srv_server *s) { atomic_store(&s->state, SRV_READY); }
 
-typedef struct count_acc {
-    int running, waiting;
-} count_acc;
-static void count_one(void *arg, const rt_loaded_info *li) {
-    count_acc *a = arg;
-    rt_model *m = li->m;
-    eng_sched_stats st;
-    eng_sched_stats_get(m->sched, &st);
-    a->running += st.running;
-    a->waiting += st.waiting;
-}
-
 void srv_drain(srv_server *s, int grace_s) {
     if (!s->d) return;
     atomic_store(&s->state, SRV_DRAINING);
@@ -709,8 +698,8 @@ void srv_drain(srv_server *s, int grace_s) {
     while (atomic_load(&s->in_flight) > 0 && kn_now_s() - t0 < grace_s) kn_sleep_ms(50);
     int left = atomic_load(&s->in_flight);
     if (left > 0) {
-        count_acc a = {0};
-        rt_foreach_loaded(s->reg, count_one, &a);
+        health_acc a = {0};
+        rt_foreach_loaded(s->reg, health_one, &a);
         KN_WARN("shutdown: grace period over; cancelling %d running and %d waiting requests", a.running, a.waiting);
         rt_cancel_all(s->reg);
         double t1 = kn_now_s();

@@ -18,9 +18,7 @@
 
 #define STORE_MAX_ENTRIES 65536
 
-/* The quantization of a file without a label in its name: general.file_type,
- * else the tensor type holding the most bytes. "" when it does not open. */
-static void quant_from_file(const char *path, char *out, size_t cap) {
+void store_quant_of_file(const char *path, char *out, size_t cap) {
     out[0] = 0;
     gguf_ctx *g = NULL;
     if (gguf_open(path, &g, NULL) != KN_OK) return;
@@ -69,7 +67,7 @@ static bool entry_init(store_entry *e, const char *dir, const char *fname, const
     } else {
         char path[4096];
         if (snprintf(path, sizeof path, "%s/%s", dir, fname) < (int)sizeof path)
-            quant_from_file(path, e->quant, sizeof e->quant);
+            store_quant_of_file(path, e->quant, sizeof e->quant);
     }
     e->name = strndup(fname, name_len);
     size_t rlen = stem + 2;

@@ -79,6 +79,11 @@ bool store_quant_valid(const char *q);
  * name holds none. */
 bool store_quant_of_name(const char *file, char *out, size_t cap);
 
+/* The quantization of a GGUF file by its contents, for names without a
+ * label: general.file_type, else the tensor type holding the most bytes.
+ * "" when the file does not open. */
+void store_quant_of_file(const char *path, char *out, size_t cap);
+
 /* True when the base name of file contains quant (case-insensitively) with
  * label delimiters on both sides (see the top comment). */
 bool store_name_has_quant(const char *file, const char *quant);
