@@ -171,7 +171,7 @@ int bench_model_main(int argc, char **argv) {
     kn_progress_update(&prog, ++done_steps, "bandwidth");
     /* warm-up: one prefill chunk and a few decode steps, not measured */
     for (int i = 0; i < 16 && i < max_batch; i++) b.tok[i] = rand_tok(&b), b.pos[i] = i, b.seq[i] = 0, b.want[i] = i == 15;
-    model_kv_truncate(b.kv, 0, 0);
+    kv_seq_truncate(b.kv, 0, 0);
     if (run(&b, max_batch < 16 ? max_batch : 16, &err) != KN_OK) {
         fprintf(stderr, "kiln bench model: %s\n", err.msg);
         goto done;
@@ -181,7 +181,7 @@ int bench_model_main(int argc, char **argv) {
     if (!pp || !tg || !bt) goto done_free;
     for (int r = 0; r < reps; r++) {
         if (np > 0) {
-            model_kv_truncate(b.kv, 0, 0);
+            kv_seq_truncate(b.kv, 0, 0);
             for (int i = 0; i < np; i++) b.tok[i] = rand_tok(&b), b.pos[i] = i, b.seq[i] = 0, b.want[i] = 0;
             b.want[np - 1] = 1;
             double t0 = kn_now_s();
@@ -190,7 +190,7 @@ int bench_model_main(int argc, char **argv) {
             kn_progress_update(&prog, ++done_steps, "pp");
         }
         if (ng > 0) {
-            model_kv_truncate(b.kv, 0, 0);
+            kv_seq_truncate(b.kv, 0, 0);
             b.seq[0] = 0, b.want[0] = 1;
             double t0 = kn_now_s();
             for (int i = 0; i < ng; i++) {
@@ -202,7 +202,7 @@ int bench_model_main(int argc, char **argv) {
         }
         for (int si = 0; si < n_seqs; si++) {
             const int S = seqs[si];
-            for (int s = 0; s < S; s++) model_kv_truncate(b.kv, s, 0);
+            for (int s = 0; s < S; s++) kv_seq_truncate(b.kv, s, 0);
             int k = 0;
             for (int s = 0; s < S; s++)
                 for (int i = 0; i < prompt_b; i++, k++)
@@ -278,7 +278,7 @@ done:
     free(b.seq);
     free(b.want);
     model_ctx_destroy(b.ctx);
-    model_kv_destroy(b.kv);
+    kv_cache_destroy(b.kv);
     model_destroy(b.m);
     kn_pool_destroy(pool);
     return rc;

@@ -219,7 +219,7 @@ done:
     free(pos);
     free(toks);
     model_ctx_destroy(ctx);
-    model_kv_destroy(kv);
+    kv_cache_destroy(kv);
     tok_vocab_destroy(vocab);
     model_destroy(m);
     kn_pool_destroy(pool);

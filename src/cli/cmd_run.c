@@ -263,7 +263,7 @@ int cmd_run(int argc, char **argv) {
             model_path, hp->arch_name, hp->n_layer, hp->n_embd, hp->n_vocab, t_load, kn_cpu_level_name(lvl),
             threads, (double)m->weight_bytes / 1048576.0,
             m->weights_mem ? (m->huge_pages ? "copied, huge pages" : "copied") : "mapped",
-            (double)model_kv_bytes(kv) / 1048576.0, model_kv_type_name(kv_type), n_ctx,
+            (double)kv_bytes(kv) / 1048576.0, model_kv_type_name(kv_type), n_ctx,
             (double)model_ctx_bytes(ctx) / 1048576.0);
 
     /* prefill in chunks; only the last token's logits are needed */
@@ -331,7 +331,7 @@ done:
     eng_chat_destroy(chat_fmt);
     eng_stop_destroy(stopper);
     model_ctx_destroy(ctx);
-    model_kv_destroy(kv);
+    kv_cache_destroy(kv);
     tok_decoder_destroy(dec);
     tok_vocab_destroy(vocab);
     model_destroy(m);

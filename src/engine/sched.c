@@ -392,7 +392,7 @@ static void finish_req(eng_req *r, eng_finish f, kn_status st, const char *msg, 
 /* keep_kv: the slot's KV stays valid for a later request sharing its prefix */
 static void slot_clear_kv(eng_sched *s, int i, bool keep_kv) {
     if (!keep_kv) {
-        model_kv_truncate(s->kv, i, 0);
+        kv_seq_truncate(s->kv, i, 0);
         s->n_hist[i] = 0;
     }
     /* only the engine thread writes slots; others read .r under s->mu */
@@ -545,13 +545,13 @@ static int admit_locked(eng_sched *s, double now) {
             /* reuse the shared prefix; at least the last prompt token is
              * computed again, for its logits */
             int reuse = best < (int)r->n_prompt ? best : (int)r->n_prompt - 1;
-            model_kv_truncate(s->kv, i, reuse);
+            kv_seq_truncate(s->kv, i, reuse);
             s->n_hist[i] = reuse;
             sl->n_past = reuse;
             met_add(s->o.metrics.prefix_queried, (double)r->n_prompt);
             met_add(s->o.metrics.prefix_hit, (double)reuse);
         } else {
-            model_kv_truncate(s->kv, i, 0);
+            kv_seq_truncate(s->kv, i, 0);
             s->n_hist[i] = 0;
             sl->input = r->next_in++;
             sl->toks = r->in[sl->input];
@@ -811,7 +811,7 @@ void eng_sched_destroy(eng_sched *s) {
         req_unref(r);
     }
     model_ctx_destroy(s->ctx);
-    model_kv_destroy(s->kv);
+    kv_cache_destroy(s->kv);
     free(s->slots);
     free(s->b_tok);
     free(s->b_pos);
@@ -879,7 +879,7 @@ void eng_sched_stats_get(eng_sched *s, eng_sched_stats *st) {
     st->waiting = s->q_len;
     pthread_mutex_unlock(&s->mu);
     st->n_ctx = s->o.n_ctx;
-    st->kv_bytes = model_kv_bytes(s->kv);
+    st->kv_bytes = kv_bytes(s->kv);
 }
 
 void eng_logprobs(const float *logits, int32_t n_vocab, int32_t chosen, int n_top, eng_tok_event *ev) {

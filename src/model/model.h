@@ -9,9 +9,9 @@
  *    and `qwen2` (q/k/v biases). Both share one block implementation:
  *    RMSNorm, RoPE (normal or neox), grouped-query attention with any head
  *    ratio, SwiGLU. Tied embeddings (no output.weight) are supported.
- *  - model_kv: the KV store behind a small interface (per-sequence,
- *    contiguous, F16). The batching work replaces it with a paged,
- *    prefix-shared cache.
+ *  - the KV row formats (F16 or Q8_0) kept in a paged kv_cache (src/kv):
+ *    model_kv_geom describes them, model_kv_create makes a plain cache
+ *    (every sequence its full context, no prefix sharing) for tools.
  *  - model_ctx: scratch buffers for a maximum batch, sized at creation; the
  *    forward pass allocates nothing.
  *
@@ -29,6 +29,7 @@
 
 #include "../core/kn.h"
 #include "../gguf/gguf.h"
+#include "../kv/kv.h"
 #include "../tensor/tensor.h"
 
 #include <stdbool.h>
@@ -105,7 +106,7 @@ kn_status model_load_gguf(gguf_ctx *g, const model_load_opts *opts, model **out,
 void model_destroy(model *m); /* accepts NULL */
 
 /* ---- KV store ---- */
-typedef struct model_kv model_kv;
+typedef kv_cache model_kv;
 
 /* KV element types: F16 (default) or Q8_0 (half the memory; needs a head
  * dimension that is a multiple of 32). */
@@ -114,14 +115,12 @@ typedef enum model_kv_type { MODEL_KV_F16 = 0, MODEL_KV_Q8_0 = 1 } model_kv_type
 bool model_kv_type_parse(const char *s, model_kv_type *out);
 const char *model_kv_type_name(model_kv_type t);
 
-/* n_seq sequences of up to n_ctx positions each. */
+/* The KV geometry of m with rows of the given type. */
+kn_status model_kv_geom(const model *m, model_kv_type type, kv_geom *g, kn_err *err);
+/* A plain cache: n_seq sequences of up to n_ctx positions, each with room
+ * for its full context, blocks of 32, no prefix sharing. Free with
+ * kv_cache_destroy. */
 kn_status model_kv_create(const model *m, int n_seq, int n_ctx, model_kv_type type, model_kv **out, kn_err *err);
-void model_kv_destroy(model_kv *kv); /* accepts NULL */
-int model_kv_n_ctx(const model_kv *kv);
-int model_kv_n_seq(const model_kv *kv);
-uint64_t model_kv_bytes(const model_kv *kv);
-/* Forgets positions >= pos of a sequence (0 clears it). */
-void model_kv_truncate(model_kv *kv, int seq, int pos);
 
 /* ---- forward ---- */
 typedef struct model_batch {
@@ -150,8 +149,11 @@ uint64_t model_ctx_bytes(const model_ctx *c);
  * order, and the positions a token attends to (0..pos) must already be in
  * the KV store or earlier in this batch. Logits of the tokens that asked
  * for them are written to out, one row of n_vocab floats per such token, in
- * batch order. Errors (bad token id, position past n_ctx) leave the KV of
- * the batch's sequences unspecified at the offending positions. */
+ * batch order. A sequence's tokens in the batch take consecutive positions
+ * starting at most at its computed length (an earlier start recomputes
+ * from there). KN_EBUSY when the KV pool cannot hold the batch (nothing
+ * was computed); other errors (bad token id, position past n_ctx) change
+ * nothing either. */
 kn_status model_forward(model_ctx *c, model_kv *kv, const model_batch *b, float *out, kn_err *err);
 
 #endif

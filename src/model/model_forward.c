@@ -9,19 +9,7 @@
 #include <string.h>
 #include <strings.h>
 
-/* ---- KV store: per sequence, per layer, per kv head, positions contiguous ---- */
-struct model_kv {
-    int n_seq, n_ctx, n_layer, n_head_kv, head_dim;
-    model_kv_type type;
-    size_t row_bytes; /* one position of one head: hd F16 values or hd/32 Q8_0 blocks */
-    uint8_t *k;       /* [n_seq][n_layer][n_head_kv][n_ctx][row_bytes] */
-    uint8_t *v;       /* same layout */
-    int32_t *n_pos;   /* [n_seq] positions held */
-};
-
-static size_t kv_offset(const model_kv *kv, int seq, int layer, int h, int pos) {
-    return ((((size_t)seq * kv->n_layer + layer) * kv->n_head_kv + h) * kv->n_ctx + pos) * kv->row_bytes;
-}
+/* ---- KV rows ---- */
 
 bool model_kv_type_parse(const char *s, model_kv_type *out) {
     if (!strcasecmp(s, "f16")) *out = MODEL_KV_F16;
@@ -32,54 +20,25 @@ bool model_kv_type_parse(const char *s, model_kv_type *out) {
 
 const char *model_kv_type_name(model_kv_type t) { return t == MODEL_KV_Q8_0 ? "q8_0" : "f16"; }
 
-kn_status model_kv_create(const model *m, int n_seq, int n_ctx, model_kv_type type, model_kv **out, kn_err *err) {
-    *out = NULL;
-    if (n_seq < 1 || n_ctx < 1) return kn_fail(err, KN_EINVAL, "KV store needs at least 1 sequence and 1 position");
+kn_status model_kv_geom(const model *m, model_kv_type type, kv_geom *g, kn_err *err) {
     if (type == MODEL_KV_Q8_0 && m->hp.head_dim % Q_QK8_0)
         return kn_fail(err, KN_EUNSUPPORTED, "a Q8_0 KV cache needs a head dimension divisible by 32 (this model: %d)",
                        m->hp.head_dim);
-    model_kv *kv = calloc(1, sizeof *kv);
-    if (!kv) return kn_fail(err, KN_ENOMEM, "out of memory");
-    kv->n_seq = n_seq;
-    kv->n_ctx = n_ctx;
-    kv->n_layer = m->hp.n_layer;
-    kv->n_head_kv = m->hp.n_head_kv;
-    kv->head_dim = m->hp.head_dim;
-    kv->type = type;
-    kv->row_bytes = type == MODEL_KV_Q8_0 ? q_row_size(Q_TYPE_Q8_0, kv->head_dim) : (size_t)kv->head_dim * 2;
-    uint64_t n = 0;
-    if (!kn_mul_u64((uint64_t)n_seq * kv->n_layer, (uint64_t)kv->n_head_kv * kv->row_bytes, &n) ||
-        !kn_mul_u64(n, (uint64_t)n_ctx, &n) || n > (1ull << 40)) {
-        free(kv);
-        return kn_fail(err, KN_ERANGE, "KV store of %d sequences x %d positions is too large", n_seq, n_ctx);
-    }
-    kv->k = kn_alloc_aligned(n);
-    kv->v = kn_alloc_aligned(n);
-    kv->n_pos = calloc((size_t)n_seq, sizeof *kv->n_pos);
-    if (!kv->k || !kv->v || !kv->n_pos) {
-        model_kv_destroy(kv);
-        return kn_fail(err, KN_ENOMEM, "cannot allocate a KV store of %.1f MiB", 2.0 * (double)n / 1048576.0);
-    }
-    *out = kv;
+    *g = (kv_geom){.n_layer = m->hp.n_layer,
+                   .n_head_kv = m->hp.n_head_kv,
+                   .row_bytes = type == MODEL_KV_Q8_0 ? q_row_size(Q_TYPE_Q8_0, m->hp.head_dim)
+                                                      : (size_t)m->hp.head_dim * 2,
+                   .row_type = (int)type};
     return KN_OK;
 }
 
-void model_kv_destroy(model_kv *kv) {
-    if (!kv) return;
-    kn_free_aligned(kv->k);
-    kn_free_aligned(kv->v);
-    free(kv->n_pos);
-    free(kv);
-}
-
-int model_kv_n_ctx(const model_kv *kv) { return kv->n_ctx; }
-int model_kv_n_seq(const model_kv *kv) { return kv->n_seq; }
-uint64_t model_kv_bytes(const model_kv *kv) {
-    return 2ull * kv->n_seq * kv->n_layer * kv->n_head_kv * kv->n_ctx * kv->row_bytes;
-}
-void model_kv_truncate(model_kv *kv, int seq, int pos) {
-    if (seq < 0 || seq >= kv->n_seq || pos < 0) return;
-    if (kv->n_pos[seq] > pos) kv->n_pos[seq] = pos;
+kn_status model_kv_create(const model *m, int n_seq, int n_ctx, model_kv_type type, model_kv **out, kn_err *err) {
+    *out = NULL;
+    kv_geom g;
+    kn_status st = model_kv_geom(m, type, &g, err);
+    if (st != KN_OK) return st;
+    kv_opts o = {.n_seq = n_seq, .n_ctx = n_ctx, .block_size = 32};
+    return kv_cache_create(&g, &o, out, err);
 }
 
 /* ---- context ---- */
@@ -124,7 +83,8 @@ kn_status model_ctx_create(const model *m, const tensor_ops *ops, kn_pool *pool,
     int64_t W = E > Hq ? E : Hq;
     const int64_t G = hp->n_head / hp->n_head_kv;
     /* per thread: scores [G][TILE], m [G], l [G], acc [G][hd], then for a
-     * Q8_0 KV two F16 tiles [TILE][hd] (= TILE*hd floats) and a row [hd] */
+     * Q8_0 KV or a tile spanning KV blocks two F16 tiles [TILE][hd] (= TILE*hd
+     * floats) and a row [hd] */
     c->scratch_per_thread = (size_t)(((G * (MODEL_ATTN_TILE + 2 + hp->head_dim) +
                                        (int64_t)MODEL_ATTN_TILE * hp->head_dim + hp->head_dim) + 15) & ~(int64_t)15);
     if (F > W) W = F;
@@ -304,11 +264,12 @@ static void rope_apply(const model_ctx *c, float *vec, int n_heads, const float 
 
 /* Writes one head's float vector as a KV row. */
 static void kv_store(const model_ctx *c, const model_kv *kv, uint8_t *dst, const float *src) {
-    if (kv->type == MODEL_KV_Q8_0) {
-        c->ops->quantize[Q_TYPE_Q8_0](src, dst, kv->head_dim);
+    const int hd = c->m->hp.head_dim;
+    if (kv_geometry(kv)->row_type == MODEL_KV_Q8_0) {
+        c->ops->quantize[Q_TYPE_Q8_0](src, dst, hd);
     } else {
         q_f16_t *d = (q_f16_t *)dst;
-        for (int i = 0; i < kv->head_dim; i++) d[i] = q_f32_to_f16(src[i]);
+        for (int i = 0; i < hd; i++) d[i] = q_f32_to_f16(src[i]);
     }
 }
 
@@ -334,27 +295,45 @@ static void attn_fn(void *arg, int ith, int nth) {
     q_f16_t *k16 = (q_f16_t *)(acc + (size_t)G * hd), *v16 = k16 + (size_t)MODEL_ATTN_TILE * hd;
     float *row = (float *)(v16 + (size_t)MODEL_ATTN_TILE * hd);
     const q_traits *q8 = q_get_traits(Q_TYPE_Q8_0);
-    const bool is_q8 = j->kv->type == MODEL_KV_Q8_0;
+    const bool is_q8 = kv_geometry(j->kv)->row_type == MODEL_KV_Q8_0;
+    const size_t rb = kv_geometry(j->kv)->row_bytes;
     int64_t lo, hi;
     kn_split_range((int64_t)j->b->n_tokens * nkv, 1, ith, nth, &lo, &hi);
     for (int64_t p = lo; p < hi; p++) {
         const int t = (int)(p / nkv), kvh = (int)(p % nkv);
         const int seq = j->b->seq[t], pos = j->b->pos[t];
         const float *q = c->q + (size_t)t * nh * hd + (size_t)kvh * G * hd;
-        const uint8_t *K = j->kv->k + kv_offset(j->kv, seq, j->layer, kvh, 0);
-        const uint8_t *V = j->kv->v + kv_offset(j->kv, seq, j->layer, kvh, 0);
-        const size_t rb = j->kv->row_bytes;
         for (int g = 0; g < G; g++) mx[g] = -INFINITY, lsum[g] = 0.0f;
         memset(acc, 0, (size_t)G * hd * sizeof *acc);
         for (int t0 = 0; t0 <= pos; t0 += MODEL_ATTN_TILE) {
             const int len = pos - t0 + 1 < MODEL_ATTN_TILE ? pos - t0 + 1 : MODEL_ATTN_TILE;
-            const q_f16_t *kt = (const q_f16_t *)(K + (size_t)t0 * rb), *vt = (const q_f16_t *)(V + (size_t)t0 * rb);
+            /* a tile's rows are contiguous within a KV block; a tile spanning
+             * blocks (blocks shorter than a tile) is gathered */
+            int run;
+            const uint8_t *K = kv_row(j->kv, seq, j->layer, kvh, t0, false, &run);
+            const uint8_t *V = kv_row(j->kv, seq, j->layer, kvh, t0, true, NULL);
+            const q_f16_t *kt = (const q_f16_t *)K, *vt = (const q_f16_t *)V;
             if (is_q8) {
                 for (int i = 0; i < len; i++) {
-                    q8->to_float(K + (size_t)(t0 + i) * rb, row, hd);
+                    if (i == run) {
+                        int more;
+                        K = kv_row(j->kv, seq, j->layer, kvh, t0 + i, false, &more) - (size_t)i * rb;
+                        V = kv_row(j->kv, seq, j->layer, kvh, t0 + i, true, NULL) - (size_t)i * rb;
+                        run += more;
+                    }
+                    q8->to_float(K + (size_t)i * rb, row, hd);
                     for (int d = 0; d < hd; d++) k16[(size_t)i * hd + d] = q_f32_to_f16(row[d]);
-                    q8->to_float(V + (size_t)(t0 + i) * rb, row, hd);
+                    q8->to_float(V + (size_t)i * rb, row, hd);
                     for (int d = 0; d < hd; d++) v16[(size_t)i * hd + d] = q_f32_to_f16(row[d]);
+                }
+                kt = k16, vt = v16;
+            } else if (run < len) {
+                for (int i = 0; i < len; i += run) {
+                    K = kv_row(j->kv, seq, j->layer, kvh, t0 + i, false, &run);
+                    V = kv_row(j->kv, seq, j->layer, kvh, t0 + i, true, NULL);
+                    if (run > len - i) run = len - i;
+                    memcpy(k16 + (size_t)i * hd, K, (size_t)run * rb);
+                    memcpy(v16 + (size_t)i * hd, V, (size_t)run * rb);
                 }
                 kt = k16, vt = v16;
             }
@@ -422,8 +401,8 @@ static void rows_token(const rows_job *j, int t) {
         rope_apply(c, k, hp->n_head_kv, r);
         model_kv *kv = j->kv;
         for (int h = 0; h < hp->n_head_kv; h++) {
-            kv_store(c, kv, kv->k + kv_offset(kv, j->b->seq[t], j->layer, h, j->b->pos[t]), k + h * hd);
-            kv_store(c, kv, kv->v + kv_offset(kv, j->b->seq[t], j->layer, h, j->b->pos[t]), v + h * hd);
+            kv_store(c, kv, kv_row(kv, j->b->seq[t], j->layer, h, j->b->pos[t], false, NULL), k + h * hd);
+            kv_store(c, kv, kv_row(kv, j->b->seq[t], j->layer, h, j->b->pos[t], true, NULL), v + h * hd);
         }
         return;
     }
@@ -451,28 +430,14 @@ kn_status model_forward(model_ctx *c, model_kv *kv, const model_batch *b, float 
     const int n = b->n_tokens;
     if (n < 1 || n > c->max_batch)
         return kn_fail(err, KN_EINVAL, "batch of %d tokens (limit %d)", n, c->max_batch);
-    if (kv->n_layer != hp->n_layer || kv->n_head_kv != hp->n_head_kv || kv->head_dim != hp->head_dim)
+    const kv_geom *g = kv_geometry(kv);
+    if (g->n_layer != hp->n_layer || g->n_head_kv != hp->n_head_kv)
         return kn_fail(err, KN_EINVAL, "KV store belongs to another model shape");
-    for (int t = 0; t < n; t++) {
+    for (int t = 0; t < n; t++)
         if (b->token[t] < 0 || b->token[t] >= hp->n_vocab)
             return kn_fail(err, KN_EINVAL, "token id %d out of range [0, %d)", b->token[t], hp->n_vocab);
-        if (b->seq[t] < 0 || b->seq[t] >= kv->n_seq)
-            return kn_fail(err, KN_EINVAL, "sequence %d out of range [0, %d)", b->seq[t], kv->n_seq);
-        if (b->pos[t] < 0 || b->pos[t] >= kv->n_ctx)
-            return kn_fail(err, KN_ERANGE, "position %d is past the context size %d", b->pos[t], kv->n_ctx);
-        if (b->pos[t] > kv->n_pos[b->seq[t]]) {
-            /* allowed only if the earlier positions come earlier in this batch */
-            bool ok = false;
-            for (int u = t - 1; u >= 0; u--)
-                if (b->seq[u] == b->seq[t] && b->pos[u] == b->pos[t] - 1) {
-                    ok = true;
-                    break;
-                }
-            if (!ok)
-                return kn_fail(err, KN_EINVAL, "sequence %d: position %d skips positions (have %d)", b->seq[t],
-                               b->pos[t], kv->n_pos[b->seq[t]]);
-        }
-    }
+    kn_status st = kv_batch_begin(kv, n, b->seq, b->pos, b->token, err);
+    if (st != KN_OK) return st;
     const int64_t E = hp->n_embd, Hq = (int64_t)hp->n_head * hp->head_dim,
                   Hkv = (int64_t)hp->n_head_kv * hp->head_dim, F = hp->n_ff;
     const q_traits *et = q_get_traits(m->tok_embd.type);
@@ -522,8 +487,7 @@ kn_status model_forward(model_ctx *c, model_kv *kv, const model_batch *b, float 
         matmul_q(c, &L->w_down, n, c->xn, E);
     }
     rows(&rj, ROWS_RESID, NULL, NULL, c->xn, E);
-    for (int t = 0; t < n; t++)
-        if (b->pos[t] + 1 > kv->n_pos[b->seq[t]]) kv->n_pos[b->seq[t]] = b->pos[t] + 1;
+    kv_batch_end(kv, n, b->seq, b->pos);
 
     /* final norm of the tokens that want their hidden state (embeddings),
      * then of those that want logits, each gathered contiguously */

@@ -283,7 +283,7 @@ static void direct_embedding(env *e, loaded *L, const int32_t *toks, int n, floa
     for (int d = 0; d < E; d++) out[d] = (float)(out[d] / sqrt(ss));
     free(h);
     model_ctx_destroy(c);
-    model_kv_destroy(kv);
+    kv_cache_destroy(kv);
 }
 
 static void test_embeddings(void **state) {

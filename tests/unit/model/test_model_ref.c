@@ -64,7 +64,7 @@ static float *run_all_positions(env *e, model *m, const int32_t *toks, int n, mo
     free(seq);
     free(want);
     model_ctx_destroy(c);
-    model_kv_destroy(kv);
+    kv_cache_destroy(kv);
     return logits;
 }
 
@@ -220,7 +220,7 @@ static void check_batch_invariance(env *e, const char *rel) {
     assert_memory_equal(alone, mixed, (size_t)n * V * sizeof(float));
 
     /* chunked prefill of sequence 0 again: chunks of 7, then token by token */
-    model_kv_truncate(kv, 0, 0);
+    kv_seq_truncate(kv, 0, 0);
     float *chunked = malloc((size_t)n * V * sizeof *chunked);
     for (int s = 0; s < n;) {
         int len = s < 21 ? 7 : 1;
@@ -234,7 +234,7 @@ static void check_batch_invariance(env *e, const char *rel) {
     free(mixed);
     free(alone);
     model_ctx_destroy(c);
-    model_kv_destroy(kv);
+    kv_cache_destroy(kv);
     model_destroy(m);
 }
 
