@@ -145,7 +145,12 @@ static void softmax(cand *c, int32_t n) {
     for (int32_t i = 0; i < n; i++) c[i].p = (float)(c[i].p / sum);
 }
 
-int32_t eng_sampler_sample(eng_sampler *s, const float *logits) {
+/* draft >= 0: a token proposed by a deterministic drafter; it is kept with
+ * its probability under the final distribution, else the token is drawn
+ * from that distribution without it (the standard speculative-sampling
+ * rule for a one-hot draft distribution: the result is distributed exactly
+ * as a plain draw). */
+static int32_t sample_impl(eng_sampler *s, const float *logits, int32_t draft) {
     const eng_sampler_params *p = &s->p;
     int32_t n = s->n_vocab;
     cand *c = s->c;
@@ -236,10 +241,30 @@ int32_t eng_sampler_sample(eng_sampler *s, const float *logits) {
     for (int32_t i = 0; i < n; i++) c[i].logit /= p->temp;
     softmax(c, n);
     double r = (double)(rng_next(&s->rng) >> 11) * (1.0 / 9007199254740992.0);
+    if (draft >= 0) {
+        double pd = 0.0;
+        int32_t at = -1;
+        for (int32_t i = 0; i < n; i++)
+            if (c[i].id == draft) pd = c[i].p, at = i;
+        if (r < pd) return draft;
+        if (at >= 0 && pd < 1.0) {
+            c[at].p = 0.0f;
+            for (int32_t i = 0; i < n; i++) c[i].p = (float)(c[i].p / (1.0 - pd));
+        }
+        r = (double)(rng_next(&s->rng) >> 11) * (1.0 / 9007199254740992.0);
+    }
     double cum = 0.0;
     for (int32_t i = 0; i < n; i++) {
         cum += c[i].p;
-        if (r < cum) return c[i].id;
+        if (r < cum && c[i].p > 0.0f) return c[i].id;
     }
-    return c[n - 1].id;
+    for (int32_t i = n - 1; i > 0; i--)
+        if (c[i].p > 0.0f) return c[i].id;
+    return c[0].id;
+}
+
+int32_t eng_sampler_sample(eng_sampler *s, const float *logits) { return sample_impl(s, logits, -1); }
+
+int32_t eng_sampler_sample_draft(eng_sampler *s, const float *logits, int32_t draft) {
+    return sample_impl(s, logits, draft);
 }

@@ -49,6 +49,10 @@ kn_status eng_sampler_create(const eng_sampler_params *p, int32_t n_vocab, eng_s
 void eng_sampler_destroy(eng_sampler *s); /* accepts NULL */
 /* Picks a token from logits[n_vocab] (not modified). */
 int32_t eng_sampler_sample(eng_sampler *s, const float *logits);
+/* Speculative decoding: the same distribution as eng_sampler_sample, given
+ * a token a deterministic drafter proposed; the result equals draft when
+ * the draft is accepted (greedy: exactly when it is the argmax). */
+int32_t eng_sampler_sample_draft(eng_sampler *s, const float *logits, int32_t draft);
 /* Records a token in the penalty history (prompt tokens too, if wanted). */
 void eng_sampler_accept(eng_sampler *s, int32_t token);
 void eng_sampler_reset(eng_sampler *s);

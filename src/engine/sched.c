@@ -24,8 +24,10 @@ struct eng_req {
     atomic_bool cancel;
     req_kind kind;
     /* generation (engine thread only once submitted) */
-    int32_t *prompt;
+    int32_t *prompt;  /* n_ctx capacity: the prompt, then the accepted generated tokens */
     size_t n_prompt;
+    eng_spec_mode spec;
+    int spec_max;
     eng_sampler *smp;
     tok_decoder *dec;
     eng_stop *stop;
@@ -60,15 +62,18 @@ struct eng_req {
 typedef struct slot {
     eng_req *r;          /* NULL: free */
     size_t input;        /* embed: which input */
-    const int32_t *toks; /* tokens to prefill */
-    size_t n_toks;
+    const int32_t *toks; /* gen: the request's prompt and accepted tokens; embed: the input */
+    int n_toks;          /* tokens known; the KV must hold all but (gen) the last */
     int n_past;          /* positions in the KV */
-    bool decoding;       /* prefill done; next_tok is to be fed */
-    int32_t next_tok;
+    bool paused;         /* preempted: its blocks were released; it recomputes when blocks free up */
+    uint64_t order;      /* admission order: lower is older (kept across preemption) */
     int32_t n_gen;
-    int logit_row;       /* this step: row in logits, or -1 */
+    int logit_row;       /* this step: first row in logits (1 + n_draft rows), or -1 */
     int emb_row;         /* this step: first row in the hidden buffer (embedding) */
-    int chunk;           /* this step: tokens fed */
+    int chunk;           /* this step: tokens fed, drafts included */
+    int n_draft;         /* this step: draft tokens fed after the last known token */
+    int32_t draft[ENG_SPEC_MAX];
+    int d_past;          /* positions in the draft model's KV */
     double stall_since;  /* 0 when not stalled */
     double t_last;       /* when the previous token was sampled */
 } slot;
@@ -77,17 +82,20 @@ struct eng_sched {
     const model *m;
     const tok_vocab *v;
     eng_sched_opts o;
-    model_kv *kv;
+    kv_cache *kv;
     model_ctx *ctx;
     slot *slots;
+    int *ord;       /* [n_slots] busy slots, oldest first (this step) */
+    uint64_t next_order;
     /* step buffers */
     int32_t *b_tok, *b_pos, *b_seq;
     uint8_t *b_flags;
-    float *logits; /* n_slots x n_vocab */
+    float *logits; /* n_slots x (1 + spec_max) rows x n_vocab */
     float *hidden; /* max_batch x n_embd */
-    /* prefix reuse: the tokens whose KV each slot still holds */
-    int32_t *hist; /* n_slots x n_ctx */
-    int *n_hist;   /* valid positions per slot */
+    /* draft model (optional) */
+    kv_cache *dkv;
+    model_ctx *dctx;
+    float *dlogits; /* n_slots x n_vocab */
     size_t need_room; /* ring bytes one token may emit, flush included */
     size_t ring_cap;
     pthread_mutex_t mu;
@@ -98,6 +106,22 @@ struct eng_sched {
     pthread_t thread;
     bool thread_started;
 };
+
+const char *eng_spec_name(eng_spec_mode m) {
+    switch (m) {
+    case ENG_SPEC_NGRAM: return "ngram";
+    case ENG_SPEC_DRAFT: return "draft";
+    default: return "none";
+    }
+}
+
+bool eng_spec_parse(const char *s, eng_spec_mode *out) {
+    if (!strcmp(s, "none") || !strcmp(s, "off")) *out = ENG_SPEC_NONE;
+    else if (!strcmp(s, "ngram")) *out = ENG_SPEC_NGRAM;
+    else if (!strcmp(s, "draft")) *out = ENG_SPEC_DRAFT;
+    else return false;
+    return true;
+}
 
 const char *eng_finish_name(eng_finish f) {
     switch (f) {
@@ -185,7 +209,12 @@ kn_status eng_req_create_gen(eng_sched *s, const int32_t *prompt, size_t n_promp
     r->ignore_eos = p->ignore_eos;
     r->n_logprobs = p->n_logprobs;
     r->t_origin = p->t_origin;
-    r->prompt = malloc(n_prompt * sizeof *r->prompt);
+    r->spec = p->spec == ENG_SPEC_DEFAULT ? s->o.spec : p->spec;
+    if (r->spec == ENG_SPEC_DRAFT && !s->o.draft) r->spec = ENG_SPEC_NGRAM;
+    r->spec_max = p->spec_max > 0 ? p->spec_max : s->o.spec_max;
+    if (r->spec_max > s->o.spec_max) r->spec_max = s->o.spec_max;
+    if (r->spec_max <= 0) r->spec = ENG_SPEC_NONE;
+    r->prompt = malloc((size_t)s->o.n_ctx * sizeof *r->prompt);
     r->ring_cap = s->ring_cap;
     r->ring = malloc(r->ring_cap);
     if (!r->prompt || !r->ring) goto fail;
@@ -387,27 +416,21 @@ static void finish_req(eng_req *r, eng_finish f, kn_status st, const char *msg, 
     pthread_mutex_unlock(&r->mu);
 }
 
-/* Frees a slot; the request's engine reference goes when its last
- * sequence leaves (generation: at once; embedding: after all inputs). */
-/* keep_kv: the slot's KV stays valid for a later request sharing its prefix */
-static void slot_clear_kv(eng_sched *s, int i, bool keep_kv) {
-    if (!keep_kv) {
-        kv_seq_truncate(s->kv, i, 0);
-        s->n_hist[i] = 0;
-    }
+/* Frees a slot and its KV (full blocks stay in the prefix cache); the
+ * request's engine reference goes when its last sequence leaves
+ * (generation: at once; embedding: after all inputs). */
+static void slot_clear(eng_sched *s, int i) {
+    kv_seq_truncate(s->kv, i, 0);
+    if (s->dkv) kv_seq_truncate(s->dkv, i, 0);
     /* only the engine thread writes slots; others read .r under s->mu */
     pthread_mutex_lock(&s->mu);
     s->slots[i] = (slot){.logit_row = -1};
     pthread_mutex_unlock(&s->mu);
 }
 
-static void slot_clear(eng_sched *s, int i) { slot_clear_kv(s, i, false); }
-
 static void slot_finish(eng_sched *s, int i, eng_finish f, kn_status st, const char *msg, bool flush) {
     eng_req *r = s->slots[i].r;
-    /* a generation's KV (prompt and fed tokens) stays for prefix reuse; an
-     * embedding's or a failed step's does not */
-    slot_clear_kv(s, i, r->kind == REQ_GEN && f != ENG_FINISH_ERROR);
+    slot_clear(s, i);
     if (r->kind == REQ_EMBED && f != ENG_FINISH_STOP) {
         /* an embedding fails or is cancelled as a whole: drop its other slots */
         for (int j = 0; j < s->o.n_slots; j++)
@@ -436,16 +459,20 @@ static void slot_finish(eng_sched *s, int i, eng_finish f, kn_status st, const c
     req_unref(r);
 }
 
-/* Samples from a slot's logits row and emits the token; returns true when
- * the sequence finished. */
-static bool gen_token(eng_sched *s, int i, const float *lg) {
+/* Samples the next token of slot i from a logits row (draft >= 0: the
+ * token a drafter proposed for this position), emits it and appends it to
+ * the sequence. Returns true when the sequence finished; *tok gets the
+ * sampled token. */
+static bool gen_token(eng_sched *s, int i, const float *lg, int32_t draft, int32_t *tok_out) {
     slot *sl = &s->slots[i];
     eng_req *r = sl->r;
+    *tok_out = -1;
     if (r->n_predict == 0) { /* nothing to generate (the prompt was still evaluated) */
         slot_finish(s, i, ENG_FINISH_LENGTH, KN_OK, NULL, true);
         return true;
     }
-    int32_t tok = eng_sampler_sample(r->smp, lg);
+    int32_t tok = draft >= 0 ? eng_sampler_sample_draft(r->smp, lg, draft) : eng_sampler_sample(r->smp, lg);
+    *tok_out = tok;
     double now = kn_now_s();
     const eng_metrics *mt = &s->o.metrics;
     if (r->res.t_first == 0) { /* read by the consumer only once finished */
@@ -465,6 +492,7 @@ static bool gen_token(eng_sched *s, int i, const float *lg) {
     }
     eng_sampler_accept(r->smp, tok);
     sl->n_gen++;
+    r->prompt[sl->n_toks++] = tok;
     met_inc(mt->gen_tokens);
     const char *piece = NULL;
     size_t plen = 0;
@@ -484,13 +512,26 @@ static bool gen_token(eng_sched *s, int i, const float *lg) {
         slot_finish(s, i, ENG_FINISH_STOP, KN_OK, NULL, false);
         return true;
     }
-    if ((r->n_predict >= 0 && sl->n_gen >= r->n_predict) || sl->n_past >= s->o.n_ctx) {
+    if ((r->n_predict >= 0 && sl->n_gen >= r->n_predict) || sl->n_toks >= s->o.n_ctx) {
         slot_finish(s, i, ENG_FINISH_LENGTH, KN_OK, NULL, true);
         return true;
     }
-    sl->decoding = true;
-    sl->next_tok = tok;
     return false;
+}
+
+/* Attaches the cached prefix of slot i's tokens; at least the last known
+ * token is computed again (its logits pick the next token). */
+static void slot_attach(eng_sched *s, int i) {
+    slot *sl = &s->slots[i];
+    int hit = kv_seq_match(s->kv, i, sl->toks, sl->n_toks);
+    int keep = sl->r->kind == REQ_GEN && hit >= sl->n_toks ? sl->n_toks - 1 : hit;
+    if (sl->r->kind == REQ_EMBED) keep = 0; /* an embedding sums every position's hidden state */
+    if (keep < hit) kv_seq_truncate(s->kv, i, keep);
+    sl->n_past = keep;
+    if (sl->r->kind == REQ_GEN) {
+        met_add(s->o.metrics.prefix_queried, (double)sl->n_toks);
+        met_add(s->o.metrics.prefix_hit, (double)keep);
+    }
 }
 
 /* Admission and housekeeping under s->mu. Returns the number of busy slots. */
@@ -521,42 +562,19 @@ static int admit_locked(eng_sched *s, double now) {
     for (int i = 0; i < s->o.n_slots; i++) busy += s->slots[i].r != NULL;
     while (s->q_head && busy < s->o.n_slots) {
         eng_req *r = s->q_head;
-        /* a generation takes the free slot whose KV shares the longest
-         * prefix with its prompt; an embedding the one holding the least */
-        int i = -1, best = -1;
-        for (int k = 0; k < s->o.n_slots; k++) {
-            if (s->slots[k].r) continue;
-            int score;
-            if (r->kind == REQ_GEN) {
-                const int32_t *h = s->hist + (size_t)k * (size_t)s->o.n_ctx;
-                int n = s->n_hist[k] < (int)r->n_prompt ? s->n_hist[k] : (int)r->n_prompt, c = 0;
-                while (c < n && h[c] == r->prompt[c]) c++;
-                score = c;
-            } else {
-                score = -s->n_hist[k];
-            }
-            if (i < 0 || score > best) i = k, best = score;
-        }
+        int i = 0;
+        while (s->slots[i].r) i++;
         slot *sl = &s->slots[i];
-        *sl = (slot){.r = r, .logit_row = -1};
+        *sl = (slot){.r = r, .logit_row = -1, .order = s->next_order++};
         if (r->kind == REQ_GEN) {
             sl->toks = r->prompt;
-            sl->n_toks = r->n_prompt;
-            /* reuse the shared prefix; at least the last prompt token is
-             * computed again, for its logits */
-            int reuse = best < (int)r->n_prompt ? best : (int)r->n_prompt - 1;
-            kv_seq_truncate(s->kv, i, reuse);
-            s->n_hist[i] = reuse;
-            sl->n_past = reuse;
-            met_add(s->o.metrics.prefix_queried, (double)r->n_prompt);
-            met_add(s->o.metrics.prefix_hit, (double)reuse);
+            sl->n_toks = (int)r->n_prompt;
         } else {
-            kv_seq_truncate(s->kv, i, 0);
-            s->n_hist[i] = 0;
             sl->input = r->next_in++;
             sl->toks = r->in[sl->input];
-            sl->n_toks = r->in_len[sl->input];
+            sl->n_toks = (int)r->in_len[sl->input];
         }
+        slot_attach(s, i);
         if (r->res.t_start == 0) {
             r->res.t_start = now;
             met_observe(s->o.metrics.queue_wait, now - r->res.t_submit);
@@ -590,10 +608,169 @@ static void embed_done(eng_sched *s, int i) {
     }
 }
 
+/* Releases a sequence's blocks; it is recomputed (from whatever prefix is
+ * still cached) when blocks free up. Its tokens and sampler state stay. */
+static void slot_preempt(eng_sched *s, int i) {
+    slot *sl = &s->slots[i];
+    kv_seq_truncate(s->kv, i, 0);
+    if (sl->r->kind == REQ_EMBED) /* its sum of hidden states starts over */
+        memset(sl->r->emb + sl->input * (size_t)s->m->hp.n_embd, 0, (size_t)s->m->hp.n_embd * sizeof(float));
+    sl->n_past = 0;
+    sl->paused = true;
+    met_inc(s->o.metrics.preemptions);
+}
+
+/* Frees at least need blocks by preempting sequences newer than slot
+ * `self` (newest first). Returns whether enough blocks are available. */
+static bool make_room(eng_sched *s, int self, int need, int n_ord) {
+    for (int k = n_ord - 1; k >= 0 && kv_available(s->kv) < need; k--) {
+        int j = s->ord[k];
+        if (j == self) break; /* only newer ones are preempted */
+        if (!s->slots[j].paused && kv_seq_len(s->kv, j) > 0) slot_preempt(s, j);
+    }
+    return kv_available(s->kv) >= need;
+}
+
+/* Prompt-lookup drafting: the tokens that followed the most recent earlier
+ * occurrence of the sequence's last n-gram (n = 3, then 2). */
+static int draft_ngram(const slot *sl, int max, int32_t *out) {
+    const int32_t *t = sl->toks;
+    int n = sl->n_toks;
+    for (int g = 3; g >= 2; g--) {
+        if (n <= g) continue;
+        const int32_t *pat = t + n - g;
+        for (int j = n - g - 1; j >= 0; j--) {
+            if (memcmp(t + j, pat, (size_t)g * sizeof *t)) continue;
+            int k = 0;
+            while (k < max && j + g + k < n) {
+                out[k] = t[j + g + k];
+                k++;
+            }
+            if (k > 0) return k;
+        }
+    }
+    return 0;
+}
+
+/* Draft-model drafting for the decoding slots in want[0..n_want): brings
+ * the draft model's KV up to each sequence's known tokens, then runs it
+ * greedily for up to the slot's draft budget (slot.n_draft on entry),
+ * writing the drafts. Slots whose drafting failed get n_draft 0. */
+static void draft_model_run(eng_sched *s, const int *want, int n_want) {
+    const int V = s->m->hp.n_vocab;
+    int32_t last[ENG_MAX_SLOTS];
+    bool active[ENG_MAX_SLOTS];
+    int rounds = 0;
+    for (int w = 0; w < n_want; w++) {
+        const slot *sl = &s->slots[want[w]];
+        active[w] = true;
+        last[w] = -1;
+        if (sl->n_draft > rounds) rounds = sl->n_draft;
+    }
+    kn_err e;
+    /* catch-up: feed each sequence's tokens the draft model has not seen, in
+     * budget-sized batches; the last one's logits give the first draft */
+    for (;;) {
+        int n = 0, n_rows = 0;
+        int row_of[ENG_MAX_SLOTS];
+        for (int w = 0; w < n_want; w++) {
+            slot *sl = &s->slots[want[w]];
+            row_of[w] = -1;
+            if (!active[w] || last[w] >= 0) continue;
+            int left = sl->n_toks - sl->d_past;
+            int chunk = left < s->o.max_batch - n ? left : s->o.max_batch - n;
+            for (int k = 0; k < chunk; k++) {
+                s->b_tok[n] = sl->toks[sl->d_past + k];
+                s->b_pos[n] = sl->d_past + k;
+                s->b_seq[n] = want[w];
+                s->b_flags[n] = 0;
+                n++;
+            }
+            if (chunk == left && chunk > 0) {
+                s->b_flags[n - 1] = MODEL_OUT_LOGITS;
+                row_of[w] = n_rows++;
+            }
+            if (n == s->o.max_batch) break;
+        }
+        if (n == 0) break;
+        model_batch b = {.n_tokens = n, .token = s->b_tok, .pos = s->b_pos, .seq = s->b_seq, .logits = s->b_flags};
+        if (model_forward(s->dctx, s->dkv, &b, s->dlogits, &e) != KN_OK) {
+            for (int w = 0; w < n_want; w++) s->slots[want[w]].n_draft = 0;
+            return;
+        }
+        for (int w = 0; w < n_want; w++) {
+            slot *sl = &s->slots[want[w]];
+            for (int t = 0; t < n; t++)
+                if (s->b_seq[t] == want[w]) sl->d_past = s->b_pos[t] + 1;
+            if (row_of[w] >= 0) last[w] = eng_argmax(s->dlogits + (size_t)row_of[w] * V, V);
+        }
+    }
+    for (int w = 0; w < n_want; w++) {
+        slot *sl = &s->slots[want[w]];
+        if (last[w] < 0) active[w] = false, sl->n_draft = 0;
+        else sl->draft[0] = last[w];
+    }
+    /* then one token per sequence per round */
+    for (int d = 1; d < rounds; d++) {
+        int n = 0;
+        for (int w = 0; w < n_want; w++) {
+            slot *sl = &s->slots[want[w]];
+            if (!active[w] || d >= sl->n_draft) continue;
+            s->b_tok[n] = sl->draft[d - 1];
+            s->b_pos[n] = sl->d_past;
+            s->b_seq[n] = want[w];
+            s->b_flags[n] = MODEL_OUT_LOGITS;
+            n++;
+        }
+        if (n == 0) break;
+        model_batch b = {.n_tokens = n, .token = s->b_tok, .pos = s->b_pos, .seq = s->b_seq, .logits = s->b_flags};
+        if (model_forward(s->dctx, s->dkv, &b, s->dlogits, &e) != KN_OK) {
+            for (int w = 0; w < n_want; w++)
+                if (active[w] && s->slots[want[w]].n_draft > d) s->slots[want[w]].n_draft = d;
+            break;
+        }
+        int row = 0;
+        for (int w = 0; w < n_want; w++) {
+            slot *sl = &s->slots[want[w]];
+            if (!active[w] || d >= sl->n_draft) continue;
+            sl->d_past++;
+            sl->draft[d] = eng_argmax(s->dlogits + (size_t)row++ * V, V);
+        }
+    }
+}
+
+/* Orders the busy slots oldest first into s->ord; returns how many. */
+static int order_slots(eng_sched *s) {
+    int n = 0;
+    for (int i = 0; i < s->o.n_slots; i++) {
+        if (!s->slots[i].r) continue;
+        int k = n++;
+        while (k > 0 && s->slots[s->ord[k - 1]].order > s->slots[i].order) {
+            s->ord[k] = s->ord[k - 1];
+            k--;
+        }
+        s->ord[k] = i;
+    }
+    return n;
+}
+
+/* Largest chunk <= want of slot i from pos0 whose blocks are available
+ * beside the `reserved` ones this step already takes. */
+static int fit_chunk(eng_sched *s, int i, int pos0, int want, int reserved) {
+    int avail = kv_available(s->kv) - reserved, lo = 0, hi = want;
+    while (lo < hi) {
+        int mid = (lo + hi + 1) / 2;
+        if (kv_seq_need(s->kv, i, pos0, pos0 + mid) <= avail) lo = mid;
+        else hi = mid - 1;
+    }
+    return lo;
+}
+
 static void *engine_main(void *arg) {
     eng_sched *s = arg;
     const int V = s->m->hp.n_vocab, E = s->m->hp.n_embd;
     bool was_busy = false;
+    int want_draft[ENG_MAX_SLOTS];
     for (;;) {
         pthread_mutex_lock(&s->mu);
         if (s->stopping) {
@@ -624,15 +801,19 @@ static void *engine_main(void *arg) {
         for (int i = 0; i < s->o.n_slots; i++)
             if (s->slots[i].r && atomic_load(&s->slots[i].r->cancel))
                 slot_finish(s, i, ENG_FINISH_CANCELLED, KN_ECANCELLED, NULL, false);
+        int n_ord = order_slots(s);
 
-        /* build the step: decode tokens first, then prefill chunks */
-        int n = 0, n_rows = 0, n_emb = 0;
+        /* decode tokens first (oldest first; a sequence short of blocks
+         * preempts newer ones, or pauses itself), each followed by its
+         * drafts, then prefill chunks in the remaining budget */
+        int n = 0, n_rows = 0, n_emb = 0, n_want = 0, n_dec = 0, dec_need = 0;
         bool any_stalled = false;
-        for (int i = 0; i < s->o.n_slots; i++) {
+        for (int k = 0; k < n_ord; k++) {
+            int i = s->ord[k];
             slot *sl = &s->slots[i];
             sl->logit_row = -1;
-            sl->chunk = 0;
-            if (!sl->r || !sl->decoding) continue;
+            sl->chunk = sl->n_draft = 0;
+            if (!sl->r || sl->paused || sl->r->kind != REQ_GEN || sl->n_toks - sl->n_past != 1) continue;
             if (!has_room(s, sl->r)) {
                 if (sl->stall_since == 0) sl->stall_since = now;
                 else if (now - sl->stall_since > STALL_TIMEOUT_S) {
@@ -644,46 +825,102 @@ static void *engine_main(void *arg) {
                 continue;
             }
             sl->stall_since = 0;
-            s->b_tok[n] = sl->next_tok;
-            s->b_pos[n] = sl->n_past;
-            s->hist[(size_t)i * (size_t)s->o.n_ctx + (size_t)sl->n_past] = sl->next_tok;
-            s->b_seq[n] = i;
-            s->b_flags[n] = MODEL_OUT_LOGITS;
-            sl->logit_row = n_rows++;
+            int need = kv_seq_need(s->kv, i, sl->n_past, sl->n_past + 1) + dec_need;
+            if (need > kv_available(s->kv) && !make_room(s, i, need, n_ord)) {
+                slot_preempt(s, i);
+                continue;
+            }
+            dec_need = need;
             sl->chunk = 1;
-            n++;
+            n_dec++;
+            /* drafts: bounded by the context and the tokens it may still generate */
+            eng_req *r = sl->r;
+            if (r->spec == ENG_SPEC_NONE) continue;
+            int room = s->o.n_ctx - sl->n_toks - 1;
+            int left = r->n_predict >= 0 ? r->n_predict - sl->n_gen - 1 : room;
+            int kmax = r->spec_max < room ? r->spec_max : room;
+            if (kmax > left) kmax = left;
+            if (kmax <= 0) continue;
+            if (r->spec == ENG_SPEC_DRAFT && s->dkv) {
+                sl->n_draft = kmax;
+                want_draft[n_want++] = i;
+            } else {
+                sl->n_draft = draft_ngram(sl, kmax, sl->draft);
+            }
         }
-        for (int i = 0; i < s->o.n_slots && n < s->o.max_batch; i++) {
+        if (n_want > 0) draft_model_run(s, want_draft, n_want);
+        /* drafts fit the token budget and the free blocks, oldest first */
+        int budget = s->o.max_batch - n_dec, reserved = 0;
+        for (int k = 0; k < n_ord; k++) {
+            int i = s->ord[k];
             slot *sl = &s->slots[i];
-            if (!sl->r || sl->decoding) continue;
-            size_t left = sl->n_toks - (size_t)sl->n_past;
-            size_t chunk = left < (size_t)(s->o.max_batch - n) ? left : (size_t)(s->o.max_batch - n);
+            if (!sl->r || sl->chunk == 0) continue;
+            int d = sl->n_draft < budget ? sl->n_draft : budget;
+            while (d > 0 && reserved + kv_seq_need(s->kv, i, sl->n_past, sl->n_past + 1 + d) > kv_available(s->kv)) d--;
+            sl->n_draft = d;
+            budget -= d;
+            reserved += kv_seq_need(s->kv, i, sl->n_past, sl->n_past + 1 + d);
+            sl->logit_row = n_rows;
+            for (int t = 0; t <= d; t++) {
+                s->b_tok[n] = t == 0 ? sl->toks[sl->n_past] : sl->draft[t - 1];
+                s->b_pos[n] = sl->n_past + t;
+                s->b_seq[n] = i;
+                s->b_flags[n] = MODEL_OUT_LOGITS;
+                n++;
+                n_rows++;
+            }
+            sl->chunk = 1 + d;
+            met_add(s->o.metrics.spec_draft, (double)d);
+        }
+        for (int k = 0; k < n_ord && n < s->o.max_batch; k++) {
+            int i = s->ord[k];
+            slot *sl = &s->slots[i];
+            if (!sl->r || sl->chunk > 0) continue;
+            if (sl->r->kind == REQ_GEN && sl->n_toks - sl->n_past <= 1 && !sl->paused) continue; /* stalled decoder */
+            if (sl->paused) {
+                if (kv_available(s->kv) - reserved < kv_blocks_per_seq(s->kv) / 4 + 1 && k > 0) continue;
+                sl->paused = false;
+                slot_attach(s, i);
+                if (sl->r->kind == REQ_GEN && sl->n_toks - sl->n_past <= 1) {
+                    /* everything but the last token was cached: decode next step */
+                    continue;
+                }
+            }
+            int left = sl->n_toks - sl->n_past;
+            int chunk = left < s->o.max_batch - n ? left : s->o.max_batch - n;
+            /* fit the blocks that are free beyond what this step already takes */
+            int fit = fit_chunk(s, i, sl->n_past, chunk, reserved);
+            if (fit == 0 && k == 0) {
+                /* the oldest sequence must progress: preempt newer ones */
+                make_room(s, i, kv_seq_need(s->kv, i, sl->n_past, sl->n_past + chunk) + reserved, n_ord);
+                fit = fit_chunk(s, i, sl->n_past, chunk, reserved);
+            }
+            chunk = fit;
+            if (chunk == 0) continue;
+            reserved += kv_seq_need(s->kv, i, sl->n_past, sl->n_past + chunk);
             bool embed = sl->r->kind == REQ_EMBED;
             if (embed) sl->emb_row = n_emb;
-            for (size_t k = 0; k < chunk; k++) {
-                s->b_tok[n] = sl->toks[sl->n_past + (int)k];
-                s->b_pos[n] = sl->n_past + (int)k;
-                s->hist[(size_t)i * (size_t)s->o.n_ctx + (size_t)(sl->n_past + (int)k)] = s->b_tok[n];
+            for (int t = 0; t < chunk; t++) {
+                s->b_tok[n] = sl->toks[sl->n_past + t];
+                s->b_pos[n] = sl->n_past + t;
                 s->b_seq[n] = i;
                 s->b_flags[n] = embed ? MODEL_OUT_EMBD : 0;
                 n++;
             }
-            sl->chunk = (int)chunk;
+            sl->chunk = chunk;
             if (embed) {
-                n_emb += (int)chunk;
+                n_emb += chunk;
             } else if (chunk == left) {
                 s->b_flags[n - 1] = MODEL_OUT_LOGITS;
                 sl->logit_row = n_rows++;
             }
         }
         if (n == 0) {
-            if (any_stalled) {
-                pthread_mutex_lock(&s->mu);
-                struct timespec dl;
-                abs_deadline(&dl, 10);
-                pthread_cond_timedwait(&s->cv, &s->mu, &dl);
-                pthread_mutex_unlock(&s->mu);
-            }
+            pthread_mutex_lock(&s->mu);
+            struct timespec dl;
+            abs_deadline(&dl, any_stalled ? 10 : 2);
+            pthread_cond_timedwait(&s->cv, &s->mu, &dl);
+            pthread_mutex_unlock(&s->mu);
             continue;
         }
         /* logits and hidden rows come out in batch order, which is the order
@@ -703,15 +940,7 @@ static void *engine_main(void *arg) {
         /* advance */
         for (int i = 0; i < s->o.n_slots; i++) {
             slot *sl = &s->slots[i];
-            if (!sl->r) continue;
-            if (sl->decoding) {
-                if (sl->logit_row < 0) continue;
-                sl->n_past++;
-                s->n_hist[i] = sl->n_past;
-                gen_token(s, i, s->logits + (size_t)sl->logit_row * V);
-                continue;
-            }
-            if (sl->chunk == 0) continue;
+            if (!sl->r || sl->chunk == 0) continue;
             if (sl->r->kind == REQ_EMBED) {
                 float *acc = sl->r->emb + sl->input * (size_t)E;
                 for (int k = 0; k < sl->chunk; k++) {
@@ -719,16 +948,36 @@ static void *engine_main(void *arg) {
                     for (int d = 0; d < E; d++) acc[d] += h[d];
                 }
                 sl->n_past += sl->chunk;
-                if ((size_t)sl->n_past == sl->n_toks) {
+                if (sl->n_past == sl->n_toks) {
                     embed_done(s, i);
                     slot_finish(s, i, ENG_FINISH_STOP, KN_OK, NULL, false);
                 }
                 continue;
             }
-            /* generation prefill */
-            sl->n_past += sl->chunk;
-            s->n_hist[i] = sl->n_past;
-            if (sl->logit_row >= 0) gen_token(s, i, s->logits + (size_t)sl->logit_row * V);
+            if (sl->logit_row < 0) { /* a prefill chunk short of the prompt's end */
+                sl->n_past += sl->chunk;
+                continue;
+            }
+            /* the last known token and any drafts behind it were fed: verify */
+            int base = sl->n_past + sl->chunk - sl->n_draft - 1; /* position of the last known token */
+            int nd = sl->n_draft, accepted = 0;
+            bool done = false;
+            for (int d = 0; d <= nd && !done; d++) {
+                int32_t tok;
+                int32_t draft = d < nd ? sl->draft[d] : -1;
+                done = gen_token(s, i, s->logits + (size_t)(sl->logit_row + d) * V, draft, &tok);
+                if (done || d == nd || tok != draft) break;
+                accepted++;
+            }
+            if (done) continue;
+            met_add(s->o.metrics.spec_accepted, (double)accepted);
+            /* the KV holds the last known token and the accepted drafts */
+            sl->n_past = base + 1 + accepted;
+            if (nd > accepted) kv_seq_truncate(s->kv, i, sl->n_past);
+            if (s->dkv && sl->d_past > sl->n_past) {
+                kv_seq_truncate(s->dkv, i, sl->n_past);
+                sl->d_past = kv_seq_len(s->dkv, i);
+            }
         }
     }
     return NULL;
@@ -739,7 +988,8 @@ static void *engine_main(void *arg) {
 kn_status eng_sched_create(const model *m, const tok_vocab *v, const tensor_ops *ops, kn_pool *pool,
                            const eng_sched_opts *o, eng_sched **out, kn_err *err) {
     *out = NULL;
-    if (o->n_slots < 1 || o->n_slots > 1024) return kn_fail(err, KN_EINVAL, "slots %d out of range [1, 1024]", o->n_slots);
+    if (o->n_slots < 1 || o->n_slots > ENG_MAX_SLOTS)
+        return kn_fail(err, KN_EINVAL, "slots %d out of range [1, %d]", o->n_slots, ENG_MAX_SLOTS);
     if (o->n_ctx < 2) return kn_fail(err, KN_EINVAL, "context %d too small", o->n_ctx);
     eng_sched *s = calloc(1, sizeof *s);
     if (!s) return kn_fail(err, KN_ENOMEM, "out of memory");
@@ -750,9 +1000,39 @@ kn_status eng_sched_create(const model *m, const tok_vocab *v, const tensor_ops 
     if (s->o.queue_len < 0) s->o.queue_len = 0;
     pthread_mutex_init(&s->mu, NULL);
     cond_init_mono(&s->cv);
+    if (s->o.spec_max > ENG_SPEC_MAX) s->o.spec_max = ENG_SPEC_MAX;
+    if (s->o.spec_max < 0) s->o.spec_max = 0;
+    if (s->o.spec == ENG_SPEC_DEFAULT) s->o.spec = ENG_SPEC_NONE;
     kn_status st;
-    if ((st = model_kv_create(m, s->o.n_slots, s->o.n_ctx, s->o.kv_type, &s->kv, err)) != KN_OK) goto fail;
+    kv_geom g;
+    if ((st = model_kv_geom(m, s->o.kv_type, &g, err)) != KN_OK) goto fail;
+    kv_opts ko = {.n_seq = s->o.n_slots, .n_ctx = s->o.n_ctx, .block_size = s->o.block_size ? s->o.block_size : 32,
+                  .n_blocks = s->o.kv_blocks, .prefix_cache = !s->o.no_prefix_cache, .salt = s->o.salt,
+                  .test_const_hash = s->o.test_const_hash};
+    if (ko.n_blocks == 0 && s->o.cache_bytes > 0) {
+        /* every slot its full context (plus one block for copy-on-write), and room for cached prefixes */
+        int per_seq = (s->o.n_ctx + ko.block_size - 1) / ko.block_size;
+        uint64_t block = 2ull * (uint64_t)g.n_layer * (uint64_t)g.n_head_kv * (uint64_t)ko.block_size * g.row_bytes;
+        uint64_t extra = s->o.cache_bytes / block;
+        uint64_t total = (uint64_t)s->o.n_slots * (uint64_t)(per_seq + 1) + extra;
+        ko.n_blocks = total > (1u << 28) ? (1 << 28) : (int)total;
+    }
+    if ((st = kv_cache_create(&g, &ko, &s->kv, err)) != KN_OK) goto fail;
     if ((st = model_ctx_create(m, ops, pool, s->o.max_batch, &s->ctx, err)) != KN_OK) goto fail;
+    if (s->o.draft) {
+        if (s->o.draft->hp.n_vocab != m->hp.n_vocab) {
+            st = kn_fail(err, KN_EINVAL, "the draft model has %d tokens in its vocabulary, the model %d",
+                         s->o.draft->hp.n_vocab, m->hp.n_vocab);
+            goto fail;
+        }
+        if ((st = model_kv_create(s->o.draft, s->o.n_slots, s->o.n_ctx, MODEL_KV_F16, &s->dkv, err)) != KN_OK ||
+            (st = model_ctx_create(s->o.draft, ops, pool, s->o.max_batch, &s->dctx, err)) != KN_OK)
+            goto fail;
+        if (!(s->dlogits = malloc((size_t)s->o.n_slots * (size_t)m->hp.n_vocab * sizeof *s->dlogits))) {
+            st = kn_fail(err, KN_ENOMEM, "out of memory");
+            goto fail;
+        }
+    }
     st = KN_ENOMEM;
     int B = s->o.max_batch;
     s->slots = calloc((size_t)s->o.n_slots, sizeof *s->slots);
@@ -760,11 +1040,10 @@ kn_status eng_sched_create(const model *m, const tok_vocab *v, const tensor_ops 
     s->b_pos = malloc((size_t)B * sizeof *s->b_pos);
     s->b_seq = malloc((size_t)B * sizeof *s->b_seq);
     s->b_flags = malloc((size_t)B);
-    s->logits = malloc((size_t)s->o.n_slots * (size_t)m->hp.n_vocab * sizeof *s->logits);
+    s->logits = malloc((size_t)s->o.n_slots * (size_t)(1 + s->o.spec_max) * (size_t)m->hp.n_vocab * sizeof *s->logits);
+    s->ord = malloc((size_t)s->o.n_slots * sizeof *s->ord);
     s->hidden = malloc((size_t)B * (size_t)m->hp.n_embd * sizeof *s->hidden);
-    s->hist = malloc((size_t)s->o.n_slots * (size_t)s->o.n_ctx * sizeof *s->hist);
-    s->n_hist = calloc((size_t)s->o.n_slots, sizeof *s->n_hist);
-    if (!s->hist || !s->n_hist || !s->slots || !s->b_tok || !s->b_pos || !s->b_seq || !s->b_flags || !s->logits || !s->hidden) {
+    if (!s->ord || !s->slots || !s->b_tok || !s->b_pos || !s->b_seq || !s->b_flags || !s->logits || !s->hidden) {
         kn_fail(err, KN_ENOMEM, "out of memory");
         goto fail;
     }
@@ -812,6 +1091,10 @@ void eng_sched_destroy(eng_sched *s) {
     }
     model_ctx_destroy(s->ctx);
     kv_cache_destroy(s->kv);
+    model_ctx_destroy(s->dctx);
+    kv_cache_destroy(s->dkv);
+    free(s->dlogits);
+    free(s->ord);
     free(s->slots);
     free(s->b_tok);
     free(s->b_pos);
@@ -819,8 +1102,6 @@ void eng_sched_destroy(eng_sched *s) {
     free(s->b_flags);
     free(s->logits);
     free(s->hidden);
-    free(s->hist);
-    free(s->n_hist);
     pthread_mutex_destroy(&s->mu);
     pthread_cond_destroy(&s->cv);
     free(s);
@@ -880,6 +1161,8 @@ void eng_sched_stats_get(eng_sched *s, eng_sched_stats *st) {
     pthread_mutex_unlock(&s->mu);
     st->n_ctx = s->o.n_ctx;
     st->kv_bytes = kv_bytes(s->kv);
+    st->block_bytes = kv_block_bytes(s->kv);
+    kv_stats_get(s->kv, &st->kv);
 }
 
 void eng_logprobs(const float *logits, int32_t n_vocab, int32_t chosen, int n_top, eng_tok_event *ev) {

@@ -6,14 +6,22 @@
  * to a token budget per step. New requests join at the next step; finished
  * or cancelled ones leave at once.
  *
- * Prefix reuse: a slot keeps the KV of its last sequence after it ends. A
- * new generation takes the free slot whose KV shares the longest prefix
- * with its prompt and computes only the rest (a multi-turn chat recomputes
- * only the new turn). The paged, block-hashed prefix cache of the batching
- * work supersedes this.
+ * KV: every sequence's KV lives in a paged kv_cache (src/kv). A new
+ * sequence first attaches the longest cached block chain that prefixes its
+ * tokens (across requests and conversations) and computes only the rest.
+ * When the pool runs short, the newest sequence is preempted: its blocks
+ * are released (full ones stay cached) and it is recomputed later, which
+ * yields the same tokens. The oldest sequence can always progress.
  *
- * Owns: the engine thread, the KV store (slots x context), the forward
- * scratch, the logits/hidden buffers and the wait queue. Borrows the model,
+ * Speculative decoding (per request): drafts proposed by prompt lookup
+ * (the continuation of the last earlier occurrence of the sequence's last
+ * n-gram) or by a small draft model sharing the vocabulary are fed behind
+ * the decode token and verified in the same step; greedy output is
+ * identical to plain decoding, and sampled output keeps its distribution
+ * (eng_sampler_sample_draft).
+ *
+ * Owns: the engine thread, the KV cache, the forward scratch (and the draft
+ * model's KV and scratch), the logits/hidden buffers and the wait queue. Borrows the model,
  * its vocabulary, the kernel set and the thread pool, which must outlive it.
  *
  * Requests (eng_req) are created on the caller's thread with everything the
@@ -46,6 +54,18 @@
 
 #define ENG_MAX_LOGPROBS 20 /* top alternatives per token (OpenAI's limit) */
 #define ENG_MAX_EMBED_INPUTS 2048
+#define ENG_MAX_SLOTS 1024
+#define ENG_SPEC_MAX 16 /* draft tokens per step at most */
+
+typedef enum eng_spec_mode {
+    ENG_SPEC_DEFAULT = 0, /* in eng_gen_params: the scheduler's default */
+    ENG_SPEC_NONE,
+    ENG_SPEC_NGRAM, /* prompt lookup */
+    ENG_SPEC_DRAFT, /* the draft model (prompt lookup when there is none) */
+} eng_spec_mode;
+/* "none", "ngram", "draft"; parse returns false on anything else. */
+const char *eng_spec_name(eng_spec_mode m);
+bool eng_spec_parse(const char *s, eng_spec_mode *out);
 
 typedef struct eng_sched eng_sched;
 typedef struct eng_req eng_req;
@@ -62,6 +82,9 @@ typedef struct eng_metrics {
     met_series *gen_tokens;    /* counter */
     met_series *prefix_queried; /* counter: prompt tokens looked up in the slots' KV */
     met_series *prefix_hit;     /* counter: of those, tokens whose KV was reused */
+    met_series *spec_draft;     /* counter: draft tokens fed for verification */
+    met_series *spec_accepted;  /* counter: of those, accepted */
+    met_series *preemptions;    /* counter: sequences preempted for lack of KV blocks */
     met_window *ttft_window;   /* rolling TTFT samples for the SLA */
 } eng_metrics;
 
@@ -72,6 +95,15 @@ typedef struct eng_sched_opts {
     int queue_len;       /* requests that may wait for a slot (0: none wait) */
     double queue_timeout_s; /* a request waiting longer than this fails with KN_EBUSY */
     model_kv_type kv_type;
+    int block_size;       /* KV positions per block (0: 32) */
+    int kv_blocks;        /* KV pool in blocks; 0: every slot its full context, plus cache_bytes */
+    uint64_t cache_bytes; /* with kv_blocks 0: extra pool for cached prefixes beyond the slots */
+    bool no_prefix_cache; /* do not share blocks between sequences */
+    uint64_t salt;        /* the model instance's identity for block hashes */
+    bool test_const_hash; /* test hook: forces block hash collisions */
+    eng_spec_mode spec;   /* default for requests (DEFAULT means NONE) */
+    int spec_max;         /* draft tokens per step (0: off; at most ENG_SPEC_MAX) */
+    const model *draft;   /* optional draft model sharing m's vocabulary (borrowed) */
     int batch_wait_ms;    /* an idle engine that gets a request waits this long for more to batch with */
     eng_metrics metrics;  /* copied */
 } eng_sched_opts;
@@ -92,7 +124,9 @@ typedef struct eng_sched_stats {
     int running;      /* requests with at least one sequence in a slot */
     int waiting;      /* requests in the queue */
     int n_ctx;
-    uint64_t kv_bytes;
+    uint64_t kv_bytes;    /* the KV pool */
+    kv_stats kv;          /* block accounting */
+    uint64_t block_bytes; /* one block, K and V */
 } eng_sched_stats;
 void eng_sched_stats_get(eng_sched *s, eng_sched_stats *st);
 
@@ -116,6 +150,8 @@ typedef struct eng_gen_params {
     int n_logprobs;              /* < 0: none; 0..ENG_MAX_LOGPROBS: the chosen token's logprob plus
                                     this many top alternatives, for every generated token */
     double t_origin;             /* kn_now_s() when the request arrived (TTFT counts from it); 0: submission */
+    eng_spec_mode spec;          /* speculative decoding for this request */
+    int spec_max;                /* draft tokens per step; 0: the scheduler's */
 } eng_gen_params;
 
 /* A generation request over prompt[0..n_prompt) (copied). Fails with

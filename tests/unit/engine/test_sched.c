@@ -335,9 +335,11 @@ static void test_embeddings(void **state) {
     unload(&L);
 }
 
-/* Prefix reuse: the same prompt again, and the prompt extended by the
- * first greedy tokens, reuse the slot's KV and still give llama.cpp's
- * greedy continuation; the prefix counters count it. */
+/* Prefix caching: the same prompt again, the prompt extended by the first
+ * greedy tokens (a partial-block hit), and a prompt ending exactly on a
+ * block boundary (a whole-prompt hit: the last block is copied on write)
+ * reuse cached KV blocks and still give llama.cpp's greedy continuation;
+ * the prefix counters count whole blocks. */
 static void test_prefix_reuse(void **state) {
     env *e = *state;
     char path[1024];
@@ -347,7 +349,9 @@ static void test_prefix_reuse(void **state) {
     assert_int_equal(tok_vocab_load(L.m->gguf, &L.v, &err), KN_OK);
     met_registry *mr = met_registry_create();
     met_family *fq = met_counter(mr, "q_total", "q", 0, NULL), *fh = met_counter(mr, "h_total", "h", 0, NULL);
+    const int bs = 16;
     eng_sched_opts o = {.n_slots = 1, .n_ctx = 128, .max_batch = 64, .queue_len = 4, .queue_timeout_s = 60,
+                        .block_size = bs,
                         .metrics = {.prefix_queried = met_get(fq, NULL), .prefix_hit = met_get(fh, NULL)}};
     assert_int_equal(eng_sched_create(L.m, L.v, &e->ops, e->pool, &o, &L.s, &err), KN_OK);
     json_error_t je;
@@ -358,14 +362,17 @@ static void test_prefix_reuse(void **state) {
     int32_t toks[128], want[64];
     for (size_t i = 0; i < np; i++) toks[i] = (int32_t)json_integer_value(json_array_get(pt, i));
     for (size_t i = 0; i < ng; i++) want[i] = (int32_t)json_integer_value(json_array_get(g, i));
-    const size_t ext = 5;
-    for (size_t i = 0; i < ext; i++) toks[np + i] = want[i];
+    const size_t ext = 5, whole = (np / bs + 1) * bs;
+    assert_true(whole - np < ng && whole - np != ext);
+    for (size_t i = 0; i < ng; i++) toks[np + i] = want[i];
     struct {
         size_t n_prompt, skip;
-        double hit;
-    } runs[] = {{np, 0, 0}, {np, 0, (double)np - 1}, {np + ext, ext, (double)(np + ext - 1)}};
+    } runs[] = {{np, 0}, {np, 0}, {np + ext, ext}, {whole, whole - np}};
     double hits = 0, queried = 0;
-    for (size_t k = 0; k < 3; k++) {
+    size_t cached = 0; /* tokens whose KV earlier runs computed: blocks of them are cached */
+    for (size_t k = 0; k < 4; k++) {
+        size_t n = runs[k].n_prompt < cached ? runs[k].n_prompt : cached, hit = n / bs * bs;
+        if (hit >= runs[k].n_prompt) hit = runs[k].n_prompt - 1;
         eng_gen_params p = greedy((int)(ng - runs[k].skip));
         eng_req *r;
         assert_int_equal(eng_req_create_gen(L.s, toks, runs[k].n_prompt, &p, &r, &err), KN_OK);
@@ -380,8 +387,9 @@ static void test_prefix_reuse(void **state) {
         for (size_t i = 0; i < n_ids; i++)
             if (ids[i] != want[runs[k].skip + i])
                 fail_msg("run %zu: token %zu is %d, llama.cpp's greedy is %d", k, i, ids[i], want[runs[k].skip + i]);
-        hits += runs[k].hit;
+        hits += (double)hit;
         queried += (double)runs[k].n_prompt;
+        if (runs[k].n_prompt + n_ids - 1 > cached) cached = runs[k].n_prompt + n_ids - 1;
         assert_true(fabs(met_value(met_get(fh, NULL)) - hits) < 0.5);
         assert_true(fabs(met_value(met_get(fq, NULL)) - queried) < 0.5);
     }
