@@ -105,12 +105,10 @@ int cmd_serve(int argc, char **argv) {
         goto done;
     }
     int slots = cfg.parallel;
-    if (cfg.kv_tokens > 0 && cfg.ctx > 0 && (long long)slots * cfg.ctx > cfg.kv_tokens) {
-        int fit = cfg.kv_tokens / cfg.ctx;
-        KN_WARN("--kv-tokens %d holds %d sequences of %d tokens; using %d slots instead of %d", cfg.kv_tokens, fit,
-                cfg.ctx, fit, slots);
-        slots = fit;
-    }
+    eng_spec_mode spec = ENG_SPEC_NONE;
+    eng_spec_parse(cfg.spec, &spec); /* validated with the config */
+    if (spec == ENG_SPEC_DRAFT && !cfg.model_draft)
+        KN_WARN("--spec draft without -md/--model-draft: requests use prompt-lookup drafting");
     if (cfg.cpu_range) { /* before any thread starts: every thread inherits the mask */
         cpu_set_t set;
         int n_cpus = 0;
@@ -133,7 +131,10 @@ int cmd_serve(int argc, char **argv) {
                   .mmap_weights = cfg.mmap_weights, .memory_budget = (uint64_t)cfg.memory_budget,
                   .keep_alive_s = cfg.unload_timeout_s, .cleanup_interval_s = cfg.cleanup_interval_s,
                   .load_wait_s = cfg.queue_timeout_s, .aliases = cfg.aliases, .pins = cfg.pin,
-                  .batch_wait_ms = cfg.batch_wait_ms};
+                  .batch_wait_ms = cfg.batch_wait_ms, .block_size = cfg.kv_block_size,
+                  .kv_blocks = cfg.kv_tokens > 0 ? (cfg.kv_tokens + cfg.kv_block_size - 1) / cfg.kv_block_size : 0,
+                  .cache_bytes = (uint64_t)cfg.cache_ram_mib << 20, .spec = spec, .spec_max = cfg.draft_max,
+                  .draft_path = cfg.model_draft};
     if (srv_create(&cfg, &ro, &ops, &srv, &err) != KN_OK) {
         fprintf(stderr, "kiln serve: %s\n", err.msg);
         goto done;

@@ -1009,13 +1009,10 @@ kn_status eng_sched_create(const model *m, const tok_vocab *v, const tensor_ops 
     kv_opts ko = {.n_seq = s->o.n_slots, .n_ctx = s->o.n_ctx, .block_size = s->o.block_size ? s->o.block_size : 32,
                   .n_blocks = s->o.kv_blocks, .prefix_cache = !s->o.no_prefix_cache, .salt = s->o.salt,
                   .test_const_hash = s->o.test_const_hash};
-    if (ko.n_blocks == 0 && s->o.cache_bytes > 0) {
-        /* every slot its full context (plus one block for copy-on-write), and room for cached prefixes */
-        int per_seq = (s->o.n_ctx + ko.block_size - 1) / ko.block_size;
+    if (ko.n_blocks == 0) {
         uint64_t block = 2ull * (uint64_t)g.n_layer * (uint64_t)g.n_head_kv * (uint64_t)ko.block_size * g.row_bytes;
-        uint64_t extra = s->o.cache_bytes / block;
-        uint64_t total = (uint64_t)s->o.n_slots * (uint64_t)(per_seq + 1) + extra;
-        ko.n_blocks = total > (1u << 28) ? (1 << 28) : (int)total;
+        int64_t total = kv_pool_blocks(s->o.n_slots, s->o.n_ctx, ko.block_size, block, s->o.cache_bytes);
+        ko.n_blocks = total > (1 << 28) ? (1 << 28) : (int)total;
     }
     if ((st = kv_cache_create(&g, &ko, &s->kv, err)) != KN_OK) goto fail;
     if ((st = model_ctx_create(m, ops, pool, s->o.max_batch, &s->ctx, err)) != KN_OK) goto fail;
@@ -1162,6 +1159,7 @@ void eng_sched_stats_get(eng_sched *s, eng_sched_stats *st) {
     st->n_ctx = s->o.n_ctx;
     st->kv_bytes = kv_bytes(s->kv);
     st->block_bytes = kv_block_bytes(s->kv);
+    st->block_tokens = kv_block_size(s->kv);
     kv_stats_get(s->kv, &st->kv);
 }
 

@@ -127,6 +127,7 @@ typedef struct eng_sched_stats {
     uint64_t kv_bytes;    /* the KV pool */
     kv_stats kv;          /* block accounting */
     uint64_t block_bytes; /* one block, K and V */
+    int block_tokens;     /* positions per block */
 } eng_sched_stats;
 void eng_sched_stats_get(eng_sched *s, eng_sched_stats *st);
 

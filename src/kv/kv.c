@@ -152,6 +152,13 @@ static void block_unref(kv_cache *kv, int32_t b) {
 
 /* ---- create ---- */
 
+int64_t kv_pool_blocks(int n_seq, int n_ctx, int block_size, uint64_t block_bytes, uint64_t cache_bytes) {
+    int64_t per_seq = ((int64_t)n_ctx + block_size - 1) / block_size;
+    int64_t extra = block_bytes ? (int64_t)(cache_bytes / block_bytes) : 0;
+    if (extra > 8 * (int64_t)n_seq * per_seq) extra = 8 * (int64_t)n_seq * per_seq;
+    return (int64_t)n_seq * (per_seq + 1) + extra;
+}
+
 kn_status kv_cache_create(const kv_geom *g, const kv_opts *o, kv_cache **out, kn_err *err) {
     *out = NULL;
     if (g->n_layer < 1 || g->n_head_kv < 1 || g->row_bytes < 1 || g->row_bytes > (1u << 20))

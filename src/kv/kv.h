@@ -65,6 +65,11 @@ typedef struct kv_opts {
 
 typedef struct kv_cache kv_cache;
 
+/* The automatic pool size: every sequence its full context plus one block
+ * (for copy-on-write), and room for cached prefixes of up to cache_bytes,
+ * but at most 8 times the sequences' own blocks. */
+int64_t kv_pool_blocks(int n_seq, int n_ctx, int block_size, uint64_t block_bytes, uint64_t cache_bytes);
+
 /* Validates and allocates the pool (the rows are not touched, so untouched
  * blocks cost no resident memory). */
 kn_status kv_cache_create(const kv_geom *g, const kv_opts *o, kv_cache **out, kn_err *err);

@@ -16,6 +16,7 @@
 #include <strings.h>
 #include <sys/stat.h>
 #include <unistd.h>
+#include <xxhash.h>
 
 #define MIB (1024.0 * 1024.0)
 #define MAX_DEPTH 3
@@ -38,6 +39,8 @@ typedef struct inst {
     kn_err err;        /* INST_FAILED */
     int waiters;       /* threads waiting on this load */
     kn_pool *pool;
+    model *draft;      /* the draft model, when one is configured and shares the vocabulary */
+    uint64_t cache_bytes; /* KV pool room for cached prefixes (what the budget allowed) */
     int pins;
     double last_used;  /* kn_now_s() */
     double keep_alive_s;
@@ -298,7 +301,8 @@ static double kv_bytes_per_token(const shape *s, model_kv_type kv) {
 }
 
 /* Bytes a load will take: weights, KV, forward scratch, engine buffers. */
-static uint64_t estimate(const rt_registry *r, const shape *s, int n_ctx) {
+/* cache_bytes: KV pool room for cached prefixes beyond the slots' own. */
+static uint64_t estimate(const rt_registry *r, const shape *s, int n_ctx, uint64_t cache_bytes) {
     const rt_opts *o = &r->o;
     double B = o->max_batch > o->n_slots ? o->max_batch : o->n_slots;
     double E = (double)s->n_embd, F = (double)s->n_ff, Hq = (double)s->n_head * (double)s->head_dim;
@@ -306,8 +310,17 @@ static uint64_t estimate(const rt_registry *r, const shape *s, int n_ctx) {
     if (F > W) W = F;
     double scratch = 4.0 * B * (E + W + 2 * Hq + 2 * Hkv + 2 * F + 64) + 4.0 * B * (E > F ? E : F);
     double engine = 4.0 * (double)o->n_slots * (double)s->n_vocab + 4.0 * B * E + 64.0 * (double)s->n_vocab;
-    double kv = kv_bytes_per_token(s, o->kv_type) * (double)n_ctx * (double)o->n_slots;
-    return (uint64_t)((double)s->weights + kv + scratch + engine);
+    int bs = o->block_size > 0 ? o->block_size : 32;
+    double block = kv_bytes_per_token(s, o->kv_type) * bs;
+    double kv = block * (double)(o->kv_blocks > 0 ? o->kv_blocks
+                                                  : kv_pool_blocks(o->n_slots, n_ctx, bs, (uint64_t)block, cache_bytes));
+    double logits = 4.0 * (double)o->n_slots * (double)o->spec_max * (double)s->n_vocab;
+    double draft = 0;
+    if (o->draft_path && o->spec_max > 0) {
+        struct stat st;
+        if (stat(o->draft_path, &st) == 0) draft = (double)st.st_size * 1.1 + (double)o->n_slots * n_ctx * 1024.0;
+    }
+    return (uint64_t)((double)s->weights + kv + scratch + engine + logits + draft);
 }
 
 /* ---- instances ----------------------------------------------------------------- */
@@ -315,6 +328,7 @@ static uint64_t estimate(const rt_registry *r, const shape *s, int n_ctx) {
 static void inst_free(inst *in) {
     if (!in) return;
     eng_sched_destroy(in->m.sched);
+    model_destroy(in->draft);
     eng_chat_destroy(in->m.chat);
     tok_vocab_destroy(in->m.vocab);
     model_destroy(in->m.m);
@@ -375,9 +389,23 @@ static kn_status load(rt_registry *r, inst *in, kn_err *err) {
         KN_WARN("%s: no usable chat template (%s); chat requests will fail", e->id, cerr.msg);
     }
     if (!(in->pool = kn_pool_create(o->threads))) return kn_fail(err, KN_ENOMEM, "cannot start %d threads", o->threads);
+    if (o->draft_path && o->spec_max > 0) {
+        kn_err derr = {0};
+        if (model_load(o->draft_path, &lo, &in->draft, &derr) != KN_OK) {
+            KN_WARN("%s: cannot load the draft model %s (%s); draft-model speculation falls back to prompt lookup",
+                    e->id, o->draft_path, derr.msg);
+        } else if (in->draft->hp.n_vocab != m->m->hp.n_vocab) {
+            KN_WARN("%s: the draft model %s has %d tokens in its vocabulary, this model %d; it is not used for it",
+                    e->id, o->draft_path, in->draft->hp.n_vocab, m->m->hp.n_vocab);
+            model_destroy(in->draft);
+            in->draft = NULL;
+        }
+    }
     eng_sched_opts so = {.n_slots = o->n_slots, .n_ctx = m->n_ctx, .max_batch = o->max_batch,
                          .queue_len = o->queue_len, .queue_timeout_s = o->queue_timeout_s, .kv_type = o->kv_type,
-                         .batch_wait_ms = o->batch_wait_ms};
+                         .batch_wait_ms = o->batch_wait_ms, .block_size = o->block_size, .kv_blocks = o->kv_blocks,
+                         .cache_bytes = in->cache_bytes, .salt = XXH3_64bits(e->path, strlen(e->path)),
+                         .spec = o->spec, .spec_max = o->spec_max, .draft = in->draft};
     const char *lv[1] = {e->id};
     if (o->metrics) {
         const rt_metrics *mf = o->metrics;
@@ -387,7 +415,10 @@ static kn_status load(rt_registry *r, inst *in, kn_err *err) {
                                    .prompt_tokens = met_get(mf->prompt_tokens, lv),
                                    .gen_tokens = met_get(mf->gen_tokens, lv),
                                    .prefix_queried = met_get(mf->prefix_queried, lv),
-                                   .prefix_hit = met_get(mf->prefix_hit, lv), .ttft_window = mf->ttft_window};
+                                   .prefix_hit = met_get(mf->prefix_hit, lv),
+                                   .spec_draft = met_get(mf->spec_draft, lv),
+                                   .spec_accepted = met_get(mf->spec_accepted, lv),
+                                   .preemptions = met_get(mf->preemptions, lv), .ttft_window = mf->ttft_window};
     }
     if ((st = eng_sched_create(m->m, m->vocab, r->ops, in->pool, &so, &m->sched, err)) != KN_OK) return st;
     m->load_s = kn_now_s() - t0;
@@ -397,10 +428,10 @@ static kn_status load(rt_registry *r, inst *in, kn_err *err) {
     if (o->metrics) met_set(met_get(o->metrics->estimate_error, lv), (double)diff);
     const model_hparams *hp = &m->m->hp;
     KN_INFO("loaded %s:%s in %.2f s: %s, %d layers, dim %d, vocab %d; %d slots x %d ctx (KV %s); chat template: %s; "
-            "memory: estimate %.1f MiB, RSS grew %.1f MiB (the KV is touched as it fills)",
+            "memory: estimate %.1f MiB, RSS grew %.1f MiB (the KV is touched as it fills)%s",
             e->name, e->quant, m->load_s, hp->arch_name, hp->n_layer, hp->n_embd, hp->n_vocab, o->n_slots,
             m->n_ctx, model_kv_type_name(o->kv_type), m->chat ? (m->chat_source ? m->chat_source : "model") : "none",
-            (double)m->est_bytes / MIB, (double)grew / MIB);
+            (double)m->est_bytes / MIB, (double)grew / MIB, in->draft ? "; with a draft model" : "");
     return KN_OK;
 }
 
@@ -636,7 +667,7 @@ static kn_status choose_ctx(rt_registry *r, const shape *sh, int req_ctx, int *n
     uint64_t avail = r->budget > busy_bytes(r) ? r->budget - busy_bytes(r) : 0;
     if (explicit_ctx > 0) {
         *n_ctx = explicit_ctx;
-        *est = estimate(r, sh, *n_ctx);
+        *est = estimate(r, sh, *n_ctx, 0);
         if (*est > r->budget)
             return kn_fail(err, KN_ERANGE,
                            "a context of %d tokens x %d slots needs %.0f MiB with the weights, more than the memory "
@@ -647,19 +678,19 @@ static kn_status choose_ctx(rt_registry *r, const shape *sh, int req_ctx, int *n
     int ctx = (int)(sh->ctx_train > (1 << 24) ? (1 << 24) : sh->ctx_train);
     int floor_ctx = ctx < 2048 ? ctx : 2048;
     *n_ctx = ctx;
-    *est = estimate(r, sh, ctx);
+    *est = estimate(r, sh, ctx, 0);
     if (*est <= avail) return KN_OK;
     int p = 1;
     while (p * 2 <= ctx) p *= 2;
     if (p == ctx) p /= 2;
     for (; p >= floor_ctx; p /= 2) {
         *n_ctx = p;
-        *est = estimate(r, sh, p);
+        *est = estimate(r, sh, p, 0);
         if (*est <= avail) break;
     }
     if (*n_ctx < floor_ctx) {
         *n_ctx = floor_ctx;
-        *est = estimate(r, sh, floor_ctx);
+        *est = estimate(r, sh, floor_ctx, 0);
     }
     *reduced = *n_ctx < ctx;
     if (*reduced)
@@ -763,13 +794,24 @@ kn_status rt_acquire(rt_registry *r, const char *name, const rt_acquire_opts *ao
         }
     }
     bool reserved = st == KN_OK;
-    if (reserved) r->used += est;
+    if (reserved) {
+        /* the prefix cache's extra KV room takes only what the budget has
+         * left, never a context or another model's place */
+        uint64_t left = r->budget - r->used - est;
+        in->cache_bytes = r->o.kv_blocks > 0 ? 0 : (r->o.cache_bytes < left ? r->o.cache_bytes : left);
+        uint64_t with_cache = estimate(r, &sh, n_ctx, in->cache_bytes);
+        if (with_cache > est && r->used + with_cache <= r->budget) est = with_cache;
+        else in->cache_bytes = 0;
+        in->m.est_bytes = est;
+        r->used += est;
+    }
     pthread_mutex_unlock(&r->mu);
     if (st == KN_OK) st = load(r, in, &lerr);
     if (st == KN_ENOTFOUND) st = KN_EFORMAT; /* a key or tensor missing from the file: a bad file, not a bad name */
     if (st != KN_OK && st != KN_EBUSY && st != KN_ERANGE) kn_err_prefix(&lerr, "%s", e->id);
     if (st != KN_OK) { /* free what the failed load built, before waiters can see the failure */
         eng_sched_destroy(in->m.sched);
+    model_destroy(in->draft);
         eng_chat_destroy(in->m.chat);
         tok_vocab_destroy(in->m.vocab);
         model_destroy(in->m.m);

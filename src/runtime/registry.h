@@ -78,6 +78,7 @@ typedef struct rt_metrics {
     met_family *ttft, *itl, *queue_wait, *prefill, *batch_size; /* histograms */
     met_family *prompt_tokens, *gen_tokens;                     /* counters */
     met_family *prefix_queried, *prefix_hit;                    /* counters */
+    met_family *spec_draft, *spec_accepted, *preemptions;       /* counters */
     met_family *loads, *unloads, *load_failures;                /* counters */
     met_family *estimate_error;                                 /* gauge: measured - estimated bytes */
     met_window *ttft_window;
@@ -100,6 +101,12 @@ typedef struct rt_opts {
     const char *aliases;        /* "alias=target,..." (may be NULL) */
     const char *pins;           /* "name,..." never unloaded (may be NULL) */
     int batch_wait_ms;          /* the scheduler's batching wait */
+    int block_size;             /* KV positions per block (0: 32) */
+    int kv_blocks;              /* KV pool in blocks (0: every slot its context, plus cache_bytes) */
+    uint64_t cache_bytes;       /* KV pool room for cached prefixes beyond the slots */
+    eng_spec_mode spec;         /* requests' default speculative decoding */
+    int spec_max;               /* draft tokens per step */
+    const char *draft_path;     /* a draft model file for ENG_SPEC_DRAFT (may be NULL) */
 } rt_opts;
 
 /* A loaded instance, pinned by rt_acquire until rt_release. */

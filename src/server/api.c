@@ -248,6 +248,20 @@ static bool get_sampling(json_t *o, const char *prefix, bool ollama, srv_gen_req
         r->num_ctx = (int)x;
     }
     if (!get_bool(o, "ignore_eos", P("ignore_eos"), &r->ignore_eos, e)) return false;
+    /* speculative decoding: "speculative": "none" | "ngram" | "draft" (or a
+     * boolean), and llama-server's "speculative.n_max" */
+    json_t *sv = json_object_get(o, "speculative");
+    if (sv && !json_is_null(sv)) {
+        if (json_is_boolean(sv)) {
+            r->spec = json_is_true(sv) ? ENG_SPEC_NGRAM : ENG_SPEC_NONE;
+        } else if (!json_is_string(sv) || !eng_spec_parse(json_string_value(sv), &r->spec)) {
+            return srv_err(e, 400, P("speculative"), "invalid_value",
+                           "'%s' must be \"none\", \"ngram\", \"draft\" or a boolean", P("speculative"));
+        }
+    }
+    long long nmax = 0;
+    if (!get_int(o, "speculative.n_max", P("speculative.n_max"), 0, ENG_SPEC_MAX, &nmax, NULL, e)) return false;
+    r->spec_max = (int)nmax;
 #undef P
     return true;
 }

@@ -15,6 +15,7 @@
 #define KILN_SERVER_API_H
 
 #include "../engine/sampler.h"
+#include "../engine/sched.h"
 #include "../engine/stop.h"
 
 #include <jansson.h>
@@ -64,6 +65,8 @@ typedef struct srv_gen_req {
     int32_t n_predict;          /* -1: until the context is full (or the server's default) */
     bool n_predict_set;
     bool ignore_eos;
+    eng_spec_mode spec;         /* "speculative"; ENG_SPEC_DEFAULT when absent */
+    int spec_max;               /* "speculative.n_max"; 0 when absent */
     const char *stops[ENG_STOP_MAX];
     size_t n_stops;
     int n_logprobs;             /* -1: none */

@@ -12,6 +12,8 @@
  */
 #include "config.h"
 
+#include "../engine/sched.h"
+
 #include <errno.h>
 #include <stddef.h>
 #include <stdio.h>
@@ -53,6 +55,7 @@ static kn_status check_profile(const key_def *k, const char *label, const char *
 static kn_status check_names(const key_def *k, const char *label, const char *v, char *canon, kn_err *err);
 static kn_status check_aliases(const key_def *k, const char *label, const char *v, char *canon, kn_err *err);
 static kn_status check_cpu_range(const key_def *k, const char *label, const char *v, char *canon, kn_err *err);
+static kn_status check_spec(const key_def *k, const char *label, const char *v, char *canon, kn_err *err);
 
 #define F(field) offsetof(srv_config, field)
 
@@ -89,6 +92,11 @@ static const key_def KEYS[] = {
     {"batch-wait-ms", K_INT, F(batch_wait_ms), 0, 1000, false, false, NULL},
     {"cache-mib", K_INT, F(cache_mib), 0, 65536, false, false, NULL},
     {"cpu-range", K_STR, F(cpu_range), 0, 0, false, false, check_cpu_range},
+    {"kv-block-size", K_INT, F(kv_block_size), 16, 256, false, false, NULL},
+    {"cache-ram", K_INT, F(cache_ram_mib), 0, 1 << 20, false, false, NULL},
+    {"spec", K_STR, F(spec), 0, 0, false, false, check_spec},
+    {"draft-max", K_INT, F(draft_max), 0, 16, false, false, NULL},
+    {"model-draft", K_STR, F(model_draft), 0, 0, false, false, NULL},
     {"print-config", K_BOOL, F(print_config), 0, 0, false, true, NULL},
 };
 #undef F
@@ -101,7 +109,7 @@ static const struct {
     const char *key;
 } SHORT_FLAGS[] = {
     {"-m", "model"}, {"-t", "threads"}, {"-c", "ctx-size"},
-    {"-np", "parallel"}, {"-b", "batch-size"}, {"-n", "n-predict"},
+    {"-np", "parallel"}, {"-b", "batch-size"}, {"-n", "n-predict"}, {"-md", "model-draft"},
 };
 
 /* Environment variables and the keys they set. */
@@ -120,7 +128,7 @@ static const struct {
 
 /* The profiles: knob values applied at the level of the defaults (the
  * table in config.h). Every profile names the same knobs. */
-enum { N_PROFILE_KNOBS = 6 };
+enum { N_PROFILE_KNOBS = 8 };
 static const struct {
     const char *name;
     struct {
@@ -129,16 +137,16 @@ static const struct {
 } PROFILES[] = {
     {"latency",
      {{"parallel", "1"}, {"batch-size", "512"}, {"batch-wait-ms", "0"}, {"ctx-size", "0"}, {"kv-type", "f16"},
-      {"cache-mib", "512"}}},
+      {"cache-mib", "512"}, {"spec", "ngram"}, {"cache-ram", "1024"}}},
     {"throughput",
      {{"parallel", "16"}, {"batch-size", "1024"}, {"batch-wait-ms", "5"}, {"ctx-size", "0"}, {"kv-type", "f16"},
-      {"cache-mib", "512"}}},
+      {"cache-mib", "512"}, {"spec", "none"}, {"cache-ram", "2048"}}},
     {"balanced",
      {{"parallel", "4"}, {"batch-size", "512"}, {"batch-wait-ms", "2"}, {"ctx-size", "0"}, {"kv-type", "f16"},
-      {"cache-mib", "512"}}},
+      {"cache-mib", "512"}, {"spec", "ngram"}, {"cache-ram", "1024"}}},
     {"memory",
      {{"parallel", "2"}, {"batch-size", "512"}, {"batch-wait-ms", "2"}, {"ctx-size", "2048"}, {"kv-type", "q8_0"},
-      {"cache-mib", "64"}}},
+      {"cache-mib", "64"}, {"spec", "none"}, {"cache-ram", "0"}}},
 };
 enum { N_PROFILES = (int)(sizeof PROFILES / sizeof PROFILES[0]) };
 
@@ -184,6 +192,16 @@ static const char *show(char *buf, size_t cap, const key_def *k, const char *v) 
 }
 
 /* ---- string checkers ------------------------------------------------------ */
+
+static kn_status check_spec(const key_def *k, const char *label, const char *v, char *canon, kn_err *err) {
+    (void)canon;
+    char sv[CFG_SHOW + 16];
+    eng_spec_mode m;
+    if (!eng_spec_parse(v, &m))
+        return kn_fail(err, KN_EINVAL, "%s: %s is not a speculative decoding mode (none, ngram or draft)", label,
+                       show(sv, sizeof sv, k, v));
+    return KN_OK;
+}
 
 static kn_status check_kv_type(const key_def *k, const char *label, const char *v, char *canon, kn_err *err) {
     (void)canon;
@@ -505,6 +523,10 @@ void srv_config_init(srv_config *c) {
     c->models_dir = strdup("./models");
     c->host = strdup("127.0.0.1");
     c->kv_type = strdup("f16");
+    c->kv_block_size = 32;
+    c->cache_ram_mib = 1024;
+    c->spec = strdup("ngram");
+    c->draft_max = 8;
     c->profile = strdup("balanced");
     c->port = 8080;
     int t = kn_default_threads();
@@ -585,6 +607,10 @@ kn_status srv_config_validate(const srv_config *c, kn_err *err) {
         }
     }
     if (!c->host || !*c->host) return kn_fail(err, KN_EINVAL, "host: not set");
+    if (c->kv_block_size & (c->kv_block_size - 1))
+        return kn_fail(err, KN_EINVAL, "kv-block-size: must be a power of two (16, 32, 64, 128 or 256), got %d",
+                       c->kv_block_size);
+    if (!c->spec) return kn_fail(err, KN_ENOMEM, "out of memory");
     if (!c->kv_type || (strcmp(c->kv_type, "f16") && strcmp(c->kv_type, "q8_0")))
         return kn_fail(err, KN_EINVAL, "kv-type: must be f16 or q8_0");
     if (!c->profile || profile_find(c->profile) < 0) return kn_fail(err, KN_EINVAL, "profile: not set or unknown");

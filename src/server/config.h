@@ -84,7 +84,14 @@ typedef struct srv_config {
     int ctx;               /* -c: context of EACH sequence (0 = the model's, at most 4096) */
     int parallel;          /* -np: sequences decoded together (default 4) */
     int batch;             /* -b: tokens per forward step (default 512) */
-    int kv_tokens;         /* --kv-tokens: KV positions in all (0 = parallel * ctx) */
+    int kv_tokens;         /* --kv-tokens: the KV pool in positions (0 = parallel * ctx plus cache-ram);
+                              smaller pools oversubscribe and preempt */
+    int kv_block_size;     /* --kv-block-size: KV positions per block, a power of two 16..256 (default 32) */
+    int cache_ram_mib;     /* --cache-ram: KV pool room in MiB for cached prefixes beyond the slots
+                              (default 1024, the balanced profile) */
+    char *spec;            /* --spec none|ngram|draft: requests' default speculative decoding (default "ngram") */
+    int draft_max;         /* --draft-max: draft tokens per step (default 8; 0 = off) */
+    char *model_draft;     /* -md/--model-draft FILE: the draft model for --spec draft (NULL = none) */
     char *kv_type;         /* --kv-type f16|q8_0 (default "f16") */
     char *api_key;         /* --api-key (NULL = no auth) */
     int64_t max_body;      /* --max-body BYTES (default 8 MiB) */

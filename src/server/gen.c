@@ -466,7 +466,8 @@ static enum MHD_Result handle_gen(srv_server *s, struct MHD_Connection *c, conn_
     }
     eng_gen_params gp = {.sp = q.sp, .n_predict = q.n_predict_set ? q.n_predict : s->cfg->max_tokens,
                          .ignore_eos = q.ignore_eos, .stops = q.stops, .n_stops = q.n_stops,
-                         .n_logprobs = q.n_logprobs, .t_origin = cx->t0};
+                         .n_logprobs = q.n_logprobs, .t_origin = cx->t0, .spec = q.spec,
+                         .spec_max = q.spec_max};
     if (ctx < m->n_ctx) {
         int32_t room = (int32_t)((size_t)ctx - n_ids);
         if (gp.n_predict < 0 || gp.n_predict > room) gp.n_predict = room;

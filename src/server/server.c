@@ -85,9 +85,13 @@ static void health_one(void *arg, const rt_loaded_info *li) {
     a->running += st.running;
     a->waiting += st.waiting;
     if (a->models) /* NULL: only count */
-        json_array_append_new(a->models, json_pack("{s:s, s:i, s:i, s:i, s:i, s:i}", "name", m->id, "slots_total",
-                                                   st.slots_total, "slots_busy", st.slots_busy, "running",
-                                                   st.running, "waiting", st.waiting, "n_ctx", st.n_ctx));
+        json_array_append_new(
+            a->models, json_pack("{s:s, s:i, s:i, s:i, s:i, s:i, s:{s:i, s:i, s:i, s:i, s:I}}", "name", m->id,
+                                 "slots_total", st.slots_total, "slots_busy", st.slots_busy, "running", st.running,
+                                 "waiting", st.waiting, "n_ctx", st.n_ctx, "kv", "blocks_total", st.kv.blocks_total,
+                                 "blocks_used", st.kv.blocks_used, "blocks_cached", st.kv.blocks_cached,
+                                 "block_tokens", st.block_tokens,
+                                 "block_bytes", (json_int_t)st.block_bytes));
 }
 
 static enum MHD_Result h_health(srv_server *s, struct MHD_Connection *c, conn_ctx *cx) {
@@ -385,9 +389,11 @@ static void gauges_one(void *arg, const rt_loaded_info *li) {
     const char *lv[1] = {m->id};
     met_set(met_get(s->obs.running, lv), st.running);
     met_set(met_get(s->obs.waiting, lv), st.waiting);
-    /* until the paged KV cache lands, a KV block is one slot's context */
-    met_set(met_get(s->obs.kv_used, lv), st.slots_busy);
-    met_set(met_get(s->obs.kv_total, lv), st.slots_total);
+    met_set(met_get(s->obs.kv_used, lv), st.kv.blocks_used);
+    met_set(met_get(s->obs.kv_cached, lv), st.kv.blocks_cached);
+    met_set(met_get(s->obs.kv_total, lv), st.kv.blocks_total);
+    met_set(met_get(s->obs.kv_used_bytes, lv), (double)st.kv.blocks_used * (double)st.block_bytes);
+    met_set(met_get(s->obs.kv_logical_bytes, lv), (double)st.kv.blocks_logical * (double)st.block_bytes);
     met_set(met_get(s->obs.model_bytes, lv), (double)(m->m->weight_bytes + st.kv_bytes));
 }
 
@@ -604,8 +610,18 @@ static bool obs_create(srv_obs *o, const srv_config *cfg) {
                                      "RSS growth measured over a model's load minus its estimate", 1, model);
     o->running = met_gauge(r, "kiln_requests_running", "Requests holding a slot", 1, model);
     o->waiting = met_gauge(r, "kiln_requests_waiting", "Requests queued for a slot", 1, model);
-    o->kv_used = met_gauge(r, "kiln_kv_blocks_used", "KV blocks in use (a block is one slot until paged KV)", 1,
-                           model);
+    o->kv_used = met_gauge(r, "kiln_kv_blocks_used", "KV blocks referenced by running sequences", 1, model);
+    o->kv_cached = met_gauge(r, "kiln_kv_blocks_cached",
+                             "KV blocks held only by the prefix cache (evicted least recently used)", 1, model);
+    o->kv_used_bytes = met_gauge(r, "kiln_kv_used_bytes", "Bytes of the KV blocks in use (shared blocks once)", 1,
+                                 model);
+    o->kv_logical_bytes = met_gauge(r, "kiln_kv_logical_bytes",
+                                    "Bytes the running sequences' KV would take with no block shared", 1, model);
+    o->rt.spec_draft = met_counter(r, "kiln_spec_draft_tokens_total", "Draft tokens proposed for verification", 1,
+                                   model);
+    o->rt.spec_accepted = met_counter(r, "kiln_spec_accepted_tokens_total", "Draft tokens accepted", 1, model);
+    o->rt.preemptions = met_counter(r, "kiln_preemptions_total",
+                                    "Sequences preempted when KV blocks ran out (recomputed later)", 1, model);
     o->kv_total = met_gauge(r, "kiln_kv_blocks_capacity", "KV blocks in all (named so because promtool reserves _total for counters)", 1, model);
     o->model_bytes = met_gauge(r, "kiln_model_bytes", "Memory of a loaded model: weights and KV", 1, model);
     o->window_s = cfg->sla_window_s > 0 ? cfg->sla_window_s : 300;
@@ -615,6 +631,8 @@ static bool obs_create(srv_obs *o, const srv_config *cfg) {
     return o->requests && o->duration && o->rt.ttft && o->rt.itl && o->rt.queue_wait && o->rt.prefill &&
            o->rt.batch_size && o->rt.prompt_tokens && o->rt.gen_tokens && o->rt.prefix_queried && o->rt.prefix_hit && o->rt.loads && o->rt.unloads &&
            o->rt.load_failures && o->running && o->waiting && o->kv_used && o->kv_total && o->model_bytes &&
+           o->kv_cached && o->kv_used_bytes && o->kv_logical_bytes && o->rt.spec_draft && o->rt.spec_accepted &&
+           o->rt.preemptions &&
            o->rt.ttft_window && o->e2e_window;
 }
 

@@ -24,6 +24,7 @@ typedef struct srv_obs {
     met_family *duration;          /* kiln_request_duration_seconds{model,endpoint} */
     met_family *running, *waiting; /* gauges {model} */
     met_family *kv_used, *kv_total, *model_bytes;
+    met_family *kv_cached, *kv_used_bytes, *kv_logical_bytes;
     met_window *e2e_window;        /* successful generation requests, end to end */
     double window_s, sla_p95_s;
 } srv_obs;

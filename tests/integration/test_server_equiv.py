@@ -169,7 +169,9 @@ def test_flags():
     s2 = ks.Server(["-m", ks.model_path("stories260K"), "-c", "256", "--kv-tokens", "512", "-np", "4", "-t", "1"])
     try:
         st, h = s2.health()
-        ck.eq("--kv-tokens 512 with -c 256 gives 2 slots", [m.get("slots_total") for m in h.get("models", [])], [2])
+        # a pool of 512 positions (16 blocks of 32) shared by 4 slots of 256: oversubscribed, preempting
+        ck.eq("--kv-tokens 512 with -c 256 -np 4: 4 slots over 16 KV blocks",
+              [(m.get("slots_total"), m.get("kv", {}).get("blocks_total")) for m in h.get("models", [])], [(4, 16)])
     finally:
         rc = s2.stop(30)
     ck.exited_clean("serve --kv-tokens", s2, rc)

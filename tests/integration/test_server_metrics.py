@@ -60,7 +60,7 @@ def promtool(text):
 
 
 def test_traffic():
-    srv = ks.Server(["-m", ks.model_path(MODEL), "-c", "256", "-t", "1", "-np", "2"])
+    srv = ks.Server(["-m", ks.model_path(MODEL), "-c", "256", "-t", "1", "-np", "2", "--cache-ram", "0"])
     try:
         before = parse(scrape(srv))
         ck.eq("no requests but /health counted before traffic",
@@ -136,7 +136,9 @@ def test_traffic():
         ck.eq("running gauge back to 0", val(ms, "kiln_requests_running", model=MODEL), 0.0)
         ck.eq("waiting gauge back to 0", val(ms, "kiln_requests_waiting", model=MODEL), 0.0)
         ck.eq("KV blocks used back to 0", val(ms, "kiln_kv_blocks_used", model=MODEL), 0.0)
-        ck.eq("KV blocks capacity = slots", val(ms, "kiln_kv_blocks_capacity", model=MODEL), 2.0)
+        # 2 slots x (256 / 32 blocks + one for copy-on-write), no prefix-cache room
+        ck.eq("KV blocks capacity = slots x (blocks per context + 1)", val(ms, "kiln_kv_blocks_capacity", model=MODEL),
+              18.0)
         ck.check("model bytes > 0", val(ms, "kiln_model_bytes", model=MODEL) > 0, "")
         ck.eq("one model load counted", val(ms, "kiln_model_loads_total", model=MODEL), 1.0)
         ck.check("process RSS exported", val(ms, "process_resident_memory_bytes") > 0, "")

@@ -84,7 +84,9 @@ def make_dir(root, names):
 
 
 def start(args, env=None):
-    srv = ks.Server(list(args), env=env)
+    # --cache-ram 0: the prefix cache's extra KV room (elastic: it takes only
+    # budget left over) would make the probed estimates depend on the budget
+    srv = ks.Server(list(args) + ["--cache-ram", "0"], env=env)
     SERVERS.append(srv)
     return srv
 
