@@ -14,11 +14,13 @@
 #include <string.h>
 
 static void usage(FILE *f) {
-    fprintf(f, "usage: kiln bench model -m FILE.gguf [-t THREADS] [-p 512] [-n 128] [-b 1,4,16] [-r 3] [--json]\n\n"
+    fprintf(f, "usage: kiln bench model -m FILE.gguf [-t THREADS] [-p 512] [-n 128] [-b 1,4,8,16] [--bp 128] [-r 3]\n"
+               "                        [--json]\n\n"
                "Measures, over -r repetitions (mean +- stddev):\n"
                "  pp  prefill of -p tokens in one batch\n"
                "  tg  decode of -n tokens, one sequence\n"
-               "  bN  decode of N sequences at once (each after a 16-token prompt), total tok/s\n"
+               "  bN  decode of N sequences at once (each after a --bp-token prompt), total tok/s\n"
+               "      (llama-batched-bench's S_TG with -npp BP -ntg N -npl LIST)\n"
                "plus the read bandwidth of this machine measured in the same run, and tg as a\n"
                "fraction of the bandwidth roofline (weight bytes per token).\n\n"
                "options:\n"
@@ -26,7 +28,8 @@ static void usage(FILE *f) {
                "  -t N          threads (default: online CPUs)\n"
                "  -p N          prompt tokens for pp (default 512; 0 = skip)\n"
                "  -n N          generated tokens for tg and batched decode (default 128; 0 = skip)\n"
-               "  -b LIST       batched decode sequence counts (default 1,4,16; \"\" = skip)\n"
+               "  -b LIST       batched decode sequence counts (default 1,4,8,16; \"\" = skip)\n"
+               "  --bp N        prompt tokens of each batched sequence (default 128)\n"
                "  -r N          repetitions (default 3)\n"
                "  --kv-type T   KV cache type: f16 (default) or q8_0\n"
                "  --mmap        compute from the file mapping (no copy into huge pages)\n"
@@ -71,8 +74,8 @@ int bench_model_main(int argc, char **argv) {
         usage(stdout);
         return 0;
     }
-    const char *path = NULL, *blist = "1,4,16";
-    long long threads = kn_default_threads(), np = 512, ng = 128, reps = 3;
+    const char *path = NULL, *blist = "1,4,8,16";
+    long long threads = kn_default_threads(), np = 512, ng = 128, reps = 3, bp = 128;
     bool json = false;
     model_kv_type kv_type = MODEL_KV_F16;
     model_load_opts load_opts = {0};
@@ -99,12 +102,13 @@ int bench_model_main(int argc, char **argv) {
         else if (!strcmp(a, "-p")) dst = &np, hi = 65536;
         else if (!strcmp(a, "-n")) dst = &ng, hi = 65536;
         else if (!strcmp(a, "-r")) dst = &reps, hi = 1000;
+        else if (!strcmp(a, "--bp")) dst = &bp, hi = 65536;
         else {
             fprintf(stderr, "kiln bench model: unknown option '%s' (see --help)\n", a);
             return 2;
         }
         if (!(v = cli_flag_value("bench model", argc, argv, &i))) return 2;
-        if (!cli_parse_int(v, dst == &reps || dst == &threads ? 1 : 0, hi, dst)) {
+        if (!cli_parse_int(v, dst == &reps || dst == &threads || dst == &bp ? 1 : 0, hi, dst)) {
             fprintf(stderr, "kiln bench model: %s expects an integer, got '%s'\n", a, v);
             return 2;
         }
@@ -143,12 +147,12 @@ int bench_model_main(int argc, char **argv) {
         fprintf(stderr, "kiln bench model: %s: %s\n", path, err.msg);
         goto done;
     }
-    const int prompt_b = 16;
+    const int prompt_b = (int)bp;
     int max_seq = 1, max_batch = np > 0 ? (int)np : 1;
-    for (int i = 0; i < n_seqs; i++) {
+    for (int i = 0; i < n_seqs; i++)
         if (seqs[i] > max_seq) max_seq = seqs[i];
-        if (seqs[i] * prompt_b > max_batch) max_batch = seqs[i] * prompt_b;
-    }
+    if (max_batch < 512) max_batch = 512; /* batched prompts go in chunks of up to this */
+    if (max_batch < max_seq) max_batch = max_seq;
     int n_ctx = (int)(np > ng + prompt_b ? np : ng + prompt_b) + 1;
     const int V = b.m->hp.n_vocab;
     if (model_kv_create(b.m, max_seq, n_ctx, kv_type, &b.kv, &err) != KN_OK ||
@@ -205,9 +209,14 @@ int bench_model_main(int argc, char **argv) {
             for (int s = 0; s < S; s++) kv_seq_truncate(b.kv, s, 0);
             int k = 0;
             for (int s = 0; s < S; s++)
-                for (int i = 0; i < prompt_b; i++, k++)
+                for (int i = 0; i < prompt_b; i++) {
                     b.tok[k] = rand_tok(&b), b.pos[k] = i, b.seq[k] = s, b.want[k] = i == prompt_b - 1;
-            if (run(&b, k, &err) != KN_OK) goto fail;
+                    if (++k == max_batch) {
+                        if (run(&b, k, &err) != KN_OK) goto fail;
+                        k = 0;
+                    }
+                }
+            if (k > 0 && run(&b, k, &err) != KN_OK) goto fail;
             double t0 = kn_now_s();
             for (int step = 0; step < ng; step++) {
                 for (int s = 0; s < S; s++)
@@ -239,6 +248,7 @@ int bench_model_main(int argc, char **argv) {
             stats s = stats_of(bt + (size_t)si * reps, (int)reps);
             json_t *o = json_object();
             json_object_set_new(o, "seqs", json_integer(seqs[si]));
+            json_object_set_new(o, "prompt_tokens", json_integer(bp));
             json_object_set_new(o, "tok_s", json_real(s.mean));
             json_object_set_new(o, "tok_s_sd", json_real(s.sd));
             json_array_append_new(ba, o);

@@ -18,6 +18,7 @@
  * or null values (`key:`, `~`, `null`) are errors. Quoted and plain scalars
  * are read alike as text, then parsed by the key's type:
  *   strings  models, model, default-model, host, kv-type (f16|q8_0), api-key,
+ *            spec (none|ngram|draft), model-draft,
  *            profile (latency|throughput|balanced|memory); non-empty, at
  *            most 4096 bytes; default-model is a bare name (no '/' or '\',
  *            not "." or "..")
@@ -40,7 +41,8 @@
  *            grace-period 0..3600, conn-limit 1..100000, conn-timeout
  *            1..86400, n-predict -1..2^24, sla-p95-ms 1..3600000, sla-window
  *            10..86400, unload-timeout -1..2592000 (30 days), cleanup-interval
- *            1..3600, batch-wait-ms 0..1000, cache-mib 0..65536; max-body
+ *            1..3600, batch-wait-ms 0..1000, cache-mib 0..65536, kv-block-size
+ *            16..256 (a power of two), cache-ram 0..2^20, draft-max 0..16; max-body
  *            1 KiB..1 GiB and memory-budget 0..2^50 also take a k/m/g suffix
  *            (binary: 8m = 8 MiB)
  *   booleans mmap: true/false, yes/no, on/off, 1/0 (any case)
@@ -49,11 +51,11 @@
  * knobs at the level of the defaults, so that the file, the environment and
  * the flags still override each knob one by one:
  *
- *   profile     parallel  batch-size  batch-wait-ms  ctx-size  kv-type  cache-mib
- *   latency         1        512           0            0       f16       512
- *   throughput     16       1024           5            0       f16       512
- *   balanced        4        512           2            0       f16       512
- *   memory          2        512           2         2048       q8_0       64
+ *   profile     parallel  batch-size  batch-wait-ms  ctx-size  kv-type  cache-mib  spec   cache-ram
+ *   latency         1        512           0            0       f16       512    ngram     1024
+ *   throughput     16       1024           5            0       f16       512    none      2048
+ *   balanced        4        512           2            0       f16       512    ngram     1024
+ *   memory          2        512           2         2048       q8_0       64    none         0
  *
  * balanced is the default and equals the plain defaults. latency decodes
  * one sequence at a time with no batching wait (lowest time per token);
