@@ -43,6 +43,34 @@
  *    the knee is the first step whose p95 e2e (or TTFT, when that target is
  *    set) or error rate breaks the SLA. A step without requests breaks
  *    nothing.
+ *  - prefix (prefix caching): `requests` rounds, each with a fresh prefix of
+ *    `prefix_tokens` pseudo-random common words (about one token a word; the
+ *    server's usage.prompt_tokens is reported): a cold request (prefix +
+ *    suffix A), `between` requests with other prefixes of the same length,
+ *    then a warm request (same prefix + suffix B). All carry "cache": false
+ *    (kiln's response cache must not answer) and temperature 0. Reports the
+ *    medians over rounds of the cold, between and warm TTFT and of the
+ *    per-round ratio warm / cold. Record steps: 0 cold, 1 between, 2 warm.
+ *  - shared-prefix (KV sharing): `concurrency` streaming requests at once
+ *    sharing a `prefix_tokens` system prefix with different endings
+ *    (ignore_eos); while they run, GET <base>/metrics every ~50 ms and keep
+ *    the peaks of kiln_kv_used_bytes and kiln_kv_logical_bytes. kiln only:
+ *    without those series the figures are absent (null), not an error.
+ *  - spec (speculative decoding): `requests` sequential greedy requests
+ *    (temperature 0, ignore_eos) on a repetitive raw-completion prompt (a
+ *    ~60-word paragraph, then "Repeat the paragraph again:"), first with
+ *    "speculative": "none" (record step 0) then "ngram" (step 1). Decode
+ *    rate of a mode = sum of tokens / sum of (e2e - TTFT); the acceptance
+ *    rate = delta of kiln_spec_accepted_tokens_total / delta of
+ *    kiln_spec_draft_tokens_total over the ngram phase (absent when /metrics
+ *    lacks them); "identical" compares the texts of request i in both modes.
+ *  These three PASS when no request failed (the SLA fields are ignored).
+ *
+ * /metrics (Prometheus text, untrusted, at most 4 MiB read): a series is
+ * `name{label="v",...} value` or `name value`; '#' lines are comments. A
+ * metric's value for the run's model is the series whose model label equals
+ * the requested model, else the only series of that name if there is exactly
+ * one (kiln may label by file id), else absent.
  *
  * SLA: the run passes when, over all its requests, p95 e2e <= sla_p95_s,
  * p95 TTFT <= sla_ttft_p95_s (when > 0) and errors / requests <=
@@ -92,7 +120,10 @@ typedef struct bench_sse {
     long long usage_tokens; /* usage.completion_tokens, -1 until seen */
     long long events;       /* chunks with non-empty text */
     char msg[160];
+    long long usage_prompt_tokens; /* usage.prompt_tokens, -1 until seen */
     void (*on_output)(void *user);
+    /* optional, may be NULL: the text of every output chunk, before on_output */
+    void (*on_text)(void *user, const char *text, size_t len);
     void *user;
 } bench_sse;
 
@@ -108,7 +139,15 @@ void bench_sse_free(bench_sse *p); /* frees the buffer; accepts a zeroed p */
 
 /* ---- configuration ---------------------------------------------------------- */
 
-typedef enum bench_scenario { BENCH_LATENCY = 0, BENCH_THROUGHPUT, BENCH_RAMP } bench_scenario;
+typedef enum bench_scenario {
+    BENCH_LATENCY = 0,
+    BENCH_THROUGHPUT,
+    BENCH_RAMP,
+    BENCH_PREFIX,
+    BENCH_SHARED_PREFIX,
+    BENCH_SPEC,
+} bench_scenario;
+#define BENCH_SCENARIO_LAST BENCH_SPEC
 
 const char *bench_scenario_name(bench_scenario s);
 bool bench_scenario_parse(const char *s, bench_scenario *out);
@@ -141,7 +180,9 @@ typedef struct bench_config {
     uint64_t seed;       /* request i carries "seed": seed + i; also seeds the arrivals */
     double duration_s;   /* > 0: stop issuing after this long (latency: per phase) */
     long long requests;  /* > 0: stop after this many (latency: per phase) */
-    int concurrency;     /* throughput: requests in flight */
+    int concurrency;     /* throughput, shared-prefix: requests in flight */
+    int prefix_tokens;   /* prefix, shared-prefix: words of the shared prefix (>= 1) */
+    int between;         /* prefix: other conversations between cold and warm (>= 0) */
     double initial_rate, final_rate, ramp_duration_s; /* ramp, requests/s */
     int ramp_steps;      /* ramp: >= 1 */
     double sla_p95_s;    /* > 0 */
@@ -175,7 +216,9 @@ typedef struct bench_record {
     double ttft, e2e; /* valid when ok (ttft < 0: no output event) */
     double tpot;      /* valid when ok and >= 0 (see above) */
     long long out_tokens;
-    int step;  /* ramp step, latency phase (0 cache off, 1 cache on), else 0 */
+    long long prompt_tokens; /* usage.prompt_tokens, -1 when not sent */
+    int step;  /* ramp step, latency phase (0 cache off, 1 cache on), prefix
+                  (0 cold, 1 between, 2 warm), spec (0 none, 1 ngram), else 0 */
     bool ok;
     bool met_sla;
     int8_t err; /* bench_errkind when !ok */
@@ -198,6 +241,32 @@ typedef struct bench_step {
     bool breaks_sla;
 } bench_step;
 
+/* prefix scenario: one round (TTFTs in seconds, < 0 when that request failed) */
+typedef struct bench_prefix_round {
+    double cold_ttft, warm_ttft, between_ttft_p50, ratio; /* ratio < 0 unless both succeeded */
+    long long prompt_tokens; /* usage.prompt_tokens of the cold request, -1 if unknown */
+} bench_prefix_round;
+
+/* Figures of the kiln-oriented scenarios; a `has_*` flag false means absent. */
+typedef struct bench_extra {
+    /* prefix: medians over the rounds that have them */
+    bench_prefix_round *rounds; /* [n_rounds] owned */
+    int n_rounds;
+    bool has_prefix;
+    double cold_ttft, warm_ttft, between_ttft, ratio;
+    long long prefix_prompt_tokens; /* median over rounds, -1 if unknown */
+    /* shared-prefix */
+    bool has_kv;
+    double kv_used_peak, kv_logical_peak, kv_used_at_logical_peak; /* bytes */
+    int kv_polls; /* successful /metrics reads that had both series */
+    /* spec: [0] "none", [1] "ngram" */
+    bool has_spec_rate[2];
+    double spec_tok_s[2];
+    bool has_accept;
+    double spec_draft, spec_accepted, spec_accept_rate;
+    int spec_identical; /* 1 same texts, 0 differ, -1 unknown (a request failed) */
+} bench_extra;
+
 typedef struct bench_result {
     bench_config cfg; /* copy; its pointers stay borrowed from the caller */
     bench_record *recs; /* [n_recs] owned */
@@ -215,6 +284,7 @@ typedef struct bench_result {
     double cache_hit_rate;
     char aborted[200]; /* non-empty when the run stopped early, and why */
     char first_error[300]; /* the first failure seen, for the log */
+    bench_extra x; /* prefix, shared-prefix, spec */
 } bench_result;
 
 /* Runs the scenario. On KN_OK *out is a result the caller frees with
@@ -224,11 +294,16 @@ typedef struct bench_result {
 kn_status bench_run(const bench_config *cfg, bench_result **out, kn_err *err);
 void bench_result_destroy(bench_result *r); /* accepts NULL */
 
+/* The value of metric `name` for `model` in a Prometheus text page (see
+ * the top comment for the rule); false when absent or unparsable. */
+bool bench_metric_value(const char *page, const char *name, const char *model, double *out);
+
 /* ---- reports -------------------------------------------------------------- */
 
 /* The JSON document (see docs/performance.md); caller owns the reference. */
 json_t *bench_result_json(const bench_result *r);
-/* A human summary ending in "SLA: PASS ..." or "SLA: FAIL ...". */
+/* A human summary ending in "SLA: PASS ..." or "SLA: FAIL ..." (prefix,
+ * shared-prefix, spec: "RESULT: PASS ..." or "RESULT: FAIL ..."). */
 void bench_result_print(const bench_result *r, FILE *f);
 /* Writes a self-contained HTML file with inline SVG plots. */
 kn_status bench_report_html(const bench_result *r, const char *path, kn_err *err);

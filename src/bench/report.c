@@ -52,6 +52,62 @@ static void summary_into(json_t *o, const bench_summary *s) {
     json_object_set_new(o, "requests_s", json_real(s->requests_s));
 }
 
+static json_t *ttft_or_null(double v) {
+    return num_or_null(v >= 0, v);
+}
+
+/* The "prefix", "shared_prefix" or "spec" object of those scenarios. */
+static void extra_json(json_t *o, const bench_result *r) {
+    const bench_config *c = &r->cfg;
+    const bench_extra *x = &r->x;
+    if (c->scenario == BENCH_PREFIX) {
+        json_t *p = json_object(), *rounds = json_array();
+        json_object_set_new(p, "prefix_tokens", json_integer(c->prefix_tokens));
+        json_object_set_new(p, "prompt_tokens", x->prefix_prompt_tokens >= 0 ? json_integer(x->prefix_prompt_tokens)
+                                                                              : json_null());
+        json_object_set_new(p, "between", json_integer(c->between));
+        json_object_set_new(p, "cold_ttft_s", ttft_or_null(x->cold_ttft));
+        json_object_set_new(p, "between_ttft_s", ttft_or_null(x->between_ttft));
+        json_object_set_new(p, "warm_ttft_s", ttft_or_null(x->warm_ttft));
+        json_object_set_new(p, "warm_cold_ratio", ttft_or_null(x->ratio));
+        json_object_set_new(p, "target_ratio", json_real(0.03));
+        for (int i = 0; i < x->n_rounds; i++) {
+            const bench_prefix_round *rd = &x->rounds[i];
+            json_t *ro = json_object();
+            json_object_set_new(ro, "cold_ttft_s", ttft_or_null(rd->cold_ttft));
+            json_object_set_new(ro, "between_ttft_s", ttft_or_null(rd->between_ttft_p50));
+            json_object_set_new(ro, "warm_ttft_s", ttft_or_null(rd->warm_ttft));
+            json_object_set_new(ro, "warm_cold_ratio", ttft_or_null(rd->ratio));
+            json_object_set_new(ro, "prompt_tokens", rd->prompt_tokens >= 0 ? json_integer(rd->prompt_tokens) : json_null());
+            json_array_append_new(rounds, ro);
+        }
+        json_object_set_new(p, "rounds", rounds);
+        json_object_set_new(o, "prefix", p);
+    } else if (c->scenario == BENCH_SHARED_PREFIX) {
+        json_t *p = json_object();
+        json_object_set_new(p, "concurrency", json_integer(c->concurrency));
+        json_object_set_new(p, "prefix_tokens", json_integer(c->prefix_tokens));
+        json_object_set_new(p, "kv_used_bytes_peak", num_or_null(x->has_kv, x->kv_used_peak));
+        json_object_set_new(p, "kv_logical_bytes_peak", num_or_null(x->has_kv, x->kv_logical_peak));
+        json_object_set_new(p, "kv_used_bytes_at_logical_peak", num_or_null(x->has_kv, x->kv_used_at_logical_peak));
+        json_object_set_new(p, "used_logical_ratio",
+                            num_or_null(x->has_kv && x->kv_logical_peak > 0, x->kv_used_peak / x->kv_logical_peak));
+        json_object_set_new(p, "metrics_polls", json_integer(x->kv_polls));
+        json_object_set_new(o, "shared_prefix", p);
+    } else if (c->scenario == BENCH_SPEC) {
+        json_t *p = json_object();
+        json_object_set_new(p, "decode_tok_s_none", num_or_null(x->has_spec_rate[0], x->spec_tok_s[0]));
+        json_object_set_new(p, "decode_tok_s_ngram", num_or_null(x->has_spec_rate[1], x->spec_tok_s[1]));
+        json_object_set_new(p, "speedup", num_or_null(x->has_spec_rate[0] && x->has_spec_rate[1] && x->spec_tok_s[0] > 0,
+                                                      x->spec_tok_s[1] / x->spec_tok_s[0]));
+        json_object_set_new(p, "draft_tokens", num_or_null(x->has_accept, x->spec_draft));
+        json_object_set_new(p, "accepted_tokens", num_or_null(x->has_accept, x->spec_accepted));
+        json_object_set_new(p, "acceptance_rate", num_or_null(x->has_accept, x->spec_accept_rate));
+        json_object_set_new(p, "identical", x->spec_identical < 0 ? json_null() : json_boolean(x->spec_identical == 1));
+        json_object_set_new(o, "spec", p);
+    }
+}
+
 json_t *bench_result_json(const bench_result *r) {
     const bench_config *c = &r->cfg;
     const bench_summary *a = &r->all;
@@ -100,6 +156,7 @@ json_t *bench_result_json(const bench_result *r) {
         }
         json_object_set_new(o, "phases", ph);
     }
+    extra_json(o, r);
     json_object_set_new(o, "output_tokens", json_integer(a->out_tokens));
     json_object_set_new(o, "duration_s", json_real(a->duration_s));
     json_object_set_new(o, "error_rate", json_real(a->error_rate));
@@ -113,7 +170,11 @@ json_t *bench_result_json(const bench_result *r) {
     json_object_set_new(cfg, "max_tokens", json_integer(c->prompts->items[0].max_tokens));
     json_object_set_new(cfg, "ignore_eos", json_boolean(c->ignore_eos));
     json_object_set_new(cfg, "seed", json_integer((json_int_t)(c->seed & 0x7fffffffffffffffull)));
-    if (c->scenario == BENCH_THROUGHPUT) json_object_set_new(cfg, "concurrency", json_integer(c->concurrency));
+    if (c->scenario == BENCH_THROUGHPUT || c->scenario == BENCH_SHARED_PREFIX)
+        json_object_set_new(cfg, "concurrency", json_integer(c->concurrency));
+    if (c->scenario == BENCH_PREFIX || c->scenario == BENCH_SHARED_PREFIX)
+        json_object_set_new(cfg, "prefix_tokens", json_integer(c->prefix_tokens));
+    if (c->scenario == BENCH_PREFIX) json_object_set_new(cfg, "between", json_integer(c->between));
     if (c->scenario == BENCH_RAMP) {
         json_object_set_new(cfg, "initial_rate", json_real(c->initial_rate));
         json_object_set_new(cfg, "final_rate", json_real(c->final_rate));
@@ -162,6 +223,47 @@ static void print_summary(FILE *f, const bench_summary *s) {
             s->goodput, s->duration_s);
 }
 
+static void ms_or_na(FILE *f, const char *label, double v) {
+    if (v >= 0) fprintf(f, "%s %.1f ms", label, v * 1000);
+    else fprintf(f, "%s n/a", label);
+}
+
+static void print_extra(FILE *f, const bench_result *r) {
+    const bench_config *c = &r->cfg;
+    const bench_extra *x = &r->x;
+    if (c->scenario == BENCH_PREFIX) {
+        fprintf(f, "  prefix: %d words", c->prefix_tokens);
+        if (x->prefix_prompt_tokens >= 0) fprintf(f, " (%lld prompt tokens with the suffix)", x->prefix_prompt_tokens);
+        fprintf(f, ", %d between, %d round(s), medians:\n  ", c->between, x->n_rounds);
+        ms_or_na(f, "cold TTFT", x->cold_ttft);
+        ms_or_na(f, ", between TTFT", x->between_ttft);
+        ms_or_na(f, ", warm TTFT", x->warm_ttft);
+        if (x->ratio >= 0) fprintf(f, "\n  warm/cold %.2f%% (target <= 3%%)\n", x->ratio * 100);
+        else fprintf(f, "\n  warm/cold n/a\n");
+    } else if (c->scenario == BENCH_SHARED_PREFIX) {
+        fprintf(f, "  shared prefix: %d concurrent requests, %d-word prefix\n", c->concurrency, c->prefix_tokens);
+        if (x->has_kv)
+            fprintf(f, "  KV peak in use %.2f MiB vs %.2f MiB for private copies (logical): ratio %.3f (%d polls)\n",
+                    x->kv_used_peak / 1048576.0, x->kv_logical_peak / 1048576.0,
+                    x->kv_logical_peak > 0 ? x->kv_used_peak / x->kv_logical_peak : 0.0, x->kv_polls);
+        else fprintf(f, "  KV bytes: n/a (no kiln_kv_used_bytes / kiln_kv_logical_bytes in /metrics)\n");
+    } else if (c->scenario == BENCH_SPEC) {
+        fprintf(f, "  speculative decoding: decode ");
+        if (x->has_spec_rate[0]) fprintf(f, "%.1f tok/s (none)", x->spec_tok_s[0]);
+        else fprintf(f, "n/a (none)");
+        if (x->has_spec_rate[1]) fprintf(f, " vs %.1f tok/s (ngram)", x->spec_tok_s[1]);
+        else fprintf(f, " vs n/a (ngram)");
+        if (x->has_spec_rate[0] && x->has_spec_rate[1] && x->spec_tok_s[0] > 0)
+            fprintf(f, ": speedup %.2fx", x->spec_tok_s[1] / x->spec_tok_s[0]);
+        fprintf(f, "\n  acceptance: ");
+        if (x->has_accept && x->spec_draft > 0)
+            fprintf(f, "%.1f%% (%.0f of %.0f draft tokens)", x->spec_accept_rate * 100, x->spec_accepted, x->spec_draft);
+        else if (x->has_accept) fprintf(f, "n/a (no draft tokens)");
+        else fprintf(f, "n/a (no kiln_spec_* counters in /metrics)");
+        fprintf(f, "; outputs identical: %s\n", x->spec_identical < 0 ? "n/a" : x->spec_identical ? "yes" : "NO");
+    }
+}
+
 void bench_result_print(const bench_result *r, FILE *f) {
     const bench_config *c = &r->cfg;
     fprintf(f, "kiln bench server: %s against %s (model %s)\n", bench_scenario_name(c->scenario), c->url, c->model);
@@ -183,12 +285,18 @@ void bench_result_print(const bench_result *r, FILE *f) {
         if (r->knee >= 0) fprintf(f, "  knee: step %d at %.2f req/s offered\n", r->knee, r->steps[r->knee].rate);
         else fprintf(f, "  knee: not reached (no step broke the SLA)\n");
     }
+    print_extra(f, r);
     fprintf(f, "  cache hit rate: ");
     if (r->has_cache_rate) fprintf(f, "%.1f%%\n", r->cache_hit_rate * 100);
     else fprintf(f, "n/a (no /cache/stats)\n");
     if (r->aborted[0]) fprintf(f, "  run stopped early: %s\n", r->aborted);
     if (r->first_error[0]) fprintf(f, "  first error: %s\n", r->first_error);
     const bench_summary *a = &r->all;
+    if (c->scenario >= BENCH_PREFIX) {
+        fprintf(f, "RESULT: %s (%lld of %lld requests failed)\n", a->sla_pass ? "PASS" : "FAIL", a->requests - a->ok,
+                a->requests);
+        return;
+    }
     fprintf(f, "SLA: %s (p95 e2e %.3f s, target %.3f s", a->sla_pass ? "PASS" : "FAIL", a->e2e.p95, c->sla_p95_s);
     if (c->sla_ttft_p95_s > 0) fprintf(f, "; p95 ttft %.3f s, target %.3f s", a->ttft.p95, c->sla_ttft_p95_s);
     fprintf(f, "; errors %.1f%%, max %.1f%%)\n", a->error_rate * 100, c->sla_max_error_rate * 100);
@@ -392,6 +500,54 @@ static void html_row(FILE *f, const char *name, const bench_stats *s) {
     fprintf(f, "</tr>\n");
 }
 
+static void html_ms(FILE *f, double v) {
+    if (v >= 0) fprintf(f, "<td>%.1f</td>", v * 1000);
+    else fprintf(f, "<td>n/a</td>");
+}
+
+/* The table of the prefix, shared-prefix and spec scenarios. */
+static void html_extra(FILE *f, const bench_result *r) {
+    const bench_config *c = &r->cfg;
+    const bench_extra *x = &r->x;
+    if (c->scenario == BENCH_PREFIX) {
+        fprintf(f, "<h2>Prefix caching (%d-word prefix, %d between)</h2>\n<table><tr><th>round</th><th>cold TTFT ms</th>"
+                   "<th>between TTFT p50 ms</th><th>warm TTFT ms</th><th>warm/cold %%</th></tr>\n",
+                c->prefix_tokens, c->between);
+        for (int i = 0; i <= x->n_rounds; i++) {
+            const bench_prefix_round *rd = i < x->n_rounds ? &x->rounds[i] : NULL;
+            if (rd) fprintf(f, "<tr><td>%d</td>", i);
+            else fprintf(f, "<tr><td>median</td>");
+            html_ms(f, rd ? rd->cold_ttft : x->cold_ttft);
+            html_ms(f, rd ? rd->between_ttft_p50 : x->between_ttft);
+            html_ms(f, rd ? rd->warm_ttft : x->warm_ttft);
+            double ratio = rd ? rd->ratio : x->ratio;
+            if (ratio >= 0) fprintf(f, "<td>%.2f</td></tr>\n", ratio * 100);
+            else fprintf(f, "<td>n/a</td></tr>\n");
+        }
+        fprintf(f, "</table>\n");
+    } else if (c->scenario == BENCH_SHARED_PREFIX) {
+        fprintf(f, "<h2>Shared-prefix KV memory (%d concurrent, %d-word prefix)</h2>\n", c->concurrency, c->prefix_tokens);
+        if (x->has_kv)
+            fprintf(f, "<table><tr><th>KV peak in use MiB</th><th>private copies (logical) MiB</th><th>ratio</th></tr>"
+                       "<tr><td>%.2f</td><td>%.2f</td><td>%.3f</td></tr></table>\n",
+                    x->kv_used_peak / 1048576.0, x->kv_logical_peak / 1048576.0,
+                    x->kv_logical_peak > 0 ? x->kv_used_peak / x->kv_logical_peak : 0.0);
+        else fprintf(f, "<p>n/a: the server's /metrics has no kiln_kv_used_bytes / kiln_kv_logical_bytes.</p>\n");
+    } else if (c->scenario == BENCH_SPEC) {
+        fprintf(f, "<h2>Speculative decoding</h2>\n<table><tr><th>mode</th><th>decode tok/s</th></tr>\n");
+        for (int m = 0; m < 2; m++) {
+            fprintf(f, "<tr><td>%s</td>", m ? "ngram" : "none");
+            if (x->has_spec_rate[m]) fprintf(f, "<td>%.1f</td></tr>\n", x->spec_tok_s[m]);
+            else fprintf(f, "<td>n/a</td></tr>\n");
+        }
+        fprintf(f, "</table>\n<p>Acceptance: ");
+        if (x->has_accept && x->spec_draft > 0)
+            fprintf(f, "%.1f%% (%.0f of %.0f draft tokens)", x->spec_accept_rate * 100, x->spec_accepted, x->spec_draft);
+        else fprintf(f, "n/a");
+        fprintf(f, ". Outputs identical: %s.</p>\n", x->spec_identical < 0 ? "n/a" : x->spec_identical ? "yes" : "no");
+    }
+}
+
 kn_status bench_report_html(const bench_result *r, const char *path, kn_err *err) {
     FILE *f = fopen(path, "w");
     if (!f) return kn_fail(err, KN_EIO, "%s: cannot create the report", path);
@@ -432,6 +588,7 @@ kn_status bench_report_html(const bench_result *r, const char *path, kn_err *err
     html_row(f, "end to end", &a->e2e);
     html_row(f, "per output token", &a->tpot);
     fprintf(f, "</table>\n");
+    html_extra(f, r);
     if (c->scenario == BENCH_RAMP) {
         fprintf(f, "<h2>Steps</h2>\n<table><tr><th>step</th><th>offered req/s</th><th>ok</th><th>errors</th>"
                    "<th>e2e p50 ms</th><th>e2e p95 ms</th><th>TTFT p95 ms</th><th>tok/s</th><th>goodput req/s</th>"

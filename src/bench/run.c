@@ -1,7 +1,8 @@
 /*
  * run.c — the load generator: one libcurl multi handle driving streaming
  * completion requests, the three scenarios (latency, throughput, ramp), and
- * the summaries of their records. See bench.h.
+ * the summaries of their records; the kiln-oriented scenarios (prefix,
+ * shared-prefix, spec) and the /metrics reader they use. See bench.h.
  *
  * Single-threaded: the loop hands requests to libcurl, waits in
  * curl_multi_poll, and timestamps output events inside the write callback as
@@ -29,12 +30,15 @@ const char *bench_scenario_name(bench_scenario s) {
     case BENCH_LATENCY: return "latency";
     case BENCH_THROUGHPUT: return "throughput";
     case BENCH_RAMP: return "ramp";
+    case BENCH_PREFIX: return "prefix";
+    case BENCH_SHARED_PREFIX: return "shared-prefix";
+    case BENCH_SPEC: return "spec";
     }
     return "?";
 }
 
 bool bench_scenario_parse(const char *s, bench_scenario *out) {
-    for (int i = 0; i <= BENCH_RAMP; i++)
+    for (int i = 0; i <= BENCH_SCENARIO_LAST; i++)
         if (!strcmp(s, bench_scenario_name((bench_scenario)i))) {
             *out = (bench_scenario)i;
             return true;
@@ -54,6 +58,8 @@ typedef struct slot {
     double t_start, t_first, t_last; /* absolute kn_now_s */
     double *gaps; /* [n_gaps] owned, this request's inter-token gaps */
     size_t n_gaps, cap_gaps;
+    char *text; /* [text_len + 1] owned, the output text when the run captures it */
+    size_t text_len, text_cap;
     int step;
     long status; /* HTTP status, 0 until known */
     bool oom;
@@ -83,6 +89,8 @@ struct run {
     uint64_t prog_total;
     double prog_scale; /* progress units: requests (scale 0) or tenths of seconds */
     int cur_step;
+    bool capture_text; /* keep each request's output text (spec) */
+    char *last_text;   /* owned: the text of the last request that finished */
 };
 
 static double now_rel(const run *r) {
@@ -133,6 +141,18 @@ static void on_output(void *user) {
     count_event_second(s->r, t);
 }
 
+static void on_text(void *user, const char *t, size_t n) {
+    slot *s = user;
+    if (!s->r->capture_text) return;
+    if (!grow((void **)&s->text, &s->text_cap, s->text_len + n + 1, 1)) {
+        s->oom = true;
+        return;
+    }
+    memcpy(s->text + s->text_len, t, n);
+    s->text_len += n;
+    s->text[s->text_len] = 0;
+}
+
 static size_t on_write(char *data, size_t size, size_t nmemb, void *user) {
     slot *s = user;
     size_t n = size * nmemb;
@@ -153,6 +173,7 @@ static kn_status slot_init(run *r, slot *s, kn_err *err) {
     const bench_config *c = r->cfg;
     s->r = r;
     s->sse.on_output = on_output;
+    s->sse.on_text = on_text;
     s->sse.user = s;
     s->easy = curl_easy_init();
     if (!s->easy) return kn_fail(err, KN_ENOMEM, "curl_easy_init failed");
@@ -179,6 +200,7 @@ static void slot_free(slot *s) {
     if (s->easy) curl_easy_cleanup(s->easy);
     free(s->body);
     free(s->gaps);
+    free(s->text);
     bench_sse_free(&s->sse);
 }
 
@@ -230,10 +252,12 @@ static void note_failure(run *r, bench_errkind k, const char *detail) {
     }
 }
 
-/* Starts request idx; a request that cannot start is recorded as an error. */
-static void launch(run *r, long long idx, bool cache_off, int step) {
-    bench_record rec = {.t_start = now_rel(r), .step = step, .ttft = -1, .tpot = -1};
+/* Starts the request whose JSON body is `body` (taken over; NULL counts as
+ * out of memory); a request that cannot start is recorded as an error. */
+static void launch_body(run *r, char *body, int step) {
+    bench_record rec = {.t_start = now_rel(r), .step = step, .ttft = -1, .tpot = -1, .prompt_tokens = -1};
     if (r->n_free == 0) {
+        free(body);
         rec.t_end = rec.t_start;
         rec.err = BENCH_ERR_DROPPED;
         push_record(r, &rec);
@@ -243,10 +267,12 @@ static void launch(run *r, long long idx, bool cache_off, int step) {
     int id = r->free_ids[r->n_free - 1];
     slot *s = &r->slots[id];
     kn_err err = {0};
-    if (!s->easy && slot_init(r, s, &err) != KN_OK) goto fail;
     free(s->body);
-    s->body = make_body(r, idx, cache_off);
+    s->body = body;
+    if (!s->easy && slot_init(r, s, &err) != KN_OK) goto fail;
     if (!s->body) goto fail;
+    s->text_len = 0;
+    if (s->text) s->text[0] = 0;
     bench_sse_reset(&s->sse);
     s->n_gaps = 0;
     s->status = 0;
@@ -268,6 +294,11 @@ fail:
     rec.err = BENCH_ERR_OTHER;
     push_record(r, &rec);
     note_failure(r, BENCH_ERR_OTHER, err.msg[0] ? err.msg : "could not start a request (out of memory?)");
+}
+
+/* Starts request idx of the prompt list. */
+static void launch(run *r, long long idx, bool cache_off, int step) {
+    launch_body(r, make_body(r, idx, cache_off), step);
 }
 
 static bench_errkind classify_curl(CURLcode rc, CURL *e) {
@@ -298,7 +329,8 @@ static void finish(run *r, CURL *e, CURLcode rc) {
     curl_multi_remove_handle(r->multi, e);
     double t_end = kn_now_s();
     if (s->status == 0) curl_easy_getinfo(e, CURLINFO_RESPONSE_CODE, &s->status);
-    bench_record rec = {.t_start = s->t_start - r->t0, .t_end = t_end - r->t0, .step = s->step, .ttft = -1, .tpot = -1};
+    bench_record rec = {.t_start = s->t_start - r->t0, .t_end = t_end - r->t0, .step = s->step, .ttft = -1, .tpot = -1,
+                        .prompt_tokens = -1};
     bench_errkind kind = BENCH_ERR_COUNT;
     char detail[320];
     detail[0] = 0;
@@ -321,7 +353,7 @@ static void finish(run *r, CURL *e, CURLcode rc) {
     }
     if (kind == BENCH_ERR_COUNT && s->oom) {
         kind = BENCH_ERR_OTHER;
-        snprintf(detail, sizeof detail, "out of memory for the token gaps");
+        snprintf(detail, sizeof detail, "out of memory for the token gaps or the text");
     }
     if (kind == BENCH_ERR_COUNT) {
         bench_result *res = r->res;
@@ -329,6 +361,7 @@ static void finish(run *r, CURL *e, CURLcode rc) {
         rec.e2e = t_end - s->t_start;
         rec.ttft = s->sse.events > 0 ? s->t_first - s->t_start : -1;
         rec.out_tokens = s->sse.usage_tokens >= 0 ? s->sse.usage_tokens : s->sse.events;
+        rec.prompt_tokens = s->sse.usage_prompt_tokens;
         rec.tpot = rec.ttft >= 0 && rec.out_tokens >= 2 ? (rec.e2e - rec.ttft) / (double)(rec.out_tokens - 1) : -1;
         const bench_config *c = r->cfg;
         rec.met_sla = rec.e2e <= c->sla_p95_s &&
@@ -350,6 +383,14 @@ static void finish(run *r, CURL *e, CURLcode rc) {
         note_failure(r, kind, detail);
     }
     push_record(r, &rec);
+    if (r->capture_text) { /* hand the text over; the slot starts a new buffer */
+        free(r->last_text);
+        r->last_text = s->text;
+        if (!r->last_text) r->last_text = calloc(1, 1);
+        if (!r->last_text) r->oom = true;
+        s->text = NULL;
+        s->text_len = s->text_cap = 0;
+    }
     r->free_ids[r->n_free++] = (int)(s - r->slots);
     r->inflight--;
 }
@@ -517,10 +558,12 @@ static void summarize(const bench_config *c, const bench_result *res, int step, 
 
 /* ---- the cache hit counters of GET /cache/stats ---------------------------------- */
 
+#define GET_MAX (4u << 20) /* longest /cache/stats or /metrics page read */
+
 static size_t collect(char *data, size_t size, size_t nmemb, void *user) {
     char **buf = user;
     size_t n = size * nmemb, have = *buf ? strlen(*buf) : 0;
-    if (have + n > (1u << 20)) return 0;
+    if (n > GET_MAX - have) return 0;
     char *nb = realloc(*buf, have + n + 1);
     if (!nb) return 0;
     memcpy(nb + have, data, n);
@@ -539,27 +582,42 @@ static bool get_hits(json_t *o, double *hits, double *misses) {
     return false;
 }
 
+/* GET <base><path> (blocking, short timeouts). Returns the body (caller
+ * frees) on HTTP 200, else NULL. */
+static char *http_get(const run *r, const char *path, long timeout_ms) {
+    CURL *e = curl_easy_init();
+    if (!e) return NULL;
+    char *url = malloc(strlen(r->base) + strlen(path) + 1), *buf = NULL;
+    long status = 0;
+    if (!url) goto done;
+    sprintf(url, "%s%s", r->base, path);
+    curl_easy_setopt(e, CURLOPT_URL, url);
+    curl_easy_setopt(e, CURLOPT_NOSIGNAL, 1L);
+    curl_easy_setopt(e, CURLOPT_TIMEOUT_MS, timeout_ms);
+    curl_easy_setopt(e, CURLOPT_CONNECTTIMEOUT_MS, timeout_ms < 3000 ? timeout_ms : 3000L);
+    curl_easy_setopt(e, CURLOPT_HTTPHEADER, r->hdrs);
+    curl_easy_setopt(e, CURLOPT_WRITEFUNCTION, collect);
+    curl_easy_setopt(e, CURLOPT_WRITEDATA, &buf);
+    if (curl_easy_perform(e) != CURLE_OK || !buf) goto fail;
+    curl_easy_getinfo(e, CURLINFO_RESPONSE_CODE, &status);
+    if (status != 200) goto fail;
+    goto done;
+fail:
+    free(buf);
+    buf = NULL;
+done:
+    free(url);
+    curl_easy_cleanup(e);
+    return buf;
+}
+
 /* Reads hits and misses from GET <base>/cache/stats: top-level "hits" and
  * "misses", else those of a "response" object, else the sum over the
  * object's members that have them. False when the server has no such route. */
 static bool cache_counters(const run *r, double *hits, double *misses) {
-    CURL *e = curl_easy_init();
-    if (!e) return false;
-    char *url = malloc(strlen(r->base) + 16), *buf = NULL;
+    char *buf = http_get(r, "/cache/stats", 5000);
     bool ok = false;
-    if (!url) goto done;
-    sprintf(url, "%s/cache/stats", r->base);
-    curl_easy_setopt(e, CURLOPT_URL, url);
-    curl_easy_setopt(e, CURLOPT_NOSIGNAL, 1L);
-    curl_easy_setopt(e, CURLOPT_TIMEOUT_MS, 5000L);
-    curl_easy_setopt(e, CURLOPT_CONNECTTIMEOUT_MS, 3000L);
-    curl_easy_setopt(e, CURLOPT_HTTPHEADER, r->hdrs);
-    curl_easy_setopt(e, CURLOPT_WRITEFUNCTION, collect);
-    curl_easy_setopt(e, CURLOPT_WRITEDATA, &buf);
-    long status = 0;
-    if (curl_easy_perform(e) != CURLE_OK || !buf) goto done;
-    curl_easy_getinfo(e, CURLINFO_RESPONSE_CODE, &status);
-    if (status != 200) goto done;
+    if (!buf) return false;
     json_t *o = json_loads(buf, 0, NULL);
     if (json_is_object(o)) {
         ok = get_hits(o, hits, misses) || get_hits(json_object_get(o, "response"), hits, misses);
@@ -577,11 +635,280 @@ static bool cache_counters(const run *r, double *hits, double *misses) {
         }
     }
     json_decref(o);
-done:
-    free(url);
     free(buf);
-    curl_easy_cleanup(e);
     return ok;
+}
+
+/* ---- kiln-oriented scenarios: prefix, shared-prefix, spec -------------------------- */
+
+/* A request body for these scenarios: greedy, streamed, cache off. `spec` is
+ * NULL or the "speculative" mode. Caller frees the result. */
+static char *make_body_ex(const run *r, const char *prompt, int max_tokens, long long seed, const char *spec) {
+    const bench_config *c = r->cfg;
+    json_t *o = json_object(), *so = json_object();
+    char *s = NULL;
+    if (!o || !so) {
+        json_decref(so);
+        goto done;
+    }
+    bool bad = json_object_set_new(o, "stream_options", so) ||
+               json_object_set_new(so, "include_usage", json_true()) ||
+               json_object_set_new(o, "model", json_string(c->model)) ||
+               json_object_set_new(o, "prompt", json_string(prompt)) ||
+               json_object_set_new(o, "max_tokens", json_integer(max_tokens)) ||
+               json_object_set_new(o, "stream", json_true()) ||
+               json_object_set_new(o, "temperature", json_real(0)) ||
+               json_object_set_new(o, "seed", json_integer((json_int_t)(seed & 0x7fffffff))) ||
+               json_object_set_new(o, "ignore_eos", json_true()) ||
+               json_object_set_new(o, "cache", json_false()) ||
+               (spec && json_object_set_new(o, "speculative", json_string(spec)));
+    if (!bad) s = json_dumps(o, JSON_COMPACT);
+done:
+    json_decref(o);
+    return s;
+}
+
+/* "a" + "b" (+ "c"), freshly allocated; NULL when out of memory. */
+static char *cat3(const char *a, const char *b, const char *c) {
+    size_t la = strlen(a), lb = strlen(b), lc = c ? strlen(c) : 0;
+    char *s = malloc(la + lb + lc + 1);
+    if (!s) return NULL;
+    memcpy(s, a, la);
+    memcpy(s + la, b, lb);
+    if (lc) memcpy(s + la + lb, c, lc);
+    s[la + lb + lc] = 0;
+    return s;
+}
+
+/* Runs one request to its end (sequential scenarios). Returns false when it
+ * failed; *out is its record. */
+static bool run_one(run *r, char *body, int step, bench_record *out) {
+    size_t before = r->res->n_recs;
+    launch_body(r, body, step);
+    while (r->inflight > 0) {
+        drain(r);
+        if (r->inflight == 0) break;
+        progress(r, NULL, false);
+        curl_multi_poll(r->multi, NULL, 0, 100, NULL);
+    }
+    progress(r, NULL, false);
+    if (r->res->n_recs == before) {
+        memset(out, 0, sizeof *out);
+        return false;
+    }
+    *out = r->res->recs[r->res->n_recs - 1];
+    return out->ok;
+}
+
+static double median_of(double *v, size_t n) {
+    bench_stats st;
+    bench_stats_compute(v, n, &st);
+    return st.n ? st.p50 : -1;
+}
+
+static const char *const SUFFIX_A = "\n\nQuestion: which word comes first in the text above?\nAnswer:";
+static const char *const SUFFIX_B = "\n\nQuestion: how many times does the word \"the\" appear above?\nAnswer:";
+
+/* prefix: per round a cold request, `between` others, a warm one. */
+static kn_status prefix_loop(run *r, kn_err *err) {
+    const bench_config *c = r->cfg;
+    bench_extra *x = &r->res->x;
+    int rounds = (int)c->requests, k_between = c->between, mt = c->prompts->items[0].max_tokens;
+    size_t per = (size_t)k_between + 1;
+    bench_dataset ds = {0};
+    kn_status st = bench_dataset_synth((size_t)rounds * per, c->prefix_tokens, mt, c->seed ^ 0x70726566u, &ds, err);
+    if (st != KN_OK) return st;
+    double *tmp = malloc(((size_t)k_between + (size_t)rounds + 1) * sizeof *tmp);
+    x->rounds = calloc((size_t)rounds, sizeof *x->rounds);
+    if (!tmp || !x->rounds) {
+        st = kn_fail(err, KN_ENOMEM, "out of memory for %d rounds", rounds);
+        goto done;
+    }
+    long long seq = 0;
+    for (int i = 0; i < rounds && !r->stop && !r->oom; i++) {
+        bench_prefix_round *rd = &x->rounds[x->n_rounds++];
+        rd->cold_ttft = rd->warm_ttft = rd->between_ttft_p50 = rd->ratio = -1;
+        rd->prompt_tokens = -1;
+        const char *prefix = ds.items[(size_t)i * per].text;
+        bench_record rec;
+        char *p = cat3(prefix, SUFFIX_A, NULL);
+        if (run_one(r, p ? make_body_ex(r, p, mt, (long long)c->seed + seq++, NULL) : NULL, 0, &rec)) {
+            rd->cold_ttft = rec.ttft;
+            rd->prompt_tokens = rec.prompt_tokens;
+        }
+        free(p);
+        size_t nb = 0;
+        for (int k = 0; k < k_between && !r->stop && !r->oom; k++) {
+            p = cat3(ds.items[(size_t)i * per + 1 + (size_t)k].text, SUFFIX_A, NULL);
+            if (run_one(r, p ? make_body_ex(r, p, mt, (long long)c->seed + seq++, NULL) : NULL, 1, &rec) &&
+                rec.ttft >= 0)
+                tmp[nb++] = rec.ttft;
+            free(p);
+        }
+        rd->between_ttft_p50 = median_of(tmp, nb);
+        if (r->stop || r->oom) break;
+        p = cat3(prefix, SUFFIX_B, NULL);
+        if (run_one(r, p ? make_body_ex(r, p, mt, (long long)c->seed + seq++, NULL) : NULL, 2, &rec))
+            rd->warm_ttft = rec.ttft;
+        free(p);
+        if (rd->cold_ttft > 0 && rd->warm_ttft >= 0) rd->ratio = rd->warm_ttft / rd->cold_ttft;
+    }
+    /* medians over the rounds that have each figure */
+    double *fields[4] = {&x->cold_ttft, &x->warm_ttft, &x->between_ttft, &x->ratio};
+    for (int f = 0; f < 4; f++) {
+        size_t n = 0;
+        for (int i = 0; i < x->n_rounds; i++) {
+            const bench_prefix_round *rd = &x->rounds[i];
+            double v = f == 0 ? rd->cold_ttft : f == 1 ? rd->warm_ttft : f == 2 ? rd->between_ttft_p50 : rd->ratio;
+            if (v >= 0) tmp[n++] = v;
+        }
+        *fields[f] = median_of(tmp, n);
+    }
+    size_t n = 0;
+    for (int i = 0; i < x->n_rounds; i++)
+        if (x->rounds[i].prompt_tokens >= 0) tmp[n++] = (double)x->rounds[i].prompt_tokens;
+    x->prefix_prompt_tokens = n ? (long long)(median_of(tmp, n) + 0.5) : -1;
+    x->has_prefix = x->ratio >= 0;
+done:
+    free(tmp);
+    bench_dataset_free(&ds);
+    return st;
+}
+
+/* One /metrics read for shared-prefix: updates the peaks. */
+static void poll_kv(run *r) {
+    bench_extra *x = &r->res->x;
+    char *page = http_get(r, "/metrics", 2000);
+    double used, logical;
+    if (page && bench_metric_value(page, "kiln_kv_used_bytes", r->cfg->model, &used) &&
+        bench_metric_value(page, "kiln_kv_logical_bytes", r->cfg->model, &logical)) {
+        if (!x->has_kv || used > x->kv_used_peak) x->kv_used_peak = used;
+        if (!x->has_kv || logical > x->kv_logical_peak) {
+            x->kv_logical_peak = logical;
+            x->kv_used_at_logical_peak = used;
+        }
+        x->has_kv = true;
+        x->kv_polls++;
+    }
+    free(page);
+}
+
+/* shared-prefix: `concurrency` requests at once, /metrics every ~50 ms. */
+static kn_status shared_prefix_loop(run *r, kn_err *err) {
+    const bench_config *c = r->cfg;
+    int n = c->concurrency, mt = c->prompts->items[0].max_tokens;
+    bench_dataset pre = {0}, ends = {0};
+    kn_status st = bench_dataset_synth(1, c->prefix_tokens, mt, c->seed ^ 0x73797374u, &pre, err);
+    if (st == KN_OK) st = bench_dataset_synth((size_t)n, 16, mt, c->seed ^ 0x656e6473u, &ends, err);
+    if (st != KN_OK) goto done;
+    char *sys = cat3("System: ", pre.items[0].text, "\n\nUser ");
+    if (!sys) {
+        st = kn_fail(err, KN_ENOMEM, "out of memory for the shared prefix");
+        goto done;
+    }
+    poll_kv(r);
+    for (int i = 0; i < n && !r->oom; i++) {
+        char tail[64];
+        snprintf(tail, sizeof tail, "%d: ", i + 1);
+        char *head = cat3(sys, tail, ends.items[i].text);
+        char *p = head ? cat3(head, "\nAssistant:", NULL) : NULL;
+        launch_body(r, p ? make_body_ex(r, p, mt, (long long)c->seed + i, NULL) : NULL, 0);
+        free(head);
+        free(p);
+    }
+    free(sys);
+    double next_poll = 0;
+    while (r->inflight > 0) {
+        drain(r);
+        double t = now_rel(r);
+        if (t >= next_poll) {
+            poll_kv(r);
+            next_poll = now_rel(r) + 0.05;
+        }
+        if (r->inflight == 0) break;
+        progress(r, NULL, false);
+        double w = (next_poll - now_rel(r)) * 1000;
+        curl_multi_poll(r->multi, NULL, 0, w > 50 ? 50 : w < 1 ? 1 : (int)w, NULL);
+    }
+done:
+    bench_dataset_free(&pre);
+    bench_dataset_free(&ends);
+    return st;
+}
+
+/* A ~60-word paragraph to repeat (a raw completion prompt, no template). */
+static const char *const SPEC_PARAGRAPH =
+    "The old lighthouse keeper climbed the spiral stairs every evening at dusk. He trimmed the wick, polished the "
+    "great glass lens, and wound the clockwork that turned the light. Ships far out at sea watched for its steady "
+    "beam, and sailors told stories about the quiet man who never missed a night, even when the winter storms "
+    "shook the tower to its stones.";
+
+static bool spec_counters(const run *r, double *draft, double *acc) {
+    char *page = http_get(r, "/metrics", 5000);
+    bool ok = page && bench_metric_value(page, "kiln_spec_draft_tokens_total", r->cfg->model, draft) &&
+              bench_metric_value(page, "kiln_spec_accepted_tokens_total", r->cfg->model, acc);
+    free(page);
+    return ok;
+}
+
+/* spec: the same `requests` prompts with "speculative": "none", then "ngram". */
+static kn_status spec_loop(run *r, kn_err *err) {
+    const bench_config *c = r->cfg;
+    bench_extra *x = &r->res->x;
+    int n = (int)c->requests, mt = c->prompts->items[0].max_tokens;
+    char **texts = calloc((size_t)n * 2, sizeof *texts);
+    if (!texts) return kn_fail(err, KN_ENOMEM, "out of memory");
+    r->capture_text = true;
+    bool all_ok = true;
+    double d0 = 0, a0 = 0, d1 = 0, a1 = 0;
+    bool have0 = false;
+    for (int mode = 0; mode < 2 && !r->stop && !r->oom; mode++) {
+        if (mode == 1) have0 = spec_counters(r, &d0, &a0);
+        double tok = 0, secs = 0;
+        for (int i = 0; i < n && !r->stop && !r->oom; i++) {
+            char head[64];
+            snprintf(head, sizeof head, "Exercise %d. Here is a paragraph:\n\n", i + 1);
+            char *a = cat3(head, SPEC_PARAGRAPH, "\n\nRepeat the paragraph again:\n\n");
+            char *p = a ? cat3(a, SPEC_PARAGRAPH, "\n\nRepeat the paragraph again:\n\n") : NULL;
+            bench_record rec;
+            bool ok = run_one(r, p ? make_body_ex(r, p, mt, (long long)c->seed + i, mode ? "ngram" : "none") : NULL,
+                              mode, &rec);
+            free(a);
+            free(p);
+            if (ok && rec.ttft >= 0 && rec.e2e > rec.ttft) {
+                tok += (double)rec.out_tokens;
+                secs += rec.e2e - rec.ttft;
+            }
+            if (ok) {
+                texts[(size_t)mode * (size_t)n + (size_t)i] = r->last_text;
+                r->last_text = NULL;
+            } else {
+                all_ok = false;
+            }
+        }
+        if (secs > 0) {
+            x->has_spec_rate[mode] = true;
+            x->spec_tok_s[mode] = tok / secs;
+        }
+    }
+    if (have0 && !r->stop && spec_counters(r, &d1, &a1)) {
+        x->has_accept = true;
+        x->spec_draft = d1 - d0;
+        x->spec_accepted = a1 - a0;
+        x->spec_accept_rate = x->spec_draft > 0 ? x->spec_accepted / x->spec_draft : NAN;
+    }
+    x->spec_identical = -1;
+    if (all_ok && !r->stop && !r->oom) {
+        x->spec_identical = 1;
+        for (int i = 0; i < n; i++) {
+            const char *t0 = texts[i], *t1 = texts[(size_t)n + (size_t)i];
+            if (!t0 || !t1 || strcmp(t0, t1)) x->spec_identical = 0;
+        }
+    }
+    for (int i = 0; i < 2 * n; i++) free(texts[i]);
+    free(texts);
+    r->capture_text = false;
+    return KN_OK;
 }
 
 /* ---- bench_run ------------------------------------------------------------------ */
@@ -593,6 +920,7 @@ void bench_result_destroy(bench_result *r) {
     free(r->itl_step);
     free(r->tok_per_s);
     free(r->steps);
+    free(r->x.rounds);
     free(r);
 }
 
@@ -604,10 +932,18 @@ static kn_status check_config(const bench_config *c, kn_err *err) {
     if (!(c->sla_p95_s > 0) || c->sla_ttft_p95_s < 0) return kn_fail(err, KN_EINVAL, "SLA targets must be > 0");
     if (!(c->sla_max_error_rate >= 0 && c->sla_max_error_rate <= 1))
         return kn_fail(err, KN_EINVAL, "the SLA error rate must be in [0, 1]");
-    if (c->scenario == BENCH_THROUGHPUT && (c->concurrency < 1 || c->concurrency > BENCH_MAX_INFLIGHT))
+    if ((c->scenario == BENCH_THROUGHPUT || c->scenario == BENCH_SHARED_PREFIX) &&
+        (c->concurrency < 1 || c->concurrency > BENCH_MAX_INFLIGHT))
         return kn_fail(err, KN_EINVAL, "--concurrency must be in 1..%d", BENCH_MAX_INFLIGHT);
     if (c->scenario != BENCH_RAMP && c->requests <= 0 && !(c->duration_s > 0))
         return kn_fail(err, KN_EINVAL, "give --requests N or --duration S");
+    if ((c->scenario == BENCH_PREFIX || c->scenario == BENCH_SPEC) && (c->requests < 1 || c->requests > 100000))
+        return kn_fail(err, KN_EINVAL, "%s needs --requests in 1..100000", bench_scenario_name(c->scenario));
+    if ((c->scenario == BENCH_PREFIX || c->scenario == BENCH_SHARED_PREFIX) &&
+        (c->prefix_tokens < 1 || c->prefix_tokens > 1000000))
+        return kn_fail(err, KN_EINVAL, "--prefix-tokens must be in 1..1000000");
+    if (c->scenario == BENCH_PREFIX && (c->between < 0 || c->between > 100000))
+        return kn_fail(err, KN_EINVAL, "--between must be in 0..100000");
     if (c->scenario == BENCH_RAMP &&
         (!(c->initial_rate > 0) || !(c->final_rate > 0) || !(c->ramp_duration_s > 0) || c->ramp_steps < 1 ||
          c->ramp_steps > 1000 || c->initial_rate > 1e5 || c->final_rate > 1e5))
@@ -661,7 +997,9 @@ kn_status bench_run(const bench_config *cfg, bench_result **out, kn_err *err) {
         }
     }
 
-    int conc = cfg->scenario == BENCH_THROUGHPUT ? cfg->concurrency : cfg->scenario == BENCH_LATENCY ? 1 : BENCH_MAX_INFLIGHT;
+    int conc = cfg->scenario == BENCH_THROUGHPUT || cfg->scenario == BENCH_SHARED_PREFIX ? cfg->concurrency
+               : cfg->scenario == BENCH_RAMP                                             ? BENCH_MAX_INFLIGHT
+                                                                                         : 1;
     r.n_slots = conc;
     r.slots = calloc((size_t)conc, sizeof *r.slots);
     r.free_ids = malloc((size_t)conc * sizeof *r.free_ids);
@@ -686,6 +1024,12 @@ kn_status bench_run(const bench_config *cfg, bench_result **out, kn_err *err) {
     /* progress units */
     if (cfg->scenario == BENCH_RAMP) {
         r.prog_scale = 10, r.prog_total = (uint64_t)(cfg->ramp_duration_s * 10);
+    } else if (cfg->scenario == BENCH_PREFIX) {
+        r.prog_scale = 0, r.prog_total = (uint64_t)cfg->requests * (uint64_t)(cfg->between + 2);
+    } else if (cfg->scenario == BENCH_SHARED_PREFIX) {
+        r.prog_scale = 0, r.prog_total = (uint64_t)cfg->concurrency;
+    } else if (cfg->scenario == BENCH_SPEC) {
+        r.prog_scale = 0, r.prog_total = (uint64_t)cfg->requests * 2;
     } else if (cfg->requests > 0) {
         r.prog_scale = 0, r.prog_total = (uint64_t)cfg->requests * (cfg->scenario == BENCH_LATENCY ? 2 : 1);
     } else {
@@ -704,9 +1048,18 @@ kn_status bench_run(const bench_config *cfg, bench_result **out, kn_err *err) {
     }
     case BENCH_THROUGHPUT: closed_loop(&r, cfg->concurrency, cfg->requests, cfg->duration_s, false, 0); break;
     case BENCH_RAMP: ramp_loop(&r); break;
+    case BENCH_PREFIX: st = prefix_loop(&r, err); break;
+    case BENCH_SHARED_PREFIX: st = shared_prefix_loop(&r, err); break;
+    case BENCH_SPEC: st = spec_loop(&r, err); break;
+    }
+    if (st != KN_OK) {
+        if (cfg->progress) kn_progress_end(&r.prog);
+        goto fail;
     }
     progress(&r, NULL, true);
     if (cfg->progress) kn_progress_end(&r.prog);
+    free(r.last_text);
+    r.last_text = NULL;
     if (r.oom) {
         st = kn_fail(err, KN_ENOMEM, "out of memory while recording results");
         goto fail;
@@ -724,6 +1077,8 @@ kn_status bench_run(const bench_config *cfg, bench_result **out, kn_err *err) {
         goto fail;
     }
     summarize(cfg, res, -1, tmp, &res->all);
+    if (cfg->scenario >= BENCH_PREFIX) /* these pass unless a request failed */
+        res->all.sla_pass = res->all.ok > 0 && res->all.ok == res->all.requests;
     for (int k = 0; k < res->n_steps; k++) {
         bench_step *s = &res->steps[k];
         summarize(cfg, res, k, tmp, &s->s);
@@ -758,6 +1113,7 @@ fail:
         }
     free(r.slots);
     free(r.free_ids);
+    free(r.last_text);
     if (r.multi) curl_multi_cleanup(r.multi);
     curl_slist_free_all(r.hdrs);
     free(r.base);

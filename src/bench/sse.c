@@ -23,6 +23,7 @@ void bench_sse_reset(bench_sse *p) {
     p->done = false;
     p->failed = false;
     p->usage_tokens = -1;
+    p->usage_prompt_tokens = -1;
     p->events = 0;
     p->msg[0] = 0;
 }
@@ -60,12 +61,15 @@ static bool handle_chunk(bench_sse *p, const char *s, size_t n) {
         }
         if (json_is_string(t) && json_string_length(t) > 0) {
             p->events++;
+            if (p->on_text) p->on_text(p->user, json_string_value(t), json_string_length(t));
             if (p->on_output) p->on_output(p->user);
         }
     }
     json_t *u = json_object_get(o, "usage");
     json_t *ct = json_is_object(u) ? json_object_get(u, "completion_tokens") : NULL;
     if (json_is_integer(ct) && json_integer_value(ct) >= 0) p->usage_tokens = json_integer_value(ct);
+    json_t *pt = json_is_object(u) ? json_object_get(u, "prompt_tokens") : NULL;
+    if (json_is_integer(pt) && json_integer_value(pt) >= 0) p->usage_prompt_tokens = json_integer_value(pt);
     json_decref(o);
     return true;
 }

@@ -3,9 +3,14 @@
  * (kiln or another) with streaming completions and reports latency,
  * throughput, goodput and an SLA verdict (src/bench does the work).
  *
+ * Also the kiln-oriented scenarios prefix (prefix-cache TTFT), shared-prefix
+ * (KV bytes of concurrent requests sharing a system prompt) and spec
+ * (speculative decoding speedup and acceptance).
+ *
  * Exit status: 0 SLA PASS, 2 SLA FAIL, 1 the run failed (bad options, no
  * request succeeded, an output file could not be written). Usage errors are
- * 1 here, not 2, so that 2 always means an SLA failure.
+ * 1 here, not 2, so that 2 always means an SLA failure. prefix,
+ * shared-prefix and spec PASS unless a request failed.
  */
 #include "bench/bench.h"
 #include "cli.h"
@@ -17,7 +22,7 @@
 
 static void usage(FILE *f) {
     fprintf(f,
-            "usage: kiln bench server --url URL --model NAME --scenario latency|throughput|ramp [options]\n\n"
+            "usage: kiln bench server --url URL --model NAME --scenario SCENARIO [options]\n\n"
             "Drives an OpenAI-compatible server with streaming POST /v1/completions requests\n"
             "(libcurl multi, one process) and reports TTFT, inter-token and end-to-end latency\n"
             "(p50/p75/p90/p95/p99/p99.9, min, max, mean, stddev), output tok/s, requests/s,\n"
@@ -26,20 +31,40 @@ static void usage(FILE *f) {
             "  latency     sequential: the requests once with \"cache\": false, then again with the cache allowed\n"
             "  throughput  --concurrency requests always in flight, no rate limit\n"
             "  ramp        open-loop Poisson arrivals rising from --initial-rate to --final-rate over\n"
-            "              --ramp-duration in --ramp-steps steps; reports the knee where the SLA breaks\n\n"
+            "              --ramp-duration in --ramp-steps steps; reports the knee where the SLA breaks\n"
+            "  prefix      prefix caching: per round (--requests, default 3) a cold request with a fresh\n"
+            "              --prefix-tokens prefix, --between other conversations, then a warm request with\n"
+            "              the same prefix and another suffix; reports the median cold, between and warm\n"
+            "              TTFT and warm/cold (kiln's issue target: <= 3%%). All with \"cache\": false,\n"
+            "              temperature 0, ignore_eos, max_tokens default 8\n"
+            "  shared-prefix  --concurrency (default 16) streaming requests at once sharing a\n"
+            "              --prefix-tokens system prompt; polls GET /metrics every ~50 ms for the peaks of\n"
+            "              kiln_kv_used_bytes and kiln_kv_logical_bytes (kiln only; null elsewhere);\n"
+            "              ignore_eos, max_tokens default 64\n"
+            "  spec        speculative decoding: --requests (default 3) greedy requests repeating a\n"
+            "              paragraph, with \"speculative\": \"none\" then \"ngram\"; reports decode tok/s\n"
+            "              (tokens / (e2e - TTFT)) of both, the speedup, the acceptance rate from /metrics\n"
+            "              (kiln_spec_*_tokens_total deltas; null elsewhere) and whether the texts are\n"
+            "              identical; ignore_eos, max_tokens default 128\n"
+            "  prefix, shared-prefix and spec PASS unless a request failed (--sla-* do not apply)\n\n"
             "options:\n"
             "  --url URL              server base URL, e.g. http://127.0.0.1:8080 (required)\n"
             "  --model NAME           model name sent in each request (required)\n"
-            "  --scenario S           latency, throughput or ramp (required)\n"
-            "  --requests N           latency, throughput: requests to send (latency: per phase; default 10)\n"
+            "  --scenario S           latency, throughput, ramp, prefix, shared-prefix or spec (required)\n"
+            "  --requests N           latency, throughput: requests to send (latency: per phase; default 10);\n"
+            "                         prefix: rounds; spec: requests per mode (default 3)\n"
             "  --duration S           latency, throughput: or send for S seconds (default 30 for throughput)\n"
-            "  --concurrency N        throughput: requests in flight (default 4, max %d)\n"
+            "  --concurrency N        throughput: requests in flight (default 4, max %d);\n"
+            "                         shared-prefix: concurrent requests (default 16)\n"
+            "  --prefix-tokens N      prefix, shared-prefix: words of the shared prefix, about one token\n"
+            "                         each on common tokenizers (default 1000)\n"
+            "  --between K            prefix: other conversations between cold and warm (default 30)\n"
             "  --initial-rate R       ramp: first step, requests/s (default 1)\n"
             "  --final-rate R         ramp: last step, requests/s (default 10)\n"
             "  --ramp-duration S      ramp: total seconds (default 60)\n"
             "  --ramp-steps N         ramp: number of steps (default 5)\n"
             "  --prompt-words N       synthetic prompts of N words (default 64)\n"
-            "  --max-tokens N         tokens to generate per request (default 64)\n"
+            "  --max-tokens N         tokens to generate per request (default 64; prefix 8, spec 128)\n"
             "  --dataset FILE.jsonl   prompts, one {\"prompt\": ..., \"max_tokens\": ...} per line\n"
             "  --ignore-eos           ask the server to ignore end-of-sequence (fixed-length outputs)\n"
             "  --seed N               seeds the prompts, the arrivals and each request (default 42)\n"
@@ -103,7 +128,10 @@ int bench_server_main(int argc, char **argv) {
         .progress = true,
     };
     const char *scenario = NULL, *dataset = NULL, *output = NULL, *report = NULL;
-    long long prompt_words = 64, max_tokens = 64, v64;
+    long long prompt_words = 64, max_tokens = -1, v64;
+    bool conc_given = false;
+    c.prefix_tokens = 1000;
+    c.between = 30;
     bool json_out = false;
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i], *v;
@@ -128,6 +156,13 @@ int bench_server_main(int argc, char **argv) {
         else if (!strcmp(a, "--concurrency")) {
             ok = parse_int(a, v, 1, BENCH_MAX_INFLIGHT, &v64);
             c.concurrency = (int)v64;
+            conc_given = true;
+        } else if (!strcmp(a, "--prefix-tokens")) {
+            ok = parse_int(a, v, 1, 1000000, &v64);
+            c.prefix_tokens = (int)v64;
+        } else if (!strcmp(a, "--between")) {
+            ok = parse_int(a, v, 0, 100000, &v64);
+            c.between = (int)v64;
         } else if (!strcmp(a, "--initial-rate")) ok = parse_pos(a, v, &c.initial_rate);
         else if (!strcmp(a, "--final-rate")) ok = parse_pos(a, v, &c.final_rate);
         else if (!strcmp(a, "--ramp-duration")) ok = parse_pos(a, v, &c.ramp_duration_s);
@@ -157,10 +192,21 @@ int bench_server_main(int argc, char **argv) {
         return 1;
     }
     if (!bench_scenario_parse(scenario, &c.scenario)) {
-        fprintf(stderr, "kiln bench server: --scenario expects latency, throughput or ramp, got '%s'\n", scenario);
+        fprintf(stderr,
+                "kiln bench server: --scenario expects latency, throughput, ramp, prefix, shared-prefix or spec, "
+                "got '%s'\n",
+                scenario);
         return 1;
     }
     if (c.connect_timeout_s > c.timeout_s) c.connect_timeout_s = c.timeout_s;
+    if (max_tokens < 0)
+        max_tokens = c.scenario == BENCH_PREFIX ? 8 : c.scenario == BENCH_SPEC ? 128 : 64;
+    if (c.scenario == BENCH_SHARED_PREFIX && !conc_given) c.concurrency = 16;
+    if ((c.scenario == BENCH_PREFIX || c.scenario == BENCH_SPEC) && c.requests <= 0) c.requests = 3;
+    if (c.scenario >= BENCH_PREFIX && c.duration_s > 0) {
+        fprintf(stderr, "kiln bench server: --duration does not apply to --scenario %s\n", scenario);
+        return 1;
+    }
     if (c.requests <= 0 && !(c.duration_s > 0)) {
         if (c.scenario == BENCH_LATENCY) c.requests = 10;
         else c.duration_s = 30;
