@@ -1,0 +1,76 @@
+/*
+ * kvquant.c — the KV cache's Q8P row format (see tensor.h): 32 values in
+ * 36 bytes, 361 levels per value, two values per 17-bit code.
+ */
+#include "tensor.h"
+
+#include <math.h>
+
+#define KV8P_L 180                /* |q| <= 180 */
+#define KV8P_N (2 * KV8P_L + 1)   /* 361 levels */
+#define KV8P_HALF (Q_QKV8P / 2)
+
+size_t tensor_kv8p_row_size(int64_t n) {
+    if (n < 0 || n % Q_QKV8P) return 0;
+    return (size_t)(n / Q_QKV8P) * sizeof(block_kv8p);
+}
+
+/* round(x * id) clamped to [-L, L], as the offset 0..2L; NaN maps to 0. */
+static inline uint32_t kv8p_level(float x, float id) {
+    float v = roundf(x * id);
+    if (!(v >= -(float)KV8P_L)) v = -(float)KV8P_L;
+    if (v > (float)KV8P_L) v = (float)KV8P_L;
+    return (uint32_t)((int32_t)v + KV8P_L);
+}
+
+void tensor_kv8p_quantize(const float *src, void *dst, int64_t n) {
+    KN_ASSERT(n % Q_QKV8P == 0);
+    block_kv8p *y = dst;
+    for (int64_t b = 0; b < n / Q_QKV8P; b++) {
+        const float *x = src + b * Q_QKV8P;
+        float amax = 0.0f;
+        for (int i = 0; i < Q_QKV8P; i++) amax = fmaxf(amax, fabsf(x[i]));
+        const q_f16_t dh = q_f32_to_f16(amax / (float)KV8P_L);
+        const float d = q_f16_to_f32(dh);
+        /* the levels use the scale the reader sees, so the error stays d/2 */
+        const float id = d > 0.0f && isfinite(d) ? 1.0f / d : 0.0f;
+        uint16_t hi = 0;
+        for (int i = 0; i < KV8P_HALF; i++) {
+            const uint32_t c = kv8p_level(x[i], id) * KV8P_N + kv8p_level(x[i + KV8P_HALF], id);
+            y[b].lo[i] = (uint16_t)(c & 0xffffu);
+            hi |= (uint16_t)((c >> 16) << i);
+        }
+        y[b].d = dh;
+        y[b].hi = hi;
+    }
+}
+
+void tensor_kv8p_dequantize(const void *src, float *dst, int64_t n) {
+    KN_ASSERT(n % Q_QKV8P == 0);
+    const block_kv8p *x = src;
+    for (int64_t b = 0; b < n / Q_QKV8P; b++) {
+        const float d = q_f16_to_f32(x[b].d);
+        float *y = dst + b * Q_QKV8P;
+        for (int i = 0; i < KV8P_HALF; i++) {
+            const uint32_t c = x[b].lo[i] | (uint32_t)((x[b].hi >> i) & 1u) << 16;
+            const uint32_t a = c / KV8P_N, r = c - a * KV8P_N;
+            y[i] = (float)((int32_t)a - KV8P_L) * d;
+            y[i + KV8P_HALF] = (float)((int32_t)r - KV8P_L) * d;
+        }
+    }
+}
+
+void tensor_kv8p_dequantize_f16(const void *src, q_f16_t *dst, int64_t n) {
+    KN_ASSERT(n % Q_QKV8P == 0);
+    const block_kv8p *x = src;
+    for (int64_t b = 0; b < n / Q_QKV8P; b++) {
+        const float d = q_f16_to_f32(x[b].d);
+        q_f16_t *y = dst + b * Q_QKV8P;
+        for (int i = 0; i < KV8P_HALF; i++) {
+            const uint32_t c = x[b].lo[i] | (uint32_t)((x[b].hi >> i) & 1u) << 16;
+            const uint32_t a = c / KV8P_N, r = c - a * KV8P_N;
+            y[i] = q_f32_to_f16((float)((int32_t)a - KV8P_L) * d);
+            y[i + KV8P_HALF] = q_f32_to_f16((float)((int32_t)r - KV8P_L) * d);
+        }
+    }
+}
