@@ -66,6 +66,7 @@ typedef struct slot {
     int n_toks;          /* tokens known; the KV must hold all but (gen) the last */
     int n_past;          /* positions in the KV */
     bool paused;         /* preempted: its blocks were released; it recomputes when blocks free up */
+    uint64_t paused_step; /* the step that paused it */
     uint64_t order;      /* admission order: lower is older (kept across preemption) */
     int32_t n_gen;
     int logit_row;       /* this step: first row in logits (1 + n_draft rows), or -1 */
@@ -86,6 +87,7 @@ struct eng_sched {
     model_ctx *ctx;
     slot *slots;
     int *ord;       /* [n_slots] busy slots, oldest first (this step) */
+    uint64_t step;  /* steps planned so far */
     uint64_t next_order;
     /* step buffers */
     int32_t *b_tok, *b_pos, *b_seq;
@@ -473,6 +475,9 @@ static bool gen_token(eng_sched *s, int i, const float *lg, int32_t draft, int32
     }
     int32_t tok = draft >= 0 ? eng_sampler_sample_draft(r->smp, lg, draft) : eng_sampler_sample(r->smp, lg);
     *tok_out = tok;
+    /* counted before the request can finish, so that a reader of the
+     * metrics after the response sees it */
+    if (draft >= 0 && tok == draft) met_inc(s->o.metrics.spec_accepted);
     double now = kn_now_s();
     const eng_metrics *mt = &s->o.metrics;
     if (r->res.t_first == 0) { /* read by the consumer only once finished */
@@ -617,6 +622,7 @@ static void slot_preempt(eng_sched *s, int i) {
         memset(sl->r->emb + sl->input * (size_t)s->m->hp.n_embd, 0, (size_t)s->m->hp.n_embd * sizeof(float));
     sl->n_past = 0;
     sl->paused = true;
+    sl->paused_step = s->step;
     met_inc(s->o.metrics.preemptions);
 }
 
@@ -626,7 +632,8 @@ static bool make_room(eng_sched *s, int self, int need, int n_ord) {
     for (int k = n_ord - 1; k >= 0 && kv_available(s->kv) < need; k--) {
         int j = s->ord[k];
         if (j == self) break; /* only newer ones are preempted */
-        if (!s->slots[j].paused && kv_seq_len(s->kv, j) > 0) slot_preempt(s, j);
+        /* not one already in this step's batch, whose positions are set */
+        if (!s->slots[j].paused && s->slots[j].chunk == 0 && kv_seq_len(s->kv, j) > 0) slot_preempt(s, j);
     }
     return kv_available(s->kv) >= need;
 }
@@ -802,6 +809,11 @@ static void *engine_main(void *arg) {
             if (s->slots[i].r && atomic_load(&s->slots[i].r->cancel))
                 slot_finish(s, i, ENG_FINISH_CANCELLED, KN_ECANCELLED, NULL, false);
         int n_ord = order_slots(s);
+        const uint64_t step = ++s->step;
+        for (int i = 0; i < s->o.n_slots; i++) {
+            s->slots[i].logit_row = -1;
+            s->slots[i].chunk = s->slots[i].n_draft = 0;
+        }
 
         /* decode tokens first (oldest first; a sequence short of blocks
          * preempts newer ones, or pauses itself), each followed by its
@@ -811,8 +823,6 @@ static void *engine_main(void *arg) {
         for (int k = 0; k < n_ord; k++) {
             int i = s->ord[k];
             slot *sl = &s->slots[i];
-            sl->logit_row = -1;
-            sl->chunk = sl->n_draft = 0;
             if (!sl->r || sl->paused || sl->r->kind != REQ_GEN || sl->n_toks - sl->n_past != 1) continue;
             if (!has_room(s, sl->r)) {
                 if (sl->stall_since == 0) sl->stall_since = now;
@@ -878,9 +888,18 @@ static void *engine_main(void *arg) {
             if (!sl->r || sl->chunk > 0) continue;
             if (sl->r->kind == REQ_GEN && sl->n_toks - sl->n_past <= 1 && !sl->paused) continue; /* stalled decoder */
             if (sl->paused) {
+                /* not in the step that paused it, and only with some room */
+                if (sl->paused_step == step) continue;
                 if (kv_available(s->kv) - reserved < kv_blocks_per_seq(s->kv) / 4 + 1 && k > 0) continue;
                 sl->paused = false;
                 slot_attach(s, i);
+                if (kv_available(s->kv) < reserved) {
+                    /* its cached blocks were what this step counts on: wait */
+                    kv_seq_truncate(s->kv, i, 0);
+                    sl->n_past = 0;
+                    sl->paused = true;
+                    continue;
+                }
                 if (sl->r->kind == REQ_GEN && sl->n_toks - sl->n_past <= 1) {
                     /* everything but the last token was cached: decode next step */
                     continue;
@@ -931,7 +950,19 @@ static void *engine_main(void *arg) {
         model_batch b = {.n_tokens = n, .token = s->b_tok, .pos = s->b_pos, .seq = s->b_seq, .logits = s->b_flags,
                          .embd = s->hidden};
         kn_err e;
-        if (model_forward(s->ctx, s->kv, &b, s->logits, &e) != KN_OK) {
+        kn_status fst = model_forward(s->ctx, s->kv, &b, s->logits, &e);
+        if (fst == KN_EBUSY) {
+            /* the step's block accounting fell short (nothing was computed):
+             * preempt the newest sequence in it and plan again */
+            KN_WARN("KV pool short for a step (%s); preempting the newest sequence", e.msg);
+            for (int k = n_ord - 1; k >= 0; k--)
+                if (s->slots[s->ord[k]].r && s->slots[s->ord[k]].chunk > 0) {
+                    slot_preempt(s, s->ord[k]);
+                    break;
+                }
+            continue;
+        }
+        if (fst != KN_OK) {
             KN_ERROR("forward step failed: %s", e.msg);
             for (int i = 0; i < s->o.n_slots; i++)
                 if (s->slots[i].r && s->slots[i].chunk > 0) slot_finish(s, i, ENG_FINISH_ERROR, e.status, e.msg, false);
@@ -966,11 +997,10 @@ static void *engine_main(void *arg) {
                 int32_t tok;
                 int32_t draft = d < nd ? sl->draft[d] : -1;
                 done = gen_token(s, i, s->logits + (size_t)(sl->logit_row + d) * V, draft, &tok);
+                if (d < nd && tok == draft) accepted++;
                 if (done || d == nd || tok != draft) break;
-                accepted++;
             }
             if (done) continue;
-            met_add(s->o.metrics.spec_accepted, (double)accepted);
             /* the KV holds the last known token and the accepted drafts */
             sl->n_past = base + 1 + accepted;
             if (nd > accepted) kv_seq_truncate(s->kv, i, sl->n_past);
