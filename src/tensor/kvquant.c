@@ -62,15 +62,10 @@ void tensor_kv8p_dequantize(const void *src, float *dst, int64_t n) {
 
 void tensor_kv8p_dequantize_f16(const void *src, q_f16_t *dst, int64_t n) {
     KN_ASSERT(n % Q_QKV8P == 0);
-    const block_kv8p *x = src;
+    float tmp[Q_QKV8P];
     for (int64_t b = 0; b < n / Q_QKV8P; b++) {
-        const float d = q_f16_to_f32(x[b].d);
-        q_f16_t *y = dst + b * Q_QKV8P;
-        for (int i = 0; i < KV8P_HALF; i++) {
-            const uint32_t c = x[b].lo[i] | (uint32_t)((x[b].hi >> i) & 1u) << 16;
-            const uint32_t a = c / KV8P_N, r = c - a * KV8P_N;
-            y[i] = q_f32_to_f16((float)((int32_t)a - KV8P_L) * d);
-            y[i + KV8P_HALF] = q_f32_to_f16((float)((int32_t)r - KV8P_L) * d);
-        }
+        /* decode a block to floats (exact), then convert: two simple loops */
+        tensor_kv8p_dequantize((const block_kv8p *)src + b, tmp, Q_QKV8P);
+        for (int i = 0; i < Q_QKV8P; i++) dst[b * Q_QKV8P + i] = q_f32_to_f16(tmp[i]);
     }
 }
