@@ -677,12 +677,12 @@ static void draft_model_run(eng_sched *s, const int *want, int n_want) {
     kn_err e;
     /* catch-up: feed each sequence's tokens the draft model has not seen, in
      * budget-sized batches; the last one's logits give the first draft */
+    int row_of[ENG_MAX_SLOTS];
     for (;;) {
         int n = 0, n_rows = 0;
-        int row_of[ENG_MAX_SLOTS];
+        for (int w = 0; w < n_want; w++) row_of[w] = -1;
         for (int w = 0; w < n_want; w++) {
             slot *sl = &s->slots[want[w]];
-            row_of[w] = -1;
             if (!active[w] || last[w] >= 0) continue;
             int left = sl->n_toks - sl->d_past;
             int chunk = left < s->o.max_batch - n ? left : s->o.max_batch - n;
