@@ -52,6 +52,11 @@ static void summary_into(json_t *o, const bench_summary *s) {
     json_object_set_new(o, "requests_s", json_real(s->requests_s));
 }
 
+/* A count (bytes, tokens) as a JSON integer, or null. */
+static json_t *count_or_null(bool have, double v) {
+    return have && isfinite(v) && fabs(v) < 9e15 ? json_integer((json_int_t)llround(v)) : json_null();
+}
+
 static json_t *ttft_or_null(double v) {
     return num_or_null(v >= 0, v);
 }
@@ -87,9 +92,9 @@ static void extra_json(json_t *o, const bench_result *r) {
         json_t *p = json_object();
         json_object_set_new(p, "concurrency", json_integer(c->concurrency));
         json_object_set_new(p, "prefix_tokens", json_integer(c->prefix_tokens));
-        json_object_set_new(p, "kv_used_bytes_peak", num_or_null(x->has_kv, x->kv_used_peak));
-        json_object_set_new(p, "kv_logical_bytes_peak", num_or_null(x->has_kv, x->kv_logical_peak));
-        json_object_set_new(p, "kv_used_bytes_at_logical_peak", num_or_null(x->has_kv, x->kv_used_at_logical_peak));
+        json_object_set_new(p, "kv_used_bytes_peak", count_or_null(x->has_kv, x->kv_used_peak));
+        json_object_set_new(p, "kv_logical_bytes_peak", count_or_null(x->has_kv, x->kv_logical_peak));
+        json_object_set_new(p, "kv_used_bytes_at_logical_peak", count_or_null(x->has_kv, x->kv_used_at_logical_peak));
         json_object_set_new(p, "used_logical_ratio",
                             num_or_null(x->has_kv && x->kv_logical_peak > 0, x->kv_used_peak / x->kv_logical_peak));
         json_object_set_new(p, "metrics_polls", json_integer(x->kv_polls));
@@ -100,8 +105,8 @@ static void extra_json(json_t *o, const bench_result *r) {
         json_object_set_new(p, "decode_tok_s_ngram", num_or_null(x->has_spec_rate[1], x->spec_tok_s[1]));
         json_object_set_new(p, "speedup", num_or_null(x->has_spec_rate[0] && x->has_spec_rate[1] && x->spec_tok_s[0] > 0,
                                                       x->spec_tok_s[1] / x->spec_tok_s[0]));
-        json_object_set_new(p, "draft_tokens", num_or_null(x->has_accept, x->spec_draft));
-        json_object_set_new(p, "accepted_tokens", num_or_null(x->has_accept, x->spec_accepted));
+        json_object_set_new(p, "draft_tokens", count_or_null(x->has_accept, x->spec_draft));
+        json_object_set_new(p, "accepted_tokens", count_or_null(x->has_accept, x->spec_accepted));
         json_object_set_new(p, "acceptance_rate", num_or_null(x->has_accept, x->spec_accept_rate));
         json_object_set_new(p, "identical", x->spec_identical < 0 ? json_null() : json_boolean(x->spec_identical == 1));
         json_object_set_new(o, "spec", p);
