@@ -570,10 +570,15 @@ kn_status bench_report_html(const bench_result *r, const char *path, kn_err *err
     html_text(f, c->model);
     fprintf(f, "</code>, %zu prompt(s), max_tokens %d%s.</p>\n", c->prompts->n, c->prompts->items[0].max_tokens,
             c->ignore_eos ? ", ignore_eos" : "");
-    fprintf(f, "<p class=\"%s\">SLA %s: p95 end-to-end %.3f s (target %.3f s), errors %.1f%% (max %.1f%%)",
-            a->sla_pass ? "pass" : "fail", a->sla_pass ? "PASS" : "FAIL", a->e2e.p95, c->sla_p95_s, a->error_rate * 100,
-            c->sla_max_error_rate * 100);
-    if (c->sla_ttft_p95_s > 0) fprintf(f, ", p95 TTFT %.3f s (target %.3f s)", a->ttft.p95, c->sla_ttft_p95_s);
+    if (c->scenario >= BENCH_PREFIX) {
+        fprintf(f, "<p class=\"%s\">Result %s: %lld of %lld requests failed", a->sla_pass ? "pass" : "fail",
+                a->sla_pass ? "PASS" : "FAIL", a->requests - a->ok, a->requests);
+    } else {
+        fprintf(f, "<p class=\"%s\">SLA %s: p95 end-to-end %.3f s (target %.3f s), errors %.1f%% (max %.1f%%)",
+                a->sla_pass ? "pass" : "fail", a->sla_pass ? "PASS" : "FAIL", a->e2e.p95, c->sla_p95_s,
+                a->error_rate * 100, c->sla_max_error_rate * 100);
+        if (c->sla_ttft_p95_s > 0) fprintf(f, ", p95 TTFT %.3f s (target %.3f s)", a->ttft.p95, c->sla_ttft_p95_s);
+    }
     fprintf(f, "</p>\n<p>Requests %lld, ok %lld, errors %lld", a->requests, a->ok, a->requests - a->ok);
     for (int k = 0; k < BENCH_ERR_COUNT; k++)
         if (a->errors[k]) fprintf(f, ", %s %lld", bench_errkind_name((bench_errkind)k), a->errors[k]);
