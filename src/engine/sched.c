@@ -74,6 +74,7 @@ typedef struct slot {
     int chunk;           /* this step: tokens fed, drafts included */
     int n_draft;         /* this step: draft tokens fed after the last known token */
     int32_t draft[ENG_SPEC_MAX];
+    int spec_k;          /* draft tokens to propose next (adapted per step; 0: not started) */
     int d_past;          /* positions in the draft model's KV */
     double stall_since;  /* 0 when not stalled */
     double t_last;       /* when the previous token was sampled */
@@ -848,7 +849,10 @@ static void *engine_main(void *arg) {
             if (r->spec == ENG_SPEC_NONE) continue;
             int room = s->o.n_ctx - sl->n_toks - 1;
             int left = r->n_predict >= 0 ? r->n_predict - sl->n_gen - 1 : room;
-            int kmax = r->spec_max < room ? r->spec_max : room;
+            /* the draft length adapts to how well drafts fare: +2 after a
+             * step that accepted them all, -1 after one that did not */
+            if (sl->spec_k == 0) sl->spec_k = (r->spec_max + 1) / 2;
+            int kmax = sl->spec_k < room ? sl->spec_k : room;
             if (kmax > left) kmax = left;
             if (kmax <= 0) continue;
             if (r->spec == ENG_SPEC_DRAFT && s->dkv) {
@@ -1001,6 +1005,11 @@ static void *engine_main(void *arg) {
                 if (done || d == nd || tok != draft) break;
             }
             if (done) continue;
+            if (nd > 0) {
+                sl->spec_k = accepted == nd ? sl->spec_k + 2 : sl->spec_k - 1;
+                if (sl->spec_k > sl->r->spec_max) sl->spec_k = sl->r->spec_max;
+                if (sl->spec_k < 1) sl->spec_k = 1;
+            }
             /* the KV holds the last known token and the accepted drafts */
             sl->n_past = base + 1 + accepted;
             if (nd > accepted) kv_seq_truncate(s->kv, i, sl->n_past);
