@@ -1,9 +1,10 @@
 /*
  * kvquant.c — the KV cache's Q8P row format (see tensor.h): 32 values in
- * 36 bytes, 361 levels per value, two values per 17-bit code.
+ * 38 bytes, 361 levels per value, two values per 17-bit code.
  */
 #include "tensor.h"
 
+#include <float.h>
 #include <math.h>
 
 #define KV8P_L 180                /* |q| <= 180 */
@@ -30,17 +31,16 @@ void tensor_kv8p_quantize(const float *src, void *dst, int64_t n) {
         const float *x = src + b * Q_QKV8P;
         float amax = 0.0f;
         for (int i = 0; i < Q_QKV8P; i++) amax = fmaxf(amax, fabsf(x[i]));
-        const q_f16_t dh = q_f32_to_f16(amax / (float)KV8P_L);
-        const float d = q_f16_to_f32(dh);
-        /* the levels use the scale the reader sees, so the error stays d/2 */
-        const float id = d > 0.0f && isfinite(d) ? 1.0f / d : 0.0f;
+        const float d = amax / (float)KV8P_L;
+        const float id = d >= FLT_MIN && isfinite(d) ? 1.0f / d : 0.0f;
         uint16_t hi = 0;
         for (int i = 0; i < KV8P_HALF; i++) {
             const uint32_t c = kv8p_level(x[i], id) * KV8P_N + kv8p_level(x[i + KV8P_HALF], id);
             y[b].lo[i] = (uint16_t)(c & 0xffffu);
             hi |= (uint16_t)((c >> 16) << i);
         }
-        y[b].d = dh;
+        const float ds = id != 0.0f ? d : 0.0f;
+        memcpy(y[b].d, &ds, sizeof ds);
         y[b].hi = hi;
     }
 }
@@ -49,7 +49,7 @@ void tensor_kv8p_dequantize(const void *src, float *dst, int64_t n) {
     KN_ASSERT(n % Q_QKV8P == 0);
     const block_kv8p *x = src;
     for (int64_t b = 0; b < n / Q_QKV8P; b++) {
-        const float d = q_f16_to_f32(x[b].d);
+        const float d = tensor_kv8p_scale(&x[b]);
         float *y = dst + b * Q_QKV8P;
         for (int i = 0; i < KV8P_HALF; i++) {
             const uint32_t c = x[b].lo[i] | (uint32_t)((x[b].hi >> i) & 1u) << 16;

@@ -173,31 +173,40 @@ static inline q_bf16_t q_f32_to_bf16(float f) {
     return (q_bf16_t)((x + (0x7fff + ((x >> 16) & 1))) >> 16);
 }
 
-/* ---- KV cache rows: Q8P, 8.5 bits per value ----
+/* ---- KV cache rows: Q8P, 9.5 bits per value ----
  * The KV cache's compact row format (kiln's own, not a GGUF type). A block
- * holds 32 floats in 36 bytes (F16: 64, Q8_0: 34): an F16 scale
- * d = f16(amax / 180) and the integers q_i = round(x_i / d), clamped to
+ * holds 32 floats in 38 bytes (F16: 64, Q8_0: 34): an F32 scale
+ * d = amax / 180 and the integers q_i = round(x_i / d), clamped to
  * [-180, 180] (361 levels: 1.4x finer than Q8_0's 255). The values i and
  * i + 16 (i < 16) share one 17-bit code c_i = (q_i + 180) * 361 +
  * (q_{i+16} + 180) < 361^2 = 130321 < 2^17, stored as its low 16 bits
  * lo[i] and bit i of hi. Decoding: a = c / 361, b = c % 361,
- * x_i = (a - 180) * d, x_{i+16} = (b - 180) * d, exact in float.
- * Round trip: |x_i - dequant(x)_i| <= d / 2 (d within 2^-11 of amax / 180
- * while d is an F16 normal number). Non-finite inputs give finite but
- * meaningless codes. Plain C, so every kernel set gives the same bytes. */
+ * x_i = (a - 180) * d, x_{i+16} = (b - 180) * d (float products).
+ * Round trip: |x_i - dequant(x)_i| <= d / 2 plus the product's rounding
+ * (at most 180 d 2^-24); blocks whose scale would be
+ * below FLT_MIN decode as zeros. Why an F32 scale: with an F16 one the
+ * q8_0 KV cache missed the reference bounds (one max |d| of 0.61 > 0.6).
+ * Non-finite inputs give finite but meaningless codes. Plain C, so every
+ * kernel set gives the same bytes. */
 #define Q_QKV8P 32
-typedef struct { q_f16_t d; uint16_t hi; uint16_t lo[Q_QKV8P / 2]; } block_kv8p;
-static_assert(sizeof(block_kv8p) == 36, "block_kv8p layout");
+typedef struct { uint16_t d[2]; uint16_t hi; uint16_t lo[Q_QKV8P / 2]; } block_kv8p; /* d: float bits (memcpy) */
+static_assert(sizeof(block_kv8p) == 38, "block_kv8p layout");
 
 /* Bytes of a Q8P row of n values; 0 when n is not a multiple of 32. */
 size_t tensor_kv8p_row_size(int64_t n);
 /* Quantizes n floats (n % 32 == 0) into tensor_kv8p_row_size(n) bytes at dst. */
 void tensor_kv8p_quantize(const float *src, void *dst, int64_t n);
-/* Decodes a Q8P row of n values into floats (exact: q * d). */
+/* Decodes a Q8P row of n values into floats (q * d in float). */
 void tensor_kv8p_dequantize(const void *src, float *dst, int64_t n);
-/* Decodes a Q8P row straight to F16 (one rounding of the exact q * d), for
- * the F16 attention tile kernel; equals q_f32_to_f16 of the float decode. */
+/* Decodes a Q8P row to F16, for
+ * the F16 attention tile kernel: q_f32_to_f16 of the float decode. */
 void tensor_kv8p_dequantize_f16(const void *src, q_f16_t *dst, int64_t n);
+/* The scale of a block (its F32 d). */
+static inline float tensor_kv8p_scale(const block_kv8p *b) {
+    float d;
+    memcpy(&d, b->d, sizeof d);
+    return d;
+}
 
 /* ---- traits ---- */
 typedef void (*q_to_float_fn)(const void *src, float *dst, int64_t n);
