@@ -536,6 +536,10 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const cha
     if (rt->body) { /* generation-type work: what shutdown waits for */
         atomic_fetch_add(&s->in_flight, 1);
         cx->counted = true;
+        /* the idle timeout is for idle connections: one waiting for its
+         * first token (queued, or behind a long prefill) is not idle, and
+         * a client that leaves is noticed by the handlers anyway */
+        MHD_set_connection_option(c, MHD_CONNECTION_OPTION_TIMEOUT, 0u);
     }
     return rt->fn(s, c, cx);
 }
@@ -558,7 +562,10 @@ static void on_completed(void *cls, struct MHD_Connection *c, void **con_cls, en
                     now - cx->t0);
         if (status == 200 && cx->model) met_window_add(s->obs.e2e_window, now, now - cx->t0);
     }
-    if (cx->counted) atomic_fetch_sub(&s->in_flight, 1);
+    if (cx->counted) {
+        atomic_fetch_sub(&s->in_flight, 1);
+        MHD_set_connection_option(c, MHD_CONNECTION_OPTION_TIMEOUT, (unsigned)s->cfg->conn_timeout_s);
+    }
     kn_buf_free(&cx->body);
     free(cx);
     *con_cls = NULL;

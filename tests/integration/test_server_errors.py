@@ -14,6 +14,7 @@ import re
 import shutil
 import sys
 import tempfile
+import time
 import threading
 
 sys.dont_write_bytecode = True  # no __pycache__ in the source tree
@@ -340,6 +341,39 @@ def test_config_file(tmp):
     ck.check("bad config: it never listened", "listening on" not in err, err[-500:])
 
 
+def test_idle_timeout_spares_waiting_requests(tmp):
+    """--conn-timeout closes idle connections, not ones whose request waits
+    in the queue for its first token longer than the timeout."""
+    srv = ks.Server(["-m", MFILE, "-c", "8192", "-t", "1", "-np", "1", "--conn-timeout", "1"])
+    try:
+        res = {}
+
+        def long_one():
+            try:
+                res["long"] = srv.post("/v1/completions", {"model": MODEL, "prompt": "Once", "max_tokens": 6000,
+                                                           "temperature": 0, "ignore_eos": True})
+            except Exception as e:  # noqa: BLE001 - reported below
+                res["long"] = e
+
+        th = threading.Thread(target=long_one)
+        th.start()
+        time.sleep(0.3)
+        t0 = time.time()
+        queued = srv.sse("/v1/completions", {"model": MODEL, "prompt": "Once", "max_tokens": 8, "temperature": 0,
+                                             "ignore_eos": True, "stream": True})
+        waited = time.time() - t0
+        th.join()
+        ks.check_sse(ck, "queued stream behind a long request (waited %.1f s)" % waited, queued, chat=False,
+                     want_finish="length")
+        lr = res.get("long")
+        ck.check("the long request itself completed", getattr(lr, "status", None) == 200, repr(lr)[:300])
+        ck.check("the queued stream waited past the 1 s timeout (else this test proves nothing)", waited > 1.2,
+                 "waited %.2f s" % waited)
+    finally:
+        rc = srv.stop(30)
+    ck.exited_clean("serve --conn-timeout 1", srv, rc)
+
+
 def main():
     srv = ks.Server(["-m", MFILE, "-c", str(CTX), "--max-body", str(MAX_BODY), "-t", "1", "-np", "2"])
     tmp = tempfile.mkdtemp(prefix="kiln-itest-")
@@ -364,6 +398,7 @@ def main():
     try:
         ck.run(test_auth_and_paths, tmp)
         ck.run(test_config_file, tmp)
+        ck.run(test_idle_timeout_spares_waiting_requests, tmp)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     ck.finish()
