@@ -27,7 +27,7 @@ static void usage(FILE *f) {
             "  -c, --ctx-size N       context size (default: the model's, at most 4096)\n"
             "  -t, --threads N        threads (default: online CPUs)\n"
             "  -b, --batch-size N     prefill chunk size (default 512)\n"
-            "      --kv-type T        KV cache type: f16 (default) or q8_0 (half the memory)\n"
+            "      --kv-type T        KV cache type: f16 (default) or q8_0 (8-bit, 59%% of the memory)\n"
             "      --mmap             compute from the file mapping instead of a copy in huge pages\n"
             "                         (less memory and faster load; slower decode)\n"
             "      --temp T           temperature (default 0.8; 0 = greedy)\n"

@@ -42,7 +42,7 @@ static void usage(FILE *f) {
             "      --kv-block-size N   positions per KV block: 16, 32 (default), 64, 128 or 256\n"
             "      --cache-ram MIB     KV room for cached prompt prefixes beyond the slots (default 1024),\n"
             "                          taken only from memory the budget has left\n"
-            "      --kv-type T         KV cache type: f16 (default) or q8_0 (half the memory)\n"
+            "      --kv-type T         KV cache type: f16 (default) or q8_0 (8-bit, 59%% of the memory)\n"
             "      --spec MODE         speculative decoding for requests that do not choose: none, ngram\n"
             "                          (prompt lookup; default) or draft (needs -md)\n"
             "      --draft-max N       draft tokens verified per step (default 8; 0 = off)\n"

@@ -108,7 +108,7 @@ void model_destroy(model *m); /* accepts NULL */
 /* ---- KV store ---- */
 typedef kv_cache model_kv;
 
-/* KV element types: F16 (default) or Q8_0 (half the memory; needs a head
+/* KV element types: F16 (default) or Q8_0 (8-bit rows, Q8P: 59% of the memory; needs a head
  * dimension that is a multiple of 32). */
 typedef enum model_kv_type { MODEL_KV_F16 = 0, MODEL_KV_Q8_0 = 1 } model_kv_type;
 /* Parses "f16" / "q8_0" (case-insensitive). */

@@ -26,7 +26,7 @@ kn_status model_kv_geom(const model *m, model_kv_type type, kv_geom *g, kn_err *
                        m->hp.head_dim);
     *g = (kv_geom){.n_layer = m->hp.n_layer,
                    .n_head_kv = m->hp.n_head_kv,
-                   .row_bytes = type == MODEL_KV_Q8_0 ? q_row_size(Q_TYPE_Q8_0, m->hp.head_dim)
+                   .row_bytes = type == MODEL_KV_Q8_0 ? tensor_kv8p_row_size(m->hp.head_dim)
                                                       : (size_t)m->hp.head_dim * 2,
                    .row_type = (int)type};
     return KN_OK;
@@ -84,7 +84,7 @@ kn_status model_ctx_create(const model *m, const tensor_ops *ops, kn_pool *pool,
     const int64_t G = hp->n_head / hp->n_head_kv;
     /* per thread: scores [G][TILE], m [G], l [G], acc [G][hd], then for a
      * Q8_0 KV or a tile spanning KV blocks two F16 tiles [TILE][hd] (= TILE*hd
-     * floats) and a row [hd] */
+     * floats), and a row [hd] to spare */
     c->scratch_per_thread = (size_t)(((G * (MODEL_ATTN_TILE + 2 + hp->head_dim) +
                                        (int64_t)MODEL_ATTN_TILE * hp->head_dim + hp->head_dim) + 15) & ~(int64_t)15);
     if (F > W) W = F;
@@ -266,7 +266,7 @@ static void rope_apply(const model_ctx *c, float *vec, int n_heads, const float 
 static void kv_store(const model_ctx *c, const model_kv *kv, uint8_t *dst, const float *src) {
     const int hd = c->m->hp.head_dim;
     if (kv_geometry(kv)->row_type == MODEL_KV_Q8_0) {
-        c->ops->quantize[Q_TYPE_Q8_0](src, dst, hd);
+        tensor_kv8p_quantize(src, dst, hd); /* the "q8_0" KV rows are Q8P (tensor.h): finer levels */
     } else {
         q_f16_t *d = (q_f16_t *)dst;
         for (int i = 0; i < hd; i++) d[i] = q_f32_to_f16(src[i]);
@@ -290,11 +290,9 @@ static void attn_fn(void *arg, int ith, int nth) {
     const float scale = 1.0f / sqrtf((float)hd);
     float *sc = c->scratch + (size_t)ith * c->scratch_per_thread;
     float *mx = sc + (size_t)G * MODEL_ATTN_TILE, *lsum = mx + G, *acc = lsum + G;
-    /* Q8_0 KV: each tile's rows are widened to F16 here first (the Q8_0
-     * rounding dominates the F16 one by far) */
+    /* q8_0 KV (Q8P rows): each tile's rows are widened to F16 here first
+     * (the 8-bit rounding dominates the F16 one by far) */
     q_f16_t *k16 = (q_f16_t *)(acc + (size_t)G * hd), *v16 = k16 + (size_t)MODEL_ATTN_TILE * hd;
-    float *row = (float *)(v16 + (size_t)MODEL_ATTN_TILE * hd);
-    const q_traits *q8 = q_get_traits(Q_TYPE_Q8_0);
     const bool is_q8 = kv_geometry(j->kv)->row_type == MODEL_KV_Q8_0;
     const size_t rb = kv_geometry(j->kv)->row_bytes;
     int64_t lo, hi;
@@ -321,10 +319,8 @@ static void attn_fn(void *arg, int ith, int nth) {
                         V = kv_row(j->kv, seq, j->layer, kvh, t0 + i, true, NULL) - (size_t)i * rb;
                         run += more;
                     }
-                    q8->to_float(K + (size_t)i * rb, row, hd);
-                    for (int d = 0; d < hd; d++) k16[(size_t)i * hd + d] = q_f32_to_f16(row[d]);
-                    q8->to_float(V + (size_t)i * rb, row, hd);
-                    for (int d = 0; d < hd; d++) v16[(size_t)i * hd + d] = q_f32_to_f16(row[d]);
+                    tensor_kv8p_dequantize_f16(K + (size_t)i * rb, k16 + (size_t)i * hd, hd);
+                    tensor_kv8p_dequantize_f16(V + (size_t)i * rb, v16 + (size_t)i * hd, hd);
                 }
                 kt = k16, vt = v16;
             } else if (run < len) {

@@ -296,7 +296,7 @@ static kn_status read_shape(const char *path, shape *s, kn_err *err) {
 }
 
 static double kv_bytes_per_token(const shape *s, model_kv_type kv) {
-    double elem = kv == MODEL_KV_Q8_0 ? 34.0 / 32.0 : 2.0;
+    double elem = kv == MODEL_KV_Q8_0 ? 38.0 / 32.0 : 2.0; /* Q8P rows */
     return 2.0 * (double)s->n_layer * (double)s->n_head_kv * (double)s->head_dim * elem;
 }
 
