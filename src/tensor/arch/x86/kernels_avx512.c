@@ -118,14 +118,20 @@ XAI __m128i x_k4_scales_v(const uint8_t *scales) {
 #define XV_MM_R 2
 #define XV_MM_C 8
 X_NOSAN static void xv_gemm_drive(int64_t nb, const uint8_t *w, size_t ws, int nr, const uint8_t *a, size_t as,
-                                  int nc, float *y, int64_t ldy, x_tile_fn mv, x_tile_fn mm) {
-    const int full = nc - nc % XV_MM_C;
+                                  int nc, float *y, int64_t ldy, x_tile_fn mv, x_tile_fn mm, x_tile_fn mm4) {
+    int full = nc - nc % XV_MM_C;
     for (int cb = 0; cb < full; cb += X_CB) {
         const int ce = cb + X_CB < full ? cb + X_CB : full;
         for (int r = 0; r < nr; r += XV_MM_R)
             for (int c = cb; c < ce; c += XV_MM_C)
                 mm(nb, w + (size_t)r * ws, ws, nr - r < XV_MM_R ? nr - r : XV_MM_R, a + (size_t)c * as, as, XV_MM_C,
                    y + (int64_t)c * ldy + r, ldy);
+    }
+    if (nc - full >= 4) { /* 4 more columns share one unpack (batched decode of 4..7 sequences) */
+        for (int r = 0; r < nr; r += XV_MM_R)
+            mm4(nb, w + (size_t)r * ws, ws, nr - r < XV_MM_R ? nr - r : XV_MM_R, a + (size_t)full * as, as, 4,
+                y + (int64_t)full * ldy + r, ldy);
+        full += 4;
     }
     for (int c = full; c < nc; c++)
         for (int r = 0; r < nr; r += X_MV_R)
@@ -142,12 +148,16 @@ X_NOSAN static void xv_gemm_drive(int64_t nb, const uint8_t *w, size_t ws, int n
                                   int nc, float *y, int64_t ldy) {                                                   \
         name##_tile(nb, w, ws, nr, a, as, nc, y, ldy, XV_MM_R, XV_MM_C);                                             \
     }                                                                                                                \
+    X_NOSAN static void name##_mm4(int64_t nb, const uint8_t *w, size_t ws, int nr, const uint8_t *a, size_t as,     \
+                                   int nc, float *y, int64_t ldy) {                                                  \
+        name##_tile(nb, w, ws, nr, a, as, nc, y, ldy, XV_MM_R, 4);                                                   \
+    }                                                                                                                \
     X_NOSAN static void name##_vec_dot(int64_t n, float *s, const void *w, const void *a) {                         \
         name##_tile(n / Q_QK_K, w, 0, 1, a, 0, 1, s, 0, 1, 1);                                                       \
     }                                                                                                                \
     X_NOSAN static void name##_gemm(int64_t K, const void *w, size_t ws, int nr, const void *a, size_t as, int nc,   \
                                     float *y, int64_t ldy) {                                                         \
-        xv_gemm_drive(K / Q_QK_K, w, ws, nr, a, as, nc, y, ldy, name##_mv, name##_mm);                               \
+        xv_gemm_drive(K / Q_QK_K, w, ws, nr, a, as, nc, y, ldy, name##_mv, name##_mm, name##_mm4);                               \
     }
 
 XAI void qk45v_tile(int64_t nb, const uint8_t *w, size_t ws, int nr, const uint8_t *a, size_t as, int nc, float *y,
