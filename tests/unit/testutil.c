@@ -96,3 +96,32 @@ int tu_zoo_teardown(void **state) {
     }
     return 0;
 }
+
+int tu_compute_setup(void **state) {
+    tu_compute *e = calloc(1, sizeof *e);
+    if (!e) return -1;
+    kn_cpu_level lvl;
+    kn_err err = {0};
+    if (kn_cpu_select(&lvl, &err) != KN_OK) {
+        fprintf(stderr, "%s\n", err.msg);
+        free(e);
+        return -1;
+    }
+    tensor_ops_init(&e->ops, lvl);
+    if (!(e->pool = kn_pool_create(2))) {
+        free(e);
+        return -1;
+    }
+    fprintf(stderr, "kernel set: %s\n", kn_cpu_level_name(lvl));
+    *state = e;
+    return 0;
+}
+
+int tu_compute_teardown(void **state) {
+    tu_compute *e = *state;
+    if (e) {
+        kn_pool_destroy(e->pool);
+        free(e);
+    }
+    return 0;
+}

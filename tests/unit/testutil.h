@@ -14,6 +14,7 @@
 #include <jansson.h>
 
 #include "gguf/gguf.h"
+#include "tensor/tensor.h"
 
 /* $KILN_SHARED/<rel> in buf (the shared/ directory beside the repo). */
 const char *tu_shared_path(char *buf, size_t cap, const char *rel);
@@ -42,5 +43,15 @@ typedef struct tu_zoo {
 } tu_zoo;
 int tu_zoo_setup(void **state);
 int tu_zoo_teardown(void **state);
+
+/* The selected kernel set (KILN_CPU) and a 2-thread pool, as a cmocka
+ * group fixture for tests that run the forward pass: *state becomes a
+ * tu_compute. The setup logs the kernel set. */
+typedef struct tu_compute {
+    tensor_ops ops;
+    kn_pool *pool;
+} tu_compute;
+int tu_compute_setup(void **state);
+int tu_compute_teardown(void **state);
 
 #endif

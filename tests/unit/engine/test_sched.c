@@ -20,28 +20,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-typedef struct env {
-    tensor_ops ops;
-    kn_pool *pool;
-} env;
-
-static int setup(void **state) {
-    env *e = calloc(1, sizeof *e);
-    kn_cpu_level lvl;
-    kn_err err = {0};
-    if (kn_cpu_select(&lvl, &err) != KN_OK) return -1;
-    tensor_ops_init(&e->ops, lvl);
-    e->pool = kn_pool_create(2);
-    *state = e;
-    return 0;
-}
-
-static int teardown(void **state) {
-    env *e = *state;
-    kn_pool_destroy(e->pool);
-    free(e);
-    return 0;
-}
+typedef tu_compute env;
 
 typedef struct loaded {
     model *m;
@@ -427,5 +406,5 @@ int main(void) {
         cmocka_unit_test(test_cancel_and_queue_limit),   cmocka_unit_test(test_embeddings),
         cmocka_unit_test(test_logprobs),                 cmocka_unit_test(test_prefix_reuse),
     };
-    return cmocka_run_group_tests(tests, setup, teardown);
+    return cmocka_run_group_tests(tests, tu_compute_setup, tu_compute_teardown);
 }

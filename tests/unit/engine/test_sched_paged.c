@@ -36,28 +36,7 @@
 #define MAX_OUT 256
 #define RUN_LIMIT_S 120.0 /* a run_all taking longer is stuck (each takes well under a second here) */
 
-typedef struct env {
-    tensor_ops ops;
-    kn_pool *pool;
-} env;
-
-static int setup(void **state) {
-    env *e = calloc(1, sizeof *e);
-    kn_cpu_level lvl;
-    kn_err err = {0};
-    if (kn_cpu_select(&lvl, &err) != KN_OK) return -1;
-    tensor_ops_init(&e->ops, lvl);
-    e->pool = kn_pool_create(2);
-    *state = e;
-    return 0;
-}
-
-static int teardown(void **state) {
-    env *e = *state;
-    kn_pool_destroy(e->pool);
-    free(e);
-    return 0;
-}
+typedef tu_compute env;
 
 typedef struct mdl {
     const char *name;
@@ -639,5 +618,5 @@ int main(void) {
         cmocka_unit_test(test_forced_collisions),     cmocka_unit_test(test_cancel_releases_blocks),
         cmocka_unit_test(test_spec_ngram),            cmocka_unit_test(test_spec_draft_model),
     };
-    return cmocka_run_group_tests(tests, setup, teardown);
+    return cmocka_run_group_tests(tests, tu_compute_setup, tu_compute_teardown);
 }

@@ -19,32 +19,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-typedef struct env {
-    tensor_ops ops;
-    kn_pool *pool;
-} env;
-
-static int setup(void **state) {
-    env *e = calloc(1, sizeof *e);
-    kn_cpu_level lvl;
-    kn_err err = {0};
-    if (kn_cpu_select(&lvl, &err) != KN_OK) {
-        fprintf(stderr, "%s\n", err.msg);
-        return -1;
-    }
-    tensor_ops_init(&e->ops, lvl);
-    e->pool = kn_pool_create(2);
-    fprintf(stderr, "kernel set: %s\n", kn_cpu_level_name(lvl));
-    *state = e;
-    return 0;
-}
-
-static int teardown(void **state) {
-    env *e = *state;
-    kn_pool_destroy(e->pool);
-    free(e);
-    return 0;
-}
+typedef tu_compute env;
 
 static float *run_all_positions(env *e, model *m, const int32_t *toks, int n, model_kv_type kvt) {
     model_kv *kv;
@@ -261,5 +236,5 @@ int main(void) {
         cmocka_unit_test(test_reference_logits),
         cmocka_unit_test(test_reference_logits_q8_0_kv),
     };
-    return cmocka_run_group_tests(tests, setup, teardown);
+    return cmocka_run_group_tests(tests, tu_compute_setup, tu_compute_teardown);
 }
