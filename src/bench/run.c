@@ -204,11 +204,17 @@ static void slot_free(slot *s) {
     bench_sse_free(&s->sse);
 }
 
-/* The JSON body of request `idx` (the prompt and seed depend only on idx, so
- * the latency scenario's second phase repeats the first exactly). */
-static char *make_body(const run *r, long long idx, bool cache_off) {
-    const bench_config *c = r->cfg;
-    const bench_prompt *p = &c->prompts->items[(size_t)idx % c->prompts->n];
+typedef struct body_opts {
+    const char *prompt;
+    int max_tokens;
+    long long seed;
+    bool ignore_eos, cache_off;
+    bool greedy;      /* "temperature": 0 */
+    const char *spec; /* "speculative" mode, or NULL */
+} body_opts;
+
+/* One streamed completion body. Caller frees the result (NULL when out of memory). */
+static char *body_json(const run *r, const body_opts *b) {
     json_t *o = json_object(), *so = json_object();
     char *s = NULL;
     if (!o || !so) {
@@ -218,17 +224,29 @@ static char *make_body(const run *r, long long idx, bool cache_off) {
     /* json_object_set_new takes the value's reference even when it fails */
     bool bad = json_object_set_new(o, "stream_options", so) ||
                json_object_set_new(so, "include_usage", json_true()) ||
-               json_object_set_new(o, "model", json_string(c->model)) ||
-               json_object_set_new(o, "prompt", json_string(p->text)) ||
-               json_object_set_new(o, "max_tokens", json_integer(p->max_tokens)) ||
+               json_object_set_new(o, "model", json_string(r->cfg->model)) ||
+               json_object_set_new(o, "prompt", json_string(b->prompt)) ||
+               json_object_set_new(o, "max_tokens", json_integer(b->max_tokens)) ||
                json_object_set_new(o, "stream", json_true()) ||
-               json_object_set_new(o, "seed", json_integer((json_int_t)((c->seed + (uint64_t)idx) & 0x7fffffffu))) ||
-               (c->ignore_eos && json_object_set_new(o, "ignore_eos", json_true())) ||
-               (cache_off && json_object_set_new(o, "cache", json_false()));
+               (b->greedy && json_object_set_new(o, "temperature", json_real(0))) ||
+               json_object_set_new(o, "seed", json_integer((json_int_t)(b->seed & 0x7fffffff))) ||
+               (b->ignore_eos && json_object_set_new(o, "ignore_eos", json_true())) ||
+               (b->cache_off && json_object_set_new(o, "cache", json_false())) ||
+               (b->spec && json_object_set_new(o, "speculative", json_string(b->spec)));
     if (!bad) s = json_dumps(o, JSON_COMPACT);
 done:
     json_decref(o);
     return s;
+}
+
+/* The JSON body of request `idx` (the prompt and seed depend only on idx, so
+ * the latency scenario's second phase repeats the first exactly). */
+static char *make_body(const run *r, long long idx, bool cache_off) {
+    const bench_config *c = r->cfg;
+    const bench_prompt *p = &c->prompts->items[(size_t)idx % c->prompts->n];
+    body_opts b = {.prompt = p->text, .max_tokens = p->max_tokens, .seed = (long long)(c->seed + (uint64_t)idx),
+                   .ignore_eos = c->ignore_eos, .cache_off = cache_off};
+    return body_json(r, &b);
 }
 
 static void push_record(run *r, const bench_record *rec) {
@@ -644,28 +662,9 @@ static bool cache_counters(const run *r, double *hits, double *misses) {
 /* A request body for these scenarios: greedy, streamed, cache off. `spec` is
  * NULL or the "speculative" mode. Caller frees the result. */
 static char *make_body_ex(const run *r, const char *prompt, int max_tokens, long long seed, const char *spec) {
-    const bench_config *c = r->cfg;
-    json_t *o = json_object(), *so = json_object();
-    char *s = NULL;
-    if (!o || !so) {
-        json_decref(so);
-        goto done;
-    }
-    bool bad = json_object_set_new(o, "stream_options", so) ||
-               json_object_set_new(so, "include_usage", json_true()) ||
-               json_object_set_new(o, "model", json_string(c->model)) ||
-               json_object_set_new(o, "prompt", json_string(prompt)) ||
-               json_object_set_new(o, "max_tokens", json_integer(max_tokens)) ||
-               json_object_set_new(o, "stream", json_true()) ||
-               json_object_set_new(o, "temperature", json_real(0)) ||
-               json_object_set_new(o, "seed", json_integer((json_int_t)(seed & 0x7fffffff))) ||
-               json_object_set_new(o, "ignore_eos", json_true()) ||
-               json_object_set_new(o, "cache", json_false()) ||
-               (spec && json_object_set_new(o, "speculative", json_string(spec)));
-    if (!bad) s = json_dumps(o, JSON_COMPACT);
-done:
-    json_decref(o);
-    return s;
+    body_opts b = {.prompt = prompt, .max_tokens = max_tokens, .seed = seed, .ignore_eos = true, .cache_off = true,
+                   .greedy = true, .spec = spec};
+    return body_json(r, &b);
 }
 
 /* "a" + "b" (+ "c"), freshly allocated; NULL when out of memory. */
