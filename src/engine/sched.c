@@ -529,15 +529,16 @@ static bool gen_token(eng_sched *s, int i, const float *lg, int32_t draft, int32
  * token is computed again (its logits pick the next token). */
 static void slot_attach(eng_sched *s, int i) {
     slot *sl = &s->slots[i];
+    if (sl->r->kind == REQ_EMBED) { /* an embedding sums every position's hidden state: nothing to reuse */
+        sl->n_past = 0;
+        return;
+    }
     int hit = kv_seq_match(s->kv, i, sl->toks, sl->n_toks);
-    int keep = sl->r->kind == REQ_GEN && hit >= sl->n_toks ? sl->n_toks - 1 : hit;
-    if (sl->r->kind == REQ_EMBED) keep = 0; /* an embedding sums every position's hidden state */
+    int keep = hit >= sl->n_toks ? sl->n_toks - 1 : hit;
     if (keep < hit) kv_seq_truncate(s->kv, i, keep);
     sl->n_past = keep;
-    if (sl->r->kind == REQ_GEN) {
-        met_add(s->o.metrics.prefix_queried, (double)sl->n_toks);
-        met_add(s->o.metrics.prefix_hit, (double)keep);
-    }
+    met_add(s->o.metrics.prefix_queried, (double)sl->n_toks);
+    met_add(s->o.metrics.prefix_hit, (double)keep);
 }
 
 /* Admission and housekeeping under s->mu. Returns the number of busy slots. */

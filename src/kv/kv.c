@@ -42,6 +42,7 @@ struct kv_cache {
     int32_t free_top; /* free stack */
     int32_t lru_head, lru_tail;
     int n_free, n_lru;
+    int n_logical; /* sum of the sequences' table lengths */
     /* read by kv_stats_get from other threads */
     atomic_int st_used, st_cached, st_free, st_logical;
     atomic_uint_fast64_t st_evict, st_cow, st_dedup, st_coll;
@@ -80,9 +81,7 @@ static void publish(kv_cache *kv) {
     atomic_store_explicit(&kv->st_free, kv->n_free, memory_order_relaxed);
     atomic_store_explicit(&kv->st_cached, kv->n_lru, memory_order_relaxed);
     atomic_store_explicit(&kv->st_used, kv->o.n_blocks - kv->n_free - kv->n_lru, memory_order_relaxed);
-    int logical = 0;
-    for (int s = 0; s < kv->o.n_seq; s++) logical += kv->seq[s].n_blocks;
-    atomic_store_explicit(&kv->st_logical, logical, memory_order_relaxed);
+    atomic_store_explicit(&kv->st_logical, kv->n_logical, memory_order_relaxed);
 }
 
 /* ---- hash index ---- */
@@ -260,7 +259,10 @@ static void seq_truncate(kv_cache *kv, int seq, int pos) {
     if (pos < s->len) s->len = pos;
     int keep = (s->len + kv->bs - 1) >> kv->bs_shift;
     /* last-first, so that a chain's tail reaches the LRU list before its head */
-    while (s->n_blocks > keep) block_unref(kv, s->table[--s->n_blocks]);
+    while (s->n_blocks > keep) {
+        block_unref(kv, s->table[--s->n_blocks]);
+        kv->n_logical--;
+    }
     int full = s->len >> kv->bs_shift;
     if (s->n_reg > full) {
         /* the partial block may still be registered: it stays read-only and
@@ -291,6 +293,7 @@ int kv_seq_match(kv_cache *kv, int seq, const int32_t *tokens, int n) {
         if (b < 0) break;
         block_ref(kv, b);
         s->table[s->n_blocks++] = b;
+        kv->n_logical++;
         parent = b;
     }
     s->len = s->n_blocks * kv->bs;
@@ -371,6 +374,7 @@ kn_status kv_batch_begin(kv_cache *kv, int n, const int32_t *seq, const int32_t 
             int32_t nb = block_alloc(kv);
             KN_ASSERT(nb >= 0);
             s->table[s->n_blocks++] = nb;
+            kv->n_logical++;
         }
     }
     for (int t = 0; t < n; t++) {
