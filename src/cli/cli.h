@@ -25,6 +25,7 @@ int cmd_pull(int argc, char **argv);
 int cmd_ls(int argc, char **argv);
 int cmd_rm(int argc, char **argv);
 int cmd_ps(int argc, char **argv);
+int cmd_cache(int argc, char **argv);
 
 /* `kiln bench <scenario>` entry points (argv[0] is the scenario name). */
 int bench_kernels_main(int argc, char **argv);

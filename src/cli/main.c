@@ -29,6 +29,7 @@ static const cli_command COMMANDS[] = {
     {"ls", cmd_ls, "list the local models"},
     {"rm", cmd_rm, "remove a local model"},
     {"ps", cmd_ps, "list the models a running server has loaded"},
+    {"cache", cmd_cache, "inspect or clear the on-disk response and embedding cache"},
 };
 
 static void usage(FILE *f) {
