@@ -229,14 +229,18 @@ rc_tier rc_lookup(rc_cache *c, rc_type t, uint64_t model, rc_key k, void **val, 
 /* Stores in L1 now and queues the write to L2 (the value is copied). The
  * expiry is now + the type's TTL. */
 void rc_store(rc_cache *c, rc_type t, uint64_t model, rc_key k, const void *val, size_t len);
-/* Clears type t (or every type when all) of model (0: all) in both tiers;
- * pending L2 writes are flushed first. Returns the entries removed. */
-uint64_t rc_clear(rc_cache *c, bool all, rc_type t, uint64_t model);
+/* Clears type t (or every type when all) of model (0: all) in L1 (when l1)
+ * and L2 (when l2); pending L2 writes are flushed first. Returns the
+ * entries removed. */
+uint64_t rc_clear(rc_cache *c, bool all, rc_type t, uint64_t model, bool l1, bool l2);
 /* Stats of one tier and type (RC_TIER_L1 or RC_TIER_L2); zeros for a tier
  * that is off. */
 void rc_stats_get(rc_cache *c, rc_tier tier, rc_type t, rc_stats *s);
 /* Waits until the writer has written everything queued so far (tests,
  * shutdown, clear). */
 void rc_flush(rc_cache *c);
+/* Sets the kiln_cache_entries / kiln_cache_bytes gauges {tier,type} from
+ * the stats (call before rendering /metrics). Accepts NULL. */
+void rc_metrics_refresh(rc_cache *c);
 
 #endif

@@ -28,6 +28,10 @@ typedef struct entry {
     char *path;
     uint64_t size;
     time_t mtime;
+    /* the file's sha256 as last computed, and the size and mtime it was for (under mu) */
+    char sha256[65];
+    uint64_t sha_size;
+    int64_t sha_mtime_ns;
 } entry;
 
 enum { INST_LOADING = 0, INST_READY, INST_FAILED, INST_GONE };
@@ -368,6 +372,31 @@ static void unload(rt_registry *r, inst *in, const char *why) {
     if (r->o.metrics) met_inc(met_get(r->o.metrics->unloads, lv));
 }
 
+/* The file's sha256 into out, computed once per (size, mtime) of the file;
+ * "" when it cannot be read. */
+static void file_sha256(rt_registry *r, entry *e, char out[65]) {
+    struct stat sb;
+    out[0] = 0;
+    if (stat(e->path, &sb)) return;
+    int64_t mt = (int64_t)sb.st_mtim.tv_sec * 1000000000 + sb.st_mtim.tv_nsec;
+    pthread_mutex_lock(&r->mu);
+    if (e->sha256[0] && e->sha_size == (uint64_t)sb.st_size && e->sha_mtime_ns == mt) memcpy(out, e->sha256, 65);
+    pthread_mutex_unlock(&r->mu);
+    if (out[0]) return;
+    double t0 = kn_now_s();
+    if (!store_sha256_file(e->path, out)) {
+        KN_WARN("%s: cannot read the file to hash it; its cached answers are keyed without its digest", e->id);
+        out[0] = 0;
+        return;
+    }
+    KN_INFO("%s: sha256 %.16s... (%.2f s)", e->id, out, kn_now_s() - t0);
+    pthread_mutex_lock(&r->mu);
+    memcpy(e->sha256, out, 65);
+    e->sha_size = (uint64_t)sb.st_size;
+    e->sha_mtime_ns = mt;
+    pthread_mutex_unlock(&r->mu);
+}
+
 static kn_status load(rt_registry *r, inst *in, kn_err *err) {
     const rt_opts *o = &r->o;
     entry *e = in->e;
@@ -383,6 +412,7 @@ static kn_status load(rt_registry *r, inst *in, kn_err *err) {
         kn_err_prefix(err, "tokenizer");
         return st;
     }
+    if (o->hash_files) file_sha256(r, e, m->sha256);
     kn_err cerr = {0};
     if (eng_chat_create(m->m->gguf, m->vocab, &m->chat, &m->chat_source, &cerr) != KN_OK) {
         snprintf(m->chat_err, sizeof m->chat_err, "%s", cerr.msg);

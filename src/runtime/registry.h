@@ -107,6 +107,7 @@ typedef struct rt_opts {
     eng_spec_mode spec;         /* requests' default speculative decoding */
     int spec_max;               /* draft tokens per step */
     const char *draft_path;     /* a draft model file for ENG_SPEC_DRAFT (may be NULL) */
+    bool hash_files;            /* compute each file's sha256 at load (rt_model.sha256; the caches key on it) */
 } rt_opts;
 
 /* A loaded instance, pinned by rt_acquire until rt_release. */
@@ -126,6 +127,7 @@ typedef struct rt_model {
     double load_s;           /* seconds the load took */
     time_t loaded_at;
     uint64_t est_bytes;      /* the estimate the budget counts */
+    char sha256[65];         /* the file's sha256 (hex) when rt_opts.hash_files, else "" */
 } rt_model;
 
 kn_status rt_registry_create(const char *dir, const char *file, const rt_opts *o, const tensor_ops *ops,

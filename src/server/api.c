@@ -430,6 +430,7 @@ static void gen_init(srv_gen_req *r, srv_api api) {
     r->n_predict = -1;
     r->n_logprobs = -1;
     r->add_special = true;
+    r->cache = true;
     r->stream = api == SRV_API_OLLAMA_GENERATE || api == SRV_API_OLLAMA_CHAT; /* Ollama streams by default */
 }
 
@@ -438,6 +439,7 @@ bool srv_parse_gen(srv_api api, json_t *root, srv_gen_req *r, srv_error *e) {
     bool ollama = api == SRV_API_OLLAMA_GENERATE || api == SRV_API_OLLAMA_CHAT;
     if (!get_str(root, "model", "model", &r->model, NULL, e)) return false;
     if (!get_bool(root, "stream", "stream", &r->stream, e)) return false;
+    if (!get_bool(root, "cache", "cache", &r->cache, e)) return false;
     if (ollama) {
         json_t *opts = json_object_get(root, "options");
         if (opts && !json_is_null(opts)) {
@@ -563,6 +565,8 @@ bool srv_parse_embed(bool ollama, json_t *root, srv_embed_req *r, srv_error *e) 
     if (ollama && !srv_parse_keep_alive(root, &r->keep_alive_s, e)) return false;
     if (!get_str(root, "model", "model", &r->model, NULL, e)) return false;
     if (!get_bool(root, "truncate", "truncate", &r->truncate, e)) return false;
+    r->cache = true;
+    if (!get_bool(root, "cache", "cache", &r->cache, e)) return false;
     const char *fmt = NULL;
     if (!ollama) {
         if (!get_str(root, "encoding_format", "encoding_format", &fmt, NULL, e)) return false;

@@ -73,6 +73,7 @@ typedef struct srv_gen_req {
     int num_ctx;                /* ollama options.num_ctx, 0 when absent */
     double keep_alive_s;        /* ollama keep_alive: NAN when absent, < 0 forever, 0 unload after */
     bool add_special;           /* completions: add BOS (default true) */
+    bool cache;                 /* "cache": false opts out of the response cache (default true) */
 } srv_gen_req;
 
 /* Parses and validates a generation body. On failure e says why (status 400). */
@@ -88,6 +89,7 @@ typedef struct srv_embed_req {
     bool base64;          /* encoding_format base64 */
     double keep_alive_s;  /* ollama keep_alive (NAN when absent) */
     bool truncate;
+    bool cache;           /* "cache": false opts out of the embedding cache (default true) */
 } srv_embed_req;
 
 /* ollama: /api/embed ("input"), else /v1/embeddings ("input"). */

@@ -12,6 +12,7 @@
  */
 #include "config.h"
 
+#include "../cache/cache.h"
 #include "../engine/sched.h"
 
 #include <errno.h>
@@ -56,6 +57,7 @@ static kn_status check_names(const key_def *k, const char *label, const char *v,
 static kn_status check_aliases(const key_def *k, const char *label, const char *v, char *canon, kn_err *err);
 static kn_status check_cpu_range(const key_def *k, const char *label, const char *v, char *canon, kn_err *err);
 static kn_status check_spec(const key_def *k, const char *label, const char *v, char *canon, kn_err *err);
+static kn_status check_policy(const key_def *k, const char *label, const char *v, char *canon, kn_err *err);
 
 #define F(field) offsetof(srv_config, field)
 
@@ -97,6 +99,14 @@ static const key_def KEYS[] = {
     {"spec", K_STR, F(spec), 0, 0, false, false, check_spec},
     {"draft-max", K_INT, F(draft_max), 0, 16, false, false, NULL},
     {"model-draft", K_STR, F(model_draft), 0, 0, false, false, NULL},
+    {"response-cache", K_BOOL, F(response_cache), 0, 0, false, false, NULL},
+    {"embedding-cache", K_BOOL, F(embedding_cache), 0, 0, false, false, NULL},
+    {"cache-policy", K_STR, F(cache_policy), 0, 0, false, false, check_policy},
+    {"cache-compress", K_BOOL, F(cache_compress), 0, 0, false, false, NULL},
+    {"cache-ttl-response", K_INT, F(cache_ttl_response_s), 1, 31536000, false, false, NULL},
+    {"cache-ttl-embedding", K_INT, F(cache_ttl_embedding_s), 1, 31536000, false, false, NULL},
+    {"cache-dir", K_STR, F(cache_dir), 0, 0, false, false, NULL},
+    {"cache-disk-size", K_I64, F(cache_disk_size), 0, 1LL << 50, false, false, NULL},
     {"print-config", K_BOOL, F(print_config), 0, 0, false, true, NULL},
 };
 #undef F
@@ -199,6 +209,16 @@ static kn_status check_spec(const key_def *k, const char *label, const char *v, 
     eng_spec_mode m;
     if (!eng_spec_parse(v, &m))
         return kn_fail(err, KN_EINVAL, "%s: %s is not a speculative decoding mode (none, ngram or draft)", label,
+                       show(sv, sizeof sv, k, v));
+    return KN_OK;
+}
+
+static kn_status check_policy(const key_def *k, const char *label, const char *v, char *canon, kn_err *err) {
+    (void)canon;
+    char sv[CFG_SHOW + 16];
+    rc_policy p;
+    if (!rc_policy_parse(v, &p))
+        return kn_fail(err, KN_EINVAL, "%s: %s is not a cache eviction policy (lru, lfu, fifo or random)", label,
                        show(sv, sizeof sv, k, v));
     return KN_OK;
 }
@@ -518,6 +538,19 @@ static kn_status set_idx(srv_config *c, int idx, const char *value, const char *
     return kn_fail(err, KN_EINVAL, "%s: internal: bad key kind", label);
 }
 
+char *srv_default_cache_dir(void) {
+    const char *x = getenv("XDG_CACHE_HOME"), *h = getenv("HOME");
+    char buf[4096];
+    int n;
+    if (x && x[0] == '/')
+        n = snprintf(buf, sizeof buf, "%s/kiln", x);
+    else if (h && h[0] == '/')
+        n = snprintf(buf, sizeof buf, "%s/.cache/kiln", h);
+    else
+        return NULL;
+    return n > 0 && (size_t)n < sizeof buf ? strdup(buf) : NULL;
+}
+
 void srv_config_init(srv_config *c) {
     memset(c, 0, sizeof *c);
     c->models_dir = strdup("./models");
@@ -550,6 +583,14 @@ void srv_config_init(srv_config *c) {
     c->cleanup_interval_s = 30;
     c->batch_wait_ms = 2;
     c->cache_mib = 512;
+    c->response_cache = true;
+    c->embedding_cache = true;
+    c->cache_policy = strdup("lru");
+    c->cache_compress = true;
+    c->cache_ttl_response_s = 3600;
+    c->cache_ttl_embedding_s = 86400;
+    c->cache_dir = srv_default_cache_dir();
+    c->cache_disk_size = 10LL << 30;
     c->print_config = false;
 }
 

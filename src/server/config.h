@@ -18,7 +18,8 @@
  * or null values (`key:`, `~`, `null`) are errors. Quoted and plain scalars
  * are read alike as text, then parsed by the key's type:
  *   strings  models, model, default-model, host, kv-type (f16|q8_0), api-key,
- *            spec (none|ngram|draft), model-draft,
+ *            spec (none|ngram|draft), model-draft, cache-dir,
+ *            cache-policy (lru|lfu|fifo|random),
  *            profile (latency|throughput|balanced|memory); non-empty, at
  *            most 4096 bytes; default-model is a bare name (no '/' or '\',
  *            not "." or "..")
@@ -42,10 +43,12 @@
  *            1..86400, n-predict -1..2^24, sla-p95-ms 1..3600000, sla-window
  *            10..86400, unload-timeout -1..2592000 (30 days), cleanup-interval
  *            1..3600, batch-wait-ms 0..1000, cache-mib 0..65536, kv-block-size
- *            16..256 (a power of two), cache-ram 0..2^20, draft-max 0..16; max-body
- *            1 KiB..1 GiB and memory-budget 0..2^50 also take a k/m/g suffix
- *            (binary: 8m = 8 MiB)
- *   booleans mmap: true/false, yes/no, on/off, 1/0 (any case)
+ *            16..256 (a power of two), cache-ram 0..2^20, draft-max 0..16,
+ *            cache-ttl-response and cache-ttl-embedding 1..31536000; max-body
+ *            1 KiB..1 GiB, memory-budget and cache-disk-size 0..2^50 also take
+ *            a k/m/g suffix (binary: 8m = 8 MiB)
+ *   booleans mmap, response-cache, embedding-cache, cache-compress:
+ *            true/false, yes/no, on/off, 1/0 (any case)
  *
  * Profiles (--profile, KILN_PROFILE or `profile:` in the file) set these
  * knobs at the level of the defaults, so that the file, the environment and
@@ -121,11 +124,25 @@ typedef struct srv_config {
                               "balanced"); the knobs it set are in the fields above */
     int batch_wait_ms;     /* --batch-wait-ms: how long a decode step may wait for more requests to
                               batch (default 2, the balanced profile) */
-    int cache_mib;         /* --cache-mib: response cache size in MiB (default 512; 0 = off) */
+    int cache_mib;         /* --cache-mib: the memory (L1) budget of the response and embedding caches in
+                              MiB, shared half and half when both are on (default 512; 0 = no L1) */
+    bool response_cache;   /* --response-cache: cache deterministic completions (default true) */
+    bool embedding_cache;  /* --embedding-cache: cache embeddings per input (default true) */
+    char *cache_policy;    /* --cache-policy lru|lfu|fifo|random: L1 eviction (default "lru") */
+    bool cache_compress;   /* --cache-compress: zstd for L1 values over 1 KiB (default true) */
+    int cache_ttl_response_s;  /* --cache-ttl-response: seconds (default 3600) */
+    int cache_ttl_embedding_s; /* --cache-ttl-embedding: seconds (default 86400) */
+    char *cache_dir;       /* --cache-dir DIR: the disk (L2) cache, LMDB (default $XDG_CACHE_HOME/kiln, else
+                              ~/.cache/kiln; NULL when neither is set = no L2); never inside the models dir */
+    int64_t cache_disk_size; /* --cache-disk-size BYTES (k/m/g): L2 size limit (default 10g; 0 = no L2) */
     char *cpu_range;       /* --cpu-range: CPUs the compute threads may run on, canonical
                               (e.g. "0-3" or "0,2,4-5"; NULL = no affinity); see srv_config_cpu_set */
     bool print_config;     /* --print-config (a flag only, not a file key): print srv_config_dump and exit */
 } srv_config;
+
+/* The default disk cache directory: $XDG_CACHE_HOME/kiln when that is an
+ * absolute path, else $HOME/.cache/kiln, else NULL (malloc'd). */
+char *srv_default_cache_dir(void);
 
 /* Fills the defaults. On allocation failure a string default is left NULL,
  * which srv_config_validate reports. */

@@ -43,6 +43,15 @@ typedef struct gen_job {
     kn_buf acc;
     json_t *lp_acc; /* logprobs entries (non-stream) */
     json_t *lp_tokens, *lp_token_lps, *lp_tops, *lp_offsets; /* completions */
+    /* the response cache */
+    const char *xcache;   /* the X-Cache header: hit, miss or bypass */
+    double t_arrival;     /* cx->t0, for Server-Timing */
+    void *hit_val;        /* a hit: the cached record (owned), replayed through rv */
+    srv_rec_view rv;
+    bool recording;       /* a miss: the answer is recorded and stored when it finishes */
+    srv_rec rec;
+    rc_key key;
+    uint64_t tag;
 } gen_job;
 
 static bool is_ollama(srv_api a) { return a == SRV_API_OLLAMA_GENERATE || a == SRV_API_OLLAMA_CHAT; }
@@ -60,7 +69,20 @@ static void job_free(gen_job *j) {
     json_decref(j->lp_token_lps);
     json_decref(j->lp_tops);
     json_decref(j->lp_offsets);
+    free(j->hit_val);
+    srv_rec_free(&j->rec);
     free(j);
+}
+
+/* X-Cache and Server-Timing, as name/value pairs for srv_send_json_h
+ * (timing is the caller's buffer). */
+static void cache_headers(const gen_job *j, const char *hdrs[5], char *timing, size_t cap) {
+    snprintf(timing, cap, "total;dur=%.3f", (kn_now_s() - j->t_arrival) * 1e3);
+    hdrs[0] = "X-Cache";
+    hdrs[1] = j->xcache;
+    hdrs[2] = "Server-Timing";
+    hdrs[3] = timing;
+    hdrs[4] = NULL;
 }
 
 /* ---- logprobs ------------------------------------------------------------- */
@@ -134,9 +156,12 @@ static void out_json(gen_job *j, json_t *o) {
     free(s);
 }
 
-static json_t *usage_json(const eng_req_result *r) {
-    return json_pack("{s:I, s:I, s:I}", "prompt_tokens", (json_int_t)r->n_prompt, "completion_tokens",
-                     (json_int_t)r->n_gen, "total_tokens", (json_int_t)(r->n_prompt + r->n_gen));
+static json_t *usage_json(const gen_job *j) {
+    const eng_req_result *r = &j->res;
+    json_t *u = json_pack("{s:I, s:I, s:I}", "prompt_tokens", (json_int_t)r->n_prompt, "completion_tokens",
+                          (json_int_t)r->n_gen, "total_tokens", (json_int_t)(r->n_prompt + r->n_gen));
+    if (j->hit_val) json_object_set_new(u, "cached", json_true());
+    return u;
 }
 
 static json_t *openai_chunk(gen_job *j, json_t *choice) {
@@ -228,39 +253,70 @@ static void stream_final(gen_job *j) {
             json_t *u = json_pack("{s:s, s:s, s:I, s:s, s:s, s:[], s:o}", "id", j->id, "object",
                                   is_chat(j->api) ? "chat.completion.chunk" : "text_completion", "created",
                                   (json_int_t)j->created, "model", j->m->id, "system_fingerprint",
-                                  "kiln-" KILN_VERSION, "choices", "usage", usage_json(&j->res));
+                                  "kiln-" KILN_VERSION, "choices", "usage", usage_json(j));
             out_json(j, u);
         }
     }
     kn_buf_add(&j->out, "data: [DONE]\n\n", 14, 0);
 }
 
+/* Formats a piece of the answer (stream) or accumulates it. */
+static void consume(gen_job *j, const char *text, size_t n, const eng_tok_event *ev, size_t nev) {
+    if (!n && !nev) return;
+    if (j->recording) srv_rec_chunk(&j->rec, text, n, ev, nev);
+    if (j->stream) {
+        stream_delta(j, text, n, ev, nev);
+        return;
+    }
+    kn_buf_add(&j->acc, text, n, 0);
+    if (j->n_logprobs >= 0) {
+        if (j->api == SRV_API_OPENAI_CHAT) {
+            json_t *more = chat_lp_entries(j, ev, nev);
+            json_array_extend(j->lp_acc, more);
+            json_decref(more);
+        } else {
+            comp_lp_append(j, ev, nev, j->lp_tokens, j->lp_token_lps, j->lp_tops, j->lp_offsets);
+        }
+    }
+}
+
+/* A hit: the next recorded chunk, then the recorded result. */
+static bool replay(gen_job *j) {
+    const char *text = NULL;
+    size_t n = 0, nev = 0;
+    if (srv_rec_next(&j->rv, &text, &n, j->ev, &nev)) {
+        consume(j, text, n, j->ev, nev);
+        return false;
+    }
+    double now = kn_now_s();
+    j->res = (eng_req_result){.finish = (eng_finish)j->rv.finish, .status = KN_OK, .n_prompt = j->rv.n_prompt,
+                              .n_gen = j->rv.n_gen, .t_submit = now, .t_start = now, .t_first = now, .t_end = now};
+    return true;
+}
+
+/* A miss that finished well: its record goes to the cache. */
+static void store_answer(gen_job *j) {
+    j->recording = false;
+    if (j->res.finish != ENG_FINISH_STOP && j->res.finish != ENG_FINISH_LENGTH) return;
+    size_t len = 0;
+    void *v = srv_rec_finish(&j->rec, &j->res, &len);
+    if (v) rc_store(j->s->cache, RC_RESPONSE, j->tag, j->key, v, len);
+    free(v);
+}
+
 /* Reads what the engine has (waiting up to timeout_ms) and formats it or
  * accumulates it. Returns true once the request is finished. */
 static bool pump(gen_job *j, int timeout_ms) {
+    if (j->hit_val) return replay(j);
     size_t tl = 0, nev = 0;
     bool done = eng_req_read(j->r, timeout_ms, j->text + j->held, sizeof j->text - j->held, &tl,
                              j->n_logprobs >= 0 ? j->ev : NULL, EV_BATCH, &nev, &j->res);
     size_t total = j->held + tl;
     size_t ready = done ? total : srv_utf8_complete(j->text, total);
-    if (ready || nev) {
-        if (j->stream) {
-            stream_delta(j, j->text, ready, j->ev, nev);
-        } else {
-            kn_buf_add(&j->acc, j->text, ready, 0);
-            if (j->n_logprobs >= 0) {
-                if (j->api == SRV_API_OPENAI_CHAT) {
-                    json_t *more = chat_lp_entries(j, j->ev, nev);
-                    json_array_extend(j->lp_acc, more);
-                    json_decref(more);
-                } else {
-                    comp_lp_append(j, j->ev, nev, j->lp_tokens, j->lp_token_lps, j->lp_tops, j->lp_offsets);
-                }
-            }
-        }
-    }
+    consume(j, j->text, ready, j->ev, nev);
     memmove(j->text, j->text + ready, total - ready);
     j->held = total - ready;
+    if (done && j->recording) store_answer(j);
     return done;
 }
 
@@ -295,7 +351,8 @@ static ssize_t stream_reader(void *cls, uint64_t pos, char *buf, size_t max) {
         }
         if (j->out.n == 0 && srv_client_gone(j->c)) {
             KN_INFO("%s: the client went away mid-stream; request cancelled", j->id);
-            eng_req_cancel(j->r);
+            if (j->r) eng_req_cancel(j->r);
+            j->recording = false;
             return MHD_CONTENT_READER_END_WITH_ERROR;
         }
     }
@@ -312,6 +369,10 @@ static enum MHD_Result respond_stream(gen_job *j) {
     MHD_add_response_header(resp, "Content-Type", is_ollama(j->api) ? "application/x-ndjson" : "text/event-stream");
     MHD_add_response_header(resp, "Cache-Control", "no-cache");
     MHD_add_response_header(resp, "X-Accel-Buffering", "no");
+    const char *hdrs[5];
+    char timing[48];
+    cache_headers(j, hdrs, timing, sizeof timing);
+    for (int i = 0; hdrs[i]; i += 2) MHD_add_response_header(resp, hdrs[i], hdrs[i + 1]);
     enum MHD_Result ret = MHD_queue_response(j->c, 200, resp);
     MHD_destroy_response(resp);
     return ret;
@@ -326,7 +387,7 @@ static enum MHD_Result respond_whole(gen_job *j) {
         done = pump(j, 200);
         if (!done && srv_client_gone(j->c)) {
             KN_INFO("%s: the client went away; request cancelled", j->id);
-            eng_req_cancel(j->r);
+            if (j->r) eng_req_cancel(j->r);
             job_free(j);
             return MHD_NO;
         }
@@ -372,11 +433,14 @@ static enum MHD_Result respond_whole(gen_job *j) {
         o = json_pack("{s:s, s:s, s:I, s:s, s:s, s:[o], s:o}", "id", j->id, "object",
                       j->api == SRV_API_OPENAI_CHAT ? "chat.completion" : "text_completion", "created",
                       (json_int_t)j->created, "model", j->m->id, "system_fingerprint", "kiln-" KILN_VERSION,
-                      "choices", choice, "usage", usage_json(&j->res));
+                      "choices", choice, "usage", usage_json(j));
     }
     struct MHD_Connection *c = j->c;
+    const char *hdrs[5];
+    char timing[48];
+    cache_headers(j, hdrs, timing, sizeof timing);
     job_free(j);
-    return srv_send_json(c, 200, o);
+    return srv_send_json_h(c, 200, o, hdrs);
 }
 
 /* ---- request -> engine --------------------------------------------------------- */
@@ -511,6 +575,35 @@ static enum MHD_Result handle_gen(srv_server *s, struct MHD_Connection *c, conn_
         }
         j->text_offset = j->echo_len;
     }
+    j->t_arrival = cx->t0;
+    j->xcache = SRV_XC_BYPASS;
+    if (srv_gen_cacheable(s, m, &q, c)) {
+        j->key = srv_gen_key(s, m, &q, ids, n_ids, &gp, ctx);
+        j->tag = rc_model_tag(m->id);
+        void *val = NULL;
+        size_t len = 0;
+        if (rc_lookup(s->cache, RC_RESPONSE, j->tag, j->key, &val, &len) != RC_TIER_NONE) {
+            if (srv_rec_parse(val, len, EV_BATCH, &j->rv)) {
+                j->hit_val = val;
+                j->xcache = SRV_XC_HIT;
+            } else {
+                KN_WARN("%s: a cached answer is not a well-formed record; computing it again", j->id);
+                free(val);
+            }
+        }
+        if (!j->hit_val) {
+            j->xcache = SRV_XC_MISS;
+            j->recording = true;
+            j->rec.with_events = q.n_logprobs >= 0;
+        }
+    }
+    if (j->hit_val) { /* served from the cache: the engine is not involved */
+        j->m = m;
+        free(ids);
+        srv_gen_req_free(&q);
+        json_decref(root);
+        return j->stream ? respond_stream(j) : respond_whole(j);
+    }
     st = eng_req_create_gen(m->sched, ids, n_ids, &gp, &j->r, &err);
     if (st != KN_OK) {
         srv_err(&e, st == KN_ENOMEM ? 500 : 400, NULL, NULL, "%s", err.msg);
@@ -566,14 +659,27 @@ static json_t *vec_json(const float *v, int n, bool base64) {
     return a;
 }
 
+/* An embedding request: the inputs found in the cache are served from it,
+ * the others are tokenized and embedded in one engine request, then
+ * stored. The answer lists every input's vector in order. */
 static enum MHD_Result handle_embed(srv_server *s, struct MHD_Connection *c, conn_ctx *cx, bool oll) {
     srv_error e;
     srv_embed_req q;
     memset(&q, 0, sizeof q);
     rt_model *m = NULL;
     eng_req *r = NULL;
-    int32_t **toks = NULL;
-    size_t *lens = NULL;
+    int32_t **toks = NULL;   /* [n_miss] */
+    size_t *lens = NULL;     /* [n_miss] */
+    size_t *miss = NULL;     /* [n_miss] input index of each miss */
+    void **hit = NULL;       /* [q.n] cached value of a hit, NULL for a miss */
+    const float **hit_v = NULL; /* [q.n] its vector */
+    size_t *hit_nt = NULL;   /* [q.n] its token count */
+    rc_key *keys = NULL;     /* [q.n] */
+    json_t *out = NULL;
+    const char *hdrs[7] = {0};
+    char timing[48], hits[48];
+    size_t n_miss = 0, n_hit = 0;
+    const bool normalize = true;
     double t0 = kn_now_s();
     json_t *root = srv_parse_json(cx->body.p, cx->body.n, &e);
     if (!root) return srv_send_error(c, &e, oll);
@@ -582,100 +688,156 @@ static enum MHD_Result handle_embed(srv_server *s, struct MHD_Connection *c, con
     if (!srv_acquire_model(s, q.model, &ao, &m, &e)) goto fail;
     cx->model = m->id;
     double load_s = kn_now_s() - t0;
+    const int n_embd = m->m->hp.n_embd;
     toks = calloc(q.n, sizeof *toks);
     lens = calloc(q.n, sizeof *lens);
-    if (!toks || !lens) {
+    miss = calloc(q.n, sizeof *miss);
+    hit = calloc(q.n, sizeof *hit);
+    keys = calloc(q.n, sizeof *keys);
+    hit_v = calloc(q.n, sizeof *hit_v);
+    hit_nt = calloc(q.n, sizeof *hit_nt);
+    if (!toks || !lens || !miss || !hit || !keys || !hit_v || !hit_nt) {
         srv_err(&e, 500, NULL, NULL, "out of memory");
         goto fail;
     }
+    bool cacheable = srv_embed_cacheable(s, m, &q, c);
+    uint64_t tag = rc_model_tag(m->id);
     for (size_t i = 0; i < q.n; i++) {
+        if (cacheable) {
+            keys[i] = srv_embed_key(s, m, &q, i, normalize);
+            void *val = NULL;
+            size_t len = 0;
+            if (rc_lookup(s->cache, RC_EMBEDDING, tag, keys[i], &val, &len) != RC_TIER_NONE) {
+                if (srv_emb_parse(val, len, n_embd, &hit_v[i], &hit_nt[i])) {
+                    hit[i] = val;
+                    n_hit++;
+                    continue;
+                }
+                KN_WARN("%s: a cached embedding is not well-formed; computing it again", m->id);
+                free(val);
+            }
+        }
         kn_err err = {0};
+        size_t k = n_miss;
         if (q.token_inputs) {
-            if (!(toks[i] = malloc(q.lens[i] * sizeof **toks))) {
+            if (!(toks[k] = malloc(q.lens[i] * sizeof **toks))) {
                 srv_err(&e, 500, NULL, NULL, "out of memory");
                 goto fail;
             }
-            memcpy(toks[i], q.token_inputs[i], q.lens[i] * sizeof **toks);
-            lens[i] = q.lens[i];
-        } else if (tok_encode_alloc(m->vocab, q.texts[i], q.lens[i], true, false, &toks[i], &lens[i], &err) != KN_OK) {
+            memcpy(toks[k], q.token_inputs[i], q.lens[i] * sizeof **toks);
+            lens[k] = q.lens[i];
+        } else if (tok_encode_alloc(m->vocab, q.texts[i], q.lens[i], true, false, &toks[k], &lens[k], &err) != KN_OK) {
             srv_err(&e, 400, "input", NULL, "cannot tokenize input %zu: %s", i, err.msg);
             goto fail;
         }
-        if (lens[i] == 0) {
+        miss[n_miss++] = i;
+        if (lens[k] == 0) {
             srv_err(&e, 400, "input", "empty_input", "input %zu has no tokens", i);
             goto fail;
         }
-        if (lens[i] > (size_t)m->n_ctx) {
+        if (lens[k] > (size_t)m->n_ctx) {
             if (!q.truncate) {
                 srv_err(&e, 400, "input", "context_length_exceeded",
                         "input %zu has %zu tokens, but the context holds %d; shorten it or pass \"truncate\": true",
-                        i, lens[i], m->n_ctx);
+                        i, lens[k], m->n_ctx);
                 goto fail;
             }
-            lens[i] = (size_t)m->n_ctx;
+            lens[k] = (size_t)m->n_ctx;
         }
     }
-    kn_err err = {0};
-    kn_status st = eng_req_create_embed(m->sched, (const int32_t *const *)toks, lens, q.n, true, &r, &err);
-    if (st != KN_OK) {
-        srv_err(&e, st == KN_ENOMEM ? 500 : 400, "input", NULL, "%s", err.msg);
-        goto fail;
-    }
-    if ((st = eng_sched_submit(m->sched, r, &err)) != KN_OK) {
-        srv_err(&e, 503, NULL, st == KN_EBUSY ? "overloaded" : "shutting_down", "%s", err.msg);
-        goto fail;
-    }
-    eng_req_result res;
-    size_t dummy;
-    char tb[1];
-    while (!eng_req_read(r, 200, tb, 0, &dummy, NULL, 0, NULL, &res)) {
-        if (srv_client_gone(c)) {
-            eng_req_cancel(r);
-            srv_err(&e, 499, NULL, NULL, "client closed the connection");
-            goto gone;
+    const float *emb = NULL;
+    size_t n_tok_miss = 0;
+    if (n_miss) {
+        kn_err err = {0};
+        kn_status st = eng_req_create_embed(m->sched, (const int32_t *const *)toks, lens, n_miss, normalize, &r, &err);
+        if (st != KN_OK) {
+            srv_err(&e, st == KN_ENOMEM ? 500 : 400, "input", NULL, "%s", err.msg);
+            goto fail;
+        }
+        if ((st = eng_sched_submit(m->sched, r, &err)) != KN_OK) {
+            srv_err(&e, 503, NULL, st == KN_EBUSY ? "overloaded" : "shutting_down", "%s", err.msg);
+            goto fail;
+        }
+        eng_req_result res;
+        size_t dummy;
+        char tb[1];
+        while (!eng_req_read(r, 200, tb, 0, &dummy, NULL, 0, NULL, &res)) {
+            if (srv_client_gone(c)) {
+                eng_req_cancel(r);
+                srv_err(&e, 499, NULL, NULL, "client closed the connection");
+                goto fail;
+            }
+        }
+        if (res.finish != ENG_FINISH_STOP) {
+            srv_err(&e, res.status == KN_EBUSY || res.finish == ENG_FINISH_CANCELLED ? 503 : 500, NULL, NULL, "%s",
+                    res.err[0] ? res.err : "embedding failed");
+            goto fail;
+        }
+        size_t n_in;
+        int ne;
+        emb = eng_req_embeddings(r, &n_in, &ne, &n_tok_miss);
+        if (n_in != n_miss || ne != n_embd) {
+            srv_err(&e, 500, NULL, NULL, "the engine returned %zu embeddings of %d values for %zu inputs of %d", n_in,
+                    ne, n_miss, n_embd);
+            goto fail;
+        }
+        for (size_t k = 0; cacheable && k < n_miss; k++) {
+            size_t len = 0;
+            void *v = srv_emb_value(emb + k * (size_t)n_embd, n_embd, lens[k], &len);
+            if (v) rc_store(s->cache, RC_EMBEDDING, tag, keys[miss[k]], v, len);
+            free(v);
         }
     }
-    if (res.finish != ENG_FINISH_STOP) {
-        srv_err(&e, res.status == KN_EBUSY || res.finish == ENG_FINISH_CANCELLED ? 503 : 500, NULL, NULL, "%s",
-                res.err[0] ? res.err : "embedding failed");
-        goto fail;
+    /* every input's vector, in order */
+    size_t n_tok = n_tok_miss, k = 0;
+    json_t *vecs = json_array();
+    for (size_t i = 0; i < q.n; i++) {
+        const float *v;
+        if (hit[i]) {
+            v = hit_v[i];
+            n_tok += hit_nt[i];
+        } else {
+            v = emb + (k++) * (size_t)n_embd;
+        }
+        json_array_append_new(vecs, vec_json(v, n_embd, !oll && q.base64));
     }
-    size_t n_in, n_tok;
-    int n_embd;
-    const float *emb = eng_req_embeddings(r, &n_in, &n_embd, &n_tok);
-    json_t *out;
     if (oll) {
-        json_t *list = json_array();
-        for (size_t i = 0; i < n_in; i++) json_array_append_new(list, vec_json(emb + i * (size_t)n_embd, n_embd, false));
-        out = json_pack("{s:s, s:o, s:I, s:I, s:I}", "model", m->id, "embeddings", list, "total_duration",
+        out = json_pack("{s:s, s:o, s:I, s:I, s:I}", "model", m->id, "embeddings", vecs, "total_duration",
                         (json_int_t)((kn_now_s() - t0) * 1e9), "load_duration", (json_int_t)(load_s * 1e9),
                         "prompt_eval_count", (json_int_t)n_tok);
     } else {
         json_t *data = json_array();
-        for (size_t i = 0; i < n_in; i++)
-            json_array_append_new(data, json_pack("{s:s, s:I, s:o}", "object", "embedding", "index", (json_int_t)i,
-                                                  "embedding", vec_json(emb + i * (size_t)n_embd, n_embd, q.base64)));
+        for (size_t i = 0; i < q.n; i++)
+            json_array_append_new(data, json_pack("{s:s, s:I, s:O}", "object", "embedding", "index", (json_int_t)i,
+                                                  "embedding", json_array_get(vecs, i)));
+        json_decref(vecs);
         out = json_pack("{s:s, s:o, s:s, s:{s:I, s:I}}", "object", "list", "data", data, "model", m->id, "usage",
                         "prompt_tokens", (json_int_t)n_tok, "total_tokens", (json_int_t)n_tok);
     }
-    eng_req_release(r);
-    rt_release(s->reg, m);
-    for (size_t i = 0; i < q.n; i++) free(toks[i]);
-    free(toks);
-    free(lens);
-    srv_embed_req_free(&q);
-    json_decref(root);
-    return srv_send_json(c, 200, out);
+    snprintf(timing, sizeof timing, "total;dur=%.3f", (kn_now_s() - cx->t0) * 1e3);
+    snprintf(hits, sizeof hits, "%zu/%zu", n_hit, q.n);
+    hdrs[0] = "X-Cache";
+    hdrs[1] = !cacheable ? SRV_XC_BYPASS : n_miss ? SRV_XC_MISS : SRV_XC_HIT;
+    hdrs[2] = "X-Cache-Hits";
+    hdrs[3] = hits;
+    hdrs[4] = "Server-Timing";
+    hdrs[5] = timing;
+    e.status = 200;
 fail:
-gone:
     eng_req_release(r);
     if (m) rt_release(s->reg, m);
-    if (toks)
-        for (size_t i = 0; i < q.n; i++) free(toks[i]);
+    for (size_t i = 0; toks && i < n_miss; i++) free(toks[i]);
+    for (size_t i = 0; hit && i < q.n; i++) free(hit[i]);
     free(toks);
     free(lens);
+    free(miss);
+    free(hit);
+    free(hit_v);
+    free(hit_nt);
+    free(keys);
     srv_embed_req_free(&q);
     json_decref(root);
+    if (e.status == 200) return srv_send_json_h(c, 200, out, hdrs);
     if (e.status == 499) return MHD_NO;
     return srv_send_error(c, &e, oll);
 }

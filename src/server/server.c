@@ -8,6 +8,7 @@
 #include <math.h>
 
 #include <arpa/inet.h>
+#include <limits.h>
 #include <netdb.h>
 #include <poll.h>
 #include <stdio.h>
@@ -18,24 +19,34 @@
 
 /* ---- responses ------------------------------------------------------------- */
 
-enum MHD_Result srv_send_body(struct MHD_Connection *c, int status, const char *ctype, char *body, size_t len) {
+enum MHD_Result srv_send_body_h(struct MHD_Connection *c, int status, const char *ctype, char *body, size_t len,
+                                const char *const *hdrs) {
     struct MHD_Response *r = MHD_create_response_from_buffer(len, body, MHD_RESPMEM_MUST_FREE);
     if (!r) {
         free(body);
         return MHD_NO;
     }
     MHD_add_response_header(r, "Content-Type", ctype);
+    for (size_t i = 0; hdrs && hdrs[i]; i += 2) MHD_add_response_header(r, hdrs[i], hdrs[i + 1]);
     enum MHD_Result ret = MHD_queue_response(c, (unsigned)status, r);
     MHD_destroy_response(r);
     return ret;
 }
 
-enum MHD_Result srv_send_json(struct MHD_Connection *c, int status, json_t *j) {
+enum MHD_Result srv_send_body(struct MHD_Connection *c, int status, const char *ctype, char *body, size_t len) {
+    return srv_send_body_h(c, status, ctype, body, len, NULL);
+}
+
+enum MHD_Result srv_send_json_h(struct MHD_Connection *c, int status, json_t *j, const char *const *hdrs) {
     if (!j) return srv_send_body(c, 500, "application/json", strdup("{\"error\":\"out of memory\"}"), 25);
     char *s = json_dumps(j, JSON_COMPACT | JSON_REAL_PRECISION(9));
     json_decref(j);
     if (!s) return MHD_NO;
-    return srv_send_body(c, status, "application/json", s, strlen(s));
+    return srv_send_body_h(c, status, "application/json", s, strlen(s), hdrs);
+}
+
+enum MHD_Result srv_send_json(struct MHD_Connection *c, int status, json_t *j) {
+    return srv_send_json_h(c, status, j, NULL);
 }
 
 enum MHD_Result srv_send_error(struct MHD_Connection *c, const srv_error *e, bool ollama) {
@@ -167,7 +178,7 @@ static void ps_one(void *arg, const rt_loaded_info *li) {
     json_array_append_new((json_t *)arg,
                           json_pack("{s:s, s:s, s:s, s:I, s:i, s:s, s:s, s:s, s:o, s:s, s:i, s:b, s:i, s:b, s:f}", "name",
                                     full, "model", full, "id", m->id, "size",
-                                    (json_int_t)(m->m->weight_bytes + st.kv_bytes), "size_vram", 0, "digest", "",
+                                    (json_int_t)(m->m->weight_bytes + st.kv_bytes), "size_vram", 0, "digest", m->sha256,
                                     "loaded_at", ts, "expires_at", exp,
                                     "details", ollama_details(m->m->hp.arch_name, m->quant), "quantization", m->quant,
                                     "context_length", st.n_ctx, "context_reduced", m->ctx_reduced, "in_flight",
@@ -400,6 +411,7 @@ static void gauges_one(void *arg, const rt_loaded_info *li) {
 static enum MHD_Result h_metrics(srv_server *s, struct MHD_Connection *c, conn_ctx *cx) {
     (void)cx;
     rt_foreach_loaded(s->reg, gauges_one, s);
+    rc_metrics_refresh(s->cache);
     size_t len = 0;
     char *text = met_render(s->obs.reg, &len);
     if (!text) return MHD_NO;
@@ -433,6 +445,8 @@ static const route ROUTES[] = {
     {"GET", "/api/version", h_api_version, false, true, false},
     {"POST", "/tokenize", h_tokenize, false, false, true},
     {"POST", "/detokenize", h_detokenize, false, false, true},
+    {"GET", "/cache/stats", srv_h_cache_stats, false, false, false},
+    {"POST", "/cache/clear", srv_h_cache_clear, false, false, true},
 };
 #define N_ROUTES (sizeof ROUTES / sizeof *ROUTES)
 
@@ -649,6 +663,62 @@ static void obs_destroy(srv_obs *o) {
     met_registry_destroy(o->reg);
 }
 
+/* The real path of p, or of its nearest existing parent with the rest
+ * appended (a directory that does not exist yet). */
+static bool real_path_of(const char *p, char *out, size_t cap) {
+    char tmp[PATH_MAX];
+    if (snprintf(tmp, sizeof tmp, "%s", p) >= (int)sizeof tmp) return false;
+    char rest[PATH_MAX] = "";
+    for (;;) {
+        char r[PATH_MAX];
+        if (realpath(tmp, r)) return snprintf(out, cap, "%s%s", r, rest) < (int)cap;
+        char *sl = strrchr(tmp, '/');
+        if (!sl || sl == tmp) return false;
+        char nr[PATH_MAX];
+        if (snprintf(nr, sizeof nr, "%s%s", sl, rest) >= (int)sizeof nr) return false;
+        memcpy(rest, nr, strlen(nr) + 1);
+        *sl = 0;
+    }
+}
+
+/* The response and embedding cache from the settings: L1 halves of
+ * --cache-mib, L2 in --cache-dir (refused inside the models directory). */
+static kn_status cache_create(srv_server *s, const srv_config *cfg, kn_err *err) {
+    if (!cfg->response_cache && !cfg->embedding_cache) {
+        KN_INFO("cache: response and embedding caches off");
+        return KN_OK;
+    }
+    rc_opts co = {.enabled = {cfg->response_cache, cfg->embedding_cache},
+                  .compress = cfg->cache_compress,
+                  .ttl_s = {cfg->cache_ttl_response_s, cfg->cache_ttl_embedding_s},
+                  .metrics = s->obs.reg};
+    int n_on = (int)cfg->response_cache + (int)cfg->embedding_cache;
+    co.l1_bytes = ((uint64_t)cfg->cache_mib << 20) / (uint64_t)n_on;
+    if (!rc_policy_parse(cfg->cache_policy, &co.policy)) co.policy = RC_LRU;
+    if (cfg->cache_dir && cfg->cache_disk_size > 0) {
+        char cd[PATH_MAX], md[PATH_MAX];
+        const char *models = cfg->model_file ? NULL : cfg->models_dir;
+        if (models && real_path_of(cfg->cache_dir, cd, sizeof cd) && real_path_of(models, md, sizeof md)) {
+            size_t n = strlen(md);
+            if (!strncmp(cd, md, n) && (cd[n] == 0 || cd[n] == '/'))
+                return kn_fail(err, KN_EINVAL,
+                               "cache-dir %s is inside the models directory %s; put the disk cache elsewhere",
+                               cfg->cache_dir, models);
+        }
+        co.dir = cfg->cache_dir;
+        co.l2_bytes = (uint64_t)cfg->cache_disk_size;
+    }
+    kn_status st = rc_cache_create(&co, &s->cache, err);
+    if (st != KN_OK) {
+        kn_err_prefix(err, "cache");
+        return st;
+    }
+    KN_INFO("cache: response %s, embedding %s; memory %d MiB (%s), disk %s (limit %.1f GiB)",
+            cfg->response_cache ? "on" : "off", cfg->embedding_cache ? "on" : "off", cfg->cache_mib,
+            rc_policy_name(co.policy), co.dir ? co.dir : "off", (double)co.l2_bytes / (double)(1ull << 30));
+    return KN_OK;
+}
+
 kn_status srv_create(const srv_config *cfg, const rt_opts *ro, const tensor_ops *ops, srv_server **out, kn_err *err) {
     *out = NULL;
     srv_server *s = calloc(1, sizeof *s);
@@ -660,8 +730,19 @@ kn_status srv_create(const srv_config *cfg, const rt_opts *ro, const tensor_ops 
     }
     rt_opts o = *ro;
     o.metrics = &s->obs.rt;
-    kn_status st = rt_registry_create(cfg->models_dir, cfg->model_file, &o, ops, &s->reg, err);
+    o.hash_files = cfg->response_cache || cfg->embedding_cache;
+    s->ops_level = (int)ops->level;
+    s->ops_vnni = ops->vnni;
+    if (!eng_spec_parse(cfg->spec, &s->spec_default)) s->spec_default = ENG_SPEC_NONE;
+    kn_status st = cache_create(s, cfg, err);
     if (st != KN_OK) {
+        obs_destroy(&s->obs);
+        free(s);
+        return st;
+    }
+    st = rt_registry_create(cfg->models_dir, cfg->model_file, &o, ops, &s->reg, err);
+    if (st != KN_OK) {
+        rc_cache_destroy(s->cache);
         obs_destroy(&s->obs);
         free(s);
         return st;
@@ -740,6 +821,7 @@ void srv_drain(srv_server *s, int grace_s) {
 void srv_destroy(srv_server *s) {
     if (!s) return;
     if (s->d) MHD_stop_daemon(s->d);
+    rc_cache_destroy(s->cache); /* writes what is still queued for the disk */
     rt_registry_destroy(s->reg);
     KN_INFO("shutdown: models unloaded");
     obs_destroy(&s->obs);

@@ -410,8 +410,7 @@ static void hex_digest(EVP_MD_CTX *md, char out[65]) {
     out[64] = 0;
 }
 
-/* sha256 of a whole file into out; false when it cannot be read. */
-static bool hash_file(const char *path, char out[65]) {
+bool store_sha256_file(const char *path, char out[65]) {
     int fd = open(path, O_RDONLY | O_CLOEXEC);
     if (fd < 0) return false;
     struct stat sb;
@@ -591,7 +590,7 @@ kn_status store_pull(const store_ref *ref, const store_pull_opts *o, store_pull_
     struct stat sb;
     if (!stat(res->path, &sb) && S_ISREG(sb.st_mode) && expected && (uint64_t)sb.st_size == expected) {
         char have[65];
-        if (sha[0] ? hash_file(res->path, have) && !strcmp(have, sha) : true) {
+        if (sha[0] ? store_sha256_file(res->path, have) && !strcmp(have, sha) : true) {
             res->up_to_date = true;
             res->verified = sha[0] != 0;
             res->size = expected;

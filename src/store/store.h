@@ -157,6 +157,10 @@ typedef struct store_pull_result {
  * the quantization (listing those available), KN_EIO network or file errors
  * (the .part is kept for a resume), KN_EFORMAT size/sha256 mismatch or not a
  * GGUF file (nothing is kept), KN_EBUSY another pull holds the .part. */
+/* The sha256 of a whole file as 64 lower-case hex digits in out; false when
+ * it cannot be read. */
+bool store_sha256_file(const char *path, char out[65]);
+
 kn_status store_pull(const store_ref *ref, const store_pull_opts *o, store_pull_result *res, kn_err *err);
 
 #endif

@@ -19,10 +19,12 @@ import json
 import math
 import os
 import re
+import shutil
 import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 import traceback
@@ -273,8 +275,19 @@ class NDResult:
 class Server:
     """One `kiln serve` process on 127.0.0.1 with a free port."""
 
-    def __init__(self, args, ready_timeout=60, wait_health=True, env=None):
-        self.args = ["serve", "--host", "127.0.0.1", "--port", "0"] + list(args)
+    def __init__(self, args, ready_timeout=60, wait_health=True, env=None, cache=False):
+        args = list(args)
+        # The response and embedding caches would turn the repeated requests
+        # of the other tests into cache hits: they are off unless a test asks
+        # for them (cache=True, or a cache flag of its own). The disk cache
+        # never goes to the user's ~/.cache: a fresh directory per server.
+        self._cache_tmp = None
+        if not any(a.startswith("--cache-dir") for a in args):
+            self._cache_tmp = tempfile.mkdtemp(prefix="kiln-cache-")
+            args += ["--cache-dir", self._cache_tmp]
+        if not cache and not any(a.startswith(("--response-cache", "--embedding-cache")) for a in args):
+            args += ["--response-cache=false", "--embedding-cache=false"]
+        self.args = ["serve", "--host", "127.0.0.1", "--port", "0"] + args
         self._err = bytearray()
         self._out = bytearray()
         self._lock = threading.Lock()
@@ -492,7 +505,13 @@ class Server:
         rc = self.wait(timeout)
         if rc is None:
             self.kill()
+        self._drop_cache_tmp()
         return rc
+
+    def _drop_cache_tmp(self):
+        if self._cache_tmp and self.proc.poll() is not None:
+            shutil.rmtree(self._cache_tmp, ignore_errors=True)
+            self._cache_tmp = None
 
     def kill(self):
         if self.proc.poll() is None:
@@ -501,6 +520,7 @@ class Server:
                 self.proc.wait(timeout=10)
             except subprocess.TimeoutExpired:
                 pass
+        self._drop_cache_tmp()
 
 
 # ---------------------------------------------------------------- checks on results
