@@ -74,7 +74,7 @@ mkdir -p "$tmp/run" && cp "$E2E/test.mjs" "$tmp/run/" && ln -s "$deps/node_modul
 
 # ---- start the server
 key="kiln-e2e-$RANDOM$RANDOM"
-"$K" serve -m "$MODEL" --host 127.0.0.1 --port 0 -t 1 -c 256 --api-key "$key" --cache-dir "$tmp/cache" 2>"$tmp/serve.log" >/dev/null &
+"$K" serve -m "$MODEL" --host 127.0.0.1 --port 0 -t 1 -c 256 --api-key "$key" --cache-dir "$tmp/cache" --response-cache=false --embedding-cache=false 2>"$tmp/serve.log" >/dev/null &
 pid=$!
 port=
 for _ in $(seq 300); do   # 30 s
