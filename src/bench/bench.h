@@ -65,6 +65,21 @@
  *    kiln_spec_draft_tokens_total over the ngram phase (absent when /metrics
  *    lacks them); "identical" compares the texts of request i in both modes.
  *  These three PASS when no request failed (the SLA fields are ignored).
+ *  - cache (kiln's response cache, issue 9; cache.c): non-streamed greedy
+ *    requests (temperature 0) on `requests` distinct prompts, read with
+ *    their X-Cache and Server-Timing headers. Phase 1 (step 0) populates
+ *    (misses); phase 2 (step 1) sends the same requests sequentially
+ *    `rounds` times (L1 hits); phase 3 (step 2), `rounds` times: POST
+ *    /cache/clear {"type": "response", "model", "tier": "l1"}, then the
+ *    requests once (L2 hits, counted by l2.response.hits of GET
+ *    /cache/stats); phase 4 (step 3) replays them with `concurrency` clients
+ *    for duration_s or `requests_total` requests (L1 hits/s). Then the L1
+ *    memory per entry from /cache/stats. Server-side latency = the
+ *    `Server-Timing: total;dur=MS` header. Needs a kiln server with the
+ *    response cache on (else bench_run fails, naming why). PASSes when every
+ *    request succeeded, every answer of phases 2-4 was a hit with the text
+ *    of the populate answer; the latency goals (L1 p99 < 1 ms, L2 p99 < 5 ms
+ *    server-side) are reported, not enforced.
  *
  * /metrics (Prometheus text, untrusted, at most 4 MiB read): a series is
  * `name{label="v",...} value` or `name value`; '#' lines are comments. A
@@ -146,8 +161,9 @@ typedef enum bench_scenario {
     BENCH_PREFIX,
     BENCH_SHARED_PREFIX,
     BENCH_SPEC,
+    BENCH_CACHE,
 } bench_scenario;
-#define BENCH_SCENARIO_LAST BENCH_SPEC
+#define BENCH_SCENARIO_LAST BENCH_CACHE
 
 const char *bench_scenario_name(bench_scenario s);
 bool bench_scenario_parse(const char *s, bench_scenario *out);
@@ -191,6 +207,8 @@ typedef struct bench_config {
     double timeout_s;          /* per request, > 0 */
     double connect_timeout_s;  /* > 0 */
     bool progress;             /* progress line on stderr */
+    int rounds;                /* cache: passes of the L1 and of the L2 phase (1..1000) */
+    long long requests_total;  /* cache: throughput-phase requests (0: for duration_s) */
 } bench_config;
 
 /* ---- results -------------------------------------------------------------- */
@@ -265,7 +283,29 @@ typedef struct bench_extra {
     bool has_accept;
     double spec_draft, spec_accepted, spec_accept_rate;
     int spec_identical; /* 1 same texts, 0 differ, -1 unknown (a request failed) */
+    /* cache: see bench_cache_figures */
+    struct bench_cache_figures *cache; /* owned, NULL for other scenarios */
 } bench_extra;
+
+/* Figures of the cache scenario. Latencies in milliseconds; a bench_stats
+ * with n == 0 means no sample. */
+typedef struct bench_cache_figures {
+    long long populate_misses, populate_hits; /* X-Cache of phase 1 (hits: cached by an earlier run) */
+    bench_stats l1_server_ms, l1_client_ms;   /* phase 2, answers that were hits */
+    bool has_l2;                              /* false: the server has no L2 (phase 3 skipped) */
+    bench_stats l2_server_ms, l2_client_ms;   /* phase 3 */
+    long long l2_requests;                    /* phase 3 requests sent */
+    long long l2_hits;                        /* growth of l2.response.hits over phase 3 */
+    bench_stats thr_server_ms, thr_client_ms; /* phase 4 */
+    long long thr_requests, thr_hits;
+    double thr_duration_s, hits_per_s; /* first start to last end of phase 4; hits / that */
+    long long not_hits[3];  /* phases 2, 3, 4: answers that were not X-Cache hit */
+    long long mismatched;   /* hits whose text differs from the populate answer */
+    long long no_timing;    /* 200 answers without a Server-Timing total */
+    bool has_mem;           /* the L1 figures below, from /cache/stats after phase 4 */
+    long long entries, bytes, entry_overhead; /* l1.response entries, bytes; l1_entry_overhead_bytes */
+    double text_bytes;      /* mean bytes of the populate answers' text */
+} bench_cache_figures;
 
 typedef struct bench_result {
     bench_config cfg; /* copy; its pointers stay borrowed from the caller */
@@ -294,6 +334,15 @@ typedef struct bench_result {
 kn_status bench_run(const bench_config *cfg, bench_result **out, kn_err *err);
 void bench_result_destroy(bench_result *r); /* accepts NULL */
 
+/* The cache scenario (cache.c), called by bench_run after the configuration
+ * checks; same contract as bench_run. */
+kn_status bench_cache_run(const bench_config *cfg, bench_result **out, kn_err *err);
+
+/* Reads the dur= parameter (milliseconds, finite, >= 0) of `metric` in a
+ * Server-Timing header value of len bytes (e.g. "total;dur=0.42, db;dur=3";
+ * names compare case-insensitively). False when absent or malformed. */
+bool bench_server_timing(const char *value, size_t len, const char *metric, double *ms);
+
 /* The value of metric `name` for `model` in a Prometheus text page (see
  * the top comment for the rule); false when absent or unparsable. */
 bool bench_metric_value(const char *page, const char *name, const char *model, double *out);
@@ -307,5 +356,9 @@ json_t *bench_result_json(const bench_result *r);
 void bench_result_print(const bench_result *r, FILE *f);
 /* Writes a self-contained HTML file with inline SVG plots. */
 kn_status bench_report_html(const bench_result *r, const char *path, kn_err *err);
+/* The same three for the cache scenario (cache.c); the functions above call them. */
+json_t *bench_cache_json(const bench_result *r);
+void bench_cache_print(const bench_result *r, FILE *f);
+kn_status bench_cache_html(const bench_result *r, const char *path, kn_err *err);
 
 #endif

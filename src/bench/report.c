@@ -114,6 +114,7 @@ static void extra_json(json_t *o, const bench_result *r) {
 }
 
 json_t *bench_result_json(const bench_result *r) {
+    if (r->cfg.scenario == BENCH_CACHE) return bench_cache_json(r);
     const bench_config *c = &r->cfg;
     const bench_summary *a = &r->all;
     json_t *o = json_object();
@@ -270,6 +271,10 @@ static void print_extra(FILE *f, const bench_result *r) {
 }
 
 void bench_result_print(const bench_result *r, FILE *f) {
+    if (r->cfg.scenario == BENCH_CACHE) {
+        bench_cache_print(r, f);
+        return;
+    }
     const bench_config *c = &r->cfg;
     fprintf(f, "kiln bench server: %s against %s (model %s)\n", bench_scenario_name(c->scenario), c->url, c->model);
     print_summary(f, &r->all);
@@ -554,6 +559,7 @@ static void html_extra(FILE *f, const bench_result *r) {
 }
 
 kn_status bench_report_html(const bench_result *r, const char *path, kn_err *err) {
+    if (r->cfg.scenario == BENCH_CACHE) return bench_cache_html(r, path, err);
     FILE *f = fopen(path, "w");
     if (!f) return kn_fail(err, KN_EIO, "%s: cannot create the report", path);
     const bench_config *c = &r->cfg;

@@ -33,6 +33,7 @@ const char *bench_scenario_name(bench_scenario s) {
     case BENCH_PREFIX: return "prefix";
     case BENCH_SHARED_PREFIX: return "shared-prefix";
     case BENCH_SPEC: return "spec";
+    case BENCH_CACHE: return "cache";
     }
     return "?";
 }
@@ -920,6 +921,7 @@ void bench_result_destroy(bench_result *r) {
     free(r->tok_per_s);
     free(r->steps);
     free(r->x.rounds);
+    free(r->x.cache);
     free(r);
 }
 
@@ -943,6 +945,14 @@ static kn_status check_config(const bench_config *c, kn_err *err) {
         return kn_fail(err, KN_EINVAL, "--prefix-tokens must be in 1..1000000");
     if (c->scenario == BENCH_PREFIX && (c->between < 0 || c->between > 100000))
         return kn_fail(err, KN_EINVAL, "--between must be in 0..100000");
+    if (c->scenario == BENCH_CACHE &&
+        (c->requests < 1 || c->requests > 1000000 || c->rounds < 1 || c->rounds > 1000 || c->concurrency < 1 ||
+         c->concurrency > BENCH_MAX_INFLIGHT || c->requests_total < 0 ||
+         (c->requests_total == 0 && !(c->duration_s > 0))))
+        return kn_fail(err, KN_EINVAL,
+                       "cache needs --requests in 1..1000000, --rounds in 1..1000, --concurrency in 1..%d and "
+                       "--duration S or --requests-total N",
+                       BENCH_MAX_INFLIGHT);
     if (c->scenario == BENCH_RAMP &&
         (!(c->initial_rate > 0) || !(c->final_rate > 0) || !(c->ramp_duration_s > 0) || c->ramp_steps < 1 ||
          c->ramp_steps > 1000 || c->initial_rate > 1e5 || c->final_rate > 1e5))
@@ -954,6 +964,7 @@ kn_status bench_run(const bench_config *cfg, bench_result **out, kn_err *err) {
     *out = NULL;
     kn_status st = check_config(cfg, err);
     if (st != KN_OK) return st;
+    if (cfg->scenario == BENCH_CACHE) return bench_cache_run(cfg, out, err);
     run r = {.cfg = cfg};
     bench_result *res = calloc(1, sizeof *res);
     if (!res) return kn_fail(err, KN_ENOMEM, "out of memory");
@@ -1050,6 +1061,7 @@ kn_status bench_run(const bench_config *cfg, bench_result **out, kn_err *err) {
     case BENCH_PREFIX: st = prefix_loop(&r, err); break;
     case BENCH_SHARED_PREFIX: st = shared_prefix_loop(&r, err); break;
     case BENCH_SPEC: st = spec_loop(&r, err); break;
+    case BENCH_CACHE: break; /* bench_cache_run, above */
     }
     if (st != KN_OK) {
         if (cfg->progress) kn_progress_end(&r.prog);
