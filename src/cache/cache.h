@@ -30,14 +30,18 @@
  * L2 (LMDB) layout, in one environment in `dir` (data.mdb, lock.mdb):
  *  - named databases "response" and "embedding": key = model tag (8 bytes,
  *    big endian) || rc_key (16 bytes: hi then lo, big endian), value =
- *    rc_l2 record: a 48-byte header
- *      magic "KLC1" (4) | version (1) | type (1) | flags (2)
+ *    rc_l2 record: a 48-byte header (integers little endian)
+ *      magic "KLC1" (4) | version 1 (1) | type (1: rc_type) | flags (2)
  *      raw_len (4) | stored_len (4) | created_ms (8) | expiry_ms (8)
  *      model tag (8) | checksum (8): XXH3-64 over the header's first 40
  *      bytes and the stored payload
- *    followed by the payload (zstd frame, or raw when flags say so). A
- *    record whose checksum, lengths or magic do not match is corrupt: it is
- *    deleted, logged with its key, counted, and reported as a miss.
+ *    followed by the payload: a zstd frame (level 3) of raw_len bytes, or,
+ *    when flags bit 0 is set, the raw value (zstd did not shrink it;
+ *    raw_len = stored_len). stored_len = value size - 48, raw_len <=
+ *    256 MiB, the type and model tag match the database and key. A record
+ *    whose magic, version, lengths, checksum or zstd frame do not check out
+ *    is corrupt: it is deleted, logged with its key, counted, and reported
+ *    as a miss.
  *  - "age": key = created_ms (8, big endian) || type (1) || the 24-byte
  *    key above, empty value: the oldest-first index for size eviction.
  *  - "meta": "bytes.response", "bytes.embedding" (u64 little endian, the sum
