@@ -529,6 +529,32 @@ static void test_o1_work(void **state) {
     }
 }
 
+/* Every entry stays reachable while the table grows and shrinks (two
+ * tables during each migration): after each put and each delete, sampled
+ * keys that must be there are found and deleted ones are not. */
+static void test_rehash_lookups(void **state) {
+    (void)state;
+    enum { N = 5000 };
+    rc_l1 *c = make(RC_LRU, (uint64_t)N * rc_l1_entry_cost(8), false, 0, NULL);
+    for (uint64_t i = 0; i < N; i++) {
+        put_n(c, i, 8);
+        for (uint64_t j = i; j > 0; j /= 2) assert_true(get_n(c, j));
+        assert_true(get_n(c, 0));
+        assert_false(get_n(c, i + 1));
+    }
+    for (uint64_t i = 0; i < N; i++) {
+        assert_true(rc_l1_del(c, key_n(i)));
+        assert_false(get_n(c, i));
+        for (uint64_t j = N - 1; j > i; j = i + (j - i) / 2) assert_true(get_n(c, j));
+    }
+    rc_stats s;
+    rc_l1_stats(c, &s);
+    assert_int_equal(s.entries, 0);
+    assert_int_equal(s.bytes, 0);
+    assert_int_equal(s.evictions, 0);
+    rc_l1_destroy(c);
+}
+
 /* ---- clear -------------------------------------------------------------------- */
 
 static void test_clear_model(void **state) {
@@ -731,6 +757,7 @@ int main(void) {
         cmocka_unit_test(test_random_policy),      cmocka_unit_test(test_budget_mixed_sizes),
         cmocka_unit_test(test_replace_bytes),      cmocka_unit_test(test_ttl),
         cmocka_unit_test(test_compression),        cmocka_unit_test(test_o1_work),
+        cmocka_unit_test(test_rehash_lookups),
         cmocka_unit_test(test_clear_model),        cmocka_unit_test(test_create_errors),
         cmocka_unit_test(test_threads),
     };
