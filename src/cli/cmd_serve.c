@@ -19,7 +19,8 @@ static void usage(FILE *f) {
             "usage: kiln serve (-m FILE.gguf | --models DIR) [options]\n\n"
             "Serves GGUF models over HTTP with OpenAI-compatible (/v1/chat/completions, /v1/completions,\n"
             "/v1/embeddings, /v1/models), Ollama-compatible (/api/generate, /api/chat, /api/embed, /api/tags,\n"
-            "/api/ps, /api/show, /api/version) and kiln routes (/health, /metrics, /tokenize, /detokenize).\n"
+            "/api/ps, /api/show, /api/version) and kiln routes (/health, /metrics, /tokenize, /detokenize,\n"
+            "/cache/stats, /cache/clear).\n"
             "Stops on SIGTERM or SIGINT: stops accepting, finishes the requests in flight (up to the grace\n"
             "period), then unloads the models.\n\n"
             "Settings come from, in increasing precedence: defaults, --config FILE (YAML, the keys are the\n"
@@ -75,7 +76,17 @@ static void usage(FILE *f) {
             "      --print-config      print the settings in effect (YAML) and exit\n"
             "  -n, --n-predict N       generation limit when a request sets none (default -1 = until the\n"
             "                          context is full or the model stops)\n"
-            "      --mmap              compute from the file mapping (less memory, slower decode)\n");
+            "      --mmap              compute from the file mapping (less memory, slower decode)\n"
+            "response and embedding cache (deterministic answers and embeddings, answered X-Cache: hit|miss|bypass):\n"
+            "      --response-cache B  cache completions that are greedy or seeded (default true)\n"
+            "      --embedding-cache B cache embeddings per input (default true)\n"
+            "      --cache-mib N       memory tier (L1) in MiB, split between the two (default 512; 0 = none)\n"
+            "      --cache-policy P    L1 eviction: lru (default), lfu, fifo or random\n"
+            "      --cache-ttl-response S / --cache-ttl-embedding S  lifetimes (default 3600 / 86400)\n"
+            "      --cache-compress B  zstd for L1 values over 1 KiB (default true)\n"
+            "      --cache-dir DIR     disk tier (L2, LMDB; default $XDG_CACHE_HOME/kiln or ~/.cache/kiln);\n"
+            "                          never inside the models directory\n"
+            "      --cache-disk-size B L2 size limit, oldest entries evicted above it (default 10g; 0 = no L2)\n");
 }
 
 int cmd_serve(int argc, char **argv) {
