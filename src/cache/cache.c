@@ -157,8 +157,12 @@ kn_status rc_cache_create(const rc_opts *o, rc_cache **out, kn_err *err) {
     if (o->dir && o->l2_bytes && (o->enabled[RC_RESPONSE] || o->enabled[RC_EMBEDDING])) {
         rc_l2_opts l2o = {.max_bytes = o->l2_bytes};
         for (int t = 0; t < RC_NTYPES; t++) l2o.metrics[t] = tm[1][t];
-        if ((st = rc_l2_open_lmdb(o->dir, &l2o, &c->l2, err)) != KN_OK) goto fail;
-        if (!(c->dir = strdup(o->dir))) {
+        kn_err l2err = {0};
+        if (rc_l2_open_lmdb(o->dir, &l2o, &c->l2, &l2err) != KN_OK) {
+            /* the memory tier still works: serve without the disk rather than not at all */
+            KN_WARN("cache: no disk cache (%s); answers are cached in memory only", l2err.msg);
+            c->l2 = NULL;
+        } else if (!(c->dir = strdup(o->dir))) {
             st = kn_fail(err, KN_ENOMEM, "out of memory");
             goto fail;
         }

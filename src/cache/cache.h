@@ -218,6 +218,8 @@ typedef struct rc_opts {
 
 typedef struct rc_cache rc_cache;
 
+/* A disk tier that cannot be opened (unwritable, not a kiln cache) is
+ * logged and left out: the memory tier still serves. */
 kn_status rc_cache_create(const rc_opts *o, rc_cache **out, kn_err *err);
 /* Writes what is still queued, stops the writer, closes L2. Accepts NULL. */
 void rc_cache_destroy(rc_cache *c);
