@@ -533,7 +533,18 @@ static int evict_for_space(l2_lmdb *l, uint64_t want_free, uint64_t *removed) {
         if (rc) return rc;
         if (!walked) break; /* nothing left */
     }
-    return 0;
+    /* LMDB reuses the pages a transaction freed only from the second
+     * transaction after it (the one in between keeps the older snapshot
+     * alive), so one small write lets the retry use what was just freed. */
+    MDB_txn *txn;
+    int rc = mdb_txn_begin(l->env, NULL, 0, &txn);
+    if (rc) return rc;
+    MDB_val k = {6, "format"}, v = {strlen(FORMAT), FORMAT};
+    if ((rc = mdb_put(txn, l->meta, &k, &v, 0))) {
+        mdb_txn_abort(txn);
+        return rc;
+    }
+    return commit(l, txn);
 }
 
 /* ---- put --------------------------------------------------------------------------- */

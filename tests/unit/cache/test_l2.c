@@ -335,6 +335,45 @@ static void test_size_eviction(void **state) {
     tu_rmdir(dir);
 }
 
+/* ---- a full map ---------------------------------------------------------------------------------------- */
+
+/* With max_bytes 2 MiB the map is 67 MiB: 1 MiB writes without maintenance
+ * fill it; each write must still succeed by evicting the oldest. */
+static void test_map_full(void **state) {
+    (void)state;
+    char dir[256];
+    assert_non_null(tu_tmpdir(dir, sizeof dir));
+    const size_t len = 1u << 20;
+    rc_l2 *b = open_l2(dir, 2u << 20, false);
+    uint8_t *v = malloc(len);
+    assert_non_null(v);
+    const uint64_t n = 90;
+    for (uint64_t i = 0; i < n; i++) {
+        rand_bytes(v, len, i);
+        put1(b, RC_EMBEDDING, 2, key_n(i), v, len, FAR, NOW + (int64_t)i);
+    }
+    rc_stats e = stats_of(b, RC_EMBEDDING);
+    assert_true(e.evictions > 0);
+    assert_int_equal(e.entries, n - e.evictions);
+    assert_int_equal(e.bytes, e.entries * (REC_OVERHEAD + len));
+    /* the oldest went: the survivors are the newest */
+    for (uint64_t i = 0; i < n; i++) {
+        if (i >= e.evictions) {
+            if (i % 16 && i != n - 1) continue; /* a sample */
+            rand_bytes(v, len, i);
+            expect_hit(b, RC_EMBEDDING, 2, key_n(i), v, len, NOW);
+        } else {
+            assert_int_equal(get_st(b, RC_EMBEDDING, 2, key_n(i), NOW), KN_ENOTFOUND);
+        }
+    }
+    uint64_t removed = 0;
+    assert_int_equal(rc_l2_maintain(b, NOW, 100, &removed, NULL), KN_OK);
+    assert_true(stats_of(b, RC_EMBEDDING).bytes <= 2u << 20);
+    rc_l2_close(b);
+    free(v);
+    tu_rmdir(dir);
+}
+
 /* ---- corruption ------------------------------------------------------------------------------ */
 
 /* Every offset of needle in the file's bytes. */
@@ -826,7 +865,7 @@ static void test_threads(void **state) {
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_roundtrip),   cmocka_unit_test(test_persistence),   cmocka_unit_test(test_expiry),
-        cmocka_unit_test(test_size_eviction), cmocka_unit_test(test_corruption),  cmocka_unit_test(test_crash),
+        cmocka_unit_test(test_size_eviction), cmocka_unit_test(test_map_full), cmocka_unit_test(test_corruption),  cmocka_unit_test(test_crash),
         cmocka_unit_test(test_clear),       cmocka_unit_test(test_open_errors), cmocka_unit_test(test_threads),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
