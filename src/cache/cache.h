@@ -188,8 +188,11 @@ void rc_l2_close(rc_l2 *b); /* accepts NULL */
  * a corrupt one (deleted, logged, counted); another status on an I/O error. */
 kn_status rc_l2_get(rc_l2 *b, rc_type t, uint64_t model, rc_key k, int64_t now_ms, void **val, size_t *len,
                     int64_t *expiry_ms, kn_err *err);
-/* Writes n items in one transaction (each replaces its key). On a full map
- * it evicts the oldest records and retries once. */
+/* Writes n items in one transaction (each replaces its key), created at
+ * now_ms (the age eviction goes by). Items already expired (expiry_ms <=
+ * now_ms) or bigger than the size limit are skipped. On a full map it
+ * evicts the oldest records and retries once. Read-only: KN_EUNSUPPORTED
+ * (also for clear and maintain). */
 kn_status rc_l2_put_batch(rc_l2 *b, const rc_l2_item *items, size_t n, int64_t now_ms, kn_err *err);
 /* Removes the records of type t (all types when all), of model (0: every
  * model), in batches of bounded transactions; *removed may be NULL. */
