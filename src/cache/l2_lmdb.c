@@ -74,7 +74,8 @@ kn_status rc_l2_put_batch(rc_l2 *b, const rc_l2_item *items, size_t n, int64_t n
 kn_status rc_l2_clear(rc_l2 *b, bool all, rc_type t, uint64_t model, uint64_t *removed, kn_err *err) {
     KN_ASSERT(b);
     if (removed) *removed = 0;
-    if (!all && (unsigned)t >= RC_NTYPES) return kn_fail(err, KN_EINVAL, "cache L2: bad entry type %d", (int)t);
+    if (!all && (unsigned)t >= RC_NTYPES)
+        return kn_fail(err, KN_EINVAL, "cache L2: bad entry type %d", (int)t);
     return b->ops->clear(b, all, t, model, removed, err);
 }
 
@@ -97,14 +98,15 @@ void rc_l2_close(rc_l2 *b) {
 /* ---- LMDB backend: constants and byte helpers ------------------------------ */
 
 #define HDR_LEN 48
-#define KEY_LEN 24               /* model tag || rc_key hi || rc_key lo, big endian */
+#define KEY_LEN 24                    /* model tag || rc_key hi || rc_key lo, big endian */
 #define AGE_KEY_LEN (8 + 1 + KEY_LEN) /* created_ms || type || key */
 #define REC_VERSION 1
-#define FLAG_RAW 1u              /* payload stored uncompressed */
-#define RAW_MAX (256u << 20)     /* largest value accepted or read back */
+#define FLAG_RAW 1u          /* payload stored uncompressed */
+#define RAW_MAX (256u << 20) /* largest value accepted or read back */
 #define ZSTD_LEVEL 3
-#define CLEAR_BATCH 1000         /* records per transaction in clear */
-#define SCAN_FACTOR 64           /* the expiry scan examines at most batch * this per call */
+#define CLEAR_BATCH 1000          /* records per transaction in clear */
+#define SCAN_FACTOR 64            /* the expiry scan examines at most batch * this per call */
+#define MAINTAIN_BATCH_MAX 100000 /* records per maintenance transaction, at most */
 #define FORMAT "kiln-cache 1"
 #define MIB (1ull << 20)
 #define GIB (1ull << 30)
@@ -115,19 +117,23 @@ enum { C_HITS, C_MISSES, C_EVICTIONS, C_EXPIRATIONS, C_CORRUPT, C_N };
 static const char *const CTR_NAMES[C_N] = {"hits", "misses", "evictions", "expirations", "corrupt"};
 
 static void put_be64(uint8_t *p, uint64_t v) {
-    for (int i = 7; i >= 0; i--, v >>= 8) p[i] = (uint8_t)v;
+    for (int i = 7; i >= 0; i--, v >>= 8)
+        p[i] = (uint8_t)v;
 }
 static uint64_t get_be64(const uint8_t *p) {
     uint64_t v = 0;
-    for (int i = 0; i < 8; i++) v = v << 8 | p[i];
+    for (int i = 0; i < 8; i++)
+        v = v << 8 | p[i];
     return v;
 }
 static void put_le(uint8_t *p, uint64_t v, int n) {
-    for (int i = 0; i < n; i++, v >>= 8) p[i] = (uint8_t)v;
+    for (int i = 0; i < n; i++, v >>= 8)
+        p[i] = (uint8_t)v;
 }
 static uint64_t get_le(const uint8_t *p, int n) {
     uint64_t v = 0;
-    for (int i = n - 1; i >= 0; i--) v = v << 8 | p[i];
+    for (int i = n - 1; i >= 0; i--)
+        v = v << 8 | p[i];
     return v;
 }
 
@@ -199,8 +205,8 @@ typedef enum rec_state { REC_OK, REC_EXPIRED, REC_CORRUPT, REC_NOMEM } rec_state
 
 /* Classifies the record v; on REC_OK with out non-NULL, *out is the value
  * (malloc'd) and *out_len its length. *why names a corruption. */
-static rec_state rec_decode(const MDB_val *v, rc_type t, const uint8_t key[KEY_LEN], int64_t now_ms, rec_hdr *h,
-                            void **out, size_t *out_len, const char **why) {
+static rec_state rec_decode(const MDB_val *v, rc_type t, const uint8_t key[KEY_LEN], int64_t now_ms,
+                            rec_hdr *h, void **out, size_t *out_len, const char **why) {
     if ((*why = hdr_parse(v, t, key, h))) return REC_CORRUPT;
     if (h->expiry_ms <= now_ms) return REC_EXPIRED;
     const uint8_t *payload = (const uint8_t *)v->mv_data + HDR_LEN;
@@ -241,23 +247,27 @@ typedef struct l2_lmdb {
     bool ro;
     rc_tier_metrics met[RC_NTYPES];
     _Atomic uint64_t pending[RC_NTYPES][C_N];
-    pthread_mutex_t ctr_mu;              /* persisted, and moving pending into it */
-    uint64_t persisted[RC_NTYPES][C_N];  /* what "meta" held at our last write */
-    pthread_mutex_t scan_mu;             /* the expiry scan's position */
+    pthread_mutex_t ctr_mu;             /* persisted, and moving pending into it */
+    uint64_t persisted[RC_NTYPES][C_N]; /* what "meta" held at our last write */
+    pthread_mutex_t scan_mu;            /* the expiry scan's position */
     int scan_type;
     bool scan_has_key;
     uint8_t scan_key[KEY_LEN];
 } l2_lmdb;
 
 static kn_status mdb_fail(kn_err *err, int rc, const char *what, const l2_lmdb *l) {
-    return kn_fail(err, rc == ENOMEM ? KN_ENOMEM : KN_EIO, "cache L2 %s: %s: %s", l->dir, what, mdb_strerror(rc));
+    return kn_fail(err, rc == ENOMEM ? KN_ENOMEM : KN_EIO, "cache L2 %s: %s: %s", l->dir, what,
+                   mdb_strerror(rc));
 }
 
 static void count(l2_lmdb *l, rc_type t, int c) {
     atomic_fetch_add_explicit(&l->pending[t][c], 1, memory_order_relaxed);
     const rc_tier_metrics *m = &l->met[t];
-    met_series *s = c == C_HITS ? m->hits : c == C_MISSES ? m->misses : c == C_EVICTIONS ? m->evictions
-                  : c == C_EXPIRATIONS ? m->expirations : NULL;
+    met_series *s = c == C_HITS          ? m->hits
+                    : c == C_MISSES      ? m->misses
+                    : c == C_EVICTIONS   ? m->evictions
+                    : c == C_EXPIRATIONS ? m->expirations
+                                         : NULL;
     met_inc(s);
 }
 
@@ -406,9 +416,11 @@ static void delete_bad(l2_lmdb *l, rc_type t, const uint8_t key[KEY_LEN], int64_
     if (rc) KN_WARN("cache L2 %s: cannot delete a bad record: %s", l->dir, mdb_strerror(rc));
 }
 
-static kn_status lm_get(rc_l2 *b, rc_type t, uint64_t model, rc_key k, int64_t now_ms, void **val, size_t *len,
-                        int64_t *expiry_ms, kn_err *err) {
+static kn_status lm_get(rc_l2 *b, rc_type t, uint64_t model, rc_key k, int64_t now_ms, void **val,
+                        size_t *len, int64_t *expiry_ms, kn_err *err) {
     l2_lmdb *l = (l2_lmdb *)b;
+    *val = NULL;
+    *len = 0;
     uint8_t key[KEY_LEN];
     make_key(key, model, k);
     MDB_txn *txn;
@@ -459,8 +471,8 @@ static kn_status lm_get(rc_l2 *b, rc_type t, uint64_t model, rc_key k, int64_t n
 /* One transaction: removes up to max records, oldest first (orphan age
  * entries are removed on the way without counting). *records counts the
  * records removed, *freed their bytes, *walked the age entries removed. */
-static int evict_oldest_txn(l2_lmdb *l, size_t max, uint64_t want_free, uint64_t *records, uint64_t *freed_out,
-                            size_t *walked) {
+static int evict_oldest_txn(l2_lmdb *l, size_t max, uint64_t want_free, uint64_t *records,
+                            uint64_t *freed_out, size_t *walked) {
     MDB_txn *txn;
     MDB_cursor *cur;
     int rc = mdb_txn_begin(l->env, NULL, 0, &txn);
@@ -600,8 +612,8 @@ static kn_status lm_put_batch(rc_l2 *b, const rc_l2_item *items, size_t n, int64
         if ((unsigned)items[i].type >= RC_NTYPES)
             return kn_fail(err, KN_EINVAL, "cache L2: item %zu: bad entry type %d", i, (int)items[i].type);
         if (items[i].len > RAW_MAX)
-            return kn_fail(err, KN_ERANGE, "cache L2: item %zu: value of %zu bytes (at most %u)", i, items[i].len,
-                           RAW_MAX);
+            return kn_fail(err, KN_ERANGE, "cache L2: item %zu: value of %zu bytes (at most %u)", i,
+                           items[i].len, RAW_MAX);
         if (items[i].len && !items[i].val) return kn_fail(err, KN_EINVAL, "cache L2: item %zu: no value", i);
     }
     prepared *p = calloc(n, sizeof *p);
@@ -653,12 +665,14 @@ static kn_status lm_put_batch(rc_l2 *b, const rc_l2_item *items, size_t n, int64
         uint64_t evicted = 0, want = 2 * total;
         if (want < l->max_bytes / 64) want = l->max_bytes / 64;
         int erc = evict_for_space(l, want, &evicted);
-        KN_INFO("cache L2 %s: map full: evicted %llu oldest records, retrying", l->dir, (unsigned long long)evicted);
+        KN_INFO("cache L2 %s: map full: evicted %llu oldest records, retrying", l->dir,
+                (unsigned long long)evicted);
         rc = erc ? erc : put_txn(l, p, n, now_ms);
     }
     if (rc) st = mdb_fail(err, rc, "write", l);
 out:
-    for (size_t i = 0; p && i < n; i++) free(p[i].rec);
+    for (size_t i = 0; p && i < n; i++)
+        free(p[i].rec);
     free(p);
     ZSTD_freeCCtx(cctx);
     return st;
@@ -767,6 +781,7 @@ static int expire_scan(l2_lmdb *l, int64_t now_ms, size_t batch, uint64_t *remov
 static kn_status lm_maintain(rc_l2 *b, int64_t now_ms, size_t batch, uint64_t *removed, kn_err *err) {
     l2_lmdb *l = (l2_lmdb *)b;
     if (l->ro) return kn_fail(err, KN_EUNSUPPORTED, "cache L2 %s: opened read-only; cannot maintain", l->dir);
+    if (batch > MAINTAIN_BATCH_MAX) batch = MAINTAIN_BATCH_MAX;
     uint64_t n = 0;
     int rc = expire_scan(l, now_ms, batch, &n);
     while (!rc) { /* size: the oldest go while over the limit */
@@ -836,7 +851,8 @@ static int clear_orphans(l2_lmdb *l, rc_type t) {
             g = mdb_cursor_get(cur, &k, &v, MDB_NEXT);
         }
         mdb_cursor_close(cur);
-        if (g == MDB_NOTFOUND) done = true;
+        if (g == MDB_NOTFOUND)
+            done = true;
         else if (g) {
             mdb_txn_abort(txn);
             return g;
@@ -991,7 +1007,8 @@ static kn_status mkdir_p(const char *dir, kn_err *err) {
         char c = *s;
         *s = 0;
         if (mkdir(p, 0700) && errno != EEXIST) {
-            kn_status st = kn_fail(err, KN_EIO, "cache dir %s: cannot create %s: %s", dir, p, strerror(errno));
+            kn_status st =
+                kn_fail(err, KN_EIO, "cache dir %s: cannot create %s: %s", dir, p, strerror(errno));
             free(p);
             return st;
         }
@@ -1036,12 +1053,14 @@ static kn_status open_dbs(l2_lmdb *l, kn_err *err) {
     } else {
         MDB_val k = {6, "format"}, v;
         rc = mdb_get(txn, l->meta, &k, &v);
-        if (rc == MDB_NOTFOUND || (!rc && (v.mv_size != strlen(FORMAT) || memcmp(v.mv_data, FORMAT, v.mv_size))))
+        if (rc == MDB_NOTFOUND ||
+            (!rc && (v.mv_size != strlen(FORMAT) || memcmp(v.mv_data, FORMAT, v.mv_size))))
             goto not_kiln;
         if (rc) goto lmdb_fail;
     }
     unsigned cf = l->ro ? 0 : MDB_CREATE;
-    for (int t = 0; t < RC_NTYPES && !rc; t++) rc = mdb_dbi_open(txn, rc_type_name((rc_type)t), cf, &l->db[t]);
+    for (int t = 0; t < RC_NTYPES && !rc; t++)
+        rc = mdb_dbi_open(txn, rc_type_name((rc_type)t), cf, &l->db[t]);
     if (!rc) rc = mdb_dbi_open(txn, "age", cf, &l->age);
     if (rc == MDB_NOTFOUND) {
         mdb_txn_abort(txn);
@@ -1060,8 +1079,9 @@ static kn_status open_dbs(l2_lmdb *l, kn_err *err) {
     return KN_OK;
 not_kiln:
     mdb_txn_abort(txn);
-    return kn_fail(err, KN_EFORMAT, "cache L2 %s: an LMDB store that is not a kiln cache (no \"format\" = \"%s\")",
-                   l->dir, FORMAT);
+    return kn_fail(err, KN_EFORMAT,
+                   "cache L2 %s: an LMDB store that is not a kiln cache (no \"format\" = \"%s\")", l->dir,
+                   FORMAT);
 lmdb_fail:
     mdb_txn_abort(txn);
     st = mdb_fail(err, rc, "opening the databases", l);
@@ -1111,10 +1131,11 @@ kn_status rc_l2_open_lmdb(const char *dir, const rc_l2_opts *o, rc_l2 **out, kn_
             goto fail;
         }
         if (!dir_is_empty(dir)) {
-            st = kn_fail(err, KN_EINVAL,
-                         "cache dir %s holds other files and no kiln cache; a new cache is created only in an "
-                         "empty or new directory",
-                         dir);
+            st =
+                kn_fail(err, KN_EINVAL,
+                        "cache dir %s holds other files and no kiln cache; a new cache is created only in an "
+                        "empty or new directory",
+                        dir);
             goto fail;
         }
     }
@@ -1137,7 +1158,8 @@ kn_status rc_l2_open_lmdb(const char *dir, const rc_l2_opts *o, rc_l2 **out, kn_
     rc = mdb_env_open(l->env, dir, MDB_NOTLS | (l->ro ? MDB_RDONLY : 0), 0600);
     if (rc) {
         st = rc == MDB_INVALID || rc == MDB_VERSION_MISMATCH
-                 ? kn_fail(err, KN_EFORMAT, "cache L2 %s: data.mdb is not a kiln cache (%s)", dir, mdb_strerror(rc))
+                 ? kn_fail(err, KN_EFORMAT, "cache L2 %s: data.mdb is not a kiln cache (%s)", dir,
+                           mdb_strerror(rc))
                  : mdb_fail(err, rc, "open", l);
         goto fail;
     }

@@ -15,28 +15,30 @@
 #include <sys/stat.h>
 
 static void usage(FILE *f) {
-    fprintf(f,
-            "usage: kiln cache stats [--cache-dir DIR] [--json]\n"
-            "       kiln cache clear [--cache-dir DIR] [--type response|embedding|all] [--model ID]\n\n"
-            "The server's disk cache (L2: LMDB, zstd, checksummed), offline.\n\n"
-            "  stats   per type: entries, bytes, and the store's lifetime hits, misses, hit_rate,\n"
-            "          evictions, expirations and corrupt records\n"
-            "  clear   removes entries and prints how many\n\n"
-            "options:\n"
-            "      --cache-dir DIR   the store (default $XDG_CACHE_HOME/kiln, else $HOME/.cache/kiln)\n"
-            "      --json            stats: print {\"dir\", \"l2\": {\"response\": {...}, \"embedding\": {...}}}\n"
-            "                        with the keys of the server's GET /cache/stats\n"
-            "      --type TYPE       clear: response, embedding or all (default all)\n"
-            "      --model ID        clear: only this model's entries. ID is the model's file id, the file's\n"
-            "                        path under the models directory without .gguf (e.g. tiny-llama-Q4_K_M):\n"
-            "                        the \"id\" of GET /api/ps, or the \"file\" of `kiln ls --json`\n");
+    fprintf(
+        f, "usage: kiln cache stats [--cache-dir DIR] [--json]\n"
+           "       kiln cache clear [--cache-dir DIR] [--type response|embedding|all] [--model ID]\n\n"
+           "The server's disk cache (L2: LMDB, zstd, checksummed), offline.\n\n"
+           "  stats   per type: entries, bytes, and the store's lifetime hits, misses, hit_rate,\n"
+           "          evictions, expirations and corrupt records\n"
+           "  clear   removes entries and prints how many\n\n"
+           "options:\n"
+           "      --cache-dir DIR   the store (default $XDG_CACHE_HOME/kiln, else $HOME/.cache/kiln)\n"
+           "      --json            stats: print {\"dir\", \"l2\": {\"response\": {...}, \"embedding\": "
+           "{...}}}\n"
+           "                        with the keys of the server's GET /cache/stats\n"
+           "      --type TYPE       clear: response, embedding or all (default all)\n"
+           "      --model ID        clear: only this model's entries. ID is the model's file id, the file's\n"
+           "                        path under the models directory without .gguf (e.g. tiny-llama-Q4_K_M):\n"
+           "                        the \"id\" of GET /api/ps, or the \"file\" of `kiln ls --json`\n");
 }
 
 static void human(uint64_t b, char *out, size_t cap) {
     static const char *const U[] = {"B", "KiB", "MiB", "GiB", "TiB"};
     double v = (double)b;
     int u = 0;
-    while (v >= 1024.0 && u < 4) v /= 1024.0, u++;
+    while (v >= 1024.0 && u < 4)
+        v /= 1024.0, u++;
     snprintf(out, cap, u ? "%.1f %s" : "%.0f %s", v, U[u]);
 }
 
@@ -54,17 +56,18 @@ static int do_stats(const char *dir, bool json) {
         return 1;
     }
     rc_stats s[RC_NTYPES];
-    for (int t = 0; t < RC_NTYPES; t++) rc_l2_stats(b, (rc_type)t, &s[t]);
+    for (int t = 0; t < RC_NTYPES; t++)
+        rc_l2_stats(b, (rc_type)t, &s[t]);
     rc_l2_close(b);
     if (json) {
         json_t *l2 = json_object(), *root = json_pack("{s:s, s:o}", "dir", dir, "l2", l2);
         int bad = !root;
         for (int t = 0; !bad && t < RC_NTYPES; t++) {
-            json_t *o = json_pack("{s:I, s:I, s:I, s:I, s:f, s:I, s:I, s:I}", "entries", (json_int_t)s[t].entries,
-                                  "bytes", (json_int_t)s[t].bytes, "hits", (json_int_t)s[t].hits, "misses",
-                                  (json_int_t)s[t].misses, "hit_rate", hit_rate(&s[t]), "evictions",
-                                  (json_int_t)s[t].evictions, "expirations", (json_int_t)s[t].expirations,
-                                  "corrupt", (json_int_t)s[t].corrupt);
+            json_t *o = json_pack("{s:I, s:I, s:I, s:I, s:f, s:I, s:I, s:I}", "entries",
+                                  (json_int_t)s[t].entries, "bytes", (json_int_t)s[t].bytes, "hits",
+                                  (json_int_t)s[t].hits, "misses", (json_int_t)s[t].misses, "hit_rate",
+                                  hit_rate(&s[t]), "evictions", (json_int_t)s[t].evictions, "expirations",
+                                  (json_int_t)s[t].expirations, "corrupt", (json_int_t)s[t].corrupt);
             bad = !o || json_object_set_new(l2, rc_type_name((rc_type)t), o);
         }
         char *txt = bad ? NULL : json_dumps(root, JSON_INDENT(2) | JSON_REAL_PRECISION(6));
@@ -109,10 +112,11 @@ static int do_clear(const char *dir, const char *type, const char *model) {
             return 1;
         }
         if (strchr(model, ':')) {
-            fprintf(stderr,
-                    "kiln cache clear: --model takes the model's file id (e.g. tiny-llama-Q4_K_M: the \"id\" of "
-                    "/api/ps, the file name `kiln ls --json` shows without .gguf), not '%s'\n",
-                    model);
+            fprintf(
+                stderr,
+                "kiln cache clear: --model takes the model's file id (e.g. tiny-llama-Q4_K_M: the \"id\" of "
+                "/api/ps, the file name `kiln ls --json` shows without .gguf), not '%s'\n",
+                model);
             return 1;
         }
         memcpy(id, model, n);
@@ -181,8 +185,9 @@ int cmd_cache(int argc, char **argv) {
     char *def = NULL;
     if (!dir || !*dir) {
         if (!(def = srv_default_cache_dir())) {
-            fprintf(stderr, "kiln cache %s: no --cache-dir, and neither XDG_CACHE_HOME nor HOME is an absolute "
-                            "path\n",
+            fprintf(stderr,
+                    "kiln cache %s: no --cache-dir, and neither XDG_CACHE_HOME nor HOME is an absolute "
+                    "path\n",
                     sub);
             return 1;
         }

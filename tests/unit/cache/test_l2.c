@@ -29,7 +29,9 @@
 #define NOW 1000000LL
 #define REC_OVERHEAD (24 + 48) /* key + record header: what "bytes" adds to the payload */
 
-static rc_key key_n(uint64_t n) { return rc_key_of(&n, sizeof n); }
+static rc_key key_n(uint64_t n) {
+    return rc_key_of(&n, sizeof n);
+}
 
 static rc_l2 *open_l2(const char *dir, uint64_t max_bytes, bool ro) {
     rc_l2_opts o = {.max_bytes = max_bytes, .read_only = ro};
@@ -52,7 +54,8 @@ static void put1(rc_l2 *b, rc_type t, uint64_t model, rc_key k, const void *v, s
 }
 
 /* get that must hit with exactly (v, len) */
-static void expect_hit(rc_l2 *b, rc_type t, uint64_t model, rc_key k, const void *v, size_t len, int64_t now) {
+static void expect_hit(rc_l2 *b, rc_type t, uint64_t model, rc_key k, const void *v, size_t len,
+                       int64_t now) {
     void *got = NULL;
     size_t n = 0;
     int64_t exp = 0;
@@ -117,7 +120,8 @@ static void test_roundtrip(void **state) {
     uint8_t *text = malloc(big), *noise = malloc(big), *noise2 = malloc(big);
     assert_true(text && noise && noise2);
     static const char LINE[] = "The quick brown fox jumps over the lazy dog; repeated text compresses well. ";
-    for (size_t i = 0; i < big; i++) text[i] = (uint8_t)LINE[i % (sizeof LINE - 1)];
+    for (size_t i = 0; i < big; i++)
+        text[i] = (uint8_t)LINE[i % (sizeof LINE - 1)];
     rand_bytes(noise, big, 7);
     rand_bytes(noise2, big, 8);
     const char *small = "{\"choices\":[{\"text\":\"hello\"}]}";
@@ -173,7 +177,8 @@ static void test_roundtrip(void **state) {
     assert_int_equal(after.entries, 4);
     assert_int_equal(after.bytes, raw_total - big + 50);
     /* bad items are refused */
-    rc_l2_item bad = {.type = (rc_type)7, .model = m, .key = key_n(5), .val = "x", .len = 1, .expiry_ms = FAR};
+    rc_l2_item bad = {
+        .type = (rc_type)7, .model = m, .key = key_n(5), .val = "x", .len = 1, .expiry_ms = FAR};
     kn_err err = {0};
     assert_int_equal(rc_l2_put_batch(b, &bad, 1, NOW, &err), KN_EINVAL);
     assert_non_null(strstr(err.msg, "type"));
@@ -257,10 +262,18 @@ static void test_expiry(void **state) {
     rand_bytes(v, sizeof v, 3);
     rc_l2_item items[105];
     for (uint64_t i = 0; i < 105; i++)
-        items[i] = i < 100 ? (rc_l2_item){.type = i % 3 ? RC_RESPONSE : RC_EMBEDDING, .model = 1,
-                                          .key = key_n(1000 + i), .val = v, .len = 100 + i, .expiry_ms = 2000}
-                           : (rc_l2_item){.type = RC_RESPONSE, .model = 1, .key = key_n(5000 + i - 100),
-                                          .val = v, .len = 10, .expiry_ms = FAR};
+        items[i] = i < 100 ? (rc_l2_item){.type = i % 3 ? RC_RESPONSE : RC_EMBEDDING,
+                                          .model = 1,
+                                          .key = key_n(1000 + i),
+                                          .val = v,
+                                          .len = 100 + i,
+                                          .expiry_ms = 2000}
+                           : (rc_l2_item){.type = RC_RESPONSE,
+                                          .model = 1,
+                                          .key = key_n(5000 + i - 100),
+                                          .val = v,
+                                          .len = 10,
+                                          .expiry_ms = FAR};
     assert_int_equal(rc_l2_put_batch(b, items, 105, 1000, NULL), KN_OK);
     for (int call = 0; call < 10; call++) {
         uint64_t removed = 99;
@@ -279,7 +292,8 @@ static void test_expiry(void **state) {
     assert_int_equal(e.bytes, 0);
     assert_int_equal(s.bytes, 5 * (REC_OVERHEAD + 10));
     assert_int_equal(s.expirations + e.expirations, 101);
-    for (uint64_t i = 0; i < 5; i++) expect_hit(b, RC_RESPONSE, 1, key_n(5000 + i), v, 10, 3000);
+    for (uint64_t i = 0; i < 5; i++)
+        expect_hit(b, RC_RESPONSE, 1, key_n(5000 + i), v, 10, 3000);
     rc_l2_close(b);
     assert_int_equal(db_entries(dir, "age"), 5);
     /* the counters were flushed by maintain and close */
@@ -428,7 +442,8 @@ static void forge_record(const char *dir, uint64_t model, rc_key k, uint32_t raw
     memcpy(rec, "KLC1", 4);
     rec[4] = 1;
     rec[5] = RC_RESPONSE;
-    for (int i = 0; i < 4; i++) rec[8 + i] = (uint8_t)(raw_len >> (8 * i)), rec[12 + i] = (uint8_t)(plen >> (8 * i));
+    for (int i = 0; i < 4; i++)
+        rec[8 + i] = (uint8_t)(raw_len >> (8 * i)), rec[12 + i] = (uint8_t)(plen >> (8 * i));
     uint64_t created = NOW, expiry = FAR;
     for (int i = 0; i < 8; i++) {
         rec[16 + i] = (uint8_t)(created >> (8 * i));
@@ -442,7 +457,8 @@ static void forge_record(const char *dir, uint64_t model, rc_key k, uint32_t raw
     XXH3_64bits_update(&st, rec, 40);
     XXH3_64bits_update(&st, payload, plen);
     uint64_t sum = XXH3_64bits_digest(&st);
-    for (int i = 0; i < 8; i++) rec[40 + i] = (uint8_t)(sum >> (8 * i));
+    for (int i = 0; i < 8; i++)
+        rec[40 + i] = (uint8_t)(sum >> (8 * i));
     MDB_val kv = {24, key}, vv = {48 + plen, rec};
     assert_int_equal(mdb_put(txn, dbi, &kv, &vv, 0), 0);
     assert_int_equal(mdb_txn_commit(txn), 0);
@@ -473,7 +489,8 @@ static void test_corruption(void **state) {
     uint8_t *file = read_all(data, &n);
     size_t k = find_all(file, n, "KILN-MARKER-PAYLOAD-AAAA", offs, 8);
     assert_true(k >= 1);
-    for (size_t i = 0; i < k; i++) file[offs[i] + 5] ^= 0x20; /* a payload byte */
+    for (size_t i = 0; i < k; i++)
+        file[offs[i] + 5] ^= 0x20; /* a payload byte */
     k = find_all(file, n, "KILN-MARKER-HEADER-BBBBB", offs, 8);
     assert_true(k >= 1);
     for (size_t i = 0; i < k; i++) {
@@ -515,7 +532,8 @@ static void test_corruption(void **state) {
     file = read_all(data, &n);
     k = find_all(file, n, "KILN-MARKER-INTACT-CCCCC", offs, 8);
     assert_true(k >= 1);
-    for (size_t i = 0; i < k; i++) file[offs[i] - at - 48 + 4] = 9; /* version */
+    for (size_t i = 0; i < k; i++)
+        file[offs[i] - at - 48 + 4] = 9; /* version */
     write_all(data, file, n);
     free(file);
     b = open_l2(dir, 0, false);
@@ -650,14 +668,18 @@ static void test_clear(void **state) {
     rc_l2_item *items = calloc(NA, sizeof *items);
     assert_non_null(items);
     for (uint64_t i = 0; i < NA; i++)
-        items[i] = (rc_l2_item){.type = RC_RESPONSE, .model = ma, .key = key_n(i), .val = v, .len = 64,
-                                .expiry_ms = FAR};
+        items[i] = (rc_l2_item){
+            .type = RC_RESPONSE, .model = ma, .key = key_n(i), .val = v, .len = 64, .expiry_ms = FAR};
     assert_int_equal(rc_l2_put_batch(b, items, NA, NOW, NULL), KN_OK);
     free(items);
     rc_l2_item more[30];
     for (uint64_t i = 0; i < 30; i++)
-        more[i] = (rc_l2_item){.type = i % 3 == 1 ? RC_RESPONSE : RC_EMBEDDING, .model = i % 3 ? mb : ma,
-                               .key = key_n(i / 3), .val = v, .len = 64, .expiry_ms = FAR};
+        more[i] = (rc_l2_item){.type = i % 3 == 1 ? RC_RESPONSE : RC_EMBEDDING,
+                               .model = i % 3 ? mb : ma,
+                               .key = key_n(i / 3),
+                               .val = v,
+                               .len = 64,
+                               .expiry_ms = FAR};
     assert_int_equal(rc_l2_put_batch(b, more, 30, NOW, NULL), KN_OK);
     uint64_t per = REC_OVERHEAD + 64;
     assert_int_equal(stats_of(b, RC_RESPONSE).bytes, (NA + 10) * per);
@@ -748,7 +770,8 @@ static void test_open_errors(void **state) {
     b = open_l2(path, 0, true);
     expect_hit(b, RC_RESPONSE, 1, key_n(1), "x", 1, NOW);
     err = (kn_err){0};
-    rc_l2_item it = {.type = RC_RESPONSE, .model = 1, .key = key_n(2), .val = "y", .len = 1, .expiry_ms = FAR};
+    rc_l2_item it = {
+        .type = RC_RESPONSE, .model = 1, .key = key_n(2), .val = "y", .len = 1, .expiry_ms = FAR};
     assert_int_equal(rc_l2_put_batch(b, &it, 1, NOW, &err), KN_EUNSUPPORTED);
     assert_non_null(strstr(err.msg, "read-only"));
     assert_int_equal(rc_l2_clear(b, true, RC_RESPONSE, 0, NULL, &err), KN_EUNSUPPORTED);
@@ -795,7 +818,8 @@ static void test_open_errors(void **state) {
     snprintf(f, sizeof f, "%s/data.mdb", path);
     fp = fopen(f, "w");
     assert_non_null(fp);
-    for (int i = 0; i < 3000; i++) fputs("not an lmdb file ", fp);
+    for (int i = 0; i < 3000; i++)
+        fputs("not an lmdb file ", fp);
     fclose(fp);
     assert_int_equal(rc_l2_open_lmdb(path, &rw, &b, &err), KN_EFORMAT);
     assert_non_null(strstr(err.msg, path));
@@ -822,7 +846,11 @@ static void *thr_main(void *p) {
         uint64_t n = (uint64_t)a->id * 1000 + i;
         memset(v, (int)(n & 0xff), sizeof v);
         memcpy(v, &n, 8);
-        rc_l2_item it = {.type = (rc_type)(n % 2), .model = 3, .key = key_n(n), .val = v, .len = sizeof v,
+        rc_l2_item it = {.type = (rc_type)(n % 2),
+                         .model = 3,
+                         .key = key_n(n),
+                         .val = v,
+                         .len = sizeof v,
                          .expiry_ms = FAR};
         if (rc_l2_put_batch(a->b, &it, 1, NOW, NULL)) a->bad++;
         void *got = NULL;
@@ -854,7 +882,8 @@ static void test_threads(void **state) {
     rc_stats s = stats_of(b, RC_RESPONSE), e = stats_of(b, RC_EMBEDDING);
     assert_int_equal(s.entries + e.entries, (4 * THR_N));
     assert_int_equal(s.hits + e.hits, (4 * THR_N));
-    assert_true(s.bytes + e.bytes > (4 * THR_N) * REC_OVERHEAD && s.bytes + e.bytes < (4 * THR_N) * (REC_OVERHEAD + 600));
+    assert_true(s.bytes + e.bytes > (4 * THR_N) * REC_OVERHEAD &&
+                s.bytes + e.bytes < (4 * THR_N) * (REC_OVERHEAD + 600));
     rc_l2_close(b);
     b = open_l2(dir, 0, true);
     assert_int_equal(stats_of(b, RC_RESPONSE).hits + stats_of(b, RC_EMBEDDING).hits, (4 * THR_N));
@@ -864,9 +893,11 @@ static void test_threads(void **state) {
 
 int main(void) {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_roundtrip),   cmocka_unit_test(test_persistence),   cmocka_unit_test(test_expiry),
-        cmocka_unit_test(test_size_eviction), cmocka_unit_test(test_map_full), cmocka_unit_test(test_corruption),  cmocka_unit_test(test_crash),
-        cmocka_unit_test(test_clear),       cmocka_unit_test(test_open_errors), cmocka_unit_test(test_threads),
+        cmocka_unit_test(test_roundtrip),   cmocka_unit_test(test_persistence),
+        cmocka_unit_test(test_expiry),      cmocka_unit_test(test_size_eviction),
+        cmocka_unit_test(test_map_full),    cmocka_unit_test(test_corruption),
+        cmocka_unit_test(test_crash),       cmocka_unit_test(test_clear),
+        cmocka_unit_test(test_open_errors), cmocka_unit_test(test_threads),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
