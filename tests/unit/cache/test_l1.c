@@ -8,6 +8,7 @@
 #include "testutil.h"
 #include "cache/cache.h"
 #include "core/kn.h"
+#include "metrics/metrics.h"
 
 #include <pthread.h>
 #include <stdatomic.h>
@@ -586,6 +587,44 @@ static void test_clear_model(void **state) {
     }
 }
 
+/* The Prometheus series move with the counters. */
+static void test_metrics_series(void **state) {
+    (void)state;
+    met_registry *reg = met_registry_create();
+    assert_non_null(reg);
+    static const char *const names[] = {"t_hits_total", "t_misses_total", "t_evictions_total", "t_expirations_total"};
+    met_series *ser[4];
+    for (int i = 0; i < 4; i++) {
+        met_family *f = met_counter(reg, names[i], "test", 0, NULL);
+        assert_non_null(f);
+        assert_non_null(ser[i] = met_get(f, NULL));
+    }
+    rc_l1_opts o = {.budget_bytes = 3 * rc_l1_entry_cost(VLEN),
+                    .policy = RC_LRU,
+                    .metrics = {.hits = ser[0], .misses = ser[1], .evictions = ser[2], .expirations = ser[3]}};
+    rc_l1 *c = NULL;
+    assert_int_equal(rc_l1_create(&o, &c, NULL), KN_OK);
+    unsigned char v[VLEN] = {0};
+    for (uint64_t i = 0; i < 5; i++) assert_true(rc_l1_put(c, key_n(i), 1, v, VLEN, 100 + (int64_t)i, 0)); /* 2 evicted */
+    for (uint64_t i = 0; i < 5; i++) get_n(c, i);                                                    /* 3 hits, 2 misses */
+    void *val;
+    size_t len;
+    assert_false(rc_l1_get(c, key_n(3), 103, &val, &len, NULL)); /* expired: a miss too */
+    assert_int_equal(rc_l1_sweep(c, 1000, 10), 2);
+    rc_stats s;
+    rc_l1_stats(c, &s);
+    assert_int_equal(s.hits, 3);
+    assert_int_equal(s.misses, 3);
+    assert_int_equal(s.evictions, 2);
+    assert_int_equal(s.expirations, 3);
+    assert_true(met_value(ser[0]) == 3.0);
+    assert_true(met_value(ser[1]) == 3.0);
+    assert_true(met_value(ser[2]) == 2.0);
+    assert_true(met_value(ser[3]) == 3.0);
+    rc_l1_destroy(c);
+    met_registry_destroy(reg);
+}
+
 static void test_create_errors(void **state) {
     (void)state;
     rc_l1 *c = (rc_l1 *)&c;
@@ -759,6 +798,7 @@ int main(void) {
         cmocka_unit_test(test_compression),        cmocka_unit_test(test_o1_work),
         cmocka_unit_test(test_rehash_lookups),
         cmocka_unit_test(test_clear_model),        cmocka_unit_test(test_create_errors),
+        cmocka_unit_test(test_metrics_series),
         cmocka_unit_test(test_threads),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
