@@ -49,7 +49,11 @@
  * own mutex, held only to take or return a pointer. The idle contexts (up to
  * L1_ZPOOL of each kind, ~100 KB each) are outside the byte budget.
  * rc_l1_sweep and rc_l1_clear work in batches of L1_BATCH entries and
- * release the lock between batches. While a clear runs, no resize starts,
+ * release the lock between batches. A sweep call examines about max entries
+ * (whole buckets) and at most 4*max+64 buckets, so it may remove fewer than
+ * max even when more have expired; its cursor walks the main table only, so
+ * while a migration runs it first helps it along (a bounded number of
+ * steps) and returns early if it is still running. While a clear runs, no resize starts,
  * so its bucket cursor stays valid across batches.
  *
  * Work counters: get, put and delete are "ops"; their probes (chain entries
