@@ -32,10 +32,10 @@ typedef enum xcache { XC_NONE = 0, XC_HIT, XC_MISS, XC_BYPASS, XC_OTHER } xcache
 /* One request in flight (or the sequential handle). */
 typedef struct creq {
     CURL *easy;
-    char *req;     /* owned: the request body */
-    kn_buf body;   /* the response body, at most BENCH_MAX_BODY */
-    bool too_big;  /* the body hit the bound */
-    xcache xc;     /* X-Cache of the response */
+    char *req;        /* owned: the request body */
+    kn_buf body;      /* the response body, at most BENCH_MAX_BODY */
+    bool too_big;     /* the body hit the bound */
+    xcache xc;        /* X-Cache of the response */
     double server_ms; /* Server-Timing total, < 0 when absent */
     double t_start;   /* kn_now_s when handed to libcurl */
     long long idx;    /* prompt index */
@@ -60,7 +60,7 @@ typedef struct cache_run {
     samples l1s, l1c, l2s, l2c, ths, thc; /* server / client ms of phases 2, 3, 4 */
     double t0;
     bool stop, oom;
-    bool refill; /* phase-0 requests now refill L1 (no L2), not counted as the populate */
+    bool refill;     /* phase-0 requests now refill L1 (no L2), not counted as the populate */
     char fatal[400]; /* non-empty: the server is not usable for this scenario */
     kn_progress prog;
     bool prog_on;
@@ -97,8 +97,10 @@ static char *dup_str(const char *s, size_t n) {
 
 /* Trims spaces and tabs at both ends of [*p, *p + *n). */
 static void trim(const char **p, size_t *n) {
-    while (*n && (**p == ' ' || **p == '\t')) (*p)++, (*n)--;
-    while (*n && ((*p)[*n - 1] == ' ' || (*p)[*n - 1] == '\t' || (*p)[*n - 1] == '\r' || (*p)[*n - 1] == '\n'))
+    while (*n && (**p == ' ' || **p == '\t'))
+        (*p)++, (*n)--;
+    while (*n &&
+           ((*p)[*n - 1] == ' ' || (*p)[*n - 1] == '\t' || (*p)[*n - 1] == '\r' || (*p)[*n - 1] == '\n'))
         (*n)--;
 }
 
@@ -294,10 +296,11 @@ static void push_record(cache_run *cr, const bench_record *rec) {
 
 static void fail_run(cache_run *cr, bench_errkind k, const char *detail) {
     bench_result *res = cr->res;
-    if (!res->first_error[0]) snprintf(res->first_error, sizeof res->first_error, "%s: %s", bench_errkind_name(k), detail);
+    if (!res->first_error[0])
+        snprintf(res->first_error, sizeof res->first_error, "%s: %s", bench_errkind_name(k), detail);
     if (!cr->stop)
-        snprintf(res->aborted, sizeof res->aborted, "a request failed (%s), so the cache figures would be wrong",
-                 bench_errkind_name(k));
+        snprintf(res->aborted, sizeof res->aborted,
+                 "a request failed (%s), so the cache figures would be wrong", bench_errkind_name(k));
     cr->stop = true;
 }
 
@@ -318,8 +321,12 @@ static void settle(cache_run *cr, creq *q, CURLcode rc, double t_end, int phase)
     bench_cache_figures *fig = cr->fig;
     long status = 0;
     curl_easy_getinfo(q->easy, CURLINFO_RESPONSE_CODE, &status);
-    bench_record rec = {.t_start = q->t_start - cr->t0, .t_end = t_end - cr->t0, .step = phase, .ttft = -1,
-                        .tpot = -1, .prompt_tokens = -1};
+    bench_record rec = {.t_start = q->t_start - cr->t0,
+                        .t_end = t_end - cr->t0,
+                        .step = phase,
+                        .ttft = -1,
+                        .tpot = -1,
+                        .prompt_tokens = -1};
     bench_errkind kind = BENCH_ERR_COUNT;
     char detail[320];
     detail[0] = 0;
@@ -368,10 +375,11 @@ static void settle(cache_run *cr, creq *q, CURLcode rc, double t_end, int phase)
     if (q->xc == XC_NONE || q->xc == XC_BYPASS || q->xc == XC_OTHER) {
         if (!cr->fatal[0])
             snprintf(cr->fatal, sizeof cr->fatal,
-                     q->xc == XC_BYPASS ? "the server answered X-Cache: bypass to a greedy request: its response "
-                                          "cache is off (start kiln serve with --response-cache=true)"
-                                        : "not a kiln server with the response cache (X-Cache header %s in the "
-                                          "answer to POST /v1/completions)",
+                     q->xc == XC_BYPASS
+                         ? "the server answered X-Cache: bypass to a greedy request: its response "
+                           "cache is off (start kiln serve with --response-cache=true)"
+                         : "not a kiln server with the response cache (X-Cache header %s in the "
+                           "answer to POST /v1/completions)",
                      xcache_name(q->xc));
         cr->stop = true;
         json_decref(doc);
@@ -381,8 +389,10 @@ static void settle(cache_run *cr, creq *q, CURLcode rc, double t_end, int phase)
     double client_ms = rec.e2e * 1000;
     if (phase == 0) {
         if (!cr->refill) {
-            if (q->xc == XC_MISS) fig->populate_misses++;
-            else fig->populate_hits++;
+            if (q->xc == XC_MISS)
+                fig->populate_misses++;
+            else
+                fig->populate_hits++;
         }
         free(cr->texts[q->idx]);
         cr->texts[q->idx] = dup_str(text, text_len);
@@ -457,9 +467,12 @@ done:
 
 static bool get_int(json_t *o, const char *k, long long *v) {
     json_t *x = json_object_get(o, k);
-    if (json_is_integer(x)) *v = (long long)json_integer_value(x);
-    else if (json_is_real(x) && isfinite(json_real_value(x))) *v = (long long)llround(json_real_value(x));
-    else return false;
+    if (json_is_integer(x))
+        *v = (long long)json_integer_value(x);
+    else if (json_is_real(x) && isfinite(json_real_value(x)))
+        *v = (long long)llround(json_real_value(x));
+    else
+        return false;
     return true;
 }
 
@@ -477,11 +490,12 @@ static json_t *get_stats(cache_run *cr) {
     json_decref(st);
     if (!cr->fatal[0]) {
         if (status == 0)
-            snprintf(cr->fatal, sizeof cr->fatal, "GET %.200s/cache/stats: no answer (is the server running?)",
-                     cr->base);
-        else if (status == 200)
             snprintf(cr->fatal, sizeof cr->fatal,
-                     "not a kiln server with the response cache (GET /cache/stats has no l1.response counters)");
+                     "GET %.200s/cache/stats: no answer (is the server running?)", cr->base);
+        else if (status == 200)
+            snprintf(
+                cr->fatal, sizeof cr->fatal,
+                "not a kiln server with the response cache (GET /cache/stats has no l1.response counters)");
         else
             snprintf(cr->fatal, sizeof cr->fatal,
                      "not a kiln server with the response cache (GET /cache/stats: HTTP %ld)", status);
@@ -532,10 +546,11 @@ static void l2_phase(cache_run *cr, creq *q) {
         bool ok = status == 200 && json_is_integer(json_object_get(ans, "cleared"));
         json_decref(ans);
         if (!ok) {
-            snprintf(cr->fatal, sizeof cr->fatal,
-                     "POST /cache/clear {\"type\": \"response\", \"model\": \"%.100s\", \"tier\": \"l1\"}: %s%ld "
-                     "(a kiln server with the response cache answers 200 {\"cleared\": N})",
-                     c->model, status ? "HTTP " : "no answer", status);
+            snprintf(
+                cr->fatal, sizeof cr->fatal,
+                "POST /cache/clear {\"type\": \"response\", \"model\": \"%.100s\", \"tier\": \"l1\"}: %s%ld "
+                "(a kiln server with the response cache answers 200 {\"cleared\": N})",
+                c->model, status ? "HTTP " : "no answer", status);
             cr->stop = true;
             break;
         }
@@ -584,7 +599,8 @@ static kn_status throughput_phase(cache_run *cr, kn_err *err) {
         st = kn_fail(err, KN_ENOMEM, "out of memory");
         goto done;
     }
-    for (int i = conc - 1; i >= 0; i--) idle[n_idle++] = i;
+    for (int i = conc - 1; i >= 0; i--)
+        idle[n_idle++] = i;
     for (;;) {
         double now = kn_now_s();
         bool more = !cr->stop && !cr->oom &&
@@ -621,9 +637,9 @@ static kn_status throughput_phase(cache_run *cr, kn_err *err) {
             inflight--;
             idle[n_idle++] = (int)(q - qs);
         }
-        progress(cr, c->requests_total > 0 ? (uint64_t)fig->thr_requests
-                                           : (uint64_t)((kn_now_s() - t_begin) * 10),
-                 false);
+        progress(
+            cr, c->requests_total > 0 ? (uint64_t)fig->thr_requests : (uint64_t)((kn_now_s() - t_begin) * 10),
+            false);
         if (inflight > 0) curl_multi_poll(multi, NULL, 0, 100, NULL);
     }
     if (last > first) fig->thr_duration_s = last - first;
@@ -662,7 +678,8 @@ static void check_server(cache_run *cr) {
     json_t *en = json_object_get(json_object_get(st, "enabled"), "response");
     if (json_is_false(en)) {
         snprintf(cr->fatal, sizeof cr->fatal,
-                 "the server's response cache is off (GET /cache/stats: enabled.response is false); start kiln serve "
+                 "the server's response cache is off (GET /cache/stats: enabled.response is false); start "
+                 "kiln serve "
                  "with --response-cache=true");
         cr->stop = true;
     }
@@ -691,8 +708,10 @@ static void summarize(cache_run *cr) {
         a->out_tokens += rec->out_tokens;
         if (tmp) tmp[n++] = rec->e2e;
     }
-    if (tmp) bench_stats_compute(tmp, n, &a->e2e);
-    else if (res->n_recs) cr->oom = true;
+    if (tmp)
+        bench_stats_compute(tmp, n, &a->e2e);
+    else if (res->n_recs)
+        cr->oom = true;
     free(tmp);
     a->duration_s = a->requests ? t_last - t_first : 0;
     if (a->duration_s > 0) {
@@ -702,8 +721,9 @@ static void summarize(cache_run *cr) {
     }
     a->error_rate = a->requests ? (double)(a->requests - a->ok) / (double)a->requests : 0;
     const bench_cache_figures *f = cr->fig;
-    a->sla_pass = a->ok > 0 && a->ok == a->requests && !res->aborted[0] && !f->not_hits[0] && !f->not_hits[1] &&
-                  !f->not_hits[2] && !f->mismatched && (!f->has_l2 || f->l2_hits == f->l2_requests);
+    a->sla_pass = a->ok > 0 && a->ok == a->requests && !res->aborted[0] && !f->not_hits[0] &&
+                  !f->not_hits[1] && !f->not_hits[2] && !f->mismatched &&
+                  (!f->has_l2 || f->l2_hits == f->l2_requests);
 }
 
 kn_status bench_cache_run(const bench_config *cfg, bench_result **out, kn_err *err) {
@@ -728,7 +748,8 @@ kn_status bench_cache_run(const bench_config *cfg, bench_result **out, kn_err *e
     cr.res = res;
     cr.fig = fig;
     memcpy(cr.base, cfg->url, ul + 1);
-    while (ul && cr.base[ul - 1] == '/') cr.base[--ul] = 0;
+    while (ul && cr.base[ul - 1] == '/')
+        cr.base[--ul] = 0;
     if (ul >= 3 && !strcmp(cr.base + ul - 3, "/v1")) cr.base[ul -= 3] = 0;
     snprintf(cr.endpoint, ul + 32, "%s/v1/completions", cr.base);
 
@@ -799,10 +820,12 @@ fail:
     req_free(&seq);
     bench_result_destroy(res);
     if (cr.texts)
-        for (long long i = 0; i < cr.n; i++) free(cr.texts[i]);
+        for (long long i = 0; i < cr.n; i++)
+            free(cr.texts[i]);
     free(cr.texts);
     samples *all[6] = {&cr.l1s, &cr.l1c, &cr.l2s, &cr.l2c, &cr.ths, &cr.thc};
-    for (int i = 0; i < 6; i++) free(all[i]->v);
+    for (int i = 0; i < 6; i++)
+        free(all[i]->v);
     curl_slist_free_all(cr.hdrs);
     free(cr.base);
     free(cr.endpoint);
@@ -845,7 +868,8 @@ json_t *bench_cache_json(const bench_result *r) {
     json_object_set_new(o, "ok", json_integer(a->ok));
     json_t *errs = json_object();
     for (int k = 0; k < BENCH_ERR_COUNT; k++)
-        if (a->errors[k]) json_object_set_new(errs, bench_errkind_name((bench_errkind)k), json_integer(a->errors[k]));
+        if (a->errors[k])
+            json_object_set_new(errs, bench_errkind_name((bench_errkind)k), json_integer(a->errors[k]));
     json_object_set_new(o, "errors", errs);
     json_object_set_new(o, "populate_misses", json_integer(f->populate_misses));
     json_object_set_new(o, "populate_hits", json_integer(f->populate_hits));
@@ -868,7 +892,8 @@ json_t *bench_cache_json(const bench_result *r) {
     json_object_set_new(o, "entries", f->has_mem ? json_integer(f->entries) : json_null());
     json_object_set_new(o, "bytes", f->has_mem ? json_integer(f->bytes) : json_null());
     json_object_set_new(o, "bytes_per_entry", mem ? json_real(bpe) : json_null());
-    json_object_set_new(o, "entry_overhead_bytes", f->has_mem ? json_integer(f->entry_overhead) : json_null());
+    json_object_set_new(o, "entry_overhead_bytes",
+                        f->has_mem ? json_integer(f->entry_overhead) : json_null());
     json_object_set_new(o, "value_bytes_per_entry", mem ? json_real(vpe) : json_null());
     json_object_set_new(o, "text_bytes_per_entry", json_real(f->text_bytes));
     json_object_set_new(o, "overhead_per_entry", mem ? json_real(ovh) : json_null());
@@ -877,7 +902,8 @@ json_t *bench_cache_json(const bench_result *r) {
     json_object_set_new(o, "goal_l1_pass",
                         f->l1_server_ms.n ? json_boolean(f->l1_server_ms.p99 < GOAL_L1_MS) : json_null());
     json_object_set_new(o, "goal_l2_pass",
-                        f->has_l2 && f->l2_server_ms.n ? json_boolean(f->l2_server_ms.p99 < GOAL_L2_MS) : json_null());
+                        f->has_l2 && f->l2_server_ms.n ? json_boolean(f->l2_server_ms.p99 < GOAL_L2_MS)
+                                                       : json_null());
     json_t *nh = json_object();
     json_object_set_new(nh, "l1", json_integer(f->not_hits[0]));
     json_object_set_new(nh, "l2", json_integer(f->not_hits[1]));
@@ -897,7 +923,8 @@ json_t *bench_cache_json(const bench_result *r) {
     json_object_set_new(cfg, "rounds", json_integer(c->rounds));
     json_object_set_new(cfg, "concurrency", json_integer(c->concurrency));
     json_object_set_new(cfg, "duration_s", c->requests_total > 0 ? json_null() : json_real(c->duration_s));
-    json_object_set_new(cfg, "requests_total", c->requests_total > 0 ? json_integer(c->requests_total) : json_null());
+    json_object_set_new(cfg, "requests_total",
+                        c->requests_total > 0 ? json_integer(c->requests_total) : json_null());
     json_object_set_new(cfg, "max_tokens", json_integer(c->prompts->items[0].max_tokens));
     json_object_set_new(cfg, "ignore_eos", json_boolean(c->ignore_eos));
     json_object_set_new(cfg, "seed", json_integer((json_int_t)(c->seed & 0x7fffffffffffffffull)));
@@ -911,13 +938,16 @@ static void print_ms(FILE *f, const char *label, const bench_stats *s) {
         fprintf(f, "    %-7s (no samples)\n", label);
         return;
     }
-    fprintf(f, "    %-7s p50 %.3f  p90 %.3f  p99 %.3f  max %.3f ms (%zu samples)\n", label, s->p50, s->p90, s->p99,
-            s->max, s->n);
+    fprintf(f, "    %-7s p50 %.3f  p90 %.3f  p99 %.3f  max %.3f ms (%zu samples)\n", label, s->p50, s->p90,
+            s->p99, s->max, s->n);
 }
 
 static void print_goal(FILE *f, const char *name, double goal, const bench_stats *s, bool have) {
-    if (!have || !s->n) fprintf(f, "  goal %s p99 < %g ms (server): n/a\n", name, goal);
-    else fprintf(f, "  goal %s p99 < %g ms (server): %s (%.3f ms)\n", name, goal, s->p99 < goal ? "PASS" : "FAIL", s->p99);
+    if (!have || !s->n)
+        fprintf(f, "  goal %s p99 < %g ms (server): n/a\n", name, goal);
+    else
+        fprintf(f, "  goal %s p99 < %g ms (server): %s (%.3f ms)\n", name, goal,
+                s->p99 < goal ? "PASS" : "FAIL", s->p99);
 }
 
 void bench_cache_print(const bench_result *r, FILE *f) {
@@ -931,37 +961,42 @@ void bench_cache_print(const bench_result *r, FILE *f) {
     print_ms(f, "server", &x->l1_server_ms);
     print_ms(f, "client", &x->l1_client_ms);
     if (x->has_l2) {
-        fprintf(f, "  L2 hits (%d x clear L1 + one pass): l2.response.hits grew by %lld for %lld requests\n", c->rounds,
-                x->l2_hits, x->l2_requests);
+        fprintf(f, "  L2 hits (%d x clear L1 + one pass): l2.response.hits grew by %lld for %lld requests\n",
+                c->rounds, x->l2_hits, x->l2_requests);
         print_ms(f, "server", &x->l2_server_ms);
         print_ms(f, "client", &x->l2_client_ms);
     } else {
         fprintf(f, "  L2 hits: n/a (the server has no L2: l2.response.entries is 0 after a flush; L1 was "
                    "refilled for the throughput phase)\n");
     }
-    fprintf(f, "  throughput: %d clients, %lld hits of %lld requests in %.2f s: %.1f hits/s\n", c->concurrency,
-            x->thr_hits, x->thr_requests, x->thr_duration_s, x->hits_per_s);
+    fprintf(f, "  throughput: %d clients, %lld hits of %lld requests in %.2f s: %.1f hits/s\n",
+            c->concurrency, x->thr_hits, x->thr_requests, x->thr_duration_s, x->hits_per_s);
     print_ms(f, "server", &x->thr_server_ms);
     print_ms(f, "client", &x->thr_client_ms);
     double bpe, vpe, ovh;
     if (per_entry(x, &bpe, &vpe, &ovh))
         fprintf(f,
-                "  memory: %lld L1 response entries, %lld bytes: %.1f bytes per entry = %lld bookkeeping + %.1f stored "
+                "  memory: %lld L1 response entries, %lld bytes: %.1f bytes per entry = %lld bookkeeping + "
+                "%.1f stored "
                 "value;\n    answer text %.1f bytes: overhead per entry %.1f bytes\n",
                 x->entries, x->bytes, bpe, x->entry_overhead, vpe, x->text_bytes, ovh);
-    else fprintf(f, "  memory: n/a (no l1.response entries in /cache/stats)\n");
+    else
+        fprintf(f, "  memory: n/a (no l1.response entries in /cache/stats)\n");
     if (x->no_timing) fprintf(f, "  %lld answers had no Server-Timing total\n", x->no_timing);
     print_goal(f, "L1 hit", GOAL_L1_MS, &x->l1_server_ms, true);
     print_goal(f, "L2 hit", GOAL_L2_MS, &x->l2_server_ms, x->has_l2);
     if (r->aborted[0]) fprintf(f, "  run stopped early: %s\n", r->aborted);
     if (r->first_error[0]) fprintf(f, "  first error: %s\n", r->first_error);
     if (a->sla_pass) {
-        fprintf(f, "RESULT: PASS (%lld requests, every expected hit was a hit with the populate text)\n", a->requests);
+        fprintf(f, "RESULT: PASS (%lld requests, every expected hit was a hit with the populate text)\n",
+                a->requests);
         return;
     }
-    fprintf(f, "RESULT: FAIL (%lld of %lld requests failed; not hits: L1 %lld, L2 %lld, throughput %lld; %lld texts "
-               "differ",
-            a->requests - a->ok, a->requests, x->not_hits[0], x->not_hits[1], x->not_hits[2], x->mismatched);
+    fprintf(
+        f,
+        "RESULT: FAIL (%lld of %lld requests failed; not hits: L1 %lld, L2 %lld, throughput %lld; %lld texts "
+        "differ",
+        a->requests - a->ok, a->requests, x->not_hits[0], x->not_hits[1], x->not_hits[2], x->mismatched);
     if (x->has_l2 && x->l2_hits != x->l2_requests)
         fprintf(f, "; l2 hits %lld for %lld requests", x->l2_hits, x->l2_requests);
     fprintf(f, ")\n");
@@ -982,9 +1017,10 @@ static void html_esc(FILE *f, const char *s) {
 static void html_ms_row(FILE *f, const char *name, const bench_stats *s, bool have) {
     fprintf(f, "<tr><td>%s</td>", name);
     if (have && s->n)
-        fprintf(f, "<td>%.3f</td><td>%.3f</td><td>%.3f</td><td>%.3f</td><td>%zu</td></tr>\n", s->p50, s->p90, s->p99,
-                s->max, s->n);
-    else fprintf(f, "<td colspan=\"5\">n/a</td></tr>\n");
+        fprintf(f, "<td>%.3f</td><td>%.3f</td><td>%.3f</td><td>%.3f</td><td>%zu</td></tr>\n", s->p50, s->p90,
+                s->p99, s->max, s->n);
+    else
+        fprintf(f, "<td colspan=\"5\">n/a</td></tr>\n");
 }
 
 kn_status bench_cache_html(const bench_result *r, const char *path, kn_err *err) {
@@ -992,17 +1028,20 @@ kn_status bench_cache_html(const bench_result *r, const char *path, kn_err *err)
     if (!f) return kn_fail(err, KN_EIO, "%s: cannot create the report", path);
     const bench_config *c = &r->cfg;
     const bench_cache_figures *x = r->x.cache;
-    fprintf(f, "<!DOCTYPE html>\n<html><head><meta charset=\"utf-8\"><title>kiln bench server: cache</title>\n"
-               "<style>body{font-family:sans-serif;margin:24px;max-width:980px}table{border-collapse:collapse}"
-               "td,th{border:1px solid #ccc;padding:3px 8px;text-align:right}td:first-child{text-align:left}"
-               ".pass{color:#080;font-weight:bold}.fail{color:#c00;font-weight:bold}</style></head><body>\n"
-               "<h1>kiln bench server: response cache</h1>\n<p>Server <code>");
+    fprintf(f,
+            "<!DOCTYPE html>\n<html><head><meta charset=\"utf-8\"><title>kiln bench server: cache</title>\n"
+            "<style>body{font-family:sans-serif;margin:24px;max-width:980px}table{border-collapse:collapse}"
+            "td,th{border:1px solid #ccc;padding:3px 8px;text-align:right}td:first-child{text-align:left}"
+            ".pass{color:#080;font-weight:bold}.fail{color:#c00;font-weight:bold}</style></head><body>\n"
+            "<h1>kiln bench server: response cache</h1>\n<p>Server <code>");
     html_esc(f, c->url);
     fprintf(f, "</code>, model <code>");
     html_esc(f, c->model);
-    fprintf(f, "</code>, %lld distinct prompts, %d rounds, %d clients.</p>\n", c->requests, c->rounds, c->concurrency);
-    fprintf(f, "<p class=\"%s\">Result %s: %lld of %lld requests failed.</p>\n", r->all.sla_pass ? "pass" : "fail",
-            r->all.sla_pass ? "PASS" : "FAIL", r->all.requests - r->all.ok, r->all.requests);
+    fprintf(f, "</code>, %lld distinct prompts, %d rounds, %d clients.</p>\n", c->requests, c->rounds,
+            c->concurrency);
+    fprintf(f, "<p class=\"%s\">Result %s: %lld of %lld requests failed.</p>\n",
+            r->all.sla_pass ? "pass" : "fail", r->all.sla_pass ? "PASS" : "FAIL", r->all.requests - r->all.ok,
+            r->all.requests);
     fprintf(f, "<table><tr><th>ms</th><th>p50</th><th>p90</th><th>p99</th><th>max</th><th>n</th></tr>\n");
     html_ms_row(f, "L1 hit, server", &x->l1_server_ms, true);
     html_ms_row(f, "L1 hit, client", &x->l1_client_ms, true);
@@ -1013,11 +1052,19 @@ kn_status bench_cache_html(const bench_result *r, const char *path, kn_err *err)
     fprintf(f, "</table>\n<p>Throughput: %.1f hits/s with %d clients. ", x->hits_per_s, c->concurrency);
     double bpe, vpe, ovh;
     if (per_entry(x, &bpe, &vpe, &ovh))
-        fprintf(f, "Memory: %.1f bytes per L1 entry (%lld bookkeeping), overhead beyond the answer text %.1f bytes.",
-                bpe, x->entry_overhead, ovh);
-    fprintf(f, "</p>\n<p>Goals (server-side p99): L1 &lt; %g ms %s, L2 &lt; %g ms %s.</p>\n</body></html>\n", GOAL_L1_MS,
-            !x->l1_server_ms.n ? "n/a" : x->l1_server_ms.p99 < GOAL_L1_MS ? "PASS" : "FAIL", GOAL_L2_MS,
-            !x->has_l2 || !x->l2_server_ms.n ? "n/a" : x->l2_server_ms.p99 < GOAL_L2_MS ? "PASS" : "FAIL");
+        fprintf(
+            f,
+            "Memory: %.1f bytes per L1 entry (%lld bookkeeping), overhead beyond the answer text %.1f bytes.",
+            bpe, x->entry_overhead, ovh);
+    fprintf(f, "</p>\n<p>Goals (server-side p99): L1 &lt; %g ms %s, L2 &lt; %g ms %s.</p>\n</body></html>\n",
+            GOAL_L1_MS,
+            !x->l1_server_ms.n                 ? "n/a"
+            : x->l1_server_ms.p99 < GOAL_L1_MS ? "PASS"
+                                               : "FAIL",
+            GOAL_L2_MS,
+            !x->has_l2 || !x->l2_server_ms.n   ? "n/a"
+            : x->l2_server_ms.p99 < GOAL_L2_MS ? "PASS"
+                                               : "FAIL");
     bool bad = ferror(f) != 0;
     if (fclose(f) != 0 || bad) return kn_fail(err, KN_EIO, "%s: write failed", path);
     return KN_OK;

@@ -220,7 +220,10 @@ int bench_server_main(int argc, char **argv) {
     }
     if (c.connect_timeout_s > c.timeout_s) c.connect_timeout_s = c.timeout_s;
     if (max_tokens < 0)
-        max_tokens = c.scenario == BENCH_PREFIX ? 8 : c.scenario == BENCH_SPEC ? 128 : c.scenario == BENCH_CACHE ? 32 : 64;
+        max_tokens = c.scenario == BENCH_PREFIX  ? 8
+                     : c.scenario == BENCH_SPEC  ? 128
+                     : c.scenario == BENCH_CACHE ? 32
+                                                 : 64;
     if ((c.scenario == BENCH_SHARED_PREFIX || c.scenario == BENCH_CACHE) && !conc_given) c.concurrency = 16;
     if (c.scenario == BENCH_CACHE) {
         if (c.requests <= 0) c.requests = 200;

@@ -19,7 +19,8 @@ static void test_server_timing(void **state) {
     assert_true(ms == 0.123);
     assert_true(timing("  TOTAL ; dur=12 \r\n", "total", &ms)); /* names case-insensitive, spaces trimmed */
     assert_true(ms == 12);
-    assert_true(timing("db;dur=3.5, total;desc=\"all\";dur=7.25", "total", &ms)); /* not the first metric or param */
+    assert_true(
+        timing("db;dur=3.5, total;desc=\"all\";dur=7.25", "total", &ms)); /* not the first metric or param */
     assert_true(ms == 7.25);
     assert_true(timing("db;dur=3.5,total;dur=1e-3", "db", &ms));
     assert_true(ms == 3.5);
