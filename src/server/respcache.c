@@ -21,8 +21,10 @@
  * Values (host byte order; an L2 store moves with its machine):
  *  - a generation record "KRS1": version, finish reason, prompt and
  *    generated token counts, then the chunks of text as the engine produced
- *    them (bytes and token events per chunk), the events (token, logprob,
- *    top alternatives) when logprobs were asked for, and the text.
+ *    them (bytes and token events per chunk, two LEB128 varints: a streamed
+ *    answer has a chunk per token, so this table must stay small), the
+ *    events (token, logprob, top alternatives) when logprobs were asked
+ *    for, and the text.
  *  - an embedding "KEM1": n_embd, the input's token count, the floats.
  * Parsing checks every length against the value's size, so a damaged
  * value is refused, never read past.
@@ -34,7 +36,8 @@
 
 #define REC_MAGIC "KRS1"
 #define EMB_MAGIC "KEM1"
-#define REC_HEAD 28
+#define REC_HEAD 32
+#define REC_VERSION 2
 
 /* ---- keys --------------------------------------------------------------------- */
 
@@ -79,7 +82,7 @@ bool srv_gen_cacheable(const srv_server *s, const rt_model *m, const srv_gen_req
 rc_key srv_gen_key(const srv_server *s, const rt_model *m, const srv_gen_req *q, const int32_t *ids, size_t n_ids,
                    const eng_gen_params *gp, int ctx) {
     kn_buf b = {0};
-    put_instance(&b, "kiln.response.1", s, m);
+    put_instance(&b, "kiln.response.2", s, m);
     put_bytes(&b, ids, n_ids * sizeof *ids);
     put_u64(&b, (uint64_t)(int64_t)ctx);
     put_u64(&b, (uint64_t)(int64_t)gp->n_predict);
@@ -152,10 +155,36 @@ rc_key srv_embed_key(const srv_server *s, const rt_model *m, const srv_embed_req
 
 /* ---- generation records ---------------------------------------------------------- */
 
+static bool put_varint(kn_buf *b, uint64_t v) {
+    uint8_t t[10];
+    size_t n = 0;
+    do {
+        t[n++] = (uint8_t)((v & 0x7f) | (v > 0x7f ? 0x80 : 0));
+        v >>= 7;
+    } while (v);
+    return kn_buf_add(b, t, n, 0);
+}
+
+/* Reads a varint of at most 32 bits at *o (< end); false when malformed. */
+static bool get_varint(const uint8_t *p, size_t end, size_t *o, uint32_t *out) {
+    uint64_t v = 0;
+    for (int shift = 0; shift < 35; shift += 7) {
+        if (*o >= end) return false;
+        uint8_t b = p[(*o)++];
+        v |= (uint64_t)(b & 0x7f) << shift;
+        if (!(b & 0x80)) {
+            if (v > UINT32_MAX) return false;
+            *out = (uint32_t)v;
+            return true;
+        }
+    }
+    return false;
+}
+
 void srv_rec_chunk(srv_rec *r, const char *text, size_t n, const eng_tok_event *ev, size_t nev) {
     if (r->failed || (!n && !nev)) return;
-    uint32_t h[2] = {(uint32_t)n, (uint32_t)nev};
-    bool ok = n <= UINT32_MAX && kn_buf_add(&r->chunks, h, sizeof h, 0) && kn_buf_add(&r->text, text, n, 0);
+    bool ok = n <= UINT32_MAX && put_varint(&r->chunks, n) && put_varint(&r->chunks, nev) &&
+              kn_buf_add(&r->text, text, n, 0);
     for (size_t i = 0; ok && r->with_events && i < nev; i++) {
         uint8_t nt = (uint8_t)(ev[i].n_top < 0 ? 0 : ev[i].n_top > ENG_MAX_LOGPROBS ? ENG_MAX_LOGPROBS : ev[i].n_top);
         ok = kn_buf_add(&r->events, &ev[i].token, 4, 0) && kn_buf_add(&r->events, &ev[i].logprob, 4, 0) &&
@@ -173,12 +202,12 @@ void *srv_rec_finish(srv_rec *r, const eng_req_result *res, size_t *len) {
     uint8_t *p = malloc(n);
     if (!p) return NULL;
     memcpy(p, REC_MAGIC, 4);
-    p[4] = 1;
+    p[4] = REC_VERSION;
     p[5] = (uint8_t)res->finish;
     p[6] = r->with_events;
     p[7] = 0;
-    uint32_t h[5] = {(uint32_t)res->n_prompt, (uint32_t)res->n_gen, r->n_chunks, (uint32_t)r->text.n,
-                     (uint32_t)r->events.n};
+    uint32_t h[6] = {(uint32_t)res->n_prompt, (uint32_t)res->n_gen, r->n_chunks, (uint32_t)r->chunks.n,
+                     (uint32_t)r->text.n, (uint32_t)r->events.n};
     memcpy(p + 8, h, sizeof h);
     size_t o = REC_HEAD;
     if (r->chunks.n) memcpy(p + o, r->chunks.p, r->chunks.n);
@@ -199,36 +228,42 @@ void srv_rec_free(srv_rec *r) {
 bool srv_rec_parse(const void *val, size_t len, size_t max_ev, srv_rec_view *v) {
     const uint8_t *p = val;
     memset(v, 0, sizeof *v);
-    if (len < REC_HEAD || memcmp(p, REC_MAGIC, 4) || p[4] != 1 || p[5] > ENG_FINISH_ERROR || p[6] > 1) return false;
-    uint32_t h[5];
+    if (len < REC_HEAD || memcmp(p, REC_MAGIC, 4) || p[4] != REC_VERSION || p[5] > ENG_FINISH_ERROR || p[6] > 1)
+        return false;
+    uint32_t h[6];
     memcpy(h, p + 8, sizeof h);
     v->finish = p[5];
     v->with_events = p[6];
     v->n_prompt = h[0];
     v->n_gen = h[1];
     v->n_chunks = h[2];
-    uint64_t need = (uint64_t)REC_HEAD + (uint64_t)h[2] * 8 + h[4] + h[3];
+    uint64_t need = (uint64_t)REC_HEAD + h[3] + h[4] + h[5];
     if (need != len) return false;
     v->chunks = p + REC_HEAD;
-    v->events = v->chunks + (size_t)h[2] * 8;
-    v->events_len = h[4];
-    v->text = (const char *)v->events + h[4];
-    v->text_len = h[3];
+    v->chunks_len = h[3];
+    v->events = v->chunks + h[3];
+    v->events_len = h[5];
+    v->text = (const char *)v->events + h[5];
+    v->text_len = h[4];
     uint64_t sum = 0;
+    size_t o = 0;
     for (uint32_t i = 0; i < v->n_chunks; i++) {
-        uint32_t c[2];
-        memcpy(c, v->chunks + (size_t)i * 8, sizeof c);
-        if (c[1] > max_ev) return false;
-        sum += c[0];
+        uint32_t tn, ne;
+        if (!get_varint(v->chunks, v->chunks_len, &o, &tn) || !get_varint(v->chunks, v->chunks_len, &o, &ne) ||
+            ne > max_ev)
+            return false;
+        sum += tn;
     }
-    return sum == v->text_len;
+    return o == v->chunks_len && sum == v->text_len;
 }
 
 bool srv_rec_next(srv_rec_view *v, const char **text, size_t *n, eng_tok_event *ev, size_t *nev) {
     *n = *nev = 0;
     if (v->i >= v->n_chunks) return false;
     uint32_t c[2];
-    memcpy(c, v->chunks + (size_t)v->i * 8, sizeof c);
+    if (!get_varint(v->chunks, v->chunks_len, &v->chunk_off, &c[0]) ||
+        !get_varint(v->chunks, v->chunks_len, &v->chunk_off, &c[1]))
+        return false;
     v->i++;
     *text = v->text + v->text_off;
     *n = c[0];

@@ -118,11 +118,11 @@ typedef struct srv_rec_view {
     bool with_events;
     uint32_t n_prompt, n_gen, n_chunks;
     const uint8_t *chunks, *events;
-    size_t events_len;
+    size_t chunks_len, events_len;
     const char *text;
     size_t text_len;
     uint32_t i;
-    size_t text_off, ev_off;
+    size_t chunk_off, text_off, ev_off;
 } srv_rec_view;
 /* False when the value is not a well-formed record with at most max_ev
  * events per chunk. */
