@@ -29,10 +29,12 @@ through the real `kiln serve` with stories260K:
  - `kiln cache stats|clear --cache-dir D` offline (when that command exists).
 Every server exits 0 on SIGTERM with no sanitizer report in its log."""
 
+import base64
 import json
 import os
 import re
 import shutil
+import struct
 import subprocess
 import sys
 import tempfile
@@ -47,7 +49,7 @@ ks.need_env()
 ck = ks.Checks()
 MODEL = "stories260K"
 MFILE = ks.model_path(MODEL)
-BASE = ["-m", MFILE, "-t", "1", "-c", "256"]
+BASE = ["-m", MFILE, "-t", "1", "-c", "512"]
 N = 12          # max_tokens of the generation requests
 SERVERS = []    # every server started, for the log tails on failure
 TMP = tempfile.mkdtemp(prefix="kiln-itest-cache-")
@@ -260,6 +262,25 @@ def embed(srv, inputs, ollama=False, model=MODEL, cache=None, headers=None):
     return r.status, xc, r.header("X-Cache-Hits"), vecs, ptok
 
 
+def embed_b64(srv, inputs, cache=None):
+    """/v1/embeddings with encoding_format base64: (X-Cache, X-Cache-Hits,
+    [bytes of each float32 vector])."""
+    body = {"model": MODEL, "input": inputs, "encoding_format": "base64"}
+    if cache is not None:
+        body["cache"] = cache
+    r = srv.post("/v1/embeddings", body, timeout=120)
+    if r.status != 200:
+        raise ks.ServerError("base64 embeddings -> %r" % r)
+    note_answer(r.headers, "/v1/embeddings base64")
+    data = sorted(r.json()["data"], key=lambda d: d["index"])
+    return r.header("X-Cache"), r.header("X-Cache-Hits"), [base64.b64decode(d["embedding"]) for d in data]
+
+
+def f32_bytes(vec):
+    """A JSON vector as the float32 bytes it stands for."""
+    return struct.pack("<%df" % len(vec), *vec)
+
+
 METRIC_LINE = re.compile(r'^([a-zA-Z_:][a-zA-Z0-9_:]*)(\{(.*)\})?\s+(\S+)$')
 METRIC_LABEL = re.compile(r'([a-zA-Z_][a-zA-Z0-9_]*)="((?:[^"\\]|\\.)*)"')
 
@@ -432,6 +453,26 @@ def test_key_split(srv):
         a = ask(srv, route, p, n=5, stream=True, extra={"stream_options": {"include_usage": False}},
                 name=route + " stream without usage")
         ck.eq(route + " stream_options does not split the key: hit", a.xc, "hit")
+    # logit_bias changes a greedy output: it splits the key
+    route = "/v1/completions"
+    p = "The key of a little red hen (%s)" % route
+    base = ask(srv, route, p, n=5, cache=False)
+    toks = srv.post_json("/tokenize", {"model": MODEL, "content": p + base.text, "add_special": True})["tokens"]
+    bias = {"logit_bias": {str(toks[-1]): -100}}
+    ref = ask(srv, route, p, n=5, cache=False, extra=bias)
+    ck.check("logit_bias: precondition: a bias against the last greedy token changes the text", ref.text != base.text,
+             (ref.text, base.text))
+    want("logit_bias: first: miss", ask(srv, route, p, n=5, extra=bias), "miss", ref)
+    want("logit_bias: second: hit", ask(srv, route, p, n=5, extra=bias), "hit", ref)
+    # a stop string that occurs: the stored answer is the stopped one
+    word = base.text.split()[-1] if base.text.split() else "the"
+    stop = {"stop": [word]}
+    ref = ask(srv, route, p, n=5, cache=False, extra=stop)
+    ck.eq("stop %r: precondition: the reference stops" % word, ref.finish, "stop")
+    want("stop %r: first: miss" % word, ask(srv, route, p, n=5, extra=stop), "miss", ref)
+    want("stop %r: second: hit (finish stop)" % word, ask(srv, route, p, n=5, extra=stop), "hit", ref)
+    want("stop %r: stream: hit" % word, ask(srv, route, p, n=5, extra=stop, stream=True,
+                                            name="stop stream"), "hit", ref)
     # the chat template renders a system message into the prompt: a miss
     route = "/v1/chat/completions"
     p = "The key of a little red hen (%s)" % route
@@ -439,6 +480,85 @@ def test_key_split(srv):
     body["messages"] = [{"role": "system", "content": "Be brief."}] + body["messages"]
     a = ask_body(srv, route, body, "chat with a system message")
     want(route + " a system message: miss", a, "miss")
+
+
+def test_sharing(srv):
+    """The key is the prompt tokens and the output-changing parameters: an
+    OpenAI completion, an Ollama raw generate and a token-array prompt with
+    the same tokens share an entry; so do the two chat routes."""
+    p = "The shared key of the little mouse"
+    ref = ask(srv, "/v1/completions", p, n=7, cache=False)
+    want("sharing: /v1/completions first", ask(srv, "/v1/completions", p, n=7), "miss", ref)
+    a = ask_body(srv, "/api/generate", dict(gen_body("/api/generate", p, n=7), raw=True), "generate raw")
+    want("sharing: /api/generate raw with the same tokens and parameters", a, "hit", ref)
+    a = ask_body(srv, "/api/generate", dict(gen_body("/api/generate", p, n=7, stream=True), raw=True),
+                 "generate raw stream")
+    want("sharing: /api/generate raw stream", a, "hit", ref)
+    toks = srv.post_json("/tokenize", {"model": MODEL, "content": p, "add_special": True})["tokens"]
+    ck.eq("sharing: /tokenize gives the completion's prompt token count", len(toks), ref.counts[0])
+    a = ask(srv, "/v1/completions", toks, n=7)
+    want("sharing: /v1/completions with the prompt as token ids", a, "hit", ref)
+    a = ask(srv, "/v1/completions", toks[1:], n=7)
+    want("sharing: the token ids without BOS: another prompt, a miss", a, "miss")
+
+    p = "Hi there from the mouse"
+    ref = ask(srv, "/v1/chat/completions", p, n=7, cache=False)
+    want("sharing: /v1/chat/completions first", ask(srv, "/v1/chat/completions", p, n=7), "miss", ref)
+    a = ask(srv, "/api/chat", p, n=7)
+    want("sharing: /api/chat with the same messages and parameters", a, "hit", ref)
+
+
+def test_concurrent(srv):
+    """8 clients at once: the same new request (misses and hits, one text),
+    then 8 different prompts twice over, and embeddings sharing a text."""
+    route = "/v1/completions"
+    p = "Eight friends asked at once about the moon"
+    ref = ask(srv, route, p, cache=False)
+
+    def together(fn, n=8):
+        out = [None] * n
+        bar = threading.Barrier(n)
+
+        def w(i):
+            bar.wait()
+            try:
+                out[i] = fn(i)
+            except Exception as e:  # noqa: BLE001 - checked by the caller
+                out[i] = e
+        th = [threading.Thread(target=w, args=(i,)) for i in range(n)]
+        for t in th:
+            t.start()
+        for t in th:
+            t.join(300)
+        return out
+
+    res = together(lambda i: ask(srv, route, p, stream=bool(i % 2), name="concurrent same"))
+    ok = [r for r in res if isinstance(r, Ans) and r.status == 200]
+    ck.eq("concurrent same request: 8 answers 200", len(ok), 8)
+    ck.check("concurrent same request: every text is the reference", all(r.same() == ref.same() for r in ok),
+             [r for r in ok if r.same() != ref.same()][:2])
+    ck.check("concurrent same request: each miss or hit, at least one miss",
+             all(r.xc in ("miss", "hit") for r in ok) and any(r.xc == "miss" for r in ok), [r.xc for r in ok])
+    want("concurrent same request: afterwards a hit", ask(srv, route, p), "hit", ref)
+
+    prompts = ["Friend %d looked at the stars" % i for i in range(8)]
+    refs = [ask(srv, route, q, n=6, cache=False) for q in prompts]
+    for rnd, xc in ((1, "miss"), (2, "hit")):
+        res = together(lambda i: ask(srv, route, prompts[i], n=6))
+        ck.check("concurrent 8 prompts, round %d: every answer a %s with the reference text" % (rnd, xc),
+                 all(isinstance(r, Ans) and r.xc == xc and r.same() == refs[i].same() for i, r in enumerate(res)),
+                 [(i, r) for i, r in enumerate(res) if not (isinstance(r, Ans) and r.xc == xc)][:3])
+
+    res = together(lambda i: embed(srv, ["the moon is shared", "moon text %d" % i]))
+    ck.check("concurrent embeddings: 8 answers 200 with two vectors",
+             all(isinstance(r, tuple) and r[0] == 200 and len(r[3]) == 2 for r in res), res[:1])
+    ck.check("concurrent embeddings: X-Cache-Hits K/2 with K < 2 (each own text is new)",
+             all(isinstance(r, tuple) and r[2] in ("0/2", "1/2") for r in res), [r[2] for r in res if isinstance(r, tuple)])
+    st, xc, hits, vecs, _ = embed(srv, ["moon text %d" % i for i in range(8)] + ["the moon is shared"])
+    ck.eq("concurrent embeddings: afterwards every text is a hit", (st, xc, hits), (200, "hit", "9/9"))
+    if all(isinstance(r, tuple) and r[0] == 200 for r in res) and st == 200:
+        d = max(ks.maxdiff(res[i][3][1], vecs[i]) for i in range(8))
+        ck.check("concurrent embeddings: the cached vectors are the ones served (1e-6)", d <= 1e-6, d)
 
 
 def test_embeddings(srv):
@@ -507,6 +627,25 @@ def test_embeddings(srv):
         ck.eq(name + " [C,A] Cache-Control: no-cache: bypass", (st, xc), (200, "bypass"))
         ck.check(name + " [C,A] no-cache: vectors within 1e-5 of the cached ones",
                  e4 and e3 and max(ks.maxdiff(x, y) for x, y in zip(e4, e3)) <= 1e-5, "")
+    # the same text twice in one batch, then alone
+    st, xc, hits, ev, _ = embed(srv, ["twin text", "twin text"])
+    ck.eq("embeddings [T,T]: miss 0/2", (st, xc, hits), (200, "miss", "0/2"))
+    st, xc, hits, ev1, _ = embed(srv, ["twin text"])
+    ck.eq("embeddings [T] after [T,T]: hit 1/1", (st, xc, hits), (200, "hit", "1/1"))
+    ck.check("embeddings [T,T]: one vector for both, served again", ev and ev1 and ev[0] == ev[1] == ev1[0], "")
+    # base64 carries the float32 bits: cached vectors are bit-identical
+    xc, hits, ref = embed_b64(srv, ["bits of a text"], cache=False)
+    ck.eq("base64 \"cache\": false: bypass", xc, "bypass")
+    xc, hits, m = embed_b64(srv, ["bits of a text"])
+    ck.eq("base64 first: miss 0/1", (xc, hits), ("miss", "0/1"))
+    ck.check("base64 first: the bits of the bypass computation", m == ref, "")
+    st, xc, hits, fv, _ = embed(srv, ["bits of a text"])
+    ck.eq("float after base64: hit 1/1", (st, xc, hits), (200, "hit", "1/1"))
+    ck.check("float after base64: the JSON floats are exactly the computed float32 values",
+             fv and [f32_bytes(v) for v in fv] == ref, "")
+    xc, hits, h = embed_b64(srv, ["bits of a text"])
+    ck.eq("base64 again: hit 1/1", (xc, hits), ("hit", "1/1"))
+    ck.check("base64 again: the bits of the bypass computation", h == ref, "")
     st1 = stats(srv)
     ck.check("embeddings: response cache untouched by the embedding traffic",
              sv(st1, "l1", "response", "hits") == sv(st0, "l1", "response", "hits"),
@@ -555,7 +694,8 @@ def test_metrics(srv):
 def test_restart():
     d = os.path.join(TMP, "restart")
     p = "After the restart, the little bear"
-    ref = None
+    pbig = "A very long story"
+    ref = big_ref = None
     a = start(["--cache-dir", d])
     try:
         ref = ask(a, "/v1/completions", p, cache=False)
@@ -563,12 +703,19 @@ def test_restart():
         want("restart A: first", ask(a, "/v1/completions", p), "miss", ref)
         st, xc, _, ev, _ = embed(a, ["the bear sleeps", "the bird sings"])
         ck.eq("restart A: embeddings miss", (st, xc), (200, "miss"))
+        big_ref = ask(a, "/v1/completions", pbig, n=500, cache=False, extra={"ignore_eos": True})
+        ck.check("restart A: the long answer is over 1 KiB (stored compressed)", len(big_ref.text or "") > 1024,
+                 len(big_ref.text or ""))
+        want("restart A: long answer first", ask(a, "/v1/completions", pbig, n=500, extra={"ignore_eos": True}),
+             "miss", big_ref)
+        want("restart A: long answer second (L1)", ask(a, "/v1/completions", pbig, n=500, extra={"ignore_eos": True}),
+             "hit", big_ref)
     finally:
         stop(a, "restart A")  # SIGTERM flushes the pending L2 writes
     b = start(["--cache-dir", d])
     try:
         s0 = stats(b)
-        ck.eq("restart B: l2.response.entries = 1 (flushed on SIGTERM)", sv(s0, "l2", "response", "entries"), 1)
+        ck.eq("restart B: l2.response.entries = 2 (flushed on SIGTERM)", sv(s0, "l2", "response", "entries"), 2)
         ck.eq("restart B: l2.embedding.entries = 2", sv(s0, "l2", "embedding", "entries"), 2)
         ck.check("restart B: l2.response.misses survived the restart (>= 1)",
                  sv(s0, "l2", "response", "misses") >= 1, s0["l2"]["response"])
@@ -590,6 +737,8 @@ def test_restart():
                  ev and ev2 and ev2 == [ev[1], ev[0]], "")
         ck.eq("restart B: l2.embedding.hits +2",
               sv(stats(b), "l2", "embedding", "hits") - sv(s0, "l2", "embedding", "hits"), 2)
+        want("restart B: long answer from L2", ask(b, "/v1/completions", pbig, n=500, extra={"ignore_eos": True}),
+             "hit", big_ref)
         s_end = stats(b)
     finally:
         stop(b, "restart B")
@@ -890,6 +1039,45 @@ def test_config():
         stop(srv, "--embedding-cache=false")
 
 
+def test_tiers_off():
+    """--cache-mib 0: no L1 (hits come from L2); --cache-disk-size 0: no L2
+    (nothing survives a restart); both settings from a YAML --config too."""
+    p = "One tier at a time for the brown cow"
+    srv = start(["--cache-mib", "0"])
+    try:
+        ref = ask(srv, "/v1/completions", p, cache=False)
+        want("--cache-mib 0: first", ask(srv, "/v1/completions", p), "miss", ref)
+        wait_l2(srv, "response", 1)
+        want("--cache-mib 0: second, from L2", ask(srv, "/v1/completions", p), "hit", ref, cached=True)
+        s = stats(srv)
+        ck.eq("--cache-mib 0: l1 entries 0, l1 hits 0, l2 hits 1",
+              (sv(s, "l1", "response", "entries"), sv(s, "l1", "response", "hits"), sv(s, "l2", "response", "hits")),
+              (0, 0, 1))
+    finally:
+        stop(srv, "--cache-mib 0")
+    d = os.path.join(TMP, "nol2")
+    cfg = os.path.join(TMP, "nol2.yaml")
+    with open(cfg, "w") as f:
+        f.write("cache-disk-size: 0\ncache-policy: random\ncache-dir: %s\n" % d)
+    srv = start(["--config", cfg])
+    try:
+        ref = ask(srv, "/v1/completions", p, cache=False)
+        ck.eq("YAML cache-policy: random", stats(srv).get("policy"), "random")
+        want("cache-disk-size 0: first", ask(srv, "/v1/completions", p), "miss", ref)
+        want("cache-disk-size 0: second, from L1", ask(srv, "/v1/completions", p), "hit", ref)
+        srv.post("/cache/clear", {"type": "embedding"})  # flushes the pending L2 writes
+        s = stats(srv)
+        ck.eq("cache-disk-size 0: l2 entries 0, l1 entries 1",
+              (sv(s, "l2", "response", "entries"), sv(s, "l1", "response", "entries")), (0, 1))
+    finally:
+        stop(srv, "cache-disk-size 0")
+    srv = start(["--cache-dir", d])
+    try:
+        want("cache-disk-size 0: nothing on disk after a restart: miss", ask(srv, "/v1/completions", p), "miss", ref)
+    finally:
+        stop(srv, "after cache-disk-size 0")
+
+
 def test_ttl():
     p = "A short-lived story about snow"
     srv = start(["--cache-ttl-response", "1"])
@@ -921,12 +1109,12 @@ def main():
     t0 = time.time()
     srv = start([])
     try:
-        for t in (test_stats_shape, test_routes, test_sampled, test_optouts, test_key_split, test_embeddings,
-                  test_metrics):
+        for t in (test_stats_shape, test_routes, test_sampled, test_optouts, test_key_split, test_sharing,
+                  test_embeddings, test_concurrent, test_metrics):
             run(t, srv)
     finally:
         stop(srv, "main")
-    for t in (test_restart, test_kill9, test_corrupt, test_clear, test_config, test_ttl):
+    for t in (test_restart, test_kill9, test_corrupt, test_clear, test_config, test_tiers_off, test_ttl):
         run(t)
     ck.check("every 200 answer (%d) has X-Cache hit|miss|bypass" % ANSWERS["n"], not ANSWERS["bad_xcache"],
              ANSWERS["bad_xcache"][:5])
