@@ -11,10 +11,14 @@ through the real `kiln serve` with stories260K:
  - opt-outs ("cache": false, Cache-Control: no-cache / no-store) bypass
    and do not fill the cache;
  - output-changing parameters split the key (max_tokens, stop, prompt,
-   seed), others do not (user, stream, top_p at temperature 0);
+   seed, logit_bias, a system message), others do not (user, stream,
+   stream_options, top_p at temperature 0); the same prompt tokens share an
+   entry across routes (completions, raw generate, token ids; both chats);
+ - 8 concurrent clients (the same request, distinct ones, embeddings);
  - an embeddings batch with partial hits (OpenAI and Ollama): X-Cache-Hits
-   K/N, cached vectors float32-identical to the ones computed, only the
-   misses counted as lookups that missed and as prompt tokens;
+   K/N, cached vectors float32-identical to the ones computed (base64
+   compares the bits), only the misses counted as lookups that missed and
+   as prompt tokens;
  - a restart on the same --cache-dir: L2 hits (responses and embeddings);
  - kill -9 during a burst of writes, then a restart: every hit served is
    the reference text, as many hits as entries, no corrupt record;
@@ -25,6 +29,8 @@ through the real `kiln serve` with stories260K:
  - /metrics kiln_cache_* equal /cache/stats;
  - config: --cache-policy bogus fails naming cache-policy, the policy shows
    in /cache/stats, --response-cache=false / --embedding-cache=false bypass;
+ - a stream the client drops is not stored;
+ - --cache-mib 0 (L2 only), --cache-disk-size 0 (L1 only), YAML settings;
  - TTL: --cache-ttl-response 1 expires an entry;
  - `kiln cache stats|clear --cache-dir D` offline (when that command exists).
 Every server exits 0 on SIGTERM with no sanitizer report in its log."""
@@ -241,6 +247,17 @@ def wait_l2(srv, typ, entries, timeout=20.0):
     return got
 
 
+def settle(srv, timeout=20.0):
+    """On a server whose entries never leave L1 (no eviction, expiry or
+    tier clear): waits until the asynchronous L2 writes caught up, that is
+    until L2 holds as many entries of each type as L1."""
+    def caught_up():
+        s = stats(srv)
+        return all(sv(s, "l1", t, "entries") == sv(s, "l2", t, "entries") for t in ("response", "embedding"))
+    if not wait_until(caught_up, timeout):
+        ck.fail("the L2 writes catch up with L1 within %d s" % timeout, stats(srv))
+
+
 def embed(srv, inputs, ollama=False, model=MODEL, cache=None, headers=None):
     """Returns (status, X-Cache, X-Cache-Hits, vectors, prompt tokens)."""
     path = "/api/embed" if ollama else "/v1/embeddings"
@@ -370,6 +387,7 @@ def test_routes(srv):
 def test_sampled(srv):
     route = "/v1/completions"
     p = "A sampled story about a frog"
+    settle(srv)
     s0 = stats(srv)
     texts = []
     for i in range(3):
@@ -653,15 +671,7 @@ def test_embeddings(srv):
 
 
 def test_metrics(srv):
-    # let the asynchronous L2 writes settle: the stats stop moving
-    prev = [None]
-
-    def settled():
-        s = stats(srv)
-        same = s == prev[0]
-        prev[0] = s
-        return same
-    wait_until(settled, 10, 0.3)
+    settle(srv)
     ms = scrape(srv)
     s = stats(srv)
     for tier in ("l1", "l2"):
@@ -1078,6 +1088,37 @@ def test_tiers_off():
         stop(srv, "after cache-disk-size 0")
 
 
+def test_cancelled():
+    """A stream the client drops after its first event is not stored: the
+    same request afterwards is a miss (then stored, then a hit)."""
+    srv = start(["-c", "2048"])
+    try:
+        n = ks.tokens_for(ks.token_rate(srv, MODEL, 300), 0.5, lo=300, hi=1900)
+        body = gen_body("/v1/completions", "The tale that was cut short", n=n, stream=True, extra={"ignore_eos": True})
+        srv.post("/cache/clear", {"type": "embedding"})  # flushes the rate request's L2 write
+        s0 = stats(srv)
+        st = srv.open_stream("/v1/completions", body)
+        ck.eq("cancelled: stream 200 miss", (st.status, st.header("X-Cache")), (200, "miss"))
+        first = next(st.sse_events(), None)
+        ck.check("cancelled: got a first event", first is not None, first)
+        st.abort()
+        ok, last, _ = srv.wait_idle(30)
+        ck.check("cancelled: the server goes idle", ok, last)
+        srv.post("/cache/clear", {"type": "embedding"})  # flushes the pending L2 writes
+        s1 = stats(srv)
+        ck.eq("cancelled: no entry stored (l1, l2 response entries unchanged)",
+              (sv(s1, "l1", "response", "entries"), sv(s1, "l2", "response", "entries")),
+              (sv(s0, "l1", "response", "entries"), sv(s0, "l2", "response", "entries")))
+        ref = ask(srv, "/v1/completions", "The tale that was cut short", n=n, cache=False, extra={"ignore_eos": True})
+        ck.eq("cancelled: the reference gets all %d tokens" % n, (ref.counts or (0, 0))[1], n)
+        a = ask(srv, "/v1/completions", "The tale that was cut short", n=n, extra={"ignore_eos": True})
+        want("cancelled: the same request afterwards is a miss", a, "miss", ref)
+        a = ask_body(srv, "/v1/completions", body, "cancelled: stream again")
+        want("cancelled: ... and then a hit, streamed", a, "hit", ref)
+    finally:
+        stop(srv, "cancelled")
+
+
 def test_ttl():
     p = "A short-lived story about snow"
     srv = start(["--cache-ttl-response", "1"])
@@ -1114,7 +1155,8 @@ def main():
             run(t, srv)
     finally:
         stop(srv, "main")
-    for t in (test_restart, test_kill9, test_corrupt, test_clear, test_config, test_tiers_off, test_ttl):
+    for t in (test_restart, test_kill9, test_corrupt, test_clear, test_config, test_tiers_off, test_cancelled,
+              test_ttl):
         run(t)
     ck.check("every 200 answer (%d) has X-Cache hit|miss|bypass" % ANSWERS["n"], not ANSWERS["bad_xcache"],
              ANSWERS["bad_xcache"][:5])
