@@ -768,17 +768,26 @@ def test_cli_offline(d, s_before):
         return
     j = json.loads(ks.run_kiln(["cache", "stats", "--cache-dir", d, "--json"]))
     l2 = j.get("l2") or {}
-    ck.eq("kiln cache stats --json: l2 response entries = /cache/stats before the stop",
-          (l2.get("response") or {}).get("entries"), sv(s_before, "l2", "response", "entries"))
-    ck.eq("kiln cache stats --json: l2 embedding entries = /cache/stats before the stop",
-          (l2.get("embedding") or {}).get("entries"), sv(s_before, "l2", "embedding", "entries"))
-    ks.run_kiln(["cache", "clear", "--cache-dir", d, "--type", "response"])
-    j = json.loads(ks.run_kiln(["cache", "stats", "--cache-dir", d, "--json"]))
-    l2 = j.get("l2") or {}
-    ck.eq("kiln cache clear --type response: 0 response entries", (l2.get("response") or {}).get("entries"), 0)
-    ck.eq("kiln cache clear --type response: embeddings stay",
-          (l2.get("embedding") or {}).get("entries"), sv(s_before, "l2", "embedding", "entries"))
-
+    fields = ("entries", "bytes", "hits", "misses", "evictions", "expirations", "corrupt")
+    for typ in ("response", "embedding"):
+        ck.eq("kiln cache stats --json: l2 %s %s = /cache/stats before the stop" % (typ, ", ".join(fields)),
+              [(l2.get(typ) or {}).get(f) for f in fields], [sv(s_before, "l2", typ, f) for f in fields])
+    n_resp, n_emb = sv(s_before, "l2", "response", "entries"), sv(s_before, "l2", "embedding", "entries")
+    out = ks.run_kiln(["cache", "clear", "--cache-dir", d, "--type", "response"]).decode()
+    ck.check("kiln cache clear --type response: says it removed %d entries" % n_resp,
+             re.search(r"\b%d entries" % n_resp, out), out)
+    l2 = json.loads(ks.run_kiln(["cache", "stats", "--cache-dir", d, "--json"])).get("l2") or {}
+    ck.eq("kiln cache clear --type response: 0 response entries, the embeddings stay",
+          ((l2.get("response") or {}).get("entries"), (l2.get("embedding") or {}).get("entries")), (0, n_emb))
+    out = ks.run_kiln(["cache", "clear", "--cache-dir", d, "--model", "nosuch"]).decode()
+    l2 = json.loads(ks.run_kiln(["cache", "stats", "--cache-dir", d, "--json"])).get("l2") or {}
+    ck.eq("kiln cache clear --model nosuch: the embeddings stay", (l2.get("embedding") or {}).get("entries"), n_emb)
+    out = ks.run_kiln(["cache", "clear", "--cache-dir", d, "--model", MODEL]).decode()
+    ck.check("kiln cache clear --model %s: says it removed %d entries" % (MODEL, n_emb),
+             re.search(r"\b%d entries" % n_emb, out), out)
+    l2 = json.loads(ks.run_kiln(["cache", "stats", "--cache-dir", d, "--json"])).get("l2") or {}
+    ck.eq("kiln cache clear --model %s: no entries left" % MODEL,
+          ((l2.get("response") or {}).get("entries"), (l2.get("embedding") or {}).get("entries")), (0, 0))
 
 def burst(srv, prompts, nthreads, body_of, stop_at=None, on_stop=None):
     """Sends every prompt from nthreads threads; returns {i: (status, xc, text)}
@@ -922,7 +931,7 @@ def test_clear():
     md = os.path.join(TMP, "models")
     os.makedirs(md)
     os.symlink(ks.model_path("stories260K"), os.path.join(md, "alpha.gguf"))
-    os.symlink(ks.model_path("stories260K-Q8_0"), os.path.join(md, "beta.gguf"))
+    os.symlink(ks.model_path("stories260K-Q8_0"), os.path.join(md, "beta-Q8_0.gguf"))
     srv = start(["--models", md], models=True)
     p, t = "Two models and one clear", "the clear text"
     R = "/v1/completions"
@@ -982,6 +991,14 @@ def test_clear():
         ck.eq("clear {tier: l1}: l2.response.hits +1",
               sv(stats(srv), "l2", "response", "hits") - sv(s0, "l2", "response", "hits"), 1)
 
+        # beta-Q8_0.gguf by its name:quant; it has its response (L1, L2) and embedding (L2)
+        st, j = clear({"model": "beta:Q8_0"})
+        ck.eq("clear {model: beta:Q8_0}: 200 {cleared: 3}", (st, j), (200, {"cleared": 3}))
+        s = stats(srv)
+        ck.eq("clear {model: beta:Q8_0}: alpha's L2 entries stay", (entries(s, "response"), entries(s, "embedding")),
+              ((0, 1), (0, 1)))
+        want("clear {model: beta:Q8_0}: beta response miss", ask(srv, R, p, model="beta"), "miss", ref["beta"])
+
         s = stats(srv)
         total = sum(sum(entries(s, typ)) for typ in ("response", "embedding"))
         st, j = clear({})
@@ -989,7 +1006,7 @@ def test_clear():
         s = stats(srv)
         ck.eq("clear {}: every tier and type empty", (entries(s, "response"), entries(s, "embedding")),
               ((0, 0), (0, 0)))
-        want("clear {}: beta response miss", ask(srv, R, p, model="beta"), "miss", ref["beta"])
+        want("clear {}: alpha response miss", ask(srv, R, p, model="alpha"), "miss", ref["alpha"])
 
         st, j = clear({"type": "bogus"})
         ck.eq("clear {type: bogus}: 400", st, 400)
