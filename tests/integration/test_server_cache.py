@@ -14,6 +14,8 @@ through the real `kiln serve` with stories260K:
    seed, logit_bias, a system message), others do not (user, stream,
    stream_options, top_p at temperature 0); the same prompt tokens share an
    entry across routes (completions, raw generate, token ids; both chats);
+ - a hit is the whole answer of a "cache": false request, also with echo,
+   logprobs (streamed too), tools, penalties and an Ollama system prompt;
  - 8 concurrent clients (the same request, distinct ones, embeddings);
  - an embeddings batch with partial hits (OpenAI and Ollama): X-Cache-Hits
    K/N, cached vectors float32-identical to the ones computed (base64
@@ -524,6 +526,77 @@ def test_sharing(srv):
     want("sharing: /v1/chat/completions first", ask(srv, "/v1/chat/completions", p, n=7), "miss", ref)
     a = ask(srv, "/api/chat", p, n=7)
     want("sharing: /api/chat with the same messages and parameters", a, "hit", ref)
+
+
+VOLATILE = ("id", "created", "created_at", "usage", "total_duration", "load_duration", "prompt_eval_duration",
+            "eval_duration", "system_fingerprint")
+
+
+def stable(j):
+    """An answer without the fields that differ between two identical requests."""
+    return {k: v for k, v in j.items() if k not in VOLATILE}
+
+
+def test_answer_shapes(srv):
+    """Fields that shape the answer (echo, logprobs, tools) and penalties:
+    the hit is the whole answer a "cache": false request gives."""
+    P = "Once upon a time, the little owl"
+    cmpl = {"model": MODEL, "prompt": P, "max_tokens": 10, "temperature": 0}
+    chat = {"model": MODEL, "messages": [{"role": "user", "content": "Hello owl"}], "max_tokens": 10, "temperature": 0}
+    gen = {"model": MODEL, "prompt": P, "stream": False, "options": {"temperature": 0, "num_predict": 10}}
+    tools = [{"type": "function", "function": {"name": "f", "parameters": {"type": "object", "properties": {}}}}]
+    cases = [("/v1/completions", cmpl, {}, None),
+             ("/v1/completions", cmpl, {"frequency_penalty": 1.5}, "miss"),
+             ("/v1/completions", cmpl, {"presence_penalty": 1.5}, "miss"),
+             ("/v1/completions", cmpl, {"repeat_penalty": 1.5}, "miss"),
+             ("/v1/completions", cmpl, {"echo": True}, None),
+             ("/v1/completions", cmpl, {"logprobs": 2}, None),
+             ("/v1/completions", cmpl, {"max_completion_tokens": 10}, None),
+             ("/v1/chat/completions", chat, {}, None),
+             ("/v1/chat/completions", chat, {"logprobs": True, "top_logprobs": 2}, None),
+             ("/v1/chat/completions", chat, {"tools": tools}, None),
+             ("/api/generate", gen, {}, None),
+             ("/api/generate", gen, {"options": {"temperature": 0, "num_predict": 10, "repeat_penalty": 1.8}}, "miss"),
+             ("/api/generate", gen, {"system": "You are an owl."}, None)]
+    for route, base, extra, first in cases:
+        name = "%s %s" % (route, json.dumps(extra) if extra else "(base)")
+        body = dict(base, **extra)
+        r0 = srv.post(route, dict(body, cache=False), timeout=120)
+        r1 = srv.post(route, body, timeout=120)
+        r2 = srv.post(route, body, timeout=120)
+        if not ck.eq(name + ": 200 x3", (r0.status, r1.status, r2.status), (200, 200, 200)):
+            print("   " + ks._short(r0.text() + r1.text() + r2.text()))
+            continue
+        xs = [note_answer(r.headers, name) for r in (r0, r1, r2)]
+        ck.check(name + ": X-Cache bypass, %s, hit" % (first or "miss|hit"),
+                 xs[0] == "bypass" and xs[1] == (first or xs[1]) and xs[1] in ("miss", "hit") and xs[2] == "hit", xs)
+        ck.eq(name + ": the first answer is the reference", stable(r1.json()), stable(r0.json()))
+        ck.eq(name + ": the hit is the reference", stable(r2.json()), stable(r0.json()))
+    # logprobs streamed from the cache
+    body = dict(cmpl, prompt=P + " flew", logprobs=2, stream=True)
+    ref = srv.sse("/v1/completions", dict(body, cache=False))
+    srv.post("/v1/completions", dict(body, stream=False))
+    hit = srv.sse("/v1/completions", body)
+    ck.eq("stream logprobs: bypass then hit", (ref.headers.get("x-cache"), hit.headers.get("x-cache")),
+          ("bypass", "hit"))
+
+    def lp(res):
+        return [ch.get("logprobs") for c in res.chunks for ch in c.get("choices", []) if ch.get("logprobs")]
+    ck.check("stream logprobs: the reference stream carries logprobs", lp(ref), ref.chunks[:2])
+    ck.eq("stream logprobs: the hit streams the reference's logprobs (joined)",
+          join_logprobs(lp(hit)), join_logprobs(lp(ref)))
+
+
+def join_logprobs(parts):
+    """The completions logprobs of a stream's chunks as one list per field
+    (a hit may cut the text into other chunks than the computation)."""
+    out = {}
+    for p in parts:
+        for k, v in p.items():
+            if isinstance(v, list):
+                out.setdefault(k, []).extend(v)
+    out.pop("text_offset", None)
+    return out
 
 
 def test_concurrent(srv):
@@ -1168,6 +1241,7 @@ def main():
     srv = start([])
     try:
         for t in (test_stats_shape, test_routes, test_sampled, test_optouts, test_key_split, test_sharing,
+                  test_answer_shapes,
                   test_embeddings, test_concurrent, test_metrics):
             run(t, srv)
     finally:
