@@ -523,6 +523,57 @@ class Server:
         self._drop_cache_tmp()
 
 
+# ---------------------------------------------------------------- /metrics and kiln bench
+
+METRIC_LINE = re.compile(r'^([a-zA-Z_:][a-zA-Z0-9_:]*)(\{(.*)\})?\s+(\S+)$')
+METRIC_LABEL = re.compile(r'([a-zA-Z_][a-zA-Z0-9_]*)="((?:[^"\\]|\\.)*)"')
+
+
+def metrics_map(srv):
+    """{(name, frozenset(labels.items())): value} of GET /metrics."""
+    r = srv.get("/metrics", timeout=30)
+    if r.status != 200:
+        raise ServerError("GET /metrics -> %r" % r)
+    out = {}
+    for ln in r.text().splitlines():
+        if not ln or ln.startswith("#"):
+            continue
+        m = METRIC_LINE.match(ln)
+        if m:
+            out[(m.group(1), frozenset(METRIC_LABEL.findall(m.group(3) or "")))] = float(m.group(4))
+    return out
+
+
+def metrics_of(srv, **labels):
+    """{name: value} summed over the series whose labels include `labels`."""
+    want = set(labels.items())
+    out = {}
+    for (name, ls), v in metrics_map(srv).items():
+        if want <= ls:
+            out[name] = out.get(name, 0.0) + v
+    return out
+
+
+def metric_sum(srv, name, **labels):
+    """The sum of the series of `name` whose labels include `labels` (0 when none)."""
+    return metrics_of(srv, **labels).get(name, 0.0)
+
+
+def run_bench(url, args, out_dir, model, timeout=120):
+    """Runs `kiln bench server --quiet` with --output in out_dir; returns
+    (exit code, the parsed JSON or None, stdout + stderr)."""
+    out = os.path.join(out_dir, "out.json")
+    if os.path.exists(out):
+        os.remove(out)
+    cmd = [KILN_BIN, "bench", "server", "--url", url, "--model", model, "--output", out, "--quiet"] + list(args)
+    p = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, timeout=timeout)
+    doc = None
+    if os.path.exists(out):
+        with open(out) as f:
+            doc = json.load(f)
+    return p.returncode, doc, p.stdout.decode("utf-8", "replace") + p.stderr.decode("utf-8", "replace")
+
+
 # ---------------------------------------------------------------- checks on results
 
 def sse_text(chunks, chat):

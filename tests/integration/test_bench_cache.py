@@ -46,17 +46,7 @@ N, ROUNDS = 20, 3
 
 
 def bench(url, args, model=MODEL, timeout=120):
-    """Runs kiln bench server; returns (exit code, parsed JSON or None, output)."""
-    out = os.path.join(TMP, "out.json")
-    if os.path.exists(out):
-        os.remove(out)
-    cmd = [ks.KILN_BIN, "bench", "server", "--url", url, "--model", model, "--output", out, "--quiet"] + list(args)
-    p = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, timeout=timeout)
-    doc = None
-    if os.path.exists(out):
-        with open(out) as f:
-            doc = json.load(f)
-    return p.returncode, doc, p.stdout.decode("utf-8", "replace") + p.stderr.decode("utf-8", "replace")
+    return ks.run_bench(url, args, TMP, model, timeout)
 
 
 def num(v):

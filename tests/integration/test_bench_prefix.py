@@ -42,17 +42,7 @@ TMP = tempfile.mkdtemp(prefix="kiln-bench-prefix-")
 
 
 def bench(url, args, model=MODEL, timeout=120):
-    """Runs kiln bench server; returns (exit code, parsed JSON or None, output)."""
-    out = os.path.join(TMP, "out.json")
-    if os.path.exists(out):
-        os.remove(out)
-    cmd = [ks.KILN_BIN, "bench", "server", "--url", url, "--model", model, "--output", out, "--quiet"] + list(args)
-    p = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, timeout=timeout)
-    doc = None
-    if os.path.exists(out):
-        with open(out) as f:
-            doc = json.load(f)
-    return p.returncode, doc, p.stdout.decode("utf-8", "replace") + p.stderr.decode("utf-8", "replace")
+    return ks.run_bench(url, args, TMP, model, timeout)
 
 
 def finite_pos(v):
@@ -61,12 +51,7 @@ def finite_pos(v):
 
 def metric(srv, name):
     """Sum of the series of `name` in GET /metrics."""
-    text = srv.get("/metrics").text()
-    total = 0.0
-    for line in text.splitlines():
-        if line.startswith(name + "{") or line.startswith(name + " "):
-            total += float(line.rsplit(" ", 1)[1])
-    return total
+    return ks.metric_sum(srv, name)
 
 
 def t_prefix(srv, url):

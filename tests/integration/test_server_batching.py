@@ -22,7 +22,6 @@ speculative decoding seen through the real `kiln serve` (issue 8):
    --kv-block-size 24 stop `kiln serve` with a message naming the setting."""
 
 import os
-import re
 import subprocess
 import sys
 import threading
@@ -61,20 +60,9 @@ ENDINGS = ["The dog barked", "One day the man", "The fish said", "A bird came", 
 
 # ---------------------------------------------------------------- helpers
 
-METRIC_RE = re.compile(r'^(\w+)\{([^}]*)\}\s+(\S+)$')
-
-
 def metrics(srv):
     """The /metrics series of MODEL as {name: value}."""
-    r = srv.get("/metrics", timeout=10)
-    if r.status != 200:
-        raise ks.ServerError("GET /metrics -> %r" % r)
-    out = {}
-    for ln in r.text().splitlines():
-        m = METRIC_RE.match(ln.strip())
-        if m and ('model="%s"' % MODEL) in m.group(2):
-            out[m.group(1)] = float(m.group(3))
-    return out
+    return ks.metrics_of(srv, model=MODEL)
 
 
 def metric(srv, name):

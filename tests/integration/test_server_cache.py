@@ -300,23 +300,8 @@ def f32_bytes(vec):
     return struct.pack("<%df" % len(vec), *vec)
 
 
-METRIC_LINE = re.compile(r'^([a-zA-Z_:][a-zA-Z0-9_:]*)(\{(.*)\})?\s+(\S+)$')
-METRIC_LABEL = re.compile(r'([a-zA-Z_][a-zA-Z0-9_]*)="((?:[^"\\]|\\.)*)"')
-
-
 def scrape(srv):
-    """{(name, frozenset(labels)): value} of /metrics."""
-    r = srv.get("/metrics", timeout=30)
-    if r.status != 200:
-        raise ks.ServerError("GET /metrics -> %r" % r)
-    out = {}
-    for ln in r.text().splitlines():
-        if not ln or ln.startswith("#"):
-            continue
-        m = METRIC_LINE.match(ln)
-        if m:
-            out[(m.group(1), frozenset(METRIC_LABEL.findall(m.group(3) or "")))] = float(m.group(4))
-    return out
+    return ks.metrics_map(srv)
 
 
 def prompt_tokens_metric(srv):
