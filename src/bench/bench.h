@@ -343,6 +343,17 @@ kn_status bench_cache_run(const bench_config *cfg, bench_result **out, kn_err *e
  * names compare case-insensitively). False when absent or malformed. */
 bool bench_server_timing(const char *value, size_t len, const char *metric, double *ms);
 
+/* Sets up a libcurl easy handle (a CURL *, passed as void * so that this
+ * header does not need curl.h) for POSTs to url with hdrs: c's timeouts,
+ * HTTP/1.1, TCP_NODELAY, no signals, http and https only. The body goes to
+ * write_fn(user), the headers to header_fn(user) when it is non-NULL,
+ * CURLOPT_PRIVATE is user, and libcurl's messages go to errbuf
+ * (CURL_ERROR_SIZE bytes). url, hdrs and errbuf must outlive the handle.
+ * On failure *out is NULL. */
+typedef size_t (*bench_curl_cb)(char *data, size_t size, size_t nmemb, void *user);
+kn_status bench_easy_post(void **out, const bench_config *c, const char *url, const void *hdrs, bench_curl_cb write_fn,
+                          bench_curl_cb header_fn, void *user, char *errbuf, kn_err *err);
+
 /* The value of metric `name` for `model` in a Prometheus text page (see
  * the top comment for the rule); false when absent or unparsable. */
 bool bench_metric_value(const char *page, const char *name, const char *model, double *out);

@@ -182,28 +182,10 @@ static size_t on_header(char *data, size_t size, size_t nitems, void *user) {
 }
 
 static kn_status req_init(cache_run *cr, creq *q, kn_err *err) {
-    const bench_config *c = cr->cfg;
-    q->easy = curl_easy_init();
-    if (!q->easy) return kn_fail(err, KN_ENOMEM, "curl_easy_init failed");
-    CURL *e = q->easy;
-    long tmo = (long)(c->timeout_s * 1000.0 + 0.5), ctmo = (long)(c->connect_timeout_s * 1000.0 + 0.5);
-    if (curl_easy_setopt(e, CURLOPT_URL, cr->endpoint) != CURLE_OK ||
-        curl_easy_setopt(e, CURLOPT_HTTPHEADER, cr->hdrs) != CURLE_OK ||
-        curl_easy_setopt(e, CURLOPT_POST, 1L) != CURLE_OK ||
-        curl_easy_setopt(e, CURLOPT_WRITEFUNCTION, on_body) != CURLE_OK ||
-        curl_easy_setopt(e, CURLOPT_WRITEDATA, q) != CURLE_OK ||
-        curl_easy_setopt(e, CURLOPT_HEADERFUNCTION, on_header) != CURLE_OK ||
-        curl_easy_setopt(e, CURLOPT_HEADERDATA, q) != CURLE_OK ||
-        curl_easy_setopt(e, CURLOPT_PRIVATE, q) != CURLE_OK ||
-        curl_easy_setopt(e, CURLOPT_NOSIGNAL, 1L) != CURLE_OK ||
-        curl_easy_setopt(e, CURLOPT_TIMEOUT_MS, tmo > 0 ? tmo : 1L) != CURLE_OK ||
-        curl_easy_setopt(e, CURLOPT_CONNECTTIMEOUT_MS, ctmo > 0 ? ctmo : 1L) != CURLE_OK ||
-        curl_easy_setopt(e, CURLOPT_TCP_NODELAY, 1L) != CURLE_OK ||
-        curl_easy_setopt(e, CURLOPT_ERRORBUFFER, q->curl_err) != CURLE_OK ||
-        curl_easy_setopt(e, CURLOPT_HTTP_VERSION, (long)CURL_HTTP_VERSION_1_1) != CURLE_OK ||
-        curl_easy_setopt(e, CURLOPT_PROTOCOLS_STR, "http,https") != CURLE_OK)
-        return kn_fail(err, KN_EUNSUPPORTED, "libcurl refused an option (is it built with HTTP support?)");
-    return KN_OK;
+    void *e = NULL;
+    kn_status st = bench_easy_post(&e, cr->cfg, cr->endpoint, cr->hdrs, on_body, on_header, q, q->curl_err, err);
+    q->easy = e;
+    return st;
 }
 
 static void req_free(creq *q) {

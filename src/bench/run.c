@@ -170,31 +170,43 @@ static size_t on_write(char *data, size_t size, size_t nmemb, void *user) {
 
 /* ---- requests ------------------------------------------------------------------ */
 
-static kn_status slot_init(run *r, slot *s, kn_err *err) {
-    const bench_config *c = r->cfg;
-    s->r = r;
-    s->sse.on_output = on_output;
-    s->sse.on_text = on_text;
-    s->sse.user = s;
-    s->easy = curl_easy_init();
-    if (!s->easy) return kn_fail(err, KN_ENOMEM, "curl_easy_init failed");
-    CURL *e = s->easy;
+kn_status bench_easy_post(void **out, const bench_config *c, const char *url, const void *hdrs, bench_curl_cb write_fn,
+                          bench_curl_cb header_fn, void *user, char *errbuf, kn_err *err) {
+    CURL *e = curl_easy_init();
+    *out = NULL;
+    if (!e) return kn_fail(err, KN_ENOMEM, "curl_easy_init failed");
     long tmo = (long)(c->timeout_s * 1000.0 + 0.5), ctmo = (long)(c->connect_timeout_s * 1000.0 + 0.5);
-    if (curl_easy_setopt(e, CURLOPT_URL, r->endpoint) != CURLE_OK ||
-        curl_easy_setopt(e, CURLOPT_HTTPHEADER, r->hdrs) != CURLE_OK ||
+    if (curl_easy_setopt(e, CURLOPT_URL, url) != CURLE_OK ||
+        curl_easy_setopt(e, CURLOPT_HTTPHEADER, (const struct curl_slist *)hdrs) != CURLE_OK ||
         curl_easy_setopt(e, CURLOPT_POST, 1L) != CURLE_OK ||
-        curl_easy_setopt(e, CURLOPT_WRITEFUNCTION, on_write) != CURLE_OK ||
-        curl_easy_setopt(e, CURLOPT_WRITEDATA, s) != CURLE_OK ||
-        curl_easy_setopt(e, CURLOPT_PRIVATE, s) != CURLE_OK ||
+        curl_easy_setopt(e, CURLOPT_WRITEFUNCTION, write_fn) != CURLE_OK ||
+        curl_easy_setopt(e, CURLOPT_WRITEDATA, user) != CURLE_OK ||
+        (header_fn && (curl_easy_setopt(e, CURLOPT_HEADERFUNCTION, header_fn) != CURLE_OK ||
+                       curl_easy_setopt(e, CURLOPT_HEADERDATA, user) != CURLE_OK)) ||
+        curl_easy_setopt(e, CURLOPT_PRIVATE, user) != CURLE_OK ||
         curl_easy_setopt(e, CURLOPT_NOSIGNAL, 1L) != CURLE_OK ||
         curl_easy_setopt(e, CURLOPT_TIMEOUT_MS, tmo > 0 ? tmo : 1L) != CURLE_OK ||
         curl_easy_setopt(e, CURLOPT_CONNECTTIMEOUT_MS, ctmo > 0 ? ctmo : 1L) != CURLE_OK ||
         curl_easy_setopt(e, CURLOPT_TCP_NODELAY, 1L) != CURLE_OK ||
-        curl_easy_setopt(e, CURLOPT_ERRORBUFFER, s->curl_err) != CURLE_OK ||
+        curl_easy_setopt(e, CURLOPT_ERRORBUFFER, errbuf) != CURLE_OK ||
         curl_easy_setopt(e, CURLOPT_HTTP_VERSION, (long)CURL_HTTP_VERSION_1_1) != CURLE_OK ||
-        curl_easy_setopt(e, CURLOPT_PROTOCOLS_STR, "http,https") != CURLE_OK)
+        curl_easy_setopt(e, CURLOPT_PROTOCOLS_STR, "http,https") != CURLE_OK) {
+        curl_easy_cleanup(e);
         return kn_fail(err, KN_EUNSUPPORTED, "libcurl refused an option (is it built with HTTP support?)");
+    }
+    *out = e;
     return KN_OK;
+}
+
+static kn_status slot_init(run *r, slot *s, kn_err *err) {
+    s->r = r;
+    s->sse.on_output = on_output;
+    s->sse.on_text = on_text;
+    s->sse.user = s;
+    void *e = NULL;
+    kn_status st = bench_easy_post(&e, r->cfg, r->endpoint, r->hdrs, on_write, NULL, s, s->curl_err, err);
+    s->easy = e;
+    return st;
 }
 
 static void slot_free(slot *s) {
