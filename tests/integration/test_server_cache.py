@@ -29,7 +29,8 @@ through the real `kiln serve` with stories260K:
  - POST /cache/clear by type, model (a --models dir of two models), tier
    and all, and its 400/404 answers;
  - /metrics kiln_cache_* equal /cache/stats;
- - config: --cache-policy bogus fails naming cache-policy, the policy shows
+ - config: --cache-policy bogus fails naming cache-policy, a --cache-dir inside
+   the models directory (directly or through a symlink) is refused, the policy shows
    in /cache/stats, --response-cache=false / --embedding-cache=false bypass;
  - a stream the client drops is not stored;
  - --cache-mib 0 (L2 only), --cache-disk-size 0 (L1 only), YAML settings;
@@ -1095,6 +1096,18 @@ def serve_fails(args, setting):
 
 def test_config():
     serve_fails(["-m", MFILE, "--cache-policy", "bogus"], "cache-policy")
+    # the disk cache never goes inside the models directory, even through a symlink
+    mdir = os.path.join(TMP, "models-with-cache")
+    os.makedirs(mdir, exist_ok=True)
+    if not os.path.exists(os.path.join(mdir, "stories260K.gguf")):
+        os.symlink(MFILE, os.path.join(mdir, "stories260K.gguf"))
+    alias = os.path.join(TMP, "models-alias")
+    if not os.path.islink(alias):
+        os.symlink(mdir, alias)
+    for cdir in (os.path.join(mdir, "cache"), os.path.join(alias, "sub", "cache")):
+        serve_fails(["--models", mdir, "--cache-dir", cdir], "inside the models directory")
+    ck.eq("cache-dir inside the models directory: nothing created there", sorted(os.listdir(mdir)),
+          ["stories260K.gguf"])
     p = "The config story of the sleepy cat"
     srv = ks.Server(BASE + ["--response-cache=false", "--cache-policy", "lfu"])
     SERVERS.append(srv)
