@@ -9,6 +9,9 @@
  *    and `qwen2` (q/k/v biases). Both share one block implementation:
  *    RMSNorm, RoPE (normal or neox), grouped-query attention with any head
  *    ratio, SwiGLU. Tied embeddings (no output.weight) are supported.
+ *    And the encoder `bert` (model_bert.c): learned absolute positions and
+ *    token types, post-norm LayerNorm blocks, non-causal attention, GELU,
+ *    pooled embeddings through model_encode (model_forward refuses it).
  *  - the KV row formats (F16 or Q8_0) kept in a paged kv_cache (src/kv):
  *    model_kv_geom describes them, model_kv_create makes a plain cache
  *    (every sequence its full context, no prefix sharing) for tools.
@@ -37,8 +40,11 @@
 
 #define MODEL_ATTN_TILE 32
 
-typedef enum model_arch { MODEL_ARCH_LLAMA = 0, MODEL_ARCH_QWEN2 } model_arch;
+typedef enum model_arch { MODEL_ARCH_LLAMA = 0, MODEL_ARCH_QWEN2, MODEL_ARCH_BERT } model_arch;
 typedef enum model_rope_type { MODEL_ROPE_NORM = 0, MODEL_ROPE_NEOX } model_rope_type;
+/* How an encoder turns a sequence's hidden states into one vector
+ * (`<arch>.pooling_type`; 0 or absent = NONE). */
+typedef enum model_pooling { MODEL_POOL_NONE = 0, MODEL_POOL_MEAN = 1, MODEL_POOL_CLS = 2, MODEL_POOL_LAST = 3 } model_pooling;
 
 typedef struct model_hparams {
     model_arch arch;
@@ -60,6 +66,11 @@ typedef struct model_hparams {
     int32_t n_ctx_orig;     /* rope.scaling.original_context_length (default n_ctx_train) */
     float rms_eps;
     model_rope_type rope_type;
+    /* encoders (bert) */
+    bool encoder;          /* non-causal, no logits: model_encode only */
+    model_pooling pooling; /* <arch>.pooling_type */
+    float norm_eps;        /* LayerNorm eps (<arch>.attention.layer_norm_epsilon, default 1e-12) */
+    int32_t n_token_types; /* rows of token_types (0 for decoders) */
 } model_hparams;
 
 /* A weight: a view into the mapping. */
@@ -75,6 +86,10 @@ typedef struct model_layer {
     model_tensor bq, bk, bv;                /* qwen2 only: [n_head*hd], [n_kv*hd], [n_kv*hd] F32 */
     model_tensor ffn_norm;                  /* [n_embd] */
     model_tensor w_gate, w_up, w_down;      /* [n_embd -> n_ff], same, [n_ff -> n_embd] */
+    /* bert only (F32 vectors): output and FFN biases, the two post-norm LayerNorms */
+    model_tensor bo, b_up, b_down;          /* [n_embd], [n_ff], [n_embd] */
+    model_tensor attn_out_norm, attn_out_norm_b;   /* [n_embd] weight, bias */
+    model_tensor layer_out_norm, layer_out_norm_b; /* [n_embd] weight, bias */
 } model_layer;
 
 typedef struct model {
@@ -84,6 +99,10 @@ typedef struct model {
     model_tensor output_norm; /* [n_embd] */
     model_tensor output;      /* [n_embd x n_vocab]; == tok_embd when tied */
     model_layer *layers;      /* [n_layer] owned */
+    /* bert only (output_norm and output are unset) */
+    model_tensor tok_types;   /* [n_embd x n_token_types] */
+    model_tensor pos_embd;    /* [n_embd x n_ctx_train] */
+    model_tensor tok_norm, tok_norm_b; /* [n_embd] LayerNorm weight, bias (F32) */
     uint64_t weight_bytes;
     void *weights_mem;        /* owned copy of the data section (NULL when mapped) */
     size_t weights_len;
@@ -138,8 +157,9 @@ typedef struct model_batch {
 
 typedef struct model_ctx model_ctx;
 
-/* Scratch for batches of up to max_batch tokens. ops and pool are borrowed
- * and must outlive the ctx. */
+/* Scratch for batches of up to max_batch tokens (for an encoder: also the
+ * attention scores of sequences up to n_ctx_train). ops and pool are
+ * borrowed and must outlive the ctx. */
 kn_status model_ctx_create(const model *m, const tensor_ops *ops, kn_pool *pool, int max_batch,
                            model_ctx **out, kn_err *err);
 void model_ctx_destroy(model_ctx *c); /* accepts NULL */
@@ -155,5 +175,22 @@ uint64_t model_ctx_bytes(const model_ctx *c);
  * was computed); other errors (bad token id, position past n_ctx) change
  * nothing either. */
 kn_status model_forward(model_ctx *c, model_kv *kv, const model_batch *b, float *out, kn_err *err);
+
+/* ---- encoders ---- */
+bool model_is_encoder(const model *m);
+
+/* Encoder models: embeds n sequences in one forward pass. toks[i][0..lens[i])
+ * are token ids (with [CLS]/[SEP] already added by the tokenizer); attention
+ * stays within each sequence (non-causal), no padding to the longest.
+ * out[n][n_embd] (caller-owned) gets each sequence's pooled vector (the
+ * model's pooling; for NONE, the mean, documented as such), L2-normalized
+ * when normalize. Sum of lens must be <= the ctx's max_batch and each
+ * lens[i] <= n_ctx_train (KN_ERANGE naming the input and both lengths
+ * otherwise); lens[i] >= 1. A sequence's vector does not depend on the
+ * others in the call (batch-invariant matmuls, per-sequence attention).
+ * KN_EUNSUPPORTED on a decoder model. Allocates nothing. Not thread-safe on
+ * one ctx. */
+kn_status model_encode(model_ctx *c, const int32_t *const *toks, const size_t *lens, size_t n, bool normalize,
+                       float *out, kn_err *err);
 
 #endif
