@@ -19,6 +19,7 @@ typedef struct arch_desc {
 static const arch_desc ARCHES[] = {
     {"llama", MODEL_ARCH_LLAMA, MODEL_ROPE_NORM, false},
     {"qwen2", MODEL_ARCH_QWEN2, MODEL_ROPE_NEOX, true},
+    {"bert", MODEL_ARCH_BERT, MODEL_ROPE_NORM, true}, /* no RoPE: learned positions */
 };
 
 static kn_status get_u32_key(const gguf_ctx *g, const char *arch, const char *suffix, bool required,
@@ -109,6 +110,91 @@ static kn_status weights_to_memory(model *m, kn_err *err) {
                               &L->bq,        &L->bk,       &L->bv,   &L->ffn_norm, &L->w_gate,
                               &L->w_up,      &L->w_down};
         for (size_t i = 0; i < sizeof ts / sizeof ts[0]; i++) retarget(ts[i], base, al, span);
+        model_tensor *bt[] = {&L->bo, &L->b_up, &L->b_down, &L->attn_out_norm, &L->attn_out_norm_b,
+                              &L->layer_out_norm, &L->layer_out_norm_b};
+        for (size_t i = 0; i < sizeof bt / sizeof bt[0]; i++) retarget(bt[i], base, al, span);
+    }
+    model_tensor *et[] = {&m->tok_types, &m->pos_embd, &m->tok_norm, &m->tok_norm_b};
+    for (size_t i = 0; i < sizeof et / sizeof et[0]; i++) retarget(et[i], base, al, span);
+    return KN_OK;
+}
+
+/* ---- bert: encoder hyper-parameters and its tensor table ---- */
+
+/* Pooling, LayerNorm eps, the context (from position_embd when the metadata
+ * has none) and the token types. */
+static kn_status bert_hparams(const gguf_ctx *g, const char *a, model_hparams *hp, kn_err *err) {
+    kn_status st;
+    hp->encoder = true;
+    hp->norm_eps = 1e-12f;
+    int32_t pool = 0;
+    if ((st = get_u32_key(g, a, "pooling_type", false, &pool, err)) ||
+        (st = get_f32_key(g, a, "attention.layer_norm_epsilon", &hp->norm_eps, err)))
+        return st;
+    if (pool > MODEL_POOL_LAST)
+        return kn_fail(err, KN_EUNSUPPORTED, "%s.pooling_type %d is not supported (0 none, 1 mean, 2 cls, 3 last)", a,
+                       pool);
+    hp->pooling = (model_pooling)pool;
+    if (!(hp->norm_eps >= 0.0f && hp->norm_eps < 1.0f))
+        return kn_fail(err, KN_EFORMAT, "%s.attention.layer_norm_epsilon %g is out of range", a, (double)hp->norm_eps);
+    if (hp->n_head_kv != hp->n_head || (int64_t)hp->n_head * hp->head_dim != hp->n_embd)
+        return kn_fail(err, KN_EUNSUPPORTED, "bert with %d heads of %d over n_embd %d (kv heads %d) is not supported",
+                       hp->n_head, hp->head_dim, hp->n_embd, hp->n_head_kv);
+    const gguf_tensor_info *pe = gguf_find_tensor(g, "position_embd.weight");
+    const gguf_tensor_info *tt = gguf_find_tensor(g, "token_types.weight");
+    if (!pe) return kn_fail(err, KN_EFORMAT, "missing tensor 'position_embd.weight'");
+    if (!tt) return kn_fail(err, KN_EFORMAT, "missing tensor 'token_types.weight'");
+    const uint64_t pe1 = pe->n_dims >= 2 ? pe->ne[1] : 1, tt1 = tt->n_dims >= 2 ? tt->ne[1] : 1;
+    if (hp->n_ctx_train <= 0) hp->n_ctx_train = pe1 > (1u << 20) ? 0 : (int32_t)pe1;
+    if (hp->n_ctx_train <= 0 || hp->n_ctx_train > (1 << 20))
+        return kn_fail(err, KN_EFORMAT, "unusable context length %d", hp->n_ctx_train);
+    if (tt1 < 1 || tt1 > 64) return kn_fail(err, KN_EFORMAT, "tensor 'token_types.weight' has %llu rows", (unsigned long long)tt1);
+    hp->n_token_types = (int32_t)tt1;
+    hp->n_ctx_orig = hp->n_ctx_train;
+    return KN_OK;
+}
+
+static kn_status bert_bind(const gguf_ctx *g, model *m, kn_err *err) {
+    const model_hparams *hp = &m->hp;
+    const int64_t E = hp->n_embd, F = hp->n_ff;
+    kn_status st;
+    if ((st = bind(g, &m->tok_embd, "token_embd.weight", E, hp->n_vocab, true, NULL, err)) ||
+        (st = bind(g, &m->tok_types, "token_types.weight", E, hp->n_token_types, true, NULL, err)) ||
+        (st = bind(g, &m->pos_embd, "position_embd.weight", E, hp->n_ctx_train, true, NULL, err)) ||
+        (st = bind(g, &m->tok_norm, "token_embd_norm.weight", E, 1, true, NULL, err)) ||
+        (st = bind(g, &m->tok_norm_b, "token_embd_norm.bias", E, 1, true, NULL, err)))
+        return st;
+    m->layers = calloc((size_t)hp->n_layer, sizeof *m->layers);
+    if (!m->layers) return kn_fail(err, KN_ENOMEM, "out of memory");
+    for (int l = 0; l < hp->n_layer; l++) {
+        model_layer *L = &m->layers[l];
+        const struct {
+            model_tensor *t;
+            const char *name;
+            int64_t ne0, ne1;
+        } tab[] = {
+            {&L->wq, "attn_q.weight", E, E},
+            {&L->bq, "attn_q.bias", E, 1},
+            {&L->wk, "attn_k.weight", E, E},
+            {&L->bk, "attn_k.bias", E, 1},
+            {&L->wv, "attn_v.weight", E, E},
+            {&L->bv, "attn_v.bias", E, 1},
+            {&L->wo, "attn_output.weight", E, E},
+            {&L->bo, "attn_output.bias", E, 1},
+            {&L->attn_out_norm, "attn_output_norm.weight", E, 1},
+            {&L->attn_out_norm_b, "attn_output_norm.bias", E, 1},
+            {&L->w_up, "ffn_up.weight", E, F},
+            {&L->b_up, "ffn_up.bias", F, 1},
+            {&L->w_down, "ffn_down.weight", F, E},
+            {&L->b_down, "ffn_down.bias", E, 1},
+            {&L->layer_out_norm, "layer_output_norm.weight", E, 1},
+            {&L->layer_out_norm_b, "layer_output_norm.bias", E, 1},
+        };
+        for (size_t i = 0; i < sizeof tab / sizeof tab[0]; i++) {
+            char n[96];
+            snprintf(n, sizeof n, "blk.%d.%s", l, tab[i].name);
+            if ((st = bind(g, tab[i].t, n, tab[i].ne0, tab[i].ne1, true, NULL, err))) return st;
+        }
     }
     return KN_OK;
 }
@@ -130,7 +216,7 @@ kn_status model_load_gguf(gguf_ctx *g, const model_load_opts *opts, model **out,
     for (size_t i = 0; i < sizeof ARCHES / sizeof ARCHES[0]; i++)
         if (gguf_str_eq(an, ARCHES[i].name)) ad = &ARCHES[i];
     if (!ad) {
-        st = kn_fail(err, KN_EUNSUPPORTED, "architecture '%.*s' is not supported (supported: llama, qwen2)",
+        st = kn_fail(err, KN_EUNSUPPORTED, "architecture '%.*s' is not supported (supported: llama, qwen2, bert)",
                      (int)(an.len > 64 ? 64 : an.len), an.data);
         goto fail;
     }
@@ -211,6 +297,8 @@ kn_status model_load_gguf(gguf_ctx *g, const model_load_opts *opts, model **out,
         }
     }
 
+    if (hp->arch == MODEL_ARCH_BERT && (st = bert_hparams(g, a, hp, err)) != KN_OK) goto fail;
+
     /* vocab size: from the token embedding */
     const gguf_tensor_info *te = gguf_find_tensor(g, "token_embd.weight");
     if (!te) {
@@ -225,6 +313,10 @@ kn_status model_load_gguf(gguf_ctx *g, const model_load_opts *opts, model **out,
     const int64_t E = hp->n_embd, Hq = (int64_t)hp->n_head * hp->head_dim,
                   Hkv = (int64_t)hp->n_head_kv * hp->head_dim;
 
+    if (hp->arch == MODEL_ARCH_BERT) {
+        if ((st = bert_bind(g, m, err)) != KN_OK) goto fail;
+        goto bound;
+    }
     if ((st = bind(g, &m->tok_embd, "token_embd.weight", E, hp->n_vocab, true, NULL, err)) ||
         (st = bind(g, &m->output_norm, "output_norm.weight", E, 1, true, NULL, err)))
         goto fail;
@@ -259,6 +351,7 @@ kn_status model_load_gguf(gguf_ctx *g, const model_load_opts *opts, model **out,
         BIND(bv, "attn_v.bias", Hkv, 1, ad->qkv_bias);
 #undef BIND
     }
+bound:
     for (int64_t i = 0; i < gguf_n_tensors(g); i++) m->weight_bytes += gguf_tensor(g, i)->nbytes;
     m->gguf = g;
     if (opts && opts->mmap_weights) {

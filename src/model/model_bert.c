@@ -1,0 +1,374 @@
+/*
+ * model_bert.c — the bert encoder: embeddings (token + token type 0 +
+ * learned position, then LayerNorm), post-norm blocks
+ *   x = LN(x + Wo attn(x) + bo)            [attn_output_norm]
+ *   x = LN(x + Wd GELU(Wu x + bu) + bd)    [layer_output_norm]
+ * with non-causal attention inside each sequence, then pooling per
+ * sequence (model.h, model_encode). GELU is the tanh approximation.
+ *
+ * Several sequences share one pass without padding: every matmul runs over
+ * all the batch's tokens (batch-invariant, tensor.h), attention walks only
+ * the tokens of the query's own sequence, in a fixed order.
+ */
+#include "model_bert.h"
+
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+struct bert_ctx {
+    const model *m;
+    const tensor_ops *ops;
+    kn_pool *pool;
+    int max_batch;
+    int n_threads;
+    float *x;      /* [B][E] residual stream */
+    float *tmp;    /* [B][E] matmul outputs before the residual add; embedding rows */
+    float *q;      /* [B][E] */
+    float *k;      /* [B][E] */
+    float *v;      /* [B][E] */
+    float *att;    /* [B][E] attention output */
+    float *up;     /* [B][F] */
+    float *scores; /* [n_threads][n_ctx_train] */
+    int32_t *tok;   /* [B] the batch's tokens, sequences one after another */
+    int32_t *first; /* [B] batch index of the first token of each token's sequence */
+    int32_t *len;   /* [B] length of each token's sequence */
+    void *act;      /* quantized activations */
+    size_t act_bytes;
+    uint64_t bytes;
+};
+
+bool model_is_encoder(const model *m) { return m && m->hp.encoder; }
+
+uint64_t bert_ctx_bytes(const bert_ctx *b) { return b->bytes; }
+
+void bert_ctx_destroy(bert_ctx *b) {
+    if (!b) return;
+    void *bufs[] = {b->x, b->tmp, b->q, b->k, b->v, b->att, b->up, b->scores, b->tok, b->first, b->len, b->act};
+    for (size_t i = 0; i < sizeof bufs / sizeof bufs[0]; i++) kn_free_aligned(bufs[i]);
+    free(b);
+}
+
+kn_status bert_ctx_create(const model *m, const tensor_ops *ops, kn_pool *pool, int max_batch, bert_ctx **out,
+                          kn_err *err) {
+    *out = NULL;
+    const model_hparams *hp = &m->hp;
+    if (!hp->encoder) return kn_fail(err, KN_EINVAL, "not an encoder model");
+    if (max_batch < 1 || max_batch > 65536) return kn_fail(err, KN_EINVAL, "batch size %d out of range", max_batch);
+    bert_ctx *b = calloc(1, sizeof *b);
+    if (!b) return kn_fail(err, KN_ENOMEM, "out of memory");
+    b->m = m;
+    b->ops = ops;
+    b->pool = pool;
+    b->max_batch = max_batch;
+    b->n_threads = kn_pool_size(pool);
+    const int64_t B = max_batch, E = hp->n_embd, F = hp->n_ff;
+    size_t act = 0;
+    for (int l = 0; l < hp->n_layer; l++) {
+        const model_layer *L = &m->layers[l];
+        const model_tensor *ts[] = {&L->wq, &L->wk, &L->wv, &L->wo, &L->w_up, &L->w_down};
+        for (size_t i = 0; i < sizeof ts / sizeof ts[0]; i++) {
+            size_t n = tensor_act_bytes(ts[i]->type, ts[i]->ne0, B);
+            if (n > act) act = n;
+        }
+    }
+    struct {
+        void **p;
+        size_t n;
+    } bufs[] = {
+        {(void **)&b->x, (size_t)(B * E) * sizeof(float)},
+        {(void **)&b->tmp, (size_t)(B * E) * sizeof(float)},
+        {(void **)&b->q, (size_t)(B * E) * sizeof(float)},
+        {(void **)&b->k, (size_t)(B * E) * sizeof(float)},
+        {(void **)&b->v, (size_t)(B * E) * sizeof(float)},
+        {(void **)&b->att, (size_t)(B * E) * sizeof(float)},
+        {(void **)&b->up, (size_t)(B * F) * sizeof(float)},
+        {(void **)&b->scores, (size_t)b->n_threads * (size_t)hp->n_ctx_train * sizeof(float)},
+        {(void **)&b->tok, (size_t)B * sizeof(int32_t)},
+        {(void **)&b->first, (size_t)B * sizeof(int32_t)},
+        {(void **)&b->len, (size_t)B * sizeof(int32_t)},
+        {&b->act, act},
+    };
+    for (size_t i = 0; i < sizeof bufs / sizeof bufs[0]; i++) {
+        *bufs[i].p = kn_alloc_aligned(bufs[i].n ? bufs[i].n : 64);
+        if (!*bufs[i].p) {
+            bert_ctx_destroy(b);
+            return kn_fail(err, KN_ENOMEM, "cannot allocate encoder scratch for a batch of %d", max_batch);
+        }
+        b->bytes += bufs[i].n;
+    }
+    b->act_bytes = act;
+    *out = b;
+    return KN_OK;
+}
+
+/* ---- building blocks ---- */
+
+/* LayerNorm in place: (x - mean) / sqrt(var + eps) * w + bias, sums in double. */
+static void layernorm(float *x, const float *w, const float *bias, int64_t n, float eps) {
+    double sum = 0.0;
+    for (int64_t i = 0; i < n; i++) sum += x[i];
+    const float mean = (float)(sum / (double)n);
+    double var = 0.0;
+    for (int64_t i = 0; i < n; i++) {
+        const float d = x[i] - mean;
+        x[i] = d;
+        var += (double)d * d;
+    }
+    const float scale = 1.0f / sqrtf((float)(var / (double)n) + eps);
+    for (int64_t i = 0; i < n; i++) x[i] = x[i] * scale * w[i] + bias[i];
+}
+
+static inline float gelu(float x) {
+    const float c = 0.79788456080286535588f; /* sqrt(2/pi) */
+    return 0.5f * x * (1.0f + tanhf(c * x * (1.0f + 0.044715f * x * x)));
+}
+
+#define BERT_INLINE_MACS (1 << 20)
+
+static kn_pool *pool_for(const bert_ctx *c, int64_t macs) { return macs < BERT_INLINE_MACS ? NULL : c->pool; }
+
+/* y[t][0..M) = w act[t] for n tokens already quantized for w's type. */
+static void matmul_q(bert_ctx *c, const model_tensor *w, int64_t n, float *y, int64_t ldy) {
+    tensor_matmul(c->ops, pool_for(c, w->ne0 * w->ne1 * n), w->type, w->data, w->ne0, w->ne1, c->act, n, y, ldy);
+}
+
+/* ---- per-token row operations, split across threads by token ---- */
+typedef enum brows_op {
+    BROWS_EMBED,     /* x = LN(tok + type0 + pos) ; act = quant(x) for w */
+    BROWS_QKV_BIAS,  /* q, k, v += their biases */
+    BROWS_QUANT,     /* act = quant(src) for w */
+    BROWS_RESID_LN,  /* x = LN(x + tmp + bias) ; act = quant(x) for w (if w) */
+    BROWS_GELU,      /* up = GELU(up + b_up) ; act = quant(up) for w */
+} brows_op;
+
+typedef struct brows_job {
+    bert_ctx *c;
+    const int32_t *tok; /* BROWS_EMBED: the batch's tokens */
+    int n;
+    int layer;
+    brows_op op;
+    const model_tensor *w;                  /* the weight the quantized rows feed (or NULL) */
+    const model_tensor *bias, *nw, *nb;     /* RESID_LN: bias of tmp, LayerNorm weight and bias */
+    const float *src;                       /* QUANT: rows [n][ld] */
+    int64_t ld;
+} brows_job;
+
+static void quant_row(const brows_job *j, const float *row, int t) {
+    if (!j->w) return;
+    const size_t col = tensor_act_bytes(j->w->type, j->w->ne0, 1);
+    tensor_act_quantize(j->c->ops, j->w->type, row, j->w->ne0, j->w->ne0, 1, (uint8_t *)j->c->act + (size_t)t * col);
+}
+
+static void to_float_row(const model_tensor *t, int64_t row, float *dst) {
+    const size_t rb = q_row_size(t->type, t->ne0);
+    q_get_traits(t->type)->to_float((const uint8_t *)t->data + (size_t)row * rb, dst, t->ne0);
+}
+
+static void brows_token(const brows_job *j, int t) {
+    bert_ctx *c = j->c;
+    const model *m = c->m;
+    const model_hparams *hp = &m->hp;
+    const int64_t E = hp->n_embd, F = hp->n_ff;
+    float *x = c->x + (size_t)t * E;
+    switch (j->op) {
+    case BROWS_EMBED: {
+        float *r = c->tmp + (size_t)t * E;
+        to_float_row(&m->tok_embd, j->tok[t], x);
+        to_float_row(&m->tok_types, 0, r);
+        for (int64_t i = 0; i < E; i++) x[i] += r[i];
+        to_float_row(&m->pos_embd, t - c->first[t], r);
+        for (int64_t i = 0; i < E; i++) x[i] += r[i];
+        layernorm(x, m->tok_norm.data, m->tok_norm_b.data, E, hp->norm_eps);
+        quant_row(j, x, t);
+        return;
+    }
+    case BROWS_QKV_BIAS: {
+        const model_layer *L = &m->layers[j->layer];
+        float *q = c->q + (size_t)t * E, *k = c->k + (size_t)t * E, *v = c->v + (size_t)t * E;
+        const float *bq = L->bq.data, *bk = L->bk.data, *bv = L->bv.data;
+        for (int64_t i = 0; i < E; i++) q[i] += bq[i], k[i] += bk[i], v[i] += bv[i];
+        return;
+    }
+    case BROWS_QUANT:
+        quant_row(j, j->src + (size_t)t * j->ld, t);
+        return;
+    case BROWS_RESID_LN: {
+        const float *y = c->tmp + (size_t)t * E, *bias = j->bias->data;
+        for (int64_t i = 0; i < E; i++) x[i] += y[i] + bias[i];
+        layernorm(x, j->nw->data, j->nb->data, E, hp->norm_eps);
+        quant_row(j, x, t);
+        return;
+    }
+    case BROWS_GELU: {
+        float *u = c->up + (size_t)t * F;
+        const float *bias = j->bias->data;
+        for (int64_t i = 0; i < F; i++) u[i] = gelu(u[i] + bias[i]);
+        quant_row(j, u, t);
+        return;
+    }
+    }
+}
+
+static void brows_fn(void *arg, int ith, int nth) {
+    const brows_job *j = arg;
+    int64_t lo, hi;
+    kn_split_range(j->n, 1, ith, nth, &lo, &hi);
+    for (int64_t t = lo; t < hi; t++) brows_token(j, (int)t);
+}
+
+static void brows(brows_job *j, brows_op op, const model_tensor *w, int64_t work_per_token) {
+    j->op = op;
+    j->w = w;
+    kn_pool_run(pool_for(j->c, (int64_t)j->n * work_per_token), brows_fn, j);
+}
+
+/* ---- attention: (token, head) pairs split across threads; each query
+ * attends to every token of its own sequence, in order ---- */
+typedef struct battn_job {
+    bert_ctx *c;
+    int n;
+} battn_job;
+
+static void battn_fn(void *arg, int ith, int nth) {
+    const battn_job *j = arg;
+    bert_ctx *c = j->c;
+    const model_hparams *hp = &c->m->hp;
+    const int64_t E = hp->n_embd, hd = hp->head_dim, nh = hp->n_head;
+    const float scale = 1.0f / sqrtf((float)hd);
+    float *s = c->scores + (size_t)ith * (size_t)hp->n_ctx_train;
+    int64_t lo, hi;
+    kn_split_range((int64_t)j->n * nh, 1, ith, nth, &lo, &hi);
+    for (int64_t p = lo; p < hi; p++) {
+        const int t = (int)(p / nh);
+        const int64_t h = p % nh;
+        const int f = c->first[t], len = c->len[t];
+        const float *q = c->q + (size_t)t * E + h * hd;
+        float mx = -INFINITY;
+        for (int i = 0; i < len; i++) {
+            const float *k = c->k + (size_t)(f + i) * E + h * hd;
+            float d = 0.0f;
+            for (int64_t e = 0; e < hd; e++) d += q[e] * k[e];
+            s[i] = d * scale;
+            if (s[i] > mx) mx = s[i];
+        }
+        float sum = 0.0f;
+        for (int i = 0; i < len; i++) {
+            s[i] = expf(s[i] - mx);
+            sum += s[i];
+        }
+        const float inv = 1.0f / sum;
+        float *o = c->att + (size_t)t * E + h * hd;
+        for (int64_t e = 0; e < hd; e++) o[e] = 0.0f;
+        for (int i = 0; i < len; i++) {
+            const float *v = c->v + (size_t)(f + i) * E + h * hd;
+            const float w = s[i] * inv;
+            for (int64_t e = 0; e < hd; e++) o[e] += w * v[e];
+        }
+    }
+}
+
+/* Q, K and V from the quantized rows in act (one quantization when the three
+ * weights share a type, which is the norm). */
+static void qkv(bert_ctx *c, const model_layer *L, int n) {
+    const int64_t E = c->m->hp.n_embd;
+    matmul_q(c, &L->wq, n, c->q, E);
+    if (L->wk.type != L->wq.type) tensor_act_quantize(c->ops, L->wk.type, c->tmp, E, E, n, c->act);
+    matmul_q(c, &L->wk, n, c->k, E);
+    if (L->wv.type != L->wk.type) tensor_act_quantize(c->ops, L->wv.type, c->tmp, E, E, n, c->act);
+    matmul_q(c, &L->wv, n, c->v, E);
+}
+
+kn_status model_encode(model_ctx *mc, const int32_t *const *toks, const size_t *lens, size_t n, bool normalize,
+                       float *out, kn_err *err) {
+    bert_ctx *c = model_ctx_encoder(mc);
+    if (!c) return kn_fail(err, KN_EUNSUPPORTED, "model_encode needs an encoder model (bert); this one is a decoder");
+    const model *m = c->m;
+    const model_hparams *hp = &m->hp;
+    if (n < 1) return kn_fail(err, KN_EINVAL, "no inputs to embed");
+    size_t total = 0;
+    for (size_t i = 0; i < n; i++) {
+        if (lens[i] < 1) return kn_fail(err, KN_EINVAL, "input %zu has no tokens", i);
+        if (lens[i] > (size_t)hp->n_ctx_train)
+            return kn_fail(err, KN_ERANGE, "input %zu has %zu tokens, more than the model's context of %d tokens", i,
+                           lens[i], hp->n_ctx_train);
+        total += lens[i];
+        if (total > (size_t)c->max_batch)
+            return kn_fail(err, KN_ERANGE,
+                           "the inputs hold more tokens (at least %zu, input %zu of %zu tokens included) than the "
+                           "batch limit of %d tokens",
+                           total, i, lens[i], c->max_batch);
+        for (size_t k = 0; k < lens[i]; k++)
+            if (toks[i][k] < 0 || toks[i][k] >= hp->n_vocab)
+                return kn_fail(err, KN_EINVAL, "input %zu: token id %d out of range [0, %d)", i, toks[i][k],
+                               hp->n_vocab);
+    }
+    const int N = (int)total;
+    const int64_t E = hp->n_embd, F = hp->n_ff;
+    /* the batch's tokens, each with its sequence's start and length */
+    int32_t *tok = c->tok;
+    for (size_t i = 0, t = 0; i < n; i++)
+        for (size_t k = 0; k < lens[i]; k++, t++) {
+            tok[t] = toks[i][k];
+            c->first[t] = (int32_t)(t - k);
+            c->len[t] = (int32_t)lens[i];
+        }
+
+    brows_job rj = {.c = c, .tok = tok, .n = N};
+    brows(&rj, BROWS_EMBED, &m->layers[0].wq, E * 8);
+    for (int l = 0; l < hp->n_layer; l++) {
+        const model_layer *L = &m->layers[l];
+        rj.layer = l;
+        if (L->wk.type != L->wq.type || L->wv.type != L->wq.type) /* rows kept for the other quantizations */
+            memcpy(c->tmp, c->x, (size_t)N * E * sizeof(float));
+        qkv(c, L, N);
+        brows(&rj, BROWS_QKV_BIAS, NULL, E * 3);
+        battn_job aj = {.c = c, .n = N};
+        int64_t attn_macs = 0;
+        for (size_t i = 0; i < n; i++) attn_macs += (int64_t)lens[i] * (int64_t)lens[i] * E * 2;
+        kn_pool_run(pool_for(c, attn_macs), battn_fn, &aj);
+        rj.src = c->att, rj.ld = E;
+        brows(&rj, BROWS_QUANT, &L->wo, E * 4);
+        matmul_q(c, &L->wo, N, c->tmp, E);
+        rj.bias = &L->bo, rj.nw = &L->attn_out_norm, rj.nb = &L->attn_out_norm_b;
+        brows(&rj, BROWS_RESID_LN, &L->w_up, E * 8);
+        matmul_q(c, &L->w_up, N, c->up, F);
+        rj.bias = &L->b_up;
+        brows(&rj, BROWS_GELU, &L->w_down, F * 16);
+        matmul_q(c, &L->w_down, N, c->tmp, E);
+        rj.bias = &L->b_down, rj.nw = &L->layer_out_norm, rj.nb = &L->layer_out_norm_b;
+        brows(&rj, BROWS_RESID_LN, l + 1 < hp->n_layer ? &m->layers[l + 1].wq : NULL, E * 8);
+    }
+
+    /* pooling per sequence */
+    for (size_t i = 0, f = 0; i < n; f += lens[i], i++) {
+        float *o = out + i * (size_t)E;
+        const float *xs = c->x + f * (size_t)E;
+        switch (hp->pooling) {
+        case MODEL_POOL_CLS:
+            memcpy(o, xs, (size_t)E * sizeof *o);
+            break;
+        case MODEL_POOL_LAST:
+            memcpy(o, xs + (lens[i] - 1) * (size_t)E, (size_t)E * sizeof *o);
+            break;
+        case MODEL_POOL_MEAN:
+        case MODEL_POOL_NONE: /* documented: the mean */
+        default:
+            for (int64_t e = 0; e < E; e++) {
+                double s = 0.0;
+                for (size_t k = 0; k < lens[i]; k++) s += xs[k * (size_t)E + e];
+                o[e] = (float)(s / (double)lens[i]);
+            }
+            break;
+        }
+        if (normalize) {
+            double ss = 0.0;
+            for (int64_t e = 0; e < E; e++) ss += (double)o[e] * o[e];
+            if (ss > 0.0) {
+                const float inv = (float)(1.0 / sqrt(ss));
+                for (int64_t e = 0; e < E; e++) o[e] *= inv;
+            }
+        }
+    }
+    return KN_OK;
+}
