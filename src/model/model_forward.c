@@ -3,6 +3,7 @@
  * the llama and qwen2 architectures (see model.h).
  */
 #include "model.h"
+#include "model_bert.h"
 
 #include <math.h>
 #include <stdlib.h>
@@ -62,7 +63,10 @@ struct model_ctx {
     void *act;      /* quantized activations, act_bytes */
     size_t act_bytes;
     uint64_t bytes;
+    bert_ctx *enc;  /* encoder models: their own scratch (model_bert.c); the rest is unused */
 };
+
+bert_ctx *model_ctx_encoder(model_ctx *c) { return c->enc; }
 
 static size_t act_need(const model_tensor *t, int64_t B) { return tensor_act_bytes(t->type, t->ne0, B); }
 
@@ -78,6 +82,16 @@ kn_status model_ctx_create(const model *m, const tensor_ops *ops, kn_pool *pool,
     c->pool = pool;
     c->max_batch = max_batch;
     c->n_threads = kn_pool_size(pool);
+    if (hp->encoder) {
+        kn_status st = bert_ctx_create(m, ops, pool, max_batch, &c->enc, err);
+        if (st != KN_OK) {
+            free(c);
+            return st;
+        }
+        c->bytes = bert_ctx_bytes(c->enc);
+        *out = c;
+        return KN_OK;
+    }
     const int64_t B = max_batch, E = hp->n_embd, Hq = (int64_t)hp->n_head * hp->head_dim,
                   Hkv = (int64_t)hp->n_head_kv * hp->head_dim, F = hp->n_ff;
     int64_t W = E > Hq ? E : Hq;
@@ -127,6 +141,7 @@ void model_ctx_destroy(model_ctx *c) {
     float *bufs[] = {c->x, c->xn, c->q, c->k, c->v, c->att, c->gate, c->up, c->rope, c->scratch};
     for (size_t i = 0; i < sizeof bufs / sizeof bufs[0]; i++) kn_free_aligned(bufs[i]);
     kn_free_aligned(c->act);
+    bert_ctx_destroy(c->enc);
     free(c);
 }
 
@@ -424,6 +439,9 @@ kn_status model_forward(model_ctx *c, model_kv *kv, const model_batch *b, float 
     const model *m = c->m;
     const model_hparams *hp = &m->hp;
     const int n = b->n_tokens;
+    if (c->enc)
+        return kn_fail(err, KN_EUNSUPPORTED, "%s is an encoder (embedding) model: it has no logits to generate with",
+                       hp->arch_name);
     if (n < 1 || n > c->max_batch)
         return kn_fail(err, KN_EINVAL, "batch of %d tokens (limit %d)", n, c->max_batch);
     const kv_geom *g = kv_geometry(kv);
