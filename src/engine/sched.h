@@ -36,6 +36,17 @@
  * finishes. eng_req_release drops the caller's and cancels the request if
  * it is still running. The last reference frees it.
  *
+ * Encoder models (model_is_encoder): the scheduler serves embedding
+ * requests only (eng_req_create_gen fails with KN_EUNSUPPORTED) and keeps no
+ * KV. Its engine thread micro-batches: the inputs of every waiting request
+ * are gathered in arrival order into ONE model_encode call, which closes
+ * when they reach the token budget (max_batch; an input longer than the
+ * budget runs alone) or when batch_wait_ms has passed since the oldest
+ * waiting request arrived (0: at once). Each request gets exactly its own
+ * vectors; a request with more inputs than one batch takes continues in
+ * the next. Queue: up to n_slots + queue_len requests may wait.
+ * The pooled vectors are the model's pooling (model_encode).
+ *
  * Thread safety: every eng_sched_* and eng_req_* function may be called
  * from any thread. A request is read by one consumer at a time.
  */
@@ -85,6 +96,8 @@ typedef struct eng_metrics {
     met_series *spec_draft;     /* counter: draft tokens fed for verification */
     met_series *spec_accepted;  /* counter: of those, accepted */
     met_series *preemptions;    /* counter: sequences preempted for lack of KV blocks */
+    met_series *embed_batch_requests; /* encoder models: requests per forward (micro-batching) */
+    met_series *embed_batch_tokens;   /* encoder models: tokens per forward */
     met_window *ttft_window;   /* rolling TTFT samples for the SLA */
 } eng_metrics;
 
@@ -104,7 +117,8 @@ typedef struct eng_sched_opts {
     eng_spec_mode spec;   /* default for requests (DEFAULT means NONE) */
     int spec_max;         /* draft tokens per step (0: off; at most ENG_SPEC_MAX) */
     const model *draft;   /* optional draft model sharing m's vocabulary (borrowed) */
-    int batch_wait_ms;    /* an idle engine that gets a request waits this long for more to batch with */
+    int batch_wait_ms;    /* an idle engine that gets a request waits this long for more to batch with
+                             (encoders: a micro-batch closes this long after its oldest request arrived) */
     eng_metrics metrics;  /* copied */
 } eng_sched_opts;
 
@@ -162,7 +176,8 @@ kn_status eng_req_create_gen(eng_sched *s, const int32_t *prompt, size_t n_promp
                              eng_req **out, kn_err *err);
 /* An embedding request: each input (copied) is run as its own sequence, all
  * of them batched into as few steps as the slots and the token budget
- * allow; the result is the mean of each input's last hidden states,
+ * allow; the result is the mean of each input's last hidden states (encoder
+ * models: the model's pooled vector, micro-batched with other requests),
  * L2-normalized when normalize is set. Inputs longer than the context fail
  * with KN_ERANGE naming the input. */
 kn_status eng_req_create_embed(eng_sched *s, const int32_t *const *inputs, const size_t *lens, size_t n_inputs,
