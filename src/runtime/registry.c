@@ -49,6 +49,7 @@ typedef struct inst {
     double last_used;  /* kn_now_s() */
     double keep_alive_s;
     bool pinned;       /* config pin: never unloaded */
+    bool encoder;      /* an embedding (encoder) model: one instance at its trained context */
     struct inst *next;
 } inst;
 
@@ -260,6 +261,7 @@ static uint64_t rss_bytes(void) {
 typedef struct shape {
     int64_t n_layer, n_embd, n_ff, n_head, n_head_kv, head_dim, n_vocab, ctx_train;
     uint64_t weights;
+    bool encoder; /* general.architecture is an encoder kiln serves (bert) */
 } shape;
 
 static int64_t meta_int(const gguf_ctx *g, const char *arch, const char *suffix, int64_t dflt) {
@@ -278,6 +280,7 @@ static kn_status read_shape(const char *path, shape *s, kn_err *err) {
     if (gguf_get_str(g, "general.architecture", &a) == KN_OK && a.len < sizeof arch)
         snprintf(arch, sizeof arch, "%.*s", (int)a.len, a.data);
     memset(s, 0, sizeof *s);
+    s->encoder = !strcmp(arch, "bert");
     s->n_layer = meta_int(g, arch, "block_count", 0);
     s->n_embd = meta_int(g, arch, "embedding_length", 0);
     s->n_ff = meta_int(g, arch, "feed_forward_length", 4 * s->n_embd);
@@ -308,6 +311,17 @@ static double kv_bytes_per_token(const shape *s, model_kv_type kv) {
 /* cache_bytes: KV pool room for cached prefixes beyond the slots' own. */
 static uint64_t estimate(const rt_registry *r, const shape *s, int n_ctx, uint64_t cache_bytes) {
     const rt_opts *o = &r->o;
+    if (s->encoder) {
+        /* no KV, logits or draft: the forward scratch for the token budget
+         * (or one whole input), each head's attention scores over an input,
+         * and the engine's pooled vectors and per-input tables */
+        double B = o->max_batch > n_ctx ? o->max_batch : n_ctx;
+        double E = (double)s->n_embd, F = (double)s->n_ff, Hq = (double)s->n_head * (double)s->head_dim;
+        double scratch = 4.0 * B * (4 * E + 3 * Hq + 2 * F + 64) + 4.0 * (double)s->n_head * n_ctx * n_ctx;
+        double engine = 4.0 * B * E + 32.0 * B + 64.0 * (double)s->n_vocab;
+        (void)cache_bytes;
+        return (uint64_t)((double)s->weights + scratch + engine);
+    }
     double B = o->max_batch > o->n_slots ? o->max_batch : o->n_slots;
     double E = (double)s->n_embd, F = (double)s->n_ff, Hq = (double)s->n_head * (double)s->head_dim;
     double Hkv = (double)s->n_head_kv * (double)s->head_dim, W = E > Hq ? E : Hq;
@@ -414,12 +428,15 @@ static kn_status load(rt_registry *r, inst *in, kn_err *err) {
     }
     if (o->hash_files) file_sha256(r, e, m->sha256);
     kn_err cerr = {0};
-    if (eng_chat_create(m->m->gguf, m->vocab, &m->chat, &m->chat_source, &cerr) != KN_OK) {
+    const bool enc = model_is_encoder(m->m);
+    if (enc) {
+        snprintf(m->chat_err, sizeof m->chat_err, "%s:%s is an embedding model", e->name, e->quant);
+    } else if (eng_chat_create(m->m->gguf, m->vocab, &m->chat, &m->chat_source, &cerr) != KN_OK) {
         snprintf(m->chat_err, sizeof m->chat_err, "%s", cerr.msg);
         KN_WARN("%s: no usable chat template (%s); chat requests will fail", e->id, cerr.msg);
     }
     if (!(in->pool = kn_pool_create(o->threads))) return kn_fail(err, KN_ENOMEM, "cannot start %d threads", o->threads);
-    if (o->draft_path && o->spec_max > 0) {
+    if (o->draft_path && o->spec_max > 0 && !enc) {
         kn_err derr = {0};
         if (model_load(o->draft_path, &lo, &in->draft, &derr) != KN_OK) {
             KN_WARN("%s: cannot load the draft model %s (%s); draft-model speculation falls back to prompt lookup",
@@ -448,7 +465,9 @@ static kn_status load(rt_registry *r, inst *in, kn_err *err) {
                                    .prefix_hit = met_get(mf->prefix_hit, lv),
                                    .spec_draft = met_get(mf->spec_draft, lv),
                                    .spec_accepted = met_get(mf->spec_accepted, lv),
-                                   .preemptions = met_get(mf->preemptions, lv), .ttft_window = mf->ttft_window};
+                                   .preemptions = met_get(mf->preemptions, lv), .ttft_window = mf->ttft_window,
+                                   .embed_batch_requests = met_get(mf->embed_batch_requests, lv),
+                                   .embed_batch_tokens = met_get(mf->embed_batch_tokens, lv)};
     }
     if ((st = eng_sched_create(m->m, m->vocab, r->ops, in->pool, &so, &m->sched, err)) != KN_OK) return st;
     m->load_s = kn_now_s() - t0;
@@ -457,6 +476,15 @@ static kn_status load(rt_registry *r, inst *in, kn_err *err) {
     int64_t diff = grew - (int64_t)m->est_bytes;
     if (o->metrics) met_set(met_get(o->metrics->estimate_error, lv), (double)diff);
     const model_hparams *hp = &m->m->hp;
+    if (enc) {
+        static const char *const POOL[] = {"none (mean)", "mean", "cls", "last"};
+        KN_INFO("loaded %s:%s in %.2f s: %s encoder, %d layers, dim %d, vocab %d, pooling %s; context %d, "
+                "micro-batches of up to %d tokens (wait %d ms); memory: estimate %.1f MiB, RSS grew %.1f MiB",
+                e->name, e->quant, m->load_s, hp->arch_name, hp->n_layer, hp->n_embd, hp->n_vocab,
+                POOL[(unsigned)hp->pooling <= MODEL_POOL_LAST ? hp->pooling : 0], m->n_ctx, o->max_batch,
+                o->batch_wait_ms, (double)m->est_bytes / MIB, (double)grew / MIB);
+        return KN_OK;
+    }
     KN_INFO("loaded %s:%s in %.2f s: %s, %d layers, dim %d, vocab %d; %d slots x %d ctx (KV %s); chat template: %s; "
             "memory: estimate %.1f MiB, RSS grew %.1f MiB (the KV is touched as it fills)%s",
             e->name, e->quant, m->load_s, hp->arch_name, hp->n_layer, hp->n_embd, hp->n_vocab, o->n_slots,
@@ -676,7 +704,7 @@ static inst *find_inst(rt_registry *r, const entry *e, int n_ctx) {
     inst *best = NULL;
     for (inst *in = r->insts; in; in = in->next) {
         if (in->e != e || (in->state != INST_READY && in->state != INST_LOADING)) continue;
-        if (n_ctx > 0 && in->m.n_ctx < n_ctx) continue;
+        if (n_ctx > 0 && in->m.n_ctx < n_ctx && !in->encoder) continue; /* an encoder's context is its model's */
         if (!best || in->m.n_ctx < best->m.n_ctx) best = in; /* the smallest that fits */
     }
     return best;
@@ -693,6 +721,16 @@ static void touch(rt_registry *r, inst *in, const rt_acquire_opts *ao) {
 static kn_status choose_ctx(rt_registry *r, const shape *sh, int req_ctx, int *n_ctx, bool *reduced,
                             uint64_t *est, kn_err *err) {
     *reduced = false;
+    if (sh->encoder) {
+        /* its positions end at the trained context; a request cannot ask for more */
+        int train = (int)(sh->ctx_train > (1 << 20) ? (1 << 20) : sh->ctx_train);
+        *n_ctx = r->o.n_ctx > 0 && r->o.n_ctx < train ? r->o.n_ctx : train;
+        *est = estimate(r, sh, *n_ctx, 0);
+        if (*est > r->budget)
+            return kn_fail(err, KN_ERANGE, "the embedding model needs %.0f MiB, more than the memory budget of %.0f MiB",
+                           (double)*est / MIB, (double)r->budget / MIB);
+        return KN_OK;
+    }
     int explicit_ctx = req_ctx > 0 ? req_ctx : r->o.n_ctx;
     uint64_t avail = r->budget > busy_bytes(r) ? r->budget - busy_bytes(r) : 0;
     if (explicit_ctx > 0) {
@@ -785,6 +823,7 @@ kn_status rt_acquire(rt_registry *r, const char *name, const rt_acquire_opts *ao
     in->state = INST_LOADING;
     in->pinned = in_list(r->pins, e->id) || in_list(r->pins, e->name);
     in->keep_alive_s = r->o.keep_alive_s;
+    in->encoder = st == KN_OK && sh.encoder;
     bool reduced = false;
     uint64_t est = 0;
     int n_ctx = 0;
@@ -828,7 +867,7 @@ kn_status rt_acquire(rt_registry *r, const char *name, const rt_acquire_opts *ao
         /* the prefix cache's extra KV room takes only what the budget has
          * left, never a context or another model's place */
         uint64_t left = r->budget - r->used - est;
-        in->cache_bytes = r->o.kv_blocks > 0 ? 0 : (r->o.cache_bytes < left ? r->o.cache_bytes : left);
+        in->cache_bytes = r->o.kv_blocks > 0 || in->encoder ? 0 : (r->o.cache_bytes < left ? r->o.cache_bytes : left);
         uint64_t with_cache = estimate(r, &sh, n_ctx, in->cache_bytes);
         if (with_cache > est && r->used + with_cache <= r->budget) est = with_cache;
         else in->cache_bytes = 0;

@@ -24,7 +24,10 @@
  *
  * Instances are keyed by (file, context size); the KV type, slots and
  * threads are the server's. Decoder models serve generation and embeddings
- * from one instance. A request whose context (num_ctx) is within an
+ * from one instance. Encoder models (bert) load without a chat template, KV
+ * or draft model (chat is NULL, chat_err says it is an embedding model),
+ * at their trained context (or the server's smaller one) whatever a request
+ * asks, and their scheduler micro-batches embedding requests. A request whose context (num_ctx) is within an
  * instance's uses it with a per-request limit; a larger one gets its own
  * instance.
  *
@@ -79,6 +82,7 @@ typedef struct rt_metrics {
     met_family *prompt_tokens, *gen_tokens;                     /* counters */
     met_family *prefix_queried, *prefix_hit;                    /* counters */
     met_family *spec_draft, *spec_accepted, *preemptions;       /* counters */
+    met_family *embed_batch_requests, *embed_batch_tokens;      /* histograms (encoder models) */
     met_family *loads, *unloads, *load_failures;                /* counters */
     met_family *estimate_error;                                 /* gauge: measured - estimated bytes */
     met_window *ttft_window;
