@@ -470,6 +470,12 @@ static enum MHD_Result handle_gen(srv_server *s, struct MHD_Connection *c, conn_
     if (!srv_acquire_model(s, q.model, &ao, &m, &e)) goto fail;
     cx->model = m->id;
     double load_s = kn_now_s() - t0;
+    if (model_is_encoder(m->m)) {
+        srv_err(&e, 400, "model", "embedding_model",
+                "model %s:%s is an embedding model; it serves /v1/embeddings and /api/embed, not generation", m->name,
+                m->quant);
+        goto fail;
+    }
 
     /* Ollama: an empty generate prompt only loads the model */
     if (api == SRV_API_OLLAMA_GENERATE && q.prompt_len == 0 && !(q.system && *q.system)) {
@@ -742,6 +748,8 @@ static enum MHD_Result handle_embed(srv_server *s, struct MHD_Connection *c, con
                         i, lens[k], m->n_ctx);
                 goto fail;
             }
+            /* an encoder's input keeps its closing special token ([SEP]) */
+            if (model_is_encoder(m->m) && !q.token_inputs) toks[k][m->n_ctx - 1] = toks[k][lens[k] - 1];
             lens[k] = (size_t)m->n_ctx;
         }
     }
