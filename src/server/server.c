@@ -643,6 +643,12 @@ static bool obs_create(srv_obs *o, const srv_config *cfg) {
     o->rt.spec_accepted = met_counter(r, "kiln_spec_accepted_tokens_total", "Draft tokens accepted", 1, model);
     o->rt.preemptions = met_counter(r, "kiln_preemptions_total",
                                     "Sequences preempted when KV blocks ran out (recomputed later)", 1, model);
+    static const double EMB_TOKENS[] = {16, 64, 256, 512, 1024, 2048, 4096, 8192};
+    o->rt.embed_batch_requests = met_histogram(r, "kiln_embedding_batch_requests",
+                                               "Embedding requests per encoder forward pass (micro-batching)", 1,
+                                               model, MET_BUCKETS_BATCH, MET_COUNT(MET_BUCKETS_BATCH));
+    o->rt.embed_batch_tokens = met_histogram(r, "kiln_embedding_batch_tokens", "Tokens per encoder forward pass", 1,
+                                             model, EMB_TOKENS, MET_COUNT(EMB_TOKENS));
     o->kv_total = met_gauge(r, "kiln_kv_blocks_capacity", "KV blocks in all (named so because promtool reserves _total for counters)", 1, model);
     o->model_bytes = met_gauge(r, "kiln_model_bytes", "Memory of a loaded model: weights and KV", 1, model);
     o->window_s = cfg->sla_window_s > 0 ? cfg->sla_window_s : 300;
@@ -653,7 +659,7 @@ static bool obs_create(srv_obs *o, const srv_config *cfg) {
            o->rt.batch_size && o->rt.prompt_tokens && o->rt.gen_tokens && o->rt.prefix_queried && o->rt.prefix_hit && o->rt.loads && o->rt.unloads &&
            o->rt.load_failures && o->running && o->waiting && o->kv_used && o->kv_total && o->model_bytes &&
            o->kv_cached && o->kv_used_bytes && o->kv_logical_bytes && o->rt.spec_draft && o->rt.spec_accepted &&
-           o->rt.preemptions &&
+           o->rt.preemptions && o->rt.embed_batch_requests && o->rt.embed_batch_tokens &&
            o->rt.ttft_window && o->e2e_window;
 }
 
