@@ -16,6 +16,7 @@ typedef struct bench_scenario {
 static const bench_scenario SCENARIOS[] = {
     {"kernels", bench_kernels_main, "matvec/matmul GB/s and GFLOP/s per type and kernel set"},
     {"model", bench_model_main, "prefill, decode and batched decode tok/s of a model, vs the bandwidth roofline"},
+    {"embed", bench_embed_main, "texts/s and tokens/s of an embedding (encoder) model, single and batched"},
     {"tokenizer", bench_tokenizer_main, "encode/decode MB/s of a model's tokenizer"},
     {"server", bench_server_main, "latency, throughput and load ramp of an OpenAI-compatible server (SLA verdict)"},
 };

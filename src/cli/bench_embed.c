@@ -1,0 +1,286 @@
+/*
+ * bench_embed.c — `kiln bench embed`: embedding throughput of an encoder
+ * (bert) model in process, through model_encode: texts/s and tokens/s for
+ * single requests (one text per forward) and for batches of 8, 32 and 128
+ * texts per forward, with the matmul and attention work of a forward as a
+ * fraction of the fp32 (FMA) and int8 (dot-product) compute peaks measured
+ * in the same run. Benchmarks measure; they never assert speed.
+ */
+#include "cli.h"
+#include "model/model.h"
+#include "tokenizer/tok.h"
+
+#include <jansson.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define MAX_SIZES 8
+
+/* Texts of retrieval-like lengths (a title to a paragraph); inputs cycle
+ * through them, each with its own number so that no two are equal. */
+static const char *const TEXTS[] = {
+    "How do I reset my password?",
+    "The quick brown fox jumps over the lazy dog near the river bank.",
+    "Embedding models map sentences to vectors so that similar meanings end up close together.",
+    "Kiln is an inference server for GGUF models written in C, with its own CPU kernels.",
+    "Retrieval-augmented generation first searches a document store for passages relevant to the "
+    "question, then gives them to a language model as context for its answer.",
+    "Paris",
+    "Best practices for indexing large collections of technical documentation",
+    "A bank may refer to a financial institution or to the land alongside a river; context decides.",
+    "Vector databases compare embeddings by cosine similarity or inner product, often with approximate "
+    "nearest neighbour indexes such as HNSW or IVF, trading a little recall for a lot of speed.",
+    "What is the capital of Australia?",
+    "Install the package, set the API key in the environment, then run the example script.",
+    "Micro-batching gathers concurrent requests into one forward pass to use the matrix units better.",
+};
+#define N_TEXTS (sizeof TEXTS / sizeof *TEXTS)
+
+static void usage(FILE *f) {
+    fprintf(f, "usage: kiln bench embed -m FILE.gguf [--batch N] [-n TEXTS] [-t THREADS] [-r 3] [--json]\n\n"
+               "Embedding throughput of an encoder (bert) model, in process through model_encode:\n"
+               "  single  one text per forward (what a lone request costs)\n"
+               "  bN      N texts per forward (what a micro-batch of N requests costs)\n"
+               "for batches of 8, 32 and 128 (or only --batch N), over -n texts of retrieval-like\n"
+               "lengths, as texts/s and tokens/s (mean +- stddev over -r repetitions). The matmul\n"
+               "and attention work per forward is reported as GFLOP/s and as a fraction of this\n"
+               "machine's fp32 FMA and int8 dot-product peaks, measured in the same run.\n\n"
+               "options:\n"
+               "  -m FILE      GGUF encoder model (general.architecture bert)\n"
+               "  --batch N    only this batch size (1..1024) besides single\n"
+               "  -n N         texts per measurement (default 128; rounded up to a whole batch)\n"
+               "  -t N         threads (default: online CPUs)\n"
+               "  -r N         repetitions (default 3)\n"
+               "  --json       one JSON object on stdout\n");
+}
+
+typedef struct stats {
+    double mean, sd;
+} stats;
+
+static stats stats_of(const double *v, int n) {
+    stats s = {0, 0};
+    for (int i = 0; i < n; i++) s.mean += v[i];
+    s.mean /= n;
+    for (int i = 0; i < n; i++) s.sd += (v[i] - s.mean) * (v[i] - s.mean);
+    s.sd = n > 1 ? sqrt(s.sd / (n - 1)) : 0.0;
+    return s;
+}
+
+/* Multiply-adds x 2 of one input of len tokens: the weight matmuls of every
+ * layer (q, k, v, output, ffn up and down) and the attention (QK^T and AV). */
+static double flops_of(const model_hparams *hp, size_t len) {
+    double E = hp->n_embd, F = hp->n_ff, Hq = (double)hp->n_head * hp->head_dim, L = (double)len;
+    double per_tok = 2.0 * (E * Hq * 2 + E * (double)hp->n_head_kv * hp->head_dim * 2 + 2 * E * F);
+    double attn = 2.0 * 2.0 * L * L * Hq;
+    return hp->n_layer * (per_tok * L + attn);
+}
+
+int bench_embed_main(int argc, char **argv) {
+    if (cli_wants_help(argc, argv)) {
+        usage(stdout);
+        return 0;
+    }
+    const char *path = NULL;
+    long long threads = kn_default_threads(), reps = 3, only = 0, n_texts = 128;
+    bool json = false;
+    for (int i = 1; i < argc; i++) {
+        const char *a = argv[i], *v;
+        long long *dst = NULL, lo = 1, hi = 0;
+        if (!strcmp(a, "--json")) {
+            json = true;
+            continue;
+        }
+        if (!strcmp(a, "-m")) {
+            if (!(path = cli_flag_value("bench embed", argc, argv, &i))) return 2;
+            continue;
+        }
+        if (!strcmp(a, "-t")) dst = &threads, hi = 1024;
+        else if (!strcmp(a, "-r")) dst = &reps, hi = 1000;
+        else if (!strcmp(a, "--batch")) dst = &only, hi = 1024;
+        else if (!strcmp(a, "-n")) dst = &n_texts, hi = 100000;
+        else {
+            fprintf(stderr, "kiln bench embed: unknown option '%s' (see --help)\n", a);
+            return 2;
+        }
+        if (!(v = cli_flag_value("bench embed", argc, argv, &i))) return 2;
+        if (!cli_parse_int(v, lo, hi, dst)) {
+            fprintf(stderr, "kiln bench embed: %s expects an integer in [%lld, %lld], got '%s'\n", a, lo, hi, v);
+            return 2;
+        }
+    }
+    if (!path) {
+        fprintf(stderr, "kiln bench embed: needs -m FILE (see --help)\n");
+        return 2;
+    }
+    int sizes[MAX_SIZES], n_sizes = 0;
+    sizes[n_sizes++] = 1;
+    if (only > 1) sizes[n_sizes++] = (int)only;
+    else if (only == 0) sizes[n_sizes++] = 8, sizes[n_sizes++] = 32, sizes[n_sizes++] = 128;
+    int max_b = sizes[n_sizes - 1];
+    size_t N = (size_t)((n_texts + max_b - 1) / max_b * max_b);
+
+    int rc = 1;
+    kn_err err = {0};
+    kn_cpu_level lvl;
+    if (kn_cpu_select(&lvl, &err) != KN_OK) {
+        fprintf(stderr, "kiln bench embed: %s\n", err.msg);
+        return 1;
+    }
+    tensor_ops ops;
+    tensor_ops_init(&ops, lvl);
+    kn_pool *pool = kn_pool_create((int)threads);
+    model *m = NULL;
+    tok_vocab *v = NULL;
+    model_ctx *ctx = NULL;
+    int32_t **toks = calloc(N, sizeof *toks);
+    size_t *lens = calloc(N, sizeof *lens);
+    float *out = NULL;
+    double *res = NULL;
+    json_t *root = NULL;
+    if (!pool || !toks || !lens) {
+        fprintf(stderr, "kiln bench embed: out of memory\n");
+        goto done;
+    }
+    if (model_load(path, NULL, &m, &err) != KN_OK) {
+        fprintf(stderr, "kiln bench embed: %s: %s\n", path, err.msg);
+        goto done;
+    }
+    if (!model_is_encoder(m)) {
+        fprintf(stderr, "kiln bench embed: %s is a %s model, not an encoder (embedding) model\n", path,
+                m->hp.arch_name);
+        goto done;
+    }
+    if (tok_vocab_load(m->gguf, &v, &err) != KN_OK) {
+        fprintf(stderr, "kiln bench embed: tokenizer: %s\n", err.msg);
+        goto done;
+    }
+    size_t total_tok = 0;
+    double total_flops = 0;
+    for (size_t i = 0; i < N; i++) {
+        char text[1024];
+        snprintf(text, sizeof text, "%s (%zu)", TEXTS[i % N_TEXTS], i);
+        if (tok_encode_alloc(v, text, strlen(text), true, false, &toks[i], &lens[i], &err) != KN_OK) {
+            fprintf(stderr, "kiln bench embed: tokenizing: %s\n", err.msg);
+            goto done;
+        }
+        if (lens[i] > (size_t)m->hp.n_ctx_train) lens[i] = (size_t)m->hp.n_ctx_train;
+        total_tok += lens[i];
+        total_flops += flops_of(&m->hp, lens[i]);
+    }
+    /* the scratch holds the largest batch's tokens */
+    size_t max_tok = 0;
+    for (size_t i = 0; i < N; i += (size_t)max_b) {
+        size_t t = 0;
+        for (size_t j = i; j < i + (size_t)max_b; j++) t += lens[j];
+        if (t > max_tok) max_tok = t;
+    }
+    if (max_tok < (size_t)m->hp.n_ctx_train) max_tok = (size_t)m->hp.n_ctx_train;
+    const int E = m->hp.n_embd;
+    out = malloc((size_t)max_b * (size_t)E * sizeof *out);
+    res = calloc((size_t)reps * (size_t)n_sizes, sizeof *res);
+    if (!out || !res) {
+        fprintf(stderr, "kiln bench embed: out of memory\n");
+        goto done;
+    }
+    if (model_ctx_create(m, &ops, pool, (int)max_tok, &ctx, &err) != KN_OK) {
+        fprintf(stderr, "kiln bench embed: %s\n", err.msg);
+        goto done;
+    }
+    kn_progress prog;
+    kn_progress_begin(&prog, "bench embed", 2 + (uint64_t)reps * (uint64_t)n_sizes);
+    uint64_t steps = 0;
+    double peak_fma = tensor_measure_peak(pool, lvl, false);
+    kn_progress_update(&prog, ++steps, "fp32 peak");
+    double peak_i8 = tensor_measure_peak(pool, lvl, true);
+    kn_progress_update(&prog, ++steps, "int8 peak");
+    /* warm-up (not measured) */
+    if (model_encode(ctx, (const int32_t *const *)toks, lens, (size_t)max_b, false, out, &err) != KN_OK) {
+        kn_progress_end(&prog);
+        fprintf(stderr, "kiln bench embed: %s\n", err.msg);
+        goto done;
+    }
+    for (int r = 0; r < reps; r++)
+        for (int si = 0; si < n_sizes; si++) {
+            const size_t B = (size_t)sizes[si];
+            double t0 = kn_now_s();
+            for (size_t i = 0; i < N; i += B)
+                if (model_encode(ctx, (const int32_t *const *)(toks + i), lens + i, B, false, out, &err) != KN_OK) {
+                    kn_progress_end(&prog);
+                    fprintf(stderr, "kiln bench embed: %s\n", err.msg);
+                    goto done;
+                }
+            res[(size_t)si * reps + r] = kn_now_s() - t0;
+            char note[32];
+            snprintf(note, sizeof note, B == 1 ? "single" : "b%zu", B);
+            kn_progress_update(&prog, ++steps, note);
+        }
+    kn_progress_end(&prog);
+    const model_hparams *hp = &m->hp;
+    if (json) root = json_object();
+    if (root) {
+        json_object_set_new(root, "model", json_string(path));
+        json_object_set_new(root, "arch", json_string(hp->arch_name));
+        json_object_set_new(root, "n_embd", json_integer(hp->n_embd));
+        json_object_set_new(root, "n_layer", json_integer(hp->n_layer));
+        json_object_set_new(root, "threads", json_integer(threads));
+        json_object_set_new(root, "kernel_set", json_string(kn_cpu_level_name(lvl)));
+        json_object_set_new(root, "texts", json_integer((json_int_t)N));
+        json_object_set_new(root, "tokens", json_integer((json_int_t)total_tok));
+        json_object_set_new(root, "gflop_per_pass", json_real(total_flops / 1e9));
+        json_object_set_new(root, "peak_fp32_gflop_s", json_real(peak_fma / 1e9));
+        json_object_set_new(root, "peak_int8_gop_s", json_real(peak_i8 / 1e9));
+    } else {
+        printf("model: %s (%s, dim %d, %d layers, %.1f MiB of weights), %lld threads, kernel set %s\n", path,
+               hp->arch_name, hp->n_embd, hp->n_layer, (double)m->weight_bytes / 1048576.0, threads,
+               kn_cpu_level_name(lvl));
+        printf("%zu texts, %zu tokens (%.1f per text), %.2f GFLOP per pass; peaks measured: fp32 %.0f GFLOP/s, "
+               "int8 %.0f GOP/s\n",
+               N, total_tok, (double)total_tok / (double)N, total_flops / 1e9, peak_fma / 1e9, peak_i8 / 1e9);
+        printf("%-8s %14s %16s %10s %10s %10s\n", "batch", "texts/s", "tokens/s", "GFLOP/s", "% fp32", "% int8");
+    }
+    json_t *arr = root ? json_array() : NULL;
+    for (int si = 0; si < n_sizes; si++) {
+        double rate[1000];
+        for (int r = 0; r < reps; r++) rate[r] = (double)N / res[(size_t)si * reps + r];
+        stats st = stats_of(rate, (int)reps);
+        double tok_s = st.mean * (double)total_tok / (double)N;
+        double gflop_s = st.mean * total_flops / (double)N / 1e9;
+        if (arr) {
+            json_t *o = json_object();
+            json_object_set_new(o, "batch", json_integer(sizes[si]));
+            json_object_set_new(o, "texts_s", json_real(st.mean));
+            json_object_set_new(o, "texts_s_sd", json_real(st.sd));
+            json_object_set_new(o, "tokens_s", json_real(tok_s));
+            json_object_set_new(o, "gflop_s", json_real(gflop_s));
+            json_object_set_new(o, "frac_fp32_peak", json_real(gflop_s * 1e9 / peak_fma));
+            json_object_set_new(o, "frac_int8_peak", json_real(gflop_s * 1e9 / peak_i8));
+            json_array_append_new(arr, o);
+        } else {
+            char name[16];
+            snprintf(name, sizeof name, sizes[si] == 1 ? "single" : "b%d", sizes[si]);
+            printf("%-8s %8.1f +- %-4.0f %16.0f %10.1f %9.1f%% %9.1f%%\n", name, st.mean, st.sd, tok_s, gflop_s,
+                   100.0 * gflop_s * 1e9 / peak_fma, 100.0 * gflop_s * 1e9 / peak_i8);
+        }
+    }
+    if (root) {
+        json_object_set_new(root, "results", arr);
+        json_dumpf(root, stdout, JSON_INDENT(2));
+        fputc('\n', stdout);
+    }
+    rc = 0;
+done:
+    json_decref(root);
+    for (size_t i = 0; toks && i < N; i++) free(toks[i]);
+    free(toks);
+    free(lens);
+    free(out);
+    free(res);
+    model_ctx_destroy(ctx);
+    tok_vocab_destroy(v);
+    model_destroy(m);
+    kn_pool_destroy(pool);
+    return rc;
+}
