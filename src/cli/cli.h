@@ -31,6 +31,7 @@ int cmd_cache(int argc, char **argv);
 int bench_kernels_main(int argc, char **argv);
 int bench_tokenizer_main(int argc, char **argv);
 int bench_model_main(int argc, char **argv);
+int bench_embed_main(int argc, char **argv); /* src/cli/bench_embed.c */
 /* Exit status 0 SLA PASS, 2 SLA FAIL, 1 run failed (src/cli/bench_server.c). */
 int bench_server_main(int argc, char **argv);
 
