@@ -347,11 +347,13 @@ def test_idle_timeout_spares_waiting_requests(tmp):
     srv = ks.Server(["-m", MFILE, "-c", "8192", "-t", "1", "-np", "1", "--conn-timeout", "1"])
     try:
         res = {}
+        # long enough (~4 s at this build's speed) to keep the queued stream waiting well past the 1 s timeout
+        n_long = ks.tokens_for(ks.token_rate(srv, MODEL), 4.0, lo=200, hi=6000)
 
         def long_one():
             try:
-                res["long"] = srv.post("/v1/completions", {"model": MODEL, "prompt": "Once", "max_tokens": 6000,
-                                                           "temperature": 0, "ignore_eos": True})
+                res["long"] = srv.post("/v1/completions", {"model": MODEL, "prompt": "Once", "max_tokens": n_long,
+                                                           "temperature": 0, "ignore_eos": True}, timeout=600)
             except Exception as e:  # noqa: BLE001 - reported below
                 res["long"] = e
 
