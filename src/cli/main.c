@@ -19,6 +19,7 @@ static const cli_command COMMANDS[] = {
     {"serve", cmd_serve, "serve models over HTTP (OpenAI- and Ollama-compatible APIs)"},
     {"run", cmd_run, "generate text from a prompt with a GGUF model"},
     {"eval", cmd_eval, "teacher-forced top-k logits of a prompt file, as JSON"},
+    {"embed", cmd_embed, "embeddings of each line of a file with an encoder (bert) model"},
     {"info", cmd_info, "describe a GGUF file (architecture, quant mix, tokenizer)"},
     {"quantize", cmd_quantize, "quantize a GGUF model to another type (Q4_K_M, Q8_0, ...)"},
     {"tokenize", cmd_tokenize, "print the token ids of stdin"},
