@@ -149,7 +149,7 @@ static const struct {
      {{"parallel", "1"}, {"batch-size", "512"}, {"batch-wait-ms", "0"}, {"ctx-size", "0"}, {"kv-type", "f16"},
       {"cache-mib", "512"}, {"spec", "ngram"}, {"cache-ram", "1024"}}},
     {"throughput",
-     {{"parallel", "16"}, {"batch-size", "1024"}, {"batch-wait-ms", "5"}, {"ctx-size", "0"}, {"kv-type", "f16"},
+     {{"parallel", "16"}, {"batch-size", "1024"}, {"batch-wait-ms", "10"}, {"ctx-size", "0"}, {"kv-type", "f16"},
       {"cache-mib", "512"}, {"spec", "none"}, {"cache-ram", "2048"}}},
     {"balanced",
      {{"parallel", "4"}, {"batch-size", "512"}, {"batch-wait-ms", "2"}, {"ctx-size", "0"}, {"kv-type", "f16"},

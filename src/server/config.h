@@ -56,13 +56,13 @@
  *
  *   profile     parallel  batch-size  batch-wait-ms  ctx-size  kv-type  cache-mib  spec   cache-ram
  *   latency         1        512           0            0       f16       512    ngram     1024
- *   throughput     16       1024           5            0       f16       512    none      2048
+ *   throughput     16       1024          10            0       f16       512    none      2048
  *   balanced        4        512           2            0       f16       512    ngram     1024
  *   memory          2        512           2         2048       q8_0       64    none         0
  *
  * balanced is the default and equals the plain defaults. latency decodes
  * one sequence at a time with no batching wait (lowest time per token);
- * throughput batches up to 16 sequences and waits up to 5 ms for more
+ * throughput batches up to 16 sequences and waits up to 10 ms for more
  * requests to join a step; memory trades context, KV precision and cache
  * for a small footprint.
  *

@@ -844,7 +844,7 @@ typedef struct prof_want {
 
 static const prof_want PROFILE_TABLE[] = {
     {"latency", 1, 512, 0, 0, "f16", 512},
-    {"throughput", 16, 1024, 5, 0, "f16", 512},
+    {"throughput", 16, 1024, 10, 0, "f16", 512},
     {"balanced", 4, 512, 2, 0, "f16", 512},
     {"memory", 2, 512, 2, 2048, "q8_0", 64},
 };
@@ -917,7 +917,7 @@ static void test_profiles(void **st) {
         assert_string_equal(c.profile, "throughput");
         assert_int_equal(c.parallel, 3);
         assert_int_equal(c.batch, 1024);
-        assert_int_equal(c.batch_wait_ms, 5);
+        assert_int_equal(c.batch_wait_ms, 10);
         srv_config_free(&c);
     }
 
@@ -942,7 +942,7 @@ static void test_profiles(void **st) {
     assert_string_equal(c.profile, "throughput");
     assert_int_equal(c.parallel, 3);  /* file > profile */
     assert_int_equal(c.batch, 1024);  /* throughput, not memory */
-    assert_int_equal(c.batch_wait_ms, 5);
+    assert_int_equal(c.batch_wait_ms, 10);
     assert_int_equal(c.ctx, 0);       /* not memory's 2048 */
     assert_string_equal(c.kv_type, "f16");
     assert_int_equal(c.cache_mib, 512);
