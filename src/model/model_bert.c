@@ -4,7 +4,10 @@
  *   x = LN(x + Wo attn(x) + bo)            [attn_output_norm]
  *   x = LN(x + Wd GELU(Wu x + bu) + bd)    [layer_output_norm]
  * with non-causal attention inside each sequence, then pooling per
- * sequence (model.h, model_encode). GELU is the tanh approximation.
+ * sequence (model.h, model_encode). GELU is the tanh approximation, looked
+ * up as llama.cpp does (input rounded to F16, a table of F16 results), since
+ * the references were made that way. Attention runs the kernel set's F16
+ * attention tile (K and V rounded to F16 once per layer, head-major).
  *
  * Several sequences share one pass without padding: every matmul runs over
  * all the batch's tokens (batch-invariant, tensor.h), attention walks only
@@ -15,6 +18,10 @@
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
+
+/* Queries of one sequence and head that walk its keys together (they share
+ * every K/V row the attention tile loads). */
+#define BERT_QBLOCK 8
 
 struct bert_ctx {
     const model *m;
@@ -29,7 +36,13 @@ struct bert_ctx {
     float *v;      /* [B][E] */
     float *att;    /* [B][E] attention output */
     float *up;     /* [B][F] */
-    float *scores; /* [n_threads][n_ctx_train] */
+    float *qh;     /* [n_head][B][hd] queries, head-major */
+    int32_t *blk_first, *blk_n; /* [B] query blocks: first batch index and size (<= BERT_QBLOCK) */
+    q_f16_t *k16;  /* [n_head][B][hd] keys, head-major so a sequence's rows are contiguous */
+    q_f16_t *v16;  /* [n_head][B][hd] */
+    float *scratch; /* [n_threads][scratch_per_thread]: tile scores [QB][TILE], m [QB], l [QB], acc [QB][hd] */
+    size_t scratch_per_thread;
+    q_f16_t *gelu; /* [65536] GELU of every F16 value */
     int32_t *tok;   /* [B] the batch's tokens, sequences one after another */
     int32_t *first; /* [B] batch index of the first token of each token's sequence */
     int32_t *len;   /* [B] length of each token's sequence */
@@ -38,13 +51,16 @@ struct bert_ctx {
     uint64_t bytes;
 };
 
+static inline float gelu(float x);
+
 bool model_is_encoder(const model *m) { return m && m->hp.encoder; }
 
 uint64_t bert_ctx_bytes(const bert_ctx *b) { return b->bytes; }
 
 void bert_ctx_destroy(bert_ctx *b) {
     if (!b) return;
-    void *bufs[] = {b->x, b->tmp, b->q, b->k, b->v, b->att, b->up, b->scores, b->tok, b->first, b->len, b->act};
+    void *bufs[] = {b->x,       b->tmp, b->q,    b->k,     b->v,   b->att,  b->up, b->k16, b->qh, b->blk_first, b->blk_n,
+                    b->v16,     b->scratch, b->gelu, b->tok, b->first, b->len, b->act};
     for (size_t i = 0; i < sizeof bufs / sizeof bufs[0]; i++) kn_free_aligned(bufs[i]);
     free(b);
 }
@@ -63,6 +79,7 @@ kn_status bert_ctx_create(const model *m, const tensor_ops *ops, kn_pool *pool, 
     b->max_batch = max_batch;
     b->n_threads = kn_pool_size(pool);
     const int64_t B = max_batch, E = hp->n_embd, F = hp->n_ff;
+    b->scratch_per_thread = ((size_t)BERT_QBLOCK * (MODEL_ATTN_TILE + 2 + (size_t)hp->head_dim) + 15) & ~(size_t)15;
     size_t act = 0;
     for (int l = 0; l < hp->n_layer; l++) {
         const model_layer *L = &m->layers[l];
@@ -83,7 +100,13 @@ kn_status bert_ctx_create(const model *m, const tensor_ops *ops, kn_pool *pool, 
         {(void **)&b->v, (size_t)(B * E) * sizeof(float)},
         {(void **)&b->att, (size_t)(B * E) * sizeof(float)},
         {(void **)&b->up, (size_t)(B * F) * sizeof(float)},
-        {(void **)&b->scores, (size_t)b->n_threads * (size_t)hp->n_ctx_train * sizeof(float)},
+        {(void **)&b->qh, (size_t)(B * E) * sizeof(float)},
+        {(void **)&b->blk_first, (size_t)B * sizeof(int32_t)},
+        {(void **)&b->blk_n, (size_t)B * sizeof(int32_t)},
+        {(void **)&b->k16, (size_t)(B * E) * sizeof(q_f16_t)},
+        {(void **)&b->v16, (size_t)(B * E) * sizeof(q_f16_t)},
+        {(void **)&b->scratch, (size_t)b->n_threads * b->scratch_per_thread * sizeof(float)},
+        {(void **)&b->gelu, (size_t)65536 * sizeof(q_f16_t)},
         {(void **)&b->tok, (size_t)B * sizeof(int32_t)},
         {(void **)&b->first, (size_t)B * sizeof(int32_t)},
         {(void **)&b->len, (size_t)B * sizeof(int32_t)},
@@ -98,6 +121,7 @@ kn_status bert_ctx_create(const model *m, const tensor_ops *ops, kn_pool *pool, 
         b->bytes += bufs[i].n;
     }
     b->act_bytes = act;
+    for (uint32_t i = 0; i < 65536; i++) b->gelu[i] = q_f32_to_f16(gelu(q_f16_to_f32((q_f16_t)i)));
     *out = b;
     return KN_OK;
 }
@@ -188,6 +212,13 @@ static void brows_token(const brows_job *j, int t) {
         float *q = c->q + (size_t)t * E, *k = c->k + (size_t)t * E, *v = c->v + (size_t)t * E;
         const float *bq = L->bq.data, *bk = L->bk.data, *bv = L->bv.data;
         for (int64_t i = 0; i < E; i++) q[i] += bq[i], k[i] += bk[i], v[i] += bv[i];
+        const int64_t hd = hp->head_dim;
+        for (int64_t h = 0; h < hp->n_head; h++) {
+            const size_t r = ((size_t)h * c->max_batch + t) * hd;
+            q_f16_t *k16 = c->k16 + r, *v16 = c->v16 + r;
+            for (int64_t i = 0; i < hd; i++) k16[i] = q_f32_to_f16(k[h * hd + i]), v16[i] = q_f32_to_f16(v[h * hd + i]);
+            memcpy(c->qh + r, q + h * hd, (size_t)hd * sizeof(float));
+        }
         return;
     }
     case BROWS_QUANT:
@@ -203,7 +234,10 @@ static void brows_token(const brows_job *j, int t) {
     case BROWS_GELU: {
         float *u = c->up + (size_t)t * F;
         const float *bias = j->bias->data;
-        for (int64_t i = 0; i < F; i++) u[i] = gelu(u[i] + bias[i]);
+        for (int64_t i = 0; i < F; i++) {
+            const float z = u[i] + bias[i];
+            u[i] = z <= -10.0f ? 0.0f : z >= 10.0f ? z : q_f16_to_f32(c->gelu[q_f32_to_f16(z)]);
+        }
         quant_row(j, u, t);
         return;
     }
@@ -223,11 +257,15 @@ static void brows(brows_job *j, brows_op op, const model_tensor *w, int64_t work
     kn_pool_run(pool_for(j->c, (int64_t)j->n * work_per_token), brows_fn, j);
 }
 
-/* ---- attention: (token, head) pairs split across threads; each query
- * attends to every token of its own sequence, in order ---- */
+/* ---- attention: (query block, head) pairs split across threads; each
+ * block of up to BERT_QBLOCK queries of one sequence walks that sequence's
+ * keys in tiles from its start. A query's result does not depend on the
+ * other queries of its block (the tile kernel treats them independently),
+ * and blocks and tiles are aligned to the sequence's start, so a sequence
+ * computes the same alone or in any batch. ---- */
 typedef struct battn_job {
     bert_ctx *c;
-    int n;
+    int n_blocks;
 } battn_job;
 
 static void battn_fn(void *arg, int ith, int nth) {
@@ -236,34 +274,28 @@ static void battn_fn(void *arg, int ith, int nth) {
     const model_hparams *hp = &c->m->hp;
     const int64_t E = hp->n_embd, hd = hp->head_dim, nh = hp->n_head;
     const float scale = 1.0f / sqrtf((float)hd);
-    float *s = c->scores + (size_t)ith * (size_t)hp->n_ctx_train;
+    float *sc = c->scratch + (size_t)ith * c->scratch_per_thread;
+    float *mx = sc + (size_t)BERT_QBLOCK * MODEL_ATTN_TILE, *lsum = mx + BERT_QBLOCK, *acc = lsum + BERT_QBLOCK;
     int64_t lo, hi;
-    kn_split_range((int64_t)j->n * nh, 1, ith, nth, &lo, &hi);
+    kn_split_range((int64_t)j->n_blocks * nh, 1, ith, nth, &lo, &hi);
     for (int64_t p = lo; p < hi; p++) {
-        const int t = (int)(p / nh);
+        const int blk = (int)(p / nh);
         const int64_t h = p % nh;
+        const int t = c->blk_first[blk], G = c->blk_n[blk];
         const int f = c->first[t], len = c->len[t];
-        const float *q = c->q + (size_t)t * E + h * hd;
-        float mx = -INFINITY;
-        for (int i = 0; i < len; i++) {
-            const float *k = c->k + (size_t)(f + i) * E + h * hd;
-            float d = 0.0f;
-            for (int64_t e = 0; e < hd; e++) d += q[e] * k[e];
-            s[i] = d * scale;
-            if (s[i] > mx) mx = s[i];
+        const size_t head = (size_t)h * c->max_batch;
+        const float *q = c->qh + (head + t) * hd;
+        const q_f16_t *K = c->k16 + (head + f) * hd, *V = c->v16 + (head + f) * hd;
+        for (int g = 0; g < G; g++) mx[g] = -INFINITY, lsum[g] = 0.0f;
+        memset(acc, 0, (size_t)G * hd * sizeof *acc);
+        for (int t0 = 0; t0 < len; t0 += MODEL_ATTN_TILE) {
+            const int n = len - t0 < MODEL_ATTN_TILE ? len - t0 : MODEL_ATTN_TILE;
+            c->ops->attn_tile_f16(hd, G, n, q, K + (size_t)t0 * hd, V + (size_t)t0 * hd, scale, mx, lsum, acc, sc);
         }
-        float sum = 0.0f;
-        for (int i = 0; i < len; i++) {
-            s[i] = expf(s[i] - mx);
-            sum += s[i];
-        }
-        const float inv = 1.0f / sum;
-        float *o = c->att + (size_t)t * E + h * hd;
-        for (int64_t e = 0; e < hd; e++) o[e] = 0.0f;
-        for (int i = 0; i < len; i++) {
-            const float *v = c->v + (size_t)(f + i) * E + h * hd;
-            const float w = s[i] * inv;
-            for (int64_t e = 0; e < hd; e++) o[e] += w * v[e];
+        for (int g = 0; g < G; g++) {
+            float *o = c->att + (size_t)(t + g) * E + h * hd;
+            const float inv = 1.0f / lsum[g];
+            for (int64_t e = 0; e < hd; e++) o[e] = acc[(size_t)g * hd + e] * inv;
         }
     }
 }
@@ -307,11 +339,16 @@ kn_status model_encode(model_ctx *mc, const int32_t *const *toks, const size_t *
     const int64_t E = hp->n_embd, F = hp->n_ff;
     /* the batch's tokens, each with its sequence's start and length */
     int32_t *tok = c->tok;
+    int n_blocks = 0;
     for (size_t i = 0, t = 0; i < n; i++)
         for (size_t k = 0; k < lens[i]; k++, t++) {
             tok[t] = toks[i][k];
             c->first[t] = (int32_t)(t - k);
             c->len[t] = (int32_t)lens[i];
+            if (k % BERT_QBLOCK == 0) {
+                c->blk_first[n_blocks] = (int32_t)t;
+                c->blk_n[n_blocks++] = (int32_t)(lens[i] - k < BERT_QBLOCK ? lens[i] - k : BERT_QBLOCK);
+            }
         }
 
     brows_job rj = {.c = c, .tok = tok, .n = N};
@@ -323,7 +360,7 @@ kn_status model_encode(model_ctx *mc, const int32_t *const *toks, const size_t *
             memcpy(c->tmp, c->x, (size_t)N * E * sizeof(float));
         qkv(c, L, N);
         brows(&rj, BROWS_QKV_BIAS, NULL, E * 3);
-        battn_job aj = {.c = c, .n = N};
+        battn_job aj = {.c = c, .n_blocks = n_blocks};
         int64_t attn_macs = 0;
         for (size_t i = 0; i < n; i++) attn_macs += (int64_t)lens[i] * (int64_t)lens[i] * E * 2;
         kn_pool_run(pool_for(c, attn_macs), battn_fn, &aj);
