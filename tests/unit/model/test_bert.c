@@ -237,6 +237,51 @@ static void test_ranges(void **state) {
     model_destroy(m);
 }
 
+/* Sequences longer than an attention tile and a query block, at every kind
+ * of offset in the batch: each must equal its computation alone (the
+ * matmuls are batch-invariant and attention is aligned to the sequence's
+ * start, so bit for bit is expected; the bound is the issue's). */
+static void test_batch_invariance_long(void **state) {
+    env *e = *state;
+    model *m = load_model("tiny-bert-mean-Q8_0");
+    const int64_t E = m->hp.n_embd;
+    enum { NS = 6 };
+    const size_t lens[NS] = {70, 1, 200, 33, 8, 512};
+    size_t total = 0;
+    for (int i = 0; i < NS; i++) total += lens[i];
+    kn_err err = {0};
+    model_ctx *c = NULL;
+    assert_int_equal(model_ctx_create(m, &e->ops, e->pool, (int)total, &c, &err), KN_OK);
+    tu_rng rng = {42};
+    int32_t *buf = malloc(total * sizeof *buf);
+    const int32_t *toks[NS];
+    for (size_t i = 0, off = 0; i < NS; off += lens[i], i++) {
+        toks[i] = buf + off;
+        for (size_t k = 0; k < lens[i]; k++)
+            buf[off + k] = k == 0 ? 101 : k + 1 == lens[i] ? 102 : 1000 + (int32_t)(tu_rng_u64(&rng) % 20000);
+    }
+    float *all = malloc(NS * (size_t)E * sizeof *all), *one = malloc((size_t)E * sizeof *one);
+    assert_int_equal(model_encode(c, toks, lens, NS, false, all, &err), KN_OK);
+    int exact = 0;
+    for (int i = 0; i < NS; i++) {
+        assert_int_equal(model_encode(c, &toks[i], &lens[i], 1, false, one, &err), KN_OK);
+        const double cs = cosine_ff(one, all + (size_t)i * E, E);
+        if (cs < 0.99999) fprintf(stderr, "sequence %d (%zu tokens): batched vs alone cosine %.7f\n", i, lens[i], cs);
+        assert_true(cs >= 0.99999);
+        exact += memcmp(one, all + (size_t)i * E, (size_t)E * sizeof *one) == 0;
+    }
+    fprintf(stderr, "batch invariance: %d of %d sequences bit-identical\n", exact, NS);
+    /* a different grouping of the same sequences gives the same vectors */
+    assert_int_equal(model_encode(c, toks + 2, lens + 2, 3, true, all, &err), KN_OK);
+    assert_int_equal(model_encode(c, &toks[3], &lens[3], 1, true, one, &err), KN_OK);
+    assert_true(cosine_ff(one, all + (size_t)E, E) >= 0.99999);
+    free(buf);
+    free(all);
+    free(one);
+    model_ctx_destroy(c);
+    model_destroy(m);
+}
+
 static void test_decoder_refuses(void **state) {
     env *e = *state;
     model *m = load_model("stories260K");
@@ -257,6 +302,7 @@ int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_references),
         cmocka_unit_test(test_ranges),
+        cmocka_unit_test(test_batch_invariance_long),
         cmocka_unit_test(test_decoder_refuses),
     };
     return cmocka_run_group_tests(tests, tu_compute_setup, tu_compute_teardown);
