@@ -21,7 +21,8 @@ static void usage(FILE *f) {
             "forward pass per batch of lines, and the model's pooling (mean, CLS or last; mean when the\n"
             "model declares none). The vectors are as pooled, L2-normalized only with --normalize.\n\n"
             "output: one line per input: index, token count, norm, the first values and the text;\n"
-            "with --json: {\"n_embd\": n, \"items\": [{\"text\": ..., \"tokens\": [...], \"embedding\": [...]}, ...]}\n\n"
+            "with --json: {\"n_embd\": n, \"items\": [{\"text\": ..., \"tokens\": [...], \"embedding\": "
+            "[...]}, ...]}\n\n"
             "options:\n"
             "  -m, --model FILE      GGUF encoder model\n"
             "  -f, --file FILE       texts, one per line\n"
@@ -45,7 +46,8 @@ typedef struct line {
  * last line rather than starting an empty one; a trailing CR is dropped. */
 static line *split_lines(char *text, size_t len, size_t *n_out) {
     size_t cap = 1;
-    for (size_t i = 0; i < len; i++) cap += text[i] == '\n';
+    for (size_t i = 0; i < len; i++)
+        cap += text[i] == '\n';
     line *ls = calloc(cap, sizeof *ls);
     if (!ls) return NULL;
     size_t n = 0, start = 0;
@@ -65,9 +67,11 @@ static line *split_lines(char *text, size_t len, size_t *n_out) {
 
 static void print_plain(size_t i, const line *l, const float *v, int64_t E) {
     double ss = 0.0;
-    for (int64_t d = 0; d < E; d++) ss += (double)v[d] * v[d];
+    for (int64_t d = 0; d < E; d++)
+        ss += (double)v[d] * v[d];
     printf("%zu\t%zu tokens\tnorm %.6f\t[", i, l->n, sqrt(ss));
-    for (int64_t d = 0; d < E && d < 4; d++) printf("%s%.6f", d ? ", " : "", v[d]);
+    for (int64_t d = 0; d < E && d < 4; d++)
+        printf("%s%.6f", d ? ", " : "", v[d]);
     printf("%s]\t%.*s\n", E > 4 ? ", ..." : "", (int)(l->len > 200 ? 200 : l->len), l->text);
 }
 
@@ -84,19 +88,27 @@ int cmd_embed(int argc, char **argv) {
         const char *a = argv[i], *v;
         if (!strcmp(a, "-m") || !strcmp(a, "--model") || !strcmp(a, "-f") || !strcmp(a, "--file")) {
             if (!(v = cli_flag_value("embed", argc, argv, &i))) return 2;
-            if (a[1] == 'm' || a[2] == 'm') model_path = v;
-            else file = v;
+            if (a[1] == 'm' || a[2] == 'm')
+                model_path = v;
+            else
+                file = v;
             continue;
         }
-        if (!strcmp(a, "--json")) json = true;
-        else if (!strcmp(a, "--normalize")) normalize = true;
-        else if (!strcmp(a, "--truncate")) truncate = true;
-        else if (!strcmp(a, "--mmap")) load_opts.mmap_weights = true;
-        else if (!strcmp(a, "-t") || !strcmp(a, "--threads") || !strcmp(a, "-b") || !strcmp(a, "--batch-size")) {
+        if (!strcmp(a, "--json"))
+            json = true;
+        else if (!strcmp(a, "--normalize"))
+            normalize = true;
+        else if (!strcmp(a, "--truncate"))
+            truncate = true;
+        else if (!strcmp(a, "--mmap"))
+            load_opts.mmap_weights = true;
+        else if (!strcmp(a, "-t") || !strcmp(a, "--threads") || !strcmp(a, "-b") ||
+                 !strcmp(a, "--batch-size")) {
             const bool t = a[1] == 't' || a[2] == 't';
             if (!(v = cli_flag_value("embed", argc, argv, &i))) return 2;
             if (!cli_parse_int(v, 1, t ? 1024 : 65536, t ? &threads : &batch)) {
-                fprintf(stderr, "kiln embed: %s expects an integer in [1, %d], got '%s'\n", a, t ? 1024 : 65536, v);
+                fprintf(stderr, "kiln embed: %s expects an integer in [1, %d], got '%s'\n", a,
+                        t ? 1024 : 65536, v);
                 return 2;
             }
         } else {
@@ -144,10 +156,11 @@ int cmd_embed(int argc, char **argv) {
         goto done;
     }
     if (!model_is_encoder(m)) {
-        fprintf(stderr,
-                "kiln embed: %s is a %s (decoder) model; kiln embed needs an encoder (embedding) model such as "
-                "bert\n",
-                model_path, m->hp.arch_name);
+        fprintf(
+            stderr,
+            "kiln embed: %s is a %s (decoder) model; kiln embed needs an encoder (embedding) model such as "
+            "bert\n",
+            model_path, m->hp.arch_name);
         goto done;
     }
     if (tok_vocab_load(m->gguf, &vocab, &err) != KN_OK) {
@@ -175,9 +188,10 @@ int cmd_embed(int argc, char **argv) {
         }
         l->n = n > n_ctx ? n_ctx : n;
         if (n > n_ctx) { /* keep [SEP] as the last token */
-            if (tok_sep(vocab) != TOK_NULL && l->toks[n - 1] == tok_sep(vocab)) l->toks[n_ctx - 1] = l->toks[n - 1];
-            fprintf(stderr, "kiln embed: line %zu: %zu tokens truncated to the model's context of %zu\n", i + 1, n,
-                    n_ctx);
+            if (tok_sep(vocab) != TOK_NULL && l->toks[n - 1] == tok_sep(vocab))
+                l->toks[n_ctx - 1] = l->toks[n - 1];
+            fprintf(stderr, "kiln embed: line %zu: %zu tokens truncated to the model's context of %zu\n",
+                    i + 1, n, n_ctx);
         }
     }
     if ((size_t)batch < n_ctx) batch = (long long)n_ctx;
@@ -190,11 +204,13 @@ int cmd_embed(int argc, char **argv) {
     blens = malloc(n_lines * sizeof *blens);
     vecs = malloc(n_lines * (size_t)E * sizeof *vecs);
     if (!btoks || !blens || !vecs) goto oom;
-    for (size_t i = 0; i < n_lines; i++) btoks[i] = lines[i].toks, blens[i] = lines[i].n;
+    for (size_t i = 0; i < n_lines; i++)
+        btoks[i] = lines[i].toks, blens[i] = lines[i].n;
     /* batches: consecutive lines while their tokens fit */
     for (size_t s = 0; s < n_lines;) {
         size_t e = s, tokens = 0;
-        while (e < n_lines && tokens + blens[e] <= (size_t)batch) tokens += blens[e++];
+        while (e < n_lines && tokens + blens[e] <= (size_t)batch)
+            tokens += blens[e++];
         if (model_encode(ctx, btoks + s, blens + s, e - s, normalize, vecs + s * (size_t)E, &err) != KN_OK) {
             fprintf(stderr, "kiln embed: %s\n", err.msg);
             goto done;
@@ -202,7 +218,8 @@ int cmd_embed(int argc, char **argv) {
         s = e;
     }
     if (!json) {
-        for (size_t i = 0; i < n_lines; i++) print_plain(i, &lines[i], vecs + i * (size_t)E, E);
+        for (size_t i = 0; i < n_lines; i++)
+            print_plain(i, &lines[i], vecs + i * (size_t)E, E);
         rc = fflush(stdout) == 0 ? 0 : 1;
         goto done;
     }
@@ -228,8 +245,10 @@ int cmd_embed(int argc, char **argv) {
         json_object_set_new(it, "text", jtext);
         json_object_set_new(it, "tokens", jt);
         json_object_set_new(it, "embedding", je);
-        for (size_t k = 0; k < lines[i].n; k++) json_array_append_new(jt, json_integer(lines[i].toks[k]));
-        for (int64_t d = 0; d < E; d++) json_array_append_new(je, json_real(vecs[i * (size_t)E + (size_t)d]));
+        for (size_t k = 0; k < lines[i].n; k++)
+            json_array_append_new(jt, json_integer(lines[i].toks[k]));
+        for (int64_t d = 0; d < E; d++)
+            json_array_append_new(je, json_real(vecs[i * (size_t)E + (size_t)d]));
     }
     if (json_dumpf(root, stdout, JSON_COMPACT | JSON_REAL_PRECISION(9)) != 0 || fputc('\n', stdout) == EOF ||
         fflush(stdout) != 0) {
@@ -247,7 +266,8 @@ done:
     free(blens);
     free(btoks);
     if (lines)
-        for (size_t i = 0; i < n_lines; i++) free(lines[i].toks);
+        for (size_t i = 0; i < n_lines; i++)
+            free(lines[i].toks);
     free(lines);
     model_ctx_destroy(ctx);
     tok_vocab_destroy(vocab);

@@ -29,20 +29,21 @@ struct bert_ctx {
     kn_pool *pool;
     int max_batch;
     int n_threads;
-    float *x;      /* [B][E] residual stream */
-    float *tmp;    /* [B][E] matmul outputs before the residual add; embedding rows */
-    float *q;      /* [B][E] */
-    float *k;      /* [B][E] */
-    float *v;      /* [B][E] */
-    float *att;    /* [B][E] attention output */
-    float *up;     /* [B][F] */
-    float *qh;     /* [n_head][B][hd] queries, head-major */
+    float *x;                   /* [B][E] residual stream */
+    float *tmp;                 /* [B][E] matmul outputs before the residual add; embedding rows */
+    float *q;                   /* [B][E] */
+    float *k;                   /* [B][E] */
+    float *v;                   /* [B][E] */
+    float *att;                 /* [B][E] attention output */
+    float *up;                  /* [B][F] */
+    float *qh;                  /* [n_head][B][hd] queries, head-major */
     int32_t *blk_first, *blk_n; /* [B] query blocks: first batch index and size (<= BERT_QBLOCK) */
-    q_f16_t *k16;  /* [n_head][B][hd] keys, head-major so a sequence's rows are contiguous */
-    q_f16_t *v16;  /* [n_head][B][hd] */
-    float *scratch; /* [n_threads][scratch_per_thread]: tile scores [QB][TILE], m [QB], l [QB], acc [QB][hd] */
+    q_f16_t *k16;               /* [n_head][B][hd] keys, head-major so a sequence's rows are contiguous */
+    q_f16_t *v16;               /* [n_head][B][hd] */
+    float
+        *scratch; /* [n_threads][scratch_per_thread]: tile scores [QB][TILE], m [QB], l [QB], acc [QB][hd] */
     size_t scratch_per_thread;
-    q_f16_t *gelu; /* [65536] GELU of every F16 value */
+    q_f16_t *gelu;  /* [65536] GELU of every F16 value */
     int32_t *tok;   /* [B] the batch's tokens, sequences one after another */
     int32_t *first; /* [B] batch index of the first token of each token's sequence */
     int32_t *len;   /* [B] length of each token's sequence */
@@ -53,15 +54,20 @@ struct bert_ctx {
 
 static inline float gelu(float x);
 
-bool model_is_encoder(const model *m) { return m && m->hp.encoder; }
+bool model_is_encoder(const model *m) {
+    return m && m->hp.encoder;
+}
 
-uint64_t bert_ctx_bytes(const bert_ctx *b) { return b->bytes; }
+uint64_t bert_ctx_bytes(const bert_ctx *b) {
+    return b->bytes;
+}
 
 void bert_ctx_destroy(bert_ctx *b) {
     if (!b) return;
-    void *bufs[] = {b->x,       b->tmp, b->q,    b->k,     b->v,   b->att,  b->up, b->k16, b->qh, b->blk_first, b->blk_n,
-                    b->v16,     b->scratch, b->gelu, b->tok, b->first, b->len, b->act};
-    for (size_t i = 0; i < sizeof bufs / sizeof bufs[0]; i++) kn_free_aligned(bufs[i]);
+    void *bufs[] = {b->x,         b->tmp,   b->q,   b->k,       b->v,    b->att, b->up,    b->k16, b->qh,
+                    b->blk_first, b->blk_n, b->v16, b->scratch, b->gelu, b->tok, b->first, b->len, b->act};
+    for (size_t i = 0; i < sizeof bufs / sizeof bufs[0]; i++)
+        kn_free_aligned(bufs[i]);
     free(b);
 }
 
@@ -70,7 +76,8 @@ kn_status bert_ctx_create(const model *m, const tensor_ops *ops, kn_pool *pool, 
     *out = NULL;
     const model_hparams *hp = &m->hp;
     if (!hp->encoder) return kn_fail(err, KN_EINVAL, "not an encoder model");
-    if (max_batch < 1 || max_batch > 65536) return kn_fail(err, KN_EINVAL, "batch size %d out of range", max_batch);
+    if (max_batch < 1 || max_batch > 65536)
+        return kn_fail(err, KN_EINVAL, "batch size %d out of range", max_batch);
     bert_ctx *b = calloc(1, sizeof *b);
     if (!b) return kn_fail(err, KN_ENOMEM, "out of memory");
     b->m = m;
@@ -79,7 +86,8 @@ kn_status bert_ctx_create(const model *m, const tensor_ops *ops, kn_pool *pool, 
     b->max_batch = max_batch;
     b->n_threads = kn_pool_size(pool);
     const int64_t B = max_batch, E = hp->n_embd, F = hp->n_ff;
-    b->scratch_per_thread = ((size_t)BERT_QBLOCK * (MODEL_ATTN_TILE + 2 + (size_t)hp->head_dim) + 15) & ~(size_t)15;
+    b->scratch_per_thread =
+        ((size_t)BERT_QBLOCK * (MODEL_ATTN_TILE + 2 + (size_t)hp->head_dim) + 15) & ~(size_t)15;
     size_t act = 0;
     for (int l = 0; l < hp->n_layer; l++) {
         const model_layer *L = &m->layers[l];
@@ -121,7 +129,8 @@ kn_status bert_ctx_create(const model *m, const tensor_ops *ops, kn_pool *pool, 
         b->bytes += bufs[i].n;
     }
     b->act_bytes = act;
-    for (uint32_t i = 0; i < 65536; i++) b->gelu[i] = q_f32_to_f16(gelu(q_f16_to_f32((q_f16_t)i)));
+    for (uint32_t i = 0; i < 65536; i++)
+        b->gelu[i] = q_f32_to_f16(gelu(q_f16_to_f32((q_f16_t)i)));
     *out = b;
     return KN_OK;
 }
@@ -131,7 +140,8 @@ kn_status bert_ctx_create(const model *m, const tensor_ops *ops, kn_pool *pool, 
 /* LayerNorm in place: (x - mean) / sqrt(var + eps) * w + bias, sums in double. */
 static void layernorm(float *x, const float *w, const float *bias, int64_t n, float eps) {
     double sum = 0.0;
-    for (int64_t i = 0; i < n; i++) sum += x[i];
+    for (int64_t i = 0; i < n; i++)
+        sum += x[i];
     const float mean = (float)(sum / (double)n);
     double var = 0.0;
     for (int64_t i = 0; i < n; i++) {
@@ -140,7 +150,8 @@ static void layernorm(float *x, const float *w, const float *bias, int64_t n, fl
         var += (double)d * d;
     }
     const float scale = 1.0f / sqrtf((float)(var / (double)n) + eps);
-    for (int64_t i = 0; i < n; i++) x[i] = x[i] * scale * w[i] + bias[i];
+    for (int64_t i = 0; i < n; i++)
+        x[i] = x[i] * scale * w[i] + bias[i];
 }
 
 static inline float gelu(float x) {
@@ -150,20 +161,23 @@ static inline float gelu(float x) {
 
 #define BERT_INLINE_MACS (1 << 20)
 
-static kn_pool *pool_for(const bert_ctx *c, int64_t macs) { return macs < BERT_INLINE_MACS ? NULL : c->pool; }
+static kn_pool *pool_for(const bert_ctx *c, int64_t macs) {
+    return macs < BERT_INLINE_MACS ? NULL : c->pool;
+}
 
 /* y[t][0..M) = w act[t] for n tokens already quantized for w's type. */
 static void matmul_q(bert_ctx *c, const model_tensor *w, int64_t n, float *y, int64_t ldy) {
-    tensor_matmul(c->ops, pool_for(c, w->ne0 * w->ne1 * n), w->type, w->data, w->ne0, w->ne1, c->act, n, y, ldy);
+    tensor_matmul(c->ops, pool_for(c, w->ne0 * w->ne1 * n), w->type, w->data, w->ne0, w->ne1, c->act, n, y,
+                  ldy);
 }
 
 /* ---- per-token row operations, split across threads by token ---- */
 typedef enum brows_op {
-    BROWS_EMBED,     /* x = LN(tok + type0 + pos) ; act = quant(x) for w */
-    BROWS_QKV_BIAS,  /* q, k, v += their biases */
-    BROWS_QUANT,     /* act = quant(src) for w */
-    BROWS_RESID_LN,  /* x = LN(x + tmp + bias) ; act = quant(x) for w (if w) */
-    BROWS_GELU,      /* up = GELU(up + b_up) ; act = quant(up) for w */
+    BROWS_EMBED,    /* x = LN(tok + type0 + pos) ; act = quant(x) for w */
+    BROWS_QKV_BIAS, /* q, k, v += their biases */
+    BROWS_QUANT,    /* act = quant(src) for w */
+    BROWS_RESID_LN, /* x = LN(x + tmp + bias) ; act = quant(x) for w (if w) */
+    BROWS_GELU,     /* up = GELU(up + b_up) ; act = quant(up) for w */
 } brows_op;
 
 typedef struct brows_job {
@@ -172,16 +186,17 @@ typedef struct brows_job {
     int n;
     int layer;
     brows_op op;
-    const model_tensor *w;                  /* the weight the quantized rows feed (or NULL) */
-    const model_tensor *bias, *nw, *nb;     /* RESID_LN: bias of tmp, LayerNorm weight and bias */
-    const float *src;                       /* QUANT: rows [n][ld] */
+    const model_tensor *w;              /* the weight the quantized rows feed (or NULL) */
+    const model_tensor *bias, *nw, *nb; /* RESID_LN: bias of tmp, LayerNorm weight and bias */
+    const float *src;                   /* QUANT: rows [n][ld] */
     int64_t ld;
 } brows_job;
 
 static void quant_row(const brows_job *j, const float *row, int t) {
     if (!j->w) return;
     const size_t col = tensor_act_bytes(j->w->type, j->w->ne0, 1);
-    tensor_act_quantize(j->c->ops, j->w->type, row, j->w->ne0, j->w->ne0, 1, (uint8_t *)j->c->act + (size_t)t * col);
+    tensor_act_quantize(j->c->ops, j->w->type, row, j->w->ne0, j->w->ne0, 1,
+                        (uint8_t *)j->c->act + (size_t)t * col);
 }
 
 static void to_float_row(const model_tensor *t, int64_t row, float *dst) {
@@ -200,9 +215,11 @@ static void brows_token(const brows_job *j, int t) {
         float *r = c->tmp + (size_t)t * E;
         to_float_row(&m->tok_embd, j->tok[t], x);
         to_float_row(&m->tok_types, 0, r);
-        for (int64_t i = 0; i < E; i++) x[i] += r[i];
+        for (int64_t i = 0; i < E; i++)
+            x[i] += r[i];
         to_float_row(&m->pos_embd, t - c->first[t], r);
-        for (int64_t i = 0; i < E; i++) x[i] += r[i];
+        for (int64_t i = 0; i < E; i++)
+            x[i] += r[i];
         layernorm(x, m->tok_norm.data, m->tok_norm_b.data, E, hp->norm_eps);
         quant_row(j, x, t);
         return;
@@ -211,22 +228,23 @@ static void brows_token(const brows_job *j, int t) {
         const model_layer *L = &m->layers[j->layer];
         float *q = c->q + (size_t)t * E, *k = c->k + (size_t)t * E, *v = c->v + (size_t)t * E;
         const float *bq = L->bq.data, *bk = L->bk.data, *bv = L->bv.data;
-        for (int64_t i = 0; i < E; i++) q[i] += bq[i], k[i] += bk[i], v[i] += bv[i];
+        for (int64_t i = 0; i < E; i++)
+            q[i] += bq[i], k[i] += bk[i], v[i] += bv[i];
         const int64_t hd = hp->head_dim;
         for (int64_t h = 0; h < hp->n_head; h++) {
             const size_t r = ((size_t)h * c->max_batch + t) * hd;
             q_f16_t *k16 = c->k16 + r, *v16 = c->v16 + r;
-            for (int64_t i = 0; i < hd; i++) k16[i] = q_f32_to_f16(k[h * hd + i]), v16[i] = q_f32_to_f16(v[h * hd + i]);
+            for (int64_t i = 0; i < hd; i++)
+                k16[i] = q_f32_to_f16(k[h * hd + i]), v16[i] = q_f32_to_f16(v[h * hd + i]);
             memcpy(c->qh + r, q + h * hd, (size_t)hd * sizeof(float));
         }
         return;
     }
-    case BROWS_QUANT:
-        quant_row(j, j->src + (size_t)t * j->ld, t);
-        return;
+    case BROWS_QUANT: quant_row(j, j->src + (size_t)t * j->ld, t); return;
     case BROWS_RESID_LN: {
         const float *y = c->tmp + (size_t)t * E, *bias = j->bias->data;
-        for (int64_t i = 0; i < E; i++) x[i] += y[i] + bias[i];
+        for (int64_t i = 0; i < E; i++)
+            x[i] += y[i] + bias[i];
         layernorm(x, j->nw->data, j->nb->data, E, hp->norm_eps);
         quant_row(j, x, t);
         return;
@@ -248,7 +266,8 @@ static void brows_fn(void *arg, int ith, int nth) {
     const brows_job *j = arg;
     int64_t lo, hi;
     kn_split_range(j->n, 1, ith, nth, &lo, &hi);
-    for (int64_t t = lo; t < hi; t++) brows_token(j, (int)t);
+    for (int64_t t = lo; t < hi; t++)
+        brows_token(j, (int)t);
 }
 
 static void brows(brows_job *j, brows_op op, const model_tensor *w, int64_t work_per_token) {
@@ -275,7 +294,8 @@ static void battn_fn(void *arg, int ith, int nth) {
     const int64_t E = hp->n_embd, hd = hp->head_dim, nh = hp->n_head;
     const float scale = 1.0f / sqrtf((float)hd);
     float *sc = c->scratch + (size_t)ith * c->scratch_per_thread;
-    float *mx = sc + (size_t)BERT_QBLOCK * MODEL_ATTN_TILE, *lsum = mx + BERT_QBLOCK, *acc = lsum + BERT_QBLOCK;
+    float *mx = sc + (size_t)BERT_QBLOCK * MODEL_ATTN_TILE, *lsum = mx + BERT_QBLOCK,
+          *acc = lsum + BERT_QBLOCK;
     int64_t lo, hi;
     kn_split_range((int64_t)j->n_blocks * nh, 1, ith, nth, &lo, &hi);
     for (int64_t p = lo; p < hi; p++) {
@@ -286,16 +306,19 @@ static void battn_fn(void *arg, int ith, int nth) {
         const size_t head = (size_t)h * c->max_batch;
         const float *q = c->qh + (head + t) * hd;
         const q_f16_t *K = c->k16 + (head + f) * hd, *V = c->v16 + (head + f) * hd;
-        for (int g = 0; g < G; g++) mx[g] = -INFINITY, lsum[g] = 0.0f;
+        for (int g = 0; g < G; g++)
+            mx[g] = -INFINITY, lsum[g] = 0.0f;
         memset(acc, 0, (size_t)G * hd * sizeof *acc);
         for (int t0 = 0; t0 < len; t0 += MODEL_ATTN_TILE) {
             const int n = len - t0 < MODEL_ATTN_TILE ? len - t0 : MODEL_ATTN_TILE;
-            c->ops->attn_tile_f16(hd, G, n, q, K + (size_t)t0 * hd, V + (size_t)t0 * hd, scale, mx, lsum, acc, sc);
+            c->ops->attn_tile_f16(hd, G, n, q, K + (size_t)t0 * hd, V + (size_t)t0 * hd, scale, mx, lsum, acc,
+                                  sc);
         }
         for (int g = 0; g < G; g++) {
             float *o = c->att + (size_t)(t + g) * E + h * hd;
             const float inv = 1.0f / lsum[g];
-            for (int64_t e = 0; e < hd; e++) o[e] = acc[(size_t)g * hd + e] * inv;
+            for (int64_t e = 0; e < hd; e++)
+                o[e] = acc[(size_t)g * hd + e] * inv;
         }
     }
 }
@@ -311,10 +334,12 @@ static void qkv(bert_ctx *c, const model_layer *L, int n) {
     matmul_q(c, &L->wv, n, c->v, E);
 }
 
-kn_status model_encode(model_ctx *mc, const int32_t *const *toks, const size_t *lens, size_t n, bool normalize,
-                       float *out, kn_err *err) {
+kn_status model_encode(model_ctx *mc, const int32_t *const *toks, const size_t *lens, size_t n,
+                       bool normalize, float *out, kn_err *err) {
     bert_ctx *c = model_ctx_encoder(mc);
-    if (!c) return kn_fail(err, KN_EUNSUPPORTED, "model_encode needs an encoder model (bert); this one is a decoder");
+    if (!c)
+        return kn_fail(err, KN_EUNSUPPORTED,
+                       "model_encode needs an encoder model (bert); this one is a decoder");
     const model *m = c->m;
     const model_hparams *hp = &m->hp;
     if (n < 1) return kn_fail(err, KN_EINVAL, "no inputs to embed");
@@ -322,14 +347,16 @@ kn_status model_encode(model_ctx *mc, const int32_t *const *toks, const size_t *
     for (size_t i = 0; i < n; i++) {
         if (lens[i] < 1) return kn_fail(err, KN_EINVAL, "input %zu has no tokens", i);
         if (lens[i] > (size_t)hp->n_ctx_train)
-            return kn_fail(err, KN_ERANGE, "input %zu has %zu tokens, more than the model's context of %d tokens", i,
-                           lens[i], hp->n_ctx_train);
+            return kn_fail(err, KN_ERANGE,
+                           "input %zu has %zu tokens, more than the model's context of %d tokens", i, lens[i],
+                           hp->n_ctx_train);
         total += lens[i];
         if (total > (size_t)c->max_batch)
-            return kn_fail(err, KN_ERANGE,
-                           "the inputs hold more tokens (at least %zu, input %zu of %zu tokens included) than the "
-                           "batch limit of %d tokens",
-                           total, i, lens[i], c->max_batch);
+            return kn_fail(
+                err, KN_ERANGE,
+                "the inputs hold more tokens (at least %zu, input %zu of %zu tokens included) than the "
+                "batch limit of %d tokens",
+                total, i, lens[i], c->max_batch);
         for (size_t k = 0; k < lens[i]; k++)
             if (toks[i][k] < 0 || toks[i][k] >= hp->n_vocab)
                 return kn_fail(err, KN_EINVAL, "input %zu: token id %d out of range [0, %d)", i, toks[i][k],
@@ -362,7 +389,8 @@ kn_status model_encode(model_ctx *mc, const int32_t *const *toks, const size_t *
         brows(&rj, BROWS_QKV_BIAS, NULL, E * 3);
         battn_job aj = {.c = c, .n_blocks = n_blocks};
         int64_t attn_macs = 0;
-        for (size_t i = 0; i < n; i++) attn_macs += (int64_t)lens[i] * (int64_t)lens[i] * E * 2;
+        for (size_t i = 0; i < n; i++)
+            attn_macs += (int64_t)lens[i] * (int64_t)lens[i] * E * 2;
         kn_pool_run(pool_for(c, attn_macs), battn_fn, &aj);
         rj.src = c->att, rj.ld = E;
         brows(&rj, BROWS_QUANT, &L->wo, E * 4);
@@ -382,28 +410,27 @@ kn_status model_encode(model_ctx *mc, const int32_t *const *toks, const size_t *
         float *o = out + i * (size_t)E;
         const float *xs = c->x + f * (size_t)E;
         switch (hp->pooling) {
-        case MODEL_POOL_CLS:
-            memcpy(o, xs, (size_t)E * sizeof *o);
-            break;
-        case MODEL_POOL_LAST:
-            memcpy(o, xs + (lens[i] - 1) * (size_t)E, (size_t)E * sizeof *o);
-            break;
+        case MODEL_POOL_CLS: memcpy(o, xs, (size_t)E * sizeof *o); break;
+        case MODEL_POOL_LAST: memcpy(o, xs + (lens[i] - 1) * (size_t)E, (size_t)E * sizeof *o); break;
         case MODEL_POOL_MEAN:
         case MODEL_POOL_NONE: /* documented: the mean */
         default:
             for (int64_t e = 0; e < E; e++) {
                 double s = 0.0;
-                for (size_t k = 0; k < lens[i]; k++) s += xs[k * (size_t)E + e];
+                for (size_t k = 0; k < lens[i]; k++)
+                    s += xs[k * (size_t)E + e];
                 o[e] = (float)(s / (double)lens[i]);
             }
             break;
         }
         if (normalize) {
             double ss = 0.0;
-            for (int64_t e = 0; e < E; e++) ss += (double)o[e] * o[e];
+            for (int64_t e = 0; e < E; e++)
+                ss += (double)o[e] * o[e];
             if (ss > 0.0) {
                 const float inv = (float)(1.0 / sqrt(ss));
-                for (int64_t e = 0; e < E; e++) o[e] *= inv;
+                for (int64_t e = 0; e < E; e++)
+                    o[e] *= inv;
             }
         }
     }

@@ -25,14 +25,16 @@ typedef tu_compute env;
 
 static double cosine(const float *a, const double *b, int64_t n, double *na, double *nb) {
     double dot = 0, sa = 0, sb = 0;
-    for (int64_t i = 0; i < n; i++) dot += a[i] * b[i], sa += (double)a[i] * a[i], sb += b[i] * b[i];
+    for (int64_t i = 0; i < n; i++)
+        dot += a[i] * b[i], sa += (double)a[i] * a[i], sb += b[i] * b[i];
     *na = sqrt(sa), *nb = sqrt(sb);
     return dot / (*na * *nb);
 }
 
 static double cosine_ff(const float *a, const float *b, int64_t n) {
     double dot = 0, sa = 0, sb = 0;
-    for (int64_t i = 0; i < n; i++) dot += (double)a[i] * b[i], sa += (double)a[i] * a[i], sb += (double)b[i] * b[i];
+    for (int64_t i = 0; i < n; i++)
+        dot += (double)a[i] * b[i], sa += (double)a[i] * a[i], sb += (double)b[i] * b[i];
     return dot / sqrt(sa * sb);
 }
 
@@ -86,9 +88,11 @@ static int check_reference(env *e, const char *name, const char *ref_path) {
         const char *text = json_string_value(json_object_get(it, "text"));
         json_t *rt = json_object_get(it, "tokens");
         assert_non_null(text);
-        assert_int_equal(tok_encode_alloc(v, text, strlen(text), true, false, &toks[i], &lens[i], &err), KN_OK);
+        assert_int_equal(tok_encode_alloc(v, text, strlen(text), true, false, &toks[i], &lens[i], &err),
+                         KN_OK);
         bool same = lens[i] == json_array_size(rt);
-        for (size_t k = 0; same && k < lens[i]; k++) same = toks[i][k] == json_integer_value(json_array_get(rt, k));
+        for (size_t k = 0; same && k < lens[i]; k++)
+            same = toks[i][k] == json_integer_value(json_array_get(rt, k));
         if (!same) {
             fprintf(stderr, "%s item %zu (\"%s\"): tokens differ from the reference\n", name, i, text);
             fails++;
@@ -107,14 +111,16 @@ static int check_reference(env *e, const char *name, const char *ref_path) {
     for (size_t i = 0; i < n; i++) {
         json_t *re = json_object_get(json_array_get(items, i), "embedding");
         assert_int_equal(json_array_size(re), E);
-        for (int64_t d = 0; d < E; d++) rv[d] = json_number_value(json_array_get(re, (size_t)d));
+        for (int64_t d = 0; d < E; d++)
+            rv[d] = json_number_value(json_array_get(re, (size_t)d));
         double na, nb;
         const double cs = cosine(batched + i * (size_t)E, rv, E, &na, &nb);
         const double nrel = fabs(na - nb) / nb;
         if (cs < worst_cos) worst_cos = cs;
         if (nrel > worst_norm) worst_norm = nrel;
         if (!(cs >= min_cos) || !(nrel <= 0.01)) {
-            fprintf(stderr, "%s item %zu: cosine %.6f (min %.4f), norm %.5f vs %.5f\n", name, i, cs, min_cos, na, nb);
+            fprintf(stderr, "%s item %zu: cosine %.6f (min %.4f), norm %.5f vs %.5f\n", name, i, cs, min_cos,
+                    na, nb);
             fails++;
         }
         /* the same input alone */
@@ -129,15 +135,17 @@ static int check_reference(env *e, const char *name, const char *ref_path) {
         /* normalized: unit norm, same direction */
         assert_int_equal(model_encode(c, one, &lens[i], 1, true, single, &err), KN_OK);
         double s2 = 0;
-        for (int64_t d = 0; d < E; d++) s2 += (double)single[d] * single[d];
+        for (int64_t d = 0; d < E; d++)
+            s2 += (double)single[d] * single[d];
         if (fabs(sqrt(s2) - 1.0) > 1e-5 || cosine_ff(single, batched + i * (size_t)E, E) < 0.99999) {
             fprintf(stderr, "%s item %zu: normalized norm %.7f\n", name, i, sqrt(s2));
             fails++;
         }
     }
-    fprintf(stderr, "%s: %zu items, worst cosine %.6f, worst norm diff %.4f%%, worst batched/single %.8f\n", name, n,
-            worst_cos, 100.0 * worst_norm, worst_batch);
-    for (size_t i = 0; i < n; i++) free(toks[i]);
+    fprintf(stderr, "%s: %zu items, worst cosine %.6f, worst norm diff %.4f%%, worst batched/single %.8f\n",
+            name, n, worst_cos, 100.0 * worst_norm, worst_batch);
+    for (size_t i = 0; i < n; i++)
+        free(toks[i]);
     free(toks);
     free(lens);
     free(batched);
@@ -195,7 +203,8 @@ static void test_ranges(void **state) {
     model_ctx *c = NULL;
     assert_int_equal(model_ctx_create(m, &e->ops, e->pool, 600, &c, &err), KN_OK);
     int32_t *ids = malloc(601 * sizeof *ids);
-    for (int i = 0; i < 601; i++) ids[i] = 1000 + i;
+    for (int i = 0; i < 601; i++)
+        ids[i] = 1000 + i;
     float *out = malloc(2 * (size_t)m->hp.n_embd * sizeof *out);
     /* one input over the context */
     const int32_t *one[2] = {ids, ids};
@@ -248,7 +257,8 @@ static void test_batch_invariance_long(void **state) {
     enum { NS = 6 };
     const size_t lens[NS] = {70, 1, 200, 33, 8, 512};
     size_t total = 0;
-    for (int i = 0; i < NS; i++) total += lens[i];
+    for (int i = 0; i < NS; i++)
+        total += lens[i];
     kn_err err = {0};
     model_ctx *c = NULL;
     assert_int_equal(model_ctx_create(m, &e->ops, e->pool, (int)total, &c, &err), KN_OK);
@@ -266,7 +276,8 @@ static void test_batch_invariance_long(void **state) {
     for (int i = 0; i < NS; i++) {
         assert_int_equal(model_encode(c, &toks[i], &lens[i], 1, false, one, &err), KN_OK);
         const double cs = cosine_ff(one, all + (size_t)i * E, E);
-        if (cs < 0.99999) fprintf(stderr, "sequence %d (%zu tokens): batched vs alone cosine %.7f\n", i, lens[i], cs);
+        if (cs < 0.99999)
+            fprintf(stderr, "sequence %d (%zu tokens): batched vs alone cosine %.7f\n", i, lens[i], cs);
         assert_true(cs >= 0.99999);
         exact += memcmp(one, all + (size_t)i * E, (size_t)E * sizeof *one) == 0;
     }
