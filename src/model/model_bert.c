@@ -43,7 +43,7 @@ struct bert_ctx {
     float
         *scratch; /* [n_threads][scratch_per_thread]: tile scores [QB][TILE], m [QB], l [QB], acc [QB][hd] */
     size_t scratch_per_thread;
-    q_f16_t *gelu;  /* [65536] GELU of every F16 value */
+    float *gelu;    /* [65536] GELU of every F16 value, rounded to F16 (kept as floats: no decode per use) */
     int32_t *tok;   /* [B] the batch's tokens, sequences one after another */
     int32_t *first; /* [B] batch index of the first token of each token's sequence */
     int32_t *len;   /* [B] length of each token's sequence */
@@ -114,7 +114,7 @@ kn_status bert_ctx_create(const model *m, const tensor_ops *ops, kn_pool *pool, 
         {(void **)&b->k16, (size_t)(B * E) * sizeof(q_f16_t)},
         {(void **)&b->v16, (size_t)(B * E) * sizeof(q_f16_t)},
         {(void **)&b->scratch, (size_t)b->n_threads * b->scratch_per_thread * sizeof(float)},
-        {(void **)&b->gelu, (size_t)65536 * sizeof(q_f16_t)},
+        {(void **)&b->gelu, (size_t)65536 * sizeof(float)},
         {(void **)&b->tok, (size_t)B * sizeof(int32_t)},
         {(void **)&b->first, (size_t)B * sizeof(int32_t)},
         {(void **)&b->len, (size_t)B * sizeof(int32_t)},
@@ -130,7 +130,7 @@ kn_status bert_ctx_create(const model *m, const tensor_ops *ops, kn_pool *pool, 
     }
     b->act_bytes = act;
     for (uint32_t i = 0; i < 65536; i++)
-        b->gelu[i] = q_f32_to_f16(gelu(q_f16_to_f32((q_f16_t)i)));
+        b->gelu[i] = q_f16_to_f32(q_f32_to_f16(gelu(q_f16_to_f32((q_f16_t)i))));
     *out = b;
     return KN_OK;
 }
@@ -254,7 +254,7 @@ static void brows_token(const brows_job *j, int t) {
         const float *bias = j->bias->data;
         for (int64_t i = 0; i < F; i++) {
             const float z = u[i] + bias[i];
-            u[i] = z <= -10.0f ? 0.0f : z >= 10.0f ? z : q_f16_to_f32(c->gelu[q_f32_to_f16(z)]);
+            u[i] = z <= -10.0f ? 0.0f : z >= 10.0f ? z : c->gelu[q_f32_to_f16(z)];
         }
         quant_row(j, u, t);
         return;
