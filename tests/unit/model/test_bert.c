@@ -293,6 +293,42 @@ static void test_batch_invariance_long(void **state) {
     model_destroy(m);
 }
 
+/* LAST pooling has no reference model; on a 2-token sequence the hidden
+ * states h0, h1 give MEAN = (h0 + h1) / 2, CLS = h0 and LAST = h1, so
+ * LAST = 2 MEAN - CLS must hold (the same model with its pooling switched). */
+static void test_pooling_last(void **state) {
+    env *e = *state;
+    model *m = load_model("tiny-bert-mean-f16");
+    const int64_t E = m->hp.n_embd;
+    kn_err err = {0};
+    model_ctx *c = NULL;
+    assert_int_equal(model_ctx_create(m, &e->ops, e->pool, 16, &c, &err), KN_OK);
+    const int32_t ids[2] = {101, 102}, *toks[1] = {ids};
+    const size_t len = 2;
+    float *v[3];
+    const model_pooling pools[3] = {MODEL_POOL_MEAN, MODEL_POOL_CLS, MODEL_POOL_LAST};
+    for (int i = 0; i < 3; i++) {
+        v[i] = malloc((size_t)E * sizeof *v[i]);
+        m->hp.pooling = pools[i];
+        assert_int_equal(model_encode(c, toks, &len, 1, false, v[i], &err), KN_OK);
+    }
+    double maxd = 0, maxa = 0, diff_cl = 0;
+    for (int64_t d = 0; d < E; d++) {
+        const double want = 2.0 * v[0][d] - v[1][d];
+        maxd = fmax(maxd, fabs(want - v[2][d]));
+        maxa = fmax(maxa, fabs(v[2][d]));
+        diff_cl = fmax(diff_cl, fabs(v[1][d] - v[2][d]));
+    }
+    fprintf(stderr, "LAST vs 2 MEAN - CLS: max |d| %.3g (max |v| %.3g); CLS vs LAST %.3g\n", maxd, maxa,
+            diff_cl);
+    assert_true(maxd <= 1e-5 * (1.0 + maxa));
+    assert_true(diff_cl > 1e-3); /* the two tokens' states differ: the check means something */
+    for (int i = 0; i < 3; i++)
+        free(v[i]);
+    model_ctx_destroy(c);
+    model_destroy(m);
+}
+
 static void test_decoder_refuses(void **state) {
     env *e = *state;
     model *m = load_model("stories260K");
@@ -314,6 +350,7 @@ int main(void) {
         cmocka_unit_test(test_references),
         cmocka_unit_test(test_ranges),
         cmocka_unit_test(test_batch_invariance_long),
+        cmocka_unit_test(test_pooling_last),
         cmocka_unit_test(test_decoder_refuses),
     };
     return cmocka_run_group_tests(tests, tu_compute_setup, tu_compute_teardown);
