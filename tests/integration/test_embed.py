@@ -91,11 +91,17 @@ p = run(["-m", model, "-f", long_txt, "--json"], ok=False)
 check(p.returncode == 1, f"over-long line: exit {p.returncode}, expected 1")
 check("602" in p.stderr and "512" in p.stderr, f"over-long line: message does not name both lengths: {p.stderr!r}")
 check(p.stdout == "", "over-long line: something was printed on stdout")
-p = run(["-m", model, "-f", long_txt, "--json", "--truncate"])
+p = run(["-m", model, "-f", long_txt, "--json", "--truncate", "-b", "512"])
 tr = json.loads(p.stdout)["items"]
 check(len(tr) == 2 and len(tr[1]["tokens"]) == 512, "--truncate: expected 512 tokens")
 check(tr[1]["tokens"][0] == 101 and tr[1]["tokens"][-1] == 102, "--truncate: [CLS] first and [SEP] last")
 check(tr[0]["tokens"] == [101, 7592, 2088, 102], "--truncate: the short line is unchanged")
+# 4 + 512 tokens exceed one forward pass of 512: two batches, the first vector as in the reference
+hello = [it for it in json.load(open(os.path.join(shared, "reference", "tiny-bert-mean-f16.embed.json")))["items"]
+         if it["text"] == "Hello world"]
+if hello:
+    c = cos(tr[0]["embedding"], hello[0]["embedding"])
+    check(c >= 0.9995, f"--truncate, two batches: 'Hello world' cosine {c:.6f}")
 
 # decoders are refused; usage errors
 p = run(["-m", os.path.join(shared, "models", "stories260K.gguf"), "-f", long_txt], ok=False)
