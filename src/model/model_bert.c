@@ -40,8 +40,7 @@ struct bert_ctx {
     int32_t *blk_first, *blk_n; /* [B] query blocks: first batch index and size (<= BERT_QBLOCK) */
     q_f16_t *k16;               /* [n_head][B][hd] keys, head-major so a sequence's rows are contiguous */
     q_f16_t *v16;               /* [n_head][B][hd] */
-    float
-        *scratch; /* [n_threads][scratch_per_thread]: tile scores [QB][TILE], m [QB], l [QB], acc [QB][hd] */
+    float *scratch; /* [n_threads][scratch_per_thread]: scores [QB][TILE], m, l [QB], acc [QB][hd] */
     size_t scratch_per_thread;
     float *gelu;    /* [65536] GELU of every F16 value, rounded to F16 (kept as floats: no decode per use) */
     int32_t *tok;   /* [B] the batch's tokens, sequences one after another */
@@ -71,6 +70,12 @@ void bert_ctx_destroy(bert_ctx *b) {
     free(b);
 }
 
+/* One scratch buffer (64-byte aligned), counted in b->bytes; NULL on failure. */
+static void *scratch_alloc(bert_ctx *b, size_t n) {
+    b->bytes += n;
+    return kn_alloc_aligned(n ? n : 64);
+}
+
 kn_status bert_ctx_create(const model *m, const tensor_ops *ops, kn_pool *pool, int max_batch, bert_ctx **out,
                           kn_err *err) {
     *out = NULL;
@@ -97,36 +102,29 @@ kn_status bert_ctx_create(const model *m, const tensor_ops *ops, kn_pool *pool, 
             if (n > act) act = n;
         }
     }
-    struct {
-        void **p;
-        size_t n;
-    } bufs[] = {
-        {(void **)&b->x, (size_t)(B * E) * sizeof(float)},
-        {(void **)&b->tmp, (size_t)(B * E) * sizeof(float)},
-        {(void **)&b->q, (size_t)(B * E) * sizeof(float)},
-        {(void **)&b->k, (size_t)(B * E) * sizeof(float)},
-        {(void **)&b->v, (size_t)(B * E) * sizeof(float)},
-        {(void **)&b->att, (size_t)(B * E) * sizeof(float)},
-        {(void **)&b->up, (size_t)(B * F) * sizeof(float)},
-        {(void **)&b->qh, (size_t)(B * E) * sizeof(float)},
-        {(void **)&b->blk_first, (size_t)B * sizeof(int32_t)},
-        {(void **)&b->blk_n, (size_t)B * sizeof(int32_t)},
-        {(void **)&b->k16, (size_t)(B * E) * sizeof(q_f16_t)},
-        {(void **)&b->v16, (size_t)(B * E) * sizeof(q_f16_t)},
-        {(void **)&b->scratch, (size_t)b->n_threads * b->scratch_per_thread * sizeof(float)},
-        {(void **)&b->gelu, (size_t)65536 * sizeof(float)},
-        {(void **)&b->tok, (size_t)B * sizeof(int32_t)},
-        {(void **)&b->first, (size_t)B * sizeof(int32_t)},
-        {(void **)&b->len, (size_t)B * sizeof(int32_t)},
-        {&b->act, act},
-    };
-    for (size_t i = 0; i < sizeof bufs / sizeof bufs[0]; i++) {
-        *bufs[i].p = kn_alloc_aligned(bufs[i].n ? bufs[i].n : 64);
-        if (!*bufs[i].p) {
-            bert_ctx_destroy(b);
-            return kn_fail(err, KN_ENOMEM, "cannot allocate encoder scratch for a batch of %d", max_batch);
-        }
-        b->bytes += bufs[i].n;
+    b->x = scratch_alloc(b, (size_t)(B * E) * sizeof(float));
+    b->tmp = scratch_alloc(b, (size_t)(B * E) * sizeof(float));
+    b->q = scratch_alloc(b, (size_t)(B * E) * sizeof(float));
+    b->k = scratch_alloc(b, (size_t)(B * E) * sizeof(float));
+    b->v = scratch_alloc(b, (size_t)(B * E) * sizeof(float));
+    b->att = scratch_alloc(b, (size_t)(B * E) * sizeof(float));
+    b->up = scratch_alloc(b, (size_t)(B * F) * sizeof(float));
+    b->qh = scratch_alloc(b, (size_t)(B * E) * sizeof(float));
+    b->blk_first = scratch_alloc(b, (size_t)B * sizeof(int32_t));
+    b->blk_n = scratch_alloc(b, (size_t)B * sizeof(int32_t));
+    b->k16 = scratch_alloc(b, (size_t)(B * E) * sizeof(q_f16_t));
+    b->v16 = scratch_alloc(b, (size_t)(B * E) * sizeof(q_f16_t));
+    b->scratch = scratch_alloc(b, (size_t)b->n_threads * b->scratch_per_thread * sizeof(float));
+    b->gelu = scratch_alloc(b, (size_t)65536 * sizeof(float));
+    b->tok = scratch_alloc(b, (size_t)B * sizeof(int32_t));
+    b->first = scratch_alloc(b, (size_t)B * sizeof(int32_t));
+    b->len = scratch_alloc(b, (size_t)B * sizeof(int32_t));
+    b->act = scratch_alloc(b, act);
+    if (!b->x || !b->tmp || !b->q || !b->k || !b->v || !b->att || !b->up || !b->qh || !b->blk_first ||
+        !b->blk_n || !b->k16 || !b->v16 || !b->scratch || !b->gelu || !b->tok || !b->first || !b->len ||
+        !b->act) {
+        bert_ctx_destroy(b);
+        return kn_fail(err, KN_ENOMEM, "cannot allocate encoder scratch for a batch of %d", max_batch);
     }
     b->act_bytes = act;
     for (uint32_t i = 0; i < 65536; i++)
