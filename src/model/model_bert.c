@@ -322,13 +322,14 @@ static void battn_fn(void *arg, int ith, int nth) {
 }
 
 /* Q, K and V from the quantized rows in act (one quantization when the three
- * weights share a type, which is the norm). */
+ * weights share a type, which is the norm; otherwise x, unchanged until the
+ * attention output is added, is quantized again). */
 static void qkv(bert_ctx *c, const model_layer *L, int n) {
     const int64_t E = c->m->hp.n_embd;
     matmul_q(c, &L->wq, n, c->q, E);
-    if (L->wk.type != L->wq.type) tensor_act_quantize(c->ops, L->wk.type, c->tmp, E, E, n, c->act);
+    if (L->wk.type != L->wq.type) tensor_act_quantize(c->ops, L->wk.type, c->x, E, E, n, c->act);
     matmul_q(c, &L->wk, n, c->k, E);
-    if (L->wv.type != L->wk.type) tensor_act_quantize(c->ops, L->wv.type, c->tmp, E, E, n, c->act);
+    if (L->wv.type != L->wk.type) tensor_act_quantize(c->ops, L->wv.type, c->x, E, E, n, c->act);
     matmul_q(c, &L->wv, n, c->v, E);
 }
 
@@ -381,8 +382,6 @@ kn_status model_encode(model_ctx *mc, const int32_t *const *toks, const size_t *
     for (int l = 0; l < hp->n_layer; l++) {
         const model_layer *L = &m->layers[l];
         rj.layer = l;
-        if (L->wk.type != L->wq.type || L->wv.type != L->wq.type) /* rows kept for the other quantizations */
-            memcpy(c->tmp, c->x, (size_t)N * E * sizeof(float));
         qkv(c, L, N);
         brows(&rj, BROWS_QKV_BIAS, NULL, E * 3);
         battn_job aj = {.c = c, .n_blocks = n_blocks};

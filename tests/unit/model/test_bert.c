@@ -293,6 +293,57 @@ static void test_batch_invariance_long(void **state) {
     model_destroy(m);
 }
 
+/* Real embedding GGUFs mix types inside a layer. tiny-bert-mean-Q8_0 is
+ * tiny-bert-mean-f16 quantized, so the f16 model with some of its Q8_0
+ * tensors swapped in (Q but not K/V, FFN down) must still match the f16
+ * reference within the Q8_0 bound; this runs the re-quantizing paths. */
+static void test_mixed_types(void **state) {
+    env *e = *state;
+    model *m = load_model("tiny-bert-mean-f16"), *q8 = load_model("tiny-bert-mean-Q8_0");
+    for (int l = 0; l < m->hp.n_layer; l++) {
+        m->layers[l].wq = q8->layers[l].wq;
+        m->layers[l].w_down = q8->layers[l].w_down;
+    }
+    m->layers[0].wv = q8->layers[0].wv;
+    const int64_t E = m->hp.n_embd;
+    char path[1024];
+    tu_shared_path(path, sizeof path, "reference/tiny-bert-mean-f16.embed.json");
+    json_error_t jerr;
+    json_t *ref = json_load_file(path, 0, &jerr);
+    assert_non_null(ref);
+    json_t *items = json_object_get(ref, "items");
+    kn_err err = {0};
+    model_ctx *c = NULL;
+    assert_int_equal(model_ctx_create(m, &e->ops, e->pool, 64, &c, &err), KN_OK);
+    float *v = malloc((size_t)E * sizeof *v);
+    double *rv = malloc((size_t)E * sizeof *rv);
+    double worst = 1.0;
+    for (size_t i = 0; i < json_array_size(items); i++) {
+        json_t *it = json_array_get(items, i), *rt = json_object_get(it, "tokens"),
+               *re = json_object_get(it, "embedding");
+        int32_t ids[64];
+        size_t len = json_array_size(rt);
+        assert_true(len <= 64);
+        for (size_t k = 0; k < len; k++)
+            ids[k] = (int32_t)json_integer_value(json_array_get(rt, k));
+        const int32_t *toks[1] = {ids};
+        assert_int_equal(model_encode(c, toks, &len, 1, false, v, &err), KN_OK);
+        for (int64_t d = 0; d < E; d++)
+            rv[d] = json_number_value(json_array_get(re, (size_t)d));
+        double na, nb;
+        const double cs = cosine(v, rv, E, &na, &nb);
+        worst = fmin(worst, cs);
+        assert_true(cs >= 0.999 && fabs(na - nb) <= 0.01 * nb);
+    }
+    fprintf(stderr, "mixed F16/Q8_0 layers: worst cosine %.6f\n", worst);
+    free(v);
+    free(rv);
+    json_decref(ref);
+    model_ctx_destroy(c);
+    model_destroy(m);
+    model_destroy(q8);
+}
+
 /* LAST pooling has no reference model; on a 2-token sequence the hidden
  * states h0, h1 give MEAN = (h0 + h1) / 2, CLS = h0 and LAST = h1, so
  * LAST = 2 MEAN - CLS must hold (the same model with its pooling switched). */
@@ -351,6 +402,7 @@ int main(void) {
         cmocka_unit_test(test_ranges),
         cmocka_unit_test(test_batch_invariance_long),
         cmocka_unit_test(test_pooling_last),
+        cmocka_unit_test(test_mixed_types),
         cmocka_unit_test(test_decoder_refuses),
     };
     return cmocka_run_group_tests(tests, tu_compute_setup, tu_compute_teardown);
