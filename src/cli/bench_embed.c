@@ -56,19 +56,6 @@ static void usage(FILE *f) {
                "  --json       one JSON object on stdout\n");
 }
 
-typedef struct stats {
-    double mean, sd;
-} stats;
-
-static stats stats_of(const double *v, int n) {
-    stats s = {0, 0};
-    for (int i = 0; i < n; i++) s.mean += v[i];
-    s.mean /= n;
-    for (int i = 0; i < n; i++) s.sd += (v[i] - s.mean) * (v[i] - s.mean);
-    s.sd = n > 1 ? sqrt(s.sd / (n - 1)) : 0.0;
-    return s;
-}
-
 /* Multiply-adds x 2 of one input of len tokens: the weight matmuls of every
  * layer (q, k, v, output, ffn up and down) and the attention (QK^T and AV). */
 static double flops_of(const model_hparams *hp, size_t len) {
@@ -245,7 +232,7 @@ int bench_embed_main(int argc, char **argv) {
     for (int si = 0; si < n_sizes; si++) {
         double rate[1000];
         for (int r = 0; r < reps; r++) rate[r] = (double)N / res[(size_t)si * reps + r];
-        stats st = stats_of(rate, (int)reps);
+        cli_stats st = cli_stats_of(rate, (int)reps);
         double tok_s = st.mean * (double)total_tok / (double)N;
         double gflop_s = st.mean * total_flops / (double)N / 1e9;
         if (arr) {

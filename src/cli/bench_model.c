@@ -36,19 +36,6 @@ static void usage(FILE *f) {
                "  --json        one JSON object on stdout\n");
 }
 
-typedef struct stats {
-    double mean, sd;
-} stats;
-
-static stats stats_of(const double *v, int n) {
-    stats s = {0, 0};
-    for (int i = 0; i < n; i++) s.mean += v[i];
-    s.mean /= n;
-    for (int i = 0; i < n; i++) s.sd += (v[i] - s.mean) * (v[i] - s.mean);
-    s.sd = n > 1 ? sqrt(s.sd / (n - 1)) : 0.0;
-    return s;
-}
-
 typedef struct bench {
     model *m;
     model_ctx *ctx;
@@ -228,7 +215,7 @@ int bench_model_main(int argc, char **argv) {
         }
     }
     kn_progress_end(&prog);
-    stats spp = stats_of(pp, (int)reps), stg = stats_of(tg, (int)reps);
+    cli_stats spp = cli_stats_of(pp, (int)reps), stg = cli_stats_of(tg, (int)reps);
     double model_bytes = (double)b.m->weight_bytes;
     double roof = bw / model_bytes, frac = ng > 0 ? stg.mean / roof : 0.0;
     if (json) {
@@ -245,7 +232,7 @@ int bench_model_main(int argc, char **argv) {
         json_object_set_new(root, "tg_tok_s_sd", ng > 0 ? json_real(stg.sd) : json_null());
         json_t *ba = json_array();
         for (int si = 0; si < n_seqs; si++) {
-            stats s = stats_of(bt + (size_t)si * reps, (int)reps);
+            cli_stats s = cli_stats_of(bt + (size_t)si * reps, (int)reps);
             json_t *o = json_object();
             json_object_set_new(o, "seqs", json_integer(seqs[si]));
             json_object_set_new(o, "prompt_tokens", json_integer(bp));
@@ -267,7 +254,7 @@ int bench_model_main(int argc, char **argv) {
         if (ng > 0) printf("tg%-5lld %10.1f +- %.1f tok/s  (%.0f%% of the bandwidth roofline)\n", ng, stg.mean, stg.sd,
                            100.0 * frac);
         for (int si = 0; si < n_seqs; si++) {
-            stats s = stats_of(bt + (size_t)si * reps, (int)reps);
+            cli_stats s = cli_stats_of(bt + (size_t)si * reps, (int)reps);
             printf("b%-6d %10.1f +- %.1f tok/s total (%d sequences x %lld tokens)\n", seqs[si], s.mean, s.sd,
                    seqs[si], ng);
         }

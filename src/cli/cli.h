@@ -42,6 +42,12 @@ bool cli_wants_help(int argc, char **argv);
 bool cli_parse_int(const char *s, long long lo, long long hi, long long *out);
 /* Parses a finite float; false otherwise. */
 bool cli_parse_float(const char *s, double *out);
+/* Mean and sample standard deviation of v[0..n) (n >= 1; sd 0 when n is 1),
+ * for the repetitions of a benchmark. */
+typedef struct cli_stats {
+    double mean, sd;
+} cli_stats;
+cli_stats cli_stats_of(const double *v, int n);
 /* For flag parsing: returns argv[*i + 1] and advances *i, or prints
  * "kiln CMD: FLAG needs a value" and returns NULL. */
 const char *cli_flag_value(const char *cmd, int argc, char **argv, int *i);

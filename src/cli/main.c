@@ -57,6 +57,15 @@ bool cli_parse_int(const char *s, long long lo, long long hi, long long *out) {
     return true;
 }
 
+cli_stats cli_stats_of(const double *v, int n) {
+    cli_stats s = {0, 0};
+    for (int i = 0; i < n; i++) s.mean += v[i];
+    s.mean /= n;
+    for (int i = 0; i < n; i++) s.sd += (v[i] - s.mean) * (v[i] - s.mean);
+    s.sd = n > 1 ? sqrt(s.sd / (n - 1)) : 0.0;
+    return s;
+}
+
 bool cli_parse_float(const char *s, double *out) {
     if (!s || !*s) return false;
     char *end;
