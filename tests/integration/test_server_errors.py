@@ -347,9 +347,17 @@ def test_idle_timeout_spares_waiting_requests(tmp):
     srv = ks.Server(["-m", MFILE, "-c", "8192", "-t", "1", "-np", "1", "--conn-timeout", "1"])
     try:
         res = {}
-        # a few seconds at this build's speed, so that the queued stream waits well past the 1 s
-        # timeout (the per-token cost grows with the position, hence the cap)
-        n_long = ks.tokens_for(ks.token_rate(srv, MODEL), 3.0, lo=200, hi=2000)
+        # A request that takes >= 2.5 s alone at this build's speed, found by doubling (the per-token
+        # cost grows with the position, so a short request's rate would mislead), so that the queued
+        # stream waits well past the 1 s timeout.
+        n_long = 200
+        while n_long < 6000:
+            t = time.time()
+            srv.post("/v1/completions", {"model": MODEL, "prompt": "Once", "max_tokens": n_long, "temperature": 0,
+                                         "ignore_eos": True, "cache": False}, timeout=600)
+            if time.time() - t >= 2.5:
+                break
+            n_long *= 2
 
         def long_one():
             try:
