@@ -350,6 +350,9 @@ bool bench_server_timing(const char *value, size_t len, const char *metric, doub
  * CURLOPT_PRIVATE is user, and libcurl's messages go to errbuf
  * (CURL_ERROR_SIZE bytes). url, hdrs and errbuf must outlive the handle.
  * On failure *out is NULL. */
+/* The error kind of a failed libcurl transfer (code: a CURLcode; handle:
+ * the CURL * that failed, for its connect time). */
+bench_errkind bench_classify_curl(int code, void *handle);
 typedef size_t (*bench_curl_cb)(char *data, size_t size, size_t nmemb, void *user);
 kn_status bench_easy_post(void **out, const bench_config *c, const char *url, const void *hdrs, bench_curl_cb write_fn,
                           bench_curl_cb header_fn, void *user, char *errbuf, kn_err *err);

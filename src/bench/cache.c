@@ -241,26 +241,6 @@ static bool req_prepare(cache_run *cr, creq *q, long long idx) {
            curl_easy_setopt(q->easy, CURLOPT_POSTFIELDS, q->req) == CURLE_OK;
 }
 
-static bench_errkind classify_curl(CURLcode rc, CURL *e) {
-    switch (rc) {
-    case CURLE_COULDNT_CONNECT:
-    case CURLE_COULDNT_RESOLVE_HOST:
-    case CURLE_COULDNT_RESOLVE_PROXY: return BENCH_ERR_CONNECT;
-    case CURLE_OPERATION_TIMEDOUT: {
-        curl_off_t ct = 0;
-        curl_easy_getinfo(e, CURLINFO_CONNECT_TIME_T, &ct);
-        return ct == 0 ? BENCH_ERR_CONNECT : BENCH_ERR_TIMEOUT;
-    }
-    case CURLE_RECV_ERROR:
-    case CURLE_SEND_ERROR:
-    case CURLE_GOT_NOTHING:
-    case CURLE_PARTIAL_FILE: return BENCH_ERR_NETWORK;
-    case CURLE_WEIRD_SERVER_REPLY:
-    case CURLE_WRITE_ERROR: return BENCH_ERR_PROTOCOL;
-    default: return BENCH_ERR_OTHER;
-    }
-}
-
 static void push_record(cache_run *cr, const bench_record *rec) {
     bench_result *res = cr->res;
     if (res->n_recs == cr->cap_recs) {
@@ -341,7 +321,7 @@ static void settle(cache_run *cr, creq *q, CURLcode rc, double t_end, int phase)
         kind = BENCH_ERR_PROTOCOL;
         snprintf(detail, sizeof detail, "the answer is longer than %u bytes", BENCH_MAX_BODY);
     } else {
-        kind = classify_curl(rc, q->easy);
+        kind = bench_classify_curl(rc, q->easy);
         snprintf(detail, sizeof detail, "%s", q->curl_err[0] ? q->curl_err : curl_easy_strerror(rc));
     }
     if (kind != BENCH_ERR_COUNT) {

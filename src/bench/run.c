@@ -332,7 +332,9 @@ static void launch(run *r, long long idx, bool cache_off, int step) {
     launch_body(r, make_body(r, idx, cache_off), step);
 }
 
-static bench_errkind classify_curl(CURLcode rc, CURL *e) {
+bench_errkind bench_classify_curl(int code, void *handle) {
+    CURLcode rc = (CURLcode)code;
+    CURL *e = handle;
     switch (rc) {
     case CURLE_COULDNT_CONNECT:
     case CURLE_COULDNT_RESOLVE_HOST:
@@ -379,7 +381,7 @@ static void finish(run *r, CURL *e, CURLcode rc) {
         kind = BENCH_ERR_PROTOCOL;
         snprintf(detail, sizeof detail, "%s", s->sse.msg);
     } else {
-        kind = classify_curl(rc, e);
+        kind = bench_classify_curl(rc, e);
         snprintf(detail, sizeof detail, "%s", s->curl_err[0] ? s->curl_err : curl_easy_strerror(rc));
     }
     if (kind == BENCH_ERR_COUNT && s->oom) {
