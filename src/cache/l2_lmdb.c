@@ -999,25 +999,6 @@ static const rc_l2_ops LMDB_OPS = {
 
 /* ---- open --------------------------------------------------------------------------- */
 
-static kn_status mkdir_p(const char *dir, kn_err *err) {
-    char *p = strdup(dir);
-    if (!p) return kn_fail(err, KN_ENOMEM, "out of memory");
-    for (char *s = p + 1;; s++) {
-        if (*s && *s != '/') continue;
-        char c = *s;
-        *s = 0;
-        if (mkdir(p, 0700) && errno != EEXIST) {
-            kn_status st =
-                kn_fail(err, KN_EIO, "cache dir %s: cannot create %s: %s", dir, p, strerror(errno));
-            free(p);
-            return st;
-        }
-        if (!(*s = c)) break;
-    }
-    free(p);
-    return KN_OK;
-}
-
 /* True when dir holds nothing but (maybe) an LMDB lock file. */
 static bool dir_is_empty(const char *dir) {
     DIR *d = opendir(dir);
@@ -1116,7 +1097,10 @@ kn_status rc_l2_open_lmdb(const char *dir, const rc_l2_opts *o, rc_l2 **out, kn_
                                  : kn_fail(err, KN_EIO, "cache dir %s: %s", dir, strerror(errno));
             goto fail;
         }
-        if ((st = mkdir_p(dir, err))) goto fail;
+        if ((st = kn_mkdirs(dir, 0700, err))) {
+            kn_err_prefix(err, "cache dir %s", dir);
+            goto fail;
+        }
     } else if (!S_ISDIR(sb.st_mode)) {
         st = kn_fail(err, KN_EINVAL, "cache dir %s: not a directory", dir);
         goto fail;

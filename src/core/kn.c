@@ -11,6 +11,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -240,4 +241,21 @@ void kn_buf_free(kn_buf *b) {
     free(b->p);
     b->p = NULL;
     b->n = b->cap = 0;
+}
+
+kn_status kn_mkdirs(const char *dir, unsigned mode, kn_err *err) {
+    char p[4096];
+    if (snprintf(p, sizeof p, "%s", dir) >= (int)sizeof p)
+        return kn_fail(err, KN_ERANGE, "path too long: %.100s", dir);
+    for (char *s = p + 1;; s++) {
+        if (*s && *s != '/') continue;
+        char c = *s;
+        *s = 0;
+        if (mkdir(p, (mode_t)mode) && errno != EEXIST)
+            return kn_fail(err, KN_EIO, "cannot create %s: %s", p, strerror(errno));
+        if (!(*s = c)) break;
+    }
+    struct stat sb;
+    if (stat(dir, &sb) || !S_ISDIR(sb.st_mode)) return kn_fail(err, KN_EIO, "%s is not a directory", dir);
+    return KN_OK;
 }

@@ -180,6 +180,10 @@ void kn_progress_end(kn_progress *p);
 /* Reads a whole file (at most max_bytes) into a malloc'd, NUL-terminated
  * buffer the caller frees. */
 kn_status kn_read_file(const char *path, size_t max_bytes, char **out, size_t *len, kn_err *err);
+/* Creates dir and its missing parents with the given mode (new directories
+ * only). KN_EIO naming the part that failed, or when dir ends up not being
+ * a directory; KN_ERANGE for a path over 4095 bytes. */
+kn_status kn_mkdirs(const char *dir, unsigned mode, kn_err *err);
 
 /* ---- growable byte buffer ------------------------------------------------ */
 

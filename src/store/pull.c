@@ -423,26 +423,6 @@ bool store_sha256_file(const char *path, char out[65]) {
     return ok;
 }
 
-/* Creates dir and its missing parents. */
-static kn_status make_dirs(const char *dir, kn_err *err) {
-    char p[4096];
-    if (snprintf(p, sizeof p, "%s", dir) >= (int)sizeof p)
-        return kn_fail(err, KN_ERANGE, "path too long: %.100s", dir);
-    for (char *s = p + 1;; s++) {
-        if (*s == '/' || !*s) {
-            char c = *s;
-            *s = 0;
-            if (mkdir(p, 0755) && errno != EEXIST)
-                return kn_fail(err, KN_EIO, "cannot create %s: %s", p, strerror(errno));
-            *s = c;
-            if (!c) break;
-        }
-    }
-    struct stat sb;
-    if (stat(dir, &sb) || !S_ISDIR(sb.st_mode)) return kn_fail(err, KN_EIO, "%s is not a directory", dir);
-    return KN_OK;
-}
-
 /* Downloads url into the open .part fd, resuming from its size. */
 static kn_status download(const char *url, int fd, uint64_t expected, const char *expected_sha,
                           const store_pull_opts *o, const char *label, char sha_out[65],
@@ -586,7 +566,7 @@ kn_status store_pull(const store_ref *ref, const store_pull_opts *o, store_pull_
     char sha[65];
     tree_lookup(hub, ref, file, o, &expected, sha);
 
-    if ((st = make_dirs(dir, err))) return st;
+    if ((st = kn_mkdirs(dir, 0755, err))) return st;
     struct stat sb;
     if (!stat(res->path, &sb) && S_ISREG(sb.st_mode) && expected && (uint64_t)sb.st_size == expected) {
         char have[65];
