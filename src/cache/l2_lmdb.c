@@ -21,6 +21,14 @@
  *    exclusive, so no other writer can add the same deltas twice).
  *  - A record is served only when its header, lengths, checksum and zstd
  *    frame all check out; anything else is deleted and counted as corrupt.
+ *  - Disk full: a write whose commit fails for lack of space (ENOSPC or
+ *    EDQUOT, or LMDB's EIO for a short write when the file system has less
+ *    free space than the write needed) leaves the environment usable (the
+ *    transaction is aborted, the meta page still names the last commit) and
+ *    starts a pause: writes and maintenance are skipped (KN_OK, counted) for
+ *    1 s, doubling up to 60 s while the retries keep failing, so a full disk
+ *    costs one log line per pause, not one per answer. The first write that
+ *    succeeds ends the pause and logs how many writes were skipped.
  *
  * Threads: every function but close may run concurrently (MDB_NOTLS: read
  * transactions are not tied to a thread; LMDB serializes writers).
@@ -37,6 +45,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <sys/statvfs.h>
 #include <xxhash.h>
 #include <zstd.h>
 
@@ -110,6 +119,8 @@ void rc_l2_close(rc_l2 *b) {
 #define FORMAT "kiln-cache 1"
 #define MIB (1ull << 20)
 #define GIB (1ull << 30)
+#define FULL_PAUSE_MIN_MS 1000  /* first pause of the writes after a disk-full failure */
+#define FULL_PAUSE_MAX_MS 60000 /* the pause doubles up to this while retries fail */
 
 static const uint8_t MAGIC[4] = {'K', 'L', 'C', '1'};
 
@@ -253,7 +264,73 @@ typedef struct l2_lmdb {
     int scan_type;
     bool scan_has_key;
     uint8_t scan_key[KEY_LEN];
+    pthread_mutex_t full_mu; /* the disk-full pause (see the top comment) */
+    int64_t full_until_ms;   /* writes are skipped before this (now_ms clock) */
+    int64_t full_pause_ms;   /* the current pause; 0: the disk is not known to be full */
+    uint64_t full_skipped;   /* writes skipped in the current episode */
+    uint64_t full_failed;    /* failed write attempts in the current episode */
 } l2_lmdb;
+
+/* Bytes free for us on the file system of the cache directory; UINT64_MAX when unknown. */
+static uint64_t free_bytes(const l2_lmdb *l) {
+    struct statvfs sv;
+    if (statvfs(l->dir, &sv)) return UINT64_MAX;
+    return (uint64_t)sv.f_bavail * (uint64_t)sv.f_frsize;
+}
+
+/* True when a failed write (LMDB status rc) failed for lack of disk space:
+ * ENOSPC/EDQUOT, or LMDB's EIO for a short page write while the file system
+ * has less free space than the write needed (need bytes, plus slack for the
+ * tree pages it touches). */
+static bool is_disk_full(const l2_lmdb *l, int rc, uint64_t need) {
+    if (rc == ENOSPC || rc == EDQUOT) return true;
+    return rc == EIO && free_bytes(l) < need + 256 * 1024;
+}
+
+/* True when writes are paused by a full disk at now_ms (counts n skipped). */
+static bool full_paused(l2_lmdb *l, int64_t now_ms, size_t n) {
+    pthread_mutex_lock(&l->full_mu);
+    bool paused = l->full_pause_ms && now_ms < l->full_until_ms;
+    if (paused) l->full_skipped += n;
+    pthread_mutex_unlock(&l->full_mu);
+    return paused;
+}
+
+/* A write failed for lack of space: starts or lengthens the pause and
+ * returns the error that names it. */
+static kn_status full_begin(l2_lmdb *l, int64_t now_ms, size_t n, kn_err *err) {
+    pthread_mutex_lock(&l->full_mu);
+    int64_t p = l->full_pause_ms ? l->full_pause_ms * 2 : FULL_PAUSE_MIN_MS;
+    if (p > FULL_PAUSE_MAX_MS) p = FULL_PAUSE_MAX_MS;
+    l->full_pause_ms = p;
+    l->full_until_ms = now_ms + p;
+    l->full_failed += n;
+    uint64_t skipped = l->full_skipped, failed = l->full_failed;
+    pthread_mutex_unlock(&l->full_mu);
+    uint64_t fb = free_bytes(l);
+    char fr[48] = "";
+    if (fb != UINT64_MAX) snprintf(fr, sizeof fr, " (%llu KiB free)", (unsigned long long)(fb >> 10));
+    return kn_fail(
+        err, KN_EIO,
+        "cache L2 %s: write: no space left on device%s; disk writes pause for %.0f s (%llu failed, "
+        "%llu skipped since the disk filled); answers are still computed and served",
+        l->dir, fr, (double)p / 1000.0, (unsigned long long)failed, (unsigned long long)skipped);
+}
+
+/* A write succeeded: ends a disk-full episode (logged). */
+static void full_end(l2_lmdb *l) {
+    pthread_mutex_lock(&l->full_mu);
+    bool was = l->full_pause_ms != 0;
+    uint64_t skipped = l->full_skipped, failed = l->full_failed;
+    l->full_pause_ms = 0;
+    l->full_until_ms = 0;
+    l->full_skipped = l->full_failed = 0;
+    pthread_mutex_unlock(&l->full_mu);
+    if (was)
+        KN_INFO(
+            "cache L2 %s: disk writes work again after the disk was full (%llu writes failed, %llu skipped)",
+            l->dir, (unsigned long long)failed, (unsigned long long)skipped);
+}
 
 static kn_status mdb_fail(kn_err *err, int rc, const char *what, const l2_lmdb *l) {
     return kn_fail(err, rc == ENOMEM ? KN_ENOMEM : KN_EIO, "cache L2 %s: %s: %s", l->dir, what,
@@ -616,6 +693,7 @@ static kn_status lm_put_batch(rc_l2 *b, const rc_l2_item *items, size_t n, int64
                            items[i].len, RAW_MAX);
         if (items[i].len && !items[i].val) return kn_fail(err, KN_EINVAL, "cache L2: item %zu: no value", i);
     }
+    if (full_paused(l, now_ms, n)) return KN_OK; /* the disk is full: skipped, counted */
     prepared *p = calloc(n, sizeof *p);
     ZSTD_CCtx *cctx = ZSTD_createCCtx();
     kn_status st = KN_OK;
@@ -669,7 +747,12 @@ static kn_status lm_put_batch(rc_l2 *b, const rc_l2_item *items, size_t n, int64
                 (unsigned long long)evicted);
         rc = erc ? erc : put_txn(l, p, n, now_ms);
     }
-    if (rc) st = mdb_fail(err, rc, "write", l);
+    if (rc && is_disk_full(l, rc, total))
+        st = full_begin(l, now_ms, n, err);
+    else if (rc)
+        st = mdb_fail(err, rc, "write", l);
+    else
+        full_end(l);
 out:
     for (size_t i = 0; p && i < n; i++)
         free(p[i].rec);
@@ -782,6 +865,8 @@ static kn_status lm_maintain(rc_l2 *b, int64_t now_ms, size_t batch, uint64_t *r
     l2_lmdb *l = (l2_lmdb *)b;
     if (l->ro) return kn_fail(err, KN_EUNSUPPORTED, "cache L2 %s: opened read-only; cannot maintain", l->dir);
     if (batch > MAINTAIN_BATCH_MAX) batch = MAINTAIN_BATCH_MAX;
+    if (removed) *removed = 0;
+    if (full_paused(l, now_ms, 0)) return KN_OK; /* the disk is full: no write transactions now */
     uint64_t n = 0;
     int rc = expire_scan(l, now_ms, batch, &n);
     while (!rc) { /* size: the oldest go while over the limit */
@@ -801,6 +886,7 @@ static kn_status lm_maintain(rc_l2 *b, int64_t now_ms, size_t batch, uint64_t *r
         if (!(rc = mdb_txn_begin(l->env, NULL, 0, &txn))) rc = commit(l, txn);
     }
     if (removed) *removed = n;
+    if (rc && is_disk_full(l, rc, 0)) return full_begin(l, now_ms, 0, err);
     return rc ? mdb_fail(err, rc, "maintenance", l) : KN_OK;
 }
 
@@ -983,6 +1069,7 @@ static void lm_close(rc_l2 *b) {
     }
     pthread_mutex_destroy(&l->ctr_mu);
     pthread_mutex_destroy(&l->scan_mu);
+    pthread_mutex_destroy(&l->full_mu);
     free(l->dir);
     free(l);
 }
@@ -1084,6 +1171,7 @@ kn_status rc_l2_open_lmdb(const char *dir, const rc_l2_opts *o, rc_l2 **out, kn_
     memcpy(l->met, o->metrics, sizeof l->met);
     pthread_mutex_init(&l->ctr_mu, NULL);
     pthread_mutex_init(&l->scan_mu, NULL);
+    pthread_mutex_init(&l->full_mu, NULL);
     kn_status st;
     char data[4200];
     if (snprintf(data, sizeof data, "%s/data.mdb", dir) >= (int)sizeof data) {
