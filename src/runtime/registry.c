@@ -8,6 +8,7 @@
 
 #include <ctype.h>
 #include <dirent.h>
+#include <errno.h>
 #include <math.h>
 #include <pthread.h>
 #include <stdio.h>
@@ -26,19 +27,24 @@ typedef struct entry {
     char *name;  /* model name */
     char *quant; /* label */
     char *path;
-    uint64_t size;
+    uint64_t size; /* as last seen (under mu) */
     time_t mtime;
-    /* the file's sha256 as last computed, and the size and mtime it was for (under mu) */
+    /* the file's sha256 as last computed, and the identity of the file it was for (under mu) */
     char sha256[65];
-    uint64_t sha_size;
-    int64_t sha_mtime_ns;
+    struct file_id {
+        uint64_t dev, ino, size;
+        int64_t mtime_ns, ctime_ns;
+    } sha_id;
 } entry;
+
+typedef struct file_id file_id;
 
 enum { INST_LOADING = 0, INST_READY, INST_FAILED, INST_GONE };
 
 typedef struct inst {
     rt_model m; /* first: rt_model* <-> inst* */
     entry *e;
+    file_id fid;       /* the file as it was when the load began */
     int state;
     kn_err err;        /* INST_FAILED */
     int waiters;       /* threads waiting on this load */
@@ -386,15 +392,36 @@ static void unload(rt_registry *r, inst *in, const char *why) {
     if (r->o.metrics) met_inc(met_get(r->o.metrics->unloads, lv));
 }
 
-/* The file's sha256 into out, computed once per (size, mtime) of the file;
- * "" when it cannot be read. */
-static void file_sha256(rt_registry *r, entry *e, char out[65]) {
+/* The identity of a file: a replaced file (new inode) or one rewritten in
+ * place (ctime moves on every write, and cannot be set back like mtime)
+ * differs even when its size and mtime are the same. */
+static bool file_id_of(const char *path, file_id *id) {
     struct stat sb;
+    memset(id, 0, sizeof *id);
+    if (stat(path, &sb)) return false;
+    *id = (file_id){.dev = (uint64_t)sb.st_dev, .ino = (uint64_t)sb.st_ino, .size = (uint64_t)sb.st_size,
+                    .mtime_ns = (int64_t)sb.st_mtim.tv_sec * 1000000000 + sb.st_mtim.tv_nsec,
+                    .ctime_ns = (int64_t)sb.st_ctim.tv_sec * 1000000000 + sb.st_ctim.tv_nsec};
+    return true;
+}
+
+static bool file_id_eq(const file_id *a, const file_id *b) {
+    return a->dev == b->dev && a->ino == b->ino && a->size == b->size && a->mtime_ns == b->mtime_ns &&
+           a->ctime_ns == b->ctime_ns;
+}
+
+/* The file's sha256 into out, computed once per identity (file_id) of the
+ * file; "" when it cannot be read or is no longer the file `want` (the one
+ * that was loaded). */
+static void file_sha256(rt_registry *r, entry *e, const file_id *want, char out[65]) {
+    file_id id;
     out[0] = 0;
-    if (stat(e->path, &sb)) return;
-    int64_t mt = (int64_t)sb.st_mtim.tv_sec * 1000000000 + sb.st_mtim.tv_nsec;
+    if (!file_id_of(e->path, &id) || !file_id_eq(&id, want)) {
+        KN_WARN("%s: the file changed after it was loaded; its cached answers are keyed without its digest", e->id);
+        return;
+    }
     pthread_mutex_lock(&r->mu);
-    if (e->sha256[0] && e->sha_size == (uint64_t)sb.st_size && e->sha_mtime_ns == mt) memcpy(out, e->sha256, 65);
+    if (e->sha256[0] && file_id_eq(&e->sha_id, &id)) memcpy(out, e->sha256, 65);
     pthread_mutex_unlock(&r->mu);
     if (out[0]) return;
     double t0 = kn_now_s();
@@ -404,11 +431,28 @@ static void file_sha256(rt_registry *r, entry *e, char out[65]) {
         return;
     }
     KN_INFO("%s: sha256 %.16s... (%.2f s)", e->id, out, kn_now_s() - t0);
+    file_id after;
+    if (!file_id_of(e->path, &after) || !file_id_eq(&after, &id)) {
+        /* changed while hashed: these bytes may mix two files */
+        KN_WARN("%s: the file changed while it was hashed; its cached answers are keyed without its digest", e->id);
+        out[0] = 0;
+        return;
+    }
     pthread_mutex_lock(&r->mu);
     memcpy(e->sha256, out, 65);
-    e->sha_size = (uint64_t)sb.st_size;
-    e->sha_mtime_ns = mt;
+    e->sha_id = id;
     pthread_mutex_unlock(&r->mu);
+}
+
+/* Prefixes a load error with the file and what is wrong with it. */
+static void bad_file(kn_err *err, const char *path) {
+    if (!err) return;
+    struct stat sb;
+    unsigned long long size = stat(path, &sb) ? 0 : (unsigned long long)sb.st_size;
+    bool short_file = strstr(err->msg, "past end of file") || strstr(err->msg, "truncated") ||
+                      strstr(err->msg, "left in the file") || strstr(err->msg, "only ");
+    kn_err_prefix(err, "the model file %s (%llu bytes) is %s", path, size,
+                  short_file ? "truncated" : "not a valid GGUF model");
 }
 
 static kn_status load(rt_registry *r, inst *in, kn_err *err) {
@@ -421,12 +465,17 @@ static kn_status load(rt_registry *r, inst *in, kn_err *err) {
     model_load_opts lo = {.mmap_weights = o->mmap_weights};
     KN_INFO("loading %s (%s:%s) from %s (context %d%s, estimate %.1f MiB)", e->id, e->name, e->quant, e->path, m->n_ctx,
             m->ctx_reduced ? ", reduced to fit memory" : "", (double)m->est_bytes / MIB);
-    if ((st = model_load(e->path, &lo, &m->m, err)) != KN_OK) return st;
+    if (!file_id_of(e->path, &in->fid))
+        return kn_fail(err, KN_EIO, "cannot open the model file %s: %s", e->path, strerror(errno));
+    if ((st = model_load(e->path, &lo, &m->m, err)) != KN_OK) {
+        if (st == KN_EFORMAT || st == KN_EIO || st == KN_ENOTFOUND) bad_file(err, e->path);
+        return st;
+    }
     if ((st = tok_vocab_load(m->m->gguf, &m->vocab, err)) != KN_OK) {
         kn_err_prefix(err, "tokenizer");
         return st;
     }
-    if (o->hash_files) file_sha256(r, e, m->sha256);
+    if (o->hash_files) file_sha256(r, e, &in->fid, m->sha256);
     kn_err cerr = {0};
     const bool enc = model_is_encoder(m->m);
     if (enc) {
@@ -619,9 +668,9 @@ void rt_registry_entry(rt_registry *r, size_t i, rt_entry_info *info) {
     pthread_mutex_lock(&r->mu);
     bool loaded = false;
     for (inst *in = r->insts; in; in = in->next) loaded |= in->e == e && in->state == INST_READY;
-    pthread_mutex_unlock(&r->mu);
     *info = (rt_entry_info){.name = e->name, .quant = e->quant, .id = e->id, .path = e->path, .size = e->size,
                             .mtime = e->mtime, .loaded = loaded};
+    pthread_mutex_unlock(&r->mu);
 }
 
 void rt_registry_names(const rt_registry *r, char *buf, size_t cap) {
@@ -773,9 +822,29 @@ kn_status rt_acquire(rt_registry *r, const char *name, const rt_acquire_opts *ao
     rt_acquire_opts ao = ao_in ? *ao_in : (rt_acquire_opts){.n_ctx = 0, .keep_alive_s = NAN, .touch = true};
     entry *e = resolve(r, name, err);
     if (!e) return KN_ENOTFOUND;
+    file_id now_id;
+    bool have_id = file_id_of(e->path, &now_id); /* one stat per request: a replaced file is reloaded */
     pthread_mutex_lock(&r->mu);
+    if (have_id) {
+        e->size = now_id.size;
+        e->mtime = (time_t)(now_id.mtime_ns / 1000000000);
+    }
     for (;;) {
         inst *in = find_inst(r, e, ao.n_ctx);
+        if (in && in->state == INST_READY && have_id && !file_id_eq(&in->fid, &now_id) && in->pins == 0 &&
+            !in->pinned) {
+            /* the file changed on disk since this instance loaded it, and no
+             * request uses it: unload it and load the file as it is now (an
+             * instance in use keeps serving what it loaded; a pinned one too) */
+            unlink_inst(r, in);
+            in->state = INST_GONE;
+            r->used -= in->m.est_bytes;
+            pthread_cond_broadcast(&r->cv);
+            pthread_mutex_unlock(&r->mu);
+            unload(r, in, "the file changed on disk");
+            pthread_mutex_lock(&r->mu);
+            continue;
+        }
         if (in && in->state == INST_READY) { /* fast path */
             in->pins++;
             touch(r, in, &ao);
@@ -804,6 +873,7 @@ kn_status rt_acquire(rt_registry *r, const char *name, const rt_acquire_opts *ao
     kn_err lerr = {0};
     pthread_mutex_unlock(&r->mu);
     kn_status st = read_shape(e->path, &sh, &lerr);
+    if (st == KN_EFORMAT || st == KN_EIO) bad_file(&lerr, e->path);
     pthread_mutex_lock(&r->mu);
     inst *in = find_inst(r, e, ao.n_ctx); /* someone may have started meanwhile */
     if (in) {

@@ -47,6 +47,16 @@
  * context that cannot fit is refused. After each load the estimate is
  * compared with the measured RSS growth.
  *
+ * Files that change on disk: every rt_acquire stats the file (device,
+ * inode, size, mtime, ctime). An idle, unpinned instance whose file changed
+ * since its load is unloaded and the file loaded again (an instance in use,
+ * or pinned, keeps serving the weights it read). A file that no longer
+ * loads (truncated, not GGUF) fails the load with a message naming the path,
+ * its size and "truncated" / "not a valid GGUF model". The sha256 memo the
+ * caches key on is per file identity, so a replacement of the same size and
+ * mtime is hashed again. Files are the operator's: a symlinked model file
+ * inside the directory is served like a regular file.
+ *
  * Keep-alive: every real inference (rt_acquire with touch) refreshes an
  * instance's expiry. A background thread unloads expired, unpinned, idle
  * instances every cleanup_interval_s. keep_alive 0 unloads as soon as the

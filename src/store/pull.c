@@ -281,6 +281,8 @@ static void tree_lookup(const char *hub, const store_ref *ref, const char *file,
 
 typedef struct dl {
     int fd;
+    const char *part;  /* the .part's path, for messages */
+    bool nospace;      /* a write failed for lack of space (ENOSPC, EDQUOT) */
     uint64_t start;    /* bytes in the .part when the request was made */
     uint64_t written;  /* bytes in the .part now */
     uint64_t expected; /* 0: unknown */
@@ -372,8 +374,14 @@ static size_t dl_write(char *p, size_t size, size_t n, void *ud) {
     }
     if (d->expected && k > d->expected - d->written)
         return dl_fail(d, KN_EFORMAT, "%s", "the hub sent more bytes than the file size it listed");
-    if (!write_all(d->fd, p, k))
-        return dl_fail(d, KN_EIO, "cannot write the partial file: %s", strerror(errno));
+    if (!write_all(d->fd, p, k)) {
+        int e = errno;
+        d->nospace = e == ENOSPC || e == EDQUOT;
+        kn_fail(d->err, KN_EIO, "cannot write %s: %s", d->part,
+                d->nospace ? "no space left on device" : strerror(e));
+        d->failed = true;
+        return 0;
+    }
     EVP_DigestUpdate(d->md, p, k);
     d->written += k;
     if (d->prog_on) kn_progress_update(&d->prog, d->written, NULL);
@@ -424,10 +432,12 @@ bool store_sha256_file(const char *path, char out[65]) {
 }
 
 /* Downloads url into the open .part fd, resuming from its size. */
-static kn_status download(const char *url, int fd, uint64_t expected, const char *expected_sha,
-                          const store_pull_opts *o, const char *label, char sha_out[65],
-                          uint64_t *resumed_from, uint64_t *final_size, kn_err *err) {
-    dl d = {.fd = fd, .expected = expected, .err = err, .progress = o->progress};
+static kn_status download(const char *url, int fd, const char *part, uint64_t expected,
+                          const char *expected_sha, const store_pull_opts *o, const char *label,
+                          char sha_out[65], uint64_t *resumed_from, uint64_t *final_size, bool *nospace,
+                          kn_err *err) {
+    dl d = {.fd = fd, .part = part, .expected = expected, .err = err, .progress = o->progress};
+    *nospace = false;
     snprintf(d.label, sizeof d.label, "%s", label);
     kn_status st = KN_OK;
     struct stat sb;
@@ -474,6 +484,7 @@ static kn_status download(const char *url, int fd, uint64_t expected, const char
         if (!d.begun) curl_easy_getinfo(d.c, CURLINFO_RESPONSE_CODE, &d.code);
         if (d.failed) {
             st = err ? err->status : KN_EIO;
+            *nospace = d.nospace;
             goto done;
         }
         if (rc == CURLE_OK && d.code == 416 && have) {
@@ -537,14 +548,17 @@ kn_status store_pull(const store_ref *ref, const store_pull_opts *o, store_pull_
     char hub[HUB_MAX_URL], url[8192], file[REMOTE_MAX_NAME + 1], part[4096], msg[ERRBODY_MAX];
     kn_status st;
     json_t *info = NULL;
-    int fd = -1;
-    bool keep_part = true;
+    int fd = -1, dfd = -1;
+    bool keep_part = true, nospace = false;
     if ((st = hub_url(o, hub, sizeof hub, err))) return st;
     const char *dir = o->models_dir && *o->models_dir ? o->models_dir : "models";
     if (snprintf(res->path, sizeof res->path, "%s/%s-%s.gguf", dir, ref->name, ref->quant) >=
             (int)sizeof res->path ||
         snprintf(part, sizeof part, "%s/.%s-%s.gguf.part", dir, ref->name, ref->quant) >= (int)sizeof part)
         return kn_fail(err, KN_ERANGE, "model path too long under %.100s", dir);
+    /* the names inside dir: validated (store_ref_parse), so they hold no '/'
+     * and do not start with '.' (the .part is hidden on purpose) */
+    const char *final_name = strrchr(res->path, '/') + 1, *part_name = strrchr(part, '/') + 1;
 
     /* 1. the repository's files */
     snprintf(url, sizeof url, "%s/api/models/%s", hub, ref->repo);
@@ -579,11 +593,31 @@ kn_status store_pull(const store_ref *ref, const store_pull_opts *o, store_pull_
         }
     }
 
-    /* 3. the bytes, into the locked .part */
-    fd = open(part, O_RDWR | O_CREAT | O_CLOEXEC, 0644);
-    if (fd < 0) return kn_fail(err, KN_EIO, "cannot open %s: %s", part, strerror(errno));
+    /* 3. the bytes, into the locked .part. Every file operation is relative
+     * to one descriptor of dir (openat/renameat/unlinkat), so a directory
+     * swapped or symlinked meanwhile cannot redirect them, and the .part is
+     * opened with O_NOFOLLOW: a symbolic link planted at its name is refused,
+     * never written through. */
+    dfd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    if (dfd < 0) return kn_fail(err, KN_EIO, "cannot open the model directory %s: %s", dir, strerror(errno));
+    fd = openat(dfd, part_name, O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0644);
+    if (fd < 0) {
+        int e = errno;
+        close(dfd);
+        if (e == ELOOP)
+            return kn_fail(err, KN_EIO,
+                           "refusing to write %s: it is a symbolic link (remove it and pull again)", part);
+        return kn_fail(err, KN_EIO, "cannot open %s: %s", part, strerror(e));
+    }
+    if (fstat(fd, &sb) || !S_ISREG(sb.st_mode) || sb.st_nlink != 1) {
+        close(fd);
+        close(dfd);
+        return kn_fail(err, KN_EIO,
+                       "refusing to write %s: not a plain file of its own (remove it and pull again)", part);
+    }
     if (flock(fd, LOCK_EX | LOCK_NB)) {
         close(fd);
+        close(dfd);
         return kn_fail(err, KN_EBUSY, "another kiln pull is writing %s", part);
     }
     CURL *c = curl_easy_init();
@@ -599,10 +633,12 @@ kn_status store_pull(const store_ref *ref, const store_pull_opts *o, store_pull_
     char label[160];
     snprintf(label, sizeof label, "pull %s-%s", ref->name, ref->quant);
     uint64_t size = 0;
-    st = download(url, fd, expected, sha, o, label, res->sha256, &res->resumed_from, &size, err);
+    st = download(url, fd, part, expected, sha, o, label, res->sha256, &res->resumed_from, &size, &nospace,
+                  err);
     if (st) {
-        /* network trouble keeps the bytes for a resume; bad content does not */
-        keep_part = st == KN_EIO || st == KN_ENOMEM;
+        /* network trouble keeps the bytes for a resume; bad content and a
+         * full disk do not (the space goes back to the file system) */
+        keep_part = (st == KN_EIO || st == KN_ENOMEM) && !nospace;
         if (keep_part && err) {
             struct stat ps;
             if (!fstat(fd, &ps) && ps.st_size > 0) {
@@ -616,7 +652,10 @@ kn_status store_pull(const store_ref *ref, const store_pull_opts *o, store_pull_
         goto fail;
     }
     if (fsync(fd)) {
-        st = kn_fail(err, KN_EIO, "cannot flush %s: %s", part, strerror(errno));
+        int e = errno;
+        keep_part = !(e == ENOSPC || e == EDQUOT);
+        st = kn_fail(err, KN_EIO, "cannot flush %s: %s", part,
+                     keep_part ? strerror(e) : "no space left on device");
         goto fail;
     }
     res->verified = sha[0] != 0;
@@ -632,16 +671,22 @@ kn_status store_pull(const store_ref *ref, const store_pull_opts *o, store_pull_
         goto fail;
     }
     gguf_close(g);
-    if (rename(part, res->path)) {
+    if (renameat(dfd, part_name, dfd, final_name)) {
         st = kn_fail(err, KN_EIO, "cannot rename %s to %s: %s", part, res->path, strerror(errno));
         goto fail;
     }
     close(fd);
+    close(dfd);
     return KN_OK;
 fail:
     if (keep_part && fd >= 0 && !fstat(fd, &sb) && sb.st_size == 0) keep_part = false;
-    if (!keep_part) unlink(part);
+    if (!keep_part && dfd >= 0) unlinkat(dfd, part_name, 0);
     if (fd >= 0) close(fd);
+    if (dfd >= 0) close(dfd);
+    if (nospace && err && !strstr(err->msg, "deleted")) {
+        size_t m = strlen(err->msg);
+        snprintf(err->msg + m, sizeof err->msg - m, "; the partial download was deleted");
+    }
     if (st == KN_EFORMAT && !keep_part && err && !strstr(err->msg, "deleted")) {
         size_t m = strlen(err->msg);
         snprintf(err->msg + m, sizeof err->msg - m, "; the download was deleted");

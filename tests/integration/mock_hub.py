@@ -21,6 +21,10 @@ Test controls (JSON bodies):
                                     connection after N body bytes (once)
                  {"bad_sha": true}  tree listings give a wrong sha256
                  {"no_range": true} ignore Range headers (answer 200)
+                 {"throttle_bps": N} file bodies at about N bytes/s
+                                    (0: full speed), in 4 KiB writes
+                 {"extra_siblings": [NAME...]} rfilenames added to every
+                                    repository's info answer (hostile names)
   GET  /_log                        [{"method", "path", "range"}] of every
                                     request so far (controls excluded)
 
@@ -34,6 +38,7 @@ import os
 import socket
 import sys
 import threading
+import time
 import urllib.parse
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
@@ -46,6 +51,8 @@ class State:
         self.cut_after = None
         self.bad_sha = False
         self.no_range = False
+        self.throttle_bps = 0
+        self.extra_siblings = []
         self.sha_cache = {}
 
     def sha256(self, path):
@@ -118,6 +125,10 @@ class Handler(BaseHTTPRequestHandler):
                 self.st.bad_sha = bool(req["bad_sha"])
             if "no_range" in req:
                 self.st.no_range = bool(req["no_range"])
+            if "throttle_bps" in req:
+                self.st.throttle_bps = int(req["throttle_bps"])
+            if "extra_siblings" in req:
+                self.st.extra_siblings = [str(x) for x in req["extra_siblings"]]
         self.send_json(200, {"ok": True})
 
     def do_GET(self):
@@ -165,8 +176,10 @@ class Handler(BaseHTTPRequestHandler):
         return out
 
     def api_info(self, owner, name, d):
+        with self.st.lock:
+            extra = list(self.st.extra_siblings)
         self.send_json(200, {"id": owner + "/" + name, "modelId": owner + "/" + name,
-                             "siblings": [{"rfilename": f} for f in self.walk(d)]})
+                             "siblings": [{"rfilename": f} for f in extra + self.walk(d)]})
 
     def api_tree(self, d, sub):
         target = safe_join(d, sub) if sub else d
@@ -201,6 +214,7 @@ class Handler(BaseHTTPRequestHandler):
         rng = self.headers.get("Range")
         with self.st.lock:
             no_range = self.st.no_range
+            bps = self.st.throttle_bps
             cut = self.st.cut_after
             self.st.cut_after = None
         if rng and not no_range:
@@ -232,11 +246,14 @@ class Handler(BaseHTTPRequestHandler):
             fh.seek(start)
             left = n if cut is None else min(n, cut)
             while left > 0:
-                chunk = fh.read(min(left, 65536))
+                chunk = fh.read(min(left, 4096 if bps > 0 else 65536))
                 if not chunk:
                     break
                 self.wfile.write(chunk)
                 left -= len(chunk)
+                if bps > 0:
+                    self.wfile.flush()
+                    time.sleep(len(chunk) / bps)
         self.wfile.flush()
         if cut is not None and cut < n:
             self.close_connection = True
