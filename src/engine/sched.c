@@ -14,7 +14,6 @@
 #include <time.h>
 
 #define EV_RING 64
-#define STALL_TIMEOUT_S 120.0 /* a consumer that reads nothing for this long is cancelled */
 
 typedef enum { REQ_GEN = 0, REQ_EMBED } req_kind;
 
@@ -36,6 +35,7 @@ struct eng_req {
     bool ignore_eos;
     int n_logprobs;
     double t_origin;
+    double stall_timeout_s; /* see eng_gen_params */
     /* embedding */
     int32_t **in;
     size_t *in_len;
@@ -223,6 +223,7 @@ kn_status eng_req_create_gen(eng_sched *s, const int32_t *prompt, size_t n_promp
     r->n_logprobs = p->n_logprobs;
     r->t_origin = p->t_origin;
     r->spec = p->spec == ENG_SPEC_DEFAULT ? s->o.spec : p->spec;
+    r->stall_timeout_s = p->stall_timeout_s > 0 ? p->stall_timeout_s : ENG_STALL_TIMEOUT_S;
     if (r->spec == ENG_SPEC_DRAFT && !s->o.draft) r->spec = ENG_SPEC_NGRAM;
     r->spec_max = p->spec_max > 0 ? p->spec_max : s->o.spec_max;
     if (r->spec_max > s->o.spec_max) r->spec_max = s->o.spec_max;
@@ -838,8 +839,8 @@ static void *engine_main(void *arg) {
             if (!sl->r || sl->paused || sl->r->kind != REQ_GEN || sl->n_toks - sl->n_past != 1) continue;
             if (!has_room(s, sl->r)) {
                 if (sl->stall_since == 0) sl->stall_since = now;
-                else if (now - sl->stall_since > STALL_TIMEOUT_S) {
-                    KN_WARN("a client read nothing for %.0f s; cancelling its request", STALL_TIMEOUT_S);
+                else if (now - sl->stall_since > sl->r->stall_timeout_s) {
+                    KN_WARN("a client read nothing for %.0f s; cancelling its request", sl->r->stall_timeout_s);
                     slot_finish(s, i, ENG_FINISH_CANCELLED, KN_ECANCELLED, "client stopped reading", false);
                     continue;
                 }

@@ -167,7 +167,11 @@ typedef struct eng_gen_params {
     double t_origin;             /* kn_now_s() when the request arrived (TTFT counts from it); 0: submission */
     eng_spec_mode spec;          /* speculative decoding for this request */
     int spec_max;                /* draft tokens per step; 0: the scheduler's */
+    double stall_timeout_s;      /* a consumer that reads nothing for this long while the output ring is
+                                    full is cancelled; 0: ENG_STALL_TIMEOUT_S */
 } eng_gen_params;
+
+#define ENG_STALL_TIMEOUT_S 120.0
 
 /* A generation request over prompt[0..n_prompt) (copied). Fails with
  * KN_ERANGE when the prompt does not leave room for one generated token in

@@ -34,9 +34,41 @@ bool srv_err(srv_error *e, int status, const char *param, const char *code, cons
     return false;
 }
 
-json_t *srv_parse_json(const char *body, size_t len, srv_error *e) {
+srv_limits srv_limits_default(void) {
+    return (srv_limits){.json_depth = 64, .messages = 1024, .max_tokens = 32768, .embed_inputs = ENG_MAX_EMBED_INPUTS,
+                        .stops = ENG_STOP_MAX, .logit_bias = 1024};
+}
+
+/* The deepest nesting of arrays and objects, counting brackets outside
+ * strings; stops counting once past limit. Not a validator: jansson parses. */
+static int json_depth(const char *p, size_t n, int limit) {
+    int d = 0, max = 0;
+    bool in_str = false;
+    for (size_t i = 0; i < n; i++) {
+        char c = p[i];
+        if (in_str) {
+            if (c == '\\') i++;
+            else if (c == '"') in_str = false;
+        } else if (c == '"') {
+            in_str = true;
+        } else if (c == '[' || c == '{') {
+            if (++d > max && (max = d) > limit) return max;
+        } else if ((c == ']' || c == '}') && d > 0) {
+            d--;
+        }
+    }
+    return max;
+}
+
+json_t *srv_parse_json(const char *body, size_t len, int max_depth, srv_error *e) {
     if (len == 0) {
         srv_err(e, 400, NULL, "invalid_json", "the request body is empty; expected a JSON object");
+        return NULL;
+    }
+    if (max_depth > 0 && json_depth(body, len, max_depth) > max_depth) {
+        srv_err(e, 400, NULL, "limit_exceeded",
+                "the JSON body nests arrays and objects deeper than %d levels (the limit, --limit-json-depth)",
+                max_depth);
         return NULL;
     }
     json_error_t je;
@@ -166,9 +198,13 @@ static bool get_str(json_t *o, const char *key, const char *param, const char **
     return true;
 }
 
-static bool get_stop(json_t *o, const char *key, const char *param, srv_gen_req *r, srv_error *e) {
+static bool get_stop(json_t *o, const char *key, const char *param, int limit, srv_gen_req *r, srv_error *e) {
     json_t *v = json_object_get(o, key);
     if (!v || json_is_null(v)) return true;
+    size_t n = json_is_array(v) ? json_array_size(v) : json_is_string(v) && json_string_length(v) > 0 ? 1 : 0;
+    if (n > (size_t)limit)
+        return srv_err(e, 400, param, "limit_exceeded",
+                       "'%s' has %zu stop strings; this server allows at most %d (--limit-stops)", param, n, limit);
     if (json_is_string(v)) {
         if (json_string_length(v) > ENG_STOP_MAX_LEN)
             return srv_err(e, 400, param, "invalid_value", "a stop string is longer than %d bytes", ENG_STOP_MAX_LEN);
@@ -195,7 +231,8 @@ static bool get_stop(json_t *o, const char *key, const char *param, srv_gen_req 
 
 /* Sampling fields shared by every route; o is the body (OpenAI) or the
  * options object (Ollama), prefix names it in messages. */
-static bool get_sampling(json_t *o, const char *prefix, bool ollama, srv_gen_req *r, srv_error *e) {
+static bool get_sampling(json_t *o, const char *prefix, bool ollama, const srv_limits *lim, srv_gen_req *r,
+                         srv_error *e) {
     char p[96];
 #define P(name) (snprintf(p, sizeof p, "%s%s", prefix, name), p)
     double d;
@@ -234,11 +271,15 @@ static bool get_sampling(json_t *o, const char *prefix, bool ollama, srv_gen_req
         r->sp.seed = (uint64_t)x;
         r->seed_set = true;
     }
-    if (!get_stop(o, "stop", P("stop"), r, e)) return false;
+    if (!get_stop(o, "stop", P("stop"), lim->stops, r, e)) return false;
     if (ollama) {
         x = -1;
         set = false;
         if (!get_int(o, "num_predict", P("num_predict"), -2, 1 << 24, &x, &set, e)) return false;
+        if (set && x > lim->max_tokens)
+            return srv_err(e, 400, P("num_predict"), "limit_exceeded",
+                           "'%s' is %lld; this server allows at most %d (--limit-max-tokens)", P("num_predict"), x,
+                           lim->max_tokens);
         if (set) {
             r->n_predict = x < 0 ? -1 : (int32_t)x;
             r->n_predict_set = true;
@@ -266,16 +307,16 @@ static bool get_sampling(json_t *o, const char *prefix, bool ollama, srv_gen_req
     return true;
 }
 
-static bool get_logit_bias(json_t *root, srv_gen_req *r, srv_error *e) {
+static bool get_logit_bias(json_t *root, int limit, srv_gen_req *r, srv_error *e) {
     json_t *v = json_object_get(root, "logit_bias");
     if (!v || json_is_null(v)) return true;
     if (!json_is_object(v))
         return srv_err(e, 400, "logit_bias", "invalid_type", "'logit_bias' must be an object of token id -> bias");
     size_t n = json_object_size(v);
     if (n == 0) return true;
-    if (n > SRV_MAX_LOGIT_BIAS)
-        return srv_err(e, 400, "logit_bias", "invalid_value", "'logit_bias' has %zu entries; at most %d", n,
-                       SRV_MAX_LOGIT_BIAS);
+    if (n > (size_t)limit)
+        return srv_err(e, 400, "logit_bias", "limit_exceeded",
+                       "'logit_bias' has %zu entries; this server allows at most %d (--limit-logit-bias)", n, limit);
     r->bias = calloc(n, sizeof *r->bias);
     if (!r->bias) return srv_err(e, 500, NULL, NULL, "out of memory");
     const char *k;
@@ -302,12 +343,15 @@ static bool get_logit_bias(json_t *root, srv_gen_req *r, srv_error *e) {
 
 /* Normalizes chat messages into a new array of {role, content[, ...]} with
  * text content. */
-static bool get_messages(json_t *root, bool ollama, srv_gen_req *r, srv_error *e) {
+static bool get_messages(json_t *root, bool ollama, int limit, srv_gen_req *r, srv_error *e) {
     json_t *m = json_object_get(root, "messages");
     if (!m || json_is_null(m)) return srv_err(e, 400, "messages", "missing_field", "'messages' is required");
     if (!json_is_array(m)) return srv_err(e, 400, "messages", "invalid_type", "'messages' must be an array");
     if (json_array_size(m) == 0) return srv_err(e, 400, "messages", "invalid_value", "'messages' must not be empty");
-    if (json_array_size(m) > 100000) return srv_err(e, 400, "messages", "invalid_value", "too many messages");
+    if (json_array_size(m) > (size_t)limit)
+        return srv_err(e, 400, "messages", "limit_exceeded",
+                       "'messages' has %zu entries; this server allows at most %d (--limit-messages)",
+                       json_array_size(m), limit);
     r->messages = json_array();
     if (!r->messages) return srv_err(e, 500, NULL, NULL, "out of memory");
     size_t i;
@@ -434,7 +478,7 @@ static void gen_init(srv_gen_req *r, srv_api api) {
     r->stream = api == SRV_API_OLLAMA_GENERATE || api == SRV_API_OLLAMA_CHAT; /* Ollama streams by default */
 }
 
-bool srv_parse_gen(srv_api api, json_t *root, srv_gen_req *r, srv_error *e) {
+bool srv_parse_gen(srv_api api, json_t *root, const srv_limits *lim, srv_gen_req *r, srv_error *e) {
     gen_init(r, api);
     bool ollama = api == SRV_API_OLLAMA_GENERATE || api == SRV_API_OLLAMA_CHAT;
     if (!get_str(root, "model", "model", &r->model, NULL, e)) return false;
@@ -444,7 +488,7 @@ bool srv_parse_gen(srv_api api, json_t *root, srv_gen_req *r, srv_error *e) {
         json_t *opts = json_object_get(root, "options");
         if (opts && !json_is_null(opts)) {
             if (!json_is_object(opts)) return srv_err(e, 400, "options", "invalid_type", "'options' must be an object");
-            if (!get_sampling(opts, "options.", true, r, e)) return false;
+            if (!get_sampling(opts, "options.", true, lim, r, e)) return false;
         }
         if (!srv_parse_keep_alive(root, &r->keep_alive_s, e)) return false;
         json_t *fmt = json_object_get(root, "format");
@@ -463,15 +507,15 @@ bool srv_parse_gen(srv_api api, json_t *root, srv_gen_req *r, srv_error *e) {
                 return srv_err(e, 400, "template", "unsupported",
                                "'template' overrides (Go templates) are not supported; kiln uses the model's Jinja "
                                "chat template");
-        } else if (!get_messages(root, true, r, e)) {
+        } else if (!get_messages(root, true, lim->messages, r, e)) {
             return false;
         }
         return true;
     }
 
     /* OpenAI */
-    if (!get_sampling(root, "", false, r, e)) return false;
-    if (!get_logit_bias(root, r, e)) return false;
+    if (!get_sampling(root, "", false, lim, r, e)) return false;
+    if (!get_logit_bias(root, lim->logit_bias, r, e)) return false;
     long long x = 1;
     if (!get_int(root, "n", "n", 1, 1 << 20, &x, NULL, e)) return false;
     if (x != 1) return srv_err(e, 400, "n", "unsupported_value", "only n = 1 is supported, got %lld", x);
@@ -481,6 +525,9 @@ bool srv_parse_gen(srv_api api, json_t *root, srv_gen_req *r, srv_error *e) {
     if (api == SRV_API_OPENAI_CHAT &&
         !get_int(root, "max_completion_tokens", "max_completion_tokens", 0, 1 << 24, &x, &set, e))
         return false;
+    if (set && x > lim->max_tokens)
+        return srv_err(e, 400, "max_tokens", "limit_exceeded",
+                       "'max_tokens' is %lld; this server allows at most %d (--limit-max-tokens)", x, lim->max_tokens);
     if (set) {
         r->n_predict = (int32_t)x;
         r->n_predict_set = true;
@@ -510,7 +557,7 @@ bool srv_parse_gen(srv_api api, json_t *root, srv_gen_req *r, srv_error *e) {
         if (set && !lp)
             return srv_err(e, 400, "top_logprobs", "invalid_value", "'top_logprobs' needs 'logprobs': true");
         if (lp) r->n_logprobs = (int)x;
-        return get_messages(root, false, r, e);
+        return get_messages(root, false, lim->messages, r, e);
     }
     /* completions */
     x = -1;
@@ -559,7 +606,7 @@ void srv_gen_req_free(srv_gen_req *r) {
     memset(r, 0, sizeof *r);
 }
 
-bool srv_parse_embed(bool ollama, json_t *root, srv_embed_req *r, srv_error *e) {
+bool srv_parse_embed(bool ollama, json_t *root, const srv_limits *lim, srv_embed_req *r, srv_error *e) {
     memset(r, 0, sizeof *r);
     r->keep_alive_s = NAN;
     if (ollama && !srv_parse_keep_alive(root, &r->keep_alive_s, e)) return false;
@@ -583,8 +630,10 @@ bool srv_parse_embed(bool ollama, json_t *root, srv_embed_req *r, srv_error *e) 
     if (!in || json_is_null(in)) return srv_err(e, 400, "input", "missing_field", "'input' is required");
     size_t n = json_is_array(in) ? json_array_size(in) : 1;
     if (json_is_array(in) && n == 0) return srv_err(e, 400, "input", "invalid_value", "'input' must not be empty");
-    if (n > ENG_MAX_EMBED_INPUTS)
-        return srv_err(e, 400, "input", "invalid_value", "'input' has %zu items; at most %d", n, ENG_MAX_EMBED_INPUTS);
+    int max_in = lim->embed_inputs < ENG_MAX_EMBED_INPUTS ? lim->embed_inputs : ENG_MAX_EMBED_INPUTS;
+    if (n > (size_t)max_in)
+        return srv_err(e, 400, "input", "limit_exceeded",
+                       "'input' has %zu items; this server allows at most %d (--limit-embed-inputs)", n, max_in);
     /* OpenAI also takes token ids: one list, or a list of lists */
     bool tokens = !ollama && json_is_array(in) && (json_is_integer(json_array_get(in, 0)) ||
                                                    json_is_array(json_array_get(in, 0)));

@@ -43,7 +43,21 @@ typedef struct srv_error {
 bool srv_err(srv_error *e, int status, const char *param, const char *code, const char *fmt, ...)
     __attribute__((format(printf, 5, 6)));
 
-#define SRV_MAX_LOGIT_BIAS 1024
+/* What one request may ask for. Every breach is a 400 (code
+ * "limit_exceeded") naming the field, the count, the limit and the kiln
+ * serve flag that sets it. */
+typedef struct srv_limits {
+    int json_depth;   /* nesting of arrays and objects in the body (--limit-json-depth) */
+    int messages;     /* chat messages (--limit-messages) */
+    int max_tokens;   /* max_tokens / max_completion_tokens / options.num_predict (--limit-max-tokens) */
+    int embed_inputs; /* embedding inputs (--limit-embed-inputs; at most ENG_MAX_EMBED_INPUTS) */
+    int stops;        /* stop strings (--limit-stops; at most ENG_STOP_MAX) */
+    int logit_bias;   /* logit_bias entries (--limit-logit-bias) */
+} srv_limits;
+
+/* The defaults of kiln serve: depth 64, 1024 messages, 32768 tokens, 2048
+ * inputs, 16 stops, 1024 logit_bias entries. */
+srv_limits srv_limits_default(void);
 
 typedef struct srv_gen_req {
     srv_api api;
@@ -76,8 +90,9 @@ typedef struct srv_gen_req {
     bool cache;                 /* "cache": false opts out of the response cache (default true) */
 } srv_gen_req;
 
-/* Parses and validates a generation body. On failure e says why (status 400). */
-bool srv_parse_gen(srv_api api, json_t *root, srv_gen_req *out, srv_error *e);
+/* Parses and validates a generation body within lim. On failure e says why
+ * (status 400). */
+bool srv_parse_gen(srv_api api, json_t *root, const srv_limits *lim, srv_gen_req *out, srv_error *e);
 void srv_gen_req_free(srv_gen_req *r);
 
 typedef struct srv_embed_req {
@@ -93,15 +108,17 @@ typedef struct srv_embed_req {
 } srv_embed_req;
 
 /* ollama: /api/embed ("input"), else /v1/embeddings ("input"). */
-bool srv_parse_embed(bool ollama, json_t *root, srv_embed_req *out, srv_error *e);
+bool srv_parse_embed(bool ollama, json_t *root, const srv_limits *lim, srv_embed_req *out, srv_error *e);
 void srv_embed_req_free(srv_embed_req *r);
 
 /* Ollama's keep_alive: a duration string ("5m", "300s", "1h30m", "-1") or a
  * number of seconds; negative means forever. NAN when absent or null. */
 bool srv_parse_keep_alive(json_t *root, double *out, srv_error *e);
 
-/* Parses a JSON body; a syntax error becomes a 400 naming line and column. */
-json_t *srv_parse_json(const char *body, size_t len, srv_error *e);
+/* Parses a JSON body that must be an object; a syntax error becomes a 400
+ * naming line and column, nesting deeper than max_depth a 400 (checked by a
+ * bracket count before jansson sees the bytes). */
+json_t *srv_parse_json(const char *body, size_t len, int max_depth, srv_error *e);
 
 /* Error bodies: OpenAI's {"error": {...}} or Ollama's {"error": "..."}. */
 json_t *srv_error_json(const srv_error *e, bool ollama_shape);

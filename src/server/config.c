@@ -14,7 +14,9 @@
 
 #include "../cache/cache.h"
 #include "../engine/sched.h"
+#include "../engine/stop.h"
 
+#include <ctype.h>
 #include <errno.h>
 #include <stddef.h>
 #include <stdio.h>
@@ -58,6 +60,7 @@ static kn_status check_aliases(const key_def *k, const char *label, const char *
 static kn_status check_cpu_range(const key_def *k, const char *label, const char *v, char *canon, kn_err *err);
 static kn_status check_spec(const key_def *k, const char *label, const char *v, char *canon, kn_err *err);
 static kn_status check_policy(const key_def *k, const char *label, const char *v, char *canon, kn_err *err);
+static kn_status check_cors(const key_def *k, const char *label, const char *v, char *canon, kn_err *err);
 
 #define F(field) offsetof(srv_config, field)
 
@@ -80,6 +83,16 @@ static const key_def KEYS[] = {
     {"grace-period", K_INT, F(grace_s), 0, 3600, false, false, NULL},
     {"conn-limit", K_INT, F(conn_limit), 1, 100000, false, false, NULL},
     {"conn-timeout", K_INT, F(conn_timeout_s), 1, 86400, false, false, NULL},
+    {"send-timeout", K_INT, F(send_timeout_s), 1, 86400, false, false, NULL},
+    {"read-timeout", K_INT, F(read_timeout_s), 1, 86400, false, false, NULL},
+    {"limit-messages", K_INT, F(limit_messages), 1, 1000000, false, false, NULL},
+    {"limit-max-tokens", K_INT, F(limit_max_tokens), 1, 1LL << 24, false, false, NULL},
+    {"limit-embed-inputs", K_INT, F(limit_embed_inputs), 1, ENG_MAX_EMBED_INPUTS, false, false, NULL},
+    {"limit-stops", K_INT, F(limit_stops), 0, ENG_STOP_MAX, false, false, NULL},
+    {"limit-logit-bias", K_INT, F(limit_logit_bias), 0, 1 << 20, false, false, NULL},
+    {"limit-json-depth", K_INT, F(limit_json_depth), 2, 1000, false, false, NULL},
+    {"cors-origin", K_STR, F(cors_origin), 0, 0, false, false, check_cors},
+    {"log-prompts", K_BOOL, F(log_prompts), 0, 0, false, false, NULL},
     {"n-predict", K_INT, F(max_tokens), -1, 1LL << 24, false, false, NULL},
     {"mmap", K_BOOL, F(mmap_weights), 0, 0, false, false, NULL},
     {"sla-p95-ms", K_INT, F(sla_p95_ms), 1, 3600000, false, false, NULL},
@@ -434,6 +447,34 @@ static kn_status cpu_parse_canon(const char *label, const char *canon, cpu_set_t
     return KN_OK;
 }
 
+/* "*", or a comma list of origins: http:// or https://, then a host of
+ * letters, digits, '.', '-', or a bracketed IPv6 address, and an optional
+ * :port; no path, no trailing '/'. */
+static kn_status check_cors(const key_def *k, const char *label, const char *v, char *canon, kn_err *err) {
+    kn_status st = canon_list(k, label, v, canon, err);
+    if (st) return st;
+    if (!strcmp(canon, "*")) return KN_OK;
+    const char *cur = canon, *it;
+    size_t len;
+    while (srv_config_list_next(&cur, &it, &len)) {
+        int show_n = (int)(len < CFG_SHOW ? len : CFG_SHOW);
+        size_t pre = len > 8 && !strncmp(it, "https://", 8) ? 8 : len > 7 && !strncmp(it, "http://", 7) ? 7 : 0;
+        bool ok = pre > 0;
+        for (size_t i = pre; ok && i < len; i++) {
+            unsigned char ch = (unsigned char)it[i];
+            ok = isalnum(ch) || ch == '.' || ch == '-' || ch == ':' || ch == '[' || ch == ']';
+        }
+        if (!ok)
+            return kn_fail(err, KN_EINVAL,
+                           "%s: '%.*s' is not an origin (\"*\", or scheme://host[:port] with http or https and no "
+                           "path)",
+                           label, show_n, it);
+        if (list_has_before(canon, it, it, len, false))
+            return kn_fail(err, KN_EINVAL, "%s: '%.*s' is listed twice", label, show_n, it);
+    }
+    return KN_OK;
+}
+
 static kn_status check_cpu_range(const key_def *k, const char *label, const char *v, char *canon, kn_err *err) {
     kn_status st = canon_list(k, label, v, canon, err);
     if (st) return st;
@@ -574,6 +615,16 @@ void srv_config_init(srv_config *c) {
     c->grace_s = 30;
     c->conn_limit = 1024;
     c->conn_timeout_s = 60;
+    c->send_timeout_s = 120;
+    c->read_timeout_s = 60;
+    c->limit_messages = 1024;
+    c->limit_max_tokens = 32768;
+    c->limit_embed_inputs = ENG_MAX_EMBED_INPUTS;
+    c->limit_stops = ENG_STOP_MAX;
+    c->limit_logit_bias = 1024;
+    c->limit_json_depth = 64;
+    c->cors_origin = NULL;
+    c->log_prompts = false;
     c->max_tokens = -1;
     c->mmap_weights = false;
     c->sla_p95_ms = 2000;

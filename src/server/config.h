@@ -44,10 +44,13 @@
  *            10..86400, unload-timeout -1..2592000 (30 days), cleanup-interval
  *            1..3600, batch-wait-ms 0..1000, cache-mib 0..65536, kv-block-size
  *            16..256 (a power of two), cache-ram 0..2^20, draft-max 0..16,
- *            cache-ttl-response and cache-ttl-embedding 1..31536000; max-body
+ *            cache-ttl-response and cache-ttl-embedding 1..31536000, send-timeout and
+ *            read-timeout 1..86400, limit-messages 1..1000000, limit-max-tokens
+ *            1..2^24, limit-embed-inputs 1..2048, limit-stops 0..16,
+ *            limit-logit-bias 0..2^20, limit-json-depth 2..1000; max-body
  *            1 KiB..1 GiB, memory-budget and cache-disk-size 0..2^50 also take
  *            a k/m/g suffix (binary: 8m = 8 MiB)
- *   booleans mmap, response-cache, embedding-cache, cache-compress:
+ *   booleans mmap, response-cache, embedding-cache, cache-compress, log-prompts:
  *            true/false, yes/no, on/off, 1/0 (any case)
  *
  * Profiles (--profile, KILN_PROFILE or `profile:` in the file) set these
@@ -105,6 +108,22 @@ typedef struct srv_config {
     int grace_s;           /* --grace-period: shutdown waits this long for requests in flight (default 30) */
     int conn_limit;        /* --conn-limit: open connections (default 1024) */
     int conn_timeout_s;    /* --conn-timeout: idle connection timeout (default 60) */
+    int send_timeout_s;    /* --send-timeout: a client that reads nothing of its answer for this long is
+                              disconnected and its sequence cancelled (default 120) */
+    int read_timeout_s;    /* --read-timeout: the request body must arrive within this many seconds of
+                              the headers, else 408 or the connection is closed (default 60) */
+    /* request limits (issue 11): each breach is a 400 naming the field and the flag */
+    int limit_messages;    /* --limit-messages: chat messages per request (default 1024) */
+    int limit_max_tokens;  /* --limit-max-tokens: max_tokens / num_predict a request may ask, and the cap
+                              of a generation that sets none (default 32768) */
+    int limit_embed_inputs; /* --limit-embed-inputs: embedding inputs per request (default 2048) */
+    int limit_stops;       /* --limit-stops: stop strings per request (default 16, the most supported) */
+    int limit_logit_bias;  /* --limit-logit-bias: logit_bias entries per request (default 1024) */
+    int limit_json_depth;  /* --limit-json-depth: nesting of arrays and objects in a body (default 64) */
+    char *cors_origin;     /* --cors-origin: "*" or a comma list of origins (scheme://host[:port]) that
+                              browsers may call from (NULL = CORS off, the default) */
+    bool log_prompts;      /* --log-prompts: log prompt and completion text (default false: logs carry
+                              no request text) */
     int max_tokens;        /* --n-predict: default generation limit when a request sets none (default -1 = context) */
     bool mmap_weights;     /* --mmap */
     int sla_p95_ms;        /* --sla-p95-ms: end-to-end p95 target reported in /health (default 2000) */

@@ -52,7 +52,19 @@ typedef struct gen_job {
     srv_rec rec;
     rc_key key;
     uint64_t tag;
+    bool log_text;        /* --log-prompts: the completion is logged when it ends */
+    kn_buf logged;        /* a stream's text so far, for that log line */
 } gen_job;
+
+/* --log-prompts caps each logged text at this many bytes. */
+#define LOG_TEXT_MAX 65536
+
+static void log_completion(gen_job *j, const char *text, size_t n) {
+    if (!j->log_text) return;
+    j->log_text = false;
+    KN_INFO("%s: completion (%zu bytes%s): %.*s", j->id, n, n > LOG_TEXT_MAX ? ", truncated" : "",
+            (int)(n > LOG_TEXT_MAX ? LOG_TEXT_MAX : n), text ? text : "");
+}
 
 static bool is_ollama(srv_api a) { return a == SRV_API_OLLAMA_GENERATE || a == SRV_API_OLLAMA_CHAT; }
 static bool is_chat(srv_api a) { return a == SRV_API_OPENAI_CHAT || a == SRV_API_OLLAMA_CHAT; }
@@ -71,6 +83,7 @@ static void job_free(gen_job *j) {
     json_decref(j->lp_offsets);
     free(j->hit_val);
     srv_rec_free(&j->rec);
+    kn_buf_free(&j->logged);
     free(j);
 }
 
@@ -264,6 +277,7 @@ static void stream_final(gen_job *j) {
 static void consume(gen_job *j, const char *text, size_t n, const eng_tok_event *ev, size_t nev) {
     if (!n && !nev) return;
     if (j->recording) srv_rec_chunk(&j->rec, text, n, ev, nev);
+    if (j->log_text && j->stream && j->logged.n < LOG_TEXT_MAX + 1) kn_buf_add(&j->logged, text, n, 0);
     if (j->stream) {
         stream_delta(j, text, n, ev, nev);
         return;
@@ -336,11 +350,13 @@ static ssize_t stream_reader(void *cls, uint64_t pos, char *buf, size_t max) {
     (void)pos;
     gen_job *j = cls;
     if (!j->started) stream_start(j);
+    srv_working(j->c); /* waiting for tokens is not idling */
     for (;;) {
         if (j->out_off < j->out.n) {
             size_t n = j->out.n - j->out_off < max ? j->out.n - j->out_off : max;
             memcpy(buf, j->out.p + j->out_off, n);
             j->out_off += n;
+            srv_sending(j->c); /* a client that stops reading is cut off after the send timeout */
             return (ssize_t)n;
         }
         if (j->sent_final) return MHD_CONTENT_READER_END_OF_STREAM;
@@ -348,6 +364,7 @@ static ssize_t stream_reader(void *cls, uint64_t pos, char *buf, size_t max) {
         if (pump(j, 100)) {
             stream_final(j);
             j->sent_final = true;
+            log_completion(j, j->logged.p, j->logged.n);
         }
         if (j->out.n == 0 && srv_client_gone(j->c)) {
             KN_INFO("%s: the client went away mid-stream; request cancelled", j->id);
@@ -373,7 +390,7 @@ static enum MHD_Result respond_stream(gen_job *j) {
     char timing[48];
     cache_headers(j, hdrs, timing, sizeof timing);
     for (int i = 0; hdrs[i]; i += 2) MHD_add_response_header(resp, hdrs[i], hdrs[i + 1]);
-    enum MHD_Result ret = MHD_queue_response(j->c, 200, resp);
+    enum MHD_Result ret = srv_queue(j->c, 200, resp);
     MHD_destroy_response(resp);
     return ret;
 }
@@ -408,6 +425,7 @@ static enum MHD_Result respond_whole(gen_job *j) {
     const char *fin = eng_finish_name(j->res.finish);
     json_t *o;
     const char *text = j->acc.p ? j->acc.p : "";
+    log_completion(j, text, j->acc.n);
     if (oll) {
         o = ollama_obj(j, text, j->acc.n, true);
         json_object_set_new(o, "done_reason", json_string(fin));
@@ -462,9 +480,9 @@ static enum MHD_Result handle_gen(srv_server *s, struct MHD_Connection *c, conn_
     size_t n_ids = 0;
     gen_job *j = NULL;
     double t0 = kn_now_s();
-    json_t *root = srv_parse_json(cx->body.p, cx->body.n, &e);
+    json_t *root = srv_parse_json(cx->body.p, cx->body.n, s->lim.json_depth, &e);
     if (!root) return srv_send_error(c, &e, oll);
-    if (!srv_parse_gen(api, root, &q, &e)) goto fail;
+    if (!srv_parse_gen(api, root, &s->lim, &q, &e)) goto fail;
     /* num_ctx above the default instance's context asks for an instance of its own */
     rt_acquire_opts ao = {.n_ctx = q.num_ctx, .keep_alive_s = q.keep_alive_s, .touch = true};
     if (!srv_acquire_model(s, q.model, &ao, &m, &e)) goto fail;
@@ -537,11 +555,13 @@ static enum MHD_Result handle_gen(srv_server *s, struct MHD_Connection *c, conn_
     eng_gen_params gp = {.sp = q.sp, .n_predict = q.n_predict_set ? q.n_predict : s->cfg->max_tokens,
                          .ignore_eos = q.ignore_eos, .stops = q.stops, .n_stops = q.n_stops,
                          .n_logprobs = q.n_logprobs, .t_origin = cx->t0, .spec = q.spec,
-                         .spec_max = q.spec_max};
+                         .spec_max = q.spec_max, .stall_timeout_s = s->cfg->send_timeout_s};
     if (ctx < m->n_ctx) {
         int32_t room = (int32_t)((size_t)ctx - n_ids);
         if (gp.n_predict < 0 || gp.n_predict > room) gp.n_predict = room;
     }
+    /* --limit-max-tokens also caps a generation that asked for no limit */
+    if (gp.n_predict < 0 || gp.n_predict > s->lim.max_tokens) gp.n_predict = s->lim.max_tokens;
     unsigned long long seq = atomic_fetch_add(&s->seq, 1) + 1;
     if (!q.seed_set) gp.sp.seed = kn_now_ns() ^ (seq * 0x9E3779B97F4A7C15ull);
 
@@ -582,6 +602,15 @@ static enum MHD_Result handle_gen(srv_server *s, struct MHD_Connection *c, conn_
         j->text_offset = j->echo_len;
     }
     j->t_arrival = cx->t0;
+    if (s->cfg->log_prompts) { /* off by default: logs carry no request text */
+        j->log_text = true;
+        char *pj = q.messages ? json_dumps(q.messages, JSON_COMPACT | JSON_ENSURE_ASCII) : NULL;
+        const char *pt = pj ? pj : q.prompt ? q.prompt : "";
+        size_t pn = pj ? strlen(pj) : q.prompt ? q.prompt_len : 0;
+        KN_INFO("%s: %s (%zu bytes%s): %.*s", j->id, pj ? "messages" : "prompt", pn,
+                pn > LOG_TEXT_MAX ? ", truncated" : "", (int)(pn > LOG_TEXT_MAX ? LOG_TEXT_MAX : pn), pt);
+        free(pj);
+    }
     j->xcache = SRV_XC_BYPASS;
     if (srv_gen_cacheable(s, m, &q, c)) {
         j->key = srv_gen_key(s, m, &q, ids, n_ids, &gp, ctx);
@@ -687,9 +716,9 @@ static enum MHD_Result handle_embed(srv_server *s, struct MHD_Connection *c, con
     size_t n_miss = 0, n_hit = 0;
     const bool normalize = true;
     double t0 = kn_now_s();
-    json_t *root = srv_parse_json(cx->body.p, cx->body.n, &e);
+    json_t *root = srv_parse_json(cx->body.p, cx->body.n, s->lim.json_depth, &e);
     if (!root) return srv_send_error(c, &e, oll);
-    if (!srv_parse_embed(oll, root, &q, &e)) goto fail;
+    if (!srv_parse_embed(oll, root, &s->lim, &q, &e)) goto fail;
     rt_acquire_opts ao = {.n_ctx = 0, .keep_alive_s = q.keep_alive_s, .touch = true};
     if (!srv_acquire_model(s, q.model, &ao, &m, &e)) goto fail;
     cx->model = m->id;

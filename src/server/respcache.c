@@ -355,7 +355,8 @@ enum MHD_Result srv_h_cache_clear(srv_server *s, struct MHD_Connection *c, conn_
     uint64_t tag = 0;
     const char *model = NULL;
     if (cx->body.n) {
-        if (!(root = srv_parse_json(cx->body.p, cx->body.n, &e))) return srv_send_error(c, &e, false);
+        if (!(root = srv_parse_json(cx->body.p, cx->body.n, s->lim.json_depth, &e)))
+            return srv_send_error(c, &e, false);
         if (!json_is_object(root)) {
             srv_err(&e, 400, NULL, "invalid_type", "the body must be a JSON object");
             goto fail;

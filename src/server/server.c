@@ -19,6 +19,60 @@
 
 /* ---- responses ------------------------------------------------------------- */
 
+/* The server a connection belongs to (set when MHD accepts it). */
+static srv_server *conn_server(struct MHD_Connection *c) {
+    const union MHD_ConnectionInfo *ci = MHD_get_connection_info(c, MHD_CONNECTION_INFO_SOCKET_CONTEXT);
+    return ci ? ci->socket_context : NULL;
+}
+
+/* The kernel send buffer of each connection: bounded (no autotuning up to
+ * tcp_wmem's maximum), so that an answer a client does not read stalls the
+ * sender soon and the send timeout applies. Linux doubles the value. */
+#define SRV_SEND_BUFFER (256 * 1024)
+
+static void on_connection(void *cls, struct MHD_Connection *c, void **socket_context,
+                          enum MHD_ConnectionNotificationCode toe) {
+    if (toe != MHD_CONNECTION_NOTIFY_STARTED) return;
+    *socket_context = cls;
+    const union MHD_ConnectionInfo *ci = MHD_get_connection_info(c, MHD_CONNECTION_INFO_CONNECTION_FD);
+    int sz = SRV_SEND_BUFFER;
+    if (ci) (void)setsockopt(ci->connect_fd, SOL_SOCKET, SO_SNDBUF, &sz, sizeof sz);
+}
+
+/* The allowed origin to echo for this request, or NULL (CORS off, no
+ * Origin header, or an origin not in the list). */
+static const char *cors_allowed(const srv_server *s, struct MHD_Connection *c) {
+    if (!s || !s->cfg->cors_origin) return NULL;
+    const char *o = MHD_lookup_connection_value(c, MHD_HEADER_KIND, "Origin");
+    if (!o) return NULL;
+    if (!strcmp(s->cfg->cors_origin, "*")) return "*";
+    const char *cur = s->cfg->cors_origin, *it;
+    size_t len;
+    while (srv_config_list_next(&cur, &it, &len))
+        if (strlen(o) == len && !strncasecmp(o, it, len)) return o;
+    return NULL;
+}
+
+enum MHD_Result srv_queue(struct MHD_Connection *c, unsigned status, struct MHD_Response *r) {
+    srv_server *s = conn_server(c);
+    const char *origin = cors_allowed(s, c);
+    if (origin) {
+        MHD_add_response_header(r, "Access-Control-Allow-Origin", origin);
+        if (strcmp(origin, "*")) MHD_add_response_header(r, "Vary", "Origin");
+        MHD_add_response_header(r, "Access-Control-Expose-Headers", "X-Cache, X-Cache-Hits, Server-Timing, Retry-After");
+    }
+    return MHD_queue_response(c, status, r);
+}
+
+void srv_sending(struct MHD_Connection *c) {
+    srv_server *s = conn_server(c);
+    /* from 0 to a timeout restarts MHD's timer: the answer has send-timeout
+     * seconds to make progress from now */
+    if (s) MHD_set_connection_option(c, MHD_CONNECTION_OPTION_TIMEOUT, (unsigned)s->cfg->send_timeout_s);
+}
+
+void srv_working(struct MHD_Connection *c) { MHD_set_connection_option(c, MHD_CONNECTION_OPTION_TIMEOUT, 0u); }
+
 enum MHD_Result srv_send_body_h(struct MHD_Connection *c, int status, const char *ctype, char *body, size_t len,
                                 const char *const *hdrs) {
     struct MHD_Response *r = MHD_create_response_from_buffer(len, body, MHD_RESPMEM_MUST_FREE);
@@ -28,7 +82,7 @@ enum MHD_Result srv_send_body_h(struct MHD_Connection *c, int status, const char
     }
     MHD_add_response_header(r, "Content-Type", ctype);
     for (size_t i = 0; hdrs && hdrs[i]; i += 2) MHD_add_response_header(r, hdrs[i], hdrs[i + 1]);
-    enum MHD_Result ret = MHD_queue_response(c, (unsigned)status, r);
+    enum MHD_Result ret = srv_queue(c, (unsigned)status, r);
     MHD_destroy_response(r);
     return ret;
 }
@@ -62,7 +116,7 @@ enum MHD_Result srv_send_error(struct MHD_Connection *c, const srv_error *e, boo
     MHD_add_response_header(r, "Content-Type", "application/json");
     if (e->status == 503) MHD_add_response_header(r, "Retry-After", "1");
     if (e->status == 401) MHD_add_response_header(r, "WWW-Authenticate", "Bearer");
-    enum MHD_Result ret = MHD_queue_response(c, (unsigned)e->status, r);
+    enum MHD_Result ret = srv_queue(c, (unsigned)e->status, r);
     MHD_destroy_response(r);
     return ret;
 }
@@ -242,7 +296,7 @@ static json_t *gguf_value_json(const gguf_ctx *g, int64_t i) {
 
 static enum MHD_Result h_api_show(srv_server *s, struct MHD_Connection *c, conn_ctx *cx) {
     srv_error e;
-    json_t *root = srv_parse_json(cx->body.p, cx->body.n, &e);
+    json_t *root = srv_parse_json(cx->body.p, cx->body.n, s->lim.json_depth, &e);
     if (!root) return srv_send_error(c, &e, true);
     json_t *name = json_object_get(root, "model");
     if (!name) name = json_object_get(root, "name");
@@ -294,7 +348,7 @@ static enum MHD_Result h_api_show(srv_server *s, struct MHD_Connection *c, conn_
 
 static enum MHD_Result h_tokenize(srv_server *s, struct MHD_Connection *c, conn_ctx *cx) {
     srv_error e;
-    json_t *root = srv_parse_json(cx->body.p, cx->body.n, &e);
+    json_t *root = srv_parse_json(cx->body.p, cx->body.n, s->lim.json_depth, &e);
     if (!root) return srv_send_error(c, &e, false);
     const char *model = NULL, *content = NULL;
     json_t *jm = json_object_get(root, "model"), *jc = json_object_get(root, "content");
@@ -343,7 +397,7 @@ err:
 
 static enum MHD_Result h_detokenize(srv_server *s, struct MHD_Connection *c, conn_ctx *cx) {
     srv_error e;
-    json_t *root = srv_parse_json(cx->body.p, cx->body.n, &e);
+    json_t *root = srv_parse_json(cx->body.p, cx->body.n, s->lim.json_depth, &e);
     if (!root) return srv_send_error(c, &e, false);
     json_t *jm = json_object_get(root, "model"), *jt = json_object_get(root, "tokens");
     int32_t *ids = NULL;
@@ -480,6 +534,22 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const cha
             if (!strcmp(ROUTES[i].method, method)) match = &ROUTES[i];
         }
         bool ollama = !strncmp(url, "/api/", 5);
+        if (!match && path_known && !strcmp(method, "OPTIONS") && cors_allowed(s, c)) {
+            /* a CORS preflight: what this path takes */
+            cx->done = true;
+            char methods[64] = "OPTIONS";
+            for (size_t i = 0; i < N_ROUTES; i++)
+                if (!strcmp(ROUTES[i].path, url) && strlen(methods) + strlen(ROUTES[i].method) + 3 < sizeof methods)
+                    strcat(strcat(methods, ", "), ROUTES[i].method);
+            struct MHD_Response *r = MHD_create_response_from_buffer(0, NULL, MHD_RESPMEM_PERSISTENT);
+            if (!r) return MHD_NO;
+            MHD_add_response_header(r, "Access-Control-Allow-Methods", methods);
+            MHD_add_response_header(r, "Access-Control-Allow-Headers", "Authorization, Content-Type, Cache-Control");
+            MHD_add_response_header(r, "Access-Control-Max-Age", "600");
+            enum MHD_Result ret = srv_queue(c, 204, r);
+            MHD_destroy_response(r);
+            return ret;
+        }
         if (!match) {
             cx->done = true;
             if (path_known) {
@@ -492,7 +562,7 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const cha
                     for (size_t i = 0; i < N_ROUTES; i++)
                         if (!strcmp(ROUTES[i].path, url)) MHD_add_response_header(r, "Allow", ROUTES[i].method);
                     MHD_add_response_header(r, "Content-Type", "application/json");
-                    enum MHD_Result ret = MHD_queue_response(c, 405, r);
+                    enum MHD_Result ret = srv_queue(c, 405, r);
                     MHD_destroy_response(r);
                     return ret;
                 }
@@ -528,6 +598,13 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const cha
     if (*upload_size) {
         size_t n = *upload_size;
         *upload_size = 0;
+        if (kn_now_s() - cx->t0 > s->cfg->read_timeout_s) {
+            /* a body trickled in slowly: MHD cannot answer mid-body, so close */
+            KN_INFO("%s %s: the request body did not arrive within %d s (--read-timeout); closing the connection",
+                    method, url, s->cfg->read_timeout_s);
+            cx->done = true;
+            return MHD_NO;
+        }
         if (cx->too_large) return MHD_YES;
         if (cx->body.n + n > (size_t)s->max_body) {
             cx->too_large = true;
@@ -543,6 +620,11 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const cha
                 (long long)s->max_body);
         return srv_send_error(c, &e, rt->ollama);
     }
+    if (kn_now_s() - cx->t0 > s->cfg->read_timeout_s) {
+        srv_err(&e, 408, NULL, "request_timeout", "the request body did not arrive within %d s",
+                s->cfg->read_timeout_s);
+        return srv_send_error(c, &e, rt->ollama);
+    }
     if (atomic_load(&s->state) == SRV_DRAINING && rt->fn != h_health) {
         srv_err(&e, 503, NULL, "shutting_down", "the server is shutting down");
         return srv_send_error(c, &e, rt->ollama);
@@ -552,8 +634,13 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const cha
         cx->counted = true;
         /* the idle timeout is for idle connections: one waiting for its
          * first token (queued, or behind a long prefill) is not idle, and
-         * a client that leaves is noticed by the handlers anyway */
-        MHD_set_connection_option(c, MHD_CONNECTION_OPTION_TIMEOUT, 0u);
+         * a client that leaves is noticed by the handlers anyway. Once the
+         * answer is queued, the send timeout bounds a client that does not
+         * read it (streams switch back and forth, see gen.c). */
+        srv_working(c);
+        enum MHD_Result ret = rt->fn(s, c, cx);
+        srv_sending(c);
+        return ret;
     }
     return rt->fn(s, c, cx);
 }
@@ -756,6 +843,9 @@ kn_status srv_create(const srv_config *cfg, const rt_opts *ro, const tensor_ops 
     s->cfg = cfg;
     s->api_key = cfg->api_key;
     s->max_body = cfg->max_body;
+    s->lim = (srv_limits){.json_depth = cfg->limit_json_depth, .messages = cfg->limit_messages,
+                          .max_tokens = cfg->limit_max_tokens, .embed_inputs = cfg->limit_embed_inputs,
+                          .stops = cfg->limit_stops, .logit_bias = cfg->limit_logit_bias};
     s->default_model = cfg->default_model;
     if (!s->default_model && cfg->model_file && rt_registry_count(s->reg) == 1) {
         rt_entry_info in;
@@ -773,6 +863,17 @@ rt_registry *srv_registry(srv_server *s) { return s->reg; }
 
 const char *srv_default_model(const srv_server *s) { return s->default_model; }
 
+static bool addr_is_loopback(const struct sockaddr *a) {
+    if (a->sa_family == AF_INET)
+        return (ntohl(((const struct sockaddr_in *)(const void *)a)->sin_addr.s_addr) >> 24) == 127;
+    if (a->sa_family == AF_INET6) {
+        const struct in6_addr *x = &((const struct sockaddr_in6 *)(const void *)a)->sin6_addr;
+        if (IN6_IS_ADDR_LOOPBACK(x)) return true;
+        if (IN6_IS_ADDR_V4MAPPED(x)) return x->s6_addr[12] == 127;
+    }
+    return false;
+}
+
 kn_status srv_start(srv_server *s, int *port, kn_err *err) {
     struct addrinfo hints = {.ai_family = AF_UNSPEC, .ai_socktype = SOCK_STREAM, .ai_flags = AI_NUMERICSERV},
                     *ai = NULL;
@@ -780,6 +881,10 @@ kn_status srv_start(srv_server *s, int *port, kn_err *err) {
     snprintf(ps, sizeof ps, "%d", s->cfg->port);
     int gai = getaddrinfo(s->cfg->host, ps, &hints, &ai);
     if (gai != 0 || !ai) return kn_fail(err, KN_EINVAL, "cannot resolve host '%s': %s", s->cfg->host, gai_strerror(gai));
+    if (!s->api_key && !addr_is_loopback(ai->ai_addr))
+        KN_WARN("listening on %s, which is not a loopback address, without --api-key: anyone who can reach this "
+                "port can use the models; set --api-key or bind 127.0.0.1",
+                s->cfg->host);
     unsigned flags = MHD_USE_THREAD_PER_CONNECTION | MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_ITC |
                      MHD_USE_POLL | MHD_USE_ERROR_LOG;
     if (ai->ai_family == AF_INET6) flags |= MHD_USE_IPv6;
@@ -787,7 +892,7 @@ kn_status srv_start(srv_server *s, int *port, kn_err *err) {
                             MHD_OPTION_CONNECTION_LIMIT, (unsigned)s->cfg->conn_limit, MHD_OPTION_CONNECTION_TIMEOUT,
                             (unsigned)s->cfg->conn_timeout_s, MHD_OPTION_NOTIFY_COMPLETED, on_completed, s,
                             MHD_OPTION_THREAD_STACK_SIZE, (size_t)(2u << 20), MHD_OPTION_EXTERNAL_LOGGER, mhd_log, s,
-                            MHD_OPTION_END);
+                            MHD_OPTION_NOTIFY_CONNECTION, on_connection, s, MHD_OPTION_END);
     freeaddrinfo(ai);
     if (!s->d)
         return kn_fail(err, KN_EIO, "cannot listen on %s:%d (address in use, or not allowed?)", s->cfg->host,

@@ -45,6 +45,7 @@ struct srv_server {
     int ops_level;         /* the kernel set (kn_cpu_level) and VNNI: part of the cache keys */
     bool ops_vnni;
     eng_spec_mode spec_default; /* --spec, parsed */
+    srv_limits lim;        /* the request limits of the config */
 };
 
 struct route;
@@ -57,6 +58,16 @@ typedef struct conn_ctx {
     bool done;    /* a response was queued */
     bool counted; /* in in_flight */
 } conn_ctx;
+
+/* Queues r on c with the server's CORS headers (when the request's Origin
+ * is allowed). Every response goes through here. */
+enum MHD_Result srv_queue(struct MHD_Connection *c, unsigned status, struct MHD_Response *r);
+/* The connection's idle timeout while the server writes an answer: the
+ * send timeout (reset from now). Called when an answer is ready to go. */
+void srv_sending(struct MHD_Connection *c);
+/* No idle timeout while the server works on the answer (the client is
+ * waiting, not idle). */
+void srv_working(struct MHD_Connection *c);
 
 typedef enum MHD_Result (*srv_handler)(srv_server *s, struct MHD_Connection *c, conn_ctx *cx);
 
