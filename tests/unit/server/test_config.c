@@ -1248,6 +1248,51 @@ static void roundtrip(const srv_config *c, char **text_out) {
     *text_out = text;
 }
 
+/* Issue 11: timeouts, request limits, CORS origins and --log-prompts. */
+static void test_reliability_keys(void **st) {
+    (void)st;
+    srv_config c;
+    srv_config_init(&c);
+    kn_err e = {0};
+    assert_int_equal(c.send_timeout_s, 120);
+    assert_int_equal(c.read_timeout_s, 60);
+    assert_int_equal(c.limit_messages, 1024);
+    assert_int_equal(c.limit_max_tokens, 32768);
+    assert_int_equal(c.limit_embed_inputs, 2048);
+    assert_int_equal(c.limit_stops, 16);
+    assert_int_equal(c.limit_logit_bias, 1024);
+    assert_int_equal(c.limit_json_depth, 64);
+    assert_null(c.cors_origin);
+    assert_false(c.log_prompts);
+    static const struct {
+        const char *key, *val;
+        kn_status want;
+    } CASES[] = {
+        {"send-timeout", "1", KN_OK},          {"send-timeout", "0", KN_ERANGE},
+        {"read_timeout", "86400", KN_OK},      {"read-timeout", "86401", KN_ERANGE},
+        {"limit-messages", "1", KN_OK},        {"limit-messages", "0", KN_ERANGE},
+        {"limit-max-tokens", "16777216", KN_OK}, {"limit-max-tokens", "16777217", KN_ERANGE},
+        {"limit-embed-inputs", "2048", KN_OK}, {"limit-embed-inputs", "2049", KN_ERANGE},
+        {"limit-stops", "0", KN_OK},           {"limit-stops", "17", KN_ERANGE},
+        {"limit-logit-bias", "0", KN_OK},      {"limit-logit-bias", "-1", KN_ERANGE},
+        {"limit-json-depth", "2", KN_OK},      {"limit-json-depth", "1", KN_ERANGE},
+        {"limit-json-depth", "x", KN_EINVAL},  {"log-prompts", "yes", KN_OK},
+        {"cors-origin", "*", KN_OK},           {"cors-origin", "ftp://a", KN_EINVAL},
+        {"cors-origin", "http://a/b", KN_EINVAL}, {"cors-origin", "http://a, http://a", KN_EINVAL},
+        {"cors-origin", "a.example", KN_EINVAL},
+        {"cors-origin", " http://a.example , https://[::1]:8443", KN_OK},
+    };
+    for (size_t i = 0; i < sizeof CASES / sizeof CASES[0]; i++) {
+        kn_status s = srv_config_set(&c, CASES[i].key, CASES[i].val, &e);
+        if (s != CASES[i].want) fail_msg("%s=%s: got %d (%s), want %d", CASES[i].key, CASES[i].val, s, e.msg, CASES[i].want);
+    }
+    assert_string_equal(c.cors_origin, "http://a.example,https://[::1]:8443");
+    assert_true(c.log_prompts);
+    assert_int_equal(c.limit_json_depth, 2);
+    assert_int_equal(c.send_timeout_s, 1);
+    srv_config_free(&c);
+}
+
 static void test_dump_roundtrip(void **st) {
     (void)st;
     env_saved env;
@@ -1348,6 +1393,7 @@ int main(void) {
         cmocka_unit_test(test_lists),
         cmocka_unit_test(test_cpu_set),
         cmocka_unit_test(test_print_config_flag),
+        cmocka_unit_test(test_reliability_keys),
         cmocka_unit_test(test_dump_roundtrip),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
