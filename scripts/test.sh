@@ -2,18 +2,21 @@
 # test.sh — install dependencies, build, and run every kiln test.
 #
 # Phases (each a separate build directory):
-#   1. release   gcc, -Werror: the whole suite (unit + integration)
+#   1. release   gcc, -Werror: the whole suite (unit + integration) but the
+#                sanitizer soak (label "soak")
 #   2. kernels   the kernel and engine unit tests again under every kernel set
 #                this CPU supports (KILN_CPU=generic, avx2, avx512)
 #   3. asan      clang, ASan+UBSan: the whole suite once
-#   4. tsan      clang, ThreadSanitizer: the concurrent code (scheduler unit
-#                test, server integration tests)
+#   4. tsan      clang, ThreadSanitizer: the concurrent code (scheduler and
+#                cache unit tests, server integration tests, the soak)
 #   5. fuzz      clang libFuzzer targets, ~20 s each from the seed corpus
 # The last line is the total: "total: N passed, N failed".
 # The 1100-token ".long" reference prompts run in the release phase only
 # (KILN_SKIP_LONG=1 elsewhere) to keep the suite's time in bounds.
 # Env: KILN_TEST_PHASES="release kernels asan tsan fuzz" to pick phases,
 #      KILN_FUZZ_SECONDS (default 20), JOBS (default nproc).
+# The long reliability runs (fuzzers >= 10 min each, 10,000 aborts, a 30-min
+# soak with the RSS check) are scripts/reliability-long.sh, not part of this.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$(pwd)
@@ -60,7 +63,7 @@ for phase in $PHASES; do
   case $phase in
   release)
     if build build-test/release gcc -DCMAKE_BUILD_TYPE=Release -DKILN_WERROR=ON; then
-      run_ctest release build-test/release
+      run_ctest release build-test/release -LE soak
     else failed=$((failed + 1)); failures+=("release: build failed"); fi ;;
   kernels)
     [ -d build-test/release ] || build build-test/release gcc -DCMAKE_BUILD_TYPE=Release -DKILN_WERROR=ON
@@ -80,7 +83,7 @@ for phase in $PHASES; do
   tsan)
     if build build-test/tsan clang-14 -DCMAKE_BUILD_TYPE=RelWithDebInfo -DKILN_TSAN=ON -DKILN_WERROR=ON; then
       KILN_SKIP_LONG=1 TSAN_OPTIONS=halt_on_error=1:second_deadlock_stack=1 \
-        run_ctest tsan build-test/tsan -R 'engine_test_sched|integration_test_server|cache_test' -E openai_npm
+        run_ctest tsan build-test/tsan -R 'engine_test_sched|integration_test_server|integration_test_soak|cache_test' -E openai_npm
     else failed=$((failed + 1)); failures+=("tsan: build failed"); fi ;;
   fuzz)
     if build build-test/fuzz clang-14 -DCMAKE_BUILD_TYPE=RelWithDebInfo -DKILN_FUZZ=ON \
