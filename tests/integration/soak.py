@@ -169,8 +169,8 @@ class Soak:
         while time.time() < self.end_at:
             self._sleep(rng.uniform(4.0, 9.0))
             self.phases["mixed"] += 1
-            if time.time() >= self.end_at:
-                return
+            if self.end_at - time.time() < idle + 1.0:
+                return  # no time left for a whole pause or "only" phase
             if rng.random() < 0.5:
                 with self.cv:
                     self.paused = True

@@ -8,9 +8,11 @@ estimates it logs (`loading ID (...) (context N, estimate X MiB)`), so the
 budget (1.5 x the larger estimate) fits either model alone but not both,
 whatever kiln's estimator says. Then KILN_MEM_THREADS threads (default 4)
 send KILN_MEM_REQUESTS requests (default 40) in all, each thread
-alternating between the two models, with --queue-timeout 2 so that a
-request whose model cannot make room while the other model is busy gets
-its 503 quickly.
+alternating between the two models. Thread 0's requests are long (about
+3 s alone, sized from the measured speed) and the server runs with
+--queue-timeout 1, so a request for the other model while a long one runs
+waits for memory in vain and gets its 503; the short requests of the other
+threads evict and reload the models over and over.
 
 Checks: every answer is a 200 or a 503 whose message has the numbers
 (needs about N MiB, budget is N MiB, N MiB in use) and a Retry-After
@@ -43,7 +45,7 @@ ck = ks.Checks()
 LAYOUT = {"tinya-Q4_0.gguf": "tiny-llama-Q4_0", "tinyb-Q4_K_M.gguf": "tiny-llama-Q4_K_M"}
 MODELS = ("tinya:Q4_0", "tinyb:Q4_K_M")
 IDS = {"tinya:Q4_0": "tinya-Q4_0", "tinyb:Q4_K_M": "tinyb-Q4_K_M"}
-FLAGS = ["-np", "2", "-c", "512", "--cache-ram", "0", "--queue-timeout", "2"]
+FLAGS = ["-np", "2", "-c", "2048", "--cache-ram", "0", "--queue-timeout", "1"]
 N_REQ = int(os.environ.get("KILN_MEM_REQUESTS", "40"))
 N_THREADS = int(os.environ.get("KILN_MEM_THREADS", "4"))
 PROMPTS = ["Once upon a time", "The little dog", "One day, Lily went"]
@@ -121,13 +123,26 @@ def test_memory_pressure(d):
                 pass
             stop_mon.wait(0.1)
 
+    # thread 0 sends long requests (~3 s alone, sized by the measured speed)
+    # that keep one model busy past --queue-timeout: requests for the other
+    # model then wait for memory in vain and get their 503
+    rate = ks.token_rate(srv, MODELS[0])
+    long_tokens = ks.tokens_for(rate, 3.0, lo=32, hi=1800)
+    long_secs = []
+
     def worker(i, n):
         for j in range(n):
             model = MODELS[(i + j) % 2]
             prompt = PROMPTS[(i + j) % len(PROMPTS)]
             body = {"model": model, "prompt": prompt, "max_tokens": 8 + 4 * (i % 3), "temperature": 0}
+            if i == 0:
+                body.update(max_tokens=long_tokens, ignore_eos=True)
             try:
+                t = time.time()
                 r = srv.post("/v1/completions", body, timeout=180)
+                if i == 0 and r.status == 200:
+                    with lock:
+                        long_secs.append(time.time() - t)
             except OSError as e:
                 with lock:
                     results.append((model, prompt, "error", repr(e), False))
@@ -173,6 +188,9 @@ def test_memory_pressure(d):
         if not (m_need and m_budget and m_use and retry and abs(float(m_need.group(1)) - want) <= 1.0
                 and abs(float(m_budget.group(1)) - budget) <= 1.0):
             bad503.append((model, msg, retry))
+    if long_secs and max(long_secs) > 2.0:
+        ck.check("503s happened while a long request (%d tokens, %.1f-%.1f s) held the other model" %
+                 (long_tokens, min(long_secs), max(long_secs)), statuses.get(503, 0) > 0, statuses)
     ck.check("every 503 has Retry-After and the numbers (needs ~estimate, budget %d MiB, in use)" % budget,
              not bad503, bad503[:5])
     first = {}
@@ -199,9 +217,9 @@ def test_memory_pressure(d):
     n503 = statuses.get(503, 0)
     ck.exited_clean("SIGTERM", srv, srv.stop(60))
     print("SUMMARY memory: budget %d MiB (estimates %.1f / %.1f MiB), %d requests from %d threads in %.1f s: "
-          "%d x 200, %d x 503; %d evictions, loads %d, unloads %d" %
+          "%d x 200, %d x 503; %d evictions, loads %d, unloads %d; long requests %d tokens: %s s" %
           (budget, ea, eb, len(results), N_THREADS, run_s, statuses.get(200, 0), n503, evictions, loads,
-           unloads), flush=True)
+           unloads, long_tokens, " ".join("%.1f" % x for x in long_secs)), flush=True)
 
 
 if __name__ == "__main__":
