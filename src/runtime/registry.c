@@ -27,8 +27,11 @@ typedef struct entry {
     char *name;  /* model name */
     char *quant; /* label */
     char *path;
-    uint64_t size; /* as last seen (under mu) */
+    uint64_t size; /* at the scan (read without the lock by resolve) */
     time_t mtime;
+    uint64_t seen_size; /* as the last rt_acquire saw it, when seen (under mu) */
+    time_t seen_mtime;
+    bool seen;
     /* the file's sha256 as last computed, and the identity of the file it was for (under mu) */
     char sha256[65];
     struct file_id {
@@ -668,8 +671,9 @@ void rt_registry_entry(rt_registry *r, size_t i, rt_entry_info *info) {
     pthread_mutex_lock(&r->mu);
     bool loaded = false;
     for (inst *in = r->insts; in; in = in->next) loaded |= in->e == e && in->state == INST_READY;
-    *info = (rt_entry_info){.name = e->name, .quant = e->quant, .id = e->id, .path = e->path, .size = e->size,
-                            .mtime = e->mtime, .loaded = loaded};
+    *info = (rt_entry_info){.name = e->name, .quant = e->quant, .id = e->id, .path = e->path,
+                            .size = e->seen ? e->seen_size : e->size, .mtime = e->seen ? e->seen_mtime : e->mtime,
+                            .loaded = loaded};
     pthread_mutex_unlock(&r->mu);
 }
 
@@ -826,8 +830,9 @@ kn_status rt_acquire(rt_registry *r, const char *name, const rt_acquire_opts *ao
     bool have_id = file_id_of(e->path, &now_id); /* one stat per request: a replaced file is reloaded */
     pthread_mutex_lock(&r->mu);
     if (have_id) {
-        e->size = now_id.size;
-        e->mtime = (time_t)(now_id.mtime_ns / 1000000000);
+        e->seen = true;
+        e->seen_size = now_id.size;
+        e->seen_mtime = (time_t)(now_id.mtime_ns / 1000000000);
     }
     for (;;) {
         inst *in = find_inst(r, e, ao.n_ctx);
