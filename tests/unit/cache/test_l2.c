@@ -6,7 +6,10 @@
  * (payload, header, and a forged record whose checksum holds but whose zstd
  * frame lies), kill -9 of a writing child at random moments, clear by type,
  * by model and all (with the age index checked), read-only opens and stores
- * that are not kiln caches, and 4 threads reading and writing at once. */
+ * that are not kiln caches, 4 threads reading and writing at once, and a
+ * full disk (a 1 MiB tmpfs, when run as root): the error says "no space
+ * left on device", writes pause (skipped) and resume once space is freed,
+ * and the store reopens with every record written before. */
 #define XXH_STATIC_LINKING_ONLY
 #include "testutil.h"
 #include "cache/cache.h"
@@ -19,6 +22,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mount.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <time.h>
@@ -864,6 +868,100 @@ static void *thr_main(void *p) {
     return NULL;
 }
 
+/* ---- disk full ------------------------------------------------------------------------ */
+
+typedef struct full_fixture {
+    char dir[256], mnt[300];
+    bool mounted;
+} full_fixture;
+
+static int full_teardown(void **state) {
+    full_fixture *f = *state;
+    if (f) {
+        if (f->mounted && umount(f->mnt)) umount2(f->mnt, MNT_DETACH);
+        tu_rmdir(f->dir);
+        free(f);
+    }
+    return 0;
+}
+
+static void test_disk_full(void **state) {
+    full_fixture *f = calloc(1, sizeof *f);
+    assert_non_null(f);
+    *state = f;
+    assert_non_null(tu_tmpdir(f->dir, sizeof f->dir));
+    snprintf(f->mnt, sizeof f->mnt, "%s/mnt", f->dir);
+    assert_int_equal(mkdir(f->mnt, 0700), 0);
+    if (geteuid() != 0 || mount("tmpfs", f->mnt, "tmpfs", 0, "size=1m")) {
+        fprintf(stderr, "disk full: skipped (a tmpfs mount needs root: %s)\n", strerror(errno));
+        skip();
+    }
+    f->mounted = true;
+    char cdir[400], filler[400];
+    snprintf(cdir, sizeof cdir, "%s/cache", f->mnt);
+    snprintf(filler, sizeof filler, "%s/filler", f->mnt);
+    FILE *fl = fopen(filler, "wb");
+    assert_non_null(fl);
+    static uint8_t zero[256 << 10];
+    assert_int_equal(fwrite(zero, 1, sizeof zero, fl), sizeof zero);
+    assert_int_equal(fclose(fl), 0);
+
+    rc_l2 *b = open_l2(cdir, 64u << 20, false); /* far above the tmpfs: LMDB meets ENOSPC first */
+    const size_t len = 64u << 10;
+    uint8_t *v = malloc(len);
+    assert_non_null(v);
+    uint64_t ok = 0;
+    kn_err err = {0};
+    kn_status st = KN_OK;
+    int64_t now = NOW;
+    for (uint64_t i = 0; i < 64 && st == KN_OK; i++, now++) {
+        rand_bytes(v, len, i); /* incompressible */
+        rc_l2_item it = {
+            .type = RC_EMBEDDING, .model = 3, .key = key_n(i), .val = v, .len = len, .expiry_ms = FAR};
+        st = rc_l2_put_batch(b, &it, 1, now, &err);
+        if (st == KN_OK) ok++;
+    }
+    fprintf(stderr, "disk full after %llu records of 64 KiB: %s\n", (unsigned long long)ok, err.msg);
+    assert_int_equal(st, KN_EIO);
+    assert_true(ok >= 1 && ok < 16);
+    assert_non_null(strstr(err.msg, "no space left on device"));
+    assert_non_null(strstr(err.msg, cdir));
+    /* within the pause: skipped without an error, nothing stored */
+    rand_bytes(v, len, 1000);
+    rc_l2_item it = {
+        .type = RC_EMBEDDING, .model = 3, .key = key_n(1000), .val = v, .len = len, .expiry_ms = FAR};
+    assert_int_equal(rc_l2_put_batch(b, &it, 1, now + 10, NULL), KN_OK);
+    assert_int_equal(get_st(b, RC_EMBEDDING, 3, key_n(1000), now + 10), KN_ENOTFOUND);
+    uint64_t removed = 0;
+    assert_int_equal(rc_l2_maintain(b, now + 10, 100, &removed, NULL), KN_OK);
+    /* the store still serves what it had */
+    for (uint64_t i = 0; i < ok; i++) {
+        rand_bytes(v, len, i);
+        expect_hit(b, RC_EMBEDDING, 3, key_n(i), v, len, now);
+    }
+    /* space freed, the pause over: the next write goes in */
+    assert_int_equal(unlink(filler), 0);
+    rand_bytes(v, len, 1000);
+    put1(b, RC_EMBEDDING, 3, key_n(1000), v, len, FAR, now + 1001);
+    expect_hit(b, RC_EMBEDDING, 3, key_n(1000), v, len, now + 1001);
+    rc_stats s = stats_of(b, RC_EMBEDDING);
+    assert_int_equal(s.entries, ok + 1);
+    assert_int_equal(s.bytes, (ok + 1) * (REC_OVERHEAD + len));
+    rc_l2_close(b);
+    /* reopened: every record, exact accounting */
+    b = open_l2(cdir, 64u << 20, false);
+    for (uint64_t i = 0; i < ok; i++) {
+        rand_bytes(v, len, i);
+        expect_hit(b, RC_EMBEDDING, 3, key_n(i), v, len, now);
+    }
+    s = stats_of(b, RC_EMBEDDING);
+    assert_int_equal(s.entries, ok + 1);
+    assert_int_equal(s.bytes, (ok + 1) * (REC_OVERHEAD + len));
+    assert_int_equal(s.corrupt, 0);
+    rc_l2_close(b);
+    free(v);
+}
+
 static void test_threads(void **state) {
     (void)state;
     char dir[256];
@@ -893,11 +991,17 @@ static void test_threads(void **state) {
 
 int main(void) {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_roundtrip),   cmocka_unit_test(test_persistence),
-        cmocka_unit_test(test_expiry),      cmocka_unit_test(test_size_eviction),
-        cmocka_unit_test(test_map_full),    cmocka_unit_test(test_corruption),
-        cmocka_unit_test(test_crash),       cmocka_unit_test(test_clear),
-        cmocka_unit_test(test_open_errors), cmocka_unit_test(test_threads),
+        cmocka_unit_test(test_roundtrip),
+        cmocka_unit_test(test_persistence),
+        cmocka_unit_test(test_expiry),
+        cmocka_unit_test(test_size_eviction),
+        cmocka_unit_test(test_map_full),
+        cmocka_unit_test(test_corruption),
+        cmocka_unit_test(test_crash),
+        cmocka_unit_test(test_clear),
+        cmocka_unit_test(test_open_errors),
+        cmocka_unit_test(test_threads),
+        cmocka_unit_test_teardown(test_disk_full, full_teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
