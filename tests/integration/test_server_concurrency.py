@@ -397,10 +397,11 @@ def test_overload():
 def test_timeouts():
     """--conn-timeout closes idle connections but never a request that is
     generating; --queue-timeout turns a long wait for a slot into 503."""
-    srv = ks.Server(["-m", ks.model_path(SLOW), "-c", "2048", "-t", "1", "-np", "1", "--conn-timeout", "1",
+    srv = ks.Server(["-m", ks.model_path(SLOW), "-c", "4096", "-t", "1", "-np", "1", "--conn-timeout", "1",
                      "--queue-timeout", "1"])
     try:
-        n = ks.tokens_for(ks.token_rate(srv, SLOW), 3.0, 200, 2000)  # at least 3 s
+        # at least 3 s: up to 4000 tokens, since a quiet machine makes 2000 in ~1.2 s
+        n = ks.tokens_for(ks.token_rate(srv, SLOW), 3.0, 200, 4000)
         s = socket.create_connection(("127.0.0.1", srv.port), timeout=10)
         t0 = time.time()
         try:
