@@ -521,6 +521,7 @@ def main():
     ap.add_argument("--rss-base", type=float, default=300.0, help="seconds of traffic at the baseline (default 300)")
     ap.add_argument("--rss-window", type=float, default=30.0, help="peak window of the RSS figures (default 30)")
     ap.add_argument("--rss-interval", type=float, default=3.0, help="seconds between RSS samples (default 3)")
+    ap.add_argument("--rss-log", help="write the RSS samples (seconds, KiB) to this file")
     ap.add_argument("--server-arg", action="append", default=[], help="extra kiln serve argument (repeatable)")
     args = ap.parse_args()
     if args.rss and args.seconds < args.rss_base + args.rss_window:
@@ -570,6 +571,9 @@ def main():
         ck.check("the server is still running", srv.proc.poll() is None, "exit %s" % srv.proc.poll())
         rss.stop()
         st = soak.st
+        if args.rss_log:
+            with open(args.rss_log, "w") as f:
+                f.writelines("%.1f %d\n" % s for s in rss.samples)
 
         ok, h, _ = srv.wait_idle(timeout=30)
         health = None

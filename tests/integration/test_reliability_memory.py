@@ -9,7 +9,7 @@ budget (1.5 x the larger estimate) fits either model alone but not both,
 whatever kiln's estimator says. Then KILN_MEM_THREADS threads (default 4)
 send KILN_MEM_REQUESTS requests (default 40) in all, each thread
 alternating between the two models. Thread 0's requests are long (about
-3 s alone, sized from the measured speed) and the server runs with
+2 s alone, sized from the measured speed) and the server runs with
 --queue-timeout 1, so a request for the other model while a long one runs
 waits for memory in vain and gets its 503; the short requests of the other
 threads evict and reload the models over and over.
@@ -123,11 +123,11 @@ def test_memory_pressure(d):
                 pass
             stop_mon.wait(0.1)
 
-    # thread 0 sends long requests (~3 s alone, sized by the measured speed)
+    # thread 0 sends long requests (~2 s alone, sized by the measured speed)
     # that keep one model busy past --queue-timeout: requests for the other
     # model then wait for memory in vain and get their 503
     rate = ks.token_rate(srv, MODELS[0])
-    long_tokens = ks.tokens_for(rate, 3.0, lo=32, hi=1800)
+    long_tokens = ks.tokens_for(rate, 2.0, lo=32, hi=1800)
     long_secs = []
 
     def worker(i, n):
