@@ -16,6 +16,8 @@ Worker threads (--workers, each with its own seeded random stream) send:
   - OpenAI /v1/chat/completions and /v1/completions, Ollama /api/generate
     and /api/chat, each streamed or not;
   - OpenAI /v1/embeddings and Ollama /api/embed;
+  - GET /health, /api/ps, /metrics, /v1/models, /api/tags (racing the
+    loads and unloads); a few Ollama requests with keep_alive 0;
   - "repeat" requests: a fixed set of prompts at temperature 0; once an
     identical request has completed, a repeat must answer X-Cache: hit
     with the same text;
@@ -100,7 +102,8 @@ EMBED_POOL = [
 GEN_KINDS = ("oai_chat", "oai_completion", "ollama_generate", "ollama_chat")
 EMB_KINDS = ("oai_embed", "ollama_embed")
 KIND_WEIGHTS = {"oai_chat": 3, "oai_completion": 3, "ollama_generate": 2, "ollama_chat": 2,
-                "oai_embed": 2, "ollama_embed": 1}
+                "oai_embed": 2, "ollama_embed": 1, "monitor": 1}
+MONITOR_PATHS = ("/health", "/api/ps", "/metrics", "/v1/models", "/api/tags")
 PATHS = {"oai_chat": "/v1/chat/completions", "oai_completion": "/v1/completions",
          "ollama_generate": "/api/generate", "ollama_chat": "/api/chat",
          "oai_embed": "/v1/embeddings", "ollama_embed": "/api/embed"}
@@ -206,7 +209,9 @@ class Soak:
                 kind = rng.choices(kinds, weights)[0]
                 if self.only is not None and kind in EMB_KINDS:
                     kind = rng.choice(GEN_KINDS)
-                if kind in EMB_KINDS:
+                if kind == "monitor":
+                    self.monitor(rng)
+                elif kind in EMB_KINDS:
                     self.embed(rng, kind)
                 else:
                     self.generate(rng, kind)
@@ -220,7 +225,7 @@ class Soak:
             st.add(st.by_kind, what)
             st.add(st.statuses, status)
             st.max_seconds = max(st.max_seconds, seconds)
-            if xc is not None or status == 200:
+            if not what.startswith("GET ") and (xc is not None or status == 200):
                 st.add(st.xcache, xc)
             if isinstance(status, int) and status not in (200, 503):
                 st.unexpected.append((what, status))
@@ -264,6 +269,8 @@ class Soak:
         elif kind == "ollama_generate":
             body = {"model": model, "prompt": prompt, "stream": stream,
                     "options": {"num_predict": max_tokens, "temperature": temp}}
+            if rng.random() < 0.05:
+                body["keep_alive"] = 0  # unload as soon as idle, while the other workers may use it
         else:
             body = {"model": model, "messages": msgs, "stream": stream,
                     "options": {"num_predict": max_tokens, "temperature": temp}}
@@ -399,6 +406,28 @@ class Soak:
             return 200, xc, "".join(parts), complete
         finally:
             s.close()
+
+    def monitor(self, rng):
+        """GETs of the status routes, racing the loads and unloads."""
+        path = rng.choice(MONITOR_PATHS)
+        t0 = time.time()
+        try:
+            r = self.srv.get(path, timeout=self.args.bound)
+        except socket.timeout:
+            with self.st.lock:
+                self.st.stuck.append((path, round(time.time() - t0, 1)))
+            self._record("GET " + path, "timeout", time.time() - t0)
+            return
+        except (OSError, http.client.HTTPException) as e:
+            self._record("GET " + path, "error", time.time() - t0)
+            self._fail(path, "%s: %r" % (type(e).__name__, e))
+            return
+        self._record("GET " + path, r.status, time.time() - t0)
+        if r.status == 200 and path != "/metrics":
+            try:
+                r.json()
+            except ValueError as e:
+                self._fail(path, "not JSON: %r %r" % (e, r))
 
     def embed(self, rng, kind):
         st = self.st
