@@ -353,7 +353,12 @@ def seed_body(rng, path, gen, emb):
     if path == "/api/show":
         return {"model": rng.choice([gen, emb])}
     if path == "/cache/clear":
-        return rng.choice([{}, {"kind": "response"}, {"kind": "embedding"}, {"kind": "all"}])
+        b = rng.choice([{}, {"type": "response"}, {"type": "embedding"}, {"type": "all"}])
+        if rng.random() < 0.5:
+            b["tier"] = rng.choice(["l1", "l2", "all"])
+        if rng.random() < 0.3:
+            b["model"] = rng.choice([gen, emb])
+        return b
     raise ValueError(path)
 
 
