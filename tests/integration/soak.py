@@ -299,7 +299,7 @@ class Soak:
         if secs > self.args.bound:
             with st.lock:
                 st.stuck.append((what, round(secs, 1)))
-        if abort is not None:
+        if abort is not None and status in (200, "aborted"):  # a 503 answer was not aborted
             with st.lock:
                 st.aborts[abort] += 1
         self._record(what + ("/abort" if abort else ""), status, secs, xc)
