@@ -36,7 +36,8 @@ other unexpected status; every request ends within --bound seconds (no
 stuck request); at the end /health shows requests_running 0 and
 requests_waiting 0; kiln_model_loads_total and kiln_model_unloads_total
 both above 1; cache hits happened (client X-Cache and kiln_cache_hits_total);
-SIGTERM gives exit status 0.
+every pause longer than TTL + cleanup ends with /api/ps empty; SIGTERM
+gives exit status 0.
 
 --rss (the long run, Release build): VmRSS of the server is sampled from
 /proc/PID/status every --rss-interval seconds; the run fails when the RSS
@@ -548,7 +549,7 @@ def main():
                     help="seconds within which every request must end (default 60)")
     ap.add_argument("--rss", action="store_true", help="fail when RSS grows > 5%% from --rss-base to the end")
     ap.add_argument("--rss-base", type=float, default=300.0, help="seconds of traffic at the baseline (default 300)")
-    ap.add_argument("--rss-window", type=float, default=30.0, help="peak window of the RSS figures (default 30)")
+    ap.add_argument("--rss-window", type=float, default=60.0, help="peak window of the RSS figures (default 60)")
     ap.add_argument("--rss-interval", type=float, default=3.0, help="seconds between RSS samples (default 3)")
     ap.add_argument("--rss-log", help="write the RSS samples (seconds, KiB) to this file")
     ap.add_argument("--server-arg", action="append", default=[], help="extra kiln serve argument (repeatable)")
@@ -626,7 +627,10 @@ def main():
         ck.check("models loaded more than once (kiln_model_loads_total %d %s)" % (n_loads, loads), n_loads > 1, loads)
         ck.check("models unloaded more than once (kiln_model_unloads_total %d %s)" % (n_unloads, unloads),
                  n_unloads > 1, unloads)
-        ck.check("log: 'unloading ... (idle ...)' lines", re.search(r"unloading \S+ \(", log), log[-1000:])
+        ck.check("log: 'unloading NAME (idle for ...)' lines (%d)" % len(re.findall(r"unloading \S+ \(idle for", log)),
+                 re.search(r"unloading \S+ \(idle for", log), log[-1000:])
+        ck.check("every pause longer than TTL + cleanup interval ended with no model loaded (%d pauses)" %
+                 len(soak.ps_after_pause), all(p == [] for p in soak.ps_after_pause), soak.ps_after_pause)
         c_hits = st.xcache.get("hit", 0)
         ck.check("cache hits happened (X-Cache: hit %d, kiln_cache_hits_total %d)" % (c_hits, m_hits),
                  c_hits > 0 and m_hits > 0, st.xcache)
