@@ -37,8 +37,11 @@ Where the server deliberately closes without an answer (and this is not a
 failure): a request it cannot parse (a garbage request line, unfinished
 headers or a chunked body broken off, a Content-Length longer than the body)
 after which the fuzzer half-closes its side — the server sees EOF before the
-request is complete and closes. These kinds are marked `may_close` below;
-every other dropped connection is a failure. A half-closed connection may
+request is complete and closes. Odd header lines (no colon, obs-fold, a
+Transfer-Encoding other than chunked), bare-LF line ends, unknown methods and
+HTTP versions may also leave libmicrohttpd waiting for a request it cannot
+frame until --conn-timeout closes it. These kinds are marked `may_close`
+below; every other dropped connection is a failure. A half-closed connection may
 also be cut mid-answer: kiln treats a client whose side is closed as gone and
 cancels its stream. libmicrohttpd itself also closes without an answer when
 a URL's query arguments do not fit its per-connection memory (thousands of
