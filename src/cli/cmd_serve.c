@@ -7,6 +7,7 @@
 #include "server/config.h"
 #include "server/server.h"
 
+#include <malloc.h>
 #include <pthread.h>
 #include <sched.h>
 #include <stdlib.h>
@@ -109,6 +110,12 @@ int cmd_serve(int argc, char **argv) {
         usage(stdout);
         return 0;
     }
+    /* Models and KV pools come and go (TTL unloads, eviction under the
+     * budget): with glibc's adaptive threshold, a freed multi-MiB buffer
+     * raises the threshold and later ones stay in the heap, so the RSS of a
+     * server that unloaded a model never comes back down. A fixed 1 MiB
+     * threshold maps every large buffer and gives it back on free. */
+    mallopt(M_MMAP_THRESHOLD, 1 << 20);
     srv_config cfg;
     kn_err err = {0};
     if (srv_config_from_args(&cfg, argc, argv, &err) != KN_OK) {
