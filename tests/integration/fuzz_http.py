@@ -13,7 +13,8 @@ at two levels:
   HTTP   wrong Content-Type, wrong methods, missing or lying Content-Length,
          conflicting Content-Length headers, chunked bodies (valid and
          broken), oversize headers and URLs, bad request lines and versions,
-         Expect: 100-continue, pipelined requests.
+         Expect: 100-continue, pipelined requests; with --api-key, requests
+         without it or with a wrong one; Origin headers and CORS preflights.
 
 Every request opens its own connection (Connection: close, except the
 pipelined ones) and the answer is read with a strict HTTP/1.1 parser. The
@@ -21,9 +22,10 @@ contract checked for each answer:
 
   * a well-formed HTTP response (status line, headers, a body framed by
     Content-Length or chunked encoding or the close) within --timeout s;
-  * status 200, 4xx or 503 (never another 5xx); the one exception is 505
+  * status 200, 4xx or 503 (never another 5xx); the exceptions are 505
     for a request line whose HTTP version is not 1.0/1.1 (libmicrohttpd's
-    protocol answer);
+    protocol answer) and 204 without a body for an OPTIONS request (a CORS
+    preflight the server's --cors-origin allows);
   * an answer from kiln (any route reached, i.e. well-framed requests) with
     a status other than 200 has a JSON body {"error": "..."} (Ollama) or
     {"error": {"message": "..."}} (OpenAI); a 200 body is valid JSON, a
@@ -617,9 +619,39 @@ def chunked(rng, body, ext=False):
     return out + b"0\r\n\r\n"
 
 
+# set from the command line: --api-key (sent on most requests; some go without
+# it or with a wrong one) and --origin (sent on some requests, with CORS
+# preflights; other origins too)
+AUTH = {"key": None, "origin": None}
+
+
+def extra_headers(rng):
+    out = []
+    key = AUTH["key"]
+    if key:
+        r = rng.random()
+        if r < 0.9:
+            out.append((b"Authorization", b"Bearer " + key.encode()))
+        elif r < 0.95:
+            out.append((b"Authorization", rng.choice([b"Bearer " + key.encode()[:-1], b"Bearer", b"Basic eA==",
+                                                      b"bearer " + key.encode() + b"x", b""])))
+    if rng.random() < 0.3:
+        out.append((b"Origin", rng.choice([(AUTH["origin"] or "http://a.example").encode(), b"http://evil.example",
+                                           b"null", b"*", b"http://a.example:99999", b"x" * 3000])))
+    return out
+
+
 def make_request(rng, gen, emb):
     r = rng.random()
-    base = [(b"Host", b"127.0.0.1")]
+    base = [(b"Host", b"127.0.0.1")] + extra_headers(rng)
+    if r < 0.03:  # a CORS preflight
+        path = rng.choice(POST_ROUTES + GET_ROUTES + OTHER_PATHS[:3]).encode()
+        hd = base + [(b"Connection", b"close"),
+                     (b"Access-Control-Request-Method", rng.choice([b"POST", b"GET", b"PUT", b"x" * 100])),
+                     (b"Access-Control-Request-Headers", rng.choice([b"authorization, content-type", b"x-foo", b""]))]
+        if AUTH["origin"] and not any(k == b"Origin" for k, _ in hd):
+            hd.append((b"Origin", AUTH["origin"].encode()))
+        return Req(head(b"OPTIONS", path, hd), "OPTIONS", path.decode(), ["preflight"])
     close = [(b"Connection", b"close")]
     if r < 0.12:  # GET routes and unknown paths
         path = rng.choice(GET_ROUTES + OTHER_PATHS).encode()
@@ -842,7 +874,8 @@ def judge(req, answers, closed):
     st = a.status
     mhd = a.ctype() != "application/json" and st != 200
     repeat = False
-    ok_status = st == 200 or 400 <= st <= 499 or st == 503 or (st == 505 and req.allow_505)
+    ok_status = st == 200 or 400 <= st <= 499 or st == 503 or (st == 505 and req.allow_505) or \
+        (st == 204 and req.method == "OPTIONS" and not a.body)  # a CORS preflight answered
     if not ok_status:
         return st, "status %d" % st, mhd, repeat
     if mhd and a.body.startswith(b"HTTP/1."):
@@ -852,7 +885,9 @@ def judge(req, answers, closed):
             pass
         elif not (req.method == "HEAD"):
             return st, "%d bytes after the answer: %r" % (len(a.trailing), a.trailing[:200]), mhd, repeat
-    if st == 200:
+    if st == 204:
+        pass
+    elif st == 200:
         if req.path in ("/metrics",) or req.method == "HEAD":
             pass
         else:
@@ -910,7 +945,10 @@ def worker_loop(args, host, port, gen, emb, w, stop_at, stats):
 
 
 def get_json(host, port, path, timeout=30):
-    req = Req(head(b"GET", path.encode(), [(b"Host", b"x"), (b"Connection", b"close")]), "GET", path, [])
+    hd = [(b"Host", b"x"), (b"Connection", b"close")]
+    if AUTH["key"]:
+        hd.append((b"Authorization", b"Bearer " + AUTH["key"].encode()))
+    req = Req(head(b"GET", path.encode(), hd), "GET", path, [])
     answers, closed = send(host, port, req, timeout)
     if closed or not answers:
         raise OSError("GET %s: connection closed" % path)
@@ -939,6 +977,8 @@ def main():
     ap.add_argument("--embed-model", default=None, help="embedding model (default: from /v1/models)")
     ap.add_argument("--replay", default=None, help="W:I: send only request I of worker W (same --seed)")
     ap.add_argument("--show", action="store_true", help="with --replay: print the request and the answer")
+    ap.add_argument("--api-key", default=None, help="the server's --api-key (sent on most requests)")
+    ap.add_argument("--origin", default=None, help="an origin the server's --cors-origin allows")
     ap.add_argument("--log", default=None, help="append one line per request (start, seconds, W:I, status, ...)")
     args = ap.parse_args()
     if args.url:
@@ -948,6 +988,7 @@ def main():
         host, port = "127.0.0.1", args.port
     else:
         ap.error("give --url or --port")
+    AUTH["key"], AUTH["origin"] = args.api_key, args.origin
     if args.seed is None:
         args.seed = random.SystemRandom().randrange(1 << 31)
     gen, emb = pick_models(host, port, args.model, args.embed_model)

@@ -3,7 +3,9 @@
 against a live `kiln serve`: a temporary models directory (symlinks to the
 shared stories260K and tiny-bert-mean-Q8_0, so the generation and the
 embedding routes are both reached), the response and embedding caches on,
-a short --conn-timeout and a small default generation limit.
+a short --conn-timeout, a small default generation limit, an --api-key
+(most fuzzed requests carry it, some do not or carry a wrong one) and a
+--cors-origin (some requests send Origin headers and CORS preflights).
 
 fuzz_http.py runs for KILN_FUZZ_HTTP_SECONDS (default 20) with seed
 KILN_FUZZ_HTTP_SEED (default: random, printed; replay a failure with
@@ -31,6 +33,11 @@ ck = ks.Checks()
 SECONDS = float(os.environ.get("KILN_FUZZ_HTTP_SECONDS", "20"))
 SEED = int(os.environ.get("KILN_FUZZ_HTTP_SEED", str(random.SystemRandom().randrange(1 << 31))))
 GEN, EMB = "stories260K", "tiny-bert-mean-Q8_0"
+KEY, ORIGIN = "fuzz-key-0123456789", "http://app.example"
+try:
+    HELP = ks.run_kiln(["serve", "--help"]).decode("utf-8", "replace")
+except RuntimeError as e:
+    HELP = str(e)
 
 
 def main():
@@ -39,11 +46,15 @@ def main():
     try:
         for name in (GEN, EMB):
             os.symlink(ks.model_path(name), os.path.join(mdir, name + ".gguf"))
-        srv = ks.Server(["--models", mdir, "--preload", GEN + "," + EMB, "--conn-timeout", "5", "-n", "32",
-                         "--unload-timeout", "-1"], cache=True)
+        args = ["--models", mdir, "--preload", GEN + "," + EMB, "--conn-timeout", "5", "-n", "32",
+                "--unload-timeout", "-1", "--api-key", KEY]
+        if "--cors-origin" in HELP:
+            args += ["--cors-origin", ORIGIN]
+        srv = ks.Server(args, cache=True)
         t0 = time.time()
         p = subprocess.run([sys.executable, os.path.join(HERE, "fuzz_http.py"), "--port", str(srv.port),
-                            "--seconds", str(SECONDS), "--seed", str(SEED), "--model", GEN, "--embed-model", EMB],
+                            "--seconds", str(SECONDS), "--seed", str(SEED), "--model", GEN, "--embed-model", EMB,
+                            "--api-key", KEY, "--origin", ORIGIN],
                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, timeout=SECONDS + 300)
         out = p.stdout.decode("utf-8", "replace")
         print(out.rstrip())
@@ -58,7 +69,7 @@ def main():
         st, h = srv.health()
         ck.eq("GET /health after fuzzing", st, 200)
         r = srv.post("/v1/completions", {"model": GEN, "prompt": "Once upon a time", "max_tokens": 8,
-                                         "temperature": 0})
+                                         "temperature": 0}, headers={"Authorization": "Bearer " + KEY})
         ck.eq("a normal completion after fuzzing", r.status, 200)
         ok, last, waited = srv.wait_idle(timeout=30)
         ck.check("the server goes idle (nothing running, every slot free) within 30 s", ok, last)
