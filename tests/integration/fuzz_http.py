@@ -65,6 +65,7 @@ Standard library only.
 """
 
 import argparse
+import copy
 import json
 import random
 import re
@@ -383,6 +384,12 @@ BAD_UTF8 = [b"\xff", b"\xfe\xff", b"\xc0\x80", b"\xc3", b"\xed\xa0\x80", b"\xf4\
 BAD_ESCAPES = [b"\\ud800", b"\\udc00x", b"\\u0000", b"\\x41", b"\\", b"\\u12", b"\\uZZZZ", b"\\ud83d\\u0041"]
 
 
+def weird(rng):
+    """A fresh copy of one of WEIRD_VALUES (a shared list or dict mutated later
+    would change the table, and could even come to contain itself)."""
+    return copy.deepcopy(rng.choice(WEIRD_VALUES))
+
+
 def field_paths(obj, prefix=()):
     """Every (path, value) inside obj (dict keys and list indices)."""
     out = []
@@ -430,7 +437,7 @@ def mutate_tree(rng, body, gen):
     r = rng.randrange(9)
     if r == 0 and paths:
         p, _ = rng.choice(paths)
-        set_path(body, p, rng.choice(WEIRD_VALUES))
+        set_path(body, p, weird(rng))
         return body, "wrong_type:" + ".".join(map(str, p))
     if r == 1 and paths:
         p, _ = rng.choice(paths)
@@ -439,7 +446,7 @@ def mutate_tree(rng, body, gen):
     if r == 2:
         body[rng.choice(["unknown", "n", "best_of", "tools", "tool_choice", "functions", "suffix", "format",
                          "images", "template", "response_format", "user", "context", "keep_alive",
-                         "dimensions", "options", "raw", "think"])] = rng.choice(WEIRD_VALUES + ["json", "5m"])
+                         "dimensions", "options", "raw", "think"])] = rng.choice([weird(rng), "json", "5m"])
         return body, "add_field"
     if r == 3:
         body["model"] = rng.choice(MODEL_NAMES)
@@ -461,7 +468,7 @@ def mutate_tree(rng, body, gen):
             v = body
             for q in p:
                 v = v[q]
-            item = v[0] if v else rng.choice(WEIRD_VALUES)
+            item = v[0] if v else weird(rng)
             n = min(n, max(1, 2000000 // len(json.dumps(item))))  # the body stays a few MB at most
             js = json.dumps(item)
             set_path(body, p, [json.loads(js) for _ in range(n)] if isinstance(item, (dict, list)) else [item] * n)
@@ -939,7 +946,11 @@ def req_rng(seed, worker, index):
 def worker_loop(args, host, port, gen, emb, w, stop_at, stats):
     i = 0
     while time.time() < stop_at:
-        req = make_request(req_rng(args.seed, w, i), gen, emb)
+        try:
+            req = make_request(req_rng(args.seed, w, i), gen, emb)
+        except Exception as e:  # noqa: BLE001 - a bug of this script must not pass silently
+            stats.fail("%d:%d" % (w, i), Req(b"", "-", "-", ["make_request"]), "the fuzzer itself failed: %r" % e)
+            return
         run_one(host, port, req, args.timeout, stats, "%d:%d" % (w, i))
         i += 1
 
