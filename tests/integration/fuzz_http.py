@@ -930,6 +930,8 @@ def run_one(host, port, req, timeout, stats, where):
         st, prob, mhd, rep, closed = None, "%s: %s" % (type(e).__name__, e), False, False, False
     except OSError as e:
         st, prob, mhd, rep, closed = None, "socket error %r" % e, False, False, False
+    except Exception as e:  # noqa: BLE001 - a bug of this script must not end a worker silently
+        st, prob, mhd, rep, closed = None, "the fuzzer itself failed: %r" % e, False, False, False
     stats.add(st, closed, mhd, rep, req.names, time.time() - t0, where)
     if stats.log:
         with stats.lock:
