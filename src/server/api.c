@@ -86,10 +86,15 @@ json_t *srv_parse_json(const char *body, size_t len, int max_depth, srv_error *e
 }
 
 json_t *srv_error_json(const srv_error *e, bool ollama_shape) {
-    if (ollama_shape) return json_pack("{s:s}", "error", e->msg);
-    json_t *err = json_pack("{s:s, s:s}", "message", e->msg, "type", e->type);
+    /* messages quote the client's bytes (a field name, jansson's excerpt of
+     * bad JSON, a truncated value): invalid UTF-8 becomes U+FFFD, so that an
+     * error always has a body */
+    json_t *msg = srv_json_text(e->msg, strnlen(e->msg, sizeof e->msg));
+    if (ollama_shape) return json_pack("{s:o}", "error", msg);
+    json_t *err = json_pack("{s:o, s:s}", "message", msg, "type", e->type);
     if (!err) return NULL;
-    json_object_set_new(err, "param", e->param[0] ? json_string(e->param) : json_null());
+    json_object_set_new(err, "param",
+                        e->param[0] ? srv_json_text(e->param, strnlen(e->param, sizeof e->param)) : json_null());
     json_object_set_new(err, "code", e->code[0] ? json_string(e->code) : json_null());
     return json_pack("{s:o}", "error", err);
 }

@@ -663,6 +663,10 @@ static void on_completed(void *cls, struct MHD_Connection *c, void **con_cls, en
                     now - cx->t0);
         if (status == 200 && cx->model) met_window_add(s->obs.e2e_window, now, now - cx->t0);
     }
+    if (toe == MHD_REQUEST_TERMINATED_TIMEOUT_REACHED && cx->counted)
+        KN_WARN("%s: the client read nothing of its answer for %d s (--send-timeout); connection closed and the "
+                "request cancelled",
+                cx->route ? cx->route->path : "?", s->cfg->send_timeout_s);
     if (cx->counted) {
         atomic_fetch_sub(&s->in_flight, 1);
         MHD_set_connection_option(c, MHD_CONNECTION_OPTION_TIMEOUT, (unsigned)s->cfg->conn_timeout_s);
