@@ -15,6 +15,7 @@
 #include "../cache/cache.h"
 #include "../engine/sched.h"
 #include "../engine/stop.h"
+#include "api.h"
 
 #include <ctype.h>
 #include <errno.h>
@@ -617,12 +618,13 @@ void srv_config_init(srv_config *c) {
     c->conn_timeout_s = 60;
     c->send_timeout_s = 120;
     c->read_timeout_s = 60;
-    c->limit_messages = 1024;
-    c->limit_max_tokens = 32768;
-    c->limit_embed_inputs = ENG_MAX_EMBED_INPUTS;
-    c->limit_stops = ENG_STOP_MAX;
-    c->limit_logit_bias = 1024;
-    c->limit_json_depth = 64;
+    srv_limits lim = srv_limits_default(); /* one place for the request limits' defaults */
+    c->limit_messages = lim.messages;
+    c->limit_max_tokens = lim.max_tokens;
+    c->limit_embed_inputs = lim.embed_inputs;
+    c->limit_stops = lim.stops;
+    c->limit_logit_bias = lim.logit_bias;
+    c->limit_json_depth = lim.json_depth;
     c->cors_origin = NULL;
     c->log_prompts = false;
     c->max_tokens = -1;

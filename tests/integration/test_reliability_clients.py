@@ -272,24 +272,28 @@ def test_idle_connections(srv):
     ck.check("server idle after the idle connections", ok, last)
 
 
+def read_until_closed(sock, timeout, bufsize=4096):
+    """Reads until the peer closes (EOF or RST) or timeout seconds pass
+    without data. Returns (bytes read, whether the peer closed)."""
+    sock.settimeout(timeout)
+    got = bytearray()
+    try:
+        while True:
+            b = sock.recv(bufsize)
+            if not b:
+                return bytes(got), True
+            got += b
+    except ConnectionResetError:
+        return bytes(got), True
+    except socket.timeout:
+        return bytes(got), False
+
+
 def test_headers_never_finished(srv):
     s = socket.create_connection(("127.0.0.1", srv.port), timeout=30)
     s.sendall(b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\n")
     t0 = time.time()
-    got = b""
-    closed = False
-    s.settimeout(CONN_TIMEOUT + SLACK)
-    try:
-        while True:
-            b = s.recv(4096)
-            if not b:
-                closed = True
-                break
-            got += b
-    except ConnectionResetError:
-        closed = True
-    except socket.timeout:
-        pass
+    got, closed = read_until_closed(s, CONN_TIMEOUT + SLACK)
     dt = time.time() - t0
     s.close()
     ck.check("unfinished headers: the server closes the connection (%.2f s)" % dt, closed, got[:200])
@@ -575,20 +579,7 @@ def test_never_reads(srv):
              srv.log()[log0:][-1500:] or "(nothing logged)")
     # the connection is closed by the server: reading now drains what was buffered, then EOF/RST
     rs.s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1 << 20)
-    rs.s.settimeout(SLACK)
-    closed = False
-    got = bytearray()
-    try:
-        while True:
-            b = rs.s.recv(1 << 20)
-            if not b:
-                closed = True
-                break
-            got += b
-    except ConnectionResetError:
-        closed = True
-    except socket.timeout:
-        pass
+    got, closed = read_until_closed(rs.s, SLACK, 1 << 20)
     rs.close()
     n = len(got)
     ck.check("never-reading client: the server closed the connection (%d buffered bytes read)" % n, closed, n)
