@@ -420,7 +420,7 @@ static void file_sha256(rt_registry *r, entry *e, const file_id *want, char out[
     file_id id;
     out[0] = 0;
     if (!file_id_of(e->path, &id) || !file_id_eq(&id, want)) {
-        KN_WARN("%s: the file changed after it was loaded; its cached answers are keyed without its digest", e->id);
+        KN_WARN("%s: the file changed after it was loaded; its answers are not cached (no digest)", e->id);
         return;
     }
     pthread_mutex_lock(&r->mu);
@@ -437,7 +437,7 @@ static void file_sha256(rt_registry *r, entry *e, const file_id *want, char out[
     file_id after;
     if (!file_id_of(e->path, &after) || !file_id_eq(&after, &id)) {
         /* changed while hashed: these bytes may mix two files */
-        KN_WARN("%s: the file changed while it was hashed; its cached answers are keyed without its digest", e->id);
+        KN_WARN("%s: the file changed while it was hashed; its answers are not cached (no digest)", e->id);
         out[0] = 0;
         return;
     }
