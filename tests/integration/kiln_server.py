@@ -114,6 +114,16 @@ def sanitizer_reports(log):
     return [ln for ln in log.splitlines() if pat.search(ln)]
 
 
+def error_message(r):
+    """The message of an error answer: OpenAI's error.message, Ollama's
+    error string, or the raw body when it is not JSON."""
+    try:
+        e = r.json().get("error")
+    except (ValueError, AttributeError):
+        return r.text()
+    return e.get("message", "") if isinstance(e, dict) else (e or "")
+
+
 def _short(s, n=1500):
     s = str(s)
     return s if len(s) <= n else s[:n] + "... (%d chars)" % len(s)

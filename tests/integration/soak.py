@@ -234,6 +234,13 @@ class Soak:
             if isinstance(status, int) and status not in (200, 503):
                 st.unexpected.append((what, status))
 
+    def _stuck(self, what, t0):
+        """A request that got no answer within --bound seconds."""
+        secs = time.time() - t0
+        with self.st.lock:
+            self.st.stuck.append((what, round(secs, 1)))
+        self._record(what, "timeout", secs)
+
     def _fail(self, what, detail):
         with self.st.lock:
             self.st.unexpected.append((what, ks._short(detail, 600)))
@@ -289,10 +296,7 @@ class Soak:
             else:
                 status, xc, text, complete = self._json(kind, body, headers, rng, abort)
         except socket.timeout:
-            secs = time.time() - t0
-            with st.lock:
-                st.stuck.append((what, round(secs, 1)))
-            self._record(what, "timeout", secs)
+            self._stuck(what, t0)
             return
         except (OSError, http.client.HTTPException, ValueError) as e:
             secs = time.time() - t0
@@ -418,9 +422,7 @@ class Soak:
         try:
             r = self.srv.get(path, timeout=self.args.bound)
         except socket.timeout:
-            with self.st.lock:
-                self.st.stuck.append((path, round(time.time() - t0, 1)))
-            self._record("GET " + path, "timeout", time.time() - t0)
+            self._stuck("GET " + path, t0)
             return
         except (OSError, http.client.HTTPException) as e:
             self._record("GET " + path, "error", time.time() - t0)
@@ -449,10 +451,7 @@ class Soak:
         try:
             r = self.srv.post(PATHS[kind], body, headers=headers, timeout=self.args.bound)
         except socket.timeout:
-            secs = time.time() - t0
-            with st.lock:
-                st.stuck.append((what, round(secs, 1)))
-            self._record(what, "timeout", secs)
+            self._stuck(what, t0)
             return
         except (OSError, http.client.HTTPException) as e:
             self._record(what, "error", time.time() - t0)

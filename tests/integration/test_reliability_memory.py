@@ -58,14 +58,6 @@ def estimates(log):
             re.finditer(r"loading (\S+) \(.*?\) from .*?\(context \d+[^)]*?estimate ([0-9.]+) MiB\)", log)}
 
 
-def err_msg(r):
-    try:
-        e = r.json().get("error")
-    except (ValueError, AttributeError):
-        return r.text()
-    return e.get("message", "") if isinstance(e, dict) else (e or "")
-
-
 def ps(srv):
     r = srv.get("/api/ps", timeout=30)
     return r.json()["models"] if r.status == 200 else None
@@ -150,7 +142,7 @@ def test_memory_pressure(d):
             if r.status == 200:
                 out = r.json()["choices"][0]["text"]
             else:
-                out = err_msg(r)
+                out = ks.error_message(r)
             with lock:
                 results.append((model, prompt, r.status, (body["max_tokens"], out),
                                 r.header("retry-after") is not None))

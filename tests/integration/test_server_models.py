@@ -152,14 +152,6 @@ def generate(srv, model, keep_alive=None, prompt="Once upon a time", num_predict
     return srv.post("/api/generate", body, timeout=120)
 
 
-def err_msg(r):
-    try:
-        e = r.json().get("error")
-    except (ValueError, AttributeError):
-        return r.text()
-    return e.get("message", "") if isinstance(e, dict) else (e or "")
-
-
 def count(log, pattern):
     return len(re.findall(pattern, log, flags=re.M))
 
@@ -305,18 +297,18 @@ def test_names(srv):
 def test_unknown_names(srv):
     r = complete(srv, "stories:Q6_K")
     ck.eq("unknown quant stories:Q6_K: 404", r.status, 404)
-    msg = err_msg(r)
+    msg = ks.error_message(r)
     for w in ("Q6_K", "Q8_0", "F32"):
         ck.check("unknown quant stories:Q6_K: message lists %s" % w, w in msg, msg)
     ck.check("unknown quant: message does not list other models' quants", "Q4_K_M" not in msg, msg)
     r = generate(srv, "tiny:Q8_0")
     ck.eq("unknown quant tiny:Q8_0 (Ollama): 404", r.status, 404)
-    msg = err_msg(r)
+    msg = ks.error_message(r)
     ck.check("unknown quant tiny:Q8_0 (Ollama): {error: string} listing Q4_K_M and Q4_0",
              isinstance(r.json().get("error"), str) and "Q4_K_M" in msg and "Q4_0" in msg, r)
     r = complete(srv, "nosuch")
     ck.eq("unknown model: 404", r.status, 404)
-    msg = err_msg(r)
+    msg = ks.error_message(r)
     ck.check("unknown model: message lists available names", "stories:Q8_0" in msg and "tiny:Q4_K_M" in msg, msg)
     for bad in ("../stories-Q8_0", "/stories-Q8_0", "stories:", "sub/../stories-Q8_0", "stories\u0001"):
         r = complete(srv, bad)
@@ -456,7 +448,7 @@ def test_failing_load(root):
         statuses = [r.status if isinstance(r, ks.Response) else repr(r) for r in res]
         ck.check("corrupt file: all 16 concurrent requests get an error status (400/500)",
                  all(s in (400, 500) for s in statuses), statuses)
-        msgs = [err_msg(r) for r in res if isinstance(r, ks.Response)]
+        msgs = [ks.error_message(r) for r in res if isinstance(r, ks.Response)]
         ck.check("corrupt file: every error names the model and the problem",
                  len(msgs) == n and all("bad" in m and ("end of file" in m or "truncat" in m or "past" in m)
                                         for m in msgs), msgs[:3])
@@ -534,7 +526,7 @@ def test_failing_load_shared(root):
         statuses = [r.status if isinstance(r, ks.Response) else repr(r) for r in res]
         ck.check("load failure: all 16 concurrent requests get an error status (400/500)",
                  all(s in (400, 500) for s in statuses), statuses)
-        msgs = [err_msg(r) for r in res if isinstance(r, ks.Response)]
+        msgs = [ks.error_message(r) for r in res if isinstance(r, ks.Response)]
         ck.check("load failure: every error says what failed (the tokenizer)",
                  len(msgs) == n and all("tokenizer" in m for m in msgs), msgs[:3])
         ck.check("load failure: every error names the model", all("notok" in m for m in msgs), msgs[:3])
@@ -759,7 +751,7 @@ def test_eviction_and_503(root):
             ck.check("503: (setup) the holder was still running after the refused request", still_busy,
                      "holder finished early: status %s" % h.status)
             ck.eq("503: tiny:Q4_K_M refused while sub:Q4_0 is busy", r.status, 503)
-            msg = err_msg(r)
+            msg = ks.error_message(r)
             ck.check("503: the message has the need (~%.1f MiB) and the budget (%d MiB)" % (e_tiny, budget_mib),
                      mib_near(msg, r"needs about (\d+) MiB", e_tiny) and mib_near(msg, r"budget is (\d+) MiB",
                                                                                  budget_mib), msg)
@@ -831,7 +823,7 @@ def test_context_instances(root):
         prompt = list(range(3, 703))
         r = srv.post("/v1/completions", {"model": "stories:Q8_0", "prompt": prompt, "max_tokens": 1})
         ck.check("ctx: a 700-token prompt without num_ctx goes to the default (512) instance and is refused",
-                 r.status == 400 and "512" in err_msg(r), r)
+                 r.status == 400 and "512" in ks.error_message(r), r)
         ck.eq("ctx: num_ctx 900 reuses the 1024 instance",
               generate(srv, "stories:Q8_0", options={"num_ctx": 900}).status, 200)
         ck.eq("ctx: still two loads", count(srv.log(), r"loading stories-Q8_0 \("), 2)
@@ -882,7 +874,7 @@ def test_auto_context(root):
             long_prompt = list(range(3, 3 + want + 10))
             r = srv.post("/v1/completions", {"model": "rope", "prompt": long_prompt, "max_tokens": 1})
             ck.check(name + ": a prompt over the reduced context is a 400 naming it",
-                     r.status == 400 and str(want) in err_msg(r), r)
+                     r.status == 400 and str(want) in ks.error_message(r), r)
             # a smaller model keeps its own context, not reduced
             ck.eq(name + ": stories:Q8_0 200", complete(srv, "stories:Q8_0").status, 200)
             s = ps_entry(srv, "stories:Q8_0") or {}
@@ -891,7 +883,7 @@ def test_auto_context(root):
             if want == ctx_train // 2:
                 # num_ctx asking for the full context cannot fit: refused with a clear error
                 r = generate(srv, "rope", options={"num_ctx": ctx_train})
-                msg = err_msg(r)
+                msg = ks.error_message(r)
                 ck.eq(name + ": num_ctx %d that cannot fit: 400" % ctx_train, r.status, 400)
                 ck.check(name + ": the error names the context and the budget",
                          str(ctx_train) in msg and "budget" in msg and "MiB" in msg, msg)
@@ -903,7 +895,7 @@ def test_auto_context(root):
     srv = start(["--models", d, "--memory-budget", "%dk" % int(budget * 1024)] + flags)
     try:
         r = complete(srv, "rope")
-        msg = err_msg(r)
+        msg = ks.error_message(r)
         ck.eq("budget below the model (%.1f < %.1f MiB): 503" % (budget, at(2048)), r.status, 503)
         ck.check("budget below the model: the message has the need and the budget in MiB",
                  mib_near(msg, r"needs about (\d+) MiB", at(2048)) and mib_near(msg, r"budget is (\d+) MiB", budget),
@@ -918,7 +910,7 @@ def test_auto_context(root):
     srv = start(["--models", d, "--memory-budget", "%dk" % int(budget * 1024), "-c", str(ctx_train)] + flags)
     try:
         r = complete(srv, "rope")
-        msg = err_msg(r)
+        msg = ks.error_message(r)
         ck.eq("explicit -c %d over the budget: 400" % ctx_train, r.status, 400)
         ck.check("explicit -c over the budget: the error names the context, the slots and the budget",
                  str(ctx_train) in msg and "%d slots" % slots in msg and "budget" in msg, msg)
