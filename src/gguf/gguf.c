@@ -395,7 +395,8 @@ static kn_status parse(gguf_ctx *ctx, kn_err *err) {
             return kn_fail(err, KN_EFORMAT, "tensor '%s': data offset %llu + %llu bytes overflows", nm,
                            (unsigned long long)ti->offset, (unsigned long long)ti->nbytes);
         if (end > ctx->size)
-            return kn_fail(err, KN_EFORMAT, "tensor '%s': data [%llu, %llu) extends past end of file (size %llu)", nm,
+            return kn_fail(err, KN_EFORMAT,
+                           "truncated file: tensor '%s': data [%llu, %llu) extends past end of file (size %llu)", nm,
                            (unsigned long long)beg, (unsigned long long)end, (unsigned long long)ctx->size);
         ti->data = ctx->base + beg;
     }

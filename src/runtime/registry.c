@@ -447,15 +447,13 @@ static void file_sha256(rt_registry *r, entry *e, const file_id *want, char out[
     pthread_mutex_unlock(&r->mu);
 }
 
-/* Prefixes a load error with the file and what is wrong with it. */
+/* Prefixes a load error with the file and its size; the reader's message
+ * says what is wrong ("truncated file: ..." when data runs past the end). */
 static void bad_file(kn_err *err, const char *path) {
     if (!err) return;
     struct stat sb;
     unsigned long long size = stat(path, &sb) ? 0 : (unsigned long long)sb.st_size;
-    bool short_file = strstr(err->msg, "past end of file") || strstr(err->msg, "truncated") ||
-                      strstr(err->msg, "left in the file") || strstr(err->msg, "only ");
-    kn_err_prefix(err, "the model file %s (%llu bytes) is %s", path, size,
-                  short_file ? "truncated" : "not a valid GGUF model");
+    kn_err_prefix(err, "the model file %s (%llu bytes)", path, size);
 }
 
 static kn_status load(rt_registry *r, inst *in, kn_err *err) {

@@ -51,8 +51,8 @@
  * inode, size, mtime, ctime). An idle, unpinned instance whose file changed
  * since its load is unloaded and the file loaded again (an instance in use,
  * or pinned, keeps serving the weights it read). A file that no longer
- * loads (truncated, not GGUF) fails the load with a message naming the path,
- * its size and "truncated" / "not a valid GGUF model". The sha256 memo the
+ * loads (truncated, not GGUF) fails the load with a message naming the path
+ * and its size, then the reader's reason ("truncated file: ..."). The sha256 memo the
  * caches key on is per file identity, so a replacement of the same size and
  * mtime is hashed again. Files are the operator's: a symlinked model file
  * inside the directory is served like a regular file.
