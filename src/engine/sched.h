@@ -215,6 +215,13 @@ typedef struct eng_req_result {
  * request has finished and everything was taken; *res is then filled. */
 bool eng_req_read(eng_req *r, int timeout_ms, char *text, size_t text_cap, size_t *text_len, eng_tok_event *ev,
                   size_t ev_cap, size_t *n_ev, eng_req_result *res);
+/* Push instead of poll: fn(arg) is called from the engine thread (with
+ * the request's lock held: it must only signal, e.g. write an eventfd)
+ * whenever new output is ready and when the request finishes, and once at
+ * once if something is already there. Set it before eng_sched_submit, or
+ * with NULL to remove it; arg must stay valid until removed or the request
+ * is released. */
+void eng_req_set_notify(eng_req *r, void (*fn)(void *arg), void *arg);
 /* Asks the engine to stop the request (it finishes with
  * ENG_FINISH_CANCELLED at the next step). */
 void eng_req_cancel(eng_req *r);
