@@ -3,7 +3,7 @@
  * stream the sampled continuation to stdout.
  */
 #include "cli.h"
-#include "engine/chat.h"
+#include "tokenizer/tok_chat.h"
 #include "engine/sampler.h"
 #include "engine/stop.h"
 #include "model/model.h"
@@ -161,7 +161,7 @@ int cmd_run(int argc, char **argv) {
     model_kv *kv = NULL;
     model_ctx *ctx = NULL;
     eng_sampler *smp = NULL;
-    eng_chat *chat_fmt = NULL;
+    tok_chat *chat_fmt = NULL;
     eng_stop *stopper = NULL;
     int32_t *toks = NULL;
     float *logits = NULL;
@@ -210,13 +210,13 @@ int cmd_run(int argc, char **argv) {
     size_t n_prompt = 0;
     if (chat) {
         const char *used = NULL;
-        if (eng_chat_create(m->gguf, vocab, &chat_fmt, &used, &err) != KN_OK) {
+        if (tok_chat_create(m->gguf, vocab, &chat_fmt, &used, &err) != KN_OK) {
             fprintf(stderr, "kiln run: chat template: %s\n", err.msg);
             goto done;
         }
         KN_INFO("chat template: %s", used ? used : "model");
         json_t *msgs = json_pack("[{s:s, s:s%}]", "role", "user", "content", prompt, prompt_len);
-        kn_status cst = msgs ? eng_chat_tokenize(chat_fmt, msgs, NULL, &toks, &n_prompt, &err) : KN_ENOMEM;
+        kn_status cst = msgs ? tok_chat_tokenize(chat_fmt, msgs, NULL, &toks, &n_prompt, &err) : KN_ENOMEM;
         json_decref(msgs);
         if (cst != KN_OK) {
             fprintf(stderr, "kiln run: chat template: %s\n", err.msg);
@@ -328,7 +328,7 @@ done:
     free(logits);
     free(toks);
     eng_sampler_destroy(smp);
-    eng_chat_destroy(chat_fmt);
+    tok_chat_destroy(chat_fmt);
     eng_stop_destroy(stopper);
     model_ctx_destroy(ctx);
     kv_cache_destroy(kv);

@@ -356,7 +356,7 @@ static void inst_free(inst *in) {
     if (!in) return;
     eng_sched_destroy(in->m.sched);
     model_destroy(in->draft);
-    eng_chat_destroy(in->m.chat);
+    tok_chat_destroy(in->m.chat);
     tok_vocab_destroy(in->m.vocab);
     model_destroy(in->m.m);
     kn_pool_destroy(in->pool);
@@ -481,7 +481,7 @@ static kn_status load(rt_registry *r, inst *in, kn_err *err) {
     const bool enc = model_is_encoder(m->m);
     if (enc) {
         snprintf(m->chat_err, sizeof m->chat_err, "%s:%s is an embedding model", e->name, e->quant);
-    } else if (eng_chat_create(m->m->gguf, m->vocab, &m->chat, &m->chat_source, &cerr) != KN_OK) {
+    } else if (tok_chat_create(m->m->gguf, m->vocab, &m->chat, &m->chat_source, &cerr) != KN_OK) {
         snprintf(m->chat_err, sizeof m->chat_err, "%s", cerr.msg);
         KN_WARN("%s: no usable chat template (%s); chat requests will fail", e->id, cerr.msg);
     }
@@ -954,7 +954,7 @@ kn_status rt_acquire(rt_registry *r, const char *name, const rt_acquire_opts *ao
     if (st != KN_OK) { /* free what the failed load built, before waiters can see the failure */
         eng_sched_destroy(in->m.sched);
     model_destroy(in->draft);
-        eng_chat_destroy(in->m.chat);
+        tok_chat_destroy(in->m.chat);
         tok_vocab_destroy(in->m.vocab);
         model_destroy(in->m.m);
         kn_pool_destroy(in->pool);

@@ -69,7 +69,7 @@
 #define KILN_RUNTIME_REGISTRY_H
 
 #include "../core/kn.h"
-#include "../engine/chat.h"
+#include "../tokenizer/tok_chat.h"
 #include "../engine/sched.h"
 #include "../metrics/metrics.h"
 #include "../model/model.h"
@@ -132,7 +132,7 @@ typedef struct rt_model {
     const char *path;
     model *m;
     tok_vocab *vocab;
-    eng_chat *chat;          /* NULL when the template cannot be used (chat_err says why) */
+    tok_chat *chat;          /* NULL when the template cannot be used (chat_err says why) */
     char chat_err[sizeof(((kn_err *)0)->msg)];
     const char *chat_source; /* "model" or a built-in's name */
     eng_sched *sched;

@@ -7,7 +7,7 @@
  */
 #include "server_internal.h"
 
-#include "../engine/chat.h"
+#include "../tokenizer/tok_chat.h"
 
 #include <openssl/evp.h>
 #include <stdio.h>
@@ -517,7 +517,7 @@ static enum MHD_Result handle_gen(srv_server *s, struct MHD_Connection *c, conn_
             goto fail;
         }
         json_t *msgs = api == SRV_API_OLLAMA_GENERATE ? ollama_generate_messages(&q) : json_incref(q.messages);
-        st = eng_chat_tokenize(m->chat, msgs, q.tools, &ids, &n_ids, &err);
+        st = tok_chat_tokenize(m->chat, msgs, q.tools, &ids, &n_ids, &err);
         json_decref(msgs);
         if (st != KN_OK) {
             srv_err(&e, 400, "messages", "template_error", "the chat template failed: %s", err.msg);

@@ -1,14 +1,14 @@
 /*
- * chat.c — see chat.h.
+ * tok_chat.c — see tok_chat.h.
  */
-#include "chat.h"
+#include "tok_chat.h"
 
-#include "../tokenizer/chat_template.h"
+#include "chat_template.h"
 
 #include <stdlib.h>
 #include <string.h>
 
-struct eng_chat {
+struct tok_chat {
     const tok_vocab *vocab;
     tok_tmpl *tmpl;
     char *bos, *eos; /* token texts, or NULL */
@@ -29,10 +29,10 @@ static char *token_text(const tok_vocab *v, int32_t id) {
     return s;
 }
 
-kn_status eng_chat_create(const gguf_ctx *g, const tok_vocab *v, eng_chat **out, const char **used_name,
+kn_status tok_chat_create(const gguf_ctx *g, const tok_vocab *v, tok_chat **out, const char **used_name,
                           kn_err *err) {
     *out = NULL;
-    eng_chat *c = calloc(1, sizeof *c);
+    tok_chat *c = calloc(1, sizeof *c);
     if (!c) return kn_fail(err, KN_ENOMEM, "out of memory");
     c->vocab = v;
     gguf_str src = {0}, arch = {0};
@@ -54,7 +54,7 @@ kn_status eng_chat_create(const gguf_ctx *g, const tok_vocab *v, eng_chat **out,
     return KN_OK;
 }
 
-void eng_chat_destroy(eng_chat *c) {
+void tok_chat_destroy(tok_chat *c) {
     if (!c) return;
     tok_tmpl_destroy(c->tmpl);
     free(c->bos);
@@ -62,7 +62,7 @@ void eng_chat_destroy(eng_chat *c) {
     free(c);
 }
 
-kn_status eng_chat_render(const eng_chat *c, const json_t *messages, const json_t *tools, bool add_generation_prompt,
+kn_status tok_chat_render(const tok_chat *c, const json_t *messages, const json_t *tools, bool add_generation_prompt,
                           char **text, size_t *len, kn_err *err) {
     tok_tmpl_inputs in = {.messages = messages,
                           .tools = tools,
@@ -73,13 +73,13 @@ kn_status eng_chat_render(const eng_chat *c, const json_t *messages, const json_
     return st == KN_OK ? KN_OK : (err && err->status ? err->status : KN_EINVAL);
 }
 
-kn_status eng_chat_tokenize(const eng_chat *c, const json_t *messages, const json_t *tools, int32_t **ids,
+kn_status tok_chat_tokenize(const tok_chat *c, const json_t *messages, const json_t *tools, int32_t **ids,
                             size_t *n, kn_err *err) {
     *ids = NULL;
     *n = 0;
     char *text = NULL;
     size_t len = 0;
-    kn_status st = eng_chat_render(c, messages, tools, true, &text, &len, err);
+    kn_status st = tok_chat_render(c, messages, tools, true, &text, &len, err);
     if (st != KN_OK) return st;
     const tok_vocab *v = c->vocab;
     /* A template that writes BOS itself must not get a second one. */
