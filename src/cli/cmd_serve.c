@@ -3,6 +3,8 @@
  * model file, until SIGTERM/SIGINT, then a graceful shutdown.
  */
 #include "cli.h"
+#include "engine/params.h"
+#include "model/model.h"
 #include "runtime/registry.h"
 #include "server/config.h"
 #include "server/server.h"

@@ -259,3 +259,24 @@ kn_status kn_mkdirs(const char *dir, unsigned mode, kn_err *err) {
     if (stat(dir, &sb) || !S_ISDIR(sb.st_mode)) return kn_fail(err, KN_EIO, "%s is not a directory", dir);
     return KN_OK;
 }
+
+/* ---- UTF-8 ----------------------------------------------------------------- */
+
+static int utf8_seq_len(unsigned char c) {
+    if (c < 0x80) return 1;
+    if ((c & 0xE0) == 0xC0) return 2;
+    if ((c & 0xF0) == 0xE0) return 3;
+    if ((c & 0xF8) == 0xF0) return 4;
+    return 0;
+}
+
+size_t kn_utf8_complete(const char *s, size_t n) {
+    /* look back at most 3 bytes for a lead byte whose sequence runs past the end */
+    for (size_t back = 1; back <= 3 && back <= n; back++) {
+        unsigned char c = (unsigned char)s[n - back];
+        if ((c & 0xC0) == 0x80) continue; /* continuation */
+        int l = utf8_seq_len(c);
+        return l > (int)back ? n - back : n;
+    }
+    return n;
+}

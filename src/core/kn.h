@@ -185,6 +185,12 @@ kn_status kn_read_file(const char *path, size_t max_bytes, char **out, size_t *l
  * a directory; KN_ERANGE for a path over 4095 bytes. */
 kn_status kn_mkdirs(const char *dir, unsigned mode, kn_err *err);
 
+/* ---- UTF-8 ------------------------------------------------------------------ */
+
+/* Length of the longest prefix of s[0..n) that does not end inside an
+ * incomplete UTF-8 sequence (the tail is held back for the next piece). */
+size_t kn_utf8_complete(const char *s, size_t n);
+
 /* ---- growable byte buffer ------------------------------------------------ */
 
 /* Bytes appended at the end, always followed by a NUL (so text can be used

@@ -10,22 +10,6 @@
 #include <stdlib.h>
 #include <string.h>
 
-const char *eng_spec_name(eng_spec_mode m) {
-    switch (m) {
-    case ENG_SPEC_NGRAM: return "ngram";
-    case ENG_SPEC_DRAFT: return "draft";
-    default: return "none";
-    }
-}
-
-bool eng_spec_parse(const char *s, eng_spec_mode *out) {
-    if (!strcmp(s, "none") || !strcmp(s, "off")) *out = ENG_SPEC_NONE;
-    else if (!strcmp(s, "ngram")) *out = ENG_SPEC_NGRAM;
-    else if (!strcmp(s, "draft")) *out = ENG_SPEC_DRAFT;
-    else return false;
-    return true;
-}
-
 const char *eng_finish_name(eng_finish f) {
     switch (f) {
     case ENG_FINISH_NONE: return "none";
@@ -246,6 +230,7 @@ bool eng_req_read(eng_req *r, int timeout_ms, char *text, size_t text_cap, size_
     if (timeout_ms >= 0) eng_deadline(&dl, timeout_ms);
     pthread_mutex_lock(&r->mu);
     while (r->ring_len == 0 && r->ev_len == 0 && !r->finished) {
+        if (timeout_ms == 0) break;
         if (timeout_ms < 0) pthread_cond_wait(&r->cv, &r->mu);
         else if (pthread_cond_timedwait(&r->cv, &r->mu, &dl) != 0) break;
     }

@@ -57,6 +57,7 @@
 #include "../metrics/metrics.h"
 #include "../model/model.h"
 #include "../tokenizer/tok.h"
+#include "params.h"
 #include "sampler.h"
 
 #include <stdbool.h>
@@ -68,15 +69,6 @@
 #define ENG_MAX_SLOTS 1024
 #define ENG_SPEC_MAX 16 /* draft tokens per step at most */
 
-typedef enum eng_spec_mode {
-    ENG_SPEC_DEFAULT = 0, /* in eng_gen_params: the scheduler's default */
-    ENG_SPEC_NONE,
-    ENG_SPEC_NGRAM, /* prompt lookup */
-    ENG_SPEC_DRAFT, /* the draft model (prompt lookup when there is none) */
-} eng_spec_mode;
-/* "none", "ngram", "draft"; parse returns false on anything else. */
-const char *eng_spec_name(eng_spec_mode m);
-bool eng_spec_parse(const char *s, eng_spec_mode *out);
 
 typedef struct eng_sched eng_sched;
 typedef struct eng_req eng_req;
@@ -156,22 +148,6 @@ typedef enum eng_finish {
 } eng_finish;
 const char *eng_finish_name(eng_finish f); /* "stop", "length", "cancelled", "error" */
 
-typedef struct eng_gen_params {
-    eng_sampler_params sp;       /* the bias array is copied */
-    int32_t n_predict;           /* tokens to generate; < 0: until the context is full */
-    bool ignore_eos;
-    const char *const *stops;    /* copied */
-    size_t n_stops;
-    int n_logprobs;              /* < 0: none; 0..ENG_MAX_LOGPROBS: the chosen token's logprob plus
-                                    this many top alternatives, for every generated token */
-    double t_origin;             /* kn_now_s() when the request arrived (TTFT counts from it); 0: submission */
-    eng_spec_mode spec;          /* speculative decoding for this request */
-    int spec_max;                /* draft tokens per step; 0: the scheduler's */
-    double stall_timeout_s;      /* a consumer that reads nothing for this long while the output ring is
-                                    full is cancelled; 0: ENG_STALL_TIMEOUT_S */
-} eng_gen_params;
-
-#define ENG_STALL_TIMEOUT_S 120.0
 
 /* A generation request over prompt[0..n_prompt) (copied). Fails with
  * KN_ERANGE when the prompt does not leave room for one generated token in

@@ -4,9 +4,20 @@
  * shared by every request that names them, unloaded when idle past their
  * keep-alive, and kept within a memory budget.
  *
- * Owns: the table of files, the loaded instances (model, vocabulary, chat
- * format, thread pool, scheduler) and a cleanup thread. Borrows the kernel
- * set and the metric families.
+ * Owns: the table of files, their fronts (below), the loaded instances
+ * (weights, thread pool, draft model) and a cleanup thread. What serves an
+ * instance (the engine's scheduler) is attached and detached through
+ * rt_hooks, so the registry knows no engine. Borrows the kernel set and
+ * the metrics registry (it registers its own families there).
+ *
+ * Fronts. What a request needs before the weights: the vocabulary, the
+ * chat format, the file's sha256 and a few numbers of its shape, read from
+ * the file's metadata (no weights; a few ms for a large vocabulary). A
+ * front is built once per file identity and shared by every request and
+ * by the file's instances (rt_model.front), so a loaded model does not
+ * build its vocabulary twice. Fronts of files without an instance stay
+ * for a while (the RT_IDLE_FRONTS most recently used) so that answers can
+ * be found in the response cache without loading the weights.
  *
  * Names. A file DIR/<name>-<QUANT>.gguf (also `.<QUANT>`) or
  * DIR/<name>/<QUANT>.gguf is model <name> in quantization <QUANT> (labels
@@ -30,6 +41,11 @@
  * asks, and their scheduler micro-batches embedding requests. A request whose context (num_ctx) is within an
  * instance's uses it with a per-request limit; a larger one gets its own
  * instance.
+ *
+ * A file that cannot be read (not GGUF, truncated, no tokenizer) fails the
+ * front as it fails a load: logged ("cannot load NAME:QUANT: ..."),
+ * counted in kiln_model_load_failures_total, and tried again by the next
+ * request.
  *
  * Loading: double-checked locking per key. Check the table; if absent,
  * register a LOADING instance and load outside the table lock (other models
@@ -69,11 +85,9 @@
 #define KILN_RUNTIME_REGISTRY_H
 
 #include "../core/kn.h"
-#include "../tokenizer/tok_chat.h"
-#include "../engine/sched.h"
 #include "../metrics/metrics.h"
-#include "../model/model.h"
 #include "../tokenizer/tok.h"
+#include "../tokenizer/tok_chat.h"
 
 #include <stdbool.h>
 #include <stdint.h>
@@ -82,32 +96,37 @@
 #define RT_MAX_MODELS 4096
 #define RT_MAX_NAME 255
 #define RT_MAX_QUANT 15
+#define RT_IDLE_FRONTS 8 /* fronts kept for files that have no instance */
 
 typedef struct rt_registry rt_registry;
+typedef struct rt_model rt_model;
+typedef struct rt_opts rt_opts;
+struct model;          /* model.h: the weights, opaque here */
+struct tensor_ops;     /* tensor.h: the kernel set */
 
-/* Metric families the registry fills per model (label: model); any may be
- * NULL. Owned by the caller's metrics registry. */
-typedef struct rt_metrics {
-    met_family *ttft, *itl, *queue_wait, *prefill, *batch_size; /* histograms */
-    met_family *prompt_tokens, *gen_tokens;                     /* counters */
-    met_family *prefix_queried, *prefix_hit;                    /* counters */
-    met_family *spec_draft, *spec_accepted, *preemptions;       /* counters */
-    met_family *embed_batch_requests, *embed_batch_tokens;      /* histograms (encoder models) */
-    met_family *loads, *unloads, *load_failures;                /* counters */
-    met_family *estimate_error;                                 /* gauge: measured - estimated bytes */
-    met_window *ttft_window;
-} rt_metrics;
+/* What serves a loaded instance, attached by its owner (the engine). attach
+ * runs after the weights are loaded, before the instance is visible to
+ * requests, and sets m->engine; detach runs before the weights are freed;
+ * cancel asks everything the instance runs to stop (shutdown). All three
+ * may be NULL. */
+typedef struct rt_hooks {
+    void *arg;
+    kn_status (*attach)(void *arg, const rt_opts *o, rt_model *m, kn_err *err);
+    void (*detach)(void *arg, rt_model *m);
+    void (*cancel)(void *arg, rt_model *m);
+} rt_hooks;
 
-typedef struct rt_opts {
+struct rt_opts {
     int threads;
     int n_ctx;     /* per sequence; 0 = the model's context_length, reduced to fit memory */
     int n_slots;
     int max_batch;
     int queue_len;
     double queue_timeout_s;
-    model_kv_type kv_type;
+    int kv_type;                /* a model_kv_type (model.h): 0 F16, 1 Q8_0 */
     bool mmap_weights;
-    const rt_metrics *metrics;  /* borrowed; NULL: none */
+    met_registry *metrics;      /* borrowed; NULL: none. Registers kiln_model_{loads,unloads,load_failures}_total
+                                   and kiln_model_memory_estimate_error_bytes {model} */
     uint64_t memory_budget;     /* bytes; 0 = 90% of the cgroup limit, else of MemAvailable */
     double keep_alive_s;        /* default keep-alive (MODEL_UNLOAD_TIMEOUT); < 0: never */
     double cleanup_interval_s;  /* 0: no cleanup thread */
@@ -118,35 +137,60 @@ typedef struct rt_opts {
     int block_size;             /* KV positions per block (0: 32) */
     int kv_blocks;              /* KV pool in blocks (0: every slot its context, plus cache_bytes) */
     uint64_t cache_bytes;       /* KV pool room for cached prefixes beyond the slots */
-    eng_spec_mode spec;         /* requests' default speculative decoding */
+    int spec;                   /* requests' default speculative decoding (an eng_spec_mode) */
     int spec_max;               /* draft tokens per step */
-    const char *draft_path;     /* a draft model file for ENG_SPEC_DRAFT (may be NULL) */
-    bool hash_files;            /* compute each file's sha256 at load (rt_model.sha256; the caches key on it) */
-} rt_opts;
+    const char *draft_path;     /* a draft model file for draft-model speculation (may be NULL) */
+    bool hash_files;            /* compute each file's sha256 (rt_front.sha256; the caches key on it) */
+    rt_hooks hooks;             /* copied */
+};
 
-/* A loaded instance, pinned by rt_acquire until rt_release. */
-typedef struct rt_model {
-    const char *name;        /* the file's model name (e.g. "tiny-llama") */
-    const char *quant;       /* its label (e.g. "Q4_K_M") */
-    const char *id;          /* the file's path under the directory without .gguf (e.g. "tiny-llama-Q4_K_M") */
-    const char *path;
-    model *m;
+/* A file's front (see above). Valid while acquired. */
+typedef struct rt_front {
+    const char *name, *quant, *id, *path; /* the file's names (as rt_entry_info) */
     tok_vocab *vocab;
     tok_chat *chat;          /* NULL when the template cannot be used (chat_err says why) */
     char chat_err[sizeof(((kn_err *)0)->msg)];
     const char *chat_source; /* "model" or a built-in's name */
-    eng_sched *sched;
+    char sha256[65];         /* the file's sha256 (hex) when rt_opts.hash_files, else "" */
+    bool encoder;            /* an embedding (encoder) model: no generation */
+    int32_t n_embd, n_vocab;
+    int ctx_train;           /* the model's context_length */
+    int ctx_min;             /* the smallest context an instance of this file gets under this configuration
+                                (the explicit one, else the floor of the automatic one; an encoder's is its
+                                fixed context) */
+} rt_front;
+
+/* A loaded instance, pinned by rt_acquire until rt_release. */
+struct rt_model {
+    const char *name;        /* the file's model name (e.g. "tiny-llama") */
+    const char *quant;       /* its label (e.g. "Q4_K_M") */
+    const char *id;          /* the file's path under the directory without .gguf (e.g. "tiny-llama-Q4_K_M") */
+    const char *path;
+    struct model *m;         /* the weights (model.h) */
+    const struct model *draft; /* the draft model sharing the vocabulary, or NULL */
+    const rt_front *front;   /* vocabulary, chat format, digest (held for the instance's life) */
+    tok_vocab *vocab;        /* == front->vocab */
+    tok_chat *chat;          /* == front->chat (NULL: chat_err says why) */
+    const char *chat_err;    /* == front->chat_err */
+    const char *chat_source; /* == front->chat_source */
+    char sha256[65];         /* the digest of the file this instance loaded ("" when unknown) */
+    kn_pool *pool;           /* the instance's compute threads */
+    void *engine;            /* set by rt_hooks.attach (the scheduler) */
+    const char *arch;        /* general.architecture */
+    uint64_t weight_bytes;
     int n_ctx;
     bool ctx_reduced;        /* the automatic context was cut to fit memory */
     double load_s;           /* seconds the load took */
     time_t loaded_at;
     uint64_t est_bytes;      /* the estimate the budget counts */
-    char sha256[65];         /* the file's sha256 (hex) when rt_opts.hash_files, else "" */
-} rt_model;
+    uint64_t kv_cache_bytes; /* KV pool room for cached prefixes beyond the slots (what the budget allowed) */
+};
 
-kn_status rt_registry_create(const char *dir, const char *file, const rt_opts *o, const tensor_ops *ops,
+kn_status rt_registry_create(const char *dir, const char *file, const rt_opts *o, const struct tensor_ops *ops,
                              rt_registry **out, kn_err *err);
 void rt_registry_destroy(rt_registry *r); /* unloads everything (logged); accepts NULL */
+/* The options the registry was created with (its copy). */
+const rt_opts *rt_registry_opts(const rt_registry *r);
 
 typedef struct rt_entry_info {
     const char *name, *quant, *id, *path;
@@ -166,10 +210,47 @@ bool rt_registry_has(rt_registry *r, const char *name);
 kn_status rt_lookup(rt_registry *r, const char *name, rt_entry_info *info, kn_err *err);
 uint64_t rt_registry_budget(const rt_registry *r);
 
+/* One metadata key of a model file, for rt_describe. */
+typedef enum rt_meta_kind { RT_META_INT, RT_META_UINT, RT_META_FLOAT, RT_META_BOOL, RT_META_STRING, RT_META_ARRAY } rt_meta_kind;
+typedef struct rt_meta {
+    const char *key;
+    size_t key_len;
+    rt_meta_kind kind;
+    int64_t i;            /* INT, BOOL */
+    uint64_t u;           /* UINT */
+    double f;             /* FLOAT */
+    const char *str;      /* STRING (not NUL-terminated; may be any bytes) */
+    size_t len;           /* STRING: bytes; ARRAY: elements */
+    const char *elem;     /* ARRAY: the element type's name ("string", "int32", ...) */
+} rt_meta;
+/* The metadata of a file, read without loading it (for /api/show): every
+ * key but the chat template, which comes apart. Strings point into the
+ * open file, which the description holds until rt_description_free.
+ * KN_ENOTFOUND for an unknown name; the reader's error for a bad file. */
+typedef struct rt_description {
+    rt_entry_info info;
+    const char *arch;     /* general.architecture ("" when absent), NUL-terminated */
+    const char *tmpl;     /* tokenizer.chat_template (NULL when absent), not NUL-terminated */
+    size_t tmpl_len;
+    rt_meta *keys;        /* [n_keys] */
+    size_t n_keys;
+    void *file;           /* private: the open file */
+    char arch_buf[64];
+} rt_description;
+kn_status rt_describe(rt_registry *r, const char *name, rt_description *out, kn_err *err);
+void rt_description_free(rt_description *d); /* accepts a zeroed one */
+
+/* The front of the file a request names (built if needed, see above).
+ * KN_ENOTFOUND: unknown name (the message lists what exists); another
+ * status: the file cannot be read (the message names it). Release it. */
+kn_status rt_front_acquire(rt_registry *r, const char *name, const rt_front **out, kn_err *err);
+void rt_front_release(rt_registry *r, const rt_front *f); /* accepts NULL */
+
 typedef struct rt_acquire_opts {
     int n_ctx;           /* 0: the default; larger than an instance's: a new instance */
     double keep_alive_s; /* NAN: the default; < 0 never; 0 unload when the request ends */
     bool touch;          /* a real inference: refreshes the keep-alive */
+    bool loaded_only;    /* never load: *out stays NULL (KN_OK) when no instance is loaded */
 } rt_acquire_opts;
 
 /* Resolves, loads if needed and pins. ao may be NULL (defaults, touch).
@@ -195,7 +276,7 @@ void rt_foreach_loaded(rt_registry *r, void (*fn)(void *arg, const rt_loaded_inf
  * many were unloaded. */
 int rt_cleanup(rt_registry *r);
 
-/* Cancels every queued and running request of every loaded model. */
+/* Asks every loaded instance to stop what it runs (rt_hooks.cancel). */
 void rt_cancel_all(rt_registry *r);
 
 /* ---- pure helpers (unit-tested) ---- */
@@ -209,8 +290,7 @@ bool rt_split_file_id(const char *id, char *name, size_t name_cap, char *quant, 
 /* Splits a request "name[:QUANT]"; false on a malformed name (empty, too
  * long, control characters, "..", a leading '/'). quant is "" when absent. */
 bool rt_parse_request(const char *req, char *name, size_t name_cap, char *quant, size_t quant_cap);
-/* The instance cache key: "id|task|n_ctx|kv|threads". */
-void rt_instance_key(const char *id, const char *task, int n_ctx, model_kv_type kv, int threads, char *buf,
-                     size_t cap);
+/* The instance cache key: "id|task|n_ctx|kv|threads" (kv: a model_kv_type). */
+void rt_instance_key(const char *id, const char *task, int n_ctx, int kv, int threads, char *buf, size_t cap);
 
 #endif

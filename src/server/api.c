@@ -1,10 +1,8 @@
 /*
- * api.c — request parsing and validation for the OpenAI and Ollama routes
- * (see api.h).
+ * api.c — what the dialects share (see api.h): errors, JSON bodies, field
+ * readers, sampling fields, chat messages, embedding inputs.
  */
 #include "api.h"
-
-#include "../engine/sched.h"
 
 #include <math.h>
 #include <stdarg.h>
@@ -32,6 +30,18 @@ bool srv_err(srv_error *e, int status, const char *param, const char *code, cons
     vsnprintf(e->msg, sizeof e->msg, fmt, ap);
     va_end(ap);
     return false;
+}
+
+bool srv_err_engine(srv_error *e, const eng_error *ee) {
+    int status = 500;
+    switch (ee->kind) {
+    case ENG_ERR_REQUEST: status = 400; break;
+    case ENG_ERR_NOT_FOUND: status = 404; break;
+    case ENG_ERR_BUSY: status = 503; break;
+    case ENG_ERR_GONE: status = 499; break;
+    default: break;
+    }
+    return srv_err(e, status, ee->param[0] ? ee->param : NULL, ee->code[0] ? ee->code : NULL, "%s", ee->msg);
 }
 
 srv_limits srv_limits_default(void) {
@@ -85,20 +95,6 @@ json_t *srv_parse_json(const char *body, size_t len, int max_depth, srv_error *e
     return root;
 }
 
-json_t *srv_error_json(const srv_error *e, bool ollama_shape) {
-    /* messages quote the client's bytes (a field name, jansson's excerpt of
-     * bad JSON, a truncated value): invalid UTF-8 becomes U+FFFD, so that an
-     * error always has a body */
-    json_t *msg = srv_json_text(e->msg, strnlen(e->msg, sizeof e->msg));
-    if (ollama_shape) return json_pack("{s:o}", "error", msg);
-    json_t *err = json_pack("{s:o, s:s}", "message", msg, "type", e->type);
-    if (!err) return NULL;
-    json_object_set_new(err, "param",
-                        e->param[0] ? srv_json_text(e->param, strnlen(e->param, sizeof e->param)) : json_null());
-    json_object_set_new(err, "code", e->code[0] ? json_string(e->code) : json_null());
-    return json_pack("{s:o}", "error", err);
-}
-
 /* ---- UTF-8 -------------------------------------------------------------- */
 
 static int utf8_len(unsigned char c) {
@@ -107,17 +103,6 @@ static int utf8_len(unsigned char c) {
     if ((c & 0xF0) == 0xE0) return 3;
     if ((c & 0xF8) == 0xF0) return 4;
     return 0;
-}
-
-size_t srv_utf8_complete(const char *s, size_t n) {
-    /* look back at most 3 bytes for a lead byte whose sequence runs past the end */
-    for (size_t back = 1; back <= 3 && back <= n; back++) {
-        unsigned char c = (unsigned char)s[n - back];
-        if ((c & 0xC0) == 0x80) continue; /* continuation */
-        int l = utf8_len(c);
-        return l > (int)back ? n - back : n;
-    }
-    return n;
 }
 
 json_t *srv_json_text(const char *s, size_t n) {
@@ -157,7 +142,7 @@ json_t *srv_json_text(const char *s, size_t n) {
  * Each returns false with e set on a type or range error; absent fields (or
  * JSON null) leave the destination unchanged. */
 
-static bool get_num(json_t *o, const char *key, const char *param, double lo, double hi, double *out, bool *set,
+bool srv_get_num(json_t *o, const char *key, const char *param, double lo, double hi, double *out, bool *set,
                     srv_error *e) {
     json_t *v = json_object_get(o, key);
     if (!v || json_is_null(v)) return true;
@@ -170,7 +155,7 @@ static bool get_num(json_t *o, const char *key, const char *param, double lo, do
     return true;
 }
 
-static bool get_int(json_t *o, const char *key, const char *param, long long lo, long long hi, long long *out,
+bool srv_get_int(json_t *o, const char *key, const char *param, long long lo, long long hi, long long *out,
                     bool *set, srv_error *e) {
     json_t *v = json_object_get(o, key);
     if (!v || json_is_null(v)) return true;
@@ -186,7 +171,7 @@ static bool get_int(json_t *o, const char *key, const char *param, long long lo,
     return true;
 }
 
-static bool get_bool(json_t *o, const char *key, const char *param, bool *out, srv_error *e) {
+bool srv_get_bool(json_t *o, const char *key, const char *param, bool *out, srv_error *e) {
     json_t *v = json_object_get(o, key);
     if (!v || json_is_null(v)) return true;
     if (!json_is_boolean(v)) return srv_err(e, 400, param, "invalid_type", "'%s' must be a boolean", param);
@@ -194,7 +179,7 @@ static bool get_bool(json_t *o, const char *key, const char *param, bool *out, s
     return true;
 }
 
-static bool get_str(json_t *o, const char *key, const char *param, const char **out, size_t *len, srv_error *e) {
+bool srv_get_str(json_t *o, const char *key, const char *param, const char **out, size_t *len, srv_error *e) {
     json_t *v = json_object_get(o, key);
     if (!v || json_is_null(v)) return true;
     if (!json_is_string(v)) return srv_err(e, 400, param, "invalid_type", "'%s' must be a string", param);
@@ -213,7 +198,7 @@ static bool get_stop(json_t *o, const char *key, const char *param, int limit, s
     if (json_is_string(v)) {
         if (json_string_length(v) > ENG_STOP_MAX_LEN)
             return srv_err(e, 400, param, "invalid_value", "a stop string is longer than %d bytes", ENG_STOP_MAX_LEN);
-        if (json_string_length(v) > 0) r->stops[r->n_stops++] = json_string_value(v);
+        if (json_string_length(v) > 0) r->stops[r->q.n_stops++] = json_string_value(v);
         return true;
     }
     if (!json_is_array(v))
@@ -229,90 +214,79 @@ static bool get_stop(json_t *o, const char *key, const char *param, int limit, s
         if (json_string_length(s) > ENG_STOP_MAX_LEN)
             return srv_err(e, 400, param, "invalid_value", "'%s[%zu]' is longer than %d bytes", param, i,
                            ENG_STOP_MAX_LEN);
-        if (json_string_length(s) > 0) r->stops[r->n_stops++] = json_string_value(s);
+        if (json_string_length(s) > 0) r->stops[r->q.n_stops++] = json_string_value(s);
     }
     return true;
 }
 
-/* Sampling fields shared by every route; o is the body (OpenAI) or the
- * options object (Ollama), prefix names it in messages. */
-static bool get_sampling(json_t *o, const char *prefix, bool ollama, const srv_limits *lim, srv_gen_req *r,
-                         srv_error *e) {
+bool srv_get_sampler_fields(json_t *o, const char *prefix, const srv_limits *lim, srv_gen_req *r, srv_error *e) {
     char p[96];
 #define P(name) (snprintf(p, sizeof p, "%s%s", prefix, name), p)
+    eng_sampler_params *sp = &r->q.sp;
     double d;
     long long x;
     bool set = false;
-    d = r->sp.temp;
-    if (!get_num(o, "temperature", P("temperature"), 0, 100, &d, NULL, e)) return false;
-    r->sp.temp = (float)d;
-    d = r->sp.top_p;
-    if (!get_num(o, "top_p", P("top_p"), 0, 1, &d, NULL, e)) return false;
-    r->sp.top_p = (float)d;
-    d = r->sp.min_p;
-    if (!get_num(o, "min_p", P("min_p"), 0, 1, &d, NULL, e)) return false;
-    r->sp.min_p = (float)d;
-    d = r->sp.typical_p;
-    if (!get_num(o, "typical_p", P("typical_p"), 0, 1, &d, NULL, e)) return false;
-    r->sp.typical_p = (float)d;
-    d = r->sp.repeat_penalty;
-    if (!get_num(o, "repeat_penalty", P("repeat_penalty"), 0, 10, &d, NULL, e)) return false;
-    r->sp.repeat_penalty = (float)d;
-    d = r->sp.presence_penalty;
-    if (!get_num(o, "presence_penalty", P("presence_penalty"), -2, 2, &d, NULL, e)) return false;
-    r->sp.presence_penalty = (float)d;
-    d = r->sp.frequency_penalty;
-    if (!get_num(o, "frequency_penalty", P("frequency_penalty"), -2, 2, &d, NULL, e)) return false;
-    r->sp.frequency_penalty = (float)d;
-    x = r->sp.top_k;
-    if (!get_int(o, "top_k", P("top_k"), 0, 1 << 24, &x, NULL, e)) return false;
-    r->sp.top_k = (int32_t)x;
-    x = r->sp.penalty_last_n;
-    if (!get_int(o, "repeat_last_n", P("repeat_last_n"), 0, 1 << 20, &x, NULL, e)) return false;
-    r->sp.penalty_last_n = (int32_t)x;
+    d = sp->temp;
+    if (!srv_get_num(o, "temperature", P("temperature"), 0, 100, &d, NULL, e)) return false;
+    sp->temp = (float)d;
+    d = sp->top_p;
+    if (!srv_get_num(o, "top_p", P("top_p"), 0, 1, &d, NULL, e)) return false;
+    sp->top_p = (float)d;
+    d = sp->min_p;
+    if (!srv_get_num(o, "min_p", P("min_p"), 0, 1, &d, NULL, e)) return false;
+    sp->min_p = (float)d;
+    d = sp->typical_p;
+    if (!srv_get_num(o, "typical_p", P("typical_p"), 0, 1, &d, NULL, e)) return false;
+    sp->typical_p = (float)d;
+    d = sp->repeat_penalty;
+    if (!srv_get_num(o, "repeat_penalty", P("repeat_penalty"), 0, 10, &d, NULL, e)) return false;
+    sp->repeat_penalty = (float)d;
+    d = sp->presence_penalty;
+    if (!srv_get_num(o, "presence_penalty", P("presence_penalty"), -2, 2, &d, NULL, e)) return false;
+    sp->presence_penalty = (float)d;
+    d = sp->frequency_penalty;
+    if (!srv_get_num(o, "frequency_penalty", P("frequency_penalty"), -2, 2, &d, NULL, e)) return false;
+    sp->frequency_penalty = (float)d;
+    x = sp->top_k;
+    if (!srv_get_int(o, "top_k", P("top_k"), 0, 1 << 24, &x, NULL, e)) return false;
+    sp->top_k = (int32_t)x;
+    x = sp->penalty_last_n;
+    if (!srv_get_int(o, "repeat_last_n", P("repeat_last_n"), 0, 1 << 20, &x, NULL, e)) return false;
+    sp->penalty_last_n = (int32_t)x;
     x = 0;
-    if (!get_int(o, "seed", P("seed"), INT64_MIN, INT64_MAX, &x, &set, e)) return false;
+    if (!srv_get_int(o, "seed", P("seed"), INT64_MIN, INT64_MAX, &x, &set, e)) return false;
     if (set) {
-        r->sp.seed = (uint64_t)x;
-        r->seed_set = true;
+        sp->seed = (uint64_t)x;
+        r->q.seed_set = true;
     }
-    if (!get_stop(o, "stop", P("stop"), lim->stops, r, e)) return false;
-    if (ollama) {
-        x = -1;
-        set = false;
-        if (!get_int(o, "num_predict", P("num_predict"), -2, 1 << 24, &x, &set, e)) return false;
-        if (set && x > lim->max_tokens)
-            return srv_err(e, 400, P("num_predict"), "limit_exceeded",
-                           "'%s' is %lld; this server allows at most %d (--limit-max-tokens)", P("num_predict"), x,
-                           lim->max_tokens);
-        if (set) {
-            r->n_predict = x < 0 ? -1 : (int32_t)x;
-            r->n_predict_set = true;
-        }
-        x = 0;
-        if (!get_int(o, "num_ctx", P("num_ctx"), 0, 1 << 24, &x, NULL, e)) return false;
-        r->num_ctx = (int)x;
-    }
-    if (!get_bool(o, "ignore_eos", P("ignore_eos"), &r->ignore_eos, e)) return false;
+#undef P
+    snprintf(p, sizeof p, "%sstop", prefix);
+    return get_stop(o, "stop", p, lim->stops, r, e);
+}
+
+bool srv_get_engine_fields(json_t *o, const char *prefix, srv_gen_req *r, srv_error *e) {
+    char p[96];
+#define P(name) (snprintf(p, sizeof p, "%s%s", prefix, name), p)
+    if (!srv_get_bool(o, "ignore_eos", P("ignore_eos"), &r->q.ignore_eos, e)) return false;
     /* speculative decoding: "speculative": "none" | "ngram" | "draft" (or a
      * boolean), and llama-server's "speculative.n_max" */
     json_t *sv = json_object_get(o, "speculative");
     if (sv && !json_is_null(sv)) {
         if (json_is_boolean(sv)) {
-            r->spec = json_is_true(sv) ? ENG_SPEC_NGRAM : ENG_SPEC_NONE;
-        } else if (!json_is_string(sv) || !eng_spec_parse(json_string_value(sv), &r->spec)) {
+            r->q.spec = json_is_true(sv) ? ENG_SPEC_NGRAM : ENG_SPEC_NONE;
+        } else if (!json_is_string(sv) || !eng_spec_parse(json_string_value(sv), &r->q.spec)) {
             return srv_err(e, 400, P("speculative"), "invalid_value",
                            "'%s' must be \"none\", \"ngram\", \"draft\" or a boolean", P("speculative"));
         }
     }
     long long nmax = 0;
-    if (!get_int(o, "speculative.n_max", P("speculative.n_max"), 0, ENG_SPEC_MAX, &nmax, NULL, e)) return false;
-    r->spec_max = (int)nmax;
+    if (!srv_get_int(o, "speculative.n_max", P("speculative.n_max"), 0, ENG_SPEC_MAX, &nmax, NULL, e)) return false;
+    r->q.spec_max = (int)nmax;
 #undef P
     return true;
 }
 
-static bool get_logit_bias(json_t *root, int limit, srv_gen_req *r, srv_error *e) {
+bool srv_get_logit_bias(json_t *root, int limit, srv_gen_req *r, srv_error *e) {
     json_t *v = json_object_get(root, "logit_bias");
     if (!v || json_is_null(v)) return true;
     if (!json_is_object(v))
@@ -341,14 +315,12 @@ static bool get_logit_bias(json_t *root, int limit, srv_gen_req *r, srv_error *e
         r->bias[i].bias = d <= -100 ? -INFINITY : (float)d;
         i++;
     }
-    r->sp.bias = r->bias;
-    r->sp.n_bias = i;
+    r->q.sp.bias = r->bias;
+    r->q.sp.n_bias = i;
     return true;
 }
 
-/* Normalizes chat messages into a new array of {role, content[, ...]} with
- * text content. */
-static bool get_messages(json_t *root, bool ollama, int limit, srv_gen_req *r, srv_error *e) {
+bool srv_get_messages(json_t *root, const srv_msg_rules *rules, int limit, srv_gen_req *r, srv_error *e) {
     json_t *m = json_object_get(root, "messages");
     if (!m || json_is_null(m)) return srv_err(e, 400, "messages", "missing_field", "'messages' is required");
     if (!json_is_array(m)) return srv_err(e, 400, "messages", "invalid_type", "'messages' must be an array");
@@ -378,12 +350,12 @@ static bool get_messages(json_t *root, bool ollama, int limit, srv_gen_req *r, s
         json_t *text = NULL;
         if (!content || json_is_null(content)) {
             if (strcmp(rs, "assistant") || !json_object_get(msg, "tool_calls"))
-                if (!ollama || strcmp(rs, "assistant"))
+                if (!rules->empty_assistant || strcmp(rs, "assistant"))
                     return srv_err(e, 400, p, "missing_field", "'%s' is required", p);
             text = json_string("");
         } else if (json_is_string(content)) {
             text = json_incref(content);
-        } else if (json_is_array(content) && !ollama) {
+        } else if (json_is_array(content) && rules->text_parts) {
             /* content parts: only text parts are supported */
             size_t total = 0, k;
             json_t *part;
@@ -409,9 +381,9 @@ static bool get_messages(json_t *root, bool ollama, int limit, srv_gen_req *r, s
             free(buf);
         } else {
             return srv_err(e, 400, p, "invalid_type", "'%s' must be a string%s", p,
-                           ollama ? "" : " or an array of text parts");
+                           rules->text_parts ? " or an array of text parts" : "");
         }
-        if (ollama && json_object_get(msg, "images") && !json_is_null(json_object_get(msg, "images")) &&
+        if (rules->no_images && json_object_get(msg, "images") && !json_is_null(json_object_get(msg, "images")) &&
             json_array_size(json_object_get(msg, "images")) > 0) {
             json_decref(text);
             snprintf(p, sizeof p, "messages[%zu].images", i);
@@ -429,7 +401,7 @@ static bool get_messages(json_t *root, bool ollama, int limit, srv_gen_req *r, s
     json_t *tools = json_object_get(root, "tools");
     if (tools && !json_is_null(tools)) {
         if (!json_is_array(tools)) return srv_err(e, 400, "tools", "invalid_type", "'tools' must be an array");
-        if (json_array_size(tools) > 0) r->tools = tools;
+        if (json_array_size(tools) > 0) r->q.tools = tools;
     }
     return true;
 }
@@ -471,136 +443,16 @@ bad:
                    json_string_value(ka));
 }
 
-static void gen_init(srv_gen_req *r, srv_api api) {
+void srv_gen_req_init(srv_gen_req *r) {
     memset(r, 0, sizeof *r);
-    r->keep_alive_s = NAN;
-    r->api = api;
-    r->sp = eng_sampler_defaults();
-    r->n_predict = -1;
-    r->n_logprobs = -1;
-    r->add_special = true;
-    r->cache = true;
-    r->stream = api == SRV_API_OLLAMA_GENERATE || api == SRV_API_OLLAMA_CHAT; /* Ollama streams by default */
-}
-
-bool srv_parse_gen(srv_api api, json_t *root, const srv_limits *lim, srv_gen_req *r, srv_error *e) {
-    gen_init(r, api);
-    bool ollama = api == SRV_API_OLLAMA_GENERATE || api == SRV_API_OLLAMA_CHAT;
-    if (!get_str(root, "model", "model", &r->model, NULL, e)) return false;
-    if (!get_bool(root, "stream", "stream", &r->stream, e)) return false;
-    if (!get_bool(root, "cache", "cache", &r->cache, e)) return false;
-    if (ollama) {
-        json_t *opts = json_object_get(root, "options");
-        if (opts && !json_is_null(opts)) {
-            if (!json_is_object(opts)) return srv_err(e, 400, "options", "invalid_type", "'options' must be an object");
-            if (!get_sampling(opts, "options.", true, lim, r, e)) return false;
-        }
-        if (!srv_parse_keep_alive(root, &r->keep_alive_s, e)) return false;
-        json_t *fmt = json_object_get(root, "format");
-        if (fmt && !json_is_null(fmt) && !(json_is_string(fmt) && json_string_length(fmt) == 0))
-            return srv_err(e, 400, "format", "unsupported", "'format' (structured output) is not supported yet");
-        if (api == SRV_API_OLLAMA_GENERATE) {
-            if (!get_str(root, "prompt", "prompt", &r->prompt, &r->prompt_len, e)) return false;
-            if (!r->prompt) r->prompt = "", r->prompt_len = 0;
-            if (!get_str(root, "system", "system", &r->system, NULL, e)) return false;
-            if (!get_bool(root, "raw", "raw", &r->raw, e)) return false;
-            json_t *img = json_object_get(root, "images");
-            if (img && json_is_array(img) && json_array_size(img) > 0)
-                return srv_err(e, 400, "images", "unsupported", "images are not supported by kiln's text models");
-            json_t *tmpl = json_object_get(root, "template");
-            if (tmpl && json_is_string(tmpl) && json_string_length(tmpl) > 0)
-                return srv_err(e, 400, "template", "unsupported",
-                               "'template' overrides (Go templates) are not supported; kiln uses the model's Jinja "
-                               "chat template");
-        } else if (!get_messages(root, true, lim->messages, r, e)) {
-            return false;
-        }
-        return true;
-    }
-
-    /* OpenAI */
-    if (!get_sampling(root, "", false, lim, r, e)) return false;
-    if (!get_logit_bias(root, lim->logit_bias, r, e)) return false;
-    long long x = 1;
-    if (!get_int(root, "n", "n", 1, 1 << 20, &x, NULL, e)) return false;
-    if (x != 1) return srv_err(e, 400, "n", "unsupported_value", "only n = 1 is supported, got %lld", x);
-    bool set = false;
-    x = -1;
-    if (!get_int(root, "max_tokens", "max_tokens", 0, 1 << 24, &x, &set, e)) return false;
-    if (api == SRV_API_OPENAI_CHAT &&
-        !get_int(root, "max_completion_tokens", "max_completion_tokens", 0, 1 << 24, &x, &set, e))
-        return false;
-    if (set && x > lim->max_tokens)
-        return srv_err(e, 400, "max_tokens", "limit_exceeded",
-                       "'max_tokens' is %lld; this server allows at most %d (--limit-max-tokens)", x, lim->max_tokens);
-    if (set) {
-        r->n_predict = (int32_t)x;
-        r->n_predict_set = true;
-    }
-    json_t *so = json_object_get(root, "stream_options");
-    if (so && !json_is_null(so)) {
-        if (!json_is_object(so))
-            return srv_err(e, 400, "stream_options", "invalid_type", "'stream_options' must be an object");
-        if (!get_bool(so, "include_usage", "stream_options.include_usage", &r->include_usage, e)) return false;
-    }
-    json_t *rf = json_object_get(root, "response_format");
-    if (rf && !json_is_null(rf)) {
-        json_t *t = json_object_get(rf, "type");
-        if (!json_is_object(rf) || !json_is_string(t))
-            return srv_err(e, 400, "response_format", "invalid_type",
-                           "'response_format' must be an object with a string 'type'");
-        if (strcmp(json_string_value(t), "text"))
-            return srv_err(e, 400, "response_format.type", "unsupported_value",
-                           "response_format type '%.40s' is not supported; only 'text'", json_string_value(t));
-    }
-    if (api == SRV_API_OPENAI_CHAT) {
-        bool lp = false;
-        if (!get_bool(root, "logprobs", "logprobs", &lp, e)) return false;
-        x = 0;
-        set = false;
-        if (!get_int(root, "top_logprobs", "top_logprobs", 0, ENG_MAX_LOGPROBS, &x, &set, e)) return false;
-        if (set && !lp)
-            return srv_err(e, 400, "top_logprobs", "invalid_value", "'top_logprobs' needs 'logprobs': true");
-        if (lp) r->n_logprobs = (int)x;
-        return get_messages(root, false, lim->messages, r, e);
-    }
-    /* completions */
-    x = -1;
-    set = false;
-    if (!get_int(root, "logprobs", "logprobs", 0, ENG_MAX_LOGPROBS, &x, &set, e)) return false;
-    if (set) r->n_logprobs = (int)x;
-    if (!get_bool(root, "echo", "echo", &r->echo, e)) return false;
-    if (!get_bool(root, "add_special", "add_special", &r->add_special, e)) return false;
-    json_t *suffix = json_object_get(root, "suffix");
-    if (suffix && json_is_string(suffix) && json_string_length(suffix) > 0)
-        return srv_err(e, 400, "suffix", "unsupported", "'suffix' (fill-in-the-middle) is not supported");
-    json_t *p = json_object_get(root, "prompt");
-    if (!p || json_is_null(p)) return srv_err(e, 400, "prompt", "missing_field", "'prompt' is required");
-    if (json_is_array(p) && json_array_size(p) == 1 && json_is_string(json_array_get(p, 0)))
-        p = json_array_get(p, 0);
-    if (json_is_string(p)) {
-        r->prompt = json_string_value(p);
-        r->prompt_len = json_string_length(p);
-        return true;
-    }
-    if (json_is_array(p) && json_array_size(p) == 1 && json_is_array(json_array_get(p, 0)))
-        p = json_array_get(p, 0);
-    if (!json_is_array(p) || json_array_size(p) == 0)
-        return srv_err(e, 400, "prompt", "invalid_type",
-                       "'prompt' must be a string or a non-empty array of token ids (one prompt; n = 1)");
-    size_t n = json_array_size(p);
-    if (n > (1u << 24)) return srv_err(e, 400, "prompt", "invalid_value", "the prompt has too many tokens");
-    r->prompt_tokens = malloc(n * sizeof *r->prompt_tokens);
-    if (!r->prompt_tokens) return srv_err(e, 500, NULL, NULL, "out of memory");
-    for (size_t i = 0; i < n; i++) {
-        json_t *t = json_array_get(p, i);
-        if (!json_is_integer(t) || json_integer_value(t) < 0 || json_integer_value(t) > INT32_MAX)
-            return srv_err(e, 400, "prompt", "invalid_type",
-                           "'prompt[%zu]' must be a token id (a non-negative integer); one prompt per request", i);
-        r->prompt_tokens[i] = (int32_t)json_integer_value(t);
-    }
-    r->n_prompt_tokens = n;
-    return true;
+    r->q.keep_alive_s = NAN;
+    r->q.sp = eng_sampler_defaults();
+    r->q.n_predict = -1;
+    r->q.n_logprobs = -1;
+    r->q.add_special = true;
+    r->q.cache = true;
+    r->q.prompt_param = "prompt";
+    r->q.stops = r->stops;
 }
 
 void srv_gen_req_free(srv_gen_req *r) {
@@ -611,26 +463,7 @@ void srv_gen_req_free(srv_gen_req *r) {
     memset(r, 0, sizeof *r);
 }
 
-bool srv_parse_embed(bool ollama, json_t *root, const srv_limits *lim, srv_embed_req *r, srv_error *e) {
-    memset(r, 0, sizeof *r);
-    r->keep_alive_s = NAN;
-    if (ollama && !srv_parse_keep_alive(root, &r->keep_alive_s, e)) return false;
-    if (!get_str(root, "model", "model", &r->model, NULL, e)) return false;
-    if (!get_bool(root, "truncate", "truncate", &r->truncate, e)) return false;
-    r->cache = true;
-    if (!get_bool(root, "cache", "cache", &r->cache, e)) return false;
-    const char *fmt = NULL;
-    if (!ollama) {
-        if (!get_str(root, "encoding_format", "encoding_format", &fmt, NULL, e)) return false;
-        if (fmt && strcmp(fmt, "float") && strcmp(fmt, "base64"))
-            return srv_err(e, 400, "encoding_format", "invalid_value",
-                           "'encoding_format' must be 'float' or 'base64', got '%.40s'", fmt);
-        r->base64 = fmt && !strcmp(fmt, "base64");
-        json_t *dim = json_object_get(root, "dimensions");
-        if (dim && !json_is_null(dim))
-            return srv_err(e, 400, "dimensions", "unsupported",
-                           "'dimensions' is not supported: this model's embeddings cannot be shortened");
-    }
+bool srv_get_embed_input(json_t *root, const srv_limits *lim, bool token_ids, srv_embed_req *r, srv_error *e) {
     json_t *in = json_object_get(root, "input");
     if (!in || json_is_null(in)) return srv_err(e, 400, "input", "missing_field", "'input' is required");
     size_t n = json_is_array(in) ? json_array_size(in) : 1;
@@ -640,7 +473,7 @@ bool srv_parse_embed(bool ollama, json_t *root, const srv_limits *lim, srv_embed
         return srv_err(e, 400, "input", "limit_exceeded",
                        "'input' has %zu items; this server allows at most %d (--limit-embed-inputs)", n, max_in);
     /* OpenAI also takes token ids: one list, or a list of lists */
-    bool tokens = !ollama && json_is_array(in) && (json_is_integer(json_array_get(in, 0)) ||
+    bool tokens = token_ids && json_is_array(in) && (json_is_integer(json_array_get(in, 0)) ||
                                                    json_is_array(json_array_get(in, 0)));
     if (tokens) {
         bool flat = json_is_integer(json_array_get(in, 0));
@@ -683,6 +516,7 @@ bool srv_parse_embed(bool ollama, json_t *root, const srv_limits *lim, srv_embed
     }
     return true;
 }
+
 
 void srv_embed_req_free(srv_embed_req *r) {
     if (!r) return;

@@ -1,10 +1,12 @@
 /*
- * api.h — the request layer: JSON bodies of the OpenAI and Ollama routes
- * turned into validated requests, and the error shape of each API.
+ * api.h — the request layer shared by the dialects: JSON bodies, field
+ * readers with strict validation, the request limits, and the HTTP error.
+ * Each API dialect (OpenAI, Ollama, ...) is a table of callbacks in its own
+ * file (dialect.h); this header is what they have in common.
  *
  * Owns: nothing global. A parsed request borrows strings from the JSON
  * document it came from (keep the root alive while using it) and owns the
- * arrays it built (free with srv_*_req_free).
+ * arrays it built (free with srv_gen_req_free / srv_embed_req_free).
  *
  * Validation is strict: a field of the wrong type is an error naming the
  * field (param), an unsupported value is an error saying what is supported,
@@ -14,21 +16,13 @@
 #ifndef KILN_SERVER_API_H
 #define KILN_SERVER_API_H
 
-#include "../engine/sampler.h"
-#include "../engine/sched.h"
+#include "../engine/session.h"
 #include "../engine/stop.h"
 
 #include <jansson.h>
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
-
-typedef enum srv_api {
-    SRV_API_OPENAI_CHAT = 0,
-    SRV_API_OPENAI_COMPLETION,
-    SRV_API_OLLAMA_GENERATE,
-    SRV_API_OLLAMA_CHAT,
-} srv_api;
 
 /* An HTTP error: status plus the OpenAI error fields. */
 typedef struct srv_error {
@@ -42,6 +36,9 @@ typedef struct srv_error {
 /* Fills e and returns false (so that `return srv_err(...)` reads well). */
 bool srv_err(srv_error *e, int status, const char *param, const char *code, const char *fmt, ...)
     __attribute__((format(printf, 5, 6)));
+/* An engine error as an HTTP one: request 400, not found 404, busy 503,
+ * internal 500, gone 499. Returns false. */
+bool srv_err_engine(srv_error *e, const eng_error *ee);
 
 /* What one request may ask for. Every breach is a 400 (code
  * "limit_exceeded") naming the field, the count, the limit and the kiln
@@ -59,40 +56,22 @@ typedef struct srv_limits {
  * inputs, 16 stops, 1024 logit_bias entries. */
 srv_limits srv_limits_default(void);
 
+/* A generation request as a dialect parsed it: the canonical request and
+ * what the dialect itself needs to answer. */
 typedef struct srv_gen_req {
-    srv_api api;
-    const char *model;          /* NULL when absent */
-    json_t *messages;           /* chat: a new array of {role, content} with content as text (owned) */
-    json_t *tools;              /* chat: borrowed, may be NULL */
-    const char *prompt;         /* completion/generate text, NULL when prompt_tokens is used */
-    size_t prompt_len;
-    int32_t *prompt_tokens;     /* completion prompt given as token ids (owned) */
-    size_t n_prompt_tokens;
-    const char *system;         /* ollama generate: system prompt */
-    bool raw;                   /* ollama generate: no template */
-    bool stream;
-    bool include_usage;         /* stream_options.include_usage */
-    bool echo;                  /* completions: prompt text first */
-    eng_sampler_params sp;
-    bool seed_set;
-    eng_logit_bias *bias;       /* owned */
-    int32_t n_predict;          /* -1: until the context is full (or the server's default) */
-    bool n_predict_set;
-    bool ignore_eos;
-    eng_spec_mode spec;         /* "speculative"; ENG_SPEC_DEFAULT when absent */
-    int spec_max;               /* "speculative.n_max"; 0 when absent */
+    eng_gen_request q;         /* its arrays point into the fields below or the JSON */
     const char *stops[ENG_STOP_MAX];
-    size_t n_stops;
-    int n_logprobs;             /* -1: none */
-    int num_ctx;                /* ollama options.num_ctx, 0 when absent */
-    double keep_alive_s;        /* ollama keep_alive: NAN when absent, < 0 forever, 0 unload after */
-    bool add_special;           /* completions: add BOS (default true) */
-    bool cache;                 /* "cache": false opts out of the response cache (default true) */
+    json_t *messages;          /* chat: a new array of {role, content} with content as text (owned) */
+    int32_t *prompt_tokens;    /* a prompt given as token ids (owned) */
+    eng_logit_bias *bias;      /* owned */
+    bool stream;
+    bool include_usage;        /* OpenAI stream_options.include_usage */
+    bool echo;                 /* OpenAI completions: prompt text first */
+    bool load_only;            /* Ollama: an empty generate prompt only loads the model */
 } srv_gen_req;
 
-/* Parses and validates a generation body within lim. On failure e says why
- * (status 400). */
-bool srv_parse_gen(srv_api api, json_t *root, const srv_limits *lim, srv_gen_req *out, srv_error *e);
+/* Defaults of every dialect (sampler defaults, no limit, cache on, ...). */
+void srv_gen_req_init(srv_gen_req *r);
 void srv_gen_req_free(srv_gen_req *r);
 
 typedef struct srv_embed_req {
@@ -106,28 +85,50 @@ typedef struct srv_embed_req {
     bool truncate;
     bool cache;           /* "cache": false opts out of the embedding cache (default true) */
 } srv_embed_req;
-
-/* ollama: /api/embed ("input"), else /v1/embeddings ("input"). */
-bool srv_parse_embed(bool ollama, json_t *root, const srv_limits *lim, srv_embed_req *out, srv_error *e);
 void srv_embed_req_free(srv_embed_req *r);
-
-/* Ollama's keep_alive: a duration string ("5m", "300s", "1h30m", "-1") or a
- * number of seconds; negative means forever. NAN when absent or null. */
-bool srv_parse_keep_alive(json_t *root, double *out, srv_error *e);
 
 /* Parses a JSON body that must be an object; a syntax error becomes a 400
  * naming line and column, nesting deeper than max_depth a 400 (checked by a
  * bracket count before jansson sees the bytes). */
 json_t *srv_parse_json(const char *body, size_t len, int max_depth, srv_error *e);
 
-/* Error bodies: OpenAI's {"error": {...}} or Ollama's {"error": "..."}. */
-json_t *srv_error_json(const srv_error *e, bool ollama_shape);
-
-/* Length of the longest prefix of s[0..n) that does not end inside an
- * incomplete UTF-8 sequence (the tail is held back for the next piece). */
-size_t srv_utf8_complete(const char *s, size_t n);
 /* A JSON string of bytes that may not be valid UTF-8 (invalid bytes become
  * U+FFFD). NULL on OOM. */
 json_t *srv_json_text(const char *s, size_t n);
+
+/* ---- field readers for the dialects ----------------------------------------
+ * Each returns false with e set on a type or range error; absent fields (or
+ * JSON null) leave the destination unchanged. param names the field in
+ * messages. */
+bool srv_get_num(json_t *o, const char *key, const char *param, double lo, double hi, double *out, bool *set,
+                 srv_error *e);
+bool srv_get_int(json_t *o, const char *key, const char *param, long long lo, long long hi, long long *out, bool *set,
+                 srv_error *e);
+bool srv_get_bool(json_t *o, const char *key, const char *param, bool *out, srv_error *e);
+bool srv_get_str(json_t *o, const char *key, const char *param, const char **out, size_t *len, srv_error *e);
+/* The sampler fields every dialect shares (temperature, top_p, min_p,
+ * typical_p, penalties, top_k, repeat_last_n, seed, stop); o is the body or
+ * an options object, prefix names it in messages ("" or "options."). */
+bool srv_get_sampler_fields(json_t *o, const char *prefix, const srv_limits *lim, srv_gen_req *r, srv_error *e);
+/* ignore_eos and speculative decoding ("speculative", "speculative.n_max"). */
+bool srv_get_engine_fields(json_t *o, const char *prefix, srv_gen_req *r, srv_error *e);
+/* OpenAI's logit_bias object. */
+bool srv_get_logit_bias(json_t *root, int limit, srv_gen_req *r, srv_error *e);
+/* How a dialect's chat messages may look. */
+typedef struct srv_msg_rules {
+    bool text_parts;      /* content may be an array of {"type": "text", "text": ...} parts */
+    bool empty_assistant; /* an assistant message may have no content */
+    bool no_images;       /* a per-message "images" field is refused (text models) */
+} srv_msg_rules;
+/* Chat messages normalized into r->messages, a new array of {role,
+ * content[, tool_calls, name, tool_call_id]} with text content, and
+ * "tools" into r->q.tools. */
+bool srv_get_messages(json_t *root, const srv_msg_rules *rules, int limit, srv_gen_req *r, srv_error *e);
+/* An embedding request's "input": a string, a list of strings, or (with
+ * token_ids) a list of token ids or of such lists. */
+bool srv_get_embed_input(json_t *root, const srv_limits *lim, bool token_ids, srv_embed_req *r, srv_error *e);
+/* Ollama's keep_alive: a duration string ("5m", "300s", "1h30m", "-1") or a
+ * number of seconds; negative means forever. NAN when absent or null. */
+bool srv_parse_keep_alive(json_t *root, double *out, srv_error *e);
 
 #endif

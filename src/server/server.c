@@ -1,13 +1,15 @@
 /*
- * server.c — libmicrohttpd glue: connections, routing, auth, body limits,
- * JSON responses, simple endpoints and shutdown (see server.h). The
- * generation and embedding endpoints live in gen.c.
+ * server.c — libmicrohttpd glue: connections, the route table, auth, body
+ * limits, responses, lifecycle and shutdown (see server.h). The simple
+ * routes are in routes.c, generation and embeddings in gen.c with a
+ * dialect file per API (dialect.h).
  */
-#include "server_internal.h"
+#include "dialect.h"
 
 #include <math.h>
 
 #include <arpa/inet.h>
+#include <errno.h>
 #include <limits.h>
 #include <netdb.h>
 #include <poll.h>
@@ -103,8 +105,8 @@ enum MHD_Result srv_send_json(struct MHD_Connection *c, int status, json_t *j) {
     return srv_send_json_h(c, status, j, NULL);
 }
 
-enum MHD_Result srv_send_error(struct MHD_Connection *c, const srv_error *e, bool ollama) {
-    json_t *j = srv_error_json(e, ollama);
+enum MHD_Result srv_send_error_as(struct MHD_Connection *c, srv_error_fn shape, const srv_error *e) {
+    json_t *j = (shape ? shape : srv_openai_error_json)(e);
     char *s = j ? json_dumps(j, JSON_COMPACT) : NULL;
     json_decref(j);
     if (!s) return MHD_NO;
@@ -121,12 +123,24 @@ enum MHD_Result srv_send_error(struct MHD_Connection *c, const srv_error *e, boo
     return ret;
 }
 
-bool srv_client_gone(struct MHD_Connection *c) {
+enum MHD_Result srv_send_error(struct MHD_Connection *c, const conn_ctx *cx, const srv_error *e) {
+    return srv_send_error_as(c, cx && cx->route ? cx->route->error_json : NULL, e);
+}
+
+int srv_socket(struct MHD_Connection *c) {
     const union MHD_ConnectionInfo *ci = MHD_get_connection_info(c, MHD_CONNECTION_INFO_CONNECTION_FD);
-    if (!ci) return false;
-    struct pollfd p = {.fd = ci->connect_fd, .events = POLLRDHUP};
-    if (poll(&p, 1, 0) <= 0) return false;
-    return (p.revents & (POLLRDHUP | POLLHUP | POLLERR | POLLNVAL)) != 0;
+    return ci ? ci->connect_fd : -1;
+}
+
+bool srv_wait(struct MHD_Connection *c, int fd) {
+    struct pollfd p[2] = {{.fd = fd, .events = POLLIN}, {.fd = srv_socket(c), .events = POLLRDHUP}};
+    for (;;) {
+        int n = poll(p, p[1].fd >= 0 ? 2 : 1, -1);
+        if (n < 0 && errno == EINTR) continue;
+        if (n < 0) return false;
+        if (p[1].fd >= 0 && (p[1].revents & (POLLRDHUP | POLLHUP | POLLERR | POLLNVAL))) return false;
+        if (p[0].revents) return true;
+    }
 }
 
 void srv_iso_time(time_t t, char *buf, size_t cap) {
@@ -135,372 +149,26 @@ void srv_iso_time(time_t t, char *buf, size_t cap) {
     strftime(buf, cap, "%Y-%m-%dT%H:%M:%SZ", &tm);
 }
 
-/* ---- simple endpoints -------------------------------------------------------- */
-
-typedef struct health_acc {
-    json_t *models;
-    int running, waiting;
-} health_acc;
-
-static void health_one(void *arg, const rt_loaded_info *li) {
-    health_acc *a = arg;
-    rt_model *m = li->m;
-    eng_sched_stats st;
-    eng_sched_stats_get(m->sched, &st);
-    a->running += st.running;
-    a->waiting += st.waiting;
-    if (a->models) /* NULL: only count */
-        json_array_append_new(
-            a->models, json_pack("{s:s, s:i, s:i, s:i, s:i, s:i, s:{s:i, s:i, s:i, s:i, s:I}}", "name", m->id,
-                                 "slots_total", st.slots_total, "slots_busy", st.slots_busy, "running", st.running,
-                                 "waiting", st.waiting, "n_ctx", st.n_ctx, "kv", "blocks_total", st.kv.blocks_total,
-                                 "blocks_used", st.kv.blocks_used, "blocks_cached", st.kv.blocks_cached,
-                                 "block_tokens", st.block_tokens,
-                                 "block_bytes", (json_int_t)st.block_bytes));
-}
-
-static enum MHD_Result h_health(srv_server *s, struct MHD_Connection *c, conn_ctx *cx) {
-    (void)cx;
-    int state = atomic_load(&s->state);
-    health_acc a = {.models = json_array()};
-    rt_foreach_loaded(s->reg, health_one, &a);
-    const char *status = state == SRV_DRAINING ? "draining" : state == SRV_LOADING ? "loading" : "ok";
-    json_t *j = json_pack("{s:s, s:i, s:i, s:i, s:o}", "status", status, "requests_running", a.running,
-                          "requests_waiting", a.waiting, "requests_in_flight", atomic_load(&s->in_flight), "models",
-                          a.models);
-    /* rolling percentiles and the SLA verdict */
-    static const double qs[3] = {0.5, 0.95, 0.99};
-    double now = kn_now_s(), tq[3], eq[3];
-    size_t tn = met_window_quantiles(s->obs.rt.ttft_window, now, qs, 3, tq);
-    size_t en = met_window_quantiles(s->obs.e2e_window, now, qs, 3, eq);
-#define QJ(v, n) ((n) ? json_real(v) : json_null())
-    json_object_set_new(j, "latency",
-                        json_pack("{s:f, s:{s:I, s:o, s:o, s:o}, s:{s:I, s:o, s:o, s:o}}", "window_s",
-                                  s->obs.window_s, "ttft_s", "count", (json_int_t)tn, "p50", QJ(tq[0], tn), "p95",
-                                  QJ(tq[1], tn), "p99", QJ(tq[2], tn), "e2e_s", "count", (json_int_t)en, "p50",
-                                  QJ(eq[0], en), "p95", QJ(eq[1], en), "p99", QJ(eq[2], en)));
-    json_object_set_new(j, "sla",
-                        json_pack("{s:f, s:o, s:o}", "p95_target_s", s->obs.sla_p95_s, "p95_s", QJ(eq[1], en), "pass",
-                                  en ? json_boolean(eq[1] < s->obs.sla_p95_s) : json_null()));
-#undef QJ
-    return srv_send_json(c, state == SRV_READY ? 200 : 503, j);
-}
-
-static enum MHD_Result h_v1_models(srv_server *s, struct MHD_Connection *c, conn_ctx *cx) {
-    (void)cx;
-    json_t *data = json_array();
-    for (size_t i = 0; i < rt_registry_count(s->reg); i++) {
-        rt_entry_info in;
-        rt_registry_entry(s->reg, i, &in);
-        json_array_append_new(data, json_pack("{s:s, s:s, s:I, s:s}", "id", in.id, "object", "model", "created",
-                                              (json_int_t)in.mtime, "owned_by", "kiln"));
-    }
-    return srv_send_json(c, 200, json_pack("{s:s, s:o}", "object", "list", "data", data));
-}
-
-static json_t *ollama_details(const char *family, const char *quant) {
-    return json_pack("{s:s, s:s, s:[s], s:s, s:s}", "format", "gguf", "family", family, "families", family,
-                     "parameter_size", "", "quantization_level", quant);
-}
-
-static enum MHD_Result h_api_tags(srv_server *s, struct MHD_Connection *c, conn_ctx *cx) {
-    (void)cx;
-    json_t *models = json_array();
-    for (size_t i = 0; i < rt_registry_count(s->reg); i++) {
-        rt_entry_info in;
-        rt_registry_entry(s->reg, i, &in);
-        char ts[32];
-        srv_iso_time(in.mtime, ts, sizeof ts);
-        char full[300];
-        snprintf(full, sizeof full, "%s:%s", in.name, in.quant);
-        json_array_append_new(models, json_pack("{s:s, s:s, s:s, s:I, s:s, s:o, s:s}", "name", full, "model", full,
-                                                "modified_at", ts, "size", (json_int_t)in.size, "digest", "",
-                                                "details", ollama_details("", in.quant), "id", in.id));
-    }
-    return srv_send_json(c, 200, json_pack("{s:o}", "models", models));
-}
-
-static void ps_one(void *arg, const rt_loaded_info *li) {
-    rt_model *m = li->m;
-    eng_sched_stats st;
-    eng_sched_stats_get(m->sched, &st);
-    char ts[32], exp[32], full[300];
-    srv_iso_time(m->loaded_at, ts, sizeof ts);
-    /* Ollama writes a far-future time for models that never expire */
-    srv_iso_time(li->expires_at ? li->expires_at : (time_t)253402300799, exp, sizeof exp);
-    snprintf(full, sizeof full, "%s:%s", m->name, m->quant);
-    json_array_append_new((json_t *)arg,
-                          json_pack("{s:s, s:s, s:s, s:I, s:i, s:s, s:s, s:s, s:o, s:s, s:i, s:b, s:i, s:b, s:f}", "name",
-                                    full, "model", full, "id", m->id, "size",
-                                    (json_int_t)(m->m->weight_bytes + st.kv_bytes), "size_vram", 0, "digest", m->sha256,
-                                    "loaded_at", ts, "expires_at", exp,
-                                    "details", ollama_details(m->m->hp.arch_name, m->quant), "quantization", m->quant,
-                                    "context_length", st.n_ctx, "context_reduced", m->ctx_reduced, "in_flight",
-                                    li->in_flight, "pinned", li->pinned, "expires_in_s", li->expires_in_s));
-}
-
-static enum MHD_Result h_api_ps(srv_server *s, struct MHD_Connection *c, conn_ctx *cx) {
-    (void)cx;
-    json_t *models = json_array();
-    rt_foreach_loaded(s->reg, ps_one, models);
-    return srv_send_json(c, 200, json_pack("{s:o}", "models", models));
-}
-
-static enum MHD_Result h_api_version(srv_server *s, struct MHD_Connection *c, conn_ctx *cx) {
-    (void)s, (void)cx;
-    return srv_send_json(c, 200, json_pack("{s:s}", "version", KILN_VERSION));
-}
-
-/* Resolves a request's model name (or the default) and pins it. */
-bool srv_acquire_model(srv_server *s, const char *name, const rt_acquire_opts *ao, rt_model **out, srv_error *e) {
-    if (!name || !*name) name = s->default_model;
-    if (!name) {
-        char names[400];
-        rt_registry_names(s->reg, names, sizeof names);
-        return srv_err(e, 400, "model", "missing_field", "'model' is required; available: %s", names);
-    }
-    kn_err err = {0};
-    kn_status st = rt_acquire(s->reg, name, ao, out, &err);
-    if (st == KN_ENOTFOUND) return srv_err(e, 404, "model", "model_not_found", "%s", err.msg);
-    if (st == KN_EBUSY) return srv_err(e, 503, "model", "insufficient_memory", "%s", err.msg);
-    if (st == KN_ERANGE) return srv_err(e, 400, "model", "context_too_large", "%s", err.msg);
-    if (st == KN_EUNSUPPORTED)
-        return srv_err(e, 400, "model", "model_unsupported", "cannot serve model '%.128s': %s", name, err.msg);
-    if (st != KN_OK) return srv_err(e, 500, "model", "model_load_failed", "cannot load model '%.128s': %s", name, err.msg);
-    return true;
-}
-
-static json_t *gguf_value_json(const gguf_ctx *g, int64_t i) {
-    gguf_type t = gguf_kv_type(g, i);
-    if (t == GGUF_TYPE_ARRAY) {
-        gguf_type et;
-        uint64_t n;
-        const void *data;
-        if (gguf_kv_get_arr(g, i, &et, &n, &data) != KN_OK) return NULL;
-        return json_pack("{s:s, s:I}", "array_of", gguf_type_name(et), "length", (json_int_t)n);
-    }
-    int64_t iv = 0;
-    uint64_t uv = 0;
-    double fv = 0;
-    gguf_str sv = {0};
-    if (gguf_kv_scalar(g, i, &iv, &uv, &fv, &sv) != KN_OK) return NULL;
-    switch (t) {
-    case GGUF_TYPE_STRING: return srv_json_text(sv.data, (size_t)sv.len);
-    case GGUF_TYPE_FLOAT32:
-    case GGUF_TYPE_FLOAT64: return json_real(fv);
-    case GGUF_TYPE_BOOL: return json_boolean(iv);
-    case GGUF_TYPE_UINT64: return uv > INT64_MAX ? json_real((double)uv) : json_integer((json_int_t)uv);
-    default: return json_integer((json_int_t)iv);
-    }
-}
-
-static enum MHD_Result h_api_show(srv_server *s, struct MHD_Connection *c, conn_ctx *cx) {
-    srv_error e;
-    json_t *root = srv_parse_json(cx->body.p, cx->body.n, s->lim.json_depth, &e);
-    if (!root) return srv_send_error(c, &e, true);
-    json_t *name = json_object_get(root, "model");
-    if (!name) name = json_object_get(root, "name");
-    if (name && !json_is_string(name)) {
-        json_decref(root);
-        srv_err(&e, 400, "model", "invalid_type", "'model' must be a string");
-        return srv_send_error(c, &e, true);
-    }
-    /* metadata only: read the file's header, do not load the model */
-    const char *req = name ? json_string_value(name) : s->default_model;
-    rt_entry_info ei;
-    kn_err kerr = {0};
-    gguf_ctx *g = NULL;
-    if (!req || rt_lookup(s->reg, req, &ei, &kerr) != KN_OK) {
-        json_decref(root);
-        srv_err(&e, req ? 404 : 400, "model", req ? "model_not_found" : "missing_field", "%s",
-                req ? kerr.msg : "'model' is required");
-        return srv_send_error(c, &e, true);
-    }
-    if (gguf_open(ei.path, &g, &kerr) != KN_OK) {
-        json_decref(root);
-        srv_err(&e, 500, "model", "bad_model_file", "cannot read %s: %s", ei.id, kerr.msg);
-        return srv_send_error(c, &e, true);
-    }
-    json_t *info = json_object();
-    for (int64_t i = 0; i < gguf_n_kv(g); i++) {
-        gguf_str k = gguf_kv_key(g, i);
-        if (gguf_str_eq(k, "tokenizer.chat_template")) continue;
-        json_t *v = gguf_value_json(g, i);
-        if (!v) continue;
-        char key[256];
-        snprintf(key, sizeof key, "%.*s", (int)(k.len < 255 ? k.len : 255), k.data);
-        json_object_set_new(info, key, v);
-    }
-    gguf_str tmpl = {0};
-    json_t *template = gguf_get_str(g, "tokenizer.chat_template", &tmpl) == KN_OK
-                           ? srv_json_text(tmpl.data, (size_t)tmpl.len)
-                           : json_string("");
-    gguf_str arch = {0};
-    char family[64] = "";
-    if (gguf_get_str(g, "general.architecture", &arch) == KN_OK && arch.len < sizeof family)
-        snprintf(family, sizeof family, "%.*s", (int)arch.len, arch.data);
-    json_t *out = json_pack("{s:s, s:s, s:o, s:o, s:o, s:s}", "modelfile", "", "parameters", "", "template", template,
-                            "details", ollama_details(family, ei.quant), "model_info", info, "quantization", ei.quant);
-    gguf_close(g);
-    json_decref(root);
-    return srv_send_json(c, 200, out);
-}
-
-static enum MHD_Result h_tokenize(srv_server *s, struct MHD_Connection *c, conn_ctx *cx) {
-    srv_error e;
-    json_t *root = srv_parse_json(cx->body.p, cx->body.n, s->lim.json_depth, &e);
-    if (!root) return srv_send_error(c, &e, false);
-    const char *model = NULL, *content = NULL;
-    json_t *jm = json_object_get(root, "model"), *jc = json_object_get(root, "content");
-    json_t *ja = json_object_get(root, "add_special");
-    bool add_special = false;
-    enum MHD_Result ret;
-    if (jm && !json_is_null(jm) && !json_is_string(jm)) {
-        srv_err(&e, 400, "model", "invalid_type", "'model' must be a string");
-        goto err;
-    }
-    if (!json_is_string(jc)) {
-        srv_err(&e, 400, "content", jc ? "invalid_type" : "missing_field", "'content' must be a string");
-        goto err;
-    }
-    if (ja && !json_is_null(ja)) {
-        if (!json_is_boolean(ja)) {
-            srv_err(&e, 400, "add_special", "invalid_type", "'add_special' must be a boolean");
-            goto err;
-        }
-        add_special = json_is_true(ja);
-    }
-    model = jm ? json_string_value(jm) : NULL;
-    content = json_string_value(jc);
-    rt_model *m;
-    rt_acquire_opts ao = {.n_ctx = 0, .keep_alive_s = NAN, .touch = false};
-    if (!srv_acquire_model(s, model, &ao, &m, &e)) goto err;
-    int32_t *ids = NULL;
-    size_t n = 0;
-    kn_err err = {0};
-    kn_status st = tok_encode_alloc(m->vocab, content, json_string_length(jc), add_special, true, &ids, &n, &err);
-    rt_release(s->reg, m);
-    if (st != KN_OK) {
-        srv_err(&e, 400, "content", NULL, "cannot tokenize: %s", err.msg);
-        goto err;
-    }
-    json_t *toks = json_array();
-    for (size_t i = 0; i < n; i++) json_array_append_new(toks, json_integer(ids[i]));
-    free(ids);
-    json_decref(root);
-    return srv_send_json(c, 200, json_pack("{s:o}", "tokens", toks));
-err:
-    json_decref(root);
-    ret = srv_send_error(c, &e, false);
-    return ret;
-}
-
-static enum MHD_Result h_detokenize(srv_server *s, struct MHD_Connection *c, conn_ctx *cx) {
-    srv_error e;
-    json_t *root = srv_parse_json(cx->body.p, cx->body.n, s->lim.json_depth, &e);
-    if (!root) return srv_send_error(c, &e, false);
-    json_t *jm = json_object_get(root, "model"), *jt = json_object_get(root, "tokens");
-    int32_t *ids = NULL;
-    if (jm && !json_is_null(jm) && !json_is_string(jm)) {
-        srv_err(&e, 400, "model", "invalid_type", "'model' must be a string");
-        goto err;
-    }
-    if (!json_is_array(jt) || json_array_size(jt) > (1u << 24)) {
-        srv_err(&e, 400, "tokens", jt ? "invalid_type" : "missing_field", "'tokens' must be an array of token ids");
-        goto err;
-    }
-    rt_model *m;
-    rt_acquire_opts ao = {.n_ctx = 0, .keep_alive_s = NAN, .touch = false};
-    if (!srv_acquire_model(s, jm ? json_string_value(jm) : NULL, &ao, &m, &e)) goto err;
-    size_t n = json_array_size(jt);
-    ids = malloc((n ? n : 1) * sizeof *ids);
-    for (size_t i = 0; ids && i < n; i++) {
-        json_t *t = json_array_get(jt, i);
-        if (!json_is_integer(t) || !tok_valid(m->vocab, (int32_t)json_integer_value(t)) ||
-            json_integer_value(t) > INT32_MAX || json_integer_value(t) < 0) {
-            rt_release(s->reg, m);
-            srv_err(&e, 400, "tokens", "invalid_value", "'tokens[%zu]' is not a token id of this model", i);
-            goto err;
-        }
-        ids[i] = (int32_t)json_integer_value(t);
-    }
-    char *text = NULL;
-    size_t len = 0;
-    kn_err err = {0};
-    tok_decoder_opts o = {.special = false, .strip_space = true, .replace_invalid = false};
-    kn_status st = ids ? tok_decode_all(m->vocab, ids, n, &o, &text, &len, &err) : KN_ENOMEM;
-    rt_release(s->reg, m);
-    free(ids);
-    ids = NULL;
-    if (st != KN_OK) {
-        srv_err(&e, 400, "tokens", NULL, "cannot detokenize: %s", err.msg);
-        goto err;
-    }
-    json_t *out = json_pack("{s:o}", "content", srv_json_text(text, len));
-    free(text);
-    json_decref(root);
-    return srv_send_json(c, 200, out);
-err:
-    free(ids);
-    json_decref(root);
-    return srv_send_error(c, &e, false);
-}
-
-static void gauges_one(void *arg, const rt_loaded_info *li) {
-    srv_server *s = arg;
-    rt_model *m = li->m;
-    eng_sched_stats st;
-    eng_sched_stats_get(m->sched, &st);
-    const char *lv[1] = {m->id};
-    met_set(met_get(s->obs.running, lv), st.running);
-    met_set(met_get(s->obs.waiting, lv), st.waiting);
-    met_set(met_get(s->obs.kv_used, lv), st.kv.blocks_used);
-    met_set(met_get(s->obs.kv_cached, lv), st.kv.blocks_cached);
-    met_set(met_get(s->obs.kv_total, lv), st.kv.blocks_total);
-    met_set(met_get(s->obs.kv_used_bytes, lv), (double)st.kv.blocks_used * (double)st.block_bytes);
-    met_set(met_get(s->obs.kv_logical_bytes, lv), (double)st.kv.blocks_logical * (double)st.block_bytes);
-    met_set(met_get(s->obs.model_bytes, lv), (double)(m->m->weight_bytes + st.kv_bytes));
-}
-
-static enum MHD_Result h_metrics(srv_server *s, struct MHD_Connection *c, conn_ctx *cx) {
-    (void)cx;
-    rt_foreach_loaded(s->reg, gauges_one, s);
-    rc_metrics_refresh(s->cache);
-    size_t len = 0;
-    char *text = met_render(s->obs.reg, &len);
-    if (!text) return MHD_NO;
-    return srv_send_body(c, 200, MET_CONTENT_TYPE, text, len);
-}
-
 /* ---- routing ------------------------------------------------------------------ */
 
-typedef struct route {
-    const char *method;
-    const char *path;
-    srv_handler fn;
-    bool open;   /* no API key needed */
-    bool ollama; /* error shape */
-    bool body;   /* reads a JSON body */
-} route;
-
 static const route ROUTES[] = {
-    {"GET", "/health", h_health, true, false, false},
-    {"GET", "/metrics", h_metrics, false, false, false},
-    {"GET", "/v1/models", h_v1_models, false, false, false},
-    {"POST", "/v1/chat/completions", srv_h_chat, false, false, true},
-    {"POST", "/v1/completions", srv_h_completions, false, false, true},
-    {"POST", "/v1/embeddings", srv_h_embeddings, false, false, true},
-    {"POST", "/api/generate", srv_h_ollama_generate, false, true, true},
-    {"POST", "/api/chat", srv_h_ollama_chat, false, true, true},
-    {"POST", "/api/embed", srv_h_ollama_embed, false, true, true},
-    {"GET", "/api/tags", h_api_tags, false, true, false},
-    {"GET", "/api/ps", h_api_ps, false, true, false},
-    {"POST", "/api/show", h_api_show, false, true, true},
-    {"GET", "/api/version", h_api_version, false, true, false},
-    {"POST", "/tokenize", h_tokenize, false, false, true},
-    {"POST", "/detokenize", h_detokenize, false, false, true},
-    {"GET", "/cache/stats", srv_h_cache_stats, false, false, false},
-    {"POST", "/cache/clear", srv_h_cache_clear, false, false, true},
+    {"GET", "/health", srv_h_health, true, NULL, false, NULL},
+    {"GET", "/metrics", srv_h_metrics, false, NULL, false, NULL},
+    {"GET", "/v1/models", srv_h_v1_models, false, NULL, false, NULL},
+    {"POST", "/v1/chat/completions", srv_h_generate, false, srv_openai_error_json, true, &srv_openai_chat},
+    {"POST", "/v1/completions", srv_h_generate, false, srv_openai_error_json, true, &srv_openai_completions},
+    {"POST", "/v1/embeddings", srv_h_embed, false, srv_openai_error_json, true, &srv_openai_embeddings},
+    {"POST", "/api/generate", srv_h_generate, false, srv_ollama_error_json, true, &srv_ollama_generate},
+    {"POST", "/api/chat", srv_h_generate, false, srv_ollama_error_json, true, &srv_ollama_chat},
+    {"POST", "/api/embed", srv_h_embed, false, srv_ollama_error_json, true, &srv_ollama_embed},
+    {"GET", "/api/tags", srv_h_api_tags, false, srv_ollama_error_json, false, NULL},
+    {"GET", "/api/ps", srv_h_api_ps, false, srv_ollama_error_json, false, NULL},
+    {"POST", "/api/show", srv_h_api_show, false, srv_ollama_error_json, true, NULL},
+    {"GET", "/api/version", srv_h_api_version, false, srv_ollama_error_json, false, NULL},
+    {"POST", "/tokenize", srv_h_tokenize, false, NULL, true, NULL},
+    {"POST", "/detokenize", srv_h_detokenize, false, NULL, true, NULL},
+    {"GET", "/cache/stats", srv_h_cache_stats, false, NULL, false, NULL},
+    {"POST", "/cache/clear", srv_h_cache_clear, false, NULL, true, NULL},
 };
 #define N_ROUTES (sizeof ROUTES / sizeof *ROUTES)
 
@@ -513,6 +181,13 @@ static bool key_ok(const srv_server *s, struct MHD_Connection *c) {
     unsigned diff = (unsigned)(a ^ b);
     for (size_t i = 0; i < b; i++) diff |= (unsigned char)(i < a ? h[i] : 0) ^ (unsigned char)s->api_key[i];
     return diff == 0;
+}
+
+/* A body over --max-body is read and dropped up to this many bytes, so
+ * that its sender reads the 413 (see on_request). */
+static uint64_t discard_cap(const srv_server *s) {
+    uint64_t cap = 4 * (uint64_t)s->max_body;
+    return cap < (64u << 20) ? (64u << 20) : cap > (1ull << 30) ? (1ull << 30) : cap;
 }
 
 static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const char *url, const char *method,
@@ -533,7 +208,8 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const cha
             path_known = true;
             if (!strcmp(ROUTES[i].method, method)) match = &ROUTES[i];
         }
-        bool ollama = !strncmp(url, "/api/", 5);
+        /* an unknown path answers in the error shape of its API's prefix */
+        srv_error_fn shape = !strncmp(url, "/api/", 5) ? srv_ollama_error_json : srv_openai_error_json;
         if (!match && path_known && !strcmp(method, "OPTIONS") && cors_allowed(s, c)) {
             /* a CORS preflight: what this path takes */
             cx->done = true;
@@ -555,7 +231,7 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const cha
             if (path_known) {
                 srv_err(&e, 405, NULL, "method_not_allowed", "method %.16s is not allowed on %.128s", method, url);
                 struct MHD_Response *r = NULL;
-                json_t *j = srv_error_json(&e, ollama);
+                json_t *j = shape(&e);
                 char *b = j ? json_dumps(j, JSON_COMPACT) : NULL;
                 json_decref(j);
                 if (b && (r = MHD_create_response_from_buffer(strlen(b), b, MHD_RESPMEM_MUST_FREE))) {
@@ -570,23 +246,33 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const cha
                 return MHD_NO;
             }
             srv_err(&e, 404, NULL, "not_found", "no route %.16s %.200s", method, url);
-            return srv_send_error(c, &e, ollama);
+            return srv_send_error_as(c, shape, &e);
         }
         cx->route = match;
         if (!match->open && !key_ok(s, c)) {
             cx->done = true;
             srv_err(&e, 401, NULL, "invalid_api_key", "a valid API key is required: send 'Authorization: Bearer KEY'");
-            return srv_send_error(c, &e, match->ollama);
+            return srv_send_error(c, cx, &e);
         }
         const char *cl = MHD_lookup_connection_value(c, MHD_HEADER_KIND, "Content-Length");
         if (cl) {
             char *end;
             unsigned long long v = strtoull(cl, &end, 10);
             if (*end == 0 && v > (unsigned long long)s->max_body) {
-                cx->done = true;
-                srv_err(&e, 413, NULL, "body_too_large", "the request body has %llu bytes; the limit is %lld", v,
-                        (long long)s->max_body);
-                return srv_send_error(c, &e, match->ollama);
+                /* A client that waits for "100 Continue" gets the 413 now and
+                 * sends nothing. Most clients send the whole body first: one
+                 * answered and closed mid-upload sees a reset, never the 413,
+                 * so the body is read and dropped (bounded in bytes here and in
+                 * time by --read-timeout) and the 413 answers its end. */
+                const char *expect = MHD_lookup_connection_value(c, MHD_HEADER_KIND, "Expect");
+                cx->declared = v;
+                if ((expect && strcasestr(expect, "100-continue")) || v > discard_cap(s)) {
+                    cx->done = true;
+                    srv_err(&e, 413, NULL, "body_too_large", "the request body has %llu bytes; the limit is %lld", v,
+                            (long long)s->max_body);
+                    return srv_send_error(c, cx, &e);
+                }
+                cx->too_large = true;
             }
         }
         return MHD_YES;
@@ -605,10 +291,14 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const cha
             cx->done = true;
             return MHD_NO;
         }
-        if (cx->too_large) return MHD_YES;
-        if (cx->body.n + n > (size_t)s->max_body) {
-            cx->too_large = true;
-            return MHD_YES;
+        if (!cx->too_large && cx->body.n + n > (size_t)s->max_body) cx->too_large = true;
+        if (cx->too_large) {
+            cx->discarded += n;
+            if (cx->discarded <= discard_cap(s)) return MHD_YES;
+            KN_INFO("%s %s: the request body is over %llu bytes, far over the limit of %lld; closing the connection",
+                    method, url, (unsigned long long)discard_cap(s), (long long)s->max_body);
+            cx->done = true;
+            return MHD_NO;
         }
         return kn_buf_add(&cx->body, upload, n, (size_t)s->max_body) ? MHD_YES : MHD_NO;
     }
@@ -616,18 +306,22 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const cha
     cx->done = true;
     const route *rt = cx->route;
     if (cx->too_large) {
-        srv_err(&e, 413, NULL, "body_too_large", "the request body is over the limit of %lld bytes",
-                (long long)s->max_body);
-        return srv_send_error(c, &e, rt->ollama);
+        if (cx->declared)
+            srv_err(&e, 413, NULL, "body_too_large", "the request body has %llu bytes; the limit is %lld",
+                    (unsigned long long)cx->declared, (long long)s->max_body);
+        else
+            srv_err(&e, 413, NULL, "body_too_large", "the request body is over the limit of %lld bytes",
+                    (long long)s->max_body);
+        return srv_send_error(c, cx, &e);
     }
     if (kn_now_s() - cx->t0 > s->cfg->read_timeout_s) {
         srv_err(&e, 408, NULL, "request_timeout", "the request body did not arrive within %d s",
                 s->cfg->read_timeout_s);
-        return srv_send_error(c, &e, rt->ollama);
+        return srv_send_error(c, cx, &e);
     }
-    if (atomic_load(&s->state) == SRV_DRAINING && rt->fn != h_health) {
+    if (atomic_load(&s->state) == SRV_DRAINING && rt->fn != srv_h_health) {
         srv_err(&e, 503, NULL, "shutting_down", "the server is shutting down");
-        return srv_send_error(c, &e, rt->ollama);
+        return srv_send_error(c, cx, &e);
     }
     if (rt->body) { /* generation-type work: what shutdown waits for */
         atomic_fetch_add(&s->in_flight, 1);
@@ -694,32 +388,10 @@ static bool obs_create(srv_obs *o, const srv_config *cfg) {
     met_registry_add_process_metrics(o->reg);
     met_registry *r = o->reg;
     const char *model[] = {"model"}, *ep_st[] = {"endpoint", "status"}, *model_ep[] = {"model", "endpoint"};
-    const double *lat = MET_BUCKETS_LATENCY_S, *itl = MET_BUCKETS_ITL_S;
-    int nlat = MET_COUNT(MET_BUCKETS_LATENCY_S), nitl = MET_COUNT(MET_BUCKETS_ITL_S);
     o->requests = met_counter(r, "kiln_requests_total", "HTTP requests answered, by route and status", 2, ep_st);
     o->duration = met_histogram(r, "kiln_request_duration_seconds",
                                 "Generation and embedding requests end to end, arrival to last byte", 2, model_ep,
-                                lat, nlat);
-    o->rt.ttft = met_histogram(r, "kiln_time_to_first_token_seconds", "Request arrival to the first generated token",
-                               1, model, lat, nlat);
-    o->rt.itl = met_histogram(r, "kiln_inter_token_latency_seconds", "Time between consecutive tokens of a sequence",
-                              1, model, itl, nitl);
-    o->rt.queue_wait = met_histogram(r, "kiln_queue_wait_seconds", "Submission to a free slot", 1, model, lat, nlat);
-    o->rt.prefill = met_histogram(r, "kiln_prefill_seconds", "A slot to the first token (prompt processing)", 1,
-                                  model, lat, nlat);
-    o->rt.batch_size = met_histogram(r, "kiln_batch_size", "Sequences per forward step", 1, model, MET_BUCKETS_BATCH,
-                                     MET_COUNT(MET_BUCKETS_BATCH));
-    o->rt.prompt_tokens = met_counter(r, "kiln_prompt_tokens_total", "Prompt tokens processed", 1, model);
-    o->rt.gen_tokens = met_counter(r, "kiln_generated_tokens_total", "Tokens generated", 1, model);
-    o->rt.prefix_queried = met_counter(r, "kiln_prefix_cache_queried_tokens_total",
-                                       "Prompt tokens looked up in the KV cache", 1, model);
-    o->rt.prefix_hit = met_counter(r, "kiln_prefix_cache_hit_tokens_total",
-                                   "Prompt tokens whose KV was reused instead of computed", 1, model);
-    o->rt.loads = met_counter(r, "kiln_model_loads_total", "Models loaded", 1, model);
-    o->rt.unloads = met_counter(r, "kiln_model_unloads_total", "Models unloaded", 1, model);
-    o->rt.load_failures = met_counter(r, "kiln_model_load_failures_total", "Model loads that failed", 1, model);
-    o->rt.estimate_error = met_gauge(r, "kiln_model_memory_estimate_error_bytes",
-                                     "RSS growth measured over a model's load minus its estimate", 1, model);
+                                MET_BUCKETS_LATENCY_S, MET_COUNT(MET_BUCKETS_LATENCY_S));
     o->running = met_gauge(r, "kiln_requests_running", "Requests holding a slot", 1, model);
     o->waiting = met_gauge(r, "kiln_requests_waiting", "Requests queued for a slot", 1, model);
     o->kv_used = met_gauge(r, "kiln_kv_blocks_used", "KV blocks referenced by running sequences", 1, model);
@@ -729,33 +401,17 @@ static bool obs_create(srv_obs *o, const srv_config *cfg) {
                                  model);
     o->kv_logical_bytes = met_gauge(r, "kiln_kv_logical_bytes",
                                     "Bytes the running sequences' KV would take with no block shared", 1, model);
-    o->rt.spec_draft = met_counter(r, "kiln_spec_draft_tokens_total", "Draft tokens proposed for verification", 1,
-                                   model);
-    o->rt.spec_accepted = met_counter(r, "kiln_spec_accepted_tokens_total", "Draft tokens accepted", 1, model);
-    o->rt.preemptions = met_counter(r, "kiln_preemptions_total",
-                                    "Sequences preempted when KV blocks ran out (recomputed later)", 1, model);
-    static const double EMB_TOKENS[] = {16, 64, 256, 512, 1024, 2048, 4096, 8192};
-    o->rt.embed_batch_requests = met_histogram(r, "kiln_embedding_batch_requests",
-                                               "Embedding requests per encoder forward pass (micro-batching)", 1,
-                                               model, MET_BUCKETS_BATCH, MET_COUNT(MET_BUCKETS_BATCH));
-    o->rt.embed_batch_tokens = met_histogram(r, "kiln_embedding_batch_tokens", "Tokens per encoder forward pass", 1,
-                                             model, EMB_TOKENS, MET_COUNT(EMB_TOKENS));
-    o->kv_total = met_gauge(r, "kiln_kv_blocks_capacity", "KV blocks in all (named so because promtool reserves _total for counters)", 1, model);
+    o->kv_total = met_gauge(r, "kiln_kv_blocks_capacity",
+                            "KV blocks in all (named so because promtool reserves _total for counters)", 1, model);
     o->model_bytes = met_gauge(r, "kiln_model_bytes", "Memory of a loaded model: weights and KV", 1, model);
     o->window_s = cfg->sla_window_s > 0 ? cfg->sla_window_s : 300;
     o->sla_p95_s = (cfg->sla_p95_ms > 0 ? cfg->sla_p95_ms : 2000) / 1000.0;
-    o->rt.ttft_window = met_window_create(o->window_s, 1 << 16);
     o->e2e_window = met_window_create(o->window_s, 1 << 16);
-    return o->requests && o->duration && o->rt.ttft && o->rt.itl && o->rt.queue_wait && o->rt.prefill &&
-           o->rt.batch_size && o->rt.prompt_tokens && o->rt.gen_tokens && o->rt.prefix_queried && o->rt.prefix_hit && o->rt.loads && o->rt.unloads &&
-           o->rt.load_failures && o->running && o->waiting && o->kv_used && o->kv_total && o->model_bytes &&
-           o->kv_cached && o->kv_used_bytes && o->kv_logical_bytes && o->rt.spec_draft && o->rt.spec_accepted &&
-           o->rt.preemptions && o->rt.embed_batch_requests && o->rt.embed_batch_tokens &&
-           o->rt.ttft_window && o->e2e_window;
+    return o->requests && o->duration && o->running && o->waiting && o->kv_used && o->kv_total && o->model_bytes &&
+           o->kv_cached && o->kv_used_bytes && o->kv_logical_bytes && o->e2e_window;
 }
 
 static void obs_destroy(srv_obs *o) {
-    met_window_destroy(o->rt.ttft_window);
     met_window_destroy(o->e2e_window);
     met_registry_destroy(o->reg);
 }
@@ -816,56 +472,45 @@ static kn_status cache_create(srv_server *s, const srv_config *cfg, kn_err *err)
     return KN_OK;
 }
 
-kn_status srv_create(const srv_config *cfg, const rt_opts *ro, const tensor_ops *ops, srv_server **out, kn_err *err) {
+kn_status srv_create(const srv_config *cfg, const rt_opts *ro, const struct tensor_ops *ops, srv_server **out,
+                     kn_err *err) {
     *out = NULL;
     srv_server *s = calloc(1, sizeof *s);
     if (!s) return kn_fail(err, KN_ENOMEM, "out of memory");
-    if (!obs_create(&s->obs, cfg)) {
-        obs_destroy(&s->obs);
-        free(s);
-        return kn_fail(err, KN_ENOMEM, "cannot set up the metrics");
-    }
-    rt_opts o = *ro;
-    o.metrics = &s->obs.rt;
-    o.hash_files = cfg->response_cache || cfg->embedding_cache;
-    s->ops_level = (int)ops->level;
-    s->ops_vnni = ops->vnni;
-    if (!eng_spec_parse(cfg->spec, &s->spec_default)) s->spec_default = ENG_SPEC_NONE;
-    kn_status st = cache_create(s, cfg, err);
-    if (st != KN_OK) {
-        obs_destroy(&s->obs);
-        free(s);
-        return st;
-    }
-    st = rt_registry_create(cfg->models_dir, cfg->model_file, &o, ops, &s->reg, err);
-    if (st != KN_OK) {
-        rc_cache_destroy(s->cache);
-        obs_destroy(&s->obs);
-        free(s);
-        return st;
-    }
     s->cfg = cfg;
     s->api_key = cfg->api_key;
     s->max_body = cfg->max_body;
     s->lim = (srv_limits){.json_depth = cfg->limit_json_depth, .messages = cfg->limit_messages,
                           .max_tokens = cfg->limit_max_tokens, .embed_inputs = cfg->limit_embed_inputs,
                           .stops = cfg->limit_stops, .logit_bias = cfg->limit_logit_bias};
-    s->default_model = cfg->default_model;
-    if (!s->default_model && cfg->model_file && rt_registry_count(s->reg) == 1) {
-        rt_entry_info in;
-        rt_registry_entry(s->reg, 0, &in);
-        s->default_model = in.id;
-    }
     atomic_init(&s->state, SRV_LOADING);
     atomic_init(&s->in_flight, 0);
     atomic_init(&s->seq, 0);
+    kn_status st = KN_ENOMEM;
+    if (!obs_create(&s->obs, cfg)) {
+        kn_fail(err, KN_ENOMEM, "cannot set up the metrics");
+        goto fail;
+    }
+    if ((st = cache_create(s, cfg, err)) != KN_OK) goto fail;
+    eng_service_opts so = {.models_dir = cfg->models_dir, .model_file = cfg->model_file, .rt = *ro, .ops = ops,
+                           .cache = s->cache, .metrics = s->obs.reg, .ttft_window_s = s->obs.window_s,
+                           .default_model = cfg->default_model, .default_max_tokens = cfg->max_tokens,
+                           .limit_max_tokens = s->lim.max_tokens, .stall_timeout_s = cfg->send_timeout_s};
+    so.rt.hash_files = cfg->response_cache || cfg->embedding_cache;
+    if ((st = eng_service_create(&so, &s->svc, err)) != KN_OK) goto fail;
+    s->reg = eng_service_registry(s->svc);
     *out = s;
     return KN_OK;
+fail:
+    rc_cache_destroy(s->cache);
+    obs_destroy(&s->obs);
+    free(s);
+    return st;
 }
 
 rt_registry *srv_registry(srv_server *s) { return s->reg; }
 
-const char *srv_default_model(const srv_server *s) { return s->default_model; }
+const char *srv_default_model(const srv_server *s) { return eng_service_default_model(s->svc); }
 
 static bool addr_is_loopback(const struct sockaddr *a) {
     if (a->sa_family == AF_INET)
@@ -919,9 +564,9 @@ void srv_drain(srv_server *s, int grace_s) {
     while (atomic_load(&s->in_flight) > 0 && kn_now_s() - t0 < grace_s) kn_sleep_ms(50);
     int left = atomic_load(&s->in_flight);
     if (left > 0) {
-        health_acc a = {0};
-        rt_foreach_loaded(s->reg, health_one, &a);
-        KN_WARN("shutdown: grace period over; cancelling %d running and %d waiting requests", a.running, a.waiting);
+        int running = 0, waiting = 0;
+        srv_count_requests(s, &running, &waiting);
+        KN_WARN("shutdown: grace period over; cancelling %d running and %d waiting requests", running, waiting);
         rt_cancel_all(s->reg);
         double t1 = kn_now_s();
         while (atomic_load(&s->in_flight) > 0 && kn_now_s() - t1 < 5.0) kn_sleep_ms(20);
@@ -936,8 +581,8 @@ void srv_drain(srv_server *s, int grace_s) {
 void srv_destroy(srv_server *s) {
     if (!s) return;
     if (s->d) MHD_stop_daemon(s->d);
+    eng_service_destroy(s->svc);
     rc_cache_destroy(s->cache); /* writes what is still queued for the disk */
-    rt_registry_destroy(s->reg);
     KN_INFO("shutdown: models unloaded");
     obs_destroy(&s->obs);
     free(s);

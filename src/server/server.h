@@ -1,8 +1,10 @@
 /*
  * server.h — the HTTP server (libmicrohttpd): routes, auth, body limits,
- * SSE/NDJSON streaming and graceful shutdown, over the model registry.
+ * SSE/NDJSON streaming and graceful shutdown, over the generation service
+ * (engine/session.h), which owns the model registry.
  *
- * Owns: the MHD daemon, the registry it serves and the metrics (GET
+ * Owns: the MHD daemon, the generation service, the response and embedding
+ * cache and the metrics (GET
  * /metrics, Prometheus text; rolling TTFT and end-to-end percentiles with an
  * SLA verdict in /health). Connections are served
  * one thread each (MHD thread-per-connection), so parsing, templating and
@@ -26,7 +28,8 @@ typedef struct srv_server srv_server;
 /* Creates the metrics and the model registry (over cfg's model directory or
  * file, with ro's engine settings; ro->metrics is filled in by the server).
  * cfg and ops are borrowed for the server's life. */
-kn_status srv_create(const srv_config *cfg, const rt_opts *ro, const tensor_ops *ops, srv_server **out, kn_err *err);
+kn_status srv_create(const srv_config *cfg, const rt_opts *ro, const struct tensor_ops *ops, srv_server **out,
+                     kn_err *err);
 /* The registry the server owns. */
 rt_registry *srv_registry(srv_server *s);
 /* Binds and starts serving. *port gets the bound port (useful with port 0). */

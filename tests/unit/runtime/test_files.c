@@ -6,6 +6,7 @@
  * truncated file fails with a message naming the file and "truncated"; a
  * replacement by another model (rename) is loaded with that file's sha256. */
 #include "testutil.h"
+#include "model/model.h"
 #include "runtime/registry.h"
 #include "store/store.h"
 

@@ -3,6 +3,7 @@
  * model name and label, parsing a request's `name[:QUANT]` (slashes, case,
  * and every kind of bad input), and the instance cache key. */
 #include "testutil.h"
+#include "model/model.h"
 #include "runtime/registry.h"
 
 #include <stdio.h>

@@ -1,17 +1,17 @@
-/* test_respcache.c — the server's cached values (src/server/respcache.c):
+/* test_record.c — the session's cached values (src/engine/record.c):
  * a generation record round-trips chunk by chunk (text, events and top
  * logprobs exactly), every truncation and every single-byte change of the
  * header or chunk table is either refused by the parser or read within the
  * value's bounds (ASan checks the reads), and the embedding value
  * round-trips and refuses a wrong size or dimension. */
 #include "testutil.h"
-#include "server/server_internal.h"
+#include "engine/record.h"
 
 #include <stdlib.h>
 #include <string.h>
 
 static void make_record(void **val, size_t *len, bool with_events) {
-    srv_rec r = {.with_events = with_events};
+    eng_rec r = {.with_events = with_events};
     eng_tok_event ev[3];
     memset(ev, 0, sizeof ev);
     for (int i = 0; i < 3; i++) {
@@ -23,16 +23,16 @@ static void make_record(void **val, size_t *len, bool with_events) {
             ev[i].top_lp[k] = -1.5f - (float)k;
         }
     }
-    srv_rec_chunk(&r, "Once", 4, ev, 1);
-    srv_rec_chunk(&r, " upon a", 7, ev + 1, 2);
-    srv_rec_chunk(&r, "", 0, NULL, 0); /* nothing: not a chunk */
+    eng_rec_chunk(&r, "Once", 4, ev, 1);
+    eng_rec_chunk(&r, " upon a", 7, ev + 1, 2);
+    eng_rec_chunk(&r, "", 0, NULL, 0); /* nothing: not a chunk */
     char big[300];
     memset(big, 'x', sizeof big);
-    srv_rec_chunk(&r, big, sizeof big, NULL, 0); /* a length over one varint byte */
+    eng_rec_chunk(&r, big, sizeof big, NULL, 0); /* a length over one varint byte */
     eng_req_result res = {.finish = ENG_FINISH_LENGTH, .n_prompt = 5, .n_gen = 3};
-    *val = srv_rec_finish(&r, &res, len);
+    *val = eng_rec_finish(&r, &res, len);
     assert_non_null(*val);
-    srv_rec_free(&r);
+    eng_rec_free(&r);
 }
 
 static void test_round_trip(void **state) {
@@ -41,8 +41,8 @@ static void test_round_trip(void **state) {
         void *val;
         size_t len;
         make_record(&val, &len, we);
-        srv_rec_view v;
-        assert_true(srv_rec_parse(val, len, 64, &v));
+        eng_rec_view v;
+        assert_true(eng_rec_parse(val, len, 64, &v));
         assert_int_equal(v.finish, ENG_FINISH_LENGTH);
         assert_int_equal(v.n_prompt, 5);
         assert_int_equal(v.n_gen, 3);
@@ -50,7 +50,7 @@ static void test_round_trip(void **state) {
         const char *t;
         size_t n, nev;
         eng_tok_event ev[64];
-        assert_true(srv_rec_next(&v, &t, &n, ev, &nev));
+        assert_true(eng_rec_next(&v, &t, &n, ev, &nev));
         assert_int_equal(n, 4);
         assert_memory_equal(t, "Once", 4);
         assert_int_equal(nev, we ? 1 : 0);
@@ -58,7 +58,7 @@ static void test_round_trip(void **state) {
             assert_int_equal(ev[0].token, 100);
             assert_int_equal(ev[0].n_top, 0);
         }
-        assert_true(srv_rec_next(&v, &t, &n, ev, &nev));
+        assert_true(eng_rec_next(&v, &t, &n, ev, &nev));
         assert_int_equal(n, 7);
         assert_memory_equal(t, " upon a", 7);
         assert_int_equal(nev, we ? 2 : 0);
@@ -69,22 +69,22 @@ static void test_round_trip(void **state) {
             assert_int_equal(ev[1].top_id[1], 9);
             assert_true(ev[1].top_lp[1] == -2.5f);
         }
-        assert_true(srv_rec_next(&v, &t, &n, ev, &nev));
+        assert_true(eng_rec_next(&v, &t, &n, ev, &nev));
         assert_int_equal(n, 300);
-        assert_false(srv_rec_next(&v, &t, &n, ev, &nev));
+        assert_false(eng_rec_next(&v, &t, &n, ev, &nev));
         /* more events in a chunk than the reader holds: refused */
-        if (we) assert_false(srv_rec_parse(val, len, 1, &v));
+        if (we) assert_false(eng_rec_parse(val, len, 1, &v));
         free(val);
     }
 }
 
 /* Reads every chunk of a parsed record (ASan checks that nothing reads out
  * of the value). */
-static void drain(srv_rec_view *v) {
+static void drain(eng_rec_view *v) {
     const char *t;
     size_t n, nev;
     eng_tok_event ev[64];
-    while (srv_rec_next(v, &t, &n, ev, &nev)) {
+    while (eng_rec_next(v, &t, &n, ev, &nev)) {
         volatile char sink = 0;
         for (size_t i = 0; i < n; i++) sink ^= t[i];
         (void)sink;
@@ -100,8 +100,8 @@ static void test_damage(void **state) {
     for (size_t cut = 0; cut < len; cut++) {
         void *p = malloc(cut ? cut : 1);
         memcpy(p, val, cut);
-        srv_rec_view v;
-        assert_false(srv_rec_parse(p, cut, 64, &v));
+        eng_rec_view v;
+        assert_false(eng_rec_parse(p, cut, 64, &v));
         free(p);
     }
     /* every single byte changed, several ways: refused, or read in bounds */
@@ -111,8 +111,8 @@ static void test_damage(void **state) {
             uint8_t *p = malloc(len);
             memcpy(p, val, len);
             p[i] = (uint8_t)(p[i] + d);
-            srv_rec_view v;
-            if (srv_rec_parse(p, len, 64, &v)) {
+            eng_rec_view v;
+            if (eng_rec_parse(p, len, 64, &v)) {
                 accepted++;
                 drain(&v);
             }
@@ -124,8 +124,8 @@ static void test_damage(void **state) {
     uint8_t *p = malloc(len);
     memcpy(p, val, len);
     p[4] = 1; /* version 1 records are not read */
-    srv_rec_view v;
-    assert_false(srv_rec_parse(p, len, 64, &v));
+    eng_rec_view v;
+    assert_false(eng_rec_parse(p, len, 64, &v));
     free(p);
     free(val);
 }
@@ -134,18 +134,18 @@ static void test_embedding_value(void **state) {
     (void)state;
     float vec[5] = {0.5f, -1.0f, 0.25f, 3.0f, -0.125f};
     size_t len = 0;
-    void *val = srv_emb_value(vec, 5, 17, &len);
+    void *val = eng_emb_value(vec, 5, 17, &len);
     assert_non_null(val);
     const float *got;
     size_t nt = 0;
-    assert_true(srv_emb_parse(val, len, 5, &got, &nt));
+    assert_true(eng_emb_parse(val, len, 5, &got, &nt));
     assert_int_equal(nt, 17);
     assert_memory_equal(got, vec, sizeof vec);
-    assert_false(srv_emb_parse(val, len, 6, &got, &nt));     /* another model's width */
-    assert_false(srv_emb_parse(val, len - 1, 5, &got, &nt)); /* truncated */
-    assert_false(srv_emb_parse(val, 3, 5, &got, &nt));
+    assert_false(eng_emb_parse(val, len, 6, &got, &nt));     /* another model's width */
+    assert_false(eng_emb_parse(val, len - 1, 5, &got, &nt)); /* truncated */
+    assert_false(eng_emb_parse(val, 3, 5, &got, &nt));
     ((char *)val)[0] = 'X';
-    assert_false(srv_emb_parse(val, len, 5, &got, &nt));
+    assert_false(eng_emb_parse(val, len, 5, &got, &nt));
     free(val);
 }
 

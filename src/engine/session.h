@@ -1,0 +1,237 @@
+/*
+ * session.h — the generation session: kiln's one path from a parsed,
+ * dialect-free request to the events of its answer. The HTTP server only
+ * parses a dialect into an eng_gen_request and formats what eng_gen_read
+ * gives; `kiln run` uses the same path, so there is one token loop.
+ *
+ * A generation (eng_gen_start):
+ *   1. resolves the model to its front (vocabulary, chat format, digest;
+ *      runtime/registry.h) without loading the weights;
+ *   2. renders the messages with the model's chat template (or takes the
+ *      prompt text or token ids) and tokenizes;
+ *   3. builds the engine parameters and derives the response-cache key
+ *      from them (eng_gen_key, sched.h) and looks it up: a hit is answered
+ *      from the cache without loading the model, and so without a 503 when
+ *      memory is short;
+ *   4. on a miss, acquires the model (loading it under the memory budget),
+ *      checks the context and submits to the model's scheduler.
+ * Reading is push, not poll: eng_gen_fd becomes readable when the engine
+ * has produced output (or finished), so a reader waits on it together
+ * with its client's socket and notices either at once.
+ *
+ * A hit replays the recorded chunks exactly as the first answer produced
+ * them. A miss that finishes (stop or length) is stored once its last
+ * piece was read. A record that ended at the context limit is only served to a
+ * request with that same context; one that did not is served to any
+ * context that holds all of its tokens (the answer does not depend on the
+ * context otherwise), which for a model that is not loaded is checked
+ * against the smallest context a new instance would get.
+ *
+ * Owns: eng_service owns the model registry (with the engine attached to
+ * every instance through rt_hooks), the engine's metric families and the
+ * TTFT window; it borrows the response cache and the kernel set. An
+ * eng_gen owns everything of one request (freed by eng_gen_close in one
+ * call) and holds the model (front or instance) until closed.
+ *
+ * Errors never speak HTTP: eng_error has a kind (the request is wrong, not
+ * found, busy, internal), the field it is about and a machine-readable
+ * code, which the server maps to a status and its dialect's error body.
+ *
+ * Thread safety: the service may be used from any thread; one eng_gen or
+ * eng_embed by one thread at a time.
+ */
+#ifndef KILN_ENGINE_SESSION_H
+#define KILN_ENGINE_SESSION_H
+
+#include "../cache/cache.h"
+#include "../core/kn.h"
+#include "../metrics/metrics.h"
+#include "../runtime/registry.h"
+#include "sampler.h"
+#include "sched.h"
+
+#include <jansson.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+typedef struct eng_service eng_service;
+
+typedef struct eng_service_opts {
+    const char *models_dir;       /* scan this directory, or */
+    const char *model_file;       /* serve this one file */
+    rt_opts rt;                   /* the registry (its hooks and metrics are the service's) */
+    const struct tensor_ops *ops; /* the kernel set (borrowed) */
+    rc_cache *cache;              /* the response and embedding cache (borrowed; NULL: off) */
+    met_registry *metrics;        /* registers the engine's and the registry's families (NULL: none) */
+    double ttft_window_s;         /* rolling TTFT window for percentiles (0: 300) */
+    const char *default_model;    /* the model of a request that names none (NULL: the only file, with
+                                     model_file) */
+    int32_t default_max_tokens;   /* a request that sets no limit generates this many (< 0: until the context
+                                     is full) */
+    int32_t limit_max_tokens;     /* and never more than this (0: no cap) */
+    double stall_timeout_s;       /* a reader that takes nothing for this long is cancelled (0: default) */
+} eng_service_opts;
+
+kn_status eng_service_create(const eng_service_opts *o, eng_service **out, kn_err *err);
+/* Cancels what runs, unloads every model. Accepts NULL. */
+void eng_service_destroy(eng_service *s);
+rt_registry *eng_service_registry(eng_service *s);
+/* The model a request without one gets (may be NULL). */
+const char *eng_service_default_model(const eng_service *s);
+/* Rolling TTFT samples (arrival to first token) of every model. */
+met_window *eng_service_ttft_window(eng_service *s);
+
+typedef enum eng_err_kind {
+    ENG_ERR_REQUEST = 1, /* the request is wrong (a client error) */
+    ENG_ERR_NOT_FOUND,   /* no such model */
+    ENG_ERR_BUSY,        /* no memory, a full queue, shutting down: retry later */
+    ENG_ERR_INTERNAL,    /* a file that cannot be read, out of memory, a failed step */
+    ENG_ERR_GONE,        /* the reader cancelled (its client left) */
+} eng_err_kind;
+
+typedef struct eng_error {
+    eng_err_kind kind;
+    char param[96]; /* the request field it is about ("" when none) */
+    char code[48];  /* a machine-readable slug ("" when none) */
+    char msg[640];
+} eng_error;
+
+/* Fills e and returns false. */
+bool eng_fail(eng_error *e, eng_err_kind kind, const char *param, const char *code, const char *fmt, ...)
+    __attribute__((format(printf, 5, 6)));
+
+/* ---- generation ---------------------------------------------------------- */
+
+/* A request in no dialect. Strings and arrays are borrowed until
+ * eng_gen_start returns. */
+typedef struct eng_gen_request {
+    const char *model;           /* NULL or "": the service's default */
+    const json_t *messages;      /* chat: [{role, content, ...}] for the model's template; NULL: a prompt */
+    const json_t *tools;         /* for the template (may be NULL) */
+    const char *prompt;          /* a prompt as text (no template), or */
+    size_t prompt_len;
+    const int32_t *prompt_tokens; /* a prompt as token ids */
+    size_t n_prompt_tokens;
+    bool add_special;            /* a text prompt: BOS per the model's rules */
+    const char *prompt_param;    /* the field that errors about the prompt's length name ("messages", "prompt") */
+    eng_sampler_params sp;
+    bool seed_set;               /* false: a fresh seed per request */
+    int32_t n_predict;           /* tokens to generate (< 0: until the context is full) when n_predict_set, */
+    bool n_predict_set;          /* else the service's default */
+    bool ignore_eos;
+    const char *const *stops;
+    size_t n_stops;
+    int n_logprobs;              /* < 0: none */
+    int num_ctx;                 /* a smaller context for this request (0: the instance's) */
+    double keep_alive_s;         /* NAN: the default; < 0 forever; 0 unload after */
+    eng_spec_mode spec;          /* ENG_SPEC_DEFAULT: the server's */
+    int spec_max;                /* 0: the server's */
+    bool cache;                  /* false: bypass the response cache */
+    double t_origin;             /* kn_now_s() at arrival (TTFT counts from it) */
+    bool echo;                   /* keep the prompt for eng_gen_prompt_text */
+} eng_gen_request;
+
+typedef struct eng_gen eng_gen;
+
+typedef enum eng_cache_use { ENG_CACHE_BYPASS = 0, ENG_CACHE_MISS, ENG_CACHE_HIT } eng_cache_use;
+const char *eng_cache_use_name(eng_cache_use u); /* "bypass", "miss", "hit" */
+
+/* False when the request cannot start (e says why). */
+bool eng_gen_start(eng_service *s, const eng_gen_request *q, eng_gen **out, eng_error *e);
+
+typedef struct eng_gen_info {
+    const char *model_id;  /* the file's id (registry-owned, valid while the eng_gen lives) */
+    eng_cache_use cache;
+    double load_s;         /* seconds from the start to the model being ready (0 on a hit) */
+    size_t n_prompt;       /* prompt tokens */
+} eng_gen_info;
+const eng_gen_info *eng_gen_get_info(const eng_gen *g);
+
+typedef enum eng_read_status { ENG_READ_NONE = 0, ENG_READ_DATA, ENG_READ_DONE } eng_read_status;
+/* Takes what is ready, without waiting: DATA with a piece of the answer
+ * (text whose UTF-8 characters are whole, and its tokens' events when
+ * logprobs were asked for; both valid until the next call), NONE when
+ * nothing is ready yet (wait on eng_gen_fd), DONE once everything was
+ * taken (*res filled). */
+eng_read_status eng_gen_read(eng_gen *g, const char **text, size_t *len, const eng_tok_event **ev, size_t *n_ev,
+                             eng_req_result *res);
+/* Readable when eng_gen_read has something or the request finished. */
+int eng_gen_fd(const eng_gen *g);
+/* Waits up to timeout_ms (< 0: forever) for eng_gen_fd. */
+void eng_gen_wait(eng_gen *g, int timeout_ms);
+/* Asks the engine to stop (the client left): nothing is stored. */
+void eng_gen_cancel(eng_gen *g);
+/* Frees the request (cancelling it if it runs; storing a finished miss).
+ * Accepts NULL. */
+void eng_gen_close(eng_gen *g);
+/* A token's text with the request's vocabulary (borrowed). */
+const char *eng_gen_token_piece(const eng_gen *g, int32_t id, size_t *len);
+/* The request's prompt as text (echo): the text it was given, or its
+ * token ids decoded. Malloc'd (the caller frees); *len 0 on failure. */
+char *eng_gen_prompt_text(const eng_gen *g, size_t *len);
+
+/* Loads a model (and refreshes its keep-alive) without generating:
+ * Ollama's empty generate request. *model_id is registry-owned. */
+bool eng_service_load(eng_service *s, const char *model, double keep_alive_s, const char **model_id, eng_error *e);
+
+/* ---- embeddings ----------------------------------------------------------- */
+
+typedef struct eng_embed_request {
+    const char *model;
+    const char *const *texts;      /* n texts, or */
+    const int32_t *const *tokens;  /* n token-id inputs */
+    const size_t *lens;            /* [n] bytes or tokens */
+    size_t n;
+    bool truncate;                 /* cut inputs longer than the context (else an error) */
+    bool cache;
+    double keep_alive_s;           /* NAN: the default */
+} eng_embed_request;
+
+typedef struct eng_embed eng_embed;
+
+/* Looks every input up in the embedding cache (before any load), then
+ * tokenizes and submits the misses as one engine request. */
+bool eng_embed_start(eng_service *s, const eng_embed_request *q, eng_embed **out, eng_error *e);
+/* Readable when the vectors are ready. */
+int eng_embed_fd(const eng_embed *h);
+/* True once finished (without waiting). */
+bool eng_embed_ready(eng_embed *h);
+typedef struct eng_embed_result {
+    const char *model_id;
+    const float *vecs;     /* n x n_embd, in input order (owned by the eng_embed) */
+    int n_embd;
+    size_t n;
+    size_t n_tokens;       /* tokens of every input (cached ones included) */
+    size_t n_hit;          /* inputs served from the cache */
+    eng_cache_use cache;   /* bypass, miss (some computed) or hit (all cached) */
+    double load_s;
+} eng_embed_result;
+/* After eng_embed_ready: the vectors (stored in the cache), or e. */
+bool eng_embed_result_get(eng_embed *h, eng_embed_result *res, eng_error *e);
+void eng_embed_cancel(eng_embed *h);
+void eng_embed_close(eng_embed *h); /* accepts NULL */
+
+/* ---- tokens, models -------------------------------------------------------- */
+
+/* Tokenizes with a model's vocabulary (its front: the weights are not
+ * loaded). *ids malloc'd. */
+bool eng_service_tokenize(eng_service *s, const char *model, const char *text, size_t len, bool add_special,
+                          int32_t **ids, size_t *n, eng_error *e);
+/* Detokenizes ids (each checked against the vocabulary: param names the
+ * first bad one, as "<param>[i]"). *text malloc'd. */
+bool eng_service_detokenize(eng_service *s, const char *model, const int64_t *ids, size_t n, const char *param,
+                            char **text, size_t *len, eng_error *e);
+
+/* A loaded model as /api/ps, /health and the gauges show it. */
+typedef struct eng_model_status {
+    const rt_loaded_info *li;  /* li->m: names, digest, context, load time */
+    int slots_total, slots_busy, running, waiting, n_ctx;
+    uint64_t kv_bytes;         /* the KV pool */
+    int64_t kv_blocks_total, kv_blocks_used, kv_blocks_cached, kv_blocks_logical;
+    uint64_t block_bytes;
+    int block_tokens;
+} eng_model_status;
+void eng_service_foreach_loaded(eng_service *s, void (*fn)(void *arg, const eng_model_status *st), void *arg);
+
+#endif

@@ -1,0 +1,87 @@
+/*
+ * dialect.h — an API dialect as a table of callbacks (private to
+ * src/server). A dialect parses its request body into the canonical
+ * request of the generation session (engine/session.h) and formats the
+ * session's events back: the pieces of a stream, its end, a whole answer
+ * and its errors. gen.c runs every dialect the same way, so adding one
+ * (Anthropic Messages, OpenAI Responses, ...) is one new file with its
+ * tables plus its routes in server.c.
+ *
+ *   openai.c   /v1/chat/completions, /v1/completions, /v1/embeddings
+ *   ollama.c   /api/generate, /api/chat, /api/embed
+ */
+#ifndef KILN_SERVER_DIALECT_H
+#define KILN_SERVER_DIALECT_H
+
+#include "server_internal.h"
+
+typedef struct srv_job srv_job;
+
+/* A generation dialect. */
+typedef struct srv_gen_dialect {
+    const char *name;
+    srv_error_fn error_json;   /* the shape of its error bodies */
+    bool sse;                  /* a stream is SSE ("data: ...\n\n"); else NDJSON (one JSON per line) */
+    const char *stream_type;   /* the stream's Content-Type */
+    const char *id_prefix;     /* answer ids: "<prefix>-<time><n>" */
+    /* The body into r (srv_gen_req_init was called); false with e. */
+    bool (*parse)(json_t *root, const srv_limits *lim, srv_gen_req *r, srv_error *e);
+    /* Stream: before the first piece (may be NULL), each piece, the end
+     * (j->res is set; an error is in j->res too). They add to j->out with
+     * srv_job_emit. */
+    void (*stream_start)(srv_job *j);
+    void (*stream_piece)(srv_job *j, const char *text, size_t n, const eng_tok_event *ev, size_t nev);
+    void (*stream_end)(srv_job *j);
+    /* Whole answer: each piece's token events (the text goes to j->acc),
+     * then the answer. */
+    void (*collect)(srv_job *j, const eng_tok_event *ev, size_t nev);
+    json_t *(*whole)(srv_job *j);
+    /* The answer to a load-only request (NULL: the dialect has none). */
+    json_t *(*loaded)(srv_job *j, const char *model_id);
+} srv_gen_dialect;
+
+/* An embedding dialect. */
+typedef struct srv_embed_dialect {
+    const char *name;
+    srv_error_fn error_json;
+    bool (*parse)(json_t *root, const srv_limits *lim, srv_embed_req *r, srv_error *e);
+    json_t *(*answer)(const srv_embed_req *r, const eng_embed_result *res, double t0);
+} srv_embed_dialect;
+
+extern const srv_gen_dialect srv_openai_chat, srv_openai_completions, srv_ollama_generate, srv_ollama_chat;
+extern const srv_embed_dialect srv_openai_embeddings, srv_ollama_embed;
+
+/* One generation being answered (gen.c). */
+struct srv_job {
+    srv_server *s;
+    const srv_gen_dialect *d;
+    struct MHD_Connection *c;
+    json_t *root;           /* the body, which r borrows from */
+    srv_gen_req r;
+    eng_gen *g;
+    const eng_gen_info *info;
+    char id[48];
+    time_t created;
+    double t0;              /* arrival */
+    eng_req_result res;     /* set when the answer ended */
+    /* a stream's formatted output not yet sent */
+    kn_buf out;
+    size_t out_off;
+    bool started, sent_final;
+    /* a whole answer */
+    kn_buf acc;             /* its text */
+    json_t *lp;             /* the dialect's logprobs so far (owned) */
+    size_t text_offset;     /* bytes of text so far (completions logprobs) */
+    char *echo_text;        /* the prompt, when echoed */
+    size_t echo_len;
+    /* --log-prompts */
+    bool log_text;
+    kn_buf logged;
+};
+
+/* Appends one JSON object (taken) to j->out in the dialect's framing. */
+void srv_job_emit(srv_job *j, json_t *o);
+/* The request's model id (registry-owned). */
+const char *srv_job_model(const srv_job *j);
+
+#endif

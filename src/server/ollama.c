@@ -1,0 +1,202 @@
+/*
+ * ollama.c — the Ollama dialect: /api/generate, /api/chat and /api/embed.
+ * Requests carry their sampling in "options" and their keep_alive beside
+ * it, stream by default (NDJSON, one object per line, the last with
+ * "done": true, the done_reason and Ollama's durations in nanoseconds),
+ * and errors are {"error": "..."}.
+ */
+#include "dialect.h"
+
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+json_t *srv_ollama_error_json(const srv_error *e) {
+    return json_pack("{s:o}", "error", srv_json_text(e->msg, strnlen(e->msg, sizeof e->msg)));
+}
+
+/* ---- requests -------------------------------------------------------------------------- */
+
+/* options: the shared sampling fields, num_predict and num_ctx. */
+static bool parse_options(json_t *opts, const srv_limits *lim, srv_gen_req *r, srv_error *e) {
+    if (!srv_get_sampler_fields(opts, "options.", lim, r, e)) return false;
+    long long x = -1;
+    bool set = false;
+    if (!srv_get_int(opts, "num_predict", "options.num_predict", -2, 1 << 24, &x, &set, e)) return false;
+    if (set && x > lim->max_tokens)
+        return srv_err(e, 400, "options.num_predict", "limit_exceeded",
+                       "'%s' is %lld; this server allows at most %d (--limit-max-tokens)", "options.num_predict", x,
+                       lim->max_tokens);
+    if (set) {
+        r->q.n_predict = x < 0 ? -1 : (int32_t)x;
+        r->q.n_predict_set = true;
+    }
+    x = 0;
+    if (!srv_get_int(opts, "num_ctx", "options.num_ctx", 0, 1 << 24, &x, NULL, e)) return false;
+    r->q.num_ctx = (int)x;
+    return srv_get_engine_fields(opts, "options.", r, e);
+}
+
+/* What generate and chat share: model, stream, cache, options,
+ * keep_alive, format. */
+static bool parse_common(json_t *root, const srv_limits *lim, srv_gen_req *r, srv_error *e) {
+    r->stream = true; /* Ollama streams by default */
+    if (!srv_get_str(root, "model", "model", &r->q.model, NULL, e)) return false;
+    if (!srv_get_bool(root, "stream", "stream", &r->stream, e)) return false;
+    if (!srv_get_bool(root, "cache", "cache", &r->q.cache, e)) return false;
+    json_t *opts = json_object_get(root, "options");
+    if (opts && !json_is_null(opts)) {
+        if (!json_is_object(opts)) return srv_err(e, 400, "options", "invalid_type", "'options' must be an object");
+        if (!parse_options(opts, lim, r, e)) return false;
+    }
+    if (!srv_parse_keep_alive(root, &r->q.keep_alive_s, e)) return false;
+    json_t *fmt = json_object_get(root, "format");
+    if (fmt && !json_is_null(fmt) && !(json_is_string(fmt) && json_string_length(fmt) == 0))
+        return srv_err(e, 400, "format", "unsupported", "'format' (structured output) is not supported yet");
+    return true;
+}
+
+static bool parse_generate(json_t *root, const srv_limits *lim, srv_gen_req *r, srv_error *e) {
+    if (!parse_common(root, lim, r, e)) return false;
+    const char *prompt = NULL, *system = NULL;
+    size_t prompt_len = 0;
+    bool raw = false;
+    if (!srv_get_str(root, "prompt", "prompt", &prompt, &prompt_len, e)) return false;
+    if (!prompt) prompt = "", prompt_len = 0;
+    if (!srv_get_str(root, "system", "system", &system, NULL, e)) return false;
+    if (!srv_get_bool(root, "raw", "raw", &raw, e)) return false;
+    json_t *img = json_object_get(root, "images");
+    if (img && json_is_array(img) && json_array_size(img) > 0)
+        return srv_err(e, 400, "images", "unsupported", "images are not supported by kiln's text models");
+    json_t *tmpl = json_object_get(root, "template");
+    if (tmpl && json_is_string(tmpl) && json_string_length(tmpl) > 0)
+        return srv_err(e, 400, "template", "unsupported",
+                       "'template' overrides (Go templates) are not supported; kiln uses the model's Jinja chat "
+                       "template");
+    /* an empty prompt only loads the model */
+    r->load_only = prompt_len == 0 && !(system && *system);
+    r->q.prompt = prompt;
+    r->q.prompt_len = prompt_len;
+    if (raw) return true; /* the prompt as it is, no template */
+    /* through the chat template: the system prompt and the prompt as messages */
+    if (!(r->messages = json_array())) return srv_err(e, 500, NULL, NULL, "out of memory");
+    if (system && *system)
+        json_array_append_new(r->messages, json_pack("{s:s, s:s}", "role", "system", "content", system));
+    json_array_append_new(r->messages, json_pack("{s:s, s:s%}", "role", "user", "content", prompt, prompt_len));
+    r->q.messages = r->messages;
+    return true;
+}
+
+static bool parse_chat(json_t *root, const srv_limits *lim, srv_gen_req *r, srv_error *e) {
+    if (!parse_common(root, lim, r, e)) return false;
+    static const srv_msg_rules rules = {.empty_assistant = true, .no_images = true};
+    if (!srv_get_messages(root, &rules, lim->messages, r, e)) return false;
+    r->q.messages = r->messages;
+    r->q.prompt_param = "messages";
+    return true;
+}
+
+/* ---- answers ----------------------------------------------------------------------------- */
+
+static bool is_chat(const srv_job *j) { return j->d == &srv_ollama_chat; }
+
+static json_t *obj(srv_job *j, const char *model, const char *text, size_t n, bool done) {
+    char ts[32];
+    srv_iso_time(time(NULL), ts, sizeof ts);
+    json_t *o = json_pack("{s:s, s:s}", "model", model, "created_at", ts);
+    if (is_chat(j))
+        json_object_set_new(o, "message", json_pack("{s:s, s:o}", "role", "assistant", "content", srv_json_text(text, n)));
+    else
+        json_object_set_new(o, "response", srv_json_text(text, n));
+    json_object_set_new(o, "done", json_boolean(done));
+    return o;
+}
+
+static void durations(const srv_job *j, json_t *o) {
+    const eng_req_result *r = &j->res;
+    double now = kn_now_s();
+    double pe = r->t_first > 0 && r->t_start > 0 ? r->t_first - r->t_start : 0;
+    double ev = r->t_end > 0 && r->t_first > 0 ? r->t_end - r->t_first : 0;
+    json_object_set_new(o, "total_duration", json_integer((json_int_t)((now - j->t0) * 1e9)));
+    json_object_set_new(o, "load_duration", json_integer((json_int_t)(j->info->load_s * 1e9)));
+    json_object_set_new(o, "prompt_eval_count", json_integer((json_int_t)r->n_prompt));
+    json_object_set_new(o, "prompt_eval_duration", json_integer((json_int_t)(pe * 1e9)));
+    json_object_set_new(o, "eval_count", json_integer((json_int_t)r->n_gen));
+    json_object_set_new(o, "eval_duration", json_integer((json_int_t)(ev * 1e9)));
+}
+
+static json_t *final_obj(srv_job *j, const char *text, size_t n) {
+    json_t *o = obj(j, srv_job_model(j), text, n, true);
+    json_object_set_new(o, "done_reason", json_string(eng_finish_name(j->res.finish)));
+    durations(j, o);
+    return o;
+}
+
+static void piece(srv_job *j, const char *text, size_t n, const eng_tok_event *ev, size_t nev) {
+    (void)ev, (void)nev;
+    if (n) srv_job_emit(j, obj(j, srv_job_model(j), text, n, false));
+}
+
+static void stream_end(srv_job *j) {
+    if (j->res.finish == ENG_FINISH_ERROR) {
+        srv_error e;
+        srv_err(&e, j->res.status == KN_EBUSY ? 503 : 500, NULL, NULL, "%s",
+                j->res.err[0] ? j->res.err : "generation failed");
+        srv_job_emit(j, srv_ollama_error_json(&e));
+        return;
+    }
+    srv_job_emit(j, final_obj(j, "", 0));
+}
+
+static json_t *whole(srv_job *j) { return final_obj(j, j->acc.p ? j->acc.p : "", j->acc.n); }
+
+static json_t *loaded(srv_job *j, const char *model_id) {
+    (void)j;
+    char ts[32];
+    srv_iso_time(time(NULL), ts, sizeof ts);
+    return json_pack("{s:s, s:s, s:s, s:b, s:s}", "model", model_id, "created_at", ts, "response", "", "done", 1,
+                     "done_reason", "load");
+}
+
+const srv_gen_dialect srv_ollama_generate = {
+    .name = "ollama.generate", .error_json = srv_ollama_error_json, .sse = false,
+    .stream_type = "application/x-ndjson", .id_prefix = "cmpl", .parse = parse_generate, .stream_piece = piece,
+    .stream_end = stream_end, .whole = whole, .loaded = loaded,
+};
+
+const srv_gen_dialect srv_ollama_chat = {
+    .name = "ollama.chat", .error_json = srv_ollama_error_json, .sse = false, .stream_type = "application/x-ndjson",
+    .id_prefix = "chatcmpl", .parse = parse_chat, .stream_piece = piece, .stream_end = stream_end, .whole = whole,
+};
+
+/* ---- embeddings ------------------------------------------------------------------------ */
+
+static bool parse_embed(json_t *root, const srv_limits *lim, srv_embed_req *r, srv_error *e) {
+    memset(r, 0, sizeof *r);
+    r->keep_alive_s = NAN;
+    if (!srv_parse_keep_alive(root, &r->keep_alive_s, e)) return false;
+    if (!srv_get_str(root, "model", "model", &r->model, NULL, e)) return false;
+    if (!srv_get_bool(root, "truncate", "truncate", &r->truncate, e)) return false;
+    r->cache = true;
+    if (!srv_get_bool(root, "cache", "cache", &r->cache, e)) return false;
+    return srv_get_embed_input(root, lim, false, r, e);
+}
+
+static json_t *embed_answer(const srv_embed_req *q, const eng_embed_result *res, double t0) {
+    (void)q;
+    json_t *vecs = json_array();
+    for (size_t i = 0; i < res->n; i++) {
+        json_t *a = json_array();
+        const float *v = res->vecs + i * (size_t)res->n_embd;
+        for (int k = 0; k < res->n_embd; k++) json_array_append_new(a, json_real(v[k]));
+        json_array_append_new(vecs, a);
+    }
+    return json_pack("{s:s, s:o, s:I, s:I, s:I}", "model", res->model_id, "embeddings", vecs, "total_duration",
+                     (json_int_t)((kn_now_s() - t0) * 1e9), "load_duration", (json_int_t)(res->load_s * 1e9),
+                     "prompt_eval_count", (json_int_t)res->n_tokens);
+}
+
+const srv_embed_dialect srv_ollama_embed = {
+    .name = "ollama.embed", .error_json = srv_ollama_error_json, .parse = parse_embed, .answer = embed_answer,
+};
