@@ -1,0 +1,7 @@
+#!/usr/bin/env bash
+# test_server_house.sh — runs test_server_house.py (see its docstring): cache
+# before load, push not poll, and the 413 of a body sent whole, against the
+# real `kiln serve` from $KILN_BIN with the shared models from $KILN_SHARED.
+set -euo pipefail
+: "${KILN_BIN:?}" "${KILN_SHARED:?}" "${KILN_SRC:?}"
+exec python3 "$KILN_SRC/tests/integration/test_server_house.py"
