@@ -1,4 +1,5 @@
-/* fuzz_api.c — libFuzzer target for the request layer (server/api.h):
+/* fuzz_api.c — libFuzzer target for the request layer (server/api.h and
+ * the dialect tables of server/dialect.h):
  * bytes -> JSON -> validated request, for every route's parser. The first
  * byte picks the route (chat, completions, Ollama generate, Ollama chat,
  * OpenAI embeddings, Ollama embed) and whether the server's default limits
@@ -6,7 +7,7 @@
  * body. Errors are fine;
  * any crash, leak or sanitizer report is a bug, and so is an error without
  * an HTTP status or a message. */
-#include "server/api.h"
+#include "server/dialect.h"
 
 #include <stdint.h>
 #include <stdlib.h>
@@ -26,26 +27,33 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
         if (e.status != 400 || !e.msg[0]) abort();
         return 0;
     }
+    static const srv_gen_dialect *const GEN[4] = {&srv_openai_chat, &srv_openai_completions, &srv_ollama_generate,
+                                                  &srv_ollama_chat};
+    static const srv_embed_dialect *const EMB[2] = {&srv_openai_embeddings, &srv_ollama_embed};
     bool ok;
+    srv_error_fn shape;
     if (route < 4) {
         srv_gen_req q;
-        ok = srv_parse_gen((srv_api)route, root, &lim, &q, &e);
+        srv_gen_req_init(&q);
+        ok = GEN[route]->parse(root, &lim, &q, &e);
+        shape = GEN[route]->error_json;
         if (ok) {
             /* within the limits, and touch what the handlers use */
-            if (q.n_stops > (size_t)lim.stops || q.sp.n_bias > lim.logit_bias ||
+            if (q.q.n_stops > (size_t)lim.stops || q.q.sp.n_bias > lim.logit_bias ||
                 (q.messages && json_array_size(q.messages) > (size_t)lim.messages) ||
-                (q.n_predict_set && q.n_predict > lim.max_tokens))
+                (q.q.n_predict_set && q.q.n_predict > lim.max_tokens))
                 abort();
-            volatile size_t sink = q.prompt_len + q.n_prompt_tokens + q.n_stops;
-            for (size_t i = 0; i < q.n_stops; i++) sink += strlen(q.stops[i]);
-            for (int i = 0; i < q.sp.n_bias; i++) sink += (size_t)q.sp.bias[i].token;
-            if (q.messages) sink += json_array_size(q.messages);
+            volatile size_t sink = q.q.prompt_len + q.q.n_prompt_tokens + q.q.n_stops;
+            for (size_t i = 0; i < q.q.n_stops; i++) sink += strlen(q.q.stops[i]);
+            for (int i = 0; i < q.q.sp.n_bias; i++) sink += (size_t)q.q.sp.bias[i].token;
+            if (q.q.messages) sink += json_array_size(q.q.messages);
             (void)sink;
         }
         srv_gen_req_free(&q);
     } else {
         srv_embed_req q;
-        ok = srv_parse_embed(route == 5, root, &lim, &q, &e);
+        ok = EMB[route - 4]->parse(root, &lim, &q, &e);
+        shape = EMB[route - 4]->error_json;
         if (ok) {
             if (q.n > (size_t)lim.embed_inputs) abort();
             volatile size_t sink = 0;
@@ -56,7 +64,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     }
     if (!ok && (e.status < 400 || e.status > 599 || !e.msg[0])) abort();
     if (!ok) {
-        json_t *j = srv_error_json(&e, route == 2 || route == 3 || route == 5);
+        json_t *j = shape(&e);
         if (!j) abort();
         json_decref(j);
     }
