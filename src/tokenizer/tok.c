@@ -314,62 +314,56 @@ static kn_status build_special(tok_vocab *v) {
     return KN_OK;
 }
 
-kn_status tok_vocab_load(const gguf_ctx *g, tok_vocab **out, kn_err *err) {
-    *out = NULL;
-    kn_status st;
-    tok_vocab *v = calloc(1, sizeof *v);
-    if (!v) return kn_fail(err, KN_ENOMEM, "tokenizer: out of memory");
+static kn_status oom(kn_err *err) { return kn_fail(err, KN_ENOMEM, "tokenizer: out of memory"); }
 
-    /* family */
+/* tokenizer.ggml.model -> family; tokenizer.ggml.pre (default "default") */
+static kn_status load_family(tok_vocab *v, const gguf_ctx *g, kn_err *err) {
     gguf_str model, pre;
     bool found;
-    if ((st = get_str_opt(g, "tokenizer.ggml.model", &model, &found, err)) != KN_OK) goto fail;
-    if (!found) { st = kn_fail(err, KN_ENOTFOUND, "tokenizer.ggml.model: missing (no tokenizer in this file)"); goto fail; }
+    kn_status st;
+    if ((st = get_str_opt(g, "tokenizer.ggml.model", &model, &found, err)) != KN_OK) return st;
+    if (!found)
+        return kn_fail(err, KN_ENOTFOUND, "tokenizer.ggml.model: missing (no tokenizer in this file)");
     if (gguf_str_eq(model, "llama")) v->family = TOK_FAMILY_SPM;
     else if (gguf_str_eq(model, "gpt2")) v->family = TOK_FAMILY_BPE;
     else if (gguf_str_eq(model, "bert")) v->family = TOK_FAMILY_WPM;
-    else {
-        st = kn_fail(err, KN_EUNSUPPORTED, "tokenizer.ggml.model: unsupported tokenizer '%.*s'",
-                     (int)(model.len > 64 ? 64 : model.len), model.data);
-        goto fail;
-    }
-    if ((st = get_str_opt(g, "tokenizer.ggml.pre", &pre, &found, err)) != KN_OK) goto fail;
+    else
+        return kn_fail(err, KN_EUNSUPPORTED, "tokenizer.ggml.model: unsupported tokenizer '%.*s'",
+                       (int)(model.len > 64 ? 64 : model.len), model.data);
+    if ((st = get_str_opt(g, "tokenizer.ggml.pre", &pre, &found, err)) != KN_OK) return st;
     if (found) {
-        if (pre.len >= sizeof v->pre) { st = kn_fail(err, KN_EFORMAT, "tokenizer.ggml.pre: too long"); goto fail; }
+        if (pre.len >= sizeof v->pre) return kn_fail(err, KN_EFORMAT, "tokenizer.ggml.pre: too long");
         memcpy(v->pre, pre.data, pre.len);
         v->pre[pre.len] = 0;
     } else {
         strcpy(v->pre, "default");
     }
+    return KN_OK;
+}
 
-    /* tokens */
+/* tokenizer.ggml.tokens -> n, the text pool (an empty token becomes
+ * "[EMPTY_<id>]"), and the per-token arrays (scores zeroed) */
+static kn_status load_tokens(tok_vocab *v, const gguf_ctx *g, kn_err *err) {
     gguf_type et;
     uint64_t n;
     const void *data;
-    st = gguf_get_arr(g, "tokenizer.ggml.tokens", &et, &n, &data);
-    if (st == KN_ENOTFOUND) { st = kn_fail(err, KN_ENOTFOUND, "tokenizer.ggml.tokens: missing"); goto fail; }
-    if (st != KN_OK || et != GGUF_TYPE_STRING) {
-        st = kn_fail(err, KN_ETYPE, "tokenizer.ggml.tokens: expected an array of strings");
-        goto fail;
-    }
-    if (n == 0) { st = kn_fail(err, KN_EFORMAT, "tokenizer.ggml.tokens: empty vocab"); goto fail; }
-    if (n > TOK_MAX_VOCAB) {
-        st = kn_fail(err, KN_ERANGE, "tokenizer.ggml.tokens: %llu tokens (max %u)", (unsigned long long)n, TOK_MAX_VOCAB);
-        goto fail;
-    }
+    kn_status st = gguf_get_arr(g, "tokenizer.ggml.tokens", &et, &n, &data);
+    if (st == KN_ENOTFOUND) return kn_fail(err, KN_ENOTFOUND, "tokenizer.ggml.tokens: missing");
+    if (st != KN_OK || et != GGUF_TYPE_STRING)
+        return kn_fail(err, KN_ETYPE, "tokenizer.ggml.tokens: expected an array of strings");
+    if (n == 0) return kn_fail(err, KN_EFORMAT, "tokenizer.ggml.tokens: empty vocab");
+    if (n > TOK_MAX_VOCAB)
+        return kn_fail(err, KN_ERANGE, "tokenizer.ggml.tokens: %llu tokens (max %u)", (unsigned long long)n,
+                       TOK_MAX_VOCAB);
     v->n = (int32_t)n;
     uint64_t pool = 0;
     for (uint64_t i = 0; i < n; i++) {
         gguf_str s;
-        if ((st = gguf_get_arr_str(g, "tokenizer.ggml.tokens", i, &s)) != KN_OK) {
-            st = kn_fail(err, KN_EFORMAT, "tokenizer.ggml.tokens[%llu]: unreadable", (unsigned long long)i);
-            goto fail;
-        }
-        if (s.len > TOK_MAX_TOKEN_LEN) {
-            st = kn_fail(err, KN_ERANGE, "tokenizer.ggml.tokens[%llu]: %llu bytes long (max %u)", (unsigned long long)i,
-                         (unsigned long long)s.len, TOK_MAX_TOKEN_LEN);
-            goto fail;
-        }
+        if (gguf_get_arr_str(g, "tokenizer.ggml.tokens", i, &s) != KN_OK)
+            return kn_fail(err, KN_EFORMAT, "tokenizer.ggml.tokens[%llu]: unreadable", (unsigned long long)i);
+        if (s.len > TOK_MAX_TOKEN_LEN)
+            return kn_fail(err, KN_ERANGE, "tokenizer.ggml.tokens[%llu]: %llu bytes long (max %u)",
+                           (unsigned long long)i, (unsigned long long)s.len, TOK_MAX_TOKEN_LEN);
         pool += s.len ? s.len : 24;
     }
     v->text_pool = malloc(pool + 1);
@@ -378,7 +372,7 @@ kn_status tok_vocab_load(const gguf_ctx *g, tok_vocab **out, kn_err *err) {
     v->scores = calloc(n, sizeof(float));
     v->type = malloc(n);
     v->flags = malloc(n);
-    if (!v->text_pool || !v->text_off || !v->text_len || !v->scores || !v->type || !v->flags) goto oom;
+    if (!v->text_pool || !v->text_off || !v->text_len || !v->scores || !v->type || !v->flags) return oom(err);
     uint64_t pos = 0;
     for (uint64_t i = 0; i < n; i++) {
         gguf_str s;
@@ -394,46 +388,53 @@ kn_status tok_vocab_load(const gguf_ctx *g, tok_vocab **out, kn_err *err) {
         pos += v->text_len[i];
         if (v->text_len[i] > v->max_token_len) v->max_token_len = v->text_len[i];
     }
+    return KN_OK;
+}
 
-    /* scores */
-    st = gguf_get_arr(g, "tokenizer.ggml.scores", &et, &n, &data);
-    if (st == KN_OK) {
-        if (et != GGUF_TYPE_FLOAT32 && et != GGUF_TYPE_INT32) {
-            st = kn_fail(err, KN_ETYPE, "tokenizer.ggml.scores: expected an array of f32");
-            goto fail;
-        }
-        if (n != (uint64_t)v->n) {
-            st = kn_fail(err, KN_EFORMAT, "tokenizer.ggml.scores: %llu entries for %d tokens", (unsigned long long)n, v->n);
-            goto fail;
-        }
-        for (int32_t i = 0; i < v->n; i++) {
-            if (et == GGUF_TYPE_FLOAT32) memcpy(&v->scores[i], (const char *)data + 4 * (size_t)i, 4);
-            else { int32_t x; memcpy(&x, (const char *)data + 4 * (size_t)i, 4); v->scores[i] = (float)x; }
-        }
-    } else if (st != KN_ENOTFOUND) {
-        st = kn_fail(err, KN_ETYPE, "tokenizer.ggml.scores: expected an array of f32");
-        goto fail;
+/* An optional per-token array of 4-byte elements, i32 (or f32 too when
+ * f32 is set; `what` names the type in the error). *data is NULL when the
+ * key is absent. */
+static kn_status token_array(const tok_vocab *v, const gguf_ctx *g, const char *key, bool f32,
+                             const char *what, const void **data, gguf_type *et, kn_err *err) {
+    uint64_t n;
+    const void *d;
+    *data = NULL;
+    kn_status st = gguf_get_arr(g, key, et, &n, &d);
+    if (st == KN_ENOTFOUND) return KN_OK;
+    if (st != KN_OK || !(*et == GGUF_TYPE_INT32 || (f32 && *et == GGUF_TYPE_FLOAT32)))
+        return kn_fail(err, KN_ETYPE, "%s: expected an array of %s", key, what);
+    if (n != (uint64_t)v->n)
+        return kn_fail(err, KN_EFORMAT, "%s: %llu entries for %d tokens", key, (unsigned long long)n, v->n);
+    *data = d; /* not NULL: a numeric array of n >= 1 elements in the mapping */
+    return KN_OK;
+}
+
+/* tokenizer.ggml.scores (f32, or i32 converted; zero when absent) */
+static kn_status load_scores(tok_vocab *v, const gguf_ctx *g, kn_err *err) {
+    const void *data;
+    gguf_type et;
+    kn_status st = token_array(v, g, "tokenizer.ggml.scores", true, "f32", &data, &et, err);
+    if (st != KN_OK || !data) return st;
+    for (int32_t i = 0; i < v->n; i++) {
+        if (et == GGUF_TYPE_FLOAT32) memcpy(&v->scores[i], (const char *)data + 4 * (size_t)i, 4);
+        else { int32_t x; memcpy(&x, (const char *)data + 4 * (size_t)i, 4); v->scores[i] = (float)x; }
     }
+    return KN_OK;
+}
 
-    /* token types */
-    st = gguf_get_arr(g, "tokenizer.ggml.token_type", &et, &n, &data);
-    if (st == KN_OK) {
-        if (et != GGUF_TYPE_INT32) {
-            st = kn_fail(err, KN_ETYPE, "tokenizer.ggml.token_type: expected an array of i32");
-            goto fail;
-        }
-        if (n != (uint64_t)v->n) {
-            st = kn_fail(err, KN_EFORMAT, "tokenizer.ggml.token_type: %llu entries for %d tokens", (unsigned long long)n, v->n);
-            goto fail;
-        }
+/* tokenizer.ggml.token_type (all normal when absent; unknown values become
+ * undefined) and the attribute flags they give */
+static kn_status load_token_types(tok_vocab *v, const gguf_ctx *g, kn_err *err) {
+    const void *data;
+    gguf_type et;
+    kn_status st = token_array(v, g, "tokenizer.ggml.token_type", false, "i32", &data, &et, err);
+    if (st != KN_OK) return st;
+    if (data) {
         for (int32_t i = 0; i < v->n; i++) {
             int32_t x;
             memcpy(&x, (const char *)data + 4 * (size_t)i, 4);
             v->type[i] = (x >= 0 && x <= 6) ? (uint8_t)x : TOK_TYPE_UNDEFINED;
         }
-    } else if (st != KN_ENOTFOUND) {
-        st = kn_fail(err, KN_ETYPE, "tokenizer.ggml.token_type: expected an array of i32");
-        goto fail;
     } else {
         memset(v->type, TOK_TYPE_NORMAL, (size_t)v->n);
     }
@@ -441,19 +442,26 @@ kn_status tok_vocab_load(const gguf_ctx *g, tok_vocab **out, kn_err *err) {
         static const uint8_t F[7] = {0, TOK_F_NORMAL, TOK_F_UNKNOWN, TOK_F_CONTROL, TOK_F_USER, TOK_F_UNUSED, TOK_F_BYTE};
         v->flags[i] = F[v->type[i]];
     }
+    return KN_OK;
+}
 
-    /* text -> id */
-    if (tok_map_init(&v->map_text, (uint64_t)v->n) != KN_OK) goto oom;
+/* text -> id; two tokens with one text are an error */
+static kn_status index_texts(tok_vocab *v, kn_err *err) {
+    if (tok_map_init(&v->map_text, (uint64_t)v->n) != KN_OK) return oom(err);
     for (int32_t i = 0; i < v->n; i++) {
         int32_t o = tok_map_insert(&v->map_text, v->text_pool, v->text_off, v->text_len, false, i);
-        if (o != TOK_NULL) {
-            st = kn_fail(err, KN_EFORMAT, "tokenizer.ggml.tokens: duplicate token '%.*s' at ids %d and %d",
-                         (int)(v->text_len[i] > 64 ? 64 : v->text_len[i]), v->text_pool + v->text_off[i], o, i);
-            goto fail;
-        }
+        if (o != TOK_NULL)
+            return kn_fail(err, KN_EFORMAT, "tokenizer.ggml.tokens: duplicate token '%.*s' at ids %d and %d",
+                           (int)(v->text_len[i] > 64 ? 64 : v->text_len[i]), v->text_pool + v->text_off[i], o,
+                           i);
     }
+    return KN_OK;
+}
 
-    /* family defaults (llama.cpp's) */
+/* Special token ids and the add_* flags: the family's defaults (llama.cpp's),
+ * the BPE pre-tokenizer's, then the file's keys. */
+static kn_status load_special_ids(tok_vocab *v, const gguf_ctx *g, kn_err *err) {
+    kn_status st;
     v->eot = v->eom = v->sep = v->pad = v->mask = TOK_NULL;
     switch (v->family) {
     case TOK_FAMILY_SPM:
@@ -470,9 +478,10 @@ kn_status tok_vocab_load(const gguf_ctx *g, tok_vocab **out, kn_err *err) {
         break;
     }
     if (v->family == TOK_FAMILY_BPE) {
-        if ((st = tok_bpe_setup(v, g, err)) != KN_OK) goto fail; /* sets add_bos, ignore_merges per pre */
+        if ((st = tok_bpe_setup(v, g, err)) != KN_OK) return st; /* sets add_bos, ignore_merges per pre */
     }
-    if ((st = get_bool_opt(g, "tokenizer.ggml.add_space_prefix", &v->add_space_prefix, err)) != KN_OK) goto fail;
+    if ((st = get_bool_opt(g, "tokenizer.ggml.add_space_prefix", &v->add_space_prefix, err)) != KN_OK)
+        return st;
 
     int32_t *dflt[] = {&v->bos, &v->eos, &v->unk, &v->sep, &v->pad, &v->mask};
     for (size_t k = 0; k < sizeof dflt / sizeof dflt[0]; k++)
@@ -484,21 +493,34 @@ kn_status tok_vocab_load(const gguf_ctx *g, tok_vocab **out, kn_err *err) {
         {"tokenizer.ggml.padding_token_id", &v->pad}, {"tokenizer.ggml.mask_token_id", &v->mask},
     };
     for (size_t k = 0; k < sizeof ids / sizeof ids[0]; k++)
-        if ((st = get_id_opt(g, ids[k].key, v->n, ids[k].id, err)) != KN_OK) goto fail;
+        if ((st = get_id_opt(g, ids[k].key, v->n, ids[k].id, err)) != KN_OK) return st;
     if (v->family == TOK_FAMILY_WPM && gguf_find_key(g, "tokenizer.ggml.bos_token_id") < 0)
-        if ((st = get_id_opt(g, "tokenizer.ggml.cls_token_id", v->n, &v->bos, err)) != KN_OK) goto fail;
-    if ((st = get_bool_opt(g, "tokenizer.ggml.add_bos_token", &v->add_bos, err)) != KN_OK) goto fail;
-    if ((st = get_bool_opt(g, "tokenizer.ggml.add_eos_token", &v->add_eos, err)) != KN_OK) goto fail;
-    if ((st = get_bool_opt(g, "tokenizer.ggml.add_sep_token", &v->add_sep, err)) != KN_OK) goto fail;
-    if (v->add_bos && v->bos == TOK_NULL) { st = kn_fail(err, KN_EFORMAT, "tokenizer: add_bos_token is true but there is no BOS token"); goto fail; }
-    if (v->add_eos && v->eos == TOK_NULL) { st = kn_fail(err, KN_EFORMAT, "tokenizer: add_eos_token is true but there is no EOS token"); goto fail; }
-    if (v->add_sep && v->sep == TOK_NULL) { st = kn_fail(err, KN_EFORMAT, "tokenizer: add_sep_token is true but there is no SEP token"); goto fail; }
-    v->wpm_lowercase = true;
-    if ((st = get_bool_opt(g, "tokenizer.ggml.normalizer.lowercase", &v->wpm_lowercase, err)) != KN_OK) goto fail;
-    v->wpm_strip_accents = v->wpm_lowercase;
-    if ((st = get_bool_opt(g, "tokenizer.ggml.normalizer.strip_accents", &v->wpm_strip_accents, err)) != KN_OK) goto fail;
+        if ((st = get_id_opt(g, "tokenizer.ggml.cls_token_id", v->n, &v->bos, err)) != KN_OK) return st;
+    if ((st = get_bool_opt(g, "tokenizer.ggml.add_bos_token", &v->add_bos, err)) != KN_OK) return st;
+    if ((st = get_bool_opt(g, "tokenizer.ggml.add_eos_token", &v->add_eos, err)) != KN_OK) return st;
+    if ((st = get_bool_opt(g, "tokenizer.ggml.add_sep_token", &v->add_sep, err)) != KN_OK) return st;
+    if (v->add_bos && v->bos == TOK_NULL)
+        return kn_fail(err, KN_EFORMAT, "tokenizer: add_bos_token is true but there is no BOS token");
+    if (v->add_eos && v->eos == TOK_NULL)
+        return kn_fail(err, KN_EFORMAT, "tokenizer: add_eos_token is true but there is no EOS token");
+    if (v->add_sep && v->sep == TOK_NULL)
+        return kn_fail(err, KN_EFORMAT, "tokenizer: add_sep_token is true but there is no SEP token");
+    return KN_OK;
+}
 
-    /* EOT by text (lowest id wins), then the EOG set; such tokens become control */
+/* WordPiece normalizer: lowercase (default on), strip_accents (default:
+ * as lowercase) */
+static kn_status load_normalizer(tok_vocab *v, const gguf_ctx *g, kn_err *err) {
+    kn_status st;
+    v->wpm_lowercase = true;
+    if ((st = get_bool_opt(g, "tokenizer.ggml.normalizer.lowercase", &v->wpm_lowercase, err)) != KN_OK)
+        return st;
+    v->wpm_strip_accents = v->wpm_lowercase;
+    return get_bool_opt(g, "tokenizer.ggml.normalizer.strip_accents", &v->wpm_strip_accents, err);
+}
+
+/* EOT by text (lowest id wins), then the EOG set; such tokens become control */
+static void mark_end_tokens(tok_vocab *v) {
     for (int32_t i = 0; i < v->n && v->eot == TOK_NULL; i++)
         if (text_in(v, i, EOT_TEXTS, sizeof EOT_TEXTS / sizeof EOT_TEXTS[0])) { v->eot = i; v->flags[i] |= TOK_F_CONTROL; }
     for (int32_t i = 0; i < v->n && v->eom == TOK_NULL; i++)
@@ -508,8 +530,11 @@ kn_status tok_vocab_load(const gguf_ctx *g, tok_vocab **out, kn_err *err) {
     if (v->eos != TOK_NULL) v->flags[v->eos] |= TOK_F_EOG;
     if (v->eot != TOK_NULL) v->flags[v->eot] |= TOK_F_EOG;
     if (v->eom != TOK_NULL) v->flags[v->eom] |= TOK_F_EOG;
+}
 
-    /* SPM byte fallback */
+/* SPM: the byte-fallback token of each byte, and whether chunking at U+2581
+ * is exact (no token has U+2581 right after another character) */
+static void build_spm_tables(tok_vocab *v) {
     for (int b = 0; b < 256; b++) {
         char buf[8];
         snprintf(buf, sizeof buf, "<0x%02X>", b);
@@ -517,8 +542,6 @@ kn_status tok_vocab_load(const gguf_ctx *g, tok_vocab **out, kn_err *err) {
         if (id == TOK_NULL) { buf[0] = (char)b; id = tok_find(v, buf, 1); }
         v->spm_byte_tok[b] = id;
     }
-
-    /* SPM chunking is exact when no token has U+2581 after another character */
     v->spm_split_ok = true;
     for (int32_t i = 0; i < v->n && v->spm_split_ok; i++) {
         const unsigned char *t = (const unsigned char *)v->text_pool + v->text_off[i];
@@ -530,10 +553,10 @@ kn_status tok_vocab_load(const gguf_ctx *g, tok_vocab **out, kn_err *err) {
                 break;
             }
     }
-    if ((st = build_special(v)) != KN_OK) goto oom;
-    if ((st = build_pieces(v)) != KN_OK) goto oom;
+}
 
-    /* newline token */
+/* the newline token: SPM's <0x0A>, WPM's pad, BPE's encoding of "\n" */
+static void find_newline(tok_vocab *v) {
     v->nl = TOK_NULL;
     if (v->family == TOK_FAMILY_SPM) v->nl = v->spm_byte_tok['\n'];
     else if (v->family == TOK_FAMILY_WPM) v->nl = v->pad;
@@ -544,10 +567,29 @@ kn_status tok_vocab_load(const gguf_ctx *g, tok_vocab **out, kn_err *err) {
         else if (cnt >= 1) v->nl = id;
         else v->nl = v->pad;
     }
+}
+
+kn_status tok_vocab_load(const gguf_ctx *g, tok_vocab **out, kn_err *err) {
+    *out = NULL;
+    kn_status st;
+    tok_vocab *v = calloc(1, sizeof *v);
+    if (!v) return kn_fail(err, KN_ENOMEM, "tokenizer: out of memory");
+    if ((st = load_family(v, g, err)) != KN_OK) goto fail;
+    if ((st = load_tokens(v, g, err)) != KN_OK) goto fail;
+    if ((st = load_scores(v, g, err)) != KN_OK) goto fail;
+    if ((st = load_token_types(v, g, err)) != KN_OK) goto fail;
+    if ((st = index_texts(v, err)) != KN_OK) goto fail;
+    if ((st = load_special_ids(v, g, err)) != KN_OK) goto fail;
+    if ((st = load_normalizer(v, g, err)) != KN_OK) goto fail;
+    mark_end_tokens(v);
+    build_spm_tables(v);
+    if (build_special(v) != KN_OK || build_pieces(v) != KN_OK) {
+        st = oom(err);
+        goto fail;
+    }
+    find_newline(v);
     *out = v;
     return KN_OK;
-oom:
-    st = kn_fail(err, KN_ENOMEM, "tokenizer: out of memory");
 fail:
     tok_vocab_destroy(v);
     return st;

@@ -1,5 +1,6 @@
 /*
- * tok_internal.h — private layout of the tokenizer module (tok_*.c only).
+ * tok_internal.h — private layout of the tokenizer module (its .c files; the
+ * chat-template engine uses only the UTF-8 helpers).
  *
  * Token strings live in one pool (text_pool, offsets per id); the decoded
  * pieces in another. Lookups go through open-addressing tables of
