@@ -12,7 +12,7 @@
  * and the store reopens with every record written before. */
 #define XXH_STATIC_LINKING_ONLY
 #include "testutil.h"
-#include "cache/cache.h"
+#include "cache/cache_internal.h"
 #include "core/kn.h"
 
 #include <errno.h>
