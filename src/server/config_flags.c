@@ -1,8 +1,9 @@
 /*
  * config_flags.c — the flags of `kiln serve` (see srv_config_parse_args in
  * config.h): long flags `--name VALUE` and `--name=VALUE` for every key, the
- * short forms, boolean flags, and `--config FILE`, applied to a copy of the
- * config and committed only when every flag is good.
+ * short forms, boolean flags (`--name` alone, `--name B` or `--name=B`), and
+ * `--config FILE`, applied to a copy of the config and committed only when
+ * every flag is good.
  */
 #include "config_internal.h"
 
@@ -17,6 +18,18 @@ static const struct {
     {"-m", "model"}, {"-t", "threads"}, {"-c", "ctx-size"},
     {"-np", "parallel"}, {"-b", "batch-size"}, {"-n", "n-predict"}, {"-md", "model-draft"},
 };
+
+/* The value of a boolean flag written without '=': the next argument, unless
+ * there is none or it is another option (it starts with '-'), in which case
+ * the flag is a switch ("true"). The next word is taken whatever it is, so
+ * that `--mmap model.gguf` is an error naming --mmap ("not a boolean"), not
+ * a stray positional argument. */
+static const char *bool_value(int argc, char **argv, int *i) {
+    const char *next = *i + 1 < argc ? argv[*i + 1] : NULL;
+    if (!next || (next[0] == '-' && next[1])) return "true";
+    ++*i;
+    return next;
+}
 
 static kn_status parse_into(srv_config *c, int argc, char **argv, const char **config_path, kn_err *err) {
     const char *cfg = NULL;
@@ -51,7 +64,7 @@ static kn_status parse_into(srv_config *c, int argc, char **argv, const char **c
         }
         if (!val) {
             if (idx >= 0 && srv_cfg_keys[idx].kind == K_BOOL) {
-                val = "true"; /* --mmap alone */
+                val = bool_value(argc, argv, &i);
             } else {
                 if (i + 1 >= argc) return kn_fail(err, KN_EINVAL, "%s needs a value", label);
                 val = argv[++i];
