@@ -9,7 +9,7 @@
  * batches, one LMDB transaction per batch, so request threads never wait
  * for the disk on a store.
  */
-#include "cache.h"
+#include "cache_internal.h"
 
 #include <pthread.h>
 #include <stdlib.h>
@@ -158,7 +158,7 @@ kn_status rc_cache_create(const rc_opts *o, rc_cache **out, kn_err *err) {
         rc_l2_opts l2o = {.max_bytes = o->l2_bytes};
         for (int t = 0; t < RC_NTYPES; t++) l2o.metrics[t] = tm[1][t];
         kn_err l2err = {0};
-        if (rc_l2_open_lmdb(o->dir, &l2o, &c->l2, &l2err) != KN_OK) {
+        if (rc_l2_open(RC_L2_DEFAULT, o->dir, &l2o, &c->l2, &l2err) != KN_OK) {
             /* the memory tier still works: serve without the disk rather than not at all */
             KN_WARN("cache: no disk cache (%s); answers are cached in memory only", l2err.msg);
             c->l2 = NULL;

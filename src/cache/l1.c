@@ -1,7 +1,7 @@
 /*
- * l1.c — the cache's memory tier (rc_l1, see cache.h): a chained hash table
- * with incremental rehashing, four O(1) eviction policies, a byte budget,
- * TTL, and zstd for large values.
+ * l1.c — the cache's memory tier (rc_l1, see cache_internal.h): a chained
+ * hash table with incremental rehashing, four O(1) eviction policies, a byte
+ * budget, TTL, and zstd for large values.
  *
  * Layout:
  *  - One allocation per entry: the l1_ent header followed by the stored
@@ -63,7 +63,7 @@
  * is O(1)). Sweep and clear are bulk operations bounded by their batch and
  * are not counted.
  */
-#include "cache.h"
+#include "cache_internal.h"
 
 #include <pthread.h>
 #include <stdlib.h>

@@ -12,7 +12,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/stat.h>
 
 static void usage(FILE *f) {
     fprintf(
@@ -48,17 +47,12 @@ static double hit_rate(const rc_stats *s) {
 }
 
 static int do_stats(const char *dir, bool json) {
-    rc_l2_opts o = {.read_only = true};
-    rc_l2 *b = NULL;
+    rc_stats s[RC_NTYPES];
     kn_err err = {0};
-    if (rc_l2_open_lmdb(dir, &o, &b, &err)) {
+    if (rc_disk_stats(dir, s, &err)) {
         fprintf(stderr, "kiln cache stats: %s\n", err.msg);
         return 1;
     }
-    rc_stats s[RC_NTYPES];
-    for (int t = 0; t < RC_NTYPES; t++)
-        rc_l2_stats(b, (rc_type)t, &s[t]);
-    rc_l2_close(b);
     if (json) {
         json_t *l2 = json_object(), *root = json_pack("{s:s, s:o}", "dir", dir, "l2", l2);
         int bad = !root;
@@ -124,24 +118,9 @@ static int do_clear(const char *dir, const char *type, const char *model) {
         tag = rc_model_tag(id);
     }
     /* a missing store is an error, not something to create */
-    char data[4200];
-    struct stat sb;
-    snprintf(data, sizeof data, "%s/data.mdb", dir);
-    if (stat(data, &sb)) {
-        fprintf(stderr, "kiln cache clear: no kiln cache at %s (no data.mdb)\n", dir);
-        return 1;
-    }
-    rc_l2_opts o = {0};
-    rc_l2 *b = NULL;
-    kn_err err = {0};
-    if (rc_l2_open_lmdb(dir, &o, &b, &err)) {
-        fprintf(stderr, "kiln cache clear: %s\n", err.msg);
-        return 1;
-    }
     uint64_t removed = 0;
-    kn_status st = rc_l2_clear(b, all, t, tag, &removed, &err);
-    rc_l2_close(b);
-    if (st) {
+    kn_err err = {0};
+    if (rc_disk_clear(dir, all, t, tag, &removed, &err)) {
         fprintf(stderr, "kiln cache clear: %s\n", err.msg);
         return 1;
     }

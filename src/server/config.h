@@ -196,11 +196,16 @@ kn_status srv_config_apply_env(srv_config *c, kn_err *err);
 
 /* Applies the flags of `kiln serve` (argv[0] is "serve" and is skipped):
  * long flags `--name VALUE` and `--name=VALUE` for every key above ('-' or
- * '_' inside the name), `--mmap` and `--print-config` (alone = true, or
- * `--mmap=BOOL`), the short
- * forms -m (model), -t (threads), -c (ctx-size), -np (parallel),
- * -b (batch-size), -n (n-predict), each followed by its value as the next
- * argument (which may start with '-', as in `-n -1`). -h/--help are skipped
+ * '_' inside the name), and the short forms -m (model), -t (threads),
+ * -c (ctx-size), -np (parallel), -b (batch-size), -n (n-predict),
+ * -md (model-draft), each followed by its value as the next argument (which
+ * may start with '-', as in `-n -1`). A boolean key (mmap, log-prompts,
+ * response-cache, embedding-cache, cache-compress, print-config) is given
+ * as `--name` alone (true), `--name=BOOL` or `--name BOOL` (BOOL as in the
+ * file: true/false, yes/no, on/off, 1/0): a bare `--name` followed by
+ * another option (an argument starting with '-') or by nothing is the
+ * switch; any other next argument is its value, and one that is not a
+ * boolean is an error naming the flag. -h/--help are skipped
  * (the caller handles them). `--config FILE` / `--config=FILE` is not a
  * setting: it is returned through *config_path (a pointer into argv, NULL if
  * absent) when config_path is non-NULL; giving it twice is an error. Later

@@ -6,7 +6,7 @@
  * 100k operations per policy, clear by model, and 8 threads at once with the
  * invariants checked afterwards. */
 #include "testutil.h"
-#include "cache/cache.h"
+#include "cache/cache_internal.h"
 #include "core/kn.h"
 #include "metrics/metrics.h"
 

@@ -6,13 +6,14 @@
  * (payload, header, and a forged record whose checksum holds but whose zstd
  * frame lies), kill -9 of a writing child at random moments, clear by type,
  * by model and all (with the age index checked), read-only opens and stores
- * that are not kiln caches, 4 threads reading and writing at once, and a
+ * that are not kiln caches, the backend table (rc_l2_open by name) and the
+ * offline calls of cache.h (rc_disk_stats, rc_disk_clear), 4 threads reading and writing at once, and a
  * full disk (a 1 MiB tmpfs, when run as root): the error says "no space
  * left on device", writes pause (skipped) and resume once space is freed,
  * and the store reopens with every record written before. */
 #define XXH_STATIC_LINKING_ONLY
 #include "testutil.h"
-#include "cache/cache.h"
+#include "cache/cache_internal.h"
 #include "core/kn.h"
 
 #include <errno.h>
@@ -833,6 +834,81 @@ static void test_open_errors(void **state) {
     tu_rmdir(dir);
 }
 
+/* ---- the backend table and the offline calls of cache.h ----------------------------------------------- */
+
+static void test_backends_offline(void **state) {
+    (void)state;
+    char dir[256], path[400], f[500];
+    assert_non_null(tu_tmpdir(dir, sizeof dir));
+    rc_l2_opts rw = {0};
+    rc_l2 *b = NULL;
+    kn_err err = {0};
+    struct stat sb;
+
+    /* a backend by name (any case; NULL is lmdb); an unknown one is named with the known ones */
+    snprintf(path, sizeof path, "%s/store", dir);
+    assert_int_equal(rc_l2_open("redis", path, &rw, &b, &err), KN_EINVAL);
+    assert_null(b);
+    assert_non_null(strstr(err.msg, "unknown backend 'redis'"));
+    assert_non_null(strstr(err.msg, "lmdb"));
+    assert_int_not_equal(stat(path, &sb), 0);
+    assert_int_equal(rc_l2_open("LMDB", path, &rw, &b, &err), KN_OK);
+    rc_l2_close(b);
+    b = NULL;
+    assert_int_equal(rc_l2_open(NULL, path, &rw, &b, &err), KN_OK);
+    const uint64_t ma = rc_model_tag("a"), mb = rc_model_tag("b");
+    for (uint64_t i = 0; i < 6; i++)
+        put1(b, i % 3 ? RC_RESPONSE : RC_EMBEDDING, i % 2 ? ma : mb, key_n(i), "x", 1, FAR, NOW);
+    expect_hit(b, RC_RESPONSE, ma, key_n(1), "x", 1, NOW);
+    assert_int_equal(get_st(b, RC_RESPONSE, ma, key_n(99), NOW), KN_ENOTFOUND);
+    rc_l2_close(b); /* the counters are saved */
+
+    /* stats: read-only, per type, with the lifetime counters */
+    rc_stats s[RC_NTYPES];
+    assert_int_equal(rc_disk_stats(path, s, &err), KN_OK);
+    assert_int_equal(s[RC_RESPONSE].entries, 4); /* keys 1, 2, 4, 5 */
+    assert_int_equal(s[RC_EMBEDDING].entries, 2);
+    assert_int_equal(s[RC_RESPONSE].bytes, 4 * (1 + REC_OVERHEAD));
+    assert_int_equal(s[RC_EMBEDDING].bytes, 2 * (1 + REC_OVERHEAD));
+    assert_int_equal(s[RC_RESPONSE].hits, 1);
+    assert_int_equal(s[RC_RESPONSE].misses, 1);
+    assert_int_equal(s[RC_EMBEDDING].hits, 0);
+
+    /* clear: by type and model, then the rest */
+    uint64_t removed = 99;
+    assert_int_equal(rc_disk_clear(path, false, RC_RESPONSE, ma, &removed, &err), KN_OK);
+    assert_int_equal(removed, 2); /* keys 1, 5 */
+    assert_int_equal(rc_disk_stats(path, s, &err), KN_OK);
+    assert_int_equal(s[RC_RESPONSE].entries, 2);
+    assert_int_equal(s[RC_EMBEDDING].entries, 2);
+    assert_int_equal(rc_disk_clear(path, true, RC_RESPONSE, 0, NULL, &err), KN_OK);
+    assert_int_equal(rc_disk_stats(path, s, &err), KN_OK);
+    assert_int_equal(s[RC_RESPONSE].entries + s[RC_EMBEDDING].entries, 0);
+    assert_int_equal(s[RC_RESPONSE].bytes + s[RC_EMBEDDING].bytes, 0);
+    assert_int_equal(s[RC_RESPONSE].hits, 1); /* lifetime totals survive a clear */
+
+    /* no store: an error naming the directory, and nothing created */
+    snprintf(path, sizeof path, "%s/none", dir);
+    memset(s, 0xff, sizeof s);
+    assert_int_equal(rc_disk_stats(path, s, &err), KN_ENOTFOUND);
+    assert_non_null(strstr(err.msg, path));
+    assert_int_equal(s[RC_RESPONSE].entries, 0);
+    assert_int_equal(rc_disk_clear(path, true, RC_RESPONSE, 0, &removed, &err), KN_ENOTFOUND);
+    assert_non_null(strstr(err.msg, "no kiln cache at"));
+    assert_non_null(strstr(err.msg, path));
+    assert_int_equal(removed, 0);
+    assert_int_not_equal(stat(path, &sb), 0);
+    snprintf(path, sizeof path, "%s/empty", dir);
+    assert_int_equal(mkdir(path, 0700), 0);
+    assert_int_equal(rc_disk_clear(path, false, RC_EMBEDDING, 0, NULL, &err), KN_ENOTFOUND);
+    assert_int_equal(rc_disk_stats(path, s, &err), KN_ENOTFOUND);
+    snprintf(f, sizeof f, "%s/data.mdb", path);
+    assert_int_not_equal(stat(f, &sb), 0);
+    snprintf(f, sizeof f, "%s/lock.mdb", path);
+    assert_int_not_equal(stat(f, &sb), 0);
+    tu_rmdir(dir);
+}
+
 /* ---- threads ------------------------------------------------------------------------------------------- */
 
 #define THR_N 60 /* puts per thread (each commit syncs) */
@@ -1000,6 +1076,7 @@ int main(void) {
         cmocka_unit_test(test_crash),
         cmocka_unit_test(test_clear),
         cmocka_unit_test(test_open_errors),
+        cmocka_unit_test(test_backends_offline),
         cmocka_unit_test(test_threads),
         cmocka_unit_test_teardown(test_disk_full, full_teardown),
     };

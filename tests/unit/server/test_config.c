@@ -2,12 +2,13 @@
  * and through flags, the precedence flags > environment > file > profile >
  * defaults (also for MODEL_UNLOAD_TIMEOUT / CLEANUP_CHECK_INTERVAL and the
  * profile itself), each profile's knobs, the list keys (preload, pin,
- * alias, cpu-range), the dump read back, and error messages that name the
- * key, the value and the line. */
+ * alias, cpu-range), the dump read back, every form of the boolean flags,
+ * and error messages that name the key, the value and the line. */
 #include "testutil.h"
 #include "server/config.h"
 
 #include <sched.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -1213,6 +1214,154 @@ static void test_print_config_flag(void **st) {
     env_restore(&env);
 }
 
+/* Every boolean flag of kiln serve, in every form: `--flag` alone (at the
+ * end, or before another option), `--flag=B` and `--flag B` with every
+ * spelling parse_bool takes, and the errors: a word after a boolean flag
+ * that is not a boolean names the flag (it is not taken as a positional),
+ * and a failing flag leaves the config unchanged. */
+static const struct {
+    const char *flag;
+    size_t off;
+} BOOL_FLAGS[] = {
+    {"--mmap", offsetof(srv_config, mmap_weights)},
+    {"--log-prompts", offsetof(srv_config, log_prompts)},
+    {"--response-cache", offsetof(srv_config, response_cache)},
+    {"--embedding-cache", offsetof(srv_config, embedding_cache)},
+    {"--cache-compress", offsetof(srv_config, cache_compress)},
+    {"--print-config", offsetof(srv_config, print_config)},
+};
+
+static bool bool_at(const srv_config *c, size_t off) { return *(const bool *)((const char *)c + off); }
+
+/* Parses argv (argc words, argv[0] "serve") into c: checks that pass 1
+ * accepts it, then applies it on top of the defaults with the flag's field
+ * set to start first; returns the flag's value. */
+static bool parse_bool_flag(size_t off, bool start, int argc, char **argv, srv_config *c) {
+    kn_err e = {0};
+    const char *cfg = NULL;
+    kn_status s = srv_config_parse_args(NULL, argc, argv, &cfg, &e);
+    if (s) fail_msg("pass 1 of %s %s: %s", argv[1], argc > 2 ? argv[2] : "", e.msg);
+    srv_config_init(c);
+    *(bool *)((char *)c + off) = start;
+    s = srv_config_parse_args(c, argc, argv, NULL, &e);
+    if (s) fail_msg("%s %s: %s", argv[1], argc > 2 ? argv[2] : "", e.msg);
+    return bool_at(c, off);
+}
+
+static void test_bool_flag_forms(void **st) {
+    (void)st;
+    static const char *const T[] = {"true", "yes", "on", "1", "TRUE", "Yes", "ON"};
+    static const char *const F[] = {"false", "no", "off", "0", "FALSE", "No", "Off"};
+    for (size_t f = 0; f < sizeof BOOL_FLAGS / sizeof BOOL_FLAGS[0]; f++) {
+        const char *flag = BOOL_FLAGS[f].flag;
+        size_t off = BOOL_FLAGS[f].off;
+        srv_config c;
+        char eq[64];
+        /* the bare switch: last, before a long option, before a short one, before -h */
+        char *a1[] = {"serve", (char *)flag};
+        assert_true(parse_bool_flag(off, false, 2, a1, &c));
+        srv_config_free(&c);
+        char *a2[] = {"serve", (char *)flag, "--port", "7"};
+        assert_true(parse_bool_flag(off, false, 4, a2, &c));
+        assert_int_equal(c.port, 7);
+        srv_config_free(&c);
+        char *a3[] = {"serve", (char *)flag, "-m", "x.gguf"};
+        assert_true(parse_bool_flag(off, false, 4, a3, &c));
+        assert_string_equal(c.model_file, "x.gguf");
+        srv_config_free(&c);
+        char *a4[] = {"serve", (char *)flag, "-h"};
+        assert_true(parse_bool_flag(off, false, 3, a4, &c));
+        srv_config_free(&c);
+        char *a5[] = {"serve", (char *)flag, "--config=x.yaml"};
+        assert_true(parse_bool_flag(off, false, 3, a5, &c));
+        srv_config_free(&c);
+        /* --flag B and --flag=B, every spelling, both ways */
+        for (size_t i = 0; i < sizeof T / sizeof T[0]; i++) {
+            char *t1[] = {"serve", (char *)flag, (char *)T[i]};
+            assert_true(parse_bool_flag(off, false, 3, t1, &c));
+            srv_config_free(&c);
+            char *f1[] = {"serve", (char *)flag, (char *)F[i], "--port", "9"};
+            assert_false(parse_bool_flag(off, true, 5, f1, &c));
+            assert_int_equal(c.port, 9);
+            srv_config_free(&c);
+            snprintf(eq, sizeof eq, "%s=%s", flag, T[i]);
+            char *t2[] = {"serve", eq};
+            assert_true(parse_bool_flag(off, false, 2, t2, &c));
+            srv_config_free(&c);
+            snprintf(eq, sizeof eq, "%s=%s", flag, F[i]);
+            char *f2[] = {"serve", eq};
+            assert_false(parse_bool_flag(off, true, 2, f2, &c));
+            srv_config_free(&c);
+        }
+        /* '_' for '-' in the name, and a later flag wins */
+        char under[64];
+        snprintf(under, sizeof under, "%s", flag);
+        for (char *p = under + 2; *p; p++)
+            if (*p == '-') *p = '_';
+        char *u1[] = {"serve", under, "off", (char *)flag};
+        assert_true(parse_bool_flag(off, false, 4, u1, &c));
+        srv_config_free(&c);
+        char *u2[] = {"serve", (char *)flag, under, "0"};
+        assert_false(parse_bool_flag(off, true, 4, u2, &c));
+        srv_config_free(&c);
+
+        /* errors: a word that is not a boolean names the flag, in both passes */
+        static const char *const BAD[] = {"maybe", "model.gguf", "", "2", "-"};
+        for (size_t i = 0; i < sizeof BAD / sizeof BAD[0]; i++) {
+            char want[128];
+            snprintf(want, sizeof want, "%s: '%s' is not a boolean (true/false, yes/no, on/off, 1/0)", flag,
+                     BAD[i]);
+            char *b1[] = {"serve", "--port", "5", (char *)flag, (char *)BAD[i]};
+            kn_err e = {0};
+            const char *cfg = "sentinel";
+            assert_int_equal(srv_config_parse_args(NULL, 5, b1, &cfg, &e), KN_EINVAL);
+            assert_msg(&e, want);
+            assert_msg_lacks(&e, "unexpected argument");
+            assert_null(cfg);
+            srv_config_init(&c);
+            memset(&e, 0, sizeof e);
+            assert_int_equal(srv_config_parse_args(&c, 5, b1, NULL, &e), KN_EINVAL);
+            assert_msg(&e, want);
+            assert_int_equal(c.port, 8080); /* unchanged, even the flag before it */
+            srv_config_free(&c);
+            snprintf(eq, sizeof eq, "%s=%s", flag, BAD[i]);
+            char *b2[] = {"serve", eq};
+            srv_config_init(&c);
+            assert_int_equal(srv_config_parse_args(&c, 2, b2, NULL, &e), KN_EINVAL);
+            assert_msg(&e, want);
+            srv_config_free(&c);
+        }
+        /* one value only: a word after the value is a positional, an error */
+        char *b3[] = {"serve", (char *)flag, "true", "model.gguf"};
+        srv_config_init(&c);
+        kn_err e = {0};
+        assert_int_equal(srv_config_parse_args(&c, 4, b3, NULL, &e), KN_EINVAL);
+        assert_msg(&e, "unexpected argument 'model.gguf'");
+        srv_config_free(&c);
+    }
+
+    /* through the whole protocol: --print-config false does not print, and
+     * a flag B overrides the file */
+    env_saved env;
+    env_save_clear(&env);
+    char dir[512], path[600];
+    tu_tmpdir(dir, sizeof dir);
+    write_file(path, sizeof path, dir, "kiln.yaml", "response-cache: false\nmmap: true\nmodels: /m\n");
+    char *a[] = {"serve", "--config", path, "--response-cache", "true", "--mmap", "no", "--print-config", "false",
+                 "--cache-compress"};
+    srv_config c;
+    kn_err e = {0};
+    assert_int_equal(srv_config_from_args(&c, 10, a, &e), KN_OK);
+    assert_true(c.response_cache);
+    assert_false(c.mmap_weights);
+    assert_false(c.print_config);
+    assert_true(c.cache_compress);
+    assert_string_equal(c.models_dir, "/m");
+    srv_config_free(&c);
+    tu_rmdir(dir);
+    env_restore(&env);
+}
+
 /* Every field but api_key and print_config. */
 static void assert_cfg_equal(const srv_config *a, const srv_config *b) {
 #define S(f)                                                                                                           \
@@ -1393,6 +1542,7 @@ int main(void) {
         cmocka_unit_test(test_lists),
         cmocka_unit_test(test_cpu_set),
         cmocka_unit_test(test_print_config_flag),
+        cmocka_unit_test(test_bool_flag_forms),
         cmocka_unit_test(test_reliability_keys),
         cmocka_unit_test(test_dump_roundtrip),
     };
