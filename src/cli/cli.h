@@ -28,13 +28,23 @@ int cmd_rm(int argc, char **argv);
 int cmd_ps(int argc, char **argv);
 int cmd_cache(int argc, char **argv);
 
-/* `kiln bench <scenario>` entry points (argv[0] is the scenario name). */
-int bench_kernels_main(int argc, char **argv);
-int bench_tokenizer_main(int argc, char **argv);
-int bench_model_main(int argc, char **argv);
-int bench_embed_main(int argc, char **argv); /* src/cli/bench_embed.c */
-/* Exit status 0 SLA PASS, 2 SLA FAIL, 1 run failed (src/cli/bench_server.c). */
-int bench_server_main(int argc, char **argv);
+/* `kiln bench <scenario>` entry points (argv[0] is the scenario name), one
+ * file each: src/cli/cmd_bench_<scenario>.c. They run in process, so they
+ * live here and not in src/bench (an HTTP client only). */
+int cmd_bench_kernels(int argc, char **argv);
+int cmd_bench_tokenizer(int argc, char **argv);
+int cmd_bench_model(int argc, char **argv);
+int cmd_bench_embed(int argc, char **argv);
+/* Exit status 0 SLA PASS, 2 SLA FAIL, 1 run failed. */
+int cmd_bench_server(int argc, char **argv);
+
+/* A row of a dispatch table: `kiln NAME` (main.c) or `kiln bench NAME`
+ * (cmd_bench.c). */
+typedef struct cli_command {
+    const char *name;
+    int (*fn)(int argc, char **argv);
+    const char *summary;
+} cli_command;
 
 /* True when argv holds -h or --help. */
 bool cli_wants_help(int argc, char **argv);

@@ -9,12 +9,6 @@
 #include <stdlib.h>
 #include <string.h>
 
-typedef struct cli_command {
-    const char *name;
-    int (*fn)(int argc, char **argv);
-    const char *summary;
-} cli_command;
-
 static const cli_command COMMANDS[] = {
     {"serve", cmd_serve, "serve models over HTTP (OpenAI- and Ollama-compatible APIs)"},
     {"run", cmd_run, "generate text from a prompt with a GGUF model"},

@@ -1,5 +1,5 @@
 /*
- * bench_tokenizer.c — `kiln bench tokenizer -m FILE.gguf [--json] [--mb N]`:
+ * cmd_bench_tokenizer.c — `kiln bench tokenizer -m FILE.gguf [--json] [--mb N]`:
  * encode and decode throughput (MB/s of text, one thread) of a model's
  * tokenizer on a few MB of mixed English, code and non-Latin text generated
  * in-process from a fixed seed. Measures only; asserts nothing.
@@ -89,7 +89,7 @@ static char *gen_text(size_t target, size_t *len) {
     return buf;
 }
 
-int bench_tokenizer_main(int argc, char **argv) {
+int cmd_bench_tokenizer(int argc, char **argv) {
     if (cli_wants_help(argc, argv)) { usage(stdout); return 0; }
     const char *model = NULL;
     bool json = false, special = false;

@@ -1,5 +1,5 @@
 /*
- * bench_server.c — `kiln bench server`: drives an OpenAI-compatible server
+ * cmd_bench_server.c — `kiln bench server`: drives an OpenAI-compatible server
  * (kiln or another) with streaming completions and reports latency,
  * throughput, goodput and an SLA verdict (src/bench does the work).
  *
@@ -124,7 +124,7 @@ static bool write_json(const char *path, json_t *doc) {
     return true;
 }
 
-int bench_server_main(int argc, char **argv) {
+int cmd_bench_server(int argc, char **argv) {
     if (cli_wants_help(argc, argv)) {
         usage(stdout);
         return 0;

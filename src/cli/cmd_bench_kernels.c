@@ -1,5 +1,5 @@
 /*
- * bench_kernels.c — `kiln bench kernels`: matvec (decode) and 512-column
+ * cmd_bench_kernels.c — `kiln bench kernels`: matvec (decode) and 512-column
  * matmul (prefill) throughput of every hot weight type under every kernel
  * set this CPU supports, on model-sized matrices, reported in GB/s of
  * weights and GFLOP/s, each as a fraction of the read bandwidth and compute
@@ -28,14 +28,14 @@ typedef struct shape {
 } shape;
 static const shape SHAPES[] = {{4096, 4096}, {4096, 11008}};
 
-typedef struct bench_opts {
+typedef struct kernels_opts {
     bool json, quick;
     int threads;
     q_type types[Q_TYPE_COUNT];
     int n_types;
     kn_cpu_level sets[KN_CPU_LEVEL_COUNT];
     int n_sets;
-} bench_opts;
+} kernels_opts;
 
 static void usage(FILE *f) {
     fprintf(f,
@@ -114,7 +114,7 @@ static double time_runs(run_ctx *r, double min_time, int max_reps) {
     return best;
 }
 
-static bool parse_list_types(const char *s, bench_opts *o) {
+static bool parse_list_types(const char *s, kernels_opts *o) {
     char buf[256];
     snprintf(buf, sizeof buf, "%s", s);
     o->n_types = 0;
@@ -129,7 +129,7 @@ static bool parse_list_types(const char *s, bench_opts *o) {
     return o->n_types > 0;
 }
 
-static bool parse_list_sets(const char *s, bench_opts *o, const kn_cpu_features *f) {
+static bool parse_list_sets(const char *s, kernels_opts *o, const kn_cpu_features *f) {
     char buf[128];
     snprintf(buf, sizeof buf, "%s", s);
     o->n_sets = 0;
@@ -149,7 +149,7 @@ static bool parse_list_sets(const char *s, bench_opts *o, const kn_cpu_features 
 }
 
 /* Measures read bandwidth and each set's compute peaks; keeps the maxima. */
-static void probe_all(kn_pool *pool, const bench_opts *o, kn_progress *prog, uint64_t *step, double *bw,
+static void probe_all(kn_pool *pool, const kernels_opts *o, kn_progress *prog, uint64_t *step, double *bw,
                       double *peak_int8, double *peak_fma) {
     kn_progress_update(prog, (*step)++, "bandwidth");
     const double b = tensor_measure_bandwidth(pool, o->quick ? (size_t)128 << 20 : (size_t)512 << 20);
@@ -163,14 +163,14 @@ static void probe_all(kn_pool *pool, const bench_opts *o, kn_progress *prog, uin
     }
 }
 
-int bench_kernels_main(int argc, char **argv) {
+int cmd_bench_kernels(int argc, char **argv) {
     if (cli_wants_help(argc, argv)) {
         usage(stdout);
         return 0;
     }
     kn_cpu_features feat;
     kn_cpu_features_detect(&feat);
-    bench_opts o = {.threads = kn_default_threads()};
+    kernels_opts o = {.threads = kn_default_threads()};
     for (int i = 0; i < N_DEFAULT_TYPES; i++) o.types[o.n_types++] = DEFAULT_TYPES[i];
     for (int l = 0; l < KN_CPU_LEVEL_COUNT; l++)
         if (kn_cpu_supports(&feat, (kn_cpu_level)l)) o.sets[o.n_sets++] = (kn_cpu_level)l;

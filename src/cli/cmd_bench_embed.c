@@ -1,5 +1,5 @@
 /*
- * bench_embed.c — `kiln bench embed`: embedding throughput of an encoder
+ * cmd_bench_embed.c — `kiln bench embed`: embedding throughput of an encoder
  * (bert) model in process, through model_encode: texts/s and tokens/s for
  * single requests (one text per forward) and for batches of 8, 32 and 128
  * texts per forward, with the matmul and attention work of a forward as a
@@ -65,7 +65,7 @@ static double flops_of(const model_hparams *hp, size_t len) {
     return hp->n_layer * (per_tok * L + attn);
 }
 
-int bench_embed_main(int argc, char **argv) {
+int cmd_bench_embed(int argc, char **argv) {
     if (cli_wants_help(argc, argv)) {
         usage(stdout);
         return 0;

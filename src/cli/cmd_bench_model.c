@@ -1,5 +1,5 @@
 /*
- * bench_model.c — `kiln bench model`: prefill (pp), single-stream decode
+ * cmd_bench_model.c — `kiln bench model`: prefill (pp), single-stream decode
  * (tg) and batched decode throughput of a model, llama-bench style, with the
  * memory bandwidth measured in the same run and tg as a fraction of the
  * bandwidth roofline (weight bytes read per token).
@@ -36,7 +36,7 @@ static void usage(FILE *f) {
                "  --json        one JSON object on stdout\n");
 }
 
-typedef struct bench {
+typedef struct rig {
     model *m;
     model_ctx *ctx;
     model_kv *kv;
@@ -44,19 +44,19 @@ typedef struct bench {
     int32_t *tok, *pos, *seq;
     uint8_t *want;
     uint64_t rng;
-} bench;
+} rig;
 
-static int32_t rand_tok(bench *b) {
+static int32_t rand_tok(rig *b) {
     b->rng = b->rng * 6364136223846793005ull + 1442695040888963407ull;
     return (int32_t)((b->rng >> 33) % (uint64_t)b->m->hp.n_vocab);
 }
 
-static kn_status run(bench *b, int n, kn_err *err) {
+static kn_status run(rig *b, int n, kn_err *err) {
     model_batch mb = {.n_tokens = n, .token = b->tok, .pos = b->pos, .seq = b->seq, .logits = b->want};
     return model_forward(b->ctx, b->kv, &mb, b->logits, err);
 }
 
-int bench_model_main(int argc, char **argv) {
+int cmd_bench_model(int argc, char **argv) {
     if (cli_wants_help(argc, argv)) {
         usage(stdout);
         return 0;
@@ -127,7 +127,7 @@ int bench_model_main(int argc, char **argv) {
     tensor_ops ops;
     tensor_ops_init(&ops, lvl);
     kn_pool *pool = kn_pool_create((int)threads);
-    bench b = {.rng = 1234};
+    rig b = {.rng = 1234};
     json_t *root = NULL;
     if (!pool) goto done;
     if (model_load(path, &load_opts, &b.m, &err) != KN_OK) {
