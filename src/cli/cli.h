@@ -10,6 +10,7 @@
 #define KILN_CLI_H
 
 #include <stdbool.h>
+#include <stddef.h>
 #include <stdint.h>
 
 int cmd_info(int argc, char **argv);
@@ -61,5 +62,16 @@ cli_stats cli_stats_of(const double *v, int n);
 /* For flag parsing: returns argv[*i + 1] and advances *i, or prints
  * "kiln CMD: FLAG needs a value" and returns NULL. */
 const char *cli_flag_value(const char *cmd, int argc, char **argv, int *i);
+/* For an integer flag: its value (as cli_flag_value) parsed into *out within
+ * [lo, hi], else prints "kiln CMD: FLAG expects an integer in [LO, HI], got
+ * 'V'". False on either error (a usage error). */
+bool cli_int_flag(const char *cmd, int argc, char **argv, int *i, long long lo, long long hi, long long *out);
+/* kn_read_file(path, max_bytes): the whole file into *out (the caller
+ * frees); on failure prints "kiln CMD: <why>" (the message names the file)
+ * and returns false. */
+bool cli_read_file(const char *cmd, const char *path, size_t max_bytes, char **out, size_t *len);
+/* The model directory: `given` (--models DIR) when set, else $KILN_MODELS
+ * when set and not empty, else "./models". */
+const char *cli_models_dir(const char *given);
 
 #endif
