@@ -5,7 +5,7 @@
  * bandwidth roofline (weight bytes read per token).
  */
 #include "cli.h"
-#include "model/model.h"
+#include "cli_model.h"
 
 #include <jansson.h>
 #include <math.h>
@@ -36,13 +36,86 @@ static void usage(FILE *f) {
                "  --json        one JSON object on stdout\n");
 }
 
+#define MAX_SEQS 16 /* entries of -b */
+
+typedef struct opts {
+    const char *path;
+    long long threads, np, ng, reps, bp; /* -t -p -n -r --bp */
+    int seqs[MAX_SEQS], n_seqs;          /* -b; none when -n is 0 */
+    bool json;
+    model_kv_type kv_type;
+    model_load_opts load;
+} opts;
+
+/* Parses -b's comma-separated list into o->seqs. */
+static bool parse_seqs(const char *blist, opts *o) {
+    o->n_seqs = 0;
+    for (const char *s = blist; *s;) {
+        char *end;
+        long v = strtol(s, &end, 10);
+        if (end == s || v < 1 || v > 256 || o->n_seqs == MAX_SEQS) {
+            fprintf(stderr, "kiln bench model: -b expects a list like 1,4,16 (each 1..256)\n");
+            return false;
+        }
+        o->seqs[o->n_seqs++] = (int)v;
+        s = *end == ',' ? end + 1 : end;
+    }
+    return true;
+}
+
+/* Fills *o from argv. Returns -1 to go on, else the exit status (2). */
+static int parse_opts(int argc, char **argv, opts *o) {
+    *o = (opts){.threads = kn_default_threads(), .np = 512, .ng = 128, .reps = 3, .bp = 128, .kv_type = MODEL_KV_F16};
+    const char *blist = "1,4,8,16";
+    for (int i = 1; i < argc; i++) {
+        const char *a = argv[i], *v;
+        long long *dst = NULL, hi = 0;
+        if (!strcmp(a, "--json")) { o->json = true; continue; }
+        if (!strcmp(a, "--mmap")) { o->load.mmap_weights = true; continue; }
+        if (!strcmp(a, "--kv-type")) {
+            if (!cli_kv_type_flag("bench model", argc, argv, &i, &o->kv_type)) return 2;
+            continue;
+        }
+        if (!strcmp(a, "-m") || !strcmp(a, "-b")) {
+            if (!(v = cli_flag_value("bench model", argc, argv, &i))) return 2;
+            if (a[1] == 'm') o->path = v;
+            else blist = v;
+            continue;
+        }
+        if (!strcmp(a, "-t")) dst = &o->threads, hi = 1024;
+        else if (!strcmp(a, "-p")) dst = &o->np, hi = 65536;
+        else if (!strcmp(a, "-n")) dst = &o->ng, hi = 65536;
+        else if (!strcmp(a, "-r")) dst = &o->reps, hi = 1000;
+        else if (!strcmp(a, "--bp")) dst = &o->bp, hi = 65536;
+        else {
+            fprintf(stderr, "kiln bench model: unknown option '%s' (see --help)\n", a);
+            return 2;
+        }
+        if (!(v = cli_flag_value("bench model", argc, argv, &i))) return 2;
+        if (!cli_parse_int(v, dst == &o->reps || dst == &o->threads || dst == &o->bp ? 1 : 0, hi, dst)) {
+            fprintf(stderr, "kiln bench model: %s expects an integer, got '%s'\n", a, v);
+            return 2;
+        }
+    }
+    if (!o->path) {
+        fprintf(stderr, "kiln bench model: needs -m FILE (see --help)\n");
+        return 2;
+    }
+    if (!parse_seqs(blist, o)) return 2;
+    if (o->ng == 0) o->n_seqs = 0;
+    return -1;
+}
+
+/* The model with a KV cache and a context sized for every run of the
+ * options, and the batch it feeds model_forward. */
 typedef struct rig {
     model *m;
     model_ctx *ctx;
     model_kv *kv;
-    float *logits; /* [max_batch][n_vocab] */
-    int32_t *tok, *pos, *seq;
-    uint8_t *want;
+    int max_batch;             /* tokens a forward call takes */
+    float *logits;             /* [max_seq][n_vocab] */
+    int32_t *tok, *pos, *seq;  /* [max_batch] */
+    uint8_t *want;             /* [max_batch] */
     uint64_t rng;
 } rig;
 
@@ -56,227 +129,224 @@ static kn_status run(rig *b, int n, kn_err *err) {
     return model_forward(b->ctx, b->kv, &mb, b->logits, err);
 }
 
+/* Loads the model and sizes the rest for o. False on failure (printed,
+ * except when memory runs out). */
+static bool rig_open(rig *b, const opts *o, const tensor_ops *ops, kn_pool *pool) {
+    kn_err err = {0};
+    *b = (rig){.rng = 1234};
+    if (!cli_model_load("bench model", o->path, &o->load, &b->m)) return false;
+    const int prompt_b = (int)o->bp;
+    int max_seq = 1, max_batch = o->np > 0 ? (int)o->np : 1;
+    for (int i = 0; i < o->n_seqs; i++)
+        if (o->seqs[i] > max_seq) max_seq = o->seqs[i];
+    if (max_batch < 512) max_batch = 512; /* batched prompts go in chunks of up to this */
+    if (max_batch < max_seq) max_batch = max_seq;
+    int n_ctx = (int)(o->np > o->ng + prompt_b ? o->np : o->ng + prompt_b) + 1;
+    const int V = b->m->hp.n_vocab;
+    if (model_kv_create(b->m, max_seq, n_ctx, o->kv_type, &b->kv, &err) != KN_OK ||
+        model_ctx_create(b->m, ops, pool, max_batch, &b->ctx, &err) != KN_OK) {
+        fprintf(stderr, "kiln bench model: %s\n", err.msg);
+        return false;
+    }
+    b->max_batch = max_batch;
+    b->logits = malloc((size_t)max_seq * V * sizeof(float));
+    b->tok = malloc((size_t)max_batch * sizeof(int32_t));
+    b->pos = malloc((size_t)max_batch * sizeof(int32_t));
+    b->seq = malloc((size_t)max_batch * sizeof(int32_t));
+    b->want = calloc((size_t)max_batch, 1);
+    return b->logits && b->tok && b->pos && b->seq && b->want;
+}
+
+static void rig_close(rig *b) {
+    free(b->logits);
+    free(b->tok);
+    free(b->pos);
+    free(b->seq);
+    free(b->want);
+    model_ctx_destroy(b->ctx);
+    kv_cache_destroy(b->kv);
+    model_destroy(b->m);
+}
+
+/* One forward of 16 tokens, not measured. */
+static kn_status warm_up(rig *b, kn_err *err) {
+    for (int i = 0; i < 16 && i < b->max_batch; i++)
+        b->tok[i] = rand_tok(b), b->pos[i] = i, b->seq[i] = 0, b->want[i] = i == 15;
+    kv_seq_truncate(b->kv, 0, 0);
+    return run(b, b->max_batch < 16 ? b->max_batch : 16, err);
+}
+
+/* pp: np prompt tokens in one forward; *tok_s the tokens per second. */
+static kn_status measure_pp(rig *b, int np, double *tok_s, kn_err *err) {
+    kv_seq_truncate(b->kv, 0, 0);
+    for (int i = 0; i < np; i++) b->tok[i] = rand_tok(b), b->pos[i] = i, b->seq[i] = 0, b->want[i] = 0;
+    b->want[np - 1] = 1;
+    double t0 = kn_now_s();
+    kn_status st = run(b, np, err);
+    if (st == KN_OK) *tok_s = (double)np / (kn_now_s() - t0);
+    return st;
+}
+
+/* tg: ng tokens decoded one at a time by one sequence. */
+static kn_status measure_tg(rig *b, int ng, double *tok_s, kn_err *err) {
+    kv_seq_truncate(b->kv, 0, 0);
+    b->seq[0] = 0, b->want[0] = 1;
+    double t0 = kn_now_s();
+    for (int i = 0; i < ng; i++) {
+        b->tok[0] = rand_tok(b), b->pos[0] = i;
+        kn_status st = run(b, 1, err);
+        if (st != KN_OK) return st;
+    }
+    *tok_s = (double)ng / (kn_now_s() - t0);
+    return KN_OK;
+}
+
+/* bS: S sequences each after a prompt_b-token prompt (prefilled in chunks,
+ * not measured), then ng steps decoding one token of each; total tok/s. */
+static kn_status measure_batched(rig *b, int S, int prompt_b, int ng, double *tok_s, kn_err *err) {
+    kn_status st;
+    for (int s = 0; s < S; s++) kv_seq_truncate(b->kv, s, 0);
+    int k = 0;
+    for (int s = 0; s < S; s++)
+        for (int i = 0; i < prompt_b; i++) {
+            b->tok[k] = rand_tok(b), b->pos[k] = i, b->seq[k] = s, b->want[k] = i == prompt_b - 1;
+            if (++k == b->max_batch) {
+                if ((st = run(b, k, err)) != KN_OK) return st;
+                k = 0;
+            }
+        }
+    if (k > 0 && (st = run(b, k, err)) != KN_OK) return st;
+    double t0 = kn_now_s();
+    for (int step = 0; step < ng; step++) {
+        for (int s = 0; s < S; s++) b->tok[s] = rand_tok(b), b->pos[s] = prompt_b + step, b->seq[s] = s, b->want[s] = 1;
+        if ((st = run(b, S, err)) != KN_OK) return st;
+    }
+    *tok_s = (double)(S * ng) / (kn_now_s() - t0);
+    return KN_OK;
+}
+
+/* The figures of a run: per repetition r, pp[r], tg[r] and bt[si * reps + r]. */
+typedef struct figures {
+    double bw; /* measured read bandwidth, bytes/s */
+    double *pp, *tg, *bt;
+} figures;
+
+/* Measures the bandwidth, warms up and runs every repetition. False on
+ * failure (printed, except when memory runs out). */
+static bool measure(rig *b, const opts *o, kn_pool *pool, figures *f) {
+    kn_err err = {0};
+    const int reps = (int)o->reps;
+    uint64_t steps = (uint64_t)reps * (1 + (o->np > 0) + (o->ng > 0) + (uint64_t)o->n_seqs);
+    kn_progress prog;
+    kn_progress_begin(&prog, "bench model", steps);
+    uint64_t done_steps = 0;
+    f->bw = tensor_measure_bandwidth(pool, 512u << 20);
+    kn_progress_update(&prog, ++done_steps, "bandwidth");
+    if (warm_up(b, &err) != KN_OK) goto fail;
+    f->pp = calloc((size_t)reps, sizeof(double)), f->tg = calloc((size_t)reps, sizeof(double));
+    f->bt = calloc((size_t)reps * (o->n_seqs ? o->n_seqs : 1), sizeof(double));
+    if (!f->pp || !f->tg || !f->bt) return false;
+    for (int r = 0; r < reps; r++) {
+        if (o->np > 0) {
+            if (measure_pp(b, (int)o->np, &f->pp[r], &err) != KN_OK) goto fail;
+            kn_progress_update(&prog, ++done_steps, "pp");
+        }
+        if (o->ng > 0) {
+            if (measure_tg(b, (int)o->ng, &f->tg[r], &err) != KN_OK) goto fail;
+            kn_progress_update(&prog, ++done_steps, "tg");
+        }
+        for (int si = 0; si < o->n_seqs; si++) {
+            if (measure_batched(b, o->seqs[si], (int)o->bp, (int)o->ng, &f->bt[(size_t)si * reps + r], &err) != KN_OK)
+                goto fail;
+            kn_progress_update(&prog, ++done_steps, "batched");
+        }
+    }
+    kn_progress_end(&prog);
+    return true;
+fail:
+    fprintf(stderr, "kiln bench model: %s\n", err.msg);
+    return false;
+}
+
+static void report_json(const opts *o, const rig *b, kn_cpu_level lvl, const figures *f) {
+    const int reps = (int)o->reps;
+    cli_stats spp = cli_stats_of(f->pp, reps), stg = cli_stats_of(f->tg, reps);
+    double roof = f->bw / (double)b->m->weight_bytes, frac = o->ng > 0 ? stg.mean / roof : 0.0;
+    json_t *root = json_object();
+    json_object_set_new(root, "model", json_string(o->path));
+    json_object_set_new(root, "threads", json_integer(o->threads));
+    json_object_set_new(root, "kernel_set", json_string(kn_cpu_level_name(lvl)));
+    json_object_set_new(root, "model_bytes", json_integer((json_int_t)b->m->weight_bytes));
+    json_object_set_new(root, "pp_tokens", json_integer(o->np));
+    json_object_set_new(root, "tg_tokens", json_integer(o->ng));
+    json_object_set_new(root, "pp_tok_s", o->np > 0 ? json_real(spp.mean) : json_null());
+    json_object_set_new(root, "pp_tok_s_sd", o->np > 0 ? json_real(spp.sd) : json_null());
+    json_object_set_new(root, "tg_tok_s", o->ng > 0 ? json_real(stg.mean) : json_null());
+    json_object_set_new(root, "tg_tok_s_sd", o->ng > 0 ? json_real(stg.sd) : json_null());
+    json_t *ba = json_array();
+    for (int si = 0; si < o->n_seqs; si++) {
+        cli_stats s = cli_stats_of(f->bt + (size_t)si * reps, reps);
+        json_t *e = json_object();
+        json_object_set_new(e, "seqs", json_integer(o->seqs[si]));
+        json_object_set_new(e, "prompt_tokens", json_integer(o->bp));
+        json_object_set_new(e, "tok_s", json_real(s.mean));
+        json_object_set_new(e, "tok_s_sd", json_real(s.sd));
+        json_array_append_new(ba, e);
+    }
+    json_object_set_new(root, "batched", ba);
+    json_object_set_new(root, "bandwidth_gb_s", json_real(f->bw / 1e9));
+    json_object_set_new(root, "tg_roofline_tok_s", json_real(roof));
+    json_object_set_new(root, "tg_roofline_frac", o->ng > 0 ? json_real(frac) : json_null());
+    json_dumpf(root, stdout, JSON_INDENT(2));
+    fputc('\n', stdout);
+    json_decref(root);
+}
+
+static void report_text(const opts *o, const rig *b, kn_cpu_level lvl, const figures *f) {
+    const int reps = (int)o->reps;
+    cli_stats spp = cli_stats_of(f->pp, reps), stg = cli_stats_of(f->tg, reps);
+    double model_bytes = (double)b->m->weight_bytes;
+    double roof = f->bw / model_bytes, frac = o->ng > 0 ? stg.mean / roof : 0.0;
+    printf("model: %s (%.1f MiB of weights), %lld threads, kernel set %s\n", o->path, model_bytes / 1048576.0,
+           o->threads, kn_cpu_level_name(lvl));
+    printf("bandwidth: %.1f GB/s measured -> decode roofline %.1f tok/s\n", f->bw / 1e9, roof);
+    if (o->np > 0) printf("pp%-5lld %10.1f +- %.1f tok/s\n", o->np, spp.mean, spp.sd);
+    if (o->ng > 0)
+        printf("tg%-5lld %10.1f +- %.1f tok/s  (%.0f%% of the bandwidth roofline)\n", o->ng, stg.mean, stg.sd,
+               100.0 * frac);
+    for (int si = 0; si < o->n_seqs; si++) {
+        cli_stats s = cli_stats_of(f->bt + (size_t)si * reps, reps);
+        printf("b%-6d %10.1f +- %.1f tok/s total (%d sequences x %lld tokens)\n", o->seqs[si], s.mean, s.sd,
+               o->seqs[si], o->ng);
+    }
+}
+
 int cmd_bench_model(int argc, char **argv) {
     if (cli_wants_help(argc, argv)) {
         usage(stdout);
         return 0;
     }
-    const char *path = NULL, *blist = "1,4,8,16";
-    long long threads = kn_default_threads(), np = 512, ng = 128, reps = 3, bp = 128;
-    bool json = false;
-    model_kv_type kv_type = MODEL_KV_F16;
-    model_load_opts load_opts = {0};
-    for (int i = 1; i < argc; i++) {
-        const char *a = argv[i], *v;
-        long long *dst = NULL, hi = 0;
-        if (!strcmp(a, "--json")) { json = true; continue; }
-        if (!strcmp(a, "--mmap")) { load_opts.mmap_weights = true; continue; }
-        if (!strcmp(a, "--kv-type")) {
-            if (!(v = cli_flag_value("bench model", argc, argv, &i))) return 2;
-            if (!model_kv_type_parse(v, &kv_type)) {
-                fprintf(stderr, "kiln bench model: --kv-type expects f16 or q8_0, got '%s'\n", v);
-                return 2;
-            }
-            continue;
-        }
-        if (!strcmp(a, "-m") || !strcmp(a, "-b")) {
-            if (!(v = cli_flag_value("bench model", argc, argv, &i))) return 2;
-            if (a[1] == 'm') path = v;
-            else blist = v;
-            continue;
-        }
-        if (!strcmp(a, "-t")) dst = &threads, hi = 1024;
-        else if (!strcmp(a, "-p")) dst = &np, hi = 65536;
-        else if (!strcmp(a, "-n")) dst = &ng, hi = 65536;
-        else if (!strcmp(a, "-r")) dst = &reps, hi = 1000;
-        else if (!strcmp(a, "--bp")) dst = &bp, hi = 65536;
-        else {
-            fprintf(stderr, "kiln bench model: unknown option '%s' (see --help)\n", a);
-            return 2;
-        }
-        if (!(v = cli_flag_value("bench model", argc, argv, &i))) return 2;
-        if (!cli_parse_int(v, dst == &reps || dst == &threads || dst == &bp ? 1 : 0, hi, dst)) {
-            fprintf(stderr, "kiln bench model: %s expects an integer, got '%s'\n", a, v);
-            return 2;
-        }
-    }
-    if (!path) {
-        fprintf(stderr, "kiln bench model: needs -m FILE (see --help)\n");
-        return 2;
-    }
-    int seqs[16], n_seqs = 0;
-    for (const char *s = blist; *s;) {
-        char *end;
-        long v = strtol(s, &end, 10);
-        if (end == s || v < 1 || v > 256 || n_seqs == 16) {
-            fprintf(stderr, "kiln bench model: -b expects a list like 1,4,16 (each 1..256)\n");
-            return 2;
-        }
-        seqs[n_seqs++] = (int)v;
-        s = *end == ',' ? end + 1 : end;
-    }
-    if (ng == 0) n_seqs = 0;
-
-    int rc = 1;
-    kn_err err = {0};
+    opts o;
+    int rc = parse_opts(argc, argv, &o);
+    if (rc >= 0) return rc;
     kn_cpu_level lvl;
-    if (kn_cpu_select(&lvl, &err) != KN_OK) {
-        fprintf(stderr, "kiln bench model: %s\n", err.msg);
-        return 1;
-    }
     tensor_ops ops;
-    tensor_ops_init(&ops, lvl);
-    kn_pool *pool = kn_pool_create((int)threads);
-    rig b = {.rng = 1234};
-    json_t *root = NULL;
-    if (!pool) goto done;
-    if (model_load(path, &load_opts, &b.m, &err) != KN_OK) {
-        fprintf(stderr, "kiln bench model: %s: %s\n", path, err.msg);
-        goto done;
+    if (!cli_kernels("bench model", &lvl, &ops)) return 1;
+    kn_pool *pool = kn_pool_create((int)o.threads);
+    rig b = {0};
+    figures f = {0};
+    rc = 1;
+    if (pool && rig_open(&b, &o, &ops, pool) && measure(&b, &o, pool, &f)) {
+        if (o.json)
+            report_json(&o, &b, lvl, &f);
+        else
+            report_text(&o, &b, lvl, &f);
+        rc = 0;
     }
-    const int prompt_b = (int)bp;
-    int max_seq = 1, max_batch = np > 0 ? (int)np : 1;
-    for (int i = 0; i < n_seqs; i++)
-        if (seqs[i] > max_seq) max_seq = seqs[i];
-    if (max_batch < 512) max_batch = 512; /* batched prompts go in chunks of up to this */
-    if (max_batch < max_seq) max_batch = max_seq;
-    int n_ctx = (int)(np > ng + prompt_b ? np : ng + prompt_b) + 1;
-    const int V = b.m->hp.n_vocab;
-    if (model_kv_create(b.m, max_seq, n_ctx, kv_type, &b.kv, &err) != KN_OK ||
-        model_ctx_create(b.m, &ops, pool, max_batch, &b.ctx, &err) != KN_OK) {
-        fprintf(stderr, "kiln bench model: %s\n", err.msg);
-        goto done;
-    }
-    b.logits = malloc((size_t)max_seq * V * sizeof(float));
-    b.tok = malloc((size_t)max_batch * sizeof(int32_t));
-    b.pos = malloc((size_t)max_batch * sizeof(int32_t));
-    b.seq = malloc((size_t)max_batch * sizeof(int32_t));
-    b.want = calloc((size_t)max_batch, 1);
-    if (!b.logits || !b.tok || !b.pos || !b.seq || !b.want) goto done;
-
-    uint64_t steps = (uint64_t)reps * (1 + (np > 0) + (ng > 0) + (uint64_t)n_seqs);
-    kn_progress prog;
-    kn_progress_begin(&prog, "bench model", steps);
-    uint64_t done_steps = 0;
-    double bw = tensor_measure_bandwidth(pool, 512u << 20);
-    kn_progress_update(&prog, ++done_steps, "bandwidth");
-    /* warm-up: one prefill chunk and a few decode steps, not measured */
-    for (int i = 0; i < 16 && i < max_batch; i++) b.tok[i] = rand_tok(&b), b.pos[i] = i, b.seq[i] = 0, b.want[i] = i == 15;
-    kv_seq_truncate(b.kv, 0, 0);
-    if (run(&b, max_batch < 16 ? max_batch : 16, &err) != KN_OK) {
-        fprintf(stderr, "kiln bench model: %s\n", err.msg);
-        goto done;
-    }
-    double *pp = calloc((size_t)reps, sizeof(double)), *tg = calloc((size_t)reps, sizeof(double));
-    double *bt = calloc((size_t)reps * (n_seqs ? n_seqs : 1), sizeof(double));
-    if (!pp || !tg || !bt) goto done_free;
-    for (int r = 0; r < reps; r++) {
-        if (np > 0) {
-            kv_seq_truncate(b.kv, 0, 0);
-            for (int i = 0; i < np; i++) b.tok[i] = rand_tok(&b), b.pos[i] = i, b.seq[i] = 0, b.want[i] = 0;
-            b.want[np - 1] = 1;
-            double t0 = kn_now_s();
-            if (run(&b, (int)np, &err) != KN_OK) goto fail;
-            pp[r] = (double)np / (kn_now_s() - t0);
-            kn_progress_update(&prog, ++done_steps, "pp");
-        }
-        if (ng > 0) {
-            kv_seq_truncate(b.kv, 0, 0);
-            b.seq[0] = 0, b.want[0] = 1;
-            double t0 = kn_now_s();
-            for (int i = 0; i < ng; i++) {
-                b.tok[0] = rand_tok(&b), b.pos[0] = i;
-                if (run(&b, 1, &err) != KN_OK) goto fail;
-            }
-            tg[r] = (double)ng / (kn_now_s() - t0);
-            kn_progress_update(&prog, ++done_steps, "tg");
-        }
-        for (int si = 0; si < n_seqs; si++) {
-            const int S = seqs[si];
-            for (int s = 0; s < S; s++) kv_seq_truncate(b.kv, s, 0);
-            int k = 0;
-            for (int s = 0; s < S; s++)
-                for (int i = 0; i < prompt_b; i++) {
-                    b.tok[k] = rand_tok(&b), b.pos[k] = i, b.seq[k] = s, b.want[k] = i == prompt_b - 1;
-                    if (++k == max_batch) {
-                        if (run(&b, k, &err) != KN_OK) goto fail;
-                        k = 0;
-                    }
-                }
-            if (k > 0 && run(&b, k, &err) != KN_OK) goto fail;
-            double t0 = kn_now_s();
-            for (int step = 0; step < ng; step++) {
-                for (int s = 0; s < S; s++)
-                    b.tok[s] = rand_tok(&b), b.pos[s] = prompt_b + step, b.seq[s] = s, b.want[s] = 1;
-                if (run(&b, S, &err) != KN_OK) goto fail;
-            }
-            bt[(size_t)si * reps + r] = (double)(S * ng) / (kn_now_s() - t0);
-            kn_progress_update(&prog, ++done_steps, "batched");
-        }
-    }
-    kn_progress_end(&prog);
-    cli_stats spp = cli_stats_of(pp, (int)reps), stg = cli_stats_of(tg, (int)reps);
-    double model_bytes = (double)b.m->weight_bytes;
-    double roof = bw / model_bytes, frac = ng > 0 ? stg.mean / roof : 0.0;
-    if (json) {
-        root = json_object();
-        json_object_set_new(root, "model", json_string(path));
-        json_object_set_new(root, "threads", json_integer(threads));
-        json_object_set_new(root, "kernel_set", json_string(kn_cpu_level_name(lvl)));
-        json_object_set_new(root, "model_bytes", json_integer((json_int_t)b.m->weight_bytes));
-        json_object_set_new(root, "pp_tokens", json_integer(np));
-        json_object_set_new(root, "tg_tokens", json_integer(ng));
-        json_object_set_new(root, "pp_tok_s", np > 0 ? json_real(spp.mean) : json_null());
-        json_object_set_new(root, "pp_tok_s_sd", np > 0 ? json_real(spp.sd) : json_null());
-        json_object_set_new(root, "tg_tok_s", ng > 0 ? json_real(stg.mean) : json_null());
-        json_object_set_new(root, "tg_tok_s_sd", ng > 0 ? json_real(stg.sd) : json_null());
-        json_t *ba = json_array();
-        for (int si = 0; si < n_seqs; si++) {
-            cli_stats s = cli_stats_of(bt + (size_t)si * reps, (int)reps);
-            json_t *o = json_object();
-            json_object_set_new(o, "seqs", json_integer(seqs[si]));
-            json_object_set_new(o, "prompt_tokens", json_integer(bp));
-            json_object_set_new(o, "tok_s", json_real(s.mean));
-            json_object_set_new(o, "tok_s_sd", json_real(s.sd));
-            json_array_append_new(ba, o);
-        }
-        json_object_set_new(root, "batched", ba);
-        json_object_set_new(root, "bandwidth_gb_s", json_real(bw / 1e9));
-        json_object_set_new(root, "tg_roofline_tok_s", json_real(roof));
-        json_object_set_new(root, "tg_roofline_frac", ng > 0 ? json_real(frac) : json_null());
-        json_dumpf(root, stdout, JSON_INDENT(2));
-        fputc('\n', stdout);
-    } else {
-        printf("model: %s (%.1f MiB of weights), %lld threads, kernel set %s\n", path, model_bytes / 1048576.0,
-               threads, kn_cpu_level_name(lvl));
-        printf("bandwidth: %.1f GB/s measured -> decode roofline %.1f tok/s\n", bw / 1e9, roof);
-        if (np > 0) printf("pp%-5lld %10.1f +- %.1f tok/s\n", np, spp.mean, spp.sd);
-        if (ng > 0) printf("tg%-5lld %10.1f +- %.1f tok/s  (%.0f%% of the bandwidth roofline)\n", ng, stg.mean, stg.sd,
-                           100.0 * frac);
-        for (int si = 0; si < n_seqs; si++) {
-            cli_stats s = cli_stats_of(bt + (size_t)si * reps, (int)reps);
-            printf("b%-6d %10.1f +- %.1f tok/s total (%d sequences x %lld tokens)\n", seqs[si], s.mean, s.sd,
-                   seqs[si], ng);
-        }
-    }
-    rc = 0;
-    goto done_free;
-fail:
-    fprintf(stderr, "kiln bench model: %s\n", err.msg);
-done_free:
-    free(pp);
-    free(tg);
-    free(bt);
-done:
-    json_decref(root);
-    free(b.logits);
-    free(b.tok);
-    free(b.pos);
-    free(b.seq);
-    free(b.want);
-    model_ctx_destroy(b.ctx);
-    kv_cache_destroy(b.kv);
-    model_destroy(b.m);
+    free(f.pp);
+    free(f.tg);
+    free(f.bt);
+    rig_close(&b);
     kn_pool_destroy(pool);
     return rc;
 }
