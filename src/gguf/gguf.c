@@ -244,6 +244,23 @@ out:
     return KN_OK;
 }
 
+/* Sorts items by name and writes their indices in that order to sorted[n];
+ * a name that appears twice is an error ("duplicate WHAT 'NAME'"). Frees
+ * items. */
+static kn_status index_by_name(sort_item *items, int64_t n, int64_t *sorted, const char *what, kn_err *err) {
+    char nb[96];
+    kn_status st = KN_OK;
+    qsort(items, (size_t)n, sizeof *items, cmp_name);
+    for (int64_t i = 0; i < n && !st; i++) {
+        if (i && str_cmp(items[i].name, items[i - 1].name) == 0)
+            st = kn_fail(err, KN_EFORMAT, "duplicate %s '%s'", what, printable(items[i].name, nb, sizeof nb));
+        else
+            sorted[i] = items[i].idx;
+    }
+    free(items);
+    return st;
+}
+
 /* The header: magic, version, and the tensor and key counts, each bounded
  * by the bytes left (a key takes at least 8 (length) + 4 (type) + 1 bytes;
  * a tensor info at least 8 + 4 + 8 + 4 + 8). */
@@ -282,7 +299,6 @@ static kn_status parse_header(gguf_ctx *ctx, cursor *c, uint64_t *n_tensors, uin
 /* The n_kv key-value pairs, then ctx->kv_sorted: the keys by name, which
  * must be unique. */
 static kn_status parse_kvs(gguf_ctx *ctx, cursor *c, uint64_t n_kv, kn_err *err) {
-    char nb[96];
     kn_status st;
     if (!n_kv) return KN_OK;
     ctx->kv = calloc((size_t)n_kv, sizeof *ctx->kv);
@@ -297,17 +313,7 @@ static kn_status parse_kvs(gguf_ctx *ctx, cursor *c, uint64_t n_kv, kn_err *err)
     sort_item *items = malloc((size_t)n_kv * sizeof *items);
     if (!items) return kn_fail(err, KN_ENOMEM, "out of memory");
     for (uint64_t i = 0; i < n_kv; i++) items[i] = (sort_item){ctx->kv[i].key, 0, 0, (int64_t)i};
-    qsort(items, (size_t)n_kv, sizeof *items, cmp_name);
-    for (uint64_t i = 0; i < n_kv; i++) {
-        if (i && str_cmp(items[i].name, items[i - 1].name) == 0) {
-            st = kn_fail(err, KN_EFORMAT, "duplicate key '%s'", printable(items[i].name, nb, sizeof nb));
-            free(items);
-            return st;
-        }
-        ctx->kv_sorted[i] = items[i].idx;
-    }
-    free(items);
-    return KN_OK;
+    return index_by_name(items, (int64_t)n_kv, ctx->kv_sorted, "key", err);
 }
 
 /* ctx->alignment: general.alignment (a u32 power of two) when present,
@@ -453,17 +459,7 @@ static kn_status index_tensors(gguf_ctx *ctx, kn_err *err) {
         }
         if (far < 0 || items[i].end > items[far].end) far = i;
     }
-    qsort(items, (size_t)ctx->n_tensors, sizeof *items, cmp_name);
-    for (int64_t i = 0; i < ctx->n_tensors; i++) {
-        if (i && str_cmp(items[i].name, items[i - 1].name) == 0) {
-            st = kn_fail(err, KN_EFORMAT, "duplicate tensor name '%s'", printable(items[i].name, nb, sizeof nb));
-            free(items);
-            return st;
-        }
-        ctx->t_sorted[i] = items[i].idx;
-    }
-    free(items);
-    return KN_OK;
+    return index_by_name(items, ctx->n_tensors, ctx->t_sorted, "tensor name", err);
 }
 
 /* Reads and checks the whole header of the file at ctx->base, in file
