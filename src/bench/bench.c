@@ -52,11 +52,14 @@ void bench_result_destroy(bench_result *r) {
 }
 
 static kn_status check_config(const bench_config *c, kn_err *err) {
-    if (!c->url || strncmp(c->url, "http", 4)) return kn_fail(err, KN_EINVAL, "--url must be an http:// or https:// URL");
+    if (!c->url || strncmp(c->url, "http", 4))
+        return kn_fail(err, KN_EINVAL, "--url must be an http:// or https:// URL");
     if (!c->model || !*c->model) return kn_fail(err, KN_EINVAL, "--model is required");
     if (!c->prompts || c->prompts->n == 0) return kn_fail(err, KN_EINVAL, "no prompts");
-    if (!(c->timeout_s > 0) || !(c->connect_timeout_s > 0)) return kn_fail(err, KN_EINVAL, "timeouts must be > 0");
-    if (!(c->sla_p95_s > 0) || c->sla_ttft_p95_s < 0) return kn_fail(err, KN_EINVAL, "SLA targets must be > 0");
+    if (!(c->timeout_s > 0) || !(c->connect_timeout_s > 0))
+        return kn_fail(err, KN_EINVAL, "timeouts must be > 0");
+    if (!(c->sla_p95_s > 0) || c->sla_ttft_p95_s < 0)
+        return kn_fail(err, KN_EINVAL, "SLA targets must be > 0");
     if (!(c->sla_max_error_rate >= 0 && c->sla_max_error_rate <= 1))
         return kn_fail(err, KN_EINVAL, "the SLA error rate must be in [0, 1]");
     if ((c->scenario == BENCH_THROUGHPUT || c->scenario == BENCH_SHARED_PREFIX) &&
@@ -64,7 +67,8 @@ static kn_status check_config(const bench_config *c, kn_err *err) {
         return kn_fail(err, KN_EINVAL, "--concurrency must be in 1..%d", BENCH_MAX_INFLIGHT);
     if (c->scenario != BENCH_RAMP && c->requests <= 0 && !(c->duration_s > 0))
         return kn_fail(err, KN_EINVAL, "give --requests N or --duration S");
-    if ((c->scenario == BENCH_PREFIX || c->scenario == BENCH_SPEC) && (c->requests < 1 || c->requests > 100000))
+    if ((c->scenario == BENCH_PREFIX || c->scenario == BENCH_SPEC) &&
+        (c->requests < 1 || c->requests > 100000))
         return kn_fail(err, KN_EINVAL, "%s needs --requests in 1..100000", bench_scenario_name(c->scenario));
     if ((c->scenario == BENCH_PREFIX || c->scenario == BENCH_SHARED_PREFIX) &&
         (c->prefix_tokens < 1 || c->prefix_tokens > 1000000))
@@ -72,17 +76,19 @@ static kn_status check_config(const bench_config *c, kn_err *err) {
     if (c->scenario == BENCH_PREFIX && (c->between < 0 || c->between > 100000))
         return kn_fail(err, KN_EINVAL, "--between must be in 0..100000");
     if (c->scenario == BENCH_CACHE &&
-        (c->requests < 1 || c->requests > 1000000 || c->rounds < 1 || c->rounds > 1000 || c->concurrency < 1 ||
-         c->concurrency > BENCH_MAX_INFLIGHT || c->requests_total < 0 ||
+        (c->requests < 1 || c->requests > 1000000 || c->rounds < 1 || c->rounds > 1000 ||
+         c->concurrency < 1 || c->concurrency > BENCH_MAX_INFLIGHT || c->requests_total < 0 ||
          (c->requests_total == 0 && !(c->duration_s > 0))))
-        return kn_fail(err, KN_EINVAL,
-                       "cache needs --requests in 1..1000000, --rounds in 1..1000, --concurrency in 1..%d and "
-                       "--duration S or --requests-total N",
-                       BENCH_MAX_INFLIGHT);
+        return kn_fail(
+            err, KN_EINVAL,
+            "cache needs --requests in 1..1000000, --rounds in 1..1000, --concurrency in 1..%d and "
+            "--duration S or --requests-total N",
+            BENCH_MAX_INFLIGHT);
     if (c->scenario == BENCH_RAMP &&
         (!(c->initial_rate > 0) || !(c->final_rate > 0) || !(c->ramp_duration_s > 0) || c->ramp_steps < 1 ||
          c->ramp_steps > 1000 || c->initial_rate > 1e5 || c->final_rate > 1e5))
-        return kn_fail(err, KN_EINVAL, "ramp needs rates in (0, 100000] req/s, a duration > 0 and 1..1000 steps");
+        return kn_fail(err, KN_EINVAL,
+                       "ramp needs rates in (0, 100000] req/s, a duration > 0 and 1..1000 steps");
     return KN_OK;
 }
 

@@ -17,7 +17,8 @@ bool bench_urls(const char *url, char **base, char **endpoint) {
     *endpoint = malloc(ul + 32);
     if (!*base || !*endpoint) return false;
     memcpy(*base, url, ul + 1);
-    while (ul && (*base)[ul - 1] == '/') (*base)[--ul] = 0;
+    while (ul && (*base)[ul - 1] == '/')
+        (*base)[--ul] = 0;
     if (ul >= 3 && !strcmp(*base + ul - 3, "/v1")) (*base)[ul -= 3] = 0;
     snprintf(*endpoint, ul + 32, "%s/v1/completions", *base);
     return true;
@@ -44,8 +45,9 @@ struct curl_slist *bench_headers(const char *accept, const char *api_key) {
     return hdrs;
 }
 
-kn_status bench_easy_post(void **out, const bench_config *c, const char *url, const void *hdrs, bench_curl_cb write_fn,
-                          bench_curl_cb header_fn, void *user, char *errbuf, kn_err *err) {
+kn_status bench_easy_post(void **out, const bench_config *c, const char *url, const void *hdrs,
+                          bench_curl_cb write_fn, bench_curl_cb header_fn, void *user, char *errbuf,
+                          kn_err *err) {
     CURL *e = curl_easy_init();
     *out = NULL;
     if (!e) return kn_fail(err, KN_ENOMEM, "curl_easy_init failed");

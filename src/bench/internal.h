@@ -41,8 +41,9 @@ struct curl_slist *bench_headers(const char *accept, const char *api_key);
  * (CURL_ERROR_SIZE bytes). url, hdrs and errbuf must outlive the handle.
  * On failure *out is NULL. */
 typedef size_t (*bench_curl_cb)(char *data, size_t size, size_t nmemb, void *user);
-kn_status bench_easy_post(void **out, const bench_config *c, const char *url, const void *hdrs, bench_curl_cb write_fn,
-                          bench_curl_cb header_fn, void *user, char *errbuf, kn_err *err);
+kn_status bench_easy_post(void **out, const bench_config *c, const char *url, const void *hdrs,
+                          bench_curl_cb write_fn, bench_curl_cb header_fn, void *user, char *errbuf,
+                          kn_err *err);
 
 /* The error kind of a failed libcurl transfer (code: a CURLcode; handle:
  * the CURL * that failed, for its connect time). */

@@ -67,13 +67,19 @@ bool cli_kv_type_flag(const char *cmd, int argc, char **argv, int *i, model_kv_t
 
 int cli_model_arg(const char *cmd, int argc, char **argv, int *i, cli_model_args *a) {
     const char *f = argv[*i];
-    if (!strcmp(f, "-m") || !strcmp(f, "--model")) return (a->model = cli_flag_value(cmd, argc, argv, i)) ? 1 : -1;
-    if (!strcmp(f, "-f") || !strcmp(f, "--file")) return (a->file = cli_flag_value(cmd, argc, argv, i)) ? 1 : -1;
-    if (!strcmp(f, "-t") || !strcmp(f, "--threads")) return cli_int_flag(cmd, argc, argv, i, 1, 1024, &a->threads) ? 1 : -1;
+    if (!strcmp(f, "-m") || !strcmp(f, "--model"))
+        return (a->model = cli_flag_value(cmd, argc, argv, i)) ? 1 : -1;
+    if (!strcmp(f, "-f") || !strcmp(f, "--file"))
+        return (a->file = cli_flag_value(cmd, argc, argv, i)) ? 1 : -1;
+    if (!strcmp(f, "-t") || !strcmp(f, "--threads"))
+        return cli_int_flag(cmd, argc, argv, i, 1, 1024, &a->threads) ? 1 : -1;
     if (!strcmp(f, "-b") || !strcmp(f, "--batch-size"))
         return cli_int_flag(cmd, argc, argv, i, 1, 65536, &a->batch) ? 1 : -1;
-    if (!strcmp(f, "--json")) a->json = true;
-    else if (!strcmp(f, "--mmap")) a->load.mmap_weights = true;
-    else return 0;
+    if (!strcmp(f, "--json"))
+        a->json = true;
+    else if (!strcmp(f, "--mmap"))
+        a->load.mmap_weights = true;
+    else
+        return 0;
     return 1;
 }

@@ -102,7 +102,8 @@ static int parse_opts(int argc, char **argv, opts *o) {
     }
     o->sizes[o->n_sizes++] = 1;
     if (o->only > 1) o->sizes[o->n_sizes++] = (int)o->only;
-    else if (o->only == 0) o->sizes[o->n_sizes++] = 8, o->sizes[o->n_sizes++] = 32, o->sizes[o->n_sizes++] = 128;
+    else if (o->only == 0)
+        o->sizes[o->n_sizes++] = 8, o->sizes[o->n_sizes++] = 32, o->sizes[o->n_sizes++] = 128;
     int max_b = o->sizes[o->n_sizes - 1];
     o->N = (size_t)((o->n_texts + max_b - 1) / max_b * max_b);
     return -1;
@@ -157,8 +158,8 @@ typedef struct figures {
 
 /* Measures the peaks, warms up and times every size in every repetition;
  * out is scratch for max_b vectors. False on failure (printed). */
-static bool measure(model_ctx *ctx, kn_pool *pool, kn_cpu_level lvl, const opts *o, const inputs *in, float *out,
-                    figures *f) {
+static bool measure(model_ctx *ctx, kn_pool *pool, kn_cpu_level lvl, const opts *o, const inputs *in,
+                    float *out, figures *f) {
     kn_err err = {0};
     const int reps = (int)o->reps, max_b = o->sizes[o->n_sizes - 1];
     const int32_t *const *toks = (const int32_t *const *)in->toks;
@@ -209,14 +210,16 @@ static void report(const opts *o, const model *m, kn_cpu_level lvl, const inputs
         json_object_set_new(root, "peak_fp32_gflop_s", json_real(f->peak_fma / 1e9));
         json_object_set_new(root, "peak_int8_gop_s", json_real(f->peak_i8 / 1e9));
     } else {
-        printf("model: %s (%s, dim %d, %d layers, %.1f MiB of weights), %lld threads, kernel set %s\n", o->path,
-               hp->arch_name, hp->n_embd, hp->n_layer, (double)m->weight_bytes / 1048576.0, o->threads,
-               kn_cpu_level_name(lvl));
-        printf("%zu texts, %zu tokens (%.1f per text), %.2f GFLOP per pass; peaks measured: fp32 %.0f GFLOP/s, "
-               "int8 %.0f GOP/s\n",
-               N, in->total_tok, (double)in->total_tok / (double)N, in->total_flops / 1e9, f->peak_fma / 1e9,
-               f->peak_i8 / 1e9);
-        printf("%-8s %14s %16s %10s %10s %10s\n", "batch", "texts/s", "tokens/s", "GFLOP/s", "% fp32", "% int8");
+        printf("model: %s (%s, dim %d, %d layers, %.1f MiB of weights), %lld threads, kernel set %s\n",
+               o->path, hp->arch_name, hp->n_embd, hp->n_layer, (double)m->weight_bytes / 1048576.0,
+               o->threads, kn_cpu_level_name(lvl));
+        printf(
+            "%zu texts, %zu tokens (%.1f per text), %.2f GFLOP per pass; peaks measured: fp32 %.0f GFLOP/s, "
+            "int8 %.0f GOP/s\n",
+            N, in->total_tok, (double)in->total_tok / (double)N, in->total_flops / 1e9, f->peak_fma / 1e9,
+            f->peak_i8 / 1e9);
+        printf("%-8s %14s %16s %10s %10s %10s\n", "batch", "texts/s", "tokens/s", "GFLOP/s", "% fp32",
+               "% int8");
     }
     json_t *arr = root ? json_array() : NULL;
     for (int si = 0; si < o->n_sizes; si++) {
@@ -238,8 +241,8 @@ static void report(const opts *o, const model *m, kn_cpu_level lvl, const inputs
         } else {
             char name[16];
             snprintf(name, sizeof name, o->sizes[si] == 1 ? "single" : "b%d", o->sizes[si]);
-            printf("%-8s %8.1f +- %-4.0f %16.0f %10.1f %9.1f%% %9.1f%%\n", name, st.mean, st.sd, tok_s, gflop_s,
-                   100.0 * gflop_s * 1e9 / f->peak_fma, 100.0 * gflop_s * 1e9 / f->peak_i8);
+            printf("%-8s %8.1f +- %-4.0f %16.0f %10.1f %9.1f%% %9.1f%%\n", name, st.mean, st.sd, tok_s,
+                   gflop_s, 100.0 * gflop_s * 1e9 / f->peak_fma, 100.0 * gflop_s * 1e9 / f->peak_i8);
         }
     }
     if (root) {

@@ -290,7 +290,8 @@ static void measure_set(weights *w, kn_pool *pool, kn_cpu_level l, const kernels
 }
 
 /* Every shape x type x set; returns the exit status (1 when memory ran out). */
-static int measure_all(kn_pool *pool, const kernels_opts *o, kn_progress *prog, uint64_t *step, json_t *results) {
+static int measure_all(kn_pool *pool, const kernels_opts *o, kn_progress *prog, uint64_t *step,
+                       json_t *results) {
     const int n_shapes = o->quick ? 1 : 2;
     const size_t rotate_bytes = (size_t)256 << 20;
     for (int shi = 0; shi < n_shapes; shi++) {
@@ -308,8 +309,8 @@ static int measure_all(kn_pool *pool, const kernels_opts *o, kn_progress *prog, 
             for (int si = 0; si < o->n_sets; si++) {
                 const kn_cpu_level l = o->sets[si];
                 char note[64];
-                snprintf(note, sizeof note, "%s %s %lldx%lld", kn_cpu_level_name(l), q_type_name(t), (long long)M,
-                         (long long)K);
+                snprintf(note, sizeof note, "%s %s %lldx%lld", kn_cpu_level_name(l), q_type_name(t),
+                         (long long)M, (long long)K);
                 kn_progress_update(prog, (*step)++, note);
                 measure_set(&w, pool, l, o, results);
             }
@@ -355,10 +356,11 @@ static void print_text(const kernels_opts *o, double bw, const double *peak_int8
         if (json_is_real(pf))
             snprintf(pfs, sizeof pfs, "%.1f%%", 100 * json_real_value(pf));
         printf("%-7s %-5s %-11s %-6s %4lld %10.3f %8.1f %5.0f%% %9.1f %7s\n",
-               json_string_value(json_object_get(e, "set")), json_string_value(json_object_get(e, "type")), shp,
-               json_string_value(json_object_get(e, "op")),
+               json_string_value(json_object_get(e, "set")), json_string_value(json_object_get(e, "type")),
+               shp, json_string_value(json_object_get(e, "op")),
                (long long)json_integer_value(json_object_get(e, "cols")),
-               1e3 * json_real_value(json_object_get(e, "seconds")), json_real_value(json_object_get(e, "gbs")),
+               1e3 * json_real_value(json_object_get(e, "seconds")),
+               json_real_value(json_object_get(e, "gbs")),
                100 * json_real_value(json_object_get(e, "bandwidth_fraction")),
                json_real_value(json_object_get(e, "gflops")), pfs);
     }
@@ -382,7 +384,8 @@ int cmd_bench_kernels(int argc, char **argv) {
     }
     const int n_shapes = o.quick ? 1 : 2;
     kn_progress prog;
-    kn_progress_begin(&prog, "bench kernels", (uint64_t)(2 * (1 + o.n_sets) + n_shapes * o.n_types * o.n_sets));
+    kn_progress_begin(&prog, "bench kernels",
+                      (uint64_t)(2 * (1 + o.n_sets) + n_shapes * o.n_types * o.n_sets));
     /* Bandwidth and peaks are probed before and after the kernels and the
      * best is kept, as the kernels keep their best run: on a busy machine
      * both sides of each fraction then see its quiet moments. */

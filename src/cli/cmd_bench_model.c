@@ -65,7 +65,8 @@ static bool parse_seqs(const char *blist, opts *o) {
 
 /* Fills *o from argv. Returns -1 to go on, else the exit status (2). */
 static int parse_opts(int argc, char **argv, opts *o) {
-    *o = (opts){.threads = kn_default_threads(), .np = 512, .ng = 128, .reps = 3, .bp = 128, .kv_type = MODEL_KV_F16};
+    *o = (opts){
+        .threads = kn_default_threads(), .np = 512, .ng = 128, .reps = 3, .bp = 128, .kv_type = MODEL_KV_F16};
     const char *blist = "1,4,8,16";
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i], *v;
@@ -218,7 +219,8 @@ static kn_status measure_batched(rig *b, int S, int prompt_b, int ng, double *to
     if (k > 0 && (st = run(b, k, err)) != KN_OK) return st;
     double t0 = kn_now_s();
     for (int step = 0; step < ng; step++) {
-        for (int s = 0; s < S; s++) b->tok[s] = rand_tok(b), b->pos[s] = prompt_b + step, b->seq[s] = s, b->want[s] = 1;
+        for (int s = 0; s < S; s++)
+            b->tok[s] = rand_tok(b), b->pos[s] = prompt_b + step, b->seq[s] = s, b->want[s] = 1;
         if ((st = run(b, S, err)) != KN_OK) return st;
     }
     *tok_s = (double)(S * ng) / (kn_now_s() - t0);
@@ -256,7 +258,8 @@ static bool measure(rig *b, const opts *o, kn_pool *pool, figures *f) {
             kn_progress_update(&prog, ++done_steps, "tg");
         }
         for (int si = 0; si < o->n_seqs; si++) {
-            if (measure_batched(b, o->seqs[si], (int)o->bp, (int)o->ng, &f->bt[(size_t)si * reps + r], &err) != KN_OK)
+            if (measure_batched(b, o->seqs[si], (int)o->bp, (int)o->ng, &f->bt[(size_t)si * reps + r],
+                                &err) != KN_OK)
                 goto fail;
             kn_progress_update(&prog, ++done_steps, "batched");
         }

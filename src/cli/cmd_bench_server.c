@@ -110,7 +110,8 @@ static bool parse_pos(const char *flag, const char *v, double *out) {
 
 static bool parse_int(const char *flag, const char *v, long long lo, long long hi, long long *out) {
     if (!cli_parse_int(v, lo, hi, out)) {
-        fprintf(stderr, "kiln bench server: %s expects an integer in %lld..%lld, got '%s'\n", flag, lo, hi, v);
+        fprintf(stderr, "kiln bench server: %s expects an integer in %lld..%lld, got '%s'\n", flag, lo, hi,
+                v);
         return false;
     }
     return true;
@@ -175,8 +176,11 @@ static bool parse_flag(const char *a, const char *v, opts *o) {
     } else if (!strcmp(a, "--sla-p95")) ok = parse_pos(a, v, &c->sla_p95_s);
     else if (!strcmp(a, "--sla-ttft-p95")) ok = parse_pos(a, v, &c->sla_ttft_p95_s);
     else if (!strcmp(a, "--sla-max-errors")) {
-        ok = cli_parse_float(v, &c->sla_max_error_rate) && c->sla_max_error_rate >= 0 && c->sla_max_error_rate <= 1;
-        if (!ok) fprintf(stderr, "kiln bench server: --sla-max-errors expects a fraction in [0, 1], got '%s'\n", v);
+        ok = cli_parse_float(v, &c->sla_max_error_rate) && c->sla_max_error_rate >= 0 &&
+             c->sla_max_error_rate <= 1;
+        if (!ok)
+            fprintf(stderr, "kiln bench server: --sla-max-errors expects a fraction in [0, 1], got '%s'\n",
+                    v);
     } else if (!strcmp(a, "--timeout")) ok = parse_pos(a, v, &c->timeout_s);
     else if (!strcmp(a, "--connect-timeout")) ok = parse_pos(a, v, &c->connect_timeout_s);
     else {
@@ -233,10 +237,11 @@ static int resolve_opts(opts *o) {
         return 1;
     }
     if (!bench_scenario_parse(o->scenario, &c->scenario)) {
-        fprintf(stderr,
-                "kiln bench server: --scenario expects latency, throughput, ramp, prefix, shared-prefix, spec or "
-                "cache, got '%s'\n",
-                o->scenario);
+        fprintf(
+            stderr,
+            "kiln bench server: --scenario expects latency, throughput, ramp, prefix, shared-prefix, spec or "
+            "cache, got '%s'\n",
+            o->scenario);
         return 1;
     }
     if (c->connect_timeout_s > c->timeout_s) c->connect_timeout_s = c->timeout_s;
@@ -245,7 +250,8 @@ static int resolve_opts(opts *o) {
                         : c->scenario == BENCH_SPEC  ? 128
                         : c->scenario == BENCH_CACHE ? 32
                                                      : 64;
-    if ((c->scenario == BENCH_SHARED_PREFIX || c->scenario == BENCH_CACHE) && !o->conc_given) c->concurrency = 16;
+    if ((c->scenario == BENCH_SHARED_PREFIX || c->scenario == BENCH_CACHE) && !o->conc_given)
+        c->concurrency = 16;
     if (c->scenario == BENCH_CACHE) {
         if (c->requests <= 0) c->requests = 200;
         if (c->requests_total > 0 && c->duration_s > 0) {
@@ -311,9 +317,9 @@ int cmd_bench_server(int argc, char **argv) {
 
     kn_err err = {0};
     bench_dataset ds = {0};
-    kn_status st = o.dataset
-                       ? bench_dataset_load(o.dataset, (int)o.max_tokens, &ds, &err)
-                       : bench_dataset_synth(1024, (int)o.prompt_words, (int)o.max_tokens, o.c.seed, &ds, &err);
+    kn_status st =
+        o.dataset ? bench_dataset_load(o.dataset, (int)o.max_tokens, &ds, &err)
+                  : bench_dataset_synth(1024, (int)o.prompt_words, (int)o.max_tokens, o.c.seed, &ds, &err);
     if (st != KN_OK) {
         fprintf(stderr, "kiln bench server: %s\n", err.msg);
         return 1;

@@ -114,7 +114,8 @@ typedef struct pass {
 
 /* Runs toks[0..n) in calls of `batch` tokens and appends every position's
  * row to jp. False (printed) when a forward call fails. */
-static bool eval_positions(pass *p, const int32_t *toks, size_t n, long long batch, int32_t V, int k, json_t *jp) {
+static bool eval_positions(pass *p, const int32_t *toks, size_t n, long long batch, int32_t V, int k,
+                           json_t *jp) {
     kn_err err = {0};
     kn_progress prog;
     kn_progress_begin(&prog, "eval", n);
@@ -126,7 +127,8 @@ static bool eval_positions(pass *p, const int32_t *toks, size_t n, long long bat
             fprintf(stderr, "kiln eval: %s\n", err.msg);
             return false;
         }
-        for (int i = 0; i < len; i++) json_array_append_new(jp, position_json(p->logits + (size_t)i * V, V, k, p->top));
+        for (int i = 0; i < len; i++)
+            json_array_append_new(jp, position_json(p->logits + (size_t)i * V, V, k, p->top));
         kn_progress_update(&prog, s + (size_t)len, NULL);
     }
     kn_progress_end(&prog);

@@ -79,7 +79,8 @@ const char *cli_flag_value(const char *cmd, int argc, char **argv, int *i) {
     return argv[++*i];
 }
 
-bool cli_int_flag(const char *cmd, int argc, char **argv, int *i, long long lo, long long hi, long long *out) {
+bool cli_int_flag(const char *cmd, int argc, char **argv, int *i, long long lo, long long hi,
+                  long long *out) {
     const char *flag = argv[*i], *v = cli_flag_value(cmd, argc, argv, i);
     if (!v) return false;
     if (!cli_parse_int(v, lo, hi, out)) {

@@ -303,7 +303,8 @@ static kn_status parse_kvs(gguf_ctx *ctx, cursor *c, uint64_t n_kv, kn_err *err)
     if (!n_kv) return KN_OK;
     ctx->kv = calloc((size_t)n_kv, sizeof *ctx->kv);
     ctx->kv_sorted = malloc((size_t)n_kv * sizeof *ctx->kv_sorted);
-    if (!ctx->kv || !ctx->kv_sorted) return kn_fail(err, KN_ENOMEM, "out of memory for %llu keys", (unsigned long long)n_kv);
+    if (!ctx->kv || !ctx->kv_sorted)
+        return kn_fail(err, KN_ENOMEM, "out of memory for %llu keys", (unsigned long long)n_kv);
     for (uint64_t i = 0; i < n_kv; i++) {
         ctx->n_kv = (int64_t)i + 1; /* so that close frees what was allocated */
         if ((st = parse_kv(ctx, c, &ctx->kv[i], err))) return st;
@@ -323,7 +324,8 @@ static kn_status parse_alignment(gguf_ctx *ctx, kn_err *err) {
     int64_t ai = gguf_find_key(ctx, "general.alignment");
     if (ai < 0) return KN_OK;
     if (ctx->kv[ai].type != GGUF_TYPE_UINT32)
-        return kn_fail(err, KN_EFORMAT, "general.alignment has type %s, expected u32", gguf_type_name(ctx->kv[ai].type));
+        return kn_fail(err, KN_EFORMAT, "general.alignment has type %s, expected u32",
+                       gguf_type_name(ctx->kv[ai].type));
     uint32_t a;
     memcpy(&a, ctx->kv[ai].val, 4);
     if (a == 0 || (a & (a - 1)))
@@ -351,7 +353,8 @@ static kn_status parse_tensor_info(cursor *c, gguf_tensor_info *ti, uint64_t i, 
     for (uint32_t d = 0; d < ti->n_dims; d++) {
         if ((st = rd(c, &ti->ne[d], 8, "dimension", err))) goto fail;
         if (ti->ne[d] > (uint64_t)INT64_MAX) {
-            st = kn_fail(err, KN_EFORMAT, "dimension %u is too large (%llu)", d, (unsigned long long)ti->ne[d]);
+            st = kn_fail(err, KN_EFORMAT, "dimension %u is too large (%llu)", d,
+                         (unsigned long long)ti->ne[d]);
             goto fail;
         }
     }
@@ -450,10 +453,11 @@ static kn_status index_tensors(gguf_ctx *ctx, kn_err *err) {
         if (items[i].off == items[i].end) continue;
         if (far >= 0 && items[i].off < items[far].end) {
             char nb2[96];
-            st = kn_fail(err, KN_EFORMAT, "tensor '%s': data [%llu, %llu) overlaps tensor '%s' at [%llu, %llu)",
-                         printable(items[i].name, nb, sizeof nb), (unsigned long long)(data + items[i].off),
-                         (unsigned long long)(data + items[i].end), printable(items[far].name, nb2, sizeof nb2),
-                         (unsigned long long)(data + items[far].off), (unsigned long long)(data + items[far].end));
+            st = kn_fail(
+                err, KN_EFORMAT, "tensor '%s': data [%llu, %llu) overlaps tensor '%s' at [%llu, %llu)",
+                printable(items[i].name, nb, sizeof nb), (unsigned long long)(data + items[i].off),
+                (unsigned long long)(data + items[i].end), printable(items[far].name, nb2, sizeof nb2),
+                (unsigned long long)(data + items[far].off), (unsigned long long)(data + items[far].end));
             free(items);
             return st;
         }

@@ -567,7 +567,8 @@ static kn_status find_remote_file(const char *hub, const store_ref *ref, const s
  * file of the expected size whose sha256 matches when the hub gives one. */
 static bool already_pulled(store_pull_result *res, uint64_t expected, const char *sha) {
     struct stat sb;
-    if (stat(res->path, &sb) || !S_ISREG(sb.st_mode) || !expected || (uint64_t)sb.st_size != expected) return false;
+    if (stat(res->path, &sb) || !S_ISREG(sb.st_mode) || !expected || (uint64_t)sb.st_size != expected)
+        return false;
     char have[65];
     if (!(sha[0] ? store_sha256_file(res->path, have) && !strcmp(have, sha) : true)) return false;
     res->up_to_date = true;
@@ -593,12 +594,13 @@ static kn_status open_part(const char *dir, const char *part, const char *part_n
     struct stat sb;
     if (f < 0) {
         int e = errno;
-        st = e == ELOOP ? kn_fail(err, KN_EIO,
-                                  "refusing to write %s: it is a symbolic link (remove it and pull again)", part)
-                        : kn_fail(err, KN_EIO, "cannot open %s: %s", part, strerror(e));
+        st = e == ELOOP
+                 ? kn_fail(err, KN_EIO,
+                           "refusing to write %s: it is a symbolic link (remove it and pull again)", part)
+                 : kn_fail(err, KN_EIO, "cannot open %s: %s", part, strerror(e));
     } else if (fstat(f, &sb) || !S_ISREG(sb.st_mode) || sb.st_nlink != 1) {
-        st = kn_fail(err, KN_EIO, "refusing to write %s: not a plain file of its own (remove it and pull again)",
-                     part);
+        st = kn_fail(err, KN_EIO,
+                     "refusing to write %s: not a plain file of its own (remove it and pull again)", part);
     } else if (flock(f, LOCK_EX | LOCK_NB)) {
         st = kn_fail(err, KN_EBUSY, "another kiln pull is writing %s", part);
     }
@@ -617,8 +619,9 @@ static kn_status open_part(const char *dir, const char *part, const char *part_n
  * whether the bytes are worth a resume (network trouble, not bad content
  * or a full disk, *nospace) and err says how to resume. */
 static kn_status fetch_part(const char *hub, const store_ref *ref, const char *file, int fd, const char *part,
-                            uint64_t expected, const char *sha, const store_pull_opts *o, store_pull_result *res,
-                            uint64_t *size, bool *keep_part, bool *nospace, kn_err *err) {
+                            uint64_t expected, const char *sha, const store_pull_opts *o,
+                            store_pull_result *res, uint64_t *size, bool *keep_part, bool *nospace,
+                            kn_err *err) {
     char url[8192], file_esc[3 * REMOTE_MAX_NAME + 1], label[160];
     kn_status st;
     CURL *c = curl_easy_init();
@@ -628,7 +631,8 @@ static kn_status fetch_part(const char *hub, const store_ref *ref, const char *f
     if (st) return st;
     snprintf(url, sizeof url, "%s/%s/resolve/main/%s", hub, ref->repo, file_esc);
     snprintf(label, sizeof label, "pull %s-%s", ref->name, ref->quant);
-    st = download(url, fd, part, expected, sha, o, label, res->sha256, &res->resumed_from, size, nospace, err);
+    st =
+        download(url, fd, part, expected, sha, o, label, res->sha256, &res->resumed_from, size, nospace, err);
     if (st) {
         /* network trouble keeps the bytes for a resume; bad content and a
          * full disk do not (the space goes back to the file system) */
@@ -675,8 +679,8 @@ static kn_status install_part(int dfd, const char *part, const char *part_name, 
 /* After a failed step 3 or 4: removes the .part unless it holds bytes worth
  * a resume, closes both descriptors, and says in err what was deleted.
  * Returns st. */
-static kn_status pull_failed(kn_status st, int dfd, int fd, const char *part_name, bool keep_part, bool nospace,
-                             kn_err *err) {
+static kn_status pull_failed(kn_status st, int dfd, int fd, const char *part_name, bool keep_part,
+                             bool nospace, kn_err *err) {
     struct stat sb;
     if (keep_part && fd >= 0 && !fstat(fd, &sb) && sb.st_size == 0) keep_part = false;
     if (!keep_part && dfd >= 0) unlinkat(dfd, part_name, 0);
