@@ -70,8 +70,8 @@ bool cli_int_flag(const char *cmd, int argc, char **argv, int *i, long long lo, 
  * frees); on failure prints "kiln CMD: <why>" (the message names the file)
  * and returns false. */
 bool cli_read_file(const char *cmd, const char *path, size_t max_bytes, char **out, size_t *len);
-/* The model directory: `given` (--models DIR) when set, else $KILN_MODELS
- * when set and not empty, else "./models". */
+/* The model directory: `given` (--models DIR) when not NULL, else
+ * $KILN_MODELS; "./models" when that is unset or empty. */
 const char *cli_models_dir(const char *given);
 
 #endif
