@@ -334,28 +334,10 @@ typedef struct bench_result {
 kn_status bench_run(const bench_config *cfg, bench_result **out, kn_err *err);
 void bench_result_destroy(bench_result *r); /* accepts NULL */
 
-/* The cache scenario (cache.c), called by bench_run after the configuration
- * checks; same contract as bench_run. */
-kn_status bench_cache_run(const bench_config *cfg, bench_result **out, kn_err *err);
-
 /* Reads the dur= parameter (milliseconds, finite, >= 0) of `metric` in a
  * Server-Timing header value of len bytes (e.g. "total;dur=0.42, db;dur=3";
  * names compare case-insensitively). False when absent or malformed. */
 bool bench_server_timing(const char *value, size_t len, const char *metric, double *ms);
-
-/* Sets up a libcurl easy handle (a CURL *, passed as void * so that this
- * header does not need curl.h) for POSTs to url with hdrs: c's timeouts,
- * HTTP/1.1, TCP_NODELAY, no signals, http and https only. The body goes to
- * write_fn(user), the headers to header_fn(user) when it is non-NULL,
- * CURLOPT_PRIVATE is user, and libcurl's messages go to errbuf
- * (CURL_ERROR_SIZE bytes). url, hdrs and errbuf must outlive the handle.
- * On failure *out is NULL. */
-/* The error kind of a failed libcurl transfer (code: a CURLcode; handle:
- * the CURL * that failed, for its connect time). */
-bench_errkind bench_classify_curl(int code, void *handle);
-typedef size_t (*bench_curl_cb)(char *data, size_t size, size_t nmemb, void *user);
-kn_status bench_easy_post(void **out, const bench_config *c, const char *url, const void *hdrs, bench_curl_cb write_fn,
-                          bench_curl_cb header_fn, void *user, char *errbuf, kn_err *err);
 
 /* The value of metric `name` for `model` in a Prometheus text page (see
  * the top comment for the rule); false when absent or unparsable. */
@@ -370,9 +352,5 @@ json_t *bench_result_json(const bench_result *r);
 void bench_result_print(const bench_result *r, FILE *f);
 /* Writes a self-contained HTML file with inline SVG plots. */
 kn_status bench_report_html(const bench_result *r, const char *path, kn_err *err);
-/* The same three for the cache scenario (cache.c); the functions above call them. */
-json_t *bench_cache_json(const bench_result *r);
-void bench_cache_print(const bench_result *r, FILE *f);
-kn_status bench_cache_html(const bench_result *r, const char *path, kn_err *err);
 
 #endif

@@ -16,8 +16,11 @@
  * its enabled.response false, or an answer without X-Cache or with
  * X-Cache: bypass. A request that fails stops the run; its record and
  * `aborted` say why, and the result does not pass.
+ *
+ * bench_run (bench.c) calls bench_cache_run; the libcurl plumbing shared
+ * with run.c is in http.c.
  */
-#include "bench/bench.h"
+#include "bench/internal.h"
 
 #include <curl/curl.h>
 #include <math.h>
@@ -313,9 +316,7 @@ static void settle(cache_run *cr, creq *q, CURLcode rc, double t_end, int phase)
             if (json_is_integer(pt)) rec.prompt_tokens = (long long)json_integer_value(pt);
         }
     } else if (rc == CURLE_OK || (rc == CURLE_WRITE_ERROR && !q->too_big && status != 0 && status != 200)) {
-        kind = status >= 400 && status < 500   ? BENCH_ERR_HTTP_4XX
-               : status >= 500 && status < 600 ? BENCH_ERR_HTTP_5XX
-                                               : BENCH_ERR_HTTP_OTHER;
+        kind = bench_classify_status(status);
         snprintf(detail, sizeof detail, "HTTP %ld: %.200s", status, q->body.p ? q->body.p : "");
     } else if (q->too_big) {
         kind = BENCH_ERR_PROTOCOL;
@@ -696,10 +697,8 @@ kn_status bench_cache_run(const bench_config *cfg, bench_result **out, kn_err *e
     bench_result *res = calloc(1, sizeof *res);
     bench_cache_figures *fig = calloc(1, sizeof *fig);
     cr.texts = calloc((size_t)cr.n, sizeof *cr.texts);
-    size_t ul = strlen(cfg->url);
-    cr.base = malloc(ul + 1);
-    cr.endpoint = malloc(ul + 32);
-    if (!res || !fig || !cr.texts || !cr.base || !cr.endpoint) {
+    bool urls_ok = bench_urls(cfg->url, &cr.base, &cr.endpoint);
+    if (!res || !fig || !cr.texts || !urls_ok) {
         free(fig);
         st = kn_fail(err, KN_ENOMEM, "out of memory for %lld prompts", cr.n);
         goto fail;
@@ -709,26 +708,7 @@ kn_status bench_cache_run(const bench_config *cfg, bench_result **out, kn_err *e
     res->x.cache = fig;
     cr.res = res;
     cr.fig = fig;
-    memcpy(cr.base, cfg->url, ul + 1);
-    while (ul && cr.base[ul - 1] == '/')
-        cr.base[--ul] = 0;
-    if (ul >= 3 && !strcmp(cr.base + ul - 3, "/v1")) cr.base[ul -= 3] = 0;
-    snprintf(cr.endpoint, ul + 32, "%s/v1/completions", cr.base);
-
-    struct curl_slist *h = curl_slist_append(NULL, "Content-Type: application/json");
-    cr.hdrs = h;
-    h = h ? curl_slist_append(h, "Expect:") : NULL;
-    if (h && cfg->api_key) {
-        size_t kl = strlen(cfg->api_key) + 32;
-        char *auth = malloc(kl);
-        h = NULL;
-        if (auth) {
-            snprintf(auth, kl, "Authorization: Bearer %s", cfg->api_key);
-            h = curl_slist_append(cr.hdrs, auth);
-            free(auth);
-        }
-    }
-    if (!h) {
+    if (!(cr.hdrs = bench_headers(NULL, cfg->api_key))) {
         st = kn_fail(err, KN_ENOMEM, "out of memory");
         goto fail;
     }

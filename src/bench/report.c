@@ -1,9 +1,10 @@
 /*
  * report.c — the reports of a benchmark run: the JSON document, the text
  * summary with its PASS/FAIL line, and a self-contained HTML page with
- * inline SVG plots (no scripts, no external resources).
+ * inline SVG plots (no scripts, no external resources). The cache
+ * scenario has reports of its own (cache.c); these hand over to them.
  */
-#include "bench/bench.h"
+#include "bench/internal.h"
 
 #include <math.h>
 #include <stdlib.h>

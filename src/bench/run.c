@@ -9,43 +9,16 @@
  * their bytes arrive. Every request carries a connect timeout and a total
  * timeout, so a server that stops answering produces errors, not a hang; a
  * long run of consecutive failures ends the run early (see `aborted`).
+ *
+ * bench_run (bench.c) calls bench_stream_run for every scenario but cache
+ * (cache.c); the libcurl plumbing shared with cache.c is in http.c.
  */
-#include "bench/bench.h"
+#include "bench/internal.h"
 
 #include <curl/curl.h>
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
-
-static const char *const ERRKIND_NAMES[BENCH_ERR_COUNT] = {
-    "connect", "http_4xx", "http_5xx", "timeout", "network", "protocol", "http_other", "dropped", "other",
-};
-
-const char *bench_errkind_name(bench_errkind k) {
-    return (unsigned)k < BENCH_ERR_COUNT ? ERRKIND_NAMES[k] : "?";
-}
-
-const char *bench_scenario_name(bench_scenario s) {
-    switch (s) {
-    case BENCH_LATENCY: return "latency";
-    case BENCH_THROUGHPUT: return "throughput";
-    case BENCH_RAMP: return "ramp";
-    case BENCH_PREFIX: return "prefix";
-    case BENCH_SHARED_PREFIX: return "shared-prefix";
-    case BENCH_SPEC: return "spec";
-    case BENCH_CACHE: return "cache";
-    }
-    return "?";
-}
-
-bool bench_scenario_parse(const char *s, bench_scenario *out) {
-    for (int i = 0; i <= BENCH_SCENARIO_LAST; i++)
-        if (!strcmp(s, bench_scenario_name((bench_scenario)i))) {
-            *out = (bench_scenario)i;
-            return true;
-        }
-    return false;
-}
 
 /* ---- state ------------------------------------------------------------------ */
 
@@ -169,34 +142,6 @@ static size_t on_write(char *data, size_t size, size_t nmemb, void *user) {
 }
 
 /* ---- requests ------------------------------------------------------------------ */
-
-kn_status bench_easy_post(void **out, const bench_config *c, const char *url, const void *hdrs, bench_curl_cb write_fn,
-                          bench_curl_cb header_fn, void *user, char *errbuf, kn_err *err) {
-    CURL *e = curl_easy_init();
-    *out = NULL;
-    if (!e) return kn_fail(err, KN_ENOMEM, "curl_easy_init failed");
-    long tmo = (long)(c->timeout_s * 1000.0 + 0.5), ctmo = (long)(c->connect_timeout_s * 1000.0 + 0.5);
-    if (curl_easy_setopt(e, CURLOPT_URL, url) != CURLE_OK ||
-        curl_easy_setopt(e, CURLOPT_HTTPHEADER, (const struct curl_slist *)hdrs) != CURLE_OK ||
-        curl_easy_setopt(e, CURLOPT_POST, 1L) != CURLE_OK ||
-        curl_easy_setopt(e, CURLOPT_WRITEFUNCTION, write_fn) != CURLE_OK ||
-        curl_easy_setopt(e, CURLOPT_WRITEDATA, user) != CURLE_OK ||
-        (header_fn && (curl_easy_setopt(e, CURLOPT_HEADERFUNCTION, header_fn) != CURLE_OK ||
-                       curl_easy_setopt(e, CURLOPT_HEADERDATA, user) != CURLE_OK)) ||
-        curl_easy_setopt(e, CURLOPT_PRIVATE, user) != CURLE_OK ||
-        curl_easy_setopt(e, CURLOPT_NOSIGNAL, 1L) != CURLE_OK ||
-        curl_easy_setopt(e, CURLOPT_TIMEOUT_MS, tmo > 0 ? tmo : 1L) != CURLE_OK ||
-        curl_easy_setopt(e, CURLOPT_CONNECTTIMEOUT_MS, ctmo > 0 ? ctmo : 1L) != CURLE_OK ||
-        curl_easy_setopt(e, CURLOPT_TCP_NODELAY, 1L) != CURLE_OK ||
-        curl_easy_setopt(e, CURLOPT_ERRORBUFFER, errbuf) != CURLE_OK ||
-        curl_easy_setopt(e, CURLOPT_HTTP_VERSION, (long)CURL_HTTP_VERSION_1_1) != CURLE_OK ||
-        curl_easy_setopt(e, CURLOPT_PROTOCOLS_STR, "http,https") != CURLE_OK) {
-        curl_easy_cleanup(e);
-        return kn_fail(err, KN_EUNSUPPORTED, "libcurl refused an option (is it built with HTTP support?)");
-    }
-    *out = e;
-    return KN_OK;
-}
 
 static kn_status slot_init(run *r, slot *s, kn_err *err) {
     s->r = r;
@@ -332,29 +277,6 @@ static void launch(run *r, long long idx, bool cache_off, int step) {
     launch_body(r, make_body(r, idx, cache_off), step);
 }
 
-bench_errkind bench_classify_curl(int code, void *handle) {
-    CURLcode rc = (CURLcode)code;
-    CURL *e = handle;
-    switch (rc) {
-    case CURLE_COULDNT_CONNECT:
-    case CURLE_COULDNT_RESOLVE_HOST:
-    case CURLE_COULDNT_RESOLVE_PROXY: return BENCH_ERR_CONNECT;
-    case CURLE_OPERATION_TIMEDOUT: {
-        curl_off_t ct = 0;
-        curl_easy_getinfo(e, CURLINFO_CONNECT_TIME_T, &ct);
-        return ct == 0 ? BENCH_ERR_CONNECT : BENCH_ERR_TIMEOUT;
-    }
-    case CURLE_RECV_ERROR:
-    case CURLE_SEND_ERROR:
-    case CURLE_GOT_NOTHING:
-    case CURLE_PARTIAL_FILE: return BENCH_ERR_NETWORK;
-    case CURLE_WEIRD_SERVER_REPLY:
-    case CURLE_BAD_CONTENT_ENCODING:
-    case CURLE_WRITE_ERROR: return BENCH_ERR_PROTOCOL;
-    default: return BENCH_ERR_OTHER;
-    }
-}
-
 static void finish(run *r, CURL *e, CURLcode rc) {
     char *priv = NULL;
     curl_easy_getinfo(e, CURLINFO_PRIVATE, &priv);
@@ -373,9 +295,7 @@ static void finish(run *r, CURL *e, CURLcode rc) {
             snprintf(detail, sizeof detail, "%s", s->sse.msg);
         }
     } else if (rc == CURLE_OK || (rc == CURLE_WRITE_ERROR && s->status != 200 && s->status != 0)) {
-        kind = s->status >= 400 && s->status < 500   ? BENCH_ERR_HTTP_4XX
-               : s->status >= 500 && s->status < 600 ? BENCH_ERR_HTTP_5XX
-                                                     : BENCH_ERR_HTTP_OTHER;
+        kind = bench_classify_status(s->status);
         snprintf(detail, sizeof detail, "HTTP %ld: %.200s", s->status, s->errbody);
     } else if (rc == CURLE_WRITE_ERROR && s->sse.failed) {
         kind = BENCH_ERR_PROTOCOL;
@@ -925,182 +845,108 @@ static kn_status spec_loop(run *r, kn_err *err) {
     return KN_OK;
 }
 
-/* ---- bench_run ------------------------------------------------------------------ */
+/* ---- bench_stream_run ------------------------------------------------------------- */
 
-void bench_result_destroy(bench_result *r) {
-    if (!r) return;
-    free(r->recs);
-    free(r->itl);
-    free(r->itl_step);
-    free(r->tok_per_s);
-    free(r->steps);
-    free(r->x.rounds);
-    free(r->x.cache);
-    free(r);
+/* Frees what run_open set up (accepts a partly set up r). */
+static void run_close(run *r) {
+    if (r->slots)
+        for (int i = 0; i < r->n_slots; i++) {
+            if (r->slots[i].easy && r->multi) curl_multi_remove_handle(r->multi, r->slots[i].easy);
+            slot_free(&r->slots[i]);
+        }
+    free(r->slots);
+    free(r->free_ids);
+    free(r->last_text);
+    if (r->multi) curl_multi_cleanup(r->multi);
+    curl_slist_free_all(r->hdrs);
+    free(r->base);
+    free(r->endpoint);
 }
 
-static kn_status check_config(const bench_config *c, kn_err *err) {
-    if (!c->url || strncmp(c->url, "http", 4)) return kn_fail(err, KN_EINVAL, "--url must be an http:// or https:// URL");
-    if (!c->model || !*c->model) return kn_fail(err, KN_EINVAL, "--model is required");
-    if (!c->prompts || c->prompts->n == 0) return kn_fail(err, KN_EINVAL, "no prompts");
-    if (!(c->timeout_s > 0) || !(c->connect_timeout_s > 0)) return kn_fail(err, KN_EINVAL, "timeouts must be > 0");
-    if (!(c->sla_p95_s > 0) || c->sla_ttft_p95_s < 0) return kn_fail(err, KN_EINVAL, "SLA targets must be > 0");
-    if (!(c->sla_max_error_rate >= 0 && c->sla_max_error_rate <= 1))
-        return kn_fail(err, KN_EINVAL, "the SLA error rate must be in [0, 1]");
-    if ((c->scenario == BENCH_THROUGHPUT || c->scenario == BENCH_SHARED_PREFIX) &&
-        (c->concurrency < 1 || c->concurrency > BENCH_MAX_INFLIGHT))
-        return kn_fail(err, KN_EINVAL, "--concurrency must be in 1..%d", BENCH_MAX_INFLIGHT);
-    if (c->scenario != BENCH_RAMP && c->requests <= 0 && !(c->duration_s > 0))
-        return kn_fail(err, KN_EINVAL, "give --requests N or --duration S");
-    if ((c->scenario == BENCH_PREFIX || c->scenario == BENCH_SPEC) && (c->requests < 1 || c->requests > 100000))
-        return kn_fail(err, KN_EINVAL, "%s needs --requests in 1..100000", bench_scenario_name(c->scenario));
-    if ((c->scenario == BENCH_PREFIX || c->scenario == BENCH_SHARED_PREFIX) &&
-        (c->prefix_tokens < 1 || c->prefix_tokens > 1000000))
-        return kn_fail(err, KN_EINVAL, "--prefix-tokens must be in 1..1000000");
-    if (c->scenario == BENCH_PREFIX && (c->between < 0 || c->between > 100000))
-        return kn_fail(err, KN_EINVAL, "--between must be in 0..100000");
-    if (c->scenario == BENCH_CACHE &&
-        (c->requests < 1 || c->requests > 1000000 || c->rounds < 1 || c->rounds > 1000 || c->concurrency < 1 ||
-         c->concurrency > BENCH_MAX_INFLIGHT || c->requests_total < 0 ||
-         (c->requests_total == 0 && !(c->duration_s > 0))))
-        return kn_fail(err, KN_EINVAL,
-                       "cache needs --requests in 1..1000000, --rounds in 1..1000, --concurrency in 1..%d and "
-                       "--duration S or --requests-total N",
-                       BENCH_MAX_INFLIGHT);
-    if (c->scenario == BENCH_RAMP &&
-        (!(c->initial_rate > 0) || !(c->final_rate > 0) || !(c->ramp_duration_s > 0) || c->ramp_steps < 1 ||
-         c->ramp_steps > 1000 || c->initial_rate > 1e5 || c->final_rate > 1e5))
-        return kn_fail(err, KN_EINVAL, "ramp needs rates in (0, 100000] req/s, a duration > 0 and 1..1000 steps");
-    return KN_OK;
-}
-
-kn_status bench_run(const bench_config *cfg, bench_result **out, kn_err *err) {
-    *out = NULL;
-    kn_status st = check_config(cfg, err);
-    if (st != KN_OK) return st;
-    if (cfg->scenario == BENCH_CACHE) return bench_cache_run(cfg, out, err);
-    run r = {.cfg = cfg};
-    bench_result *res = calloc(1, sizeof *res);
-    if (!res) return kn_fail(err, KN_ENOMEM, "out of memory");
-    res->cfg = *cfg;
-    res->knee = -1;
-    r.res = res;
-
-    /* URLs: base without a trailing "/" or "/v1"; the endpoint under it. */
-    size_t ul = strlen(cfg->url);
-    r.base = malloc(ul + 1);
-    r.endpoint = malloc(ul + 32);
-    if (!r.base || !r.endpoint) {
-        st = kn_fail(err, KN_ENOMEM, "out of memory");
-        goto fail;
-    }
-    memcpy(r.base, cfg->url, ul + 1);
-    while (ul && r.base[ul - 1] == '/') r.base[--ul] = 0;
-    if (ul >= 3 && !strcmp(r.base + ul - 3, "/v1")) r.base[ul -= 3] = 0;
-    sprintf(r.endpoint, "%s/v1/completions", r.base);
-
-    r.hdrs = curl_slist_append(NULL, "Content-Type: application/json");
-    struct curl_slist *h2 = r.hdrs ? curl_slist_append(r.hdrs, "Accept: text/event-stream") : NULL;
-    struct curl_slist *h3 = h2 ? curl_slist_append(h2, "Expect:") : NULL;
-    if (!h3) {
-        st = kn_fail(err, KN_ENOMEM, "out of memory");
-        goto fail;
-    }
-    if (cfg->api_key) {
-        size_t kl = strlen(cfg->api_key);
-        char *auth = malloc(kl + 32);
-        struct curl_slist *h4 = NULL;
-        if (auth) {
-            sprintf(auth, "Authorization: Bearer %s", cfg->api_key);
-            h4 = curl_slist_append(r.hdrs, auth);
-            free(auth);
-        }
-        if (!h4) {
-            st = kn_fail(err, KN_ENOMEM, "out of memory");
-            goto fail;
-        }
-    }
-
+/* Sets r up for cfg and res: URLs, headers, the request slots of the
+ * scenario's concurrency, the multi handle, the steps of res. */
+static kn_status run_open(run *r, const bench_config *cfg, bench_result *res, kn_err *err) {
+    *r = (run){.cfg = cfg, .res = res};
+    if (!bench_urls(cfg->url, &r->base, &r->endpoint) ||
+        !(r->hdrs = bench_headers("Accept: text/event-stream", cfg->api_key)))
+        return kn_fail(err, KN_ENOMEM, "out of memory");
     int conc = cfg->scenario == BENCH_THROUGHPUT || cfg->scenario == BENCH_SHARED_PREFIX ? cfg->concurrency
                : cfg->scenario == BENCH_RAMP                                             ? BENCH_MAX_INFLIGHT
                                                                                          : 1;
-    r.n_slots = conc;
-    r.slots = calloc((size_t)conc, sizeof *r.slots);
-    r.free_ids = malloc((size_t)conc * sizeof *r.free_ids);
-    r.multi = curl_multi_init();
-    if (!r.slots || !r.free_ids || !r.multi) {
-        st = kn_fail(err, KN_ENOMEM, "out of memory for %d request slots", conc);
-        goto fail;
-    }
-    for (int i = 0; i < conc; i++) r.free_ids[r.n_free++] = conc - 1 - i;
-    r.abort_after = conc * 2 > 20 ? conc * 2 : 20;
-    if (r.abort_after > 200) r.abort_after = 200;
+    r->n_slots = conc;
+    r->slots = calloc((size_t)conc, sizeof *r->slots);
+    r->free_ids = malloc((size_t)conc * sizeof *r->free_ids);
+    r->multi = curl_multi_init();
+    if (!r->slots || !r->free_ids || !r->multi)
+        return kn_fail(err, KN_ENOMEM, "out of memory for %d request slots", conc);
+    for (int i = 0; i < conc; i++) r->free_ids[r->n_free++] = conc - 1 - i;
+    r->abort_after = conc * 2 > 20 ? conc * 2 : 20;
+    if (r->abort_after > 200) r->abort_after = 200;
 
     res->n_steps = cfg->scenario == BENCH_RAMP ? cfg->ramp_steps : cfg->scenario == BENCH_LATENCY ? 2 : 0;
-    if (res->n_steps && !(res->steps = calloc((size_t)res->n_steps, sizeof *res->steps))) {
-        st = kn_fail(err, KN_ENOMEM, "out of memory");
-        goto fail;
-    }
+    if (res->n_steps && !(res->steps = calloc((size_t)res->n_steps, sizeof *res->steps)))
+        return kn_fail(err, KN_ENOMEM, "out of memory");
+    return KN_OK;
+}
 
-    double h0 = 0, m0 = 0, h1 = 0, m1 = 0;
-    bool have0 = cache_counters(&r, &h0, &m0);
-
-    /* progress units */
+/* The progress line's units: requests (scale 0) or tenths of seconds. */
+static void progress_units(run *r) {
+    const bench_config *cfg = r->cfg;
     if (cfg->scenario == BENCH_RAMP) {
-        r.prog_scale = 10, r.prog_total = (uint64_t)(cfg->ramp_duration_s * 10);
+        r->prog_scale = 10, r->prog_total = (uint64_t)(cfg->ramp_duration_s * 10);
     } else if (cfg->scenario == BENCH_PREFIX) {
-        r.prog_scale = 0, r.prog_total = (uint64_t)cfg->requests * (uint64_t)(cfg->between + 2);
+        r->prog_scale = 0, r->prog_total = (uint64_t)cfg->requests * (uint64_t)(cfg->between + 2);
     } else if (cfg->scenario == BENCH_SHARED_PREFIX) {
-        r.prog_scale = 0, r.prog_total = (uint64_t)cfg->concurrency;
+        r->prog_scale = 0, r->prog_total = (uint64_t)cfg->concurrency;
     } else if (cfg->scenario == BENCH_SPEC) {
-        r.prog_scale = 0, r.prog_total = (uint64_t)cfg->requests * 2;
+        r->prog_scale = 0, r->prog_total = (uint64_t)cfg->requests * 2;
     } else if (cfg->requests > 0) {
-        r.prog_scale = 0, r.prog_total = (uint64_t)cfg->requests * (cfg->scenario == BENCH_LATENCY ? 2 : 1);
+        r->prog_scale = 0, r->prog_total = (uint64_t)cfg->requests * (cfg->scenario == BENCH_LATENCY ? 2 : 1);
     } else {
-        r.prog_scale = 10, r.prog_total = (uint64_t)(cfg->duration_s * 10) * (cfg->scenario == BENCH_LATENCY ? 2 : 1);
+        r->prog_scale = 10,
+        r->prog_total = (uint64_t)(cfg->duration_s * 10) * (cfg->scenario == BENCH_LATENCY ? 2 : 1);
     }
-    r.t0 = kn_now_s();
-    if (cfg->progress) kn_progress_begin(&r.prog, "bench server", r.prog_total ? r.prog_total : 1);
+}
 
+/* Runs the scenario's requests, with the progress line. */
+static kn_status run_scenario(run *r, kn_err *err) {
+    const bench_config *cfg = r->cfg;
+    kn_status st = KN_OK;
+    progress_units(r);
+    r->t0 = kn_now_s();
+    if (cfg->progress) kn_progress_begin(&r->prog, "bench server", r->prog_total ? r->prog_total : 1);
     switch (cfg->scenario) {
     case BENCH_LATENCY: {
-        long long n = closed_loop(&r, 1, cfg->requests, cfg->duration_s, true, 0);
-        if (!r.stop && !r.oom && n > 0) {
-            closed_loop(&r, 1, n, 0, false, 1); /* the same requests again, cache allowed */
+        long long n = closed_loop(r, 1, cfg->requests, cfg->duration_s, true, 0);
+        if (!r->stop && !r->oom && n > 0) {
+            closed_loop(r, 1, n, 0, false, 1); /* the same requests again, cache allowed */
         }
         break;
     }
-    case BENCH_THROUGHPUT: closed_loop(&r, cfg->concurrency, cfg->requests, cfg->duration_s, false, 0); break;
-    case BENCH_RAMP: ramp_loop(&r); break;
-    case BENCH_PREFIX: st = prefix_loop(&r, err); break;
-    case BENCH_SHARED_PREFIX: st = shared_prefix_loop(&r, err); break;
-    case BENCH_SPEC: st = spec_loop(&r, err); break;
-    case BENCH_CACHE: break; /* bench_cache_run, above */
+    case BENCH_THROUGHPUT: closed_loop(r, cfg->concurrency, cfg->requests, cfg->duration_s, false, 0); break;
+    case BENCH_RAMP: ramp_loop(r); break;
+    case BENCH_PREFIX: st = prefix_loop(r, err); break;
+    case BENCH_SHARED_PREFIX: st = shared_prefix_loop(r, err); break;
+    case BENCH_SPEC: st = spec_loop(r, err); break;
+    case BENCH_CACHE: break; /* cache.c */
     }
     if (st != KN_OK) {
-        if (cfg->progress) kn_progress_end(&r.prog);
-        goto fail;
+        if (cfg->progress) kn_progress_end(&r->prog);
+        return st;
     }
-    progress(&r, NULL, true);
-    if (cfg->progress) kn_progress_end(&r.prog);
-    free(r.last_text);
-    r.last_text = NULL;
-    if (r.oom) {
-        st = kn_fail(err, KN_ENOMEM, "out of memory while recording results");
-        goto fail;
-    }
+    progress(r, NULL, true);
+    if (cfg->progress) kn_progress_end(&r->prog);
+    free(r->last_text);
+    r->last_text = NULL;
+    if (r->oom) return kn_fail(err, KN_ENOMEM, "out of memory while recording results");
+    return KN_OK;
+}
 
-    bool have1 = have0 && cache_counters(&r, &h1, &m1);
-    if (have1 && (h1 - h0) + (m1 - m0) > 0) {
-        res->has_cache_rate = true;
-        res->cache_hit_rate = (h1 - h0) / ((h1 - h0) + (m1 - m0));
-    }
-
+/* The summaries of res: over all records, then per step (ramp steps get
+ * their rates over their arrival windows, and the knee). */
+static kn_status summarize_all(const bench_config *cfg, bench_result *res, kn_err *err) {
     double *tmp = res->n_recs ? malloc(res->n_recs * sizeof *tmp) : NULL;
-    if (res->n_recs && !tmp) {
-        st = kn_fail(err, KN_ENOMEM, "out of memory");
-        goto fail;
-    }
+    if (res->n_recs && !tmp) return kn_fail(err, KN_ENOMEM, "out of memory");
     summarize(cfg, res, -1, tmp, &res->all);
     if (cfg->scenario >= BENCH_PREFIX) /* these pass unless a request failed */
         res->all.sla_pass = res->all.ok > 0 && res->all.ok == res->all.requests;
@@ -1120,29 +966,34 @@ kn_status bench_run(const bench_config *cfg, bench_result **out, kn_err *err) {
         }
     }
     free(tmp);
+    return KN_OK;
+}
 
-    for (int i = 0; i < r.n_slots; i++) slot_free(&r.slots[i]);
-    free(r.slots);
-    free(r.free_ids);
-    curl_multi_cleanup(r.multi);
-    curl_slist_free_all(r.hdrs);
-    free(r.base);
-    free(r.endpoint);
+kn_status bench_stream_run(const bench_config *cfg, bench_result **out, kn_err *err) {
+    *out = NULL;
+    run r = {0};
+    bench_result *res = calloc(1, sizeof *res);
+    if (!res) return kn_fail(err, KN_ENOMEM, "out of memory");
+    res->cfg = *cfg;
+    res->knee = -1;
+    kn_status st = run_open(&r, cfg, res, err);
+    double h0 = 0, m0 = 0, h1 = 0, m1 = 0;
+    bool have0 = st == KN_OK && cache_counters(&r, &h0, &m0);
+    if (st == KN_OK) st = run_scenario(&r, err);
+    if (st == KN_OK) {
+        /* kiln's response-cache hit rate over the run, from GET /cache/stats */
+        bool have1 = have0 && cache_counters(&r, &h1, &m1);
+        if (have1 && (h1 - h0) + (m1 - m0) > 0) {
+            res->has_cache_rate = true;
+            res->cache_hit_rate = (h1 - h0) / ((h1 - h0) + (m1 - m0));
+        }
+        st = summarize_all(cfg, res, err);
+    }
+    run_close(&r);
+    if (st != KN_OK) {
+        bench_result_destroy(res);
+        return st;
+    }
     *out = res;
     return KN_OK;
-fail:
-    if (r.slots)
-        for (int i = 0; i < r.n_slots; i++) {
-            if (r.slots[i].easy && r.multi) curl_multi_remove_handle(r.multi, r.slots[i].easy);
-            slot_free(&r.slots[i]);
-        }
-    free(r.slots);
-    free(r.free_ids);
-    free(r.last_text);
-    if (r.multi) curl_multi_cleanup(r.multi);
-    curl_slist_free_all(r.hdrs);
-    free(r.base);
-    free(r.endpoint);
-    bench_result_destroy(res);
-    return st;
 }

@@ -10,6 +10,7 @@
 #define KILN_CLI_H
 
 #include <stdbool.h>
+#include <stddef.h>
 #include <stdint.h>
 
 int cmd_info(int argc, char **argv);
@@ -28,13 +29,23 @@ int cmd_rm(int argc, char **argv);
 int cmd_ps(int argc, char **argv);
 int cmd_cache(int argc, char **argv);
 
-/* `kiln bench <scenario>` entry points (argv[0] is the scenario name). */
-int bench_kernels_main(int argc, char **argv);
-int bench_tokenizer_main(int argc, char **argv);
-int bench_model_main(int argc, char **argv);
-int bench_embed_main(int argc, char **argv); /* src/cli/bench_embed.c */
-/* Exit status 0 SLA PASS, 2 SLA FAIL, 1 run failed (src/cli/bench_server.c). */
-int bench_server_main(int argc, char **argv);
+/* `kiln bench <scenario>` entry points (argv[0] is the scenario name), one
+ * file each: src/cli/cmd_bench_<scenario>.c. They run in process, so they
+ * live here and not in src/bench (an HTTP client only). */
+int cmd_bench_kernels(int argc, char **argv);
+int cmd_bench_tokenizer(int argc, char **argv);
+int cmd_bench_model(int argc, char **argv);
+int cmd_bench_embed(int argc, char **argv);
+/* Exit status 0 SLA PASS, 2 SLA FAIL, 1 run failed. */
+int cmd_bench_server(int argc, char **argv);
+
+/* A row of a dispatch table: `kiln NAME` (main.c) or `kiln bench NAME`
+ * (cmd_bench.c). */
+typedef struct cli_command {
+    const char *name;
+    int (*fn)(int argc, char **argv);
+    const char *summary;
+} cli_command;
 
 /* True when argv holds -h or --help. */
 bool cli_wants_help(int argc, char **argv);
@@ -51,5 +62,16 @@ cli_stats cli_stats_of(const double *v, int n);
 /* For flag parsing: returns argv[*i + 1] and advances *i, or prints
  * "kiln CMD: FLAG needs a value" and returns NULL. */
 const char *cli_flag_value(const char *cmd, int argc, char **argv, int *i);
+/* For an integer flag: its value (as cli_flag_value) parsed into *out within
+ * [lo, hi], else prints "kiln CMD: FLAG expects an integer in [LO, HI], got
+ * 'V'". False on either error (a usage error). */
+bool cli_int_flag(const char *cmd, int argc, char **argv, int *i, long long lo, long long hi, long long *out);
+/* kn_read_file(path, max_bytes): the whole file into *out (the caller
+ * frees); on failure prints "kiln CMD: <why>" (the message names the file)
+ * and returns false. */
+bool cli_read_file(const char *cmd, const char *path, size_t max_bytes, char **out, size_t *len);
+/* The model directory: `given` (--models DIR) when not NULL, else
+ * $KILN_MODELS; "./models" when that is unset or empty. */
+const char *cli_models_dir(const char *given);
 
 #endif

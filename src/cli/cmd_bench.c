@@ -7,18 +7,12 @@
 #include <stdio.h>
 #include <string.h>
 
-typedef struct bench_scenario {
-    const char *name;
-    int (*fn)(int argc, char **argv);
-    const char *summary;
-} bench_scenario;
-
-static const bench_scenario SCENARIOS[] = {
-    {"kernels", bench_kernels_main, "matvec/matmul GB/s and GFLOP/s per type and kernel set"},
-    {"model", bench_model_main, "prefill, decode and batched decode tok/s of a model, vs the bandwidth roofline"},
-    {"embed", bench_embed_main, "texts/s and tokens/s of an embedding (encoder) model, single and batched"},
-    {"tokenizer", bench_tokenizer_main, "encode/decode MB/s of a model's tokenizer"},
-    {"server", bench_server_main, "latency, throughput and load ramp of an OpenAI-compatible server (SLA verdict)"},
+static const cli_command SCENARIOS[] = {
+    {"kernels", cmd_bench_kernels, "matvec/matmul GB/s and GFLOP/s per type and kernel set"},
+    {"model", cmd_bench_model, "prefill, decode and batched decode tok/s of a model, vs the bandwidth roofline"},
+    {"embed", cmd_bench_embed, "texts/s and tokens/s of an embedding (encoder) model, single and batched"},
+    {"tokenizer", cmd_bench_tokenizer, "encode/decode MB/s of a model's tokenizer"},
+    {"server", cmd_bench_server, "latency, throughput and load ramp of an OpenAI-compatible server (SLA verdict)"},
 };
 
 static void usage(FILE *f) {

@@ -5,9 +5,7 @@
  * on vocab-only GGUF files. A bad id is an error (exit 1).
  */
 #include "cli.h"
-
-#include "gguf/gguf.h"
-#include "tokenizer/tok.h"
+#include "cli_model.h"
 
 #include <ctype.h>
 #include <errno.h>
@@ -42,12 +40,8 @@ int cmd_detokenize(int argc, char **argv) {
     }
     if (!model) { fprintf(stderr, "kiln detokenize: -m FILE.gguf is required\n"); usage(stderr); return 2; }
     kn_err err = {0};
-    gguf_ctx *g = NULL;
-    if (gguf_open(model, &g, &err) != KN_OK) { fprintf(stderr, "kiln detokenize: %s: %s\n", model, err.msg); return 1; }
     tok_vocab *v = NULL;
-    kn_status st = tok_vocab_load(g, &v, &err);
-    gguf_close(g);
-    if (st != KN_OK) { fprintf(stderr, "kiln detokenize: %s: %s\n", model, err.msg); return 1; }
+    if (!cli_vocab_open("detokenize", model, &v, NULL)) return 1;
     tok_decoder *d = tok_decoder_create(v, &o);
     if (!d) { fprintf(stderr, "kiln detokenize: out of memory\n"); tok_vocab_destroy(v); return 1; }
     int rc = 0;

@@ -4,8 +4,7 @@
  * (model_encode), printed as JSON or as one summary line per input.
  */
 #include "cli.h"
-#include "model/model.h"
-#include "tokenizer/tok.h"
+#include "cli_model.h"
 
 #include <jansson.h>
 #include <math.h>
@@ -75,116 +74,56 @@ static void print_plain(size_t i, const line *l, const float *v, int64_t E) {
     printf("%s]\t%.*s\n", E > 4 ? ", ..." : "", (int)(l->len > 200 ? 200 : l->len), l->text);
 }
 
-int cmd_embed(int argc, char **argv) {
-    if (cli_wants_help(argc, argv)) {
-        usage(stdout);
-        return 0;
-    }
-    const char *model_path = NULL, *file = NULL;
-    long long threads = kn_default_threads(), batch = 2048;
-    bool json = false, normalize = false, truncate = false;
-    model_load_opts load_opts = {0};
+typedef struct opts {
+    cli_model_args m; /* -m -f -t -b --json --mmap */
+    bool normalize, truncate;
+} opts;
+
+/* Fills *o from argv. Returns -1 to go on, else the exit status (2). */
+static int parse_opts(int argc, char **argv, opts *o) {
+    *o = (opts){.m = {.threads = kn_default_threads(), .batch = 2048}};
     for (int i = 1; i < argc; i++) {
-        const char *a = argv[i], *v;
-        if (!strcmp(a, "-m") || !strcmp(a, "--model") || !strcmp(a, "-f") || !strcmp(a, "--file")) {
-            if (!(v = cli_flag_value("embed", argc, argv, &i))) return 2;
-            if (a[1] == 'm' || a[2] == 'm')
-                model_path = v;
-            else
-                file = v;
-            continue;
-        }
-        if (!strcmp(a, "--json"))
-            json = true;
-        else if (!strcmp(a, "--normalize"))
-            normalize = true;
+        const char *a = argv[i];
+        int took = cli_model_arg("embed", argc, argv, &i, &o->m);
+        if (took < 0) return 2;
+        if (took) continue;
+        if (!strcmp(a, "--normalize"))
+            o->normalize = true;
         else if (!strcmp(a, "--truncate"))
-            truncate = true;
-        else if (!strcmp(a, "--mmap"))
-            load_opts.mmap_weights = true;
-        else if (!strcmp(a, "-t") || !strcmp(a, "--threads") || !strcmp(a, "-b") ||
-                 !strcmp(a, "--batch-size")) {
-            const bool t = a[1] == 't' || a[2] == 't';
-            if (!(v = cli_flag_value("embed", argc, argv, &i))) return 2;
-            if (!cli_parse_int(v, 1, t ? 1024 : 65536, t ? &threads : &batch)) {
-                fprintf(stderr, "kiln embed: %s expects an integer in [1, %d], got '%s'\n", a,
-                        t ? 1024 : 65536, v);
-                return 2;
-            }
-        } else {
+            o->truncate = true;
+        else {
             fprintf(stderr, "kiln embed: unknown option '%s' (see kiln embed --help)\n", a);
             return 2;
         }
     }
-    if (!model_path || !file) {
+    if (!o->m.model || !o->m.file) {
         fprintf(stderr, "kiln embed: needs -m FILE.gguf and -f TEXTS (see kiln embed --help)\n");
         return 2;
     }
-    int rc = 1;
-    kn_err err = {0};
-    char *text = NULL;
-    size_t text_len = 0, n_lines = 0;
-    line *lines = NULL;
-    kn_pool *pool = NULL;
-    model *m = NULL;
-    tok_vocab *vocab = NULL;
-    model_ctx *ctx = NULL;
-    const int32_t **btoks = NULL;
-    size_t *blens = NULL;
-    float *vecs = NULL;
-    json_t *root = NULL, *items = NULL;
+    return -1;
+}
 
-    if (kn_read_file(file, 256u << 20, &text, &text_len, &err) != KN_OK) {
-        fprintf(stderr, "kiln embed: %s\n", err.msg);
-        return 1;
-    }
-    if (!(lines = split_lines(text, text_len, &n_lines))) goto oom;
-    if (n_lines == 0) {
-        fprintf(stderr, "kiln embed: %s has no lines to embed\n", file);
-        goto done;
-    }
-    kn_cpu_level lvl;
-    if (kn_cpu_select(&lvl, &err) != KN_OK) {
-        fprintf(stderr, "kiln embed: %s\n", err.msg);
-        goto done;
-    }
-    tensor_ops ops;
-    tensor_ops_init(&ops, lvl);
-    if (!(pool = kn_pool_create((int)threads))) goto oom;
-    if (model_load(model_path, &load_opts, &m, &err) != KN_OK) {
-        fprintf(stderr, "kiln embed: %s: %s\n", model_path, err.msg);
-        goto done;
-    }
-    if (!model_is_encoder(m)) {
-        fprintf(
-            stderr,
-            "kiln embed: %s is a %s (decoder) model; kiln embed needs an encoder (embedding) model such as "
-            "bert\n",
-            model_path, m->hp.arch_name);
-        goto done;
-    }
-    if (tok_vocab_load(m->gguf, &vocab, &err) != KN_OK) {
-        fprintf(stderr, "kiln embed: %s: tokenizer: %s\n", model_path, err.msg);
-        goto done;
-    }
-    const size_t n_ctx = (size_t)m->hp.n_ctx_train;
+/* Tokenizes every line ([CLS]/[SEP] added) into lines[i].toks/.n; a line
+ * longer than n_ctx fails unless truncate, which keeps [SEP] last. */
+static bool tokenize_lines(const tok_vocab *vocab, line *lines, size_t n_lines, size_t n_ctx, bool truncate) {
+    kn_err err = {0};
     for (size_t i = 0; i < n_lines; i++) {
         line *l = &lines[i];
         size_t n = 0;
         if (tok_encode_alloc(vocab, l->text, l->len, true, false, &l->toks, &n, &err) != KN_OK) {
             fprintf(stderr, "kiln embed: line %zu: %s\n", i + 1, err.msg);
-            goto done;
+            return false;
         }
         if (n == 0) {
             fprintf(stderr, "kiln embed: line %zu gives no tokens\n", i + 1);
-            goto done;
+            return false;
         }
         if (n > n_ctx && !truncate) {
             fprintf(stderr,
                     "kiln embed: line %zu has %zu tokens, more than the model's context of %zu tokens "
                     "(--truncate cuts it)\n",
                     i + 1, n, n_ctx);
-            goto done;
+            return false;
         }
         l->n = n > n_ctx ? n_ctx : n;
         if (n > n_ctx) { /* keep [SEP] as the last token */
@@ -194,37 +133,41 @@ int cmd_embed(int argc, char **argv) {
                     i + 1, n, n_ctx);
         }
     }
-    if ((size_t)batch < n_ctx) batch = (long long)n_ctx;
-    if (model_ctx_create(m, &ops, pool, (int)batch, &ctx, &err) != KN_OK) {
-        fprintf(stderr, "kiln embed: %s\n", err.msg);
-        goto done;
-    }
-    const int64_t E = m->hp.n_embd;
-    btoks = malloc(n_lines * sizeof *btoks);
-    blens = malloc(n_lines * sizeof *blens);
-    vecs = malloc(n_lines * (size_t)E * sizeof *vecs);
-    if (!btoks || !blens || !vecs) goto oom;
-    for (size_t i = 0; i < n_lines; i++)
+    return true;
+}
+
+/* Embeds every line into vecs[i * E ...], consecutive lines per forward
+ * pass while their tokens fit in `batch`. False (printed) on an error:
+ * *oom tells out of memory from a failed forward. */
+static bool embed_lines(model_ctx *ctx, const line *lines, size_t n_lines, size_t batch, bool normalize,
+                        float *vecs, int64_t E, bool *oom) {
+    const int32_t **btoks = malloc(n_lines * sizeof *btoks);
+    size_t *blens = malloc(n_lines * sizeof *blens);
+    bool ok = btoks && blens;
+    *oom = !ok;
+    for (size_t i = 0; ok && i < n_lines; i++)
         btoks[i] = lines[i].toks, blens[i] = lines[i].n;
-    /* batches: consecutive lines while their tokens fit */
-    for (size_t s = 0; s < n_lines;) {
+    for (size_t s = 0; ok && s < n_lines;) {
         size_t e = s, tokens = 0;
-        while (e < n_lines && tokens + blens[e] <= (size_t)batch)
+        while (e < n_lines && tokens + blens[e] <= batch)
             tokens += blens[e++];
+        kn_err err = {0};
         if (model_encode(ctx, btoks + s, blens + s, e - s, normalize, vecs + s * (size_t)E, &err) != KN_OK) {
             fprintf(stderr, "kiln embed: %s\n", err.msg);
-            goto done;
+            ok = false;
         }
         s = e;
     }
-    if (!json) {
-        for (size_t i = 0; i < n_lines; i++)
-            print_plain(i, &lines[i], vecs + i * (size_t)E, E);
-        rc = fflush(stdout) == 0 ? 0 : 1;
-        goto done;
-    }
-    root = json_object();
-    items = json_array();
+    free(blens);
+    free(btoks);
+    return ok;
+}
+
+/* Prints {"n_embd": E, "items": [{"text", "tokens", "embedding"}, ...]}.
+ * Returns 0, or 1 after printing why. */
+static int print_json(const line *lines, size_t n_lines, const float *vecs, int64_t E) {
+    int rc = 1;
+    json_t *root = json_object(), *items = json_array();
     if (!root || !items || json_object_set_new(root, "n_embd", json_integer(E)) ||
         json_object_set(root, "items", items))
         goto oom;
@@ -262,9 +205,76 @@ oom:
 done:
     json_decref(items);
     json_decref(root);
+    return rc;
+}
+
+int cmd_embed(int argc, char **argv) {
+    if (cli_wants_help(argc, argv)) {
+        usage(stdout);
+        return 0;
+    }
+    opts o;
+    int rc = parse_opts(argc, argv, &o);
+    if (rc >= 0) return rc;
+    rc = 1;
+    const char *model_path = o.m.model, *file = o.m.file;
+    kn_err err = {0};
+    char *text = NULL;
+    size_t text_len = 0, n_lines = 0;
+    line *lines = NULL;
+    kn_pool *pool = NULL;
+    model *m = NULL;
+    tok_vocab *vocab = NULL;
+    model_ctx *ctx = NULL;
+    float *vecs = NULL;
+
+    if (!cli_read_file("embed", file, 256u << 20, &text, &text_len)) return 1;
+    if (!(lines = split_lines(text, text_len, &n_lines))) goto oom;
+    if (n_lines == 0) {
+        fprintf(stderr, "kiln embed: %s has no lines to embed\n", file);
+        goto done;
+    }
+    kn_cpu_level lvl;
+    tensor_ops ops;
+    if (!cli_kernels("embed", &lvl, &ops)) goto done;
+    if (!(pool = kn_pool_create((int)o.m.threads))) goto oom;
+    if (!cli_model_load("embed", model_path, &o.m.load, &m)) goto done;
+    if (!model_is_encoder(m)) {
+        fprintf(
+            stderr,
+            "kiln embed: %s is a %s (decoder) model; kiln embed needs an encoder (embedding) model such as "
+            "bert\n",
+            model_path, m->hp.arch_name);
+        goto done;
+    }
+    if (!cli_model_vocab("embed", model_path, m, &vocab)) goto done;
+    const size_t n_ctx = (size_t)m->hp.n_ctx_train;
+    if (!tokenize_lines(vocab, lines, n_lines, n_ctx, o.truncate)) goto done;
+    long long batch = o.m.batch;
+    if ((size_t)batch < n_ctx) batch = (long long)n_ctx;
+    if (model_ctx_create(m, &ops, pool, (int)batch, &ctx, &err) != KN_OK) {
+        fprintf(stderr, "kiln embed: %s\n", err.msg);
+        goto done;
+    }
+    const int64_t E = m->hp.n_embd;
+    if (!(vecs = malloc(n_lines * (size_t)E * sizeof *vecs))) goto oom;
+    bool oom;
+    if (!embed_lines(ctx, lines, n_lines, (size_t)batch, o.normalize, vecs, E, &oom)) {
+        if (oom) goto oom;
+        goto done;
+    }
+    if (o.m.json) {
+        rc = print_json(lines, n_lines, vecs, E);
+        goto done;
+    }
+    for (size_t i = 0; i < n_lines; i++)
+        print_plain(i, &lines[i], vecs + i * (size_t)E, E);
+    rc = fflush(stdout) == 0 ? 0 : 1;
+    goto done;
+oom:
+    fprintf(stderr, "kiln embed: out of memory\n");
+done:
     free(vecs);
-    free(blens);
-    free(btoks);
     if (lines)
         for (size_t i = 0; i < n_lines; i++)
             free(lines[i].toks);

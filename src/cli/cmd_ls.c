@@ -53,8 +53,7 @@ int cmd_ls(int argc, char **argv) {
             return 2;
         }
     }
-    if (!dir) dir = getenv("KILN_MODELS");
-    if (!dir || !*dir) dir = "./models";
+    dir = cli_models_dir(dir);
     kn_err err = {0};
     store_list l;
     if (store_list_dir(dir, &l, &err)) {

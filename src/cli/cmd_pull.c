@@ -56,8 +56,7 @@ int cmd_pull(int argc, char **argv) {
         usage(stderr);
         return 2;
     }
-    if (!dir) dir = getenv("KILN_MODELS");
-    if (!dir || !*dir) dir = "./models";
+    dir = cli_models_dir(dir);
     kn_err err = {0};
     store_ref ref;
     if (store_ref_parse(refs, &ref, &err)) {

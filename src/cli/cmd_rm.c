@@ -44,8 +44,7 @@ int cmd_rm(int argc, char **argv) {
         usage(stderr);
         goto usage_err;
     }
-    if (!dir) dir = getenv("KILN_MODELS");
-    if (!dir || !*dir) dir = "./models";
+    dir = cli_models_dir(dir);
     kn_err err = {0};
     store_list l;
     if (store_list_dir(dir, &l, &err)) {

@@ -37,11 +37,7 @@ static void usage(FILE *f) {
 static json_t *load_json(const char *path, const char *what) {
     char *buf;
     size_t len;
-    kn_err err;
-    if (kn_read_file(path, MAX_JSON_FILE, &buf, &len, &err) != KN_OK) {
-        fprintf(stderr, "kiln template: %s\n", err.msg);
-        return NULL;
-    }
+    if (!cli_read_file("template", path, MAX_JSON_FILE, &buf, &len)) return NULL;
     json_error_t je;
     json_t *j = json_loadb(buf, len, JSON_DECODE_ANY | JSON_ALLOW_NUL, &je);
     free(buf);
@@ -104,27 +100,30 @@ static bool gguf_has_token(void *ctx, const char *text) {
     return false;
 }
 
-int cmd_template(int argc, char **argv) {
-    if (cli_wants_help(argc, argv)) {
-        usage(stdout);
-        return 0;
-    }
-    const char *model = NULL, *tpath = NULL, *builtin = NULL, *mpath = NULL, *toolpath = NULL, *varpath = NULL;
-    const char *bos = NULL, *eos = NULL, *now_s = NULL;
-    bool gen = true;
+typedef struct opts {
+    const char *model, *tpath, *builtin;    /* -m, --template, --builtin: exactly one */
+    const char *mpath, *toolpath, *varpath; /* --messages, --tools, --vars */
+    const char *bos, *eos, *now_s;
+    struct tm now; /* --now, parsed */
+    bool gen;      /* add_generation_prompt */
+} opts;
+
+/* Fills *o from argv. Returns -1 to go on, else the exit status (2). */
+static int parse_opts(int argc, char **argv, opts *o) {
+    *o = (opts){.gen = true};
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i];
         const char **dst = NULL;
-        if (!strcmp(a, "-m") || !strcmp(a, "--model")) dst = &model;
-        else if (!strcmp(a, "--template")) dst = &tpath;
-        else if (!strcmp(a, "--builtin")) dst = &builtin;
-        else if (!strcmp(a, "--messages")) dst = &mpath;
-        else if (!strcmp(a, "--tools")) dst = &toolpath;
-        else if (!strcmp(a, "--vars")) dst = &varpath;
-        else if (!strcmp(a, "--bos")) dst = &bos;
-        else if (!strcmp(a, "--eos")) dst = &eos;
-        else if (!strcmp(a, "--now")) dst = &now_s;
-        else if (!strcmp(a, "--no-generation-prompt")) { gen = false; continue; }
+        if (!strcmp(a, "-m") || !strcmp(a, "--model")) dst = &o->model;
+        else if (!strcmp(a, "--template")) dst = &o->tpath;
+        else if (!strcmp(a, "--builtin")) dst = &o->builtin;
+        else if (!strcmp(a, "--messages")) dst = &o->mpath;
+        else if (!strcmp(a, "--tools")) dst = &o->toolpath;
+        else if (!strcmp(a, "--vars")) dst = &o->varpath;
+        else if (!strcmp(a, "--bos")) dst = &o->bos;
+        else if (!strcmp(a, "--eos")) dst = &o->eos;
+        else if (!strcmp(a, "--now")) dst = &o->now_s;
+        else if (!strcmp(a, "--no-generation-prompt")) { o->gen = false; continue; }
         else {
             fprintf(stderr, "kiln template: unknown option '%s'\n", a);
             usage(stderr);
@@ -132,113 +131,150 @@ int cmd_template(int argc, char **argv) {
         }
         if (!(*dst = cli_flag_value("template", argc, argv, &i))) return 2;
     }
-    if ((model != NULL) + (tpath != NULL) + (builtin != NULL) != 1 || !mpath) {
+    if ((o->model != NULL) + (o->tpath != NULL) + (o->builtin != NULL) != 1 || !o->mpath) {
         fprintf(stderr, "kiln template: need exactly one of -m, --template, --builtin, and --messages\n");
         usage(stderr);
         return 2;
     }
-    struct tm now;
-    if (now_s && !parse_now(now_s, &now)) {
-        fprintf(stderr, "kiln template: --now wants YYYY-MM-DD[THH:MM[:SS]], got '%s'\n", now_s);
+    if (o->now_s && !parse_now(o->now_s, &o->now)) {
+        fprintf(stderr, "kiln template: --now wants YYYY-MM-DD[THH:MM[:SS]], got '%s'\n", o->now_s);
         return 2;
     }
+    return -1;
+}
 
-    int rc = 1;
+/* The template's variables from --messages, --tools and --vars. */
+typedef struct inputs {
+    json_t *msgs, *tools, *vars; /* owned; tools and vars may be NULL */
+} inputs;
+
+/* Loads and checks the JSON files of o. False after printing why. */
+static bool load_inputs(const opts *o, inputs *in) {
+    if (!(in->msgs = load_json(o->mpath, "--messages"))) return false;
+    if (!json_is_array(in->msgs)) {
+        fprintf(stderr, "kiln template: %s: --messages must be a JSON array\n", o->mpath);
+        return false;
+    }
+    if (o->toolpath && !(in->tools = load_json(o->toolpath, "--tools"))) return false;
+    if (in->tools && !json_is_array(in->tools)) {
+        fprintf(stderr, "kiln template: %s: --tools must be a JSON array\n", o->toolpath);
+        return false;
+    }
+    if (o->varpath && !(in->vars = load_json(o->varpath, "--vars"))) return false;
+    if (in->vars && !json_is_object(in->vars)) {
+        fprintf(stderr, "kiln template: %s: --vars must be a JSON object\n", o->varpath);
+        return false;
+    }
+    return true;
+}
+
+/* A compiled template with what it may borrow from: keep all of it until
+ * the rendering is done. */
+typedef struct tmpl {
+    tok_tmpl *t;
+    gguf_ctx *g;     /* -m: the open model */
+    char *src;       /* --template: the file's text */
+    char *bos, *eos; /* -m: the model's BOS and EOS text (NULL when it has none) */
+} tmpl;
+
+/* -m: the model's tokenizer.chat_template, or the built-in for its
+ * architecture; its BOS and EOS. */
+static bool tmpl_from_model(const char *path, tmpl *tp) {
     kn_err err;
-    gguf_ctx *g = NULL;
-    char *src = NULL, *mbos = NULL, *meos = NULL, *out = NULL;
-    tok_tmpl *t = NULL;
-    json_t *msgs = NULL, *tools = NULL, *vars = NULL;
-
-    if (!(msgs = load_json(mpath, "--messages"))) goto done;
-    if (!json_is_array(msgs)) {
-        fprintf(stderr, "kiln template: %s: --messages must be a JSON array\n", mpath);
-        goto done;
+    if (gguf_open(path, &tp->g, &err) != KN_OK) {
+        fprintf(stderr, "kiln template: %s: %s\n", path, err.msg);
+        return false;
     }
-    if (toolpath && !(tools = load_json(toolpath, "--tools"))) goto done;
-    if (tools && !json_is_array(tools)) {
-        fprintf(stderr, "kiln template: %s: --tools must be a JSON array\n", toolpath);
-        goto done;
+    gguf_str ts = {0, NULL}, arch = {0, NULL};
+    bool has_tmpl = gguf_get_str(tp->g, "tokenizer.chat_template", &ts) == KN_OK;
+    char archbuf[64] = "";
+    if (gguf_get_str(tp->g, "general.architecture", &arch) == KN_OK && arch.len < sizeof archbuf) {
+        memcpy(archbuf, arch.data, arch.len);
+        archbuf[arch.len] = 0;
     }
-    if (varpath && !(vars = load_json(varpath, "--vars"))) goto done;
-    if (vars && !json_is_object(vars)) {
-        fprintf(stderr, "kiln template: %s: --vars must be a JSON object\n", varpath);
-        goto done;
-    }
-
-    if (model) {
-        if (gguf_open(model, &g, &err) != KN_OK) {
-            fprintf(stderr, "kiln template: %s: %s\n", model, err.msg);
-            goto done;
-        }
-        gguf_str ts = {0, NULL}, arch = {0, NULL};
-        bool has_tmpl = gguf_get_str(g, "tokenizer.chat_template", &ts) == KN_OK;
-        char archbuf[64] = "";
-        if (gguf_get_str(g, "general.architecture", &arch) == KN_OK && arch.len < sizeof archbuf) {
-            memcpy(archbuf, arch.data, arch.len);
-            archbuf[arch.len] = 0;
-        }
-        const char *used = NULL;
-        t = tok_tmpl_for_model(has_tmpl ? ts.data : NULL, has_tmpl ? ts.len : 0, gguf_has_token, g,
+    const char *used = NULL;
+    tp->t = tok_tmpl_for_model(has_tmpl ? ts.data : NULL, has_tmpl ? ts.len : 0, gguf_has_token, tp->g,
                                archbuf[0] ? archbuf : NULL, &used, &err);
-        if (!t) {
-            fprintf(stderr, "kiln template: %s\n", err.msg);
-            goto done;
-        }
-        mbos = model_token(g, "tokenizer.ggml.bos_token_id");
-        meos = model_token(g, "tokenizer.ggml.eos_token_id");
-    } else if (builtin) {
-        const char *bsrc = tok_tmpl_builtin(builtin);
-        if (!bsrc) {
-            fprintf(stderr, "kiln template: unknown built-in '%s'\n", builtin);
-            rc = 2;
-            goto done;
-        }
-        if (!(t = tok_tmpl_create(bsrc, strlen(bsrc), &err))) {
-            fprintf(stderr, "kiln template: %s\n", err.msg);
-            goto done;
-        }
-    } else {
-        size_t len;
-        if (kn_read_file(tpath, TOK_TMPL_MAX_SOURCE, &src, &len, &err) != KN_OK) {
-            fprintf(stderr, "kiln template: %s\n", err.msg);
-            goto done;
-        }
-        if (!(t = tok_tmpl_create(src, len, &err))) {
-            fprintf(stderr, "kiln template: %s: %s\n", tpath, err.msg);
-            goto done;
-        }
+    if (!tp->t) {
+        fprintf(stderr, "kiln template: %s\n", err.msg);
+        return false;
     }
+    tp->bos = model_token(tp->g, "tokenizer.ggml.bos_token_id");
+    tp->eos = model_token(tp->g, "tokenizer.ggml.eos_token_id");
+    return true;
+}
 
-    tok_tmpl_inputs in = {
-        .messages = msgs,
-        .tools = tools,
-        .extra = vars,
-        .add_generation_prompt = gen,
-        .bos_token = bos ? bos : mbos ? mbos : "",
-        .eos_token = eos ? eos : meos ? meos : "",
-        .now = now_s ? &now : NULL,
+/* Compiles the template o names. Returns -1 on success, else the exit
+ * status (1, or 2 for an unknown built-in) after printing why. */
+static int tmpl_open(const opts *o, tmpl *tp) {
+    kn_err err;
+    if (o->model) return tmpl_from_model(o->model, tp) ? -1 : 1;
+    if (o->builtin) {
+        const char *bsrc = tok_tmpl_builtin(o->builtin);
+        if (!bsrc) {
+            fprintf(stderr, "kiln template: unknown built-in '%s'\n", o->builtin);
+            return 2;
+        }
+        if (!(tp->t = tok_tmpl_create(bsrc, strlen(bsrc), &err))) {
+            fprintf(stderr, "kiln template: %s\n", err.msg);
+            return 1;
+        }
+        return -1;
+    }
+    size_t len;
+    if (!cli_read_file("template", o->tpath, TOK_TMPL_MAX_SOURCE, &tp->src, &len)) return 1;
+    if (!(tp->t = tok_tmpl_create(tp->src, len, &err))) {
+        fprintf(stderr, "kiln template: %s: %s\n", o->tpath, err.msg);
+        return 1;
+    }
+    return -1;
+}
+
+/* Renders and writes the prompt. Returns the exit status (0 or 1). */
+static int render(const opts *o, const inputs *in, const tmpl *tp) {
+    tok_tmpl_inputs ti = {
+        .messages = in->msgs,
+        .tools = in->tools,
+        .extra = in->vars,
+        .add_generation_prompt = o->gen,
+        .bos_token = o->bos ? o->bos : tp->bos ? tp->bos : "",
+        .eos_token = o->eos ? o->eos : tp->eos ? tp->eos : "",
+        .now = o->now_s ? &o->now : NULL,
     };
+    kn_err err;
+    char *out = NULL;
     size_t olen;
     bool raised;
-    if (tok_tmpl_render(t, &in, &out, &olen, &raised, &err) != KN_OK) {
+    int rc = 1;
+    if (tok_tmpl_render(tp->t, &ti, &out, &olen, &raised, &err) != KN_OK)
         fprintf(stderr, "%s\n", err.msg);
-        goto done;
-    }
-    if (fwrite(out, 1, olen, stdout) != olen || fflush(stdout) != 0) {
+    else if (fwrite(out, 1, olen, stdout) != olen || fflush(stdout) != 0)
         fprintf(stderr, "kiln template: write error\n");
-        goto done;
-    }
-    rc = 0;
-done:
+    else
+        rc = 0;
     free(out);
-    tok_tmpl_destroy(t);
-    free(src);
-    free(mbos);
-    free(meos);
-    json_decref(msgs);
-    json_decref(tools);
-    json_decref(vars);
-    gguf_close(g);
+    return rc;
+}
+
+int cmd_template(int argc, char **argv) {
+    if (cli_wants_help(argc, argv)) {
+        usage(stdout);
+        return 0;
+    }
+    opts o;
+    int rc = parse_opts(argc, argv, &o);
+    if (rc >= 0) return rc;
+    inputs in = {0};
+    tmpl tp = {0};
+    rc = 1;
+    if (load_inputs(&o, &in) && (rc = tmpl_open(&o, &tp)) < 0) rc = render(&o, &in, &tp);
+    tok_tmpl_destroy(tp.t);
+    free(tp.src);
+    free(tp.bos);
+    free(tp.eos);
+    json_decref(in.msgs);
+    json_decref(in.tools);
+    json_decref(in.vars);
+    gguf_close(tp.g);
     return rc;
 }

@@ -5,9 +5,7 @@
  * with --raw neither. Works on vocab-only GGUF files.
  */
 #include "cli.h"
-
-#include "gguf/gguf.h"
-#include "tokenizer/tok.h"
+#include "cli_model.h"
 
 #include <stdio.h>
 #include <stdlib.h>
@@ -60,12 +58,8 @@ int cmd_tokenize(int argc, char **argv) {
     }
     if (!model) { fprintf(stderr, "kiln tokenize: -m FILE.gguf is required\n"); usage(stderr); return 2; }
     kn_err err = {0};
-    gguf_ctx *g = NULL;
-    if (gguf_open(model, &g, &err) != KN_OK) { fprintf(stderr, "kiln tokenize: %s: %s\n", model, err.msg); return 1; }
     tok_vocab *v = NULL;
-    kn_status st = tok_vocab_load(g, &v, &err);
-    gguf_close(g);
-    if (st != KN_OK) { fprintf(stderr, "kiln tokenize: %s: %s\n", model, err.msg); return 1; }
+    if (!cli_vocab_open("tokenize", model, &v, NULL)) return 1;
     size_t len = 0;
     char *text = read_stdin(&len);
     if (!text) { fprintf(stderr, "kiln tokenize: cannot read stdin (error or more than %zu bytes)\n", TOK_MAX_INPUT); tok_vocab_destroy(v); return 1; }

@@ -2,18 +2,13 @@
  * main.c — `kiln` entry point: dispatches to the command named by argv[1].
  */
 #include "cli.h"
+#include "core/kn.h"
 
 #include <errno.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-
-typedef struct cli_command {
-    const char *name;
-    int (*fn)(int argc, char **argv);
-    const char *summary;
-} cli_command;
 
 static const cli_command COMMANDS[] = {
     {"serve", cmd_serve, "serve models over HTTP (OpenAI- and Ollama-compatible APIs)"},
@@ -82,6 +77,31 @@ const char *cli_flag_value(const char *cmd, int argc, char **argv, int *i) {
         return NULL;
     }
     return argv[++*i];
+}
+
+bool cli_int_flag(const char *cmd, int argc, char **argv, int *i, long long lo, long long hi,
+                  long long *out) {
+    const char *flag = argv[*i], *v = cli_flag_value(cmd, argc, argv, i);
+    if (!v) return false;
+    if (!cli_parse_int(v, lo, hi, out)) {
+        fprintf(stderr, "kiln %s: %s expects an integer in [%lld, %lld], got '%s'\n", cmd, flag, lo, hi, v);
+        return false;
+    }
+    return true;
+}
+
+bool cli_read_file(const char *cmd, const char *path, size_t max_bytes, char **out, size_t *len) {
+    kn_err err = {0};
+    if (kn_read_file(path, max_bytes, out, len, &err) != KN_OK) {
+        fprintf(stderr, "kiln %s: %s\n", cmd, err.msg);
+        return false;
+    }
+    return true;
+}
+
+const char *cli_models_dir(const char *given) {
+    const char *dir = given ? given : getenv("KILN_MODELS");
+    return dir && *dir ? dir : "./models";
 }
 
 int main(int argc, char **argv) {

@@ -244,13 +244,29 @@ out:
     return KN_OK;
 }
 
-static kn_status parse(gguf_ctx *ctx, kn_err *err) {
-    cursor c = {ctx->base, ctx->size, 0};
+/* Sorts items by name and writes their indices in that order to sorted[n];
+ * a name that appears twice is an error ("duplicate WHAT 'NAME'"). Frees
+ * items. */
+static kn_status index_by_name(sort_item *items, int64_t n, int64_t *sorted, const char *what, kn_err *err) {
     char nb[96];
+    kn_status st = KN_OK;
+    qsort(items, (size_t)n, sizeof *items, cmp_name);
+    for (int64_t i = 0; i < n && !st; i++) {
+        if (i && str_cmp(items[i].name, items[i - 1].name) == 0)
+            st = kn_fail(err, KN_EFORMAT, "duplicate %s '%s'", what, printable(items[i].name, nb, sizeof nb));
+        else
+            sorted[i] = items[i].idx;
+    }
+    free(items);
+    return st;
+}
+
+/* The header: magic, version, and the tensor and key counts, each bounded
+ * by the bytes left (a key takes at least 8 (length) + 4 (type) + 1 bytes;
+ * a tensor info at least 8 + 4 + 8 + 4 + 8). */
+static kn_status parse_header(gguf_ctx *ctx, cursor *c, uint64_t *n_tensors, uint64_t *n_kv, kn_err *err) {
     kn_status st;
     uint32_t magic = 0, version = 0;
-    uint64_t n_tensors = 0, n_kv = 0;
-
     if (ctx->size < 4) return kn_fail(err, KN_EFORMAT, "not a GGUF file: only %llu bytes", (unsigned long long)ctx->size);
     memcpy(&magic, ctx->base, 4);
     if (magic != GGUF_MAGIC) {
@@ -261,8 +277,8 @@ static kn_status parse(gguf_ctx *ctx, kn_err *err) {
         }
         return kn_fail(err, KN_EFORMAT, "not a GGUF file: bad magic \"%s\" (0x%08x), expected \"GGUF\"", m, magic);
     }
-    c.pos = 4;
-    if ((st = rd(&c, &version, 4, "version", err))) return st;
+    c->pos = 4;
+    if ((st = rd(c, &version, 4, "version", err))) return st;
     if (version == 1) return kn_fail(err, KN_EUNSUPPORTED, "GGUF version 1 is not supported (only versions 2 and 3)");
     if (version != 2 && version != 3) {
         if (version == 0x02000000u || version == 0x03000000u)
@@ -270,56 +286,112 @@ static kn_status parse(gguf_ctx *ctx, kn_err *err) {
         return kn_fail(err, KN_EUNSUPPORTED, "unsupported GGUF version %u (only versions 2 and 3)", version);
     }
     ctx->version = version;
-    if ((st = rd(&c, &n_tensors, 8, "tensor count", err)) || (st = rd(&c, &n_kv, 8, "key count", err))) return st;
-    /* A key takes at least 8 (length) + 4 (type) + 1 bytes; a tensor info at
-     * least 8 + 4 + 8 + 4 + 8. */
-    if (n_kv > cur_left(&c) / 13)
+    if ((st = rd(c, n_tensors, 8, "tensor count", err)) || (st = rd(c, n_kv, 8, "key count", err))) return st;
+    if (*n_kv > cur_left(c) / 13)
         return kn_fail(err, KN_EFORMAT, "key count %llu cannot fit in the %llu bytes left in the file",
-                       (unsigned long long)n_kv, (unsigned long long)cur_left(&c));
-    if (n_tensors > cur_left(&c) / 32)
+                       (unsigned long long)*n_kv, (unsigned long long)cur_left(c));
+    if (*n_tensors > cur_left(c) / 32)
         return kn_fail(err, KN_EFORMAT, "tensor count %llu cannot fit in the %llu bytes left in the file",
-                       (unsigned long long)n_tensors, (unsigned long long)cur_left(&c));
+                       (unsigned long long)*n_tensors, (unsigned long long)cur_left(c));
+    return KN_OK;
+}
 
-    if (n_kv) {
-        ctx->kv = calloc((size_t)n_kv, sizeof *ctx->kv);
-        ctx->kv_sorted = malloc((size_t)n_kv * sizeof *ctx->kv_sorted);
-        if (!ctx->kv || !ctx->kv_sorted) return kn_fail(err, KN_ENOMEM, "out of memory for %llu keys", (unsigned long long)n_kv);
-    }
+/* The n_kv key-value pairs, then ctx->kv_sorted: the keys by name, which
+ * must be unique. */
+static kn_status parse_kvs(gguf_ctx *ctx, cursor *c, uint64_t n_kv, kn_err *err) {
+    kn_status st;
+    if (!n_kv) return KN_OK;
+    ctx->kv = calloc((size_t)n_kv, sizeof *ctx->kv);
+    ctx->kv_sorted = malloc((size_t)n_kv * sizeof *ctx->kv_sorted);
+    if (!ctx->kv || !ctx->kv_sorted)
+        return kn_fail(err, KN_ENOMEM, "out of memory for %llu keys", (unsigned long long)n_kv);
     for (uint64_t i = 0; i < n_kv; i++) {
         ctx->n_kv = (int64_t)i + 1; /* so that close frees what was allocated */
-        if ((st = parse_kv(ctx, &c, &ctx->kv[i], err))) return st;
+        if ((st = parse_kv(ctx, c, &ctx->kv[i], err))) return st;
     }
     ctx->n_kv = (int64_t)n_kv;
 
-    /* unique keys + sorted index */
-    if (n_kv) {
-        sort_item *items = malloc((size_t)n_kv * sizeof *items);
-        if (!items) return kn_fail(err, KN_ENOMEM, "out of memory");
-        for (uint64_t i = 0; i < n_kv; i++) items[i] = (sort_item){ctx->kv[i].key, 0, 0, (int64_t)i};
-        qsort(items, (size_t)n_kv, sizeof *items, cmp_name);
-        for (uint64_t i = 0; i < n_kv; i++) {
-            if (i && str_cmp(items[i].name, items[i - 1].name) == 0) {
-                st = kn_fail(err, KN_EFORMAT, "duplicate key '%s'", printable(items[i].name, nb, sizeof nb));
-                free(items);
-                return st;
-            }
-            ctx->kv_sorted[i] = items[i].idx;
-        }
-        free(items);
-    }
+    sort_item *items = malloc((size_t)n_kv * sizeof *items);
+    if (!items) return kn_fail(err, KN_ENOMEM, "out of memory");
+    for (uint64_t i = 0; i < n_kv; i++) items[i] = (sort_item){ctx->kv[i].key, 0, 0, (int64_t)i};
+    return index_by_name(items, (int64_t)n_kv, ctx->kv_sorted, "key", err);
+}
 
+/* ctx->alignment: general.alignment (a u32 power of two) when present,
+ * else the default. */
+static kn_status parse_alignment(gguf_ctx *ctx, kn_err *err) {
     ctx->alignment = GGUF_DEFAULT_ALIGNMENT;
     int64_t ai = gguf_find_key(ctx, "general.alignment");
-    if (ai >= 0) {
-        if (ctx->kv[ai].type != GGUF_TYPE_UINT32)
-            return kn_fail(err, KN_EFORMAT, "general.alignment has type %s, expected u32", gguf_type_name(ctx->kv[ai].type));
-        uint32_t a;
-        memcpy(&a, ctx->kv[ai].val, 4);
-        if (a == 0 || (a & (a - 1)))
-            return kn_fail(err, KN_EFORMAT, "general.alignment %u is not a power of two", a);
-        ctx->alignment = a;
-    }
+    if (ai < 0) return KN_OK;
+    if (ctx->kv[ai].type != GGUF_TYPE_UINT32)
+        return kn_fail(err, KN_EFORMAT, "general.alignment has type %s, expected u32",
+                       gguf_type_name(ctx->kv[ai].type));
+    uint32_t a;
+    memcpy(&a, ctx->kv[ai].val, 4);
+    if (a == 0 || (a & (a - 1)))
+        return kn_fail(err, KN_EFORMAT, "general.alignment %u is not a power of two", a);
+    ctx->alignment = a;
+    return KN_OK;
+}
 
+/* Tensor info i: name, dimensions, type and offset; its element count and
+ * byte size, checked for overflow and whole blocks. Errors name the tensor. */
+static kn_status parse_tensor_info(cursor *c, gguf_tensor_info *ti, uint64_t i, kn_err *err) {
+    char nb[96];
+    kn_status st;
+    if ((st = rd_str(c, &ti->name, "tensor name", err))) {
+        kn_err_prefix(err, "tensor %llu", (unsigned long long)i);
+        return st;
+    }
+    const char *nm = printable(ti->name, nb, sizeof nb);
+    if ((st = rd(c, &ti->n_dims, 4, "dimension count", err))) goto fail;
+    if (ti->n_dims == 0 || ti->n_dims > GGUF_MAX_DIMS) {
+        st = kn_fail(err, KN_EFORMAT, "%u dimensions (must be 1..%d)", ti->n_dims, GGUF_MAX_DIMS);
+        goto fail;
+    }
+    for (int d = 0; d < GGUF_MAX_DIMS; d++) ti->ne[d] = 1;
+    for (uint32_t d = 0; d < ti->n_dims; d++) {
+        if ((st = rd(c, &ti->ne[d], 8, "dimension", err))) goto fail;
+        if (ti->ne[d] > (uint64_t)INT64_MAX) {
+            st = kn_fail(err, KN_EFORMAT, "dimension %u is too large (%llu)", d,
+                         (unsigned long long)ti->ne[d]);
+            goto fail;
+        }
+    }
+    if ((st = rd(c, &ti->type, 4, "type", err)) || (st = rd(c, &ti->offset, 8, "offset", err))) goto fail;
+    const q_traits *tr = q_get_traits(ti->type);
+    if (!tr || !tr->name || tr->blck_size <= 0 || tr->type_size == 0) {
+        st = kn_fail(err, KN_EFORMAT, "unknown tensor type %u", ti->type);
+        goto fail;
+    }
+    uint64_t ne = 1;
+    for (int d = 0; d < GGUF_MAX_DIMS; d++) {
+        if (!kn_mul_u64(ne, ti->ne[d], &ne) || ne > (uint64_t)INT64_MAX) {
+            st = kn_fail(err, KN_EFORMAT, "shape [%llu, %llu, %llu, %llu]: element count overflows",
+                         (unsigned long long)ti->ne[0], (unsigned long long)ti->ne[1],
+                         (unsigned long long)ti->ne[2], (unsigned long long)ti->ne[3]);
+            goto fail;
+        }
+    }
+    ti->nelements = ne;
+    if (ti->ne[0] % (uint64_t)tr->blck_size) {
+        st = kn_fail(err, KN_EFORMAT, "row length %llu is not a multiple of the %s block size %lld",
+                     (unsigned long long)ti->ne[0], tr->name, (long long)tr->blck_size);
+        goto fail;
+    }
+    if (!kn_mul_u64(ne / (uint64_t)tr->blck_size, tr->type_size, &ti->nbytes)) {
+        st = kn_fail(err, KN_EFORMAT, "byte size overflows");
+        goto fail;
+    }
+    return KN_OK;
+fail:
+    kn_err_prefix(err, "tensor '%s'", nm);
+    return st;
+}
+
+/* The n_tensors tensor infos into ctx->tensors. */
+static kn_status parse_tensor_infos(gguf_ctx *ctx, cursor *c, uint64_t n_tensors, kn_err *err) {
+    kn_status st;
     if (n_tensors) {
         ctx->tensors = calloc((size_t)n_tensors, sizeof *ctx->tensors);
         ctx->t_sorted = malloc((size_t)n_tensors * sizeof *ctx->t_sorted);
@@ -327,59 +399,16 @@ static kn_status parse(gguf_ctx *ctx, kn_err *err) {
             return kn_fail(err, KN_ENOMEM, "out of memory for %llu tensors", (unsigned long long)n_tensors);
     }
     ctx->n_tensors = (int64_t)n_tensors;
-    for (uint64_t i = 0; i < n_tensors; i++) {
-        gguf_tensor_info *ti = &ctx->tensors[i];
-        if ((st = rd_str(&c, &ti->name, "tensor name", err))) {
-            kn_err_prefix(err, "tensor %llu", (unsigned long long)i);
-            return st;
-        }
-        const char *nm = printable(ti->name, nb, sizeof nb);
-        if ((st = rd(&c, &ti->n_dims, 4, "dimension count", err))) goto tfail;
-        if (ti->n_dims == 0 || ti->n_dims > GGUF_MAX_DIMS) {
-            st = kn_fail(err, KN_EFORMAT, "%u dimensions (must be 1..%d)", ti->n_dims, GGUF_MAX_DIMS);
-            goto tfail;
-        }
-        for (int d = 0; d < GGUF_MAX_DIMS; d++) ti->ne[d] = 1;
-        for (uint32_t d = 0; d < ti->n_dims; d++) {
-            if ((st = rd(&c, &ti->ne[d], 8, "dimension", err))) goto tfail;
-            if (ti->ne[d] > (uint64_t)INT64_MAX) {
-                st = kn_fail(err, KN_EFORMAT, "dimension %u is too large (%llu)", d, (unsigned long long)ti->ne[d]);
-                goto tfail;
-            }
-        }
-        if ((st = rd(&c, &ti->type, 4, "type", err)) || (st = rd(&c, &ti->offset, 8, "offset", err))) goto tfail;
-        const q_traits *tr = q_get_traits(ti->type);
-        if (!tr || !tr->name || tr->blck_size <= 0 || tr->type_size == 0) {
-            st = kn_fail(err, KN_EFORMAT, "unknown tensor type %u", ti->type);
-            goto tfail;
-        }
-        uint64_t ne = 1;
-        for (int d = 0; d < GGUF_MAX_DIMS; d++) {
-            if (!kn_mul_u64(ne, ti->ne[d], &ne) || ne > (uint64_t)INT64_MAX) {
-                st = kn_fail(err, KN_EFORMAT, "shape [%llu, %llu, %llu, %llu]: element count overflows",
-                             (unsigned long long)ti->ne[0], (unsigned long long)ti->ne[1],
-                             (unsigned long long)ti->ne[2], (unsigned long long)ti->ne[3]);
-                goto tfail;
-            }
-        }
-        ti->nelements = ne;
-        if (ti->ne[0] % (uint64_t)tr->blck_size) {
-            st = kn_fail(err, KN_EFORMAT, "row length %llu is not a multiple of the %s block size %lld",
-                         (unsigned long long)ti->ne[0], tr->name, (long long)tr->blck_size);
-            goto tfail;
-        }
-        if (!kn_mul_u64(ne / (uint64_t)tr->blck_size, tr->type_size, &ti->nbytes)) {
-            st = kn_fail(err, KN_EFORMAT, "byte size overflows");
-            goto tfail;
-        }
-        continue;
-    tfail:
-        kn_err_prefix(err, "tensor '%s'", nm);
-        return st;
-    }
+    for (uint64_t i = 0; i < n_tensors; i++)
+        if ((st = parse_tensor_info(c, &ctx->tensors[i], i, err))) return st;
+    return KN_OK;
+}
 
-    /* data section */
-    uint64_t hdr_end = c.pos;
+/* The data section starts at the first multiple of the alignment after the
+ * header (hdr_end); every tensor's offset is aligned and its bytes lie
+ * inside the file. Sets ctx->data_offset and each tensor's data. */
+static kn_status place_tensors(gguf_ctx *ctx, uint64_t hdr_end, kn_err *err) {
+    char nb[96];
     uint64_t a = ctx->alignment;
     uint64_t data = hdr_end + (a - hdr_end % a) % a;
     if (data < hdr_end) return kn_fail(err, KN_EFORMAT, "data offset overflows");
@@ -400,42 +429,55 @@ static kn_status parse(gguf_ctx *ctx, kn_err *err) {
                            (unsigned long long)beg, (unsigned long long)end, (unsigned long long)ctx->size);
         ti->data = ctx->base + beg;
     }
-    if (ctx->n_tensors) {
-        sort_item *items = malloc((size_t)ctx->n_tensors * sizeof *items);
-        if (!items) return kn_fail(err, KN_ENOMEM, "out of memory");
-        for (int64_t i = 0; i < ctx->n_tensors; i++) {
-            const gguf_tensor_info *ti = &ctx->tensors[i];
-            items[i] = (sort_item){ti->name, ti->offset, ti->offset + ti->nbytes, i};
-        }
-        qsort(items, (size_t)ctx->n_tensors, sizeof *items, cmp_off);
-        /* Sorted by start: a tensor overlaps an earlier one iff it starts
-         * before the furthest end seen so far. Empty tensors overlap nothing. */
-        int64_t far = -1; /* index into items of the non-empty tensor ending furthest */
-        for (int64_t i = 0; i < ctx->n_tensors; i++) {
-            if (items[i].off == items[i].end) continue;
-            if (far >= 0 && items[i].off < items[far].end) {
-                char nb2[96];
-                st = kn_fail(err, KN_EFORMAT, "tensor '%s': data [%llu, %llu) overlaps tensor '%s' at [%llu, %llu)",
-                             printable(items[i].name, nb, sizeof nb), (unsigned long long)(data + items[i].off),
-                             (unsigned long long)(data + items[i].end), printable(items[far].name, nb2, sizeof nb2),
-                             (unsigned long long)(data + items[far].off), (unsigned long long)(data + items[far].end));
-                free(items);
-                return st;
-            }
-            if (far < 0 || items[i].end > items[far].end) far = i;
-        }
-        qsort(items, (size_t)ctx->n_tensors, sizeof *items, cmp_name);
-        for (int64_t i = 0; i < ctx->n_tensors; i++) {
-            if (i && str_cmp(items[i].name, items[i - 1].name) == 0) {
-                st = kn_fail(err, KN_EFORMAT, "duplicate tensor name '%s'", printable(items[i].name, nb, sizeof nb));
-                free(items);
-                return st;
-            }
-            ctx->t_sorted[i] = items[i].idx;
-        }
-        free(items);
-    }
     return KN_OK;
+}
+
+/* No two tensors' bytes overlap; then ctx->t_sorted: the tensors by name,
+ * which must be unique. */
+static kn_status index_tensors(gguf_ctx *ctx, kn_err *err) {
+    char nb[96];
+    kn_status st;
+    const uint64_t data = ctx->data_offset;
+    if (!ctx->n_tensors) return KN_OK;
+    sort_item *items = malloc((size_t)ctx->n_tensors * sizeof *items);
+    if (!items) return kn_fail(err, KN_ENOMEM, "out of memory");
+    for (int64_t i = 0; i < ctx->n_tensors; i++) {
+        const gguf_tensor_info *ti = &ctx->tensors[i];
+        items[i] = (sort_item){ti->name, ti->offset, ti->offset + ti->nbytes, i};
+    }
+    qsort(items, (size_t)ctx->n_tensors, sizeof *items, cmp_off);
+    /* Sorted by start: a tensor overlaps an earlier one iff it starts
+     * before the furthest end seen so far. Empty tensors overlap nothing. */
+    int64_t far = -1; /* index into items of the non-empty tensor ending furthest */
+    for (int64_t i = 0; i < ctx->n_tensors; i++) {
+        if (items[i].off == items[i].end) continue;
+        if (far >= 0 && items[i].off < items[far].end) {
+            char nb2[96];
+            st = kn_fail(
+                err, KN_EFORMAT, "tensor '%s': data [%llu, %llu) overlaps tensor '%s' at [%llu, %llu)",
+                printable(items[i].name, nb, sizeof nb), (unsigned long long)(data + items[i].off),
+                (unsigned long long)(data + items[i].end), printable(items[far].name, nb2, sizeof nb2),
+                (unsigned long long)(data + items[far].off), (unsigned long long)(data + items[far].end));
+            free(items);
+            return st;
+        }
+        if (far < 0 || items[i].end > items[far].end) far = i;
+    }
+    return index_by_name(items, ctx->n_tensors, ctx->t_sorted, "tensor name", err);
+}
+
+/* Reads and checks the whole header of the file at ctx->base, in file
+ * order; every step bounds what it reads by what is left. On failure ctx
+ * holds what was allocated so far (gguf_close frees it). */
+static kn_status parse(gguf_ctx *ctx, kn_err *err) {
+    cursor c = {ctx->base, ctx->size, 0};
+    uint64_t n_tensors = 0, n_kv = 0;
+    kn_status st;
+    if ((st = parse_header(ctx, &c, &n_tensors, &n_kv, err)) || (st = parse_kvs(ctx, &c, n_kv, err)) ||
+        (st = parse_alignment(ctx, err)) || (st = parse_tensor_infos(ctx, &c, n_tensors, err)) ||
+        (st = place_tensors(ctx, c.pos, err)))
+        return st;
+    return index_tensors(ctx, err);
 }
 
 static kn_status open_common(const void *data, size_t size, bool mapped, gguf_ctx **out, kn_err *err) {

@@ -543,24 +543,12 @@ static kn_status hub_url(const store_pull_opts *o, char *out, size_t cap, kn_err
     return KN_OK;
 }
 
-kn_status store_pull(const store_ref *ref, const store_pull_opts *o, store_pull_result *res, kn_err *err) {
-    memset(res, 0, sizeof *res);
-    char hub[HUB_MAX_URL], url[8192], file[REMOTE_MAX_NAME + 1], part[4096], msg[ERRBODY_MAX];
-    kn_status st;
+/* 1. The repository's file for ref->quant (GET <hub>/api/models/<repo>). */
+static kn_status find_remote_file(const char *hub, const store_ref *ref, const store_pull_opts *o, char *file,
+                                  size_t cap, kn_err *err) {
+    char url[8192], msg[ERRBODY_MAX];
     json_t *info = NULL;
-    int fd = -1, dfd = -1;
-    bool keep_part = true, nospace = false;
-    if ((st = hub_url(o, hub, sizeof hub, err))) return st;
-    const char *dir = o->models_dir && *o->models_dir ? o->models_dir : "models";
-    if (snprintf(res->path, sizeof res->path, "%s/%s-%s.gguf", dir, ref->name, ref->quant) >=
-            (int)sizeof res->path ||
-        snprintf(part, sizeof part, "%s/.%s-%s.gguf.part", dir, ref->name, ref->quant) >= (int)sizeof part)
-        return kn_fail(err, KN_ERANGE, "model path too long under %.100s", dir);
-    /* the names inside dir: validated (store_ref_parse), so they hold no '/'
-     * and do not start with '.' (the .part is hidden on purpose) */
-    const char *final_name = strrchr(res->path, '/') + 1, *part_name = strrchr(part, '/') + 1;
-
-    /* 1. the repository's files */
+    kn_status st;
     snprintf(url, sizeof url, "%s/api/models/%s", hub, ref->repo);
     long code;
     if ((st = get_json(url, o, &code, &info, msg, sizeof msg, err))) return st;
@@ -570,76 +558,86 @@ kn_status store_pull(const store_ref *ref, const store_pull_opts *o, store_pull_
                        code, msg[0] ? ": " : "", msg);
     if (code < 200 || code >= 300)
         return kn_fail(err, KN_EIO, "%s answered HTTP %ld%s%s", url, code, msg[0] ? ": " : "", msg);
-    st = pick_file(info, ref, hub, file, sizeof file, err);
+    st = pick_file(info, ref, hub, file, cap, err);
     json_decref(info);
-    if (st) return st;
-    snprintf(res->remote_file, sizeof res->remote_file, "%s", file);
+    return st;
+}
 
-    /* 2. its size and sha256 */
-    uint64_t expected;
-    char sha[65];
-    tree_lookup(hub, ref, file, o, &expected, sha);
-
-    if ((st = kn_mkdirs(dir, 0755, err))) return st;
+/* True (with res filled) when res->path already holds the file: a regular
+ * file of the expected size whose sha256 matches when the hub gives one. */
+static bool already_pulled(store_pull_result *res, uint64_t expected, const char *sha) {
     struct stat sb;
-    if (!stat(res->path, &sb) && S_ISREG(sb.st_mode) && expected && (uint64_t)sb.st_size == expected) {
-        char have[65];
-        if (sha[0] ? store_sha256_file(res->path, have) && !strcmp(have, sha) : true) {
-            res->up_to_date = true;
-            res->verified = sha[0] != 0;
-            res->size = expected;
-            snprintf(res->sha256, sizeof res->sha256, "%s", sha[0] ? sha : "");
-            return KN_OK;
-        }
-    }
+    if (stat(res->path, &sb) || !S_ISREG(sb.st_mode) || !expected || (uint64_t)sb.st_size != expected)
+        return false;
+    char have[65];
+    if (!(sha[0] ? store_sha256_file(res->path, have) && !strcmp(have, sha) : true)) return false;
+    res->up_to_date = true;
+    res->verified = sha[0] != 0;
+    res->size = expected;
+    snprintf(res->sha256, sizeof res->sha256, "%s", sha[0] ? sha : "");
+    return true;
+}
 
-    /* 3. the bytes, into the locked .part. Every file operation is relative
-     * to one descriptor of dir (openat/renameat/unlinkat), so a directory
-     * swapped or symlinked meanwhile cannot redirect them, and the .part is
-     * opened with O_NOFOLLOW: a symbolic link planted at its name is refused,
-     * never written through. */
-    dfd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-    if (dfd < 0) return kn_fail(err, KN_EIO, "cannot open the model directory %s: %s", dir, strerror(errno));
-    fd = openat(dfd, part_name, O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0644);
-    if (fd < 0) {
+/* Opens dir (*dfd) and, relative to it, the .part (*fd, created if missing)
+ * and locks it. Every later file operation goes through *dfd
+ * (openat/renameat/unlinkat), so a directory swapped or symlinked meanwhile
+ * cannot redirect them, and the .part is opened with O_NOFOLLOW: a symbolic
+ * link planted at its name is refused, never written through. On failure
+ * nothing is left open (*dfd, *fd -1) and nothing is removed. */
+static kn_status open_part(const char *dir, const char *part, const char *part_name, int *dfd, int *fd,
+                           kn_err *err) {
+    *fd = -1;
+    *dfd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    if (*dfd < 0) return kn_fail(err, KN_EIO, "cannot open the model directory %s: %s", dir, strerror(errno));
+    int f = openat(*dfd, part_name, O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0644);
+    kn_status st = KN_OK;
+    struct stat sb;
+    if (f < 0) {
         int e = errno;
-        close(dfd);
-        if (e == ELOOP)
-            return kn_fail(err, KN_EIO,
-                           "refusing to write %s: it is a symbolic link (remove it and pull again)", part);
-        return kn_fail(err, KN_EIO, "cannot open %s: %s", part, strerror(e));
+        st = e == ELOOP
+                 ? kn_fail(err, KN_EIO,
+                           "refusing to write %s: it is a symbolic link (remove it and pull again)", part)
+                 : kn_fail(err, KN_EIO, "cannot open %s: %s", part, strerror(e));
+    } else if (fstat(f, &sb) || !S_ISREG(sb.st_mode) || sb.st_nlink != 1) {
+        st = kn_fail(err, KN_EIO,
+                     "refusing to write %s: not a plain file of its own (remove it and pull again)", part);
+    } else if (flock(f, LOCK_EX | LOCK_NB)) {
+        st = kn_fail(err, KN_EBUSY, "another kiln pull is writing %s", part);
     }
-    if (fstat(fd, &sb) || !S_ISREG(sb.st_mode) || sb.st_nlink != 1) {
-        close(fd);
-        close(dfd);
-        return kn_fail(err, KN_EIO,
-                       "refusing to write %s: not a plain file of its own (remove it and pull again)", part);
+    if (st) {
+        if (f >= 0) close(f);
+        close(*dfd);
+        *dfd = -1;
+        return st;
     }
-    if (flock(fd, LOCK_EX | LOCK_NB)) {
-        close(fd);
-        close(dfd);
-        return kn_fail(err, KN_EBUSY, "another kiln pull is writing %s", part);
-    }
+    *fd = f;
+    return KN_OK;
+}
+
+/* 3. Downloads the file into the open .part fd and flushes it; res gets
+ * the sha256 and where the download resumed. On failure *keep_part says
+ * whether the bytes are worth a resume (network trouble, not bad content
+ * or a full disk, *nospace) and err says how to resume. */
+static kn_status fetch_part(const char *hub, const store_ref *ref, const char *file, int fd, const char *part,
+                            uint64_t expected, const char *sha, const store_pull_opts *o,
+                            store_pull_result *res, uint64_t *size, bool *keep_part, bool *nospace,
+                            kn_err *err) {
+    char url[8192], file_esc[3 * REMOTE_MAX_NAME + 1], label[160];
+    kn_status st;
     CURL *c = curl_easy_init();
-    char file_esc[3 * REMOTE_MAX_NAME + 1];
-    if (!c) {
-        st = kn_fail(err, KN_ENOMEM, "cannot create a libcurl handle");
-        goto fail;
-    }
+    if (!c) return kn_fail(err, KN_ENOMEM, "cannot create a libcurl handle");
     st = escape_path(c, file, file_esc, sizeof file_esc, err);
     curl_easy_cleanup(c);
-    if (st) goto fail;
+    if (st) return st;
     snprintf(url, sizeof url, "%s/%s/resolve/main/%s", hub, ref->repo, file_esc);
-    char label[160];
     snprintf(label, sizeof label, "pull %s-%s", ref->name, ref->quant);
-    uint64_t size = 0;
-    st = download(url, fd, part, expected, sha, o, label, res->sha256, &res->resumed_from, &size, &nospace,
-                  err);
+    st =
+        download(url, fd, part, expected, sha, o, label, res->sha256, &res->resumed_from, size, nospace, err);
     if (st) {
         /* network trouble keeps the bytes for a resume; bad content and a
          * full disk do not (the space goes back to the file system) */
-        keep_part = (st == KN_EIO || st == KN_ENOMEM) && !nospace;
-        if (keep_part && err) {
+        *keep_part = (st == KN_EIO || st == KN_ENOMEM) && !*nospace;
+        if (*keep_part && err) {
             struct stat ps;
             if (!fstat(fd, &ps) && ps.st_size > 0) {
                 size_t m = strlen(err->msg);
@@ -649,36 +647,41 @@ kn_status store_pull(const store_ref *ref, const store_pull_opts *o, store_pull_
                 (void)w;
             }
         }
-        goto fail;
+        return st;
     }
     if (fsync(fd)) {
         int e = errno;
-        keep_part = !(e == ENOSPC || e == EDQUOT);
-        st = kn_fail(err, KN_EIO, "cannot flush %s: %s", part,
-                     keep_part ? strerror(e) : "no space left on device");
-        goto fail;
+        *keep_part = !(e == ENOSPC || e == EDQUOT);
+        return kn_fail(err, KN_EIO, "cannot flush %s: %s", part,
+                       *keep_part ? strerror(e) : "no space left on device");
     }
-    res->verified = sha[0] != 0;
-    res->size = size;
+    return KN_OK;
+}
 
-    /* 4. a GGUF file, then its final name */
+/* 4. The .part must open as GGUF (else it is not kept: *keep_part false);
+ * then it takes its final name. */
+static kn_status install_part(int dfd, const char *part, const char *part_name, const char *final_name,
+                              const char *file, const store_ref *ref, const store_pull_result *res,
+                              bool *keep_part, kn_err *err) {
     gguf_ctx *g = NULL;
     kn_err ge = {0};
     if (gguf_open(part, &g, &ge) != KN_OK) {
-        keep_part = false;
-        st = kn_fail(err, KN_EFORMAT, "%s from %s is not a valid GGUF file (%s); it was deleted", file,
-                     ref->repo, ge.msg);
-        goto fail;
+        *keep_part = false;
+        return kn_fail(err, KN_EFORMAT, "%s from %s is not a valid GGUF file (%s); it was deleted", file,
+                       ref->repo, ge.msg);
     }
     gguf_close(g);
-    if (renameat(dfd, part_name, dfd, final_name)) {
-        st = kn_fail(err, KN_EIO, "cannot rename %s to %s: %s", part, res->path, strerror(errno));
-        goto fail;
-    }
-    close(fd);
-    close(dfd);
+    if (renameat(dfd, part_name, dfd, final_name))
+        return kn_fail(err, KN_EIO, "cannot rename %s to %s: %s", part, res->path, strerror(errno));
     return KN_OK;
-fail:
+}
+
+/* After a failed step 3 or 4: removes the .part unless it holds bytes worth
+ * a resume, closes both descriptors, and says in err what was deleted.
+ * Returns st. */
+static kn_status pull_failed(kn_status st, int dfd, int fd, const char *part_name, bool keep_part,
+                             bool nospace, kn_err *err) {
+    struct stat sb;
     if (keep_part && fd >= 0 && !fstat(fd, &sb) && sb.st_size == 0) keep_part = false;
     if (!keep_part && dfd >= 0) unlinkat(dfd, part_name, 0);
     if (fd >= 0) close(fd);
@@ -692,4 +695,47 @@ fail:
         snprintf(err->msg + m, sizeof err->msg - m, "; the download was deleted");
     }
     return st;
+}
+
+kn_status store_pull(const store_ref *ref, const store_pull_opts *o, store_pull_result *res, kn_err *err) {
+    memset(res, 0, sizeof *res);
+    char hub[HUB_MAX_URL], file[REMOTE_MAX_NAME + 1], part[4096];
+    kn_status st;
+    if ((st = hub_url(o, hub, sizeof hub, err))) return st;
+    const char *dir = o->models_dir && *o->models_dir ? o->models_dir : "models";
+    if (snprintf(res->path, sizeof res->path, "%s/%s-%s.gguf", dir, ref->name, ref->quant) >=
+            (int)sizeof res->path ||
+        snprintf(part, sizeof part, "%s/.%s-%s.gguf.part", dir, ref->name, ref->quant) >= (int)sizeof part)
+        return kn_fail(err, KN_ERANGE, "model path too long under %.100s", dir);
+    /* the names inside dir: validated (store_ref_parse), so they hold no '/'
+     * and do not start with '.' (the .part is hidden on purpose) */
+    const char *final_name = strrchr(res->path, '/') + 1, *part_name = strrchr(part, '/') + 1;
+
+    /* 1. the repository's files */
+    if ((st = find_remote_file(hub, ref, o, file, sizeof file, err))) return st;
+    snprintf(res->remote_file, sizeof res->remote_file, "%s", file);
+
+    /* 2. its size and sha256 */
+    uint64_t expected;
+    char sha[65];
+    tree_lookup(hub, ref, file, o, &expected, sha);
+    if ((st = kn_mkdirs(dir, 0755, err))) return st;
+    if (already_pulled(res, expected, sha)) return KN_OK;
+
+    /* 3. the bytes, into the locked .part */
+    int fd, dfd;
+    bool keep_part = true, nospace = false;
+    uint64_t size = 0;
+    if ((st = open_part(dir, part, part_name, &dfd, &fd, err))) return st;
+    if ((st = fetch_part(hub, ref, file, fd, part, expected, sha, o, res, &size, &keep_part, &nospace, err)))
+        return pull_failed(st, dfd, fd, part_name, keep_part, nospace, err);
+    res->verified = sha[0] != 0;
+    res->size = size;
+
+    /* 4. a GGUF file, then its final name */
+    if ((st = install_part(dfd, part, part_name, final_name, file, ref, res, &keep_part, err)))
+        return pull_failed(st, dfd, fd, part_name, keep_part, nospace, err);
+    close(fd);
+    close(dfd);
+    return KN_OK;
 }

@@ -1,13 +1,11 @@
 /*
- * bench_tokenizer.c — `kiln bench tokenizer -m FILE.gguf [--json] [--mb N]`:
+ * cmd_bench_tokenizer.c — `kiln bench tokenizer -m FILE.gguf [--json] [--mb N]`:
  * encode and decode throughput (MB/s of text, one thread) of a model's
  * tokenizer on a few MB of mixed English, code and non-Latin text generated
  * in-process from a fixed seed. Measures only; asserts nothing.
  */
 #include "cli.h"
-
-#include "gguf/gguf.h"
-#include "tokenizer/tok.h"
+#include "cli_model.h"
 
 #include <stdio.h>
 #include <stdlib.h>
@@ -89,7 +87,7 @@ static char *gen_text(size_t target, size_t *len) {
     return buf;
 }
 
-int bench_tokenizer_main(int argc, char **argv) {
+int cmd_bench_tokenizer(int argc, char **argv) {
     if (cli_wants_help(argc, argv)) { usage(stdout); return 0; }
     const char *model = NULL;
     bool json = false, special = false;
@@ -112,14 +110,9 @@ int bench_tokenizer_main(int argc, char **argv) {
     }
     if (!model) { fprintf(stderr, "kiln bench tokenizer: -m FILE.gguf is required\n"); return 2; }
     kn_err err = {0};
-    gguf_ctx *g = NULL;
-    if (gguf_open(model, &g, &err) != KN_OK) { fprintf(stderr, "kiln bench tokenizer: %s: %s\n", model, err.msg); return 1; }
     tok_vocab *v = NULL;
-    double t0 = kn_now_s();
-    kn_status st = tok_vocab_load(g, &v, &err);
-    double t_load = kn_now_s() - t0;
-    gguf_close(g);
-    if (st != KN_OK) { fprintf(stderr, "kiln bench tokenizer: %s: %s\n", model, err.msg); return 1; }
+    double t0, t_load = 0;
+    if (!cli_vocab_open("bench tokenizer", model, &v, &t_load)) return 1;
     size_t len = 0;
     char *text = gen_text((size_t)mb << 20, &len);
     tok_encoder *e = tok_encoder_create(v);

@@ -1,5 +1,5 @@
 /*
- * bench_server.c — `kiln bench server`: drives an OpenAI-compatible server
+ * cmd_bench_server.c — `kiln bench server`: drives an OpenAI-compatible server
  * (kiln or another) with streaming completions and reports latency,
  * throughput, goodput and an SLA verdict (src/bench does the work).
  *
@@ -110,7 +110,8 @@ static bool parse_pos(const char *flag, const char *v, double *out) {
 
 static bool parse_int(const char *flag, const char *v, long long lo, long long hi, long long *out) {
     if (!cli_parse_int(v, lo, hi, out)) {
-        fprintf(stderr, "kiln bench server: %s expects an integer in %lld..%lld, got '%s'\n", flag, lo, hi, v);
+        fprintf(stderr, "kiln bench server: %s expects an integer in %lld..%lld, got '%s'\n", flag, lo, hi,
+                v);
         return false;
     }
     return true;
@@ -124,176 +125,218 @@ static bool write_json(const char *path, json_t *doc) {
     return true;
 }
 
-int bench_server_main(int argc, char **argv) {
-    if (cli_wants_help(argc, argv)) {
-        usage(stdout);
-        return 0;
+/* What the command line asks for beyond the bench_config. */
+typedef struct opts {
+    bench_config c;
+    const char *scenario, *dataset, *output, *report;
+    long long prompt_words, max_tokens; /* max_tokens < 0: the scenario's default */
+    bool conc_given;                    /* --concurrency was given */
+    bool json_out;
+} opts;
+
+/* Takes flag a with its value v. False after printing why. */
+static bool parse_flag(const char *a, const char *v, opts *o) {
+    bench_config *c = &o->c;
+    long long v64;
+    bool ok = true;
+    if (!strcmp(a, "--url")) c->url = v;
+    else if (!strcmp(a, "--model")) c->model = v;
+    else if (!strcmp(a, "--api-key")) c->api_key = v;
+    else if (!strcmp(a, "--scenario")) o->scenario = v;
+    else if (!strcmp(a, "--dataset")) o->dataset = v;
+    else if (!strcmp(a, "--output")) o->output = v;
+    else if (!strcmp(a, "--report")) o->report = v;
+    else if (!strcmp(a, "--requests")) ok = parse_int(a, v, 1, 100000000, &c->requests);
+    else if (!strcmp(a, "--duration")) ok = parse_pos(a, v, &c->duration_s);
+    else if (!strcmp(a, "--concurrency")) {
+        ok = parse_int(a, v, 1, BENCH_MAX_INFLIGHT, &v64);
+        c->concurrency = (int)v64;
+        o->conc_given = true;
+    } else if (!strcmp(a, "--prefix-tokens")) {
+        ok = parse_int(a, v, 1, 1000000, &v64);
+        c->prefix_tokens = (int)v64;
+    } else if (!strcmp(a, "--between")) {
+        ok = parse_int(a, v, 0, 100000, &v64);
+        c->between = (int)v64;
+    } else if (!strcmp(a, "--initial-rate")) ok = parse_pos(a, v, &c->initial_rate);
+    else if (!strcmp(a, "--final-rate")) ok = parse_pos(a, v, &c->final_rate);
+    else if (!strcmp(a, "--ramp-duration")) ok = parse_pos(a, v, &c->ramp_duration_s);
+    else if (!strcmp(a, "--ramp-steps")) {
+        ok = parse_int(a, v, 1, 1000, &v64);
+        c->ramp_steps = (int)v64;
+    } else if (!strcmp(a, "--rounds")) {
+        ok = parse_int(a, v, 1, 1000, &v64);
+        c->rounds = (int)v64;
+    } else if (!strcmp(a, "--requests-total")) ok = parse_int(a, v, 1, 1000000000, &c->requests_total);
+    else if (!strcmp(a, "--prompt-words")) ok = parse_int(a, v, 1, 100000, &o->prompt_words);
+    else if (!strcmp(a, "--max-tokens")) ok = parse_int(a, v, 1, 1000000, &o->max_tokens);
+    else if (!strcmp(a, "--seed")) {
+        ok = parse_int(a, v, 0, 0x7fffffffffffffffll, &v64);
+        c->seed = (uint64_t)v64;
+    } else if (!strcmp(a, "--sla-p95")) ok = parse_pos(a, v, &c->sla_p95_s);
+    else if (!strcmp(a, "--sla-ttft-p95")) ok = parse_pos(a, v, &c->sla_ttft_p95_s);
+    else if (!strcmp(a, "--sla-max-errors")) {
+        ok = cli_parse_float(v, &c->sla_max_error_rate) && c->sla_max_error_rate >= 0 &&
+             c->sla_max_error_rate <= 1;
+        if (!ok)
+            fprintf(stderr, "kiln bench server: --sla-max-errors expects a fraction in [0, 1], got '%s'\n",
+                    v);
+    } else if (!strcmp(a, "--timeout")) ok = parse_pos(a, v, &c->timeout_s);
+    else if (!strcmp(a, "--connect-timeout")) ok = parse_pos(a, v, &c->connect_timeout_s);
+    else {
+        fprintf(stderr, "kiln bench server: unknown option '%s' (see --help)\n", a);
+        return false;
     }
-    bench_config c = {
-        .concurrency = 4,
-        .initial_rate = 1,
-        .final_rate = 10,
-        .ramp_duration_s = 60,
-        .ramp_steps = 5,
-        .seed = 42,
-        .sla_p95_s = 2,
-        .sla_max_error_rate = 0.01,
-        .timeout_s = 60,
-        .connect_timeout_s = 10,
-        .progress = true,
-        .rounds = 3,
+    return ok;
+}
+
+/* Fills *o from argv. Returns -1 to go on, else the exit status (1: usage
+ * errors are 1 here, see the top of the file). */
+static int parse_opts(int argc, char **argv, opts *o) {
+    *o = (opts){
+        .c = {
+            .concurrency = 4,
+            .initial_rate = 1,
+            .final_rate = 10,
+            .ramp_duration_s = 60,
+            .ramp_steps = 5,
+            .seed = 42,
+            .sla_p95_s = 2,
+            .sla_max_error_rate = 0.01,
+            .timeout_s = 60,
+            .connect_timeout_s = 10,
+            .progress = true,
+            .rounds = 3,
+            .prefix_tokens = 1000,
+            .between = 30,
+        },
+        .prompt_words = 64,
+        .max_tokens = -1,
     };
-    const char *scenario = NULL, *dataset = NULL, *output = NULL, *report = NULL;
-    long long prompt_words = 64, max_tokens = -1, v64;
-    bool conc_given = false;
-    c.prefix_tokens = 1000;
-    c.between = 30;
-    bool json_out = false;
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i], *v;
-        if (!strcmp(a, "--ignore-eos")) { c.ignore_eos = true; continue; }
-        if (!strcmp(a, "--json")) { json_out = true; continue; }
-        if (!strcmp(a, "--quiet")) { c.progress = false; continue; }
+        if (!strcmp(a, "--ignore-eos")) { o->c.ignore_eos = true; continue; }
+        if (!strcmp(a, "--json")) { o->json_out = true; continue; }
+        if (!strcmp(a, "--quiet")) { o->c.progress = false; continue; }
         if (strncmp(a, "--", 2)) {
             fprintf(stderr, "kiln bench server: unexpected argument '%s' (see --help)\n", a);
             return 1;
         }
         if (!(v = cli_flag_value(CMD, argc, argv, &i))) return 1;
-        bool ok = true;
-        if (!strcmp(a, "--url")) c.url = v;
-        else if (!strcmp(a, "--model")) c.model = v;
-        else if (!strcmp(a, "--api-key")) c.api_key = v;
-        else if (!strcmp(a, "--scenario")) scenario = v;
-        else if (!strcmp(a, "--dataset")) dataset = v;
-        else if (!strcmp(a, "--output")) output = v;
-        else if (!strcmp(a, "--report")) report = v;
-        else if (!strcmp(a, "--requests")) ok = parse_int(a, v, 1, 100000000, &c.requests);
-        else if (!strcmp(a, "--duration")) ok = parse_pos(a, v, &c.duration_s);
-        else if (!strcmp(a, "--concurrency")) {
-            ok = parse_int(a, v, 1, BENCH_MAX_INFLIGHT, &v64);
-            c.concurrency = (int)v64;
-            conc_given = true;
-        } else if (!strcmp(a, "--prefix-tokens")) {
-            ok = parse_int(a, v, 1, 1000000, &v64);
-            c.prefix_tokens = (int)v64;
-        } else if (!strcmp(a, "--between")) {
-            ok = parse_int(a, v, 0, 100000, &v64);
-            c.between = (int)v64;
-        } else if (!strcmp(a, "--initial-rate")) ok = parse_pos(a, v, &c.initial_rate);
-        else if (!strcmp(a, "--final-rate")) ok = parse_pos(a, v, &c.final_rate);
-        else if (!strcmp(a, "--ramp-duration")) ok = parse_pos(a, v, &c.ramp_duration_s);
-        else if (!strcmp(a, "--ramp-steps")) {
-            ok = parse_int(a, v, 1, 1000, &v64);
-            c.ramp_steps = (int)v64;
-        } else if (!strcmp(a, "--rounds")) {
-            ok = parse_int(a, v, 1, 1000, &v64);
-            c.rounds = (int)v64;
-        } else if (!strcmp(a, "--requests-total")) ok = parse_int(a, v, 1, 1000000000, &c.requests_total);
-        else if (!strcmp(a, "--prompt-words")) ok = parse_int(a, v, 1, 100000, &prompt_words);
-        else if (!strcmp(a, "--max-tokens")) ok = parse_int(a, v, 1, 1000000, &max_tokens);
-        else if (!strcmp(a, "--seed")) {
-            ok = parse_int(a, v, 0, 0x7fffffffffffffffll, &v64);
-            c.seed = (uint64_t)v64;
-        } else if (!strcmp(a, "--sla-p95")) ok = parse_pos(a, v, &c.sla_p95_s);
-        else if (!strcmp(a, "--sla-ttft-p95")) ok = parse_pos(a, v, &c.sla_ttft_p95_s);
-        else if (!strcmp(a, "--sla-max-errors")) {
-            ok = cli_parse_float(v, &c.sla_max_error_rate) && c.sla_max_error_rate >= 0 && c.sla_max_error_rate <= 1;
-            if (!ok) fprintf(stderr, "kiln bench server: --sla-max-errors expects a fraction in [0, 1], got '%s'\n", v);
-        } else if (!strcmp(a, "--timeout")) ok = parse_pos(a, v, &c.timeout_s);
-        else if (!strcmp(a, "--connect-timeout")) ok = parse_pos(a, v, &c.connect_timeout_s);
-        else {
-            fprintf(stderr, "kiln bench server: unknown option '%s' (see --help)\n", a);
-            return 1;
-        }
-        if (!ok) return 1;
+        if (!parse_flag(a, v, o)) return 1;
     }
-    if (!c.url || !c.model || !scenario) {
+    return -1;
+}
+
+/* Checks what the options need together and applies the scenario's
+ * defaults. Returns -1 to go on, else the exit status (1). */
+static int resolve_opts(opts *o) {
+    bench_config *c = &o->c;
+    if (!c->url || !c->model || !o->scenario) {
         fprintf(stderr, "kiln bench server: needs --url, --model and --scenario (see --help)\n");
         return 1;
     }
-    if (!bench_scenario_parse(scenario, &c.scenario)) {
-        fprintf(stderr,
-                "kiln bench server: --scenario expects latency, throughput, ramp, prefix, shared-prefix, spec or "
-                "cache, got '%s'\n",
-                scenario);
+    if (!bench_scenario_parse(o->scenario, &c->scenario)) {
+        fprintf(
+            stderr,
+            "kiln bench server: --scenario expects latency, throughput, ramp, prefix, shared-prefix, spec or "
+            "cache, got '%s'\n",
+            o->scenario);
         return 1;
     }
-    if (c.connect_timeout_s > c.timeout_s) c.connect_timeout_s = c.timeout_s;
-    if (max_tokens < 0)
-        max_tokens = c.scenario == BENCH_PREFIX  ? 8
-                     : c.scenario == BENCH_SPEC  ? 128
-                     : c.scenario == BENCH_CACHE ? 32
-                                                 : 64;
-    if ((c.scenario == BENCH_SHARED_PREFIX || c.scenario == BENCH_CACHE) && !conc_given) c.concurrency = 16;
-    if (c.scenario == BENCH_CACHE) {
-        if (c.requests <= 0) c.requests = 200;
-        if (c.requests_total > 0 && c.duration_s > 0) {
+    if (c->connect_timeout_s > c->timeout_s) c->connect_timeout_s = c->timeout_s;
+    if (o->max_tokens < 0)
+        o->max_tokens = c->scenario == BENCH_PREFIX  ? 8
+                        : c->scenario == BENCH_SPEC  ? 128
+                        : c->scenario == BENCH_CACHE ? 32
+                                                     : 64;
+    if ((c->scenario == BENCH_SHARED_PREFIX || c->scenario == BENCH_CACHE) && !o->conc_given)
+        c->concurrency = 16;
+    if (c->scenario == BENCH_CACHE) {
+        if (c->requests <= 0) c->requests = 200;
+        if (c->requests_total > 0 && c->duration_s > 0) {
             fprintf(stderr, "kiln bench server: give --duration or --requests-total, not both\n");
             return 1;
         }
-        if (c.requests_total <= 0 && !(c.duration_s > 0)) c.duration_s = 10;
-    } else if (c.requests_total > 0) {
+        if (c->requests_total <= 0 && !(c->duration_s > 0)) c->duration_s = 10;
+    } else if (c->requests_total > 0) {
         fprintf(stderr, "kiln bench server: --requests-total applies to --scenario cache only\n");
         return 1;
     }
-    if ((c.scenario == BENCH_PREFIX || c.scenario == BENCH_SPEC) && c.requests <= 0) c.requests = 3;
-    if (c.scenario >= BENCH_PREFIX && c.scenario != BENCH_CACHE && c.duration_s > 0) {
-        fprintf(stderr, "kiln bench server: --duration does not apply to --scenario %s\n", scenario);
+    if ((c->scenario == BENCH_PREFIX || c->scenario == BENCH_SPEC) && c->requests <= 0) c->requests = 3;
+    if (c->scenario >= BENCH_PREFIX && c->scenario != BENCH_CACHE && c->duration_s > 0) {
+        fprintf(stderr, "kiln bench server: --duration does not apply to --scenario %s\n", o->scenario);
         return 1;
     }
-    if (c.requests <= 0 && !(c.duration_s > 0)) {
-        if (c.scenario == BENCH_LATENCY) c.requests = 10;
-        else c.duration_s = 30;
+    if (c->requests <= 0 && !(c->duration_s > 0)) {
+        if (c->scenario == BENCH_LATENCY) c->requests = 10;
+        else c->duration_s = 30;
     }
+    return -1;
+}
 
+/* Writes the result where the options ask and returns the exit status:
+ * 0 PASS, 2 FAIL (1 for cache), 1 when no request succeeded or a file
+ * could not be written. */
+static int report(const opts *o, const bench_result *res) {
     kn_err err = {0};
-    bench_dataset ds = {0};
-    kn_status st = dataset ? bench_dataset_load(dataset, (int)max_tokens, &ds, &err)
-                           : bench_dataset_synth(1024, (int)prompt_words, (int)max_tokens, c.seed, &ds, &err);
-    if (st != KN_OK) {
-        fprintf(stderr, "kiln bench server: %s\n", err.msg);
-        return 1;
-    }
-    c.prompts = &ds;
-    if (curl_global_init(CURL_GLOBAL_DEFAULT) != CURLE_OK) {
-        fprintf(stderr, "kiln bench server: curl_global_init failed\n");
-        bench_dataset_free(&ds);
-        return 1;
-    }
-    int rc = 1;
-    bench_result *res = NULL;
-    json_t *doc = NULL;
-    if (bench_run(&c, &res, &err) != KN_OK) {
-        fprintf(stderr, "kiln bench server: %s\n", err.msg);
-        goto done;
-    }
-    doc = bench_result_json(res);
+    json_t *doc = bench_result_json(res);
     bool files_ok = true;
-    if (output) files_ok &= write_json(output, doc);
-    if (report && bench_report_html(res, report, &err) != KN_OK) {
+    if (o->output) files_ok &= write_json(o->output, doc);
+    if (o->report && bench_report_html(res, o->report, &err) != KN_OK) {
         fprintf(stderr, "kiln bench server: %s\n", err.msg);
         files_ok = false;
     }
-    if (json_out) {
+    if (o->json_out) {
         json_dumpf(doc, stdout, JSON_INDENT(2) | JSON_REAL_PRECISION(6));
         fputc('\n', stdout);
     } else {
         bench_result_print(res, stdout);
     }
     fflush(stdout);
+    json_decref(doc);
     if (res->all.ok == 0) {
         fprintf(stderr, "kiln bench server: the run failed: no request succeeded%s%s\n",
                 res->first_error[0] ? "; first error: " : "", res->first_error);
-        rc = 1;
-    } else if (!files_ok) {
-        rc = 1;
-    } else if (c.scenario == BENCH_CACHE) {
-        rc = res->all.sla_pass ? 0 : 1; /* the goals are informational; FAIL means the run failed */
-    } else {
-        rc = res->all.sla_pass ? 0 : 2;
+        return 1;
     }
-done:
-    json_decref(doc);
+    if (!files_ok) return 1;
+    if (o->c.scenario == BENCH_CACHE) return res->all.sla_pass ? 0 : 1; /* the goals are informational */
+    return res->all.sla_pass ? 0 : 2;
+}
+
+int cmd_bench_server(int argc, char **argv) {
+    if (cli_wants_help(argc, argv)) {
+        usage(stdout);
+        return 0;
+    }
+    opts o;
+    int rc = parse_opts(argc, argv, &o);
+    if (rc < 0) rc = resolve_opts(&o);
+    if (rc >= 0) return rc;
+
+    kn_err err = {0};
+    bench_dataset ds = {0};
+    kn_status st =
+        o.dataset ? bench_dataset_load(o.dataset, (int)o.max_tokens, &ds, &err)
+                  : bench_dataset_synth(1024, (int)o.prompt_words, (int)o.max_tokens, o.c.seed, &ds, &err);
+    if (st != KN_OK) {
+        fprintf(stderr, "kiln bench server: %s\n", err.msg);
+        return 1;
+    }
+    o.c.prompts = &ds;
+    if (curl_global_init(CURL_GLOBAL_DEFAULT) != CURLE_OK) {
+        fprintf(stderr, "kiln bench server: curl_global_init failed\n");
+        bench_dataset_free(&ds);
+        return 1;
+    }
+    bench_result *res = NULL;
+    if (bench_run(&o.c, &res, &err) != KN_OK) {
+        fprintf(stderr, "kiln bench server: %s\n", err.msg);
+        rc = 1;
+    } else {
+        rc = report(&o, res);
+    }
     bench_result_destroy(res);
     bench_dataset_free(&ds);
     curl_global_cleanup();
