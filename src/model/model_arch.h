@@ -79,8 +79,6 @@ kn_status model_get_u32(const gguf_ctx *g, const char *arch, const char *suffix,
 /* <arch>.<suffix> as a float into *out; absent leaves *out unchanged. */
 kn_status model_get_f32(const gguf_ctx *g, const char *arch, const char *suffix, float *out, kn_err *err);
 
-/* The load's file. */
-const gguf_ctx *model_loader_gguf(const model_loader *ld);
 /* Binds tensor `name` into *t after checking its shape, ne0 x ne1 (ne1 = 1:
  * a vector, which must be F32), and that kiln computes with its type. A
  * missing tensor fails when required ("missing tensor 'name'"); *present

@@ -52,7 +52,6 @@ kn_status model_get_f32(const gguf_ctx *g, const char *arch, const char *suffix,
 
 /* ---- tensors ---- */
 
-const gguf_ctx *model_loader_gguf(const model_loader *ld) { return ld->g; }
 kn_err *model_loader_err(model_loader *ld) { return ld->err; }
 
 /* Records a view for retargeting (load time only). */
