@@ -42,10 +42,11 @@ void model_arch_names(char *buf, size_t cap) {
 
 /* ---- the ctx and the passes ---- */
 
-kn_status model_ctx_create(const model *m, const tensor_ops *ops, kn_pool *pool, int max_batch, model_ctx **out,
-                           kn_err *err) {
+kn_status model_ctx_create(const model *m, const tensor_ops *ops, kn_pool *pool, int max_batch,
+                           model_ctx **out, kn_err *err) {
     *out = NULL;
-    if (max_batch < 1 || max_batch > 65536) return kn_fail(err, KN_EINVAL, "batch size %d out of range", max_batch);
+    if (max_batch < 1 || max_batch > 65536)
+        return kn_fail(err, KN_EINVAL, "batch size %d out of range", max_batch);
     const model_arch_row *a = model_arch_get(m->hp.arch);
     return a->ctx_create(a, m, ops, pool, max_batch, out, err);
 }
@@ -54,21 +55,27 @@ void model_ctx_destroy(model_ctx *c) {
     if (c) c->arch->ctx_destroy(c);
 }
 
-uint64_t model_ctx_bytes(const model_ctx *c) { return c->bytes; }
+uint64_t model_ctx_bytes(const model_ctx *c) {
+    return c->bytes;
+}
 
 kn_status model_forward(model_ctx *c, model_kv *kv, const model_batch *b, float *out, kn_err *err) {
     if (!c->arch->forward)
-        return kn_fail(err, KN_EUNSUPPORTED, "%s is an encoder (embedding) model: it has no logits to generate with",
+        return kn_fail(err, KN_EUNSUPPORTED,
+                       "%s is an encoder (embedding) model: it has no logits to generate with",
                        c->m->hp.arch_name);
     return c->arch->forward(c, kv, b, out, err);
 }
 
-bool model_is_encoder(const model *m) { return m && m->hp.encoder; }
+bool model_is_encoder(const model *m) {
+    return m && m->hp.encoder;
+}
 
 kn_status model_encode(model_ctx *c, const int32_t *const *toks, const size_t *lens, size_t n, bool normalize,
                        float *out, kn_err *err) {
     if (!c->arch->encode)
-        return kn_fail(err, KN_EUNSUPPORTED, "model_encode needs an encoder model (bert); this one is a decoder");
+        return kn_fail(err, KN_EUNSUPPORTED,
+                       "model_encode needs an encoder model (bert); this one is a decoder");
     return c->arch->encode(c, toks, lens, n, normalize, out, err);
 }
 
@@ -105,7 +112,8 @@ kn_status model_read_shape(const gguf_ctx *g, model_shape *s, kn_err *err) {
     const void *data;
     int64_t ki = gguf_find_key(g, "tokenizer.ggml.tokens");
     if (ki >= 0 && gguf_kv_get_arr(g, ki, &et, &nv, &data) == KN_OK) s->n_vocab = (int64_t)nv;
-    for (int64_t i = 0; i < gguf_n_tensors(g); i++) s->weight_bytes += gguf_tensor(g, i)->nbytes;
+    for (int64_t i = 0; i < gguf_n_tensors(g); i++)
+        s->weight_bytes += gguf_tensor(g, i)->nbytes;
     if (s->n_layer <= 0 || s->n_embd <= 0 || s->n_head <= 0 || s->n_head_kv <= 0 || s->ctx_train <= 0)
         return kn_fail(err, KN_EFORMAT, "the model's hyper-parameters are missing or invalid");
     if (s->n_layer > 4096 || s->n_embd > (1 << 20) || s->n_ff > (1 << 22) || s->n_vocab > (1 << 24))

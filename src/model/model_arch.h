@@ -24,11 +24,11 @@ typedef struct model_loader model_loader;
 typedef struct model_arch_row model_arch_row;
 
 struct model_arch_row {
-    const char *name;      /* general.architecture */
-    model_arch id;         /* its index in the table; becomes hp.arch */
-    bool encoder;          /* model_encode, not model_forward; no KV */
-    model_rope_type rope;  /* hp.rope_type */
-    unsigned variant;      /* the family's own switches (e.g. llama's q/k/v biases), read by its file only */
+    const char *name;     /* general.architecture */
+    model_arch id;        /* its index in the table; becomes hp.arch */
+    bool encoder;         /* model_encode, not model_forward; no KV */
+    model_rope_type rope; /* hp.rope_type */
+    unsigned variant;     /* the family's own switches (e.g. llama's q/k/v biases), read by its file only */
 
     /* Reads the family's own metadata keys into hp and checks them; the
      * common ones (model_load.c: sizes, head dimension, RoPE and its
@@ -51,11 +51,11 @@ struct model_arch_row {
     kn_status (*ctx_create)(const model_arch_row *a, const model *m, const tensor_ops *ops, kn_pool *pool,
                             int max_batch, model_ctx **out, kn_err *err);
     void (*ctx_destroy)(model_ctx *c);
-    /* Decoders: model_forward after the checks common to all rows (model_arch.c). */
+    /* Decoders: model_forward (the row checks its batch, e.g. with model_dec_check). */
     kn_status (*forward)(model_ctx *c, model_kv *kv, const model_batch *b, float *out, kn_err *err);
     /* Encoders: model_encode (the row checks its inputs). */
-    kn_status (*encode)(model_ctx *c, const int32_t *const *toks, const size_t *lens, size_t n, bool normalize,
-                        float *out, kn_err *err);
+    kn_status (*encode)(model_ctx *c, const int32_t *const *toks, const size_t *lens, size_t n,
+                        bool normalize, float *out, kn_err *err);
 };
 
 /* The rows, one per name; each is defined in its family's file. */
@@ -83,8 +83,8 @@ kn_status model_get_f32(const gguf_ctx *g, const char *arch, const char *suffix,
  * a vector, which must be F32), and that kiln computes with its type. A
  * missing tensor fails when required ("missing tensor 'name'"); *present
  * (optional) says whether it exists. The failure is in ld's err. */
-kn_status model_bind(model_loader *ld, model_tensor *t, const char *name, int64_t ne0, int64_t ne1, bool required,
-                     bool *present);
+kn_status model_bind(model_loader *ld, model_tensor *t, const char *name, int64_t ne0, int64_t ne1,
+                     bool required, bool *present);
 /* The same for "blk.<layer>.<suffix>". */
 kn_status model_bind_layer(model_loader *ld, model_tensor *t, int layer, const char *suffix, int64_t ne0,
                            int64_t ne1, bool required);

@@ -39,14 +39,16 @@ static kn_status bert_hparams(const model_arch_row *ar, const gguf_ctx *g, model
         (st = model_get_f32(g, a, "attention.layer_norm_epsilon", &hp->norm_eps, err)))
         return st;
     if (pool > MODEL_POOL_LAST)
-        return kn_fail(err, KN_EUNSUPPORTED, "%s.pooling_type %d is not supported (0 none, 1 mean, 2 cls, 3 last)", a,
-                       pool);
+        return kn_fail(err, KN_EUNSUPPORTED,
+                       "%s.pooling_type %d is not supported (0 none, 1 mean, 2 cls, 3 last)", a, pool);
     hp->pooling = (model_pooling)pool;
     if (!(hp->norm_eps >= 0.0f && hp->norm_eps < 1.0f))
-        return kn_fail(err, KN_EFORMAT, "%s.attention.layer_norm_epsilon %g is out of range", a, (double)hp->norm_eps);
+        return kn_fail(err, KN_EFORMAT, "%s.attention.layer_norm_epsilon %g is out of range", a,
+                       (double)hp->norm_eps);
     if (hp->n_head_kv != hp->n_head || (int64_t)hp->n_head * hp->head_dim != hp->n_embd)
-        return kn_fail(err, KN_EUNSUPPORTED, "bert with %d heads of %d over n_embd %d (kv heads %d) is not supported",
-                       hp->n_head, hp->head_dim, hp->n_embd, hp->n_head_kv);
+        return kn_fail(err, KN_EUNSUPPORTED,
+                       "bert with %d heads of %d over n_embd %d (kv heads %d) is not supported", hp->n_head,
+                       hp->head_dim, hp->n_embd, hp->n_head_kv);
     const gguf_tensor_info *pe = gguf_find_tensor(g, "position_embd.weight");
     const gguf_tensor_info *tt = gguf_find_tensor(g, "token_types.weight");
     if (!pe) return kn_fail(err, KN_EFORMAT, "missing tensor 'position_embd.weight'");
@@ -99,7 +101,8 @@ static kn_status bert_bind(const model_arch_row *a, model_loader *ld, model *m) 
             {&L->layer_out_norm_b, "layer_output_norm.bias", E, 1},
         };
         for (size_t i = 0; i < sizeof tab / sizeof tab[0]; i++)
-            if ((st = model_bind_layer(ld, tab[i].t, l, tab[i].name, tab[i].ne0, tab[i].ne1, true))) return st;
+            if ((st = model_bind_layer(ld, tab[i].t, l, tab[i].name, tab[i].ne0, tab[i].ne1, true)))
+                return st;
     }
     return KN_OK;
 }
@@ -157,8 +160,8 @@ static void *scratch_alloc(bert_ctx *b, size_t n) {
 }
 
 /* Scratch for max_batch tokens in all and sequences up to n_ctx_train. */
-static kn_status bert_ctx_create(const model_arch_row *a, const model *m, const tensor_ops *ops, kn_pool *pool,
-                                 int max_batch, model_ctx **out, kn_err *err) {
+static kn_status bert_ctx_create(const model_arch_row *a, const model *m, const tensor_ops *ops,
+                                 kn_pool *pool, int max_batch, model_ctx **out, kn_err *err) {
     const model_hparams *hp = &m->hp;
     bert_ctx *b = calloc(1, sizeof *b);
     if (!b) return kn_fail(err, KN_ENOMEM, "out of memory");
@@ -337,8 +340,8 @@ static void battn_fn(void *arg, int ith, int nth) {
         memset(acc, 0, (size_t)G * hd * sizeof *acc);
         for (int t0 = 0; t0 < len; t0 += MODEL_ATTN_TILE) {
             const int n = len - t0 < MODEL_ATTN_TILE ? len - t0 : MODEL_ATTN_TILE;
-            c->base.ops->attn_tile_f16(hd, G, n, q, K + (size_t)t0 * hd, V + (size_t)t0 * hd, scale, mx, lsum, acc,
-                                  sc);
+            c->base.ops->attn_tile_f16(hd, G, n, q, K + (size_t)t0 * hd, V + (size_t)t0 * hd, scale, mx, lsum,
+                                       acc, sc);
         }
         for (int g = 0; g < G; g++) {
             float *o = c->att + (size_t)(t + g) * E + h * hd;
@@ -419,7 +422,8 @@ static void bert_layer(bert_ctx *c, brows_job *rj, int l, const size_t *lens, si
 }
 
 /* Each sequence's vector from its rows xs[len][E] into o[E]. */
-static void bert_pool(model_pooling pooling, const float *xs, size_t len, int64_t E, bool normalize, float *o) {
+static void bert_pool(model_pooling pooling, const float *xs, size_t len, int64_t E, bool normalize,
+                      float *o) {
     switch (pooling) {
     case MODEL_POOL_CLS: memcpy(o, xs, (size_t)E * sizeof *o); break;
     case MODEL_POOL_LAST: memcpy(o, xs + (len - 1) * (size_t)E, (size_t)E * sizeof *o); break;

@@ -37,21 +37,16 @@ static kn_status llama_bind(const model_arch_row *a, model_loader *ld, model *m)
             int64_t ne0, ne1;
             bool required;
         } tab[] = {
-            {&L->attn_norm, "attn_norm.weight", E, 1, true},
-            {&L->wq, "attn_q.weight", E, Hq, true},
-            {&L->wk, "attn_k.weight", E, Hkv, true},
-            {&L->wv, "attn_v.weight", E, Hkv, true},
-            {&L->wo, "attn_output.weight", Hq, E, true},
-            {&L->ffn_norm, "ffn_norm.weight", E, 1, true},
-            {&L->w_gate, "ffn_gate.weight", E, F, true},
-            {&L->w_up, "ffn_up.weight", E, F, true},
-            {&L->w_down, "ffn_down.weight", F, E, true},
-            {&L->bq, "attn_q.bias", Hq, 1, bias},
-            {&L->bk, "attn_k.bias", Hkv, 1, bias},
-            {&L->bv, "attn_v.bias", Hkv, 1, bias},
+            {&L->attn_norm, "attn_norm.weight", E, 1, true}, {&L->wq, "attn_q.weight", E, Hq, true},
+            {&L->wk, "attn_k.weight", E, Hkv, true},         {&L->wv, "attn_v.weight", E, Hkv, true},
+            {&L->wo, "attn_output.weight", Hq, E, true},     {&L->ffn_norm, "ffn_norm.weight", E, 1, true},
+            {&L->w_gate, "ffn_gate.weight", E, F, true},     {&L->w_up, "ffn_up.weight", E, F, true},
+            {&L->w_down, "ffn_down.weight", F, E, true},     {&L->bq, "attn_q.bias", Hq, 1, bias},
+            {&L->bk, "attn_k.bias", Hkv, 1, bias},           {&L->bv, "attn_v.bias", Hkv, 1, bias},
         };
         for (size_t i = 0; i < sizeof tab / sizeof tab[0]; i++)
-            if ((st = model_bind_layer(ld, tab[i].t, l, tab[i].name, tab[i].ne0, tab[i].ne1, tab[i].required)))
+            if ((st =
+                     model_bind_layer(ld, tab[i].t, l, tab[i].name, tab[i].ne0, tab[i].ne1, tab[i].required)))
                 return st;
     }
     return KN_OK;
@@ -59,8 +54,8 @@ static kn_status llama_bind(const model_arch_row *a, model_loader *ld, model *m)
 
 /* ---- scratch: the shared decoder scratch as is ---- */
 
-static kn_status llama_ctx_create(const model_arch_row *a, const model *m, const tensor_ops *ops, kn_pool *pool,
-                                  int max_batch, model_ctx **out, kn_err *err) {
+static kn_status llama_ctx_create(const model_arch_row *a, const model *m, const tensor_ops *ops,
+                                  kn_pool *pool, int max_batch, model_ctx **out, kn_err *err) {
     model_dec *d = calloc(1, sizeof *d);
     if (!d) return kn_fail(err, KN_ENOMEM, "out of memory");
     model_ctx_init(&d->base, a, m, ops, pool, max_batch);

@@ -52,7 +52,9 @@ kn_status model_get_f32(const gguf_ctx *g, const char *arch, const char *suffix,
 
 /* ---- tensors ---- */
 
-kn_err *model_loader_err(model_loader *ld) { return ld->err; }
+kn_err *model_loader_err(model_loader *ld) {
+    return ld->err;
+}
 
 /* Records a view for retargeting (load time only). */
 static kn_status record_view(model_loader *ld, model_tensor *t) {
@@ -67,8 +69,8 @@ static kn_status record_view(model_loader *ld, model_tensor *t) {
     return KN_OK;
 }
 
-kn_status model_bind(model_loader *ld, model_tensor *t, const char *name, int64_t ne0, int64_t ne1, bool required,
-                     bool *present) {
+kn_status model_bind(model_loader *ld, model_tensor *t, const char *name, int64_t ne0, int64_t ne1,
+                     bool required, bool *present) {
     kn_err *err = ld->err;
     const gguf_tensor_info *ti = gguf_find_tensor(ld->g, name);
     if (present) *present = ti != NULL;
@@ -79,13 +81,13 @@ kn_status model_bind(model_loader *ld, model_tensor *t, const char *name, int64_
     uint64_t e1 = ti->n_dims >= 2 ? ti->ne[1] : 1;
     bool ok = ti->ne[0] == (uint64_t)ne0 && e1 == (uint64_t)ne1 && ti->ne[2] == 1 && ti->ne[3] == 1;
     if (!ok)
-        return kn_fail(err, KN_EFORMAT, "tensor '%s' has shape [%llu, %llu, %llu, %llu], expected [%lld, %lld]",
-                       name, (unsigned long long)ti->ne[0], (unsigned long long)ti->ne[1],
-                       (unsigned long long)ti->ne[2], (unsigned long long)ti->ne[3], (long long)ne0,
-                       (long long)ne1);
+        return kn_fail(
+            err, KN_EFORMAT, "tensor '%s' has shape [%llu, %llu, %llu, %llu], expected [%lld, %lld]", name,
+            (unsigned long long)ti->ne[0], (unsigned long long)ti->ne[1], (unsigned long long)ti->ne[2],
+            (unsigned long long)ti->ne[3], (long long)ne0, (long long)ne1);
     if (!q_type_supported(ti->type))
-        return kn_fail(err, KN_EUNSUPPORTED, "tensor '%s' has type %s (%u), which kiln cannot compute with", name,
-                       q_type_name(ti->type), ti->type);
+        return kn_fail(err, KN_EUNSUPPORTED, "tensor '%s' has type %s (%u), which kiln cannot compute with",
+                       name, q_type_name(ti->type), ti->type);
     if (ne1 == 1 && ti->type != Q_TYPE_F32)
         return kn_fail(err, KN_EUNSUPPORTED, "tensor '%s' is a vector of type %s; expected F32", name,
                        q_type_name(ti->type));
@@ -129,14 +131,16 @@ static kn_status weights_to_memory(model *m, model_tensor *const *views, size_t 
     const size_t len = ((size_t)span + huge - 1) & ~(huge - 1);
     uint8_t *mem = mmap(NULL, len + huge, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
     if (mem == MAP_FAILED)
-        return kn_fail(err, KN_ENOMEM, "cannot allocate %.1f MiB for the weights (try --mmap)", (double)len / 1048576.0);
+        return kn_fail(err, KN_ENOMEM, "cannot allocate %.1f MiB for the weights (try --mmap)",
+                       (double)len / 1048576.0);
     uint8_t *al = (uint8_t *)(((uintptr_t)mem + huge - 1) & ~(uintptr_t)(huge - 1));
     m->huge_pages = madvise(al, len, MADV_HUGEPAGE) == 0;
     memcpy(al, base, span);
     mprotect(al, len, PROT_READ);
     m->weights_mem = mem;
     m->weights_len = len + huge;
-    for (size_t i = 0; i < n_views; i++) retarget(views[i], base, al, span);
+    for (size_t i = 0; i < n_views; i++)
+        retarget(views[i], base, al, span);
     return KN_OK;
 }
 
@@ -147,7 +151,8 @@ static void weights_fault_in(const gguf_ctx *g) {
     for (int64_t i = 0; i < gguf_n_tensors(g); i++) {
         const gguf_tensor_info *ti = gguf_tensor(g, i);
         const volatile uint8_t *p = ti->data;
-        for (uint64_t off = 0; off < ti->nbytes; off += 4096) sink ^= p[off];
+        for (uint64_t off = 0; off < ti->nbytes; off += 4096)
+            sink ^= p[off];
     }
     (void)sink;
 }
@@ -185,9 +190,10 @@ static kn_status read_sizes(const gguf_ctx *g, const char *a, model_hparams *hp,
     if ((st = model_get_u32(g, a, "attention.head_count_kv", false, &hp->n_head_kv, err))) return st;
     if (hp->n_embd <= 0 || hp->n_layer <= 0 || hp->n_head <= 0 || hp->n_head_kv <= 0 || hp->n_ff <= 0 ||
         hp->n_head % hp->n_head_kv != 0 || hp->n_layer > 4096)
-        return kn_fail(err, KN_EFORMAT,
-                       "inconsistent hyper-parameters: n_embd %d, n_layer %d, n_head %d, n_head_kv %d, n_ff %d",
-                       hp->n_embd, hp->n_layer, hp->n_head, hp->n_head_kv, hp->n_ff);
+        return kn_fail(
+            err, KN_EFORMAT,
+            "inconsistent hyper-parameters: n_embd %d, n_layer %d, n_head %d, n_head_kv %d, n_ff %d",
+            hp->n_embd, hp->n_layer, hp->n_head, hp->n_head_kv, hp->n_ff);
     hp->head_dim = hp->n_embd / hp->n_head;
     if ((st = model_get_u32(g, a, "attention.key_length", false, &hp->head_dim, err))) return st;
     if (hp->head_dim <= 0 || hp->head_dim % 2 || hp->head_dim > 1024)
@@ -273,7 +279,8 @@ kn_status model_load_gguf(gguf_ctx *g, const model_load_opts *opts, model **out,
     kn_status st;
     if ((st = find_arch(g, &a, err)) || (st = read_hparams(g, a, &m->hp, err)) || (st = a->bind(a, &ld, m)))
         goto fail;
-    for (int64_t i = 0; i < gguf_n_tensors(g); i++) m->weight_bytes += gguf_tensor(g, i)->nbytes;
+    for (int64_t i = 0; i < gguf_n_tensors(g); i++)
+        m->weight_bytes += gguf_tensor(g, i)->nbytes;
     m->gguf = g;
     if (opts && opts->mmap_weights) {
         weights_fault_in(g);

@@ -12,8 +12,8 @@
 
 /* ---- ctx ---- */
 
-void model_ctx_init(model_ctx *c, const model_arch_row *a, const model *m, const tensor_ops *ops, kn_pool *pool,
-                    int max_batch) {
+void model_ctx_init(model_ctx *c, const model_arch_row *a, const model *m, const tensor_ops *ops,
+                    kn_pool *pool, int max_batch) {
     c->m = m;
     c->arch = a;
     c->ops = ops;
@@ -48,7 +48,8 @@ static void tokens_fn(void *arg, int ith, int nth) {
     const tokens_job *j = arg;
     int64_t lo, hi;
     kn_split_range(j->n, 1, ith, nth, &lo, &hi);
-    for (int64_t t = lo; t < hi; t++) j->fn(j->arg, (int)t);
+    for (int64_t t = lo; t < hi; t++)
+        j->fn(j->arg, (int)t);
 }
 
 void model_for_tokens(const model_ctx *c, int n, int64_t work, model_token_fn fn, void *arg) {
@@ -59,8 +60,8 @@ void model_for_tokens(const model_ctx *c, int n, int64_t work, model_token_fn fn
 /* ---- matmuls ---- */
 
 void model_matmul_q(model_ctx *c, const model_tensor *w, int64_t n, float *y, int64_t ldy) {
-    tensor_matmul(c->ops, model_pool_for(c, w->ne0 * w->ne1 * n), w->type, w->data, w->ne0, w->ne1, c->act, n, y,
-                  ldy);
+    tensor_matmul(c->ops, model_pool_for(c, w->ne0 * w->ne1 * n), w->type, w->data, w->ne0, w->ne1, c->act, n,
+                  y, ldy);
 }
 
 typedef struct multi_mm {
@@ -76,20 +77,22 @@ typedef struct multi_mm {
 static void multi_mm_fn(void *arg, int ith, int nth) {
     const multi_mm *j = arg;
     int64_t total = 0;
-    for (int i = 0; i < j->count; i++) total += j->w[i]->ne1;
+    for (int i = 0; i < j->count; i++)
+        total += j->w[i]->ne1;
     int64_t lo, hi;
     kn_split_range(total, 16, ith, nth, &lo, &hi);
     int64_t base = 0;
     for (int i = 0; i < j->count && lo < hi; i++) {
         const model_tensor *w = j->w[i];
         const int64_t a = lo > base ? lo - base : 0, b = hi - base < w->ne1 ? hi - base : w->ne1;
-        if (a < b) tensor_matmul_rows(j->ops, w->type, w->data, w->ne0, a, b, j->act, j->n, j->y[i], j->ldy[i]);
+        if (a < b)
+            tensor_matmul_rows(j->ops, w->type, w->data, w->ne0, a, b, j->act, j->n, j->y[i], j->ldy[i]);
         base += w->ne1;
     }
 }
 
-void model_matmul_multi(model_ctx *c, int count, const model_tensor *const *w, float *const *y, const int64_t *ldy,
-                        int64_t n) {
+void model_matmul_multi(model_ctx *c, int count, const model_tensor *const *w, float *const *y,
+                        const int64_t *ldy, int64_t n) {
     KN_ASSERT(count >= 1 && count <= 3);
     multi_mm j = {.ops = c->ops, .act = c->act, .n = n, .count = count};
     int64_t macs = 0;
@@ -115,14 +118,17 @@ void model_act_quantize_row(model_ctx *c, const model_tensor *w, const float *ro
 
 void model_rmsnorm(float *out, const float *x, const float *w, int64_t n, float eps) {
     double sum = 0.0;
-    for (int64_t i = 0; i < n; i++) sum += (double)x[i] * x[i];
+    for (int64_t i = 0; i < n; i++)
+        sum += (double)x[i] * x[i];
     const float scale = 1.0f / sqrtf((float)(sum / (double)n) + eps);
-    for (int64_t i = 0; i < n; i++) out[i] = x[i] * scale * w[i];
+    for (int64_t i = 0; i < n; i++)
+        out[i] = x[i] * scale * w[i];
 }
 
 void model_layernorm(float *x, const float *w, const float *bias, int64_t n, float eps) {
     double sum = 0.0;
-    for (int64_t i = 0; i < n; i++) sum += x[i];
+    for (int64_t i = 0; i < n; i++)
+        sum += x[i];
     const float mean = (float)(sum / (double)n);
     double var = 0.0;
     for (int64_t i = 0; i < n; i++) {
@@ -131,14 +137,16 @@ void model_layernorm(float *x, const float *w, const float *bias, int64_t n, flo
         var += (double)d * d;
     }
     const float scale = 1.0f / sqrtf((float)(var / (double)n) + eps);
-    for (int64_t i = 0; i < n; i++) x[i] = x[i] * scale * w[i] + bias[i];
+    for (int64_t i = 0; i < n; i++)
+        x[i] = x[i] * scale * w[i] + bias[i];
 }
 
 void model_add_bias(float *y, const model_tensor *b, int64_t n, int64_t ld) {
     if (!b->data) return;
     const float *bv = b->data;
     for (int64_t t = 0; t < n; t++)
-        for (int64_t i = 0; i < b->ne0; i++) y[t * ld + i] += bv[i];
+        for (int64_t i = 0; i < b->ne0; i++)
+            y[t * ld + i] += bv[i];
 }
 
 static inline float gelu(float x) {
@@ -147,13 +155,15 @@ static inline float gelu(float x) {
 }
 
 void model_gelu_table_init(float *tab) {
-    for (uint32_t i = 0; i < MODEL_GELU_TABLE; i++) tab[i] = q_f16_to_f32(q_f32_to_f16(gelu(q_f16_to_f32((q_f16_t)i))));
+    for (uint32_t i = 0; i < MODEL_GELU_TABLE; i++)
+        tab[i] = q_f16_to_f32(q_f32_to_f16(gelu(q_f16_to_f32((q_f16_t)i))));
 }
 
 /* ---- RoPE ---- */
 
 static float yarn_corr_dim(int n_rot, int n_ctx_orig, float n_turns, float base) {
-    return (float)n_rot * logf((float)n_ctx_orig / (n_turns * 2.0f * 3.14159265358979f)) / (2.0f * logf(base));
+    return (float)n_rot * logf((float)n_ctx_orig / (n_turns * 2.0f * 3.14159265358979f)) /
+           (2.0f * logf(base));
 }
 
 void model_rope_table(const model_hparams *hp, const int32_t *pos, int n, float *tab) {
@@ -215,13 +225,21 @@ kn_status model_dec_init(model_dec *d, size_t act_bytes, kn_err *err) {
      * Q8_0 KV or a tile spanning KV blocks two F16 tiles [TILE][hd] (= TILE*hd
      * floats), and a row [hd] to spare */
     d->scratch_per_thread = (size_t)(((G * (MODEL_ATTN_TILE + 2 + hp->head_dim) +
-                                       (int64_t)MODEL_ATTN_TILE * hp->head_dim + hp->head_dim) + 15) & ~(int64_t)15);
+                                       (int64_t)MODEL_ATTN_TILE * hp->head_dim + hp->head_dim) +
+                                      15) &
+                                     ~(int64_t)15);
     struct {
         float **p;
         int64_t n;
     } bufs[] = {
-        {&d->x, B * E},     {&d->xn, B * W},    {&d->q, B * Hq},    {&d->k, B * Hkv},
-        {&d->v, B * Hkv},   {&d->att, B * Hq},  {&d->gate, B * F},  {&d->up, B * F},
+        {&d->x, B * E},
+        {&d->xn, B * W},
+        {&d->q, B * Hq},
+        {&d->k, B * Hkv},
+        {&d->v, B * Hkv},
+        {&d->att, B * Hq},
+        {&d->gate, B * F},
+        {&d->up, B * F},
         {&d->rope, B * hp->n_rot},
         {&d->scratch, (int64_t)c->n_threads * (int64_t)d->scratch_per_thread},
     };
@@ -239,7 +257,8 @@ nomem:
 
 void model_dec_free(model_dec *d) {
     float *bufs[] = {d->x, d->xn, d->q, d->k, d->v, d->att, d->gate, d->up, d->rope, d->scratch};
-    for (size_t i = 0; i < sizeof bufs / sizeof bufs[0]; i++) kn_free_aligned(bufs[i]);
+    for (size_t i = 0; i < sizeof bufs / sizeof bufs[0]; i++)
+        kn_free_aligned(bufs[i]);
     kn_free_aligned(d->base.act);
 }
 
@@ -293,11 +312,11 @@ void model_dec_embed(model_dec *d, const model_tensor *tok_embd, const model_bat
 
 typedef struct rows_job {
     model_dec *d;
-    const float *src;         /* rows [n][ld] to add or to quantize */
+    const float *src; /* rows [n][ld] to add or to quantize */
     int64_t ld;
     const model_tensor *norm; /* RMSNorm weight (or NULL) */
     float eps;
-    const model_tensor *w;    /* the weight the quantized rows feed */
+    const model_tensor *w; /* the weight the quantized rows feed */
 } rows_job;
 
 static void resid_norm_token(void *arg, int t) {
@@ -307,7 +326,8 @@ static void resid_norm_token(void *arg, int t) {
     float *x = d->x + (size_t)t * E;
     if (j->src) {
         const float *a = j->src + (size_t)t * j->ld;
-        for (int64_t i = 0; i < E; i++) x[i] += a[i];
+        for (int64_t i = 0; i < E; i++)
+            x[i] += a[i];
     }
     if (!j->norm) return;
     float *xn = d->xn + (size_t)t * E;
@@ -339,12 +359,13 @@ static void kv_store(bool q8, uint8_t *dst, const float *src, int hd) {
         tensor_kv8p_quantize(src, dst, hd); /* the "q8_0" KV rows are Q8P (tensor.h): finer levels */
     } else {
         q_f16_t *d = (q_f16_t *)dst;
-        for (int i = 0; i < hd; i++) d[i] = q_f32_to_f16(src[i]);
+        for (int i = 0; i < hd; i++)
+            d[i] = q_f32_to_f16(src[i]);
     }
 }
 
-void model_kv_write(const model_kv *kv, int head_dim, int n_head_kv, int seq, int layer, int pos, const float *k,
-                    const float *v) {
+void model_kv_write(const model_kv *kv, int head_dim, int n_head_kv, int seq, int layer, int pos,
+                    const float *k, const float *v) {
     const bool q8 = kv_geometry(kv)->row_type == MODEL_KV_Q8_0;
     for (int h = 0; h < n_head_kv; h++) {
         kv_store(q8, kv_row(kv, seq, layer, h, pos, false, NULL), k + (size_t)h * head_dim, head_dim);
@@ -381,7 +402,8 @@ static void attn_fn(void *arg, int ith, int nth) {
         const int t = (int)(p / nkv), kvh = (int)(p % nkv);
         const int seq = j->b->seq[t], pos = j->b->pos[t];
         const float *q = d->q + (size_t)t * nh * hd + (size_t)kvh * G * hd;
-        for (int g = 0; g < G; g++) mx[g] = -INFINITY, lsum[g] = 0.0f;
+        for (int g = 0; g < G; g++)
+            mx[g] = -INFINITY, lsum[g] = 0.0f;
         memset(acc, 0, (size_t)G * hd * sizeof *acc);
         for (int t0 = 0; t0 <= pos; t0 += MODEL_ATTN_TILE) {
             const int len = pos - t0 + 1 < MODEL_ATTN_TILE ? pos - t0 + 1 : MODEL_ATTN_TILE;
@@ -418,7 +440,8 @@ static void attn_fn(void *arg, int ith, int nth) {
         float *o = d->att + (size_t)t * nh * hd + (size_t)kvh * G * hd;
         for (int g = 0; g < G; g++) {
             const float inv = 1.0f / lsum[g];
-            for (int e = 0; e < hd; e++) o[(size_t)g * hd + e] = acc[(size_t)g * hd + e] * inv;
+            for (int e = 0; e < hd; e++)
+                o[(size_t)g * hd + e] = acc[(size_t)g * hd + e] * inv;
         }
     }
 }
@@ -428,7 +451,8 @@ void model_attn_paged(model_dec *d, model_kv *kv, const model_batch *b, int laye
     const int64_t Hq = (int64_t)hp->n_head * hp->head_dim;
     attn_job j = {.d = d, .kv = kv, .b = b, .layer = layer};
     int64_t macs = 0;
-    for (int t = 0; t < b->n_tokens; t++) macs += (int64_t)(b->pos[t] + 1) * Hq * 2;
+    for (int t = 0; t < b->n_tokens; t++)
+        macs += (int64_t)(b->pos[t] + 1) * Hq * 2;
     kn_pool_run(model_pool_for(&d->base, macs), attn_fn, &j);
 }
 

@@ -34,14 +34,14 @@ struct model_ctx {
     kn_pool *pool;         /* borrowed */
     int max_batch;
     int n_threads;
-    void *act;             /* quantized activations: act_bytes (the widest matmul input x max_batch) */
+    void *act; /* quantized activations: act_bytes (the widest matmul input x max_batch) */
     size_t act_bytes;
-    uint64_t bytes;        /* scratch allocated (model_ctx_bytes) */
+    uint64_t bytes; /* scratch allocated (model_ctx_bytes) */
 };
 
 /* Fills the common part of a family's freshly zeroed ctx. */
-void model_ctx_init(model_ctx *c, const model_arch_row *a, const model *m, const tensor_ops *ops, kn_pool *pool,
-                    int max_batch);
+void model_ctx_init(model_ctx *c, const model_arch_row *a, const model *m, const tensor_ops *ops,
+                    kn_pool *pool, int max_batch);
 /* A 64-byte aligned scratch buffer of n bytes counted in c->bytes (n 0: a
  * minimal one); NULL when out of memory. Free with kn_free_aligned. */
 void *model_ctx_alloc(model_ctx *c, size_t n);
@@ -72,8 +72,8 @@ void model_matmul_q(model_ctx *c, const model_tensor *w, int64_t n, float *y, in
  * K: Q, K and V; gate and up) in one pool run over their concatenated rows:
  * one synchronisation instead of three, a balanced split, and the bits of
  * separate calls (tensor.h: any row split gives the same bits). */
-void model_matmul_multi(model_ctx *c, int count, const model_tensor *const *w, float *const *y, const int64_t *ldy,
-                        int64_t n);
+void model_matmul_multi(model_ctx *c, int count, const model_tensor *const *w, float *const *y,
+                        const int64_t *ldy, int64_t n);
 /* Quantizes n rows of x (stride ldx) for w's type into c->act, then model_matmul_q. */
 void model_matmul(model_ctx *c, const model_tensor *w, const float *x, int64_t ldx, int64_t n, float *y,
                   int64_t ldy);
@@ -155,8 +155,8 @@ void model_dec_quant(model_dec *d, int n, const float *src, int64_t ld, const mo
 
 /* Writes one token's K and V (n_head_kv vectors of head_dim each) at pos of
  * seq in layer, in the cache's row format. */
-void model_kv_write(const model_kv *kv, int head_dim, int n_head_kv, int seq, int layer, int pos, const float *k,
-                    const float *v);
+void model_kv_write(const model_kv *kv, int head_dim, int n_head_kv, int seq, int layer, int pos,
+                    const float *k, const float *v);
 /* Causal attention of every (token, kv head) pair: d->q -> d->att, over
  * positions 0..pos of the token's sequence in layer, in tiles of
  * MODEL_ATTN_TILE aligned to absolute positions with an online softmax. */

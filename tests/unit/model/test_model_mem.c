@@ -34,14 +34,19 @@ static const model_mem_opts SIZINGS[] = {
     {.n_ctx = 128, .n_slots = 1, .max_batch = 1},
     {.n_ctx = 512, .n_slots = 4, .max_batch = 64, .block_size = 16, .spec_max = 4},
     {.n_ctx = 2048, .n_slots = 2, .max_batch = 512, .kv_type = MODEL_KV_Q8_0, .cache_bytes = 1 << 20},
-    {.n_ctx = 0 /* the trained context, at most 8192 */, .n_slots = 8, .max_batch = 32, .block_size = 64, .cache_bytes = 4 << 20,
+    {.n_ctx = 0 /* the trained context, at most 8192 */,
+     .n_slots = 8,
+     .max_batch = 32,
+     .block_size = 64,
+     .cache_bytes = 4 << 20,
      .spec_max = 8},
     {.n_ctx = 1024, .n_slots = 3, .max_batch = 16, .kv_blocks = 500},
 };
 
 /* The bytes the load holds: the data section copied into memory, the layer table. */
 static uint64_t weights_held(const model *m) {
-    return gguf_file_size(m->gguf) - gguf_data_offset(m->gguf) + (uint64_t)m->hp.n_layer * sizeof(model_layer);
+    return gguf_file_size(m->gguf) - gguf_data_offset(m->gguf) +
+           (uint64_t)m->hp.n_layer * sizeof(model_layer);
 }
 
 /* What the engine allocates besides the model's objects (src/engine/sched.c:
@@ -59,10 +64,14 @@ static model_kv *engine_kv(const model *m, const model_mem_opts *o) {
     kv_geom g;
     kn_err err = {0};
     assert_int_equal(model_kv_geom(m, o->kv_type, &g, &err), KN_OK);
-    kv_opts ko = {.n_seq = o->n_slots, .n_ctx = o->n_ctx, .block_size = o->block_size ? o->block_size : 32,
-                  .n_blocks = (int)o->kv_blocks, .prefix_cache = true};
+    kv_opts ko = {.n_seq = o->n_slots,
+                  .n_ctx = o->n_ctx,
+                  .block_size = o->block_size ? o->block_size : 32,
+                  .n_blocks = (int)o->kv_blocks,
+                  .prefix_cache = true};
     if (ko.n_blocks == 0) {
-        uint64_t block = 2ull * (uint64_t)g.n_layer * (uint64_t)g.n_head_kv * (uint64_t)ko.block_size * g.row_bytes;
+        uint64_t block =
+            2ull * (uint64_t)g.n_layer * (uint64_t)g.n_head_kv * (uint64_t)ko.block_size * g.row_bytes;
         ko.n_blocks = (int)kv_pool_blocks(o->n_slots, o->n_ctx, ko.block_size, block, o->cache_bytes);
     }
     model_kv *kv = NULL;
@@ -89,7 +98,8 @@ static void check_shape(const model *m, const model_shape *s) {
 }
 
 /* One sizing: builds the objects, checks the bounds; returns the estimate. */
-static uint64_t check_sizing(env *e, const char *name, const model *m, const model_shape *s, model_mem_opts o) {
+static uint64_t check_sizing(env *e, const char *name, const model *m, const model_shape *s,
+                             model_mem_opts o) {
     const bool enc = model_is_encoder(m);
     if (o.n_ctx == 0) o.n_ctx = m->hp.n_ctx_train < 8192 ? m->hp.n_ctx_train : 8192;
     if (o.n_ctx > m->hp.n_ctx_train) o.n_ctx = m->hp.n_ctx_train;
@@ -106,11 +116,12 @@ static uint64_t check_sizing(env *e, const char *name, const model *m, const mod
     const uint64_t held = wb + kvb + ctxb;
     const uint64_t est = model_estimate_bytes(s, &o);
     const double bound = 2.0 * (double)held + engine_bytes(m, &o, B);
-    fprintf(stderr, "%-26s ctx %5d slots %d batch %4d %s: weights %9llu kv %10llu scratch %9llu -> held %10llu, "
-                    "estimate %10llu (%.2fx, bound %.0f)\n",
+    fprintf(stderr,
+            "%-26s ctx %5d slots %d batch %4d %s: weights %9llu kv %10llu scratch %9llu -> held %10llu, "
+            "estimate %10llu (%.2fx, bound %.0f)\n",
             name, o.n_ctx, o.n_slots, B, model_kv_type_name(o.kv_type), (unsigned long long)wb,
-            (unsigned long long)kvb, (unsigned long long)ctxb, (unsigned long long)held, (unsigned long long)est,
-            (double)est / (double)held, bound);
+            (unsigned long long)kvb, (unsigned long long)ctxb, (unsigned long long)held,
+            (unsigned long long)est, (double)est / (double)held, bound);
     assert_true(est >= held);
     assert_true((double)est <= bound);
     if (kv) {
@@ -154,9 +165,12 @@ static void test_estimate_vs_allocation(void **state) {
         model_shape s;
         assert_int_equal(model_read_shape(m->gguf, &s, &err), KN_OK);
         check_shape(m, &s);
-        for (size_t i = 0; i < sizeof SIZINGS / sizeof SIZINGS[0]; i++) check_sizing(e, de->d_name, m, &s, SIZINGS[i]);
-        if (model_is_encoder(m)) encoders++;
-        else decoders++;
+        for (size_t i = 0; i < sizeof SIZINGS / sizeof SIZINGS[0]; i++)
+            check_sizing(e, de->d_name, m, &s, SIZINGS[i]);
+        if (model_is_encoder(m))
+            encoders++;
+        else
+            decoders++;
         model_destroy(m);
     }
     closedir(d);
