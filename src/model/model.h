@@ -1,22 +1,33 @@
 /*
- * model.h — transformer architectures as tables of tensors, and a batched
- * forward pass over tokens from several sequences.
+ * model.h — transformer architectures as a table of families, and a
+ * batched forward pass over tokens from several sequences.
  *
  * Owns:
- *  - model: a loaded GGUF (mmap'd, weights used in place), its
- *    hyper-parameters and per-layer tensor views. Supported architectures:
- *    `llama` (Llama 2/3, TinyLlama, SmolLM, Mistral without sliding window)
- *    and `qwen2` (q/k/v biases). Both share one block implementation:
- *    RMSNorm, RoPE (normal or neox), grouped-query attention with any head
- *    ratio, SwiGLU. Tied embeddings (no output.weight) are supported.
- *    And the encoder `bert` (model_bert.c): learned absolute positions and
- *    token types, post-norm LayerNorm blocks, non-causal attention, GELU,
- *    pooled embeddings through model_encode (model_forward refuses it).
+ *  - model: a loaded GGUF (mmap'd, weights used in place or copied into
+ *    huge pages), its hyper-parameters and per-layer tensor views.
+ *  - the architecture table (model_arch.c): one row per `general.architecture`
+ *    name, each naming its family's hyper-parameter reader, tensor
+ *    bindings, memory estimate, scratch (model_ctx) and forward or encode.
+ *    Families, one file each:
+ *     - model_llama.c: `llama` (Llama 2/3, TinyLlama, SmolLM, Mistral
+ *       without sliding window) and `qwen2` (the same block plus q/k/v
+ *       biases): RMSNorm, RoPE (normal or neox, linear or YaRN scaling),
+ *       grouped-query attention with any head ratio, SwiGLU; tied
+ *       embeddings (no output.weight) are supported.
+ *     - model_bert.c: the encoder `bert`: learned absolute positions and
+ *       token types, post-norm LayerNorm blocks, non-causal attention, GELU,
+ *       pooled embeddings through model_encode (model_forward refuses it).
+ *    The operations families share (norms, RoPE, attention over the paged
+ *    KV, FFN variants, matmuls on the pool, activation quantization, the
+ *    decoder scratch) are in model_ops.c; the loader's helpers (metadata
+ *    keys, tensor binding with validation) in model_load.c.
  *  - the KV row formats (F16 or Q8_0) kept in a paged kv_cache (src/kv):
  *    model_kv_geom describes them, model_kv_create makes a plain cache
  *    (every sequence its full context, no prefix sharing) for tools.
  *  - model_ctx: scratch buffers for a maximum batch, sized at creation; the
  *    forward pass allocates nothing.
+ *  - the memory a load will take, from metadata alone (model_read_shape,
+ *    model_estimate_bytes), for the runtime's budget.
  *
  * Invariants:
  *  - Every tensor was checked at load: present, of the shape the
@@ -26,6 +37,24 @@
  *    to absolute positions with an online softmax, and matmuls are
  *    batch-invariant (tensor.h), so a sequence's logits do not depend on
  *    what else shares the batch.
+ *  - No mutable globals: the table is const; two models live side by side.
+ *
+ * Adding an architecture: write src/model/model_<family>.c, including only
+ * the private headers model_arch.h and model_ops.h (never another family's
+ * file). It defines `const model_arch_row model_arch_<name>` (model_arch.h
+ * documents every field): an optional reader of the family's own metadata
+ * keys (the common ones, sizes, RoPE and its scaling, are read before it),
+ * a binder that declares each tensor with model_bind / model_bind_layer
+ * (shape and type are checked, the failure names the tensor, and the
+ * weights are retargeted when they are copied into memory), the memory
+ * estimate (model_estimate_decoder when the family uses the shared decoder
+ * scratch as is), the ctx (a struct that starts with model_dec, or
+ * model_ctx for an encoder) and the block as a function composed of the
+ * shared ops. New per-layer tensors go into model_layer (families may
+ * extend it; unused fields stay zero); an operation two families need goes
+ * into model_ops.c, not into a family file. Then add a MODEL_ARCH_ value
+ * below and the row to the table in model_arch.c. Kernels (tensor/) stay
+ * unaware of the architecture.
  */
 #ifndef KILN_MODEL_H
 #define KILN_MODEL_H
@@ -40,7 +69,8 @@
 
 #define MODEL_ATTN_TILE 32
 
-typedef enum model_arch { MODEL_ARCH_LLAMA = 0, MODEL_ARCH_QWEN2, MODEL_ARCH_BERT } model_arch;
+/* A row of the architecture table (model_arch.c); the value indexes it. */
+typedef enum model_arch { MODEL_ARCH_LLAMA = 0, MODEL_ARCH_QWEN2, MODEL_ARCH_BERT, MODEL_ARCH_COUNT } model_arch;
 typedef enum model_rope_type { MODEL_ROPE_NORM = 0, MODEL_ROPE_NEOX } model_rope_type;
 /* How an encoder turns a sequence's hidden states into one vector
  * (`<arch>.pooling_type`; 0 or absent = NONE). */
@@ -192,5 +222,57 @@ bool model_is_encoder(const model *m);
  * one ctx. */
 kn_status model_encode(model_ctx *c, const int32_t *const *toks, const size_t *lens, size_t n, bool normalize,
                        float *out, kn_err *err);
+
+/* ---- memory, from metadata alone ----
+ * The runtime sizes a load against its budget before loading it: it opens
+ * the file (gguf_open), reads the shape, then asks for the bytes of any
+ * context it considers:
+ *
+ *     model_shape sh;
+ *     if (model_read_shape(g, &sh, err) == KN_OK) {
+ *         model_mem_opts mo = {.n_ctx = ctx, .n_slots = slots, .max_batch = batch, .kv_type = kv,
+ *                              .block_size = bs, .kv_blocks = blocks, .cache_bytes = cache, .spec_max = spec};
+ *         uint64_t bytes = model_estimate_bytes(&sh, &mo); // + a draft model's own bytes
+ *     }
+ */
+typedef struct model_shape {
+    model_arch arch;       /* the row that estimates; MODEL_ARCH_LLAMA (a plain decoder) when !supported */
+    bool supported;        /* general.architecture names a row of the table (model_load accepts the name) */
+    bool encoder;          /* the row is an encoder (no KV, no logits) */
+    int64_t n_layer, n_embd, n_ff, n_head, n_head_kv, head_dim;
+    int64_t n_vocab;       /* entries of tokenizer.ggml.tokens (0 without a tokenizer) */
+    int64_t ctx_train;     /* <arch>.context_length */
+    uint64_t weight_bytes; /* every tensor's data */
+} model_shape;
+
+/* Reads the shape from g's metadata and tensor table (no weight data is
+ * touched). Absent keys take the defaults a loader would (n_ff 4 n_embd,
+ * one head, n_head_kv = n_head, head_dim = n_embd / n_head, context 2048);
+ * a missing or overlong general.architecture reads the llama keys. Does not
+ * check what model_load checks: a shape can be read from a file that will
+ * not load. Fails with KN_EFORMAT "the model's hyper-parameters are missing
+ * or invalid" (no layers, width, heads or context) or "... are out of
+ * range" (over 4096 layers, 2^20 width, 2^22 FFN width or 2^24 tokens). */
+kn_status model_read_shape(const gguf_ctx *g, model_shape *s, kn_err *err);
+
+/* What a model instance is sized by: plain numbers, no registry. */
+typedef struct model_mem_opts {
+    int n_ctx;              /* positions per slot (an encoder: tokens per input) */
+    int n_slots;            /* sequences decoded together */
+    int max_batch;          /* tokens per forward pass */
+    model_kv_type kv_type;
+    int block_size;         /* KV positions per block; 0 = 32 */
+    int64_t kv_blocks;      /* KV pool in blocks; 0 = every slot its context plus cache_bytes (kv_pool_blocks) */
+    uint64_t cache_bytes;   /* KV room for cached prefixes beyond the slots' own (with kv_blocks 0) */
+    int spec_max;           /* draft tokens per slot and step (their logit rows) */
+} model_mem_opts;
+
+/* Bytes one instance takes: the weights, the KV pool, the forward scratch
+ * (model_ctx), and the engine's per-token buffers (logits, hidden states,
+ * batch tables). Not included: a draft model. */
+uint64_t model_estimate_bytes(const model_shape *s, const model_mem_opts *o);
+
+/* KV bytes one position takes over all layers (K and V); 0 for encoders. */
+double model_kv_bytes_per_token(const model_shape *s, model_kv_type t);
 
 #endif

@@ -13,9 +13,11 @@
  * all the batch's tokens (batch-invariant, tensor.h), attention walks only
  * the tokens of the query's own sequence, in a fixed order.
  */
-#include "model_bert.h"
+#include "model_arch.h"
+#include "model_ops.h"
 
 #include <math.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -23,12 +25,108 @@
  * every K/V row the attention tile loads). */
 #define BERT_QBLOCK 8
 
-struct bert_ctx {
-    const model *m;
-    const tensor_ops *ops;
-    kn_pool *pool;
-    int max_batch;
-    int n_threads;
+/* ---- hyper-parameters and tensors ---- */
+
+/* Pooling, LayerNorm eps, the context (from position_embd when the metadata
+ * has none) and the token types. */
+static kn_status bert_hparams(const model_arch_row *ar, const gguf_ctx *g, model_hparams *hp, kn_err *err) {
+    const char *a = ar->name;
+    kn_status st;
+    hp->encoder = true;
+    hp->norm_eps = 1e-12f;
+    int32_t pool = 0;
+    if ((st = model_get_u32(g, a, "pooling_type", false, &pool, err)) ||
+        (st = model_get_f32(g, a, "attention.layer_norm_epsilon", &hp->norm_eps, err)))
+        return st;
+    if (pool > MODEL_POOL_LAST)
+        return kn_fail(err, KN_EUNSUPPORTED,
+                       "%s.pooling_type %d is not supported (0 none, 1 mean, 2 cls, 3 last)", a, pool);
+    hp->pooling = (model_pooling)pool;
+    if (!(hp->norm_eps >= 0.0f && hp->norm_eps < 1.0f))
+        return kn_fail(err, KN_EFORMAT, "%s.attention.layer_norm_epsilon %g is out of range", a,
+                       (double)hp->norm_eps);
+    if (hp->n_head_kv != hp->n_head || (int64_t)hp->n_head * hp->head_dim != hp->n_embd)
+        return kn_fail(err, KN_EUNSUPPORTED,
+                       "bert with %d heads of %d over n_embd %d (kv heads %d) is not supported", hp->n_head,
+                       hp->head_dim, hp->n_embd, hp->n_head_kv);
+    const gguf_tensor_info *pe = gguf_find_tensor(g, "position_embd.weight");
+    const gguf_tensor_info *tt = gguf_find_tensor(g, "token_types.weight");
+    if (!pe) return kn_fail(err, KN_EFORMAT, "missing tensor 'position_embd.weight'");
+    if (!tt) return kn_fail(err, KN_EFORMAT, "missing tensor 'token_types.weight'");
+    const uint64_t pe1 = pe->n_dims >= 2 ? pe->ne[1] : 1, tt1 = tt->n_dims >= 2 ? tt->ne[1] : 1;
+    if (hp->n_ctx_train <= 0) hp->n_ctx_train = pe1 > (1u << 20) ? 0 : (int32_t)pe1;
+    if (hp->n_ctx_train <= 0 || hp->n_ctx_train > (1 << 20))
+        return kn_fail(err, KN_EFORMAT, "unusable context length %d", hp->n_ctx_train);
+    if (tt1 < 1 || tt1 > 64)
+        return kn_fail(err, KN_EFORMAT, "tensor 'token_types.weight' has %llu rows", (unsigned long long)tt1);
+    hp->n_token_types = (int32_t)tt1;
+    hp->n_ctx_orig = hp->n_ctx_train;
+    return KN_OK;
+}
+
+static kn_status bert_bind(const model_arch_row *a, model_loader *ld, model *m) {
+    const model_hparams *hp = &m->hp;
+    const int64_t E = hp->n_embd, F = hp->n_ff;
+    kn_status st;
+    if ((st = model_bind(ld, &m->tok_embd, "token_embd.weight", E, hp->n_vocab, true, NULL)) ||
+        (st = model_bind(ld, &m->tok_types, "token_types.weight", E, hp->n_token_types, true, NULL)) ||
+        (st = model_bind(ld, &m->pos_embd, "position_embd.weight", E, hp->n_ctx_train, true, NULL)) ||
+        (st = model_bind(ld, &m->tok_norm, "token_embd_norm.weight", E, 1, true, NULL)) ||
+        (st = model_bind(ld, &m->tok_norm_b, "token_embd_norm.bias", E, 1, true, NULL)))
+        return st;
+    m->layers = calloc((size_t)hp->n_layer, sizeof *m->layers);
+    if (!m->layers) return kn_fail(model_loader_err(ld), KN_ENOMEM, "out of memory");
+    for (int l = 0; l < hp->n_layer; l++) {
+        model_layer *L = &m->layers[l];
+        const struct {
+            model_tensor *t;
+            const char *name;
+            int64_t ne0, ne1;
+        } tab[] = {
+            {&L->wq, "attn_q.weight", E, E},
+            {&L->bq, "attn_q.bias", E, 1},
+            {&L->wk, "attn_k.weight", E, E},
+            {&L->bk, "attn_k.bias", E, 1},
+            {&L->wv, "attn_v.weight", E, E},
+            {&L->bv, "attn_v.bias", E, 1},
+            {&L->wo, "attn_output.weight", E, E},
+            {&L->bo, "attn_output.bias", E, 1},
+            {&L->attn_out_norm, "attn_output_norm.weight", E, 1},
+            {&L->attn_out_norm_b, "attn_output_norm.bias", E, 1},
+            {&L->w_up, "ffn_up.weight", E, F},
+            {&L->b_up, "ffn_up.bias", F, 1},
+            {&L->w_down, "ffn_down.weight", F, E},
+            {&L->b_down, "ffn_down.bias", E, 1},
+            {&L->layer_out_norm, "layer_output_norm.weight", E, 1},
+            {&L->layer_out_norm_b, "layer_output_norm.bias", E, 1},
+        };
+        for (size_t i = 0; i < sizeof tab / sizeof tab[0]; i++)
+            if ((st = model_bind_layer(ld, tab[i].t, l, tab[i].name, tab[i].ne0, tab[i].ne1, true)))
+                return st;
+    }
+    return KN_OK;
+}
+
+/* ---- memory ----
+ * No KV, logits or draft: the forward scratch for the token budget or one
+ * whole input, whichever is larger (B), 4 n_head n_ctx^2 bytes for every
+ * head's attention scores over an input (an allowance: the tiled attention
+ * allocates only a tile per thread; kept so that the runtime's figures do
+ * not change, though it grows with the square of a long context), and the
+ * engine's pooled vectors and per-input tables. */
+static uint64_t bert_estimate(const model_shape *s, const model_mem_opts *o) {
+    const int n_ctx = o->n_ctx;
+    double B = o->max_batch > n_ctx ? o->max_batch : n_ctx;
+    double E = (double)s->n_embd, F = (double)s->n_ff, Hq = (double)s->n_head * (double)s->head_dim;
+    double scratch = 4.0 * B * (4 * E + 3 * Hq + 2 * F + 64) + 4.0 * (double)s->n_head * n_ctx * n_ctx;
+    double engine = 4.0 * B * E + 32.0 * B + 64.0 * (double)s->n_vocab;
+    return (uint64_t)((double)s->weight_bytes + scratch + engine);
+}
+
+/* ---- scratch ---- */
+
+typedef struct bert_ctx {
+    model_ctx base;             /* the act holds the quantized rows of the next matmul */
     float *x;                   /* [B][E] residual stream */
     float *tmp;                 /* [B][E] matmul outputs before the residual add; embedding rows */
     float *q;                   /* [B][E] */
@@ -46,50 +144,28 @@ struct bert_ctx {
     int32_t *tok;   /* [B] the batch's tokens, sequences one after another */
     int32_t *first; /* [B] batch index of the first token of each token's sequence */
     int32_t *len;   /* [B] length of each token's sequence */
-    void *act;      /* quantized activations */
-    size_t act_bytes;
-    uint64_t bytes;
-};
+} bert_ctx;
 
-static inline float gelu(float x);
-
-bool model_is_encoder(const model *m) {
-    return m && m->hp.encoder;
-}
-
-uint64_t bert_ctx_bytes(const bert_ctx *b) {
-    return b->bytes;
-}
-
-void bert_ctx_destroy(bert_ctx *b) {
-    if (!b) return;
+static void bert_ctx_destroy(model_ctx *c) {
+    bert_ctx *b = (bert_ctx *)c;
     void *bufs[] = {b->x,         b->tmp,   b->q,   b->k,       b->v,    b->att, b->up,    b->k16, b->qh,
-                    b->blk_first, b->blk_n, b->v16, b->scratch, b->gelu, b->tok, b->first, b->len, b->act};
+                    b->blk_first, b->blk_n, b->v16, b->scratch, b->gelu, b->tok, b->first, b->len, c->act};
     for (size_t i = 0; i < sizeof bufs / sizeof bufs[0]; i++)
         kn_free_aligned(bufs[i]);
     free(b);
 }
 
-/* One scratch buffer (64-byte aligned), counted in b->bytes; NULL on failure. */
 static void *scratch_alloc(bert_ctx *b, size_t n) {
-    b->bytes += n;
-    return kn_alloc_aligned(n ? n : 64);
+    return model_ctx_alloc(&b->base, n);
 }
 
-kn_status bert_ctx_create(const model *m, const tensor_ops *ops, kn_pool *pool, int max_batch, bert_ctx **out,
-                          kn_err *err) {
-    *out = NULL;
+/* Scratch for max_batch tokens in all and sequences up to n_ctx_train. */
+static kn_status bert_ctx_create(const model_arch_row *a, const model *m, const tensor_ops *ops,
+                                 kn_pool *pool, int max_batch, model_ctx **out, kn_err *err) {
     const model_hparams *hp = &m->hp;
-    if (!hp->encoder) return kn_fail(err, KN_EINVAL, "not an encoder model");
-    if (max_batch < 1 || max_batch > 65536)
-        return kn_fail(err, KN_EINVAL, "batch size %d out of range", max_batch);
     bert_ctx *b = calloc(1, sizeof *b);
     if (!b) return kn_fail(err, KN_ENOMEM, "out of memory");
-    b->m = m;
-    b->ops = ops;
-    b->pool = pool;
-    b->max_batch = max_batch;
-    b->n_threads = kn_pool_size(pool);
+    model_ctx_init(&b->base, a, m, ops, pool, max_batch);
     const int64_t B = max_batch, E = hp->n_embd, F = hp->n_ff;
     b->scratch_per_thread =
         ((size_t)BERT_QBLOCK * (MODEL_ATTN_TILE + 2 + (size_t)hp->head_dim) + 15) & ~(size_t)15;
@@ -97,10 +173,8 @@ kn_status bert_ctx_create(const model *m, const tensor_ops *ops, kn_pool *pool, 
     for (int l = 0; l < hp->n_layer; l++) {
         const model_layer *L = &m->layers[l];
         const model_tensor *ts[] = {&L->wq, &L->wk, &L->wv, &L->wo, &L->w_up, &L->w_down};
-        for (size_t i = 0; i < sizeof ts / sizeof ts[0]; i++) {
-            size_t n = tensor_act_bytes(ts[i]->type, ts[i]->ne0, B);
-            if (n > act) act = n;
-        }
+        size_t need = model_act_need(&b->base, ts, sizeof ts / sizeof ts[0]);
+        if (need > act) act = need;
     }
     b->x = scratch_alloc(b, (size_t)(B * E) * sizeof(float));
     b->tmp = scratch_alloc(b, (size_t)(B * E) * sizeof(float));
@@ -114,59 +188,27 @@ kn_status bert_ctx_create(const model *m, const tensor_ops *ops, kn_pool *pool, 
     b->blk_n = scratch_alloc(b, (size_t)B * sizeof(int32_t));
     b->k16 = scratch_alloc(b, (size_t)(B * E) * sizeof(q_f16_t));
     b->v16 = scratch_alloc(b, (size_t)(B * E) * sizeof(q_f16_t));
-    b->scratch = scratch_alloc(b, (size_t)b->n_threads * b->scratch_per_thread * sizeof(float));
-    b->gelu = scratch_alloc(b, (size_t)65536 * sizeof(float));
+    b->scratch = scratch_alloc(b, (size_t)b->base.n_threads * b->scratch_per_thread * sizeof(float));
+    b->gelu = scratch_alloc(b, (size_t)MODEL_GELU_TABLE * sizeof(float));
     b->tok = scratch_alloc(b, (size_t)B * sizeof(int32_t));
     b->first = scratch_alloc(b, (size_t)B * sizeof(int32_t));
     b->len = scratch_alloc(b, (size_t)B * sizeof(int32_t));
-    b->act = scratch_alloc(b, act);
+    b->base.act = scratch_alloc(b, act);
     if (!b->x || !b->tmp || !b->q || !b->k || !b->v || !b->att || !b->up || !b->qh || !b->blk_first ||
         !b->blk_n || !b->k16 || !b->v16 || !b->scratch || !b->gelu || !b->tok || !b->first || !b->len ||
-        !b->act) {
-        bert_ctx_destroy(b);
+        !b->base.act) {
+        bert_ctx_destroy(&b->base);
         return kn_fail(err, KN_ENOMEM, "cannot allocate encoder scratch for a batch of %d", max_batch);
     }
-    b->act_bytes = act;
-    for (uint32_t i = 0; i < 65536; i++)
-        b->gelu[i] = q_f16_to_f32(q_f32_to_f16(gelu(q_f16_to_f32((q_f16_t)i))));
-    *out = b;
+    b->base.act_bytes = act;
+    model_gelu_table_init(b->gelu);
+    *out = &b->base;
     return KN_OK;
-}
-
-/* ---- building blocks ---- */
-
-/* LayerNorm in place: (x - mean) / sqrt(var + eps) * w + bias, sums in double. */
-static void layernorm(float *x, const float *w, const float *bias, int64_t n, float eps) {
-    double sum = 0.0;
-    for (int64_t i = 0; i < n; i++)
-        sum += x[i];
-    const float mean = (float)(sum / (double)n);
-    double var = 0.0;
-    for (int64_t i = 0; i < n; i++) {
-        const float d = x[i] - mean;
-        x[i] = d;
-        var += (double)d * d;
-    }
-    const float scale = 1.0f / sqrtf((float)(var / (double)n) + eps);
-    for (int64_t i = 0; i < n; i++)
-        x[i] = x[i] * scale * w[i] + bias[i];
-}
-
-static inline float gelu(float x) {
-    const float c = 0.79788456080286535588f; /* sqrt(2/pi) */
-    return 0.5f * x * (1.0f + tanhf(c * x * (1.0f + 0.044715f * x * x)));
-}
-
-#define BERT_INLINE_MACS (1 << 20)
-
-static kn_pool *pool_for(const bert_ctx *c, int64_t macs) {
-    return macs < BERT_INLINE_MACS ? NULL : c->pool;
 }
 
 /* y[t][0..M) = w act[t] for n tokens already quantized for w's type. */
 static void matmul_q(bert_ctx *c, const model_tensor *w, int64_t n, float *y, int64_t ldy) {
-    tensor_matmul(c->ops, pool_for(c, w->ne0 * w->ne1 * n), w->type, w->data, w->ne0, w->ne1, c->act, n, y,
-                  ldy);
+    model_matmul_q(&c->base, w, n, y, ldy);
 }
 
 /* ---- per-token row operations, split across threads by token ---- */
@@ -191,10 +233,7 @@ typedef struct brows_job {
 } brows_job;
 
 static void quant_row(const brows_job *j, const float *row, int t) {
-    if (!j->w) return;
-    const size_t col = tensor_act_bytes(j->w->type, j->w->ne0, 1);
-    tensor_act_quantize(j->c->ops, j->w->type, row, j->w->ne0, j->w->ne0, 1,
-                        (uint8_t *)j->c->act + (size_t)t * col);
+    if (j->w) model_act_quantize_row(&j->c->base, j->w, row, t);
 }
 
 static void to_float_row(const model_tensor *t, int64_t row, float *dst) {
@@ -202,9 +241,10 @@ static void to_float_row(const model_tensor *t, int64_t row, float *dst) {
     q_get_traits(t->type)->to_float((const uint8_t *)t->data + (size_t)row * rb, dst, t->ne0);
 }
 
-static void brows_token(const brows_job *j, int t) {
+static void brows_token(void *arg, int t) {
+    const brows_job *j = arg;
     bert_ctx *c = j->c;
-    const model *m = c->m;
+    const model *m = c->base.m;
     const model_hparams *hp = &m->hp;
     const int64_t E = hp->n_embd, F = hp->n_ff;
     float *x = c->x + (size_t)t * E;
@@ -218,7 +258,7 @@ static void brows_token(const brows_job *j, int t) {
         to_float_row(&m->pos_embd, t - c->first[t], r);
         for (int64_t i = 0; i < E; i++)
             x[i] += r[i];
-        layernorm(x, m->tok_norm.data, m->tok_norm_b.data, E, hp->norm_eps);
+        model_layernorm(x, m->tok_norm.data, m->tok_norm_b.data, E, hp->norm_eps);
         quant_row(j, x, t);
         return;
     }
@@ -230,7 +270,7 @@ static void brows_token(const brows_job *j, int t) {
             q[i] += bq[i], k[i] += bk[i], v[i] += bv[i];
         const int64_t hd = hp->head_dim;
         for (int64_t h = 0; h < hp->n_head; h++) {
-            const size_t r = ((size_t)h * c->max_batch + t) * hd;
+            const size_t r = ((size_t)h * c->base.max_batch + t) * hd;
             q_f16_t *k16 = c->k16 + r, *v16 = c->v16 + r;
             for (int64_t i = 0; i < hd; i++)
                 k16[i] = q_f32_to_f16(k[h * hd + i]), v16[i] = q_f32_to_f16(v[h * hd + i]);
@@ -243,7 +283,7 @@ static void brows_token(const brows_job *j, int t) {
         const float *y = c->tmp + (size_t)t * E, *bias = j->bias->data;
         for (int64_t i = 0; i < E; i++)
             x[i] += y[i] + bias[i];
-        layernorm(x, j->nw->data, j->nb->data, E, hp->norm_eps);
+        model_layernorm(x, j->nw->data, j->nb->data, E, hp->norm_eps);
         quant_row(j, x, t);
         return;
     }
@@ -251,8 +291,7 @@ static void brows_token(const brows_job *j, int t) {
         float *u = c->up + (size_t)t * F;
         const float *bias = j->bias->data;
         for (int64_t i = 0; i < F; i++) {
-            const float z = u[i] + bias[i];
-            u[i] = z <= -10.0f ? 0.0f : z >= 10.0f ? z : c->gelu[q_f32_to_f16(z)];
+            u[i] = model_gelu_lookup(c->gelu, u[i] + bias[i]);
         }
         quant_row(j, u, t);
         return;
@@ -260,18 +299,10 @@ static void brows_token(const brows_job *j, int t) {
     }
 }
 
-static void brows_fn(void *arg, int ith, int nth) {
-    const brows_job *j = arg;
-    int64_t lo, hi;
-    kn_split_range(j->n, 1, ith, nth, &lo, &hi);
-    for (int64_t t = lo; t < hi; t++)
-        brows_token(j, (int)t);
-}
-
 static void brows(brows_job *j, brows_op op, const model_tensor *w, int64_t work_per_token) {
     j->op = op;
     j->w = w;
-    kn_pool_run(pool_for(j->c, (int64_t)j->n * work_per_token), brows_fn, j);
+    model_for_tokens(&j->c->base, j->n, (int64_t)j->n * work_per_token, brows_token, j);
 }
 
 /* ---- attention: (query block, head) pairs split across threads; each
@@ -288,7 +319,7 @@ typedef struct battn_job {
 static void battn_fn(void *arg, int ith, int nth) {
     const battn_job *j = arg;
     bert_ctx *c = j->c;
-    const model_hparams *hp = &c->m->hp;
+    const model_hparams *hp = &c->base.m->hp;
     const int64_t E = hp->n_embd, hd = hp->head_dim, nh = hp->n_head;
     const float scale = 1.0f / sqrtf((float)hd);
     float *sc = c->scratch + (size_t)ith * c->scratch_per_thread;
@@ -301,7 +332,7 @@ static void battn_fn(void *arg, int ith, int nth) {
         const int64_t h = p % nh;
         const int t = c->blk_first[blk], G = c->blk_n[blk];
         const int f = c->first[t], len = c->len[t];
-        const size_t head = (size_t)h * c->max_batch;
+        const size_t head = (size_t)h * c->base.max_batch;
         const float *q = c->qh + (head + t) * hd;
         const q_f16_t *K = c->k16 + (head + f) * hd, *V = c->v16 + (head + f) * hd;
         for (int g = 0; g < G; g++)
@@ -309,8 +340,8 @@ static void battn_fn(void *arg, int ith, int nth) {
         memset(acc, 0, (size_t)G * hd * sizeof *acc);
         for (int t0 = 0; t0 < len; t0 += MODEL_ATTN_TILE) {
             const int n = len - t0 < MODEL_ATTN_TILE ? len - t0 : MODEL_ATTN_TILE;
-            c->ops->attn_tile_f16(hd, G, n, q, K + (size_t)t0 * hd, V + (size_t)t0 * hd, scale, mx, lsum, acc,
-                                  sc);
+            c->base.ops->attn_tile_f16(hd, G, n, q, K + (size_t)t0 * hd, V + (size_t)t0 * hd, scale, mx, lsum,
+                                       acc, sc);
         }
         for (int g = 0; g < G; g++) {
             float *o = c->att + (size_t)(t + g) * E + h * hd;
@@ -325,22 +356,19 @@ static void battn_fn(void *arg, int ith, int nth) {
  * weights share a type, which is the norm; otherwise x, unchanged until the
  * attention output is added, is quantized again). */
 static void qkv(bert_ctx *c, const model_layer *L, int n) {
-    const int64_t E = c->m->hp.n_embd;
+    const int64_t E = c->base.m->hp.n_embd;
+    const tensor_ops *ops = c->base.ops;
     matmul_q(c, &L->wq, n, c->q, E);
-    if (L->wk.type != L->wq.type) tensor_act_quantize(c->ops, L->wk.type, c->x, E, E, n, c->act);
+    if (L->wk.type != L->wq.type) tensor_act_quantize(ops, L->wk.type, c->x, E, E, n, c->base.act);
     matmul_q(c, &L->wk, n, c->k, E);
-    if (L->wv.type != L->wk.type) tensor_act_quantize(c->ops, L->wv.type, c->x, E, E, n, c->act);
+    if (L->wv.type != L->wk.type) tensor_act_quantize(ops, L->wv.type, c->x, E, E, n, c->base.act);
     matmul_q(c, &L->wv, n, c->v, E);
 }
 
-kn_status model_encode(model_ctx *mc, const int32_t *const *toks, const size_t *lens, size_t n,
-                       bool normalize, float *out, kn_err *err) {
-    bert_ctx *c = model_ctx_encoder(mc);
-    if (!c)
-        return kn_fail(err, KN_EUNSUPPORTED,
-                       "model_encode needs an encoder model (bert); this one is a decoder");
-    const model *m = c->m;
-    const model_hparams *hp = &m->hp;
+/* The inputs fit the model and the ctx (model.h, model_encode). */
+static kn_status bert_check(const bert_ctx *c, const int32_t *const *toks, const size_t *lens, size_t n,
+                            kn_err *err) {
+    const model_hparams *hp = &c->base.m->hp;
     if (n < 1) return kn_fail(err, KN_EINVAL, "no inputs to embed");
     size_t total = 0;
     for (size_t i = 0; i < n; i++) {
@@ -350,22 +378,91 @@ kn_status model_encode(model_ctx *mc, const int32_t *const *toks, const size_t *
                            "input %zu has %zu tokens, more than the model's context of %d tokens", i, lens[i],
                            hp->n_ctx_train);
         total += lens[i];
-        if (total > (size_t)c->max_batch)
+        if (total > (size_t)c->base.max_batch)
             return kn_fail(
                 err, KN_ERANGE,
                 "the inputs hold more tokens (at least %zu, input %zu of %zu tokens included) than the "
                 "batch limit of %d tokens",
-                total, i, lens[i], c->max_batch);
+                total, i, lens[i], c->base.max_batch);
         for (size_t k = 0; k < lens[i]; k++)
             if (toks[i][k] < 0 || toks[i][k] >= hp->n_vocab)
                 return kn_fail(err, KN_EINVAL, "input %zu: token id %d out of range [0, %d)", i, toks[i][k],
                                hp->n_vocab);
     }
-    const int N = (int)total;
+    return KN_OK;
+}
+
+/* One post-norm block over the N tokens whose rows are quantized in the act
+ * for wq; leaves the next layer's (or nothing, after the last) quantized. */
+static void bert_layer(bert_ctx *c, brows_job *rj, int l, const size_t *lens, size_t n, int n_blocks) {
+    const model *m = c->base.m;
+    const model_hparams *hp = &m->hp;
+    const model_layer *L = &m->layers[l];
+    const int N = rj->n;
     const int64_t E = hp->n_embd, F = hp->n_ff;
+    rj->layer = l;
+    qkv(c, L, N);
+    brows(rj, BROWS_QKV_BIAS, NULL, E * 3);
+    battn_job aj = {.c = c, .n_blocks = n_blocks};
+    int64_t attn_macs = 0;
+    for (size_t i = 0; i < n; i++)
+        attn_macs += (int64_t)lens[i] * (int64_t)lens[i] * E * 2;
+    kn_pool_run(model_pool_for(&c->base, attn_macs), battn_fn, &aj);
+    rj->src = c->att, rj->ld = E;
+    brows(rj, BROWS_QUANT, &L->wo, E * 4);
+    matmul_q(c, &L->wo, N, c->tmp, E);
+    rj->bias = &L->bo, rj->nw = &L->attn_out_norm, rj->nb = &L->attn_out_norm_b;
+    brows(rj, BROWS_RESID_LN, &L->w_up, E * 8);
+    matmul_q(c, &L->w_up, N, c->up, F);
+    rj->bias = &L->b_up;
+    brows(rj, BROWS_GELU, &L->w_down, F * 16);
+    matmul_q(c, &L->w_down, N, c->tmp, E);
+    rj->bias = &L->b_down, rj->nw = &L->layer_out_norm, rj->nb = &L->layer_out_norm_b;
+    brows(rj, BROWS_RESID_LN, l + 1 < hp->n_layer ? &m->layers[l + 1].wq : NULL, E * 8);
+}
+
+/* Each sequence's vector from its rows xs[len][E] into o[E]. */
+static void bert_pool(model_pooling pooling, const float *xs, size_t len, int64_t E, bool normalize,
+                      float *o) {
+    switch (pooling) {
+    case MODEL_POOL_CLS: memcpy(o, xs, (size_t)E * sizeof *o); break;
+    case MODEL_POOL_LAST: memcpy(o, xs + (len - 1) * (size_t)E, (size_t)E * sizeof *o); break;
+    case MODEL_POOL_MEAN:
+    case MODEL_POOL_NONE: /* documented: the mean */
+    default:
+        for (int64_t e = 0; e < E; e++) {
+            double s = 0.0;
+            for (size_t k = 0; k < len; k++)
+                s += xs[k * (size_t)E + e];
+            o[e] = (float)(s / (double)len);
+        }
+        break;
+    }
+    if (normalize) {
+        double ss = 0.0;
+        for (int64_t e = 0; e < E; e++)
+            ss += (double)o[e] * o[e];
+        if (ss > 0.0) {
+            const float inv = (float)(1.0 / sqrt(ss));
+            for (int64_t e = 0; e < E; e++)
+                o[e] *= inv;
+        }
+    }
+}
+
+static kn_status bert_encode(model_ctx *mc, const int32_t *const *toks, const size_t *lens, size_t n,
+                             bool normalize, float *out, kn_err *err) {
+    bert_ctx *c = (bert_ctx *)mc;
+    const model *m = c->base.m;
+    const model_hparams *hp = &m->hp;
+    kn_status st = bert_check(c, toks, lens, n, err);
+    if (st != KN_OK) return st;
+    const int64_t E = hp->n_embd;
     /* the batch's tokens, each with its sequence's start and length */
     int32_t *tok = c->tok;
-    int n_blocks = 0;
+    int n_blocks = 0, N = 0;
+    for (size_t i = 0; i < n; i++)
+        N += (int)lens[i];
     for (size_t i = 0, t = 0; i < n; i++)
         for (size_t k = 0; k < lens[i]; k++, t++) {
             tok[t] = toks[i][k];
@@ -379,57 +476,22 @@ kn_status model_encode(model_ctx *mc, const int32_t *const *toks, const size_t *
 
     brows_job rj = {.c = c, .tok = tok, .n = N};
     brows(&rj, BROWS_EMBED, &m->layers[0].wq, E * 8);
-    for (int l = 0; l < hp->n_layer; l++) {
-        const model_layer *L = &m->layers[l];
-        rj.layer = l;
-        qkv(c, L, N);
-        brows(&rj, BROWS_QKV_BIAS, NULL, E * 3);
-        battn_job aj = {.c = c, .n_blocks = n_blocks};
-        int64_t attn_macs = 0;
-        for (size_t i = 0; i < n; i++)
-            attn_macs += (int64_t)lens[i] * (int64_t)lens[i] * E * 2;
-        kn_pool_run(pool_for(c, attn_macs), battn_fn, &aj);
-        rj.src = c->att, rj.ld = E;
-        brows(&rj, BROWS_QUANT, &L->wo, E * 4);
-        matmul_q(c, &L->wo, N, c->tmp, E);
-        rj.bias = &L->bo, rj.nw = &L->attn_out_norm, rj.nb = &L->attn_out_norm_b;
-        brows(&rj, BROWS_RESID_LN, &L->w_up, E * 8);
-        matmul_q(c, &L->w_up, N, c->up, F);
-        rj.bias = &L->b_up;
-        brows(&rj, BROWS_GELU, &L->w_down, F * 16);
-        matmul_q(c, &L->w_down, N, c->tmp, E);
-        rj.bias = &L->b_down, rj.nw = &L->layer_out_norm, rj.nb = &L->layer_out_norm_b;
-        brows(&rj, BROWS_RESID_LN, l + 1 < hp->n_layer ? &m->layers[l + 1].wq : NULL, E * 8);
-    }
-
-    /* pooling per sequence */
-    for (size_t i = 0, f = 0; i < n; f += lens[i], i++) {
-        float *o = out + i * (size_t)E;
-        const float *xs = c->x + f * (size_t)E;
-        switch (hp->pooling) {
-        case MODEL_POOL_CLS: memcpy(o, xs, (size_t)E * sizeof *o); break;
-        case MODEL_POOL_LAST: memcpy(o, xs + (lens[i] - 1) * (size_t)E, (size_t)E * sizeof *o); break;
-        case MODEL_POOL_MEAN:
-        case MODEL_POOL_NONE: /* documented: the mean */
-        default:
-            for (int64_t e = 0; e < E; e++) {
-                double s = 0.0;
-                for (size_t k = 0; k < lens[i]; k++)
-                    s += xs[k * (size_t)E + e];
-                o[e] = (float)(s / (double)lens[i]);
-            }
-            break;
-        }
-        if (normalize) {
-            double ss = 0.0;
-            for (int64_t e = 0; e < E; e++)
-                ss += (double)o[e] * o[e];
-            if (ss > 0.0) {
-                const float inv = (float)(1.0 / sqrt(ss));
-                for (int64_t e = 0; e < E; e++)
-                    o[e] *= inv;
-            }
-        }
-    }
+    for (int l = 0; l < hp->n_layer; l++)
+        bert_layer(c, &rj, l, lens, n, n_blocks);
+    for (size_t i = 0, f = 0; i < n; f += lens[i], i++)
+        bert_pool(hp->pooling, c->x + f * (size_t)E, lens[i], E, normalize, out + i * (size_t)E);
     return KN_OK;
 }
+
+const model_arch_row model_arch_bert = {
+    .name = "bert",
+    .id = MODEL_ARCH_BERT,
+    .encoder = true,
+    .rope = MODEL_ROPE_NORM, /* no RoPE: learned positions */
+    .hparams = bert_hparams,
+    .bind = bert_bind,
+    .estimate = bert_estimate,
+    .ctx_create = bert_ctx_create,
+    .ctx_destroy = bert_ctx_destroy,
+    .encode = bert_encode,
+};

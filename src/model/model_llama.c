@@ -1,0 +1,190 @@
+/*
+ * model_llama.c — the llama family: `llama` and `qwen2` (the same block
+ * with q/k/v biases and neox RoPE). Pre-norm blocks
+ *   x += Wo attn(RoPE(Wq n + bq), RoPE(Wk n + bk), Wv n + bv),  n = RMSNorm(x)   [attn_norm]
+ *   x += Wd (silu(Wg n) * Wu n),                                n = RMSNorm(x)   [ffn_norm]
+ * with grouped-query causal attention over the paged KV, then RMSNorm
+ * [output_norm] and the output matrix (or the tied token embedding).
+ */
+#include "model_arch.h"
+#include "model_ops.h"
+
+#include <stdlib.h>
+
+#define LLAMA_QKV_BIAS 1u /* variant: attn_q/k/v.bias are required (qwen2) */
+
+/* ---- tensors ---- */
+
+static kn_status llama_bind(const model_arch_row *a, model_loader *ld, model *m) {
+    const model_hparams *hp = &m->hp;
+    const int64_t E = hp->n_embd, Hq = (int64_t)hp->n_head * hp->head_dim,
+                  Hkv = (int64_t)hp->n_head_kv * hp->head_dim, F = hp->n_ff;
+    const bool bias = (a->variant & LLAMA_QKV_BIAS) != 0;
+    kn_status st;
+    bool has_out;
+    if ((st = model_bind(ld, &m->tok_embd, "token_embd.weight", E, hp->n_vocab, true, NULL)) ||
+        (st = model_bind(ld, &m->output_norm, "output_norm.weight", E, 1, true, NULL)) ||
+        (st = model_bind(ld, &m->output, "output.weight", E, hp->n_vocab, false, &has_out)))
+        return st;
+    if (!has_out && (st = model_bind_alias(ld, &m->output, &m->tok_embd))) return st;
+    m->layers = calloc((size_t)hp->n_layer, sizeof *m->layers);
+    if (!m->layers) return kn_fail(model_loader_err(ld), KN_ENOMEM, "out of memory");
+    for (int l = 0; l < hp->n_layer; l++) {
+        model_layer *L = &m->layers[l];
+        const struct {
+            model_tensor *t;
+            const char *name;
+            int64_t ne0, ne1;
+            bool required;
+        } tab[] = {
+            {&L->attn_norm, "attn_norm.weight", E, 1, true}, {&L->wq, "attn_q.weight", E, Hq, true},
+            {&L->wk, "attn_k.weight", E, Hkv, true},         {&L->wv, "attn_v.weight", E, Hkv, true},
+            {&L->wo, "attn_output.weight", Hq, E, true},     {&L->ffn_norm, "ffn_norm.weight", E, 1, true},
+            {&L->w_gate, "ffn_gate.weight", E, F, true},     {&L->w_up, "ffn_up.weight", E, F, true},
+            {&L->w_down, "ffn_down.weight", F, E, true},     {&L->bq, "attn_q.bias", Hq, 1, bias},
+            {&L->bk, "attn_k.bias", Hkv, 1, bias},           {&L->bv, "attn_v.bias", Hkv, 1, bias},
+        };
+        for (size_t i = 0; i < sizeof tab / sizeof tab[0]; i++)
+            if ((st =
+                     model_bind_layer(ld, tab[i].t, l, tab[i].name, tab[i].ne0, tab[i].ne1, tab[i].required)))
+                return st;
+    }
+    return KN_OK;
+}
+
+/* ---- scratch: the shared decoder scratch as is ---- */
+
+static kn_status llama_ctx_create(const model_arch_row *a, const model *m, const tensor_ops *ops,
+                                  kn_pool *pool, int max_batch, model_ctx **out, kn_err *err) {
+    model_dec *d = calloc(1, sizeof *d);
+    if (!d) return kn_fail(err, KN_ENOMEM, "out of memory");
+    model_ctx_init(&d->base, a, m, ops, pool, max_batch);
+    const model_tensor *out_w = &m->output;
+    size_t act = model_act_need(&d->base, &out_w, 1);
+    for (int l = 0; l < m->hp.n_layer; l++) {
+        const model_layer *L = &m->layers[l];
+        const model_tensor *ts[] = {&L->wq, &L->wk, &L->wv, &L->wo, &L->w_gate, &L->w_up, &L->w_down};
+        size_t need = model_act_need(&d->base, ts, sizeof ts / sizeof ts[0]);
+        if (need > act) act = need;
+    }
+    kn_status st = model_dec_init(d, act, err);
+    if (st != KN_OK) {
+        model_dec_free(d);
+        free(d);
+        return st;
+    }
+    *out = &d->base;
+    return KN_OK;
+}
+
+static void llama_ctx_destroy(model_ctx *c) {
+    model_dec *d = (model_dec *)c;
+    model_dec_free(d);
+    free(d);
+}
+
+/* ---- the block ---- */
+
+typedef struct rope_kv_job {
+    model_dec *d;
+    model_kv *kv;
+    const model_batch *b;
+    int layer;
+} rope_kv_job;
+
+/* One token's q/k/v biases, RoPE on q and k, k and v into the KV store. */
+static void rope_kv_token(void *arg, int t) {
+    const rope_kv_job *j = arg;
+    model_dec *d = j->d;
+    const model_hparams *hp = &d->base.m->hp;
+    const model_layer *L = &d->base.m->layers[j->layer];
+    const int64_t hd = hp->head_dim, Hq = (int64_t)hp->n_head * hd, Hkv = (int64_t)hp->n_head_kv * hd;
+    float *q = d->q + (size_t)t * Hq, *k = d->k + (size_t)t * Hkv, *v = d->v + (size_t)t * Hkv;
+    model_add_bias(q, &L->bq, 1, Hq);
+    model_add_bias(k, &L->bk, 1, Hkv);
+    model_add_bias(v, &L->bv, 1, Hkv);
+    const float *r = d->rope + (size_t)t * hp->n_rot;
+    model_rope_apply(hp, q, hp->n_head, r);
+    model_rope_apply(hp, k, hp->n_head_kv, r);
+    model_kv_write(j->kv, hp->head_dim, hp->n_head_kv, j->b->seq[t], j->layer, j->b->pos[t], k, v);
+}
+
+/* Q, K and V of the normed rows in d->xn, quantized in the act for wq: one
+ * pool run when the three share a type, else re-quantized per type. */
+static void llama_qkv(model_dec *d, const model_layer *L, int n) {
+    model_ctx *c = &d->base;
+    const model_hparams *hp = &c->m->hp;
+    const int64_t E = hp->n_embd, Hq = (int64_t)hp->n_head * hp->head_dim,
+                  Hkv = (int64_t)hp->n_head_kv * hp->head_dim;
+    if (L->wk.type == L->wq.type && L->wv.type == L->wq.type) {
+        const model_tensor *ws[3] = {&L->wq, &L->wk, &L->wv};
+        float *ys[3] = {d->q, d->k, d->v};
+        const int64_t lds[3] = {Hq, Hkv, Hkv};
+        model_matmul_multi(c, 3, ws, ys, lds, n);
+    } else {
+        model_matmul_q(c, &L->wq, n, d->q, Hq);
+        if (L->wk.type != L->wq.type) tensor_act_quantize(c->ops, L->wk.type, d->xn, E, E, n, c->act);
+        model_matmul_q(c, &L->wk, n, d->k, Hkv);
+        if (L->wv.type != L->wk.type) tensor_act_quantize(c->ops, L->wv.type, d->xn, E, E, n, c->act);
+        model_matmul_q(c, &L->wv, n, d->v, Hkv);
+    }
+}
+
+static kn_status llama_forward(model_ctx *c, model_kv *kv, const model_batch *b, float *out, kn_err *err) {
+    model_dec *d = (model_dec *)c;
+    const model *m = c->m;
+    const model_hparams *hp = &m->hp;
+    const int n = b->n_tokens;
+    kn_status st = model_dec_check(d, kv, b, err);
+    if (st != KN_OK) return st;
+    if ((st = kv_batch_begin(kv, n, b->seq, b->pos, b->token, err)) != KN_OK) return st;
+    const int64_t E = hp->n_embd, Hq = (int64_t)hp->n_head * hp->head_dim;
+    model_dec_embed(d, &m->tok_embd, b);
+    model_rope_table(hp, b->pos, n, d->rope);
+    rope_kv_job rj = {.d = d, .kv = kv, .b = b};
+    for (int l = 0; l < hp->n_layer; l++) {
+        const model_layer *L = &m->layers[l];
+        /* x (+= previous block's output) -> attn_norm -> quantized for Q/K/V */
+        model_dec_resid_norm(d, n, l == 0 ? NULL : d->xn, &L->attn_norm, hp->rms_eps, &L->wq);
+        llama_qkv(d, L, n);
+        rj.layer = l;
+        model_for_tokens(c, n, (int64_t)n * Hq * 8, rope_kv_token, &rj);
+        model_attn_paged(d, kv, b, l);
+        model_dec_quant(d, n, d->att, Hq, &L->wo);
+        model_matmul_q(c, &L->wo, n, d->xn, E);
+        /* x += attention -> ffn_norm -> quantized for gate/up */
+        model_dec_resid_norm(d, n, d->xn, &L->ffn_norm, hp->rms_eps, &L->w_gate);
+        model_ffn_swiglu(d, &L->w_gate, &L->w_up, &L->w_down, n);
+    }
+    model_dec_resid_norm(d, n, d->xn, NULL, 0.0f, NULL);
+    kv_batch_end(kv, n, b->seq, b->pos);
+    model_dec_output(d, b, &m->output_norm, hp->rms_eps, &m->output, out);
+    return KN_OK;
+}
+
+/* ---- the rows ---- */
+
+const model_arch_row model_arch_llama = {
+    .name = "llama",
+    .id = MODEL_ARCH_LLAMA,
+    .rope = MODEL_ROPE_NORM,
+    .bind = llama_bind,
+    .estimate = model_estimate_decoder,
+    .kv_bytes_per_token = model_kv_bytes_decoder,
+    .ctx_create = llama_ctx_create,
+    .ctx_destroy = llama_ctx_destroy,
+    .forward = llama_forward,
+};
+
+const model_arch_row model_arch_qwen2 = {
+    .name = "qwen2",
+    .id = MODEL_ARCH_QWEN2,
+    .rope = MODEL_ROPE_NEOX,
+    .variant = LLAMA_QKV_BIAS,
+    .bind = llama_bind,
+    .estimate = model_estimate_decoder,
+    .kv_bytes_per_token = model_kv_bytes_decoder,
+    .ctx_create = llama_ctx_create,
+    .ctx_destroy = llama_ctx_destroy,
+    .forward = llama_forward,
+};
