@@ -15,38 +15,12 @@
 #include <stdlib.h>
 #include <string.h>
 
-static int64_t meta_int(const gguf_ctx *g, const char *arch, const char *suffix, int64_t dflt) {
-    char key[160];
-    snprintf(key, sizeof key, "%s.%s", arch, suffix);
-    int64_t v;
-    return gguf_get_i64(g, key, &v) == KN_OK ? v : dflt;
-}
-
-/* The shape of an open model file, validated as a load would. */
-static kn_status read_shape(const gguf_ctx *g, shape *s, char arch[64], kn_err *err) {
+/* The shape of an open model file (model_read_shape) and its architecture's name. */
+static kn_status read_shape(const gguf_ctx *g, model_shape *s, char arch[64], kn_err *err) {
     gguf_str a = {0};
     snprintf(arch, 64, "llama");
     if (gguf_get_str(g, "general.architecture", &a) == KN_OK && a.len < 64) snprintf(arch, 64, "%.*s", (int)a.len, a.data);
-    memset(s, 0, sizeof *s);
-    s->encoder = !strcmp(arch, "bert");
-    s->n_layer = meta_int(g, arch, "block_count", 0);
-    s->n_embd = meta_int(g, arch, "embedding_length", 0);
-    s->n_ff = meta_int(g, arch, "feed_forward_length", 4 * s->n_embd);
-    s->n_head = meta_int(g, arch, "attention.head_count", 1);
-    s->n_head_kv = meta_int(g, arch, "attention.head_count_kv", s->n_head);
-    s->ctx_train = meta_int(g, arch, "context_length", 2048);
-    s->head_dim = s->n_head > 0 ? meta_int(g, arch, "attention.key_length", s->n_embd / s->n_head) : 0;
-    gguf_type et;
-    uint64_t nv = 0;
-    const void *data;
-    int64_t ki = gguf_find_key(g, "tokenizer.ggml.tokens");
-    if (ki >= 0 && gguf_kv_get_arr(g, ki, &et, &nv, &data) == KN_OK) s->n_vocab = (int64_t)nv;
-    for (int64_t i = 0; i < gguf_n_tensors(g); i++) s->weights += gguf_tensor(g, i)->nbytes;
-    if (s->n_layer <= 0 || s->n_embd <= 0 || s->n_head <= 0 || s->n_head_kv <= 0 || s->ctx_train <= 0)
-        return kn_fail(err, KN_EFORMAT, "the model's hyper-parameters are missing or invalid");
-    if (s->n_layer > 4096 || s->n_embd > (1 << 20) || s->n_ff > (1 << 22) || s->n_vocab > (1 << 24))
-        return kn_fail(err, KN_EFORMAT, "the model's hyper-parameters are out of range");
-    return KN_OK;
+    return model_read_shape(g, s, err);
 }
 
 static void front_free(front_rec *f) {
@@ -57,7 +31,7 @@ static void front_free(front_rec *f) {
 }
 
 /* The smallest context a new instance of this file gets (see rt_front.ctx_min). */
-static int ctx_min_of(const rt_registry *r, const shape *s) {
+static int ctx_min_of(const rt_registry *r, const model_shape *s) {
     int train = (int)(s->ctx_train > (1 << 24) ? (1 << 24) : s->ctx_train);
     if (s->encoder) {
         if (train > (1 << 20)) train = 1 << 20;

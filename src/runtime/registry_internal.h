@@ -37,12 +37,6 @@ typedef struct file_id {
 
 typedef struct entry entry;
 
-/* What the memory estimate needs of a model, read from its metadata. */
-typedef struct shape {
-    int64_t n_layer, n_embd, n_ff, n_head, n_head_kv, head_dim, n_vocab, ctx_train;
-    uint64_t weights;
-    bool encoder; /* general.architecture is an encoder kiln serves (bert) */
-} shape;
 
 /* A front and its bookkeeping (pub first: rt_front* <-> front_rec*). */
 typedef struct front_rec {
@@ -52,7 +46,7 @@ typedef struct front_rec {
     int refs;         /* requests and instances holding it */
     double last_used;
     bool detached;    /* no longer the entry's front (the file changed): freed at the last release */
-    shape sh;
+    model_shape sh;  /* what the memory estimate needs */
     char arch[64];    /* general.architecture */
 } front_rec;
 

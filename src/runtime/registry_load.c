@@ -15,43 +15,21 @@
 
 /* ---- memory ----------------------------------------------------------------- */
 
-static double kv_bytes_per_token(const shape *s, int kv) {
-    double elem = kv == MODEL_KV_Q8_0 ? 38.0 / 32.0 : 2.0; /* Q8P rows */
-    return 2.0 * (double)s->n_layer * (double)s->n_head_kv * (double)s->head_dim * elem;
-}
-
-/* Bytes a load will take: weights, KV, forward scratch, engine buffers.
+/* Bytes a load will take: weights, KV, forward scratch, engine buffers
+ * (model_estimate_bytes), and the draft model when one is configured.
  * cache_bytes: KV pool room for cached prefixes beyond the slots' own. */
-static uint64_t estimate(const rt_registry *r, const shape *s, int n_ctx, uint64_t cache_bytes) {
+static uint64_t estimate(const rt_registry *r, const model_shape *s, int n_ctx, uint64_t cache_bytes) {
     const rt_opts *o = &r->o;
-    if (s->encoder) {
-        /* no KV, logits or draft: the forward scratch for the token budget
-         * (or one whole input), each head's attention scores over an input,
-         * and the engine's pooled vectors and per-input tables */
-        double B = o->max_batch > n_ctx ? o->max_batch : n_ctx;
-        double E = (double)s->n_embd, F = (double)s->n_ff, Hq = (double)s->n_head * (double)s->head_dim;
-        double scratch = 4.0 * B * (4 * E + 3 * Hq + 2 * F + 64) + 4.0 * (double)s->n_head * n_ctx * n_ctx;
-        double engine = 4.0 * B * E + 32.0 * B + 64.0 * (double)s->n_vocab;
-        (void)cache_bytes;
-        return (uint64_t)((double)s->weights + scratch + engine);
-    }
-    double B = o->max_batch > o->n_slots ? o->max_batch : o->n_slots;
-    double E = (double)s->n_embd, F = (double)s->n_ff, Hq = (double)s->n_head * (double)s->head_dim;
-    double Hkv = (double)s->n_head_kv * (double)s->head_dim, W = E > Hq ? E : Hq;
-    if (F > W) W = F;
-    double scratch = 4.0 * B * (E + W + 2 * Hq + 2 * Hkv + 2 * F + 64) + 4.0 * B * (E > F ? E : F);
-    double engine = 4.0 * (double)o->n_slots * (double)s->n_vocab + 4.0 * B * E + 64.0 * (double)s->n_vocab;
-    int bs = o->block_size > 0 ? o->block_size : 32;
-    double block = kv_bytes_per_token(s, o->kv_type) * bs;
-    double kv = block * (double)(o->kv_blocks > 0 ? o->kv_blocks
-                                                  : kv_pool_blocks(o->n_slots, n_ctx, bs, (uint64_t)block, cache_bytes));
-    double logits = 4.0 * (double)o->n_slots * (double)o->spec_max * (double)s->n_vocab;
-    double draft = 0;
-    if (o->draft_path && o->spec_max > 0) {
+    model_mem_opts mo = {.n_ctx = n_ctx, .n_slots = o->n_slots, .max_batch = o->max_batch,
+                         .kv_type = (model_kv_type)o->kv_type, .block_size = o->block_size,
+                         .kv_blocks = o->kv_blocks, .cache_bytes = cache_bytes, .spec_max = o->spec_max};
+    uint64_t bytes = model_estimate_bytes(s, &mo);
+    if (!s->encoder && o->draft_path && o->spec_max > 0) {
         struct stat st;
-        if (stat(o->draft_path, &st) == 0) draft = (double)st.st_size * 1.1 + (double)o->n_slots * n_ctx * 1024.0;
+        if (stat(o->draft_path, &st) == 0)
+            bytes += (uint64_t)((double)st.st_size * 1.1 + (double)o->n_slots * n_ctx * 1024.0);
     }
-    return (uint64_t)((double)s->weights + kv + scratch + engine + logits + draft);
+    return bytes;
 }
 
 static uint64_t busy_bytes(const rt_registry *r) {
@@ -63,7 +41,7 @@ static uint64_t busy_bytes(const rt_registry *r) {
 
 /* The smallest power-of-two context (not below 2048 unless the model's is
  * smaller) whose estimate fits avail; the floor when none does. */
-static int fit_ctx(const rt_registry *r, const shape *sh, int ctx, uint64_t avail, uint64_t *est) {
+static int fit_ctx(const rt_registry *r, const model_shape *sh, int ctx, uint64_t avail, uint64_t *est) {
     int floor_ctx = ctx < 2048 ? ctx : 2048, n_ctx = ctx;
     int p = 1;
     while (p * 2 <= ctx) p *= 2;
@@ -81,7 +59,7 @@ static int fit_ctx(const rt_registry *r, const shape *sh, int ctx, uint64_t avai
 }
 
 /* Context for a new instance: explicit (request or server) or automatic. */
-static kn_status choose_ctx(rt_registry *r, const shape *sh, int req_ctx, int *n_ctx, bool *reduced,
+static kn_status choose_ctx(rt_registry *r, const model_shape *sh, int req_ctx, int *n_ctx, bool *reduced,
                             uint64_t *est, kn_err *err) {
     *reduced = false;
     if (sh->encoder) {
@@ -115,7 +93,7 @@ static kn_status choose_ctx(rt_registry *r, const shape *sh, int req_ctx, int *n
     if (*reduced)
         KN_WARN("context of the new instance reduced from %d to %d tokens: %d slots of KV at %.0f bytes a token "
                 "must fit the %.0f MiB left of the budget",
-                ctx, *n_ctx, r->o.n_slots, kv_bytes_per_token(sh, r->o.kv_type), (double)avail / RT_MIB);
+                ctx, *n_ctx, r->o.n_slots, model_kv_bytes_per_token(sh, (model_kv_type)r->o.kv_type), (double)avail / RT_MIB);
     return KN_OK;
 }
 
@@ -318,7 +296,7 @@ static int existing_locked(rt_registry *r, entry *e, const rt_acquire_opts *ao, 
 
 /* Reserves est bytes under the budget for in (mu held): evicts idle
  * instances, then waits a bounded time for busy ones. */
-static kn_status reserve_locked(rt_registry *r, inst *in, const shape *sh, uint64_t est, kn_err *err) {
+static kn_status reserve_locked(rt_registry *r, inst *in, const model_shape *sh, uint64_t est, kn_err *err) {
     double deadline = kn_now_s() + r->o.load_wait_s;
     for (;;) {
         inst *v = evict_for(r, est);
