@@ -4,7 +4,7 @@
  * the file that runs the scenario (run.c: the streamed ones; cache.c: the
  * cache scenario), and the result's destructor. See bench.h.
  */
-#include "bench/internal.h"
+#include "internal.h"
 
 #include <stdlib.h>
 #include <string.h>

@@ -20,7 +20,7 @@
  * bench_run (bench.c) calls bench_cache_run; the libcurl plumbing shared
  * with run.c is in http.c.
  */
-#include "bench/internal.h"
+#include "internal.h"
 
 #include <curl/curl.h>
 #include <math.h>

@@ -2,7 +2,7 @@
  * dataset.c — the prompts of a benchmark run: a JSONL file
  * ({"prompt", "max_tokens"} per line) or seeded synthetic prompts.
  */
-#include "bench/bench.h"
+#include "kiln/bench.h"
 
 #include <stdlib.h>
 #include <string.h>

@@ -4,7 +4,7 @@
  * handle of a POST, and the error kind of a failed request. See
  * internal.h. Holds no state.
  */
-#include "bench/internal.h"
+#include "internal.h"
 
 #include <curl/curl.h>
 #include <stdio.h>

@@ -13,7 +13,7 @@
 #ifndef KILN_BENCH_INTERNAL_H
 #define KILN_BENCH_INTERNAL_H
 
-#include "bench/bench.h"
+#include "kiln/bench.h"
 
 #include <stdbool.h>
 #include <stddef.h>

@@ -4,7 +4,7 @@
  * the series-selection rule. Only what those scenarios need: sample lines
  * `name{labels} value [timestamp]`; HELP/TYPE/comment lines are skipped.
  */
-#include "bench/bench.h"
+#include "kiln/bench.h"
 
 #include <ctype.h>
 #include <math.h>

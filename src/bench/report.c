@@ -4,7 +4,7 @@
  * inline SVG plots (no scripts, no external resources). The cache
  * scenario has reports of its own (cache.c); these hand over to them.
  */
-#include "bench/internal.h"
+#include "internal.h"
 
 #include <math.h>
 #include <stdlib.h>

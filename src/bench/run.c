@@ -13,7 +13,7 @@
  * bench_run (bench.c) calls bench_stream_run for every scenario but cache
  * (cache.c); the libcurl plumbing shared with cache.c is in http.c.
  */
-#include "bench/internal.h"
+#include "internal.h"
 
 #include <curl/curl.h>
 #include <math.h>

@@ -3,7 +3,7 @@
  * Events carrying JSON chunks). See bench.h for the accepted format and the
  * bounds. The chunk JSON is parsed by jansson.
  */
-#include "bench/bench.h"
+#include "kiln/bench.h"
 
 #include <stdio.h>
 #include <stdlib.h>

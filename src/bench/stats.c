@@ -1,7 +1,7 @@
 /*
  * stats.c — percentiles and moments of a sample (bench_stats_compute).
  */
-#include "bench/bench.h"
+#include "kiln/bench.h"
 
 #include <math.h>
 #include <stdlib.h>

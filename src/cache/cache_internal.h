@@ -29,7 +29,7 @@
 #ifndef KILN_CACHE_INTERNAL_H
 #define KILN_CACHE_INTERNAL_H
 
-#include "cache.h"
+#include "kiln/cache.h"
 
 /* Prometheus series a tier increments as events happen (any may be NULL). */
 typedef struct rc_tier_metrics {

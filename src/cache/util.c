@@ -2,7 +2,7 @@
  * util.c — the cache's small shared pieces: type and policy names, the key
  * hash and the model tag (see cache.h).
  */
-#include "cache.h"
+#include "kiln/cache.h"
 
 #include <string.h>
 #include <strings.h>

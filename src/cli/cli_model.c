@@ -2,6 +2,7 @@
  * cli_model.c — the steps and flags shared by the commands that load a model
  * or a vocabulary; see cli_model.h.
  */
+#include "kiln/gguf.h"
 #include "cli_model.h"
 
 #include "cli.h"

@@ -12,8 +12,8 @@
 #ifndef KILN_CLI_MODEL_H
 #define KILN_CLI_MODEL_H
 
-#include "model/model.h"
-#include "tokenizer/tok.h"
+#include "kiln/model.h"
+#include "kiln/tokenizer.h"
 
 #include <stdbool.h>
 

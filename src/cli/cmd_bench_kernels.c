@@ -10,8 +10,8 @@
  */
 #include "cli.h"
 
-#include "core/kn.h"
-#include "tensor/tensor.h"
+#include "kiln/core.h"
+#include "kiln/tensor.h"
 
 #include <jansson.h>
 #include <math.h>

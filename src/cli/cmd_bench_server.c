@@ -14,7 +14,7 @@
  * shared-prefix and spec PASS unless a request failed. cache exits 0 unless
  * the run failed (1): its latency goals are informational.
  */
-#include "bench/bench.h"
+#include "kiln/bench.h"
 #include "cli.h"
 
 #include <curl/curl.h>

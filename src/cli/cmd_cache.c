@@ -5,8 +5,8 @@
  * creates one; clear refuses a directory without a store.
  */
 #include "cli.h"
-#include "cache/cache.h"
-#include "server/config.h"
+#include "kiln/cache.h"
+#include "kiln/server.h"
 
 #include <jansson.h>
 #include <stdio.h>

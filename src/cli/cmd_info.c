@@ -7,8 +7,8 @@
  */
 #include "cli.h"
 
-#include "gguf/gguf.h"
-#include "tensor/tensor.h"
+#include "kiln/gguf.h"
+#include "kiln/tensor.h"
 
 #include <jansson.h>
 #include <stdio.h>

@@ -4,7 +4,7 @@
  * general.file_type or the dominant tensor type), size and modification time.
  */
 #include "cli.h"
-#include "store/store.h"
+#include "kiln/store.h"
 
 #include <jansson.h>
 #include <stdio.h>

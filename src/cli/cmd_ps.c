@@ -3,7 +3,7 @@
  * /api/ps), as a table or JSON.
  */
 #include "cli.h"
-#include "core/kn.h"
+#include "kiln/core.h"
 
 #include <curl/curl.h>
 #include <jansson.h>

@@ -5,7 +5,7 @@
  * (src/store/store.h has the protocol, the checks and the resume rules).
  */
 #include "cli.h"
-#include "store/store.h"
+#include "kiln/store.h"
 
 #include <stdio.h>
 #include <stdlib.h>

@@ -6,7 +6,7 @@
  */
 #include "cli.h"
 
-#include "gguf/gguf_quantize.h"
+#include "kiln/gguf.h"
 
 #include <stdio.h>
 #include <string.h>

@@ -5,7 +5,7 @@
  * directory listing can be named, so nothing outside it is reachable.
  */
 #include "cli.h"
-#include "store/store.h"
+#include "kiln/store.h"
 
 #include <errno.h>
 #include <stdio.h>

@@ -6,10 +6,9 @@
  * produces it. There is no token loop here.
  */
 #include "cli.h"
-#include "engine/session.h"
-#include "engine/stop.h"
-#include "model/model.h"
-#include "tensor/tensor.h"
+#include "kiln/engine.h"
+#include "kiln/model.h"
+#include "kiln/tensor.h"
 
 #include <jansson.h>
 #include <math.h>

@@ -3,11 +3,10 @@
  * model file, until SIGTERM/SIGINT, then a graceful shutdown.
  */
 #include "cli.h"
-#include "engine/params.h"
-#include "model/model.h"
-#include "runtime/registry.h"
-#include "server/config.h"
-#include "server/server.h"
+#include "kiln/engine.h"
+#include "kiln/model.h"
+#include "kiln/runtime.h"
+#include "kiln/server.h"
 
 #include <malloc.h>
 #include <pthread.h>

@@ -4,8 +4,8 @@
  * messages and print the prompt exactly, with no added newline.
  */
 #include "cli.h"
-#include "gguf/gguf.h"
-#include "tokenizer/chat_template.h"
+#include "kiln/gguf.h"
+#include "kiln/tokenizer.h"
 
 #include <stdio.h>
 #include <stdlib.h>

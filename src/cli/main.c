@@ -2,7 +2,7 @@
  * main.c — `kiln` entry point: dispatches to the command named by argv[1].
  */
 #include "cli.h"
-#include "core/kn.h"
+#include "kiln/core.h"
 
 #include <errno.h>
 #include <math.h>

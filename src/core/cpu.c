@@ -1,7 +1,7 @@
 /*
  * cpu.c — CPUID feature detection and kernel-set selection (KILN_CPU).
  */
-#include "kn.h"
+#include "kiln/core.h"
 
 #include <stdlib.h>
 #include <string.h>

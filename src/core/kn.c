@@ -3,7 +3,7 @@
  * clocks, file reading and the progress line. See kn.h.
  */
 #define _POSIX_C_SOURCE 200809L
-#include "kn.h"
+#include "kiln/core.h"
 
 #include <errno.h>
 #include <stdio.h>

@@ -6,7 +6,7 @@
  * spins until the others report done. Nothing is allocated per job.
  */
 #define _POSIX_C_SOURCE 200809L
-#include "kn.h"
+#include "kiln/core.h"
 
 #include <pthread.h>
 #include <sched.h>

@@ -2,7 +2,7 @@
  * params.c — the speculative modes, and the response-cache key of a
  * generation derived from its parameters through one table (see params.h).
  */
-#include "params.h"
+#include "kiln/engine.h"
 
 #include <stdlib.h>
 #include <string.h>

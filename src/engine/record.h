@@ -17,8 +17,8 @@
 #ifndef KILN_ENGINE_RECORD_H
 #define KILN_ENGINE_RECORD_H
 
-#include "../core/kn.h"
-#include "sched.h"
+#include "kiln/core.h"
+#include "scheduler.h"
 
 #include <stdbool.h>
 #include <stddef.h>

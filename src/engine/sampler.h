@@ -1,5 +1,5 @@
 /*
- * sampler.h — token samplers: greedy, temperature, top-k, top-p, min-p,
+ * sampler.h — (private to src/engine) token samplers: greedy, temperature, top-k, top-p, min-p,
  * typical-p, repetition/presence/frequency penalties over the last N
  * tokens, logit bias, and a seeded RNG for reproducible sampling.
  *
@@ -15,33 +15,11 @@
 #ifndef KILN_ENGINE_SAMPLER_H
 #define KILN_ENGINE_SAMPLER_H
 
-#include "../core/kn.h"
+#include "kiln/core.h"
+#include "kiln/engine.h"
 
 #include <stdint.h>
 
-typedef struct eng_logit_bias {
-    int32_t token;
-    float bias; /* -INFINITY bans the token */
-} eng_logit_bias;
-
-typedef struct eng_sampler_params {
-    float temp;              /* <= 0: greedy */
-    int32_t top_k;           /* <= 0: off */
-    float top_p;             /* >= 1: off */
-    float min_p;             /* <= 0: off */
-    float typical_p;         /* >= 1: off */
-    float repeat_penalty;    /* 1: off */
-    float presence_penalty;  /* 0: off */
-    float frequency_penalty; /* 0: off */
-    int32_t penalty_last_n;  /* tokens of history the penalties look at */
-    uint64_t seed;
-    const eng_logit_bias *bias; /* borrowed until destroy; may be NULL */
-    int32_t n_bias;
-} eng_sampler_params;
-
-/* llama.cpp's defaults: temp 0.8, top-k 40, top-p 0.95, min-p 0.05,
- * repeat penalty 1 (off), last 64 tokens. */
-eng_sampler_params eng_sampler_defaults(void);
 
 typedef struct eng_sampler eng_sampler;
 

@@ -3,6 +3,7 @@
  * (see sched.h; the engine threads are in sched_step.c and
  * sched_encoder.c, drafting in sched_spec.c).
  */
+#include "kiln/engine.h"
 #include "sched_internal.h"
 
 #include <math.h>

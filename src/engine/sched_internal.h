@@ -20,7 +20,8 @@
 #ifndef KILN_ENGINE_SCHED_INTERNAL_H
 #define KILN_ENGINE_SCHED_INTERNAL_H
 
-#include "sched.h"
+#include "kiln/engine.h"
+#include "scheduler.h"
 
 #include "stop.h"
 

@@ -4,6 +4,7 @@
  * n-gram) and a small draft model sharing the vocabulary, run greedily in
  * its own KV. The decoder step verifies the drafts (sched_step.c).
  */
+#include "kiln/engine.h"
 #include "sched_internal.h"
 
 #include <string.h>

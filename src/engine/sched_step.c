@@ -5,6 +5,7 @@
  * sampling, draft verification, stop and length checks, and preemption
  * when KV blocks run short (see sched.h).
  */
+#include "kiln/engine.h"
 #include "sched_internal.h"
 
 #include <math.h>

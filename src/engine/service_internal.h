@@ -12,7 +12,7 @@
 #define KILN_ENGINE_SERVICE_INTERNAL_H
 
 #include "record.h"
-#include "session.h"
+#include "kiln/engine.h"
 
 #include <stdatomic.h>
 

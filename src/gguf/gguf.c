@@ -9,9 +9,9 @@
  * (sorted arrays of indices) for uniqueness checks and O(log n) lookups, and
  * tensors are sorted by offset to reject overlapping data.
  */
-#include "gguf.h"
+#include "kiln/gguf.h"
 
-#include "../tensor/tensor.h"
+#include "kiln/tensor.h"
 
 #include <errno.h>
 #include <fcntl.h>

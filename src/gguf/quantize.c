@@ -2,7 +2,7 @@
  * quantize.c — `kiln quantize` as a library: llama.cpp's per-tensor type
  * mixes and a streaming quantizer (see gguf_quantize.h).
  */
-#include "gguf_quantize.h"
+#include "kiln/gguf.h"
 
 #include <stdio.h>
 #include <stdlib.h>

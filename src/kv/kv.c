@@ -1,7 +1,7 @@
 /*
  * kv.c — block pool, block tables and the prefix-cache index (see kv.h).
  */
-#include "kv.h"
+#include "kiln/kv.h"
 
 #include <stdatomic.h>
 #include <stdlib.h>

@@ -1,8 +1,8 @@
 /* metrics.c — registry, families, series (lock-free hot path and lookups),
  * Prometheus text exposition and the process collector. See metrics.h. */
-#include "metrics/metrics.h"
+#include "kiln/metrics.h"
 
-#include "core/kn.h"
+#include "kiln/core.h"
 
 #include <math.h>
 #include <pthread.h>

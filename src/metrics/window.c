@@ -4,7 +4,7 @@
  * fetch-add on `head` and stores its packed sample in slot ticket % cap.
  * Slot layout: bits 63..24 = timestamp in ms + 1 (0 marks an empty slot),
  * bits 23..0 = the float32 bits of the value >> 8, rounded to nearest. */
-#include "metrics/metrics.h"
+#include "kiln/metrics.h"
 
 #include <math.h>
 #include <stdatomic.h>

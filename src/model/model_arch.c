@@ -6,6 +6,7 @@
  * Invariant: ROWS[id]->id == id for every model_arch value, and names are
  * unique; the table is const (no mutable globals).
  */
+#include "kiln/gguf.h"
 #include "model_arch.h"
 #include "model_ops.h"
 

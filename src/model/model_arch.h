@@ -18,7 +18,7 @@
 #ifndef KILN_MODEL_ARCH_H
 #define KILN_MODEL_ARCH_H
 
-#include "model.h"
+#include "kiln/model.h"
 
 typedef struct model_loader model_loader;
 typedef struct model_arch_row model_arch_row;

@@ -13,6 +13,7 @@
  * all the batch's tokens (batch-invariant, tensor.h), attention walks only
  * the tokens of the query's own sequence, in a fixed order.
  */
+#include "kiln/gguf.h"
 #include "model_arch.h"
 #include "model_ops.h"
 

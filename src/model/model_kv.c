@@ -3,7 +3,7 @@
  * (F16 or Q8_0 rows of one kv head and position) and a plain cache for
  * tools (model.h, KV store).
  */
-#include "model.h"
+#include "kiln/model.h"
 
 #include <strings.h>
 

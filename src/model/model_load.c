@@ -9,6 +9,7 @@
  * is recorded in the loader, so the copy into memory retargets all of them
  * whatever fields the family uses.
  */
+#include "kiln/gguf.h"
 #include "model_arch.h"
 
 #include <stdio.h>

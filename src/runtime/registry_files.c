@@ -5,7 +5,7 @@
  */
 #include "registry_internal.h"
 
-#include "../store/store.h"
+#include "kiln/store.h"
 
 #include <dirent.h>
 #include <errno.h>

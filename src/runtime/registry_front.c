@@ -9,6 +9,7 @@
  * go. Fronts nobody holds stay until more than RT_IDLE_FRONTS are idle,
  * the least recently used going first.
  */
+#include "kiln/tokenizer.h"
 #include "registry_internal.h"
 
 #include <stdio.h>

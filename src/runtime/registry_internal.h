@@ -18,10 +18,10 @@
 #ifndef KILN_RUNTIME_REGISTRY_INTERNAL_H
 #define KILN_RUNTIME_REGISTRY_INTERNAL_H
 
-#include "registry.h"
+#include "kiln/runtime.h"
 
-#include "../gguf/gguf.h"
-#include "../model/model.h"
+#include "kiln/gguf.h"
+#include "kiln/model.h"
 
 #include <pthread.h>
 

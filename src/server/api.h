@@ -16,8 +16,7 @@
 #ifndef KILN_SERVER_API_H
 #define KILN_SERVER_API_H
 
-#include "../engine/session.h"
-#include "../engine/stop.h"
+#include "kiln/engine.h"
 
 #include <jansson.h>
 #include <stdbool.h>

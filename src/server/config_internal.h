@@ -17,7 +17,7 @@
 #ifndef KILN_SERVER_CONFIG_INTERNAL_H
 #define KILN_SERVER_CONFIG_INTERNAL_H
 
-#include "config.h"
+#include "kiln/server.h"
 
 #include <stddef.h>
 

@@ -11,9 +11,8 @@
  */
 #include "config_internal.h"
 
-#include "../cache/cache.h"
-#include "../engine/sched.h"
-#include "../engine/stop.h"
+#include "kiln/cache.h"
+#include "kiln/engine.h"
 
 #include <ctype.h>
 #include <errno.h>

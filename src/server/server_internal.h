@@ -15,11 +15,11 @@
 #ifndef KILN_SERVER_INTERNAL_H
 #define KILN_SERVER_INTERNAL_H
 
-#include "../cache/cache.h"
-#include "../engine/session.h"
-#include "../metrics/metrics.h"
+#include "kiln/cache.h"
+#include "kiln/engine.h"
+#include "kiln/metrics.h"
 #include "api.h"
-#include "server.h"
+#include "kiln/server.h"
 
 #include <jansson.h>
 #include <microhttpd.h>

@@ -2,11 +2,10 @@
  * list.c — the local side of the store: listing the GGUF files of a model
  * directory with their quantization, and resolving the names `kiln rm` takes.
  */
-#include "store.h"
+#include "kiln/store.h"
 
-#include "../gguf/gguf.h"
-#include "../gguf/gguf_quantize.h"
-#include "../tensor/tensor.h"
+#include "kiln/gguf.h"
+#include "kiln/tensor.h"
 
 #include <dirent.h>
 #include <errno.h>

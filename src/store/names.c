@@ -2,7 +2,7 @@
  * names.c — repository references, quantization labels in file names and
  * the name checks of the model store (see store.h for the rules).
  */
-#include "store.h"
+#include "kiln/store.h"
 
 #include <ctype.h>
 #include <stdio.h>

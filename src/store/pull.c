@@ -4,9 +4,9 @@
  * verified (size, sha256 with OpenSSL EVP, gguf_open) before the rename to
  * its final name. The hub protocol and the steps are in store.h.
  */
-#include "store.h"
+#include "kiln/store.h"
 
-#include "../gguf/gguf.h"
+#include "kiln/gguf.h"
 
 #include <curl/curl.h>
 #include <errno.h>

@@ -2,7 +2,7 @@
  * kvquant.c — the KV cache's Q8P row format (see tensor.h): 32 values in
  * 38 bytes, 361 levels per value, two values per 17-bit code.
  */
-#include "tensor.h"
+#include "kiln/tensor.h"
 
 #include <float.h>
 #include <math.h>

@@ -3,7 +3,7 @@
  * that are not matmuls: the attention tile and SwiGLU (see tensor.h). The
  * x86 versions live in arch/x86/nn_avx2.c and nn_avx512.c.
  */
-#include "tensor.h"
+#include "kiln/tensor.h"
 
 #include <math.h>
 

@@ -15,7 +15,7 @@
  *    batch-invariant and independent of the thread count;
  *  - nothing is allocated per matmul call.
  */
-#include "tensor.h"
+#include "kiln/tensor.h"
 
 #include "arch/x86/x86.h"
 #include "arch/x86/x86_nn.h"

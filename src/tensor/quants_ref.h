@@ -38,7 +38,7 @@
 #ifndef KILN_TENSOR_QUANTS_REF_H
 #define KILN_TENSOR_QUANTS_REF_H
 
-#include "tensor.h"
+#include "kiln/tensor.h"
 
 /* ggml's nearest_int: round half to even via the 1.5*2^23 trick, valid for
  * |x| <= 4194303. */

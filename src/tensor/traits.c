@@ -5,7 +5,7 @@
  * their ggml block size and bytes so the GGUF reader can validate files that
  * hold them. Removed ids (4, 5, 31..33, 36..38) have no entry (NULL).
  */
-#include "tensor.h"
+#include "kiln/tensor.h"
 #include "quants_ref.h"
 
 #include <strings.h>

@@ -3,7 +3,7 @@
  * the same engine) for models that carry no tokenizer.chat_template, or one
  * the engine cannot run, and the heuristics that pick one.
  */
-#include "tokenizer/chat_template.h"
+#include "kiln/tokenizer.h"
 
 #include <stdlib.h>
 #include <string.h>

@@ -49,7 +49,7 @@
 #ifndef KILN_TOKENIZER_CHAT_TEMPLATE_INTERNAL_H
 #define KILN_TOKENIZER_CHAT_TEMPLATE_INTERNAL_H
 
-#include "tokenizer/chat_template.h"
+#include "kiln/tokenizer.h"
 
 #include <setjmp.h>
 #include <stdint.h>

@@ -3,6 +3,7 @@
  * encode driver (special-token partitioning) and the streaming decoder.
  * Family-specific encoding lives in tok_bpe.c, tok_spm.c and tok_wpm.c.
  */
+#include "kiln/gguf.h"
 #include "tok_internal.h"
 
 #include <stdio.h>

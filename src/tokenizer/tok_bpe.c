@@ -12,6 +12,7 @@
  * (rank, result id) in a hash table, and each word is merged lowest rank
  * first (ties: leftmost) with a binary heap.
  */
+#include "kiln/gguf.h"
 #include "tok_internal.h"
 
 #include <stdlib.h>

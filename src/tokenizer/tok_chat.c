@@ -1,9 +1,9 @@
 /*
  * tok_chat.c — see tok_chat.h.
  */
-#include "tok_chat.h"
+#include "kiln/tokenizer.h"
+#include "kiln/gguf.h"
 
-#include "chat_template.h"
 
 #include <stdlib.h>
 #include <string.h>

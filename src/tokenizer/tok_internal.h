@@ -13,7 +13,7 @@
 #define PCRE2_CODE_UNIT_WIDTH 8
 #include <pcre2.h>
 
-#include "tok.h"
+#include "kiln/tokenizer.h"
 
 /* attribute bits (llama.cpp's token attrs, the subset we use) */
 enum {

@@ -4,8 +4,8 @@
  * the public getters (so every pointer the reader hands out is touched).
  * Seeds: tests/fuzz/corpus/gguf/ (written by tests/unit/gguf/test_gguf.c).
  */
-#include "gguf/gguf.h"
-#include "tensor/tensor.h"
+#include "kiln/gguf.h"
+#include "kiln/tensor.h"
 
 #include <stdint.h>
 #include <stdio.h>

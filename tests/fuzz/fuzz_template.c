@@ -3,7 +3,7 @@
  * messages array (a default conversation is used when it is missing or not
  * an array). Parses and renders with tight limits; any crash, leak or
  * sanitizer report is a bug, errors are fine. */
-#include "tokenizer/chat_template.h"
+#include "kiln/tokenizer.h"
 
 #include <stdint.h>
 #include <stdlib.h>

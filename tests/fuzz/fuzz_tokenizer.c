@@ -7,8 +7,8 @@
  * valid-UTF-8 input of the SPM/BPE vocabs without special parsing the round
  * trip must give the input back. Seeds: tests/fuzz/corpus/tokenizer/.
  */
-#include "gguf/gguf.h"
-#include "tokenizer/tok.h"
+#include "kiln/gguf.h"
+#include "kiln/tokenizer.h"
 
 #include <stdint.h>
 #include <stdio.h>

@@ -13,8 +13,8 @@
 #include <cmocka.h>
 #include <jansson.h>
 
-#include "gguf/gguf.h"
-#include "tensor/tensor.h"
+#include "kiln/gguf.h"
+#include "kiln/tensor.h"
 
 /* $KILN_SHARED/<rel> in buf (the shared/ directory beside the repo). */
 const char *tu_shared_path(char *buf, size_t cap, const char *rel);

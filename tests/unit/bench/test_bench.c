@@ -5,7 +5,7 @@
  * itself is tested against a real server in
  * tests/integration/test_bench_server.py. */
 #include "testutil.h"
-#include "bench/bench.h"
+#include "kiln/bench.h"
 
 #include <math.h>
 #include <stdio.h>

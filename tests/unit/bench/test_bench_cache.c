@@ -4,7 +4,7 @@
  * scenario itself runs against the real server in
  * tests/integration/test_bench_cache.py. */
 #include "testutil.h"
-#include "bench/bench.h"
+#include "kiln/bench.h"
 
 #include <string.h>
 

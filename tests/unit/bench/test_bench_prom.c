@@ -4,7 +4,7 @@
  * the SSE parser's text and prompt-token outputs those scenarios rely on; the
  * new scenario names. */
 #include "testutil.h"
-#include "bench/bench.h"
+#include "kiln/bench.h"
 
 #include <string.h>
 

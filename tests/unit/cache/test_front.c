@@ -6,9 +6,9 @@
  * events, and 8 threads store and look up at once (run under TSan by the
  * test script). */
 #include "testutil.h"
-#include "cache/cache.h"
-#include "core/kn.h"
-#include "metrics/metrics.h"
+#include "kiln/cache.h"
+#include "kiln/core.h"
+#include "kiln/metrics.h"
 
 #include <pthread.h>
 #include <stdio.h>

@@ -7,8 +7,8 @@
  * invariants checked afterwards. */
 #include "testutil.h"
 #include "cache/cache_internal.h"
-#include "core/kn.h"
-#include "metrics/metrics.h"
+#include "kiln/core.h"
+#include "kiln/metrics.h"
 
 #include <pthread.h>
 #include <stdatomic.h>

@@ -14,7 +14,7 @@
 #define XXH_STATIC_LINKING_ONLY
 #include "testutil.h"
 #include "cache/cache_internal.h"
-#include "core/kn.h"
+#include "kiln/core.h"
 
 #include <errno.h>
 #include <lmdb.h>

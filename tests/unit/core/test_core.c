@@ -1,7 +1,7 @@
 /* test_core.c — the core module: thread pool, range splitting, arena,
  * errors, CPU selection and file reading. */
 #include "testutil.h"
-#include "core/kn.h"
+#include "kiln/core.h"
 
 #include <stdatomic.h>
 #include <stdio.h>

@@ -1,7 +1,7 @@
 /* test_key.c — the response-cache key is derived from the generation
  * parameters through one table (engine/params.c), and nothing escapes it:
  *  - every field of eng_gen_params and of its eng_sampler_params, read
- *    from the struct definitions in the source headers, has a row (a field
+ *    from the struct definitions in include/kiln/engine.h, has a row (a field
  *    added without one fails here), and every row names a real field;
  *  - each row changes the key exactly as its policy says: ALWAYS fields
  *    change it, SAMPLED ones only for sampled requests, PENALTIES ones only
@@ -10,7 +10,7 @@
  *    only) and the prompt tokens change it; the order of logit_bias
  *    entries does not. */
 #include "testutil.h"
-#include "engine/params.h"
+#include "kiln/engine.h"
 
 #include <ctype.h>
 #include <stdio.h>
@@ -83,7 +83,7 @@ static int struct_fields(const char *src, const char *name, const char *prefix, 
 
 static void test_every_field_has_a_row(void **state) {
     (void)state;
-    char *params = read_src("src/engine/params.h"), *sampler = read_src("src/engine/sampler.h");
+    char *params = read_src("include/kiln/engine.h"), *sampler = read_src("include/kiln/engine.h");
     char *names[128];
     int n = struct_fields(params, "eng_gen_params", "", names, 128);
     int total = 0;

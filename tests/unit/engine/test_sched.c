@@ -11,9 +11,9 @@
  *  - eng_logprobs against a brute-force log-softmax.
  */
 #include "testutil.h"
-#include "engine/sched.h"
-#include "model/model.h"
-#include "tokenizer/tok.h"
+#include "engine/scheduler.h"
+#include "kiln/model.h"
+#include "kiln/tokenizer.h"
 
 #include <math.h>
 #include <stdio.h>

@@ -18,10 +18,10 @@
  *    and the stats of a scheduler without KV.
  */
 #include "testutil.h"
-#include "engine/sched.h"
-#include "metrics/metrics.h"
-#include "model/model.h"
-#include "tokenizer/tok.h"
+#include "engine/scheduler.h"
+#include "kiln/metrics.h"
+#include "kiln/model.h"
+#include "kiln/tokenizer.h"
 
 #include <math.h>
 #include <stdio.h>

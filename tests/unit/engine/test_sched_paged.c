@@ -24,9 +24,9 @@
  * After every test the pool's accounting is back at its idle state.
  */
 #include "testutil.h"
-#include "engine/sched.h"
-#include "model/model.h"
-#include "tokenizer/tok.h"
+#include "engine/scheduler.h"
+#include "kiln/model.h"
+#include "kiln/tokenizer.h"
 
 #include <math.h>
 #include <stdio.h>

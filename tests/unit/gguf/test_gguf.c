@@ -8,8 +8,8 @@
  */
 #include "testutil.h"
 
-#include "gguf/gguf.h"
-#include "tensor/tensor.h"
+#include "kiln/gguf.h"
+#include "kiln/tensor.h"
 
 #include <dirent.h>
 #include <math.h>

@@ -7,9 +7,8 @@
  */
 #include "testutil.h"
 
-#include "gguf/gguf.h"
-#include "gguf/gguf_quantize.h"
-#include "tensor/tensor.h"
+#include "kiln/gguf.h"
+#include "kiln/tensor.h"
 
 #include <math.h>
 #include <stdio.h>

@@ -9,7 +9,7 @@
  */
 #include "testutil.h"
 
-#include "kv/kv.h"
+#include "kiln/kv.h"
 
 #include <setjmp.h>
 #include <stdarg.h>

@@ -4,8 +4,8 @@
  * process collector, and rolling-window quantiles against a sorted reference
  * (including expiry and concurrent writers). */
 #include "testutil.h"
-#include "core/kn.h"
-#include "metrics/metrics.h"
+#include "kiln/core.h"
+#include "kiln/metrics.h"
 
 #include <math.h>
 #include <pthread.h>

@@ -11,8 +11,8 @@
  * unit vectors, and decoders / encoders refuse the other entry point.
  */
 #include "testutil.h"
-#include "model/model.h"
-#include "tokenizer/tok.h"
+#include "kiln/model.h"
+#include "kiln/tokenizer.h"
 
 #include <dirent.h>
 #include <jansson.h>

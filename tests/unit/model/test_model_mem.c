@@ -20,7 +20,7 @@
  *    pool's block bytes, and only the KV term moves with the context.
  */
 #include "testutil.h"
-#include "model/model.h"
+#include "kiln/model.h"
 
 #include <dirent.h>
 #include <stdio.h>

@@ -10,7 +10,7 @@
  * mean <= 0.1, p99 <= 0.35, max <= 0.6, logsumexp within 0.6.
  */
 #include "testutil.h"
-#include "model/model.h"
+#include "kiln/model.h"
 
 #include <dirent.h>
 #include <jansson.h>

@@ -6,9 +6,9 @@
  * truncated file fails with a message naming the file and "truncated"; a
  * replacement by another model (rename) is loaded with that file's sha256. */
 #include "testutil.h"
-#include "model/model.h"
-#include "runtime/registry.h"
-#include "store/store.h"
+#include "kiln/model.h"
+#include "kiln/runtime.h"
+#include "kiln/store.h"
 
 #include <fcntl.h>
 #include <stdio.h>

@@ -3,8 +3,8 @@
  * model name and label, parsing a request's `name[:QUANT]` (slashes, case,
  * and every kind of bad input), and the instance cache key. */
 #include "testutil.h"
-#include "model/model.h"
-#include "runtime/registry.h"
+#include "kiln/model.h"
+#include "kiln/runtime.h"
 
 #include <stdio.h>
 #include <string.h>

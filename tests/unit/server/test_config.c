@@ -5,7 +5,7 @@
  * alias, cpu-range), the dump read back, every form of the boolean flags,
  * and error messages that name the key, the value and the line. */
 #include "testutil.h"
-#include "server/config.h"
+#include "kiln/server.h"
 
 #include <sched.h>
 #include <stddef.h>

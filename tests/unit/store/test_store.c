@@ -3,7 +3,7 @@
  * and the local listing / `kiln rm` name resolution over a temporary
  * directory (with the shared stories260K.gguf as a file without a label). */
 #include "testutil.h"
-#include "store/store.h"
+#include "kiln/store.h"
 
 #include <stdio.h>
 #include <stdlib.h>

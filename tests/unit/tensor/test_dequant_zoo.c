@@ -5,8 +5,8 @@
  * their rows dequantized by llama.cpp. Every value must match within 1e-6 of
  * the row's largest magnitude. Also checks the traits table itself. */
 #include "testutil.h"
-#include "gguf/gguf.h"
-#include "tensor/tensor.h"
+#include "kiln/gguf.h"
+#include "kiln/tensor.h"
 
 #include <jansson.h>
 #include <math.h>

@@ -7,7 +7,7 @@
  */
 #include "testutil.h"
 
-#include "tensor/tensor.h"
+#include "kiln/tensor.h"
 
 #include <math.h>
 #include <stdio.h>

@@ -10,7 +10,7 @@
  *  - the bytes are pinned by a hash, which this test checks under every
  *    kernel set it is run with (KILN_CPU=generic/avx2/avx512). */
 #include "testutil.h"
-#include "tensor/tensor.h"
+#include "kiln/tensor.h"
 
 #include <math.h>
 #include <stdio.h>

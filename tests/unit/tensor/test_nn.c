@@ -3,7 +3,7 @@
  * with the online softmax, for head dims with and without vector tails and
  * GQA groups; SwiGLU over lengths with tails and extreme inputs. */
 #include "testutil.h"
-#include "tensor/tensor.h"
+#include "kiln/tensor.h"
 
 #include <math.h>
 #include <stdlib.h>

@@ -13,8 +13,8 @@
  *  - edge rows (zeros, constants, spikes, tiny values) and the exact Q8_K /
  *    Q8_1 activation rules. */
 #include "testutil.h"
-#include "gguf/gguf.h"
-#include "tensor/tensor.h"
+#include "kiln/gguf.h"
+#include "kiln/tensor.h"
 
 #include <jansson.h>
 #include <math.h>

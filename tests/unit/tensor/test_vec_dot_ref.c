@@ -11,7 +11,7 @@
  *    independent round-to-nearest-even reference (and with F16C hardware
  *    when the CPU has it). */
 #include "testutil.h"
-#include "tensor/tensor.h"
+#include "kiln/tensor.h"
 
 #include <float.h>
 #include <math.h>

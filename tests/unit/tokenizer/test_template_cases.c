@@ -3,7 +3,7 @@
  * case's messages, add_generation_prompt, bos/eos tokens and tools, and
  * strftime_now pinned at 2024-07-26T12:00:00. */
 #include "testutil.h"
-#include "tokenizer/chat_template.h"
+#include "kiln/tokenizer.h"
 
 #include <dirent.h>
 #include <stdio.h>

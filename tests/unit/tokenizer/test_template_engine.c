@@ -4,7 +4,7 @@
  * Face; error reporting; limits (deep nesting, recursion, huge output, long
  * templates, expensive loops) as clean errors; built-in templates. */
 #include "testutil.h"
-#include "tokenizer/chat_template.h"
+#include "kiln/tokenizer.h"
 
 #include <stdio.h>
 #include <stdlib.h>

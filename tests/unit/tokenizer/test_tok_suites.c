@@ -7,7 +7,7 @@
  */
 #include "testutil.h"
 
-#include "tokenizer/tok.h"
+#include "kiln/tokenizer.h"
 
 #include <jansson.h>
 #include <stdio.h>

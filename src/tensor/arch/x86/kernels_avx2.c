@@ -6,7 +6,7 @@
  * every caller keeps the pair sums within int16, so they are exact. Float
  * kernels use 8-wide FMA. See x86.h for the numerics contract.
  */
-#include "x86.h"
+#include "arch/x86/x86.h"
 
 #include <immintrin.h>
 #include <string.h>
@@ -35,7 +35,7 @@ X_INLINE __m256i x_q8_dot(__m256i u, __m256i q, __m256i a, __m256i bias) {
 #define X_MM_C 2
 #define X_CB 64
 
-#include "x86_quant.h"
+#include "arch/x86/x86_quant.h"
 
 X_QUANT_KERNELS(q4_0, Q_QK4_0)
 X_QUANT_KERNELS(q8_0, Q_QK8_0)
@@ -70,7 +70,7 @@ XAI xf_vec xf_load(int kind, const uint8_t *p, int n) {
     return xf_load_full(kind, p);
 }
 
-#include "x86_float.h"
+#include "arch/x86/x86_float.h"
 
 X_NOSAN void tensor_x86_avx2_init(tensor_ops *ops) {
     ops->vec_dot[Q_TYPE_Q4_0] = q4_0_vec_dot;

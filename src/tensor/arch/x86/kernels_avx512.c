@@ -12,7 +12,7 @@
  * kernels use 16-wide FMA with masked tails. See x86.h for the numerics
  * contract.
  */
-#include "x86.h"
+#include "arch/x86/x86.h"
 
 #include <immintrin.h>
 #include <string.h>
@@ -43,7 +43,7 @@ X_INLINE __m256i x_q8_dot(__m256i u, __m256i q, __m256i a, __m256i bias) {
 #define X_MM_C 4
 #define X_CB 64
 
-#include "x86_quant.h"
+#include "arch/x86/x86_quant.h"
 
 
 
@@ -398,7 +398,7 @@ XAI xf_vec xf_load(int kind, const uint8_t *p, int n) {
     return _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(h), 16));
 }
 
-#include "x86_float.h"
+#include "arch/x86/x86_float.h"
 
 X_NOSAN void tensor_x86_avx512_init(tensor_ops *ops, bool vnni) {
     if (vnni) {

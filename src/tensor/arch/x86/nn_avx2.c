@@ -3,7 +3,7 @@
  * tensor.h, q_attn_tile_fn and q_swiglu_fn). Head dimensions that are not a multiple of 8 use the
  * reference kernel. exp() is a vectorized polynomial (Cephes' expf).
  */
-#include "x86_nn.h"
+#include "arch/x86/x86_nn.h"
 
 #include <immintrin.h>
 #include <math.h>

@@ -5,7 +5,7 @@
  * works. Each key row is widened once and reused by the G query heads of
  * its group. exp() is a vectorized polynomial (Cephes' expf, ~1 ulp).
  */
-#include "x86_nn.h"
+#include "arch/x86/x86_nn.h"
 
 #include <immintrin.h>
 #include <math.h>

@@ -34,7 +34,7 @@
 #ifndef KILN_TENSOR_ARCH_X86_H
 #define KILN_TENSOR_ARCH_X86_H
 
-#include "../../tensor.h"
+#include "kiln/tensor.h"
 
 /* Kernel functions are excluded from sanitizer instrumentation: clang's
  * ASan/UBSan passes take many CPU-minutes on these heavily inlined tiles.

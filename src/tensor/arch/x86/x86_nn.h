@@ -6,7 +6,7 @@
 #ifndef KILN_TENSOR_ARCH_X86_NN_H
 #define KILN_TENSOR_ARCH_X86_NN_H
 
-#include "../../tensor.h"
+#include "kiln/tensor.h"
 
 void tensor_x86_avx2_attn_tile_f16(int64_t hd, int G, int64_t n, const float *q, const q_f16_t *k, const q_f16_t *v,
                                    float scale, float *m, float *l, float *acc, float *s);

@@ -1,5 +1,5 @@
 /*
- * kn.h — kiln core: status codes and error messages, logging, assertions,
+ * kiln/core.h — kiln core: status codes and error messages, logging, assertions,
  * clocks, CPU feature detection, a bump arena, a thread pool and a progress
  * line.
  *
@@ -12,15 +12,15 @@
  *  - Programmer errors hit KN_ASSERT, which prints file:line and aborts.
  *  - Library code never calls exit().
  */
-#ifndef KILN_CORE_KN_H
-#define KILN_CORE_KN_H
-
-#define KILN_VERSION "0.5.0"
+#ifndef KILN_CORE_H
+#define KILN_CORE_H
 
 #include <stdarg.h>
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+
+#define KILN_VERSION "0.5.0"
 
 /* ---- status and errors ------------------------------------------------- */
 

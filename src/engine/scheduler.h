@@ -1,5 +1,5 @@
 /*
- * sched.h — the scheduler of one loaded model: requests queue for a fixed
+ * scheduler.h — (private to src/engine) the scheduler of one loaded model: requests queue for a fixed
  * set of sequence slots, and one engine thread runs iteration-level batched
  * steps over every running sequence: one decode token for each sequence
  * that is generating, plus chunks of pending prompts (chunked prefill), up
@@ -50,24 +50,21 @@
  * Thread safety: every eng_sched_* and eng_req_* function may be called
  * from any thread. A request is read by one consumer at a time.
  */
-#ifndef KILN_ENGINE_SCHED_H
-#define KILN_ENGINE_SCHED_H
+#ifndef KILN_ENGINE_SCHEDULER_H
+#define KILN_ENGINE_SCHEDULER_H
 
-#include "../core/kn.h"
-#include "../metrics/metrics.h"
-#include "../model/model.h"
-#include "../tokenizer/tok.h"
-#include "params.h"
+#include "kiln/core.h"
+#include "kiln/engine.h"
+#include "kiln/metrics.h"
+#include "kiln/model.h"
+#include "kiln/tokenizer.h"
 #include "sampler.h"
+#include "stop.h"
 
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
-#define ENG_MAX_LOGPROBS 20 /* top alternatives per token (OpenAI's limit) */
-#define ENG_MAX_EMBED_INPUTS 2048
-#define ENG_MAX_SLOTS 1024
-#define ENG_SPEC_MAX 16 /* draft tokens per step at most */
 
 
 typedef struct eng_sched eng_sched;
@@ -139,14 +136,6 @@ void eng_sched_stats_get(eng_sched *s, eng_sched_stats *st);
 
 /* ---- requests ---- */
 
-typedef enum eng_finish {
-    ENG_FINISH_NONE = 0, /* still running */
-    ENG_FINISH_STOP,     /* end-of-generation token or a stop string */
-    ENG_FINISH_LENGTH,   /* n_predict reached, or the context is full */
-    ENG_FINISH_CANCELLED,
-    ENG_FINISH_ERROR,    /* see eng_req_result.err */
-} eng_finish;
-const char *eng_finish_name(eng_finish f); /* "stop", "length", "cancelled", "error" */
 
 
 /* A generation request over prompt[0..n_prompt) (copied). Fails with
@@ -168,22 +157,7 @@ kn_status eng_req_create_embed(eng_sched *s, const int32_t *const *inputs, const
  * reference. */
 kn_status eng_sched_submit(eng_sched *s, eng_req *r, kn_err *err);
 
-/* One generated token, for logprobs. */
-typedef struct eng_tok_event {
-    int32_t token;
-    float logprob;
-    int n_top;
-    int32_t top_id[ENG_MAX_LOGPROBS];
-    float top_lp[ENG_MAX_LOGPROBS];
-} eng_tok_event;
 
-typedef struct eng_req_result {
-    eng_finish finish;
-    kn_status status; /* for ENG_FINISH_ERROR */
-    char err[256];
-    size_t n_prompt, n_gen;
-    double t_submit, t_start, t_first, t_end; /* kn_now_s() clock; 0 when not reached */
-} eng_req_result;
 
 /* Takes what is ready: up to text_cap bytes of generated text (stop strings
  * removed, UTF-8 characters whole) and up to ev_cap token events. Waits up

@@ -1,5 +1,5 @@
 /*
- * session.h — the generation session: kiln's one path from a parsed,
+ * kiln/engine.h — the engine, and its door: the generation session: kiln's one path from a parsed,
  * dialect-free request to the events of its answer. The HTTP server only
  * parses a dialect into an eng_gen_request and formats what eng_gen_read
  * gives; `kiln run` uses the same path, so there is one token loop.
@@ -40,21 +40,162 @@
  * Thread safety: the service may be used from any thread; one eng_gen or
  * eng_embed by one thread at a time.
  */
-#ifndef KILN_ENGINE_SESSION_H
-#define KILN_ENGINE_SESSION_H
+#ifndef KILN_ENGINE_H
+#define KILN_ENGINE_H
 
-#include "../cache/cache.h"
-#include "../core/kn.h"
-#include "../metrics/metrics.h"
-#include "../runtime/registry.h"
-#include "sampler.h"
-#include "sched.h"
+#include "kiln/cache.h"
+#include "kiln/core.h"
+#include "kiln/metrics.h"
+#include "kiln/runtime.h"
 
 #include <jansson.h>
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
+struct tensor_ops; /* tensor.h: the kernel set */
+
+/* ==== limits ==== */
+#define ENG_MAX_LOGPROBS 20 /* top alternatives per token (OpenAI's limit) */
+#define ENG_MAX_EMBED_INPUTS 2048
+#define ENG_MAX_SLOTS 1024
+#define ENG_SPEC_MAX 16 /* draft tokens per step at most */
+#define ENG_STOP_MAX 16         /* stop strings per request */
+#define ENG_STOP_MAX_LEN 256    /* bytes per stop string */
+
+/* ==== sampling ==== */
+typedef struct eng_logit_bias {
+    int32_t token;
+    float bias; /* -INFINITY bans the token */
+} eng_logit_bias;
+
+typedef struct eng_sampler_params {
+    float temp;              /* <= 0: greedy */
+    int32_t top_k;           /* <= 0: off */
+    float top_p;             /* >= 1: off */
+    float min_p;             /* <= 0: off */
+    float typical_p;         /* >= 1: off */
+    float repeat_penalty;    /* 1: off */
+    float presence_penalty;  /* 0: off */
+    float frequency_penalty; /* 0: off */
+    int32_t penalty_last_n;  /* tokens of history the penalties look at */
+    uint64_t seed;
+    const eng_logit_bias *bias; /* borrowed until destroy; may be NULL */
+    int32_t n_bias;
+} eng_sampler_params;
+
+/* llama.cpp's defaults: temp 0.8, top-k 40, top-p 0.95, min-p 0.05,
+ * repeat penalty 1 (off), last 64 tokens. */
+eng_sampler_params eng_sampler_defaults(void);
+
+/* ==== the parameters of a generation, and its cache key ====
+ * params.h — what a generation asks of the engine (eng_gen_params) and the
+ * response-cache key derived from it.
+ *
+ * The key is derived from the parameters themselves through ONE table
+ * (eng_gen_key_fields, params.c) that names every field of eng_gen_params
+ * and of its eng_sampler_params with how it enters the key:
+ *   ALWAYS     it changes the output of any request;
+ *   SAMPLED    only when tokens are sampled (temperature > 0), e.g. top-k
+ *              or the seed: a greedy answer does not depend on them;
+ *   PENALTIES  only when a repetition/presence/frequency penalty is on;
+ *   NEVER      it does not change the output (with the reason).
+ * A field added to the structs without a row makes tests/unit/engine/
+ * test_key.c fail (it reads the struct definitions in this header), and every row is checked to change the key exactly when its
+ * policy says so. The key also covers the model file (name, quantization,
+ * sha256), the KV row type, the kernel set, the draft model (for sampled
+ * requests) and the prompt tokens, and is XXH3-128 over a canonical byte
+ * string in which every field is length-prefixed.
+ */
+typedef enum eng_spec_mode {
+    ENG_SPEC_DEFAULT = 0, /* in eng_gen_params: the scheduler's default */
+    ENG_SPEC_NONE,
+    ENG_SPEC_NGRAM, /* prompt lookup */
+    ENG_SPEC_DRAFT, /* the draft model (prompt lookup when there is none) */
+} eng_spec_mode;
+/* "none", "ngram", "draft"; parse returns false on anything else. */
+const char *eng_spec_name(eng_spec_mode m);
+bool eng_spec_parse(const char *s, eng_spec_mode *out);
+
+typedef struct eng_gen_params {
+    eng_sampler_params sp;       /* the bias array is copied */
+    int32_t n_predict;           /* tokens to generate; < 0: until the context is full */
+    bool ignore_eos;
+    const char *const *stops;    /* copied */
+    size_t n_stops;
+    int n_logprobs;              /* < 0: none; 0..ENG_MAX_LOGPROBS: the chosen token's logprob plus
+                                    this many top alternatives, for every generated token */
+    double t_origin;             /* kn_now_s() when the request arrived (TTFT counts from it); 0: submission */
+    eng_spec_mode spec;          /* speculative decoding for this request */
+    int spec_max;                /* draft tokens per step; 0: the scheduler's */
+    double stall_timeout_s;      /* a consumer that reads nothing for this long while the output ring is
+                                    full is cancelled; 0: ENG_STALL_TIMEOUT_S */
+} eng_gen_params;
+
+#define ENG_STALL_TIMEOUT_S 120.0
+
+/* The model instance part of a key. */
+typedef struct eng_key_ctx {
+    const char *name, *quant, *sha256; /* the model file */
+    const char *kv_type;               /* "f16" | "q8_0" */
+    int ops_level;                     /* the kernel set (kn_cpu_level) */
+    bool ops_vnni;
+    const char *draft;                 /* the draft model file, "" when none */
+} eng_key_ctx;
+
+typedef enum eng_key_use { ENG_KEY_ALWAYS = 0, ENG_KEY_SAMPLED, ENG_KEY_PENALTIES, ENG_KEY_NEVER } eng_key_use;
+typedef enum eng_key_type {
+    ENG_KT_I32 = 0, ENG_KT_U64, ENG_KT_F32, ENG_KT_F64, ENG_KT_BOOL, ENG_KT_ENUM, /* an int-sized enum */
+    ENG_KT_STOPS,   /* stops + n_stops */
+    ENG_KT_BIAS,    /* sp.bias + sp.n_bias, sorted by token */
+    ENG_KT_PART,    /* the count of the array row before it */
+} eng_key_type;
+typedef struct eng_key_field {
+    const char *name;  /* as in the struct: "n_predict", "sp.top_k" */
+    size_t offset;     /* in eng_gen_params */
+    eng_key_type type;
+    eng_key_use use;
+    const char *why;   /* NEVER and PART: why it is not keyed on its own */
+} eng_key_field;
+/* The table (static storage). */
+const eng_key_field *eng_gen_key_fields(size_t *n);
+
+/* The key of a generation over ids[0..n_ids) with parameters p (spec and
+ * spec_max already resolved to what the engine will use). */
+rc_key eng_gen_key(const eng_key_ctx *k, const int32_t *ids, size_t n_ids, const eng_gen_params *p);
+/* The key of one embedding input (text, or token ids when tokens),
+ * truncated to trunc_ctx tokens when > 0. */
+rc_key eng_embed_key(const eng_key_ctx *k, bool normalize, int trunc_ctx, bool tokens, const void *input,
+                     size_t bytes);
+
+/* ==== what a generation gives back ==== */
+typedef enum eng_finish {
+    ENG_FINISH_NONE = 0, /* still running */
+    ENG_FINISH_STOP,     /* end-of-generation token or a stop string */
+    ENG_FINISH_LENGTH,   /* n_predict reached, or the context is full */
+    ENG_FINISH_CANCELLED,
+    ENG_FINISH_ERROR,    /* see eng_req_result.err */
+} eng_finish;
+const char *eng_finish_name(eng_finish f); /* "stop", "length", "cancelled", "error" */
+
+/* One generated token, for logprobs. */
+typedef struct eng_tok_event {
+    int32_t token;
+    float logprob;
+    int n_top;
+    int32_t top_id[ENG_MAX_LOGPROBS];
+    float top_lp[ENG_MAX_LOGPROBS];
+} eng_tok_event;
+
+typedef struct eng_req_result {
+    eng_finish finish;
+    kn_status status; /* for ENG_FINISH_ERROR */
+    char err[256];
+    size_t n_prompt, n_gen;
+    double t_submit, t_start, t_first, t_end; /* kn_now_s() clock; 0 when not reached */
+} eng_req_result;
+
+/* ==== the session ==== */
 typedef struct eng_service eng_service;
 
 typedef struct eng_service_opts {

@@ -1,5 +1,5 @@
 /*
- * kv.h — the paged KV cache: a pool of fixed-size blocks of KV rows, a
+ * kiln/kv.h — the paged KV cache: a pool of fixed-size blocks of KV rows, a
  * block table per sequence, and automatic prefix caching by block hash.
  *
  * Owns:
@@ -38,7 +38,7 @@
 #ifndef KILN_KV_H
 #define KILN_KV_H
 
-#include "../core/kn.h"
+#include "kiln/core.h"
 
 #include <stdbool.h>
 #include <stddef.h>

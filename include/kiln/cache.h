@@ -1,5 +1,5 @@
 /*
- * cache.h — the response and embedding cache (prefix rc_), as the server and
+ * kiln/cache.h — the response and embedding cache (prefix rc_), as the server and
  * the CLI see it: the front (rc_cache), which reads L1 (memory) -> L2 (disk)
  * -> miss and writes through to L2 off the request path, and two offline
  * calls on the disk store for `kiln cache stats|clear`.
@@ -33,8 +33,8 @@
 #ifndef KILN_CACHE_H
 #define KILN_CACHE_H
 
-#include "../core/kn.h"
-#include "../metrics/metrics.h"
+#include "kiln/core.h"
+#include "kiln/metrics.h"
 
 #include <stdbool.h>
 #include <stddef.h>

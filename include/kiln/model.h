@@ -1,5 +1,5 @@
 /*
- * model.h — transformer architectures as a table of families, and a
+ * kiln/model.h — transformer architectures as a table of families, and a
  * batched forward pass over tokens from several sequences.
  *
  * Owns:
@@ -59,13 +59,14 @@
 #ifndef KILN_MODEL_H
 #define KILN_MODEL_H
 
-#include "../core/kn.h"
-#include "../gguf/gguf.h"
-#include "../kv/kv.h"
-#include "../tensor/tensor.h"
+#include "kiln/core.h"
+#include "kiln/kv.h"
+#include "kiln/tensor.h"
 
 #include <stdbool.h>
 #include <stdint.h>
+
+typedef struct gguf_ctx gguf_ctx; /* gguf.h: the model loads from it */
 
 #define MODEL_ATTN_TILE 32
 

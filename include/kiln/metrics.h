@@ -1,5 +1,5 @@
 /*
- * metrics.h — counters, gauges and histograms with Prometheus text
+ * kiln/metrics.h — counters, gauges and histograms with Prometheus text
  * exposition (format 0.0.4), a process collector, and rolling-window
  * quantiles for the SLA.
  *
@@ -58,8 +58,8 @@
  * bucket. Numbers use the shortest text that reads back to the same double;
  * infinities and NaN as +Inf, -Inf, NaN.
  */
-#ifndef KILN_METRICS_METRICS_H
-#define KILN_METRICS_METRICS_H
+#ifndef KILN_METRICS_H
+#define KILN_METRICS_H
 
 #include <stddef.h>
 #include <stdint.h>

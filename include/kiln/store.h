@@ -1,5 +1,5 @@
 /*
- * store.h — the local model store: pulling one GGUF file of a repository from
+ * kiln/store.h — the local model store: pulling one GGUF file of a repository from
  * a Hugging Face-compatible hub into the model directory, listing the models
  * of that directory and removing them (`kiln pull`, `kiln ls`, `kiln rm`).
  *
@@ -47,7 +47,7 @@
 #ifndef KILN_STORE_H
 #define KILN_STORE_H
 
-#include "../core/kn.h"
+#include "kiln/core.h"
 
 #include <stdbool.h>
 #include <stddef.h>

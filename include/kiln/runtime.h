@@ -1,5 +1,5 @@
 /*
- * registry.h — the model manager: the GGUF files of a model directory (or
+ * kiln/runtime.h — the model manager: the GGUF files of a model directory (or
  * one file) under `name:QUANT` names, loaded on first use into instances,
  * shared by every request that names them, unloaded when idle past their
  * keep-alive, and kept within a memory budget.
@@ -81,17 +81,18 @@
  *
  * Thread safety: all functions may be called from any thread.
  */
-#ifndef KILN_RUNTIME_REGISTRY_H
-#define KILN_RUNTIME_REGISTRY_H
+#ifndef KILN_RUNTIME_H
+#define KILN_RUNTIME_H
 
-#include "../core/kn.h"
-#include "../metrics/metrics.h"
-#include "../tokenizer/tok.h"
-#include "../tokenizer/tok_chat.h"
+#include "kiln/core.h"
+#include "kiln/metrics.h"
 
 #include <stdbool.h>
 #include <stdint.h>
 #include <time.h>
+
+typedef struct tok_vocab tok_vocab; /* tokenizer.h */
+typedef struct tok_chat tok_chat;   /* tokenizer.h */
 
 #define RT_MAX_MODELS 4096
 #define RT_MAX_NAME 255

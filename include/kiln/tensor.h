@@ -1,5 +1,5 @@
 /*
- * tensor.h — quant types, their traits table, reference kernels, the
+ * kiln/tensor.h — quant types, their traits table, reference kernels, the
  * runtime-selected kernel set and the (batched, thread-pooled) matmul.
  *
  * Owns:
@@ -29,7 +29,7 @@
 #ifndef KILN_TENSOR_H
 #define KILN_TENSOR_H
 
-#include "../core/kn.h"
+#include "kiln/core.h"
 
 #include <assert.h>
 #include <stdbool.h>

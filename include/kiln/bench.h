@@ -1,5 +1,5 @@
 /*
- * bench.h — load generation against an OpenAI-compatible HTTP server
+ * kiln/bench.h — load generation against an OpenAI-compatible HTTP server
  * (`kiln bench server`): the latency, throughput and load-ramp scenarios,
  * their statistics, and the JSON / text / HTML reports.
  *
@@ -92,10 +92,10 @@
  * sla_max_error_rate. A request "meets the SLA" (goodput) when it succeeded
  * with e2e <= sla_p95_s and TTFT <= sla_ttft_p95_s (when set).
  */
-#ifndef KILN_BENCH_BENCH_H
-#define KILN_BENCH_BENCH_H
+#ifndef KILN_BENCH_H
+#define KILN_BENCH_H
 
-#include "core/kn.h"
+#include "kiln/core.h"
 
 #include <jansson.h>
 #include <stdbool.h>
