@@ -1,16 +1,21 @@
 /*
- * kiln/engine.h — the engine, and its door: the generation session: kiln's one path from a parsed,
- * dialect-free request to the events of its answer. The HTTP server only
- * parses a dialect into an eng_gen_request and formats what eng_gen_read
- * gives; `kiln run` uses the same path, so there is one token loop.
+ * kiln/engine.h — the engine (prefix eng_), seen from outside: the
+ * generation session, kiln's one path from a parsed, dialect-free request
+ * to the events of its answer; the parameters of a generation and the
+ * response-cache key derived from them; sampling parameters and limits.
+ * The HTTP server only parses a dialect into an eng_gen_request and formats
+ * what eng_gen_read gives; `kiln run` uses the same path, so there is one
+ * token loop. Inside (src/engine, private): the scheduler of each loaded
+ * model (continuous batching, paged KV, speculation; scheduler.h), the
+ * samplers, stop strings, and the cached values (record.h).
  *
  * A generation (eng_gen_start):
  *   1. resolves the model to its front (vocabulary, chat format, digest;
- *      runtime/registry.h) without loading the weights;
+ *      kiln/runtime.h) without loading the weights;
  *   2. renders the messages with the model's chat template (or takes the
  *      prompt text or token ids) and tokenizes;
  *   3. builds the engine parameters and derives the response-cache key
- *      from them (eng_gen_key, sched.h) and looks it up: a hit is answered
+ *      from them (eng_gen_key, below) and looks it up: a hit is answered
  *      from the cache without loading the model, and so without a 503 when
  *      memory is short;
  *   4. on a miss, acquires the model (loading it under the memory budget),
@@ -89,7 +94,7 @@ typedef struct eng_sampler_params {
 eng_sampler_params eng_sampler_defaults(void);
 
 /* ==== the parameters of a generation, and its cache key ====
- * params.h — what a generation asks of the engine (eng_gen_params) and the
+ * what a generation asks of the engine (eng_gen_params) and the
  * response-cache key derived from it.
  *
  * The key is derived from the parameters themselves through ONE table

@@ -1,5 +1,6 @@
 /*
- * kiln/gguf.h — the GGUF v2/v3 reader (over mmap) and writer.
+ * kiln/gguf.h — the GGUF v2/v3 reader (over mmap) and writer, and the
+ * quantizer of `kiln quantize` (its section below).
  *
  * File layout (all integers little-endian):
  *
@@ -194,7 +195,7 @@ kn_status gguf_writer_put_data(gguf_writer *w, int64_t idx, const void *data, ui
 kn_status gguf_writer_finish(gguf_writer *w, kn_err *err);
 
 /* ==== the quantizer (kiln quantize) ====
- * gguf_quantize.h — model quantization (`kiln quantize`): the per-tensor
+ * model quantization (`kiln quantize`): the per-tensor
  * type mixes of llama.cpp's file types and a streaming GGUF-to-GGUF
  * quantizer.
  *

@@ -1,7 +1,7 @@
 /*
  * kiln/server.h — the HTTP server (libmicrohttpd): routes, auth, body limits,
  * SSE/NDJSON streaming and graceful shutdown, over the generation service
- * (engine/session.h), which owns the model registry.
+ * (kiln/engine.h), which owns the model registry.
  *
  * Owns: the MHD daemon, the generation service, the response and embedding
  * cache and the metrics (GET
@@ -10,7 +10,10 @@
  * one thread each (MHD thread-per-connection), so parsing, templating and
  * tokenizing on one connection never hold up another, and a streaming
  * response can wait for tokens without blocking anyone; generation itself
- * runs on each model's engine thread (engine/sched.h).
+ * runs on each model's engine thread (src/engine/scheduler.h).
+ *
+ * The settings of `kiln serve` (srv_config: defaults, YAML, environment,
+ * flags, profiles) are the first section below; the server the second.
  *
  * Lifecycle: srv_create -> srv_start (listening; /health says "loading"
  * until srv_set_ready) -> srv_drain (stop accepting, let requests finish
@@ -27,7 +30,7 @@
 #include <stdint.h>
 
 /* ==== settings of kiln serve ====
- * config.h — the settings of `kiln serve`: defaults, a YAML config file
+ * the settings of `kiln serve`: defaults, a YAML config file
  * (libyaml), the environment and command-line flags, applied in that order
  * so that the precedence is flags > environment > config file > defaults.
  *

@@ -1,6 +1,10 @@
 /*
- * kiln/tokenizer.h — tokenizers built from GGUF metadata (`tokenizer.ggml.*`).
+ * kiln/tokenizer.h — text in and out of tokens (prefix tok_): the
+ * tokenizers built from GGUF metadata (`tokenizer.ggml.*`), the Jinja2
+ * chat-template engine, and a model's chat formatting (template + BOS/EOS,
+ * rendered and tokenized), each in its section below.
  *
+ * Tokenizers.
  * Owns: the vocabulary of one model (token texts, scores, types, special ids,
  * the add-BOS/EOS rules), the lookup tables built from it, the compiled
  * pre-tokenizer regexes, and the decoded byte piece of every token. Three
@@ -190,7 +194,7 @@ kn_status tok_decode_all(const tok_vocab *v, const int32_t *ids, size_t n, const
                          char **out, size_t *len, kn_err *err);
 
 /* ==== chat templates (a Jinja2 subset) ====
- * chat_template.h — a Jinja2 chat-template engine written in C (the subset
+ * a Jinja2 chat-template engine written in C (the subset
  * that real Hugging Face `tokenizer.chat_template`s use), plus a few
  * built-in templates for models that carry none.
  *
@@ -317,7 +321,7 @@ tok_tmpl *tok_tmpl_for_model(const char *model_src, size_t len, bool (*has_token
                              void *ctx, const char *arch, const char **used, kn_err *err);
 
 /* ==== a model's chat formatting ====
- * tok_chat.h — a model's chat formatting: its template (tokenizer.chat_template,
+ * a model's chat formatting: its template (tokenizer.chat_template,
  * or a built-in chosen from its vocabulary when it has none or the engine
  * cannot run it) bound to its BOS/EOS texts, rendering a list of messages
  * to prompt tokens.

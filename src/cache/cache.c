@@ -1,5 +1,5 @@
 /*
- * cache.c — the front of the response and embedding cache (see cache.h):
+ * cache.c — the front of the response and embedding cache (see kiln/cache.h):
  * reads fall through L1 -> L2, a hit in L2 is promoted to L1 with its
  * expiry, and stores go to L1 at once and to L2 through a writer thread.
  *

@@ -1,6 +1,6 @@
 /*
  * util.c — the cache's small shared pieces: type and policy names, the key
- * hash and the model tag (see cache.h).
+ * hash and the model tag (see kiln/cache.h).
  */
 #include "kiln/cache.h"
 

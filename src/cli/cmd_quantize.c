@@ -1,7 +1,7 @@
 /*
  * cmd_quantize.c — `kiln quantize IN.gguf OUT.gguf TYPE [--threads N]`:
  * rewrites a model with one of llama.cpp's quantization mixes (the rules
- * live in src/gguf/quantize.c, see gguf_quantize.h), streaming tensors to
+ * live in src/gguf/quantize.c, see kiln/gguf.h), streaming tensors to
  * the output, with a progress line and a size summary on stderr.
  */
 #include "cli.h"

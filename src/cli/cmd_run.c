@@ -1,6 +1,6 @@
 /*
  * cmd_run.c — `kiln run`: one generation through the same session the
- * server uses (engine/session.h): the model is served from a registry of
+ * server uses (kiln/engine.h): the model is served from a registry of
  * one file with one slot, the prompt goes through the chat template or
  * the tokenizer there, and the text streams to stdout as the engine
  * produces it. There is no token loop here.

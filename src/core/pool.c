@@ -1,5 +1,5 @@
 /*
- * pool.c — the thread pool (see kn.h). Workers are created once; a job is
+ * pool.c — the thread pool (see kiln/core.h). Workers are created once; a job is
  * published by bumping an atomic generation counter. Workers spin on it for
  * a short while after each job (jobs in a forward pass come back to back),
  * then sleep on a condition variable. The caller runs share 0 itself and

@@ -1,5 +1,5 @@
 /*
- * embed.c — an embedding request (see session.h): every input is looked
+ * embed.c — an embedding request (see kiln/engine.h): every input is looked
  * up in the embedding cache first (keyed on its text or token ids, so
  * without the model); the misses are tokenized and run as one engine
  * request, micro-batched with others on an encoder, then stored. When

@@ -1,6 +1,6 @@
 /*
  * params.c — the speculative modes, and the response-cache key of a
- * generation derived from its parameters through one table (see params.h).
+ * generation derived from its parameters through one table (see kiln/engine.h).
  */
 #include "kiln/engine.h"
 

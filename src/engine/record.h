@@ -1,6 +1,6 @@
 /*
  * record.h — the values the generation session keeps in the response and
- * embedding cache (private to src/engine; the keys are in params.h).
+ * embedding cache (private to src/engine; the keys are in kiln/engine.h).
  *
  * Values (host byte order; an L2 store moves with its machine):
  *  - a generation record "KRS1", version 3: finish reason, prompt and

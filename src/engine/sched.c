@@ -1,6 +1,6 @@
 /*
  * sched.c — requests, their output rings, and the scheduler's lifecycle
- * (see sched.h; the engine threads are in sched_step.c and
+ * (see scheduler.h; the engine threads are in sched_step.c and
  * sched_encoder.c, drafting in sched_spec.c).
  */
 #include "kiln/engine.h"

@@ -1,7 +1,7 @@
 /*
  * sched_encoder.c — the engine thread of an encoder (embedding) model:
  * the inputs of waiting requests are micro-batched into one model_encode
- * call, closed by the token budget or the batching wait (see sched.h).
+ * call, closed by the token budget or the batching wait (see scheduler.h).
  */
 #include "sched_internal.h"
 

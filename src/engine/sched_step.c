@@ -3,7 +3,7 @@
  * one iteration-level batched step over every running sequence (decode
  * tokens with their drafts, then prefill chunks within the token budget),
  * sampling, draft verification, stop and length checks, and preemption
- * when KV blocks run short (see sched.h).
+ * when KV blocks run short (see scheduler.h).
  */
 #include "kiln/engine.h"
 #include "sched_internal.h"

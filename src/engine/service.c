@@ -1,5 +1,5 @@
 /*
- * service.c — the generation service (see session.h): the model registry
+ * service.c — the generation service (see kiln/engine.h): the model registry
  * with a scheduler attached to every loaded instance, the engine's metric
  * families, and what the server asks of models besides generation
  * (tokens, loading, status).

@@ -1,6 +1,6 @@
 /*
  * session.c — one generation from a dialect-free request to its events
- * (see session.h): render and tokenize with the model's front, derive the
+ * (see kiln/engine.h): render and tokenize with the model's front, derive the
  * parameters and the cache key, answer from the cache before any load, or
  * acquire the model and submit; then hand out what the engine produces
  * (or the recorded chunks of a hit) and record a miss for the cache.
@@ -155,7 +155,7 @@ static void key_of(eng_gen *g, const rt_front *f) {
 }
 
 /* Whether a record may answer a request whose context is ctx (exact) or
- * at least ctx (!exact): see session.h. */
+ * at least ctx (!exact): see kiln/engine.h. */
 static bool record_fits(const eng_rec_view *v, int ctx, bool exact) {
     if (v->ctx_limit) return exact && v->ctx_limit == (uint32_t)ctx;
     return (uint64_t)v->n_prompt + v->n_gen < (uint64_t)ctx;

@@ -1,6 +1,6 @@
 /*
  * quantize.c — `kiln quantize` as a library: llama.cpp's per-tensor type
- * mixes and a streaming quantizer (see gguf_quantize.h).
+ * mixes and a streaming quantizer (see kiln/gguf.h).
  */
 #include "kiln/gguf.h"
 

@@ -1,5 +1,5 @@
 /*
- * kv.c — block pool, block tables and the prefix-cache index (see kv.h).
+ * kv.c — block pool, block tables and the prefix-cache index (see kiln/kv.h).
  */
 #include "kiln/kv.h"
 

@@ -1,4 +1,4 @@
-/* window.c — rolling-window quantiles (met_window_*, see metrics.h).
+/* window.c — rolling-window quantiles (met_window_*, see kiln/metrics.h).
  *
  * A ring of `cap` atomic 64-bit slots. A writer takes a ticket with one
  * fetch-add on `head` and stores its packed sample in slot ticket % cap.

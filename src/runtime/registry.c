@@ -1,7 +1,7 @@
 /*
  * registry.c — the model registry's table of files: creation, names and
  * their resolution, listings, file metadata (rt_describe), failures and
- * cancellation (see registry.h; instances are in registry_load.c, fronts
+ * cancellation (see kiln/runtime.h; instances are in registry_load.c, fronts
  * in registry_front.c, files in registry_files.c).
  */
 #include "registry_internal.h"

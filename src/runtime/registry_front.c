@@ -1,6 +1,6 @@
 /*
  * registry_front.c — a file's front: its vocabulary, chat format, sha256
- * and shape, read from the metadata without the weights (see registry.h).
+ * and shape, read from the metadata without the weights (see kiln/runtime.h).
  *
  * One front per entry at a time (entry->front), built by one thread while
  * the others wait for its outcome (as loads are), held by requests

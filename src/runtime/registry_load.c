@@ -2,7 +2,7 @@
  * registry_load.c — instances: the context and memory of a new one, its
  * load (weights, threads, draft model, then the hooks' attach), eviction
  * under the memory budget, acquire/release with double-checked locking,
- * keep-alive and the cleanup thread (see registry.h).
+ * keep-alive and the cleanup thread (see kiln/runtime.h).
  */
 #include "registry_internal.h"
 

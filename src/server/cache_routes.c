@@ -2,7 +2,7 @@
  * cache_routes.c — GET /cache/stats and POST /cache/clear over the
  * response and embedding cache, and the Cache-Control opt-out of a
  * request. What the cache keys and stores is the generation session's
- * (engine/params.h, engine/record.h).
+ * (kiln/engine.h, src/engine/record.h).
  */
 #include "server_internal.h"
 

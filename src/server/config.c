@@ -1,5 +1,5 @@
 /*
- * config.c — `kiln serve` settings (see config.h for the format and the
+ * config.c — `kiln serve` settings (see kiln/server.h for the format and the
  * precedence protocol): the defaults, copying and freeing a config,
  * srv_config_set and the cross-field validation, the environment layer, the
  * whole protocol (srv_config_from_args), and the helpers over the list

@@ -1,6 +1,6 @@
 /*
  * config_flags.c — the flags of `kiln serve` (see srv_config_parse_args in
- * config.h): long flags `--name VALUE` and `--name=VALUE` for every key, the
+ * kiln/server.h): long flags `--name VALUE` and `--name=VALUE` for every key, the
  * short forms, boolean flags (`--name` alone, `--name B` or `--name=B`), and
  * `--config FILE`, applied to a copy of the config and committed only when
  * every flag is good.

@@ -1,6 +1,6 @@
 /*
  * config_internal.h — private to the config_*.c files of `kiln serve`'s
- * settings (the public side is config.h):
+ * settings (the public side is kiln/server.h):
  *   config_keys.c   the key table, the profiles, and what a value may be
  *                   (the string checkers, integers, booleans, set)
  *   config.c        defaults, copies, validation, the environment, and the
@@ -84,7 +84,7 @@ bool srv_cfg_parse_bool(const char *s, bool *out);
 /* Index of a profile by name, or -1. */
 int srv_cfg_profile_find(const char *name);
 
-/* The canonical form of a comma list (config.h), into canon. */
+/* The canonical form of a comma list (kiln/server.h), into canon. */
 kn_status srv_cfg_canon_list(const key_def *k, const char *label, const char *v, char *canon, kn_err *err);
 /* Parses a canonical cpu-range list; fills out when non-NULL. */
 kn_status srv_cfg_cpu_parse(const char *label, const char *canon, cpu_set_t *out, kn_err *err);

@@ -3,7 +3,7 @@
  * type, field, range, checker) and the profiles, the string checkers (enums,
  * model names, comma lists, aliases, cpu-range, CORS origins), integer and
  * boolean parsing, and srv_cfg_set_idx, through which every layer (file,
- * environment, flags, profile) applies a value. See config.h for the
+ * environment, flags, profile) applies a value. See kiln/server.h for the
  * format of each kind of value.
  *
  * The string checkers of the list keys rewrite the value in place into its
@@ -99,7 +99,7 @@ _Static_assert(sizeof srv_cfg_keys / sizeof srv_cfg_keys[0] == CFG_N_KEYS,
                "CFG_N_KEYS in config_internal.h is the number of rows of srv_cfg_keys");
 
 /* The profiles: knob values applied at the level of the defaults (the
- * table in config.h). Every profile names the same knobs. */
+ * table in kiln/server.h). Every profile names the same knobs. */
 enum { N_PROFILE_KNOBS = 8 };
 static const struct {
     const char *name;
@@ -236,7 +236,7 @@ kn_status srv_cfg_canon_list(const key_def *k, const char *label, const char *v,
     return KN_OK;
 }
 
-/* NULL if s[0..n) is a model name (config.h), else why not. */
+/* NULL if s[0..n) is a model name (kiln/server.h), else why not. */
 static const char *name_problem(const char *s, size_t n, bool alias_name) {
     if (n > CFG_MAX_NAME) return "is longer than 256 bytes";
     size_t colons = 0;

@@ -3,7 +3,7 @@
  * config file (at most 1 MiB, one flat mapping of scalars; libyaml events,
  * so that every error names its line) and writing the settings in effect
  * back as YAML that the loader reads (srv_config_dump). The format is in
- * config.h.
+ * kiln/server.h.
  */
 #include "config_internal.h"
 

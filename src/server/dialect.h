@@ -1,7 +1,7 @@
 /*
  * dialect.h — an API dialect as a table of callbacks (private to
  * src/server). A dialect parses its request body into the canonical
- * request of the generation session (engine/session.h) and formats the
+ * request of the generation session (kiln/engine.h) and formats the
  * session's events back: the pieces of a stream, its end, a whole answer
  * and its errors. gen.c runs every dialect the same way, so adding one
  * (Anthropic Messages, OpenAI Responses, ...) is one new file with its

@@ -1,7 +1,7 @@
 /*
  * gen.c — the generation and embedding routes, for every dialect: the
  * route's dialect parses the body into the canonical request, the
- * generation session (engine/session.h) runs it, and the dialect formats
+ * generation session (kiln/engine.h) runs it, and the dialect formats
  * its events into one JSON answer or a stream (SSE or NDJSON), written as
  * the engine produces them.
  *

@@ -1,6 +1,6 @@
 /*
  * server.c — libmicrohttpd glue: connections, the route table, auth, body
- * limits, responses, lifecycle and shutdown (see server.h). The simple
+ * limits, responses, lifecycle and shutdown (see kiln/server.h). The simple
  * routes are in routes.c, generation and embeddings in gen.c with a
  * dialect file per API (dialect.h).
  */

@@ -10,7 +10,7 @@
  *   openai.c     the OpenAI dialect; ollama.c the Ollama dialect (dialect.h)
  *   cache_routes.c  /cache/stats and /cache/clear
  *   api.c        request parsing shared by the dialects (api.h)
- *   config.c     the settings (config.h)
+ *   config.c     the settings (kiln/server.h)
  */
 #ifndef KILN_SERVER_INTERNAL_H
 #define KILN_SERVER_INTERNAL_H

@@ -1,6 +1,6 @@
 /*
  * names.c — repository references, quantization labels in file names and
- * the name checks of the model store (see store.h for the rules).
+ * the name checks of the model store (see kiln/store.h for the rules).
  */
 #include "kiln/store.h"
 

@@ -1,5 +1,5 @@
 /*
- * kvquant.c — the KV cache's Q8P row format (see tensor.h): 32 values in
+ * kvquant.c — the KV cache's Q8P row format (see kiln/tensor.h): 32 values in
  * 38 bytes, 361 levels per value, two values per 17-bit code.
  */
 #include "kiln/tensor.h"

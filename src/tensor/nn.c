@@ -1,6 +1,6 @@
 /*
  * nn.c — the reference (generic C) versions of the neural-network kernels
- * that are not matmuls: the attention tile and SwiGLU (see tensor.h). The
+ * that are not matmuls: the attention tile and SwiGLU (see kiln/tensor.h). The
  * x86 versions live in arch/x86/nn_avx2.c and nn_avx512.c.
  */
 #include "kiln/tensor.h"

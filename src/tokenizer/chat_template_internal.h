@@ -1,6 +1,6 @@
 /*
  * chat_template_internal.h — private to the chat-template engine
- * (chat_template_*.c); chat_template.h is its public face.
+ * (chat_template_*.c); kiln/tokenizer.h is its public face.
  *
  * Who owns what:
  *   chat_template_lex.c      source text -> tokens (tags, whitespace control,

@@ -1,5 +1,5 @@
 /*
- * tok_chat.c — see tok_chat.h.
+ * tok_chat.c — see kiln/tokenizer.h.
  */
 #include "kiln/tokenizer.h"
 #include "kiln/gguf.h"

@@ -1,5 +1,5 @@
 /*
- * nn_avx512.c — attention tile and SwiGLU kernels for AVX-512 (see tensor.h,
+ * nn_avx512.c — attention tile and SwiGLU kernels for AVX-512 (see kiln/tensor.h,
  * q_attn_tile_fn and q_swiglu_fn). F16 keys/values are widened with vcvtph2ps; the head
  * dimension is covered in 16-lane chunks with a masked tail, so any hd
  * works. Each key row is widened once and reused by the G query heads of
