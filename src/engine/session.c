@@ -13,6 +13,7 @@
 #include "service_internal.h"
 
 #include <math.h>
+#include <stdatomic.h>
 #include <poll.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -32,6 +33,7 @@ struct eng_gen {
     rt_model *m;            /* a miss: the pinned instance */
     eng_req *r;             /* a miss: the engine request */
     int efd;                /* eventfd the engine's notify writes */
+    atomic_bool armed;      /* a reader found nothing and waits on efd */
     eng_gen_params gp;      /* what the engine runs */
     int32_t n_key;          /* gp.n_predict before the context cut it */
     int ctx;                /* the context of the answer (a miss), or what a hit was checked against */
@@ -60,10 +62,18 @@ struct eng_gen {
 
 /* ---- helpers ------------------------------------------------------------------- */
 
-static void notify_efd(void *arg) {
+static void signal_efd(int fd) {
     uint64_t one = 1;
-    ssize_t w = write(*(int *)arg, &one, sizeof one);
+    ssize_t w = write(fd, &one, sizeof one);
     (void)w; /* EAGAIN: the counter is already non-zero, the reader will wake */
+}
+
+/* The engine's notify (called with the request's lock held): a reader
+ * that found nothing armed the eventfd; one that is busy reading does not
+ * need a signal (it reads again before it waits). */
+static void notify_gen(void *arg) {
+    eng_gen *g = arg;
+    if (atomic_exchange(&g->armed, false)) signal_efd(g->efd);
 }
 
 static void drain_efd(int fd) {
@@ -201,7 +211,7 @@ static bool submit(eng_gen *g, const eng_gen_request *q, eng_error *e) {
     kn_status st = eng_req_create_gen(m->engine, g->ids, g->n_ids, &g->gp, &g->r, &err);
     if (st != KN_OK)
         return eng_fail(e, st == KN_ENOMEM ? ENG_ERR_INTERNAL : ENG_ERR_REQUEST, NULL, NULL, "%s", err.msg);
-    eng_req_set_notify(g->r, notify_efd, &g->efd);
+    eng_req_set_notify(g->r, notify_gen, g);
     if ((st = eng_sched_submit(m->engine, g->r, &err)) != KN_OK)
         return eng_fail(e, ENG_ERR_BUSY, NULL, st == KN_EBUSY ? "overloaded" : "shutting_down", "%s", err.msg);
     return true;
@@ -276,7 +286,7 @@ bool eng_gen_start(eng_service *s, const eng_gen_request *q, eng_gen **out, eng_
         }
         int ctx = q->num_ctx > 0 ? q->num_ctx : g->m ? g->m->n_ctx : f->ctx_min;
         if (lookup(g, ctx, q->num_ctx > 0 || g->m)) {
-            notify_efd(&g->efd);
+            signal_efd(g->efd); /* a hit never waits */
             *out = g;
             return true;
         }
@@ -342,13 +352,25 @@ eng_read_status eng_gen_read(eng_gen *g, const char **text, size_t *len, const e
     /* the tail held back by the last read comes first */
     memmove(g->text, g->text + g->handed, g->held);
     g->handed = 0;
-    drain_efd(g->efd); /* before reading: output that arrives after this writes it again */
-    size_t tl = 0, nev = 0;
-    bool done = eng_req_read(g->r, 0, g->text + g->held, TEXT_CAP - g->held, &tl, g->with_events ? g->ev : NULL,
-                             EV_BATCH, &nev, &g->res);
-    size_t total = g->held + tl;
-    size_t ready = done ? total : kn_utf8_complete(g->text, total);
-    g->held = total - ready;
+    size_t nev = 0, ready = 0;
+    bool done = false;
+    for (int pass = 0;; pass++) {
+        size_t tl = 0;
+        done = eng_req_read(g->r, 0, g->text + g->held, TEXT_CAP - g->held, &tl, g->with_events ? g->ev : NULL,
+                            EV_BATCH, &nev, &g->res);
+        g->held += tl;
+        ready = done ? g->held : kn_utf8_complete(g->text, g->held);
+        if (ready || nev || done) {
+            if (pass) atomic_store(&g->armed, false);
+            break;
+        }
+        if (pass) return ENG_READ_NONE; /* armed: the engine's next output signals the eventfd */
+        /* nothing yet: clear the eventfd, ask the engine to signal it, and
+         * look once more (output that came in between is not lost) */
+        drain_efd(g->efd);
+        atomic_store(&g->armed, true);
+    }
+    g->held -= ready;
     g->handed = ready;
     if (done) {
         g->finished = true;
@@ -360,13 +382,10 @@ eng_read_status eng_gen_read(eng_gen *g, const char **text, size_t *len, const e
             if (res) *res = g->res;
             return ENG_READ_DONE;
         }
-    } else if (!ready && !nev) {
-        return ENG_READ_NONE;
     } else if (g->recording) {
         eng_rec_chunk(&g->rec, g->text, ready, g->ev, nev);
     }
     *text = g->text, *len = ready, *ev = g->ev, *n_ev = nev;
-    if (done) notify_efd(&g->efd); /* the next read (DONE) must not wait */
     return ENG_READ_DATA;
 }
 
