@@ -45,6 +45,7 @@ static int ctx_min_of(const rt_registry *r, const model_shape *s) {
 /* Reads the front of e's file as it is now (no lock held). */
 static kn_status front_build(rt_registry *r, entry *e, front_rec **out, kn_err *err) {
     *out = NULL;
+    double t0 = kn_now_s();
     front_rec *f = calloc(1, sizeof *f);
     if (!f) return kn_fail(err, KN_ENOMEM, "out of memory");
     f->e = e;
@@ -80,7 +81,11 @@ static kn_status front_build(rt_registry *r, entry *e, front_rec **out, kn_err *
     }
     gguf_close(g);
     g = NULL;
+    double t_meta = kn_now_s() - t0;
     if (r->o.hash_files) rt_file_sha256(r, e, &f->fid, f->pub.sha256);
+    KN_INFO("%s: front read in %.1f ms (vocabulary of %d tokens, chat template %s%s)", e->id, t_meta * 1e3,
+            f->pub.n_vocab, f->pub.chat ? (f->pub.chat_source ? f->pub.chat_source : "model") : "none",
+            r->o.hash_files ? (f->pub.sha256[0] ? ", sha256 known" : ", no sha256") : "");
     *out = f;
     return KN_OK;
 fail:

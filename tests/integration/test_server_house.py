@@ -14,7 +14,8 @@ against the real `kiln serve`:
    to its first token as the engine measured it (the TTFT histogram)
    against the time the client saw the first token: the difference
    (formatting, the socket, the client) stays within a few milliseconds,
-   median of 20 streams.
+   median of 20 streams (the check allows 40 ms, for the sanitizer builds;
+   a reader that polled on a 100 ms timer would show about 50).
 3. A body over --max-body gets its 413 also from clients that send the
    whole body without waiting for "100 Continue": Python's http.client and
    Node's fetch, with a 9 MiB body (more than the socket buffers hold).
@@ -218,7 +219,7 @@ def test_push(model_file, model):
         med = statistics.median(gaps)
         print("   first token: client - engine TTFT, median %.2f ms, max %.2f ms" % (med, max(gaps)))
         ck.check("push: the first token reaches the client within a few ms of the engine producing it "
-                 "(median %.2f ms)" % med, med < 20, gaps)
+                 "(median %.2f ms)" % med, med < 40, gaps)
     ck.exited_clean("push server", srv, srv.stop(60))
 
 
