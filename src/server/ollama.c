@@ -1,5 +1,7 @@
 /*
- * ollama.c — the Ollama dialect: /api/generate, /api/chat and /api/embed.
+ * ollama.c — the Ollama dialect: /api/generate, /api/chat and /api/embed,
+ * and Ollama's model routes /api/tags, /api/ps, /api/show (metadata read
+ * without loading the model) and /api/version.
  * Requests carry their sampling in "options" and their keep_alive beside
  * it, stream by default (NDJSON, one object per line, the last with
  * "done": true, the done_reason and Ollama's durations in nanoseconds),
@@ -200,3 +202,109 @@ static json_t *embed_answer(const srv_embed_req *q, const eng_embed_result *res,
 const srv_embed_dialect srv_ollama_embed = {
     .name = "ollama.embed", .error_json = srv_ollama_error_json, .parse = parse_embed, .answer = embed_answer,
 };
+
+/* ---- model routes -------------------------------------------------------------------- */
+
+static json_t *ollama_details(const char *family, const char *quant) {
+    return json_pack("{s:s, s:s, s:[s], s:s, s:s}", "format", "gguf", "family", family, "families", family,
+                     "parameter_size", "", "quantization_level", quant);
+}
+
+enum MHD_Result srv_h_api_tags(srv_server *s, struct MHD_Connection *c, conn_ctx *cx) {
+    (void)cx;
+    json_t *models = json_array();
+    for (size_t i = 0; i < rt_registry_count(s->reg); i++) {
+        rt_entry_info in;
+        rt_registry_entry(s->reg, i, &in);
+        char ts[32];
+        srv_iso_time(in.mtime, ts, sizeof ts);
+        char full[300];
+        snprintf(full, sizeof full, "%s:%s", in.name, in.quant);
+        json_array_append_new(models, json_pack("{s:s, s:s, s:s, s:I, s:s, s:o, s:s}", "name", full, "model", full,
+                                                "modified_at", ts, "size", (json_int_t)in.size, "digest", "",
+                                                "details", ollama_details("", in.quant), "id", in.id));
+    }
+    return srv_send_json(c, 200, json_pack("{s:o}", "models", models));
+}
+
+static void ps_one(void *arg, const eng_model_status *st) {
+    const rt_loaded_info *li = st->li;
+    const rt_model *m = li->m;
+    char ts[32], exp[32], full[300];
+    srv_iso_time(m->loaded_at, ts, sizeof ts);
+    /* Ollama writes a far-future time for models that never expire */
+    srv_iso_time(li->expires_at ? li->expires_at : (time_t)253402300799, exp, sizeof exp);
+    snprintf(full, sizeof full, "%s:%s", m->name, m->quant);
+    json_array_append_new((json_t *)arg,
+                          json_pack("{s:s, s:s, s:s, s:I, s:i, s:s, s:s, s:s, s:o, s:s, s:i, s:b, s:i, s:b, s:f}", "name",
+                                    full, "model", full, "id", m->id, "size",
+                                    (json_int_t)(m->weight_bytes + st->kv_bytes), "size_vram", 0, "digest", m->sha256,
+                                    "loaded_at", ts, "expires_at", exp, "details", ollama_details(m->arch, m->quant),
+                                    "quantization", m->quant, "context_length", st->n_ctx, "context_reduced",
+                                    m->ctx_reduced, "in_flight", li->in_flight, "pinned", li->pinned, "expires_in_s",
+                                    li->expires_in_s));
+}
+
+enum MHD_Result srv_h_api_ps(srv_server *s, struct MHD_Connection *c, conn_ctx *cx) {
+    (void)cx;
+    json_t *models = json_array();
+    eng_service_foreach_loaded(s->svc, ps_one, models);
+    return srv_send_json(c, 200, json_pack("{s:o}", "models", models));
+}
+
+enum MHD_Result srv_h_api_version(srv_server *s, struct MHD_Connection *c, conn_ctx *cx) {
+    (void)s, (void)cx;
+    return srv_send_json(c, 200, json_pack("{s:s}", "version", KILN_VERSION));
+}
+
+/* ---- /api/show: metadata, read without loading the model ------------------------------ */
+
+static json_t *meta_json(const rt_meta *m) {
+    switch (m->kind) {
+    case RT_META_ARRAY: return json_pack("{s:s, s:I}", "array_of", m->elem, "length", (json_int_t)m->len);
+    case RT_META_STRING: return srv_json_text(m->str, m->len);
+    case RT_META_FLOAT: return json_real(m->f);
+    case RT_META_BOOL: return json_boolean(m->i);
+    case RT_META_UINT: return m->u > INT64_MAX ? json_real((double)m->u) : json_integer((json_int_t)m->u);
+    default: return json_integer((json_int_t)m->i);
+    }
+}
+
+enum MHD_Result srv_h_api_show(srv_server *s, struct MHD_Connection *c, conn_ctx *cx) {
+    srv_error e;
+    json_t *root = srv_parse_json(cx->body.p, cx->body.n, s->lim.json_depth, &e);
+    if (!root) return srv_send_error(c, cx, &e);
+    json_t *name = json_object_get(root, "model");
+    if (!name) name = json_object_get(root, "name");
+    if (name && !json_is_string(name)) {
+        json_decref(root);
+        srv_err(&e, 400, "model", "invalid_type", "'model' must be a string");
+        return srv_send_error(c, cx, &e);
+    }
+    const char *req = name ? json_string_value(name) : eng_service_default_model(s->svc);
+    rt_description d;
+    kn_err kerr = {0};
+    kn_status st = req ? rt_describe(s->reg, req, &d, &kerr) : KN_ENOTFOUND;
+    json_decref(root);
+    if (st != KN_OK) {
+        if (!req) srv_err(&e, 400, "model", "missing_field", "'model' is required");
+        else if (st == KN_ENOTFOUND) srv_err(&e, 404, "model", "model_not_found", "%s", kerr.msg);
+        else srv_err(&e, 500, "model", "bad_model_file", "cannot read %s: %s", d.info.id ? d.info.id : req, kerr.msg);
+        return srv_send_error(c, cx, &e);
+    }
+    json_t *info = json_object();
+    for (size_t i = 0; i < d.n_keys; i++) {
+        json_t *v = meta_json(&d.keys[i]);
+        if (!v) continue;
+        char key[256];
+        snprintf(key, sizeof key, "%.*s", (int)(d.keys[i].key_len < 255 ? d.keys[i].key_len : 255), d.keys[i].key);
+        json_object_set_new(info, key, v);
+    }
+    json_t *template = d.tmpl ? srv_json_text(d.tmpl, d.tmpl_len) : json_string("");
+    json_t *out = json_pack("{s:s, s:s, s:o, s:o, s:o, s:s}", "modelfile", "", "parameters", "", "template", template,
+                            "details", ollama_details(d.arch, d.info.quant), "model_info", info, "quantization",
+                            d.info.quant);
+    rt_description_free(&d);
+    return srv_send_json(c, 200, out);
+}
+

@@ -4,10 +4,11 @@
  *
  *   server.c     libmicrohttpd glue: connections, the route table, auth,
  *                body limits, responses, lifecycle and drain
- *   routes.c     the simple routes: health, models, tags, ps, show,
- *                version, tokenize, detokenize, metrics
+ *   routes.c     the simple routes: health, models, tokenize, detokenize,
+ *                metrics
  *   gen.c        the generation and embedding routes, for every dialect
- *   openai.c     the OpenAI dialect; ollama.c the Ollama dialect (dialect.h)
+ *   openai.c     the OpenAI dialect; ollama.c the Ollama dialect with its
+ *                model routes (tags, ps, show, version) (dialect.h)
  *   cache_routes.c  /cache/stats and /cache/clear
  *   api.c        request parsing shared by the dialects (api.h)
  *   config.c     the settings (kiln/server.h)
@@ -119,13 +120,15 @@ bool srv_cache_opt_out(struct MHD_Connection *c);
 /* Route handlers. */
 enum MHD_Result srv_h_generate(srv_server *s, struct MHD_Connection *c, conn_ctx *cx); /* gen.c */
 enum MHD_Result srv_h_embed(srv_server *s, struct MHD_Connection *c, conn_ctx *cx);    /* gen.c */
-enum MHD_Result srv_h_health(srv_server *s, struct MHD_Connection *c, conn_ctx *cx);   /* routes.c ... */
+enum MHD_Result srv_h_health(srv_server *s, struct MHD_Connection *c, conn_ctx *cx); /* routes.c */
 enum MHD_Result srv_h_metrics(srv_server *s, struct MHD_Connection *c, conn_ctx *cx);
 enum MHD_Result srv_h_v1_models(srv_server *s, struct MHD_Connection *c, conn_ctx *cx);
+/* ollama.c */
 enum MHD_Result srv_h_api_tags(srv_server *s, struct MHD_Connection *c, conn_ctx *cx);
 enum MHD_Result srv_h_api_ps(srv_server *s, struct MHD_Connection *c, conn_ctx *cx);
 enum MHD_Result srv_h_api_show(srv_server *s, struct MHD_Connection *c, conn_ctx *cx);
 enum MHD_Result srv_h_api_version(srv_server *s, struct MHD_Connection *c, conn_ctx *cx);
+/* routes.c */
 enum MHD_Result srv_h_tokenize(srv_server *s, struct MHD_Connection *c, conn_ctx *cx);
 enum MHD_Result srv_h_detokenize(srv_server *s, struct MHD_Connection *c, conn_ctx *cx);
 enum MHD_Result srv_h_cache_stats(srv_server *s, struct MHD_Connection *c, conn_ctx *cx); /* cache_routes.c */
