@@ -283,7 +283,8 @@ static json_t *chat_whole(srv_job *j) {
     json_t *lp = json_null();
     if (j->r.q.n_logprobs >= 0) {
         json_decref(lp);
-        lp = json_pack("{s:O}", "content", j->lp ? j->lp : json_array());
+        if (!j->lp) j->lp = json_array(); /* no token came: an empty list, owned by the job */
+        lp = json_pack("{s:O}", "content", j->lp);
     }
     const char *text = j->acc.p ? j->acc.p : "";
     json_t *choice = json_pack("{s:i, s:{s:s, s:o}, s:o, s:s}", "index", 0, "message", "role", "assistant", "content",

@@ -274,6 +274,12 @@ def test_body_too_large():
     # and the server still serves
     r = srv.post("/v1/completions", {"prompt": "Once", "max_tokens": 4})
     ck.eq("after the big bodies the server still answers", r.status, 200)
+    # an answer with no token and logprobs asked for: an empty list (the
+    # sanitizer builds check at exit that nothing leaked)
+    r = srv.post("/v1/chat/completions", {"messages": [{"role": "user", "content": "hi"}], "max_tokens": 0,
+                                          "logprobs": True})
+    ck.check("no token, logprobs: 200 with logprobs.content []", r.status == 200 and
+             r.json()["choices"][0]["logprobs"] == {"content": []}, r)
     ck.exited_clean("413 server", srv, srv.stop(60))
 
 
