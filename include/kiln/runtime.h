@@ -170,10 +170,6 @@ struct rt_model {
     struct model *m;         /* the weights (model.h) */
     const struct model *draft; /* the draft model sharing the vocabulary, or NULL */
     const rt_front *front;   /* vocabulary, chat format, digest (held for the instance's life) */
-    tok_vocab *vocab;        /* == front->vocab */
-    tok_chat *chat;          /* == front->chat (NULL: chat_err says why) */
-    const char *chat_err;    /* == front->chat_err */
-    const char *chat_source; /* == front->chat_source */
     char sha256[65];         /* the digest of the file this instance loaded ("" when unknown) */
     kn_pool *pool;           /* the instance's compute threads */
     void *engine;            /* set by rt_hooks.attach (the scheduler) */

@@ -10,7 +10,6 @@
 #include <poll.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/eventfd.h>
 #include <unistd.h>
 
 struct eng_embed {
@@ -34,11 +33,7 @@ struct eng_embed {
     float *out;         /* [n x n_embd] */
 };
 
-static void notify_efd(void *arg) {
-    uint64_t one = 1;
-    ssize_t w = write(*(int *)arg, &one, sizeof one);
-    (void)w;
-}
+static void notify_efd(void *arg) { eng_efd_signal(*(int *)arg); }
 
 static bool alloc_tables(eng_embed *h, size_t n) {
     h->keys = calloc(n, sizeof *h->keys);
@@ -89,7 +84,7 @@ static bool tokenize_misses(eng_embed *h, const eng_embed_request *q, eng_error 
                 return eng_fail(e, ENG_ERR_INTERNAL, NULL, NULL, "out of memory");
             memcpy(h->toks[k], q->tokens[i], q->lens[i] * sizeof **h->toks);
             h->lens[k] = q->lens[i];
-        } else if (tok_encode_alloc(m->vocab, q->texts[i], q->lens[i], true, false, &h->toks[k], &h->lens[k], &err) !=
+        } else if (tok_encode_alloc(m->front->vocab, q->texts[i], q->lens[i], true, false, &h->toks[k], &h->lens[k], &err) !=
                    KN_OK) {
             return eng_fail(e, ENG_ERR_REQUEST, "input", NULL, "cannot tokenize input %zu: %s", i, err.msg);
         }
@@ -131,7 +126,7 @@ bool eng_embed_start(eng_service *s, const eng_embed_request *q, eng_embed **out
     if (!eng_front_get(s, q->model, &h->front, e)) goto fail;
     h->n_embd = h->front->n_embd;
     h->tag = rc_model_tag(h->front->id);
-    if (!alloc_tables(h, q->n ? q->n : 1) || (h->efd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC)) < 0) {
+    if (!alloc_tables(h, q->n ? q->n : 1) || (h->efd = eng_efd_new()) < 0) {
         eng_fail(e, ENG_ERR_INTERNAL, NULL, NULL, "out of memory (or descriptors)");
         goto fail;
     }
@@ -160,9 +155,7 @@ int eng_embed_fd(const eng_embed *h) { return h->efd; }
 
 bool eng_embed_ready(eng_embed *h) {
     if (!h->r) return true;
-    uint64_t v;
-    ssize_t rd = read(h->efd, &v, sizeof v);
-    (void)rd;
+    eng_efd_drain(h->efd);
     size_t dummy = 0;
     char tb[1];
     eng_req_result res;

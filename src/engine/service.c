@@ -11,6 +11,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/eventfd.h>
+#include <unistd.h>
 #include <xxhash.h>
 
 bool eng_fail(eng_error *e, eng_err_kind kind, const char *param, const char *code, const char *fmt, ...) {
@@ -23,6 +25,20 @@ bool eng_fail(eng_error *e, eng_err_kind kind, const char *param, const char *co
     vsnprintf(e->msg, sizeof e->msg, fmt, ap);
     va_end(ap);
     return false;
+}
+
+int eng_efd_new(void) { return eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC); }
+
+void eng_efd_signal(int fd) {
+    uint64_t one = 1;
+    ssize_t w = write(fd, &one, sizeof one);
+    (void)w; /* EAGAIN: the counter is already non-zero, the reader will wake */
+}
+
+void eng_efd_drain(int fd) {
+    uint64_t v;
+    ssize_t r = read(fd, &v, sizeof v);
+    (void)r;
 }
 
 const char *eng_cache_use_name(eng_cache_use u) {
@@ -60,7 +76,7 @@ static kn_status attach(void *arg, const rt_opts *o, rt_model *m, kn_err *err) {
                                    .embed_batch_tokens = met_get(f->embed_batch_tokens, lv)};
     }
     eng_sched *sched = NULL;
-    kn_status st = eng_sched_create(m->m, m->vocab, s->ops, m->pool, &so, &sched, err);
+    kn_status st = eng_sched_create(m->m, m->front->vocab, s->ops, m->pool, &so, &sched, err);
     if (st == KN_OK) m->engine = sched;
     return st;
 }

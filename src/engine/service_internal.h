@@ -36,6 +36,13 @@ struct eng_service {
     atomic_ullong seq; /* default seeds */
 };
 
+/* The eventfd a reader waits on: a new one (-1 on failure), a signal (a
+ * write; a counter already set stays set), and a drain (a read that does
+ * not block). */
+int eng_efd_new(void);
+void eng_efd_signal(int fd);
+void eng_efd_drain(int fd);
+
 /* The model a request names, or the default; NULL with e when neither. */
 const char *eng_model_name(const eng_service *s, const char *model, eng_error *e);
 /* A registry failure as an eng_error (always false). */

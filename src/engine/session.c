@@ -18,7 +18,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/eventfd.h>
 #include <unistd.h>
 
 #define TEXT_CAP 8192 /* bytes of text one read hands out */
@@ -62,24 +61,12 @@ struct eng_gen {
 
 /* ---- helpers ------------------------------------------------------------------- */
 
-static void signal_efd(int fd) {
-    uint64_t one = 1;
-    ssize_t w = write(fd, &one, sizeof one);
-    (void)w; /* EAGAIN: the counter is already non-zero, the reader will wake */
-}
-
 /* The engine's notify (called with the request's lock held): a reader
  * that found nothing armed the eventfd; one that is busy reading does not
  * need a signal (it reads again before it waits). */
 static void notify_gen(void *arg) {
     eng_gen *g = arg;
-    if (atomic_exchange(&g->armed, false)) signal_efd(g->efd);
-}
-
-static void drain_efd(int fd) {
-    uint64_t v;
-    ssize_t r = read(fd, &v, sizeof v);
-    (void)r;
+    if (atomic_exchange(&g->armed, false)) eng_efd_signal(g->efd);
 }
 
 /* The prompt's tokens with the front's vocabulary (malloc'd). */
@@ -260,7 +247,7 @@ bool eng_gen_start(eng_service *s, const eng_gen_request *q, eng_gen **out, eng_
     }
     eng_gen *g = gen_alloc(s, q, ids, n_ids);
     free(ids);
-    if (!g || (g->efd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC)) < 0) {
+    if (!g || (g->efd = eng_efd_new()) < 0) {
         if (g) eng_gen_close(g);
         rt_front_release(s->reg, f);
         return eng_fail(e, ENG_ERR_INTERNAL, NULL, NULL, "out of memory (or descriptors)");
@@ -286,7 +273,7 @@ bool eng_gen_start(eng_service *s, const eng_gen_request *q, eng_gen **out, eng_
         }
         int ctx = q->num_ctx > 0 ? q->num_ctx : g->m ? g->m->n_ctx : f->ctx_min;
         if (lookup(g, ctx, q->num_ctx > 0 || g->m)) {
-            signal_efd(g->efd); /* a hit never waits */
+            eng_efd_signal(g->efd); /* a hit never waits */
             *out = g;
             return true;
         }
@@ -367,7 +354,7 @@ eng_read_status eng_gen_read(eng_gen *g, const char **text, size_t *len, const e
         if (pass) return ENG_READ_NONE; /* armed: the engine's next output signals the eventfd */
         /* nothing yet: clear the eventfd, ask the engine to signal it, and
          * look once more (output that came in between is not lost) */
-        drain_efd(g->efd);
+        eng_efd_drain(g->efd);
         atomic_store(&g->armed, true);
     }
     g->held -= ready;

@@ -112,6 +112,10 @@ kn_status rt_registry_create(const char *dir, const char *file, const rt_opts *o
     rt_registry *r = calloc(1, sizeof *r);
     if (!r) return kn_fail(err, KN_ENOMEM, "out of memory");
     r->o = *o;
+    if (o->kv_type != MODEL_KV_F16 && o->kv_type != MODEL_KV_Q8_0) {
+        free(r);
+        return kn_fail(err, KN_EINVAL, "KV type %d is not a model_kv_type", o->kv_type);
+    }
     if (r->o.load_wait_s <= 0) r->o.load_wait_s = 30;
     r->ops = ops;
     r->aliases = o->aliases ? strdup(o->aliases) : NULL;

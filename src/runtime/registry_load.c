@@ -109,7 +109,7 @@ static void inst_teardown(rt_registry *r, inst *in) {
     kn_pool_destroy(in->m.pool);
     rt_front_put(r, in->front);
     in->draft = NULL, in->m.m = NULL, in->m.pool = NULL, in->front = NULL;
-    in->m.front = NULL, in->m.vocab = NULL, in->m.chat = NULL;
+    in->m.front = NULL;
 }
 
 static void unlink_inst(rt_registry *r, inst *in) {
@@ -172,7 +172,7 @@ static void log_loaded(const rt_registry *r, const inst *in, int64_t grew) {
             "memory: estimate %.1f MiB, RSS grew %.1f MiB (the KV is touched as it fills)%s",
             m->name, m->quant, m->load_s, hp->arch_name, hp->n_layer, hp->n_embd, hp->n_vocab, o->n_slots,
             m->n_ctx, model_kv_type_name((model_kv_type)o->kv_type),
-            m->chat ? (m->chat_source ? m->chat_source : "model") : "none", (double)m->est_bytes / RT_MIB,
+            m->front->chat ? (m->front->chat_source ? m->front->chat_source : "model") : "none", (double)m->est_bytes / RT_MIB,
             (double)grew / RT_MIB, in->draft ? "; with a draft model" : "");
 }
 
@@ -346,10 +346,6 @@ static inst *new_inst_locked(rt_registry *r, entry *e, front_rec *f) {
     in->m.id = e->id;
     in->m.path = e->path;
     in->m.front = &f->pub;
-    in->m.vocab = f->pub.vocab;
-    in->m.chat = f->pub.chat;
-    in->m.chat_err = f->pub.chat_err;
-    in->m.chat_source = f->pub.chat_source;
     in->m.arch = f->arch;
     in->state = INST_LOADING;
     in->pinned = rt_in_list(r->pins, e->id) || rt_in_list(r->pins, e->name);
