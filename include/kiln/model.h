@@ -71,7 +71,17 @@ typedef struct gguf_ctx gguf_ctx; /* gguf.h: the model loads from it */
 #define MODEL_ATTN_TILE 32
 
 /* A row of the architecture table (model_arch.c); the value indexes it. */
-typedef enum model_arch { MODEL_ARCH_LLAMA = 0, MODEL_ARCH_QWEN2, MODEL_ARCH_BERT, MODEL_ARCH_COUNT } model_arch;
+typedef enum model_arch {
+    MODEL_ARCH_LLAMA = 0,
+    MODEL_ARCH_QWEN2,
+    MODEL_ARCH_BERT,
+    MODEL_ARCH_QWEN3,
+    MODEL_ARCH_QWEN3MOE,
+    MODEL_ARCH_GEMMA3,
+    MODEL_ARCH_PHI3,
+    MODEL_ARCH_GPTOSS,
+    MODEL_ARCH_COUNT
+} model_arch;
 typedef enum model_rope_type { MODEL_ROPE_NORM = 0, MODEL_ROPE_NEOX } model_rope_type;
 /* How an encoder turns a sequence's hidden states into one vector
  * (`<arch>.pooling_type`; 0 or absent = NONE). */
@@ -97,6 +107,20 @@ typedef struct model_hparams {
     int32_t n_ctx_orig;     /* rope.scaling.original_context_length (default n_ctx_train) */
     float rms_eps;
     model_rope_type rope_type;
+    /* sliding-window attention (gemma3, gpt-oss): layers with model_layer.swa
+     * see the last n_swa positions (p1 - p0 < n_swa) and rotate with their
+     * own base and scale (no YaRN ramp or factors when swa_rope_plain) */
+    int32_t n_swa;               /* <arch>.attention.sliding_window; 0: none */
+    float rope_freq_base_swa;    /* rope.freq_base_swa */
+    float rope_freq_scale_swa;   /* 1: no scaling */
+    bool swa_rope_plain;         /* windowed layers use no YaRN or rope factors (gemma3) */
+    /* mixture of experts (qwen3moe, gpt-oss) */
+    int32_t n_expert;            /* <arch>.expert_count; 0: a dense FFN */
+    int32_t n_expert_used;       /* <arch>.expert_used_count */
+    int32_t n_ff_exp;            /* <arch>.expert_feed_forward_length */
+    float attn_scale;            /* query scale; 0: 1/sqrt(head_dim) */
+    bool scale_q;                /* the scale multiplies Q after RoPE, not the scores (gemma3, phi3: as llama.cpp) */
+    float logit_softcap;         /* final_logit_softcapping; 0: none */
     /* encoders (bert) */
     bool encoder;          /* non-causal, no logits: model_encode only */
     model_pooling pooling; /* <arch>.pooling_type */
@@ -109,6 +133,8 @@ typedef struct model_tensor {
     const void *data;
     q_type type;
     int64_t ne0, ne1; /* ne0 = row length (input dim), ne1 = rows (output dim) */
+    int64_t ne2;      /* matrices stacked (experts); 0 or 1: one */
+    size_t nb2;       /* bytes from one stacked matrix to the next */
 } model_tensor;
 
 typedef struct model_layer {
@@ -121,6 +147,19 @@ typedef struct model_layer {
     model_tensor bo, b_up, b_down;          /* [n_embd], [n_ff], [n_embd] */
     model_tensor attn_out_norm, attn_out_norm_b;   /* [n_embd] weight, bias */
     model_tensor layer_out_norm, layer_out_norm_b; /* [n_embd] weight, bias */
+    /* qwen3, gemma3: one RMSNorm weight over head_dim shared by the heads of Q, of K */
+    model_tensor attn_q_norm, attn_k_norm;
+    /* gemma3: norms of the attention and FFN outputs before their residual add */
+    model_tensor attn_post_norm, ffn_post_norm;
+    /* gpt-oss: a per-head logit that joins each softmax denominator [n_head] */
+    model_tensor attn_sinks;
+    /* mixture of experts: the router [n_embd -> n_expert] (+ bias), the experts
+     * stacked along ne2 (gate/up [n_embd -> n_ff_exp], down [n_ff_exp -> n_embd])
+     * and their biases [n_ff_exp | n_embd x n_expert] (gpt-oss) */
+    model_tensor router, router_b;
+    model_tensor gate_exps, up_exps, down_exps;
+    model_tensor gate_exps_b, up_exps_b, down_exps_b;
+    bool swa; /* a sliding-window layer (hp.n_swa) */
 } model_layer;
 
 typedef struct model {
@@ -134,6 +173,9 @@ typedef struct model {
     model_tensor tok_types;   /* [n_embd x n_token_types] */
     model_tensor pos_embd;    /* [n_embd x n_ctx_train] */
     model_tensor tok_norm, tok_norm_b; /* [n_embd] LayerNorm weight, bias (F32) */
+    /* RoPE frequency factors [n_rot/2] dividing each pair's frequency: Llama 3.1
+     * rope_freqs (always), phi3 LongRoPE long/short (by the context per sequence) */
+    model_tensor rope_freqs, rope_long, rope_short;
     uint64_t weight_bytes;
     void *weights_mem;        /* owned copy of the data section (NULL when mapped) */
     size_t weights_len;
@@ -194,6 +236,15 @@ typedef struct model_ctx model_ctx;
 kn_status model_ctx_create(const model *m, const tensor_ops *ops, kn_pool *pool, int max_batch,
                            model_ctx **out, kn_err *err);
 void model_ctx_destroy(model_ctx *c); /* accepts NULL */
+
+/* How attention accumulates. MODEL_ATTN_F32 (the default): F32 scores and
+ * accumulators in tiles, batch-invariant. MODEL_ATTN_GGML_F16: llama.cpp's
+ * CPU flash-attention numerics for ubatches of fewer than 64 query rows
+ * (Q rounded to F16, V accumulated in F16 one key at a time), scalar and
+ * slow, with an F16 KV only; for comparing against references llama.cpp
+ * computed that way (tests), never for serving. */
+typedef enum model_attn_numerics { MODEL_ATTN_F32 = 0, MODEL_ATTN_GGML_F16 } model_attn_numerics;
+void model_ctx_set_attn_numerics(model_ctx *c, model_attn_numerics a);
 uint64_t model_ctx_bytes(const model_ctx *c);
 
 /* Runs the batch. Tokens of one sequence must come in increasing position
@@ -244,6 +295,7 @@ typedef struct model_shape {
     int64_t n_vocab;       /* entries of tokenizer.ggml.tokens (0 without a tokenizer) */
     int64_t ctx_train;     /* <arch>.context_length */
     uint64_t weight_bytes; /* every tensor's data */
+    int64_t n_expert, n_expert_used, n_ff_exp; /* mixture of experts (0: dense) */
 } model_shape;
 
 /* Reads the shape from g's metadata and tensor table (no weight data is

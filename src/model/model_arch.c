@@ -18,6 +18,11 @@ static const model_arch_row *const ROWS[MODEL_ARCH_COUNT] = {
     [MODEL_ARCH_LLAMA] = &model_arch_llama,
     [MODEL_ARCH_QWEN2] = &model_arch_qwen2,
     [MODEL_ARCH_BERT] = &model_arch_bert,
+    [MODEL_ARCH_QWEN3] = &model_arch_qwen3,
+    [MODEL_ARCH_QWEN3MOE] = &model_arch_qwen3moe,
+    [MODEL_ARCH_GEMMA3] = &model_arch_gemma3,
+    [MODEL_ARCH_PHI3] = &model_arch_phi3,
+    [MODEL_ARCH_GPTOSS] = &model_arch_gptoss,
 };
 
 const model_arch_row *model_arch_find(const char *name, size_t len) {
@@ -108,6 +113,10 @@ kn_status model_read_shape(const gguf_ctx *g, model_shape *s, kn_err *err) {
     s->n_head_kv = meta_int(g, arch, "attention.head_count_kv", s->n_head);
     s->ctx_train = meta_int(g, arch, "context_length", 2048);
     s->head_dim = s->n_head > 0 ? meta_int(g, arch, "attention.key_length", s->n_embd / s->n_head) : 0;
+    s->n_expert = meta_int(g, arch, "expert_count", 0);
+    s->n_expert_used = meta_int(g, arch, "expert_used_count", 0);
+    s->n_ff_exp = meta_int(g, arch, "expert_feed_forward_length",
+                           s->n_expert_used > 0 ? s->n_ff / s->n_expert_used : 0);
     gguf_type et;
     uint64_t nv = 0;
     const void *data;
@@ -117,7 +126,9 @@ kn_status model_read_shape(const gguf_ctx *g, model_shape *s, kn_err *err) {
         s->weight_bytes += gguf_tensor(g, i)->nbytes;
     if (s->n_layer <= 0 || s->n_embd <= 0 || s->n_head <= 0 || s->n_head_kv <= 0 || s->ctx_train <= 0)
         return kn_fail(err, KN_EFORMAT, "the model's hyper-parameters are missing or invalid");
-    if (s->n_layer > 4096 || s->n_embd > (1 << 20) || s->n_ff > (1 << 22) || s->n_vocab > (1 << 24))
+    if (s->n_layer > 4096 || s->n_embd > (1 << 20) || s->n_ff > (1 << 22) || s->n_vocab > (1 << 24) ||
+        s->n_expert < 0 || s->n_expert > 512 || s->n_expert_used < 0 || s->n_expert_used > s->n_expert ||
+        s->n_ff_exp < 0 || s->n_ff_exp > (1 << 22))
         return kn_fail(err, KN_EFORMAT, "the model's hyper-parameters are out of range");
     return row->shape ? row->shape(row, g, s, err) : KN_OK;
 }

@@ -62,6 +62,11 @@ struct model_arch_row {
 extern const model_arch_row model_arch_llama; /* model_llama.c */
 extern const model_arch_row model_arch_qwen2; /* model_llama.c */
 extern const model_arch_row model_arch_bert;  /* model_bert.c */
+extern const model_arch_row model_arch_qwen3;    /* model_qwen3.c */
+extern const model_arch_row model_arch_qwen3moe; /* model_qwen3.c */
+extern const model_arch_row model_arch_gemma3;   /* model_gemma3.c */
+extern const model_arch_row model_arch_phi3;     /* model_phi3.c */
+extern const model_arch_row model_arch_gptoss;   /* model_gptoss.c */
 
 /* The row of an architecture name (len bytes at name), NULL if none. */
 const model_arch_row *model_arch_find(const char *name, size_t len);
@@ -79,12 +84,34 @@ kn_status model_get_u32(const gguf_ctx *g, const char *arch, const char *suffix,
 /* <arch>.<suffix> as a float into *out; absent leaves *out unchanged. */
 kn_status model_get_f32(const gguf_ctx *g, const char *arch, const char *suffix, float *out, kn_err *err);
 
+/* expert_count, expert_used_count (required, consistent) and
+ * expert_feed_forward_length (default n_ff / used) of a MoE family. */
+kn_status model_read_experts(const gguf_ctx *g, const char *arch, model_hparams *hp, kn_err *err);
+
+/* Marks m's windowed layers (m->layers allocated, hp.n_swa read): from
+ * <arch>.attention.sliding_window_pattern, one bool per layer or a period p
+ * (layer l windowed iff l % p < p - 1; 0: all), else the family's period.
+ * Nothing is windowed when hp.n_swa is 0. */
+kn_status model_read_swa_pattern(const gguf_ctx *g, const char *arch, model *m, uint32_t period, kn_err *err);
+/* The file being loaded (a binder reading per-layer metadata). */
+const gguf_ctx *model_loader_gguf(const model_loader *ld);
+
 /* Binds tensor `name` into *t after checking its shape, ne0 x ne1 (ne1 = 1:
  * a vector, which must be F32), and that kiln computes with its type. A
  * missing tensor fails when required ("missing tensor 'name'"); *present
  * (optional) says whether it exists. The failure is in ld's err. */
 kn_status model_bind(model_loader *ld, model_tensor *t, const char *name, int64_t ne0, int64_t ne1,
                      bool required, bool *present);
+/* The same for a stack of ne2 matrices (experts): t->ne2 and t->nb2 are set. */
+kn_status model_bind3(model_loader *ld, model_tensor *t, const char *name, int64_t ne0, int64_t ne1,
+                      int64_t ne2, bool required, bool *present);
+/* *dst becomes rows [row0, row0 + rows) of the bound matrix *whole (a fused
+ * tensor split at load: phi3's attn_qkv and gate+up). */
+kn_status model_bind_rows(model_loader *ld, model_tensor *dst, const model_tensor *whole, int64_t row0,
+                          int64_t rows);
+/* "blk.<layer>.<suffix>" as a stack of ne2 matrices. */
+kn_status model_bind_layer3(model_loader *ld, model_tensor *t, int layer, const char *suffix, int64_t ne0,
+                            int64_t ne1, int64_t ne2, bool required);
 /* The same for "blk.<layer>.<suffix>". */
 kn_status model_bind_layer(model_loader *ld, model_tensor *t, int layer, const char *suffix, int64_t ne0,
                            int64_t ne1, bool required);

@@ -1,5 +1,6 @@
 /*
- * model_llama.c — the llama family: `llama` and `qwen2` (the same block
+ * model_llama.c — the llama family: `llama` (with Llama 3.1's RoPE frequency
+ * factors, rope_freqs, when the file has them) and `qwen2` (the same block
  * with q/k/v biases and neox RoPE). Pre-norm blocks
  *   x += Wo attn(RoPE(Wq n + bq), RoPE(Wk n + bk), Wv n + bv),  n = RMSNorm(x)   [attn_norm]
  *   x += Wd (silu(Wg n) * Wu n),                                n = RMSNorm(x)   [ffn_norm]
@@ -27,6 +28,8 @@ static kn_status llama_bind(const model_arch_row *a, model_loader *ld, model *m)
         (st = model_bind(ld, &m->output, "output.weight", E, hp->n_vocab, false, &has_out)))
         return st;
     if (!has_out && (st = model_bind_alias(ld, &m->output, &m->tok_embd))) return st;
+    /* Llama 3.1+: per-pair frequency factors, applied at every context length */
+    if ((st = model_bind(ld, &m->rope_freqs, "rope_freqs.weight", hp->n_rot / 2, 1, false, NULL))) return st;
     m->layers = calloc((size_t)hp->n_layer, sizeof *m->layers);
     if (!m->layers) return kn_fail(model_loader_err(ld), KN_ENOMEM, "out of memory");
     for (int l = 0; l < hp->n_layer; l++) {
@@ -56,79 +59,10 @@ static kn_status llama_bind(const model_arch_row *a, model_loader *ld, model *m)
 
 static kn_status llama_ctx_create(const model_arch_row *a, const model *m, const tensor_ops *ops,
                                   kn_pool *pool, int max_batch, model_ctx **out, kn_err *err) {
-    model_dec *d = calloc(1, sizeof *d);
-    if (!d) return kn_fail(err, KN_ENOMEM, "out of memory");
-    model_ctx_init(&d->base, a, m, ops, pool, max_batch);
-    const model_tensor *out_w = &m->output;
-    size_t act = model_act_need(&d->base, &out_w, 1);
-    for (int l = 0; l < m->hp.n_layer; l++) {
-        const model_layer *L = &m->layers[l];
-        const model_tensor *ts[] = {&L->wq, &L->wk, &L->wv, &L->wo, &L->w_gate, &L->w_up, &L->w_down};
-        size_t need = model_act_need(&d->base, ts, sizeof ts / sizeof ts[0]);
-        if (need > act) act = need;
-    }
-    kn_status st = model_dec_init(d, act, err);
-    if (st != KN_OK) {
-        model_dec_free(d);
-        free(d);
-        return st;
-    }
-    *out = &d->base;
-    return KN_OK;
-}
-
-static void llama_ctx_destroy(model_ctx *c) {
-    model_dec *d = (model_dec *)c;
-    model_dec_free(d);
-    free(d);
+    return model_dec_ctx_create(a, m, ops, pool, max_batch, false, out, err);
 }
 
 /* ---- the block ---- */
-
-typedef struct rope_kv_job {
-    model_dec *d;
-    model_kv *kv;
-    const model_batch *b;
-    int layer;
-} rope_kv_job;
-
-/* One token's q/k/v biases, RoPE on q and k, k and v into the KV store. */
-static void rope_kv_token(void *arg, int t) {
-    const rope_kv_job *j = arg;
-    model_dec *d = j->d;
-    const model_hparams *hp = &d->base.m->hp;
-    const model_layer *L = &d->base.m->layers[j->layer];
-    const int64_t hd = hp->head_dim, Hq = (int64_t)hp->n_head * hd, Hkv = (int64_t)hp->n_head_kv * hd;
-    float *q = d->q + (size_t)t * Hq, *k = d->k + (size_t)t * Hkv, *v = d->v + (size_t)t * Hkv;
-    model_add_bias(q, &L->bq, 1, Hq);
-    model_add_bias(k, &L->bk, 1, Hkv);
-    model_add_bias(v, &L->bv, 1, Hkv);
-    const float *r = d->rope + (size_t)t * hp->n_rot;
-    model_rope_apply(hp, q, hp->n_head, r);
-    model_rope_apply(hp, k, hp->n_head_kv, r);
-    model_kv_write(j->kv, hp->head_dim, hp->n_head_kv, j->b->seq[t], j->layer, j->b->pos[t], k, v);
-}
-
-/* Q, K and V of the normed rows in d->xn, quantized in the act for wq: one
- * pool run when the three share a type, else re-quantized per type. */
-static void llama_qkv(model_dec *d, const model_layer *L, int n) {
-    model_ctx *c = &d->base;
-    const model_hparams *hp = &c->m->hp;
-    const int64_t E = hp->n_embd, Hq = (int64_t)hp->n_head * hp->head_dim,
-                  Hkv = (int64_t)hp->n_head_kv * hp->head_dim;
-    if (L->wk.type == L->wq.type && L->wv.type == L->wq.type) {
-        const model_tensor *ws[3] = {&L->wq, &L->wk, &L->wv};
-        float *ys[3] = {d->q, d->k, d->v};
-        const int64_t lds[3] = {Hq, Hkv, Hkv};
-        model_matmul_multi(c, 3, ws, ys, lds, n);
-    } else {
-        model_matmul_q(c, &L->wq, n, d->q, Hq);
-        if (L->wk.type != L->wq.type) tensor_act_quantize(c->ops, L->wk.type, d->xn, E, E, n, c->act);
-        model_matmul_q(c, &L->wk, n, d->k, Hkv);
-        if (L->wv.type != L->wk.type) tensor_act_quantize(c->ops, L->wv.type, d->xn, E, E, n, c->act);
-        model_matmul_q(c, &L->wv, n, d->v, Hkv);
-    }
-}
 
 static kn_status llama_forward(model_ctx *c, model_kv *kv, const model_batch *b, float *out, kn_err *err) {
     model_dec *d = (model_dec *)c;
@@ -140,15 +74,13 @@ static kn_status llama_forward(model_ctx *c, model_kv *kv, const model_batch *b,
     if ((st = kv_batch_begin(kv, n, b->seq, b->pos, b->token, err)) != KN_OK) return st;
     const int64_t E = hp->n_embd, Hq = (int64_t)hp->n_head * hp->head_dim;
     model_dec_embed(d, &m->tok_embd, b);
-    model_rope_table(hp, b->pos, n, d->rope);
-    rope_kv_job rj = {.d = d, .kv = kv, .b = b};
+    model_dec_rope(d, kv, b);
     for (int l = 0; l < hp->n_layer; l++) {
         const model_layer *L = &m->layers[l];
         /* x (+= previous block's output) -> attn_norm -> quantized for Q/K/V */
         model_dec_resid_norm(d, n, l == 0 ? NULL : d->xn, &L->attn_norm, hp->rms_eps, &L->wq);
-        llama_qkv(d, L, n);
-        rj.layer = l;
-        model_for_tokens(c, n, (int64_t)n * Hq * 8, rope_kv_token, &rj);
+        model_dec_qkv(d, L, n);
+        model_dec_qk_rope_kv(d, kv, b, l);
         model_attn_paged(d, kv, b, l);
         model_dec_quant(d, n, d->att, Hq, &L->wo);
         model_matmul_q(c, &L->wo, n, d->xn, E);
@@ -172,7 +104,7 @@ const model_arch_row model_arch_llama = {
     .estimate = model_estimate_decoder,
     .kv_bytes_per_token = model_kv_bytes_decoder,
     .ctx_create = llama_ctx_create,
-    .ctx_destroy = llama_ctx_destroy,
+    .ctx_destroy = model_dec_ctx_destroy,
     .forward = llama_forward,
 };
 
@@ -185,6 +117,6 @@ const model_arch_row model_arch_qwen2 = {
     .estimate = model_estimate_decoder,
     .kv_bytes_per_token = model_kv_bytes_decoder,
     .ctx_create = llama_ctx_create,
-    .ctx_destroy = llama_ctx_destroy,
+    .ctx_destroy = model_dec_ctx_destroy,
     .forward = llama_forward,
 };

@@ -23,6 +23,7 @@ struct model_loader {
     kn_err *err;
     model_tensor **views; /* [n_views] every view bound so far (into m or m->layers) */
     size_t n_views, cap_views;
+    bool *used; /* [gguf_n_tensors] bound by the family (every tensor must be) */
 };
 
 /* ---- metadata keys ---- */
@@ -51,6 +52,48 @@ kn_status model_get_f32(const gguf_ctx *g, const char *arch, const char *suffix,
     return KN_OK;
 }
 
+kn_status model_read_experts(const gguf_ctx *g, const char *arch, model_hparams *hp, kn_err *err) {
+    kn_status st;
+    if ((st = model_get_u32(g, arch, "expert_count", true, &hp->n_expert, err)) ||
+        (st = model_get_u32(g, arch, "expert_used_count", true, &hp->n_expert_used, err)))
+        return st;
+    if (hp->n_expert < 1 || hp->n_expert > 512 || hp->n_expert_used < 1 || hp->n_expert_used > hp->n_expert)
+        return kn_fail(err, KN_EFORMAT, "expert_count %d / expert_used_count %d are inconsistent (at most 512)",
+                       hp->n_expert, hp->n_expert_used);
+    hp->n_ff_exp = hp->n_ff / hp->n_expert_used; /* llama.cpp's default */
+    if ((st = model_get_u32(g, arch, "expert_feed_forward_length", false, &hp->n_ff_exp, err))) return st;
+    if (hp->n_ff_exp <= 0) return kn_fail(err, KN_EFORMAT, "expert_feed_forward_length is 0");
+    return KN_OK;
+}
+
+kn_status model_read_swa_pattern(const gguf_ctx *g, const char *arch, model *m, uint32_t period, kn_err *err) {
+    const int nl = m->hp.n_layer;
+    if (m->hp.n_swa <= 0) return KN_OK; /* no window: every layer global */
+    char key[128];
+    snprintf(key, sizeof key, "%s.attention.sliding_window_pattern", arch);
+    gguf_type et;
+    uint64_t n;
+    const void *data;
+    int64_t ki = gguf_find_key(g, key);
+    if (ki >= 0 && gguf_kv_get_arr(g, ki, &et, &n, &data) == KN_OK) {
+        if (et != GGUF_TYPE_BOOL || n != (uint64_t)nl || !data)
+            return kn_fail(err, KN_EFORMAT, "metadata %s: expected %d booleans", key, nl);
+        for (int l = 0; l < nl; l++)
+            m->layers[l].swa = ((const uint8_t *)data)[l] != 0;
+        return KN_OK;
+    }
+    uint32_t p = period;
+    kn_status st = gguf_get_u32(g, key, &p);
+    if (st != KN_OK && st != KN_ENOTFOUND) return kn_fail(err, KN_EFORMAT, "metadata %s: %s", key, kn_status_str(st));
+    for (int l = 0; l < nl; l++) /* llama.cpp: every p-th layer (the last of each period) is global */
+        m->layers[l].swa = p == 0 || (uint32_t)l % p < p - 1;
+    return KN_OK;
+}
+
+const gguf_ctx *model_loader_gguf(const model_loader *ld) {
+    return ld->g;
+}
+
 /* ---- tensors ---- */
 
 kn_err *model_loader_err(model_loader *ld) {
@@ -70,8 +113,15 @@ static kn_status record_view(model_loader *ld, model_tensor *t) {
     return KN_OK;
 }
 
-kn_status model_bind(model_loader *ld, model_tensor *t, const char *name, int64_t ne0, int64_t ne1,
-                     bool required, bool *present) {
+/* Marks the file's tensor ti as used by the family. */
+static void mark_used(model_loader *ld, const gguf_tensor_info *ti) {
+    const int64_t n = gguf_n_tensors(ld->g);
+    if (n > 0 && ti >= gguf_tensor(ld->g, 0) && ti - gguf_tensor(ld->g, 0) < n && ld->used)
+        ld->used[ti - gguf_tensor(ld->g, 0)] = true;
+}
+
+kn_status model_bind3(model_loader *ld, model_tensor *t, const char *name, int64_t ne0, int64_t ne1,
+                      int64_t ne2, bool required, bool *present) {
     kn_err *err = ld->err;
     const gguf_tensor_info *ti = gguf_find_tensor(ld->g, name);
     if (present) *present = ti != NULL;
@@ -79,24 +129,52 @@ kn_status model_bind(model_loader *ld, model_tensor *t, const char *name, int64_
         if (!required) return KN_OK;
         return kn_fail(err, KN_EFORMAT, "missing tensor '%s'", name);
     }
+    mark_used(ld, ti);
     uint64_t e1 = ti->n_dims >= 2 ? ti->ne[1] : 1;
-    bool ok = ti->ne[0] == (uint64_t)ne0 && e1 == (uint64_t)ne1 && ti->ne[2] == 1 && ti->ne[3] == 1;
-    if (!ok)
-        return kn_fail(
-            err, KN_EFORMAT, "tensor '%s' has shape [%llu, %llu, %llu, %llu], expected [%lld, %lld]", name,
-            (unsigned long long)ti->ne[0], (unsigned long long)ti->ne[1], (unsigned long long)ti->ne[2],
-            (unsigned long long)ti->ne[3], (long long)ne0, (long long)ne1);
+    bool ok = ti->ne[0] == (uint64_t)ne0 && e1 == (uint64_t)ne1 && ti->ne[2] == (uint64_t)ne2 && ti->ne[3] == 1;
+    if (!ok) {
+        if (ne2 == 1)
+            return kn_fail(err, KN_EFORMAT, "tensor '%s' has shape [%llu, %llu, %llu, %llu], expected [%lld, %lld]",
+                           name, (unsigned long long)ti->ne[0], (unsigned long long)ti->ne[1],
+                           (unsigned long long)ti->ne[2], (unsigned long long)ti->ne[3], (long long)ne0,
+                           (long long)ne1);
+        return kn_fail(err, KN_EFORMAT,
+                       "tensor '%s' has shape [%llu, %llu, %llu, %llu], expected [%lld, %lld, %lld]", name,
+                       (unsigned long long)ti->ne[0], (unsigned long long)ti->ne[1],
+                       (unsigned long long)ti->ne[2], (unsigned long long)ti->ne[3], (long long)ne0,
+                       (long long)ne1, (long long)ne2);
+    }
     if (!q_type_supported(ti->type))
         return kn_fail(err, KN_EUNSUPPORTED, "tensor '%s' has type %s (%u), which kiln cannot compute with",
                        name, q_type_name(ti->type), ti->type);
     if (ne1 == 1 && ti->type != Q_TYPE_F32)
         return kn_fail(err, KN_EUNSUPPORTED, "tensor '%s' is a vector of type %s; expected F32", name,
                        q_type_name(ti->type));
+    if (ne1 > 1 && ne0 % q_get_traits((q_type)ti->type)->blck_size)
+        return kn_fail(err, KN_EFORMAT, "tensor '%s': rows of %lld do not fill %s blocks", name, (long long)ne0,
+                       q_type_name(ti->type));
     t->data = ti->data;
     t->type = (q_type)ti->type;
     t->ne0 = ne0;
     t->ne1 = ne1;
+    t->ne2 = ne2;
+    t->nb2 = q_row_size(t->type, ne0) * (size_t)ne1;
     return record_view(ld, t);
+}
+
+kn_status model_bind(model_loader *ld, model_tensor *t, const char *name, int64_t ne0, int64_t ne1,
+                     bool required, bool *present) {
+    return model_bind3(ld, t, name, ne0, ne1, 1, required, present);
+}
+
+kn_status model_bind_rows(model_loader *ld, model_tensor *dst, const model_tensor *whole, int64_t row0,
+                          int64_t rows) {
+    KN_ASSERT(row0 >= 0 && rows > 0 && row0 + rows <= whole->ne1 && whole->ne2 <= 1);
+    *dst = *whole;
+    dst->data = (const uint8_t *)whole->data + (size_t)row0 * q_row_size(whole->type, whole->ne0);
+    dst->ne1 = rows;
+    dst->nb2 = q_row_size(whole->type, whole->ne0) * (size_t)rows;
+    return record_view(ld, dst);
 }
 
 kn_status model_bind_layer(model_loader *ld, model_tensor *t, int layer, const char *suffix, int64_t ne0,
@@ -104,6 +182,26 @@ kn_status model_bind_layer(model_loader *ld, model_tensor *t, int layer, const c
     char name[96];
     snprintf(name, sizeof name, "blk.%d.%s", layer, suffix);
     return model_bind(ld, t, name, ne0, ne1, required, NULL);
+}
+
+kn_status model_bind_layer3(model_loader *ld, model_tensor *t, int layer, const char *suffix, int64_t ne0,
+                            int64_t ne1, int64_t ne2, bool required) {
+    char name[96];
+    snprintf(name, sizeof name, "blk.%d.%s", layer, suffix);
+    return model_bind3(ld, t, name, ne0, ne1, ne2, required, NULL);
+}
+
+/* Every tensor of the file must mean something to the family: a tensor kiln
+ * does not know could change the output (Llama 3.1's rope_freqs did). */
+static kn_status check_all_used(const model_loader *ld, const char *arch) {
+    for (int64_t i = 0; i < gguf_n_tensors(ld->g); i++) {
+        if (ld->used[i]) continue;
+        const gguf_tensor_info *ti = gguf_tensor(ld->g, i);
+        return kn_fail(ld->err, KN_EUNSUPPORTED,
+                       "tensor '%.*s' is not part of kiln's %s architecture; refusing to run without it",
+                       (int)(ti->name.len > 96 ? 96 : ti->name.len), ti->name.data, arch);
+    }
+    return KN_OK;
 }
 
 kn_status model_bind_alias(model_loader *ld, model_tensor *dst, const model_tensor *src) {
@@ -210,6 +308,30 @@ static kn_status read_sizes(const gguf_ctx *g, const char *a, model_hparams *hp,
     return KN_OK;
 }
 
+/* Every `<arch>.rope.*` key must be one kiln applies: an unknown one (LongRoPE
+ * sections, YaRN log multipliers, M-RoPE) would silently change the angles. */
+static kn_status check_rope_keys(const gguf_ctx *g, const char *a, kn_err *err) {
+    static const char *const known[] = {
+        "dimension_count",         "freq_base",     "freq_base_swa",
+        "scaling.type",            "scaling.factor", "scale_linear",
+        "scaling.original_context_length", "scaling.attn_factor", "scaling.yarn_beta_fast",
+        "scaling.yarn_beta_slow",  "scaling.finetuned",
+    };
+    char prefix[96];
+    int pl = snprintf(prefix, sizeof prefix, "%s.rope.", a);
+    for (int64_t i = 0; i < gguf_n_kv(g); i++) {
+        gguf_str k = gguf_kv_key(g, i);
+        if (k.len <= (size_t)pl || memcmp(k.data, prefix, (size_t)pl)) continue;
+        bool ok = false;
+        for (size_t j = 0; j < sizeof known / sizeof known[0] && !ok; j++)
+            ok = k.len - (size_t)pl == strlen(known[j]) && !memcmp(k.data + pl, known[j], strlen(known[j]));
+        if (!ok)
+            return kn_fail(err, KN_EUNSUPPORTED, "RoPE metadata '%.*s' is not supported by kiln",
+                           (int)(k.len > 96 ? 96 : k.len), k.data);
+    }
+    return KN_OK;
+}
+
 /* RoPE scaling: none, linear (rope.scaling.factor or the older
  * rope.scale_linear) or YaRN with its parameters. */
 static kn_status read_rope_scaling(const gguf_ctx *g, const char *a, model_hparams *hp, kn_err *err) {
@@ -264,7 +386,11 @@ static kn_status read_hparams(const gguf_ctx *g, const model_arch_row *a, model_
     hp->arch = a->id;
     hp->rope_type = a->rope;
     kn_status st;
-    if ((st = read_sizes(g, a->name, hp, err)) || (st = read_rope_scaling(g, a->name, hp, err))) return st;
+    if ((st = read_sizes(g, a->name, hp, err)) || (st = check_rope_keys(g, a->name, err)) ||
+        (st = read_rope_scaling(g, a->name, hp, err)))
+        return st;
+    hp->rope_freq_base_swa = hp->rope_freq_base;
+    hp->rope_freq_scale_swa = hp->rope_freq_scale;
     if (a->hparams && (st = a->hparams(a, g, hp, err))) return st;
     return read_vocab(g, hp, err);
 }
@@ -278,7 +404,13 @@ kn_status model_load_gguf(gguf_ctx *g, const model_load_opts *opts, model **out,
     model_loader ld = {.g = g, .m = m, .err = err};
     const model_arch_row *a = NULL;
     kn_status st;
-    if ((st = find_arch(g, &a, err)) || (st = read_hparams(g, a, &m->hp, err)) || (st = a->bind(a, &ld, m)))
+    ld.used = calloc((size_t)gguf_n_tensors(g) + 1, sizeof *ld.used);
+    if (!ld.used) {
+        free(m);
+        return kn_fail(err, KN_ENOMEM, "out of memory");
+    }
+    if ((st = find_arch(g, &a, err)) || (st = read_hparams(g, a, &m->hp, err)) || (st = a->bind(a, &ld, m)) ||
+        (st = check_all_used(&ld, a->name)))
         goto fail;
     for (int64_t i = 0; i < gguf_n_tensors(g); i++)
         m->weight_bytes += gguf_tensor(g, i)->nbytes;
@@ -290,10 +422,12 @@ kn_status model_load_gguf(gguf_ctx *g, const model_load_opts *opts, model **out,
         goto fail;
     }
     free(ld.views);
+    free(ld.used);
     *out = m;
     return KN_OK;
 fail:
     free(ld.views);
+    free(ld.used);
     free(m->layers);
     free(m);
     return st;

@@ -7,6 +7,7 @@
 #include "model_ops.h"
 
 #include <math.h>
+#include <stddef.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -20,6 +21,10 @@ void model_ctx_init(model_ctx *c, const model_arch_row *a, const model *m, const
     c->pool = pool;
     c->max_batch = max_batch;
     c->n_threads = kn_pool_size(pool);
+}
+
+void model_ctx_set_attn_numerics(model_ctx *c, model_attn_numerics a) {
+    c->attn_numerics = a;
 }
 
 void *model_ctx_alloc(model_ctx *c, size_t n) {
@@ -166,23 +171,38 @@ static float yarn_corr_dim(int n_rot, int n_ctx_orig, float n_turns, float base)
            (2.0f * logf(base));
 }
 
-void model_rope_table(const model_hparams *hp, const int32_t *pos, int n, float *tab) {
-    const int half = hp->n_rot / 2;
-    const float theta_scale = powf(hp->rope_freq_base, -2.0f / (float)hp->n_rot);
-    float corr0 = 0.0f, corr1 = 0.0f, mscale = hp->yarn_attn_factor > 0 ? hp->yarn_attn_factor : 1.0f;
-    const float ext = hp->yarn_ext_factor;
+void model_rope_init(model_rope *r, const model_hparams *hp, bool swa, const float *factors) {
+    const bool plain = swa && hp->swa_rope_plain;
+    *r = (model_rope){.n_rot = hp->n_rot,
+                      .base = swa ? hp->rope_freq_base_swa : hp->rope_freq_base,
+                      .scale = swa ? hp->rope_freq_scale_swa : hp->rope_freq_scale,
+                      .ext = plain ? 0.0f : hp->yarn_ext_factor,
+                      .attn_factor = hp->yarn_attn_factor > 0 ? hp->yarn_attn_factor : 1.0f,
+                      .beta_fast = hp->yarn_beta_fast,
+                      .beta_slow = hp->yarn_beta_slow,
+                      .n_ctx_orig = hp->n_ctx_orig,
+                      .factors = plain ? NULL : factors};
+}
+
+void model_rope_table(const model_rope *rp, const int32_t *pos, int n, float *tab) {
+    const int half = rp->n_rot / 2;
+    const float theta_scale = powf(rp->base, -2.0f / (float)rp->n_rot);
+    float corr0 = 0.0f, corr1 = 0.0f, mscale = rp->attn_factor;
+    const float ext = rp->ext;
     if (ext != 0.0f) {
-        corr0 = floorf(yarn_corr_dim(hp->n_rot, hp->n_ctx_orig, hp->yarn_beta_fast, hp->rope_freq_base));
-        corr1 = ceilf(yarn_corr_dim(hp->n_rot, hp->n_ctx_orig, hp->yarn_beta_slow, hp->rope_freq_base));
+        corr0 = floorf(yarn_corr_dim(rp->n_rot, rp->n_ctx_orig, rp->beta_fast, rp->base));
+        corr1 = ceilf(yarn_corr_dim(rp->n_rot, rp->n_ctx_orig, rp->beta_slow, rp->base));
         if (corr0 < 0) corr0 = 0;
-        if (corr1 > hp->n_rot - 1) corr1 = (float)(hp->n_rot - 1);
-        mscale *= 1.0f + 0.1f * logf(1.0f / hp->rope_freq_scale);
+        if (corr1 > rp->n_rot - 1) corr1 = (float)(rp->n_rot - 1);
+        mscale *= 1.0f + 0.1f * logf(1.0f / rp->scale);
     }
     for (int t = 0; t < n; t++) {
-        float theta_extrap = (float)pos[t];
-        float *r = tab + (size_t)t * hp->n_rot;
+        float theta_base = (float)pos[t];
+        float *r = tab + (size_t)t * rp->n_rot;
         for (int i = 0; i < half; i++) {
-            const float theta_interp = hp->rope_freq_scale * theta_extrap;
+            /* frequency factors divide the pair's angle (ggml: theta / ff) */
+            const float theta_extrap = rp->factors ? theta_base / rp->factors[i] : theta_base;
+            const float theta_interp = rp->scale * theta_extrap;
             float th = theta_interp;
             if (ext != 0.0f) {
                 float y = ((float)i - corr0) / fmaxf(0.001f, corr1 - corr0); /* i = i0 / 2 */
@@ -191,7 +211,7 @@ void model_rope_table(const model_hparams *hp, const int32_t *pos, int n, float 
             }
             r[2 * i] = cosf(th) * mscale;
             r[2 * i + 1] = sinf(th) * mscale;
-            theta_extrap *= theta_scale;
+            theta_base *= theta_scale;
         }
     }
 }
@@ -242,11 +262,15 @@ kn_status model_dec_init(model_dec *d, size_t act_bytes, kn_err *err) {
         {&d->up, B * F},
         {&d->rope, B * hp->n_rot},
         {&d->scratch, (int64_t)c->n_threads * (int64_t)d->scratch_per_thread},
+        {&d->rope_swa, hp->n_swa > 0 ? B * hp->n_rot : -1},
+        {&d->gelu, d->want_gelu ? MODEL_GELU_TABLE : -1},
     };
     for (size_t i = 0; i < sizeof bufs / sizeof bufs[0]; i++) {
+        if (bufs[i].n < 0) continue;
         *bufs[i].p = model_ctx_alloc(c, (size_t)bufs[i].n * sizeof(float));
         if (!*bufs[i].p) goto nomem;
     }
+    if (d->gelu) model_gelu_table_init(d->gelu);
     c->act_bytes = act_bytes;
     c->act = model_ctx_alloc(c, c->act_bytes);
     if (!c->act) goto nomem;
@@ -255,11 +279,55 @@ nomem:
     return kn_fail(err, KN_ENOMEM, "cannot allocate scratch buffers for a batch of %d", c->max_batch);
 }
 
+static void moe_free(struct model_moe_scratch *s);
+
+kn_status model_dec_ctx_create(const model_arch_row *a, const model *m, const tensor_ops *ops, kn_pool *pool,
+                               int max_batch, bool gelu, model_ctx **out, kn_err *err) {
+    model_dec *d = calloc(1, sizeof *d);
+    if (!d) return kn_fail(err, KN_ENOMEM, "out of memory");
+    model_ctx_init(&d->base, a, m, ops, pool, max_batch);
+    d->want_gelu = gelu;
+    const model_tensor *out_w = &m->output;
+    size_t act = model_act_need(&d->base, &out_w, 1);
+    for (int l = 0; l < m->hp.n_layer; l++) {
+        const model_layer *L = &m->layers[l];
+        const model_tensor *all[] = {&L->wq, &L->wk, &L->wv, &L->wo, &L->w_gate, &L->w_up, &L->w_down, &L->router};
+        const model_tensor *ts[8];
+        size_t nt = 0;
+        for (size_t i = 0; i < sizeof all / sizeof all[0]; i++)
+            if (all[i]->data) ts[nt++] = all[i];
+        size_t need = model_act_need(&d->base, ts, nt);
+        if (need > act) act = need;
+    }
+    kn_status st = model_dec_init(d, act, err);
+    if (st == KN_OK && m->hp.n_expert > 0) st = model_moe_init(d, err);
+    if (st != KN_OK) {
+        model_dec_free(d);
+        free(d);
+        return st;
+    }
+    *out = &d->base;
+    return KN_OK;
+}
+
+void model_dec_ctx_destroy(model_ctx *c) {
+    model_dec *d = (model_dec *)c;
+    model_dec_free(d);
+    free(d);
+}
+
+uint64_t model_estimate_moe(const model_shape *s, const model_mem_opts *o) {
+    double B = o->max_batch > o->n_slots ? o->max_batch : o->n_slots;
+    return model_estimate_decoder(s, o) + (uint64_t)model_moe_scratch_bytes(s, B);
+}
+
 void model_dec_free(model_dec *d) {
-    float *bufs[] = {d->x, d->xn, d->q, d->k, d->v, d->att, d->gate, d->up, d->rope, d->scratch};
+    float *bufs[] = {d->x, d->xn, d->q, d->k, d->v, d->att, d->gate, d->up, d->rope, d->scratch, d->rope_swa, d->gelu};
     for (size_t i = 0; i < sizeof bufs / sizeof bufs[0]; i++)
         kn_free_aligned(bufs[i]);
     kn_free_aligned(d->base.act);
+    moe_free(d->moe);
+    d->moe = NULL;
 }
 
 double model_kv_bytes_decoder(const model_shape *s, model_kv_type t) {
@@ -308,6 +376,114 @@ void model_dec_embed(model_dec *d, const model_tensor *tok_embd, const model_bat
     const size_t erow = q_row_size(tok_embd->type, E);
     for (int t = 0; t < b->n_tokens; t++)
         et->to_float((const uint8_t *)tok_embd->data + (size_t)b->token[t] * erow, d->x + (size_t)t * E, E);
+}
+
+const float *model_rope_factors(const model *m, const model_kv *kv) {
+    if (m->rope_freqs.data) return m->rope_freqs.data;
+    if (m->rope_long.data && kv_n_ctx(kv) > m->hp.n_ctx_orig) return m->rope_long.data;
+    return m->rope_short.data;
+}
+
+void model_dec_rope(model_dec *d, const model_kv *kv, const model_batch *b) {
+    const model *m = d->base.m;
+    const float *f = model_rope_factors(m, kv);
+    model_rope r;
+    model_rope_init(&r, &m->hp, false, f);
+    model_rope_table(&r, b->pos, b->n_tokens, d->rope);
+    if (d->rope_swa) {
+        model_rope_init(&r, &m->hp, true, f);
+        model_rope_table(&r, b->pos, b->n_tokens, d->rope_swa);
+    }
+}
+
+void model_dec_qkv(model_dec *d, const model_layer *L, int n) {
+    model_ctx *c = &d->base;
+    const model_hparams *hp = &c->m->hp;
+    const int64_t E = hp->n_embd, Hq = (int64_t)hp->n_head * hp->head_dim,
+                  Hkv = (int64_t)hp->n_head_kv * hp->head_dim;
+    if (L->wk.type == L->wq.type && L->wv.type == L->wq.type) {
+        const model_tensor *ws[3] = {&L->wq, &L->wk, &L->wv};
+        float *ys[3] = {d->q, d->k, d->v};
+        const int64_t lds[3] = {Hq, Hkv, Hkv};
+        model_matmul_multi(c, 3, ws, ys, lds, n);
+    } else {
+        model_matmul_q(c, &L->wq, n, d->q, Hq);
+        if (L->wk.type != L->wq.type) tensor_act_quantize(c->ops, L->wk.type, d->xn, E, E, n, c->act);
+        model_matmul_q(c, &L->wk, n, d->k, Hkv);
+        if (L->wv.type != L->wk.type) tensor_act_quantize(c->ops, L->wv.type, d->xn, E, E, n, c->act);
+        model_matmul_q(c, &L->wv, n, d->v, Hkv);
+    }
+}
+
+typedef struct rope_kv_job {
+    model_dec *d;
+    model_kv *kv;
+    const model_batch *b;
+    int layer;
+} rope_kv_job;
+
+static void head_norms(float *x, int n_heads, const model_tensor *w, int hd, float eps) {
+    if (!w->data) return;
+    for (int h = 0; h < n_heads; h++)
+        model_rmsnorm(x + (size_t)h * hd, x + (size_t)h * hd, w->data, hd, eps);
+}
+
+static void rope_kv_token(void *arg, int t) {
+    const rope_kv_job *j = arg;
+    model_dec *d = j->d;
+    const model_hparams *hp = &d->base.m->hp;
+    const model_layer *L = &d->base.m->layers[j->layer];
+    const int64_t hd = hp->head_dim, Hq = (int64_t)hp->n_head * hd, Hkv = (int64_t)hp->n_head_kv * hd;
+    float *q = d->q + (size_t)t * Hq, *k = d->k + (size_t)t * Hkv, *v = d->v + (size_t)t * Hkv;
+    model_add_bias(q, &L->bq, 1, Hq);
+    model_add_bias(k, &L->bk, 1, Hkv);
+    model_add_bias(v, &L->bv, 1, Hkv);
+    head_norms(q, hp->n_head, &L->attn_q_norm, (int)hd, hp->rms_eps);
+    head_norms(k, hp->n_head_kv, &L->attn_k_norm, (int)hd, hp->rms_eps);
+    const float *r = (L->swa && d->rope_swa ? d->rope_swa : d->rope) + (size_t)t * hp->n_rot;
+    model_rope_apply(hp, q, hp->n_head, r);
+    model_rope_apply(hp, k, hp->n_head_kv, r);
+    if (hp->scale_q) {
+        const float sc = hp->attn_scale > 0 ? hp->attn_scale : 1.0f / sqrtf((float)hd);
+        for (int64_t i = 0; i < Hq; i++)
+            q[i] *= sc;
+    }
+    model_kv_write(j->kv, hp->head_dim, hp->n_head_kv, j->b->seq[t], j->layer, j->b->pos[t], k, v);
+}
+
+void model_dec_qk_rope_kv(model_dec *d, model_kv *kv, const model_batch *b, int layer) {
+    const model_hparams *hp = &d->base.m->hp;
+    rope_kv_job rj = {.d = d, .kv = kv, .b = b, .layer = layer};
+    model_for_tokens(&d->base, b->n_tokens, (int64_t)b->n_tokens * hp->n_head * hp->head_dim * 8, rope_kv_token,
+                     &rj);
+}
+
+typedef struct postnorm_job {
+    model_dec *d;
+    const float *add;
+    const model_tensor *post, *next, *w;
+    float eps;
+} postnorm_job;
+
+static void postnorm_token(void *arg, int t) {
+    const postnorm_job *j = arg;
+    model_dec *d = j->d;
+    const int64_t E = d->base.m->hp.n_embd;
+    float *x = d->x + (size_t)t * E, *a = (float *)j->add + (size_t)t * E;
+    model_rmsnorm(a, a, j->post->data, E, j->eps);
+    for (int64_t i = 0; i < E; i++)
+        x[i] += a[i];
+    if (!j->next) return;
+    float *xn = d->xn + (size_t)t * E;
+    model_rmsnorm(xn, x, j->next->data, E, j->eps);
+    model_act_quantize_row(&d->base, j->w, xn, t);
+}
+
+void model_dec_resid_postnorm(model_dec *d, int n, const float *add, const model_tensor *post, float eps,
+                              const model_tensor *next, const model_tensor *w) {
+    const int64_t E = d->base.m->hp.n_embd;
+    postnorm_job j = {.d = d, .add = add, .post = post, .next = next, .w = w, .eps = eps};
+    model_for_tokens(&d->base, n, (int64_t)n * E * 16, postnorm_token, &j);
 }
 
 typedef struct rows_job {
@@ -382,13 +558,73 @@ typedef struct attn_job {
     int layer;
 } attn_job;
 
+/* ---- llama.cpp's flash-attention numerics for small batches ----
+ * ggml's CPU flash attention, for a ubatch of fewer than 64 query rows (and
+ * so for every decode step), rounds Q to F16, takes each K·Q dot with AVX2's
+ * lane order and accumulates softmax(QK)·V in F16, one key at a time.
+ * model_ctx_set_attn_numerics(MODEL_ATTN_GGML_F16) reproduces it (scalar,
+ * slow) so that tests can compare against references computed that way;
+ * the default keeps F32 accumulators in tiles. */
+
+/* ggml_vec_dot_f16 on AVX2 with FMA: 4 accumulators of 8 lanes over steps of
+ * 32, then the pairwise reduction of GGML_F32x8_REDUCE; tail in double. */
+static float ggml_dot_f16(int n, const q_f16_t *x, const q_f16_t *y) {
+    float acc[4][8] = {{0}};
+    const int np = n & ~31;
+    for (int i = 0; i < np; i += 32)
+        for (int j = 0; j < 4; j++)
+            for (int l = 0; l < 8; l++)
+                acc[j][l] = fmaf(q_f16_to_f32(x[i + 8 * j + l]), q_f16_to_f32(y[i + 8 * j + l]), acc[j][l]);
+    for (int l = 0; l < 8; l++) {
+        acc[0][l] += acc[2][l];
+        acc[1][l] += acc[3][l];
+    }
+    for (int l = 0; l < 8; l++)
+        acc[0][l] += acc[1][l];
+    float t0[4];
+    for (int l = 0; l < 4; l++)
+        t0[l] = acc[0][l] + acc[0][l + 4];
+    const float h0 = t0[0] + t0[1], h1 = t0[2] + t0[3];
+    double sum = (double)(h0 + h1);
+    for (int i = np; i < n; i++)
+        sum += (double)(q_f16_to_f32(x[i]) * q_f16_to_f32(y[i]));
+    return (float)sum;
+}
+
+/* One query head over keys [t0, pos] of a kv head: M, S and VKQ16 as ggml's
+ * one-chunk kernel keeps them. */
+static void attn_ggml_f16_head(const model_kv *kv, int seq, int layer, int kvh, int first, int pos, int hd,
+                               const q_f16_t *q16, float scale, float *M, float *S, q_f16_t *vkq) {
+    for (int ic = first; ic <= pos; ic++) {
+        const q_f16_t *k = (const q_f16_t *)kv_row(kv, seq, layer, kvh, ic, false, NULL);
+        const q_f16_t *v = (const q_f16_t *)kv_row(kv, seq, layer, kvh, ic, true, NULL);
+        float s = ggml_dot_f16(hd, k, q16) * scale;
+        float ms = 1.0f, vs = 1.0f;
+        if (s > *M) {
+            const float mold = *M;
+            *M = s;
+            ms = expf(mold - s);
+            for (int e = 0; e < hd; e++)
+                vkq[e] = q_f32_to_f16(q_f16_to_f32(vkq[e]) * ms);
+        } else {
+            vs = expf(s - *M);
+        }
+        for (int e = 0; e < hd; e++)
+            vkq[e] = q_f32_to_f16(fmaf(q_f16_to_f32(v[e]), vs, q_f16_to_f32(vkq[e])));
+        *S = *S * ms + vs;
+    }
+}
+
 static void attn_fn(void *arg, int ith, int nth) {
     attn_job *j = arg;
     model_dec *d = j->d;
     const model_ctx *c = &d->base;
     const model_hparams *hp = &c->m->hp;
     const int hd = hp->head_dim, nh = hp->n_head, nkv = hp->n_head_kv, G = nh / nkv;
-    const float scale = 1.0f / sqrtf((float)hd);
+    const float scale = hp->scale_q ? 1.0f : hp->attn_scale > 0 ? hp->attn_scale : 1.0f / sqrtf((float)hd);
+    const model_layer *L = &c->m->layers[j->layer];
+    const int window = L->swa ? hp->n_swa : 0;
+    const float *sinks = L->attn_sinks.data;
     float *sc = d->scratch + (size_t)ith * d->scratch_per_thread;
     float *mx = sc + (size_t)G * MODEL_ATTN_TILE, *lsum = mx + G, *acc = lsum + G;
     /* q8_0 KV (Q8P rows): each tile's rows are widened to F16 here first
@@ -402,11 +638,43 @@ static void attn_fn(void *arg, int ith, int nth) {
         const int t = (int)(p / nkv), kvh = (int)(p % nkv);
         const int seq = j->b->seq[t], pos = j->b->pos[t];
         const float *q = d->q + (size_t)t * nh * hd + (size_t)kvh * G * hd;
+        const int first = window > 0 && pos - window + 1 > 0 ? pos - window + 1 : 0;
+        float *o = d->att + (size_t)t * nh * hd + (size_t)kvh * G * hd;
+        if (c->attn_numerics == MODEL_ATTN_GGML_F16 && !is_q8) {
+            for (int g = 0; g < G; g++) {
+                float M = -INFINITY, S = 0.0f;
+                for (int e = 0; e < hd; e++)
+                    k16[e] = q_f32_to_f16(q[(size_t)g * hd + e]), v16[e] = 0;
+                attn_ggml_f16_head(j->kv, seq, j->layer, kvh, first, pos, hd, k16, scale, &M, &S, v16);
+                float *og = o + (size_t)g * hd;
+                for (int e = 0; e < hd; e++)
+                    og[e] = q_f16_to_f32(v16[e]);
+                if (sinks) {
+                    const float sk = sinks[kvh * G + g];
+                    float ms = 1.0f, vs = 1.0f;
+                    if (sk > M) {
+                        ms = expf(M - sk);
+                        for (int e = 0; e < hd; e++)
+                            og[e] *= ms;
+                    } else {
+                        vs = expf(sk - M);
+                    }
+                    S = fmaf(S, ms, vs);
+                }
+                const float inv = S == 0.0f ? 0.0f : 1.0f / S;
+                for (int e = 0; e < hd; e++)
+                    og[e] *= inv;
+            }
+            continue;
+        }
         for (int g = 0; g < G; g++)
             mx[g] = -INFINITY, lsum[g] = 0.0f;
         memset(acc, 0, (size_t)G * hd * sizeof *acc);
-        for (int t0 = 0; t0 <= pos; t0 += MODEL_ATTN_TILE) {
-            const int len = pos - t0 + 1 < MODEL_ATTN_TILE ? pos - t0 + 1 : MODEL_ATTN_TILE;
+        /* a window starts at pos - window + 1: its first tile runs to the next
+         * aligned boundary, the others stay aligned (the split depends on pos only) */
+        for (int t0 = first, len; t0 <= pos; t0 += len) {
+            const int end = (t0 / MODEL_ATTN_TILE + 1) * MODEL_ATTN_TILE;
+            len = (end < pos + 1 ? end : pos + 1) - t0;
             /* a tile's rows are contiguous within a KV block; a tile spanning
              * blocks (blocks shorter than a tile) is gathered */
             int run;
@@ -437,8 +705,13 @@ static void attn_fn(void *arg, int ith, int nth) {
             }
             c->ops->attn_tile_f16(hd, G, len, q, kt, vt, scale, mx, lsum, acc, sc);
         }
-        float *o = d->att + (size_t)t * nh * hd + (size_t)kvh * G * hd;
         for (int g = 0; g < G; g++) {
+            if (sinks) { /* exp(sink) joins the denominator, max-subtracted with it */
+                const float s = sinks[kvh * G + g], mn = s > mx[g] ? s : mx[g], corr = expf(mx[g] - mn);
+                lsum[g] = lsum[g] * corr + expf(s - mn);
+                for (int e = 0; e < hd; e++)
+                    acc[(size_t)g * hd + e] *= corr;
+            }
             const float inv = 1.0f / lsum[g];
             for (int e = 0; e < hd; e++)
                 o[(size_t)g * hd + e] = acc[(size_t)g * hd + e] * inv;
@@ -451,8 +724,9 @@ void model_attn_paged(model_dec *d, model_kv *kv, const model_batch *b, int laye
     const int64_t Hq = (int64_t)hp->n_head * hp->head_dim;
     attn_job j = {.d = d, .kv = kv, .b = b, .layer = layer};
     int64_t macs = 0;
+    const int window = d->base.m->layers[layer].swa ? hp->n_swa : 0;
     for (int t = 0; t < b->n_tokens; t++)
-        macs += (int64_t)(b->pos[t] + 1) * Hq * 2;
+        macs += (int64_t)(window > 0 && b->pos[t] + 1 > window ? window : b->pos[t] + 1) * Hq * 2;
     kn_pool_run(model_pool_for(&d->base, macs), attn_fn, &j);
 }
 
@@ -492,6 +766,376 @@ void model_ffn_swiglu(model_dec *d, const model_tensor *w_gate, const model_tens
     model_matmul_q(c, w_down, n, d->xn, E);
 }
 
+typedef struct geglu_job {
+    model_dec *d;
+    const model_tensor *w_down;
+} geglu_job;
+
+/* gate = gelu_tanh(gate) * up (F16 table, as ggml's CPU GLU); act = quant(gate) for w_down */
+static void geglu_token(void *arg, int t) {
+    const geglu_job *j = arg;
+    model_dec *d = j->d;
+    const int64_t F = d->base.m->hp.n_ff;
+    float *g = d->gate + (size_t)t * F;
+    const float *u = d->up + (size_t)t * F;
+    for (int64_t i = 0; i < F; i++)
+        g[i] = model_gelu_lookup(d->gelu, g[i]) * u[i];
+    model_act_quantize_row(&d->base, j->w_down, g, t);
+}
+
+void model_ffn_geglu(model_dec *d, const model_tensor *w_gate, const model_tensor *w_up,
+                     const model_tensor *w_down, int n) {
+    model_ctx *c = &d->base;
+    const int64_t E = c->m->hp.n_embd, F = c->m->hp.n_ff;
+    KN_ASSERT(d->gelu);
+    if (w_up->type == w_gate->type) {
+        const model_tensor *ws[2] = {w_gate, w_up};
+        float *ys[2] = {d->gate, d->up};
+        const int64_t lds[2] = {F, F};
+        model_matmul_multi(c, 2, ws, ys, lds, n);
+    } else {
+        model_matmul_q(c, w_gate, n, d->gate, F);
+        tensor_act_quantize(c->ops, w_up->type, d->xn, E, E, n, c->act);
+        model_matmul_q(c, w_up, n, d->up, F);
+    }
+    geglu_job j = {.d = d, .w_down = w_down};
+    model_for_tokens(c, n, (int64_t)n * F * 16, geglu_token, &j);
+    model_matmul_q(c, w_down, n, d->xn, E);
+}
+
+/* ---- mixture of experts ---- */
+
+struct model_moe_scratch {
+    int k, n_exp;
+    int64_t F;
+    size_t arow_in, arow_down; /* act bytes of one column for the widest gate/up and down types */
+    float *logits;  /* [B][n_exp] */
+    int32_t *sel;   /* [B][k] experts in rank order */
+    float *wsel;    /* [B][k] their weights */
+    int32_t *start; /* [n_exp + 1] first column of each expert */
+    int32_t *fill;  /* [n_exp] */
+    int32_t *col;   /* [B][k] the column of each (token, rank) */
+    int32_t *tok;   /* [B * k] the token of each column */
+    uint8_t *xq;    /* [B] the tokens' rows quantized for gate */
+    uint8_t *xq_up; /* the same for up when its act type differs (else NULL) */
+    uint8_t *a_in, *a_up, *a_down; /* [B * k] columns grouped by expert */
+    float *g, *u;   /* [B * k][F] */
+    float *out;     /* [B * k][E] */
+};
+
+static void moe_free(struct model_moe_scratch *s) {
+    if (!s) return;
+    void *bufs[] = {s->logits, s->sel, s->wsel, s->start, s->fill, s->col, s->tok, s->xq,
+                    s->xq_up, s->a_in, s->a_up, s->a_down, s->g, s->u, s->out};
+    for (size_t i = 0; i < sizeof bufs / sizeof bufs[0]; i++)
+        kn_free_aligned(bufs[i]);
+    free(s);
+}
+
+/* The widest act column over the layers' tensors t (offset into model_layer). */
+static size_t moe_arow(const model *m, size_t off, int64_t K) {
+    size_t w = 0;
+    for (int l = 0; l < m->hp.n_layer; l++) {
+        const model_tensor *t = (const model_tensor *)((const uint8_t *)&m->layers[l] + off);
+        if (!t->data) continue;
+        size_t r = tensor_act_bytes(t->type, K, 1);
+        if (r > w) w = r;
+    }
+    return w;
+}
+
+kn_status model_moe_init(model_dec *d, kn_err *err) {
+    model_ctx *c = &d->base;
+    const model *m = c->m;
+    const model_hparams *hp = &m->hp;
+    struct model_moe_scratch *s = calloc(1, sizeof *s);
+    if (!s) return kn_fail(err, KN_ENOMEM, "out of memory");
+    d->moe = s;
+    const int64_t B = c->max_batch, E = hp->n_embd, K = hp->n_expert_used, P = B * K;
+    s->k = hp->n_expert_used;
+    s->n_exp = hp->n_expert;
+    s->F = hp->n_ff_exp;
+    size_t a_gate = moe_arow(m, offsetof(model_layer, gate_exps), E);
+    size_t a_up = moe_arow(m, offsetof(model_layer, up_exps), E);
+    s->arow_in = a_gate > a_up ? a_gate : a_up;
+    s->arow_down = moe_arow(m, offsetof(model_layer, down_exps), s->F);
+    struct {
+        void **p;
+        size_t n;
+    } bufs[] = {
+        {(void **)&s->logits, (size_t)B * s->n_exp * sizeof(float)},
+        {(void **)&s->sel, (size_t)P * sizeof(int32_t)},
+        {(void **)&s->wsel, (size_t)P * sizeof(float)},
+        {(void **)&s->start, ((size_t)s->n_exp + 1) * sizeof(int32_t)},
+        {(void **)&s->fill, (size_t)s->n_exp * sizeof(int32_t)},
+        {(void **)&s->col, (size_t)P * sizeof(int32_t)},
+        {(void **)&s->tok, (size_t)P * sizeof(int32_t)},
+        {(void **)&s->xq, (size_t)B * s->arow_in},
+        {(void **)&s->xq_up, (size_t)B * s->arow_in},
+        {(void **)&s->a_in, (size_t)P * s->arow_in},
+        {(void **)&s->a_up, (size_t)P * s->arow_in},
+        {(void **)&s->a_down, (size_t)P * s->arow_down},
+        {(void **)&s->g, (size_t)P * s->F * sizeof(float)},
+        {(void **)&s->u, (size_t)P * s->F * sizeof(float)},
+        {(void **)&s->out, (size_t)P * E * sizeof(float)},
+    };
+    for (size_t i = 0; i < sizeof bufs / sizeof bufs[0]; i++) {
+        *bufs[i].p = model_ctx_alloc(c, bufs[i].n);
+        if (!*bufs[i].p)
+            return kn_fail(err, KN_ENOMEM, "cannot allocate the expert scratch for a batch of %d", c->max_batch);
+    }
+    return KN_OK;
+}
+
+double model_moe_scratch_bytes(const model_shape *s, double B) {
+    const double P = B * (double)s->n_expert_used, E = (double)s->n_embd, F = (double)s->n_ff_exp;
+    /* act columns counted at 4 bytes an element (F32 at worst) */
+    return B * (double)s->n_expert * 4 + P * 20 + 8.0 * (double)s->n_expert + B * 8 * E +
+           P * (8 * E + 4 * F) + P * 8 * F + P * 4 * E;
+}
+
+/* Top k of v[0..n) into idx (descending; ties to the lower index). */
+static void top_k(const float *v, int n, int k, int32_t *idx) {
+    for (int j = 0; j < k; j++) {
+        int best = -1;
+        for (int e = 0; e < n; e++) {
+            bool taken = false;
+            for (int i = 0; i < j && !taken; i++)
+                taken = idx[i] == e;
+            if (!taken && (best < 0 || v[e] > v[best])) best = e;
+        }
+        idx[j] = best;
+    }
+}
+
+/* One token's experts and weights from its router logits. */
+static void moe_route(const model_moe *cfg, float *lg, int n_exp, int k, int32_t *sel, float *w) {
+    if (cfg->gating == MODEL_MOE_SOFTMAX_TOPK) {
+        float mx = -INFINITY;
+        for (int e = 0; e < n_exp; e++)
+            mx = lg[e] > mx ? lg[e] : mx;
+        double sum = 0.0;
+        for (int e = 0; e < n_exp; e++) {
+            lg[e] = expf(lg[e] - mx);
+            sum += lg[e];
+        }
+        const float inv = (float)(1.0 / sum);
+        for (int e = 0; e < n_exp; e++)
+            lg[e] *= inv;
+        top_k(lg, n_exp, k, sel);
+        for (int j = 0; j < k; j++)
+            w[j] = lg[sel[j]];
+    } else {
+        top_k(lg, n_exp, k, sel);
+        float mx = lg[sel[0]];
+        double sum = 0.0;
+        for (int j = 0; j < k; j++) {
+            w[j] = expf(lg[sel[j]] - mx);
+            sum += w[j];
+        }
+        const float inv = (float)(1.0 / sum);
+        for (int j = 0; j < k; j++)
+            w[j] *= inv;
+    }
+    if (cfg->norm_weights) {
+        float sum = 0.0f;
+        for (int j = 0; j < k; j++)
+            sum += w[j];
+        if (sum < 6.103515625e-5f) sum = 6.103515625e-5f;
+        for (int j = 0; j < k; j++)
+            w[j] /= sum;
+    }
+}
+
+/* One pool run over the rows of every active expert's matrices: items are
+ * (matrix, its columns, output), their rows concatenated and split. */
+typedef struct moe_item {
+    const void *w;
+    q_type type;
+    int64_t K, M;
+    const void *act;
+    int64_t n;
+    float *y;
+    int64_t ldy;
+} moe_item;
+
+typedef struct moe_mm {
+    const tensor_ops *ops;
+    const moe_item *it;
+    int n_items;
+    int64_t total;
+} moe_mm;
+
+static void moe_mm_fn(void *arg, int ith, int nth) {
+    const moe_mm *j = arg;
+    int64_t lo, hi, base = 0;
+    kn_split_range(j->total, 16, ith, nth, &lo, &hi);
+    for (int i = 0; i < j->n_items && lo < hi; i++) {
+        const moe_item *it = &j->it[i];
+        const int64_t a = lo > base ? lo - base : 0, b = hi - base < it->M ? hi - base : it->M;
+        if (a < b) tensor_matmul_rows(j->ops, it->type, it->w, it->K, a, b, it->act, it->n, it->y, it->ldy);
+        base += it->M;
+    }
+}
+
+static void moe_run(model_ctx *c, const moe_item *it, int n_items) {
+    moe_mm j = {.ops = c->ops, .it = it, .n_items = n_items};
+    int64_t macs = 0;
+    for (int i = 0; i < n_items; i++) {
+        j.total += it[i].M;
+        macs += it[i].K * it[i].M * it[i].n;
+    }
+    kn_pool_run(model_pool_for(c, macs), moe_mm_fn, &j);
+}
+
+typedef struct moe_job {
+    model_dec *d;
+    const model_layer *L;
+    const model_moe *cfg;
+} moe_job;
+
+/* Column i: biases, the gated activation, quantized for down. */
+static void moe_act_col(void *arg, int i) {
+    const moe_job *j = arg;
+    struct model_moe_scratch *s = j->d->moe;
+    const model_layer *L = j->L;
+    const int64_t F = s->F;
+    float *g = s->g + (size_t)i * F, *u = s->u + (size_t)i * F;
+    /* the expert of column i: the one whose column range holds i */
+    int lo = 0, hi = s->n_exp - 1;
+    while (lo < hi) {
+        int mid = (lo + hi + 1) / 2;
+        if (s->start[mid] <= i) lo = mid;
+        else hi = mid - 1;
+    }
+    const int ex = lo;
+    if (L->gate_exps_b.data) {
+        const float *b = (const float *)L->gate_exps_b.data + (size_t)ex * F;
+        for (int64_t f = 0; f < F; f++)
+            g[f] += b[f];
+    }
+    if (L->up_exps_b.data) {
+        const float *b = (const float *)L->up_exps_b.data + (size_t)ex * F;
+        for (int64_t f = 0; f < F; f++)
+            u[f] += b[f];
+    }
+    if (j->cfg->act == MODEL_MOE_SWIGLU) {
+        j->d->base.ops->swiglu(F, g, g, u);
+    } else {
+        for (int64_t f = 0; f < F; f++) {
+            const float x = g[f] < 7.0f ? g[f] : 7.0f;
+            const float y = u[f] < -7.0f ? -7.0f : u[f] > 7.0f ? 7.0f : u[f];
+            g[f] = x / (1.0f + expf(1.702f * -x)) * (y + 1.0f);
+        }
+    }
+    tensor_act_quantize(j->d->base.ops, L->down_exps.type, g, F, F, 1, s->a_down + (size_t)i * s->arow_down);
+}
+
+/* Token t: the weighted sum of its k expert outputs in rank order. */
+static void moe_sum_token(void *arg, int t) {
+    const moe_job *j = arg;
+    struct model_moe_scratch *s = j->d->moe;
+    const model_layer *L = j->L;
+    const int64_t E = j->d->base.m->hp.n_embd;
+    float *y = j->d->xn + (size_t)t * E;
+    for (int r = 0; r < s->k; r++) {
+        const int ex = s->sel[t * s->k + r];
+        const float w = s->wsel[t * s->k + r];
+        const float *o = s->out + (size_t)s->col[t * s->k + r] * E;
+        const float *b = L->down_exps_b.data ? (const float *)L->down_exps_b.data + (size_t)ex * E : NULL;
+        for (int64_t i = 0; i < E; i++) {
+            const float v = (b ? o[i] + b[i] : o[i]) * w;
+            y[i] = r == 0 ? v : y[i] + v;
+        }
+    }
+}
+
+static void moe_quant_token(void *arg, int t) {
+    const moe_job *j = arg;
+    struct model_moe_scratch *s = j->d->moe;
+    const int64_t E = j->d->base.m->hp.n_embd;
+    const float *x = j->d->xn + (size_t)t * E;
+    tensor_act_quantize(j->d->base.ops, j->L->gate_exps.type, x, E, E, 1, s->xq + (size_t)t * s->arow_in);
+    if (j->L->up_exps.type != j->L->gate_exps.type)
+        tensor_act_quantize(j->d->base.ops, j->L->up_exps.type, x, E, E, 1, s->xq_up + (size_t)t * s->arow_in);
+}
+
+void model_ffn_moe(model_dec *d, const model_layer *L, const model_moe *cfg, int n) {
+    model_ctx *c = &d->base;
+    struct model_moe_scratch *s = d->moe;
+    const int64_t E = c->m->hp.n_embd, F = s->F;
+    const int k = s->k, nx = s->n_exp;
+    /* route */
+    model_matmul(c, &L->router, d->xn, E, n, s->logits, nx);
+    for (int t = 0; t < n; t++) {
+        float *lg = s->logits + (size_t)t * nx;
+        if (L->router_b.data)
+            for (int e = 0; e < nx; e++)
+                lg[e] += ((const float *)L->router_b.data)[e];
+        moe_route(cfg, lg, nx, k, s->sel + (size_t)t * k, s->wsel + (size_t)t * k);
+    }
+    /* group the (token, rank) pairs by expert, tokens in batch order */
+    memset(s->fill, 0, (size_t)nx * sizeof *s->fill);
+    for (int p = 0; p < n * k; p++)
+        s->fill[s->sel[p]]++;
+    s->start[0] = 0;
+    for (int e = 0; e < nx; e++)
+        s->start[e + 1] = s->start[e] + s->fill[e], s->fill[e] = 0;
+    for (int p = 0; p < n * k; p++) {
+        const int e = s->sel[p], ci = s->start[e] + s->fill[e]++;
+        s->col[p] = ci;
+        s->tok[ci] = p / k;
+    }
+    moe_job mj = {.d = d, .L = L, .cfg = cfg};
+    model_for_tokens(c, n, (int64_t)n * E * 8, moe_quant_token, &mj);
+    const bool sep_up = L->up_exps.type != L->gate_exps.type;
+    for (int ci = 0; ci < n * k; ci++) {
+        memcpy(s->a_in + (size_t)ci * s->arow_in, s->xq + (size_t)s->tok[ci] * s->arow_in, s->arow_in);
+        if (sep_up)
+            memcpy(s->a_up + (size_t)ci * s->arow_in, s->xq_up + (size_t)s->tok[ci] * s->arow_in, s->arow_in);
+    }
+    /* gate and up of every active expert in one run, then down */
+    moe_item it[2 * 256];
+    int ni = 0;
+    for (int e0 = 0; e0 < nx; e0 += 256) {
+        ni = 0;
+        for (int e = e0; e < nx && e < e0 + 256; e++) {
+            const int cnt = s->start[e + 1] - s->start[e];
+            if (!cnt) continue;
+            const size_t c0 = (size_t)s->start[e];
+            it[ni++] = (moe_item){.w = (const uint8_t *)L->gate_exps.data + (size_t)e * L->gate_exps.nb2,
+                                  .type = L->gate_exps.type, .K = E, .M = F, .act = s->a_in + c0 * s->arow_in,
+                                  .n = cnt, .y = s->g + c0 * F, .ldy = F};
+            it[ni++] = (moe_item){.w = (const uint8_t *)L->up_exps.data + (size_t)e * L->up_exps.nb2,
+                                  .type = L->up_exps.type, .K = E, .M = F,
+                                  .act = (sep_up ? s->a_up : s->a_in) + c0 * s->arow_in, .n = cnt,
+                                  .y = s->u + c0 * F, .ldy = F};
+        }
+        if (ni) moe_run(c, it, ni);
+    }
+    model_for_tokens(c, n * k, (int64_t)n * k * F * 16, moe_act_col, &mj);
+    for (int e0 = 0; e0 < nx; e0 += 256) {
+        ni = 0;
+        for (int e = e0; e < nx && e < e0 + 256; e++) {
+            const int cnt = s->start[e + 1] - s->start[e];
+            if (!cnt) continue;
+            const size_t c0 = (size_t)s->start[e];
+            it[ni++] = (moe_item){.w = (const uint8_t *)L->down_exps.data + (size_t)e * L->down_exps.nb2,
+                                  .type = L->down_exps.type, .K = F, .M = E, .act = s->a_down + c0 * s->arow_down,
+                                  .n = cnt, .y = s->out + c0 * E, .ldy = E};
+        }
+        if (ni) moe_run(c, it, ni);
+    }
+    model_for_tokens(c, n, (int64_t)n * k * E * 2, moe_sum_token, &mj);
+}
+
+static void logit_softcap(const model_ctx *c, float *out, int n_rows, float cap) {
+    const size_t nv = (size_t)n_rows * (size_t)c->m->hp.n_vocab;
+    const float inv = 1.0f / cap;
+    for (size_t i = 0; i < nv; i++)
+        out[i] = tanhf(out[i] * inv) * cap;
+}
+
 /* ---- output ---- */
 
 void model_dec_output(model_dec *d, const model_batch *b, const model_tensor *norm, float eps,
@@ -513,4 +1157,5 @@ void model_dec_output(model_dec *d, const model_batch *b, const model_tensor *no
         n_out++;
     }
     if (n_out > 0) model_matmul(&d->base, output, d->xn, E, n_out, out, hp->n_vocab);
+    if (n_out > 0 && hp->logit_softcap > 0) logit_softcap(&d->base, out, n_out, hp->logit_softcap);
 }

@@ -37,6 +37,7 @@ struct model_ctx {
     void *act; /* quantized activations: act_bytes (the widest matmul input x max_batch) */
     size_t act_bytes;
     uint64_t bytes; /* scratch allocated (model_ctx_bytes) */
+    model_attn_numerics attn_numerics;
 };
 
 /* Fills the common part of a family's freshly zeroed ctx. */
@@ -99,11 +100,25 @@ static inline float model_gelu_lookup(const float *tab, float z) {
 
 /* ---- RoPE ---- */
 
+/* The rotation of one kind of layer: base, scale, YaRN, frequency factors. */
+typedef struct model_rope {
+    int n_rot;
+    float base, scale;     /* theta base; linear scale (1 / factor) */
+    float ext;             /* YaRN extrapolation mix (0: none) */
+    float attn_factor;     /* magnitude scale of cos/sin */
+    float beta_fast, beta_slow;
+    int n_ctx_orig;
+    const float *factors;  /* [n_rot/2] dividing each pair's frequency, or NULL */
+} model_rope;
+
+/* The rope of hp's global layers (swa false) or of its windowed layers,
+ * with frequency factors (or NULL). */
+void model_rope_init(model_rope *r, const model_hparams *hp, bool swa, const float *factors);
 /* cos/sin of every rotated pair for n positions, following ggml's rope:
- * theta_i = p base^(-2i/n_rot), scaled linearly by freq_scale, or with YaRN
- * (ext_factor > 0) a ramp between interpolation and extrapolation and a
- * magnitude scale. tab: [n][n_rot/2][2]. */
-void model_rope_table(const model_hparams *hp, const int32_t *pos, int n, float *tab);
+ * theta_i = p base^(-2i/n_rot) / factor_i, scaled linearly, or with YaRN
+ * (ext > 0) a ramp between interpolation and extrapolation and a magnitude
+ * scale. tab: [n][n_rot/2][2]. */
+void model_rope_table(const model_rope *r, const int32_t *pos, int n, float *tab);
 /* Rotates n_heads vectors of head_dim (the first n_rot dimensions; pairs
  * adjacent, or split in halves for neox) by one token's table row r. */
 void model_rope_apply(const model_hparams *hp, float *vec, int n_heads, const float *r);
@@ -121,9 +136,13 @@ typedef struct model_dec {
     float *gate;    /* [B][n_ff] */
     float *up;      /* [B][n_ff] */
     float *rope;    /* [B][n_rot/2][2] cos, sin */
+    float *rope_swa; /* the same for windowed layers (hp.n_swa > 0), else NULL */
     float *scratch; /* [n_threads][scratch_per_thread] attention: scores [G][TILE], m [G], l [G], acc [G][hd],
                        two F16 tiles [TILE][hd] */
     size_t scratch_per_thread;
+    float *gelu;    /* [MODEL_GELU_TABLE] when the family gates with GELU (set before model_dec_init) */
+    bool want_gelu;
+    struct model_moe_scratch *moe; /* model_moe_init */
 } model_dec;
 
 /* Allocates d's buffers for d->base.max_batch tokens (base already
@@ -132,6 +151,14 @@ typedef struct model_dec {
 kn_status model_dec_init(model_dec *d, size_t act_bytes, kn_err *err);
 /* Frees d's buffers (not d). */
 void model_dec_free(model_dec *d);
+/* A family's ctx when it is the shared decoder scratch as is: a model_dec
+ * with activations for every matmul weight of m's layers, the GELU table
+ * when gelu, and the expert scratch when m has experts. */
+kn_status model_dec_ctx_create(const model_arch_row *a, const model *m, const tensor_ops *ops, kn_pool *pool,
+                               int max_batch, bool gelu, model_ctx **out, kn_err *err);
+void model_dec_ctx_destroy(model_ctx *c);
+/* model_estimate_decoder plus the expert scratch (model_shape's n_expert*). */
+uint64_t model_estimate_moe(const model_shape *s, const model_mem_opts *o);
 /* A decoder row's estimate with the shared scratch: weights, the KV pool,
  * model_dec, the engine's buffers. */
 uint64_t model_estimate_decoder(const model_shape *s, const model_mem_opts *o);
@@ -142,6 +169,22 @@ double model_kv_bytes_decoder(const model_shape *s, model_kv_type t);
 kn_status model_dec_check(const model_dec *d, const model_kv *kv, const model_batch *b, kn_err *err);
 /* x[t] = the embedding row of each token. */
 void model_dec_embed(model_dec *d, const model_tensor *tok_embd, const model_batch *b);
+/* The frequency factors of m for a cache of kv's context per sequence:
+ * rope_freqs, else LongRoPE's long factors past n_ctx_orig or its short
+ * ones, else NULL. */
+const float *model_rope_factors(const model *m, const model_kv *kv);
+/* d->rope (and d->rope_swa) for b's positions. */
+void model_dec_rope(model_dec *d, const model_kv *kv, const model_batch *b);
+/* Q, K and V of the normed rows already quantized in the act for L->wq
+ * (one pool run when the three share a type). */
+void model_dec_qkv(model_dec *d, const model_layer *L, int n);
+/* Per token: q/k/v biases, per-head Q/K RMSNorm (when L has them), RoPE
+ * with the layer's table, and K, V into the KV store. */
+void model_dec_qk_rope_kv(model_dec *d, model_kv *kv, const model_batch *b, int layer);
+/* Per token: x += RMSNorm(add) (weight norm, eps): a post-norm residual
+ * (gemma3); then, when next is set, xn = RMSNorm(x) (next) quantized for w. */
+void model_dec_resid_postnorm(model_dec *d, int n, const float *add, const model_tensor *post, float eps,
+                              const model_tensor *next, const model_tensor *w);
 
 /* Per token, split across the pool: x += add (rows of stride n_embd; none
  * when add is NULL), then when norm is set xn = RMSNorm(x) (weight norm,
@@ -158,8 +201,10 @@ void model_dec_quant(model_dec *d, int n, const float *src, int64_t ld, const mo
 void model_kv_write(const model_kv *kv, int head_dim, int n_head_kv, int seq, int layer, int pos,
                     const float *k, const float *v);
 /* Causal attention of every (token, kv head) pair: d->q -> d->att, over
- * positions 0..pos of the token's sequence in layer, in tiles of
- * MODEL_ATTN_TILE aligned to absolute positions with an online softmax. */
+ * positions 0..pos of the token's sequence in layer (pos - n_swa + 1..pos
+ * on a windowed layer), in tiles of MODEL_ATTN_TILE aligned to absolute
+ * positions with an online softmax; scores scaled by hp.attn_scale (or
+ * 1/sqrt(head_dim)); the layer's attn_sinks join each denominator. */
 void model_attn_paged(model_dec *d, model_kv *kv, const model_batch *b, int layer);
 
 /* ---- FFN ---- */
@@ -170,11 +215,44 @@ void model_attn_paged(model_dec *d, model_kv *kv, const model_batch *b, int laye
 void model_ffn_swiglu(model_dec *d, const model_tensor *w_gate, const model_tensor *w_up,
                       const model_tensor *w_down, int n);
 
+/* The GELU-gated FFN (gemma): down(gelu_tanh(gate x) * up x), gate x and
+ * up x as for model_ffn_swiglu; GELU through the F16 table d->gelu. */
+void model_ffn_geglu(model_dec *d, const model_tensor *w_gate, const model_tensor *w_up,
+                     const model_tensor *w_down, int n);
+
+/* ---- mixture of experts ---- */
+
+typedef enum model_moe_gating {
+    MODEL_MOE_SOFTMAX_TOPK = 0, /* softmax over all experts, top k, optionally renormalized (qwen3moe) */
+    MODEL_MOE_TOPK_SOFTMAX,     /* top k of the raw logits, softmax over those k (gpt-oss) */
+} model_moe_gating;
+typedef enum model_moe_act {
+    MODEL_MOE_SWIGLU = 0, /* silu(gate) * up */
+    MODEL_MOE_SWIGLU_OAI, /* min(gate,7) sigmoid(1.702 min(gate,7)) (clamp(up,-7,7) + 1) (gpt-oss) */
+} model_moe_act;
+typedef struct model_moe {
+    model_moe_gating gating;
+    model_moe_act act;
+    bool norm_weights; /* renormalize the chosen weights to sum 1 */
+} model_moe;
+
+/* The MoE scratch for max_batch tokens (model_moe_init before use; freed by
+ * model_dec_free), and its bytes for the estimate. */
+kn_status model_moe_init(model_dec *d, kn_err *err);
+double model_moe_scratch_bytes(const model_shape *s, double B);
+/* The mixture-of-experts FFN of layer L for n tokens whose normed input is
+ * d->xn (stride E): route every token, then run each expert once over all
+ * the tokens routed to it (its weights read once per step), and sum each
+ * token's k outputs in its own rank order, so that a token's result does
+ * not depend on the batch. Result into d->xn (stride E). */
+void model_ffn_moe(model_dec *d, const model_layer *L, const model_moe *cfg, int n);
+
 /* ---- output ---- */
 
 /* The final norm (RMSNorm with w and eps) of the tokens that asked for
  * their hidden state (b->embd) and of those that asked for logits (then
- * the output matmul into out), each gathered contiguously. */
+ * the output matmul into out, soft-capped when hp.logit_softcap is set),
+ * each gathered contiguously. */
 void model_dec_output(model_dec *d, const model_batch *b, const model_tensor *norm, float eps,
                       const model_tensor *output, float *out);
 
