@@ -298,7 +298,10 @@ kn_status tok_tmpl_render(const tok_tmpl *t, const tok_tmpl_inputs *in, char **o
 
 /* ---- built-in templates ---- */
 
-/* Names: "chatml", "llama2", "llama3", "mistral", "zephyr", "phi3", "gemma".
+/* Names: "chatml", "llama2", "llama3", "mistral", "zephyr", "phi3", "gemma"
+ * (Gemma 2 and 3: a system message joins the first user turn), "qwen3",
+ * "gemma4", "harmony" (gpt-oss). The family ones render as the family's own
+ * template does when there are no tools (docs/tokenizer.md, Chat templates).
  * Returns the Jinja source (static storage) or NULL for an unknown name. */
 const char *tok_tmpl_builtin(const char *name);
 /* The i-th built-in name (i from 0), NULL past the end. */
@@ -306,9 +309,11 @@ const char *tok_tmpl_builtin_name(size_t i);
 
 /* Picks a built-in for a model without a usable template, by heuristics on
  * its vocabulary: has_token(ctx, "<|im_start|>") etc. (ctx is passed
- * through). `arch` (general.architecture, may be NULL) breaks ties. Logs the
- * choice with kn_log and returns its name (never NULL; "chatml" as last
- * resort). */
+ * through), since a format's control tokens must exist for its prompt to
+ * tokenize as trained. `arch` (general.architecture, may be NULL) breaks
+ * ties (ChatML with qwen3/qwen3moe is "qwen3") and decides when no marker
+ * is found. Logs the choice with kn_log and returns its name (never NULL;
+ * "chatml" as last resort). */
 const char *tok_tmpl_builtin_guess(bool (*has_token)(void *ctx, const char *text), void *ctx,
                                    const char *arch);
 

@@ -25,6 +25,7 @@ static void usage(FILE *f) {
             "                         none or the engine cannot run it); BOS/EOS default to its tokens\n"
             "  --template FILE.jinja  use this template source\n"
             "  --builtin NAME         use a built-in: chatml llama2 llama3 mistral zephyr phi3 gemma\n"
+            "                         qwen3 gemma4 harmony\n"
             "  --messages FILE.json   a JSON array of {\"role\", \"content\", ...} messages\n"
             "  --tools FILE.json      a JSON array of OpenAI function tools (the `tools` variable)\n"
             "  --vars FILE.json       a JSON object of extra template variables\n"

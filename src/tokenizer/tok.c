@@ -531,6 +531,20 @@ static void mark_end_tokens(tok_vocab *v) {
     if (v->eos != TOK_NULL) v->flags[v->eos] |= TOK_F_EOG;
     if (v->eot != TOK_NULL) v->flags[v->eot] |= TOK_F_EOG;
     if (v->eom != TOK_NULL) v->flags[v->eom] |= TOK_F_EOG;
+    /* Harmony (gpt-oss): <|end|> closes one message, and the answer follows
+     * the analysis message in the same turn, which <|return|> or <|call|>
+     * ends. As llama.cpp: with those in the EOG set, <|end|> leaves it (and
+     * likewise beside <|calls|> and <|flush|>, LFM2's). */
+    int32_t end = TOK_NULL;
+    bool ret = false, call = false, flush = false;
+    for (int32_t i = 0; i < v->n; i++) {
+        if (!(v->flags[i] & TOK_F_EOG)) continue;
+        if (text_is(v, i, "<|end|>")) end = i;
+        else if (text_is(v, i, "<|return|>")) ret = true;
+        else if (text_is(v, i, "<|call|>") || text_is(v, i, "<|calls|>")) call = true;
+        else if (text_is(v, i, "<|flush|>")) flush = true;
+    }
+    if (end != TOK_NULL && call && (ret || flush)) v->flags[end] &= (uint8_t)~TOK_F_EOG;
 }
 
 /* SPM: the byte-fallback token of each byte, and whether chunking at U+2581

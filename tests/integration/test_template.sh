@@ -72,6 +72,12 @@ printf '<|begin_of_text|><|start_header_id|>user<|end_header_id|>\n\nHi<|eot_id|
 printf '{"enable_thinking": false}' >"$tmp/vars.json"
 "$KILN_BIN" template --builtin chatml --messages "$tmp/m.json" >"$tmp/c.out"
 printf '<|im_start|>user\nHi<|im_end|>\n<|im_start|>assistant\n' | cmp -s - "$tmp/c.out" || fail "--builtin chatml: $(cat "$tmp/c.out")"
+"$KILN_BIN" template --builtin qwen3 --vars "$tmp/vars.json" --messages "$tmp/m.json" >"$tmp/q3.out"
+printf '<|im_start|>user\nHi<|im_end|>\n<|im_start|>assistant\n<think>\n\n</think>\n\n' | cmp -s - "$tmp/q3.out" \
+  || fail "--builtin qwen3 --vars: $(cat "$tmp/q3.out")"
+# a gpt-oss file without a template whose vocabulary is Llama 3's gets llama3 (harmony's markers are no tokens there)
+"$KILN_BIN" template -m "$KILN_SHARED/models/tiny-gptoss-MXFP4.gguf" --messages "$tmp/m.json" >/dev/null 2>"$tmp/g.err"
+grep -q "built-in 'llama3' (vocabulary has <|start_header_id|>)" "$tmp/g.err" || fail "gpt-oss choice: $(cat "$tmp/g.err")"
 printf '{%% if enable_thinking is defined and not enable_thinking %%}no-think{%% endif %%}' >"$tmp/v.jinja"
 "$KILN_BIN" template --template "$tmp/v.jinja" --vars "$tmp/vars.json" --messages "$tmp/m.json" >"$tmp/v.out"
 [[ "$(cat "$tmp/v.out")" == "no-think" ]] || fail "--vars: $(cat "$tmp/v.out")"

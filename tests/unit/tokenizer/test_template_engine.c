@@ -328,7 +328,46 @@ static const struct { const char *name, *expected; } BUILTIN_EXPECTED[] = {
     {"zephyr", "<|system|>\nBe brief.</s>\n<|user|>\nHi there</s>\n<|assistant|>\nHello!</s>\n<|user|>\n2+2?</s>\n<|assistant|>\n"},
     {"phi3", "<|system|>\nBe brief.<|end|>\n<|user|>\nHi there<|end|>\n<|assistant|>\nHello!<|end|>\n<|user|>\n2+2?<|end|>\n<|assistant|>\n"},
     {"gemma", "<s><start_of_turn>user\nBe brief.\n\nHi there<end_of_turn>\n<start_of_turn>model\nHello!<end_of_turn>\n<start_of_turn>user\n2+2?<end_of_turn>\n<start_of_turn>model\n"},
+    {"qwen3", "<|im_start|>system\nBe brief.<|im_end|>\n<|im_start|>user\nHi there<|im_end|>\n<|im_start|>assistant\nHello!<|im_end|>\n<|im_start|>user\n2+2?<|im_end|>\n<|im_start|>assistant\n"},
+    {"gemma4", "<s><|turn>system\nBe brief.<turn|>\n<|turn>user\nHi there<turn|>\n<|turn>model\nHello!<turn|>\n<|turn>user\n2+2?<turn|>\n<|turn>model\n<|channel>thought\n<channel|>"},
+    {"harmony", "<|start|>system<|message|>You are ChatGPT, a large language model trained by OpenAI.\nKnowledge cutoff: 2024-06\nCurrent date: 2024-07-26\n\nReasoning: medium\n\n# Valid channels: analysis, commentary, final. Channel must be included for every message.<|end|><|start|>developer<|message|># Instructions\n\nBe brief.\n\n<|end|><|start|>user<|message|>Hi there<|end|><|start|>assistant<|channel|>final<|message|>Hello!<|end|><|start|>user<|message|>2+2?<|end|><|start|>assistant"},
 };
+
+/* The family built-ins on what tells them apart (reasoning, tool calls and
+ * results, template variables, their errors), against what real Jinja2
+ * renders with the family's own template (Qwen3's, Gemma 4's, gpt-oss's,
+ * Phi-3.5's) on the same input, bos "<s>", eos "</s>", 2024-07-26. */
+static const struct { const char *name, *messages, *vars; bool gen; const char *expected, *error; } BUILTIN_FAMILY_CASES[] = {
+    {"qwen3",
+     "[{\"role\": \"user\", \"content\": \"One\"}, {\"role\": \"assistant\", \"content\": \"<think>\\nhmm\\n</think>\\n\\nTwo\"}, {\"role\": \"user\", \"content\": \"Three\"}, {\"role\": \"assistant\", \"content\": \"Four\", \"reasoning_content\": \"r\"}]",
+     NULL, false,
+     "<|im_start|>user\nOne<|im_end|>\n<|im_start|>assistant\nTwo<|im_end|>\n<|im_start|>user\nThree<|im_end|>\n<|im_start|>assistant\n<think>\nr\n</think>\n\nFour<|im_end|>\n", NULL},
+    {"qwen3",
+     "[{\"role\": \"user\", \"content\": \"Hi\"}]",
+     "{\"enable_thinking\": false}", true,
+     "<|im_start|>user\nHi<|im_end|>\n<|im_start|>assistant\n<think>\n\n</think>\n\n", NULL},
+    {"qwen3",
+     "[{\"role\": \"user\", \"content\": \"Weather?\"}, {\"role\": \"assistant\", \"content\": \"\", \"tool_calls\": [{\"id\": \"c1\", \"type\": \"function\", \"function\": {\"name\": \"get_weather\", \"arguments\": {\"city\": \"Paris\", \"days\": 2}}}]}, {\"role\": \"tool\", \"tool_call_id\": \"c1\", \"content\": \"sunny\"}]",
+     NULL, true,
+     "<|im_start|>user\nWeather?<|im_end|>\n<|im_start|>assistant\n<tool_call>\n{\"name\": \"get_weather\", \"arguments\": {\"city\": \"Paris\", \"days\": 2}}\n</tool_call><|im_end|>\n<|im_start|>user\n<tool_response>\nsunny\n</tool_response><|im_end|>\n<|im_start|>assistant\n", NULL},
+    {"gemma4",
+     "[{\"role\": \"user\", \"content\": \"Weather?\"}, {\"role\": \"assistant\", \"content\": \"\", \"tool_calls\": [{\"id\": \"c1\", \"type\": \"function\", \"function\": {\"name\": \"get_weather\", \"arguments\": {\"city\": \"Paris\", \"days\": 2}}}]}, {\"role\": \"tool\", \"tool_call_id\": \"c1\", \"content\": \"sunny\"}, {\"role\": \"assistant\", \"content\": \"a<|channel>thought\\nplan<channel|>It is sunny.\"}, {\"role\": \"user\", \"content\": \"Thanks\"}]",
+     "{\"enable_thinking\": true}", true,
+     "<s><|turn>system\n<|think|>\n<turn|>\n<|turn>user\nWeather?<turn|>\n<|turn>model\n<|tool_call>call:get_weather{city:<|\"|>Paris<|\"|>,days:2}<tool_call|><|tool_response>response:get_weather{value:<|\"|>sunny<|\"|>}<tool_response|>aIt is sunny.<turn|>\n<|turn>user\nThanks<turn|>\n<|turn>model\n", NULL},
+    {"harmony",
+     "[{\"role\": \"user\", \"content\": \"Weather?\"}, {\"role\": \"assistant\", \"content\": \"\", \"tool_calls\": [{\"id\": \"c1\", \"type\": \"function\", \"function\": {\"name\": \"get_weather\", \"arguments\": {\"city\": \"Paris\", \"days\": 2}}}]}, {\"role\": \"tool\", \"tool_call_id\": \"c1\", \"content\": \"sunny\"}, {\"role\": \"assistant\", \"content\": \"It is sunny.\"}]",
+     "{\"reasoning_effort\": \"high\"}", false,
+     "<|start|>system<|message|>You are ChatGPT, a large language model trained by OpenAI.\nKnowledge cutoff: 2024-06\nCurrent date: 2024-07-26\n\nReasoning: high\n\n# Valid channels: analysis, commentary, final. Channel must be included for every message.<|end|><|start|>user<|message|>Weather?<|end|><|start|>assistant to=functions.get_weather<|channel|>commentary json<|message|>{\"city\": \"Paris\", \"days\": 2}<|call|><|start|>functions.get_weather to=assistant<|channel|>commentary<|message|>\"sunny\"<|end|><|start|>assistant<|channel|>final<|message|>It is sunny.<|return|>", NULL},
+    {"harmony",
+     "[{\"role\": \"user\", \"content\": \"Hi\"}, {\"role\": \"tool\", \"content\": \"x\"}]",
+     NULL, true,
+     NULL, "Message has tool role, but there was no previous assistant message with a tool call!"},
+    {"phi3",
+     "[{\"role\": \"system\", \"content\": \"\"}, {\"role\": \"user\", \"content\": \"Hi\"}]",
+     NULL, false,
+     "<|user|>\nHi<|end|>\n</s>", NULL},
+};
+
 
 static bool vocab_has(void *ctx, const char *text) {
     for (const char *const *v = ctx; *v; v++)
@@ -341,6 +380,7 @@ static void test_builtins(void **state) {
     json_error_t je;
     json_t *msgs = json_loads("[{\"role\":\"system\",\"content\":\"Be brief.\"},{\"role\":\"user\",\"content\":\"Hi there\"},"
                               "{\"role\":\"assistant\",\"content\":\"Hello!\"},{\"role\":\"user\",\"content\":\"2+2?\"}]", 0, &je);
+    struct tm now = {.tm_year = 2024 - 1900, .tm_mon = 6, .tm_mday = 26, .tm_hour = 12, .tm_wday = 5, .tm_yday = 207, .tm_isdst = -1};
     size_t count = 0;
     for (size_t i = 0; tok_tmpl_builtin_name(i); i++) count++;
     assert_int_equal(count, sizeof BUILTIN_EXPECTED / sizeof BUILTIN_EXPECTED[0]);
@@ -350,7 +390,7 @@ static void test_builtins(void **state) {
         kn_err err;
         tok_tmpl *t = tok_tmpl_create(src, strlen(src), &err);
         assert_non_null(t);
-        tok_tmpl_inputs in = {.messages = msgs, .bos_token = "<s>", .eos_token = "</s>", .add_generation_prompt = true};
+        tok_tmpl_inputs in = {.messages = msgs, .bos_token = "<s>", .eos_token = "</s>", .add_generation_prompt = true, .now = &now};
         char *out;
         size_t len;
         bool raised;
@@ -361,6 +401,35 @@ static void test_builtins(void **state) {
         tok_tmpl_destroy(t);
     }
     assert_null(tok_tmpl_builtin("nope"));
+    for (size_t i = 0; i < sizeof BUILTIN_FAMILY_CASES / sizeof BUILTIN_FAMILY_CASES[0]; i++) {
+        const char *src = tok_tmpl_builtin(BUILTIN_FAMILY_CASES[i].name);
+        kn_err err;
+        tok_tmpl *t = tok_tmpl_create(src, strlen(src), &err);
+        assert_non_null(t);
+        json_t *m = json_loads(BUILTIN_FAMILY_CASES[i].messages, 0, &je);
+        json_t *vars = BUILTIN_FAMILY_CASES[i].vars ? json_loads(BUILTIN_FAMILY_CASES[i].vars, 0, &je) : NULL;
+        assert_non_null(m);
+        tok_tmpl_inputs in = {.messages = m, .extra = vars, .bos_token = "<s>", .eos_token = "</s>",
+                              .add_generation_prompt = BUILTIN_FAMILY_CASES[i].gen, .now = &now};
+        char *out = NULL;
+        size_t len;
+        bool raised = false;
+        kn_status st = tok_tmpl_render(t, &in, &out, &len, &raised, &err);
+        if (BUILTIN_FAMILY_CASES[i].expected) {
+            if (st != KN_OK) fprintf(stderr, "%s case %zu: %s\n", BUILTIN_FAMILY_CASES[i].name, i, err.msg);
+            assert_int_equal(st, KN_OK);
+            if (strcmp(out, BUILTIN_FAMILY_CASES[i].expected)) fprintf(stderr, "%s case %zu:\n%s\n", BUILTIN_FAMILY_CASES[i].name, i, out);
+            assert_string_equal(out, BUILTIN_FAMILY_CASES[i].expected);
+        } else {
+            assert_int_not_equal(st, KN_OK);
+            assert_true(raised);
+            assert_string_equal(err.msg, BUILTIN_FAMILY_CASES[i].error);
+        }
+        free(out);
+        json_decref(m);
+        json_decref(vars);
+        tok_tmpl_destroy(t);
+    }
     /* heuristics */
     const char *const qwen[] = {"<|im_start|>", "<|im_end|>", NULL}, *const l3[] = {"<|start_header_id|>", NULL},
                       *const gem[] = {"<start_of_turn>", NULL}, *const phi[] = {"<|user|>", "<|end|>", NULL},
@@ -374,6 +443,26 @@ static void test_builtins(void **state) {
     assert_string_equal(tok_tmpl_builtin_guess(vocab_has, (void *)mis, "llama"), "mistral");
     assert_string_equal(tok_tmpl_builtin_guess(vocab_has, (void *)spm, "llama"), "llama2");
     assert_string_equal(tok_tmpl_builtin_guess(vocab_has, (void *)none, NULL), "chatml");
+    /* the newer families: markers first, then the architecture */
+    const char *const qwen3[] = {"<|im_start|>", "<|im_end|>", "<think>", "</think>", NULL},
+                      *const harmony[] = {"<|start|>", "<|message|>", "<|channel|>", "<|end|>", "<|return|>", "<|call|>", NULL},
+                      *const gem4[] = {"<|turn>", "<turn|>", "<|channel>", NULL}, *const l3b[] = {"<|start_header_id|>", "<0x0A>", NULL};
+    assert_string_equal(tok_tmpl_builtin_guess(vocab_has, (void *)qwen3, "qwen2"), "qwen3");
+    assert_string_equal(tok_tmpl_builtin_guess(vocab_has, (void *)qwen, "qwen3"), "qwen3");
+    assert_string_equal(tok_tmpl_builtin_guess(vocab_has, (void *)qwen, "qwen3moe"), "qwen3");
+    assert_string_equal(tok_tmpl_builtin_guess(vocab_has, (void *)none, "qwen3moe"), "qwen3");
+    assert_string_equal(tok_tmpl_builtin_guess(vocab_has, (void *)none, "qwen2"), "chatml");
+    assert_string_equal(tok_tmpl_builtin_guess(vocab_has, (void *)harmony, "gpt-oss"), "harmony");
+    assert_string_equal(tok_tmpl_builtin_guess(vocab_has, (void *)harmony, NULL), "harmony");
+    assert_string_equal(tok_tmpl_builtin_guess(vocab_has, (void *)none, "gpt-oss"), "harmony");
+    /* a gpt-oss file whose vocabulary is Llama 3's: its markers exist, harmony's do not */
+    assert_string_equal(tok_tmpl_builtin_guess(vocab_has, (void *)l3, "gpt-oss"), "llama3");
+    assert_string_equal(tok_tmpl_builtin_guess(vocab_has, (void *)gem4, "gemma3"), "gemma4");
+    assert_string_equal(tok_tmpl_builtin_guess(vocab_has, (void *)gem, "gemma3"), "gemma");
+    assert_string_equal(tok_tmpl_builtin_guess(vocab_has, (void *)none, "gemma3"), "gemma");
+    assert_string_equal(tok_tmpl_builtin_guess(vocab_has, (void *)none, "gemma4"), "gemma4");
+    assert_string_equal(tok_tmpl_builtin_guess(vocab_has, (void *)none, "phi3"), "phi3");
+    assert_string_equal(tok_tmpl_builtin_guess(vocab_has, (void *)l3b, "llama"), "llama3");
     /* model template preferred; a broken one falls back */
     kn_err err;
     const char *used;

@@ -3,7 +3,8 @@
  * detokenization of multi-byte characters (never a partial UTF-8 sequence,
  * flush raw or as U+FFFD), special-token parsing on/off, BOS/EOS defaults per
  * family and metadata overrides, BERT [CLS]/[SEP] against the embedding
- * references, and hostile metadata written with the GGUF writer (each an
+ * references, the end-of-generation tokens of each chat format's
+ * vocabulary, and hostile metadata written with the GGUF writer (each an
  * error, never a crash).
  */
 #include "testutil.h"
@@ -481,12 +482,93 @@ static void test_hostile_metadata(void **state) {
     assert_int_equal(try_load(&s, x_wpm_ids, &err), KN_OK);
 }
 
+/* ---- end of generation per chat format ---- */
+
+/* A SentencePiece vocab of <unk> <s> </s> and `extra` (written with the GGUF
+ * writer, loaded back). */
+static tok_vocab *load_tokens(const char *const *extra, size_t n) {
+    const char *toks[32] = {"<unk>", "<s>", "</s>"};
+    assert_true(n + 3 <= 32);
+    memcpy(toks + 3, extra, n * sizeof *extra);
+    char dir[512], out[600];
+    gguf_writer *w = gguf_writer_create();
+    assert_non_null(w);
+    gguf_writer_set_str(w, "tokenizer.ggml.model", "llama");
+    gguf_writer_set_arr_str(w, "tokenizer.ggml.tokens", toks, n + 3);
+    tu_tmpdir(dir, sizeof dir);
+    snprintf(out, sizeof out, "%s/v.gguf", dir);
+    kn_err err = {0};
+    assert_int_equal(gguf_writer_write_file(w, out, &err), KN_OK);
+    gguf_writer_destroy(w);
+    tok_vocab *v = load_path(out, &err);
+    tu_rmdir(dir);
+    if (!v) fprintf(stderr, "%s\n", err.msg);
+    assert_non_null(v);
+    return v;
+}
+
+static bool eog(const tok_vocab *v, const char *text) {
+    int32_t id = tok_find(v, text, strlen(text));
+    assert_int_not_equal(id, TOK_NULL);
+    return tok_is_eog(v, id);
+}
+
+static void test_end_of_turn_tokens(void **state) {
+    (void)state;
+    /* harmony (gpt-oss): <|return|> ends the answer and <|call|> a tool call;
+     * <|end|> only closes a message (the analysis comes first, then the
+     * final answer), so it must not stop generation; it stays a control
+     * token, parsed in prompts and not printed */
+    static const char *const harmony[] = {"<|start|>", "<|message|>", "<|channel|>", "<|end|>", "<|return|>", "<|call|>", "<|endoftext|>"};
+    tok_vocab *v = load_tokens(harmony, 7);
+    assert_true(eog(v, "<|return|>") && eog(v, "<|call|>") && eog(v, "<|endoftext|>"));
+    assert_false(eog(v, "<|end|>") || eog(v, "<|start|>") || eog(v, "<|message|>") || eog(v, "<|channel|>"));
+    assert_true(tok_is_control(v, tok_find(v, "<|end|>", 7)));
+    int32_t ids[16];
+    assert_int_equal(enc(v, "<|end|>", false, true, ids, 16), 1);
+    tok_vocab_destroy(v);
+    /* phi3: <|end|> ends the turn; so it does beside <|return|> alone */
+    static const char *const phi3[] = {"<|system|>", "<|user|>", "<|assistant|>", "<|end|>", "<|endoftext|>"};
+    v = load_tokens(phi3, 5);
+    assert_true(eog(v, "<|end|>") && eog(v, "<|endoftext|>"));
+    assert_false(eog(v, "<|user|>") || eog(v, "<|assistant|>"));
+    tok_vocab_destroy(v);
+    static const char *const ret_only[] = {"<|end|>", "<|return|>"};
+    v = load_tokens(ret_only, 2);
+    assert_true(eog(v, "<|end|>") && eog(v, "<|return|>"));
+    tok_vocab_destroy(v);
+    /* LFM2's pair, as llama.cpp */
+    static const char *const lfm2[] = {"<|end|>", "<|calls|>", "<|flush|>"};
+    v = load_tokens(lfm2, 3);
+    assert_true(eog(v, "<|calls|>") && eog(v, "<|flush|>"));
+    assert_false(eog(v, "<|end|>"));
+    tok_vocab_destroy(v);
+    /* ChatML (Qwen), Gemma 2/3, Gemma 4 */
+    static const char *const chatml[] = {"<|im_start|>", "<|im_end|>", "<|endoftext|>", "<think>", "</think>"};
+    v = load_tokens(chatml, 5);
+    assert_true(eog(v, "<|im_end|>") && eog(v, "<|endoftext|>"));
+    assert_false(eog(v, "<|im_start|>") || eog(v, "<think>") || eog(v, "</think>"));
+    tok_vocab_destroy(v);
+    static const char *const gemma[] = {"<start_of_turn>", "<end_of_turn>", "<eos>"};
+    v = load_tokens(gemma, 3);
+    assert_true(eog(v, "<end_of_turn>") && eog(v, "<eos>"));
+    assert_false(eog(v, "<start_of_turn>"));
+    tok_vocab_destroy(v);
+    /* Gemma 4: <turn|> ends a turn; after a tool call the model stops at
+     * <|tool_response>, where the results go */
+    static const char *const gemma4[] = {"<|turn>", "<turn|>", "<|tool_call>", "<tool_call|>", "<|tool_response>", "<|channel>", "<channel|>"};
+    v = load_tokens(gemma4, 7);
+    assert_true(eog(v, "<turn|>") && eog(v, "<|tool_response>"));
+    assert_false(eog(v, "<|turn>") || eog(v, "<|tool_call>") || eog(v, "<tool_call|>") || eog(v, "<channel|>"));
+    tok_vocab_destroy(v);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_stream_multibyte), cmocka_unit_test(test_stream_flush),
         cmocka_unit_test(test_special_parsing),  cmocka_unit_test(test_bos_defaults),
         cmocka_unit_test(test_metadata_wins),    cmocka_unit_test(test_bert_reference),
-        cmocka_unit_test(test_hostile_metadata),
+        cmocka_unit_test(test_hostile_metadata), cmocka_unit_test(test_end_of_turn_tokens),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
