@@ -18,8 +18,9 @@
 static void usage(FILE *f) {
     fprintf(f, "usage: kiln info FILE [--json]\n\n"
                "Describes a GGUF file: architecture, name, parameter count, file size, tensors per\n"
-               "type, context/embedding/ffn lengths, layers, heads, rope theta, vocabulary and\n"
-               "tokenizer, BOS/EOS ids and whether a chat template is present.\n\n"
+               "type, context/embedding/ffn lengths, layers, heads, rope theta and scaling, the\n"
+               "architecture's features (experts, sliding window, RoPE frequency factors),\n"
+               "vocabulary and tokenizer, BOS/EOS ids and whether a chat template is present.\n\n"
                "  --json   print one JSON object (missing values are null)\n");
 }
 
@@ -32,6 +33,12 @@ typedef struct info {
     double rope_base;
     bool has_rope;
     bool chat_template;
+    /* the architecture's features (-1 / NULL: absent) */
+    int64_t experts, experts_used, expert_ffn, window;
+    const char *rope_factors; /* "rope_freqs" (Llama 3.1), "long/short" (LongRoPE) */
+    gguf_str rope_scaling;
+    bool has_rope_scaling;
+    double rope_factor;
 } info;
 
 /* An integer hyperparameter: a scalar, or (for per-layer arrays) the
@@ -77,6 +84,23 @@ static void collect(const gguf_ctx *g, info *in) {
         snprintf(key, sizeof key, "%.*s.rope.freq_base", (int)(in->arch.len > 100 ? 100 : in->arch.len),
                  in->arch.data);
         in->has_rope = gguf_get_f64(g, key, &in->rope_base) == KN_OK;
+    }
+    in->experts = get_arch_int(g, in->arch, in->has_arch, "expert_count");
+    in->experts_used = get_arch_int(g, in->arch, in->has_arch, "expert_used_count");
+    in->expert_ffn = get_arch_int(g, in->arch, in->has_arch, "expert_feed_forward_length");
+    in->window = get_arch_int(g, in->arch, in->has_arch, "attention.sliding_window");
+    if (in->window == 0) in->window = -1;
+    in->rope_factors = gguf_find_tensor(g, "rope_freqs.weight")          ? "rope_freqs (per-frequency factors)"
+                       : gguf_find_tensor(g, "rope_factors_long.weight") ? "long/short (LongRoPE)"
+                                                                          : NULL;
+    in->rope_factor = -1;
+    if (in->has_arch) {
+        char key[256];
+        const int al = (int)(in->arch.len > 100 ? 100 : in->arch.len);
+        snprintf(key, sizeof key, "%.*s.rope.scaling.type", al, in->arch.data);
+        in->has_rope_scaling = gguf_get_str(g, key, &in->rope_scaling) == KN_OK;
+        snprintf(key, sizeof key, "%.*s.rope.scaling.factor", al, in->arch.data);
+        if (gguf_get_f64(g, key, &in->rope_factor) != KN_OK) in->rope_factor = -1;
     }
     gguf_type et;
     uint64_t n;
@@ -134,6 +158,19 @@ static int print_json(const gguf_ctx *g, const info *in) {
     json_object_set_new(o, "head_count_kv", json_int_or_null(in->heads_kv));
     json_object_set_new(o, "feed_forward_length", json_int_or_null(in->ffn));
     json_object_set_new(o, "rope_freq_base", in->has_rope ? json_real(in->rope_base) : json_null());
+    json_object_set_new(o, "rope_scaling", in->has_rope_scaling ? json_str(in->rope_scaling) : json_null());
+    json_object_set_new(o, "rope_scaling_factor", in->rope_factor >= 0 ? json_real(in->rope_factor) : json_null());
+    json_object_set_new(o, "rope_factors", in->rope_factors ? json_string(in->rope_factors) : json_null());
+    json_object_set_new(o, "sliding_window", json_int_or_null(in->window));
+    if (in->experts > 0) {
+        json_t *x = json_object();
+        json_object_set_new(x, "count", json_integer(in->experts));
+        json_object_set_new(x, "used", json_int_or_null(in->experts_used));
+        json_object_set_new(x, "feed_forward_length", json_int_or_null(in->expert_ffn));
+        json_object_set_new(o, "experts", x);
+    } else {
+        json_object_set_new(o, "experts", json_null());
+    }
     json_object_set_new(o, "vocab_size", json_int_or_null(in->vocab));
     json_object_set_new(o, "tokenizer_model", in->has_tok_model ? json_str(in->tok_model) : json_null());
     json_object_set_new(o, "tokenizer_pre", in->has_tok_pre ? json_str(in->tok_pre) : json_null());
@@ -200,6 +237,14 @@ static void print_text(const gguf_ctx *g, const info *in) {
         printf("%-20s %g\n", "rope theta:", in->rope_base);
     else
         printf("%-20s -\n", "rope theta:");
+    if (in->has_rope_scaling || in->rope_factor >= 0)
+        printf("%-20s %.*s%s x%g\n", "rope scaling:", in->has_rope_scaling ? (int)in->rope_scaling.len : 6,
+               in->has_rope_scaling ? in->rope_scaling.data : "linear", "", in->rope_factor >= 0 ? in->rope_factor : 1);
+    if (in->rope_factors) printf("%-20s %s\n", "rope factors:", in->rope_factors);
+    if (in->window > 0) printf("%-20s %lld positions\n", "sliding window:", (long long)in->window);
+    if (in->experts > 0)
+        printf("%-20s %lld, %lld used per token, expert ffn %lld\n", "experts:", (long long)in->experts,
+               (long long)in->experts_used, (long long)in->expert_ffn);
     print_int("vocab size:", in->vocab);
     print_str("tokenizer model:", in->has_tok_model, in->tok_model);
     print_str("tokenizer pre:", in->has_tok_pre, in->tok_pre);

@@ -21,7 +21,7 @@ assert isinstance(j, dict), j
 keys = ["architecture", "name", "parameters", "file_size", "tensor_types", "context_length",
         "embedding_length", "block_count", "head_count", "head_count_kv", "feed_forward_length",
         "rope_freq_base", "vocab_size", "tokenizer_model", "tokenizer_pre", "bos_id", "eos_id",
-        "chat_template"]
+        "chat_template", "rope_scaling", "rope_scaling_factor", "rope_factors", "sliding_window", "experts"]
 assert sorted(j) == sorted(keys), sorted(j)
 import os
 assert j["file_size"] == os.path.getsize(sys.argv[2]), j["file_size"]
@@ -30,6 +30,24 @@ PYEOF
 }
 
 M=$KILN_SHARED/models
+# the families' features (../shared/README.md, "Model families")
+check "$M/tiny-gptoss-MXFP4.gguf" '
+assert j["architecture"] == "gpt-oss" and j["sliding_window"] == 32
+assert j["experts"] == {"count": 8, "used": 2, "feed_forward_length": 64}, j["experts"]
+assert j["rope_scaling"] == "yarn" and j["rope_scaling_factor"] == 32 and j["rope_factors"] is None
+assert j["tensor_types"].get("MXFP4") == 12, j["tensor_types"]'
+check "$M/tiny-qwen3moe-Q8_0.gguf" '
+assert j["architecture"] == "qwen3moe" and j["sliding_window"] is None
+assert j["experts"] == {"count": 8, "used": 2, "feed_forward_length": 64}, j["experts"]'
+check "$M/tiny-gemma3-Q8_0.gguf" '
+assert j["architecture"] == "gemma3" and j["sliding_window"] == 32 and j["experts"] is None
+assert j["rope_scaling"] == "linear" and j["rope_scaling_factor"] == 8'
+check "$M/tiny-phi3-Q8_0.gguf" '
+assert j["architecture"] == "phi3" and j["rope_factors"].startswith("long/short"), j["rope_factors"]
+assert j["sliding_window"] is None'
+check "$M/tiny-llama31-Q8_0.gguf" '
+assert j["architecture"] == "llama" and j["rope_factors"].startswith("rope_freqs"), j["rope_factors"]
+assert j["rope_scaling"] is None'
 check "$M/stories260K.gguf" '
 assert j["architecture"] == "llama" and j["name"] == "llama"
 assert j["embedding_length"] == 64 and j["block_count"] == 5

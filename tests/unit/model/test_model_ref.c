@@ -304,7 +304,8 @@ static void test_reference_logits_q8_0_kv(void **state) { check_all_references(*
 
 /* A sequence's logits are bit-identical alone, batched with another
  * sequence, and prefilled in chunks: on the F32 model, a K-quant model
- * (Q8_K activations, gemm tiles vs matvec) and qwen2 (biases, Q5_0/Q8_0). */
+ * (Q8_K activations, gemm tiles vs matvec), qwen2 (biases, Q5_0/Q8_0) and
+ * every family of reference/families. */
 static void check_batch_invariance(env *e, const char *rel) {
     char path[1024];
     tu_shared_path(path, sizeof path, rel);
@@ -319,7 +320,7 @@ static void check_batch_invariance(env *e, const char *rel) {
     /* interleaved with a second sequence in one batch */
     model_kv *kv;
     model_ctx *c;
-    assert_int_equal(model_kv_create(m, 2, n, MODEL_KV_F16, &kv, &err), KN_OK);
+    assert_int_equal(model_kv_create(m, 2, 2048, MODEL_KV_F16, &kv, &err) /* the context run_all_positions uses (LongRoPE) */, KN_OK);
     assert_int_equal(model_ctx_create(m, &e->ops, e->pool, 2 * n, &c, &err), KN_OK);
     int32_t tok[80], pos[80], seq[80];
     uint8_t want[80];
@@ -355,6 +356,13 @@ static void test_batch_invariance(void **state) {
     check_batch_invariance(*state, "models/stories260K.gguf");
     check_batch_invariance(*state, "models/tiny-llama-Q4_K_M.gguf");
     check_batch_invariance(*state, "models/tiny-qwen2-Q4_K_M.gguf");
+    /* the families: per-head norms, experts grouped across sequences, a
+     * window of 32 crossed by 40 positions, fused projections, factors */
+    const char *fam[] = {"models/tiny-qwen3-Q8_0.gguf", "models/tiny-qwen3moe-Q8_0.gguf",
+                         "models/tiny-gemma3-Q8_0.gguf", "models/tiny-phi3-Q8_0.gguf",
+                         "models/tiny-llama31-Q8_0.gguf", "models/tiny-gptoss-MXFP4.gguf"};
+    for (size_t i = 0; i < sizeof fam / sizeof fam[0]; i++)
+        check_batch_invariance(*state, fam[i]);
 }
 
 static void test_load_errors(void **state) {
