@@ -17,6 +17,21 @@
  *     - model_bert.c: the encoder `bert`: learned absolute positions and
  *       token types, post-norm LayerNorm blocks, non-causal attention, GELU,
  *       pooled embeddings through model_encode (model_forward refuses it).
+ *     - model_qwen3.c: `qwen3` (per-head Q/K RMSNorm before neox RoPE, a
+ *       head dimension of its own) and `qwen3moe` (the same attention, a
+ *       mixture-of-experts FFN: softmax router, top k, renormalized).
+ *     - model_gemma3.c: `gemma3` (scaled embeddings, four norms a layer,
+ *       GELU gate, sliding-window layers with their own RoPE base, logit
+ *       soft-capping).
+ *     - model_phi3.c: `phi3` (fused QKV and gate+up split at load into
+ *       views, LongRoPE long/short factors by the context per sequence).
+ *     - model_gptoss.c: `gpt-oss` (biases, attention sinks, alternating
+ *       sliding window, YaRN, top-k-then-softmax router over clamped
+ *       SwiGLU experts, usually MXFP4).
+ *    Llama 3.1+ files' rope_freqs factors are applied by model_llama.c.
+ *    Every tensor of a file must be bound by its family and every
+ *    `<arch>.rope.*` key known, or the load fails (nothing that changes
+ *    the output is ignored).
  *    The operations families share (norms, RoPE, attention over the paged
  *    KV, FFN variants, matmuls on the pool, activation quantization, the
  *    decoder scratch) are in model_ops.c; the loader's helpers (metadata
