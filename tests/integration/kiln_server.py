@@ -9,7 +9,11 @@ request helpers for JSON, SSE (OpenAI streams) and NDJSON (Ollama streams).
 
 Also: `Checks`, a tiny assertion counter (every check prints ok/FAIL with
 the details, and `finish()` exits nonzero on any failure), `run_kiln` to run
-other kiln commands as references, and `shared()` for files in KILN_SHARED.
+other kiln commands as references (`run_ref`: the greedy `kiln run` text,
+`check_run_match`: an API answer against it), `load_estimates` (the memory
+estimates the registry logs), `proc_memory` (a process's RSS from /proc),
+`sanitized_build` (whether RSS means anything), and `shared()` for files in
+KILN_SHARED.
 
 Standard library only.
 """
@@ -161,6 +165,47 @@ def run_text_matches(run_out, api_text):
 
 def strip_run_newline(run_out):
     return run_out[:-1] if run_out.endswith("\n") else run_out
+
+
+def run_ref(model_file, args, n, ignore_eos, threads=2):
+    """The greedy reference: the text of `kiln run -m FILE -n N --temp 0 -t
+    THREADS ARGS [--ignore-eos]` (a prompt and any -c go in ARGS)."""
+    a = ["run", "-m", model_file, "-n", str(n), "--temp", "0", "-t", str(threads)] + list(args)
+    if ignore_eos:
+        a.append("--ignore-eos")
+    return run_kiln(a).decode("utf-8")
+
+
+def check_run_match(ck, name, run_out, api_text):
+    """Checks that an API answer's text is what `kiln run` printed."""
+    return ck.check(name, api_text is not None and run_text_matches(run_out, api_text),
+                    "kiln run %r\n     API      %r" % (run_out, api_text))
+
+
+def load_estimates(log):
+    """{id: MiB} from the registry's `loading ID (NAME:QUANT) from PATH
+    (context N, estimate X MiB)` log lines (the last one of each id)."""
+    return {m.group(1): float(m.group(2)) for m in
+            re.finditer(r"loading (\S+) \(.*?\) from .*?\(context \d+[^)]*?estimate ([0-9.]+) MiB\)", log)}
+
+
+def sanitized_build():
+    """True when $KILN_BIN carries an ASan or TSan runtime (shadow memory and
+    quarantines make its RSS mean nothing)."""
+    with open(KILN_BIN, "rb") as f:
+        data = f.read()
+    return b"__asan_init" in data or b"__tsan_init" in data
+
+
+def proc_memory(pid):
+    """{VmRSS, RssAnon, RssFile: bytes} of a process, from /proc/PID/status."""
+    out = {}
+    with open("/proc/%d/status" % pid) as f:
+        for ln in f:
+            k, _, v = ln.partition(":")
+            if k in ("VmRSS", "RssAnon", "RssFile"):
+                out[k] = int(v.split()[0]) * 1024
+    return out
 
 
 # ---------------------------------------------------------------- server

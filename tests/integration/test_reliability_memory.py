@@ -52,12 +52,6 @@ PROMPTS = ["Once upon a time", "The little dog", "One day, Lily went"]
 SERVERS = []
 
 
-def estimates(log):
-    """{id: MiB estimate} from the registry's `loading` lines."""
-    return {m.group(1): float(m.group(2)) for m in
-            re.finditer(r"loading (\S+) \(.*?\) from .*?\(context \d+[^)]*?estimate ([0-9.]+) MiB\)", log)}
-
-
 def ps(srv):
     r = srv.get("/api/ps", timeout=30)
     return r.json()["models"] if r.status == 200 else None
@@ -86,7 +80,7 @@ def main():
 def test_memory_pressure(d):
     probe = ks.Server(["--models", d, "--memory-budget", "4g", "--preload", ",".join(MODELS)] + FLAGS)
     SERVERS.append(probe)
-    est = estimates(probe.log())
+    est = ks.load_estimates(probe.log())
     ck.exited_clean("probe server", probe, probe.stop(60))
     if not ck.check("probe: estimates logged for both models", all(IDS[m] in est for m in MODELS), est):
         return

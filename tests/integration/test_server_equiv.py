@@ -23,15 +23,11 @@ srv = None
 
 
 def run_ref(model, args, n, ignore_eos):
-    a = ["run", "-m", ks.model_path(model), "-n", str(n), "--temp", "0", "-t", "2"] + args
-    if ignore_eos:
-        a.append("--ignore-eos")
-    return ks.run_kiln(a).decode("utf-8")
+    return ks.run_ref(ks.model_path(model), args, n, ignore_eos)
 
 
 def match(name, run_out, api_text):
-    ck.check(name, api_text is not None and ks.run_text_matches(run_out, api_text),
-             "kiln run %r\n     API      %r" % (run_out, api_text))
+    ks.check_run_match(ck, name, run_out, api_text)
 
 
 def test_model_list():

@@ -26,7 +26,6 @@ Standard library only (and the node binary for fetch).
 import http.client
 import json
 import os
-import re
 import shutil
 import socket
 import statistics
@@ -139,15 +138,10 @@ def test_cache_before_load(d):
     ck.exited_clean("cache-before-load server", srv, srv.stop(60))
 
 
-def estimates(log):
-    return {m.group(1): float(m.group(2)) for m in
-            re.finditer(r"loading (\S+) \(.*?\) from .*?\(context \d+[^)]*?estimate ([0-9.]+) MiB\)", log)}
-
-
 def test_budget_full(d):
     probe = ks.Server(["--models", d, "--memory-budget", "4g", "--preload", "alpha,big"] + FLAGS)
     SERVERS.append(probe)
-    est = estimates(probe.log())
+    est = ks.load_estimates(probe.log())
     ck.exited_clean("probe server", probe, probe.stop(60))
     if not ck.check("probe: estimates of alpha and big", "alpha" in est and "big" in est, est):
         return
