@@ -122,6 +122,9 @@ kn_status model_read_shape(const gguf_ctx *g, model_shape *s, kn_err *err) {
     const void *data;
     int64_t ki = gguf_find_key(g, "tokenizer.ggml.tokens");
     if (ki >= 0 && gguf_kv_get_arr(g, ki, &et, &nv, &data) == KN_OK) s->n_vocab = (int64_t)nv;
+    ki = gguf_find_key(g, "tokenizer.ggml.merges");
+    if (ki >= 0 && gguf_kv_get_arr(g, ki, &et, &nv, &data) == KN_OK) s->n_merges = (int64_t)nv;
+    s->meta_bytes = gguf_data_offset(g);
     for (int64_t i = 0; i < gguf_n_tensors(g); i++)
         s->weight_bytes += gguf_tensor(g, i)->nbytes;
     if (s->n_layer <= 0 || s->n_embd <= 0 || s->n_head <= 0 || s->n_head_kv <= 0 || s->ctx_train <= 0)
@@ -131,6 +134,10 @@ kn_status model_read_shape(const gguf_ctx *g, model_shape *s, kn_err *err) {
         s->n_ff_exp < 0 || s->n_ff_exp > (1 << 22))
         return kn_fail(err, KN_EFORMAT, "the model's hyper-parameters are out of range");
     return row->shape ? row->shape(row, g, s, err) : KN_OK;
+}
+
+uint64_t model_tokenizer_bytes(const model_shape *s) {
+    return (uint64_t)(144.0 * (double)s->n_vocab + 64.0 * (double)s->n_merges) + s->meta_bytes;
 }
 
 uint64_t model_estimate_bytes(const model_shape *s, const model_mem_opts *o) {

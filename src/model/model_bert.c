@@ -120,7 +120,7 @@ static uint64_t bert_estimate(const model_shape *s, const model_mem_opts *o) {
     double B = o->max_batch > n_ctx ? o->max_batch : n_ctx;
     double E = (double)s->n_embd, F = (double)s->n_ff, Hq = (double)s->n_head * (double)s->head_dim;
     double scratch = 4.0 * B * (4 * E + 3 * Hq + 2 * F + 64) + 4.0 * (double)s->n_head * n_ctx * n_ctx;
-    double engine = 4.0 * B * E + 32.0 * B + 64.0 * (double)s->n_vocab;
+    double engine = 4.0 * B * E + 32.0 * B + (double)model_tokenizer_bytes(s);
     return (uint64_t)((double)s->weight_bytes + scratch + engine);
 }
 

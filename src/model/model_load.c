@@ -16,6 +16,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
+#include <unistd.h>
 
 struct model_loader {
     const gguf_ctx *g;
@@ -236,6 +237,13 @@ static kn_status weights_to_memory(model *m, model_tensor *const *views, size_t 
     m->huge_pages = madvise(al, len, MADV_HUGEPAGE) == 0;
     memcpy(al, base, span);
     mprotect(al, len, PROT_READ);
+    /* The copy is what computes from now on: drop the file's pages that the
+     * copy faulted into this process (they stay in the page cache, shared),
+     * or the weights count twice in RSS and in the memory budget. Only the
+     * data section: metadata (vocabulary strings) is still read in place. */
+    const uintptr_t pg = (uintptr_t)sysconf(_SC_PAGESIZE);
+    const uintptr_t lo = ((uintptr_t)base + pg - 1) & ~(pg - 1), hi = ((uintptr_t)base + span) & ~(pg - 1);
+    if (hi > lo) madvise((void *)lo, hi - lo, MADV_DONTNEED);
     m->weights_mem = mem;
     m->weights_len = len + huge;
     for (size_t i = 0; i < n_views; i++)

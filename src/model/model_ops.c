@@ -338,15 +338,15 @@ double model_kv_bytes_decoder(const model_shape *s, model_kv_type t) {
 /* The shared decoder scratch for B = max(max_batch, n_slots) tokens (its
  * buffers plus the activations, counted at 4 bytes an element), the KV
  * pool as the engine sizes it, the engine's logits (a row per slot and per
- * draft token), hidden states and per-token tables, and 64 bytes a
- * vocabulary entry for the tokenizer. */
+ * draft token), hidden states and per-token tables, and the tokenizer
+ * (model_tokenizer_bytes). */
 uint64_t model_estimate_decoder(const model_shape *s, const model_mem_opts *o) {
     double B = o->max_batch > o->n_slots ? o->max_batch : o->n_slots;
     double E = (double)s->n_embd, F = (double)s->n_ff, Hq = (double)s->n_head * (double)s->head_dim;
     double Hkv = (double)s->n_head_kv * (double)s->head_dim, W = E > Hq ? E : Hq;
     if (F > W) W = F;
     double scratch = 4.0 * B * (E + W + 2 * Hq + 2 * Hkv + 2 * F + 64) + 4.0 * B * (E > F ? E : F);
-    double engine = 4.0 * (double)o->n_slots * (double)s->n_vocab + 4.0 * B * E + 64.0 * (double)s->n_vocab;
+    double engine = 4.0 * (double)o->n_slots * (double)s->n_vocab + 4.0 * B * E + (double)model_tokenizer_bytes(s);
     int bs = o->block_size > 0 ? o->block_size : 32;
     double block = model_kv_bytes_decoder(s, o->kv_type) * bs;
     double kv = block * (double)(o->kv_blocks > 0 ? o->kv_blocks

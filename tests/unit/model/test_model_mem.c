@@ -56,8 +56,12 @@ static uint64_t weights_held(const model *m) {
  * of enc_cap tokens), plus 64 bytes a vocabulary entry for the tokenizer. */
 static double engine_bytes(const model *m, const model_mem_opts *o, int B) {
     const double V = m->hp.n_vocab, E = m->hp.n_embd;
-    if (model_is_encoder(m)) return (double)B * (4 * E + 4 + 8 + 8 + 4) + 64 * V;
-    return 4.0 * o->n_slots * (1 + o->spec_max) * V + (double)B * (4 * E + 13) + 64 * V;
+    model_shape sh;
+    kn_err err = {0};
+    assert_int_equal(model_read_shape(m->gguf, &sh, &err), KN_OK);
+    const double tok = (double)model_tokenizer_bytes(&sh);
+    if (model_is_encoder(m)) return (double)B * (4 * E + 4 + 8 + 8 + 4) + tok;
+    return 4.0 * o->n_slots * (1 + o->spec_max) * V + (double)B * (4 * E + 13) + tok;
 }
 
 /* The engine's KV pool for this sizing (sched.c). NULL for an encoder. */
