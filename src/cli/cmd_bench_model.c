@@ -2,7 +2,8 @@
  * cmd_bench_model.c — `kiln bench model`: prefill (pp), single-stream decode
  * (tg) and batched decode throughput of a model, llama-bench style, with the
  * memory bandwidth measured in the same run and tg as a fraction of the
- * bandwidth roofline (weight bytes read per token).
+ * bandwidth roofline (weight bytes read per token; of a mixture of experts,
+ * only the experts a token uses: model_decode_bytes).
  */
 #include "cli.h"
 #include "cli_model.h"
@@ -22,7 +23,8 @@ static void usage(FILE *f) {
                "  bN  decode of N sequences at once (each after a --bp-token prompt), total tok/s\n"
                "      (llama-batched-bench's S_TG with -npp BP -ntg N -npl LIST)\n"
                "plus the read bandwidth of this machine measured in the same run, and tg as a\n"
-               "fraction of the bandwidth roofline (weight bytes per token).\n\n"
+               "fraction of the bandwidth roofline (weight bytes per token; for a mixture of\n"
+               "experts only the experts a token is routed to).\n\n"
                "options:\n"
                "  -m FILE       GGUF model\n"
                "  -t N          threads (default: online CPUs)\n"
@@ -274,12 +276,13 @@ fail:
 static void report_json(const opts *o, const rig *b, kn_cpu_level lvl, const figures *f) {
     const int reps = (int)o->reps;
     cli_stats spp = cli_stats_of(f->pp, reps), stg = cli_stats_of(f->tg, reps);
-    double roof = f->bw / (double)b->m->weight_bytes, frac = o->ng > 0 ? stg.mean / roof : 0.0;
+    double roof = f->bw / (double)model_decode_bytes(b->m), frac = o->ng > 0 ? stg.mean / roof : 0.0;
     json_t *root = json_object();
     json_object_set_new(root, "model", json_string(o->path));
     json_object_set_new(root, "threads", json_integer(o->threads));
     json_object_set_new(root, "kernel_set", json_string(kn_cpu_level_name(lvl)));
     json_object_set_new(root, "model_bytes", json_integer((json_int_t)b->m->weight_bytes));
+    json_object_set_new(root, "decode_bytes", json_integer((json_int_t)model_decode_bytes(b->m)));
     json_object_set_new(root, "pp_tokens", json_integer(o->np));
     json_object_set_new(root, "tg_tokens", json_integer(o->ng));
     json_object_set_new(root, "pp_tok_s", o->np > 0 ? json_real(spp.mean) : json_null());
@@ -308,10 +311,13 @@ static void report_json(const opts *o, const rig *b, kn_cpu_level lvl, const fig
 static void report_text(const opts *o, const rig *b, kn_cpu_level lvl, const figures *f) {
     const int reps = (int)o->reps;
     cli_stats spp = cli_stats_of(f->pp, reps), stg = cli_stats_of(f->tg, reps);
-    double model_bytes = (double)b->m->weight_bytes;
-    double roof = f->bw / model_bytes, frac = o->ng > 0 ? stg.mean / roof : 0.0;
+    double model_bytes = (double)b->m->weight_bytes, step_bytes = (double)model_decode_bytes(b->m);
+    double roof = f->bw / step_bytes, frac = o->ng > 0 ? stg.mean / roof : 0.0;
     printf("model: %s (%.1f MiB of weights), %lld threads, kernel set %s\n", o->path, model_bytes / 1048576.0,
            o->threads, kn_cpu_level_name(lvl));
+    if (step_bytes < model_bytes)
+        printf("experts: %d of %d used per token -> %.1f MiB read per decode step\n", b->m->hp.n_expert_used,
+               b->m->hp.n_expert, step_bytes / 1048576.0);
     printf("bandwidth: %.1f GB/s measured -> decode roofline %.1f tok/s\n", f->bw / 1e9, roof);
     if (o->np > 0) printf("pp%-5lld %10.1f +- %.1f tok/s\n", o->np, spp.mean, spp.sd);
     if (o->ng > 0)

@@ -450,6 +450,20 @@ kn_status model_load(const char *path, const model_load_opts *opts, model **out,
     return st;
 }
 
+uint64_t model_decode_bytes(const model *m) {
+    uint64_t b = m->weight_bytes;
+    if (m->hp.n_expert <= 0 || !m->layers) return b;
+    for (int l = 0; l < m->hp.n_layer; l++) {
+        const model_tensor *xs[] = {&m->layers[l].gate_exps, &m->layers[l].up_exps, &m->layers[l].down_exps};
+        for (int i = 0; i < 3; i++) {
+            if (!xs[i]->data) continue;
+            const uint64_t all = (uint64_t)xs[i]->nb2 * (uint64_t)xs[i]->ne2;
+            b -= all - (uint64_t)xs[i]->nb2 * (uint64_t)m->hp.n_expert_used;
+        }
+    }
+    return b;
+}
+
 void model_destroy(model *m) {
     if (!m) return;
     if (m->weights_mem) munmap(m->weights_mem, m->weights_len);
