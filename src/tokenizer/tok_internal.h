@@ -15,6 +15,9 @@
 
 #include "kiln/tokenizer.h"
 
+#include <stdlib.h>
+#include <string.h>
+
 /* attribute bits (llama.cpp's token attrs, the subset we use) */
 enum {
     TOK_F_NORMAL = 1 << 0,
@@ -128,6 +131,8 @@ kn_status tok_ivec_push(tok_ivec *a, int32_t x);
 
 /* tok_bpe.c */
 kn_status tok_bpe_setup(tok_vocab *v, const gguf_ctx *g, kn_err *err);
+/* tokenizer.ggml.merges -> v->merges. */
+kn_status tok_bpe_load_merges(tok_vocab *v, const gguf_ctx *g, kn_err *err);
 void tok_bpe_free(tok_vocab *v);
 
 /* encoder work state */
@@ -184,6 +189,42 @@ struct tok_encoder {
 };
 
 kn_status tok_reserve(void **p, size_t *cap, size_t need, size_t elem);
+/* text itself when it is valid UTF-8, else a copy in e->buf with every
+ * invalid sequence replaced by U+FFFD as llama.cpp reads it (*len updated);
+ * NULL on OOM. */
+const char *tok_bpe_sanitize(tok_encoder *e, const char *text, size_t *len);
+/* Merges the symbols e->syms[0..n) (a chain in order, ids set; TOK_NULL ids
+ * never merge) lowest merge rank first, ties leftmost. Capacity for n
+ * symbols is reserved by the caller; the heap is reserved here. */
+kn_status tok_bpe_merge(tok_encoder *e, size_t n);
+/* Appends the ids of the word w[0..wl): from the encoder's word cache when
+ * it is short and was seen, else from encode_word (then cached). Inline, so
+ * that the per-word call of the BPE loops stays direct. */
+static inline kn_status tok_word_cached(tok_encoder *e, const char *w, size_t wl,
+                                        kn_status (*encode_word)(tok_encoder *e, const char *w, size_t wl)) {
+    if (wl > TOK_WC_WORD) return encode_word(e, w, wl);
+    /* words repeat a lot: a direct-mapped cache of short words skips the merges */
+    if (!e->wc && !(e->wc = calloc(TOK_WC_SIZE, sizeof(tok_wcache_ent)))) return KN_ENOMEM;
+    uint32_t h = tok_hash32(w, wl);
+    tok_wcache_ent *ce = &e->wc[h & (TOK_WC_SIZE - 1)];
+    if (ce->wlen == wl && ce->hash == h && memcmp(ce->word, w, wl) == 0) {
+        for (uint8_t k = 0; k < ce->nids; k++)
+            if (tok_ivec_push(&e->out, ce->ids[k]) != KN_OK) return KN_ENOMEM;
+        return KN_OK;
+    }
+    size_t before = e->out.n;
+    if (encode_word(e, w, wl) != KN_OK) return KN_ENOMEM;
+    size_t got = e->out.n - before;
+    if (got <= TOK_WC_IDS) {
+        ce->hash = h;
+        ce->wlen = (uint8_t)wl;
+        ce->nids = (uint8_t)got;
+        memcpy(ce->word, w, wl);
+        if (got) memcpy(ce->ids, e->out.v + before, got * sizeof(int32_t));
+    }
+    return KN_OK;
+}
+
 kn_status tok_bpe_encode(tok_encoder *e, const char *text, size_t len, kn_err *err);
 kn_status tok_spm_encode(tok_encoder *e, const char *text, size_t len, kn_err *err);
 kn_status tok_wpm_encode(tok_encoder *e, const char *text, size_t len, kn_err *err);
