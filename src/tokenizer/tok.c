@@ -1,7 +1,8 @@
 /*
  * tok.c — vocabulary loading, lookup tables, special tokens, pieces, the
  * encode driver (special-token partitioning) and the streaming decoder.
- * Family-specific encoding lives in tok_bpe.c, tok_spm.c and tok_wpm.c.
+ * Family-specific encoding lives in tok_bpe.c, tok_spm.c, tok_wpm.c and
+ * tok_gemma4.c.
  */
 #include "kiln/gguf.h"
 #include "tok_internal.h"
@@ -328,11 +329,14 @@ static kn_status load_family(tok_vocab *v, const gguf_ctx *g, kn_err *err) {
     if (gguf_str_eq(model, "llama")) v->family = TOK_FAMILY_SPM;
     else if (gguf_str_eq(model, "gpt2")) v->family = TOK_FAMILY_BPE;
     else if (gguf_str_eq(model, "bert")) v->family = TOK_FAMILY_WPM;
+    else if (gguf_str_eq(model, "gemma4")) v->family = TOK_FAMILY_GEMMA4;
     else
         return kn_fail(err, KN_EUNSUPPORTED, "tokenizer.ggml.model: unsupported tokenizer '%.*s'",
                        (int)(model.len > 64 ? 64 : model.len), model.data);
     if ((st = get_str_opt(g, "tokenizer.ggml.pre", &pre, &found, err)) != KN_OK) return st;
-    if (found) {
+    if (v->family == TOK_FAMILY_GEMMA4) {
+        strcpy(v->pre, "gemma4"); /* llama.cpp ignores the file's value */
+    } else if (found) {
         if (pre.len >= sizeof v->pre) return kn_fail(err, KN_EFORMAT, "tokenizer.ggml.pre: too long");
         memcpy(v->pre, pre.data, pre.len);
         v->pre[pre.len] = 0;
@@ -477,9 +481,14 @@ static kn_status load_special_ids(tok_vocab *v, const gguf_ctx *g, kn_err *err) 
     case TOK_FAMILY_BPE:
         v->bos = 11; v->eos = 11; v->unk = TOK_NULL;
         break;
+    case TOK_FAMILY_GEMMA4: /* every id comes from the file */
+        v->bos = v->eos = v->unk = TOK_NULL;
+        break;
     }
     if (v->family == TOK_FAMILY_BPE) {
         if ((st = tok_bpe_setup(v, g, err)) != KN_OK) return st; /* sets add_bos, ignore_merges per pre */
+    } else if (v->family == TOK_FAMILY_GEMMA4) {
+        if ((st = tok_gemma4_setup(v, g, err)) != KN_OK) return st;
     }
     if ((st = get_bool_opt(g, "tokenizer.ggml.add_space_prefix", &v->add_space_prefix, err)) != KN_OK)
         return st;
@@ -500,6 +509,11 @@ static kn_status load_special_ids(tok_vocab *v, const gguf_ctx *g, kn_err *err) 
     if ((st = get_bool_opt(g, "tokenizer.ggml.add_bos_token", &v->add_bos, err)) != KN_OK) return st;
     if ((st = get_bool_opt(g, "tokenizer.ggml.add_eos_token", &v->add_eos, err)) != KN_OK) return st;
     if ((st = get_bool_opt(g, "tokenizer.ggml.add_sep_token", &v->add_sep, err)) != KN_OK) return st;
+    if (v->family == TOK_FAMILY_GEMMA4 && !v->add_bos) {
+        /* llama.cpp's workaround for Gemma 4 files that say false (its PR 21500) */
+        KN_DEBUG("tokenizer: gemma4: tokenizer.ggml.add_bos_token overridden to true");
+        v->add_bos = true;
+    }
     if (v->add_bos && v->bos == TOK_NULL)
         return kn_fail(err, KN_EFORMAT, "tokenizer: add_bos_token is true but there is no BOS token");
     if (v->add_eos && v->eos == TOK_NULL)
@@ -531,6 +545,15 @@ static void mark_end_tokens(tok_vocab *v) {
     if (v->eos != TOK_NULL) v->flags[v->eos] |= TOK_F_EOG;
     if (v->eot != TOK_NULL) v->flags[v->eot] |= TOK_F_EOG;
     if (v->eom != TOK_NULL) v->flags[v->eom] |= TOK_F_EOG;
+    /* Gemma 4 (and paddleocr): with <|tool_response> among the end tokens,
+     * "</s>" is ordinary text, neither an end nor a control token */
+    int32_t tool_resp = TOK_NULL, end_s = TOK_NULL;
+    for (int32_t i = 0; i < v->n; i++) {
+        if (!(v->flags[i] & TOK_F_EOG)) continue;
+        if (text_is(v, i, "<|tool_response>")) tool_resp = i;
+        else if (text_is(v, i, "</s>")) end_s = i;
+    }
+    if (tool_resp != TOK_NULL && end_s != TOK_NULL) v->flags[end_s] = TOK_F_NORMAL;
 }
 
 /* SPM: the byte-fallback token of each byte, and whether chunking at U+2581
@@ -624,6 +647,7 @@ const char *tok_family_name(tok_family f) {
     case TOK_FAMILY_SPM: return "spm";
     case TOK_FAMILY_BPE: return "bpe";
     case TOK_FAMILY_WPM: return "wpm";
+    case TOK_FAMILY_GEMMA4: return "gemma4";
     }
     return "?";
 }
@@ -889,8 +913,9 @@ kn_status tok_encoder_encode(tok_encoder *e, const char *text, size_t len, bool 
                     }
                     if (s2 != KN_OK) return s2;
                 } else {
-                    st = v->family == TOK_FAMILY_BPE ? tok_bpe_encode(e, text + pos, fs - pos, err)
-                                                     : tok_wpm_encode(e, text + pos, fs - pos, err);
+                    if (v->family == TOK_FAMILY_BPE) st = tok_bpe_encode(e, text + pos, fs - pos, err);
+                    else if (v->family == TOK_FAMILY_GEMMA4) st = tok_gemma4_encode(e, text + pos, fs - pos, err);
+                    else st = tok_wpm_encode(e, text + pos, fs - pos, err);
                     if (st != KN_OK) return st;
                 }
                 prev_special = false;

@@ -198,7 +198,7 @@ kn_status tok_bpe_load_merges(tok_vocab *v, const gguf_ctx *g, kn_err *err) {
     uint64_t n;
     const void *data;
     st = gguf_get_arr(g, "tokenizer.ggml.merges", &et, &n, &data);
-    if (st == KN_ENOTFOUND) return kn_fail(err, KN_ENOTFOUND, "tokenizer.ggml.merges: missing (required for gpt2 tokenizers)");
+    if (st == KN_ENOTFOUND) return kn_fail(err, KN_ENOTFOUND, "tokenizer.ggml.merges: missing (required for gpt2 and gemma4 tokenizers)");
     if (st != KN_OK || et != GGUF_TYPE_STRING) return kn_fail(err, KN_ETYPE, "tokenizer.ggml.merges: expected an array of strings");
     if (n > TOK_MAX_MERGES) return kn_fail(err, KN_ERANGE, "tokenizer.ggml.merges: %llu merges (max %u)", (unsigned long long)n, TOK_MAX_MERGES);
     uint64_t size = 16;

@@ -30,6 +30,7 @@ enum {
 };
 
 #define TOK_MAX_REGEX 6
+#define TOK_G4_MAX_GLUE 16
 
 /* A string -> id table. Keys are (pool + off[id], len[id]). */
 typedef struct tok_map {
@@ -69,14 +70,26 @@ struct tok_vocab {
     uint64_t *raw_off;  /* [n] */
     int32_t *raw_len;   /* [n] */
     tok_map map_raw;
-    int32_t byte_tok[256];     /* token of the single raw byte, TOK_NULL if none */
-    int32_t fallback_tok[256]; /* llama.cpp's per-byte fallback for unknown symbols */
+    /* BPE and gemma4: the token of a one-byte symbol (gpt2: the raw byte;
+     * gemma4: the one-byte character, ASCII only), TOK_NULL if none */
+    int32_t byte_tok[256];
+    /* llama.cpp's per-byte fallback for a symbol that is no token (gpt2: the
+     * printable ASCII character's token; gemma4: <0xNN>), TOK_NULL if none */
+    int32_t fallback_tok[256];
+    /* BPE and gemma4: (left id, right id) -> (rank, result) */
     tok_merge *merges;          /* [merge_mask + 1] */
     uint64_t merge_mask;
     int32_t n_merges;
     pcre2_code *re[TOK_MAX_REGEX];
     int n_re;
     bool ignore_merges;
+
+    /* gemma4: the characters X such that "X▁" (X not ▁) lies inside a token
+     * or across a merge. No symbol can span a ▁ that follows any other
+     * character, so runs are merged in chunks cut before such a ▁
+     * (tok_gemma4.c); -1 when there are too many to list (never cut). */
+    uint32_t g4_glue[TOK_G4_MAX_GLUE];
+    int g4_n_glue;
 
     /* SPM */
     int32_t spm_byte_tok[256]; /* <0xNN> (or the raw byte) token */
@@ -131,9 +144,12 @@ kn_status tok_ivec_push(tok_ivec *a, int32_t x);
 
 /* tok_bpe.c */
 kn_status tok_bpe_setup(tok_vocab *v, const gguf_ctx *g, kn_err *err);
-/* tokenizer.ggml.merges -> v->merges. */
+/* tokenizer.ggml.merges -> v->merges (shared with gemma4). */
 kn_status tok_bpe_load_merges(tok_vocab *v, const gguf_ctx *g, kn_err *err);
-void tok_bpe_free(tok_vocab *v);
+void tok_bpe_free(tok_vocab *v); /* also frees what gemma4 set up */
+
+/* tok_gemma4.c */
+kn_status tok_gemma4_setup(tok_vocab *v, const gguf_ctx *g, kn_err *err);
 
 /* encoder work state */
 typedef struct tok_sym {
@@ -226,6 +242,7 @@ static inline kn_status tok_word_cached(tok_encoder *e, const char *w, size_t wl
 }
 
 kn_status tok_bpe_encode(tok_encoder *e, const char *text, size_t len, kn_err *err);
+kn_status tok_gemma4_encode(tok_encoder *e, const char *text, size_t len, kn_err *err);
 kn_status tok_spm_encode(tok_encoder *e, const char *text, size_t len, kn_err *err);
 kn_status tok_wpm_encode(tok_encoder *e, const char *text, size_t len, kn_err *err);
 void tok_heap_push(tok_encoder *e, const tok_bigram *b, bool spm);
