@@ -24,7 +24,9 @@
  * defaults for special ids and add flags per family (metadata always wins,
  * but for gemma4's BOS), special-token partitioning (longest token first;
  * user-defined tokens are always split out, control/unknown ones only when
- * parse_special is on), EOG detection by well-known texts.
+ * parse_special is on; per-model lstrip/rstrip of the whitespace beside a
+ * special token: phi-3's special tokens, the jina/modern-bert mask), EOG
+ * detection by well-known texts.
  *
  * Invariants of a loaded tok_vocab:
  *  - 1 <= n_vocab <= TOK_MAX_VOCAB and every token text is 1..TOK_MAX_TOKEN_LEN

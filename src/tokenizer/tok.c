@@ -7,6 +7,7 @@
 #include "kiln/gguf.h"
 #include "tok_internal.h"
 
+#include <ctype.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -236,7 +237,7 @@ static kn_status build_pieces(tok_vocab *v) {
     for (int32_t i = 0; i < v->n; i++) {
         const char *t = v->text_pool + v->text_off[i];
         uint32_t tl = v->text_len[i];
-        uint8_t f = v->flags[i];
+        uint16_t f = v->flags[i];
         char *o = v->piece_pool + pos;
         size_t ol = 0;
         if (f & (TOK_F_UNKNOWN | TOK_F_CONTROL | TOK_F_USER)) {
@@ -376,7 +377,7 @@ static kn_status load_tokens(tok_vocab *v, const gguf_ctx *g, kn_err *err) {
     v->text_len = malloc(sizeof(uint32_t) * n);
     v->scores = calloc(n, sizeof(float));
     v->type = malloc(n);
-    v->flags = malloc(n);
+    v->flags = malloc(n * sizeof *v->flags);
     if (!v->text_pool || !v->text_off || !v->text_len || !v->scores || !v->type || !v->flags) return oom(err);
     uint64_t pos = 0;
     for (uint64_t i = 0; i < n; i++) {
@@ -556,6 +557,47 @@ static void mark_end_tokens(tok_vocab *v) {
     if (tool_resp != TOK_NULL && end_s != TOK_NULL) v->flags[end_s] = TOK_F_NORMAL;
 }
 
+static bool ascii_contains_ci(const char *s, size_t n, const char *needle) {
+    size_t m = strlen(needle);
+    for (size_t i = 0; i + m <= n; i++) {
+        size_t k = 0;
+        while (k < m && (char)tolower((unsigned char)s[i + k]) == needle[k]) k++;
+        if (k == m) return true;
+    }
+    return false;
+}
+
+static void set_strip(tok_vocab *v, const char *text, uint16_t flag, bool on) {
+    int32_t id = tok_find(v, text, strlen(text));
+    if (id == TOK_NULL) return;
+    v->flags[id] = on ? (uint16_t)(v->flags[id] | flag) : (uint16_t)(v->flags[id] & ~flag);
+}
+
+/* llama.cpp's per-model token attributes, which GGUF files do not carry,
+ * chosen by the pre-tokenizer, general.architecture and general.name (case
+ * folded): partitioning then eats the whitespace on that side of the token.
+ * Runs after mark_end_tokens (phi-3's rule covers the tokens that are
+ * special by then). */
+static void set_strip_attrs(tok_vocab *v, const gguf_ctx *g) {
+    gguf_str name = {0}, arch = {0};
+    if (gguf_get_str(g, "general.name", &name) != KN_OK) name.len = 0;
+    if (gguf_get_str(g, "general.architecture", &arch) != KN_OK) arch.len = 0;
+    if (strstr(v->pre, "jina-v2-de") || strstr(v->pre, "jina-v2-es") || strstr(v->pre, "jina-v2-code") ||
+        ascii_contains_ci(arch.data, arch.len, "nomic-bert-moe") ||
+        ascii_contains_ci(arch.data, arch.len, "jina-bert-v3")) {
+        set_strip(v, "<mask>", TOK_F_LSTRIP, true);
+    } else if (ascii_contains_ci(name.data, name.len, "phi-3") || ascii_contains_ci(name.data, name.len, "phi3")) {
+        for (int32_t i = 0; i < v->n; i++)
+            if (v->flags[i] & (TOK_F_CONTROL | TOK_F_USER | TOK_F_UNKNOWN)) v->flags[i] |= TOK_F_RSTRIP;
+        set_strip(v, "</s>", TOK_F_RSTRIP, true);
+        set_strip(v, "<unk>", TOK_F_RSTRIP, false);
+        set_strip(v, "<s>", TOK_F_RSTRIP, false);
+        set_strip(v, "<|endoftext|>", TOK_F_RSTRIP, false);
+    } else if (ascii_contains_ci(name.data, name.len, "modern-bert")) {
+        set_strip(v, "[MASK]", TOK_F_LSTRIP, true);
+    }
+}
+
 /* SPM: the byte-fallback token of each byte, and whether chunking at U+2581
  * is exact (no token has U+2581 right after another character) */
 static void build_spm_tables(tok_vocab *v) {
@@ -606,6 +648,7 @@ kn_status tok_vocab_load(const gguf_ctx *g, tok_vocab **out, kn_err *err) {
     if ((st = load_special_ids(v, g, err)) != KN_OK) goto fail;
     if ((st = load_normalizer(v, g, err)) != KN_OK) goto fail;
     mark_end_tokens(v);
+    set_strip_attrs(v, g);
     build_spm_tables(v);
     if (build_special(v) != KN_OK || build_pieces(v) != KN_OK) {
         st = oom(err);
@@ -766,10 +809,15 @@ tok_bigram tok_heap_pop(tok_encoder *e, bool spm) {
     return top;
 }
 
+/* isspace() in the C locale, as llama.cpp's partitioning uses it */
+static inline bool is_c_space(char c) { return c == ' ' || (c >= '\t' && c <= '\r'); }
+
 /* Splits text into fragments: raw text and special-token ids, exactly as
  * llama.cpp's tokenizer_st_partition (each special token, longest first, is
- * cut out of the remaining raw text left to right). Fragment triples are
- * (start, len, TOK_NULL) for raw text and (start, len, id) for tokens. */
+ * cut out of the remaining raw text left to right; an lstrip/rstrip token
+ * also takes the whitespace beside it out of that text). The result is the
+ * token fragments in text order, as triples (start, len, id) whose span
+ * covers the stripped whitespace too; raw text is what lies between. */
 static kn_status partition(tok_encoder *e, const char *text, size_t len, bool parse_special) {
     const tok_vocab *v = e->v;
     e->frag_n = 0;
@@ -834,17 +882,24 @@ static kn_status partition(tok_encoder *e, const char *text, size_t len, bool pa
                 for (size_t q = p; q < p + tl; q++)
                     if (e->mask[q]) { free_span = false; break; }
                 if (!free_span) continue;
+                /* lstrip/rstrip: the whitespace beside the token, up to the
+                 * ends of its raw fragment (the masked bytes), goes with it */
+                size_t s0 = p, s1 = p + tl;
+                if (v->flags[id] & TOK_F_LSTRIP)
+                    while (s0 > 0 && !e->mask[s0 - 1] && is_c_space(text[s0 - 1])) s0--;
+                if (v->flags[id] & TOK_F_RSTRIP)
+                    while (s1 < len && !e->mask[s1] && is_c_space(text[s1])) s1++;
                 /* the same token cannot straddle an accepted span: fragments are separate */
-                memset(e->mask + p, 1, tl);
+                memset(e->mask + s0, 1, s1 - s0);
                 if (tok_reserve((void **)&e->frag, &e->frag_cap, (e->frag_n + 1) * 3, sizeof(int32_t)) != KN_OK) {
                     st = KN_ENOMEM;
                     break;
                 }
-                e->frag[e->frag_n * 3] = (int32_t)p;
-                e->frag[e->frag_n * 3 + 1] = (int32_t)tl;
+                e->frag[e->frag_n * 3] = (int32_t)s0;
+                e->frag[e->frag_n * 3 + 1] = (int32_t)(s1 - s0);
                 e->frag[e->frag_n * 3 + 2] = id;
                 e->frag_n++;
-                cursor = p + tl;
+                cursor = s1;
             }
         }
         free(sorted);

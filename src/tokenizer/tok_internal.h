@@ -27,6 +27,8 @@ enum {
     TOK_F_UNUSED = 1 << 4,
     TOK_F_BYTE = 1 << 5,
     TOK_F_EOG = 1 << 6,
+    TOK_F_LSTRIP = 1 << 7, /* partitioning eats the whitespace before the token */
+    TOK_F_RSTRIP = 1 << 8, /* ... and after it */
 };
 
 #define TOK_MAX_REGEX 6
@@ -55,7 +57,7 @@ struct tok_vocab {
     uint32_t *text_len; /* [n] */
     float *scores;      /* [n] */
     uint8_t *type;      /* [n] tok_type */
-    uint8_t *flags;     /* [n] TOK_F_* */
+    uint16_t *flags;    /* [n] TOK_F_* */
     tok_map map_text;
     uint32_t max_token_len;
 

@@ -4,8 +4,9 @@
  * flush raw or as U+FFFD), special-token parsing on/off, BOS/EOS defaults per
  * family and metadata overrides, BERT [CLS]/[SEP] against the embedding
  * references, gemma4's specifics (forced BOS, <0xNN> fallback, "</s>" as
- * text), and hostile metadata written with the GGUF writer (each an error,
- * never a crash).
+ * text), the per-model whitespace stripping beside special tokens (phi-3's
+ * rstrip, a mask token's lstrip), and hostile metadata written with the
+ * GGUF writer (each an error, never a crash).
  */
 #include "testutil.h"
 
@@ -438,6 +439,36 @@ static void test_gemma4_chunks(void **state) {
     tok_vocab_destroy(v);
 }
 
+/* phi-3 (general.name has "phi3"): partitioning eats the whitespace after
+ * its special tokens, but for <s>, <unk> and <|endoftext|>, as llama.cpp does */
+static void test_phi3_rstrip(void **state) {
+    (void)state;
+    int32_t ids[64];
+    size_t n;
+    tok_vocab *v = load_shared("models/tiny-phi3-Q8_0.gguf");
+    int32_t hi = tok_find(v, "\xE2\x96\x81Hi", 5);
+    assert_true(hi >= 0);
+    n = enc(v, "<|user|>\n Hi<|end|>\n<|assistant|>\n", false, true, ids, 64);
+    expect_ids(ids, n, (const int32_t[]){32010, hi, 32007, 32001}, 4);
+    /* "</s>" too (user-defined in phi-3, but an end token, hence control) */
+    n = enc(v, "Hi</s>  \n Hi", false, true, ids, 64);
+    expect_ids(ids, n, (const int32_t[]){hi, 2, hi}, 3);
+    n = enc(v, "Hi</s>  \n Hi", false, false, ids, 64);
+    assert_false(contains(ids, n, 2));
+    /* <s> keeps the whitespace after it: more than "<s>" and "▁Hi" */
+    n = enc(v, "<s>\nHi", false, true, ids, 64);
+    assert_int_equal(ids[0], 1);
+    assert_true(contains(ids, n, tok_find(v, "<0x0A>", 6)));
+    tok_vocab_destroy(v);
+
+    /* the same Llama-2 vocab without phi-3's name strips nothing */
+    v = load_shared("models/tiny-llama31-Q8_0.gguf");
+    n = enc(v, "a</s>\nb", false, true, ids, 64);
+    assert_true(contains(ids, n, 2));
+    assert_true(contains(ids, n, tok_find(v, "<0x0A>", 6)));
+    tok_vocab_destroy(v);
+}
+
 /* ---- hostile metadata ---- */
 
 typedef struct vspec {
@@ -518,6 +549,29 @@ static void x_wpm_ids(gguf_writer *w) {
 }
 static void x_bos_out_of_range(gguf_writer *w) { gguf_writer_set_u32(w, "tokenizer.ggml.bos_token_id", 99999); }
 static void x_bos_2(gguf_writer *w) { gguf_writer_set_u32(w, "tokenizer.ggml.bos_token_id", 2); }
+static void x_name_modern_bert(gguf_writer *w) { gguf_writer_set_str(w, "general.name", "Modern-BERT-test"); }
+
+/* lstrip: a model named like modern-bert has its [MASK] take the whitespace
+ * before it (llama.cpp's per-model attribute; the name is case folded) */
+static void test_mask_lstrip(void **state) {
+    (void)state;
+    static const char *const T[] = {"<unk>", "<s>", "</s>", "\342\226\201a", "\342\226\201", "[MASK]"};
+    static const int32_t TY[] = {2, 3, 3, 1, 1, 3};
+    vspec s = {.model = "llama", .tokens = T, .n_tokens = 6, .types = TY, .n_types = 6};
+    kn_status st;
+    kn_err err = {0};
+    int32_t ids[16];
+    tok_vocab *v = load_built(&s, x_name_modern_bert, &st, &err);
+    assert_non_null(v);
+    size_t n = enc(v, "a \t[MASK] a", false, true, ids, 16);
+    expect_ids(ids, n, (const int32_t[]){3, 5, 4, 3}, 4);
+    tok_vocab_destroy(v);
+    v = load_built(&s, NULL, &st, &err);
+    assert_non_null(v);
+    n = enc(v, "a [MASK]", false, true, ids, 16);
+    expect_ids(ids, n, (const int32_t[]){3, 4, 5}, 3);
+    tok_vocab_destroy(v);
+}
 
 static void test_hostile_metadata(void **state) {
     (void)state;
@@ -667,7 +721,9 @@ int main(void) {
         cmocka_unit_test(test_special_parsing),  cmocka_unit_test(test_bos_defaults),
         cmocka_unit_test(test_metadata_wins),    cmocka_unit_test(test_bert_reference),
         cmocka_unit_test(test_gemma4),           cmocka_unit_test(test_gemma4_chunks),
-        cmocka_unit_test(test_gemma4_rules),     cmocka_unit_test(test_hostile_metadata),
+        cmocka_unit_test(test_phi3_rstrip),
+        cmocka_unit_test(test_mask_lstrip),      cmocka_unit_test(test_gemma4_rules),
+        cmocka_unit_test(test_hostile_metadata),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
