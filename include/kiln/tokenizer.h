@@ -7,19 +7,26 @@
  * Tokenizers.
  * Owns: the vocabulary of one model (token texts, scores, types, special ids,
  * the add-BOS/EOS rules), the lookup tables built from it, the compiled
- * pre-tokenizer regexes, and the decoded byte piece of every token. Three
+ * pre-tokenizer regexes, and the decoded byte piece of every token. Four
  * families, chosen by `tokenizer.ggml.model`:
- *   - "llama": SentencePiece BPE over scores, U+2581 space marker, optional
+ *   - "llama":  SentencePiece BPE over scores, U+2581 space marker, optional
  *     space prefix, byte fallback through <0xNN> tokens, unknown token;
- *   - "gpt2":  byte-level BPE over ranked merges, with a PCRE2 pre-tokenizer
+ *   - "gpt2":   byte-level BPE over ranked merges, with a PCRE2 pre-tokenizer
  *     chosen by `tokenizer.ggml.pre` (llama.cpp's regex lists per family);
- *   - "bert":  WordPiece (greedy longest match) with BERT normalization
- *     (lowercase and accent stripping per metadata, default on).
+ *   - "bert":   WordPiece (greedy longest match) with BERT normalization
+ *     (lowercase and accent stripping per metadata, default on);
+ *   - "gemma4": BPE over ranked merges on raw UTF-8 (no byte alphabet):
+ *     spaces become U+2581, the text is split only into runs of newlines
+ *     and runs of other characters, symbols start as whole characters, a
+ *     symbol that is no token falls back to <0xNN> byte tokens; BOS is
+ *     always added (the file's add_bos_token = false is overridden).
  * Behaviour follows llama.cpp's, since every reference was made with it:
- * defaults for special ids and add flags per family (metadata always wins),
- * special-token partitioning (longest token first; user-defined tokens are
- * always split out, control/unknown ones only when parse_special is on),
- * EOG detection by well-known texts.
+ * defaults for special ids and add flags per family (metadata always wins,
+ * but for gemma4's BOS), special-token partitioning (longest token first;
+ * user-defined tokens are always split out, control/unknown ones only when
+ * parse_special is on; per-model lstrip/rstrip of the whitespace beside a
+ * special token: phi-3's special tokens, the jina/modern-bert mask), EOG
+ * detection by well-known texts.
  *
  * Invariants of a loaded tok_vocab:
  *  - 1 <= n_vocab <= TOK_MAX_VOCAB and every token text is 1..TOK_MAX_TOKEN_LEN
@@ -56,6 +63,7 @@ typedef enum tok_family {
     TOK_FAMILY_SPM = 0, /* tokenizer.ggml.model = "llama" */
     TOK_FAMILY_BPE = 1, /* "gpt2" */
     TOK_FAMILY_WPM = 2, /* "bert" */
+    TOK_FAMILY_GEMMA4 = 3, /* "gemma4" */
 } tok_family;
 
 /* Token types: the GGUF `tokenizer.ggml.token_type` values. */

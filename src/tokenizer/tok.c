@@ -1,11 +1,13 @@
 /*
  * tok.c — vocabulary loading, lookup tables, special tokens, pieces, the
  * encode driver (special-token partitioning) and the streaming decoder.
- * Family-specific encoding lives in tok_bpe.c, tok_spm.c and tok_wpm.c.
+ * Family-specific encoding lives in tok_bpe.c, tok_spm.c, tok_wpm.c and
+ * tok_gemma4.c.
  */
 #include "kiln/gguf.h"
 #include "tok_internal.h"
 
+#include <ctype.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -235,7 +237,7 @@ static kn_status build_pieces(tok_vocab *v) {
     for (int32_t i = 0; i < v->n; i++) {
         const char *t = v->text_pool + v->text_off[i];
         uint32_t tl = v->text_len[i];
-        uint8_t f = v->flags[i];
+        uint16_t f = v->flags[i];
         char *o = v->piece_pool + pos;
         size_t ol = 0;
         if (f & (TOK_F_UNKNOWN | TOK_F_CONTROL | TOK_F_USER)) {
@@ -328,11 +330,14 @@ static kn_status load_family(tok_vocab *v, const gguf_ctx *g, kn_err *err) {
     if (gguf_str_eq(model, "llama")) v->family = TOK_FAMILY_SPM;
     else if (gguf_str_eq(model, "gpt2")) v->family = TOK_FAMILY_BPE;
     else if (gguf_str_eq(model, "bert")) v->family = TOK_FAMILY_WPM;
+    else if (gguf_str_eq(model, "gemma4")) v->family = TOK_FAMILY_GEMMA4;
     else
         return kn_fail(err, KN_EUNSUPPORTED, "tokenizer.ggml.model: unsupported tokenizer '%.*s'",
                        (int)(model.len > 64 ? 64 : model.len), model.data);
     if ((st = get_str_opt(g, "tokenizer.ggml.pre", &pre, &found, err)) != KN_OK) return st;
-    if (found) {
+    if (v->family == TOK_FAMILY_GEMMA4) {
+        strcpy(v->pre, "gemma4"); /* llama.cpp ignores the file's value */
+    } else if (found) {
         if (pre.len >= sizeof v->pre) return kn_fail(err, KN_EFORMAT, "tokenizer.ggml.pre: too long");
         memcpy(v->pre, pre.data, pre.len);
         v->pre[pre.len] = 0;
@@ -372,7 +377,7 @@ static kn_status load_tokens(tok_vocab *v, const gguf_ctx *g, kn_err *err) {
     v->text_len = malloc(sizeof(uint32_t) * n);
     v->scores = calloc(n, sizeof(float));
     v->type = malloc(n);
-    v->flags = malloc(n);
+    v->flags = malloc(n * sizeof *v->flags);
     if (!v->text_pool || !v->text_off || !v->text_len || !v->scores || !v->type || !v->flags) return oom(err);
     uint64_t pos = 0;
     for (uint64_t i = 0; i < n; i++) {
@@ -477,9 +482,14 @@ static kn_status load_special_ids(tok_vocab *v, const gguf_ctx *g, kn_err *err) 
     case TOK_FAMILY_BPE:
         v->bos = 11; v->eos = 11; v->unk = TOK_NULL;
         break;
+    case TOK_FAMILY_GEMMA4: /* every id comes from the file */
+        v->bos = v->eos = v->unk = TOK_NULL;
+        break;
     }
     if (v->family == TOK_FAMILY_BPE) {
         if ((st = tok_bpe_setup(v, g, err)) != KN_OK) return st; /* sets add_bos, ignore_merges per pre */
+    } else if (v->family == TOK_FAMILY_GEMMA4) {
+        if ((st = tok_gemma4_setup(v, g, err)) != KN_OK) return st;
     }
     if ((st = get_bool_opt(g, "tokenizer.ggml.add_space_prefix", &v->add_space_prefix, err)) != KN_OK)
         return st;
@@ -500,6 +510,11 @@ static kn_status load_special_ids(tok_vocab *v, const gguf_ctx *g, kn_err *err) 
     if ((st = get_bool_opt(g, "tokenizer.ggml.add_bos_token", &v->add_bos, err)) != KN_OK) return st;
     if ((st = get_bool_opt(g, "tokenizer.ggml.add_eos_token", &v->add_eos, err)) != KN_OK) return st;
     if ((st = get_bool_opt(g, "tokenizer.ggml.add_sep_token", &v->add_sep, err)) != KN_OK) return st;
+    if (v->family == TOK_FAMILY_GEMMA4 && !v->add_bos) {
+        /* llama.cpp's workaround for Gemma 4 files that say false (its PR 21500) */
+        KN_DEBUG("tokenizer: gemma4: tokenizer.ggml.add_bos_token overridden to true");
+        v->add_bos = true;
+    }
     if (v->add_bos && v->bos == TOK_NULL)
         return kn_fail(err, KN_EFORMAT, "tokenizer: add_bos_token is true but there is no BOS token");
     if (v->add_eos && v->eos == TOK_NULL)
@@ -544,7 +559,57 @@ static void mark_end_tokens(tok_vocab *v) {
         else if (text_is(v, i, "<|call|>") || text_is(v, i, "<|calls|>")) call = true;
         else if (text_is(v, i, "<|flush|>")) flush = true;
     }
-    if (end != TOK_NULL && call && (ret || flush)) v->flags[end] &= (uint8_t)~TOK_F_EOG;
+    if (end != TOK_NULL && call && (ret || flush)) v->flags[end] &= (uint16_t)~TOK_F_EOG;
+    /* Gemma 4 (and paddleocr): with <|tool_response> among the end tokens,
+     * "</s>" is ordinary text, neither an end nor a control token */
+    int32_t tool_resp = TOK_NULL, end_s = TOK_NULL;
+    for (int32_t i = 0; i < v->n; i++) {
+        if (!(v->flags[i] & TOK_F_EOG)) continue;
+        if (text_is(v, i, "<|tool_response>")) tool_resp = i;
+        else if (text_is(v, i, "</s>")) end_s = i;
+    }
+    if (tool_resp != TOK_NULL && end_s != TOK_NULL) v->flags[end_s] = TOK_F_NORMAL;
+}
+
+static bool ascii_contains_ci(const char *s, size_t n, const char *needle) {
+    size_t m = strlen(needle);
+    for (size_t i = 0; i + m <= n; i++) {
+        size_t k = 0;
+        while (k < m && (char)tolower((unsigned char)s[i + k]) == needle[k]) k++;
+        if (k == m) return true;
+    }
+    return false;
+}
+
+static void set_strip(tok_vocab *v, const char *text, uint16_t flag, bool on) {
+    int32_t id = tok_find(v, text, strlen(text));
+    if (id == TOK_NULL) return;
+    v->flags[id] = on ? (uint16_t)(v->flags[id] | flag) : (uint16_t)(v->flags[id] & ~flag);
+}
+
+/* llama.cpp's per-model token attributes, which GGUF files do not carry,
+ * chosen by the pre-tokenizer, general.architecture and general.name (case
+ * folded): partitioning then eats the whitespace on that side of the token.
+ * Runs after mark_end_tokens (phi-3's rule covers the tokens that are
+ * special by then). */
+static void set_strip_attrs(tok_vocab *v, const gguf_ctx *g) {
+    gguf_str name = {0}, arch = {0};
+    if (gguf_get_str(g, "general.name", &name) != KN_OK) name.len = 0;
+    if (gguf_get_str(g, "general.architecture", &arch) != KN_OK) arch.len = 0;
+    if (strstr(v->pre, "jina-v2-de") || strstr(v->pre, "jina-v2-es") || strstr(v->pre, "jina-v2-code") ||
+        ascii_contains_ci(arch.data, arch.len, "nomic-bert-moe") ||
+        ascii_contains_ci(arch.data, arch.len, "jina-bert-v3")) {
+        set_strip(v, "<mask>", TOK_F_LSTRIP, true);
+    } else if (ascii_contains_ci(name.data, name.len, "phi-3") || ascii_contains_ci(name.data, name.len, "phi3")) {
+        for (int32_t i = 0; i < v->n; i++)
+            if (v->flags[i] & (TOK_F_CONTROL | TOK_F_USER | TOK_F_UNKNOWN)) v->flags[i] |= TOK_F_RSTRIP;
+        set_strip(v, "</s>", TOK_F_RSTRIP, true);
+        set_strip(v, "<unk>", TOK_F_RSTRIP, false);
+        set_strip(v, "<s>", TOK_F_RSTRIP, false);
+        set_strip(v, "<|endoftext|>", TOK_F_RSTRIP, false);
+    } else if (ascii_contains_ci(name.data, name.len, "modern-bert")) {
+        set_strip(v, "[MASK]", TOK_F_LSTRIP, true);
+    }
 }
 
 /* SPM: the byte-fallback token of each byte, and whether chunking at U+2581
@@ -597,6 +662,7 @@ kn_status tok_vocab_load(const gguf_ctx *g, tok_vocab **out, kn_err *err) {
     if ((st = load_special_ids(v, g, err)) != KN_OK) goto fail;
     if ((st = load_normalizer(v, g, err)) != KN_OK) goto fail;
     mark_end_tokens(v);
+    set_strip_attrs(v, g);
     build_spm_tables(v);
     if (build_special(v) != KN_OK || build_pieces(v) != KN_OK) {
         st = oom(err);
@@ -638,6 +704,7 @@ const char *tok_family_name(tok_family f) {
     case TOK_FAMILY_SPM: return "spm";
     case TOK_FAMILY_BPE: return "bpe";
     case TOK_FAMILY_WPM: return "wpm";
+    case TOK_FAMILY_GEMMA4: return "gemma4";
     }
     return "?";
 }
@@ -756,10 +823,15 @@ tok_bigram tok_heap_pop(tok_encoder *e, bool spm) {
     return top;
 }
 
+/* isspace() in the C locale, as llama.cpp's partitioning uses it */
+static inline bool is_c_space(char c) { return c == ' ' || (c >= '\t' && c <= '\r'); }
+
 /* Splits text into fragments: raw text and special-token ids, exactly as
  * llama.cpp's tokenizer_st_partition (each special token, longest first, is
- * cut out of the remaining raw text left to right). Fragment triples are
- * (start, len, TOK_NULL) for raw text and (start, len, id) for tokens. */
+ * cut out of the remaining raw text left to right; an lstrip/rstrip token
+ * also takes the whitespace beside it out of that text). The result is the
+ * token fragments in text order, as triples (start, len, id) whose span
+ * covers the stripped whitespace too; raw text is what lies between. */
 static kn_status partition(tok_encoder *e, const char *text, size_t len, bool parse_special) {
     const tok_vocab *v = e->v;
     e->frag_n = 0;
@@ -824,17 +896,24 @@ static kn_status partition(tok_encoder *e, const char *text, size_t len, bool pa
                 for (size_t q = p; q < p + tl; q++)
                     if (e->mask[q]) { free_span = false; break; }
                 if (!free_span) continue;
+                /* lstrip/rstrip: the whitespace beside the token, up to the
+                 * ends of its raw fragment (the masked bytes), goes with it */
+                size_t s0 = p, s1 = p + tl;
+                if (v->flags[id] & TOK_F_LSTRIP)
+                    while (s0 > 0 && !e->mask[s0 - 1] && is_c_space(text[s0 - 1])) s0--;
+                if (v->flags[id] & TOK_F_RSTRIP)
+                    while (s1 < len && !e->mask[s1] && is_c_space(text[s1])) s1++;
                 /* the same token cannot straddle an accepted span: fragments are separate */
-                memset(e->mask + p, 1, tl);
+                memset(e->mask + s0, 1, s1 - s0);
                 if (tok_reserve((void **)&e->frag, &e->frag_cap, (e->frag_n + 1) * 3, sizeof(int32_t)) != KN_OK) {
                     st = KN_ENOMEM;
                     break;
                 }
-                e->frag[e->frag_n * 3] = (int32_t)p;
-                e->frag[e->frag_n * 3 + 1] = (int32_t)tl;
+                e->frag[e->frag_n * 3] = (int32_t)s0;
+                e->frag[e->frag_n * 3 + 1] = (int32_t)(s1 - s0);
                 e->frag[e->frag_n * 3 + 2] = id;
                 e->frag_n++;
-                cursor = p + tl;
+                cursor = s1;
             }
         }
         free(sorted);
@@ -903,8 +982,9 @@ kn_status tok_encoder_encode(tok_encoder *e, const char *text, size_t len, bool 
                     }
                     if (s2 != KN_OK) return s2;
                 } else {
-                    st = v->family == TOK_FAMILY_BPE ? tok_bpe_encode(e, text + pos, fs - pos, err)
-                                                     : tok_wpm_encode(e, text + pos, fs - pos, err);
+                    if (v->family == TOK_FAMILY_BPE) st = tok_bpe_encode(e, text + pos, fs - pos, err);
+                    else if (v->family == TOK_FAMILY_GEMMA4) st = tok_gemma4_encode(e, text + pos, fs - pos, err);
+                    else st = tok_wpm_encode(e, text + pos, fs - pos, err);
                     if (st != KN_OK) return st;
                 }
                 prev_special = false;

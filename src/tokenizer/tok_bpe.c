@@ -184,13 +184,21 @@ kn_status tok_bpe_setup(tok_vocab *v, const gguf_ctx *g, kn_err *err) {
         v->byte_tok[b] = tok_map_find(&v->map_raw, v->raw_pool, v->raw_off, v->raw_len, true, &c, 1);
         v->fallback_tok[b] = (b >= 33 && b <= 126) ? tok_find(v, &c, 1) : TOK_NULL;
     }
+    return tok_bpe_load_merges(v, g, err);
+oom:
+    return kn_fail(err, KN_ENOMEM, "tokenizer: out of memory");
+}
 
-    /* merges */
+/* Each merge "A B" (split at the first space after the first byte, as
+ * llama.cpp does) becomes (id(A), id(B)) -> (rank, id(AB)); the first rank
+ * of a pair wins. Both parts must be tokens; AB need not be one. */
+kn_status tok_bpe_load_merges(tok_vocab *v, const gguf_ctx *g, kn_err *err) {
+    kn_status st;
     gguf_type et;
     uint64_t n;
     const void *data;
     st = gguf_get_arr(g, "tokenizer.ggml.merges", &et, &n, &data);
-    if (st == KN_ENOTFOUND) return kn_fail(err, KN_ENOTFOUND, "tokenizer.ggml.merges: missing (required for gpt2 tokenizers)");
+    if (st == KN_ENOTFOUND) return kn_fail(err, KN_ENOTFOUND, "tokenizer.ggml.merges: missing (required for gpt2 and gemma4 tokenizers)");
     if (st != KN_OK || et != GGUF_TYPE_STRING) return kn_fail(err, KN_ETYPE, "tokenizer.ggml.merges: expected an array of strings");
     if (n > TOK_MAX_MERGES) return kn_fail(err, KN_ERANGE, "tokenizer.ggml.merges: %llu merges (max %u)", (unsigned long long)n, TOK_MAX_MERGES);
     uint64_t size = 16;
@@ -250,10 +258,7 @@ void tok_bpe_free(tok_vocab *v) {
 
 /* ---- encoding ---- */
 
-
-
-/* Returns text itself when it is valid UTF-8, else a sanitized copy in e->buf. */
-static const char *sanitize(tok_encoder *e, const char *text, size_t *len) {
+const char *tok_bpe_sanitize(tok_encoder *e, const char *text, size_t *len) {
     size_t n = *len, i = 0;
     const unsigned char *s = (const unsigned char *)text;
     while (i < n) {
@@ -350,27 +355,10 @@ static inline void add_bigram(tok_encoder *e, int32_t left, int32_t right) {
     tok_heap_push(e, &b, false);
 }
 
-static kn_status bpe_word(tok_encoder *e, const char *w, size_t n) {
-    const tok_vocab *v = e->v;
-    if (v->ignore_merges) {
-        int32_t id = tok_map_find(&v->map_raw, v->raw_pool, v->raw_off, v->raw_len, true, w, n);
-        if (id != TOK_NULL) return tok_ivec_push(&e->out, id);
-    }
-    if (n == 1) {
-        int32_t id = v->byte_tok[(unsigned char)w[0]];
-        if (id == TOK_NULL) id = v->fallback_tok[(unsigned char)w[0]];
-        return id == TOK_NULL ? KN_OK : tok_ivec_push(&e->out, id);
-    }
-    if (tok_reserve((void **)&e->syms, &e->syms_cap, n, sizeof(tok_sym)) != KN_OK) return KN_ENOMEM;
+/* tok_bpe_merge, inlined into the byte-level BPE word loop */
+static inline kn_status bpe_merge(tok_encoder *e, size_t n) {
+    /* every merge adds at most two bigrams */
     if (tok_reserve((void **)&e->heap, &e->heap_cap, 3 * n + 3, sizeof(tok_bigram)) != KN_OK) return KN_ENOMEM;
-    for (size_t i = 0; i < n; i++) {
-        tok_sym *y = &e->syms[i];
-        y->start = (uint32_t)i;
-        y->n = 1;
-        y->prev = (int32_t)i - 1;
-        y->next = i + 1 == n ? -1 : (int32_t)i + 1;
-        y->id = v->byte_tok[(unsigned char)w[i]];
-    }
     e->heap_n = 0;
     for (size_t i = 1; i < n; i++) add_bigram(e, (int32_t)i - 1, (int32_t)i);
     while (e->heap_n) {
@@ -385,6 +373,32 @@ static kn_status bpe_word(tok_encoder *e, const char *w, size_t n) {
         add_bigram(e, l->prev, b.left);
         add_bigram(e, b.left, l->next);
     }
+    return KN_OK;
+}
+
+kn_status tok_bpe_merge(tok_encoder *e, size_t n) { return bpe_merge(e, n); }
+
+static kn_status bpe_word(tok_encoder *e, const char *w, size_t n) {
+    const tok_vocab *v = e->v;
+    if (v->ignore_merges) {
+        int32_t id = tok_map_find(&v->map_raw, v->raw_pool, v->raw_off, v->raw_len, true, w, n);
+        if (id != TOK_NULL) return tok_ivec_push(&e->out, id);
+    }
+    if (n == 1) {
+        int32_t id = v->byte_tok[(unsigned char)w[0]];
+        if (id == TOK_NULL) id = v->fallback_tok[(unsigned char)w[0]];
+        return id == TOK_NULL ? KN_OK : tok_ivec_push(&e->out, id);
+    }
+    if (tok_reserve((void **)&e->syms, &e->syms_cap, n, sizeof(tok_sym)) != KN_OK) return KN_ENOMEM;
+    for (size_t i = 0; i < n; i++) {
+        tok_sym *y = &e->syms[i];
+        y->start = (uint32_t)i;
+        y->n = 1;
+        y->prev = (int32_t)i - 1;
+        y->next = i + 1 == n ? -1 : (int32_t)i + 1;
+        y->id = v->byte_tok[(unsigned char)w[i]];
+    }
+    if (bpe_merge(e, n) != KN_OK) return KN_ENOMEM;
     for (int32_t i = 0; i != -1; i = e->syms[i].next) {
         const tok_sym *y = &e->syms[i];
         if (y->id != TOK_NULL) {
@@ -402,7 +416,7 @@ static kn_status bpe_word(tok_encoder *e, const char *w, size_t n) {
 kn_status tok_bpe_encode(tok_encoder *e, const char *text, size_t len, kn_err *err) {
     const tok_vocab *v = e->v;
     if (!len) return KN_OK;
-    const char *s = sanitize(e, text, &len);
+    const char *s = tok_bpe_sanitize(e, text, &len);
     if (!s) return kn_fail(err, KN_ENOMEM, "tokenize: out of memory");
     kn_status st;
     e->pieces_n = 0;
@@ -421,35 +435,12 @@ kn_status tok_bpe_encode(tok_encoder *e, const char *text, size_t len, kn_err *e
         e->pieces2_cap = tc;
         e->pieces_n = n2;
     }
-    if (!e->wc && !(e->wc = calloc(TOK_WC_SIZE, sizeof(tok_wcache_ent)))) goto oom;
     for (size_t p = 0; p < e->pieces_n; p++) {
-        const char *w = s + e->pieces[2 * p];
         size_t wl = e->pieces[2 * p + 1];
-        if (wl == 0) continue;
-        /* words repeat a lot: a direct-mapped cache of short words skips the merges */
-        tok_wcache_ent *ce = NULL;
-        uint32_t h = 0;
-        if (wl <= TOK_WC_WORD) {
-            h = tok_hash32(w, wl);
-            ce = &e->wc[h & (TOK_WC_SIZE - 1)];
-            if (ce->wlen == wl && ce->hash == h && memcmp(ce->word, w, wl) == 0) {
-                for (uint8_t k = 0; k < ce->nids; k++)
-                    if (tok_ivec_push(&e->out, ce->ids[k]) != KN_OK) goto oom;
-                continue;
-            }
-        }
-        size_t before = e->out.n;
-        if (bpe_word(e, w, wl) != KN_OK) goto oom;
-        size_t got = e->out.n - before;
-        if (ce && got <= TOK_WC_IDS) {
-            ce->hash = h;
-            ce->wlen = (uint8_t)wl;
-            ce->nids = (uint8_t)got;
-            memcpy(ce->word, w, wl);
-            if (got) memcpy(ce->ids, e->out.v + before, got * sizeof(int32_t));
-        }
+        if (wl && tok_word_cached(e, s + e->pieces[2 * p], wl, bpe_word) != KN_OK) goto oom;
     }
     return KN_OK;
 oom:
     return kn_fail(err, KN_ENOMEM, "tokenize: out of memory");
 }
+

@@ -15,6 +15,9 @@
 
 #include "kiln/tokenizer.h"
 
+#include <stdlib.h>
+#include <string.h>
+
 /* attribute bits (llama.cpp's token attrs, the subset we use) */
 enum {
     TOK_F_NORMAL = 1 << 0,
@@ -24,9 +27,12 @@ enum {
     TOK_F_UNUSED = 1 << 4,
     TOK_F_BYTE = 1 << 5,
     TOK_F_EOG = 1 << 6,
+    TOK_F_LSTRIP = 1 << 7, /* partitioning eats the whitespace before the token */
+    TOK_F_RSTRIP = 1 << 8, /* ... and after it */
 };
 
 #define TOK_MAX_REGEX 6
+#define TOK_G4_MAX_GLUE 16
 
 /* A string -> id table. Keys are (pool + off[id], len[id]). */
 typedef struct tok_map {
@@ -51,7 +57,7 @@ struct tok_vocab {
     uint32_t *text_len; /* [n] */
     float *scores;      /* [n] */
     uint8_t *type;      /* [n] tok_type */
-    uint8_t *flags;     /* [n] TOK_F_* */
+    uint16_t *flags;    /* [n] TOK_F_* */
     tok_map map_text;
     uint32_t max_token_len;
 
@@ -66,14 +72,26 @@ struct tok_vocab {
     uint64_t *raw_off;  /* [n] */
     int32_t *raw_len;   /* [n] */
     tok_map map_raw;
-    int32_t byte_tok[256];     /* token of the single raw byte, TOK_NULL if none */
-    int32_t fallback_tok[256]; /* llama.cpp's per-byte fallback for unknown symbols */
+    /* BPE and gemma4: the token of a one-byte symbol (gpt2: the raw byte;
+     * gemma4: the one-byte character, ASCII only), TOK_NULL if none */
+    int32_t byte_tok[256];
+    /* llama.cpp's per-byte fallback for a symbol that is no token (gpt2: the
+     * printable ASCII character's token; gemma4: <0xNN>), TOK_NULL if none */
+    int32_t fallback_tok[256];
+    /* BPE and gemma4: (left id, right id) -> (rank, result) */
     tok_merge *merges;          /* [merge_mask + 1] */
     uint64_t merge_mask;
     int32_t n_merges;
     pcre2_code *re[TOK_MAX_REGEX];
     int n_re;
     bool ignore_merges;
+
+    /* gemma4: the characters X such that "X▁" (X not ▁) lies inside a token
+     * or across a merge. No symbol can span a ▁ that follows any other
+     * character, so runs are merged in chunks cut before such a ▁
+     * (tok_gemma4.c); -1 when there are too many to list (never cut). */
+    uint32_t g4_glue[TOK_G4_MAX_GLUE];
+    int g4_n_glue;
 
     /* SPM */
     int32_t spm_byte_tok[256]; /* <0xNN> (or the raw byte) token */
@@ -128,7 +146,12 @@ kn_status tok_ivec_push(tok_ivec *a, int32_t x);
 
 /* tok_bpe.c */
 kn_status tok_bpe_setup(tok_vocab *v, const gguf_ctx *g, kn_err *err);
-void tok_bpe_free(tok_vocab *v);
+/* tokenizer.ggml.merges -> v->merges (shared with gemma4). */
+kn_status tok_bpe_load_merges(tok_vocab *v, const gguf_ctx *g, kn_err *err);
+void tok_bpe_free(tok_vocab *v); /* also frees what gemma4 set up */
+
+/* tok_gemma4.c */
+kn_status tok_gemma4_setup(tok_vocab *v, const gguf_ctx *g, kn_err *err);
 
 /* encoder work state */
 typedef struct tok_sym {
@@ -184,7 +207,44 @@ struct tok_encoder {
 };
 
 kn_status tok_reserve(void **p, size_t *cap, size_t need, size_t elem);
+/* text itself when it is valid UTF-8, else a copy in e->buf with every
+ * invalid sequence replaced by U+FFFD as llama.cpp reads it (*len updated);
+ * NULL on OOM. */
+const char *tok_bpe_sanitize(tok_encoder *e, const char *text, size_t *len);
+/* Merges the symbols e->syms[0..n) (a chain in order, ids set; TOK_NULL ids
+ * never merge) lowest merge rank first, ties leftmost. Capacity for n
+ * symbols is reserved by the caller; the heap is reserved here. */
+kn_status tok_bpe_merge(tok_encoder *e, size_t n);
+/* Appends the ids of the word w[0..wl): from the encoder's word cache when
+ * it is short and was seen, else from encode_word (then cached). Inline, so
+ * that the per-word call of the BPE loops stays direct. */
+static inline kn_status tok_word_cached(tok_encoder *e, const char *w, size_t wl,
+                                        kn_status (*encode_word)(tok_encoder *e, const char *w, size_t wl)) {
+    if (wl > TOK_WC_WORD) return encode_word(e, w, wl);
+    /* words repeat a lot: a direct-mapped cache of short words skips the merges */
+    if (!e->wc && !(e->wc = calloc(TOK_WC_SIZE, sizeof(tok_wcache_ent)))) return KN_ENOMEM;
+    uint32_t h = tok_hash32(w, wl);
+    tok_wcache_ent *ce = &e->wc[h & (TOK_WC_SIZE - 1)];
+    if (ce->wlen == wl && ce->hash == h && memcmp(ce->word, w, wl) == 0) {
+        for (uint8_t k = 0; k < ce->nids; k++)
+            if (tok_ivec_push(&e->out, ce->ids[k]) != KN_OK) return KN_ENOMEM;
+        return KN_OK;
+    }
+    size_t before = e->out.n;
+    if (encode_word(e, w, wl) != KN_OK) return KN_ENOMEM;
+    size_t got = e->out.n - before;
+    if (got <= TOK_WC_IDS) {
+        ce->hash = h;
+        ce->wlen = (uint8_t)wl;
+        ce->nids = (uint8_t)got;
+        memcpy(ce->word, w, wl);
+        if (got) memcpy(ce->ids, e->out.v + before, got * sizeof(int32_t));
+    }
+    return KN_OK;
+}
+
 kn_status tok_bpe_encode(tok_encoder *e, const char *text, size_t len, kn_err *err);
+kn_status tok_gemma4_encode(tok_encoder *e, const char *text, size_t len, kn_err *err);
 kn_status tok_spm_encode(tok_encoder *e, const char *text, size_t len, kn_err *err);
 kn_status tok_wpm_encode(tok_encoder *e, const char *text, size_t len, kn_err *err);
 void tok_heap_push(tok_encoder *e, const tok_bigram *b, bool spm);

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # test_tokenize.sh — `kiln tokenize` / `kiln detokenize` on vocab-only GGUF
-# files: suite strings tokenize (--raw) to llama.cpp's ids, text round-trips
+# files (and gemma4's, inside a model file): suite strings tokenize (--raw)
+# to llama.cpp's ids, text round-trips
 # byte for byte through tokenize | detokenize (with and without --raw),
 # without --raw BOS is added and special text is parsed, and bad input gives
 # exit 1 with a message.
@@ -51,7 +52,21 @@ got=$("$KILN_BIN" tokenize -m "$T/ggml-vocab-llama-spm.gguf" --raw </dev/null)
 [ -z "$got" ] || fail "empty --raw input -> '$got'"
 pass=$((pass + 1))
 
-# 5. errors: bad ids, missing model, not a GGUF, usage
+# 5. gemma4 (its vocab lives in the tiny Gemma model file): a suite line,
+# BOS always added, a round trip through <0xNN> byte fallback
+G4="$KILN_SHARED/models/tiny-gemma3-Q8_0.gguf"
+printf ' Hello, world!' >"$tmp/in"
+got=$("$KILN_BIN" tokenize -m "$G4" --raw <"$tmp/in")
+[ "$got" = "26352 236764 1902 236888" ] || fail "gemma4 ' Hello, world!' -> '$got'"
+got=$("$KILN_BIN" tokenize -m "$G4" <"$tmp/in")
+[ "$got" = "2 26352 236764 1902 236888" ] || fail "gemma4 must add BOS: '$got'"
+printf 'Hi \xf4\x8f\xbf\xbd\n\n\tx' >>"$tmp/text"
+"$KILN_BIN" tokenize -m "$G4" <"$tmp/text" >"$tmp/ids" || fail "tokenize gemma4"
+"$KILN_BIN" detokenize -m "$G4" <"$tmp/ids" >"$tmp/back" || fail "detokenize gemma4"
+cmp -s "$tmp/text" "$tmp/back" || fail "round trip gemma4: $(od -c "$tmp/back" | head -3)"
+pass=$((pass + 1))
+
+# 6. errors: bad ids, missing model, not a GGUF, usage
 for ids in "1 32000" "12 abc" "-1" "99999999999999999999"; do
   set +e
   echo "$ids" | "$KILN_BIN" detokenize -m "$T/ggml-vocab-llama-spm.gguf" >/dev/null 2>"$tmp/err"; rc=$?

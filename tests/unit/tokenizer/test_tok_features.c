@@ -3,13 +3,16 @@
  * detokenization of multi-byte characters (never a partial UTF-8 sequence,
  * flush raw or as U+FFFD), special-token parsing on/off, BOS/EOS defaults per
  * family and metadata overrides, BERT [CLS]/[SEP] against the embedding
- * references, the end-of-generation tokens of each chat format's
- * vocabulary, and hostile metadata written with the GGUF writer (each an
- * error, never a crash).
+ * references, gemma4's specifics (forced BOS, <0xNN> fallback, "</s>" as
+ * text), the per-model whitespace stripping beside special tokens (phi-3's
+ * rstrip, a mask token's lstrip), the end-of-generation tokens of each chat
+ * format's vocabulary, and hostile metadata written with the GGUF writer
+ * (each an error, never a crash).
  */
 #include "testutil.h"
 
 #include "kiln/tokenizer.h"
+#include "tokenizer/tok_internal.h" /* gemma4's chunking switch, for the equivalence test */
 
 #include <jansson.h>
 #include <stdio.h>
@@ -98,6 +101,8 @@ static void test_stream_multibyte(void **state) {
     stream_check("tokenizers/ggml-vocab-llama-spm.gguf", text); /* byte fallback <0xNN> */
     stream_check("tokenizers/ggml-vocab-llama-bpe.gguf", text); /* byte-level BPE */
     stream_check("tokenizers/ggml-vocab-qwen2.gguf", text);
+    /* gemma4 has a token for every character above; U+10FFFD takes <0xNN> */
+    stream_check("models/tiny-gemma3-Q8_0.gguf", "Hello \xF4\x8F\xBF\xBD and 😶‍🌫️\n\n\tx  y");
 }
 
 static void test_stream_flush(void **state) {
@@ -313,6 +318,158 @@ static void test_bert_reference(void **state) {
     tok_vocab_destroy(v);
 }
 
+static void expect_ids(const int32_t *ids, size_t n, const int32_t *want, size_t nw) {
+    if (n != nw) fprintf(stderr, "%zu ids, %zu expected\n", n, nw);
+    assert_int_equal(n, nw);
+    for (size_t i = 0; i < n; i++) assert_int_equal(ids[i], want[i]);
+}
+
+static void test_gemma4(void **state) {
+    (void)state;
+    int32_t ids[64];
+    size_t n, pl;
+    tok_vocab *v = load_shared("models/tiny-gemma3-Q8_0.gguf"); /* tokenizer.ggml.model = "gemma4" */
+    assert_int_equal(tok_vocab_family(v), TOK_FAMILY_GEMMA4);
+    assert_string_equal(tok_family_name(TOK_FAMILY_GEMMA4), "gemma4");
+    assert_string_equal(tok_vocab_pre(v), "gemma4");
+    assert_true(tok_add_bos(v));
+    assert_false(tok_add_eos(v));
+    assert_int_equal(tok_bos(v), 2);
+    assert_int_equal(tok_eos(v), 1);
+    assert_int_equal(tok_nl(v), 107);
+    n = enc(v, "Hello world", true, false, ids, 64);
+    expect_ids(ids, n, (const int32_t[]){2, 9259, 1902}, 3);
+
+    /* a character that is no token: one <0xNN> token per byte */
+    const char *rare = "\xF4\x8F\xBF\xBD"; /* U+10FFFD */
+    assert_int_equal(tok_find(v, rare, 4), TOK_NULL);
+    int32_t want[4];
+    for (int i = 0; i < 4; i++) {
+        char hex[8];
+        snprintf(hex, sizeof hex, "<0x%02X>", (unsigned char)rare[i]);
+        want[i] = tok_find(v, hex, 6);
+        assert_true(want[i] >= 0);
+        assert_int_equal(tok_token_type(v, want[i]), TOK_TYPE_BYTE);
+    }
+    n = enc(v, rare, false, false, ids, 64);
+    expect_ids(ids, n, want, 4);
+    char *txt = NULL;
+    size_t tl = 0;
+    kn_err err = {0};
+    assert_int_equal(tok_decode_all(v, ids, n, NULL, &txt, &tl, &err), KN_OK);
+    assert_int_equal(tl, 4);
+    assert_memory_equal(txt, rare, 4);
+    free(txt);
+
+    /* invalid UTF-8 is read as U+FFFD, as llama.cpp reads it */
+    int32_t ids2[64];
+    n = enc(v, "a\xFF" "b c", false, false, ids, 64);
+    size_t n2 = enc(v, "a\xEF\xBF\xBD" "b c", false, false, ids2, 64);
+    expect_ids(ids, n, ids2, n2);
+
+    /* the end tokens; "</s>" is plain text here (llama.cpp's Gemma 4 workaround) */
+    assert_true(tok_is_eog(v, 1));
+    assert_true(tok_is_eog(v, tok_find(v, "<turn|>", 7)));
+    assert_true(tok_is_eog(v, tok_find(v, "<|tool_response>", 16)));
+    int32_t end_s = tok_find(v, "</s>", 4);
+    assert_true(end_s >= 0);
+    assert_false(tok_is_eog(v, end_s));
+    assert_false(tok_is_control(v, end_s));
+    const char *p = tok_token_piece(v, end_s, false, &pl);
+    assert_int_equal(pl, 4);
+    assert_memory_equal(p, "</s>", 4);
+
+    /* user-defined tokens are split out without special parsing, control ones only with it */
+    int32_t quote = tok_find(v, "<|\"|>", 5), turn = tok_find(v, "<turn|>", 7);
+    assert_int_equal(tok_token_type(v, quote), TOK_TYPE_USER_DEFINED);
+    n = enc(v, "a<|\"|>b", false, false, ids, 64);
+    assert_true(contains(ids, n, quote));
+    n = enc(v, "a<turn|>b", false, false, ids, 64);
+    assert_false(contains(ids, n, turn));
+    n = enc(v, "a<turn|>b", false, true, ids, 64);
+    assert_true(contains(ids, n, turn));
+    tok_vocab_destroy(v);
+
+    /* a file that says add_bos_token = false still gets BOS */
+    v = load_modified("models/tiny-gemma3-Q8_0.gguf", NULL, "tokenizer.ggml.add_bos_token", false, &err);
+    assert_non_null(v);
+    assert_true(tok_add_bos(v));
+    n = enc(v, "Hello", true, false, ids, 64);
+    expect_ids(ids, n, (const int32_t[]){2, 9259}, 2);
+    tok_vocab_destroy(v);
+}
+
+/* gemma4 merges each line in chunks cut before U+2581 (tok_gemma4.c): on
+ * text made to hit every kind of cut (multiple spaces, '>' before a space,
+ * the one glue character of this vocab, ▁ typed in, byte fallback, newlines)
+ * the ids must be those of merging whole lines. */
+static void test_gemma4_chunks(void **state) {
+    (void)state;
+    static const char *const P[] = {
+        "the", "quick", "brown", "fox", " ", " ", " ", "  ", "   ", ">", " >", "</", " </", "<b>", "</s>", "a>",
+        "\n", "\n\n", "\t", "é", "你好", "🦙", "\xE2\x96\x81", "\xF4\x8F\xBF\xBD", "'s", "123", ".", ",", "x",
+        "Привет", "->", "=>", "int", "(", ")", "{", "}", "\r\n", "😶‍🌫️", "a▁b",
+    };
+    size_t cap = 200000, len = 0;
+    char *text = malloc(cap + 64);
+    assert_non_null(text);
+    uint64_t seed = 7;
+    while (len < cap) {
+        uint64_t z = (seed += 0x9E3779B97F4A7C15ull);
+        z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
+        z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
+        const char *piece = P[(z ^ (z >> 31)) % (sizeof P / sizeof P[0])];
+        size_t pl = strlen(piece);
+        memcpy(text + len, piece, pl);
+        len += pl;
+    }
+    tok_vocab *v = load_shared("models/tiny-gemma3-Q8_0.gguf");
+    assert_int_equal(v->g4_n_glue, 1); /* '>' of ">▁</" */
+    assert_int_equal(v->g4_glue[0], '>');
+    int32_t *chunked = NULL, *whole = NULL;
+    size_t nc = 0, nw = 0;
+    kn_err err = {0};
+    assert_int_equal(tok_encode_alloc(v, text, len, true, false, &chunked, &nc, &err), KN_OK);
+    v->g4_n_glue = -1; /* no cuts: each line merged at once, as llama.cpp does */
+    assert_int_equal(tok_encode_alloc(v, text, len, true, false, &whole, &nw, &err), KN_OK);
+    expect_ids(chunked, nc, whole, nw);
+    assert_true(nc > len / 8);
+    free(chunked);
+    free(whole);
+    free(text);
+    tok_vocab_destroy(v);
+}
+
+/* phi-3 (general.name has "phi3"): partitioning eats the whitespace after
+ * its special tokens, but for <s>, <unk> and <|endoftext|>, as llama.cpp does */
+static void test_phi3_rstrip(void **state) {
+    (void)state;
+    int32_t ids[64];
+    size_t n;
+    tok_vocab *v = load_shared("models/tiny-phi3-Q8_0.gguf");
+    int32_t hi = tok_find(v, "\xE2\x96\x81Hi", 5);
+    assert_true(hi >= 0);
+    n = enc(v, "<|user|>\n Hi<|end|>\n<|assistant|>\n", false, true, ids, 64);
+    expect_ids(ids, n, (const int32_t[]){32010, hi, 32007, 32001}, 4);
+    /* "</s>" too (user-defined in phi-3, but an end token, hence control) */
+    n = enc(v, "Hi</s>  \n Hi", false, true, ids, 64);
+    expect_ids(ids, n, (const int32_t[]){hi, 2, hi}, 3);
+    n = enc(v, "Hi</s>  \n Hi", false, false, ids, 64);
+    assert_false(contains(ids, n, 2));
+    /* <s> keeps the whitespace after it: more than "<s>" and "▁Hi" */
+    n = enc(v, "<s>\nHi", false, true, ids, 64);
+    assert_int_equal(ids[0], 1);
+    assert_true(contains(ids, n, tok_find(v, "<0x0A>", 6)));
+    tok_vocab_destroy(v);
+
+    /* the same Llama-2 vocab without phi-3's name strips nothing */
+    v = load_shared("models/tiny-llama31-Q8_0.gguf");
+    n = enc(v, "a</s>\nb", false, true, ids, 64);
+    assert_true(contains(ids, n, 2));
+    assert_true(contains(ids, n, tok_find(v, "<0x0A>", 6)));
+    tok_vocab_destroy(v);
+}
+
 /* ---- hostile metadata ---- */
 
 typedef struct vspec {
@@ -327,7 +484,9 @@ typedef struct vspec {
     uint64_t n_types;
 } vspec;
 
-static kn_status try_load(const vspec *s, void (*extra)(gguf_writer *), kn_err *err) {
+/* Writes s (and extra's keys) to a temporary vocab-only GGUF and loads it:
+ * the vocab, or NULL with *st and err set. */
+static tok_vocab *load_built(const vspec *s, void (*extra)(gguf_writer *), kn_status *st, kn_err *err) {
     char dir[512], out[600];
     gguf_writer *w = gguf_writer_create();
     assert_non_null(w);
@@ -340,29 +499,33 @@ static kn_status try_load(const vspec *s, void (*extra)(gguf_writer *), kn_err *
     if (extra) extra(w);
     tu_tmpdir(dir, sizeof dir);
     snprintf(out, sizeof out, "%s/h.gguf", dir);
-    kn_status st = gguf_writer_write_file(w, out, err);
+    *st = gguf_writer_write_file(w, out, err);
     gguf_writer_destroy(w);
-    if (st != KN_OK) { tu_rmdir(dir); return st; }
+    tok_vocab *v = NULL;
     gguf_ctx *g = NULL;
-    st = gguf_open(out, &g, err);
-    if (st == KN_OK) {
-        tok_vocab *v = NULL;
-        st = tok_vocab_load(g, &v, err);
-        if (st == KN_OK) {
-            /* usable: encode and decode something */
-            int32_t ids[64];
-            size_t n;
-            kn_err e2;
-            if (tok_encode(v, "abab ba", 7, true, true, ids, 64, &n, &e2) == KN_OK) {
-                char *txt;
-                size_t tl;
-                if (tok_decode_all(v, ids, n, NULL, &txt, &tl, &e2) == KN_OK) free(txt);
-            }
-        }
-        tok_vocab_destroy(v);
+    if (*st == KN_OK && (*st = gguf_open(out, &g, err)) == KN_OK) {
+        *st = tok_vocab_load(g, &v, err);
         gguf_close(g);
     }
     tu_rmdir(dir);
+    return v;
+}
+
+static kn_status try_load(const vspec *s, void (*extra)(gguf_writer *), kn_err *err) {
+    kn_status st;
+    tok_vocab *v = load_built(s, extra, &st, err);
+    if (v) {
+        /* usable: encode and decode something */
+        int32_t ids[64];
+        size_t n;
+        kn_err e2;
+        if (tok_encode(v, "abab ba", 7, true, true, ids, 64, &n, &e2) == KN_OK) {
+            char *txt;
+            size_t tl;
+            if (tok_decode_all(v, ids, n, NULL, &txt, &tl, &e2) == KN_OK) free(txt);
+        }
+    }
+    tok_vocab_destroy(v);
     return st;
 }
 
@@ -386,6 +549,30 @@ static void x_wpm_ids(gguf_writer *w) {
     gguf_writer_set_u32(w, "tokenizer.ggml.seperator_token_id", 1);
 }
 static void x_bos_out_of_range(gguf_writer *w) { gguf_writer_set_u32(w, "tokenizer.ggml.bos_token_id", 99999); }
+static void x_bos_2(gguf_writer *w) { gguf_writer_set_u32(w, "tokenizer.ggml.bos_token_id", 2); }
+static void x_name_modern_bert(gguf_writer *w) { gguf_writer_set_str(w, "general.name", "Modern-BERT-test"); }
+
+/* lstrip: a model named like modern-bert has its [MASK] take the whitespace
+ * before it (llama.cpp's per-model attribute; the name is case folded) */
+static void test_mask_lstrip(void **state) {
+    (void)state;
+    static const char *const T[] = {"<unk>", "<s>", "</s>", "\342\226\201a", "\342\226\201", "[MASK]"};
+    static const int32_t TY[] = {2, 3, 3, 1, 1, 3};
+    vspec s = {.model = "llama", .tokens = T, .n_tokens = 6, .types = TY, .n_types = 6};
+    kn_status st;
+    kn_err err = {0};
+    int32_t ids[16];
+    tok_vocab *v = load_built(&s, x_name_modern_bert, &st, &err);
+    assert_non_null(v);
+    size_t n = enc(v, "a \t[MASK] a", false, true, ids, 16);
+    expect_ids(ids, n, (const int32_t[]){3, 5, 4, 3}, 4);
+    tok_vocab_destroy(v);
+    v = load_built(&s, NULL, &st, &err);
+    assert_non_null(v);
+    n = enc(v, "a [MASK]", false, true, ids, 16);
+    expect_ids(ids, n, (const int32_t[]){3, 4, 5}, 3);
+    tok_vocab_destroy(v);
+}
 
 static void test_hostile_metadata(void **state) {
     (void)state;
@@ -480,6 +667,53 @@ static void test_hostile_metadata(void **state) {
     /* default [CLS]/[SEP] ids 101/102 are out of range, so adding them is impossible */
     assert_int_equal(try_load(&s, NULL, &err), KN_EFORMAT);
     assert_int_equal(try_load(&s, x_wpm_ids, &err), KN_OK);
+
+    /* gemma4: merges are required, and BOS (always added) must exist */
+    static const char *const G4[] = {"<pad>", "<eos>", "<bos>", "a", "b", "ab", "\342\226\201"};
+    static const char *const G4M[] = {"a b"};
+    s = (vspec){.model = "gemma4", .tokens = G4, .n_tokens = 7, .merges = G4M, .n_merges = 1};
+    assert_int_equal(try_load(&s, x_bos_2, &err), KN_OK);
+    assert_int_equal(try_load(&s, NULL, &err), KN_EFORMAT);
+    assert_non_null(strstr(err.msg, "BOS"));
+    s.merges = NULL;
+    assert_int_equal(try_load(&s, x_bos_2, &err), KN_ENOTFOUND);
+    s.merges = BADM;
+    s.n_merges = 2;
+    assert_int_equal(try_load(&s, x_bos_2, &err), KN_EFORMAT);
+}
+
+/* gemma4's rules on a small vocab: spaces become U+2581, a run of newlines
+ * that is a token is taken whole (no merge needed), other runs merge over
+ * whole characters, and a symbol that is no token falls back to <0xNN>
+ * tokens, dropping a byte that has none */
+static void test_gemma4_rules(void **state) {
+    (void)state;
+    static const char *const T[] = {"<pad>", "<eos>", "<bos>", "a",      "b",     "ab",
+                                    "\342\226\201", "\n", "\n\n", "<0xC3>", "<0xA9>"};
+    static const int32_t TY[] = {3, 3, 3, 1, 1, 1, 1, 1, 1, 6, 6};
+    static const char *const M[] = {"a b"};
+    vspec s = {.model = "gemma4", .tokens = T, .n_tokens = 11, .merges = M, .n_merges = 1, .types = TY, .n_types = 11};
+    kn_status st;
+    kn_err err = {0};
+    int32_t ids[32];
+    tok_vocab *v = load_built(&s, x_bos_2, &st, &err);
+    if (!v) fprintf(stderr, "%s\n", err.msg);
+    assert_non_null(v);
+    size_t n = enc(v, "\n\n", false, false, ids, 32);
+    expect_ids(ids, n, (const int32_t[]){8}, 1);
+    n = enc(v, "\n\n\n", false, false, ids, 32);
+    expect_ids(ids, n, (const int32_t[]){7, 7, 7}, 3);
+    n = enc(v, "ab a\n\nb", true, false, ids, 32);
+    expect_ids(ids, n, (const int32_t[]){2, 5, 6, 3, 8, 4}, 6);
+    n = enc(v, "\xC3\xA9\xC3\xA7", false, false, ids, 32); /* é has both bytes, ç only its first */
+    expect_ids(ids, n, (const int32_t[]){9, 10, 9}, 3);
+    char *txt = NULL;
+    size_t tl = 0;
+    assert_int_equal(tok_decode_all(v, (const int32_t[]){5, 6, 3, 8, 9, 10}, 6, NULL, &txt, &tl, &err), KN_OK);
+    assert_int_equal(tl, 8);
+    assert_memory_equal(txt, "ab a\n\n\xC3\xA9", 8);
+    free(txt);
+    tok_vocab_destroy(v);
 }
 
 /* ---- end of generation per chat format ---- */
@@ -568,6 +802,9 @@ int main(void) {
         cmocka_unit_test(test_stream_multibyte), cmocka_unit_test(test_stream_flush),
         cmocka_unit_test(test_special_parsing),  cmocka_unit_test(test_bos_defaults),
         cmocka_unit_test(test_metadata_wins),    cmocka_unit_test(test_bert_reference),
+        cmocka_unit_test(test_gemma4),           cmocka_unit_test(test_gemma4_chunks),
+        cmocka_unit_test(test_phi3_rstrip),
+        cmocka_unit_test(test_mask_lstrip),      cmocka_unit_test(test_gemma4_rules),
         cmocka_unit_test(test_hostile_metadata), cmocka_unit_test(test_end_of_turn_tokens),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
