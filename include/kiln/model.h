@@ -316,12 +316,15 @@ typedef struct model_shape {
     uint64_t weight_bytes; /* every tensor's data */
     int64_t n_expert, n_expert_used, n_ff_exp; /* mixture of experts (0: dense) */
     int64_t n_merges;      /* entries of tokenizer.ggml.merges (0 without) */
+    char tok_model[16];    /* tokenizer.ggml.model ("llama", "gpt2", "gemma4", "bert"; "" without) */
     uint64_t meta_bytes;   /* the metadata section (read in place: the vocabulary's strings) */
 } model_shape;
 
-/* The tokenizer's share of an instance, from its vocabulary and merges
- * (measured: ~70 B a token for SentencePiece, ~140 B a token and ~60 B a
- * merge for BPE) plus the metadata pages it reads in place. */
+/* The tokenizer's share of an instance (its front: vocabulary, merges, chat
+ * template), from its kind, vocabulary and merges, as measured in kiln serve
+ * (test_server_families): SentencePiece and WordPiece ~64 B a token; BPE
+ * ~157 B a token and ~76 B a merge; Gemma 4 ~144 B a token and ~23 B a
+ * merge; plus the metadata pages it reads in place. */
 uint64_t model_tokenizer_bytes(const model_shape *s);
 
 /* Reads the shape from g's metadata and tensor table (no weight data is

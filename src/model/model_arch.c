@@ -125,6 +125,9 @@ kn_status model_read_shape(const gguf_ctx *g, model_shape *s, kn_err *err) {
     ki = gguf_find_key(g, "tokenizer.ggml.merges");
     if (ki >= 0 && gguf_kv_get_arr(g, ki, &et, &nv, &data) == KN_OK) s->n_merges = (int64_t)nv;
     s->meta_bytes = gguf_data_offset(g);
+    gguf_str tm;
+    if (gguf_get_str(g, "tokenizer.ggml.model", &tm) == KN_OK && tm.len < sizeof s->tok_model)
+        snprintf(s->tok_model, sizeof s->tok_model, "%.*s", (int)tm.len, tm.data);
     for (int64_t i = 0; i < gguf_n_tensors(g); i++)
         s->weight_bytes += gguf_tensor(g, i)->nbytes;
     if (s->n_layer <= 0 || s->n_embd <= 0 || s->n_head <= 0 || s->n_head_kv <= 0 || s->ctx_train <= 0)
@@ -137,7 +140,12 @@ kn_status model_read_shape(const gguf_ctx *g, model_shape *s, kn_err *err) {
 }
 
 uint64_t model_tokenizer_bytes(const model_shape *s) {
-    return (uint64_t)(144.0 * (double)s->n_vocab + 64.0 * (double)s->n_merges) + s->meta_bytes;
+    double per_tok = 64.0, per_merge = 0.0;
+    if (!strcmp(s->tok_model, "gpt2"))
+        per_tok = 157.0, per_merge = 76.0;
+    else if (!strcmp(s->tok_model, "gemma4"))
+        per_tok = 144.0, per_merge = 23.0;
+    return (uint64_t)(per_tok * (double)s->n_vocab + per_merge * (double)s->n_merges) + s->meta_bytes;
 }
 
 uint64_t model_estimate_bytes(const model_shape *s, const model_mem_opts *o) {
