@@ -7,8 +7,8 @@
  *  - the block layouts (static_assert-pinned, byte-compatible with ggml);
  *  - q_traits: a designated-initializer table (traits.c) giving, per type,
  *    block size, block bytes, to_float, from_float and the scalar reference
- *    vec_dot with its activation type. Types kiln can only size (IQ*, I8..)
- *    have sizes but NULL functions;
+ *    vec_dot with its activation type. Types kiln can only size (IQ*, TQ*,
+ *    I8..) have sizes but NULL functions;
  *  - tensor_ops: the kernel set (generic, AVX2, AVX-512) picked once at
  *    startup, passed around by pointer (no globals).
  *
@@ -23,8 +23,14 @@
  *    matmul is bit-identical to the same column computed alone.
  *
  * Activation types (llama.cpp's choice, which the references follow):
- *  Q2_K..Q6_K -> Q8_K; Q4_0, Q5_0, Q8_0 -> Q8_0; Q4_1, Q5_1 -> Q8_1;
+ *  Q2_K..Q6_K -> Q8_K; Q4_0, Q5_0, Q8_0, MXFP4 -> Q8_0; Q4_1, Q5_1 -> Q8_1;
  *  F16 -> F16; BF16 -> BF16; F32 -> F32.
+ *
+ * MXFP4 (OCP microscaling FP4, gpt-oss's expert weights): blocks of 32 as
+ * one E8M0 scale byte e and 16 bytes of E2M1 codes (byte j: element j in
+ * the low nibble, j + 16 in the high one); element = kvalues_mxfp4[code] *
+ * 2^(e - 128), with ggml's doubled E2M1 codebook (quants_ref.c) and so half
+ * the OCP scale 2^(e - 127) (q_e8m0_to_f32_half).
  */
 #ifndef KILN_TENSOR_H
 #define KILN_TENSOR_H
@@ -88,6 +94,7 @@ typedef uint16_t q_bf16_t; /* bfloat16 bits */
 #define Q_QK8_1 32
 #define Q_QK_K 256
 #define Q_K_SCALE_SIZE 12
+#define Q_QK_MXFP4 32
 
 typedef struct { q_f16_t d; uint8_t qs[Q_QK4_0 / 2]; } block_q4_0;
 typedef struct { q_f16_t d, m; uint8_t qs[Q_QK4_1 / 2]; } block_q4_1;
@@ -101,6 +108,7 @@ typedef struct { q_f16_t d, dmin; uint8_t scales[Q_K_SCALE_SIZE]; uint8_t qs[Q_Q
 typedef struct { q_f16_t d, dmin; uint8_t scales[Q_K_SCALE_SIZE]; uint8_t qh[Q_QK_K / 8]; uint8_t qs[Q_QK_K / 2]; } block_q5_K;
 typedef struct { uint8_t ql[Q_QK_K / 2]; uint8_t qh[Q_QK_K / 4]; int8_t scales[Q_QK_K / 16]; q_f16_t d; } block_q6_K;
 typedef struct { float d; int8_t qs[Q_QK_K]; int16_t bsums[Q_QK_K / 16]; } block_q8_K;
+typedef struct { uint8_t e; uint8_t qs[Q_QK_MXFP4 / 2]; } block_mxfp4; /* e: E8M0 scale; qs: E2M1 codes */
 
 static_assert(sizeof(block_q4_0) == 18, "block_q4_0 layout");
 static_assert(sizeof(block_q4_1) == 20, "block_q4_1 layout");
@@ -114,6 +122,7 @@ static_assert(sizeof(block_q4_K) == 144, "block_q4_K layout");
 static_assert(sizeof(block_q5_K) == 176, "block_q5_K layout");
 static_assert(sizeof(block_q6_K) == 210, "block_q6_K layout");
 static_assert(sizeof(block_q8_K) == 292, "block_q8_K layout");
+static_assert(sizeof(block_mxfp4) == 17, "block_mxfp4 layout");
 
 /* ---- half / bfloat16 conversion (IEEE round-to-nearest-even) ---- */
 static inline float q_f16_to_f32(q_f16_t h) {
@@ -171,6 +180,18 @@ static inline q_bf16_t q_f32_to_bf16(float f) {
     memcpy(&x, &f, 4);
     if ((x & 0x7fffffffu) > 0x7f800000u) return (q_bf16_t)((x >> 16) | 64); /* quiet nan */
     return (q_bf16_t)((x + (0x7fff + ((x >> 16) & 1))) >> 16);
+}
+
+/* ---- E8M0 (MXFP4 block scale) ----
+ * 2^(e - 128) exactly, for every byte e: ggml's GGML_E8M0_TO_FP32_HALF,
+ * half the OCP scale 2^(e - 127) because kvalues_mxfp4 holds the E2M1
+ * values doubled. e = 0 and 1 give the float subnormals 2^-128 and 2^-127;
+ * e = 255 gives 2^127 (like ggml, no NaN: OCP's NaN encoding is ignored). */
+static inline float q_e8m0_to_f32_half(uint8_t e) {
+    const uint32_t bits = e < 2 ? 0x00200000u << e : (uint32_t)(e - 1) << 23;
+    float f;
+    memcpy(&f, &bits, 4);
+    return f;
 }
 
 /* ---- KV cache rows: Q8P, 9.5 bits per value ----

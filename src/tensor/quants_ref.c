@@ -1,7 +1,7 @@
 /*
  * quants_ref.c — scalar reference kernels for the float types (F32, F16,
- * BF16) and the 32-element block types (Q4_0, Q4_1, Q5_0, Q5_1, Q8_0 and the
- * activation type Q8_1). See quants_ref.h for the contract (ggml
+ * BF16) and the 32-element block types (Q4_0, Q4_1, Q5_0, Q5_1, Q8_0, MXFP4
+ * and the activation type Q8_1). See quants_ref.h for the contract (ggml
  * byte-compatibility of the quantizers, fixed order of the dot products).
  */
 #include "quants_ref.h"
@@ -291,6 +291,67 @@ void q_ref_dequantize_q8_1(const void *src, float *dst, int64_t n) {
     }
 }
 
+/* ===================== MXFP4: kvalues[code] * 2^(e - 128) ===================== */
+
+const int8_t q_kvalues_mxfp4[16] = {0, 1, 2, 3, 4, 6, 8, 12, 0, -1, -2, -3, -4, -6, -8, -12};
+
+/* ggml's e = (uint8_t)(floorf(log2f(amax)) - 2 + 127) for amax > 0, with
+ * the float -> uint8_t conversion done as on x86 (gcc and clang: truncate
+ * to int32 with cvttss2si, keep the low byte). C leaves that conversion
+ * undefined outside 0..255, which happens for amax < 2^-125 (bytes 232..255)
+ * and for an infinite amax (the integer-indefinite 0x80000000: byte 0). */
+static uint8_t mxfp4_exponent(float amax) {
+    if (!(amax > 0.0f)) return 0;
+    const float v = floorf(log2f(amax)) - 2 + 127;
+    if (!(v < 2147483648.0f)) return 0; /* +inf */
+    return (uint8_t)(uint32_t)(int32_t)v;
+}
+
+/* The first code of least |kvalues[i] * d - x| (ggml's best_index_mxfp4):
+ * a tie goes to the lower index, so -0 (code 8) is never chosen. */
+static uint8_t mxfp4_best_code(float x, float d) {
+    uint8_t best = 0;
+    float best_err = fabsf((float)q_kvalues_mxfp4[0] * d - x);
+    for (uint8_t i = 1; i < 16; i++) {
+        const float err = fabsf((float)q_kvalues_mxfp4[i] * d - x);
+        if (err < best_err) {
+            best = i;
+            best_err = err;
+        }
+    }
+    return best;
+}
+
+void q_ref_quantize_mxfp4(const float *src, void *dst, int64_t n) {
+    KN_ASSERT(n % Q_QK_MXFP4 == 0);
+    block_mxfp4 *y = dst;
+    for (int64_t i = 0; i < n / Q_QK_MXFP4; i++) {
+        const float *x = src + i * Q_QK_MXFP4;
+        float amax = 0.0f;
+        for (int j = 0; j < Q_QK_MXFP4; j++)
+            if (amax < fabsf(x[j])) amax = fabsf(x[j]);
+        const uint8_t e = mxfp4_exponent(amax);
+        const float d = q_e8m0_to_f32_half(e);
+        y[i].e = e;
+        for (int j = 0; j < Q_QK_MXFP4 / 2; j++)
+            y[i].qs[j] =
+                (uint8_t)(mxfp4_best_code(x[j], d) | (mxfp4_best_code(x[j + Q_QK_MXFP4 / 2], d) << 4));
+    }
+}
+
+void q_ref_dequantize_mxfp4(const void *src, float *dst, int64_t n) {
+    KN_ASSERT(n % Q_QK_MXFP4 == 0);
+    const block_mxfp4 *x = src;
+    for (int64_t i = 0; i < n / Q_QK_MXFP4; i++) {
+        const float d = q_e8m0_to_f32_half(x[i].e);
+        float *y = dst + i * Q_QK_MXFP4;
+        for (int j = 0; j < Q_QK_MXFP4 / 2; j++) {
+            y[j] = (float)q_kvalues_mxfp4[x[i].qs[j] & 0x0F] * d;
+            y[j + Q_QK_MXFP4 / 2] = (float)q_kvalues_mxfp4[x[i].qs[j] >> 4] * d;
+        }
+    }
+}
+
 /* ===================== dot products ===================== */
 
 void q_ref_vec_dot_q4_0_q8_0(int64_t n, float *s, const void *w, const void *a) {
@@ -372,6 +433,23 @@ void q_ref_vec_dot_q8_0_q8_0(int64_t n, float *s, const void *w, const void *a) 
         int32_t isum = 0;
         for (int j = 0; j < Q_QK8_0; j++) isum += x[i].qs[j] * y[i].qs[j];
         acc += (q_f16_to_f32(x[i].d) * q_f16_to_f32(y[i].d)) * (float)isum;
+    }
+    *s = acc;
+}
+
+void q_ref_vec_dot_mxfp4_q8_0(int64_t n, float *s, const void *w, const void *a) {
+    KN_ASSERT(n % Q_QK8_0 == 0);
+    static_assert(Q_QK_MXFP4 == Q_QK8_0, "MXFP4 and Q8_0 blocks pair one to one");
+    const block_mxfp4 *x = w;
+    const block_q8_0 *y = a;
+    float acc = 0.0f;
+    for (int64_t i = 0; i < n / Q_QK8_0; i++) {
+        int32_t isum = 0;
+        for (int j = 0; j < Q_QK8_0 / 2; j++) {
+            isum += q_kvalues_mxfp4[x[i].qs[j] & 0x0F] * y[i].qs[j];
+            isum += q_kvalues_mxfp4[x[i].qs[j] >> 4] * y[i].qs[j + Q_QK8_0 / 2];
+        }
+        acc += (q_e8m0_to_f32_half(x[i].e) * q_f16_to_f32(y[i].d)) * (float)isum;
     }
     *s = acc;
 }

@@ -1,6 +1,6 @@
 /*
  * quants_ref.h — internal to src/tensor: the scalar reference kernels
- * (quants_ref.c: F32/F16/BF16 and the 32-element block types;
+ * (quants_ref.c: F32/F16/BF16 and the 32-element block types, MXFP4 included;
  * quants_ref_k.c: the 256-element K-quants and Q8_K).
  *
  * These are the generic kernel set and the test oracle of the SIMD kernels.
@@ -11,6 +11,10 @@
  *  - n counts elements and is a multiple of the type's block size (asserted);
  *  - buffers are borrowed, never freed, and must not overlap;
  *  - nothing allocates; everything is thread-safe (no state).
+ *
+ * MXFP4's quantizer is ggml's quantize_row_mxfp4_ref: e from the block's
+ * largest magnitude, e = floor(log2(amax)) - 2 + 127 (0 for an all-zero
+ * block), then per element the first code of least |kvalues[i] * d - x|.
  *
  * Quantizers (q_ref_quantize_*) are byte-compatible with ggml's reference
  * quantizers quantize_row_*_ref (no importance matrix): a file written with
@@ -26,6 +30,8 @@
  *    isum of (weight quant * activation quant) (K-quants: of sub-block scale *
  *    the sub-block's int sum), then one float update
  *      Q4_0/Q5_0/Q8_0 x Q8_0:  acc += (dw * da) * (float)isum
+ *      MXFP4 x Q8_0:           acc += (dw * da) * (float)isum, dw = 2^(e - 128)
+ *                              and isum over the doubled codebook values
  *      Q4_1/Q5_1 x Q8_1:       acc += (dw * da) * (float)isum + mw * sa
  *      Q3_K/Q6_K x Q8_K:       acc += (dw * da) * (float)isum
  *      Q2_K/Q4_K/Q5_K x Q8_K:  acc += (dw * da) * (float)isum - (dminw * da) * (float)msum
@@ -49,6 +55,11 @@ static inline int q_ref_nearest_int(float fval) {
     return (i & 0x007fffff) - 0x00400000;
 }
 
+/* ggml's kvalues_mxfp4 (ggml-common.h, kvalues_fp4): the E2M1 values
+ * {0, 0.5, 1, 1.5, 2, 3, 4, 6} and their negatives, doubled to integers;
+ * index = the 4-bit code (bit 3 the sign). Defined in quants_ref.c. */
+extern const int8_t q_kvalues_mxfp4[16];
+
 /* ---- dequantize (to_float) ---- */
 void q_ref_dequantize_f32(const void *src, float *dst, int64_t n);
 void q_ref_dequantize_f16(const void *src, float *dst, int64_t n);
@@ -65,6 +76,7 @@ void q_ref_dequantize_q4_K(const void *src, float *dst, int64_t n);
 void q_ref_dequantize_q5_K(const void *src, float *dst, int64_t n);
 void q_ref_dequantize_q6_K(const void *src, float *dst, int64_t n);
 void q_ref_dequantize_q8_K(const void *src, float *dst, int64_t n);
+void q_ref_dequantize_mxfp4(const void *src, float *dst, int64_t n);
 
 /* ---- quantize (from_float) ---- */
 void q_ref_quantize_f32(const float *src, void *dst, int64_t n);
@@ -82,6 +94,7 @@ void q_ref_quantize_q4_K(const float *src, void *dst, int64_t n);
 void q_ref_quantize_q5_K(const float *src, void *dst, int64_t n);
 void q_ref_quantize_q6_K(const float *src, void *dst, int64_t n);
 void q_ref_quantize_q8_K(const float *src, void *dst, int64_t n);
+void q_ref_quantize_mxfp4(const float *src, void *dst, int64_t n);
 
 /* ---- dot products: weight row w (first type) x activation row a ---- */
 void q_ref_vec_dot_f32(int64_t n, float *s, const void *w, const void *a);
@@ -97,6 +110,7 @@ void q_ref_vec_dot_q3_K_q8_K(int64_t n, float *s, const void *w, const void *a);
 void q_ref_vec_dot_q4_K_q8_K(int64_t n, float *s, const void *w, const void *a);
 void q_ref_vec_dot_q5_K_q8_K(int64_t n, float *s, const void *w, const void *a);
 void q_ref_vec_dot_q6_K_q8_K(int64_t n, float *s, const void *w, const void *a);
+void q_ref_vec_dot_mxfp4_q8_0(int64_t n, float *s, const void *w, const void *a);
 
 /* Unpacks the 6-bit scale j and min j (j < 8) of a Q4_K/Q5_K block. */
 static inline void q_ref_scale_min_k4(int j, const uint8_t *q, uint8_t *d, uint8_t *m) {

@@ -1,7 +1,7 @@
 /*
  * traits.c — the q_traits table: one designated-initializer entry per GGUF
  * type id. Types kiln computes with carry the scalar reference kernels of
- * quants_ref*.c; types it can only size (IQ*, I8..I64, F64, TQ*, MXFP4) carry
+ * quants_ref*.c; types it can only size (IQ*, I8..I64, F64, TQ*) carry
  * their ggml block size and bytes so the GGUF reader can validate files that
  * hold them. Removed ids (4, 5, 31..33, 36..38) have no entry (NULL).
  */
@@ -23,7 +23,6 @@
 #define Q_BYTES_IQ1_M (Q_QK_K / 8 + Q_QK_K / 16 + Q_QK_K / 32)       /* 56 */
 #define Q_BYTES_TQ1_0 (2 + Q_QK_K / 64 + (Q_QK_K - 4 * Q_QK_K / 64) / 5) /* 54 */
 #define Q_BYTES_TQ2_0 (2 + Q_QK_K / 4)                               /* 66 */
-#define Q_BYTES_MXFP4 (1 + 32 / 2)                                   /* 17 */
 
 static_assert(Q_BYTES_IQ2_XXS == 66, "iq2_xxs size");
 static_assert(Q_BYTES_IQ2_XS == 74, "iq2_xs size");
@@ -36,7 +35,6 @@ static_assert(Q_BYTES_IQ4_XS == 136, "iq4_xs size");
 static_assert(Q_BYTES_IQ1_M == 56, "iq1_m size");
 static_assert(Q_BYTES_TQ1_0 == 54, "tq1_0 size");
 static_assert(Q_BYTES_TQ2_0 == 66, "tq2_0 size");
-static_assert(Q_BYTES_MXFP4 == 17, "mxfp4 size");
 static_assert(sizeof(q_f16_t) == 2 && sizeof(q_bf16_t) == 2, "half sizes");
 
 #define Q_SIZED(nm, bs, sz, quant) \
@@ -100,6 +98,11 @@ static const q_traits q_table[Q_TYPE_COUNT] = {
     [Q_TYPE_Q8_K] = {.name = "Q8_K", .blck_size = Q_QK_K, .type_size = sizeof(block_q8_K),
                      .is_quantized = true, .to_float = q_ref_dequantize_q8_K,
                      .from_float = q_ref_quantize_q8_K, .vec_dot = NULL, .vec_dot_type = Q_TYPE_Q8_K},
+    /* gpt-oss's expert weights; activations in Q8_0 as in llama.cpp's CPU backend */
+    [Q_TYPE_MXFP4] = {.name = "MXFP4", .blck_size = Q_QK_MXFP4, .type_size = sizeof(block_mxfp4),
+                      .is_quantized = true, .to_float = q_ref_dequantize_mxfp4,
+                      .from_float = q_ref_quantize_mxfp4, .vec_dot = q_ref_vec_dot_mxfp4_q8_0,
+                      .vec_dot_type = Q_TYPE_Q8_0},
 
     /* sized only */
     [Q_TYPE_IQ2_XXS] = Q_SIZED("IQ2_XXS", Q_QK_K, Q_BYTES_IQ2_XXS, true),
@@ -118,7 +121,6 @@ static const q_traits q_table[Q_TYPE_COUNT] = {
     [Q_TYPE_IQ1_M] = Q_SIZED("IQ1_M", Q_QK_K, Q_BYTES_IQ1_M, true),
     [Q_TYPE_TQ1_0] = Q_SIZED("TQ1_0", Q_QK_K, Q_BYTES_TQ1_0, true),
     [Q_TYPE_TQ2_0] = Q_SIZED("TQ2_0", Q_QK_K, Q_BYTES_TQ2_0, true),
-    [Q_TYPE_MXFP4] = Q_SIZED("MXFP4", 32, Q_BYTES_MXFP4, true),
 };
 
 const q_traits *q_get_traits(uint32_t type) {

@@ -65,18 +65,18 @@ int tu_run(const char *cmd, char *out, size_t cap) {
     return WIFEXITED(st) ? WEXITSTATUS(st) : -1;
 }
 
-int tu_zoo_setup(void **state) {
+static int zoo_open(void **state, const char *model, const char *reference) {
     char path[1024];
     tu_zoo *z = calloc(1, sizeof *z);
     if (!z) return -1;
     kn_err err = {0};
-    if (gguf_open(tu_shared_path(path, sizeof path, "models/quant-zoo.gguf"), &z->g, &err) != KN_OK) {
+    if (gguf_open(tu_shared_path(path, sizeof path, model), &z->g, &err) != KN_OK) {
         fprintf(stderr, "%s: %s\n", path, err.msg);
         free(z);
         return -1;
     }
     json_error_t jerr;
-    z->ref = json_load_file(tu_shared_path(path, sizeof path, "reference/quant-zoo.dequant.json"), 0, &jerr);
+    z->ref = json_load_file(tu_shared_path(path, sizeof path, reference), 0, &jerr);
     if (!z->ref) {
         fprintf(stderr, "%s:%d: %s\n", path, jerr.line, jerr.text);
         gguf_close(z->g);
@@ -85,6 +85,14 @@ int tu_zoo_setup(void **state) {
     }
     *state = z;
     return 0;
+}
+
+int tu_zoo_setup(void **state) {
+    return zoo_open(state, "models/quant-zoo.gguf", "reference/quant-zoo.dequant.json");
+}
+
+int tu_zoo_iq_setup(void **state) {
+    return zoo_open(state, "models/quant-zoo-iq.gguf", "reference/quant-zoo-iq.dequant.json");
 }
 
 int tu_zoo_teardown(void **state) {

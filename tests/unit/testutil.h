@@ -36,12 +36,15 @@ int tu_run(const char *cmd, char *out, size_t cap);
 
 /* ../shared/models/quant-zoo.gguf with llama.cpp's dequantization of it
  * (reference/quant-zoo.dequant.json), as a cmocka group/test fixture:
- * *state becomes a tu_zoo. */
+ * *state becomes a tu_zoo. tu_zoo_iq_setup does the same for
+ * quant-zoo-iq.gguf (the i-quants, TQ1_0/TQ2_0 and MXFP4) and
+ * reference/quant-zoo-iq.dequant.json; tu_zoo_teardown frees either. */
 typedef struct tu_zoo {
     gguf_ctx *g;
     json_t *ref;
 } tu_zoo;
 int tu_zoo_setup(void **state);
+int tu_zoo_iq_setup(void **state);
 int tu_zoo_teardown(void **state);
 
 /* The selected kernel set (KILN_CPU) and a 2-thread pool, as a cmocka

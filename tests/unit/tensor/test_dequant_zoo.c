@@ -3,7 +3,10 @@
  * $KILN_SHARED/models/quant-zoo.gguf holds one 256x16 tensor per type, named
  * by the type; $KILN_SHARED/reference/quant-zoo.dequant.json holds each of
  * their rows dequantized by llama.cpp. Every value must match within 1e-6 of
- * the row's largest magnitude. Also checks the traits table itself. */
+ * the row's largest magnitude. quant-zoo-iq.gguf / quant-zoo-iq.dequant.json
+ * do the same for the i-quants, TQ1_0/TQ2_0 and MXFP4: MXFP4 must match bit
+ * for bit; the types kiln does not compute yet are skipped by name (a later
+ * issue). Also checks the traits table itself and the E8M0 scale. */
 #include "testutil.h"
 #include "kiln/gguf.h"
 #include "kiln/tensor.h"
@@ -72,7 +75,7 @@ static void test_traits_table(void **state) {
         {Q_TYPE_Q4_0, Q_TYPE_Q8_0}, {Q_TYPE_Q4_1, Q_TYPE_Q8_1}, {Q_TYPE_Q5_0, Q_TYPE_Q8_0},
         {Q_TYPE_Q5_1, Q_TYPE_Q8_1}, {Q_TYPE_Q8_0, Q_TYPE_Q8_0}, {Q_TYPE_Q2_K, Q_TYPE_Q8_K},
         {Q_TYPE_Q3_K, Q_TYPE_Q8_K}, {Q_TYPE_Q4_K, Q_TYPE_Q8_K}, {Q_TYPE_Q5_K, Q_TYPE_Q8_K},
-        {Q_TYPE_Q6_K, Q_TYPE_Q8_K},
+        {Q_TYPE_Q6_K, Q_TYPE_Q8_K}, {Q_TYPE_MXFP4, Q_TYPE_Q8_0},
     };
     int n_supported = 0;
     for (uint32_t id = 0; id < Q_TYPE_COUNT; id++) n_supported += q_type_supported(id);
@@ -93,6 +96,8 @@ static void test_traits_table(void **state) {
     assert_false(q_type_supported(Q_TYPE_Q8_1));
     assert_false(q_type_supported(Q_TYPE_IQ4_XS));
     assert_null(q_get_traits(Q_TYPE_IQ4_XS)->to_float);
+    assert_true(q_get_traits(Q_TYPE_MXFP4)->is_quantized);
+    assert_int_equal(q_row_size(Q_TYPE_MXFP4, 2880), 90 * 17); /* gpt-oss's width */
 
     /* row sizes */
     assert_int_equal(q_row_size(Q_TYPE_Q4_K, 4096), 16 * 144);
@@ -103,6 +108,67 @@ static void test_traits_table(void **state) {
     assert_int_equal(q_row_size(Q_TYPE_Q8_0, -32), 0);
     assert_int_equal(q_row_size((q_type)4, 32), 0);
     assert_int_equal(q_row_size(Q_TYPE_F64, INT64_MAX), 0); /* overflow */
+}
+
+/* The zoo tensor's name (its type's name) into name[64]. */
+static void zoo_name(const gguf_tensor_info *info, char name[64]) {
+    assert_true(info->name.len < 64);
+    memcpy(name, info->name.data, info->name.len);
+    name[info->name.len] = 0;
+    q_type by_name;
+    if (!q_type_from_name(name, &by_name)) fail_msg("zoo tensor %s is not named by a type", name);
+    assert_int_equal(info->type, by_name);
+}
+
+/* Every row of one zoo tensor through the type's to_float against the
+ * reference rows: within 1e-6 of the row's largest magnitude, or (exact)
+ * bit for bit. */
+static void check_zoo_tensor(tu_zoo *z, const gguf_tensor_info *info, const char *name, bool exact) {
+    const q_traits *tr = q_get_traits(info->type);
+    assert_non_null(tr);
+    if (!tr->to_float) fail_msg("%s: no to_float", name);
+
+    json_t *ref = json_object_get(z->ref, name);
+    if (!ref) fail_msg("no reference for %s", name);
+    const int64_t ne0 = (int64_t)info->ne[0];
+    assert_int_equal(json_integer_value(json_object_get(ref, "ne0")), ne0);
+    json_t *rows = json_object_get(ref, "rows");
+    assert_true(json_is_array(rows));
+    const int64_t nrows = (int64_t)(info->nelements / (uint64_t)ne0);
+    assert_int_equal((int64_t)json_array_size(rows), nrows);
+    const size_t rs = q_row_size(info->type, ne0);
+    assert_int_equal((uint64_t)rs * (uint64_t)nrows, info->nbytes);
+
+    float *y = malloc((size_t)ne0 * sizeof *y);
+    assert_non_null(y);
+    double worst = 0.0;
+    for (int64_t r = 0; r < nrows; r++) {
+        json_t *row = json_array_get(rows, (size_t)r);
+        assert_int_equal((int64_t)json_array_size(row), ne0);
+        for (int64_t i = 0; i < ne0; i++) y[i] = NAN;
+        tr->to_float((const uint8_t *)info->data + (size_t)r * rs, y, ne0);
+        double amax = 0.0;
+        for (int64_t i = 0; i < ne0; i++) {
+            double v = json_number_value(json_array_get(row, (size_t)i));
+            if (fabs(v) > amax) amax = fabs(v);
+        }
+        const double tol = 1e-6 * amax;
+        for (int64_t i = 0; i < ne0; i++) {
+            double v = json_number_value(json_array_get(row, (size_t)i));
+            double d = fabs((double)y[i] - v);
+            const float vf = (float)v; /* %.9g round-trips a float exactly */
+            if (exact && memcmp(&vf, &y[i], sizeof vf) != 0)
+                fail_msg("%s row %lld col %lld: kiln %.9g, llama.cpp %.9g (bit for bit)", name, (long long)r,
+                         (long long)i, (double)y[i], v);
+            if (!(d <= tol))
+                fail_msg("%s row %lld col %lld: kiln %.9g, llama.cpp %.9g (tol %.3g)", name, (long long)r,
+                         (long long)i, (double)y[i], v, tol);
+            if (amax > 0 && d / amax > worst) worst = d / amax;
+        }
+    }
+    free(y);
+    print_message("  %-7s %lld rows, worst |diff|/rowmax = %.3g%s\n", name, (long long)nrows, worst,
+                  exact ? " (bit for bit)" : "");
 }
 
 static void test_zoo_dequant_matches_llama_cpp(void **state) {
@@ -116,62 +182,84 @@ static void test_zoo_dequant_matches_llama_cpp(void **state) {
     for (int64_t ti = 0; ti < gguf_n_tensors(z->g); ti++) {
         const gguf_tensor_info *info = gguf_tensor(z->g, ti);
         char name[64];
-        assert_true(info->name.len < sizeof name);
-        memcpy(name, info->name.data, info->name.len);
-        name[info->name.len] = 0;
-
-        q_type by_name;
-        if (!q_type_from_name(name, &by_name)) fail_msg("zoo tensor %s is not named by a type", name);
-        assert_int_equal(info->type, by_name);
-        const q_traits *tr = q_get_traits(info->type);
-        assert_non_null(tr);
-        if (!tr->to_float) fail_msg("%s: no to_float", name);
-
-        json_t *ref = json_object_get(z->ref, name);
-        if (!ref) fail_msg("no reference for %s", name);
-        const int64_t ne0 = (int64_t)info->ne[0];
-        assert_int_equal(json_integer_value(json_object_get(ref, "ne0")), ne0);
-        json_t *rows = json_object_get(ref, "rows");
-        assert_true(json_is_array(rows));
-        const int64_t nrows = (int64_t)(info->nelements / (uint64_t)ne0);
-        assert_int_equal((int64_t)json_array_size(rows), nrows);
-        const size_t rs = q_row_size(info->type, ne0);
-        assert_int_equal((uint64_t)rs * (uint64_t)nrows, info->nbytes);
-
-        float *y = malloc((size_t)ne0 * sizeof *y);
-        assert_non_null(y);
-        double worst = 0.0;
-        for (int64_t r = 0; r < nrows; r++) {
-            json_t *row = json_array_get(rows, (size_t)r);
-            assert_int_equal((int64_t)json_array_size(row), ne0);
-            for (int64_t i = 0; i < ne0; i++) y[i] = NAN;
-            tr->to_float((const uint8_t *)info->data + (size_t)r * rs, y, ne0);
-            double amax = 0.0;
-            for (int64_t i = 0; i < ne0; i++) {
-                double v = json_number_value(json_array_get(row, (size_t)i));
-                if (fabs(v) > amax) amax = fabs(v);
-            }
-            const double tol = 1e-6 * amax;
-            for (int64_t i = 0; i < ne0; i++) {
-                double v = json_number_value(json_array_get(row, (size_t)i));
-                double d = fabs((double)y[i] - v);
-                if (!(d <= tol))
-                    fail_msg("%s row %lld col %lld: kiln %.9g, llama.cpp %.9g (tol %.3g)", name, (long long)r,
-                             (long long)i, (double)y[i], v, tol);
-                if (amax > 0 && d / amax > worst) worst = d / amax;
-            }
-        }
-        free(y);
-        print_message("  %-5s %lld rows, worst |diff|/rowmax = %.3g\n", name, (long long)nrows, worst);
+        zoo_name(info, name);
+        check_zoo_tensor(z, info, name, false);
         n_checked++;
     }
     assert_true(n_checked >= (int)N_ZOO);
 }
 
+/* quant-zoo-iq.gguf: the types kiln computes must match llama.cpp bit for
+ * bit (MXFP4: a power-of-two scale times a small integer is exact); the
+ * others are a later issue and are skipped by type. A skipped type that
+ * gains a to_float fails here until it moves to iq_checked. */
+static const q_type iq_checked[] = {Q_TYPE_MXFP4};
+static const q_type iq_later[] = {Q_TYPE_IQ4_NL,  Q_TYPE_IQ4_XS, Q_TYPE_IQ3_XXS, Q_TYPE_IQ3_S,
+                                  Q_TYPE_IQ2_XXS, Q_TYPE_IQ2_XS, Q_TYPE_IQ2_S,   Q_TYPE_IQ1_S,
+                                  Q_TYPE_IQ1_M,   Q_TYPE_TQ1_0,  Q_TYPE_TQ2_0};
+#define N_IQ_CHECKED (sizeof iq_checked / sizeof iq_checked[0])
+#define N_IQ_LATER (sizeof iq_later / sizeof iq_later[0])
+
+static bool in_list(const q_type *list, size_t n, uint32_t t) {
+    for (size_t i = 0; i < n; i++)
+        if (list[i] == t) return true;
+    return false;
+}
+
+static void test_zoo_iq_dequant_matches_llama_cpp(void **state) {
+    tu_zoo *z = *state;
+    for (size_t i = 0; i < N_IQ_CHECKED; i++) {
+        const char *nm = q_type_name(iq_checked[i]);
+        if (!gguf_find_tensor(z->g, nm)) fail_msg("quant-zoo-iq.gguf lacks tensor %s", nm);
+        if (!json_object_get(z->ref, nm)) fail_msg("quant-zoo-iq reference lacks %s", nm);
+    }
+    int n_checked = 0, n_skipped = 0;
+    for (int64_t ti = 0; ti < gguf_n_tensors(z->g); ti++) {
+        const gguf_tensor_info *info = gguf_tensor(z->g, ti);
+        char name[64];
+        zoo_name(info, name);
+        if (in_list(iq_later, N_IQ_LATER, info->type)) {
+            if (q_get_traits(info->type)->to_float)
+                fail_msg("%s now has a to_float: move it from iq_later to iq_checked", name);
+            print_message("  %-7s skipped (not computed by kiln yet)\n", name);
+            n_skipped++;
+            continue;
+        }
+        if (!in_list(iq_checked, N_IQ_CHECKED, info->type))
+            fail_msg("quant-zoo-iq tensor %s is in neither iq_checked nor iq_later", name);
+        check_zoo_tensor(z, info, name, true);
+        n_checked++;
+    }
+    assert_int_equal(n_checked, (int)N_IQ_CHECKED);
+    assert_int_equal(n_skipped, (int)N_IQ_LATER);
+}
+
+/* The E8M0 scale: 2^(e - 128) for all 256 bytes (ldexp in double, an
+ * independent computation), subnormal at e = 0 and 1, no NaN at 255. */
+static void test_e8m0_half(void **state) {
+    (void)state;
+    for (int e = 0; e < 256; e++) {
+        const float got = q_e8m0_to_f32_half((uint8_t)e), want = (float)ldexp(1.0, e - 128);
+        if (memcmp(&got, &want, sizeof got) != 0)
+            fail_msg("e8m0 %d: %.9g, want 2^%d = %.9g", e, (double)got, e - 128, (double)want);
+    }
+    uint32_t bits;
+    float f = q_e8m0_to_f32_half(0);
+    memcpy(&bits, &f, 4);
+    assert_int_equal(bits, 0x00200000u); /* 2^-128, subnormal */
+    f = q_e8m0_to_f32_half(255);
+    memcpy(&bits, &f, 4);
+    assert_int_equal(bits, 0x7f000000u); /* 2^127 */
+    assert_true(q_e8m0_to_f32_half(128) == 1.0f);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_traits_table),
+        cmocka_unit_test(test_e8m0_half),
         cmocka_unit_test_setup_teardown(test_zoo_dequant_matches_llama_cpp, tu_zoo_setup, tu_zoo_teardown),
+        cmocka_unit_test_setup_teardown(test_zoo_iq_dequant_matches_llama_cpp, tu_zoo_iq_setup,
+                                        tu_zoo_teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -10,8 +10,9 @@
  *  - re-quantizing the zoo's dequantized rows reproduces their bytes for the
  *    types whose ggml reference quantizer is idempotent (Q3_K, Q5_K and Q6_K
  *    re-run a scale search that can land elsewhere, so they are not);
- *  - edge rows (zeros, constants, spikes, tiny values) and the exact Q8_K /
- *    Q8_1 activation rules. */
+ *    quant-zoo-iq's MXFP4 rows likewise;
+ *  - edge rows (zeros, constants, spikes, tiny values), the exact Q8_K /
+ *    Q8_1 activation rules and MXFP4's rules (ties, scale edge cases). */
 #include "testutil.h"
 #include "kiln/gguf.h"
 #include "kiln/tensor.h"
@@ -32,12 +33,13 @@ typedef struct bound {
 
 /* Measured on these rows (seed 1007): F16 .00021, BF16 .0017, Q8_0 .0055,
  * Q8_1 .0055, Q8_K .0073, Q6_K .0183, Q5_K .0373, Q5_1 .0391, Q5_0 .0441,
- * Q4_K .0734, Q4_1 .0814, Q4_0 .0883, Q3_K .1551, Q2_K .3066 (worst row). */
+ * Q4_K .0734, Q4_1 .0814, Q4_0 .0883, MXFP4 .1177, Q3_K .1551, Q2_K .3066
+ * (worst row). */
 static const bound bounds[] = {
     {Q_TYPE_F16, 0.00025}, {Q_TYPE_BF16, 0.0019}, {Q_TYPE_Q8_0, 0.0062}, {Q_TYPE_Q8_1, 0.0062},
     {Q_TYPE_Q8_K, 0.0082}, {Q_TYPE_Q6_K, 0.020},  {Q_TYPE_Q5_K, 0.041},  {Q_TYPE_Q5_1, 0.043},
     {Q_TYPE_Q5_0, 0.049},  {Q_TYPE_Q4_K, 0.080},  {Q_TYPE_Q4_1, 0.089},  {Q_TYPE_Q4_0, 0.098},
-    {Q_TYPE_Q3_K, 0.170},  {Q_TYPE_Q2_K, 0.335},
+    {Q_TYPE_Q3_K, 0.170},  {Q_TYPE_Q2_K, 0.335},  {Q_TYPE_MXFP4, 0.130},
 };
 #define N_BOUNDS (sizeof bounds / sizeof bounds[0])
 
@@ -98,6 +100,9 @@ static void test_gaussian_error_bounds(void **state) {
     assert_true(err[Q_TYPE_Q4_1] < err[Q_TYPE_Q4_0]); /* a min helps */
     assert_true(err[Q_TYPE_Q5_1] < err[Q_TYPE_Q5_0]);
     assert_true(err[Q_TYPE_Q8_0] < err[Q_TYPE_Q8_K]); /* 32-blocks beat 256-blocks */
+    /* MXFP4's power-of-two scale and 8 magnitudes cost more than Q4_0's fp16 scale */
+    assert_true(err[Q_TYPE_Q4_0] < err[Q_TYPE_MXFP4]);
+    assert_true(err[Q_TYPE_MXFP4] < err[Q_TYPE_Q3_K]);
     free(x);
     free(y);
     free(q);
@@ -204,11 +209,49 @@ static void test_requantize_zoo_is_idempotent(void **state) {
     }
 }
 
+/* quant-zoo-iq's MXFP4 rows: llama.cpp's bytes come back from their own
+ * dequantization (a block's largest value is 8d or 12d, so e is found again,
+ * and every value is exactly a code's, the first of equal ones (+0, never -0)). */
+static void test_requantize_zoo_iq_mxfp4(void **state) {
+    tu_zoo *z = *state;
+    const gguf_tensor_info *ti = gguf_find_tensor(z->g, "MXFP4");
+    assert_non_null(ti);
+    assert_int_equal(ti->type, Q_TYPE_MXFP4);
+    const q_traits *tr = q_get_traits(ti->type);
+    const int64_t ne0 = (int64_t)ti->ne[0], nrows = (int64_t)ti->ne[1];
+    const size_t rs = q_row_size(ti->type, ne0);
+    float *x = malloc(sizeof(float) * (size_t)ne0);
+    uint8_t *q = malloc(rs);
+    assert_true(x && q);
+    int n_e[256] = {0};
+    for (int64_t r = 0; r < nrows; r++) {
+        const uint8_t *orig = (const uint8_t *)ti->data + (size_t)r * rs;
+        tr->to_float(orig, x, ne0);
+        memset(q, 0xa5, rs);
+        tr->from_float(x, q, ne0);
+        if (memcmp(q, orig, rs) != 0) {
+            size_t b = 0;
+            while (q[b] == orig[b]) b++;
+            fail_msg("MXFP4 row %lld: requantized byte %zu is %02x, llama.cpp wrote %02x", (long long)r, b,
+                     q[b], orig[b]);
+        }
+        for (int64_t b = 0; b < ne0 / 32; b++) n_e[((const block_mxfp4 *)orig)[b].e]++;
+    }
+    int distinct = 0;
+    for (int e = 0; e < 256; e++) distinct += n_e[e] > 0;
+    assert_true(distinct >= 2); /* the rows exercise more than one scale (121 and 122) */
+    print_message("  MXFP4 %lld rows byte-identical after a round trip (%d distinct scales)\n",
+                  (long long)nrows, distinct);
+    free(x);
+    free(q);
+}
+
 /* ---------------- edge rows ---------------- */
 
 static const q_type all_types[] = {Q_TYPE_F32,  Q_TYPE_F16,  Q_TYPE_BF16, Q_TYPE_Q8_0, Q_TYPE_Q8_1,
                                    Q_TYPE_Q4_0, Q_TYPE_Q4_1, Q_TYPE_Q5_0, Q_TYPE_Q5_1, Q_TYPE_Q2_K,
-                                   Q_TYPE_Q3_K, Q_TYPE_Q4_K, Q_TYPE_Q5_K, Q_TYPE_Q6_K, Q_TYPE_Q8_K};
+                                   Q_TYPE_Q3_K, Q_TYPE_Q4_K, Q_TYPE_Q5_K, Q_TYPE_Q6_K, Q_TYPE_Q8_K,
+                                   Q_TYPE_MXFP4};
 
 static void roundtrip(q_type t, const float *x, float *y, int64_t n) {
     uint8_t q[2048];
@@ -337,6 +380,69 @@ static void test_q8_0_q8_1_rules(void **state) {
     assert_int_equal(b.s, q_f32_to_f16((float)sum * d));
 }
 
+/* MXFP4 (ggml's quantize_row_mxfp4_ref): e = floor(log2(amax)) - 2 + 127
+ * converted as x86 converts float to uint8_t, d = 2^(e - 128), per element
+ * the first code of least |kvalues[i] * d - x|, element j in the low nibble
+ * of byte j and element j + 16 in its high nibble. */
+static void test_mxfp4_rules(void **state) {
+    (void)state;
+    enum { NB = 7 };
+    float x[32 * NB];
+    memset(x, 0, sizeof x);
+    /* block 0: amax 3 -> e = 126, d = 0.25: codes {0, .25, .5, .75, 1, 1.5, 2, 3} x sign */
+    x[0] = 3.0f;    /* 12 d: code 7 */
+    x[1] = 0.375f;  /* tie .25 | .5: the lower code, 1 */
+    x[2] = -0.375f; /* tie -.25 | -.5: code 9 */
+    x[3] = -0.0f;   /* +0 (code 0), not -0 (code 8) */
+    x[4] = 2.5f;    /* tie 2 | 3: code 6 */
+    x[5] = -2.6f;   /* -3: code 15 */
+    x[6] = 1.25f;   /* tie 1 | 1.5: code 4 */
+    x[16] = -1.0f;  /* -4 d: code 12, the high nibble of byte 0 */
+    x[17] = 0.1f;   /* nearer 0 than .25: code 0 */
+    /* block 1: zeros -> e = 0, all codes 0 */
+    /* block 2: amax 2^-126 -> floor(log2) - 2 + 127 = -1 -> 255 on x86 (the scale 2^127 rounds all to 0) */
+    x[64] = 0x1p-126f;
+    /* block 3: a subnormal amax 1e-40 -> floor(log2) = -133 -> -8 -> 248 */
+    x[96] = -1e-40f;
+    /* block 4: amax 2^-125 -> e = 0, d = 2^-128: 8 d, code 6, exact */
+    x[128] = 0x1p-125f;
+    /* block 5: amax 1.5 * 2^127 -> e = 252, d = 2^124: 12 d, code 7 */
+    x[160] = 0x1.8p127f;
+    /* block 6: an infinite amax -> e = 0 (x86's integer-indefinite low byte); inf matches no code */
+    x[192] = INFINITY;
+    x[193] = 1.0f; /* every |kvalues[i] * 2^-128 - 1| rounds to 1: the first code, 0 */
+    block_mxfp4 b[NB];
+    memset(b, 0x77, sizeof b);
+    q_get_traits(Q_TYPE_MXFP4)->from_float(x, b, 32 * NB);
+    assert_int_equal(b[0].e, 126);
+    static const uint8_t want0[16] = {0xC7, 0x01, 0x09, 0x00, 0x06, 0x0F, 0x04};
+    assert_memory_equal(b[0].qs, want0, 16);
+    assert_int_equal(b[1].e, 0);
+    assert_int_equal(b[2].e, 255);
+    assert_int_equal(b[3].e, 248);
+    assert_int_equal(b[4].e, 0);
+    assert_int_equal(b[4].qs[0], 0x06);
+    assert_int_equal(b[5].e, 252);
+    assert_int_equal(b[5].qs[0], 0x07);
+    assert_int_equal(b[6].e, 0);
+    assert_int_equal(b[6].qs[0], 0x00);
+    assert_int_equal(b[6].qs[1], 0x00);
+    for (int k = 1; k < 6; k++)
+        for (int j = 0; j < 16; j++) {
+            if ((k == 4 || k == 5) && j == 0) continue;
+            assert_int_equal(b[k].qs[j], 0);
+        }
+    /* and back */
+    float y[32 * NB];
+    q_get_traits(Q_TYPE_MXFP4)->to_float(b, y, 32 * 6);
+    static const float want_y0[7] = {3.0f, 0.25f, -0.25f, 0.0f, 2.0f, -3.0f, 1.0f};
+    for (int j = 0; j < 7; j++) assert_true(y[j] == want_y0[j]);
+    assert_true(y[16] == -1.0f && y[17] == 0.0f && !signbit(y[3]));
+    assert_true(y[128] == 0x1p-125f);
+    assert_true(y[160] == 0x1.8p127f);
+    for (int j = 32; j < 128; j++) assert_true(y[j] == 0.0f);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_gaussian_error_bounds),
@@ -345,6 +451,8 @@ int main(void) {
         cmocka_unit_test(test_edge_rows),
         cmocka_unit_test(test_q8_K_rules),
         cmocka_unit_test(test_q8_0_q8_1_rules),
+        cmocka_unit_test_setup_teardown(test_requantize_zoo_iq_mxfp4, tu_zoo_iq_setup, tu_zoo_teardown),
+        cmocka_unit_test(test_mxfp4_rules),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

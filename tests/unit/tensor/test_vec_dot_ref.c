@@ -26,7 +26,7 @@
 
 static const q_type weight_types[] = {Q_TYPE_F32,  Q_TYPE_F16,  Q_TYPE_BF16, Q_TYPE_Q8_0, Q_TYPE_Q4_0,
                                       Q_TYPE_Q4_1, Q_TYPE_Q5_0, Q_TYPE_Q5_1, Q_TYPE_Q2_K, Q_TYPE_Q3_K,
-                                      Q_TYPE_Q4_K, Q_TYPE_Q5_K, Q_TYPE_Q6_K};
+                                      Q_TYPE_Q4_K, Q_TYPE_Q5_K, Q_TYPE_Q6_K, Q_TYPE_MXFP4};
 #define N_WT (sizeof weight_types / sizeof weight_types[0])
 
 #define MAXN 4096
