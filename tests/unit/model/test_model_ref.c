@@ -20,6 +20,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 typedef tu_compute env;
 
@@ -398,6 +399,58 @@ static void test_load_errors(void **state) {
     assert_non_null(strstr(err.msg, "quant-zoo"));
 }
 
+/* stories260K copied with one more key (key != NULL: a u32 of that name)
+ * or one more tensor (extra_tensor: an F32 vector of that name). */
+static void write_with_extra(const char *out, const char *key, const char *extra_tensor) {
+    char path[1024];
+    gguf_ctx *g = NULL;
+    kn_err err = {0};
+    assert_int_equal(gguf_open(tu_shared_path(path, sizeof path, "models/stories260K.gguf"), &g, &err), KN_OK);
+    gguf_writer *w = gguf_writer_create();
+    assert_non_null(w);
+    for (int64_t i = 0; i < gguf_n_kv(g); i++)
+        assert_int_equal(gguf_writer_copy_kv(w, g, i), KN_OK);
+    if (key) assert_int_equal(gguf_writer_set_u32(w, key, 3), KN_OK);
+    for (int64_t i = 0; i < gguf_n_tensors(g); i++) {
+        const gguf_tensor_info *t = gguf_tensor(g, i);
+        char name[128];
+        snprintf(name, sizeof name, "%.*s", (int)t->name.len, t->name.data);
+        assert_true(gguf_writer_add_tensor(w, name, t->n_dims, t->ne, t->type, t->data, &err) >= 0);
+    }
+    static const float ones[8] = {1, 1, 1, 1, 1, 1, 1, 1};
+    const uint64_t ne[4] = {8, 1, 1, 1};
+    if (extra_tensor) assert_true(gguf_writer_add_tensor(w, extra_tensor, 1, ne, Q_TYPE_F32, ones, &err) >= 0);
+    assert_int_equal(gguf_writer_write_file(w, out, &err), KN_OK);
+    gguf_writer_destroy(w);
+    gguf_close(g);
+}
+
+/* What kiln does not understand is a load error, never ignored: a tensor no
+ * family binds (as Llama 3.1's rope_freqs was before it was applied), and a
+ * RoPE key kiln does not apply. */
+static void test_unknown_parts(void **state) {
+    (void)state;
+    char dir[512], a[600], b[600];
+    tu_tmpdir(dir, sizeof dir);
+    snprintf(a, sizeof a, "%s/extra-tensor.gguf", dir);
+    snprintf(b, sizeof b, "%s/extra-rope.gguf", dir);
+    write_with_extra(a, NULL, "blk.0.attn_gate_mystery.weight");
+    write_with_extra(b, "llama.rope.scaling.yarn_log_multiplier", NULL);
+    model *m = NULL;
+    kn_err err = {0};
+    assert_int_equal(model_load(a, NULL, &m, &err), KN_EUNSUPPORTED);
+    assert_null(m);
+    assert_non_null(strstr(err.msg, "blk.0.attn_gate_mystery.weight"));
+    assert_int_equal(model_load(b, NULL, &m, &err), KN_EUNSUPPORTED);
+    assert_non_null(strstr(err.msg, "llama.rope.scaling.yarn_log_multiplier"));
+    /* the untouched copy loads: the failures are the additions */
+    write_with_extra(a, NULL, NULL);
+    assert_int_equal(model_load(a, NULL, &m, &err), KN_OK);
+    model_destroy(m);
+    unlink(a);
+    unlink(b);
+}
+
 /* stories260K with its matrices of 32-divisible rows (attention and
  * gate/up; not ffn_down, whose rows are 172 long, nor token_embd) rewritten:
  * as MXFP4 (from_float), as the F32 of that MXFP4's dequantization, or as
@@ -529,6 +582,7 @@ static void test_mxfp4_weights(void **state) {
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_load_errors),
+        cmocka_unit_test(test_unknown_parts),
         cmocka_unit_test(test_mxfp4_weights),
         cmocka_unit_test(test_batch_invariance),
         cmocka_unit_test(test_reference_logits),
