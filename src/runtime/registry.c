@@ -28,7 +28,7 @@ static const char *const QUANTS[] = {
     "F32",    "F16",    "BF16",   "Q8_0",   "Q8_1",   "Q6_K",   "Q5_K_M", "Q5_K_S", "Q5_K",  "Q5_1",
     "Q5_0",   "Q4_K_M", "Q4_K_S", "Q4_K",   "Q4_1",   "Q4_0",   "Q3_K_L", "Q3_K_M", "Q3_K_S", "Q3_K",
     "Q2_K_S", "Q2_K",   "IQ4_XS", "IQ4_NL", "IQ3_S",  "IQ3_M",  "IQ3_XS", "IQ3_XXS", "IQ2_M", "IQ2_S",
-    "IQ2_XS", "IQ2_XXS", "IQ1_S", "IQ1_M",  "TQ1_0",  "TQ2_0",  "Q4_0_4_4", "MXFP4",
+    "IQ2_XS", "IQ2_XXS", "IQ1_S", "IQ1_M",  "TQ1_0",  "TQ2_0",  "Q4_0_4_4", "MXFP4", "MXFP4_MOE",
 };
 
 const char *rt_quant_label(const char *s, size_t n) {

@@ -113,7 +113,8 @@ static bool left_delim(const char *b, const char *p) {
 
 /* Length of the label starting at p, or 0. */
 static size_t label_at(const char *p, const char *end) {
-    static const char *const FLOATS[] = {"BF16", "F16", "F32"};
+    /* labels that are not [IT]Q<n>_...: the floats and OCP microscaling (gpt-oss) */
+    static const char *const FLOATS[] = {"BF16", "F16", "F32", "MXFP4_MOE", "MXFP4"};
     for (size_t i = 0; i < sizeof FLOATS / sizeof FLOATS[0]; i++) {
         size_t k = strlen(FLOATS[i]);
         if ((size_t)(end - p) >= k && !strncasecmp(p, FLOATS[i], k) && right_delim(p + k, end)) return k;
