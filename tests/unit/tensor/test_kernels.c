@@ -1,6 +1,7 @@
 /*
  * test_kernels.c — the SIMD kernel sets against the scalar reference, the
- * SIMD activation quantizers byte for byte, and batch invariance bit for bit.
+ * SIMD activation quantizers byte for byte, and batch invariance bit for bit;
+ * MXFP4 also at the edges of its E8M0 scale.
  *
  * Sets tested: every set this CPU supports, or only $KILN_CPU when it is set
  * (the test script reruns the kernel tests once per set).
@@ -14,8 +15,8 @@
 #include <stdlib.h>
 #include <string.h>
 
-static const q_type HOT[] = {Q_TYPE_Q4_K, Q_TYPE_Q5_K, Q_TYPE_Q6_K, Q_TYPE_Q8_0,
-                             Q_TYPE_Q4_0, Q_TYPE_F16,  Q_TYPE_BF16, Q_TYPE_F32};
+static const q_type HOT[] = {Q_TYPE_Q4_K, Q_TYPE_Q5_K, Q_TYPE_Q6_K, Q_TYPE_Q8_0, Q_TYPE_Q4_0,
+                             Q_TYPE_MXFP4, Q_TYPE_F16,  Q_TYPE_BF16, Q_TYPE_F32};
 #define N_HOT (int)(sizeof HOT / sizeof HOT[0])
 
 /* The kernel sets under test. */
@@ -138,6 +139,10 @@ static void test_kernels_vs_reference(void **state) {
                 tensor_ops ops;
                 tensor_ops_init(&ops, lv[li]);
                 assert_non_null(ops.vec_dot[t]);
+                /* every hot type has its own kernels in the SIMD sets (else this test compares the
+                 * reference with itself) */
+                if (lv[li] >= KN_CPU_AVX2 && (ops.vec_dot[t] == tr->vec_dot || !ops.gemm[t]))
+                    fail_msg("%s: set %s runs the scalar reference", q_type_name(t), kn_cpu_level_name(lv[li]));
                 for (int64_t c = 0; c < NC; c++)
                     for (int64_t m = 0; m < M; m++) {
                         float s = NAN;
@@ -322,6 +327,64 @@ static void test_fallback_types(void **state) {
     }
 }
 
+/* MXFP4 rows of raw random bytes (every code, -0 included) with block
+ * scales at the E8M0 edges (subnormal 2^-128 and 2^-127, 2^127, products
+ * that overflow to inf, and inf - inf = NaN across blocks): every set's
+ * vec_dot and gemm give the reference's bits. from_float never writes
+ * these scales, so test_kernels_vs_reference does not reach them. */
+static void test_mxfp4_scale_edges(void **state) {
+    (void)state;
+    kn_cpu_level lv[KN_CPU_LEVEL_COUNT];
+    const int nl = test_levels(lv);
+    static const uint8_t es[] = {0, 1, 2, 3, 100, 127, 128, 129, 200, 253, 254, 255};
+    const int64_t K = 32 * 7, M = 21, NC = 6;
+    const size_t wrow = q_row_size(Q_TYPE_MXFP4, K);
+    tu_rng rng = {0xe8e0};
+    for (int trial = 0; trial < 40; trial++) {
+        uint8_t *w = malloc(wrow * M);
+        for (size_t i = 0; i < wrow * M; i++) w[i] = (uint8_t)tu_rng_u64(&rng);
+        for (int64_t m = 0; m < M; m++)
+            for (int64_t b = 0; b < K / 32; b++) {
+                block_mxfp4 *blk = (block_mxfp4 *)(w + m * wrow) + b;
+                /* trial 0..19: small and subnormal scales only; later: anything, inf and NaN included */
+                const size_t n_es = trial < 20 ? 4 : sizeof es;
+                blk->e = es[tu_rng_u64(&rng) % n_es];
+            }
+        float *x = make_floats(&rng, K, NC);
+        tensor_ops ref;
+        tensor_ops_init(&ref, KN_CPU_GENERIC);
+        uint8_t *act = malloc(tensor_act_bytes(Q_TYPE_MXFP4, K, NC));
+        tensor_act_quantize(&ref, Q_TYPE_MXFP4, x, K, K, NC, act);
+        const size_t arow = tensor_act_bytes(Q_TYPE_MXFP4, K, 1);
+        float want[21 * 6], got[21 * 6];
+        for (int64_t c = 0; c < NC; c++)
+            for (int64_t m = 0; m < M; m++)
+                q_get_traits(Q_TYPE_MXFP4)->vec_dot(K, &want[c * M + m], w + m * wrow, act + c * arow);
+        for (int li = 0; li < nl; li++) {
+            tensor_ops ops;
+            tensor_ops_init(&ops, lv[li]);
+            for (int64_t c = 0; c < NC; c++)
+                for (int64_t m = 0; m < M; m++) {
+                    float s = 0.5f;
+                    ops.vec_dot[Q_TYPE_MXFP4](K, &s, w + m * wrow, act + c * arow);
+                    if (memcmp(&s, &want[c * M + m], sizeof s) != 0)
+                        fail_msg("MXFP4 set %s trial %d vec_dot row %lld col %lld: %.9g, reference %.9g",
+                                 kn_cpu_level_name(lv[li]), trial, (long long)m, (long long)c, s, want[c * M + m]);
+                }
+            for (int64_t i = 0; i < M * NC; i++) got[i] = 0.5f;
+            tensor_matmul_rows(&ops, Q_TYPE_MXFP4, w, K, 0, M, act, NC, got, M);
+            for (int64_t i = 0; i < M * NC; i++)
+                if (memcmp(&got[i], &want[i], sizeof got[i]) != 0)
+                    fail_msg("MXFP4 set %s trial %d matmul row %lld col %lld: %.9g, reference %.9g",
+                             kn_cpu_level_name(lv[li]), trial, (long long)(i % M), (long long)(i / M), got[i],
+                             want[i]);
+        }
+        free(w);
+        free(x);
+        free(act);
+    }
+}
+
 static void test_bandwidth_probe(void **state) {
     (void)state;
     kn_pool *p = kn_pool_create(2);
@@ -335,7 +398,7 @@ int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_kernels_vs_reference), cmocka_unit_test(test_act_quantizers_bitexact),
         cmocka_unit_test(test_batch_invariance),     cmocka_unit_test(test_fallback_types),
-        cmocka_unit_test(test_bandwidth_probe),
+        cmocka_unit_test(test_mxfp4_scale_edges),    cmocka_unit_test(test_bandwidth_probe),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -42,6 +42,7 @@ X_QUANT_KERNELS(q8_0, Q_QK8_0)
 X_QUANT_KERNELS(q4_K, Q_QK_K)
 X_QUANT_KERNELS(q5_K, Q_QK_K)
 X_QUANT_KERNELS(q6_K, Q_QK_K)
+X_QUANT_KERNELS(mxfp4, Q_QK_MXFP4)
 
 /* ---- float kernels: 8-wide ---- */
 typedef __m256 xf_vec;
@@ -83,6 +84,8 @@ X_NOSAN void tensor_x86_avx2_init(tensor_ops *ops) {
     ops->gemm[Q_TYPE_Q5_K] = q5_K_gemm;
     ops->vec_dot[Q_TYPE_Q6_K] = q6_K_vec_dot;
     ops->gemm[Q_TYPE_Q6_K] = q6_K_gemm;
+    ops->vec_dot[Q_TYPE_MXFP4] = mxfp4_vec_dot;
+    ops->gemm[Q_TYPE_MXFP4] = mxfp4_gemm;
     x_quantizers_install(ops);
     xf_install(ops);
 }

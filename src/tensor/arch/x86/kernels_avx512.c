@@ -4,9 +4,9 @@
  *
  * Integer dots use VNNI: vpdpbusd (u8 x s8 -> int32, no int16 saturation)
  * and vpdpwssd for scaled int16 pairs, on 512-bit vectors for every block
- * type (Q4_K/Q5_K/Q6_K/Q8_0/Q4_0 tiles below; the 256-bit template only
+ * type (Q4_K/Q5_K/Q6_K/Q8_0/Q4_0/MXFP4 tiles below; the 256-bit template only
  * supplies the shared reductions, the float update and the activation
- * quantizers). Q8_0/Q4_0 use 4x4 (row x column) gemm tiles and the
+ * quantizers). Q8_0/Q4_0/MXFP4 use 4x4 (row x column) gemm tiles and the
  * reference's float order; Q4_K/Q5_K/Q6_K keep per-lane float sums (not
  * bit-identical to the reference, see x86.h) in 2x8 gemm tiles. Float
  * kernels use 16-wide FMA with masked tails. See x86.h for the numerics
@@ -277,11 +277,13 @@ XAI void q6_Kv_tile(int64_t nb, const uint8_t *w, size_t ws, int nr, const uint8
 }
 XV_QUANT_KERNELS(q6_Kv)
 
-/* ---- 512-bit Q8_0 / Q4_0 tiles: two 32-element blocks per zmm ----
+/* ---- 512-bit Q8_0 / Q4_0 / MXFP4 tiles: two 32-element blocks per zmm ----
  * u8 x s8 with vpdpbusd: Q8_0 weights offset by 128, Q4_0 nibbles (= w + 8),
- * corrected by a per-column bias -K * sum(a) that seeds the accumulator.
- * 8 (row, column) pairs x 2 blocks are reduced together; the float update
- * then runs block by block in the reference's order. */
+ * MXFP4 codes mapped by one vpshufb to kvalues_mxfp4 + 12, corrected by a
+ * per-column bias -K * sum(a) that seeds the accumulator. 8 (row, column)
+ * pairs x 2 blocks are reduced together; the float update then runs block
+ * by block in the reference's order (MXFP4's dw = 2^(e - 128)). */
+enum { X_Z_Q8_0 = 0, X_Z_Q4_0 = 1, X_Z_MXFP4 = 2 };
 
 /* Lane-local sums of 8 zmm (pairs p) -> ymm is0 (block 0 of pair p) and is1. */
 XAI void x_reduce8x2(const __m512i v[8], __m256i *is0, __m256i *is1) {
@@ -300,9 +302,23 @@ XAI void x_reduce8x2(const __m512i v[8], __m256i *is0, __m256i *is1) {
     *is1 = _mm512_extracti64x4_epi64(s, 1);
 }
 
-/* The u8 weights of blocks b and b + 1 (Q8_0: w ^ 0x80; Q4_0: nibbles), b + 1 only when two. */
-XAI __m512i x_blk2_w(const uint8_t *row, int64_t b, int two, int Q4) {
-    if (Q4) {
+/* The u8 weights of blocks b and b + 1 (Q8_0: w ^ 0x80; Q4_0: nibbles;
+ * MXFP4: kvalues_mxfp4[code] + 12), b + 1 only when two. */
+XAI __m512i x_blk2_w(const uint8_t *row, int64_t b, int two, int KIND) {
+    if (KIND == X_Z_MXFP4) {
+        const block_mxfp4 *x = (const block_mxfp4 *)row + b;
+        const __m128i m = _mm_set1_epi8(0x0F);
+        const __m128i q0 = _mm_loadu_si128((const __m128i *)x[0].qs);
+        const __m256i c0 = _mm256_set_m128i(_mm_and_si128(_mm_srli_epi16(q0, 4), m), _mm_and_si128(q0, m));
+        __m256i c1 = _mm256_setzero_si256();
+        if (two) {
+            const __m128i q1 = _mm_loadu_si128((const __m128i *)x[1].qs);
+            c1 = _mm256_set_m128i(_mm_and_si128(_mm_srli_epi16(q1, 4), m), _mm_and_si128(q1, m));
+        }
+        const __m512i lut = _mm512_broadcast_i32x4(x_mxfp4_lut_u());
+        return _mm512_shuffle_epi8(lut, _mm512_inserti64x4(_mm512_castsi256_si512(c0), c1, 1));
+    }
+    if (KIND == X_Z_Q4_0) {
         const block_q4_0 *x = (const block_q4_0 *)row + b;
         const __m128i m = _mm_set1_epi8(0x0F);
         const __m128i q0 = _mm_loadu_si128((const __m128i *)x[0].qs);
@@ -321,13 +337,21 @@ XAI __m512i x_blk2_w(const uint8_t *row, int64_t b, int two, int Q4) {
     return _mm512_inserti64x4(_mm512_castsi256_si512(u0), u1, 1);
 }
 
-XAI void q32z_tile(int64_t nb, const uint8_t *w, size_t ws, int nr, const uint8_t *a, size_t as, int nc, float *y,
-                   int64_t ldy, const int R, const int C, const int Q4) {
+/* The float scale of the weight block at xb. */
+XAI float x_blk_dw(const uint8_t *xb, int KIND) {
+    if (KIND == X_Z_MXFP4) return q_e8m0_to_f32_half(((const block_mxfp4 *)xb)->e);
+    return x_h2f(*(const q_f16_t *)xb); /* d leads block_q8_0 and block_q4_0 */
+}
+
+XAI void q32z_tile(int64_t nb, const uint8_t *w, size_t ws, int nr, const uint8_t *a, size_t as, int nc,
+                   float *y, int64_t ldy, const int R, const int C, const int KIND) {
     const uint8_t *wp[16], *ap[16];
     x_tile_ptrs(w, ws, nr, a, as, nc, R, C, wp, ap);
     const int L = R * C, NG = (L + 7) / 8;
-    const __m512i kb = _mm512_set1_epi8(Q4 ? 8 : (char)0x80);
-    const size_t wbs = Q4 ? sizeof(block_q4_0) : sizeof(block_q8_0);
+    const __m512i kb = _mm512_set1_epi8(KIND == X_Z_Q4_0 ? 8 : KIND == X_Z_MXFP4 ? X_MXFP4_OFF : (char)0x80);
+    const size_t wbs = KIND == X_Z_Q4_0    ? sizeof(block_q4_0)
+                       : KIND == X_Z_MXFP4 ? sizeof(block_mxfp4)
+                                           : sizeof(block_q8_0);
     __m256 acc[2] = {_mm256_setzero_ps(), _mm256_setzero_ps()};
     for (int64_t b = 0; b < nb; b += 2) {
         const int two = b + 1 < nb;
@@ -344,9 +368,9 @@ XAI void q32z_tile(int64_t nb, const uint8_t *w, size_t ws, int nr, const uint8_
         XUNROLL for (int r = 0; r < R; r++) {
             const uint8_t *xb = wp[r] + (size_t)b * wbs;
             x_prefetch(xb + 1024);
-            dw[0][r] = x_h2f(*(const q_f16_t *)xb);
-            dw[1][r] = two ? x_h2f(*(const q_f16_t *)(xb + wbs)) : 0.0f;
-            const __m512i u = x_blk2_w(wp[r], b, two, Q4);
+            dw[0][r] = x_blk_dw(xb, KIND);
+            dw[1][r] = two ? x_blk_dw(xb + wbs, KIND) : 0.0f;
+            const __m512i u = x_blk2_w(wp[r], b, two, KIND);
             XUNROLL for (int c = 0; c < C; c++) iv[r * C + c] = _mm512_dpbusd_epi32(bias[c], u, av[c]);
         }
         XUNROLL for (int g = 0; g < NG; g++) {
@@ -367,14 +391,19 @@ XAI void q32z_tile(int64_t nb, const uint8_t *w, size_t ws, int nr, const uint8_
 
 XAI void q8_0z_tile(int64_t nb, const uint8_t *w, size_t ws, int nr, const uint8_t *a, size_t as, int nc, float *y,
                     int64_t ldy, const int R, const int C) {
-    q32z_tile(nb, w, ws, nr, a, as, nc, y, ldy, R, C, 0);
+    q32z_tile(nb, w, ws, nr, a, as, nc, y, ldy, R, C, X_Z_Q8_0);
 }
 XAI void q4_0z_tile(int64_t nb, const uint8_t *w, size_t ws, int nr, const uint8_t *a, size_t as, int nc, float *y,
                     int64_t ldy, const int R, const int C) {
-    q32z_tile(nb, w, ws, nr, a, as, nc, y, ldy, R, C, 1);
+    q32z_tile(nb, w, ws, nr, a, as, nc, y, ldy, R, C, X_Z_Q4_0);
+}
+XAI void mxfp4z_tile(int64_t nb, const uint8_t *w, size_t ws, int nr, const uint8_t *a, size_t as, int nc,
+                     float *y, int64_t ldy, const int R, const int C) {
+    q32z_tile(nb, w, ws, nr, a, as, nc, y, ldy, R, C, X_Z_MXFP4);
 }
 X_QUANT_KERNELS(q8_0z, Q_QK8_0)
 X_QUANT_KERNELS(q4_0z, Q_QK4_0)
+X_QUANT_KERNELS(mxfp4z, Q_QK_MXFP4)
 
 /* ---- float kernels: 16-wide ---- */
 typedef __m512 xf_vec;
@@ -406,6 +435,8 @@ X_NOSAN void tensor_x86_avx512_init(tensor_ops *ops, bool vnni) {
         ops->gemm[Q_TYPE_Q4_0] = q4_0z_gemm;
         ops->vec_dot[Q_TYPE_Q8_0] = q8_0z_vec_dot;
         ops->gemm[Q_TYPE_Q8_0] = q8_0z_gemm;
+        ops->vec_dot[Q_TYPE_MXFP4] = mxfp4z_vec_dot;
+        ops->gemm[Q_TYPE_MXFP4] = mxfp4z_gemm;
         x_quantizers_install(ops);
         ops->vec_dot[Q_TYPE_Q4_K] = q4_Kv_vec_dot;
         ops->gemm[Q_TYPE_Q4_K] = q4_Kv_gemm;

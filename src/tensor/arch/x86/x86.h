@@ -8,8 +8,8 @@
  *
  * Numerics (what holds now; tensor.h requires batch invariance within a set
  * and closeness to the scalar reference, see quants_ref.h):
- *  - block types, reference order (AVX2: all; AVX-512: Q4_0, Q8_0, and
- *    every type without VNNI): per block, an exact int32 sum (any lane
+ *  - block types, reference order (AVX2: all; AVX-512: Q4_0, Q8_0, MXFP4,
+ *    and every type without VNNI): per block, an exact int32 sum (any lane
  *    layout: integer addition is associative), then the reference's float
  *    update, computed with separately rounded mul/add intrinsics in the
  *    reference's order. The results are bit-identical to the scalar

@@ -28,6 +28,8 @@
 #ifndef KILN_TENSOR_ARCH_X86_QUANT_H
 #define KILN_TENSOR_ARCH_X86_QUANT_H
 
+#include "quants_ref.h"
+
 #include <immintrin.h>
 
 #define XAI X_INLINE
@@ -129,6 +131,76 @@ XAI void q4_0_tile(int64_t nb, const uint8_t *w, size_t ws, int nr, const uint8_
         XUNROLL for (int g = 0; g < NG; g++) {
             const __m256 is = _mm256_cvtepi32_ps(x_group_sums(iv, L, g));
             const __m256 dd = _mm256_mul_ps(x_lane_rows(dw, R, C, g), x_lane_cols(da, R, C, g));
+            acc[g] = _mm256_add_ps(acc[g], _mm256_mul_ps(dd, is));
+        }
+    }
+    x_store_tile(acc, R, C, nr, nc, y, ldy);
+}
+
+/* ---- MXFP4 x Q8_0: isum = dot(u, a) - 12 * sum(a), u = kvalues_mxfp4[code] + 12 ----
+ * One vpshufb maps the 4-bit codes to u in 0..24 (unsigned, so the u8 x s8
+ * dot applies; maddubs pairs stay within 2 * 24 * 127). Same shape as Q4_0:
+ * the offset times the activation block's sum is subtracted per column.
+ * The block scales of a tile's rows become floats in one vector
+ * (x_e8m0_half_v), bit-identical to q_e8m0_to_f32_half. */
+#define X_MXFP4_OFF 12
+XAI __m128i x_mxfp4_lut_u(void) {
+    return _mm_add_epi8(_mm_loadu_si128((const __m128i *)q_kvalues_mxfp4), _mm_set1_epi8(X_MXFP4_OFF));
+}
+
+/* 2^(e - 128) per int32 lane e in 0..255 (q_e8m0_to_f32_half, vectorized):
+ * (e - 1) << 23, or the subnormal 0x00200000 << e for e < 2. */
+XAI __m256 x_e8m0_half_v(__m256i e) {
+    const __m256i big = _mm256_slli_epi32(_mm256_sub_epi32(e, _mm256_set1_epi32(1)), 23);
+    const __m256i small = _mm256_sllv_epi32(_mm256_set1_epi32(0x00200000), e);
+    return _mm256_castsi256_ps(_mm256_blendv_epi8(big, small, _mm256_cmpgt_epi32(_mm256_set1_epi32(2), e)));
+}
+
+/* x_lane_rows for byte values: lane l of group g = v[row of pair 8g + l] (0 past the tile). */
+XAI __m256i x_lane_rows_u8(const uint8_t *v, int R, int C, int g) {
+    uint8_t t[8];
+    XUNROLL for (int l = 0; l < 8; l++) {
+        const int p = 8 * g + l;
+        t[l] = p < R * C ? v[p / C] : 0;
+    }
+    return _mm256_cvtepu8_epi32(_mm_setr_epi8((char)t[0], (char)t[1], (char)t[2], (char)t[3], (char)t[4],
+                                              (char)t[5], (char)t[6], (char)t[7], 0, 0, 0, 0, 0, 0, 0, 0));
+}
+
+XAI void mxfp4_tile(int64_t nb, const uint8_t *w, size_t ws, int nr, const uint8_t *a, size_t as, int nc,
+                    float *y, int64_t ldy, const int R, const int C) {
+    const uint8_t *wp[16], *ap[16];
+    x_tile_ptrs(w, ws, nr, a, as, nc, R, C, wp, ap);
+    const int L = R * C, NG = (L + 7) / 8;
+    const __m256i lut = _mm256_broadcastsi128_si256(x_mxfp4_lut_u());
+    const __m256i m4 = _mm256_set1_epi8(0x0F), koff = _mm256_set1_epi8(X_MXFP4_OFF);
+    const __m256i sh = _mm256_setr_epi32(0, 0, 0, 0, 4, 4, 4, 4);
+    __m256 acc[2] = {_mm256_setzero_ps(), _mm256_setzero_ps()};
+    for (int64_t b = 0; b < nb; b++) {
+        __m256i av[16], aso[16], iv[16];
+        float da[16];
+        uint8_t ew[16];
+        XUNROLL for (int c = 0; c < C; c++) {
+            const block_q8_0 *yb = (const block_q8_0 *)ap[c] + b;
+            av[c] = _mm256_loadu_si256((const __m256i *)yb->qs);
+            aso[c] = x_dot(_mm256_setzero_si256(), koff, av[c]);
+            da[c] = x_h2f(yb->d);
+        }
+        XUNROLL for (int r = 0; r < R; r++) {
+            const block_mxfp4 *xb = (const block_mxfp4 *)wp[r] + b;
+            x_prefetch(xb + 16);
+            ew[r] = xb->e;
+            /* [codes 0-15 | codes 16-31]: the 16 bytes in both halves; the upper half's dwords
+             * shifted right by 4 bring each byte's high nibble down (the mask drops the rest) */
+            const __m256i q = _mm256_broadcastsi128_si256(_mm_loadu_si128((const __m128i *)xb->qs));
+            const __m256i u = _mm256_shuffle_epi8(lut, _mm256_and_si256(_mm256_srlv_epi32(q, sh), m4));
+            XUNROLL for (int c = 0; c < C; c++)
+                iv[r * C + c] = _mm256_sub_epi32(x_dot(_mm256_setzero_si256(), u, av[c]), aso[c]);
+        }
+        XUNROLL for (int g = 0; g < NG; g++) {
+            const __m256 is = _mm256_cvtepi32_ps(x_group_sums(iv, L, g));
+            const __m256 dw = x_e8m0_half_v(x_lane_rows_u8(ew, R, C, g));
+            const __m256 dd = _mm256_mul_ps(dw, x_lane_cols(da, R, C, g));
             acc[g] = _mm256_add_ps(acc[g], _mm256_mul_ps(dd, is));
         }
     }
