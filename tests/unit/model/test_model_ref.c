@@ -8,6 +8,8 @@
  * logit within 0.05, logsumexp within 0.05. On quantized / random-weight
  * models: top-1 agreement >= 99% (ties within 0.5), |diff| over the top-8
  * mean <= 0.1, p99 <= 0.35, max <= 0.6, logsumexp within 0.6.
+ * Also: a stories260K twin with MXFP4 matrices loads and runs (no llama.cpp
+ * reference: it is checked against its own dequantized F32 twin).
  */
 #include "testutil.h"
 #include "kiln/model.h"
@@ -161,9 +163,7 @@ static void test_reference_logits_q8_0_kv(void **state) { check_all_references(*
 /* A sequence's logits are bit-identical alone, batched with another
  * sequence, and prefilled in chunks: on the F32 model, a K-quant model
  * (Q8_K activations, gemm tiles vs matvec) and qwen2 (biases, Q5_0/Q8_0). */
-static void check_batch_invariance(env *e, const char *rel) {
-    char path[1024];
-    tu_shared_path(path, sizeof path, rel);
+static void check_batch_invariance_at(env *e, const char *path) {
     model *m;
     kn_err err = {0};
     assert_int_equal(model_load(path, NULL, &m, &err), KN_OK);
@@ -207,6 +207,11 @@ static void check_batch_invariance(env *e, const char *rel) {
     model_destroy(m);
 }
 
+static void check_batch_invariance(env *e, const char *rel) {
+    char path[1024];
+    check_batch_invariance_at(e, tu_shared_path(path, sizeof path, rel));
+}
+
 static void test_batch_invariance(void **state) {
     check_batch_invariance(*state, "models/stories260K.gguf");
     check_batch_invariance(*state, "models/tiny-llama-Q4_K_M.gguf");
@@ -229,9 +234,138 @@ static void test_load_errors(void **state) {
     assert_non_null(strstr(err.msg, "quant-zoo"));
 }
 
+/* stories260K with its matrices of 32-divisible rows (attention and
+ * gate/up; not ffn_down, whose rows are 172 long, nor token_embd) rewritten:
+ * as MXFP4 (from_float), as the F32 of that MXFP4's dequantization, or as
+ * raw bytes of type `other` (a type kiln cannot compute). */
+typedef enum { TWIN_MXFP4, TWIN_DEQUANT, TWIN_OTHER } twin_kind;
+static void write_twin(const char *out, twin_kind kind, q_type other) {
+    char path[1024];
+    gguf_ctx *g = NULL;
+    kn_err err = {0};
+    assert_int_equal(gguf_open(tu_shared_path(path, sizeof path, "models/stories260K.gguf"), &g, &err),
+                     KN_OK);
+    gguf_writer *w = gguf_writer_create();
+    assert_non_null(w);
+    for (int64_t i = 0; i < gguf_n_kv(g); i++)
+        assert_int_equal(gguf_writer_copy_kv(w, g, i), KN_OK);
+    const int64_t nt = gguf_n_tensors(g);
+    void **bufs = calloc((size_t)nt, sizeof *bufs);
+    int n_rewritten = 0;
+    for (int64_t i = 0; i < nt; i++) {
+        const gguf_tensor_info *t = gguf_tensor(g, i);
+        char name[128];
+        assert_true(t->name.len < sizeof name);
+        memcpy(name, t->name.data, t->name.len);
+        name[t->name.len] = 0;
+        const void *data = t->data;
+        uint32_t type = t->type;
+        if (t->type == Q_TYPE_F32 && t->n_dims == 2 && t->ne[0] % 32 == 0 &&
+            strcmp(name, "token_embd.weight") && strcmp(name, "output.weight")) {
+            const int64_t ne0 = (int64_t)t->ne[0], nrows = (int64_t)t->ne[1];
+            const size_t mrow = q_row_size(Q_TYPE_MXFP4, ne0);
+            uint8_t *mx = malloc(mrow * (size_t)nrows);
+            float *f = malloc(sizeof(float) * (size_t)(ne0 * nrows));
+            assert_true(mx && f);
+            const q_traits *mt = q_get_traits(Q_TYPE_MXFP4);
+            for (int64_t r = 0; r < nrows; r++) {
+                mt->from_float((const float *)t->data + r * ne0, mx + (size_t)r * mrow, ne0);
+                mt->to_float(mx + (size_t)r * mrow, f + r * ne0, ne0);
+            }
+            if (kind == TWIN_DEQUANT) {
+                free(mx);
+                bufs[i] = f;
+            } else if (kind == TWIN_MXFP4) {
+                free(f);
+                bufs[i] = mx;
+                type = Q_TYPE_MXFP4;
+            } else { /* whatever bytes, sized for that type */
+                free(f);
+                free(mx);
+                const size_t bytes = q_row_size(other, ne0) * (size_t)nrows;
+                assert_true(bytes > 0);
+                bufs[i] = malloc(bytes);
+                assert_non_null(bufs[i]);
+                memset(bufs[i], 0x11, bytes);
+                type = other;
+            }
+            data = bufs[i];
+            n_rewritten++;
+        }
+        assert_true(gguf_writer_add_tensor(w, name, t->n_dims, t->ne, type, data, &err) >= 0);
+    }
+    assert_int_equal(n_rewritten, 5 * 6); /* q, k, v, output, gate, up in 5 layers */
+    kn_status st = gguf_writer_write_file(w, out, &err);
+    if (st) fprintf(stderr, "%s: %s\n", out, err.msg);
+    assert_int_equal(st, KN_OK);
+    gguf_writer_destroy(w);
+    for (int64_t i = 0; i < nt; i++)
+        free(bufs[i]);
+    free(bufs);
+    gguf_close(g);
+}
+
+/* A model whose matrices are MXFP4 loads (q_type_supported), runs on the
+ * selected kernel set with Q8_0 activations, stays batch-invariant bit for
+ * bit, and gives logits close to its F32 twin (the same dequantized weights,
+ * float activations). A type kiln cannot compute is refused by name. */
+static void test_mxfp4_weights(void **state) {
+    env *e = *state;
+    char dir[512], mx_path[600], f32_path[600], iq_path[600];
+    tu_tmpdir(dir, sizeof dir);
+    snprintf(mx_path, sizeof mx_path, "%s/mxfp4.gguf", dir);
+    snprintf(f32_path, sizeof f32_path, "%s/dequant.gguf", dir);
+    snprintf(iq_path, sizeof iq_path, "%s/iq4nl.gguf", dir);
+    write_twin(mx_path, TWIN_MXFP4, Q_TYPE_F32);
+    write_twin(f32_path, TWIN_DEQUANT, Q_TYPE_F32);
+    write_twin(iq_path, TWIN_OTHER, Q_TYPE_IQ4_NL);
+
+    model *m = NULL, *mf = NULL;
+    kn_err err = {0};
+    kn_status st = model_load(mx_path, NULL, &m, &err);
+    if (st) fprintf(stderr, "%s: %s\n", mx_path, err.msg);
+    assert_int_equal(st, KN_OK);
+    assert_int_equal(model_load(f32_path, NULL, &mf, &err), KN_OK);
+    const int n = 48, V = m->hp.n_vocab;
+    int32_t toks[48];
+    for (int i = 0; i < n; i++)
+        toks[i] = 1 + (i * 53 + 11) % 500;
+    float *a = run_all_positions(e, m, toks, n, MODEL_KV_F16),
+          *b = run_all_positions(e, mf, toks, n, MODEL_KV_F16);
+    double maxd = 0, maxl = 0;
+    int top1 = 0;
+    for (int p = 0; p < n; p++) {
+        const float *A = a + (size_t)p * V, *B = b + (size_t)p * V;
+        int ba = 0, bb = 0;
+        for (int v = 0; v < V; v++) {
+            if (fabs((double)A[v] - B[v]) > maxd) maxd = fabs((double)A[v] - B[v]);
+            if (fabs((double)B[v]) > maxl) maxl = fabs((double)B[v]);
+            if (A[v] > A[ba]) ba = v;
+            if (B[v] > B[bb]) bb = v;
+        }
+        top1 += ba == bb || B[bb] - B[ba] < 0.1f;
+    }
+    fprintf(stderr, "MXFP4 model vs its F32 twin: max |logit diff| %.4f (max |logit| %.2f), top-1 %d/%d\n",
+            maxd, maxl, top1, n);
+    /* only the Q8_0 rounding of the activations differs */
+    assert_true(maxd < 0.03 * maxl);
+    assert_true(top1 >= n - 2);
+    free(a);
+    free(b);
+    model_destroy(mf);
+    model_destroy(m);
+    check_batch_invariance_at(e, mx_path);
+
+    assert_int_equal(model_load(iq_path, NULL, &m, &err), KN_EUNSUPPORTED);
+    assert_null(m);
+    if (!strstr(err.msg, "IQ4_NL")) fail_msg("the refusal does not name the type: %s", err.msg);
+    tu_rmdir(dir);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_load_errors),
+        cmocka_unit_test(test_mxfp4_weights),
         cmocka_unit_test(test_batch_invariance),
         cmocka_unit_test(test_reference_logits),
         cmocka_unit_test(test_reference_logits_q8_0_kv),

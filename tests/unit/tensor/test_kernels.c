@@ -142,7 +142,8 @@ static void test_kernels_vs_reference(void **state) {
                 /* every hot type has its own kernels in the SIMD sets (else this test compares the
                  * reference with itself) */
                 if (lv[li] >= KN_CPU_AVX2 && (ops.vec_dot[t] == tr->vec_dot || !ops.gemm[t]))
-                    fail_msg("%s: set %s runs the scalar reference", q_type_name(t), kn_cpu_level_name(lv[li]));
+                    fail_msg("%s: set %s runs the scalar reference", q_type_name(t),
+                             kn_cpu_level_name(lv[li]));
                 for (int64_t c = 0; c < NC; c++)
                     for (int64_t m = 0; m < M; m++) {
                         float s = NAN;
@@ -369,7 +370,8 @@ static void test_mxfp4_scale_edges(void **state) {
                     ops.vec_dot[Q_TYPE_MXFP4](K, &s, w + m * wrow, act + c * arow);
                     if (memcmp(&s, &want[c * M + m], sizeof s) != 0)
                         fail_msg("MXFP4 set %s trial %d vec_dot row %lld col %lld: %.9g, reference %.9g",
-                                 kn_cpu_level_name(lv[li]), trial, (long long)m, (long long)c, s, want[c * M + m]);
+                                 kn_cpu_level_name(lv[li]), trial, (long long)m, (long long)c, s,
+                                 want[c * M + m]);
                 }
             for (int64_t i = 0; i < M * NC; i++) got[i] = 0.5f;
             tensor_matmul_rows(&ops, Q_TYPE_MXFP4, w, K, 0, M, act, NC, got, M);
