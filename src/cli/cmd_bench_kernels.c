@@ -19,8 +19,8 @@
 #include <stdlib.h>
 #include <string.h>
 
-static const q_type DEFAULT_TYPES[] = {Q_TYPE_Q4_K, Q_TYPE_Q5_K, Q_TYPE_Q6_K, Q_TYPE_Q8_0,
-                                       Q_TYPE_Q4_0, Q_TYPE_F16,  Q_TYPE_BF16, Q_TYPE_F32};
+static const q_type DEFAULT_TYPES[] = {Q_TYPE_Q4_K,  Q_TYPE_Q5_K, Q_TYPE_Q6_K,  Q_TYPE_Q8_0, Q_TYPE_Q4_0,
+                                       Q_TYPE_MXFP4, Q_TYPE_F16,  Q_TYPE_BF16, Q_TYPE_F32};
 #define N_DEFAULT_TYPES (int)(sizeof DEFAULT_TYPES / sizeof DEFAULT_TYPES[0])
 
 typedef struct shape {
@@ -46,7 +46,8 @@ static void usage(FILE *f) {
             "each kernel set, against the read bandwidth and compute peak measured in the same run.\n\n"
             "  --json          one JSON object on stdout (progress and logs on stderr)\n"
             "  -t, --threads N threads (default: all CPUs)\n"
-            "  --types LIST    comma-separated weight types (default Q4_K,Q5_K,Q6_K,Q8_0,Q4_0,F16,BF16,F32)\n"
+            "  --types LIST    comma-separated weight types\n"
+            "                  (default Q4_K,Q5_K,Q6_K,Q8_0,Q4_0,MXFP4,F16,BF16,F32)\n"
             "  --sets LIST     comma-separated kernel sets among generic,avx2,avx512 (default: all supported)\n"
             "  --quick         fewer repetitions and only 4096x4096\n"
             "  --check-cpu SET exit 0 if this CPU supports kernel set SET, 1 otherwise\n");
