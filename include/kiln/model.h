@@ -211,9 +211,9 @@ kn_status model_load(const char *path, const model_load_opts *opts, model **out,
 /* The same over an already opened GGUF; takes ownership of g on success. */
 kn_status model_load_gguf(gguf_ctx *g, const model_load_opts *opts, model **out, kn_err *err);
 void model_destroy(model *m); /* accepts NULL */
-/* Weight bytes one decode step reads: every weight, but of each layer's
- * experts only the expert_used_count a token is routed to (the decode
- * roofline of a mixture of experts). */
+/* Weight bytes one decode step reads: every weight, but one row of an
+ * untied token embedding, and of each layer's experts only the
+ * expert_used_count a token is routed to (the decode roofline). */
 uint64_t model_decode_bytes(const model *m);
 
 /* ---- KV store ---- */

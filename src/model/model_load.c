@@ -452,6 +452,9 @@ kn_status model_load(const char *path, const model_load_opts *opts, model **out,
 
 uint64_t model_decode_bytes(const model *m) {
     uint64_t b = m->weight_bytes;
+    /* the token embedding gives one row a token, unless it is also the output */
+    if (m->tok_embd.data && m->output.data != m->tok_embd.data)
+        b -= q_row_size(m->tok_embd.type, m->tok_embd.ne0) * (uint64_t)(m->tok_embd.ne1 - 1);
     if (m->hp.n_expert <= 0 || !m->layers) return b;
     for (int l = 0; l < m->hp.n_layer; l++) {
         const model_tensor *xs[] = {&m->layers[l].gate_exps, &m->layers[l].up_exps, &m->layers[l].down_exps};
