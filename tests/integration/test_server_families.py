@@ -297,6 +297,8 @@ def test_prefix(srv, fresh, f):
 
 # ---------------------------------------------------------------- spec
 
+SPEC_ACCEPTED = []
+
 def test_spec(srv, f):
     if not serving(f, "speculative decoding"):
         return
@@ -311,8 +313,11 @@ def test_spec(srv, f):
     ck.eq("%s spec: greedy ngram text == speculative none" % f.name, text_of(fast), text_of(plain))
     ck.eq("%s spec: ngram completion_tokens" % f.name, fast["usage"]["completion_tokens"], n)
     ck.check("%s spec: drafts proposed (%d)" % (f.name, drafted), drafted > 0, drafted)
-    ck.check("%s spec: drafts accepted (%d of %d)" % (f.name, accepted, drafted), 0 < accepted <= drafted,
-             (accepted, drafted))
+    ck.check("%s spec: no more accepted than drafted (%d of %d)" % (f.name, accepted, drafted),
+             0 <= accepted <= drafted, (accepted, drafted))
+    # whether a random model repeats itself (and so accepts drafts) is its own
+    # business: acceptance is required of the families together (main)
+    SPEC_ACCEPTED.append(accepted)
 
 
 # ---------------------------------------------------------------- show / ps
@@ -471,6 +476,8 @@ def main():
                     ck.run(test_spec, srv, f)
             finally:
                 stop(fresh, "fresh server")
+            ck.check("spec: drafts were accepted on the families together (%s)" % SPEC_ACCEPTED,
+                     sum(SPEC_ACCEPTED) > 0, SPEC_ACCEPTED)
             ck.run(test_ps, srv)
         finally:
             stop(srv, "main server")
