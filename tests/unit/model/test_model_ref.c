@@ -241,7 +241,7 @@ static int check_reference(env *e, const char *model_name, const char *ref_path,
             d.mean += f.mean, d.p99 += f.p99, d.max += f.max, d.lse += f.lse;
         }
         free(alt);
-        }
+    }
     const double b_mean = d.mean > 0.1 ? d.mean : 0.1;
     const float b_p99 = d.p99 > 0.35f ? d.p99 : 0.35f, b_max = d.max > 0.6f ? d.max : 0.6f,
                 b_lse = d.lse > 0.6f ? d.lse : 0.6f;
