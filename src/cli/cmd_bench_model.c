@@ -315,7 +315,7 @@ static void report_text(const opts *o, const rig *b, kn_cpu_level lvl, const fig
     double roof = f->bw / step_bytes, frac = o->ng > 0 ? stg.mean / roof : 0.0;
     printf("model: %s (%.1f MiB of weights), %lld threads, kernel set %s\n", o->path, model_bytes / 1048576.0,
            o->threads, kn_cpu_level_name(lvl));
-    if (step_bytes < model_bytes)
+    if (b->m->hp.n_expert > 0)
         printf("experts: %d of %d used per token -> %.1f MiB read per decode step\n", b->m->hp.n_expert_used,
                b->m->hp.n_expert, step_bytes / 1048576.0);
     printf("bandwidth: %.1f GB/s measured -> decode roofline %.1f tok/s\n", f->bw / 1e9, roof);
