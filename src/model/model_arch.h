@@ -115,6 +115,9 @@ kn_status model_bind_layer3(model_loader *ld, model_tensor *t, int layer, const 
 /* The same for "blk.<layer>.<suffix>". */
 kn_status model_bind_layer(model_loader *ld, model_tensor *t, int layer, const char *suffix, int64_t ne0,
                            int64_t ne1, bool required);
+/* A decoder's ends: token_embd, output_norm and output (or the tied
+ * embedding), and m->layers allocated for the binder to fill. */
+kn_status model_bind_decoder_ends(model_loader *ld, model *m);
 /* *dst becomes a view of the tensor already bound at *src (a tied output). */
 kn_status model_bind_alias(model_loader *ld, model_tensor *dst, const model_tensor *src);
 /* The load's error (for a binder's own messages). */

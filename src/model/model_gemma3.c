@@ -45,14 +45,7 @@ static kn_status gemma3_bind(const model_arch_row *a, model_loader *ld, model *m
     const int64_t E = hp->n_embd, hd = hp->head_dim, Hq = (int64_t)hp->n_head * hd,
                   Hkv = (int64_t)hp->n_head_kv * hd, F = hp->n_ff;
     kn_status st;
-    bool has_out;
-    if ((st = model_bind(ld, &m->tok_embd, "token_embd.weight", E, hp->n_vocab, true, NULL)) ||
-        (st = model_bind(ld, &m->output_norm, "output_norm.weight", E, 1, true, NULL)) ||
-        (st = model_bind(ld, &m->output, "output.weight", E, hp->n_vocab, false, &has_out)))
-        return st;
-    if (!has_out && (st = model_bind_alias(ld, &m->output, &m->tok_embd))) return st;
-    m->layers = calloc((size_t)hp->n_layer, sizeof *m->layers);
-    if (!m->layers) return kn_fail(model_loader_err(ld), KN_ENOMEM, "out of memory");
+    if ((st = model_bind_decoder_ends(ld, m))) return st;
     if ((st = model_read_swa_pattern(model_loader_gguf(ld), a->name, m, 6, model_loader_err(ld)))) return st;
     for (int l = 0; l < hp->n_layer; l++) {
         model_layer *L = &m->layers[l];
@@ -96,13 +89,10 @@ static kn_status gemma3_forward(model_ctx *c, model_kv *kv, const model_batch *b
     const model *m = c->m;
     const model_hparams *hp = &m->hp;
     const int n = b->n_tokens;
-    kn_status st = model_dec_check(d, kv, b, err);
+    kn_status st = model_dec_begin(d, kv, b, err);
     if (st != KN_OK) return st;
-    if ((st = kv_batch_begin(kv, n, b->seq, b->pos, b->token, err)) != KN_OK) return st;
     const int64_t E = hp->n_embd, Hq = (int64_t)hp->n_head * hp->head_dim;
-    model_dec_embed(d, &m->tok_embd, b);
     scale_rows(d->x, n, E, sqrtf((float)E));
-    model_dec_rope(d, kv, b);
     model_dec_resid_norm(d, n, NULL, &m->layers[0].attn_norm, hp->rms_eps, &m->layers[0].wq);
     for (int l = 0; l < hp->n_layer; l++) {
         const model_layer *L = &m->layers[l];
@@ -117,8 +107,7 @@ static kn_status gemma3_forward(model_ctx *c, model_kv *kv, const model_batch *b
         model_dec_resid_postnorm(d, n, d->xn, &L->ffn_post_norm, hp->rms_eps, next ? &next->attn_norm : NULL,
                                  next ? &next->wq : NULL);
     }
-    kv_batch_end(kv, n, b->seq, b->pos);
-    model_dec_output(d, b, &m->output_norm, hp->rms_eps, &m->output, out);
+    model_dec_end(d, kv, b, NULL, out);
     return KN_OK;
 }
 

@@ -205,6 +205,20 @@ static kn_status check_all_used(const model_loader *ld, const char *arch) {
     return KN_OK;
 }
 
+kn_status model_bind_decoder_ends(model_loader *ld, model *m) {
+    const model_hparams *hp = &m->hp;
+    kn_status st;
+    bool has_out;
+    if ((st = model_bind(ld, &m->tok_embd, "token_embd.weight", hp->n_embd, hp->n_vocab, true, NULL)) ||
+        (st = model_bind(ld, &m->output_norm, "output_norm.weight", hp->n_embd, 1, true, NULL)) ||
+        (st = model_bind(ld, &m->output, "output.weight", hp->n_embd, hp->n_vocab, false, &has_out)))
+        return st;
+    if (!has_out && (st = model_bind_alias(ld, &m->output, &m->tok_embd))) return st;
+    m->layers = calloc((size_t)hp->n_layer, sizeof *m->layers);
+    if (!m->layers) return kn_fail(ld->err, KN_ENOMEM, "out of memory");
+    return KN_OK;
+}
+
 kn_status model_bind_alias(model_loader *ld, model_tensor *dst, const model_tensor *src) {
     *dst = *src;
     return record_view(ld, dst);

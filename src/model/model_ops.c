@@ -310,6 +310,11 @@ kn_status model_dec_ctx_create(const model_arch_row *a, const model *m, const te
     return KN_OK;
 }
 
+kn_status model_dec_ctx_create_plain(const model_arch_row *a, const model *m, const tensor_ops *ops,
+                                     kn_pool *pool, int max_batch, model_ctx **out, kn_err *err) {
+    return model_dec_ctx_create(a, m, ops, pool, max_batch, false, out, err);
+}
+
 void model_dec_ctx_destroy(model_ctx *c) {
     model_dec *d = (model_dec *)c;
     model_dec_free(d);
@@ -376,6 +381,22 @@ void model_dec_embed(model_dec *d, const model_tensor *tok_embd, const model_bat
     const size_t erow = q_row_size(tok_embd->type, E);
     for (int t = 0; t < b->n_tokens; t++)
         et->to_float((const uint8_t *)tok_embd->data + (size_t)b->token[t] * erow, d->x + (size_t)t * E, E);
+}
+
+kn_status model_dec_begin(model_dec *d, model_kv *kv, const model_batch *b, kn_err *err) {
+    kn_status st = model_dec_check(d, kv, b, err);
+    if (st != KN_OK) return st;
+    if ((st = kv_batch_begin(kv, b->n_tokens, b->seq, b->pos, b->token, err)) != KN_OK) return st;
+    model_dec_embed(d, &d->base.m->tok_embd, b);
+    model_dec_rope(d, kv, b);
+    return KN_OK;
+}
+
+void model_dec_end(model_dec *d, model_kv *kv, const model_batch *b, const float *add, float *out) {
+    const model *m = d->base.m;
+    if (add) model_dec_resid_norm(d, b->n_tokens, add, NULL, 0.0f, NULL);
+    kv_batch_end(kv, b->n_tokens, b->seq, b->pos);
+    model_dec_output(d, b, &m->output_norm, m->hp.rms_eps, &m->output, out);
 }
 
 const float *model_rope_factors(const model *m, const model_kv *kv) {
@@ -747,8 +768,9 @@ static void swiglu_token(void *arg, int t) {
     model_act_quantize_row(&d->base, j->w_down, g, t);
 }
 
-void model_ffn_swiglu(model_dec *d, const model_tensor *w_gate, const model_tensor *w_up,
-                      const model_tensor *w_down, int n) {
+/* gate x and up x of n tokens whose normed rows (d->xn) are already
+ * quantized in the act for w_gate: one pool run when the types agree. */
+static void ffn_gate_up(model_dec *d, const model_tensor *w_gate, const model_tensor *w_up, int n) {
     model_ctx *c = &d->base;
     const int64_t E = c->m->hp.n_embd, F = c->m->hp.n_ff;
     if (w_up->type == w_gate->type) {
@@ -761,6 +783,13 @@ void model_ffn_swiglu(model_dec *d, const model_tensor *w_gate, const model_tens
         tensor_act_quantize(c->ops, w_up->type, d->xn, E, E, n, c->act);
         model_matmul_q(c, w_up, n, d->up, F);
     }
+}
+
+void model_ffn_swiglu(model_dec *d, const model_tensor *w_gate, const model_tensor *w_up,
+                      const model_tensor *w_down, int n) {
+    model_ctx *c = &d->base;
+    const int64_t E = c->m->hp.n_embd, F = c->m->hp.n_ff;
+    ffn_gate_up(d, w_gate, w_up, n);
     swiglu_job j = {.d = d, .w_down = w_down};
     model_for_tokens(c, n, (int64_t)n * F * 16, swiglu_token, &j);
     model_matmul_q(c, w_down, n, d->xn, E);
@@ -788,16 +817,7 @@ void model_ffn_geglu(model_dec *d, const model_tensor *w_gate, const model_tenso
     model_ctx *c = &d->base;
     const int64_t E = c->m->hp.n_embd, F = c->m->hp.n_ff;
     KN_ASSERT(d->gelu);
-    if (w_up->type == w_gate->type) {
-        const model_tensor *ws[2] = {w_gate, w_up};
-        float *ys[2] = {d->gate, d->up};
-        const int64_t lds[2] = {F, F};
-        model_matmul_multi(c, 2, ws, ys, lds, n);
-    } else {
-        model_matmul_q(c, w_gate, n, d->gate, F);
-        tensor_act_quantize(c->ops, w_up->type, d->xn, E, E, n, c->act);
-        model_matmul_q(c, w_up, n, d->up, F);
-    }
+    ffn_gate_up(d, w_gate, w_up, n);
     geglu_job j = {.d = d, .w_down = w_down};
     model_for_tokens(c, n, (int64_t)n * F * 16, geglu_token, &j);
     model_matmul_q(c, w_down, n, d->xn, E);

@@ -157,6 +157,9 @@ void model_dec_free(model_dec *d);
 kn_status model_dec_ctx_create(const model_arch_row *a, const model *m, const tensor_ops *ops, kn_pool *pool,
                                int max_batch, bool gelu, model_ctx **out, kn_err *err);
 void model_dec_ctx_destroy(model_ctx *c);
+/* model_dec_ctx_create without the GELU table, in the row's signature. */
+kn_status model_dec_ctx_create_plain(const model_arch_row *a, const model *m, const tensor_ops *ops,
+                                     kn_pool *pool, int max_batch, model_ctx **out, kn_err *err);
 /* model_estimate_decoder plus the expert scratch (model_shape's n_expert*). */
 uint64_t model_estimate_moe(const model_shape *s, const model_mem_opts *o);
 /* A decoder row's estimate with the shared scratch: weights, the KV pool,
@@ -169,6 +172,13 @@ double model_kv_bytes_decoder(const model_shape *s, model_kv_type t);
 kn_status model_dec_check(const model_dec *d, const model_kv *kv, const model_batch *b, kn_err *err);
 /* x[t] = the embedding row of each token. */
 void model_dec_embed(model_dec *d, const model_tensor *tok_embd, const model_batch *b);
+/* The start of a decoder forward: the batch checked, its KV blocks
+ * allocated (kv_batch_begin), x = the tokens' embeddings, the RoPE tables.
+ * Nothing is computed on failure. */
+kn_status model_dec_begin(model_dec *d, model_kv *kv, const model_batch *b, kn_err *err);
+/* Its end: x += add (the last block's output; NULL: already added),
+ * kv_batch_end, then the final norm and logits (model_dec_output). */
+void model_dec_end(model_dec *d, model_kv *kv, const model_batch *b, const float *add, float *out);
 /* The frequency factors of m for a cache of kv's context per sequence:
  * rope_freqs, else LongRoPE's long factors past n_ctx_orig or its short
  * ones, else NULL. */

@@ -26,14 +26,7 @@ static kn_status qwen3_bind(const model_arch_row *a, model_loader *ld, model *m)
                   Hkv = (int64_t)hp->n_head_kv * hd, F = hp->n_ff, X = hp->n_expert, FX = hp->n_ff_exp;
     const bool moe = (a->variant & QWEN3_MOE) != 0;
     kn_status st;
-    bool has_out;
-    if ((st = model_bind(ld, &m->tok_embd, "token_embd.weight", E, hp->n_vocab, true, NULL)) ||
-        (st = model_bind(ld, &m->output_norm, "output_norm.weight", E, 1, true, NULL)) ||
-        (st = model_bind(ld, &m->output, "output.weight", E, hp->n_vocab, false, &has_out)))
-        return st;
-    if (!has_out && (st = model_bind_alias(ld, &m->output, &m->tok_embd))) return st;
-    m->layers = calloc((size_t)hp->n_layer, sizeof *m->layers);
-    if (!m->layers) return kn_fail(model_loader_err(ld), KN_ENOMEM, "out of memory");
+    if ((st = model_bind_decoder_ends(ld, m))) return st;
     for (int l = 0; l < hp->n_layer; l++) {
         model_layer *L = &m->layers[l];
         const struct {
@@ -66,11 +59,6 @@ static kn_status qwen3_bind(const model_arch_row *a, model_loader *ld, model *m)
     return KN_OK;
 }
 
-static kn_status qwen3_ctx_create(const model_arch_row *a, const model *m, const tensor_ops *ops, kn_pool *pool,
-                                  int max_batch, model_ctx **out, kn_err *err) {
-    return model_dec_ctx_create(a, m, ops, pool, max_batch, false, out, err);
-}
-
 static kn_status qwen3_forward(model_ctx *c, model_kv *kv, const model_batch *b, float *out, kn_err *err) {
     model_dec *d = (model_dec *)c;
     const model *m = c->m;
@@ -78,12 +66,9 @@ static kn_status qwen3_forward(model_ctx *c, model_kv *kv, const model_batch *b,
     const int n = b->n_tokens;
     const bool moe = hp->n_expert > 0;
     const model_moe cfg = {.gating = MODEL_MOE_SOFTMAX_TOPK, .act = MODEL_MOE_SWIGLU, .norm_weights = true};
-    kn_status st = model_dec_check(d, kv, b, err);
+    kn_status st = model_dec_begin(d, kv, b, err);
     if (st != KN_OK) return st;
-    if ((st = kv_batch_begin(kv, n, b->seq, b->pos, b->token, err)) != KN_OK) return st;
     const int64_t E = hp->n_embd, Hq = (int64_t)hp->n_head * hp->head_dim;
-    model_dec_embed(d, &m->tok_embd, b);
-    model_dec_rope(d, kv, b);
     for (int l = 0; l < hp->n_layer; l++) {
         const model_layer *L = &m->layers[l];
         model_dec_resid_norm(d, n, l == 0 ? NULL : d->xn, &L->attn_norm, hp->rms_eps, &L->wq);
@@ -100,9 +85,7 @@ static kn_status qwen3_forward(model_ctx *c, model_kv *kv, const model_batch *b,
             model_ffn_swiglu(d, &L->w_gate, &L->w_up, &L->w_down, n);
         }
     }
-    model_dec_resid_norm(d, n, d->xn, NULL, 0.0f, NULL);
-    kv_batch_end(kv, n, b->seq, b->pos);
-    model_dec_output(d, b, &m->output_norm, hp->rms_eps, &m->output, out);
+    model_dec_end(d, kv, b, d->xn, out);
     return KN_OK;
 }
 
@@ -114,7 +97,7 @@ const model_arch_row model_arch_qwen3 = {
     .bind = qwen3_bind,
     .estimate = model_estimate_decoder,
     .kv_bytes_per_token = model_kv_bytes_decoder,
-    .ctx_create = qwen3_ctx_create,
+    .ctx_create = model_dec_ctx_create_plain,
     .ctx_destroy = model_dec_ctx_destroy,
     .forward = qwen3_forward,
 };
@@ -128,7 +111,7 @@ const model_arch_row model_arch_qwen3moe = {
     .bind = qwen3_bind,
     .estimate = model_estimate_moe,
     .kv_bytes_per_token = model_kv_bytes_decoder,
-    .ctx_create = qwen3_ctx_create,
+    .ctx_create = model_dec_ctx_create_plain,
     .ctx_destroy = model_dec_ctx_destroy,
     .forward = qwen3_forward,
 };
