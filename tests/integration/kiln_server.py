@@ -385,6 +385,18 @@ class Server:
         with self._lock:
             return self._err.decode("utf-8", "replace")
 
+    def log_count(self, pattern, at_least, timeout=10.0):
+        """How often the regex pattern occurs in the log, waiting up to
+        timeout s for at least at_least occurrences: stderr reaches the
+        test through a pipe and a reader thread, so a line the server wrote
+        before it answered can arrive after the answer."""
+        deadline = time.time() + timeout
+        while True:
+            n = len(re.findall(pattern, self.log(), flags=re.M))
+            if n >= at_least or time.time() >= deadline:
+                return n
+            time.sleep(0.02)
+
     def stdout_text(self):
         with self._lock:
             return self._out.decode("utf-8", "replace")

@@ -1071,6 +1071,7 @@ def test_clear():
         ck.eq("clear {model: beta:Q8_0}: alpha's L2 entries stay", (entries(s, "response"), entries(s, "embedding")),
               ((0, 1), (0, 1)))
         want("clear {model: beta:Q8_0}: beta response miss", ask(srv, R, p, model="beta"), "miss", ref["beta"])
+        wait_l2(srv, "response", 2)  # the miss's asynchronous L2 write, or it lands after the count
 
         s = stats(srv)
         total = sum(sum(entries(s, typ)) for typ in ("response", "embedding"))

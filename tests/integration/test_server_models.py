@@ -239,10 +239,10 @@ def test_concurrent_first_load(srv):
     ck.check("16 concurrent first requests: all 200", len(ok) == n, [r for r in results if r not in ok][:3])
     ck.check("16 concurrent first requests: every answer from sub/Q4_0",
              all(r.json().get("model") == "sub/Q4_0" for r in ok), [r.json().get("model") for r in ok][:4])
-    log = srv.log()
     ck.eq("16 concurrent first requests: exactly one 'loading sub/Q4_0' line",
-          count(log, r"loading sub/Q4_0 \("), 1)
-    ck.eq("16 concurrent first requests: exactly one 'loaded sub:Q4_0' line", count(log, r"loaded sub:Q4_0 in"), 1)
+          srv.log_count(r"loading sub/Q4_0 \(", 1), 1)
+    ck.eq("16 concurrent first requests: exactly one 'loaded sub:Q4_0' line",
+          srv.log_count(r"loaded sub:Q4_0 in", 1), 1)
     ck.eq("16 concurrent first requests: one sub:Q4_0 instance in /api/ps",
           [m["name"] for m in ps(srv)].count("sub:Q4_0"), 1)
     ck.eq("16 concurrent first requests: kiln_model_loads_total{sub/Q4_0}", metric(srv, "kiln_model_loads_total",
@@ -403,7 +403,7 @@ def test_keep_alive(srv):
     r = generate(srv, "stories:F32")
     ck.check("after keep_alive 0: the next request loads it again",
              r.status == 200 and ps_entry(srv, "stories:F32") is not None, r)
-    ck.eq("after keep_alive 0: two 'loading stories-F32' lines", count(srv.log(), r"loading stories-F32 \("), 2)
+    ck.eq("after keep_alive 0: two 'loading stories-F32' lines", srv.log_count(r"loading stories-F32 \(", 2), 2)
     # bad keep_alive values are 400s
     for bad in ("soon", "5 parsecs", [], {"m": 5}):
         r = generate(srv, "stories:F32", keep_alive=bad)
@@ -455,14 +455,12 @@ def test_failing_load(root):
         ck.check("corrupt file: the other model kept serving (6 x 200)",
                  len(others) == 6 and all(r.status == 200 for r in others), others)
         ck.check("corrupt file: not listed in /api/ps", ps_entry(srv, "bad:Q8_0") is None, ps_names(srv))
-        ck.check("corrupt file: the failure is logged", "cannot load bad:Q8_0" in srv.log(), srv.log()[-1500:])
+        ck.check("corrupt file: the failure is logged", srv.log_count("cannot load bad:Q8_0", 1) >= 1, srv.log()[-1500:])
         fails = metric(srv, "kiln_model_load_failures_total", "bad-Q8_0")
         ck.check("corrupt file: kiln_model_load_failures_total{bad-Q8_0} >= 1", fails is not None and fails >= 1, fails)
         n_before = count(srv.log(), r"cannot load bad:Q8_0")
         r = complete(srv, "bad:Q8_0")
-        t_end = time.time() + 5  # the log reaches us through a pipe a moment after the answer
-        while count(srv.log(), r"cannot load bad:Q8_0") < n_before + 1 and time.time() < t_end:
-            time.sleep(0.05)
+        srv.log_count(r"cannot load bad:Q8_0", n_before + 1)
         ck.check("corrupt file: the next request retries (a new attempt, an error again)",
                  r.status in (400, 500) and count(srv.log(), r"cannot load bad:Q8_0") == n_before + 1,
                  (r, n_before, count(srv.log(), r"cannot load bad:Q8_0")))
@@ -474,7 +472,7 @@ def test_failing_load(root):
         r = complete(srv, "bad:Q8_0", max_tokens=4)
         ck.eq("fixed file: the next request loads it (200)", r.status, 200)
         ck.check("fixed file: listed in /api/ps", ps_entry(srv, "bad:Q8_0") is not None, ps_names(srv))
-        ck.eq("fixed file: one 'loaded bad:Q8_0' line", count(srv.log(), r"loaded bad:Q8_0 in"), 1)
+        ck.eq("fixed file: one 'loaded bad:Q8_0' line", srv.log_count(r"loaded bad:Q8_0 in", 1), 1)
         ck.eq("fixed file: same text as the good file under another name",
               r.json()["choices"][0]["text"] if r.status == 200 else None,
               complete(srv, "stories:Q8_0", max_tokens=4).json()["choices"][0]["text"])
@@ -530,9 +528,8 @@ def test_failing_load_shared(root):
         ck.check("load failure: every error says what failed (the tokenizer)",
                  len(msgs) == n and all("tokenizer" in m for m in msgs), msgs[:3])
         ck.check("load failure: every error names the model", all("notok" in m for m in msgs), msgs[:3])
-        log = srv.log()
-        loads = count(log, r"loading notok-Q4_0 \(")
-        fails = count(log, r"cannot load notok:Q4_0")
+        loads = srv.log_count(r"loading notok-Q4_0 \(", 1)
+        fails = srv.log_count(r"cannot load notok:Q4_0", loads)
         ck.check("load failure: each load attempt logged and failed (%d attempts for 16 requests)" % loads,
                  1 <= loads <= n and fails == loads, (loads, fails))
         print("   (%d load attempts served 16 concurrent requests)" % loads)
@@ -541,7 +538,7 @@ def test_failing_load_shared(root):
         n_before = count(srv.log(), r"loading notok-Q4_0 \(")
         r = complete(srv, "notok")
         ck.eq("load failure: the next request retries (one more load attempt)",
-              count(srv.log(), r"loading notok-Q4_0 \("), n_before + 1)
+              srv.log_count(r"loading notok-Q4_0 \(", n_before + 1), n_before + 1)
         ck.check("load failure: the retry fails again with 400/500", r.status in (400, 500), r)
         tmp = os.path.join(d, ".notok.tmp")
         with open(tmp, "wb") as f:
@@ -626,7 +623,7 @@ def test_ttl(root):
               1.0)
         # a request after expiry loads it again
         ck.eq("ttl: a request after expiry is served", generate(srv, "stories:Q8_0").status, 200)
-        ck.eq("ttl: and loads it a second time", count(srv.log(), r"loading stories-Q8_0 \("), loads + 1)
+        ck.eq("ttl: and loads it a second time", srv.log_count(r"loading stories-Q8_0 \(", loads + 1), loads + 1)
     finally:
         stop(srv, "ttl")
 
@@ -818,7 +815,7 @@ def test_context_instances(root):
         ck.eq("ctx: a second instance with context 1024",
               sorted((m["name"], m["context_length"]) for m in ps(srv)),
               [("stories:Q8_0", 512), ("stories:Q8_0", 1024)])
-        ck.eq("ctx: two loads logged", count(srv.log(), r"loading stories-Q8_0 \("), 2)
+        ck.eq("ctx: two loads logged", srv.log_count(r"loading stories-Q8_0 \(", 2), 2)
         # a prompt of 700 tokens fits the 1024 instance only
         prompt = list(range(3, 703))
         r = srv.post("/v1/completions", {"model": "stories:Q8_0", "prompt": prompt, "max_tokens": 1})
