@@ -339,6 +339,186 @@ XAI void q5_K_tile(int64_t nb, const uint8_t *w, size_t ws, int nr, const uint8_
     qk45_tile(nb, w, ws, nr, a, as, nc, y, ldy, R, C, 1);
 }
 
+/* ---- K-quant matvec (one column), 8 rows a tile ----
+ * The same exact integers and the same float updates as the tiles above (so
+ * the same bits), shaped for decode: each row's int32 lanes fold into one
+ * vector as soon as its block is done (8 live accumulators, not 16, so
+ * nothing spills in the inner loop), sub-block scales come from one
+ * widened vector by vpshufb instead of scalar broadcasts, and the rows' f16
+ * scales convert in one instruction. */
+
+/* pshufb masks: lanes of int16 j (both 128-bit halves) broadcast. */
+#define X_W16(j) (char)(2 * (j)), (char)(2 * (j) + 1)
+#define X_W16x8(j) X_W16(j), X_W16(j), X_W16(j), X_W16(j), X_W16(j), X_W16(j), X_W16(j), X_W16(j)
+XAI __m256i x_bcast16(__m256i v, int j) { /* every int16 lane = lane j of each half (j compile-time) */
+    switch (j) {
+    case 0: return _mm256_shuffle_epi8(v, _mm256_setr_epi8(X_W16x8(0), X_W16x8(0)));
+    case 1: return _mm256_shuffle_epi8(v, _mm256_setr_epi8(X_W16x8(1), X_W16x8(1)));
+    case 2: return _mm256_shuffle_epi8(v, _mm256_setr_epi8(X_W16x8(2), X_W16x8(2)));
+    case 3: return _mm256_shuffle_epi8(v, _mm256_setr_epi8(X_W16x8(3), X_W16x8(3)));
+    case 4: return _mm256_shuffle_epi8(v, _mm256_setr_epi8(X_W16x8(4), X_W16x8(4)));
+    case 5: return _mm256_shuffle_epi8(v, _mm256_setr_epi8(X_W16x8(5), X_W16x8(5)));
+    case 6: return _mm256_shuffle_epi8(v, _mm256_setr_epi8(X_W16x8(6), X_W16x8(6)));
+    default: return _mm256_shuffle_epi8(v, _mm256_setr_epi8(X_W16x8(7), X_W16x8(7)));
+    }
+}
+/* low half: int16 lane j, high half: int16 lane j + 1 (j even, compile-time) */
+XAI __m256i x_bcast16_pair(__m256i v, int j) {
+    switch (j) {
+    case 0: return _mm256_shuffle_epi8(v, _mm256_setr_epi8(X_W16x8(0), X_W16x8(1)));
+    case 2: return _mm256_shuffle_epi8(v, _mm256_setr_epi8(X_W16x8(2), X_W16x8(3)));
+    case 4: return _mm256_shuffle_epi8(v, _mm256_setr_epi8(X_W16x8(4), X_W16x8(5)));
+    default: return _mm256_shuffle_epi8(v, _mm256_setr_epi8(X_W16x8(6), X_W16x8(7)));
+    }
+}
+
+/* Rows 0..7's exact sums from t[r] = hadd(I lanes, M lanes in the low half):
+ * *is = [I0..I7], *ms = [M0..M7]. */
+XAI void x_rows8_im(const __m256i t[8], __m256i *is, __m256i *ms) {
+    const __m256i u01 = _mm256_hadd_epi32(t[0], t[1]), u23 = _mm256_hadd_epi32(t[2], t[3]);
+    const __m256i u45 = _mm256_hadd_epi32(t[4], t[5]), u67 = _mm256_hadd_epi32(t[6], t[7]);
+    /* [I0 M0 I1 M1 | I2 M2 I3 M3] and [I4 M4 I5 M5 | I6 M6 I7 M7] */
+    const __m256i x = _mm256_add_epi32(_mm256_permute2x128_si256(u01, u23, 0x20),
+                                       _mm256_permute2x128_si256(u01, u23, 0x31));
+    const __m256i y = _mm256_add_epi32(_mm256_permute2x128_si256(u45, u67, 0x20),
+                                       _mm256_permute2x128_si256(u45, u67, 0x31));
+    const __m256 xf = _mm256_castsi256_ps(x), yf = _mm256_castsi256_ps(y);
+    *is = _mm256_permute4x64_epi64(_mm256_castps_si256(_mm256_shuffle_ps(xf, yf, 0x88)), 0xD8);
+    *ms = _mm256_permute4x64_epi64(_mm256_castps_si256(_mm256_shuffle_ps(xf, yf, 0xDD)), 0xD8);
+}
+
+XAI void x_store_rows8(__m256 acc, int nr, float *y) {
+    if (nr == 8) {
+        _mm256_storeu_ps(y, acc);
+        return;
+    }
+    float t[8];
+    _mm256_storeu_ps(t, acc);
+    for (int r = 0; r < nr; r++) y[r] = t[r];
+}
+
+/* Prefetches the next 8-row tile's share for block step b: a matvec walks
+ * its rows in 8 strided streams (one per row), too short for the hardware
+ * prefetcher to learn when K is small, while the tiles of one thread follow
+ * each other in memory; so each block step pulls 1/nb of the next tile
+ * (8 blocks' bytes, in order) and the next tile starts warm. Addresses past
+ * the matrix are harmless (a prefetch never faults). */
+XAI void x_prefetch_next_tile(const uint8_t *w, size_t ws, size_t bs, int64_t b) {
+    const uintptr_t p = (uintptr_t)w + 8 * ws + (uintptr_t)b * 8 * bs;
+    for (size_t l = 0; l < 8 * bs; l += 64) _mm_prefetch((const char *)(p + l), _MM_HINT_T0);
+}
+
+/* Q4_K (HB = 0) and Q5_K (HB = 1) times one Q8_K column, rows 0..nr-1 (nr <= 8). */
+XAI void qk45_mv8(int64_t nb, const uint8_t *w, size_t ws, int nr, const uint8_t *a, float *y, const int HB) {
+    const uint8_t *wp[8];
+    XUNROLL for (int r = 0; r < 8; r++) wp[r] = w + (size_t)(r < nr ? r : nr - 1) * ws;
+    const size_t bs = HB ? sizeof(block_q5_K) : sizeof(block_q4_K);
+    const __m256i m4 = _mm256_set1_epi8(0x0F);
+    __m256 acc = _mm256_setzero_ps();
+    for (int64_t b = 0; b < nb; b++) {
+        const block_q8_K *yb = (const block_q8_K *)a + b;
+        x_prefetch_next_tile(w, ws, bs, b);
+        /* the activation's sums per 32 values (pairs of its per-16 sums: within int16) */
+        const __m128i bs8 = _mm_hadd_epi16(_mm_loadu_si128((const __m128i *)yb->bsums),
+                                           _mm_loadu_si128((const __m128i *)(yb->bsums + 8)));
+        __m256i t[8];
+        __m128i dv = _mm_setzero_si128(), mv = _mm_setzero_si128();
+        XUNROLL for (int r = 0; r < 8; r++) {
+            const uint8_t *xb = wp[r] + (size_t)b * bs;
+            const uint8_t *qs = HB ? ((const block_q5_K *)xb)->qs : ((const block_q4_K *)xb)->qs;
+            uint16_t h[2];
+            memcpy(h, xb, 4); /* d, dmin lead both layouts */
+            dv = _mm_insert_epi16(dv, h[0], r);
+            mv = _mm_insert_epi16(mv, h[1], r);
+            uint32_t ut[4];
+            x_k4_scales(xb + 4, ut);
+            const __m256i sc = _mm256_broadcastsi128_si256(
+                _mm_cvtepu8_epi16(_mm_cvtsi64_si128((long long)(((uint64_t)ut[1] << 32) | ut[0]))));
+            const __m128i mins = _mm_cvtepu8_epi16(_mm_cvtsi64_si128((long long)(((uint64_t)ut[3] << 32) | ut[2])));
+            __m256i hb = _mm256_setzero_si256();
+            if (HB) hb = _mm256_loadu_si256((const __m256i *)((const block_q5_K *)xb)->qh);
+            __m256i iv = _mm256_setzero_si256();
+            XUNROLL for (int jj = 0; jj < 4; jj++) {
+                const __m256i q = _mm256_loadu_si256((const __m256i *)(qs + 32 * jj));
+                __m256i lo = _mm256_and_si256(q, m4);
+                __m256i hi = _mm256_and_si256(_mm256_srli_epi16(q, 4), m4);
+                if (HB) {
+                    lo = _mm256_or_si256(lo, x_bit_to_16(hb, 2 * jj));
+                    hi = _mm256_or_si256(hi, x_bit_to_16(hb, 2 * jj + 1));
+                }
+                const int8_t *aq = yb->qs + 64 * jj;
+                iv = x_dot_sc(iv, lo, _mm256_loadu_si256((const __m256i *)aq), x_bcast16(sc, 2 * jj));
+                iv = x_dot_sc(iv, hi, _mm256_loadu_si256((const __m256i *)(aq + 32)), x_bcast16(sc, 2 * jj + 1));
+            }
+            t[r] = _mm256_hadd_epi32(iv, _mm256_zextsi128_si256(_mm_madd_epi16(mins, bs8)));
+        }
+        __m256i is, ms;
+        x_rows8_im(t, &is, &ms);
+        const __m256 va = _mm256_set1_ps(yb->d);
+        const __m256 d1 = _mm256_mul_ps(_mm256_cvtph_ps(dv), va);
+        const __m256 d2 = _mm256_mul_ps(_mm256_cvtph_ps(mv), va);
+        acc = _mm256_add_ps(acc, _mm256_sub_ps(_mm256_mul_ps(d1, _mm256_cvtepi32_ps(is)),
+                                               _mm256_mul_ps(d2, _mm256_cvtepi32_ps(ms))));
+    }
+    x_store_rows8(acc, nr, y);
+}
+
+XAI void q4_K_mv8(int64_t nb, const uint8_t *w, size_t ws, int nr, const uint8_t *a, float *y) {
+    qk45_mv8(nb, w, ws, nr, a, y, 0);
+}
+XAI void q5_K_mv8(int64_t nb, const uint8_t *w, size_t ws, int nr, const uint8_t *a, float *y) {
+    qk45_mv8(nb, w, ws, nr, a, y, 1);
+}
+
+/* Q6_K times one Q8_K column, rows 0..nr-1 (nr <= 8). */
+XAI void q6_K_mv8(int64_t nb, const uint8_t *w, size_t ws, int nr, const uint8_t *a, float *y) {
+    const uint8_t *wp[8];
+    XUNROLL for (int r = 0; r < 8; r++) wp[r] = w + (size_t)(r < nr ? r : nr - 1) * ws;
+    const __m256i m4 = _mm256_set1_epi8(0x0F), m30 = _mm256_set1_epi8(0x30);
+    __m256 acc = _mm256_setzero_ps();
+    for (int64_t b = 0; b < nb; b++) {
+        const block_q8_K *yb = (const block_q8_K *)a + b;
+        const __m256i bsums = _mm256_loadu_si256((const __m256i *)yb->bsums);
+        x_prefetch_next_tile(w, ws, sizeof(block_q6_K), b);
+        __m256i t[8];
+        __m128i dv = _mm_setzero_si128();
+        XUNROLL for (int r = 0; r < 8; r++) {
+            const block_q6_K *xb = (const block_q6_K *)wp[r] + b;
+            uint16_t h;
+            memcpy(&h, &xb->d, 2);
+            dv = _mm_insert_epi16(dv, h, r);
+            const __m256i s16 = _mm256_cvtepi8_epi16(_mm_loadu_si128((const __m128i *)xb->scales));
+            const __m256i off = _mm256_madd_epi16(s16, bsums);
+            __m256i iv = _mm256_sub_epi32(_mm256_setzero_si256(), _mm256_slli_epi32(off, 5));
+            XUNROLL for (int hh = 0; hh < 2; hh++) {
+                /* scales 8hh..8hh+7 in both halves */
+                const __m256i sh = _mm256_permute4x64_epi64(s16, hh ? 0xEE : 0x44);
+                const __m256i qa = _mm256_loadu_si256((const __m256i *)(xb->ql + 64 * hh));
+                const __m256i qb = _mm256_loadu_si256((const __m256i *)(xb->ql + 64 * hh + 32));
+                const __m256i qh = _mm256_loadu_si256((const __m256i *)(xb->qh + 32 * hh));
+                XUNROLL for (int k = 0; k < 4; k++) {
+                    const __m256i base = k & 1 ? qb : qa;
+                    const __m256i lo = k < 2 ? _mm256_and_si256(base, m4)
+                                             : _mm256_and_si256(_mm256_srli_epi16(base, 4), m4);
+                    __m256i hi;
+                    if (k == 0) hi = _mm256_and_si256(_mm256_slli_epi16(qh, 4), m30);
+                    else if (k == 1) hi = _mm256_and_si256(_mm256_slli_epi16(qh, 2), m30);
+                    else if (k == 2) hi = _mm256_and_si256(qh, m30);
+                    else hi = _mm256_and_si256(_mm256_srli_epi16(qh, 2), m30);
+                    const int ch = 4 * hh + k; /* 32-element chunk: scales 2ch (low half), 2ch+1 (high) */
+                    const __m256i av = _mm256_loadu_si256((const __m256i *)(yb->qs + 32 * ch));
+                    iv = x_dot_sc(iv, _mm256_or_si256(lo, hi), av, x_bcast16_pair(sh, 2 * k));
+                }
+            }
+            t[r] = iv;
+        }
+        const __m256 is = _mm256_cvtepi32_ps(x_hsum8_epi32(t));
+        const __m256 dd = _mm256_mul_ps(_mm256_cvtph_ps(dv), _mm256_set1_ps(yb->d));
+        acc = _mm256_add_ps(acc, _mm256_mul_ps(dd, is));
+    }
+    x_store_rows8(acc, nr, y);
+}
+
 /* ---- Q6_K x Q8_K: isum = sum sc * dot(q, a) - 32 * sum sc * bsum ---- */
 XAI void q6_K_tile(int64_t nb, const uint8_t *w, size_t ws, int nr, const uint8_t *a, size_t as, int nc,
                    float *y, int64_t ldy, const int R, const int C) {
@@ -430,6 +610,18 @@ X_NOSAN static void x_gemm_drive(int64_t nb, const uint8_t *w, size_t ws, int nr
                           float *y, int64_t ldy) {                                                           \
         name##_tile(nb, w, ws, nr, a, as, nc, y, ldy, X_MV_R, 1);                                            \
     }                                                                                                        \
+    X_QUANT_KERNELS_MM(name, BLK)
+
+/* The same with the type's own 8-row matvec, name##_mv8(nb, w, ws, nr, a, y) (X_MV_R must be 8). */
+#define X_QUANT_KERNELS_MV8(name, BLK)                                                                       \
+    X_NOSAN static void name##_mv(int64_t nb, const uint8_t *w, size_t ws, int nr, const uint8_t *a, size_t as, int nc, \
+                          float *y, int64_t ldy) {                                                           \
+        (void)as, (void)nc, (void)ldy;                                                                       \
+        name##_mv8(nb, w, ws, nr, a, y);                                                                     \
+    }                                                                                                        \
+    X_QUANT_KERNELS_MM(name, BLK)
+
+#define X_QUANT_KERNELS_MM(name, BLK)                                                                        \
     X_NOSAN static void name##_mm(int64_t nb, const uint8_t *w, size_t ws, int nr, const uint8_t *a, size_t as, int nc, \
                           float *y, int64_t ldy) {                                                           \
         name##_tile(nb, w, ws, nr, a, as, nc, y, ldy, X_MM_R, X_MM_C);                                       \
