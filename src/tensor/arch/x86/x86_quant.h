@@ -60,6 +60,17 @@ XAI float x_hsum_ps256(__m256 v) {
 
 XAI void x_prefetch(const void *p) { _mm_prefetch((const char *)p, _MM_HINT_T0); }
 
+/* Prefetches the next 8-row tile's share for block step b: a matvec walks
+ * its rows in 8 strided streams (one per row), too short for the hardware
+ * prefetcher to learn when K is small, while the tiles of one thread follow
+ * each other in memory; so each block step pulls 1/nb of the next tile
+ * (8 blocks' bytes, in order) and the next tile starts warm. Addresses past
+ * the matrix are harmless (a prefetch never faults). */
+XAI void x_prefetch_next_tile(const uint8_t *w, size_t ws, size_t bs, int64_t b) {
+    const uintptr_t p = (uintptr_t)w + 8 * ws + (uintptr_t)b * 8 * bs;
+    for (size_t l = 0; l < 8 * bs; l += 64) _mm_prefetch((const char *)(p + l), _MM_HINT_T0);
+}
+
 /* Pointers of a tile: row r -> w + min(r, nr-1) * ws; column likewise. */
 XAI void x_tile_ptrs(const uint8_t *w, size_t ws, int nr, const uint8_t *a, size_t as, int nc, int R, int C,
                      const uint8_t *wp[16], const uint8_t *ap[16]) {
@@ -111,6 +122,7 @@ XAI void q4_0_tile(int64_t nb, const uint8_t *w, size_t ws, int nr, const uint8_
     const __m256i m4 = _mm256_set1_epi8(0x0F), k8 = _mm256_set1_epi8(8);
     __m256 acc[2] = {_mm256_setzero_ps(), _mm256_setzero_ps()};
     for (int64_t b = 0; b < nb; b++) {
+        if (C == 1 && R == 8) x_prefetch_next_tile(w, ws, sizeof(block_q4_0), b);
         __m256i av[16], as8[16], iv[16];
         float dw[16], da[16];
         XUNROLL for (int c = 0; c < C; c++) {
@@ -121,7 +133,7 @@ XAI void q4_0_tile(int64_t nb, const uint8_t *w, size_t ws, int nr, const uint8_
         }
         XUNROLL for (int r = 0; r < R; r++) {
             const block_q4_0 *xb = (const block_q4_0 *)wp[r] + b;
-            x_prefetch(xb + 16);
+            if (C > 1 || R != 8) x_prefetch(xb + 16);
             dw[r] = x_h2f(xb->d);
             const __m128i q = _mm_loadu_si128((const __m128i *)xb->qs);
             const __m256i u = _mm256_and_si256(_mm256_set_m128i(_mm_srli_epi16(q, 4), q), m4);
@@ -177,6 +189,7 @@ XAI void mxfp4_tile(int64_t nb, const uint8_t *w, size_t ws, int nr, const uint8
     const __m256i sh = _mm256_setr_epi32(0, 0, 0, 0, 4, 4, 4, 4);
     __m256 acc[2] = {_mm256_setzero_ps(), _mm256_setzero_ps()};
     for (int64_t b = 0; b < nb; b++) {
+        if (C == 1 && R == 8) x_prefetch_next_tile(w, ws, sizeof(block_mxfp4), b);
         __m256i av[16], aso[16], iv[16];
         float da[16];
         uint8_t ew[16];
@@ -188,7 +201,7 @@ XAI void mxfp4_tile(int64_t nb, const uint8_t *w, size_t ws, int nr, const uint8
         }
         XUNROLL for (int r = 0; r < R; r++) {
             const block_mxfp4 *xb = (const block_mxfp4 *)wp[r] + b;
-            x_prefetch(xb + 16);
+            if (C > 1 || R != 8) x_prefetch(xb + 16);
             ew[r] = xb->e;
             /* [codes 0-15 | codes 16-31]: the 16 bytes in both halves; the upper half's dwords
              * shifted right by 4 bring each byte's high nibble down (the mask drops the rest) */
@@ -215,6 +228,7 @@ XAI void q8_0_tile(int64_t nb, const uint8_t *w, size_t ws, int nr, const uint8_
     const int L = R * C, NG = (L + 7) / 8;
     __m256 acc[2] = {_mm256_setzero_ps(), _mm256_setzero_ps()};
     for (int64_t b = 0; b < nb; b++) {
+        if (C == 1 && R == 8) x_prefetch_next_tile(w, ws, sizeof(block_q8_0), b);
         __m256i av[16], bias[16], iv[16];
         float dw[16], da[16];
         XUNROLL for (int c = 0; c < C; c++) {
@@ -225,7 +239,7 @@ XAI void q8_0_tile(int64_t nb, const uint8_t *w, size_t ws, int nr, const uint8_
         }
         XUNROLL for (int r = 0; r < R; r++) {
             const block_q8_0 *xb = (const block_q8_0 *)wp[r] + b;
-            x_prefetch(xb + 16);
+            if (C > 1 || R != 8) x_prefetch(xb + 16);
             dw[r] = x_h2f(xb->d);
             const __m256i q = _mm256_loadu_si256((const __m256i *)xb->qs);
             const __m256i u = x_q8_u(q);
@@ -395,17 +409,6 @@ XAI void x_store_rows8(__m256 acc, int nr, float *y) {
     float t[8];
     _mm256_storeu_ps(t, acc);
     for (int r = 0; r < nr; r++) y[r] = t[r];
-}
-
-/* Prefetches the next 8-row tile's share for block step b: a matvec walks
- * its rows in 8 strided streams (one per row), too short for the hardware
- * prefetcher to learn when K is small, while the tiles of one thread follow
- * each other in memory; so each block step pulls 1/nb of the next tile
- * (8 blocks' bytes, in order) and the next tile starts warm. Addresses past
- * the matrix are harmless (a prefetch never faults). */
-XAI void x_prefetch_next_tile(const uint8_t *w, size_t ws, size_t bs, int64_t b) {
-    const uintptr_t p = (uintptr_t)w + 8 * ws + (uintptr_t)b * 8 * bs;
-    for (size_t l = 0; l < 8 * bs; l += 64) _mm_prefetch((const char *)(p + l), _MM_HINT_T0);
 }
 
 /* Q4_K (HB = 0) and Q5_K (HB = 1) times one Q8_K column, rows 0..nr-1 (nr <= 8). */
