@@ -39,9 +39,9 @@ X_INLINE __m256i x_q8_dot(__m256i u, __m256i q, __m256i a, __m256i bias) {
 
 X_QUANT_KERNELS(q4_0, Q_QK4_0)
 X_QUANT_KERNELS(q8_0, Q_QK8_0)
-X_QUANT_KERNELS_MV8(q4_K, Q_QK_K)
-X_QUANT_KERNELS_MV8(q5_K, Q_QK_K)
-X_QUANT_KERNELS_MV8(q6_K, Q_QK_K)
+X_QUANT_KERNELS_K8(q4_K, Q_QK_K)
+X_QUANT_KERNELS_K8(q5_K, Q_QK_K)
+X_QUANT_KERNELS_K8(q6_K, Q_QK_K)
 X_QUANT_KERNELS(mxfp4, Q_QK_MXFP4)
 
 /* ---- float kernels: 8-wide ---- */

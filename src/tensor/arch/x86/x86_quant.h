@@ -473,6 +473,78 @@ XAI void q5_K_mv8(int64_t nb, const uint8_t *w, size_t ws, int nr, const uint8_t
     qk45_mv8(nb, w, ws, nr, a, y, 1);
 }
 
+/* Q4_K/Q5_K gemm tile of R x C = 8 (row, column) pairs: the matvec's
+ * register shape for prefill (each pair's sums fold into one vector when its
+ * row is done; pair p = r * C + c is lane p of the float update). */
+XAI void qk45_mm8(int64_t nb, const uint8_t *w, size_t ws, int nr, const uint8_t *a, size_t as, int nc,
+                  float *y, int64_t ldy, const int R, const int C, const int HB) {
+    const uint8_t *wp[16], *ap[16];
+    x_tile_ptrs(w, ws, nr, a, as, nc, R, C, wp, ap);
+    const size_t bs = HB ? sizeof(block_q5_K) : sizeof(block_q4_K);
+    const __m256i m4 = _mm256_set1_epi8(0x0F);
+    __m256 acc = _mm256_setzero_ps();
+    for (int64_t b = 0; b < nb; b++) {
+        const block_q8_K *yb[8];
+        __m128i bs8[8];
+        float da[8];
+        XUNROLL for (int c = 0; c < C; c++) {
+            yb[c] = (const block_q8_K *)ap[c] + b;
+            da[c] = yb[c]->d;
+            bs8[c] = _mm_hadd_epi16(_mm_loadu_si128((const __m128i *)yb[c]->bsums),
+                                    _mm_loadu_si128((const __m128i *)(yb[c]->bsums + 8)));
+        }
+        __m256i t[8];
+        __m128i dv = _mm_setzero_si128(), mv = _mm_setzero_si128();
+        XUNROLL for (int r = 0; r < R; r++) {
+            const uint8_t *xb = wp[r] + (size_t)b * bs;
+            const uint8_t *qs = HB ? ((const block_q5_K *)xb)->qs : ((const block_q4_K *)xb)->qs;
+            x_prefetch(xb + 1024);
+            x_prefetch(xb + 1024 + 64);
+            x_prefetch(xb + 1024 + 128);
+            uint16_t h[2];
+            memcpy(h, xb, 4);
+            XUNROLL for (int c = 0; c < C; c++) {
+                dv = _mm_insert_epi16(dv, h[0], r * C + c);
+                mv = _mm_insert_epi16(mv, h[1], r * C + c);
+            }
+            uint32_t ut[4];
+            x_k4_scales(xb + 4, ut);
+            const __m256i sc = _mm256_broadcastsi128_si256(
+                _mm_cvtepu8_epi16(_mm_cvtsi64_si128((long long)(((uint64_t)ut[1] << 32) | ut[0]))));
+            const __m128i mins = _mm_cvtepu8_epi16(_mm_cvtsi64_si128((long long)(((uint64_t)ut[3] << 32) | ut[2])));
+            __m256i hb = _mm256_setzero_si256();
+            if (HB) hb = _mm256_loadu_si256((const __m256i *)((const block_q5_K *)xb)->qh);
+            __m256i iv[8];
+            XUNROLL for (int c = 0; c < C; c++) iv[c] = _mm256_setzero_si256();
+            XUNROLL for (int jj = 0; jj < 4; jj++) {
+                const __m256i q = _mm256_loadu_si256((const __m256i *)(qs + 32 * jj));
+                __m256i lo = _mm256_and_si256(q, m4);
+                __m256i hi = _mm256_and_si256(_mm256_srli_epi16(q, 4), m4);
+                if (HB) {
+                    lo = _mm256_or_si256(lo, x_bit_to_16(hb, 2 * jj));
+                    hi = _mm256_or_si256(hi, x_bit_to_16(hb, 2 * jj + 1));
+                }
+                const __m256i s0 = x_bcast16(sc, 2 * jj), s1 = x_bcast16(sc, 2 * jj + 1);
+                XUNROLL for (int c = 0; c < C; c++) {
+                    const int8_t *aq = yb[c]->qs + 64 * jj;
+                    iv[c] = x_dot_sc(iv[c], lo, _mm256_loadu_si256((const __m256i *)aq), s0);
+                    iv[c] = x_dot_sc(iv[c], hi, _mm256_loadu_si256((const __m256i *)(aq + 32)), s1);
+                }
+            }
+            XUNROLL for (int c = 0; c < C; c++)
+                t[r * C + c] = _mm256_hadd_epi32(iv[c], _mm256_zextsi128_si256(_mm_madd_epi16(mins, bs8[c])));
+        }
+        __m256i is, ms;
+        x_rows8_im(t, &is, &ms);
+        const __m256 va = x_lane_cols(da, R, C, 0);
+        const __m256 d1 = _mm256_mul_ps(_mm256_cvtph_ps(dv), va);
+        const __m256 d2 = _mm256_mul_ps(_mm256_cvtph_ps(mv), va);
+        acc = _mm256_add_ps(acc, _mm256_sub_ps(_mm256_mul_ps(d1, _mm256_cvtepi32_ps(is)),
+                                               _mm256_mul_ps(d2, _mm256_cvtepi32_ps(ms))));
+    }
+    x_store_tile(&acc, R, C, nr, nc, y, ldy);
+}
+
 /* Q6_K times one Q8_K column, rows 0..nr-1 (nr <= 8). */
 XAI void q6_K_mv8(int64_t nb, const uint8_t *w, size_t ws, int nr, const uint8_t *a, float *y) {
     const uint8_t *wp[8];
@@ -520,6 +592,76 @@ XAI void q6_K_mv8(int64_t nb, const uint8_t *w, size_t ws, int nr, const uint8_t
         acc = _mm256_add_ps(acc, _mm256_mul_ps(dd, is));
     }
     x_store_rows8(acc, nr, y);
+}
+
+/* Q6_K gemm tile of R x C = 8 pairs, shaped as qk45_mm8. */
+XAI void q6_K_mm8_tile(int64_t nb, const uint8_t *w, size_t ws, int nr, const uint8_t *a, size_t as, int nc,
+                       float *y, int64_t ldy, const int R, const int C) {
+    const uint8_t *wp[16], *ap[16];
+    x_tile_ptrs(w, ws, nr, a, as, nc, R, C, wp, ap);
+    const __m256i m4 = _mm256_set1_epi8(0x0F), m30 = _mm256_set1_epi8(0x30);
+    __m256 acc = _mm256_setzero_ps();
+    for (int64_t b = 0; b < nb; b++) {
+        const block_q8_K *yb[8];
+        float da[8];
+        XUNROLL for (int c = 0; c < C; c++) {
+            yb[c] = (const block_q8_K *)ap[c] + b;
+            da[c] = yb[c]->d;
+        }
+        __m256i t[8];
+        __m128i dv = _mm_setzero_si128();
+        XUNROLL for (int r = 0; r < R; r++) {
+            const block_q6_K *xb = (const block_q6_K *)wp[r] + b;
+            x_prefetch((const uint8_t *)xb + 1024);
+            x_prefetch((const uint8_t *)xb + 1024 + 64);
+            x_prefetch((const uint8_t *)xb + 1024 + 128);
+            x_prefetch((const uint8_t *)xb + 1024 + 192);
+            uint16_t h;
+            memcpy(&h, &xb->d, 2);
+            XUNROLL for (int c = 0; c < C; c++) dv = _mm_insert_epi16(dv, h, r * C + c);
+            const __m256i s16 = _mm256_cvtepi8_epi16(_mm_loadu_si128((const __m128i *)xb->scales));
+            __m256i iv[8];
+            XUNROLL for (int c = 0; c < C; c++) {
+                const __m256i off = _mm256_madd_epi16(s16, _mm256_loadu_si256((const __m256i *)yb[c]->bsums));
+                iv[c] = _mm256_sub_epi32(_mm256_setzero_si256(), _mm256_slli_epi32(off, 5));
+            }
+            XUNROLL for (int hh = 0; hh < 2; hh++) {
+                const __m256i sh = _mm256_permute4x64_epi64(s16, hh ? 0xEE : 0x44);
+                const __m256i qa = _mm256_loadu_si256((const __m256i *)(xb->ql + 64 * hh));
+                const __m256i qb = _mm256_loadu_si256((const __m256i *)(xb->ql + 64 * hh + 32));
+                const __m256i qh = _mm256_loadu_si256((const __m256i *)(xb->qh + 32 * hh));
+                XUNROLL for (int k = 0; k < 4; k++) {
+                    const __m256i base = k & 1 ? qb : qa;
+                    const __m256i lo = k < 2 ? _mm256_and_si256(base, m4)
+                                             : _mm256_and_si256(_mm256_srli_epi16(base, 4), m4);
+                    __m256i hi;
+                    if (k == 0) hi = _mm256_and_si256(_mm256_slli_epi16(qh, 4), m30);
+                    else if (k == 1) hi = _mm256_and_si256(_mm256_slli_epi16(qh, 2), m30);
+                    else if (k == 2) hi = _mm256_and_si256(qh, m30);
+                    else hi = _mm256_and_si256(_mm256_srli_epi16(qh, 2), m30);
+                    const __m256i u = _mm256_or_si256(lo, hi);
+                    const __m256i sc = x_bcast16_pair(sh, 2 * k);
+                    const int ch = 4 * hh + k;
+                    XUNROLL for (int c = 0; c < C; c++)
+                        iv[c] = x_dot_sc(iv[c], u, _mm256_loadu_si256((const __m256i *)(yb[c]->qs + 32 * ch)), sc);
+                }
+            }
+            XUNROLL for (int c = 0; c < C; c++) t[r * C + c] = iv[c];
+        }
+        const __m256 is = _mm256_cvtepi32_ps(x_hsum8_epi32(t));
+        const __m256 dd = _mm256_mul_ps(_mm256_cvtph_ps(dv), x_lane_cols(da, R, C, 0));
+        acc = _mm256_add_ps(acc, _mm256_mul_ps(dd, is));
+    }
+    x_store_tile(&acc, R, C, nr, nc, y, ldy);
+}
+
+XAI void q4_K_mm8_tile(int64_t nb, const uint8_t *w, size_t ws, int nr, const uint8_t *a, size_t as, int nc,
+                       float *y, int64_t ldy, const int R, const int C) {
+    qk45_mm8(nb, w, ws, nr, a, as, nc, y, ldy, R, C, 0);
+}
+XAI void q5_K_mm8_tile(int64_t nb, const uint8_t *w, size_t ws, int nr, const uint8_t *a, size_t as, int nc,
+                       float *y, int64_t ldy, const int R, const int C) {
+    qk45_mm8(nb, w, ws, nr, a, as, nc, y, ldy, R, C, 1);
 }
 
 /* ---- Q6_K x Q8_K: isum = sum sc * dot(q, a) - 32 * sum sc * bsum ---- */
@@ -613,21 +755,24 @@ X_NOSAN static void x_gemm_drive(int64_t nb, const uint8_t *w, size_t ws, int nr
                           float *y, int64_t ldy) {                                                           \
         name##_tile(nb, w, ws, nr, a, as, nc, y, ldy, X_MV_R, 1);                                            \
     }                                                                                                        \
-    X_QUANT_KERNELS_MM(name, BLK)
+    X_QUANT_KERNELS_MM(name, name##_tile, BLK)
 
-/* The same with the type's own 8-row matvec, name##_mv8(nb, w, ws, nr, a, y) (X_MV_R must be 8). */
-#define X_QUANT_KERNELS_MV8(name, BLK)                                                                       \
+/* The K-quants' decode-shaped kernels: the type's own 8-row matvec
+ * name##_mv8(nb, w, ws, nr, a, y) (X_MV_R must be 8) and its 8-pair gemm tile
+ * name##_mm8_tile (X_MM_R * X_MM_C must be 8). */
+#define X_QUANT_KERNELS_K8(name, BLK)                                                                        \
     X_NOSAN static void name##_mv(int64_t nb, const uint8_t *w, size_t ws, int nr, const uint8_t *a, size_t as, int nc, \
                           float *y, int64_t ldy) {                                                           \
         (void)as, (void)nc, (void)ldy;                                                                       \
         name##_mv8(nb, w, ws, nr, a, y);                                                                     \
     }                                                                                                        \
-    X_QUANT_KERNELS_MM(name, BLK)
+    X_QUANT_KERNELS_MM(name, name##_mm8_tile, BLK)
 
-#define X_QUANT_KERNELS_MM(name, BLK)                                                                        \
+#define X_QUANT_KERNELS_MM(name, mmtile, BLK)                                                                \
     X_NOSAN static void name##_mm(int64_t nb, const uint8_t *w, size_t ws, int nr, const uint8_t *a, size_t as, int nc, \
                           float *y, int64_t ldy) {                                                           \
-        name##_tile(nb, w, ws, nr, a, as, nc, y, ldy, X_MM_R, X_MM_C);                                       \
+        _Static_assert(X_MM_R * X_MM_C <= 16, "tile too large");                                             \
+        mmtile(nb, w, ws, nr, a, as, nc, y, ldy, X_MM_R, X_MM_C);                                            \
     }                                                                                                        \
     X_NOSAN static void name##_vec_dot(int64_t n, float *s, const void *w, const void *a) {                         \
         name##_tile(n / (BLK), w, 0, 1, a, 0, 1, s, 0, 1, 1);                                                \
