@@ -401,6 +401,17 @@ XAI void x_rows8_im(const __m256i t[8], __m256i *is, __m256i *ms) {
     *ms = _mm256_permute4x64_epi64(_mm256_castps_si256(_mm256_shuffle_ps(xf, yf, 0xDD)), 0xD8);
 }
 
+/* 8 (d, dmin) f16 pairs, one uint32 each (the leading 4 bytes of a Q4_K/Q5_K
+ * block), as floats: *d = [d0..d7], *m = [dmin0..dmin7]. The pairs go through
+ * memory because an insert needs a constant lane index. */
+XAI void x_dmin8(const uint32_t p[8], __m256 *d, __m256 *m) {
+    const __m256i v = _mm256_loadu_si256((const __m256i *)p);
+    const __m256i lo = _mm256_and_si256(v, _mm256_set1_epi32(0xFFFF)), hi = _mm256_srli_epi32(v, 16);
+    const __m256i dm = _mm256_permute4x64_epi64(_mm256_packus_epi32(lo, hi), 0xD8); /* [d0..d7 | m0..m7] */
+    *d = _mm256_cvtph_ps(_mm256_castsi256_si128(dm));
+    *m = _mm256_cvtph_ps(_mm256_extracti128_si256(dm, 1));
+}
+
 XAI void x_store_rows8(__m256 acc, int nr, float *y) {
     if (nr == 8) {
         _mm256_storeu_ps(y, acc);
@@ -425,14 +436,11 @@ XAI void qk45_mv8(int64_t nb, const uint8_t *w, size_t ws, int nr, const uint8_t
         const __m128i bs8 = _mm_hadd_epi16(_mm_loadu_si128((const __m128i *)yb->bsums),
                                            _mm_loadu_si128((const __m128i *)(yb->bsums + 8)));
         __m256i t[8];
-        __m128i dv = _mm_setzero_si128(), mv = _mm_setzero_si128();
+        uint32_t dm32[8];
         XUNROLL for (int r = 0; r < 8; r++) {
             const uint8_t *xb = wp[r] + (size_t)b * bs;
             const uint8_t *qs = HB ? ((const block_q5_K *)xb)->qs : ((const block_q4_K *)xb)->qs;
-            uint16_t h[2];
-            memcpy(h, xb, 4); /* d, dmin lead both layouts */
-            dv = _mm_insert_epi16(dv, h[0], r);
-            mv = _mm_insert_epi16(mv, h[1], r);
+            memcpy(&dm32[r], xb, 4); /* d, dmin lead both layouts */
             uint32_t ut[4];
             x_k4_scales(xb + 4, ut);
             const __m256i sc = _mm256_broadcastsi128_si256(
@@ -458,8 +466,10 @@ XAI void qk45_mv8(int64_t nb, const uint8_t *w, size_t ws, int nr, const uint8_t
         __m256i is, ms;
         x_rows8_im(t, &is, &ms);
         const __m256 va = _mm256_set1_ps(yb->d);
-        const __m256 d1 = _mm256_mul_ps(_mm256_cvtph_ps(dv), va);
-        const __m256 d2 = _mm256_mul_ps(_mm256_cvtph_ps(mv), va);
+        __m256 dw, dmw;
+        x_dmin8(dm32, &dw, &dmw);
+        const __m256 d1 = _mm256_mul_ps(dw, va);
+        const __m256 d2 = _mm256_mul_ps(dmw, va);
         acc = _mm256_add_ps(acc, _mm256_sub_ps(_mm256_mul_ps(d1, _mm256_cvtepi32_ps(is)),
                                                _mm256_mul_ps(d2, _mm256_cvtepi32_ps(ms))));
     }
@@ -494,19 +504,14 @@ XAI void qk45_mm8(int64_t nb, const uint8_t *w, size_t ws, int nr, const uint8_t
                                     _mm_loadu_si128((const __m128i *)(yb[c]->bsums + 8)));
         }
         __m256i t[8];
-        __m128i dv = _mm_setzero_si128(), mv = _mm_setzero_si128();
+        uint32_t dm32[8];
         XUNROLL for (int r = 0; r < R; r++) {
             const uint8_t *xb = wp[r] + (size_t)b * bs;
             const uint8_t *qs = HB ? ((const block_q5_K *)xb)->qs : ((const block_q4_K *)xb)->qs;
             x_prefetch(xb + 1024);
             x_prefetch(xb + 1024 + 64);
             x_prefetch(xb + 1024 + 128);
-            uint16_t h[2];
-            memcpy(h, xb, 4);
-            XUNROLL for (int c = 0; c < C; c++) {
-                dv = _mm_insert_epi16(dv, h[0], r * C + c);
-                mv = _mm_insert_epi16(mv, h[1], r * C + c);
-            }
+            XUNROLL for (int c = 0; c < C; c++) memcpy(&dm32[r * C + c], xb, 4);
             uint32_t ut[4];
             x_k4_scales(xb + 4, ut);
             const __m256i sc = _mm256_broadcastsi128_si256(
@@ -537,8 +542,10 @@ XAI void qk45_mm8(int64_t nb, const uint8_t *w, size_t ws, int nr, const uint8_t
         __m256i is, ms;
         x_rows8_im(t, &is, &ms);
         const __m256 va = x_lane_cols(da, R, C, 0);
-        const __m256 d1 = _mm256_mul_ps(_mm256_cvtph_ps(dv), va);
-        const __m256 d2 = _mm256_mul_ps(_mm256_cvtph_ps(mv), va);
+        __m256 dw, dmw;
+        x_dmin8(dm32, &dw, &dmw);
+        const __m256 d1 = _mm256_mul_ps(dw, va);
+        const __m256 d2 = _mm256_mul_ps(dmw, va);
         acc = _mm256_add_ps(acc, _mm256_sub_ps(_mm256_mul_ps(d1, _mm256_cvtepi32_ps(is)),
                                                _mm256_mul_ps(d2, _mm256_cvtepi32_ps(ms))));
     }
@@ -556,18 +563,17 @@ XAI void q6_K_mv8(int64_t nb, const uint8_t *w, size_t ws, int nr, const uint8_t
         const __m256i bsums = _mm256_loadu_si256((const __m256i *)yb->bsums);
         x_prefetch_next_tile(w, ws, sizeof(block_q6_K), b);
         __m256i t[8];
-        __m128i dv = _mm_setzero_si128();
+        uint16_t d16[8]; /* through memory: an insert needs a constant lane index */
         XUNROLL for (int r = 0; r < 8; r++) {
             const block_q6_K *xb = (const block_q6_K *)wp[r] + b;
-            uint16_t h;
-            memcpy(&h, &xb->d, 2);
-            dv = _mm_insert_epi16(dv, h, r);
+            memcpy(&d16[r], &xb->d, 2);
             const __m256i s16 = _mm256_cvtepi8_epi16(_mm_loadu_si128((const __m128i *)xb->scales));
             const __m256i off = _mm256_madd_epi16(s16, bsums);
             __m256i iv = _mm256_sub_epi32(_mm256_setzero_si256(), _mm256_slli_epi32(off, 5));
+            /* scales 0..7, then 8..15, in both halves */
+            const __m256i sh0 = _mm256_permute4x64_epi64(s16, 0x44), sh1 = _mm256_permute4x64_epi64(s16, 0xEE);
             XUNROLL for (int hh = 0; hh < 2; hh++) {
-                /* scales 8hh..8hh+7 in both halves */
-                const __m256i sh = _mm256_permute4x64_epi64(s16, hh ? 0xEE : 0x44);
+                const __m256i sh = hh ? sh1 : sh0;
                 const __m256i qa = _mm256_loadu_si256((const __m256i *)(xb->ql + 64 * hh));
                 const __m256i qb = _mm256_loadu_si256((const __m256i *)(xb->ql + 64 * hh + 32));
                 const __m256i qh = _mm256_loadu_si256((const __m256i *)(xb->qh + 32 * hh));
@@ -588,7 +594,7 @@ XAI void q6_K_mv8(int64_t nb, const uint8_t *w, size_t ws, int nr, const uint8_t
             t[r] = iv;
         }
         const __m256 is = _mm256_cvtepi32_ps(x_hsum8_epi32(t));
-        const __m256 dd = _mm256_mul_ps(_mm256_cvtph_ps(dv), _mm256_set1_ps(yb->d));
+        const __m256 dd = _mm256_mul_ps(_mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)d16)), _mm256_set1_ps(yb->d));
         acc = _mm256_add_ps(acc, _mm256_mul_ps(dd, is));
     }
     x_store_rows8(acc, nr, y);
@@ -609,24 +615,23 @@ XAI void q6_K_mm8_tile(int64_t nb, const uint8_t *w, size_t ws, int nr, const ui
             da[c] = yb[c]->d;
         }
         __m256i t[8];
-        __m128i dv = _mm_setzero_si128();
+        uint16_t d16[8];
         XUNROLL for (int r = 0; r < R; r++) {
             const block_q6_K *xb = (const block_q6_K *)wp[r] + b;
             x_prefetch((const uint8_t *)xb + 1024);
             x_prefetch((const uint8_t *)xb + 1024 + 64);
             x_prefetch((const uint8_t *)xb + 1024 + 128);
             x_prefetch((const uint8_t *)xb + 1024 + 192);
-            uint16_t h;
-            memcpy(&h, &xb->d, 2);
-            XUNROLL for (int c = 0; c < C; c++) dv = _mm_insert_epi16(dv, h, r * C + c);
+            XUNROLL for (int c = 0; c < C; c++) memcpy(&d16[r * C + c], &xb->d, 2);
             const __m256i s16 = _mm256_cvtepi8_epi16(_mm_loadu_si128((const __m128i *)xb->scales));
             __m256i iv[8];
             XUNROLL for (int c = 0; c < C; c++) {
                 const __m256i off = _mm256_madd_epi16(s16, _mm256_loadu_si256((const __m256i *)yb[c]->bsums));
                 iv[c] = _mm256_sub_epi32(_mm256_setzero_si256(), _mm256_slli_epi32(off, 5));
             }
+            const __m256i sh0 = _mm256_permute4x64_epi64(s16, 0x44), sh1 = _mm256_permute4x64_epi64(s16, 0xEE);
             XUNROLL for (int hh = 0; hh < 2; hh++) {
-                const __m256i sh = _mm256_permute4x64_epi64(s16, hh ? 0xEE : 0x44);
+                const __m256i sh = hh ? sh1 : sh0;
                 const __m256i qa = _mm256_loadu_si256((const __m256i *)(xb->ql + 64 * hh));
                 const __m256i qb = _mm256_loadu_si256((const __m256i *)(xb->ql + 64 * hh + 32));
                 const __m256i qh = _mm256_loadu_si256((const __m256i *)(xb->qh + 32 * hh));
@@ -649,7 +654,7 @@ XAI void q6_K_mm8_tile(int64_t nb, const uint8_t *w, size_t ws, int nr, const ui
             XUNROLL for (int c = 0; c < C; c++) t[r * C + c] = iv[c];
         }
         const __m256 is = _mm256_cvtepi32_ps(x_hsum8_epi32(t));
-        const __m256 dd = _mm256_mul_ps(_mm256_cvtph_ps(dv), x_lane_cols(da, R, C, 0));
+        const __m256 dd = _mm256_mul_ps(_mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)d16)), x_lane_cols(da, R, C, 0));
         acc = _mm256_add_ps(acc, _mm256_mul_ps(dd, is));
     }
     x_store_tile(&acc, R, C, nr, nc, y, ldy);
