@@ -457,6 +457,72 @@ static bool parse_rule(parser *ps, const char **pp) {
 
 /* ---- checks ---------------------------------------------------------------------- */
 
+/* nullable[r]: rule r can match the empty string. */
+static bool find_nullable(parser *ps, bool *nullable) {
+    uint32_t n = ps->n_rules, n_alts = 0, n_occ = 0;
+    for (uint32_t r = 0; r < n; r++)
+        for (uint32_t i = 0; i < ps->rules[r].body.n; i++) {
+            n_alts += gram_is_end(&ps->rules[r].body.p[i]);
+            n_occ += ps->rules[r].body.p[i].type == GE_REF;
+        }
+    uint32_t *wait = malloc(((size_t)n_alts + 1) * sizeof *wait); /* per alternative: refs not yet nullable */
+    uint32_t *alt_rule = malloc(((size_t)n_alts + 1) * sizeof *alt_rule);
+    uint32_t *occ_lo = calloc((size_t)n + 2, sizeof *occ_lo);  /* occurrences of rule q: occ[occ_lo[q]..] */
+    uint32_t *occ = malloc(((size_t)n_occ + 1) * sizeof *occ); /* the alternative of each occurrence */
+    uint32_t *queue = malloc(((size_t)n + 1) * sizeof *queue);
+    bool ok = wait && alt_rule && occ_lo && occ && queue;
+    if (ok) {
+        /* count refs per alternative (UINT32_MAX: has a character) and occurrences per rule */
+        uint32_t a = 0;
+        for (uint32_t r = 0; r < n; r++) {
+            const evec *b = &ps->rules[r].body;
+            wait[a] = 0;
+            for (uint32_t i = 0; i < b->n; i++) {
+                const gram_elem *el = &b->p[i];
+                if (gram_is_end(el)) {
+                    alt_rule[a++] = r;
+                    if (a < n_alts) wait[a] = 0;
+                } else if (el->type == GE_REF) {
+                    if (wait[a] != UINT32_MAX) wait[a]++;
+                    occ_lo[el->value + 2]++;
+                } else {
+                    wait[a] = UINT32_MAX;
+                }
+            }
+        }
+        for (uint32_t q = 0; q < n; q++)
+            occ_lo[q + 2] += occ_lo[q + 1];
+        a = 0;
+        for (uint32_t r = 0; r < n; r++) {
+            const evec *b = &ps->rules[r].body;
+            for (uint32_t i = 0; i < b->n; i++) {
+                if (gram_is_end(&b->p[i]))
+                    a++;
+                else if (b->p[i].type == GE_REF)
+                    occ[occ_lo[b->p[i].value + 1]++] = a;
+            }
+        }
+        /* now occ_lo[q] .. occ_lo[q + 1] are q's occurrences */
+        uint32_t qh = 0, qt = 0;
+        for (a = 0; a < n_alts; a++)
+            if (wait[a] == 0 && !nullable[alt_rule[a]]) nullable[queue[qt++] = alt_rule[a]] = true;
+        while (qh < qt) {
+            uint32_t q = queue[qh++];
+            for (uint32_t k = occ_lo[q]; k < occ_lo[q + 1]; k++) {
+                uint32_t al = occ[k];
+                if (wait[al] != UINT32_MAX && --wait[al] == 0 && !nullable[alt_rule[al]])
+                    nullable[queue[qt++] = alt_rule[al]] = true;
+            }
+        }
+    }
+    free(wait);
+    free(alt_rule);
+    free(occ_lo);
+    free(occ);
+    free(queue);
+    return ok || fail_at(ps, KN_ENOMEM, ps->src, "out of memory");
+}
+
 /* Left recursion: a rule that can reach itself before consuming a
  * character, directly or through rules that may match nothing. */
 static bool check_left_recursion(parser *ps) {
@@ -471,27 +537,11 @@ static bool check_left_recursion(parser *ps) {
         free(stk);
         return fail_at(ps, KN_ENOMEM, ps->src, "out of memory");
     }
-    /* nullable: a fixpoint over alternatives made only of nullable refs */
-    for (bool changed = true; changed;) {
-        changed = false;
-        for (uint32_t r = 0; r < n; r++) {
-            if (nullable[r]) continue;
-            const evec *b = &ps->rules[r].body;
-            bool alt_ok = true;
-            for (uint32_t i = 0; i < b->n; i++) {
-                const gram_elem *el = &b->p[i];
-                if (gram_is_end(el)) {
-                    if (alt_ok) {
-                        nullable[r] = changed = true;
-                        break;
-                    }
-                    alt_ok = true;
-                } else if (el->type != GE_REF || !nullable[el->value]) {
-                    alt_ok = false;
-                }
-            }
-        }
-    }
+    /* nullable, by a work list (linear; a fixpoint by passes is quadratic
+     * on a chain of rules): an alternative made only of refs waits for
+     * that many nullable refs; a rule with one whose count reaches 0 is
+     * nullable. */
+    if (ok) ok = find_nullable(ps, nullable);
     /* DFS over "r can start with q" edges; a back edge is left recursion.
      * A frame (rule, next element, at the left edge) walks r's elements: at
      * an alternative's start or after nullable refs, a ref is an edge. */
