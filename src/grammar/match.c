@@ -54,8 +54,8 @@ bool gram_match_set_range(const gram_elem *e, uint32_t lo, uint32_t hi) {
 
 /* Makes room for `need` more items of `size` bytes in *p (length n, capacity
  * *cap); false (and the state's status set) past GRAM_MAX_STATE_BYTES. */
-static bool grow(gram_state *s, void **p, size_t *cap, size_t n, size_t need, size_t size, const char *what) {
-    if (n + need <= *cap) return true;
+bool gram_grow(gram_state *s, void **p, size_t *cap, size_t n, size_t need, size_t size, const char *what) {
+    if (n + need <= *cap && *p) return true; /* allocated even for 0, so offsets from it are defined */
     size_t nc = *cap ? *cap : 64;
     while (nc < n + need)
         nc *= 2;
@@ -103,8 +103,9 @@ static bool work_add(gram_state *s, size_t off) {
             if (s->ws_n >= GRAM_MAX_WORK)
                 return bound(s, "grammar: more than %u parse stacks explored for one character",
                              GRAM_MAX_WORK);
-            if (!grow(s, (void **)&s->ws, &s->ws_cap, s->ws_n, 1, sizeof *s->ws, "stack work list") ||
-                !grow(s, (void **)&s->todo, &s->todo_cap, s->todo_n, 1, sizeof *s->todo, "stack work list"))
+            if (!gram_grow(s, (void **)&s->ws, &s->ws_cap, s->ws_n, 1, sizeof *s->ws, "stack work list") ||
+                !gram_grow(s, (void **)&s->todo, &s->todo_cap, s->todo_n, 1, sizeof *s->todo,
+                           "stack work list"))
                 return false;
             *sl = (gram_slot){.h = h, .idx = (uint32_t)s->ws_n, .gen = s->gen};
             s->ws[s->ws_n] = (gram_sref){.off = off, .len = len};
@@ -132,7 +133,7 @@ static bool work_close(gram_state *s) {
             if (s->fin_n >= GRAM_MAX_STACKS)
                 return bound(s, "grammar: more than %u parse stacks alive (the grammar is too ambiguous)",
                              GRAM_MAX_STACKS);
-            if (!grow(s, (void **)&s->fin, &s->fin_cap, s->fin_n, 1, sizeof *s->fin, "stack list"))
+            if (!gram_grow(s, (void **)&s->fin, &s->fin_cap, s->fin_n, 1, sizeof *s->fin, "stack list"))
                 return false;
             s->fin[s->fin_n++] = idx;
             continue;
@@ -143,8 +144,8 @@ static bool work_close(gram_state *s) {
         uint32_t cont = gram_is_end(ref + 1) ? UINT32_MAX : top + 1;
         for (uint32_t a = g->alt_lo[ref->value]; a < g->alt_lo[ref->value + 1]; a++) {
             uint32_t start = g->alts[a];
-            if (!grow(s, (void **)&s->wd, &s->wd_cap, s->wd_n, (size_t)sr.len + 2, sizeof *s->wd,
-                      "parse stacks"))
+            if (!gram_grow(s, (void **)&s->wd, &s->wd_cap, s->wd_n, (size_t)sr.len + 2, sizeof *s->wd,
+                           "parse stacks"))
                 return false;
             size_t off = s->wd_n;
             memcpy(s->wd + off, s->wd + sr.off, (size_t)(sr.len - 1) * sizeof *s->wd);
@@ -168,9 +169,9 @@ static bool level_push_fin(gram_state *s) {
     size_t total = 0;
     for (size_t i = 0; i < s->fin_n; i++)
         total += s->ws[s->fin[i]].len;
-    if (!grow(s, (void **)&s->ld, &s->ld_cap, s->ld_n, total, sizeof *s->ld, "parse stacks") ||
-        !grow(s, (void **)&s->ls, &s->ls_cap, s->ls_n, s->fin_n, sizeof *s->ls, "parse stacks") ||
-        !grow(s, (void **)&s->lv, &s->lv_cap, s->lv_n, 1, sizeof *s->lv, "levels"))
+    if (!gram_grow(s, (void **)&s->ld, &s->ld_cap, s->ld_n, total, sizeof *s->ld, "parse stacks") ||
+        !gram_grow(s, (void **)&s->ls, &s->ls_cap, s->ls_n, s->fin_n, sizeof *s->ls, "parse stacks") ||
+        !gram_grow(s, (void **)&s->lv, &s->lv_cap, s->lv_n, 1, sizeof *s->lv, "levels"))
         return false;
     s->lv[s->lv_n++] = (gram_level){.ls = s->ls_n, .ld = s->ld_n};
     for (size_t i = 0; i < s->fin_n; i++) {
@@ -178,6 +179,23 @@ static bool level_push_fin(gram_state *s) {
         memcpy(s->ld + s->ld_n, s->wd + w.off, (size_t)w.len * sizeof *s->ld);
         s->ls[s->ls_n++] = (gram_sref){.off = s->ld_n, .len = w.len};
         s->ld_n += w.len;
+    }
+    return true;
+}
+
+bool gram_level_push(gram_state *s, const uint32_t *d, const gram_sref *stacks, size_t n) {
+    size_t total = 0;
+    for (size_t i = 0; i < n; i++)
+        total += stacks[i].len;
+    if (!gram_grow(s, (void **)&s->ld, &s->ld_cap, s->ld_n, total, sizeof *s->ld, "parse stacks") ||
+        !gram_grow(s, (void **)&s->ls, &s->ls_cap, s->ls_n, n, sizeof *s->ls, "parse stacks") ||
+        !gram_grow(s, (void **)&s->lv, &s->lv_cap, s->lv_n, 1, sizeof *s->lv, "levels"))
+        return false;
+    s->lv[s->lv_n++] = (gram_level){.ls = s->ls_n, .ld = s->ld_n};
+    for (size_t i = 0; i < n; i++) {
+        memcpy(s->ld + s->ld_n, d + stacks[i].off, (size_t)stacks[i].len * sizeof *s->ld);
+        s->ls[s->ls_n++] = (gram_sref){.off = s->ld_n, .len = stacks[i].len};
+        s->ld_n += stacks[i].len;
     }
     return true;
 }
@@ -218,7 +236,8 @@ int gram_level_step(gram_state *s, size_t lvl, uint32_t cp) {
         uint32_t top = s->ld[sr.off + sr.len - 1];
         const gram_elem *next;
         if (!gram_match_set(&g->elems[top], cp, &next)) continue;
-        if (!grow(s, (void **)&s->wd, &s->wd_cap, s->wd_n, sr.len, sizeof *s->wd, "parse stacks")) return -1;
+        if (!gram_grow(s, (void **)&s->wd, &s->wd_cap, s->wd_n, sr.len, sizeof *s->wd, "parse stacks"))
+            return -1;
         size_t off = s->wd_n;
         memcpy(s->wd + off, s->ld + sr.off, (size_t)(sr.len - 1) * sizeof *s->wd);
         s->wd_n += sr.len - 1;
@@ -251,7 +270,8 @@ static bool state_init(gram_state *s) {
     work_begin(s);
     for (uint32_t a = g->alt_lo[g->root]; a < g->alt_lo[g->root + 1]; a++) {
         uint32_t start = g->alts[a];
-        if (!grow(s, (void **)&s->wd, &s->wd_cap, s->wd_n, 1, sizeof *s->wd, "parse stacks")) return false;
+        if (!gram_grow(s, (void **)&s->wd, &s->wd_cap, s->wd_n, 1, sizeof *s->wd, "parse stacks"))
+            return false;
         size_t off = s->wd_n;
         if (!gram_is_end(&g->elems[start])) s->wd[s->wd_n++] = start;
         if (!work_add(s, off)) return false;
@@ -292,6 +312,12 @@ void gram_state_destroy(gram_state *s) {
     free(s->fin);
     free(s->ht);
     free(s->frames);
+    free(s->cd);
+    free(s->cs);
+    free(s->sets);
+    free(s->set_ht);
+    free(s->memo);
+    free(s->asc);
     free(s);
 }
 
@@ -300,9 +326,9 @@ kn_status gram_state_copy(gram_state *dst, const gram_state *src, kn_err *err) {
     size_t n_ls = src->lv_n > 1 ? src->lv[1].ls : src->ls_n;
     size_t n_ld = src->lv_n > 1 ? src->lv[1].ld : src->ld_n;
     dst->st = KN_OK;
-    if (!grow(dst, (void **)&dst->ld, &dst->ld_cap, 0, n_ld, sizeof *dst->ld, "parse stacks") ||
-        !grow(dst, (void **)&dst->ls, &dst->ls_cap, 0, n_ls, sizeof *dst->ls, "parse stacks") ||
-        !grow(dst, (void **)&dst->lv, &dst->lv_cap, 0, 1, sizeof *dst->lv, "levels")) {
+    if (!gram_grow(dst, (void **)&dst->ld, &dst->ld_cap, 0, n_ld, sizeof *dst->ld, "parse stacks") ||
+        !gram_grow(dst, (void **)&dst->ls, &dst->ls_cap, 0, n_ls, sizeof *dst->ls, "parse stacks") ||
+        !gram_grow(dst, (void **)&dst->lv, &dst->lv_cap, 0, 1, sizeof *dst->lv, "levels")) {
         kn_status st = gram_state_status(dst, err);
         gram_state_reset(dst);
         return st;

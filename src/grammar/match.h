@@ -26,10 +26,21 @@ typedef struct gram_slot {
 
 typedef struct gram_frame {
     uint32_t node, child; /* trie node and the next child to visit */
-    uint32_t lvl;         /* level holding the stacks at this node */
-    bool own;             /* this frame pushed that level */
+    uint32_t set;         /* interned stack set at this node */
     gram_u8 u8;           /* pending UTF-8 at this node */
 } gram_frame;
+
+typedef struct gram_cset {
+    size_t cs;    /* first stack in cs[] */
+    uint32_t n;   /* stacks */
+    uint64_t h;   /* hash of the content */
+    uint32_t asc; /* its ASCII transitions: asc[asc - 1 .. + 128) (0: none yet) */
+} gram_cset;
+
+typedef struct gram_memo {
+    uint32_t set, cp; /* key: set id + 1 (0: empty slot), code point */
+    uint32_t to;      /* the set it steps to + 1, or 0 when no stack takes cp */
+} gram_memo;
 
 struct gram_state {
     const gram *g; /* borrowed */
@@ -58,10 +69,34 @@ struct gram_state {
     size_t ht_cap;
     uint32_t gen;
 
-    /* the mask walk's frames (vocab.c) */
+    /* the mask walk (vocab.c): frames, and a cache of interned stack sets
+     * with their memoized transitions, kept across calls (the same sets
+     * recur step after step, e.g. inside a JSON string) and flushed at the
+     * start of a call once it outgrows GRAM_CACHE_BYTES */
     gram_frame *frames;
     size_t frames_cap;
+    uint32_t *cd; /* [cd_n] stack elements of the interned sets */
+    size_t cd_n, cd_cap;
+    gram_sref *cs; /* [cs_n] their stacks */
+    size_t cs_n, cs_cap;
+    gram_cset *sets; /* [sets_n] */
+    size_t sets_n, sets_cap;
+    uint32_t *set_ht; /* [set_ht_cap] set id + 1, 0 = empty */
+    size_t set_ht_cap;
+    gram_memo *memo; /* [memo_cap] open addressing, for code points >= 128 */
+    size_t memo_n, memo_cap;
+    uint32_t *asc; /* [asc_n] dense ASCII transitions of sets: to + 2, 1 = none takes it, 0 = unknown */
+    size_t asc_n, asc_cap;
 };
+
+/* The transition cache is flushed when its memory passes this. */
+#define GRAM_CACHE_BYTES (32u << 20)
+
+/* Grows *p to hold n + need items (false and the status set past
+ * GRAM_MAX_STATE_BYTES); allocated even for need 0. */
+bool gram_grow(gram_state *s, void **p, size_t *cap, size_t n, size_t need, size_t size, const char *what);
+/* Pushes a copy of stacks (data in d) as a new top level. */
+bool gram_level_push(gram_state *s, const uint32_t *d, const gram_sref *stacks, size_t n);
 
 /* Steps level lvl by cp, pushing the result as a new top level: 1, or 0
  * when no stack takes cp (nothing pushed), or -1 on a bound (status set). */
