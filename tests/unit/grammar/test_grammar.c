@@ -491,6 +491,73 @@ static void test_mask_brute_force(void **st) {
     assert_true(allowed > 200);
 }
 
+/* An empty grammar; a long chain of rules that are nullable only through
+ * the next one (compiles in linear time); masks reused across steps and
+ * copies (the transition cache survives them). */
+static void test_edges(void **st) {
+    (void)st;
+    gram *g = compile("root ::=\n");
+    gram_state *s;
+    assert_int_equal(gram_state_create(g, &s, NULL), KN_OK);
+    assert_true(gram_can_end(s));
+    assert_false(gram_accept_cp(s, 'a'));
+    assert_true(gram_accept_bytes(s, "", 0));
+    gram_token toks[3] = {{"", 0, GRAM_TOK_TEXT}, {"a", 1, GRAM_TOK_TEXT}, {"", 0, GRAM_TOK_EOG}};
+    gram_vocab *v;
+    assert_int_equal(gram_vocab_create(toks, 3, &v, NULL), KN_OK);
+    uint8_t m[3];
+    assert_int_equal(gram_mask(s, v, m, NULL), KN_OK);
+    assert_true(m[0] && !m[1] && m[2]);
+    gram_state_destroy(s);
+    gram_destroy(g);
+    gram_vocab_destroy(v);
+
+    size_t n = 20000, cap = n * 32;
+    char *t = malloc(cap), *p = t;
+    p += sprintf(p, "root ::= r1 \"x\"\n");
+    for (size_t i = 1; i < n; i++)
+        p += sprintf(p, "r%zu ::= r%zu\n", i, i + 1);
+    p += sprintf(p, "r%zu ::= \"\" | \"y\"\n", n);
+    double t0 = kn_now_s();
+    g = compile(t);
+    assert_true(kn_now_s() - t0 < 5.0);
+    assert_true(full_match(g, "x") && full_match(g, "yx") && !full_match(g, "y"));
+    gram_destroy(g);
+    free(t);
+
+    /* the same masks from a state, its copy, and after reset */
+    g = compile(JSON);
+    rvocab rv;
+    rvocab_make(&rv, 300, 99);
+    assert_int_equal(gram_vocab_create(rv.toks, rv.n, &v, NULL), KN_OK);
+    gram_state *c;
+    assert_int_equal(gram_state_create(g, &s, NULL), KN_OK);
+    assert_int_equal(gram_state_create(g, &c, NULL), KN_OK);
+    uint8_t *m1 = malloc(rv.n), *m2 = malloc(rv.n);
+    const char *text = "{\"a\": [1, \"b\xC3\xA9\", {\"c\": null}], \"d\": \"xyz";
+    for (size_t i = 0; text[i]; i++) {
+        assert_int_equal(gram_mask(s, v, m1, NULL), KN_OK);
+        assert_int_equal(gram_state_copy(c, s, NULL), KN_OK);
+        assert_int_equal(gram_mask(c, v, m2, NULL), KN_OK);
+        assert_memory_equal(m1, m2, rv.n);
+        assert_int_equal(gram_mask(s, v, m2, NULL), KN_OK); /* again, from the cache */
+        assert_memory_equal(m1, m2, rv.n);
+        assert_true(gram_accept_bytes(s, text + i, 1));
+    }
+    gram_state_reset(c);
+    assert_int_equal(gram_mask(c, v, m2, NULL), KN_OK);
+    gram_state_reset(s);
+    assert_int_equal(gram_mask(s, v, m1, NULL), KN_OK);
+    assert_memory_equal(m1, m2, rv.n);
+    free(m1);
+    free(m2);
+    gram_state_destroy(c);
+    gram_state_destroy(s);
+    gram_vocab_destroy(v);
+    rvocab_free(&rv);
+    gram_destroy(g);
+}
+
 static void test_vocab_errors(void **st) {
     (void)st;
     gram_vocab *v = NULL;
@@ -531,6 +598,7 @@ int main(void) {
         cmocka_unit_test(test_can_end_clone_reset),
         cmocka_unit_test(test_bounds),
         cmocka_unit_test(test_mask_brute_force),
+        cmocka_unit_test(test_edges),
         cmocka_unit_test(test_vocab_errors),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
