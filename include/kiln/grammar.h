@@ -30,8 +30,10 @@
  *    may be shared by threads.
  *  - A `gram_state` belongs to one thread at a time. It holds the parse
  *    stacks, a pending partial UTF-8 sequence, and the scratch that
- *    gram_mask and gram_token_ok use: after the first calls have sized the
- *    scratch, the mask path allocates nothing.
+ *    gram_mask and gram_token_ok use, including a cache of stack sets and
+ *    their transitions. Buffers grow to a high-water mark and are reused;
+ *    the mask path allocates only when the cache meets a stack set it has
+ *    not seen (amortized), and the cache is flushed past 32 MiB.
  *  - Every size is bounded (the GRAM_MAX_* below). A grammar over a bound
  *    fails to compile with a message; a state whose stacks outgrow a bound
  *    stops accepting (gram_state_status says why) instead of growing.
