@@ -135,6 +135,8 @@ typedef struct eng_gen_params {
     int spec_max;                /* draft tokens per step; 0: the scheduler's */
     double stall_timeout_s;      /* a consumer that reads nothing for this long while the output ring is
                                     full is cancelled; 0: ENG_STALL_TIMEOUT_S */
+    const char *grammar;         /* GBNF text (NUL-terminated, compiled and kept by the request) constraining
+                                    the output (docs/grammar.md); NULL or "": none */
 } eng_gen_params;
 
 #define ENG_STALL_TIMEOUT_S 120.0
@@ -154,6 +156,7 @@ typedef enum eng_key_type {
     ENG_KT_STOPS,   /* stops + n_stops */
     ENG_KT_BIAS,    /* sp.bias + sp.n_bias, sorted by token */
     ENG_KT_PART,    /* the count of the array row before it */
+    ENG_KT_STR,     /* a const char * (NULL keys as "") */
 } eng_key_type;
 typedef struct eng_key_field {
     const char *name;  /* as in the struct: "n_predict", "sp.top_k" */
@@ -276,6 +279,8 @@ typedef struct eng_gen_request {
     bool cache;                  /* false: bypass the response cache */
     double t_origin;             /* kn_now_s() at arrival (TTFT counts from it) */
     bool echo;                   /* keep the prompt for eng_gen_prompt_text */
+    const char *grammar;         /* GBNF text constraining the output (NULL or "": none); a malformed one
+                                    fails eng_gen_start with ENG_ERR_REQUEST on param "grammar" */
 } eng_gen_request;
 
 typedef struct eng_gen eng_gen;

@@ -53,6 +53,7 @@ static const eng_key_field KEY_FIELDS[] = {
     {"spec_max", F(spec_max), ENG_KT_I32, ENG_KEY_SAMPLED, NULL},
     {"stall_timeout_s", F(stall_timeout_s), ENG_KT_F64, ENG_KEY_NEVER,
      "how long a reader may take nothing: it cancels, it never changes the text"},
+    {"grammar", F(grammar), ENG_KT_STR, ENG_KEY_ALWAYS, NULL},
 };
 
 #undef F
@@ -121,6 +122,7 @@ static void put_field(kn_buf *b, const eng_key_field *f, const eng_gen_params *p
         break;
     case ENG_KT_BIAS: put_bias(b, &p->sp); break;
     case ENG_KT_PART: break;
+    case ENG_KT_STR: put_str(b, *(const char *const *)at); break;
     }
 }
 

@@ -31,6 +31,10 @@ static void req_free(eng_req *r) {
     tok_decoder_destroy(r->dec);
     eng_stop_destroy(r->stop);
     free(r->bias);
+    gram_state_destroy(r->gstate);
+    gram_destroy(r->gram);
+    free(r->gmask);
+    free(r->glogits);
     if (r->in)
         for (size_t i = 0; i < r->n_in; i++) free(r->in[i]);
     free(r->in);
@@ -65,6 +69,43 @@ static eng_req *req_alloc(eng_sched *s, req_kind kind) {
     pthread_mutex_init(&r->mu, NULL);
     cond_init_mono(&r->cv); /* eng_req_read's deadlines are CLOCK_MONOTONIC */
     return r;
+}
+
+/* The model's vocabulary as byte strings for the grammar module: a token's
+ * detokenized bytes (byte-level BPE and <0xNN> pieces mapped back to raw
+ * bytes); end-of-generation tokens are EOG; control, unknown and unused
+ * tokens, empty pieces and ids past the tokenizer's vocabulary never match
+ * text. */
+static kn_status build_gram_vocab(const eng_sched *s, gram_vocab **out, kn_err *err) {
+    int32_t nv = s->m->hp.n_vocab, ntok = tok_n_vocab(s->v);
+    gram_token *toks = calloc((size_t)nv, sizeof *toks);
+    if (!toks) return kn_fail(err, KN_ENOMEM, "out of memory");
+    for (int32_t id = 0; id < nv; id++) {
+        toks[id].kind = GRAM_TOK_CONTROL;
+        if (id >= ntok) continue;
+        if (tok_is_eog(s->v, id)) {
+            toks[id].kind = GRAM_TOK_EOG;
+            continue;
+        }
+        if (tok_is_control(s->v, id) || tok_token_type(s->v, id) == TOK_TYPE_UNUSED) continue;
+        size_t len = 0;
+        const char *piece = tok_token_piece(s->v, id, false, &len);
+        if (!piece || len == 0 || len > GRAM_MAX_TOKEN_BYTES) continue;
+        toks[id] = (gram_token){.bytes = piece, .len = (uint32_t)len, .kind = GRAM_TOK_TEXT};
+    }
+    kn_status st = gram_vocab_create(toks, (size_t)nv, out, err);
+    free(toks);
+    return st;
+}
+
+/* The scheduler's grammar vocabulary, built by the first caller. */
+static kn_status sched_gram_vocab(eng_sched *s, const gram_vocab **out, kn_err *err) {
+    kn_status st = KN_OK;
+    pthread_mutex_lock(&s->gram_mu);
+    if (!s->gvocab) st = build_gram_vocab(s, &s->gvocab, err);
+    *out = s->gvocab;
+    pthread_mutex_unlock(&s->gram_mu);
+    return st;
 }
 
 kn_status eng_req_create_gen(eng_sched *s, const int32_t *prompt, size_t n_prompt, const eng_gen_params *p,
@@ -122,6 +163,15 @@ kn_status eng_req_create_gen(eng_sched *s, const int32_t *prompt, size_t n_promp
     }
     if ((st = eng_sampler_create(&sp, nv, &r->smp, err)) != KN_OK) goto fail;
     if ((st = eng_stop_create(p->stops, p->n_stops, &r->stop, err)) != KN_OK) goto fail;
+    if (p->grammar && p->grammar[0]) {
+        if ((st = gram_compile(p->grammar, strlen(p->grammar), NULL, &r->gram, err)) != KN_OK) goto fail;
+        if ((st = gram_state_create(r->gram, &r->gstate, err)) != KN_OK) goto fail;
+        if ((st = sched_gram_vocab(s, &r->gvocab, err)) != KN_OK) goto fail;
+        st = KN_ENOMEM;
+        r->gmask = malloc((size_t)nv);
+        r->glogits = malloc((size_t)nv * sizeof *r->glogits);
+        if (!r->gmask || !r->glogits) goto fail;
+    }
     tok_decoder_opts dopts = {.special = false, .strip_space = false, .replace_invalid = false};
     st = KN_ENOMEM;
     if (!(r->dec = tok_decoder_create(s->v, &dopts))) goto fail;
@@ -342,6 +392,7 @@ kn_status eng_sched_create(const model *m, const tok_vocab *v, const tensor_ops 
     if (s->o.max_batch < s->o.n_slots) s->o.max_batch = s->o.n_slots;
     if (s->o.queue_len < 0) s->o.queue_len = 0;
     pthread_mutex_init(&s->mu, NULL);
+    pthread_mutex_init(&s->gram_mu, NULL);
     cond_init_mono(&s->cv);
     if (s->o.spec_max > ENG_SPEC_MAX) s->o.spec_max = ENG_SPEC_MAX;
     if (s->o.spec_max < 0) s->o.spec_max = 0;
@@ -452,6 +503,8 @@ void eng_sched_destroy(eng_sched *s) {
     free(s->enc_req);
     free(s->enc_idx);
     free(s->enc_out);
+    gram_vocab_destroy(s->gvocab);
+    pthread_mutex_destroy(&s->gram_mu);
     pthread_mutex_destroy(&s->mu);
     pthread_cond_destroy(&s->cv);
     free(s);

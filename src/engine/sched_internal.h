@@ -21,6 +21,7 @@
 #define KILN_ENGINE_SCHED_INTERNAL_H
 
 #include "kiln/engine.h"
+#include "kiln/grammar.h"
 #include "scheduler.h"
 
 #include "stop.h"
@@ -52,6 +53,12 @@ struct eng_req {
     int n_logprobs;
     double t_origin;
     double stall_timeout_s; /* see eng_gen_params */
+    /* constrained decoding (all NULL without a grammar); allocated at creation */
+    gram *gram;              /* the compiled grammar (owned) */
+    gram_state *gstate;      /* where the output stands in it (owned) */
+    const gram_vocab *gvocab; /* the scheduler's token trie (borrowed) */
+    uint8_t *gmask;          /* [n_vocab] gram_mask's output */
+    float *glogits;          /* [n_vocab] a logits row with the tokens the grammar refuses at -INFINITY */
     /* embedding */
     int32_t **in;
     size_t *in_len;
@@ -117,6 +124,10 @@ struct eng_sched {
     kv_cache *dkv;
     model_ctx *dctx;
     float *dlogits; /* n_slots x n_vocab */
+    /* constrained decoding: the vocabulary as the grammar sees it, built on
+     * the first request with a grammar (under gram_mu), freed with s */
+    pthread_mutex_t gram_mu;
+    gram_vocab *gvocab;
     size_t need_room; /* ring bytes one token may emit, flush included */
     size_t ring_cap;
     pthread_mutex_t mu;

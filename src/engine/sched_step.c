@@ -53,6 +53,37 @@ void eng_slot_finish(eng_sched *s, int i, eng_finish f, kn_status st, const char
     eng_req_unref(r);
 }
 
+/* Constrained decoding (llama.cpp's approach): the token sampled as usual
+ * when the grammar allows it, else one sampled again from a copy of lg
+ * with every token the grammar refuses at -INFINITY. A draft the grammar
+ * refuses is not offered to the sampler (it is rejected). False with err
+ * set when the grammar state hit a bound or allows no token at all. */
+static bool gram_pick(eng_sched *s, eng_req *r, const float *lg, int32_t draft, int32_t *tok, kn_err *err) {
+    if (draft >= 0 && !gram_token_ok(r->gstate, r->gvocab, (uint32_t)draft)) draft = -1;
+    int32_t t = draft >= 0 ? eng_sampler_sample_draft(r->smp, lg, draft) : eng_sampler_sample(r->smp, lg);
+    if (t >= 0 && gram_token_ok(r->gstate, r->gvocab, (uint32_t)t)) {
+        *tok = t;
+        return true;
+    }
+    if (gram_mask(r->gstate, r->gvocab, r->gmask, err) != KN_OK) return false;
+    const int32_t nv = s->m->hp.n_vocab;
+    bool any = false;
+    for (int32_t k = 0; k < nv; k++) {
+        r->glogits[k] = r->gmask[k] ? lg[k] : -INFINITY;
+        any |= r->gmask[k] != 0;
+    }
+    if (!any) {
+        kn_fail(err, KN_EINVAL, "the grammar allows no token of this model's vocabulary at this point");
+        return false;
+    }
+    t = eng_sampler_sample(r->smp, r->glogits);
+    if (t < 0 || !r->gmask[t]) { /* every allowed logit was NaN or banned outright: the first allowed one */
+        for (t = 0; t < nv && !r->gmask[t]; t++) {}
+    }
+    *tok = t;
+    return true;
+}
+
 /* Samples the next token of slot i from a logits row (draft >= 0: the
  * token a drafter proposed for this position), emits it and appends it to
  * the sequence. Returns true when the sequence finished; *tok gets the
@@ -65,7 +96,16 @@ static bool gen_token(eng_sched *s, int i, const float *lg, int32_t draft, int32
         eng_slot_finish(s, i, ENG_FINISH_LENGTH, KN_OK, NULL, true);
         return true;
     }
-    int32_t tok = draft >= 0 ? eng_sampler_sample_draft(r->smp, lg, draft) : eng_sampler_sample(r->smp, lg);
+    int32_t tok;
+    if (r->gram) {
+        kn_err ge = {0};
+        if (!gram_pick(s, r, lg, draft, &tok, &ge)) {
+            eng_slot_finish(s, i, ENG_FINISH_ERROR, ge.status ? ge.status : KN_ERANGE, ge.msg, true);
+            return true;
+        }
+    } else {
+        tok = draft >= 0 ? eng_sampler_sample_draft(r->smp, lg, draft) : eng_sampler_sample(r->smp, lg);
+    }
     *tok_out = tok;
     /* counted before the request can finish, so that a reader of the
      * metrics after the response sees it */
@@ -83,8 +123,17 @@ static bool gen_token(eng_sched *s, int i, const float *lg, int32_t draft, int32
         met_observe(mt->itl, now - sl->t_last);
     }
     sl->t_last = now;
-    if (!r->ignore_eos && tok_is_eog(s->v, tok)) {
+    /* under a grammar an end-of-generation token is chosen only when the
+     * grammar is complete: it ends the request even with ignore_eos */
+    if ((!r->ignore_eos || r->gram) && tok_is_eog(s->v, tok)) {
         eng_slot_finish(s, i, ENG_FINISH_STOP, KN_OK, NULL, true);
+        return true;
+    }
+    if (r->gram && !gram_accept_token(r->gstate, r->gvocab, (uint32_t)tok)) {
+        kn_err ge = {0};
+        kn_status gst = gram_state_status(r->gstate, &ge);
+        if (gst == KN_OK) kn_fail(&ge, gst = KN_EINVAL, "the grammar refused token %d", tok);
+        eng_slot_finish(s, i, ENG_FINISH_ERROR, gst, ge.msg, true);
         return true;
     }
     eng_sampler_accept(r->smp, tok);

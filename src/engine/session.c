@@ -10,6 +10,7 @@
  * freed by eng_gen_close in one call (the cache's record and a hit's value
  * are owned buffers freed there too). Nothing is allocated per token.
  */
+#include "kiln/grammar.h"
 #include "service_internal.h"
 
 #include <math.h>
@@ -134,7 +135,7 @@ static void build_params(eng_service *s, const eng_gen_request *q, eng_gen_param
                            .n_stops = q->n_stops, .n_logprobs = q->n_logprobs, .t_origin = q->t_origin,
                            .spec = q->spec != ENG_SPEC_DEFAULT ? q->spec : (eng_spec_mode)o->rt.spec,
                            .spec_max = q->spec_max > 0 ? q->spec_max : o->rt.spec_max,
-                           .stall_timeout_s = o->stall_timeout_s};
+                           .stall_timeout_s = o->stall_timeout_s, .grammar = q->grammar};
     if (!q->seed_set) {
         unsigned long long seq = atomic_fetch_add(&s->seq, 1) + 1;
         gp->sp.seed = kn_now_ns() ^ (seq * 0x9E3779B97F4A7C15ull);
@@ -229,9 +230,24 @@ static bool acquire(eng_gen *g, const eng_gen_request *q, eng_error *e) {
 
 /* ---- start ----------------------------------------------------------------------- */
 
+/* A grammar is checked before anything is loaded or looked up: a
+ * malformed one is the client's error, with gram's line:column. (The
+ * scheduler compiles it again for the request it creates.) */
+static bool check_grammar(const char *text, eng_error *e) {
+    if (!text || !text[0]) return true;
+    gram *g = NULL;
+    kn_err err = {0};
+    kn_status st = gram_compile(text, strlen(text), NULL, &g, &err);
+    gram_destroy(g);
+    if (st == KN_OK) return true;
+    if (st == KN_ENOMEM) return eng_fail(e, ENG_ERR_INTERNAL, NULL, NULL, "out of memory");
+    return eng_fail(e, ENG_ERR_REQUEST, "grammar", "invalid_grammar", "%s", err.msg);
+}
+
 bool eng_gen_start(eng_service *s, const eng_gen_request *q, eng_gen **out, eng_error *e) {
     *out = NULL;
     double t0 = kn_now_s();
+    if (!check_grammar(q->grammar, e)) return false;
     const rt_front *f = NULL;
     if (!eng_front_get(s, q->model, &f, e)) return false;
     if (f->encoder) {

@@ -154,6 +154,7 @@ static void perturb(eng_gen_params *p, const eng_key_field *f) {
     case ENG_KT_STOPS: p->stops = more_stops, p->n_stops = 2; break;
     case ENG_KT_BIAS: p->sp.bias = more_bias, p->sp.n_bias = 2; break;
     case ENG_KT_PART: break;
+    case ENG_KT_STR: *(const char **)at = *(const char **)at ? NULL : "root ::= \"a\""; break;
     }
 }
 
