@@ -29,7 +29,7 @@ json_t *srv_openai_error_json(const srv_error *e) {
 
 /* ---- requests ----------------------------------------------------------------------- */
 
-/* What chat and completions share: model, stream, cache, sampling, bias,
+/* What chat and completions share: model, stream, cache, sampling, bias, grammar,
  * n, max_tokens, stream_options, response_format. */
 static bool parse_common(json_t *root, const srv_limits *lim, bool chat, srv_gen_req *r, srv_error *e) {
     if (!srv_get_str(root, "model", "model", &r->q.model, NULL, e)) return false;
@@ -37,6 +37,11 @@ static bool parse_common(json_t *root, const srv_limits *lim, bool chat, srv_gen
     if (!srv_get_bool(root, "cache", "cache", &r->q.cache, e)) return false;
     if (!srv_get_sampler_fields(root, "", lim, r, e) || !srv_get_engine_fields(root, "", r, e)) return false;
     if (!srv_get_logit_bias(root, lim->logit_bias, r, e)) return false;
+    /* llama-server's GBNF grammar (the engine compiles it: a malformed one is a 400 with line:column) */
+    size_t glen = 0;
+    if (!srv_get_str(root, "grammar", "grammar", &r->q.grammar, &glen, e)) return false;
+    if (r->q.grammar && strlen(r->q.grammar) != glen)
+        return srv_err(e, 400, "grammar", "invalid_value", "'grammar' must not contain NUL characters");
     long long x = 1;
     if (!srv_get_int(root, "n", "n", 1, 1 << 20, &x, NULL, e)) return false;
     if (x != 1) return srv_err(e, 400, "n", "unsupported_value", "only n = 1 is supported, got %lld", x);
