@@ -43,12 +43,14 @@ static void usage(FILE *f) {
             "  -s, --seed S           RNG seed (default 0x5eed)\n"
             "      --chat             format the prompt with the model's chat template, as one user message\n"
             "      --stop TEXT        stop when TEXT is generated (not printed); repeatable, up to 16\n"
-            "      --ignore-eos       keep generating past end-of-generation tokens\n");
+            "      --ignore-eos       keep generating past end-of-generation tokens\n"
+            "      --grammar FILE     constrain the output to the GBNF grammar in FILE (docs/grammar.md);\n"
+            "                         generation stops when the grammar is complete\n");
 }
 
 
 typedef struct run_opts {
-    const char *model_path, *prompt, *prompt_file;
+    const char *model_path, *prompt, *prompt_file, *grammar_file;
     long long n_predict, n_ctx, threads, batch;
     bool ignore_eos, chat;
     model_kv_type kv_type;
@@ -63,7 +65,7 @@ static int parse_flags(int argc, char **argv, run_opts *o) {
     *o = (run_opts){.n_predict = 128, .threads = kn_default_threads(), .batch = 512, .kv_type = MODEL_KV_F16,
                     .sp = eng_sampler_defaults()};
     eng_sampler_params sp = o->sp;
-    const char *model_path = NULL, *prompt = NULL, *prompt_file = NULL;
+    const char *model_path = NULL, *prompt = NULL, *prompt_file = NULL, *grammar_file = NULL;
     long long n_predict = o->n_predict, n_ctx = 0, threads = o->threads, batch = o->batch;
     bool ignore_eos = false, chat = false;
     model_kv_type kv_type = MODEL_KV_F16;
@@ -100,6 +102,7 @@ static int parse_flags(int argc, char **argv, run_opts *o) {
         if (!strcmp(a, "-m") || !strcmp(a, "--model")) { VAL(); model_path = v; }
         else if (!strcmp(a, "-p") || !strcmp(a, "--prompt")) { VAL(); prompt = v; }
         else if (!strcmp(a, "-f") || !strcmp(a, "--file")) { VAL(); prompt_file = v; }
+        else if (!strcmp(a, "--grammar")) { VAL(); grammar_file = v; }
         else if (!strcmp(a, "-n") || !strcmp(a, "--n-predict")) INT(-1, 1 << 24, n_predict);
         else if (!strcmp(a, "-c") || !strcmp(a, "--ctx-size")) INT(0, 1 << 24, n_ctx);
         else if (!strcmp(a, "-t") || !strcmp(a, "--threads")) INT(1, 1024, threads);
@@ -144,7 +147,7 @@ static int parse_flags(int argc, char **argv, run_opts *o) {
         fprintf(stderr, "kiln run: needs -m FILE and one of -p TEXT or -f FILE (see kiln run --help)\n");
         return 2;
     }
-    o->model_path = model_path, o->prompt = prompt, o->prompt_file = prompt_file;
+    o->model_path = model_path, o->prompt = prompt, o->prompt_file = prompt_file, o->grammar_file = grammar_file;
     o->n_predict = n_predict, o->n_ctx = n_ctx, o->threads = threads, o->batch = batch;
     o->ignore_eos = ignore_eos, o->chat = chat, o->kv_type = kv_type, o->mmap = mmap;
     o->n_stops = n_stops;
@@ -207,8 +210,8 @@ int cmd_run(int argc, char **argv) {
     if (urc) return urc;
     int rc = 1;
     kn_err err = {0};
-    char *file_prompt = NULL;
-    size_t prompt_len = 0;
+    char *file_prompt = NULL, *grammar = NULL;
+    size_t prompt_len = 0, grammar_len = 0;
     eng_service *svc = NULL;
     eng_gen *g = NULL;
     json_t *msgs = NULL;
@@ -220,6 +223,16 @@ int cmd_run(int argc, char **argv) {
         o.prompt = file_prompt;
     } else {
         prompt_len = strlen(o.prompt);
+    }
+    if (o.grammar_file) {
+        if (kn_read_file(o.grammar_file, 1u << 20, &grammar, &grammar_len, &err) != KN_OK) {
+            fprintf(stderr, "kiln run: %s\n", err.msg);
+            goto done;
+        }
+        if (strlen(grammar) != grammar_len) {
+            fprintf(stderr, "kiln run: %s: the grammar contains a NUL byte\n", o.grammar_file);
+            goto done;
+        }
     }
     kn_cpu_level lvl;
     if (kn_cpu_select(&lvl, &err) != KN_OK) {
@@ -246,10 +259,11 @@ int cmd_run(int argc, char **argv) {
                          .prompt_param = "prompt", .sp = o.sp, .seed_set = true, .n_predict = (int32_t)o.n_predict,
                          .n_predict_set = true, .ignore_eos = o.ignore_eos, .stops = o.stops, .n_stops = o.n_stops,
                          .n_logprobs = -1, .num_ctx = n_ctx, .keep_alive_s = NAN, .spec = ENG_SPEC_NONE,
-                         .t_origin = kn_now_s()};
+                         .t_origin = kn_now_s(), .grammar = grammar};
     eng_error e;
     if (!eng_gen_start(svc, &q, &g, &e)) {
-        fprintf(stderr, "kiln run: %s\n", e.msg);
+        if (!strcmp(e.param, "grammar")) fprintf(stderr, "kiln run: %s: %s\n", o.grammar_file, e.msg);
+        else fprintf(stderr, "kiln run: %s\n", e.msg);
         goto done;
     }
     eng_req_result res;
@@ -270,5 +284,6 @@ done:
     json_decref(msgs);
     eng_service_destroy(svc);
     free(file_prompt);
+    free(grammar);
     return rc;
 }
