@@ -15,6 +15,8 @@ whose free output matches none of the grammars:
    "speculative": "none";
  - a malformed grammar is a 400 on param "grammar" whose message has
    line:column; a grammar that is not a string is a 400 naming "grammar";
+   a grammar so ambiguous that its parse stacks pass the bound ends the
+   request with an error (500, or an error event in a stream);
  - the response cache: one prompt under two grammars gets two different
    answers (the second is not the first's cache entry), and each repeat is
    a hit with its own text;
@@ -229,6 +231,20 @@ def test_errors(srv):
                 ck.eq("%s grammar %r: param" % (path, bad), r.json()["error"].get("param"), "grammar")
             except (ValueError, KeyError, TypeError, AttributeError):
                 ck.fail("%s grammar %r: error body" % (path, bad), r)
+    # a grammar whose parse stacks outgrow GRAM_MAX_STACKS on the model's
+    # output: the request ends with an error (whole: 500, stream: an error
+    # event), the server lives on
+    amb = 'root ::= s\ns ::= "a" s "a" | "a" s "a" "a" | "a"'
+    body = {"model": MODEL, "prompt": PROMPT, "max_tokens": 200, "temperature": 0, "grammar": amb}
+    r = srv.post("/v1/completions", body)
+    ck.eq("ambiguous grammar over the stack bound: status 500", r.status, 500)
+    ck.check("ambiguous grammar: the message names the bound", "parse stacks" in (ks.error_message(r) or ""),
+             ks.error_message(r))
+    body["stream"] = True
+    res = srv.sse("/v1/completions", body)
+    errs = [c for c in res.chunks if isinstance(c, dict) and "error" in c]
+    ck.check("ambiguous grammar streamed: an error event naming the bound",
+             len(errs) == 1 and "parse stacks" in errs[0]["error"].get("message", ""), res.chunks[-2:])
     # the server still answers
     r, text, _ = completion(srv, {"model": MODEL, "prompt": PROMPT, "max_tokens": 8, "grammar": YESNO,
                                   "temperature": 0})
