@@ -9,6 +9,7 @@
  *
  *   openai.c   /v1/chat/completions, /v1/completions, /v1/embeddings
  *   ollama.c   /api/generate, /api/chat, /api/embed
+ *   llama.c    /completion (llama-server's native route)
  */
 #ifndef KILN_SERVER_DIALECT_H
 #define KILN_SERVER_DIALECT_H
@@ -48,7 +49,8 @@ typedef struct srv_embed_dialect {
     json_t *(*answer)(const srv_embed_req *r, const eng_embed_result *res, double t0);
 } srv_embed_dialect;
 
-extern const srv_gen_dialect srv_openai_chat, srv_openai_completions, srv_ollama_generate, srv_ollama_chat;
+extern const srv_gen_dialect srv_openai_chat, srv_openai_completions, srv_ollama_generate, srv_ollama_chat,
+    srv_llama_completion;
 extern const srv_embed_dialect srv_openai_embeddings, srv_ollama_embed;
 
 /* One generation being answered (gen.c). */

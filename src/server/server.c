@@ -157,6 +157,7 @@ static const route ROUTES[] = {
     {"GET", "/v1/models", srv_h_v1_models, false, NULL, false, NULL},
     {"POST", "/v1/chat/completions", srv_h_generate, false, srv_openai_error_json, true, &srv_openai_chat},
     {"POST", "/v1/completions", srv_h_generate, false, srv_openai_error_json, true, &srv_openai_completions},
+    {"POST", "/completion", srv_h_generate, false, srv_openai_error_json, true, &srv_llama_completion},
     {"POST", "/v1/embeddings", srv_h_embed, false, srv_openai_error_json, true, &srv_openai_embeddings},
     {"POST", "/api/generate", srv_h_generate, false, srv_ollama_error_json, true, &srv_ollama_generate},
     {"POST", "/api/chat", srv_h_generate, false, srv_ollama_error_json, true, &srv_ollama_chat},

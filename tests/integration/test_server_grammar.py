@@ -2,7 +2,8 @@
 """test_server_grammar.py — constrained decoding (the `grammar` field, GBNF)
 through the real `kiln serve` and `kiln run`, with random-weight models
 whose free output matches none of the grammars:
- - /v1/completions and /v1/chat/completions, greedy and seeded sampling,
+ - /v1/completions, /v1/chat/completions and llama-server's /completion
+   (whole and streamed), greedy and seeded sampling,
    under `"yes" | "no"`, `[0-9]{3} "-" [0-9]{4}` and a small JSON object
    grammar, on an SPM model (stories260K) and a byte-level BPE one
    (tiny-qwen2): every text matches (Python's re / json.loads), and
@@ -83,19 +84,23 @@ def completion(srv, body, path="/v1/completions"):
     if r.status != 200:
         return r, None, None
     j = r.json()
+    if path == "/completion":  # llama-server's shape
+        fin = {"eos": "stop", "limit": "length"}.get(j.get("stop_type")) if j.get("stop") is True else None
+        return r, j.get("content"), fin
     c = j["choices"][0]
     text = c["message"]["content"] if "message" in c else c["text"]
     return r, text, c.get("finish_reason")
 
 
-def check_grammars(srv, model, chat):
-    path = "/v1/chat/completions" if chat else "/v1/completions"
+def check_grammars(srv, model, chat, path=None):
+    path = path or ("/v1/chat/completions" if chat else "/v1/completions")
     for gname, g, ok in GRAMMARS:
         runs = [("greedy", {"temperature": 0})] + [("seed %d" % s, {"temperature": 1.0, "seed": s})
                                                     for s in (1, 2, 3)]
         for how, extra in runs:
             name = "%s %s %s %s" % (model, path, gname, how)
-            body = {"model": model, "max_tokens": 64, "grammar": g}
+            body = {"model": model, "grammar": g}
+            body["n_predict" if path == "/completion" else "max_tokens"] = 64
             body.update(extra)
             if chat:
                 body["messages"] = [{"role": "user", "content": PROMPT}]
@@ -112,6 +117,15 @@ def check_grammars(srv, model, chat):
 def test_grammars(srv):
     check_grammars(srv, MODEL, chat=False)
     check_grammars(srv, MODEL, chat=True)
+    check_grammars(srv, MODEL, chat=False, path="/completion")
+    # llama-server's stream: pieces, then a final object with stop: true
+    res = srv.sse("/completion", {"prompt": PROMPT, "n_predict": 64, "temperature": 0, "grammar": JSONG,
+                                  "stream": True})
+    pieces = [c.get("content", "") for c in res.chunks]
+    ck.check("/completion stream: ends with stop: true, stop_type eos",
+             res.chunks and res.chunks[-1].get("stop") is True and res.chunks[-1].get("stop_type") == "eos",
+             res.chunks[-1:])
+    ck.check("/completion stream: the text matches", json_ok("".join(pieces)), "".join(pieces))
     # streamed: the same text as the whole answer
     body = {"model": MODEL, "prompt": PROMPT, "max_tokens": 64, "temperature": 0, "grammar": JSONG}
     _, whole, _ = completion(srv, body)
@@ -200,7 +214,7 @@ def test_speculative(srv):
 
 
 def test_errors(srv):
-    for path in ("/v1/completions", "/v1/chat/completions"):
+    for path in ("/v1/completions", "/v1/chat/completions", "/completion"):
         body = {"model": MODEL, "max_tokens": 8, "grammar": 'root ::= "a"\nitem ::= foo'}
         if path.endswith("chat/completions"):
             body["messages"] = [{"role": "user", "content": "hi"}]
