@@ -8,7 +8,12 @@
  *  - cancellation frees the slot; a full queue refuses with KN_EBUSY;
  *  - embeddings: batched equals alone, equals a mean of the last hidden
  *    states computed directly with model_forward, and is L2-normalized;
- *  - eng_logprobs against a brute-force log-softmax.
+ *  - eng_logprobs against a brute-force log-softmax;
+ *  - grammars: constrained requests (greedy and seeded) batched with a free
+ *    one all match their pattern (POSIX regex, not the grammar module) and
+ *    end with stop, the free one equals its text alone; a malformed grammar
+ *    is KN_EINVAL with line:column; a state past its bound ends the request
+ *    with an error.
  */
 #include "testutil.h"
 #include "engine/scheduler.h"
@@ -16,6 +21,7 @@
 #include "kiln/tokenizer.h"
 
 #include <math.h>
+#include <regex.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -169,6 +175,90 @@ static void test_stop_string(void **state) {
     free(text);
     eng_req_release(r);
     json_decref(ref);
+    unload(&L);
+}
+
+static bool matches(const char *pattern, const char *text) {
+    regex_t re;
+    assert_int_equal(regcomp(&re, pattern, REG_EXTENDED | REG_NOSUB), 0);
+    bool ok = regexec(&re, text, 0, NULL, 0) == 0;
+    regfree(&re);
+    return ok;
+}
+
+static void test_grammar(void **state) {
+    env *e = *state;
+    loaded L;
+    load(e, "stories260K", 4, 256, 8, 64, &L);
+    static const int32_t toks[] = {1, 403, 407, 261, 378}; /* BOS "Once upon a time" */
+    const int32_t nt = 5;
+    kn_err err = {0};
+    /* the free request alone */
+    eng_gen_params fp = greedy(40);
+    eng_req *r;
+    assert_int_equal(eng_req_create_gen(L.s, toks, (size_t)nt, &fp, &r, &err), KN_OK);
+    assert_int_equal(eng_sched_submit(L.s, r, &err), KN_OK);
+    char *alone;
+    size_t alone_len;
+    assert_int_equal(drain(r, &alone, &alone_len, NULL, NULL, 0).finish, ENG_FINISH_LENGTH);
+    eng_req_release(r);
+    assert_false(matches("^[0-9]{3}-[0-9]{4}$", alone)); /* the model does not say it on its own */
+    /* three constrained requests and the free one in the same steps */
+    struct {
+        const char *grammar, *pattern;
+        float temp;
+    } cases[] = {
+        {"root ::= [0-9]{3} \"-\" [0-9]{4}", "^[0-9]{3}-[0-9]{4}$", 0.0f},
+        {"root ::= \"yes\" | \"no\"", "^(yes|no)$", 1.0f},
+        {"root ::= \"{\\\"a\\\": \" [1-9] [0-9]{0,2} \"}\"", "^\\{\"a\": [1-9][0-9]{0,2}\\}$", 0.9f},
+    };
+    eng_req *rs[4];
+    for (int k = 0; k < 3; k++) {
+        eng_gen_params p = greedy(48);
+        p.ignore_eos = false;
+        p.sp.temp = cases[k].temp;
+        p.sp.seed = 11 + (uint64_t)k;
+        p.grammar = cases[k].grammar;
+        assert_int_equal(eng_req_create_gen(L.s, toks, (size_t)nt, &p, &rs[k], &err), KN_OK);
+    }
+    assert_int_equal(eng_req_create_gen(L.s, toks, (size_t)nt, &fp, &rs[3], &err), KN_OK);
+    for (int k = 0; k < 4; k++) assert_int_equal(eng_sched_submit(L.s, rs[k], &err), KN_OK);
+    for (int k = 0; k < 4; k++) {
+        char *text;
+        size_t len;
+        eng_req_result res = drain(rs[k], &text, &len, NULL, NULL, 0);
+        if (k < 3) {
+            if (!matches(cases[k].pattern, text)) fail_msg("grammar %s gave '%s'", cases[k].grammar, text);
+            assert_int_equal(res.finish, ENG_FINISH_STOP);
+        } else {
+            assert_int_equal(res.finish, ENG_FINISH_LENGTH);
+            assert_int_equal(len, alone_len);
+            assert_memory_equal(text, alone, len);
+        }
+        free(text);
+        eng_req_release(rs[k]);
+    }
+    free(alone);
+    /* a malformed grammar is refused at creation, naming line:column */
+    eng_gen_params bp = greedy(8);
+    bp.grammar = "root ::= \"a\"\nitem ::= foo";
+    assert_int_equal(eng_req_create_gen(L.s, toks, (size_t)nt, &bp, &r, &err), KN_EINVAL);
+    assert_null(r);
+    assert_non_null(strstr(err.msg, "2:10"));
+    /* a state that outgrows GRAM_MAX_STACKS: the request ends with an error */
+    bp = greedy(200);
+    bp.grammar = "root ::= s\ns ::= \"a\" s \"a\" | \"a\" s \"a\" \"a\" | \"a\"";
+    assert_int_equal(eng_req_create_gen(L.s, toks, (size_t)nt, &bp, &r, &err), KN_OK);
+    assert_int_equal(eng_sched_submit(L.s, r, &err), KN_OK);
+    char *text;
+    size_t len;
+    eng_req_result res = drain(r, &text, &len, NULL, NULL, 0);
+    assert_int_equal(res.finish, ENG_FINISH_ERROR);
+    assert_int_equal(res.status, KN_ERANGE);
+    assert_non_null(strstr(res.err, "parse stacks"));
+    assert_true(matches("^a*$", text));
+    free(text);
+    eng_req_release(r);
     unload(&L);
 }
 
@@ -405,6 +495,7 @@ int main(void) {
         cmocka_unit_test(test_greedy_matches_reference), cmocka_unit_test(test_stop_string),
         cmocka_unit_test(test_cancel_and_queue_limit),   cmocka_unit_test(test_embeddings),
         cmocka_unit_test(test_logprobs),                 cmocka_unit_test(test_prefix_reuse),
+        cmocka_unit_test(test_grammar),
     };
     return cmocka_run_group_tests(tests, tu_compute_setup, tu_compute_teardown);
 }
