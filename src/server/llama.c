@@ -19,8 +19,9 @@
 #include <string.h>
 
 /* llama-server fields that change the output and that kiln does not implement. */
-static const char *const UNSUPPORTED[] = {"n_probs", "dynatemp_range", "mirostat", "samplers", "dry_multiplier",
-                                          "xtc_probability", "json_schema", "lora", "n_indent", "t_max_predict_ms"};
+static const char *const UNSUPPORTED[] = {"n_probs",        "dynatemp_range",  "mirostat",    "samplers",
+                                          "dry_multiplier", "xtc_probability", "json_schema", "lora",
+                                          "n_indent",       "t_max_predict_ms"};
 
 static bool parse_llama(json_t *root, const srv_limits *lim, srv_gen_req *r, srv_error *e) {
     for (size_t i = 0; i < sizeof UNSUPPORTED / sizeof *UNSUPPORTED; i++) {
@@ -29,7 +30,8 @@ static bool parse_llama(json_t *root, const srv_limits *lim, srv_gen_req *r, srv
         if (!v || json_is_null(v) || (json_is_number(v) && json_number_value(v) == 0) ||
             (json_is_array(v) && json_array_size(v) == 0))
             continue;
-        return srv_err(e, 400, UNSUPPORTED[i], "unsupported", "'%s' is not supported by kiln", UNSUPPORTED[i]);
+        return srv_err(e, 400, UNSUPPORTED[i], "unsupported", "'%s' is not supported by kiln",
+                       UNSUPPORTED[i]);
     }
     if (!srv_get_str(root, "model", "model", &r->q.model, NULL, e)) return false;
     if (!srv_get_bool(root, "stream", "stream", &r->stream, e)) return false;
@@ -47,7 +49,8 @@ static bool parse_llama(json_t *root, const srv_limits *lim, srv_gen_req *r, srv
     if (!srv_get_int(root, "n_predict", "n_predict", -1, 1 << 24, &x, &set, e)) return false;
     if (set && x > lim->max_tokens)
         return srv_err(e, 400, "n_predict", "limit_exceeded",
-                       "'n_predict' is %lld; this server allows at most %d (--limit-max-tokens)", x, lim->max_tokens);
+                       "'n_predict' is %lld; this server allows at most %d (--limit-max-tokens)", x,
+                       lim->max_tokens);
     if (set) { /* -1: until the context is full (within the server's cap) */
         r->q.n_predict = (int32_t)x;
         r->q.n_predict_set = true;
@@ -60,9 +63,11 @@ static bool parse_llama(json_t *root, const srv_limits *lim, srv_gen_req *r, srv
         return true;
     }
     if (!json_is_array(p) || json_array_size(p) == 0 || json_array_size(p) > (1u << 24))
-        return srv_err(e, 400, "prompt", "invalid_type", "'prompt' must be a string or a non-empty array of token ids");
+        return srv_err(e, 400, "prompt", "invalid_type",
+                       "'prompt' must be a string or a non-empty array of token ids");
     size_t n = json_array_size(p);
-    if (!(r->prompt_tokens = malloc(n * sizeof *r->prompt_tokens))) return srv_err(e, 500, NULL, NULL, "out of memory");
+    if (!(r->prompt_tokens = malloc(n * sizeof *r->prompt_tokens)))
+        return srv_err(e, 500, NULL, NULL, "out of memory");
     for (size_t i = 0; i < n; i++) {
         json_t *t = json_array_get(p, i);
         if (!json_is_integer(t) || json_integer_value(t) < 0 || json_integer_value(t) > INT32_MAX)
@@ -88,35 +93,44 @@ static json_t *final_obj(srv_job *j, json_t *content) {
     const eng_req_result *r = &j->res;
     double t_prompt = r->t_first > r->t_start && r->t_start > 0 ? r->t_first - r->t_start : 0;
     double t_gen = r->t_end > r->t_first && r->t_first > 0 ? r->t_end - r->t_first : 0;
-    json_t *timings = json_pack("{s:I, s:f, s:I, s:f}", "prompt_n", (json_int_t)r->n_prompt, "prompt_ms",
-                                t_prompt * 1e3, "predicted_n", (json_int_t)r->n_gen, "predicted_ms", t_gen * 1e3);
-    return json_pack("{s:i, s:o, s:[], s:b, s:s, s:I, s:I, s:b, s:s, s:s, s:o}", "index", 0, "content", content,
-                     "tokens", "stop", 1, "model", srv_job_model(j), "tokens_predicted", (json_int_t)r->n_gen,
-                     "tokens_evaluated", (json_int_t)r->n_prompt, "truncated", 0, "stop_type", stop_type(j),
-                     "stopping_word", "", "timings", timings);
+    json_t *timings =
+        json_pack("{s:I, s:f, s:I, s:f}", "prompt_n", (json_int_t)r->n_prompt, "prompt_ms", t_prompt * 1e3,
+                  "predicted_n", (json_int_t)r->n_gen, "predicted_ms", t_gen * 1e3);
+    return json_pack("{s:i, s:o, s:[], s:b, s:s, s:I, s:I, s:b, s:s, s:s, s:o}", "index", 0, "content",
+                     content, "tokens", "stop", 1, "model", srv_job_model(j), "tokens_predicted",
+                     (json_int_t)r->n_gen, "tokens_evaluated", (json_int_t)r->n_prompt, "truncated", 0,
+                     "stop_type", stop_type(j), "stopping_word", "", "timings", timings);
 }
 
 static void llama_piece(srv_job *j, const char *text, size_t n, const eng_tok_event *ev, size_t nev) {
     (void)ev, (void)nev;
-    srv_job_emit(j, json_pack("{s:i, s:o, s:[], s:b}", "index", 0, "content", srv_json_text(text, n), "tokens",
-                              "stop", 0));
+    srv_job_emit(j, json_pack("{s:i, s:o, s:[], s:b}", "index", 0, "content", srv_json_text(text, n),
+                              "tokens", "stop", 0));
 }
 
 static void llama_end(srv_job *j) {
     if (j->res.finish == ENG_FINISH_ERROR || j->res.finish == ENG_FINISH_CANCELLED) {
         srv_error e;
-        srv_err(&e, j->res.status == KN_EBUSY || j->res.finish == ENG_FINISH_CANCELLED ? 503 : 500, NULL, NULL, "%s",
-                j->res.err[0] ? j->res.err : "generation failed");
+        srv_err(&e, j->res.status == KN_EBUSY || j->res.finish == ENG_FINISH_CANCELLED ? 503 : 500, NULL,
+                NULL, "%s", j->res.err[0] ? j->res.err : "generation failed");
         srv_job_emit(j, srv_openai_error_json(&e));
         return;
     }
     srv_job_emit(j, final_obj(j, json_string("")));
 }
 
-static json_t *llama_whole(srv_job *j) { return final_obj(j, srv_json_text(j->acc.p ? j->acc.p : "", j->acc.n)); }
+static json_t *llama_whole(srv_job *j) {
+    return final_obj(j, srv_json_text(j->acc.p ? j->acc.p : "", j->acc.n));
+}
 
 const srv_gen_dialect srv_llama_completion = {
-    .name = "llama.completion", .error_json = srv_openai_error_json, .sse = true,
-    .stream_type = "text/event-stream", .id_prefix = "cmpl", .parse = parse_llama, .stream_piece = llama_piece,
-    .stream_end = llama_end, .whole = llama_whole,
+    .name = "llama.completion",
+    .error_json = srv_openai_error_json,
+    .sse = true,
+    .stream_type = "text/event-stream",
+    .id_prefix = "cmpl",
+    .parse = parse_llama,
+    .stream_piece = llama_piece,
+    .stream_end = llama_end,
+    .whole = llama_whole,
 };
