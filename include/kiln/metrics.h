@@ -137,6 +137,9 @@ void met_inc(met_series *s);
 /* Gauges: sets the value / adds v (may be negative). */
 void met_set(met_series *s, double v);
 void met_gauge_add(met_series *s, double v);
+/* Gauges: sets every series the family has to v (e.g. the per-model gauges of
+ * a scrape, so that a model no longer loaded reads 0, not its last value). */
+void met_gauge_set_all(met_family *f, double v);
 /* Histograms: records one observation (NaN is ignored). */
 void met_observe(met_series *s, double v);
 

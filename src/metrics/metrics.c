@@ -536,6 +536,14 @@ void met_set(met_series *s, double v) {
     atomic_store_explicit(&s->val, d2u(v), memory_order_relaxed);
 }
 
+void met_gauge_set_all(met_family *f, double v) {
+    if (!f) return;
+    KN_ASSERT(f->type == MET_GAUGE);
+    pthread_mutex_lock(&f->mu); /* the list only grows under mu */
+    for (met_series *s = f->head; s; s = s->next) atomic_store_explicit(&s->val, d2u(v), memory_order_relaxed);
+    pthread_mutex_unlock(&f->mu);
+}
+
 void met_gauge_add(met_series *s, double v) {
     if (!s) return;
     KN_ASSERT(s->fam->type == MET_GAUGE);

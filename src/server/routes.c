@@ -182,6 +182,12 @@ static void gauges_one(void *arg, const eng_model_status *st) {
 
 enum MHD_Result srv_h_metrics(srv_server *s, struct MHD_Connection *c, conn_ctx *cx) {
     (void)cx;
+    /* what is loaded now sets its gauges; a model unloaded since the last
+     * scrape reads 0, not the values it had then */
+    met_family *const per_model[] = {s->obs.running, s->obs.waiting, s->obs.kv_used, s->obs.kv_cached,
+                                     s->obs.kv_total, s->obs.kv_used_bytes, s->obs.kv_logical_bytes,
+                                     s->obs.model_bytes};
+    for (size_t i = 0; i < sizeof per_model / sizeof *per_model; i++) met_gauge_set_all(per_model[i], 0.0);
     eng_service_foreach_loaded(s->svc, gauges_one, s);
     rc_metrics_refresh(s->cache);
     size_t len = 0;

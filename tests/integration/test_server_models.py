@@ -383,6 +383,8 @@ def test_keep_alive(srv):
         ck.check("keep_alive %r: expires_at about now + %d s" % (ka, want),
                  left is not None and want - 20 <= left <= want + 2, left)
     # keep_alive 0: unloaded as soon as the request ends
+    kv_loaded = ks.metric_sum(srv, "kiln_kv_blocks_capacity", model="stories-F32")
+    ck.check("loaded: kiln_kv_blocks_capacity{stories-F32} > 0", kv_loaded > 0, kv_loaded)
     r = generate(srv, "stories:F32", keep_alive=0)
     ck.eq("keep_alive 0: 200 with text", (r.status, bool(r.status == 200 and r.json().get("response"))), (200, True))
     ok, t = wait_until(lambda: ps_entry(srv, "stories:F32") is None, 5, 0.05)
@@ -391,6 +393,10 @@ def test_keep_alive(srv):
     ck.check("keep_alive 0: the log says why", re.search(r"unloading stories:F32 \(keep_alive 0\)", srv.log()),
              srv.log()[-1500:])
     ck.check("keep_alive 0: the other models stay", ps_entry(srv, "tiny:Q4_K_M") is not None, ps_names(srv))
+    # a model unloaded since the last scrape reads 0, not the gauges it had then
+    gone = {n: ks.metric_sum(srv, n, model="stories-F32")
+            for n in ("kiln_kv_blocks_capacity", "kiln_requests_running", "kiln_requests_waiting", "kiln_model_bytes")}
+    ck.check("keep_alive 0: the unloaded model's gauges read 0 in /metrics", all(v == 0 for v in gone.values()), gone)
     # Ollama's unload idiom: an empty prompt with keep_alive 0
     r = complete(srv, "low:Q8_0")
     ck.check("low:Q8_0 loaded", r.status == 200 and ps_entry(srv, "low:Q8_0") is not None, r)

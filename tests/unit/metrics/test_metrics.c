@@ -335,6 +335,24 @@ static int count_lines(const char *text, const char *prefix) {
     return n;
 }
 
+/* met_gauge_set_all sets every series of a gauge family, and only that family. */
+static void test_gauge_set_all(void **state) {
+    (void)state;
+    met_registry *r = met_registry_create();
+    const char *lab[1] = {"model"};
+    met_family *g = met_gauge(r, "g", "a gauge", 1, lab), *h = met_gauge(r, "h", "another", 1, lab);
+    const char *a[1] = {"a"}, *b[1] = {"b"};
+    met_set(met_get(g, a), 3.0);
+    met_set(met_get(g, b), 5.0);
+    met_set(met_get(h, a), 7.0);
+    met_gauge_set_all(g, 0.0);
+    assert_true(met_value(met_get(g, a)) == 0.0);
+    assert_true(met_value(met_get(g, b)) == 0.0);
+    assert_true(met_value(met_get(h, a)) == 7.0);
+    met_gauge_set_all(NULL, 1.0); /* accepted */
+    met_registry_destroy(r);
+}
+
 static void test_series_bound(void **state) {
     (void)state;
     met_registry *r = met_registry_create();
@@ -650,7 +668,7 @@ int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_concurrent_exact),   cmocka_unit_test(test_promtool_accepts),
         cmocka_unit_test(test_render_exact),       cmocka_unit_test(test_buckets_cumulative),
-        cmocka_unit_test(test_series_bound),       cmocka_unit_test(test_registration_rules),
+        cmocka_unit_test(test_gauge_set_all), cmocka_unit_test(test_series_bound),       cmocka_unit_test(test_registration_rules),
         cmocka_unit_test(test_process_metrics),    cmocka_unit_test(test_window_quantiles),
         cmocka_unit_test(test_window_expiry),      cmocka_unit_test(test_window_concurrent),
     };
