@@ -29,7 +29,7 @@ X_INLINE __m256i x_q8_dot(__m256i u, __m256i q, __m256i a, __m256i bias) {
     return x_dot(bias, u, _mm256_sign_epi8(a, q));
 }
 
-/* 16 ymm registers: 8 pairs per tile. */
+/* 16 ymm registers: 8 pairs per tile (the K-quant tiles hold at most 8). */
 #define X_MV_R 8
 #define X_MM_R 4
 #define X_MM_C 2
@@ -39,9 +39,9 @@ X_INLINE __m256i x_q8_dot(__m256i u, __m256i q, __m256i a, __m256i bias) {
 
 X_QUANT_KERNELS(q4_0, Q_QK4_0)
 X_QUANT_KERNELS(q8_0, Q_QK8_0)
-X_QUANT_KERNELS_K8(q4_K, Q_QK_K)
-X_QUANT_KERNELS_K8(q5_K, Q_QK_K)
-X_QUANT_KERNELS_K8(q6_K, Q_QK_K)
+X_QUANT_KERNELS(q4_K, Q_QK_K)
+X_QUANT_KERNELS(q5_K, Q_QK_K)
+X_QUANT_KERNELS(q6_K, Q_QK_K)
 X_QUANT_KERNELS(mxfp4, Q_QK_MXFP4)
 
 /* ---- float kernels: 8-wide ---- */

@@ -267,12 +267,6 @@ XAI void x_k4_scales(const uint8_t *scales, uint32_t ut[4]) {
     ut[0] &= km1;
 }
 
-/* The 8 mins as int16, each twice: [m0 m0 m1 m1 ... m7 m7] (pairs with bsums). */
-XAI __m256i x_k4_mins16(const uint32_t ut[4]) {
-    const __m128i m = _mm_cvtepu8_epi16(_mm_set_epi32(0, 0, (int)ut[3], (int)ut[2]));
-    return _mm256_set_m128i(_mm_unpackhi_epi16(m, m), _mm_unpacklo_epi16(m, m));
-}
-
 /* Bit j of every byte of h moved to bit 4 (j is a compile-time constant). */
 XAI __m256i x_bit_to_16(__m256i h, int j) {
     const __m256i m = _mm256_set1_epi8(0x10);
@@ -280,86 +274,16 @@ XAI __m256i x_bit_to_16(__m256i h, int j) {
     return _mm256_and_si256(_mm256_srli_epi16(h, j - 4), m);
 }
 
-/* Shared body of Q4_K (HB = 0) and Q5_K (HB = 1). */
-XAI void qk45_tile(int64_t nb, const uint8_t *w, size_t ws, int nr, const uint8_t *a, size_t as, int nc,
-                   float *y, int64_t ldy, const int R, const int C, const int HB) {
-    const uint8_t *wp[16], *ap[16];
-    x_tile_ptrs(w, ws, nr, a, as, nc, R, C, wp, ap);
-    const int L = R * C, NG = (L + 7) / 8;
-    const __m256i m4 = _mm256_set1_epi8(0x0F);
-    __m256 acc[2] = {_mm256_setzero_ps(), _mm256_setzero_ps()};
-    for (int64_t b = 0; b < nb; b++) {
-        __m256i iv[16], mv[16];
-        float dw[16], dm[16], da[16];
-        const block_q8_K *yb[16];
-        XUNROLL for (int c = 0; c < C; c++) {
-            yb[c] = (const block_q8_K *)ap[c] + b;
-            da[c] = yb[c]->d;
-        }
-        XUNROLL for (int r = 0; r < R; r++) {
-            const uint8_t *xb = wp[r] + (size_t)b * (HB ? sizeof(block_q5_K) : sizeof(block_q4_K));
-            const q_f16_t *dd = (const q_f16_t *)xb; /* d, dmin, scales[12] lead both layouts */
-            const uint8_t *scales = xb + 4;
-            const uint8_t *qs = HB ? ((const block_q5_K *)xb)->qs : ((const block_q4_K *)xb)->qs;
-            x_prefetch(xb + 1024);
-            x_prefetch(xb + 1024 + 64);
-            x_prefetch(xb + 1024 + 128);
-            dw[r] = x_h2f(dd[0]);
-            dm[r] = x_h2f(dd[1]);
-            uint32_t ut[4];
-            x_k4_scales(scales, ut);
-            const __m256i mins16 = x_k4_mins16(ut);
-            const uint8_t *sc = (const uint8_t *)ut;
-            __m256i hb = _mm256_setzero_si256();
-            if (HB) hb = _mm256_loadu_si256((const __m256i *)((const block_q5_K *)xb)->qh);
-            XUNROLL for (int c = 0; c < C; c++) {
-                iv[r * C + c] = _mm256_setzero_si256();
-                mv[r * C + c] = _mm256_madd_epi16(mins16, _mm256_loadu_si256((const __m256i *)yb[c]->bsums));
-            }
-            XUNROLL for (int jj = 0; jj < 4; jj++) {
-                const __m256i q = _mm256_loadu_si256((const __m256i *)(qs + 32 * jj));
-                __m256i lo = _mm256_and_si256(q, m4);
-                __m256i hi = _mm256_and_si256(_mm256_srli_epi16(q, 4), m4);
-                if (HB) {
-                    lo = _mm256_or_si256(lo, x_bit_to_16(hb, 2 * jj));
-                    hi = _mm256_or_si256(hi, x_bit_to_16(hb, 2 * jj + 1));
-                }
-                const __m256i s0 = _mm256_set1_epi16(sc[2 * jj]), s1 = _mm256_set1_epi16(sc[2 * jj + 1]);
-                XUNROLL for (int c = 0; c < C; c++) {
-                    const int8_t *aq = yb[c]->qs + 64 * jj;
-                    iv[r * C + c] = x_dot_sc(iv[r * C + c], lo, _mm256_loadu_si256((const __m256i *)aq), s0);
-                    iv[r * C + c] = x_dot_sc(iv[r * C + c], hi, _mm256_loadu_si256((const __m256i *)(aq + 32)), s1);
-                }
-            }
-        }
-        XUNROLL for (int g = 0; g < NG; g++) {
-            const __m256 is = _mm256_cvtepi32_ps(x_group_sums(iv, L, g));
-            const __m256 ms = _mm256_cvtepi32_ps(x_group_sums(mv, L, g));
-            const __m256 va = x_lane_cols(da, R, C, g);
-            const __m256 d1 = _mm256_mul_ps(x_lane_rows(dw, R, C, g), va);
-            const __m256 d2 = _mm256_mul_ps(x_lane_rows(dm, R, C, g), va);
-            acc[g] = _mm256_add_ps(acc[g], _mm256_sub_ps(_mm256_mul_ps(d1, is), _mm256_mul_ps(d2, ms)));
-        }
-    }
-    x_store_tile(acc, R, C, nr, nc, y, ldy);
-}
-
-XAI void q4_K_tile(int64_t nb, const uint8_t *w, size_t ws, int nr, const uint8_t *a, size_t as, int nc,
-                   float *y, int64_t ldy, const int R, const int C) {
-    qk45_tile(nb, w, ws, nr, a, as, nc, y, ldy, R, C, 0);
-}
-XAI void q5_K_tile(int64_t nb, const uint8_t *w, size_t ws, int nr, const uint8_t *a, size_t as, int nc,
-                   float *y, int64_t ldy, const int R, const int C) {
-    qk45_tile(nb, w, ws, nr, a, as, nc, y, ldy, R, C, 1);
-}
-
-/* ---- K-quant matvec (one column), 8 rows a tile ----
- * The same exact integers and the same float updates as the tiles above (so
- * the same bits), shaped for decode: each row's int32 lanes fold into one
- * vector as soon as its block is done (8 live accumulators, not 16, so
- * nothing spills in the inner loop), sub-block scales come from one
- * widened vector by vpshufb instead of scalar broadcasts, and the rows' f16
- * scales convert in one instruction. */
+/* ---- K-quant tiles: R x C <= 8 (row, column) pairs ----
+ * One body for the matvec (8 x 1), the gemm tile (X_MM_R x X_MM_C) and
+ * vec_dot (1 x 1). Shaped for 16 ymm registers: each pair's int32 lanes fold
+ * into one vector as soon as its row's block is done (no spills in the inner
+ * loop), sub-block scales come from one widened vector by vpshufb instead of
+ * scalar broadcasts, and the pairs' f16 scales convert in one instruction.
+ * Pair p = r * C + c is lane p of the float update, which is the scalar
+ * reference's, so every output is the reference's bits. A matvec tile
+ * prefetches the next tile in order (x_prefetch_next_tile); a gemm tile,
+ * whose rows stay in L1 across its column block, each row ahead. */
 
 /* pshufb masks: lanes of int16 j (both 128-bit halves) broadcast. */
 #define X_W16(j) (char)(2 * (j)), (char)(2 * (j) + 1)
@@ -412,106 +336,40 @@ XAI void x_dmin8(const uint32_t p[8], __m256 *d, __m256 *m) {
     *m = _mm256_cvtph_ps(_mm256_extracti128_si256(dm, 1));
 }
 
-XAI void x_store_rows8(__m256 acc, int nr, float *y) {
-    if (nr == 8) {
-        _mm256_storeu_ps(y, acc);
-        return;
-    }
-    float t[8];
-    _mm256_storeu_ps(t, acc);
-    for (int r = 0; r < nr; r++) y[r] = t[r];
-}
-
-/* Q4_K (HB = 0) and Q5_K (HB = 1) times one Q8_K column, rows 0..nr-1 (nr <= 8). */
-XAI void qk45_mv8(int64_t nb, const uint8_t *w, size_t ws, int nr, const uint8_t *a, float *y, const int HB) {
-    const uint8_t *wp[8];
-    XUNROLL for (int r = 0; r < 8; r++) wp[r] = w + (size_t)(r < nr ? r : nr - 1) * ws;
-    const size_t bs = HB ? sizeof(block_q5_K) : sizeof(block_q4_K);
-    const __m256i m4 = _mm256_set1_epi8(0x0F);
-    __m256 acc = _mm256_setzero_ps();
-    for (int64_t b = 0; b < nb; b++) {
-        const block_q8_K *yb = (const block_q8_K *)a + b;
-        x_prefetch_next_tile(w, ws, bs, b);
-        /* the activation's sums per 32 values (pairs of its per-16 sums: within int16) */
-        const __m128i bs8 = _mm_hadd_epi16(_mm_loadu_si128((const __m128i *)yb->bsums),
-                                           _mm_loadu_si128((const __m128i *)(yb->bsums + 8)));
-        __m256i t[8];
-        uint32_t dm32[8];
-        XUNROLL for (int r = 0; r < 8; r++) {
-            const uint8_t *xb = wp[r] + (size_t)b * bs;
-            const uint8_t *qs = HB ? ((const block_q5_K *)xb)->qs : ((const block_q4_K *)xb)->qs;
-            memcpy(&dm32[r], xb, 4); /* d, dmin lead both layouts */
-            uint32_t ut[4];
-            x_k4_scales(xb + 4, ut);
-            const __m256i sc = _mm256_broadcastsi128_si256(
-                _mm_cvtepu8_epi16(_mm_cvtsi64_si128((long long)(((uint64_t)ut[1] << 32) | ut[0]))));
-            const __m128i mins = _mm_cvtepu8_epi16(_mm_cvtsi64_si128((long long)(((uint64_t)ut[3] << 32) | ut[2])));
-            __m256i hb = _mm256_setzero_si256();
-            if (HB) hb = _mm256_loadu_si256((const __m256i *)((const block_q5_K *)xb)->qh);
-            __m256i iv = _mm256_setzero_si256();
-            XUNROLL for (int jj = 0; jj < 4; jj++) {
-                const __m256i q = _mm256_loadu_si256((const __m256i *)(qs + 32 * jj));
-                __m256i lo = _mm256_and_si256(q, m4);
-                __m256i hi = _mm256_and_si256(_mm256_srli_epi16(q, 4), m4);
-                if (HB) {
-                    lo = _mm256_or_si256(lo, x_bit_to_16(hb, 2 * jj));
-                    hi = _mm256_or_si256(hi, x_bit_to_16(hb, 2 * jj + 1));
-                }
-                const int8_t *aq = yb->qs + 64 * jj;
-                iv = x_dot_sc(iv, lo, _mm256_loadu_si256((const __m256i *)aq), x_bcast16(sc, 2 * jj));
-                iv = x_dot_sc(iv, hi, _mm256_loadu_si256((const __m256i *)(aq + 32)), x_bcast16(sc, 2 * jj + 1));
-            }
-            t[r] = _mm256_hadd_epi32(iv, _mm256_zextsi128_si256(_mm_madd_epi16(mins, bs8)));
-        }
-        __m256i is, ms;
-        x_rows8_im(t, &is, &ms);
-        const __m256 va = _mm256_set1_ps(yb->d);
-        __m256 dw, dmw;
-        x_dmin8(dm32, &dw, &dmw);
-        const __m256 d1 = _mm256_mul_ps(dw, va);
-        const __m256 d2 = _mm256_mul_ps(dmw, va);
-        acc = _mm256_add_ps(acc, _mm256_sub_ps(_mm256_mul_ps(d1, _mm256_cvtepi32_ps(is)),
-                                               _mm256_mul_ps(d2, _mm256_cvtepi32_ps(ms))));
-    }
-    x_store_rows8(acc, nr, y);
-}
-
-XAI void q4_K_mv8(int64_t nb, const uint8_t *w, size_t ws, int nr, const uint8_t *a, float *y) {
-    qk45_mv8(nb, w, ws, nr, a, y, 0);
-}
-XAI void q5_K_mv8(int64_t nb, const uint8_t *w, size_t ws, int nr, const uint8_t *a, float *y) {
-    qk45_mv8(nb, w, ws, nr, a, y, 1);
-}
-
-/* Q4_K/Q5_K gemm tile of R x C = 8 (row, column) pairs: the matvec's
- * register shape for prefill (each pair's sums fold into one vector when its
- * row is done; pair p = r * C + c is lane p of the float update). */
-XAI void qk45_mm8(int64_t nb, const uint8_t *w, size_t ws, int nr, const uint8_t *a, size_t as, int nc,
-                  float *y, int64_t ldy, const int R, const int C, const int HB) {
+/* Q4_K (HB = 0) and Q5_K (HB = 1): isum = sum sc * dot(q, a), msum = sum m * bsum. */
+XAI void qk45_tile(int64_t nb, const uint8_t *w, size_t ws, int nr, const uint8_t *a, size_t as, int nc,
+                   float *y, int64_t ldy, const int R, const int C, const int HB) {
     const uint8_t *wp[16], *ap[16];
     x_tile_ptrs(w, ws, nr, a, as, nc, R, C, wp, ap);
+    const int L = R * C;
+    const bool mv = C == 1 && R == 8;
     const size_t bs = HB ? sizeof(block_q5_K) : sizeof(block_q4_K);
     const __m256i m4 = _mm256_set1_epi8(0x0F);
     __m256 acc = _mm256_setzero_ps();
     for (int64_t b = 0; b < nb; b++) {
+        if (mv) x_prefetch_next_tile(w, ws, bs, b);
         const block_q8_K *yb[8];
         __m128i bs8[8];
         float da[8];
         XUNROLL for (int c = 0; c < C; c++) {
             yb[c] = (const block_q8_K *)ap[c] + b;
             da[c] = yb[c]->d;
+            /* the activation's sums per 32 values (pairs of its per-16 sums: within int16) */
             bs8[c] = _mm_hadd_epi16(_mm_loadu_si128((const __m128i *)yb[c]->bsums),
                                     _mm_loadu_si128((const __m128i *)(yb[c]->bsums + 8)));
         }
         __m256i t[8];
-        uint32_t dm32[8];
+        uint32_t dm32[8]; /* (d, dmin) per pair, through memory: an insert needs a constant lane */
+        XUNROLL for (int p = L; p < 8; p++) t[p] = _mm256_setzero_si256(), dm32[p] = 0;
         XUNROLL for (int r = 0; r < R; r++) {
             const uint8_t *xb = wp[r] + (size_t)b * bs;
             const uint8_t *qs = HB ? ((const block_q5_K *)xb)->qs : ((const block_q4_K *)xb)->qs;
-            x_prefetch(xb + 1024);
-            x_prefetch(xb + 1024 + 64);
-            x_prefetch(xb + 1024 + 128);
-            XUNROLL for (int c = 0; c < C; c++) memcpy(&dm32[r * C + c], xb, 4);
+            if (!mv) {
+                x_prefetch(xb + 1024);
+                x_prefetch(xb + 1024 + 64);
+                x_prefetch(xb + 1024 + 128);
+            }
+            XUNROLL for (int c = 0; c < C; c++) memcpy(&dm32[r * C + c], xb, 4); /* d, dmin lead both layouts */
             uint32_t ut[4];
             x_k4_scales(xb + 4, ut);
             const __m256i sc = _mm256_broadcastsi128_si256(
@@ -552,24 +410,50 @@ XAI void qk45_mm8(int64_t nb, const uint8_t *w, size_t ws, int nr, const uint8_t
     x_store_tile(&acc, R, C, nr, nc, y, ldy);
 }
 
-/* Q6_K times one Q8_K column, rows 0..nr-1 (nr <= 8). */
-XAI void q6_K_mv8(int64_t nb, const uint8_t *w, size_t ws, int nr, const uint8_t *a, float *y) {
-    const uint8_t *wp[8];
-    XUNROLL for (int r = 0; r < 8; r++) wp[r] = w + (size_t)(r < nr ? r : nr - 1) * ws;
+XAI void q4_K_tile(int64_t nb, const uint8_t *w, size_t ws, int nr, const uint8_t *a, size_t as, int nc,
+                   float *y, int64_t ldy, const int R, const int C) {
+    qk45_tile(nb, w, ws, nr, a, as, nc, y, ldy, R, C, 0);
+}
+XAI void q5_K_tile(int64_t nb, const uint8_t *w, size_t ws, int nr, const uint8_t *a, size_t as, int nc,
+                   float *y, int64_t ldy, const int R, const int C) {
+    qk45_tile(nb, w, ws, nr, a, as, nc, y, ldy, R, C, 1);
+}
+
+/* Q6_K: isum = sum sc * dot(q, a) - 32 * sum sc * bsum. */
+XAI void q6_K_tile(int64_t nb, const uint8_t *w, size_t ws, int nr, const uint8_t *a, size_t as, int nc,
+                   float *y, int64_t ldy, const int R, const int C) {
+    const uint8_t *wp[16], *ap[16];
+    x_tile_ptrs(w, ws, nr, a, as, nc, R, C, wp, ap);
+    const int L = R * C;
+    const bool mv = C == 1 && R == 8;
     const __m256i m4 = _mm256_set1_epi8(0x0F), m30 = _mm256_set1_epi8(0x30);
     __m256 acc = _mm256_setzero_ps();
     for (int64_t b = 0; b < nb; b++) {
-        const block_q8_K *yb = (const block_q8_K *)a + b;
-        const __m256i bsums = _mm256_loadu_si256((const __m256i *)yb->bsums);
-        x_prefetch_next_tile(w, ws, sizeof(block_q6_K), b);
+        if (mv) x_prefetch_next_tile(w, ws, sizeof(block_q6_K), b);
+        const block_q8_K *yb[8];
+        float da[8];
+        XUNROLL for (int c = 0; c < C; c++) {
+            yb[c] = (const block_q8_K *)ap[c] + b;
+            da[c] = yb[c]->d;
+        }
         __m256i t[8];
-        uint16_t d16[8]; /* through memory: an insert needs a constant lane index */
-        XUNROLL for (int r = 0; r < 8; r++) {
+        uint16_t d16[8]; /* through memory: an insert needs a constant lane */
+        XUNROLL for (int p = L; p < 8; p++) t[p] = _mm256_setzero_si256(), d16[p] = 0;
+        XUNROLL for (int r = 0; r < R; r++) {
             const block_q6_K *xb = (const block_q6_K *)wp[r] + b;
-            memcpy(&d16[r], &xb->d, 2);
+            if (!mv) {
+                x_prefetch((const uint8_t *)xb + 1024);
+                x_prefetch((const uint8_t *)xb + 1024 + 64);
+                x_prefetch((const uint8_t *)xb + 1024 + 128);
+                x_prefetch((const uint8_t *)xb + 1024 + 192);
+            }
+            XUNROLL for (int c = 0; c < C; c++) memcpy(&d16[r * C + c], &xb->d, 2);
             const __m256i s16 = _mm256_cvtepi8_epi16(_mm_loadu_si128((const __m128i *)xb->scales));
-            const __m256i off = _mm256_madd_epi16(s16, bsums);
-            __m256i iv = _mm256_sub_epi32(_mm256_setzero_si256(), _mm256_slli_epi32(off, 5));
+            __m256i iv[8];
+            XUNROLL for (int c = 0; c < C; c++) {
+                const __m256i off = _mm256_madd_epi16(s16, _mm256_loadu_si256((const __m256i *)yb[c]->bsums));
+                iv[c] = _mm256_sub_epi32(_mm256_setzero_si256(), _mm256_slli_epi32(off, 5));
+            }
             /* scales 0..7, then 8..15, in both halves */
             const __m256i sh0 = _mm256_permute4x64_epi64(s16, 0x44), sh1 = _mm256_permute4x64_epi64(s16, 0xEE);
             XUNROLL for (int hh = 0; hh < 2; hh++) {
@@ -586,69 +470,12 @@ XAI void q6_K_mv8(int64_t nb, const uint8_t *w, size_t ws, int nr, const uint8_t
                     else if (k == 1) hi = _mm256_and_si256(_mm256_slli_epi16(qh, 2), m30);
                     else if (k == 2) hi = _mm256_and_si256(qh, m30);
                     else hi = _mm256_and_si256(_mm256_srli_epi16(qh, 2), m30);
-                    const int ch = 4 * hh + k; /* 32-element chunk: scales 2ch (low half), 2ch+1 (high) */
-                    const __m256i av = _mm256_loadu_si256((const __m256i *)(yb->qs + 32 * ch));
-                    iv = x_dot_sc(iv, _mm256_or_si256(lo, hi), av, x_bcast16_pair(sh, 2 * k));
-                }
-            }
-            t[r] = iv;
-        }
-        const __m256 is = _mm256_cvtepi32_ps(x_hsum8_epi32(t));
-        const __m256 dd = _mm256_mul_ps(_mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)d16)), _mm256_set1_ps(yb->d));
-        acc = _mm256_add_ps(acc, _mm256_mul_ps(dd, is));
-    }
-    x_store_rows8(acc, nr, y);
-}
-
-/* Q6_K gemm tile of R x C = 8 pairs, shaped as qk45_mm8. */
-XAI void q6_K_mm8_tile(int64_t nb, const uint8_t *w, size_t ws, int nr, const uint8_t *a, size_t as, int nc,
-                       float *y, int64_t ldy, const int R, const int C) {
-    const uint8_t *wp[16], *ap[16];
-    x_tile_ptrs(w, ws, nr, a, as, nc, R, C, wp, ap);
-    const __m256i m4 = _mm256_set1_epi8(0x0F), m30 = _mm256_set1_epi8(0x30);
-    __m256 acc = _mm256_setzero_ps();
-    for (int64_t b = 0; b < nb; b++) {
-        const block_q8_K *yb[8];
-        float da[8];
-        XUNROLL for (int c = 0; c < C; c++) {
-            yb[c] = (const block_q8_K *)ap[c] + b;
-            da[c] = yb[c]->d;
-        }
-        __m256i t[8];
-        uint16_t d16[8];
-        XUNROLL for (int r = 0; r < R; r++) {
-            const block_q6_K *xb = (const block_q6_K *)wp[r] + b;
-            x_prefetch((const uint8_t *)xb + 1024);
-            x_prefetch((const uint8_t *)xb + 1024 + 64);
-            x_prefetch((const uint8_t *)xb + 1024 + 128);
-            x_prefetch((const uint8_t *)xb + 1024 + 192);
-            XUNROLL for (int c = 0; c < C; c++) memcpy(&d16[r * C + c], &xb->d, 2);
-            const __m256i s16 = _mm256_cvtepi8_epi16(_mm_loadu_si128((const __m128i *)xb->scales));
-            __m256i iv[8];
-            XUNROLL for (int c = 0; c < C; c++) {
-                const __m256i off = _mm256_madd_epi16(s16, _mm256_loadu_si256((const __m256i *)yb[c]->bsums));
-                iv[c] = _mm256_sub_epi32(_mm256_setzero_si256(), _mm256_slli_epi32(off, 5));
-            }
-            const __m256i sh0 = _mm256_permute4x64_epi64(s16, 0x44), sh1 = _mm256_permute4x64_epi64(s16, 0xEE);
-            XUNROLL for (int hh = 0; hh < 2; hh++) {
-                const __m256i sh = hh ? sh1 : sh0;
-                const __m256i qa = _mm256_loadu_si256((const __m256i *)(xb->ql + 64 * hh));
-                const __m256i qb = _mm256_loadu_si256((const __m256i *)(xb->ql + 64 * hh + 32));
-                const __m256i qh = _mm256_loadu_si256((const __m256i *)(xb->qh + 32 * hh));
-                XUNROLL for (int k = 0; k < 4; k++) {
-                    const __m256i base = k & 1 ? qb : qa;
-                    const __m256i lo = k < 2 ? _mm256_and_si256(base, m4)
-                                             : _mm256_and_si256(_mm256_srli_epi16(base, 4), m4);
-                    __m256i hi;
-                    if (k == 0) hi = _mm256_and_si256(_mm256_slli_epi16(qh, 4), m30);
-                    else if (k == 1) hi = _mm256_and_si256(_mm256_slli_epi16(qh, 2), m30);
-                    else if (k == 2) hi = _mm256_and_si256(qh, m30);
-                    else hi = _mm256_and_si256(_mm256_srli_epi16(qh, 2), m30);
                     const __m256i u = _mm256_or_si256(lo, hi);
-                    const __m256i sc = x_bcast16_pair(sh, 2 * k);
+                    /* 32-element chunk 4hh + k: scale 2ch in the low half, 2ch + 1 in the high */
+                    const __m256i scv = x_bcast16_pair(sh, 2 * k);
                     const int ch = 4 * hh + k;
                     XUNROLL for (int c = 0; c < C; c++)
-                        iv[c] = x_dot_sc(iv[c], u, _mm256_loadu_si256((const __m256i *)(yb[c]->qs + 32 * ch)), sc);
+                        iv[c] = x_dot_sc(iv[c], u, _mm256_loadu_si256((const __m256i *)(yb[c]->qs + 32 * ch)), scv);
                 }
             }
             XUNROLL for (int c = 0; c < C; c++) t[r * C + c] = iv[c];
@@ -658,76 +485,6 @@ XAI void q6_K_mm8_tile(int64_t nb, const uint8_t *w, size_t ws, int nr, const ui
         acc = _mm256_add_ps(acc, _mm256_mul_ps(dd, is));
     }
     x_store_tile(&acc, R, C, nr, nc, y, ldy);
-}
-
-XAI void q4_K_mm8_tile(int64_t nb, const uint8_t *w, size_t ws, int nr, const uint8_t *a, size_t as, int nc,
-                       float *y, int64_t ldy, const int R, const int C) {
-    qk45_mm8(nb, w, ws, nr, a, as, nc, y, ldy, R, C, 0);
-}
-XAI void q5_K_mm8_tile(int64_t nb, const uint8_t *w, size_t ws, int nr, const uint8_t *a, size_t as, int nc,
-                       float *y, int64_t ldy, const int R, const int C) {
-    qk45_mm8(nb, w, ws, nr, a, as, nc, y, ldy, R, C, 1);
-}
-
-/* ---- Q6_K x Q8_K: isum = sum sc * dot(q, a) - 32 * sum sc * bsum ---- */
-XAI void q6_K_tile(int64_t nb, const uint8_t *w, size_t ws, int nr, const uint8_t *a, size_t as, int nc,
-                   float *y, int64_t ldy, const int R, const int C) {
-    const uint8_t *wp[16], *ap[16];
-    x_tile_ptrs(w, ws, nr, a, as, nc, R, C, wp, ap);
-    const int L = R * C, NG = (L + 7) / 8;
-    const __m256i m4 = _mm256_set1_epi8(0x0F), m30 = _mm256_set1_epi8(0x30);
-    __m256 acc[2] = {_mm256_setzero_ps(), _mm256_setzero_ps()};
-    for (int64_t b = 0; b < nb; b++) {
-        __m256i iv[16];
-        float dw[16], da[16];
-        const block_q8_K *yb[16];
-        XUNROLL for (int c = 0; c < C; c++) {
-            yb[c] = (const block_q8_K *)ap[c] + b;
-            da[c] = yb[c]->d;
-        }
-        XUNROLL for (int r = 0; r < R; r++) {
-            const block_q6_K *xb = (const block_q6_K *)wp[r] + b;
-            x_prefetch((const uint8_t *)xb + 1024);
-            x_prefetch((const uint8_t *)xb + 1024 + 64);
-            x_prefetch((const uint8_t *)xb + 1024 + 128);
-            x_prefetch((const uint8_t *)xb + 1024 + 192);
-            dw[r] = x_h2f(xb->d);
-            const __m256i s16 = _mm256_cvtepi8_epi16(_mm_loadu_si128((const __m128i *)xb->scales));
-            XUNROLL for (int c = 0; c < C; c++) {
-                const __m256i off = _mm256_madd_epi16(s16, _mm256_loadu_si256((const __m256i *)yb[c]->bsums));
-                iv[r * C + c] = _mm256_sub_epi32(_mm256_setzero_si256(), _mm256_slli_epi32(off, 5));
-            }
-            XUNROLL for (int h = 0; h < 2; h++) {
-                const __m256i qa = _mm256_loadu_si256((const __m256i *)(xb->ql + 64 * h));
-                const __m256i qb = _mm256_loadu_si256((const __m256i *)(xb->ql + 64 * h + 32));
-                const __m256i qh = _mm256_loadu_si256((const __m256i *)(xb->qh + 32 * h));
-                XUNROLL for (int k = 0; k < 4; k++) {
-                    const __m256i base = k & 1 ? qb : qa;
-                    const __m256i lo = k < 2 ? _mm256_and_si256(base, m4)
-                                             : _mm256_and_si256(_mm256_srli_epi16(base, 4), m4);
-                    __m256i hi;
-                    if (k == 0) hi = _mm256_and_si256(_mm256_slli_epi16(qh, 4), m30);
-                    else if (k == 1) hi = _mm256_and_si256(_mm256_slli_epi16(qh, 2), m30);
-                    else if (k == 2) hi = _mm256_and_si256(qh, m30);
-                    else hi = _mm256_and_si256(_mm256_srli_epi16(qh, 2), m30);
-                    const __m256i u = _mm256_or_si256(lo, hi);
-                    const int ch = 4 * h + k; /* 32-element chunk: scales 2ch, 2ch+1 */
-                    const __m256i s = _mm256_set_m128i(_mm_set1_epi16(xb->scales[2 * ch + 1]),
-                                                       _mm_set1_epi16(xb->scales[2 * ch]));
-                    XUNROLL for (int c = 0; c < C; c++) {
-                        const __m256i av = _mm256_loadu_si256((const __m256i *)(yb[c]->qs + 32 * ch));
-                        iv[r * C + c] = x_dot_sc(iv[r * C + c], u, av, s);
-                    }
-                }
-            }
-        }
-        XUNROLL for (int g = 0; g < NG; g++) {
-            const __m256 is = _mm256_cvtepi32_ps(x_group_sums(iv, L, g));
-            const __m256 dd = _mm256_mul_ps(x_lane_rows(dw, R, C, g), x_lane_cols(da, R, C, g));
-            acc[g] = _mm256_add_ps(acc[g], _mm256_mul_ps(dd, is));
-        }
-    }
-    x_store_tile(acc, R, C, nr, nc, y, ldy);
 }
 
 /* ---- drivers ---- */
@@ -760,24 +517,9 @@ X_NOSAN static void x_gemm_drive(int64_t nb, const uint8_t *w, size_t ws, int nr
                           float *y, int64_t ldy) {                                                           \
         name##_tile(nb, w, ws, nr, a, as, nc, y, ldy, X_MV_R, 1);                                            \
     }                                                                                                        \
-    X_QUANT_KERNELS_MM(name, name##_tile, BLK)
-
-/* The K-quants' decode-shaped kernels: the type's own 8-row matvec
- * name##_mv8(nb, w, ws, nr, a, y) (X_MV_R must be 8) and its 8-pair gemm tile
- * name##_mm8_tile (X_MM_R * X_MM_C must be 8). */
-#define X_QUANT_KERNELS_K8(name, BLK)                                                                        \
-    X_NOSAN static void name##_mv(int64_t nb, const uint8_t *w, size_t ws, int nr, const uint8_t *a, size_t as, int nc, \
-                          float *y, int64_t ldy) {                                                           \
-        (void)as, (void)nc, (void)ldy;                                                                       \
-        name##_mv8(nb, w, ws, nr, a, y);                                                                     \
-    }                                                                                                        \
-    X_QUANT_KERNELS_MM(name, name##_mm8_tile, BLK)
-
-#define X_QUANT_KERNELS_MM(name, mmtile, BLK)                                                                \
     X_NOSAN static void name##_mm(int64_t nb, const uint8_t *w, size_t ws, int nr, const uint8_t *a, size_t as, int nc, \
                           float *y, int64_t ldy) {                                                           \
-        _Static_assert(X_MM_R * X_MM_C <= 16, "tile too large");                                             \
-        mmtile(nb, w, ws, nr, a, as, nc, y, ldy, X_MM_R, X_MM_C);                                            \
+        name##_tile(nb, w, ws, nr, a, as, nc, y, ldy, X_MM_R, X_MM_C);                                       \
     }                                                                                                        \
     X_NOSAN static void name##_vec_dot(int64_t n, float *s, const void *w, const void *a) {                         \
         name##_tile(n / (BLK), w, 0, 1, a, 0, 1, s, 0, 1, 1);                                                \
