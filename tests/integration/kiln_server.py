@@ -12,8 +12,9 @@ the details, and `finish()` exits nonzero on any failure), `run_kiln` to run
 other kiln commands as references (`run_ref`: the greedy `kiln run` text,
 `check_run_match`: an API answer against it), `load_estimates` (the memory
 estimates the registry logs), `proc_memory` (a process's RSS from /proc),
-`sanitized_build` (whether RSS means anything), and `shared()` for files in
-KILN_SHARED.
+`sanitized_build` (whether RSS means anything), `shared()` for files in
+KILN_SHARED, and `npm_modules()` / `run_node()` for the tests that drive the
+server with the apps' own npm SDKs (tests/e2e/sdk).
 
 Standard library only.
 """
@@ -53,6 +54,40 @@ def shared(*parts):
 
 def model_path(name):
     return shared("models", name + ".gguf")
+
+
+SRC_DIR = os.environ.get("KILN_SRC") or os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
+
+
+def npm_modules(e2e="sdk"):
+    """node_modules of tests/e2e/<e2e>'s pinned packages, installed outside the
+    tree by tests/integration/npm_deps.sh (raises on failure: no skip)."""
+    r = subprocess.run(["bash", os.path.join(SRC_DIR, "tests", "integration", "npm_deps.sh"),
+                        os.path.join(SRC_DIR, "tests", "e2e", e2e)], capture_output=True, text=True, timeout=900)
+    if r.returncode != 0:
+        raise RuntimeError("npm_deps.sh failed: " + r.stderr[-2000:])
+    return r.stdout.strip().splitlines()[-1]
+
+
+def run_node(script, args=(), e2e="sdk", env=None, timeout=600):
+    """Runs tests/e2e/<e2e>/<script> with node from a temporary copy of the
+    directory beside a node_modules link (ESM resolves packages from the
+    importing file's directory). Returns the CompletedProcess (text)."""
+    mods = npm_modules(e2e)
+    d = tempfile.mkdtemp(prefix="kiln-node-")
+    try:
+        src = os.path.join(SRC_DIR, "tests", "e2e", e2e)
+        for f in os.listdir(src):
+            if f.endswith((".mjs", ".js", ".json")) and f not in ("package.json", "package-lock.json"):
+                shutil.copy(os.path.join(src, f), d)
+        os.symlink(mods, os.path.join(d, "node_modules"))
+        e = dict(os.environ)
+        if env:
+            e.update(env)
+        return subprocess.run(["node", script] + list(args), cwd=d, capture_output=True, text=True,
+                              timeout=timeout, env=e)
+    finally:
+        shutil.rmtree(d, ignore_errors=True)
 
 
 def prompt_text(name):
