@@ -274,6 +274,44 @@ static const golden GOLDENS[] = {
      "Hi \"you\" ✓", "x", ""},
     {"generic not json", CHAT_SYNTAX_GENERIC, T, "Just text {", "Just text {", "", ""},
     {"generic other json", CHAT_SYNTAX_GENERIC, T, "{\"x\": 1}", "{\"x\": 1}", "", ""},
+
+    /* harmony (gpt-oss's template renders analysis, then "<|start|>assistant
+     * to=functions.N<|channel|>commentary json<|message|>ARGS<|call|>") */
+    {"harmony final", CHAT_SYNTAX_HARMONY, T | R,
+     "<|channel|>analysis<|message|>User asks the "
+     "weather.<|end|><|start|>assistant<|channel|>final<|message|>It is "
+     "sunny ☀.<|return|>",
+     "It is sunny ☀.", "User asks the weather.", ""},
+    {"harmony call to= first", CHAT_SYNTAX_HARMONY, T | R,
+     "<|channel|>analysis<|message|>Need the tool.<|end|><|start|>assistant "
+     "to=functions.get_weather<|channel|>"
+     "commentary json<|message|>{\"city\": \"Paris\"}<|call|>",
+     "", "Need the tool.", "get_weather {\"city\":\"Paris\"}\n"},
+    {"harmony call to= after", CHAT_SYNTAX_HARMONY, T | R,
+     "<|channel|>commentary to=functions.get_weather "
+     "<|constrain|>json<|message|>{\"city\":\"Paris\"}<|call|>",
+     "", "", "get_weather {\"city\":\"Paris\"}\n"},
+    {"harmony call at the end", CHAT_SYNTAX_HARMONY, T,
+     "<|channel|>commentary to=functions.f <|constrain|>json<|message|>{\"a\": [1, {\"b\": \"<|x|>\"}]}", "",
+     "", "f {\"a\":[1,{\"b\":\"<|x|>\"}]}\n"},
+    {"harmony preamble", CHAT_SYNTAX_HARMONY, T | R,
+     "<|channel|>commentary<|message|>Let me look.<|end|><|start|>assistant "
+     "to=functions.f<|channel|>commentary "
+     "json<|message|>\"{\\\"a\\\": 1}\"<|call|>",
+     "Let me look.", "", "f {\"a\":1}\n"},
+    {"harmony reasoning off", CHAT_SYNTAX_HARMONY, T,
+     "<|channel|>analysis<|message|>Hm. <|end|><|start|>assistant<|channel|>final<|message|>It is.<|return|>",
+     "Hm. It is.", "", ""},
+    {"harmony tools off", CHAT_SYNTAX_HARMONY, R,
+     "<|start|>assistant to=functions.f<|channel|>commentary json<|message|>{\"a\": 1}<|call|>", "{\"a\": 1}",
+     "", ""},
+    {"harmony bad args", CHAT_SYNTAX_HARMONY, T,
+     "<|channel|>commentary to=functions.f json<|message|>{bad<|call|>", "{bad", "", ""},
+    {"harmony no header", CHAT_SYNTAX_HARMONY, T | R, "Hello <there>", "Hello <there>", "", ""},
+    {"harmony unterminated", CHAT_SYNTAX_HARMONY, T | R, "<|channel|>final<|message|>Partial ✓ <|en",
+     "Partial ✓ <|en", "", ""},
+    {"harmony cut in header", CHAT_SYNTAX_HARMONY, T | R,
+     "<|channel|>analysis<|message|>a<|end|><|start|>assistant<|channel|>fin", "", "a", ""},
 };
 
 static void check_golden(const golden *g) {
