@@ -384,11 +384,6 @@ chat_try chat_try_generic(chat_parser *p, int ti, const char *s, size_t n, bool 
         ok = chat_stage_call_obj(p, call, ARGS_KEYS);
     else if (json_is_string(resp))
         ok = chat_stage_content(p, json_string_value(resp), json_string_length(resp));
-    else if (resp) {
-        char *t = json_dumps(resp, JSON_COMPACT | JSON_ENCODE_ANY);
-        ok = t && chat_stage_content(p, t, strlen(t));
-        free(t);
-    }
     json_decref(v);
     if (!ok) chat_unstage(p);
     return ok ? CHAT_TRY_CALLS : CHAT_TRY_TEXT;
