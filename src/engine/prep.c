@@ -273,7 +273,80 @@ static json_t *generic_system(const eng_gen_request *q) {
 /* A copy of the messages as the template needs them: tool-call arguments
  * given as JSON text become objects (Hugging Face templates expect
  * objects), and a generic tool description joins the system message. */
-static json_t *messages_for_template(const eng_gen_request *q, json_t *sys) {
+/* For a template without tool syntax: earlier calls become the assistant's
+ * generic JSON, and tool results user turns (merged when consecutive, so
+ * that templates which insist on alternating roles still render). */
+static json_t *generic_history(json_t *ms) {
+    json_t *out = json_array();
+    size_t i;
+    json_t *m;
+    json_array_foreach(ms, i, m) {
+        const char *role = json_string_value(json_object_get(m, "role"));
+        json_t *content = json_object_get(m, "content");
+        const char *text = json_is_string(content) ? json_string_value(content) : "";
+        json_t *calls = json_object_get(m, "tool_calls");
+        if (role && !strcmp(role, "assistant") && json_array_size(calls) > 0) {
+            json_t *list = json_array();
+            size_t k;
+            json_t *c;
+            json_array_foreach(calls, k, c) {
+                json_t *fn = json_object_get(c, "function");
+                json_array_append_new(list, json_pack("{s:O?, s:O?}", "name", json_object_get(fn, "name"), "arguments",
+                                                      json_object_get(fn, "arguments")));
+            }
+            json_t *g = json_pack("{s:o}", "tool_calls", list);
+            char *gj = json_dumps(g, JSON_COMPACT | JSON_PRESERVE_ORDER);
+            json_decref(g);
+            if (!gj) goto fail;
+            kn_buf b = {0};
+            if (text[0]) {
+                add(&b, text);
+                add(&b, "\n");
+            }
+            add(&b, gj);
+            free(gj);
+            json_array_append_new(out, json_pack("{s:s, s:s%}", "role", "assistant", "content", b.p ? b.p : "", b.n));
+            kn_buf_free(&b);
+        } else if (role && !strcmp(role, "tool")) {
+            json_t *id = json_object_get(m, "tool_call_id");
+            kn_buf b = {0};
+            add(&b, "Tool result");
+            if (json_is_string(id)) {
+                add(&b, " (");
+                add(&b, json_string_value(id));
+                add(&b, ")");
+            }
+            add(&b, ": ");
+            add(&b, text);
+            json_t *last = json_array_get(out, json_array_size(out) - 1);
+            const char *lr = json_string_value(json_object_get(last, "role"));
+            if (lr && !strcmp(lr, "user") && json_object_get(last, "kiln_tool")) {
+                const char *prev = json_string_value(json_object_get(last, "content"));
+                kn_buf m2 = {0};
+                add(&m2, prev ? prev : "");
+                add(&m2, "\n");
+                add(&m2, b.p ? b.p : "");
+                json_object_set_new(last, "content", json_stringn(m2.p ? m2.p : "", m2.n));
+                kn_buf_free(&m2);
+            } else {
+                json_array_append_new(out, json_pack("{s:s, s:s%, s:b}", "role", "user", "content", b.p ? b.p : "", b.n,
+                                                     "kiln_tool", 1));
+            }
+            kn_buf_free(&b);
+        } else {
+            json_array_append(out, m);
+        }
+    }
+    json_array_foreach(out, i, m) json_object_del(m, "kiln_tool");
+    json_decref(ms);
+    return out;
+fail:
+    json_decref(out);
+    json_decref(ms);
+    return NULL;
+}
+
+static json_t *messages_for_template(const eng_gen_request *q, json_t *sys, bool generic) {
     json_t *ms = json_deep_copy(q->messages);
     if (!ms) return NULL;
     size_t i;
@@ -294,6 +367,7 @@ static json_t *messages_for_template(const eng_gen_request *q, json_t *sys) {
                 json_decref(obj);
         }
     }
+    if (generic && !(ms = generic_history(ms))) return NULL;
     if (sys) {
         json_t *first = json_array_get(ms, 0);
         json_t *role = json_object_get(first, "role");
@@ -346,7 +420,7 @@ static bool prep_chat(const eng_gen_request *q, const rt_front *f, eng_prep *p, 
         syntax = CHAT_SYNTAX_GENERIC;
         if (!(sys = generic_system(q))) return oom(e);
     }
-    json_t *ms = messages_for_template(q, sys);
+    json_t *ms = messages_for_template(q, sys, syntax == CHAT_SYNTAX_GENERIC);
     json_decref(sys);
     if (!ms) return oom(e);
     json_t *extra = q->think != ENG_THINK_DEFAULT
