@@ -10,6 +10,7 @@
  *   openai.c   /v1/chat/completions, /v1/completions, /v1/embeddings
  *   ollama.c   /api/generate, /api/chat, /api/embed
  *   llama.c    /completion (llama-server's native route)
+ *   anthropic.c  /v1/messages, /v1/messages/count_tokens
  */
 #ifndef KILN_SERVER_DIALECT_H
 #define KILN_SERVER_DIALECT_H
@@ -50,7 +51,7 @@ typedef struct srv_embed_dialect {
 } srv_embed_dialect;
 
 extern const srv_gen_dialect srv_openai_chat, srv_openai_completions, srv_ollama_generate, srv_ollama_chat,
-    srv_llama_completion;
+    srv_llama_completion, srv_anthropic_messages;
 extern const srv_embed_dialect srv_openai_embeddings, srv_ollama_embed;
 
 /* One generation being answered (gen.c). */
