@@ -456,11 +456,11 @@ static bool parse_thinking(json_t *root, srv_gen_req *r, srv_error *e) {
         long long budget = 0;
         if (!srv_get_int(th, "budget_tokens", "thinking.budget_tokens", 1, 1 << 24, &budget, NULL, e))
             return false;
-        r->q.think = 1;
+        r->q.think = ENG_THINK_ON;
     } else if (!strcmp(ts, "disabled")) {
-        r->q.think = 0;
+        r->q.think = ENG_THINK_OFF;
     } else if (!strcmp(ts, "adaptive")) {
-        r->q.think = -1;
+        r->q.think = ENG_THINK_DEFAULT;
     } else {
         return srv_err(e, 400, "thinking.type", "invalid_value",
                        "'thinking.type' is '%.40s'; expected enabled, disabled or adaptive", ts);
@@ -587,15 +587,21 @@ static json_t *call_input(const char *args, size_t n) {
     return json_object();
 }
 
-static json_t *tool_use_block(srv_job *j, const char *name, json_t *input) {
-    char id[48];
-    srv_new_id(j, "toolu_", id, sizeof id);
-    return json_pack("{s:s, s:s, s:s, s:o}", "type", "tool_use", "id", id, "name", name, "input", input);
+/* A tool_use block: the id the model wrote (mistral) or toolu_<random><index>. */
+static json_t *tool_use_block(const srv_job *j, int index, const char *model_id, const char *name,
+                              json_t *input) {
+    char id[64];
+    if (model_id && model_id[0])
+        snprintf(id, sizeof id, "%s", model_id);
+    else
+        srv_tool_call_id(j, "toolu_", index, id, sizeof id);
+    return json_pack("{s:s, s:s, s:o, s:o}", "type", "tool_use", "id", id, "name",
+                     srv_json_text(name, strlen(name)), "input", input);
 }
 
 static json_t *message(srv_job *j, json_t *content, json_t *stop_reason, json_t *stop_seq, json_t *usage) {
     char id[48];
-    srv_new_id(j, "msg_", id, sizeof id);
+    srv_new_id("msg_", id, sizeof id);
     return json_pack("{s:s, s:s, s:s, s:s, s:o, s:o, s:o, s:o}", "id", id, "type", "message", "role",
                      "assistant", "model", srv_job_model(j), "content", content, "stop_reason", stop_reason,
                      "stop_sequence", stop_seq, "usage", usage);
@@ -617,9 +623,14 @@ static json_t *whole(srv_job *j) {
     size_t i, n = json_array_size(j->calls);
     json_t *c;
     json_array_foreach(j->calls, i, c) {
+        /* gen.c's own ids are "call_..."; an id the model wrote is kept */
+        char own[64];
+        const char *id = json_string_value(json_object_get(c, "id"));
+        srv_tool_call_id(j, "call_", (int)i, own, sizeof own);
         json_t *args = json_object_get(c, "arguments");
         json_array_append_new(content,
-                              tool_use_block(j, json_string_value(json_object_get(c, "name")),
+                              tool_use_block(j, (int)i, id && strcmp(id, own) ? id : NULL,
+                                             json_string_value(json_object_get(c, "name")),
                                              call_input(json_string_value(args), json_string_length(args))));
     }
     return message(j, content, json_string(stop_reason(j, n > 0)), stop_sequence(j),
@@ -636,16 +647,16 @@ static void emit(srv_job *j, const char *type, json_t *o) {
 }
 
 static void block_stop(srv_job *j) {
-    if (j->blk_open == BLK_NONE) return;
-    emit(j, "content_block_stop", json_pack("{s:i}", "index", j->blk_n - 1));
-    j->blk_open = BLK_NONE;
+    if (j->block_open == BLK_NONE) return;
+    emit(j, "content_block_stop", json_pack("{s:i}", "index", j->blocks - 1));
+    j->block_open = BLK_NONE;
 }
 
 static void block_start(srv_job *j, int kind, json_t *block) {
     block_stop(j);
-    emit(j, "content_block_start", json_pack("{s:i, s:o}", "index", j->blk_n, "content_block", block));
-    j->blk_n++;
-    j->blk_open = kind;
+    emit(j, "content_block_start", json_pack("{s:i, s:o}", "index", j->blocks, "content_block", block));
+    j->blocks++;
+    j->block_open = kind;
 }
 
 static void stream_start(srv_job *j) {
@@ -657,9 +668,9 @@ static void stream_start(srv_job *j) {
 static void stream_event(srv_job *j, const chat_event *ev) {
     if (ev->kind == CHAT_EV_TOOL_CALL) {
         /* a call arrives whole: its block opens, takes its arguments in one delta and closes */
-        block_start(j, BLK_TOOL, tool_use_block(j, ev->name, json_object()));
+        block_start(j, BLK_TOOL, tool_use_block(j, ev->index, ev->id, ev->name, json_object()));
         emit(j, "content_block_delta",
-             json_pack("{s:i, s:{s:s, s:o}}", "index", j->blk_n - 1, "delta", "type", "input_json_delta",
+             json_pack("{s:i, s:{s:s, s:o}}", "index", j->blocks - 1, "delta", "type", "input_json_delta",
                        "partial_json", srv_json_text(ev->args ? ev->args : "", ev->args ? ev->args_len : 0)));
         block_stop(j);
         return;
@@ -667,13 +678,13 @@ static void stream_event(srv_job *j, const chat_event *ev) {
     if (ev->len == 0) return;
     bool thinking = ev->kind == CHAT_EV_REASONING;
     int kind = thinking ? BLK_THINKING : BLK_TEXT;
-    if (j->blk_open != kind)
+    if (j->block_open != kind)
         block_start(j, kind,
                     thinking
                         ? json_pack("{s:s, s:s, s:s}", "type", "thinking", "thinking", "", "signature", "")
                         : json_pack("{s:s, s:s}", "type", "text", "text", ""));
     emit(j, "content_block_delta",
-         json_pack("{s:i, s:{s:s, s:o}}", "index", j->blk_n - 1, "delta", "type",
+         json_pack("{s:i, s:{s:s, s:o}}", "index", j->blocks - 1, "delta", "type",
                    thinking ? "thinking_delta" : "text_delta", thinking ? "thinking" : "text",
                    srv_json_text(ev->text, ev->len)));
 }
@@ -691,7 +702,7 @@ static void stream_end(srv_job *j) {
         return;
     }
     block_stop(j);
-    bool calls = json_array_size(j->calls) > 0;
+    bool calls = j->n_calls > 0;
     emit(j, "message_delta",
          json_pack("{s:{s:s, s:o}, s:{s:I}}", "delta", "stop_reason", stop_reason(j, calls), "stop_sequence",
                    stop_sequence(j), "usage", "output_tokens", (json_int_t)j->res.n_gen));
