@@ -377,8 +377,10 @@ static bool parse_tools(json_t *root, srv_gen_req *r, srv_error *e) {
                 srv_err(e, 400, p, "invalid_type", "'%s' must be a JSON Schema object", p);
                 goto fail;
             }
-            json_t *fn = json_pack("{s:O, s:O}", "name", name, "parameters", schema);
+            /* OpenAI's key order (name, description, parameters): templates render tools as JSON */
+            json_t *fn = json_pack("{s:O}", "name", name);
             if (fn && json_is_string(desc)) json_object_set(fn, "description", desc);
+            if (fn) json_object_set(fn, "parameters", schema);
             json_t *ot = fn ? json_pack("{s:s, s:o}", "type", "function", "function", fn) : NULL;
             if (!ot || json_array_append_new(r->tools, ot)) {
                 oom(e);
