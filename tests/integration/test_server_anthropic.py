@@ -80,40 +80,22 @@ def chat(srv, body):
 
 
 def events(srv, body, headers=AUTH):
-    """POSTs a streamed request; returns (status, [(event, data)], framing
-    errors, content type) of its named SSE events."""
+    """POSTs a streamed request; returns (status, [(event, data)] or the
+    error body, framing errors, content type) of its named SSE events."""
     st = srv.open_stream("/v1/messages", body, headers=headers)
     out, errs = [], []
     try:
         if st.status != 200:
             return st.status, st.read_all(), errs, st.header("content-type")
-        name, data = None, None
-        while True:
-            line = st.resp.readline()
-            if not line:
-                if name or data:
-                    errs.append("stream ended inside an event")
-                break
-            s = line.decode("utf-8")
-            if not s.endswith("\n") or s.endswith("\r\n"):
-                errs.append("bad line ending: %r" % s)
-            s = s.rstrip("\r\n")
-            if s == "":
-                if name is None or data is None:
-                    errs.append("event without an event or a data line")
-                else:
-                    try:
-                        out.append((name, json.loads(data)))
-                    except ValueError:
-                        errs.append("data is not JSON: %r" % data)
-                name, data = None, None
-            elif s.startswith("event: ") and name is None:
-                name = s[7:]
-            elif s.startswith("data: ") and data is None:
-                data = s[6:]
-            else:
-                errs.append("unexpected line: %r" % s)
-        return st.status, out, errs, st.header("content-type")
+        for name, data in st.sse_named_events():
+            if name is None:
+                errs.append("an event without a name: %r" % data)
+                continue
+            try:
+                out.append((name, json.loads(data)))
+            except ValueError:
+                errs.append("data is not JSON: %r" % data)
+        return st.status, out, errs + st.framing_errors, st.header("content-type")
     finally:
         st.close()
 
