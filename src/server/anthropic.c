@@ -559,6 +559,10 @@ static bool parse_messages_req(json_t *root, const srv_limits *lim, srv_gen_req 
     if (!srv_get_bool(root, "cache", "cache", &r->q.cache, e)) return false;
     /* temperature, top_p, top_k and kiln's extensions (min_p, seed, ...) */
     if (!srv_get_sampler_fields(root, "", lim, r, e) || !srv_get_engine_fields(root, "", r, e)) return false;
+    size_t glen = 0; /* llama-server's GBNF grammar, as on /v1/chat/completions */
+    if (!srv_get_str(root, "grammar", "grammar", &r->q.grammar, &glen, e)) return false;
+    if (r->q.grammar && strlen(r->q.grammar) != glen)
+        return srv_err(e, 400, "grammar", "invalid_value", "'grammar' must not contain NUL characters");
     return parse_stops(root, lim, r, e) && parse_output_config(root, r, e);
 }
 

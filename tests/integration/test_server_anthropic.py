@@ -384,6 +384,54 @@ def test_tools(srv):
     ck.check("count_tokens: tools add tokens", 0 < bare["input_tokens"] < tools["input_tokens"], (bare, tools))
 
 
+# A grammar makes the random model write two hermes tool calls after some text.
+CALLS_GRAMMAR = (r'root ::= "Checking." "\n<tool_call>\n{\"name\": \"get_weather\", \"arguments\": '
+                 r'{\"city\": \"Paris\", \"unit\": \"celsius\"}}\n</tool_call>\n<tool_call>\n'
+                 r'{\"name\": \"get_time\", \"arguments\": {\"city\": \"Rome\"}}\n</tool_call>"')
+
+
+def test_tool_calls_parsed(srv):
+    """tool_choice auto: calls the model wrote (forced by a grammar here)
+    become tool_use blocks, as /v1/chat/completions makes them tool_calls."""
+    q = [{"role": "user", "content": "Weather in Paris, time in Rome?"}]
+    body = {"model": TOOL, "max_tokens": 200, "temperature": 0, "tools": [WEATHER, TIME], "grammar": CALLS_GRAMMAR,
+            "messages": q}
+    r = messages(srv, body)
+    if not ck.eq("parsed calls: status", r.status, 200):
+        print("   " + ks._short(r.text()))
+        return
+    m = r.json()
+    oai_tools = [{"type": "function", "function": {"name": t["name"], "description": t["description"],
+                                                   "parameters": t["input_schema"]}} for t in (WEATHER, TIME)]
+    c = chat(srv, {"model": TOOL, "max_tokens": 200, "temperature": 0, "tools": oai_tools, "grammar": CALLS_GRAMMAR,
+                   "messages": q})["choices"][0]
+    want = [("get_weather", {"city": "Paris", "unit": "celsius"}), ("get_time", {"city": "Rome"})]
+    uses = [b for b in m["content"] if b["type"] == "tool_use"]
+    ck.eq("parsed calls: tool_use blocks", [(u["name"], u["input"]) for u in uses], want)
+    ck.eq("parsed calls: as /v1/chat/completions's tool_calls", [(u["name"], u["input"]) for u in uses],
+          [(t["function"]["name"], json.loads(t["function"]["arguments"])) for t in c["message"].get("tool_calls") or []])
+    ck.eq("parsed calls: text as chat's content", text_of(m), c["message"]["content"] or "")
+    ck.check("parsed calls: text first, then the calls", [b["type"] for b in m["content"]] ==
+             (["text"] if text_of(m) else []) + ["tool_use", "tool_use"], m["content"])
+    ck.check("parsed calls: ids toolu_, distinct", all(u["id"].startswith("toolu_") for u in uses) and
+             len({u["id"] for u in uses}) == len(uses), uses)
+    ck.eq("parsed calls: stop_reason", m["stop_reason"], "tool_use")
+    st, evs, errs, _ = events(srv, dict(body, stream=True))
+    if ck.eq("parsed calls stream: status", st, 200):
+        ck.eq("parsed calls stream: framing", errs, [])
+        blocks, _, delta = check_stream_shape("parsed calls stream", evs)
+        ck.eq("parsed calls stream: the same blocks",
+              [(b["type"], b.get("name"), b.get("input"), b.get("text")) for b in blocks],
+              [(b["type"], b.get("name"), b.get("input"), b.get("text")) for b in m["content"]])
+        ck.eq("parsed calls stream: stop_reason", delta["delta"]["stop_reason"], "tool_use")
+    # tool_choice none: the markup is text
+    r = messages(srv, dict(body, tool_choice={"type": "none"}))
+    if ck.eq("tool_choice none: status", r.status, 200):
+        m = r.json()
+        ck.check("tool_choice none: no tool_use, the markup stays text", [b["type"] for b in m["content"]] == ["text"]
+                 and "<tool_call>" in text_of(m) and m["stop_reason"] == "end_turn", m)
+
+
 def test_tool_conversation(srv):
     """tool_use and tool_result blocks render as their OpenAI twins."""
     anth = [
@@ -463,6 +511,7 @@ def main():
     ck.run(test_stop_sequences, text_srv)
     ck.run(test_count_tokens_text, text_srv)
     ck.run(test_errors, text_srv)
+    ck.run(test_tool_calls_parsed, tool_srv)
     ck.run(test_tools, tool_srv)
     ck.run(test_tool_conversation, tool_srv)
     ck.run(test_sdk, text_srv, tool_srv)
