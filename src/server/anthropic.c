@@ -244,6 +244,7 @@ static bool assistant_blocks(json_t *content, size_t i, json_t *msgs, srv_error 
     json_t *m =
         json_pack("{s:s, s:o}", "role", "assistant", "content", srv_json_text(text.p ? text.p : "", text.n));
     if (m && calls) json_object_set_new(m, "tool_calls", calls), calls = NULL;
+    json_decref(calls); /* not taken when m failed */
     if (m && thinking.n) json_object_set_new(m, "reasoning_content", srv_json_text(thinking.p, thinking.n));
     kn_buf_free(&text);
     kn_buf_free(&thinking);
@@ -601,6 +602,7 @@ static json_t *tool_use_block(const srv_job *j, int index, const char *model_id,
         snprintf(id, sizeof id, "%s", model_id);
     else
         srv_tool_call_id(j, "toolu_", index, id, sizeof id);
+    if (!name) name = "";
     return json_pack("{s:s, s:s, s:o, s:o}", "type", "tool_use", "id", id, "name",
                      srv_json_text(name, strlen(name)), "input", input);
 }
