@@ -18,6 +18,10 @@ POST /v1/messages/count_tokens) through the real `kiln serve`:
    node), streamed as content_block_start + input_json_delta with the same
    input; a conversation with tool_use and tool_result blocks renders as its
    OpenAI twin does (same input tokens, same greedy text);
+ - thinking (tiny-qwen2 with the built-in qwen3 template, the answer forced by
+   a grammar): a thinking block before the text, as reasoning_content and
+   content on /v1/chat/completions, whole and streamed (thinking_delta);
+   thinking disabled renders enable_thinking=false;
  - count_tokens equals usage.input_tokens of the same request, with and
    without tools;
  - errors, each in Anthropic's shape {"type": "error", "error": {"type",
@@ -483,6 +487,47 @@ def test_tool_conversation(srv):
              (n_err, m["usage"]))
 
 
+# ---------------------------------------------------------------- thinking
+
+THINK_GRAMMAR = r'root ::= "<think>\nLet me see.\n</think>\n\nIt is sunny."'
+
+
+def test_thinking(srv):
+    """A template that reasons (qwen3): the reasoning is a thinking block
+    before the text, as reasoning_content is on /v1/chat/completions;
+    thinking enabled / disabled switch the template's enable_thinking."""
+    q = [{"role": "user", "content": "Weather?"}]
+    body = {"model": TOOL, "max_tokens": 64, "temperature": 0, "grammar": THINK_GRAMMAR, "messages": q,
+            "thinking": {"type": "enabled", "budget_tokens": 1024}}
+    r = messages(srv, body)
+    if not ck.eq("thinking: status", r.status, 200):
+        print("   " + ks._short(r.text()))
+        return
+    m = r.json()
+    c = chat(srv, {"model": TOOL, "max_tokens": 64, "temperature": 0, "grammar": THINK_GRAMMAR, "messages": q})
+    msg = c["choices"][0]["message"]
+    ck.eq("thinking: blocks", [b["type"] for b in m["content"]], ["thinking", "text"])
+    ck.eq("thinking: thinking as reasoning_content, text as content",
+          (m["content"][0].get("thinking"), text_of(m)), (msg.get("reasoning_content"), msg.get("content")))
+    ck.check("thinking: the reasoning is the grammar's", "Let me see." in m["content"][0].get("thinking", "") and
+             "It is sunny." in text_of(m), m["content"])
+    ck.eq("thinking: signature", m["content"][0].get("signature"), "")
+    st, evs, errs, _ = events(srv, dict(body, stream=True))
+    if ck.eq("thinking stream: status", st, 200):
+        ck.eq("thinking stream: framing", errs, [])
+        blocks, _, _ = check_stream_shape("thinking stream", evs)
+        ck.eq("thinking stream: the same blocks", [(b["type"], b.get("thinking"), b.get("text")) for b in blocks],
+              [(b["type"], b.get("thinking"), b.get("text")) for b in m["content"]])
+    counts = {}
+    for t in ("enabled", "disabled"):
+        th = {"type": t, "budget_tokens": 1024} if t == "enabled" else {"type": t}
+        cr = srv.post("/v1/messages/count_tokens", {"model": TOOL, "messages": q, "thinking": th}, headers=AUTH)
+        counts[t] = cr.json().get("input_tokens") if cr.status == 200 else cr.text()
+    ck.check("thinking disabled renders the template's enable_thinking=false (an empty think block)",
+             isinstance(counts["enabled"], int) and isinstance(counts["disabled"], int) and
+             counts["disabled"] > counts["enabled"], counts)
+
+
 # ---------------------------------------------------------------- SDK
 
 
@@ -515,6 +560,8 @@ def main():
     ck.run(test_tools, tool_srv)
     ck.run(test_tool_conversation, tool_srv)
     ck.run(test_sdk, text_srv, tool_srv)
+    think_srv = start(["-m", QFILE, "-t", "1", "-c", "512", "--api-key", KEY, "--chat-template", "qwen3"])
+    ck.run(test_thinking, think_srv)
     for s in SERVERS:
         rc = s.stop(60)
         ck.exited_clean("server %s on SIGTERM" % s.args[s.args.index("-m") + 1], s, rc)
