@@ -48,7 +48,8 @@ static const chat_syn SYNTAXES[CHAT_SYNTAX_COUNT] = {
                              false, NULL},
     [CHAT_SYNTAX_HARMONY] = {CHAT_SYNTAX_HARMONY, "harmony", MK_HARMONY, NULL, NULL, NULL, false,
                              chat_harmony_step},
-    [CHAT_SYNTAX_GEMMA4] = {CHAT_SYNTAX_GEMMA4, "gemma4", MK_GEMMA4, TR_GEMMA4, NULL, NULL, false, NULL},
+    [CHAT_SYNTAX_GEMMA4] = {CHAT_SYNTAX_GEMMA4, "gemma4", MK_GEMMA4, TR_GEMMA4, chat_try_gemma4, NULL, false,
+                            NULL, "<|channel>thought", "<channel|>"},
     [CHAT_SYNTAX_GENERIC] = {CHAT_SYNTAX_GENERIC, "generic", MK_GENERIC, NULL, NULL, chat_try_generic, false,
                              NULL},
 };
@@ -100,8 +101,13 @@ bool chat_template_thinks(const char *src, size_t n) {
            has(src, n, "<|channel>");
 }
 
+static bool ends_with(const char *s, size_t n, const char *lit) {
+    size_t l = strlen(lit);
+    return n >= l && memcmp(s + n - l, lit, l) == 0;
+}
+
 bool chat_prompt_in_reasoning(const char *s, size_t n) {
     while (n > 0 && chat_is_ws(s[n - 1]))
         n--;
-    return n >= 7 && memcmp(s + n - 7, "<think>", 7) == 0;
+    return ends_with(s, n, "<think>") || ends_with(s, n, "<|channel>thought");
 }

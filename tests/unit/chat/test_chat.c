@@ -312,6 +312,20 @@ static const golden GOLDENS[] = {
      "Partial ✓ <|en", "", ""},
     {"harmony cut in header", CHAT_SYNTAX_HARMONY, T | R,
      "<|channel|>analysis<|message|>a<|end|><|start|>assistant<|channel|>fin", "", "a", ""},
+
+    /* gemma4 (its template renders <|tool_call>call:N{k:v,...}<tool_call|>, strings in <|"|>) */
+    {"gemma4 call", CHAT_SYNTAX_GEMMA4, T, "<|tool_call>call:get_weather{city:<|\"|>Paris<|\"|>}<tool_call|>",
+     "", "", "get_weather {\"city\":\"Paris\"}\n"},
+    {"gemma4 nested and parallel", CHAT_SYNTAX_GEMMA4, T | R,
+     "<|channel>thought\nTwo calls.\n<channel|>Sure.<|tool_call>call:f{a:<|\"|>x, y: {z} "
+     "✓<|\"|>,b:{c:1.5,d:[true,"
+     "false,null,<|\"|>q<|\"|>]},e:-3}<tool_call|><|tool_call>call:g{}<tool_call|>",
+     "Sure.", "Two calls.",
+     "f {\"a\":\"x, y: {z} ✓\",\"b\":{\"c\":1.5,\"d\":[true,false,null,\"q\"]},\"e\":-3}\ng {}\n"},
+    {"gemma4 bad", CHAT_SYNTAX_GEMMA4, T, "<|tool_call>call:f{a:}<tool_call|>",
+     "<|tool_call>call:f{a:}<tool_call|>", "", ""},
+    {"gemma4 thought only", CHAT_SYNTAX_GEMMA4, R, "<|channel>thought\nHm\n<channel|>Hello", "Hello", "Hm",
+     ""},
 };
 
 static void check_golden(const golden *g) {
