@@ -559,7 +559,7 @@ static void test_rendered_calls(void **st) {
         json_t *user = json_pack("{s:s, s:s}", "role", "user", "content", "Weather in Paris and Zürich?");
         json_t *prompt_msgs = json_pack("[O]", user);
         json_t *msgs =
-            json_pack("[o, {s:s, s:s, s:O}]", user, "role", "assistant", "content", "", "tool_calls", calls);
+            json_pack("[O, {s:s, s:s, s:O}]", user, "role", "assistant", "content", "", "tool_calls", calls);
         char *prompt = render(t, prompt_msgs, tools, true);
         char *full = render(t, msgs, tools, false);
         size_t c = 0;
