@@ -171,7 +171,7 @@ static void call_rule(kn_buf *b, int syntax, const char *name, const char *args)
 
 /* The grammar of the answer when a call is forced (required, named) or,
  * for the generic syntax, always (a call or a response). */
-static bool tool_grammar(const eng_gen_request *q, int syntax, bool think_open, char **out, eng_error *e) {
+static bool tool_grammar(const eng_gen_request *q, int syntax, const char *close, char **out, eng_error *e) {
     kn_buf b = {0};
     const json_t *tools = q->tools;
     size_t n = json_array_size(tools);
@@ -210,7 +210,10 @@ static bool tool_grammar(const eng_gen_request *q, int syntax, bool think_open, 
     }
     bool many = q->parallel_tool_calls && q->tool_choice != ENG_TOOLS_NAMED;
     add(&b, "root ::= ");
-    if (think_open) add(&b, "\"</think>\\n\\n\" ");
+    if (close) {
+        lit(&b, close);
+        add(&b, " ");
+    }
     switch (syntax) {
     case CHAT_SYNTAX_HERMES: add(&b, many ? "call (\"\\n\" call)*" : "call"); break;
     case CHAT_SYNTAX_LLAMA3:
@@ -394,11 +397,12 @@ static json_t *messages_for_template(const eng_gen_request *q, json_t *sys, bool
     return ms;
 }
 
-/* Whether the rendered prompt ends inside an open <think> block. */
-static bool ends_in_think(const char *t, size_t n) {
-    while (n && (t[n - 1] == '\n' || t[n - 1] == ' '))
-        n--;
-    return n >= 7 && !memcmp(t + n - 7, "<think>", 7);
+/* The text that closes the reasoning block a prompt opened (a grammar that
+ * forces an answer writes it first), or NULL when none is open. */
+static const char *open_block_close(const char *t, size_t n) {
+    if (!chat_prompt_in_reasoning(t, n)) return NULL;
+    while (n && (t[n - 1] == '\n' || t[n - 1] == ' ')) n--;
+    return n >= 7 && !memcmp(t + n - 7, "<think>", 7) ? "</think>\n\n" : "<channel|>";
 }
 
 static bool prep_chat(const eng_gen_request *q, const rt_front *f, eng_prep *p, eng_error *e) {
@@ -440,7 +444,8 @@ static bool prep_chat(const eng_gen_request *q, const rt_front *f, eng_prep *p, 
     p->syntax = syntax;
     p->tools = tools_on;
     p->reasoning = thinks;
-    p->in_reasoning = thinks && syntax != CHAT_SYNTAX_HARMONY && ends_in_think(text, len);
+    p->close = thinks && syntax != CHAT_SYNTAX_HARMONY ? open_block_close(text, len) : NULL;
+    p->in_reasoning = p->close != NULL;
     p->parse = tools_on || thinks;
     st = tok_chat_encode(f->chat, text, len, &p->ids, &p->n_ids, &err);
     free(text);
@@ -453,7 +458,7 @@ static bool prep_chat(const eng_gen_request *q, const rt_front *f, eng_prep *p, 
         if ((q->grammar && q->grammar[0]) || q->json_schema)
             return eng_fail(e, ENG_ERR_REQUEST, "tool_choice", "invalid_value",
                             "a forced tool call cannot be combined with a grammar or a JSON response format");
-        if (!tool_grammar(q, syntax, p->in_reasoning, &p->gbnf, e)) return false;
+        if (!tool_grammar(q, syntax, p->close, &p->gbnf, e)) return false;
         p->in_reasoning = false; /* the grammar closes the block first */
     }
     return true;
@@ -485,7 +490,12 @@ bool eng_prep_request(const eng_gen_request *q, const rt_front *f, eng_prep *p, 
     if (q->json_schema && !p->gbnf) {
         kn_buf b = {0};
         /* the schema's value, after an open reasoning block closes */
-        add(&b, p->in_reasoning ? "root ::= \"</think>\\n\\n\" s-root\n" : "root ::= s-root\n");
+        add(&b, "root ::= ");
+        if (p->close) {
+            lit(&b, p->close);
+            add(&b, " ");
+        }
+        add(&b, "s-root\n");
         kn_status st = gram_schema_rules(q->json_schema, "s-", &b, &err);
         if (st != KN_OK || !b.p) {
             kn_buf_free(&b);
