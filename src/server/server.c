@@ -232,7 +232,7 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const cha
             struct MHD_Response *r = MHD_create_response_from_buffer(0, NULL, MHD_RESPMEM_PERSISTENT);
             if (!r) return MHD_NO;
             MHD_add_response_header(r, "Access-Control-Allow-Methods", methods);
-            MHD_add_response_header(r, "Access-Control-Allow-Headers", "Authorization, Content-Type, Cache-Control");
+            MHD_add_response_header(r, "Access-Control-Allow-Headers", "Authorization, Content-Type, Cache-Control, X-Api-Key, Anthropic-Version, Anthropic-Beta");
             MHD_add_response_header(r, "Access-Control-Max-Age", "600");
             enum MHD_Result ret = srv_queue(c, 204, r);
             MHD_destroy_response(r);
