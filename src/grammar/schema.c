@@ -1547,10 +1547,14 @@ static int object_body(sctx *c, const json_t *s, kn_buf *b) {
         rc = fail(c, KN_ENOMEM, "out of memory");
         goto out;
     }
-    /* the value schema of extra properties */
-    bool has_extra = false;
+    /* the value schema of extra properties. Absent additionalProperties
+     * beside `properties` emits no extra members (as llama.cpp and OpenAI's
+     * strict mode do): every answer still validates, and a model cannot
+     * wander into keys the schema never names */
+    bool has_extra = false, open_extra = true;
     if (!ap || json_is_true(ap)) {
         has_extra = prim(c, &extra, P_VALUE);
+        open_extra = ap || !props;
     } else if (json_is_object(ap)) {
         int r = item_at(c, ap, &extra, "additionalProperties");
         if (r < 0) goto fail;
@@ -1613,6 +1617,7 @@ static int object_body(sctx *c, const json_t *s, kn_buf *b) {
         if (!ok) goto fail;
     }
     /* extra members: a key none of the names, then the value */
+    if (!open_extra) has_extra = false;
     kn_buf xkv = {0};
     if (has_extra) {
         bool ok;
