@@ -10,6 +10,7 @@
  *   openai.c   /v1/chat/completions, /v1/completions, /v1/embeddings
  *   ollama.c   /api/generate, /api/chat, /api/embed
  *   llama.c    /completion (llama-server's native route)
+ *   responses.c /v1/responses (OpenAI Responses), with its store
  */
 #ifndef KILN_SERVER_DIALECT_H
 #define KILN_SERVER_DIALECT_H
@@ -39,6 +40,12 @@ typedef struct srv_gen_dialect {
     json_t *(*whole)(srv_job *j);
     /* The answer to a load-only request (NULL: the dialect has none). */
     json_t *(*loaded)(srv_job *j, const char *model_id);
+    /* After parse, once the job has its id and before the session starts:
+     * what needs the server (the Responses store). May set j->dx. NULL:
+     * nothing. False with e. */
+    bool (*prepare)(srv_job *j, srv_error *e);
+    /* Frees j->dx (NULL: the dialect keeps none). */
+    void (*release)(srv_job *j);
 } srv_gen_dialect;
 
 /* An embedding dialect. */
@@ -50,7 +57,7 @@ typedef struct srv_embed_dialect {
 } srv_embed_dialect;
 
 extern const srv_gen_dialect srv_openai_chat, srv_openai_completions, srv_ollama_generate, srv_ollama_chat,
-    srv_llama_completion;
+    srv_llama_completion, srv_openai_responses;
 extern const srv_embed_dialect srv_openai_embeddings, srv_ollama_embed;
 
 /* One generation being answered (gen.c). */
@@ -79,7 +86,16 @@ struct srv_job {
     /* --log-prompts */
     bool log_text;
     kn_buf logged;
+    void *dx;               /* the dialect's own state (d->prepare, d->release) */
 };
+
+/* The OpenAI Responses store (responses.c): each stored response's
+ * conversation and answer by id, bounded in count, bytes and age (the
+ * oldest go first), behind a mutex. Created and destroyed with the server. */
+typedef struct srv_resp_store srv_resp_store;
+/* max_n 0: stores nothing. NULL on OOM. */
+srv_resp_store *srv_resp_store_create(int max_n, int64_t max_bytes, int ttl_s);
+void srv_resp_store_destroy(srv_resp_store *st);
 
 /* Appends one JSON object (taken) to j->out in the dialect's framing. */
 void srv_job_emit(srv_job *j, json_t *o);
