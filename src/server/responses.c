@@ -458,9 +458,9 @@ static bool parse_reasoning(json_t *root, srv_gen_req *r, srv_error *e) {
     if (!srv_get_str(rz, "effort", "reasoning.effort", &eff, NULL, e)) return false;
     if (!eff) return true;
     if (!strcmp(eff, "none") || !strcmp(eff, "minimal"))
-        r->q.think = 0;
+        r->q.think = ENG_THINK_OFF;
     else if (!strcmp(eff, "low") || !strcmp(eff, "medium") || !strcmp(eff, "high"))
-        r->q.think = 1;
+        r->q.think = ENG_THINK_ON;
     else
         return srv_err(e, 400, "reasoning.effort", "invalid_value",
                        "'reasoning.effort' must be none, minimal, low, medium or high, got '%.40s'", eff);
@@ -553,7 +553,7 @@ static bool prepare(srv_job *j, srv_error *e) {
         return srv_err(e, 500, NULL, NULL, "out of memory");
     }
     j->dx = x;
-    srv_new_id(j, "resp_", x->id, sizeof x->id);
+    srv_new_id("resp_", x->id, sizeof x->id);
     x->store = true;
     srv_get_bool(j->root, "store", "store", &x->store, e); /* checked by parse */
     x->n_instr = json_is_string(json_object_get(j->root, "instructions")) ? 1 : 0;
@@ -721,18 +721,18 @@ static json_t *whole(srv_job *j) {
     json_t *out = json_array();
     char id[48];
     if (j->reasoning.n) {
-        srv_new_id(j, "rs_", id, sizeof id);
+        srv_new_id("rs_", id, sizeof id);
         json_array_append_new(out, reasoning_item(id, srv_json_text(j->reasoning.p, j->reasoning.n)));
     }
     size_t nc = j->calls ? json_array_size(j->calls) : 0;
     if (j->content.n || nc == 0) {
-        srv_new_id(j, "msg_", id, sizeof id);
+        srv_new_id("msg_", id, sizeof id);
         json_array_append_new(out, msg_item(id, "completed", srv_json_text(j->content.p ? j->content.p : "",
                                                                              j->content.n)));
     }
     for (size_t i = 0; i < nc; i++) {
         json_t *c = json_array_get(j->calls, i);
-        srv_new_id(j, "fc_", id, sizeof id);
+        srv_new_id("fc_", id, sizeof id);
         json_array_append_new(out, call_item(id, "completed", json_string_value(json_object_get(c, "id")),
                                              json_string_value(json_object_get(c, "name")),
                                              json_incref(json_object_get(c, "arguments"))));
@@ -834,7 +834,7 @@ static void open_item(srv_job *j, item_kind kind, json_t *item) {
 static void text_delta(srv_job *j, item_kind kind, const char *text, size_t n) {
     rs_job *x = j->dx;
     if (x->kind != kind) {
-        srv_new_id(j, kind == IT_MESSAGE ? "msg_" : "rs_", x->item_id, sizeof x->item_id);
+        srv_new_id(kind == IT_MESSAGE ? "msg_" : "rs_", x->item_id, sizeof x->item_id);
         open_item(j, kind, kind == IT_MESSAGE ? msg_item(x->item_id, "in_progress", NULL)
                                                     : reasoning_item(x->item_id, NULL));
     }
@@ -862,10 +862,10 @@ static void stream_event(srv_job *j, const chat_event *ev) {
     } else if (ev->kind == CHAT_EV_REASONING) {
         text_delta(j, IT_REASONING, ev->text, ev->len);
     } else if (ev->kind == CHAT_EV_TOOL_CALL) {
-        char call_id[48];
+        char call_id[64];
         if (ev->id && ev->id[0]) snprintf(call_id, sizeof call_id, "%s", ev->id);
-        else srv_new_id(j, "call_", call_id, sizeof call_id);
-        srv_new_id(j, "fc_", x->item_id, sizeof x->item_id);
+        else srv_tool_call_id(j, "call_", ev->index, call_id, sizeof call_id);
+        srv_new_id("fc_", x->item_id, sizeof x->item_id);
         open_item(j, IT_CALL, call_item(x->item_id, "in_progress", call_id, ev->name ? ev->name : "", json_string("")));
         if (ev->args_len) {
             kn_buf_add(&x->text, ev->args, ev->args_len, 0);
