@@ -55,7 +55,8 @@ srv_resp_store *srv_resp_store_create(int max_n, int64_t max_bytes, int ttl_s) {
     st->max_bytes = max_bytes > 0 ? (size_t)max_bytes : 0;
     st->ttl_s = ttl_s;
     st->nbucket = 16;
-    while (st->nbucket < st->max_n && st->nbucket < (1u << 20)) st->nbucket <<= 1;
+    while (st->nbucket < st->max_n && st->nbucket < (1u << 20))
+        st->nbucket <<= 1;
     if (!(st->bucket = calloc(st->nbucket, sizeof *st->bucket)) || pthread_mutex_init(&st->mu, NULL)) {
         free(st->bucket);
         free(st);
@@ -83,13 +84,15 @@ void srv_resp_store_destroy(srv_resp_store *st) {
 
 static size_t id_hash(const char *id) {
     uint64_t h = 1469598103934665603ull; /* FNV-1a */
-    for (; *id; id++) h = (h ^ (unsigned char)*id) * 1099511628211ull;
+    for (; *id; id++)
+        h = (h ^ (unsigned char)*id) * 1099511628211ull;
     return (size_t)h;
 }
 
 static rs_entry **chain_of(srv_resp_store *st, const char *id) {
     rs_entry **p = &st->bucket[id_hash(id) & (st->nbucket - 1)];
-    while (*p && strcmp((*p)->id, id)) p = &(*p)->next;
+    while (*p && strcmp((*p)->id, id))
+        p = &(*p)->next;
     return p;
 }
 
@@ -97,10 +100,14 @@ static rs_entry **chain_of(srv_resp_store *st, const char *id) {
 static void drop(srv_resp_store *st, rs_entry *e) {
     rs_entry **p = chain_of(st, e->id);
     *p = e->next;
-    if (e->older) e->older->newer = e->newer;
-    else st->oldest = e->newer;
-    if (e->newer) e->newer->older = e->older;
-    else st->newest = e->older;
+    if (e->older)
+        e->older->newer = e->newer;
+    else
+        st->oldest = e->newer;
+    if (e->newer)
+        e->newer->older = e->older;
+    else
+        st->newest = e->older;
     st->n--;
     st->bytes -= e->bytes;
     entry_free(e);
@@ -108,7 +115,8 @@ static void drop(srv_resp_store *st, rs_entry *e) {
 
 /* Drops what outlived the TTL: the oldest first (the lock is held). */
 static void expire(srv_resp_store *st, double now) {
-    while (st->oldest && now - st->oldest->t > st->ttl_s) drop(st, st->oldest);
+    while (st->oldest && now - st->oldest->t > st->ttl_s)
+        drop(st, st->oldest);
 }
 
 /* Stores conv and resp (taken) under id; false when the store keeps
@@ -130,12 +138,15 @@ static bool store_put(srv_resp_store *st, const char *id, char *conv, char *resp
     expire(st, e->t);
     rs_entry **p = chain_of(st, id);
     if (*p) drop(st, *p); /* ids are unique per run: only a replay of one could collide */
-    while (st->oldest && (st->n + 1 > st->max_n || st->bytes + bytes > st->max_bytes)) drop(st, st->oldest);
+    while (st->oldest && (st->n + 1 > st->max_n || st->bytes + bytes > st->max_bytes))
+        drop(st, st->oldest);
     p = chain_of(st, id);
     *p = e;
     e->older = st->newest;
-    if (st->newest) st->newest->newer = e;
-    else st->oldest = e;
+    if (st->newest)
+        st->newest->newer = e;
+    else
+        st->oldest = e;
     st->newest = e;
     st->n++;
     st->bytes += bytes;
@@ -179,7 +190,8 @@ static json_t *content_text(json_t *c, const char *p, srv_error *e) {
     json_array_foreach(c, k, part) {
         json_t *type = json_object_get(part, "type"), *t = json_object_get(part, "text");
         const char *ts = json_is_string(type) ? json_string_value(type) : "";
-        if (!json_is_object(part) || (strcmp(ts, "input_text") && strcmp(ts, "output_text")) || !json_is_string(t)) {
+        if (!json_is_object(part) || (strcmp(ts, "input_text") && strcmp(ts, "output_text")) ||
+            !json_is_string(t)) {
             kn_buf_free(&b);
             srv_err(e, 400, p, "unsupported_content",
                     "'%s[%zu]' is not a text part (type '%.40s'): only input_text and output_text parts are "
@@ -232,7 +244,8 @@ static bool add_item(json_t *msgs, json_t *it, size_t i, srv_error *e) {
         if (!strcmp(rs, "developer")) rs = "system";
         if (strcmp(rs, "system") && strcmp(rs, "user") && strcmp(rs, "assistant"))
             return srv_err(e, 400, p, "invalid_value",
-                           "unknown role '%.40s' in %s; expected user, assistant, system or developer", rs, p);
+                           "unknown role '%.40s' in %s; expected user, assistant, system or developer", rs,
+                           p);
         snprintf(p, sizeof p, "input[%zu].content", i);
         json_t *c = json_object_get(it, "content");
         if (!c || json_is_null(c)) return srv_err(e, 400, p, "missing_field", "'%s' is required", p);
@@ -245,8 +258,8 @@ static bool add_item(json_t *msgs, json_t *it, size_t i, srv_error *e) {
         const char *call_id = need_str(it, "call_id", i, e), *name, *args;
         if (!call_id || !(name = need_str(it, "name", i, e)) || !(args = need_str(it, "arguments", i, e)))
             return false;
-        json_t *call = json_pack("{s:s, s:s, s:{s:s, s:s}}", "id", call_id, "type", "function", "function", "name",
-                                 name, "arguments", args);
+        json_t *call = json_pack("{s:s, s:s, s:{s:s, s:s}}", "id", call_id, "type", "function", "function",
+                                 "name", name, "arguments", args);
         if (!call) return srv_err(e, 500, NULL, NULL, "out of memory");
         size_t n = json_array_size(msgs);
         json_t *last = n ? json_array_get(msgs, n - 1) : NULL;
@@ -270,8 +283,8 @@ static bool add_item(json_t *msgs, json_t *it, size_t i, srv_error *e) {
         if (!o || json_is_null(o)) return srv_err(e, 400, p, "missing_field", "'%s' is required", p);
         json_t *text = content_text(o, p, e);
         if (!text) return false;
-        return json_array_append_new(msgs, json_pack("{s:s, s:s, s:o}", "role", "tool", "tool_call_id", call_id,
-                                                     "content", text)) == 0 ||
+        return json_array_append_new(msgs, json_pack("{s:s, s:s, s:o}", "role", "tool", "tool_call_id",
+                                                     call_id, "content", text)) == 0 ||
                srv_err(e, 500, NULL, NULL, "out of memory");
     }
     if (!strcmp(ts, "reasoning")) return true;
@@ -287,8 +300,9 @@ static bool parse_input(json_t *root, const srv_limits *lim, srv_gen_req *r, srv
     if (!(r->messages = json_array())) return srv_err(e, 500, NULL, NULL, "out of memory");
     const char *instr = NULL;
     if (!srv_get_str(root, "instructions", "instructions", &instr, NULL, e)) return false;
-    if (instr) json_array_append_new(r->messages, json_pack("{s:s, s:o}", "role", "system", "content",
-                                                            json_incref(json_object_get(root, "instructions"))));
+    if (instr)
+        json_array_append_new(r->messages, json_pack("{s:s, s:o}", "role", "system", "content",
+                                                     json_incref(json_object_get(root, "instructions"))));
     json_t *in = json_object_get(root, "input");
     if (!in || json_is_null(in)) return srv_err(e, 400, "input", "missing_field", "'input' is required");
     if (json_is_string(in)) {
@@ -302,7 +316,8 @@ static bool parse_input(json_t *root, const srv_limits *lim, srv_gen_req *r, srv
         json_t *it;
         json_array_foreach(in, i, it) if (!add_item(r->messages, it, i, e)) return false;
     } else {
-        return srv_err(e, 400, "input", "invalid_type", "'input' must be a string or an array of input items");
+        return srv_err(e, 400, "input", "invalid_type",
+                       "'input' must be a string or an array of input items");
     }
     if (json_array_size(r->messages) == (instr ? 1u : 0u))
         return srv_err(e, 400, "input", "invalid_value", "'input' has no message");
@@ -317,7 +332,8 @@ static bool parse_tools(json_t *root, srv_gen_req *r, srv_error *e) {
     char p[64];
     json_t *tools = json_object_get(root, "tools");
     if (tools && !json_is_null(tools)) {
-        if (!json_is_array(tools)) return srv_err(e, 400, "tools", "invalid_type", "'tools' must be an array");
+        if (!json_is_array(tools))
+            return srv_err(e, 400, "tools", "invalid_type", "'tools' must be an array");
         if (!(r->tools = json_array())) return srv_err(e, 500, NULL, NULL, "out of memory");
         size_t i;
         json_t *t;
@@ -335,8 +351,8 @@ static bool parse_tools(json_t *root, srv_gen_req *r, srv_error *e) {
                    *params = json_object_get(t, "parameters"), *strict = json_object_get(t, "strict");
             snprintf(p, sizeof p, "tools[%zu].name", i);
             if (!json_is_string(name) || json_string_length(name) == 0)
-                return srv_err(e, 400, p, name ? "invalid_type" : "missing_field", "'%s' must be a non-empty string",
-                               p);
+                return srv_err(e, 400, p, name ? "invalid_type" : "missing_field",
+                               "'%s' must be a non-empty string", p);
             snprintf(p, sizeof p, "tools[%zu].description", i);
             if (desc && !json_is_null(desc) && !json_is_string(desc))
                 return srv_err(e, 400, p, "invalid_type", "'%s' must be a string", p);
@@ -365,20 +381,24 @@ static bool parse_tools(json_t *root, srv_gen_req *r, srv_error *e) {
         else if (!strcmp(v, "required"))
             r->q.tool_choice = ENG_TOOLS_REQUIRED;
         else
-            return srv_err(e, 400, "tool_choice", "invalid_value",
-                           "'tool_choice' must be 'auto', 'none', 'required' or {\"type\": \"function\", \"name\": "
-                           "...}, got '%.40s'",
-                           v);
+            return srv_err(
+                e, 400, "tool_choice", "invalid_value",
+                "'tool_choice' must be 'auto', 'none', 'required' or {\"type\": \"function\", \"name\": "
+                "...}, got '%.40s'",
+                v);
         if (r->q.tool_choice == ENG_TOOLS_REQUIRED && nt == 0)
-            return srv_err(e, 400, "tool_choice", "invalid_value", "'tool_choice' is 'required' but 'tools' is empty");
+            return srv_err(e, 400, "tool_choice", "invalid_value",
+                           "'tool_choice' is 'required' but 'tools' is empty");
     } else if (json_is_object(tc)) {
         json_t *type = json_object_get(tc, "type"), *name = json_object_get(tc, "name");
         if (!json_is_string(type) || strcmp(json_string_value(type), "function"))
-            return srv_err(e, 400, "tool_choice.type", "unsupported_value",
-                           "a 'tool_choice' object must be {\"type\": \"function\", \"name\": ...}; kiln runs "
-                           "function tools only");
+            return srv_err(
+                e, 400, "tool_choice.type", "unsupported_value",
+                "a 'tool_choice' object must be {\"type\": \"function\", \"name\": ...}; kiln runs "
+                "function tools only");
         if (!json_is_string(name))
-            return srv_err(e, 400, "tool_choice.name", "missing_field", "'tool_choice.name' must be a string");
+            return srv_err(e, 400, "tool_choice.name", "missing_field",
+                           "'tool_choice.name' must be a string");
         const char *want = json_string_value(name);
         bool found = false;
         for (size_t i = 0; i < nt && !found; i++)
@@ -409,11 +429,13 @@ static bool parse_text(json_t *root, srv_gen_req *r, srv_error *e) {
     if (!f || json_is_null(f)) return true;
     json_t *type = json_object_get(f, "type");
     if (!json_is_object(f) || !json_is_string(type))
-        return srv_err(e, 400, "text.format", "invalid_type", "'text.format' must be an object with a string 'type'");
+        return srv_err(e, 400, "text.format", "invalid_type",
+                       "'text.format' must be an object with a string 'type'");
     const char *t = json_string_value(type);
     if (!strcmp(t, "text")) return true;
     if (!strcmp(t, "json_object")) {
-        if (!(r->schema = json_pack("{s:s}", "type", "object"))) return srv_err(e, 500, NULL, NULL, "out of memory");
+        if (!(r->schema = json_pack("{s:s}", "type", "object")))
+            return srv_err(e, 500, NULL, NULL, "out of memory");
         r->q.json_schema = r->schema;
         r->q.json_schema_param = "text.format";
         return true;
@@ -428,7 +450,8 @@ static bool parse_text(json_t *root, srv_gen_req *r, srv_error *e) {
             return srv_err(e, 400, "text.format.schema", schema ? "invalid_type" : "missing_field",
                            "'text.format.schema' must be a JSON schema object");
         if (strict && !json_is_null(strict) && !json_is_boolean(strict))
-            return srv_err(e, 400, "text.format.strict", "invalid_type", "'text.format.strict' must be a boolean");
+            return srv_err(e, 400, "text.format.strict", "invalid_type",
+                           "'text.format.strict' must be a boolean");
         r->q.json_schema = schema;
         r->q.json_schema_param = "text.format.schema";
         return true;
@@ -442,17 +465,19 @@ static bool parse_text(json_t *root, srv_gen_req *r, srv_error *e) {
 static bool parse_reasoning(json_t *root, srv_gen_req *r, srv_error *e) {
     json_t *rz = json_object_get(root, "reasoning");
     if (!rz || json_is_null(rz)) return true;
-    if (!json_is_object(rz)) return srv_err(e, 400, "reasoning", "invalid_type", "'reasoning' must be an object");
+    if (!json_is_object(rz))
+        return srv_err(e, 400, "reasoning", "invalid_type", "'reasoning' must be an object");
     const char *sum[] = {"summary", "generate_summary"};
     for (int i = 0; i < 2; i++) {
         json_t *s = json_object_get(rz, sum[i]);
         char p[40];
         snprintf(p, sizeof p, "reasoning.%s", sum[i]);
         if (s && !json_is_null(s))
-            return srv_err(e, 400, p, "unsupported_value",
-                           "reasoning summaries are not produced: the reasoning item carries the model's whole "
-                           "reasoning text; leave '%s' unset",
-                           p);
+            return srv_err(
+                e, 400, p, "unsupported_value",
+                "reasoning summaries are not produced: the reasoning item carries the model's whole "
+                "reasoning text; leave '%s' unset",
+                p);
     }
     const char *eff = NULL;
     if (!srv_get_str(rz, "effort", "reasoning.effort", &eff, NULL, e)) return false;
@@ -473,19 +498,23 @@ static bool refuse_unsupported(json_t *root, srv_error *e) {
     json_t *v;
     bool b = false;
     if (!srv_get_bool(root, "background", "background", &b, e)) return false;
-    if (b) return srv_err(e, 400, "background", "unsupported_value", "background responses are not supported");
+    if (b)
+        return srv_err(e, 400, "background", "unsupported_value", "background responses are not supported");
     const char *objs[] = {"conversation", "prompt"};
     for (int i = 0; i < 2; i++)
         if ((v = json_object_get(root, objs[i])) && !json_is_null(v))
             return srv_err(e, 400, objs[i], "unsupported", "'%s' is not supported", objs[i]);
-    if ((v = json_object_get(root, "include")) && !json_is_null(v) && !(json_is_array(v) && json_array_size(v) == 0))
-        return srv_err(e, 400, "include", "unsupported_value", "'include' is not supported (no extra output data)");
+    if ((v = json_object_get(root, "include")) && !json_is_null(v) &&
+        !(json_is_array(v) && json_array_size(v) == 0))
+        return srv_err(e, 400, "include", "unsupported_value",
+                       "'include' is not supported (no extra output data)");
     if ((v = json_object_get(root, "truncation")) && !json_is_null(v) &&
         !(json_is_string(v) && !strcmp(json_string_value(v), "disabled")))
         return srv_err(e, 400, "truncation", "unsupported_value",
                        "only 'truncation': 'disabled' is supported (a prompt over the context is an error)");
     if ((v = json_object_get(root, "grammar")) && !json_is_null(v))
-        return srv_err(e, 400, "grammar", "unsupported", "'grammar' is not taken here; constrain with 'text.format'");
+        return srv_err(e, 400, "grammar", "unsupported",
+                       "'grammar' is not taken here; constrain with 'text.format'");
     long long x = 0;
     if (!srv_get_int(root, "top_logprobs", "top_logprobs", 0, 20, &x, NULL, e)) return false;
     if (x) return srv_err(e, 400, "top_logprobs", "unsupported_value", "'top_logprobs' is not supported");
@@ -524,15 +553,15 @@ static bool parse_responses(json_t *root, const srv_limits *lim, srv_gen_req *r,
 typedef enum { IT_NONE, IT_MESSAGE, IT_REASONING, IT_CALL } item_kind;
 
 typedef struct rs_job {
-    char id[48];       /* resp_... */
-    size_t n_instr;    /* 1 when r.messages[0] is the instructions (not part of the stored conversation) */
+    char id[48];    /* resp_... */
+    size_t n_instr; /* 1 when r.messages[0] is the instructions (not part of the stored conversation) */
     bool store;
     /* a stream */
-    json_t *output;    /* the output items so far */
-    long long seq;     /* the next event's sequence_number */
-    item_kind kind;    /* the open item */
+    json_t *output; /* the output items so far */
+    long long seq;  /* the next event's sequence_number */
+    item_kind kind; /* the open item */
     char item_id[48];
-    kn_buf text;       /* the open item's text or arguments */
+    kn_buf text; /* the open item's text or arguments */
 } rs_job;
 
 static void release(srv_job *j) {
@@ -572,19 +601,22 @@ static bool prepare(srv_job *j, srv_error *e) {
     size_t total = json_array_size(conv) + json_array_size(r->messages);
     if (total > (size_t)j->s->lim.messages) {
         json_decref(conv);
-        return srv_err(e, 400, "previous_response_id", "limit_exceeded",
-                       "the conversation would have %zu messages; this server allows at most %d (--limit-messages)",
-                       total, j->s->lim.messages);
+        return srv_err(
+            e, 400, "previous_response_id", "limit_exceeded",
+            "the conversation would have %zu messages; this server allows at most %d (--limit-messages)",
+            total, j->s->lim.messages);
     }
     json_t *m = json_array();
     if (!m) {
         json_decref(conv);
         return srv_err(e, 500, NULL, NULL, "out of memory");
     }
-    for (size_t i = 0; i < x->n_instr; i++) json_array_append(m, json_array_get(r->messages, i));
+    for (size_t i = 0; i < x->n_instr; i++)
+        json_array_append(m, json_array_get(r->messages, i));
     json_array_extend(m, conv);
     json_decref(conv);
-    for (size_t i = x->n_instr; i < json_array_size(r->messages); i++) json_array_append(m, json_array_get(r->messages, i));
+    for (size_t i = x->n_instr; i < json_array_size(r->messages); i++)
+        json_array_append(m, json_array_get(r->messages, i));
     json_decref(r->messages);
     r->messages = m;
     r->q.messages = m;
@@ -602,7 +634,9 @@ static json_t *echo(const srv_job *j, const char *key, json_t *dflt) {
 }
 
 /* A float setting as the client wrote it (0.95, not 0.949999988). */
-static double round6(float v) { return round((double)v * 1e6) / 1e6; }
+static double round6(float v) {
+    return round((double)v * 1e6) / 1e6;
+}
 
 static json_t *usage_json(const srv_job *j) {
     const eng_req_result *r = &j->res;
@@ -620,9 +654,9 @@ static json_t *resp_object(srv_job *j, const char *status, json_t *output, bool 
     json_t *eff = json_object_get(rz, "effort");
     json_t *text = json_object_get(j->root, "text");
     json_t *fmt = json_object_get(text, "format");
-    json_t *o = json_pack("{s:s, s:s, s:I, s:s, s:b, s:n, s:n}", "id", x->id, "object", "response", "created_at",
-                          (json_int_t)j->created, "status", status, "background", false, "error",
-                          "incomplete_details");
+    json_t *o = json_pack("{s:s, s:s, s:I, s:s, s:b, s:n, s:n}", "id", x->id, "object", "response",
+                          "created_at", (json_int_t)j->created, "status", status, "background", false,
+                          "error", "incomplete_details");
     if (!o) {
         json_decref(output);
         return NULL;
@@ -633,7 +667,8 @@ static json_t *resp_object(srv_job *j, const char *status, json_t *output, bool 
     json_object_set_new(o, "output", output);
     json_object_set_new(o, "parallel_tool_calls", json_boolean(j->r.q.parallel_tool_calls));
     json_object_set_new(o, "previous_response_id", echo(j, "previous_response_id", json_null()));
-    json_object_set_new(o, "reasoning", json_pack("{s:O, s:n}", "effort", eff ? eff : json_null(), "summary"));
+    json_object_set_new(o, "reasoning",
+                        json_pack("{s:O, s:n}", "effort", eff ? eff : json_null(), "summary"));
     json_object_set_new(o, "store", json_boolean(x->store));
     json_object_set_new(o, "temperature", json_real(round6(j->r.q.sp.temp)));
     fmt = fmt && !json_is_null(fmt) ? json_incref(fmt) : json_pack("{s:s}", "type", "text");
@@ -660,10 +695,10 @@ static json_t *output_message(json_t *output) {
             json_t *t = json_object_get(json_array_get(json_object_get(it, "content"), 0), "text");
             if (json_is_string(t)) kn_buf_add(&b, json_string_value(t), json_string_length(t), 0);
         } else if (!strcmp(type, "function_call")) {
-            json_array_append_new(calls, json_pack("{s:O, s:s, s:{s:O, s:O}}", "id", json_object_get(it, "call_id"),
-                                                   "type", "function", "function", "name",
-                                                   json_object_get(it, "name"), "arguments",
-                                                   json_object_get(it, "arguments")));
+            json_array_append_new(calls, json_pack("{s:O, s:s, s:{s:O, s:O}}", "id",
+                                                   json_object_get(it, "call_id"), "type", "function",
+                                                   "function", "name", json_object_get(it, "name"),
+                                                   "arguments", json_object_get(it, "arguments")));
         }
     }
     json_t *m = json_pack("{s:s, s:o}", "role", "assistant", "content", srv_json_text(b.p ? b.p : "", b.n));
@@ -685,7 +720,8 @@ static void keep(srv_job *j, json_t *resp) {
     char *c = json_dumps(conv, JSON_COMPACT), *r = json_dumps(resp, JSON_COMPACT | JSON_REAL_PRECISION(9));
     json_decref(conv);
     if (!c || !r || !store_put(j->s->responses, x->id, c, r))
-        KN_DEBUG("%s: response %s not stored (store off, over --responses-mib, or out of memory)", j->id, x->id);
+        KN_DEBUG("%s: response %s not stored (store off, over --responses-mib, or out of memory)", j->id,
+                 x->id);
 }
 
 /* status and incomplete_details of a finished answer. */
@@ -701,8 +737,8 @@ static json_t *msg_item(const char *id, const char *status, json_t *text) {
     json_t *content = text ? json_pack("[{s:s, s:o, s:[], s:[]}]", "type", "output_text", "text", text,
                                        "annotations", "logprobs")
                            : json_array();
-    return json_pack("{s:s, s:s, s:s, s:s, s:o}", "id", id, "type", "message", "status", status, "role", "assistant",
-                     "content", content);
+    return json_pack("{s:s, s:s, s:s, s:s, s:o}", "id", id, "type", "message", "status", status, "role",
+                     "assistant", "content", content);
 }
 
 static json_t *reasoning_item(const char *id, json_t *text) {
@@ -710,7 +746,8 @@ static json_t *reasoning_item(const char *id, json_t *text) {
     return json_pack("{s:s, s:s, s:[], s:o}", "id", id, "type", "reasoning", "summary", "content", content);
 }
 
-static json_t *call_item(const char *id, const char *status, const char *call_id, const char *name, json_t *args) {
+static json_t *call_item(const char *id, const char *status, const char *call_id, const char *name,
+                         json_t *args) {
     return json_pack("{s:s, s:s, s:s, s:s, s:s, s:o}", "id", id, "type", "function_call", "status", status,
                      "call_id", call_id, "name", name, "arguments", args);
 }
@@ -727,8 +764,8 @@ static json_t *whole(srv_job *j) {
     size_t nc = j->calls ? json_array_size(j->calls) : 0;
     if (j->content.n || nc == 0) {
         srv_new_id("msg_", id, sizeof id);
-        json_array_append_new(out, msg_item(id, "completed", srv_json_text(j->content.p ? j->content.p : "",
-                                                                             j->content.n)));
+        json_array_append_new(
+            out, msg_item(id, "completed", srv_json_text(j->content.p ? j->content.p : "", j->content.n)));
     }
     for (size_t i = 0; i < nc; i++) {
         json_t *c = json_array_get(j->calls, i);
@@ -746,7 +783,9 @@ static json_t *whole(srv_job *j) {
 /* ---- streams ---------------------------------------------------------------------- */
 
 /* An event of this type: its fields are added, then emit() sends it. */
-static json_t *ev_new(const char *type) { return json_pack("{s:s}", "type", type); }
+static json_t *ev_new(const char *type) {
+    return json_pack("{s:s}", "type", type);
+}
 
 static void emit(srv_job *j, json_t *o) {
     rs_job *x = j->dx;
@@ -757,7 +796,9 @@ static void emit(srv_job *j, json_t *o) {
     srv_job_emit_event(j, type, o);
 }
 
-static size_t cur_index(const rs_job *x) { return json_array_size(x->output) - 1; }
+static size_t cur_index(const rs_job *x) {
+    return json_array_size(x->output) - 1;
+}
 
 /* An event about the open item at output_index (and content_index 0). */
 static json_t *ev_item(rs_job *x, const char *type, bool content) {
@@ -811,11 +852,12 @@ static void close_item(srv_job *j) {
     x->text.n = 0;
 }
 
-/* Opens an item of this kind (closing the open one): item (taken) is its
- * in-progress form. */
-static void open_item(srv_job *j, item_kind kind, json_t *item) {
+/* Opens an item of this kind (closing the open one) with a fresh id
+ * "<prefix>...": item (taken) is its in-progress form. */
+static void open_item(srv_job *j, item_kind kind, const char *prefix, json_t *item) {
     rs_job *x = j->dx;
     close_item(j);
+    srv_new_id(prefix, x->item_id, sizeof x->item_id);
     json_object_set_new(item, "id", json_string(x->item_id));
     json_array_append_new(x->output, item);
     x->kind = kind;
@@ -825,22 +867,22 @@ static void open_item(srv_job *j, item_kind kind, json_t *item) {
     emit(j, o);
     if (kind == IT_CALL) return;
     o = ev_item(x, "response.content_part.added", true);
-    json_object_set_new(o, "part", kind == IT_MESSAGE ? json_pack("{s:s, s:s, s:[], s:[]}", "type", "output_text",
-                                                                  "text", "", "annotations", "logprobs")
-                                                      : json_pack("{s:s, s:s}", "type", "reasoning_text", "text", ""));
+    json_object_set_new(o, "part",
+                        kind == IT_MESSAGE ? json_pack("{s:s, s:s, s:[], s:[]}", "type", "output_text",
+                                                       "text", "", "annotations", "logprobs")
+                                           : json_pack("{s:s, s:s}", "type", "reasoning_text", "text", ""));
     emit(j, o);
 }
 
 static void text_delta(srv_job *j, item_kind kind, const char *text, size_t n) {
     rs_job *x = j->dx;
-    if (x->kind != kind) {
-        srv_new_id(kind == IT_MESSAGE ? "msg_" : "rs_", x->item_id, sizeof x->item_id);
-        open_item(j, kind, kind == IT_MESSAGE ? msg_item(x->item_id, "in_progress", NULL)
-                                                    : reasoning_item(x->item_id, NULL));
-    }
+    if (x->kind != kind)
+        open_item(j, kind, kind == IT_MESSAGE ? "msg_" : "rs_",
+                  kind == IT_MESSAGE ? msg_item("", "in_progress", NULL) : reasoning_item("", NULL));
     if (!n) return;
     kn_buf_add(&x->text, text, n, 0);
-    json_t *o = ev_item(x, kind == IT_MESSAGE ? "response.output_text.delta" : "response.reasoning_text.delta", true);
+    json_t *o =
+        ev_item(x, kind == IT_MESSAGE ? "response.output_text.delta" : "response.reasoning_text.delta", true);
     json_object_set_new(o, "delta", srv_json_text(text, n));
     if (kind == IT_MESSAGE) json_object_set_new(o, "logprobs", json_array());
     emit(j, o);
@@ -863,10 +905,12 @@ static void stream_event(srv_job *j, const chat_event *ev) {
         text_delta(j, IT_REASONING, ev->text, ev->len);
     } else if (ev->kind == CHAT_EV_TOOL_CALL) {
         char call_id[64];
-        if (ev->id && ev->id[0]) snprintf(call_id, sizeof call_id, "%s", ev->id);
-        else srv_tool_call_id(j, "call_", ev->index, call_id, sizeof call_id);
-        srv_new_id("fc_", x->item_id, sizeof x->item_id);
-        open_item(j, IT_CALL, call_item(x->item_id, "in_progress", call_id, ev->name ? ev->name : "", json_string("")));
+        if (ev->id && ev->id[0])
+            snprintf(call_id, sizeof call_id, "%s", ev->id);
+        else
+            srv_tool_call_id(j, "call_", ev->index, call_id, sizeof call_id);
+        open_item(j, IT_CALL, "fc_",
+                  call_item("", "in_progress", call_id, ev->name ? ev->name : "", json_string("")));
         if (ev->args_len) {
             kn_buf_add(&x->text, ev->args, ev->args_len, 0);
             json_t *o = ev_item(x, "response.function_call_arguments.delta", false);
@@ -882,8 +926,9 @@ static void stream_end(srv_job *j) {
     if (j->res.finish == ENG_FINISH_ERROR || j->res.finish == ENG_FINISH_CANCELLED) {
         close_item(j);
         json_t *resp = resp_object(j, "failed", json_incref(x->output), true);
-        json_object_set_new(resp, "error", json_pack("{s:s, s:s}", "code", "server_error", "message",
-                                                     j->res.err[0] ? j->res.err : "generation failed"));
+        json_object_set_new(resp, "error",
+                            json_pack("{s:s, s:s}", "code", "server_error", "message",
+                                      j->res.err[0] ? j->res.err : "generation failed"));
         json_t *o = ev_new("response.failed");
         json_object_set_new(o, "response", resp);
         emit(j, o);
@@ -891,11 +936,13 @@ static void stream_end(srv_job *j) {
     }
     bool any_call = false;
     for (size_t i = 0; i < json_array_size(x->output); i++)
-        any_call |= !strcmp(json_string_value(json_object_get(json_array_get(x->output, i), "type")), "function_call");
+        any_call |= !strcmp(json_string_value(json_object_get(json_array_get(x->output, i), "type")),
+                            "function_call");
     if (!any_call && x->kind != IT_MESSAGE) {
         bool has_msg = false;
         for (size_t i = 0; i < json_array_size(x->output); i++)
-            has_msg |= !strcmp(json_string_value(json_object_get(json_array_get(x->output, i), "type")), "message");
+            has_msg |=
+                !strcmp(json_string_value(json_object_get(json_array_get(x->output, i), "type")), "message");
         if (!has_msg) text_delta(j, IT_MESSAGE, "", 0); /* an empty answer is an empty message */
     }
     close_item(j);
@@ -909,9 +956,18 @@ static void stream_end(srv_job *j) {
 }
 
 const srv_gen_dialect srv_openai_responses = {
-    .name = "openai.responses", .error_json = srv_openai_error_json, .sse = true,
-    .stream_type = "text/event-stream", .id_prefix = "resp", .parse = parse_responses, .stream_start = stream_start,
-    .stream_event = stream_event, .stream_end = stream_end, .whole = whole, .prepare = prepare, .release = release,
+    .name = "openai.responses",
+    .error_json = srv_openai_error_json,
+    .sse = true,
+    .stream_type = "text/event-stream",
+    .id_prefix = "resp",
+    .parse = parse_responses,
+    .stream_start = stream_start,
+    .stream_event = stream_event,
+    .stream_end = stream_end,
+    .whole = whole,
+    .prepare = prepare,
+    .release = release,
 };
 
 /* ==== GET and DELETE /v1/responses/{id} ========================================== */
@@ -937,5 +993,6 @@ enum MHD_Result srv_h_response_get(srv_server *s, struct MHD_Connection *c, conn
 
 enum MHD_Result srv_h_response_delete(srv_server *s, struct MHD_Connection *c, conn_ctx *cx) {
     if (!store_del(s->responses, cx->arg)) return not_found(c, cx);
-    return srv_send_json(c, 200, json_pack("{s:s, s:s, s:b}", "id", cx->arg, "object", "response", "deleted", true));
+    return srv_send_json(c, 200,
+                         json_pack("{s:s, s:s, s:b}", "id", cx->arg, "object", "response", "deleted", true));
 }
