@@ -36,15 +36,21 @@ static const char *const TR_GEMMA4[] = {"<|tool_call>", NULL};
 /* One row per syntax, in chat_syntax order. */
 static const chat_syn SYNTAXES[CHAT_SYNTAX_COUNT] = {
     [CHAT_SYNTAX_PLAIN] = {CHAT_SYNTAX_PLAIN, "plain", MK_PLAIN, NULL, NULL, NULL, false, NULL},
-    [CHAT_SYNTAX_HERMES] = {CHAT_SYNTAX_HERMES, "hermes", MK_HERMES, TR_HERMES, NULL, NULL, false, NULL},
-    [CHAT_SYNTAX_LLAMA3] = {CHAT_SYNTAX_LLAMA3, "llama3", MK_LLAMA3, TR_LLAMA3, NULL, NULL, true, NULL},
-    [CHAT_SYNTAX_MISTRAL] = {CHAT_SYNTAX_MISTRAL, "mistral", MK_MISTRAL, TR_MISTRAL, NULL, NULL, false, NULL},
-    [CHAT_SYNTAX_DEEPSEEK] = {CHAT_SYNTAX_DEEPSEEK, "deepseek", MK_DEEPSEEK, TR_DEEPSEEK, NULL, NULL, false,
-                              NULL},
-    [CHAT_SYNTAX_GRANITE] = {CHAT_SYNTAX_GRANITE, "granite", MK_GRANITE, TR_GRANITE, NULL, NULL, false, NULL},
-    [CHAT_SYNTAX_HARMONY] = {CHAT_SYNTAX_HARMONY, "harmony", MK_HARMONY, NULL, NULL, NULL, false, NULL},
+    [CHAT_SYNTAX_HERMES] = {CHAT_SYNTAX_HERMES, "hermes", MK_HERMES, TR_HERMES, chat_try_hermes, NULL, false,
+                            NULL},
+    [CHAT_SYNTAX_LLAMA3] = {CHAT_SYNTAX_LLAMA3, "llama3", MK_LLAMA3, TR_LLAMA3, chat_try_llama3_tag,
+                            chat_try_llama3_whole, true, NULL},
+    [CHAT_SYNTAX_MISTRAL] = {CHAT_SYNTAX_MISTRAL, "mistral", MK_MISTRAL, TR_MISTRAL, chat_try_mistral, NULL,
+                             false, NULL},
+    [CHAT_SYNTAX_DEEPSEEK] = {CHAT_SYNTAX_DEEPSEEK, "deepseek", MK_DEEPSEEK, TR_DEEPSEEK, chat_try_deepseek,
+                              NULL, false, NULL},
+    [CHAT_SYNTAX_GRANITE] = {CHAT_SYNTAX_GRANITE, "granite", MK_GRANITE, TR_GRANITE, chat_try_granite, NULL,
+                             false, NULL},
+    [CHAT_SYNTAX_HARMONY] = {CHAT_SYNTAX_HARMONY, "harmony", MK_HARMONY, NULL, NULL, NULL, false,
+                             chat_harmony_step},
     [CHAT_SYNTAX_GEMMA4] = {CHAT_SYNTAX_GEMMA4, "gemma4", MK_GEMMA4, TR_GEMMA4, NULL, NULL, false, NULL},
-    [CHAT_SYNTAX_GENERIC] = {CHAT_SYNTAX_GENERIC, "generic", MK_GENERIC, NULL, NULL, NULL, false, NULL},
+    [CHAT_SYNTAX_GENERIC] = {CHAT_SYNTAX_GENERIC, "generic", MK_GENERIC, NULL, NULL, chat_try_generic, false,
+                             NULL},
 };
 
 const chat_syn *chat_syn_get(chat_syntax s) {

@@ -67,8 +67,11 @@ struct chat_parser {
     int ti;         /* which marker (-1: the whole answer) */
     size_t trig_ws; /* whitespace before it */
     chat_jscan js;
-    size_t sub; /* a handler's own progress (e.g. where to resume a search) */
-    int hstate; /* harmony: its own state */
+    size_t sub;      /* a handler's own progress (e.g. where to resume a search) */
+    int hstate;      /* harmony: its own state */
+    int hkind;       /* harmony: what the current body is */
+    char hname[256]; /* harmony: the recipient of a call */
+    size_t hname_len;
     chat_staged *staged;
     size_t nstaged, staged_cap;
     int ncalls;

@@ -23,7 +23,7 @@ enum {
     M_CONTENT,       /* content, watching for markers */
     M_TRIGGER,       /* a marker at pos: its handler decides */
     M_WHOLE,         /* the answer from pos on may be one JSON call */
-    M_AFTER_CALL,    /* whitespace after a call is dropped */
+    M_AFTER_CALL,    /* whitespace after a call: dropped unless text follows */
     M_AFTER_WHOLE,   /* after a whole-answer call: whitespace, ';' and maybe another */
     M_OWN,           /* the syntax drives (harmony) */
 };
@@ -258,6 +258,19 @@ static bool step_attempt(chat_parser *p, const char *s, size_t n, bool final) {
     return true;
 }
 
+/* Whitespace after a call goes with what follows: dropped before another
+ * call or the end, content before text. */
+static bool step_after_call(chat_parser *p, const char *s, size_t n, bool final) {
+    size_t i = chat_skip_ws(s, n);
+    if (i == n && i <= CHAT_WS_HOLD) {
+        if (!final) return false;
+        p->pos += i;
+        return true;
+    }
+    p->mode = M_CONTENT;
+    return true;
+}
+
 static bool step_after_whole(chat_parser *p, const char *s, size_t n, bool final) {
     size_t i = 0;
     while (i < n && (chat_is_ws(s[i]) || s[i] == ';'))
@@ -286,7 +299,7 @@ static bool step(chat_parser *p, bool final) {
     case M_CONTENT: return step_content(p, s, n, final);
     case M_TRIGGER:
     case M_WHOLE: return step_attempt(p, s, n, final);
-    case M_AFTER_CALL: return step_skip_ws(p, s, n, final, M_CONTENT);
+    case M_AFTER_CALL: return step_after_call(p, s, n, final);
     case M_AFTER_WHOLE: return step_after_whole(p, s, n, final);
     case M_OWN: return p->syn->step(p, final);
     }

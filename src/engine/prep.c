@@ -339,7 +339,10 @@ static bool prep_chat(const eng_gen_request *q, const rt_front *f, eng_prep *p, 
     bool has_tools = json_array_size(q->tools) > 0;
     bool tools_on = has_tools && q->tool_choice != ENG_TOOLS_NONE;
     json_t *sys = NULL;
-    if (tools_on && syntax == CHAT_SYNTAX_PLAIN) {
+    bool want_call = tools_on && (q->tool_choice == ENG_TOOLS_REQUIRED || q->tool_choice == ENG_TOOLS_NAMED);
+    /* a template without a tool syntax, or one whose calls kiln cannot force
+     * (gemma4's own argument notation), gets the generic JSON format */
+    if (tools_on && (syntax == CHAT_SYNTAX_PLAIN || (want_call && syntax == CHAT_SYNTAX_GEMMA4))) {
         syntax = CHAT_SYNTAX_GENERIC;
         if (!(sys = generic_system(q))) return oom(e);
     }
@@ -371,8 +374,7 @@ static bool prep_chat(const eng_gen_request *q, const rt_front *f, eng_prep *p, 
         return st == KN_ENOMEM ? oom(e)
                                : eng_fail(e, ENG_ERR_REQUEST, "messages", NULL,
                                           "cannot tokenize the prompt: %s", err.msg);
-    bool forced = tools_on && (q->tool_choice == ENG_TOOLS_REQUIRED || q->tool_choice == ENG_TOOLS_NAMED ||
-                               syntax == CHAT_SYNTAX_GENERIC);
+    bool forced = want_call || (tools_on && syntax == CHAT_SYNTAX_GENERIC);
     if (forced) {
         if ((q->grammar && q->grammar[0]) || q->json_schema)
             return eng_fail(e, ENG_ERR_REQUEST, "tool_choice", "invalid_value",

@@ -167,6 +167,151 @@ static const golden GOLDENS[] = {
      "Okay, the user asks.", ""},
     {"in_reasoning off", CHAT_SYNTAX_DEEPSEEK, IR, "Okay.\n</think>\n\nAnswer.", "Okay.\n</think>\n\nAnswer.",
      "", ""},
+
+    /* hermes (Qwen 2.5's template renders "\n<tool_call>\n{...}\n</tool_call>" per call) */
+    {"hermes one", CHAT_SYNTAX_HERMES, T,
+     "<tool_call>\n{\"name\": \"get_weather\", \"arguments\": {\"city\": \"Paris\"}}\n</tool_call>", "", "",
+     "get_weather {\"city\":\"Paris\"}\n"},
+    {"hermes parallel", CHAT_SYNTAX_HERMES, T | R,
+     "<think>two cities</think>\n\nLet me check.\n<tool_call>\n{\"name\": \"get_weather\", \"arguments\": "
+     "{\"city\": \"Paris\"}}\n</tool_call>\n<tool_call>\n{\"name\": \"get_weather\", \"arguments\": "
+     "{\"city\": "
+     "\"Zürich\", \"units\": {\"t\": \"C\", \"a\": [1, 2.5, null]}}}\n</tool_call>",
+     "Let me check.", "two cities",
+     "get_weather {\"city\":\"Paris\"}\nget_weather "
+     "{\"city\":\"Zürich\",\"units\":{\"t\":\"C\",\"a\":[1,2.5,null]}}\n"},
+    {"hermes text after", CHAT_SYNTAX_HERMES, T,
+     "A <tool_call>{\"name\":\"f\",\"arguments\":{}}</tool_call> done.", "A done.", "", "f {}\n"},
+    {"hermes args as string", CHAT_SYNTAX_HERMES, T,
+     "<tool_call>{\"name\":\"f\",\"arguments\":\"{\\\"x\\\": 1}\"}</tool_call>", "", "", "f {\"x\":1}\n"},
+    {"hermes malformed", CHAT_SYNTAX_HERMES, T,
+     "Hi <tool_call>{\"name\":\"f\",\"arguments\":{</tool_call> "
+     "<tool_call>{\"name\":\"g\",\"arguments\":{}}</tool_call>",
+     "Hi <tool_call>{\"name\":\"f\",\"arguments\":{</tool_call>", "", "g {}\n"},
+    {"hermes args not object", CHAT_SYNTAX_HERMES, T,
+     "<tool_call>{\"name\":\"f\",\"arguments\":[1]}</tool_call>",
+     "<tool_call>{\"name\":\"f\",\"arguments\":[1]}</tool_call>", "", ""},
+    {"hermes no name", CHAT_SYNTAX_HERMES, T, "<tool_call>{\"arguments\":{}}</tool_call>",
+     "<tool_call>{\"arguments\":{}}</tool_call>", "", ""},
+    {"hermes unterminated", CHAT_SYNTAX_HERMES, T,
+     "ok\n<tool_call>\n{\"name\": \"f\", \"arguments\": {\"a\": 1}}",
+     "ok\n<tool_call>\n{\"name\": \"f\", \"arguments\": {\"a\": 1}}", "", ""},
+    {"hermes marker prefix at end", CHAT_SYNTAX_HERMES, T, "ok <tool_ca", "ok <tool_ca", "", ""},
+    {"hermes tools off", CHAT_SYNTAX_HERMES, 0, "<tool_call>{\"name\":\"f\",\"arguments\":{}}</tool_call>",
+     "<tool_call>{\"name\":\"f\",\"arguments\":{}}</tool_call>", "", ""},
+    {"hermes not a marker", CHAT_SYNTAX_HERMES, T, "x < y <tool x\t\n", "x < y <tool x\t\n", "", ""},
+
+    /* llama3 (Llama 3.2's template renders {"name": N, "parameters": {...}}) */
+    {"llama3 whole", CHAT_SYNTAX_LLAMA3, T,
+     "{\"name\": \"get_weather\", \"parameters\": {\"city\": \"Paris\"}}", "", "",
+     "get_weather {\"city\":\"Paris\"}\n"},
+    {"llama3 whole arguments", CHAT_SYNTAX_LLAMA3, T,
+     "\n {\"type\": \"function\", \"name\": \"f\", \"arguments\": {\"q\": \"a}\"}}", "", "",
+     "f {\"q\":\"a}\"}\n"},
+    {"llama3 several", CHAT_SYNTAX_LLAMA3, T,
+     "{\"name\": \"f\", \"parameters\": {}}; {\"name\": \"g\", \"parameters\": {\"k\": true}}\n", "", "",
+     "f {}\ng {\"k\":true}\n"},
+    {"llama3 json not a call", CHAT_SYNTAX_LLAMA3, T, "{\"a\": 1} is JSON.", "{\"a\": 1} is JSON.", "", ""},
+    {"llama3 json unterminated", CHAT_SYNTAX_LLAMA3, T, "{\"name\": \"f\", \"parameters\": {",
+     "{\"name\": \"f\", \"parameters\": {", "", ""},
+    {"llama3 tools off", CHAT_SYNTAX_LLAMA3, 0, "{\"name\": \"f\", \"parameters\": {}}",
+     "{\"name\": \"f\", \"parameters\": {}}", "", ""},
+    {"llama3 text", CHAT_SYNTAX_LLAMA3, T, "The answer is {x}.", "The answer is {x}.", "", ""},
+    {"llama3 python_tag json", CHAT_SYNTAX_LLAMA3, T,
+     "<|python_tag|>{\"name\": \"f\", \"parameters\": {\"a\": \"b\"}}", "", "", "f {\"a\":\"b\"}\n"},
+    {"llama3 builtin", CHAT_SYNTAX_LLAMA3, T,
+     "<|python_tag|>brave_search.call(query=\"weather in Paris\", n=3, safe=True, tag='it\\'s \"x\"')", "",
+     "", "brave_search {\"query\":\"weather in Paris\",\"n\":3,\"safe\":true,\"tag\":\"it's \\\"x\\\"\"}\n"},
+    {"llama3 builtin simple", CHAT_SYNTAX_LLAMA3, T, "<|python_tag|>wolfram_alpha.call(query=\"2+2 (sum)\")",
+     "", "", "wolfram_alpha {\"query\":\"2+2 (sum)\"}\n"},
+    {"llama3 python code", CHAT_SYNTAX_LLAMA3, T, "<|python_tag|>import math", "<|python_tag|>import math",
+     "", ""},
+
+    /* mistral (Mistral Nemo's template renders [TOOL_CALLS][{..., "id": "abcdefghi"}, ...]) */
+    {"mistral list", CHAT_SYNTAX_MISTRAL, T,
+     "[TOOL_CALLS][{\"name\": \"get_weather\", \"arguments\": {\"city\": \"Paris\"}, \"id\": \"abcdefghi\"}, "
+     "{\"name\": \"get_time\", \"arguments\": {}, \"id\": \"123456789\"}]",
+     "", "", "get_weather {\"city\":\"Paris\"} #abcdefghi\nget_time {} #123456789\n"},
+    {"mistral new", CHAT_SYNTAX_MISTRAL, T,
+     "Sure.[TOOL_CALLS]get_weather[ARGS]{\"city\": \"Paris\"}[TOOL_CALLS]get_time[CALL_ID]a1b2c3d4e[ARGS]{}",
+     "Sure.", "", "get_weather {\"city\":\"Paris\"}\nget_time {} #a1b2c3d4e\n"},
+    {"mistral bad", CHAT_SYNTAX_MISTRAL, T, "[TOOL_CALLS][{\"name\": 1}] [TOOL_CALLS] x",
+     "[TOOL_CALLS][{\"name\": 1}] [TOOL_CALLS] x", "", ""},
+
+    /* deepseek (R1's template) */
+    {"deepseek two", CHAT_SYNTAX_DEEPSEEK, T | R | IR,
+     "The user wants weather.\n</think>\n\n<｜tool▁calls▁begin｜><｜tool▁call▁begin｜>function<｜tool▁sep｜>"
+     "get_weather\n```json\n{\"city\": \"Paris\"}\n```<｜tool▁call▁end｜>\n<｜tool▁call▁begin｜>function<"
+     "｜tool▁sep｜>get_weather\n```json\n{\"city\": \"東京\"}\n```<｜tool▁call▁end｜><｜tool▁calls▁end｜>",
+     "", "The user wants weather.", "get_weather {\"city\":\"Paris\"}\nget_weather {\"city\":\"東京\"}\n"},
+    {"deepseek v3.1", CHAT_SYNTAX_DEEPSEEK, T,
+     "ok<｜tool▁calls▁begin｜><｜tool▁call▁begin｜>f<｜tool▁sep｜>{\"a\": "
+     "1}<｜tool▁call▁end｜><｜tool▁calls▁end｜>",
+     "ok", "", "f {\"a\":1}\n"},
+    {"deepseek unterminated", CHAT_SYNTAX_DEEPSEEK, T,
+     "<｜tool▁calls▁begin｜><｜tool▁call▁begin｜>function<｜tool▁sep｜>f\n```json\n{}\n```<"
+     "｜tool▁call▁end｜>",
+     "<｜tool▁calls▁begin｜><｜tool▁call▁begin｜>function<｜tool▁sep｜>f\n```json\n{}\n```<"
+     "｜tool▁call▁end｜>",
+     "", ""},
+
+    /* granite */
+    {"granite", CHAT_SYNTAX_GRANITE, T,
+     "<|tool_call|>[{\"name\": \"get_weather\", \"arguments\": {\"city\": \"Paris\"}}, {\"name\": \"g\", "
+     "\"arguments\": {}}]",
+     "", "", "get_weather {\"city\":\"Paris\"}\ng {}\n"},
+    {"granite thinking", CHAT_SYNTAX_GRANITE, T | R, "<think>Hmm.</think><response>It is sunny.</response>",
+     "It is sunny.", "Hmm.", ""},
+    {"granite not a list", CHAT_SYNTAX_GRANITE, T, "<|tool_call|>call f", "<|tool_call|>call f", "", ""},
+
+    /* generic */
+    {"generic calls", CHAT_SYNTAX_GENERIC, T,
+     "{\"tool_calls\": [{\"name\": \"f\", \"arguments\": {\"a\": 1}}, {\"name\": \"g\", \"arguments\": {}}]}",
+     "", "", "f {\"a\":1}\ng {}\n"},
+    {"generic call", CHAT_SYNTAX_GENERIC, T, "{\"tool_call\": {\"name\": \"f\", \"arguments\": {}}}", "", "",
+     "f {}\n"},
+    {"generic response", CHAT_SYNTAX_GENERIC, T | R, "<think>x</think>{\"response\": \"Hi \\\"you\\\" ✓\"}",
+     "Hi \"you\" ✓", "x", ""},
+    {"generic not json", CHAT_SYNTAX_GENERIC, T, "Just text {", "Just text {", "", ""},
+    {"generic other json", CHAT_SYNTAX_GENERIC, T, "{\"x\": 1}", "{\"x\": 1}", "", ""},
+
+    /* harmony (gpt-oss's template renders analysis, then "<|start|>assistant
+     * to=functions.N<|channel|>commentary json<|message|>ARGS<|call|>") */
+    {"harmony final", CHAT_SYNTAX_HARMONY, T | R,
+     "<|channel|>analysis<|message|>User asks the "
+     "weather.<|end|><|start|>assistant<|channel|>final<|message|>It is "
+     "sunny ☀.<|return|>",
+     "It is sunny ☀.", "User asks the weather.", ""},
+    {"harmony call to= first", CHAT_SYNTAX_HARMONY, T | R,
+     "<|channel|>analysis<|message|>Need the tool.<|end|><|start|>assistant "
+     "to=functions.get_weather<|channel|>"
+     "commentary json<|message|>{\"city\": \"Paris\"}<|call|>",
+     "", "Need the tool.", "get_weather {\"city\":\"Paris\"}\n"},
+    {"harmony call to= after", CHAT_SYNTAX_HARMONY, T | R,
+     "<|channel|>commentary to=functions.get_weather "
+     "<|constrain|>json<|message|>{\"city\":\"Paris\"}<|call|>",
+     "", "", "get_weather {\"city\":\"Paris\"}\n"},
+    {"harmony call at the end", CHAT_SYNTAX_HARMONY, T,
+     "<|channel|>commentary to=functions.f <|constrain|>json<|message|>{\"a\": [1, {\"b\": \"<|x|>\"}]}", "",
+     "", "f {\"a\":[1,{\"b\":\"<|x|>\"}]}\n"},
+    {"harmony preamble", CHAT_SYNTAX_HARMONY, T | R,
+     "<|channel|>commentary<|message|>Let me look.<|end|><|start|>assistant "
+     "to=functions.f<|channel|>commentary "
+     "json<|message|>\"{\\\"a\\\": 1}\"<|call|>",
+     "Let me look.", "", "f {\"a\":1}\n"},
+    {"harmony reasoning off", CHAT_SYNTAX_HARMONY, T,
+     "<|channel|>analysis<|message|>Hm. <|end|><|start|>assistant<|channel|>final<|message|>It is.<|return|>",
+     "Hm. It is.", "", ""},
+    {"harmony tools off", CHAT_SYNTAX_HARMONY, R,
+     "<|start|>assistant to=functions.f<|channel|>commentary json<|message|>{\"a\": 1}<|call|>", "{\"a\": 1}",
+     "", ""},
+    {"harmony bad args", CHAT_SYNTAX_HARMONY, T,
+     "<|channel|>commentary to=functions.f json<|message|>{bad<|call|>", "{bad", "", ""},
+    {"harmony no header", CHAT_SYNTAX_HARMONY, T | R, "Hello <there>", "Hello <there>", "", ""},
+    {"harmony unterminated", CHAT_SYNTAX_HARMONY, T | R, "<|channel|>final<|message|>Partial ✓ <|en",
+     "Partial ✓ <|en", "", ""},
+    {"harmony cut in header", CHAT_SYNTAX_HARMONY, T | R,
+     "<|channel|>analysis<|message|>a<|end|><|start|>assistant<|channel|>fin", "", "a", ""},
 };
 
 static void check_golden(const golden *g) {
