@@ -48,16 +48,19 @@ SERVERS = []
 
 WEATHER = {
     "type": "function", "name": "get_weather", "description": "The weather in a city",
-    "parameters": {"type": "object", "properties": {"city": {"type": "string"},
+    "parameters": {"type": "object", "properties": {"city": {"type": "string", "maxLength": 12},
                                                      "unit": {"type": "string", "enum": ["c", "f"]}},
                    "required": ["city", "unit"], "additionalProperties": False},
 }
 TIME = {
     "type": "function", "name": "get_time", "description": "The time in a timezone",
-    "parameters": {"type": "object", "properties": {"tz": {"type": "string"}}, "required": ["tz"],
+    "parameters": {"type": "object", "properties": {"tz": {"type": "string", "enum": ["UTC", "CET", "PST"]}},
+                   "required": ["tz"],
                    "additionalProperties": False},
 }
-PERSON = {"type": "object", "properties": {"name": {"type": "string"}, "age": {"type": "integer"}},
+# bounded strings and numbers: a random model's constrained output still ends
+PERSON = {"type": "object", "properties": {"name": {"type": "string", "maxLength": 10},
+                                           "age": {"type": "integer", "minimum": 0, "maximum": 120}},
           "required": ["name", "age"], "additionalProperties": False}
 
 
@@ -84,34 +87,18 @@ def create(srv, body):
 
 
 def events(srv, body):
-    """A streamed response: (status, [(event name, data)], framing problems)."""
+    """A streamed response: (status, [(event name, data)] or the error body,
+    framing problems)."""
     st = srv.open_stream("/v1/responses", body)
-    out, problems = [], []
     try:
         if st.status != 200:
-            return st.status, st.read_all(), problems
-        name, data = None, None
-        while True:
-            line = st.resp.readline()
-            if not line:
-                if name or data:
-                    problems.append("stream ended inside an event")
-                return st.status, out, problems
-            s = line.decode("utf-8").rstrip("\n")
-            if s == "":
-                if name is None or data is None:
-                    problems.append("an event without both 'event:' and 'data:' lines")
-                else:
-                    out.append((name, json.loads(data)))
-                name, data = None, None
-            elif s.startswith("event: "):
-                name = s[7:]
-            elif s.startswith("data: "):
-                if data is not None:
-                    problems.append("two data lines in one event")
-                data = s[6:]
-            else:
-                problems.append("unexpected line %r" % s)
+            return st.status, st.read_all(), []
+        out = []
+        for name, data in st.sse_named_events():
+            if name is None:
+                st.framing_errors.append("an event without an 'event:' line: %r" % data[:200])
+            out.append((name, json.loads(data)))
+        return st.status, out, st.framing_errors
     finally:
         st.close()
 
@@ -342,7 +329,7 @@ def calls_of(resp):
 
 def test_tools(srv):
     base = {"model": TOOL_MODEL, "input": "What is the weather in Paris?", "tools": [WEATHER, TIME],
-            "max_output_tokens": 120, "temperature": 0}
+            "max_output_tokens": 200, "temperature": 0}
     r = create(srv, dict(base, tool_choice="required"))
     calls = calls_of(r)
     ck.check("required: a function_call", len(calls) >= 1, r["output"])
@@ -412,11 +399,22 @@ def test_formats(srv):
     except ValueError:
         ck.fail("json_schema: output_text parses", t)
     ck.eq("json_schema: format echoed", r["text"]["format"]["name"], "person")
-    r = create(srv, dict(base, text={"format": {"type": "json_object"}}))
-    try:
-        ck.check("json_object: an object", isinstance(json.loads(text_of(r)), dict), text_of(r))
-    except ValueError:
-        ck.fail("json_object: output_text parses", text_of(r))
+    # json_object: any object, whose strings a random model may never close; every answer that finished
+    # must parse as an object (seeds 3 and 5 finish with this model)
+    finished = 0
+    for seed in range(1, 7):
+        r = create(srv, dict(base, text={"format": {"type": "json_object"}}, temperature=1.0, seed=seed,
+                             max_output_tokens=300))
+        t = text_of(r)
+        ck.check("json_object seed %d: starts an object" % seed, t.startswith("{"), t[:200])
+        if r["status"] != "completed":
+            continue
+        finished += 1
+        try:
+            ck.check("json_object seed %d: an object" % seed, isinstance(json.loads(t), dict), t)
+        except ValueError:
+            ck.fail("json_object seed %d: output_text parses" % seed, t)
+    ck.check("json_object: some answers finished", finished > 0)
     status, evs, problems = events(srv, dict(base, stream=True, text={
         "format": {"type": "json_schema", "name": "person", "schema": PERSON}}))
     try:

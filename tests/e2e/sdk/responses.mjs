@@ -50,7 +50,7 @@ const WEATHER = {
   strict: true,
   parameters: {
     type: "object",
-    properties: { city: { type: "string" }, unit: { type: "string", enum: ["c", "f"] } },
+    properties: { city: { type: "string", maxLength: 12 }, unit: { type: "string", enum: ["c", "f"] } },
     required: ["city", "unit"],
     additionalProperties: false,
   },
@@ -58,7 +58,7 @@ const WEATHER = {
 
 const PERSON = {
   type: "object",
-  properties: { name: { type: "string" }, age: { type: "integer" } },
+  properties: { name: { type: "string", maxLength: 10 }, age: { type: "integer", minimum: 0, maximum: 120 } },
   required: ["name", "age"],
   additionalProperties: false,
 };
@@ -148,7 +148,7 @@ async function tools(client, model) {
     tools: [WEATHER],
     tool_choice: "required",
     parallel_tool_calls: false,
-    max_output_tokens: 120,
+    max_output_tokens: 200,
     temperature: 0,
   });
   const calls = r.output.filter((o) => o.type === "function_call");
@@ -187,7 +187,7 @@ async function tools(client, model) {
     input,
     tools: [WEATHER],
     tool_choice: "required",
-    max_output_tokens: 120,
+    max_output_tokens: 200,
     temperature: 0,
   });
   let argDeltas = "";
