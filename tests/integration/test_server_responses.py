@@ -307,7 +307,7 @@ def test_store_bounds():
            for i in range(3)]
     ck.eq("--responses-max 2: the oldest evicted", [srv.get("/v1/responses/" + i).status for i in ids],
           [404, 200, 200])
-    srv.stop()
+    ck.exited_clean("--responses-max 2 server", srv, srv.stop())
     srv = start(["-m", ks.model_path(MODEL), "--responses-ttl", "1"])
     rid = create(srv, {"model": MODEL, "input": "Once", "max_output_tokens": 2})["id"]
     ck.eq("--responses-ttl 1: kept at once", srv.get("/v1/responses/" + rid).status, 200)
@@ -475,8 +475,8 @@ def main():
     ck.run(test_formats, tool_srv)
     ck.run(test_sdk, text_srv, tool_srv)
     ck.run(test_store_bounds)
-    for s in (text_srv, tool_srv):
-        s.stop()
+    for name, s in (("text server", text_srv), ("tool server", tool_srv)):
+        ck.exited_clean(name, s, s.stop())
     ck.finish(SERVERS)
 
 
