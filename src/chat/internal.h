@@ -57,6 +57,7 @@ struct chat_parser {
     char *buf;
     size_t len, cap, pos;
     bool reason_began;
+    const char *think_open, *think_close;
     /* the markers active in content */
     const char *trig[CHAT_MAX_TRIGGERS];
     size_t trig_len[CHAT_MAX_TRIGGERS];
@@ -95,6 +96,8 @@ struct chat_syn {
     bool whole_repeats; /* after a whole-answer call, ';' or whitespace and another '{' */
     /* harmony: drives the whole answer itself; returns whether it progressed */
     bool (*step)(chat_parser *p, bool final);
+    /* the reasoning block; NULL: <think> ... </think> */
+    const char *think_open, *think_close;
 };
 
 const chat_syn *chat_syn_get(chat_syntax s);

@@ -28,8 +28,6 @@ enum {
     M_OWN,           /* the syntax drives (harmony) */
 };
 
-static const char THINK_OPEN[] = "<think>", THINK_CLOSE[] = "</think>";
-
 kn_status chat_parser_create(const chat_parse_opts *o, chat_parser **out, kn_err *err) {
     *out = NULL;
     if (!o || (unsigned)o->syntax >= CHAT_SYNTAX_COUNT)
@@ -39,6 +37,8 @@ kn_status chat_parser_create(const chat_parse_opts *o, chat_parser **out, kn_err
     p->o = *o;
     p->syn = chat_syn_get(o->syntax);
     p->ti = -1;
+    p->think_open = p->syn->think_open ? p->syn->think_open : "<think>";
+    p->think_close = p->syn->think_close ? p->syn->think_close : "</think>";
     if (p->syn->step)
         p->mode = M_OWN;
     else if (o->reasoning)
@@ -136,12 +136,12 @@ static bool step_start(chat_parser *p, const char *s, size_t n, bool final) {
         p->mode = M_CONTENT_START;
         return true;
     }
-    if (chat_starts(s + i, n - i, THINK_OPEN)) {
-        p->pos += i + strlen(THINK_OPEN);
+    if (chat_starts(s + i, n - i, p->think_open)) {
+        p->pos += i + strlen(p->think_open);
         p->mode = M_REASON;
         return true;
     }
-    if (!final && (i == n || chat_is_prefix_of(s + i, n - i, THINK_OPEN))) return false;
+    if (!final && (i == n || chat_is_prefix_of(s + i, n - i, p->think_open))) return false;
     p->mode = M_CONTENT_START;
     return true;
 }
@@ -154,8 +154,8 @@ static bool step_reason(chat_parser *p, const char *s, size_t n, bool final) {
         p->reason_began = true;
         return true;
     }
-    size_t cl = strlen(THINK_CLOSE);
-    size_t j = chat_find(s, n, 0, THINK_CLOSE, cl);
+    size_t cl = strlen(p->think_close);
+    size_t j = chat_find(s, n, 0, p->think_close, cl);
     if (j < n) {
         size_t e = j;
         for (size_t w = 0; e > 0 && w < CHAT_WS_HOLD && chat_is_ws(s[e - 1]); w++)
@@ -166,7 +166,7 @@ static bool step_reason(chat_parser *p, const char *s, size_t n, bool final) {
         return true;
     }
     if (final) return out(p, CHAT_EV_REASONING, n, false) > 0;
-    const char *mk[1] = {THINK_CLOSE};
+    const char *mk[1] = {p->think_close};
     size_t h = hold_start(s, n, mk, &cl, 1, true);
     return out(p, CHAT_EV_REASONING, h, true) > 0;
 }

@@ -10,6 +10,7 @@
  *   openai.c   /v1/chat/completions, /v1/completions, /v1/embeddings
  *   ollama.c   /api/generate, /api/chat, /api/embed
  *   llama.c    /completion (llama-server's native route)
+ *   anthropic.c  /v1/messages, /v1/messages/count_tokens
  *   responses.c /v1/responses (OpenAI Responses), with its store
  *
  * Chat answers: when the session says an answer is to be parsed
@@ -70,7 +71,7 @@ typedef struct srv_embed_dialect {
 } srv_embed_dialect;
 
 extern const srv_gen_dialect srv_openai_chat, srv_openai_completions, srv_ollama_generate, srv_ollama_chat,
-    srv_llama_completion, srv_openai_responses;
+    srv_llama_completion, srv_anthropic_messages, srv_openai_responses;
 extern const srv_embed_dialect srv_openai_embeddings, srv_ollama_embed;
 
 /* One generation being answered (gen.c). */
@@ -107,6 +108,9 @@ struct srv_job {
     json_t *calls;          /* its tool calls [{"id", "name", "arguments": JSON text}] (NULL: none) */
     int n_calls;            /* tool calls seen (stream and whole) */
     char call_base[32];     /* tool call ids: "<prefix><call_base><index>" */
+    /* a stream's content blocks (Anthropic) */
+    int blocks;             /* started so far */
+    int block_open;         /* the open one's kind (the dialect's own values; 0: none) */
     void *dx;               /* the dialect's own state (d->prepare, d->release) */
 };
 

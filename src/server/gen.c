@@ -65,6 +65,16 @@ void srv_new_id(const char *prefix, char *out, size_t cap) {
 }
 
 void srv_tool_call_id(const srv_job *j, const char *prefix, int index, char *out, size_t cap) {
+    if (j->info && j->info->syntax == CHAT_SYNTAX_MISTRAL && cap > 9) {
+        /* Mistral's template accepts only 9 letters and digits */
+        static const char an[] = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789";
+        uint64_t x = 0;
+        for (const char *p = j->call_base; *p; p++) x = x * 31 + (unsigned char)*p;
+        x ^= (uint64_t)(index + 1) * 0x9E3779B97F4A7C15ull;
+        for (int i = 0; i < 9; i++, x /= 62) out[i] = an[x % 62];
+        out[9] = 0;
+        return;
+    }
     snprintf(out, cap, "%s%s%d", prefix, j->call_base, index);
 }
 

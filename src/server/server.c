@@ -162,6 +162,8 @@ static const route ROUTES[] = {
     {"GET", "/v1/responses/", srv_h_response_get, false, srv_openai_error_json, false, NULL},
     {"DELETE", "/v1/responses/", srv_h_response_delete, false, srv_openai_error_json, false, NULL},
     {"POST", "/v1/embeddings", srv_h_embed, false, srv_openai_error_json, true, &srv_openai_embeddings},
+    {"POST", "/v1/messages", srv_h_generate, false, srv_anthropic_error_json, true, &srv_anthropic_messages},
+    {"POST", "/v1/messages/count_tokens", srv_h_anthropic_count_tokens, false, srv_anthropic_error_json, true, NULL},
     {"POST", "/api/generate", srv_h_generate, false, srv_ollama_error_json, true, &srv_ollama_generate},
     {"POST", "/api/chat", srv_h_generate, false, srv_ollama_error_json, true, &srv_ollama_chat},
     {"POST", "/api/embed", srv_h_embed, false, srv_ollama_error_json, true, &srv_ollama_embed},
@@ -186,15 +188,22 @@ static bool path_matches(const char *path, const char *url) {
     return rest > 0 && rest < sizeof ((conn_ctx *)0)->arg && !strchr(url + n, '/');
 }
 
+/* h equals the key, in time that does not depend on where they differ. */
+static bool key_eq(const char *h, const char *key) {
+    size_t a = strlen(h), b = strlen(key);
+    unsigned diff = (unsigned)(a ^ b);
+    for (size_t i = 0; i < b; i++) diff |= (unsigned char)(i < a ? h[i] : 0) ^ (unsigned char)key[i];
+    return diff == 0;
+}
+
+/* The key as "Authorization: Bearer KEY" (OpenAI, Ollama) or "x-api-key:
+ * KEY" (Anthropic). */
 static bool key_ok(const srv_server *s, struct MHD_Connection *c) {
     if (!s->api_key) return true;
     const char *h = MHD_lookup_connection_value(c, MHD_HEADER_KIND, "Authorization");
-    if (!h || strncasecmp(h, "Bearer ", 7) != 0) return false;
-    h += 7;
-    size_t a = strlen(h), b = strlen(s->api_key);
-    unsigned diff = (unsigned)(a ^ b);
-    for (size_t i = 0; i < b; i++) diff |= (unsigned char)(i < a ? h[i] : 0) ^ (unsigned char)s->api_key[i];
-    return diff == 0;
+    if (h && !strncasecmp(h, "Bearer ", 7)) return key_eq(h + 7, s->api_key);
+    const char *x = MHD_lookup_connection_value(c, MHD_HEADER_KIND, "x-api-key");
+    return x && key_eq(x, s->api_key);
 }
 
 /* A body over --max-body is read and dropped up to this many bytes, so
@@ -223,7 +232,9 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const cha
             if (!strcmp(ROUTES[i].method, method)) match = &ROUTES[i];
         }
         /* an unknown path answers in the error shape of its API's prefix */
-        srv_error_fn shape = !strncmp(url, "/api/", 5) ? srv_ollama_error_json : srv_openai_error_json;
+        srv_error_fn shape = !strncmp(url, "/api/", 5)           ? srv_ollama_error_json
+                             : !strncmp(url, "/v1/messages", 12) ? srv_anthropic_error_json
+                                                                  : srv_openai_error_json;
         if (!match && path_known && !strcmp(method, "OPTIONS") && cors_allowed(s, c)) {
             /* a CORS preflight: what this path takes */
             cx->done = true;
@@ -234,7 +245,7 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const cha
             struct MHD_Response *r = MHD_create_response_from_buffer(0, NULL, MHD_RESPMEM_PERSISTENT);
             if (!r) return MHD_NO;
             MHD_add_response_header(r, "Access-Control-Allow-Methods", methods);
-            MHD_add_response_header(r, "Access-Control-Allow-Headers", "Authorization, Content-Type, Cache-Control");
+            MHD_add_response_header(r, "Access-Control-Allow-Headers", "Authorization, Content-Type, Cache-Control, X-Api-Key, Anthropic-Version, Anthropic-Beta");
             MHD_add_response_header(r, "Access-Control-Max-Age", "600");
             enum MHD_Result ret = srv_queue(c, 204, r);
             MHD_destroy_response(r);
@@ -268,7 +279,8 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const cha
         if (match->path[pl - 1] == '/') snprintf(cx->arg, sizeof cx->arg, "%s", url + pl);
         if (!match->open && !key_ok(s, c)) {
             cx->done = true;
-            srv_err(&e, 401, NULL, "invalid_api_key", "a valid API key is required: send 'Authorization: Bearer KEY'");
+            srv_err(&e, 401, NULL, "invalid_api_key",
+                    "a valid API key is required: send 'Authorization: Bearer KEY' or 'x-api-key: KEY'");
             return srv_send_error(c, cx, &e);
         }
         const char *cl = MHD_lookup_connection_value(c, MHD_HEADER_KIND, "Content-Length");

@@ -8,7 +8,8 @@
  *                metrics
  *   gen.c        the generation and embedding routes, for every dialect
  *   openai.c     the OpenAI dialect; ollama.c the Ollama dialect with its
- *                model routes (tags, ps, show, version) (dialect.h)
+ *                model routes (tags, ps, show, version); anthropic.c the
+ *                Anthropic Messages dialect with count_tokens (dialect.h)
  *   responses.c  the OpenAI Responses dialect and its store (dialect.h)
  *   cache_routes.c  /cache/stats and /cache/clear
  *   api.c        request parsing shared by the dialects (api.h)
@@ -63,6 +64,7 @@ struct srv_server {
 typedef json_t *(*srv_error_fn)(const srv_error *e);
 json_t *srv_openai_error_json(const srv_error *e); /* {"error": {"message", "type", "param", "code"}} */
 json_t *srv_ollama_error_json(const srv_error *e); /* {"error": "..."} */
+json_t *srv_anthropic_error_json(const srv_error *e); /* {"type": "error", "error": {"type", "message"}} */
 
 struct route;
 typedef struct conn_ctx {
@@ -131,6 +133,7 @@ enum MHD_Result srv_h_api_tags(srv_server *s, struct MHD_Connection *c, conn_ctx
 enum MHD_Result srv_h_api_ps(srv_server *s, struct MHD_Connection *c, conn_ctx *cx);
 enum MHD_Result srv_h_api_show(srv_server *s, struct MHD_Connection *c, conn_ctx *cx);
 enum MHD_Result srv_h_api_version(srv_server *s, struct MHD_Connection *c, conn_ctx *cx);
+enum MHD_Result srv_h_anthropic_count_tokens(srv_server *s, struct MHD_Connection *c, conn_ctx *cx); /* anthropic.c */
 /* routes.c */
 enum MHD_Result srv_h_tokenize(srv_server *s, struct MHD_Connection *c, conn_ctx *cx);
 enum MHD_Result srv_h_detokenize(srv_server *s, struct MHD_Connection *c, conn_ctx *cx);
