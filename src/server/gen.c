@@ -153,6 +153,7 @@ static void log_prompt(srv_job *j) {
 
 static void job_free(srv_job *j) {
     if (!j) return;
+    if (j->d && j->d->release) j->d->release(j);
     eng_gen_close(j->g);
     srv_gen_req_free(&j->r);
     json_decref(j->root);
@@ -340,6 +341,7 @@ enum MHD_Result srv_h_generate(srv_server *s, struct MHD_Connection *c, conn_ctx
     unsigned long long seq = atomic_fetch_add(&s->seq, 1) + 1;
     j->created = time(NULL);
     snprintf(j->id, sizeof j->id, "%s-%llu%06llu", d->id_prefix, (unsigned long long)j->created, seq % 1000000);
+    if (d->prepare && !d->prepare(j, &e)) goto fail;
     if (s->cfg->log_prompts) log_prompt(j);
     eng_error ee;
     if (!eng_gen_start(s->svc, &j->r.q, &j->g, &ee)) {
