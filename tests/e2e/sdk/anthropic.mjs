@@ -89,7 +89,7 @@ const toolUser = { role: 'user', content: 'What is the weather in Paris?' };
 
 async function testToolRoundTrip() {
   const first = await tools.messages.create({
-    model: cfg.tool_model, max_tokens: 256, temperature: 0, tools: [weather], tool_choice: { type: 'any' },
+    model: cfg.tool_model, max_tokens: 256, temperature: 0, tools: [weather], tool_choice: { type: 'any', disable_parallel_tool_use: true },
     messages: [toolUser],
   });
   const uses = first.content.filter((b) => b.type === 'tool_use');
@@ -115,7 +115,7 @@ async function testToolRoundTrip() {
 
   // the same call streamed: input_json_delta events build the same input
   const s = tools.messages.stream({
-    model: cfg.tool_model, max_tokens: 256, temperature: 0, tools: [weather], tool_choice: { type: 'any' },
+    model: cfg.tool_model, max_tokens: 256, temperature: 0, tools: [weather], tool_choice: { type: 'any', disable_parallel_tool_use: true },
     messages: [toolUser],
   });
   let json = '';
