@@ -322,6 +322,8 @@ typedef struct eng_gen_info {
     bool tools;            /* parse tool calls */
     bool reasoning;        /* split reasoning out */
     bool in_reasoning;     /* the prompt opened a reasoning block */
+    bool calls_only;       /* a forced tool call (required, named): the grammar allows calls only, so text the
+                              parser leaves over (an unfinished call cut by max_tokens) is not content */
     eng_cache_use cache;
     double load_s;         /* seconds from the start to the model being ready (0 on a hit) */
     size_t n_prompt;       /* prompt tokens */

@@ -458,8 +458,10 @@ static bool prep_chat(const eng_gen_request *q, const rt_front *f, eng_prep *p, 
         if ((q->grammar && q->grammar[0]) || q->json_schema)
             return eng_fail(e, ENG_ERR_REQUEST, "tool_choice", "invalid_value",
                             "a forced tool call cannot be combined with a grammar or a JSON response format");
+        /* the grammar closes an open reasoning block first; the parser still
+         * starts in it, so that the closing marker is read as markup */
         if (!tool_grammar(q, syntax, p->close, &p->gbnf, e)) return false;
-        p->in_reasoning = false; /* the grammar closes the block first */
+        p->calls_only = want_call;
     }
     return true;
 }
@@ -505,7 +507,6 @@ bool eng_prep_request(const eng_gen_request *q, const rt_front *f, eng_prep *p, 
             goto fail;
         }
         p->gbnf = b.p;
-        p->in_reasoning = false;
     }
     return true;
 nomem:

@@ -85,6 +85,7 @@ static void adopt(eng_gen *g, const eng_gen_request *q, eng_prep *p) {
     g->info.tools = p->tools;
     g->info.reasoning = p->reasoning;
     g->info.in_reasoning = p->in_reasoning;
+    g->info.calls_only = p->calls_only;
 }
 
 /* A new handle in an arena that also holds the prompt and the buffers. */

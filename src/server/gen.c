@@ -85,6 +85,7 @@ const char *srv_job_model(const srv_job *j) { return j->info->model_id; }
 /* A whole answer's event: into content, reasoning or calls. */
 static void collect_event(void *arg, const chat_event *ev) {
     srv_job *j = arg;
+    if (ev->kind == CHAT_EV_CONTENT && j->info->calls_only) return;
     if (ev->kind == CHAT_EV_CONTENT) {
         kn_buf_add(&j->content, ev->text, ev->len, 0);
     } else if (ev->kind == CHAT_EV_REASONING) {
@@ -102,6 +103,7 @@ static void collect_event(void *arg, const chat_event *ev) {
 
 static void stream_event(void *arg, const chat_event *ev) {
     srv_job *j = arg;
+    if (ev->kind == CHAT_EV_CONTENT && j->info->calls_only) return; /* the leftovers of a cut call */
     if (ev->kind == CHAT_EV_TOOL_CALL) j->n_calls++;
     j->d->stream_event(j, ev);
 }

@@ -339,6 +339,38 @@ def reasoning():
     s.stop()
 
 
+def open_think():
+    """A template whose generation prompt opens <think> (DeepSeek R1's with
+    enable_thinking): a JSON format or a forced call closes the block first,
+    and the answer's content (or calls) come out clean."""
+    s = server("tiny-qwen3-Q8_0", "deepseek-ai-DeepSeek-R1-Distill-Qwen-32B.jinja")
+    msgs = [{"role": "user", "content": "A person, please."}]
+    kw = {"enable_thinking": True}
+    r = s.post("/v1/chat/completions", {"messages": msgs, "max_tokens": 300, "temperature": 0,
+                                        "chat_template_kwargs": kw,
+                                        "response_format": {"type": "json_schema",
+                                                            "json_schema": {"name": "p", "schema": PERSON}}})
+    ck.eq("open think + json_schema: 200", r.status, 200)
+    if r.status == 200:
+        c = r.json()["choices"][0]
+        if c["finish_reason"] == "stop":
+            check_person("open think + json_schema: content", c["message"]["content"])
+        ck.check("open think + json_schema: no reasoning text", not c["message"].get("reasoning_content"),
+                 c["message"])
+    r = s.post("/v1/chat/completions", {"messages": msgs, "max_tokens": 200, "temperature": 0,
+                                        "chat_template_kwargs": kw, "tools": TOOLS, "tool_choice": "required",
+                                        "parallel_tool_calls": False})
+    ck.eq("open think + forced call: 200", r.status, 200)
+    if r.status == 200:
+        m = r.json()["choices"][0]["message"]
+        calls = calls_of(m)
+        ck.eq("open think + forced call: one call", len(calls), 1)
+        for n, a in calls:
+            check_args("open think + forced call", n, a)
+        no_markup("open think + forced call: content", m.get("content"))
+    s.stop()
+
+
 def errors():
     s = server("tiny-qwen2-Q4_K_M", "Qwen-Qwen2.5-7B-Instruct.jinja")
     msgs = [{"role": "user", "content": "hi"}]
@@ -385,6 +417,7 @@ def main():
         ck.run(family, *fam)
     ck.run(json_formats)
     ck.run(reasoning)
+    ck.run(open_think)
     ck.finish(SERVERS)
 
 
