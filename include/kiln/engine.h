@@ -137,6 +137,8 @@ typedef struct eng_gen_params {
                                     full is cancelled; 0: ENG_STALL_TIMEOUT_S */
     const char *grammar;         /* GBNF text (NUL-terminated, compiled and kept by the request) constraining
                                     the output (docs/grammar.md); NULL or "": none */
+    bool markup;                 /* render the control tokens of the tool-call and reasoning syntaxes
+                                    (chat_syntax_markers, kiln/chat.h) as their text, for the chat parser */
 } eng_gen_params;
 
 #define ENG_STALL_TIMEOUT_S 120.0
@@ -197,6 +199,8 @@ typedef struct eng_tok_event {
 
 typedef struct eng_req_result {
     eng_finish finish;
+    int stop_index;   /* ENG_FINISH_STOP: the stop string that ended it (index into stops), -1: an
+                         end-of-generation token */
     kn_status status; /* for ENG_FINISH_ERROR */
     char err[256];
     size_t n_prompt, n_gen;
@@ -252,6 +256,17 @@ bool eng_fail(eng_error *e, eng_err_kind kind, const char *param, const char *co
 
 /* ---- generation ---------------------------------------------------------- */
 
+/* Reasoning, for templates that think (enable_thinking). */
+typedef enum eng_think { ENG_THINK_DEFAULT = 0, ENG_THINK_OFF, ENG_THINK_ON } eng_think;
+
+/* Tools: what the model may or must do with them (OpenAI's tool_choice). */
+typedef enum eng_tool_choice {
+    ENG_TOOLS_AUTO = 0, /* free; tool calls are parsed from the answer */
+    ENG_TOOLS_NONE,     /* no tool calls (tools still reach the template; markup stays text) */
+    ENG_TOOLS_REQUIRED, /* constrained to one or more calls in the family's syntax */
+    ENG_TOOLS_NAMED,    /* constrained to a call of tool_name */
+} eng_tool_choice;
+
 /* A request in no dialect. Strings and arrays are borrowed until
  * eng_gen_start returns. */
 typedef struct eng_gen_request {
@@ -281,6 +296,13 @@ typedef struct eng_gen_request {
     bool echo;                   /* keep the prompt for eng_gen_prompt_text */
     const char *grammar;         /* GBNF text constraining the output (NULL or "": none); a malformed one
                                     fails eng_gen_start with ENG_ERR_REQUEST on param "grammar" */
+    const json_t *json_schema;   /* constrain the output to JSON valid against this schema (docs/grammar.md,
+                                    JSON Schema); {"type": "object"} is any object (JSON mode). NULL: none */
+    const char *json_schema_param; /* the field errors about the schema name (NULL: "json_schema") */
+    eng_tool_choice tool_choice; /* with tools; a chat request only */
+    const char *tool_name;       /* ENG_TOOLS_NAMED: the function (must be one of tools) */
+    bool parallel_tool_calls;    /* constrained calls: more than one allowed */
+    eng_think think;             /* reasoning on or off (the template's enable_thinking), or its default */
 } eng_gen_request;
 
 typedef struct eng_gen eng_gen;
@@ -293,6 +315,13 @@ bool eng_gen_start(eng_service *s, const eng_gen_request *q, eng_gen **out, eng_
 
 typedef struct eng_gen_info {
     const char *model_id;  /* the file's id (registry-owned, valid while the eng_gen lives) */
+    /* a chat answer to parse (kiln/chat.h) into content, reasoning and tool calls: parse is false when
+     * the raw text is the answer (no tools in play and no reasoning to split) */
+    bool parse;
+    int syntax;            /* a chat_syntax */
+    bool tools;            /* parse tool calls */
+    bool reasoning;        /* split reasoning out */
+    bool in_reasoning;     /* the prompt opened a reasoning block */
     eng_cache_use cache;
     double load_s;         /* seconds from the start to the model being ready (0 on a hit) */
     size_t n_prompt;       /* prompt tokens */
@@ -321,6 +350,11 @@ const char *eng_gen_token_piece(const eng_gen *g, int32_t id, size_t *len);
 /* The request's prompt as text (echo): the text it was given, or its
  * token ids decoded. Malloc'd (the caller frees); *len 0 on failure. */
 char *eng_gen_prompt_text(const eng_gen *g, size_t *len);
+
+/* Renders and tokenizes a request exactly as eng_gen_start would (template,
+ * tools, reasoning switch), without generating or loading the weights:
+ * *n is its prompt's length in tokens. */
+bool eng_service_count_tokens(eng_service *s, const eng_gen_request *q, size_t *n, eng_error *e);
 
 /* Loads a model (and refreshes its keep-alive) without generating:
  * Ollama's empty generate request. *model_id is registry-owned. */

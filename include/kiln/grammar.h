@@ -43,6 +43,7 @@
 
 #include "kiln/core.h"
 
+#include <jansson.h>
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -143,5 +144,18 @@ bool gram_token_ok(gram_state *s, const gram_vocab *v, uint32_t id);
 /* Takes token id: a text token's bytes (as gram_accept_bytes); an EOG token
  * is accepted iff gram_can_end (the state is unchanged); control never. */
 bool gram_accept_token(gram_state *s, const gram_vocab *v, uint32_t id);
+
+/* ---- JSON Schema ---------------------------------------------------------- */
+
+/* Appends GBNF rules accepting exactly the JSON texts valid against schema
+ * (a JSON Schema object or boolean) to *out. Every rule name starts with
+ * prefix (letters, digits, '-'; may be ""); the start rule is
+ * "<prefix>root", so several schemas with different prefixes can share one
+ * grammar. Errors (KN_EINVAL / KN_ERANGE) name the JSON pointer, e.g.
+ * "unsupported JSON Schema keyword 'not' at /properties/a". */
+kn_status gram_schema_rules(const json_t *schema, const char *prefix, kn_buf *out, kn_err *err);
+/* A whole grammar whose root accepts the schema's values. *out malloc'd,
+ * NUL-terminated. */
+kn_status gram_schema_to_gbnf(const json_t *schema, char **out, size_t *len, kn_err *err);
 
 #endif

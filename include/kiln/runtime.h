@@ -141,6 +141,8 @@ struct rt_opts {
     int spec;                   /* requests' default speculative decoding (an eng_spec_mode) */
     int spec_max;               /* draft tokens per step */
     const char *draft_path;     /* a draft model file for draft-model speculation (may be NULL) */
+    const char *chat_template;  /* every model's chat template, chosen by the user: a built-in's name or Jinja
+                                   source (NULL: each model's own) */
     bool hash_files;            /* compute each file's sha256 (rt_front.sha256; the caches key on it) */
     rt_hooks hooks;             /* copied */
 };
@@ -151,7 +153,7 @@ typedef struct rt_front {
     tok_vocab *vocab;
     tok_chat *chat;          /* NULL when the template cannot be used (chat_err says why) */
     char chat_err[sizeof(((kn_err *)0)->msg)];
-    const char *chat_source; /* "model" or a built-in's name */
+    const char *chat_source; /* "model", "override" or a built-in's name */
     char sha256[65];         /* the file's sha256 (hex) when rt_opts.hash_files, else "" */
     bool encoder;            /* an embedding (encoder) model: no generation */
     int32_t n_embd, n_vocab;

@@ -122,6 +122,8 @@ typedef struct srv_config {
     char *spec;            /* --spec none|ngram|draft: requests' default speculative decoding (default "ngram") */
     int draft_max;         /* --draft-max: draft tokens per step (default 8; 0 = off) */
     char *model_draft;     /* -md/--model-draft FILE: the draft model for --spec draft (NULL = none) */
+    char *chat_template;   /* --chat-template NAME|JINJA: every model's chat template (a built-in or source) */
+    char *chat_template_file; /* --chat-template-file FILE: the same from a file */
     char *kv_type;         /* --kv-type f16|q8_0 (default "f16") */
     char *api_key;         /* --api-key (NULL = no auth) */
     int64_t max_body;      /* --max-body BYTES (default 8 MiB) */

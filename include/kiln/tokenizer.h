@@ -348,6 +348,16 @@ typedef struct tok_chat tok_chat;
  * is "model" or the built-in's name. */
 kn_status tok_chat_create(const gguf_ctx *g, const tok_vocab *v, tok_chat **out, const char **used_name,
                           kn_err *err);
+/* The same with a template chosen by the user (llama-server's
+ * --chat-template / --chat-template-file): override is a built-in's name
+ * or Jinja source (NULL: the model's own, as tok_chat_create). A template
+ * that does not parse is an error naming it; *used_name becomes "override"
+ * or the built-in's name. */
+kn_status tok_chat_create_with(const gguf_ctx *g, const tok_vocab *v, const char *override, tok_chat **out,
+                               const char **used_name, kn_err *err);
+/* The Jinja source of the template in use (the model's, the override or the
+ * built-in); borrowed. */
+const char *tok_chat_source(const tok_chat *c, size_t *len);
 void tok_chat_destroy(tok_chat *c); /* accepts NULL */
 
 /* Renders messages (a JSON array of {role, content}) with the generation
@@ -355,6 +365,14 @@ void tok_chat_destroy(tok_chat *c); /* accepts NULL */
  * error (raise_exception included) returns KN_EINVAL with its message. */
 kn_status tok_chat_render(const tok_chat *c, const json_t *messages, const json_t *tools, bool add_generation_prompt,
                           char **text, size_t *len, kn_err *err);
+/* The same with extra template variables (a JSON object or NULL), e.g.
+ * {"enable_thinking": false}. */
+kn_status tok_chat_render_ex(const tok_chat *c, const json_t *messages, const json_t *tools, const json_t *extra,
+                             bool add_generation_prompt, char **text, size_t *len, kn_err *err);
+/* Tokenizes a prompt rendered by this chat format: special tokens parsed,
+ * BOS added per the model's rules unless the text already starts with it
+ * (what tok_chat_tokenize does after rendering). *ids malloc'd. */
+kn_status tok_chat_encode(const tok_chat *c, const char *text, size_t len, int32_t **ids, size_t *n, kn_err *err);
 
 /* Renders and tokenizes (special tokens parsed; BOS added per the model's
  * rules unless the rendered text already starts with it). *ids is malloc'd;

@@ -45,12 +45,14 @@ static void usage(FILE *f) {
             "      --stop TEXT        stop when TEXT is generated (not printed); repeatable, up to 16\n"
             "      --ignore-eos       keep generating past end-of-generation tokens\n"
             "      --grammar FILE     constrain the output to the GBNF grammar in FILE (docs/grammar.md);\n"
-            "                         generation stops when the grammar is complete\n");
+            "                         generation stops when the grammar is complete\n"
+            "      --json-schema FILE constrain the output to JSON valid against the JSON Schema in FILE\n"
+            "                         (docs/grammar.md, JSON Schema)\n");
 }
 
 
 typedef struct run_opts {
-    const char *model_path, *prompt, *prompt_file, *grammar_file;
+    const char *model_path, *prompt, *prompt_file, *grammar_file, *schema_file;
     long long n_predict, n_ctx, threads, batch;
     bool ignore_eos, chat;
     model_kv_type kv_type;
@@ -65,7 +67,7 @@ static int parse_flags(int argc, char **argv, run_opts *o) {
     *o = (run_opts){.n_predict = 128, .threads = kn_default_threads(), .batch = 512, .kv_type = MODEL_KV_F16,
                     .sp = eng_sampler_defaults()};
     eng_sampler_params sp = o->sp;
-    const char *model_path = NULL, *prompt = NULL, *prompt_file = NULL, *grammar_file = NULL;
+    const char *model_path = NULL, *prompt = NULL, *prompt_file = NULL, *grammar_file = NULL, *schema_file = NULL;
     long long n_predict = o->n_predict, n_ctx = 0, threads = o->threads, batch = o->batch;
     bool ignore_eos = false, chat = false;
     model_kv_type kv_type = MODEL_KV_F16;
@@ -103,6 +105,7 @@ static int parse_flags(int argc, char **argv, run_opts *o) {
         else if (!strcmp(a, "-p") || !strcmp(a, "--prompt")) { VAL(); prompt = v; }
         else if (!strcmp(a, "-f") || !strcmp(a, "--file")) { VAL(); prompt_file = v; }
         else if (!strcmp(a, "--grammar")) { VAL(); grammar_file = v; }
+        else if (!strcmp(a, "--json-schema")) { VAL(); schema_file = v; }
         else if (!strcmp(a, "-n") || !strcmp(a, "--n-predict")) INT(-1, 1 << 24, n_predict);
         else if (!strcmp(a, "-c") || !strcmp(a, "--ctx-size")) INT(0, 1 << 24, n_ctx);
         else if (!strcmp(a, "-t") || !strcmp(a, "--threads")) INT(1, 1024, threads);
@@ -148,6 +151,7 @@ static int parse_flags(int argc, char **argv, run_opts *o) {
         return 2;
     }
     o->model_path = model_path, o->prompt = prompt, o->prompt_file = prompt_file, o->grammar_file = grammar_file;
+    o->schema_file = schema_file;
     o->n_predict = n_predict, o->n_ctx = n_ctx, o->threads = threads, o->batch = batch;
     o->ignore_eos = ignore_eos, o->chat = chat, o->kv_type = kv_type, o->mmap = mmap;
     o->n_stops = n_stops;
@@ -214,7 +218,7 @@ int cmd_run(int argc, char **argv) {
     size_t prompt_len = 0, grammar_len = 0;
     eng_service *svc = NULL;
     eng_gen *g = NULL;
-    json_t *msgs = NULL;
+    json_t *msgs = NULL, *schema = NULL;
     if (o.prompt_file) {
         if (kn_read_file(o.prompt_file, 64u << 20, &file_prompt, &prompt_len, &err) != KN_OK) {
             fprintf(stderr, "kiln run: %s\n", err.msg);
@@ -231,6 +235,13 @@ int cmd_run(int argc, char **argv) {
         }
         if (strlen(grammar) != grammar_len) {
             fprintf(stderr, "kiln run: %s: the grammar contains a NUL byte\n", o.grammar_file);
+            goto done;
+        }
+    }
+    if (o.schema_file) {
+        json_error_t je;
+        if (!(schema = json_load_file(o.schema_file, JSON_REJECT_DUPLICATES, &je))) {
+            fprintf(stderr, "kiln run: %s:%d:%d: %s\n", o.schema_file, je.line, je.column, je.text);
             goto done;
         }
     }
@@ -259,10 +270,12 @@ int cmd_run(int argc, char **argv) {
                          .prompt_param = "prompt", .sp = o.sp, .seed_set = true, .n_predict = (int32_t)o.n_predict,
                          .n_predict_set = true, .ignore_eos = o.ignore_eos, .stops = o.stops, .n_stops = o.n_stops,
                          .n_logprobs = -1, .num_ctx = n_ctx, .keep_alive_s = NAN, .spec = ENG_SPEC_NONE,
-                         .t_origin = kn_now_s(), .grammar = grammar};
+                         .t_origin = kn_now_s(), .grammar = grammar, .json_schema = schema,
+                         .json_schema_param = "--json-schema"};
     eng_error e;
     if (!eng_gen_start(svc, &q, &g, &e)) {
-        if (!strcmp(e.param, "grammar")) fprintf(stderr, "kiln run: %s: %s\n", o.grammar_file, e.msg);
+        if (!strcmp(e.param, "grammar") && o.grammar_file) fprintf(stderr, "kiln run: %s: %s\n", o.grammar_file, e.msg);
+        else if (!strcmp(e.param, "--json-schema")) fprintf(stderr, "kiln run: %s: %s\n", o.schema_file, e.msg);
         else fprintf(stderr, "kiln run: %s\n", e.msg);
         goto done;
     }
@@ -282,6 +295,7 @@ int cmd_run(int argc, char **argv) {
 done:
     eng_gen_close(g);
     json_decref(msgs);
+    json_decref(schema);
     eng_service_destroy(svc);
     free(file_prompt);
     free(grammar);

@@ -7,6 +7,7 @@
 #include "kiln/model.h"
 #include "kiln/runtime.h"
 #include "kiln/server.h"
+#include "kiln/tokenizer.h"
 
 #include <malloc.h>
 #include <pthread.h>
@@ -54,6 +55,9 @@ static void usage(FILE *f) {
             "                          (prompt lookup; default) or draft (needs -md)\n"
             "      --draft-max N       draft tokens verified per step (default 8; 0 = off)\n"
             "  -md, --model-draft FILE a draft model with the same vocabulary, for --spec draft\n"
+            "      --chat-template NAME|JINJA  every model's chat template: a built-in (chatml, llama3, qwen3,\n"
+            "                          harmony, ...; see `kiln template --help`) or Jinja source\n"
+            "      --chat-template-file FILE   the same, read from FILE (a Hugging Face chat template)\n"
             "      --api-key KEY       require 'Authorization: Bearer KEY' on every route but /health\n"
             "      --config FILE       YAML settings file\n"
             "      --max-body BYTES    request body limit (default 8m; k/m/g suffixes)\n"
@@ -137,6 +141,10 @@ static bool runtime_opts(const srv_config *cfg, rt_opts *ro) {
     eng_spec_parse(cfg->spec, &spec); /* validated with the config */
     if (spec == ENG_SPEC_DRAFT && !cfg->model_draft)
         KN_WARN("--spec draft without -md/--model-draft: requests use prompt-lookup drafting");
+    if (cfg->chat_template && cfg->chat_template_file) {
+        fprintf(stderr, "kiln serve: give --chat-template or --chat-template-file, not both\n");
+        return false;
+    }
     *ro = (rt_opts){
         .threads = cfg->threads, .n_ctx = cfg->ctx, .n_slots = cfg->parallel, .max_batch = cfg->batch,
         .queue_len = cfg->queue_len, .queue_timeout_s = cfg->queue_timeout_s, .kv_type = kv_type,
@@ -146,7 +154,7 @@ static bool runtime_opts(const srv_config *cfg, rt_opts *ro) {
         .batch_wait_ms = cfg->batch_wait_ms, .block_size = cfg->kv_block_size,
         .kv_blocks = cfg->kv_tokens > 0 ? (cfg->kv_tokens + cfg->kv_block_size - 1) / cfg->kv_block_size : 0,
         .cache_bytes = (uint64_t)cfg->cache_ram_mib << 20, .spec = spec, .spec_max = cfg->draft_max,
-        .draft_path = cfg->model_draft};
+        .draft_path = cfg->model_draft, .chat_template = cfg->chat_template};
     return true;
 }
 
@@ -267,12 +275,32 @@ int cmd_serve(int argc, char **argv) {
     kn_cpu_level lvl;
     tensor_ops ops;
     rt_opts ro;
+    char *tmpl_src = NULL;
     if (kn_cpu_select(&lvl, &err) != KN_OK) {
         fprintf(stderr, "kiln serve: %s\n", err.msg);
         goto done;
     }
     tensor_ops_init(&ops, lvl);
     if (!runtime_opts(&cfg, &ro) || !apply_cpu_range(&cfg)) goto done;
+    if (cfg.chat_template_file) {
+        size_t tlen = 0;
+        if (kn_read_file(cfg.chat_template_file, TOK_TMPL_MAX_SOURCE, &tmpl_src, &tlen, &err) != KN_OK) {
+            fprintf(stderr, "kiln serve: --chat-template-file %s: %s\n", cfg.chat_template_file, err.msg);
+            goto done;
+        }
+        ro.chat_template = tmpl_src;
+    }
+    if (ro.chat_template) {
+        /* a template that does not parse is a startup error, not a per-model one */
+        const char *b = tok_tmpl_builtin(ro.chat_template);
+        tok_tmpl *t = tok_tmpl_create(b ? b : ro.chat_template, strlen(b ? b : ro.chat_template), &err);
+        if (!t) {
+            fprintf(stderr, "kiln serve: the chat template does not parse: %s\n", err.msg);
+            goto done;
+        }
+        tok_tmpl_destroy(t);
+        KN_INFO("chat template for every model: %s", b ? ro.chat_template : cfg.chat_template_file ? cfg.chat_template_file : "given source");
+    }
     /* signals are taken by this thread only (sigwait in serve): block them
      * before any thread starts, so that every thread inherits the mask */
     sigset_t sigs;
@@ -290,5 +318,6 @@ done:
     srv_destroy(srv);
     if (rc == 0) KN_INFO("shutdown: done");
     srv_config_free(&cfg);
+    free(tmpl_src);
     return rc;
 }

@@ -54,6 +54,7 @@ static const eng_key_field KEY_FIELDS[] = {
     {"stall_timeout_s", F(stall_timeout_s), ENG_KT_F64, ENG_KEY_NEVER,
      "how long a reader may take nothing: it cancels, it never changes the text"},
     {"grammar", F(grammar), ENG_KT_STR, ENG_KEY_ALWAYS, NULL},
+    {"markup", F(markup), ENG_KT_BOOL, ENG_KEY_ALWAYS, NULL},
 };
 
 #undef F

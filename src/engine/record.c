@@ -64,7 +64,7 @@ void *eng_rec_finish(eng_rec *r, const eng_req_result *res, size_t *len) {
     p[4] = REC_VERSION;
     p[5] = (uint8_t)res->finish;
     p[6] = r->with_events;
-    p[7] = 0;
+    p[7] = res->finish == ENG_FINISH_STOP && res->stop_index >= 0 && res->stop_index < 255 ? (uint8_t)(res->stop_index + 1) : 0;
     uint32_t h[7] = {(uint32_t)res->n_prompt, (uint32_t)res->n_gen, r->n_chunks, (uint32_t)r->chunks.n,
                      (uint32_t)r->text.n, (uint32_t)r->events.n, r->ctx_limit};
     memcpy(p + 8, h, sizeof h);
@@ -92,6 +92,7 @@ bool eng_rec_parse(const void *val, size_t len, size_t max_ev, eng_rec_view *v) 
     uint32_t h[7];
     memcpy(h, p + 8, sizeof h);
     v->finish = p[5];
+    v->stop_index = (int)p[7] - 1;
     v->ctx_limit = h[6];
     v->with_events = p[6];
     v->n_prompt = h[0];

@@ -41,6 +41,7 @@ void eng_rec_free(eng_rec *r);
 /* A parsed record (pointers into the value) and a cursor over its chunks. */
 typedef struct eng_rec_view {
     uint8_t finish;
+    int stop_index;     /* the stop string that ended it, -1: none (an end-of-generation token) */
     bool with_events;
     uint32_t n_prompt, n_gen, n_chunks, ctx_limit;
     const uint8_t *chunks, *events;

@@ -4,6 +4,7 @@
  * sched_encoder.c, drafting in sched_spec.c).
  */
 #include "kiln/engine.h"
+#include "kiln/chat.h"
 #include "sched_internal.h"
 
 #include <math.h>
@@ -76,7 +77,7 @@ static eng_req *req_alloc(eng_sched *s, req_kind kind) {
  * bytes); end-of-generation tokens are EOG; control, unknown and unused
  * tokens, empty pieces and ids past the tokenizer's vocabulary never match
  * text. */
-static kn_status build_gram_vocab(const eng_sched *s, gram_vocab **out, kn_err *err) {
+static kn_status build_gram_vocab(const eng_sched *s, bool markup, gram_vocab **out, kn_err *err) {
     int32_t nv = s->m->hp.n_vocab, ntok = tok_n_vocab(s->v);
     gram_token *toks = calloc((size_t)nv, sizeof *toks);
     if (!toks) return kn_fail(err, KN_ENOMEM, "out of memory");
@@ -87,9 +88,10 @@ static kn_status build_gram_vocab(const eng_sched *s, gram_vocab **out, kn_err *
             toks[id].kind = GRAM_TOK_EOG;
             continue;
         }
-        if (tok_is_control(s->v, id) || tok_token_type(s->v, id) == TOK_TYPE_UNUSED) continue;
+        bool marker = markup && eng_sched_is_marker(s, id);
+        if (!marker && (tok_is_control(s->v, id) || tok_token_type(s->v, id) == TOK_TYPE_UNUSED)) continue;
         size_t len = 0;
-        const char *piece = tok_token_piece(s->v, id, false, &len);
+        const char *piece = tok_token_piece(s->v, id, marker, &len);
         if (!piece || len == 0 || len > GRAM_MAX_TOKEN_BYTES) continue;
         toks[id] = (gram_token){.bytes = piece, .len = (uint32_t)len, .kind = GRAM_TOK_TEXT};
     }
@@ -98,12 +100,38 @@ static kn_status build_gram_vocab(const eng_sched *s, gram_vocab **out, kn_err *
     return st;
 }
 
+static int cmp_i32(const void *a, const void *b) {
+    int32_t x = *(const int32_t *)a, y = *(const int32_t *)b;
+    return (x > y) - (x < y);
+}
+
+/* The control tokens of every chat syntax's markup that this vocabulary
+ * has (end-of-generation ones excluded: they end the answer). */
+static void find_markers(eng_sched *s) {
+    for (int sy = 0; sy < CHAT_SYNTAX_COUNT; sy++) {
+        const char *const *mk = chat_syntax_markers((chat_syntax)sy);
+        for (; mk && *mk; mk++) {
+            int32_t id = tok_find(s->v, *mk, strlen(*mk));
+            if (id == TOK_NULL || !tok_is_control(s->v, id) || tok_is_eog(s->v, id)) continue;
+            bool dup = false;
+            for (int k = 0; k < s->n_markers; k++) dup |= s->markers[k] == id;
+            if (!dup && s->n_markers < (int)(sizeof s->markers / sizeof *s->markers)) s->markers[s->n_markers++] = id;
+        }
+    }
+    qsort(s->markers, (size_t)s->n_markers, sizeof *s->markers, cmp_i32);
+}
+
+bool eng_sched_is_marker(const eng_sched *s, int32_t tok) {
+    return s->n_markers && bsearch(&tok, s->markers, (size_t)s->n_markers, sizeof tok, cmp_i32);
+}
+
 /* The scheduler's grammar vocabulary, built by the first caller. */
-static kn_status sched_gram_vocab(eng_sched *s, const gram_vocab **out, kn_err *err) {
+static kn_status sched_gram_vocab(eng_sched *s, bool markup, const gram_vocab **out, kn_err *err) {
     kn_status st = KN_OK;
+    gram_vocab **gv = markup && s->n_markers ? &s->gvocab_markup : &s->gvocab;
     pthread_mutex_lock(&s->gram_mu);
-    if (!s->gvocab) st = build_gram_vocab(s, &s->gvocab, err);
-    *out = s->gvocab;
+    if (!*gv) st = build_gram_vocab(s, gv == &s->gvocab_markup, gv, err);
+    *out = *gv;
     pthread_mutex_unlock(&s->gram_mu);
     return st;
 }
@@ -138,6 +166,7 @@ kn_status eng_req_create_gen(eng_sched *s, const int32_t *prompt, size_t n_promp
     r->n_prompt = n_prompt;
     r->n_predict = p->n_predict;
     r->ignore_eos = p->ignore_eos;
+    r->markup = p->markup && s->n_markers > 0;
     r->n_logprobs = p->n_logprobs;
     r->t_origin = p->t_origin;
     r->spec = p->spec == ENG_SPEC_DEFAULT ? s->o.spec : p->spec;
@@ -166,7 +195,7 @@ kn_status eng_req_create_gen(eng_sched *s, const int32_t *prompt, size_t n_promp
     if (p->grammar && p->grammar[0]) {
         if ((st = gram_compile(p->grammar, strlen(p->grammar), NULL, &r->gram, err)) != KN_OK) goto fail;
         if ((st = gram_state_create(r->gram, &r->gstate, err)) != KN_OK) goto fail;
-        if ((st = sched_gram_vocab(s, &r->gvocab, err)) != KN_OK) goto fail;
+        if ((st = sched_gram_vocab(s, p->markup, &r->gvocab, err)) != KN_OK) goto fail;
         st = KN_ENOMEM;
         r->gmask = malloc((size_t)nv);
         r->glogits = malloc((size_t)nv * sizeof *r->glogits);
@@ -362,6 +391,7 @@ void eng_req_finish(eng_req *r, eng_finish f, kn_status st, const char *msg, boo
             }
         }
         r->res.finish = f;
+        r->res.stop_index = f == ENG_FINISH_STOP && r->stop ? eng_stop_matched(r->stop) : -1;
         r->res.status = st;
         if (msg) snprintf(r->res.err, sizeof r->res.err, "%s", msg);
         r->res.t_end = kn_now_s();
@@ -394,6 +424,7 @@ kn_status eng_sched_create(const model *m, const tok_vocab *v, const tensor_ops 
     pthread_mutex_init(&s->mu, NULL);
     pthread_mutex_init(&s->gram_mu, NULL);
     cond_init_mono(&s->cv);
+    find_markers(s);
     if (s->o.spec_max > ENG_SPEC_MAX) s->o.spec_max = ENG_SPEC_MAX;
     if (s->o.spec_max < 0) s->o.spec_max = 0;
     if (s->o.spec == ENG_SPEC_DEFAULT) s->o.spec = ENG_SPEC_NONE;
@@ -449,7 +480,7 @@ kn_status eng_sched_create(const model *m, const tok_vocab *v, const tensor_ops 
         tok_token_piece(v, id, false, &len);
         if (len > max_piece) max_piece = len;
     }
-    s->need_room = max_piece + 8 + ENG_STOP_MAX_LEN + 8; /* a piece, a pending UTF-8 char, a held-back stop prefix */
+    s->need_room = max_piece + 64 + 8 + ENG_STOP_MAX_LEN + 8; /* a piece (or a markup token's text), a pending UTF-8 char, a held-back stop prefix */
     s->ring_cap = 4 * s->need_room < 16384 ? 16384 : 4 * s->need_room;
 start:
     if (pthread_create(&s->thread, NULL, s->encoder ? eng_encoder_main : eng_decoder_main, s) != 0) {
@@ -504,6 +535,7 @@ void eng_sched_destroy(eng_sched *s) {
     free(s->enc_idx);
     free(s->enc_out);
     gram_vocab_destroy(s->gvocab);
+    gram_vocab_destroy(s->gvocab_markup);
     pthread_mutex_destroy(&s->gram_mu);
     pthread_mutex_destroy(&s->mu);
     pthread_cond_destroy(&s->cv);

@@ -57,6 +57,7 @@ struct eng_req {
     gram *gram;              /* the compiled grammar (owned) */
     gram_state *gstate;      /* where the output stands in it (owned) */
     const gram_vocab *gvocab; /* the scheduler's token trie (borrowed) */
+    bool markup;             /* render the markup tokens (eng_sched.markers) as their text */
     uint8_t *gmask;          /* [n_vocab] gram_mask's output */
     float *glogits;          /* [n_vocab] a logits row with the tokens the grammar refuses at -INFINITY */
     /* embedding */
@@ -83,6 +84,9 @@ struct eng_req {
     eng_req *next;
     bool queued;
 };
+
+/* Whether tok is one of s's markup control tokens. */
+bool eng_sched_is_marker(const eng_sched *s, int32_t tok);
 
 typedef struct slot {
     eng_req *r;          /* NULL: free */
@@ -128,6 +132,10 @@ struct eng_sched {
      * the first request with a grammar (under gram_mu), freed with s */
     pthread_mutex_t gram_mu;
     gram_vocab *gvocab;
+    gram_vocab *gvocab_markup; /* the same with the markup tokens as their text (eng_gen_params.markup) */
+    /* the control tokens of the chat syntaxes' markup (chat_syntax_markers) in this vocabulary, sorted */
+    int32_t markers[64];
+    int n_markers;
     size_t need_room; /* ring bytes one token may emit, flush included */
     size_t ring_cap;
     pthread_mutex_t mu;

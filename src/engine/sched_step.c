@@ -143,7 +143,15 @@ static bool gen_token(eng_sched *s, int i, const float *lg, int32_t draft, int32
     const char *piece = NULL;
     size_t plen = 0;
     kn_err e;
-    if (tok_decoder_feed(r->dec, tok, &piece, &plen, &e) != KN_OK) plen = 0;
+    const char *pre = NULL;
+    size_t prelen = 0;
+    if (r->markup && eng_sched_is_marker(s, tok)) {
+        /* the chat parser reads this control token's text */
+        tok_decoder_flush(r->dec, &pre, &prelen);
+        piece = tok_token_piece(s->v, tok, true, &plen);
+    } else if (tok_decoder_feed(r->dec, tok, &piece, &plen, &e) != KN_OK) {
+        plen = 0;
+    }
     pthread_mutex_lock(&r->mu);
     r->res.n_gen = (size_t)sl->n_gen;
     if (r->ev) {
@@ -151,7 +159,7 @@ static bool gen_token(eng_sched *s, int i, const float *lg, int32_t draft, int32
         eng_logprobs(lg, s->m->hp.n_vocab, tok, r->n_logprobs, ev);
         r->ev_len++;
     }
-    bool stopped = eng_req_emit_locked(r, piece, plen);
+    bool stopped = (prelen && eng_req_emit_locked(r, pre, prelen)) || eng_req_emit_locked(r, piece, plen);
     pthread_cond_broadcast(&r->cv);
     eng_req_notify_locked(r);
     pthread_mutex_unlock(&r->mu);

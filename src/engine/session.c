@@ -11,6 +11,7 @@
  * are owned buffers freed there too). Nothing is allocated per token.
  */
 #include "kiln/grammar.h"
+#include "prep.h"
 #include "service_internal.h"
 
 #include <math.h>
@@ -39,6 +40,7 @@ struct eng_gen {
     int ctx;                /* the context of the answer (a miss), or what a hit was checked against */
     const int32_t *ids;     /* the prompt tokens (arena, or ids_owned) */
     int32_t *ids_owned;     /* tokens made again with another front (malloc'd) */
+    char *gbnf;             /* the grammar built for a JSON format or forced tool calls (malloc'd), or NULL */
     size_t n_ids;
     char *prompt;           /* the prompt text for echo (arena), or NULL */
     size_t prompt_len;
@@ -70,33 +72,19 @@ static void notify_gen(void *arg) {
     if (atomic_exchange(&g->armed, false)) eng_efd_signal(g->efd);
 }
 
-/* The prompt's tokens with the front's vocabulary (malloc'd). */
-static bool tokenize(const eng_gen_request *q, const rt_front *f, int32_t **ids, size_t *n, eng_error *e) {
-    kn_err err = {0};
-    *ids = NULL;
-    *n = 0;
-    if (q->messages) {
-        if (!f->chat)
-            return eng_fail(e, ENG_ERR_REQUEST, "messages", "no_chat_template",
-                            "model '%s' has no usable chat template: %s", f->name, f->chat_err);
-        if (tok_chat_tokenize(f->chat, q->messages, q->tools, ids, n, &err) != KN_OK)
-            return eng_fail(e, ENG_ERR_REQUEST, "messages", "template_error", "the chat template failed: %s",
-                            err.msg);
-    } else if (q->prompt_tokens) {
-        if (!(*ids = malloc((q->n_prompt_tokens ? q->n_prompt_tokens : 1) * sizeof **ids)))
-            return eng_fail(e, ENG_ERR_INTERNAL, NULL, NULL, "out of memory");
-        memcpy(*ids, q->prompt_tokens, q->n_prompt_tokens * sizeof **ids);
-        *n = q->n_prompt_tokens;
-    } else if (tok_encode_alloc(f->vocab, q->prompt ? q->prompt : "", q->prompt_len, q->add_special, true, ids, n,
-                                &err) != KN_OK) {
-        return eng_fail(e, ENG_ERR_REQUEST, "prompt", NULL, "cannot tokenize the prompt: %s", err.msg);
-    }
-    if (*n == 0) {
-        free(*ids);
-        *ids = NULL;
-        return eng_fail(e, ENG_ERR_REQUEST, q->prompt_param, "empty_prompt", "the prompt is empty");
-    }
-    return true;
+/* What a preparation decides about the answer goes into the handle (the
+ * grammar text moves into it). */
+static void adopt(eng_gen *g, const eng_gen_request *q, eng_prep *p) {
+    free(g->gbnf);
+    g->gbnf = p->gbnf;
+    p->gbnf = NULL;
+    g->gp.grammar = g->gbnf ? g->gbnf : q->grammar;
+    g->gp.markup = p->parse;
+    g->info.parse = p->parse;
+    g->info.syntax = p->syntax;
+    g->info.tools = p->tools;
+    g->info.reasoning = p->reasoning;
+    g->info.in_reasoning = p->in_reasoning;
 }
 
 /* A new handle in an arena that also holds the prompt and the buffers. */
@@ -212,12 +200,12 @@ static bool acquire(eng_gen *g, const eng_gen_request *q, eng_error *e) {
     if (!g->m && !eng_model_get(g->s, g->front->id, &ao, &g->m, e)) return false;
     if (g->m->front != g->front) {
         /* the instance serves a file that changed on disk since: its own vocabulary and digest apply */
-        int32_t *ids = NULL;
-        size_t n = 0;
-        if (!tokenize(q, g->m->front, &ids, &n, e)) return false;
-        g->ids_owned = ids;
-        g->ids = ids;
-        g->n_ids = g->info.n_prompt = n;
+        eng_prep p;
+        if (!eng_prep_request(q, g->m->front, &p, e)) return false;
+        adopt(g, q, &p);
+        g->ids_owned = p.ids;
+        g->ids = p.ids;
+        g->n_ids = g->info.n_prompt = p.n_ids;
         if (g->own_front) rt_front_release(g->s->reg, g->front);
         g->front = g->m->front;
         g->own_front = false;
@@ -255,16 +243,16 @@ bool eng_gen_start(eng_service *s, const eng_gen_request *q, eng_gen **out, eng_
         return eng_fail(e, ENG_ERR_REQUEST, "model", "embedding_model",
                         "model %s:%s is an embedding model; it computes embeddings, not text", f->name, f->quant);
     }
-    int32_t *ids = NULL;
-    size_t n_ids = 0;
-    if (!tokenize(q, f, &ids, &n_ids, e)) {
+    eng_prep p;
+    if (!eng_prep_request(q, f, &p, e)) {
         rt_front_release(s->reg, f);
         return false;
     }
-    eng_gen *g = gen_alloc(s, q, ids, n_ids);
-    free(ids);
+    size_t n_ids = p.n_ids;
+    eng_gen *g = gen_alloc(s, q, p.ids, n_ids);
     if (!g || (g->efd = eng_efd_new()) < 0) {
         if (g) eng_gen_close(g);
+        eng_prep_free(&p);
         rt_front_release(s->reg, f);
         return eng_fail(e, ENG_ERR_INTERNAL, NULL, NULL, "out of memory (or descriptors)");
     }
@@ -274,6 +262,8 @@ bool eng_gen_start(eng_service *s, const eng_gen_request *q, eng_gen **out, eng_
     g->info.n_prompt = n_ids;
     g->with_events = q->n_logprobs >= 0;
     build_params(s, q, &g->gp);
+    adopt(g, q, &p);
+    eng_prep_free(&p);
     g->n_key = g->gp.n_predict;
     g->cacheable = rc_enabled(s->cache, RC_RESPONSE) && q->cache && f->sha256[0] &&
                    (q->sp.temp <= 0.0f || q->seed_set);
@@ -333,7 +323,7 @@ static eng_read_status replay(eng_gen *g, const char **text, size_t *len, const 
         return ENG_READ_DATA;
     }
     double now = kn_now_s();
-    g->res = (eng_req_result){.finish = (eng_finish)g->rv.finish, .status = KN_OK, .n_prompt = g->rv.n_prompt,
+    g->res = (eng_req_result){.finish = (eng_finish)g->rv.finish, .stop_index = g->rv.stop_index, .status = KN_OK, .n_prompt = g->rv.n_prompt,
                               .n_gen = g->rv.n_gen, .t_submit = now, .t_start = now, .t_first = now, .t_end = now};
     g->finished = true;
     return ENG_READ_DONE;
@@ -413,12 +403,30 @@ void eng_gen_close(eng_gen *g) {
     if (g->efd >= 0) close(g->efd);
     free(g->hit_val);
     free(g->ids_owned);
+    free(g->gbnf);
     eng_rec_free(&g->rec);
     kn_arena a = g->arena; /* g lives in it */
     kn_arena_free(&a);
 }
 
 const eng_gen_info *eng_gen_get_info(const eng_gen *g) { return &g->info; }
+
+bool eng_service_count_tokens(eng_service *s, const eng_gen_request *q, size_t *n, eng_error *e) {
+    *n = 0;
+    if (!check_grammar(q->grammar, e)) return false;
+    const rt_front *f = NULL;
+    if (!eng_front_get(s, q->model, &f, e)) return false;
+    bool ok = false;
+    eng_prep p;
+    if (f->encoder)
+        eng_fail(e, ENG_ERR_REQUEST, "model", "embedding_model", "model %s:%s is an embedding model", f->name, f->quant);
+    else if ((ok = eng_prep_request(q, f, &p, e))) {
+        *n = p.n_ids;
+        eng_prep_free(&p);
+    }
+    rt_front_release(s->reg, f);
+    return ok;
+}
 
 const char *eng_gen_token_piece(const eng_gen *g, int32_t id, size_t *len) {
     return tok_token_piece(g->front->vocab, id, true, len);

@@ -12,6 +12,8 @@ struct eng_stop {
     size_t n;
     char str[ENG_STOP_MAX][ENG_STOP_MAX_LEN + 1];
     size_t len[ENG_STOP_MAX];
+    int idx[ENG_STOP_MAX];                         /* each string's index in the request's list */
+    int matched;                                   /* the request's index of the string that stopped, or -1 */
     size_t held;                                   /* bytes in buf not yet emitted */
     char buf[ENG_STOP_MAX_LEN + ENG_STOP_PIECE];   /* held bytes + the new slice */
     char out[ENG_STOP_MAX_LEN + ENG_STOP_PIECE];   /* what a call releases */
@@ -22,6 +24,7 @@ kn_status eng_stop_create(const char *const *strs, size_t n, eng_stop **out, kn_
     *out = NULL;
     eng_stop *s = calloc(1, sizeof *s);
     if (!s) return kn_fail(err, KN_ENOMEM, "out of memory");
+    s->matched = -1;
     for (size_t i = 0; i < n; i++) {
         size_t l = strlen(strs[i]);
         if (l == 0) continue;
@@ -34,6 +37,7 @@ kn_status eng_stop_create(const char *const *strs, size_t n, eng_stop **out, kn_
             return kn_fail(err, KN_ERANGE, "stop string %zu is %zu bytes long (at most %d)", i, l, ENG_STOP_MAX_LEN);
         }
         memcpy(s->str[s->n], strs[i], l + 1);
+        s->idx[s->n] = (int)i;
         s->len[s->n++] = l;
     }
     *out = s;
@@ -45,7 +49,10 @@ void eng_stop_destroy(eng_stop *s) { free(s); }
 void eng_stop_reset(eng_stop *s) {
     s->held = 0;
     s->stopped = false;
+    s->matched = -1;
 }
+
+int eng_stop_matched(const eng_stop *s) { return s->matched; }
 
 /* Length of the longest suffix of buf[0..n) that is a proper prefix of a stop string. */
 static size_t partial_suffix(const eng_stop *s, const char *buf, size_t n) {
@@ -71,16 +78,19 @@ size_t eng_stop_feed(eng_stop *s, const char *bytes, size_t len, const char **ou
     const size_t n = s->held + take;
     /* the earliest complete stop string ends the stream */
     size_t cut = n;
+    int which = -1;
     for (size_t i = 0; i < s->n; i++)
         for (size_t p = 0; p + s->len[i] <= n && p < cut; p++)
             if (!memcmp(s->buf + p, s->str[i], s->len[i])) {
                 cut = p;
+                which = s->idx[i];
                 break;
             }
     if (cut < n) {
         memcpy(s->out, s->buf, cut);
         *out_len = cut;
         s->held = 0;
+        s->matched = which;
         s->stopped = *stopped = true;
         return take;
     }

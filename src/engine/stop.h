@@ -34,6 +34,9 @@ void eng_stop_reset(eng_stop *s);
  * should be generated, and out holds the text before it. */
 #define ENG_STOP_PIECE 1024
 size_t eng_stop_feed(eng_stop *s, const char *bytes, size_t len, const char **out, size_t *out_len, bool *stopped);
+/* The index (in the strings given to eng_stop_create) of the stop string
+ * that ended the stream, -1 while none has. */
+int eng_stop_matched(const eng_stop *s);
 /* End of generation without a stop: the held-back bytes. */
 void eng_stop_flush(eng_stop *s, const char **out, size_t *out_len);
 

@@ -75,7 +75,7 @@ static kn_status front_build(rt_registry *r, entry *e, front_rec **out, kn_err *
     kn_err cerr = {0};
     if (f->pub.encoder) {
         snprintf(f->pub.chat_err, sizeof f->pub.chat_err, "%s:%s is an embedding model", e->name, e->quant);
-    } else if (tok_chat_create(g, f->pub.vocab, &f->pub.chat, &f->pub.chat_source, &cerr) != KN_OK) {
+    } else if (tok_chat_create_with(g, f->pub.vocab, r->o.chat_template, &f->pub.chat, &f->pub.chat_source, &cerr) != KN_OK) {
         snprintf(f->pub.chat_err, sizeof f->pub.chat_err, "%s", cerr.msg);
         KN_WARN("%s: no usable chat template (%s); chat requests will fail", e->id, cerr.msg);
     }

@@ -406,6 +406,31 @@ bool srv_get_messages(json_t *root, const srv_msg_rules *rules, int limit, srv_g
     return true;
 }
 
+bool srv_get_tool_choice(json_t *root, srv_gen_req *r, srv_error *e) {
+    json_t *tc = json_object_get(root, "tool_choice");
+    if (!tc || json_is_null(tc)) return true;
+    if (json_is_string(tc)) {
+        const char *v = json_string_value(tc);
+        if (!strcmp(v, "auto")) r->q.tool_choice = ENG_TOOLS_AUTO;
+        else if (!strcmp(v, "none")) r->q.tool_choice = ENG_TOOLS_NONE;
+        else if (!strcmp(v, "required")) r->q.tool_choice = ENG_TOOLS_REQUIRED;
+        else
+            return srv_err(e, 400, "tool_choice", "invalid_value",
+                           "'tool_choice' must be 'auto', 'none', 'required' or a function, got '%.40s'", v);
+        return true;
+    }
+    json_t *fn = json_object_get(tc, "function");
+    json_t *name = json_object_get(fn, "name");
+    json_t *type = json_object_get(tc, "type");
+    if (!json_is_object(tc) || !json_is_string(type) || strcmp(json_string_value(type), "function") ||
+        !json_is_string(name))
+        return srv_err(e, 400, "tool_choice", "invalid_type",
+                       "'tool_choice' must be a string or {\"type\": \"function\", \"function\": {\"name\": ...}}");
+    r->q.tool_choice = ENG_TOOLS_NAMED;
+    r->q.tool_name = json_string_value(name);
+    return true;
+}
+
 bool srv_parse_keep_alive(json_t *root, double *out, srv_error *e) {
     *out = NAN;
     json_t *ka = json_object_get(root, "keep_alive");
@@ -453,11 +478,14 @@ void srv_gen_req_init(srv_gen_req *r) {
     r->q.cache = true;
     r->q.prompt_param = "prompt";
     r->q.stops = r->stops;
+    r->q.parallel_tool_calls = true;
 }
 
 void srv_gen_req_free(srv_gen_req *r) {
     if (!r) return;
     json_decref(r->messages);
+    json_decref(r->tools);
+    json_decref(r->schema);
     free(r->prompt_tokens);
     free(r->bias);
     memset(r, 0, sizeof *r);

@@ -63,11 +63,18 @@ typedef struct srv_gen_req {
     json_t *messages;          /* chat: a new array of {role, content} with content as text (owned) */
     int32_t *prompt_tokens;    /* a prompt given as token ids (owned) */
     eng_logit_bias *bias;      /* owned */
+    json_t *tools;             /* tools a dialect built (owned; q.tools points here or into the body) */
+    json_t *schema;            /* a JSON schema a dialect built (owned; q.json_schema points here or into the body) */
     bool stream;
     bool include_usage;        /* OpenAI stream_options.include_usage */
     bool echo;                 /* OpenAI completions: prompt text first */
     bool load_only;            /* Ollama: an empty generate prompt only loads the model */
 } srv_gen_req;
+
+/* OpenAI chat's tool_choice: "auto" | "none" | "required" |
+ * {"type": "function", "function": {"name": N}} into r->q.tool_choice and
+ * tool_name (borrowed from root). */
+bool srv_get_tool_choice(json_t *root, srv_gen_req *r, srv_error *e);
 
 /* Defaults of every dialect (sampler defaults, no limit, cache on, ...). */
 void srv_gen_req_init(srv_gen_req *r);

@@ -83,6 +83,8 @@ const key_def srv_cfg_keys[] = {
     {"spec", K_STR, F(spec), 0, 0, false, false, check_spec},
     {"draft-max", K_INT, F(draft_max), 0, 16, false, false, NULL},
     {"model-draft", K_STR, F(model_draft), 0, 0, false, false, NULL},
+    {"chat-template", K_STR, F(chat_template), 0, 0, false, false, NULL},
+    {"chat-template-file", K_STR, F(chat_template_file), 0, 0, false, false, NULL},
     {"response-cache", K_BOOL, F(response_cache), 0, 0, false, false, NULL},
     {"embedding-cache", K_BOOL, F(embedding_cache), 0, 0, false, false, NULL},
     {"cache-policy", K_STR, F(cache_policy), 0, 0, false, false, check_policy},

@@ -10,10 +10,18 @@
  *   openai.c   /v1/chat/completions, /v1/completions, /v1/embeddings
  *   ollama.c   /api/generate, /api/chat, /api/embed
  *   llama.c    /completion (llama-server's native route)
+ *
+ * Chat answers: when the session says an answer is to be parsed
+ * (eng_gen_info.parse: tools in play, or a template that reasons), gen.c
+ * runs the model's chat parser (kiln/chat.h) over the text and a chat
+ * dialect gets content, reasoning and tool calls as events
+ * (stream_event) and, for a whole answer, in j->content, j->reasoning and
+ * j->calls. Without a parser, every piece is one content event.
  */
 #ifndef KILN_SERVER_DIALECT_H
 #define KILN_SERVER_DIALECT_H
 
+#include "kiln/chat.h"
 #include "server_internal.h"
 
 typedef struct srv_job srv_job;
@@ -39,6 +47,11 @@ typedef struct srv_gen_dialect {
     json_t *(*whole)(srv_job *j);
     /* The answer to a load-only request (NULL: the dialect has none). */
     json_t *(*loaded)(srv_job *j, const char *model_id);
+    /* A chat dialect: the stream as events (content, reasoning, tool calls),
+     * called instead of stream_piece; j->ev / j->nev are the token events
+     * of the piece being parsed (logprobs). Whole answers get j->content,
+     * j->reasoning and j->calls. NULL: a text dialect (stream_piece, j->acc). */
+    void (*stream_event)(srv_job *j, const chat_event *ev);
 } srv_gen_dialect;
 
 /* An embedding dialect. */
@@ -79,7 +92,24 @@ struct srv_job {
     /* --log-prompts */
     bool log_text;
     kn_buf logged;
+    /* chat dialects (stream_event) */
+    chat_parser *cp;        /* the answer's parser (NULL: its text is its content) */
+    const eng_tok_event *ev; /* the token events of the piece being parsed */
+    size_t nev;
+    kn_buf content, reasoning; /* a whole answer's parts */
+    json_t *calls;          /* its tool calls [{"id", "name", "arguments": JSON text}] (NULL: none) */
+    int n_calls;            /* tool calls seen (stream and whole) */
+    char call_base[32];     /* tool call ids: "<prefix><call_base><index>" */
 };
+
+/* SSE with an event name ("event: NAME\ndata: JSON\n\n"; Anthropic,
+ * Responses). Takes o. */
+void srv_job_emit_event(srv_job *j, const char *event, json_t *o);
+/* The id of tool call `index` of this answer: prefix + a per-answer random
+ * part + index ("call_...", "toolu_..."). */
+void srv_tool_call_id(const srv_job *j, const char *prefix, int index, char *out, size_t cap);
+/* A fresh random id: prefix + 24 hex characters. */
+void srv_new_id(const char *prefix, char *out, size_t cap);
 
 /* Appends one JSON object (taken) to j->out in the dialect's framing. */
 void srv_job_emit(srv_job *j, json_t *o);

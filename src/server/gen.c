@@ -12,6 +12,8 @@
  */
 #include "dialect.h"
 
+#include <openssl/rand.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -30,7 +32,92 @@ void srv_job_emit(srv_job *j, json_t *o) {
     free(s);
 }
 
+void srv_job_emit_event(srv_job *j, const char *event, json_t *o) {
+    if (!o) return;
+    char *s = json_dumps(o, JSON_COMPACT | JSON_REAL_PRECISION(9));
+    json_decref(o);
+    if (!s) return;
+    kn_buf_add(&j->out, "event: ", 7, 0);
+    kn_buf_add(&j->out, event, strlen(event), 0);
+    kn_buf_add(&j->out, "\ndata: ", 7, 0);
+    kn_buf_add(&j->out, s, strlen(s), 0);
+    kn_buf_add(&j->out, "\n\n", 2, 0);
+    free(s);
+}
+
+static void hex_random(char *out, size_t n_hex) {
+    unsigned char b[32];
+    size_t nb = (n_hex + 1) / 2 > sizeof b ? sizeof b : (n_hex + 1) / 2;
+    if (RAND_bytes(b, (int)nb) != 1) {
+        /* no entropy source: time and address still make ids unique per process */
+        uint64_t x = kn_now_ns() ^ (uint64_t)(uintptr_t)out;
+        for (size_t i = 0; i < nb; i++, x = x * 6364136223846793005ull + 1442695040888963407ull) b[i] = (unsigned char)(x >> 56);
+    }
+    static const char hx[] = "0123456789abcdef";
+    for (size_t i = 0; i < n_hex; i++) out[i] = hx[(b[i / 2] >> (i % 2 ? 0 : 4)) & 15];
+    out[n_hex] = 0;
+}
+
+void srv_new_id(const char *prefix, char *out, size_t cap) {
+    char h[25];
+    hex_random(h, 24);
+    snprintf(out, cap, "%s%s", prefix, h);
+}
+
+void srv_tool_call_id(const srv_job *j, const char *prefix, int index, char *out, size_t cap) {
+    snprintf(out, cap, "%s%s%d", prefix, j->call_base, index);
+}
+
 const char *srv_job_model(const srv_job *j) { return j->info->model_id; }
+
+/* ---- chat answers ------------------------------------------------------------------ */
+
+/* A whole answer's event: into content, reasoning or calls. */
+static void collect_event(void *arg, const chat_event *ev) {
+    srv_job *j = arg;
+    if (ev->kind == CHAT_EV_CONTENT) {
+        kn_buf_add(&j->content, ev->text, ev->len, 0);
+    } else if (ev->kind == CHAT_EV_REASONING) {
+        kn_buf_add(&j->reasoning, ev->text, ev->len, 0);
+    } else {
+        char id[64];
+        if (ev->id && ev->id[0]) snprintf(id, sizeof id, "%s", ev->id);
+        else srv_tool_call_id(j, "call_", ev->index, id, sizeof id);
+        if (!j->calls) j->calls = json_array();
+        json_array_append_new(j->calls, json_pack("{s:s, s:o, s:o}", "id", id, "name", srv_json_text(ev->name, strlen(ev->name)),
+                                                  "arguments", srv_json_text(ev->args, ev->args_len)));
+        j->n_calls++;
+    }
+}
+
+static void stream_event(void *arg, const chat_event *ev) {
+    srv_job *j = arg;
+    if (ev->kind == CHAT_EV_TOOL_CALL) j->n_calls++;
+    j->d->stream_event(j, ev);
+}
+
+/* A chat dialect's parser for this answer (when the session says it is
+ * parsed). */
+static bool chat_setup(srv_job *j, srv_error *e) {
+    hex_random(j->call_base, 16);
+    if (!j->d->stream_event || !j->info->parse) return true;
+    chat_parse_opts o = {.syntax = (chat_syntax)j->info->syntax, .tools = j->info->tools,
+                         .reasoning = j->info->reasoning, .in_reasoning = j->info->in_reasoning};
+    kn_err err = {0};
+    if (chat_parser_create(&o, &j->cp, &err) != KN_OK) return srv_err(e, 500, NULL, NULL, "%s", err.msg);
+    return true;
+}
+
+/* A whole chat answer: its text parsed into content, reasoning and calls. */
+static void chat_collect(srv_job *j) {
+    if (!j->d->stream_event) return;
+    if (!j->cp) {
+        kn_buf_add(&j->content, j->acc.p ? j->acc.p : "", j->acc.n, 0);
+        return;
+    }
+    chat_parser_feed(j->cp, j->acc.p ? j->acc.p : "", j->acc.n, collect_event, j);
+    chat_parser_finish(j->cp, collect_event, j);
+}
 
 static void log_text(const char *id, const char *what, const char *text, size_t n) {
     KN_INFO("%s: %s (%zu bytes%s): %.*s", id, what, n, n > LOG_TEXT_MAX ? ", truncated" : "",
@@ -64,6 +151,10 @@ static void job_free(srv_job *j) {
     kn_buf_free(&j->acc);
     json_decref(j->lp);
     kn_buf_free(&j->logged);
+    chat_parser_destroy(j->cp);
+    kn_buf_free(&j->content);
+    kn_buf_free(&j->reasoning);
+    json_decref(j->calls);
     free(j);
 }
 
@@ -87,8 +178,25 @@ static bool pump(srv_job *j, bool stream) {
         const eng_tok_event *ev;
         eng_read_status rs = eng_gen_read(j->g, &text, &n, &ev, &nev, &j->res);
         if (rs == ENG_READ_NONE) return false;
-        if (rs == ENG_READ_DONE) return true;
+        if (rs == ENG_READ_DONE) {
+            if (stream && j->cp) {
+                j->ev = NULL, j->nev = 0;
+                chat_parser_finish(j->cp, stream_event, j);
+            }
+            return true;
+        }
         if (j->log_text && stream && j->logged.n < LOG_TEXT_MAX + 1) kn_buf_add(&j->logged, text, n, 0);
+        if (stream && j->d->stream_event) {
+            j->ev = ev, j->nev = nev;
+            if (j->cp) {
+                chat_parser_feed(j->cp, text, n, stream_event, j);
+            } else {
+                chat_event ce = {.kind = CHAT_EV_CONTENT, .text = text, .len = n};
+                j->d->stream_event(j, &ce);
+            }
+            j->ev = NULL, j->nev = 0;
+            continue;
+        }
         if (stream) {
             j->d->stream_piece(j, text, n, ev, nev);
             continue;
@@ -178,6 +286,7 @@ static enum MHD_Result respond_whole(srv_job *j) {
         return srv_send_error_as(c, shape, &e);
     }
     log_completion(j, j->acc.p ? j->acc.p : "", j->acc.n);
+    chat_collect(j);
     json_t *o = j->d->whole(j);
     const char *hdrs[5];
     char timing[48];
@@ -229,6 +338,7 @@ enum MHD_Result srv_h_generate(srv_server *s, struct MHD_Connection *c, conn_ctx
     }
     j->info = eng_gen_get_info(j->g);
     cx->model = j->info->model_id;
+    if (!chat_setup(j, &e)) goto fail;
     if (j->r.echo) j->echo_text = eng_gen_prompt_text(j->g, &j->echo_len);
     j->text_offset = j->echo_len;
     return j->r.stream ? respond_stream(j) : respond_whole(j);

@@ -20,7 +20,7 @@
 
 /* llama-server fields that change the output and that kiln does not implement. */
 static const char *const UNSUPPORTED[] = {"n_probs",        "dynatemp_range",  "mirostat",    "samplers",
-                                          "dry_multiplier", "xtc_probability", "json_schema", "lora",
+                                          "dry_multiplier", "xtc_probability", "lora",
                                           "n_indent",       "t_max_predict_ms"};
 
 static bool parse_llama(json_t *root, const srv_limits *lim, srv_gen_req *r, srv_error *e) {
@@ -44,6 +44,13 @@ static bool parse_llama(json_t *root, const srv_limits *lim, srv_gen_req *r, srv
     if (!srv_get_str(root, "grammar", "grammar", &r->q.grammar, &glen, e)) return false;
     if (r->q.grammar && strlen(r->q.grammar) != glen)
         return srv_err(e, 400, "grammar", "invalid_value", "'grammar' must not contain NUL characters");
+    json_t *js = json_object_get(root, "json_schema");
+    if (js && !json_is_null(js)) {
+        if (!json_is_object(js) && !json_is_boolean(js))
+            return srv_err(e, 400, "json_schema", "invalid_type", "'json_schema' must be a JSON Schema object");
+        r->q.json_schema = js;
+        r->q.json_schema_param = "json_schema";
+    }
     long long x = -1;
     bool set = false;
     if (!srv_get_int(root, "n_predict", "n_predict", -1, 1 << 24, &x, &set, e)) return false;

@@ -54,8 +54,27 @@ static bool parse_common(json_t *root, const srv_limits *lim, srv_gen_req *r, sr
     }
     if (!srv_parse_keep_alive(root, &r->q.keep_alive_s, e)) return false;
     json_t *fmt = json_object_get(root, "format");
-    if (fmt && !json_is_null(fmt) && !(json_is_string(fmt) && json_string_length(fmt) == 0))
-        return srv_err(e, 400, "format", "unsupported", "'format' (structured output) is not supported yet");
+    if (fmt && !json_is_null(fmt) && !(json_is_string(fmt) && json_string_length(fmt) == 0)) {
+        if (json_is_string(fmt)) {
+            if (strcmp(json_string_value(fmt), "json"))
+                return srv_err(e, 400, "format", "invalid_value",
+                               "'format' must be \"json\" or a JSON schema, got '%.40s'", json_string_value(fmt));
+            if (!(r->schema = json_pack("{s:s}", "type", "object"))) return srv_err(e, 500, NULL, NULL, "out of memory");
+            r->q.json_schema = r->schema;
+        } else if (json_is_object(fmt)) {
+            r->q.json_schema = fmt;
+        } else {
+            return srv_err(e, 400, "format", "invalid_type", "'format' must be \"json\" or a JSON schema object");
+        }
+        r->q.json_schema_param = "format";
+    }
+    json_t *think = json_object_get(root, "think");
+    if (think && !json_is_null(think)) {
+        if (!json_is_boolean(think))
+            return srv_err(e, 400, "think", "unsupported_value",
+                           "'think' must be true or false (reasoning effort levels are not supported)");
+        r->q.think = json_is_true(think) ? ENG_THINK_ON : ENG_THINK_OFF;
+    }
     return true;
 }
 
@@ -135,6 +154,27 @@ static json_t *final_obj(srv_job *j, const char *text, size_t n) {
     return o;
 }
 
+/* Ollama's tool calls: [{"function": {"name", "arguments": {...}}}]. */
+static json_t *tool_call_json(const char *name, const char *args, size_t args_len) {
+    json_t *a = json_loadb(args, args_len, 0, NULL);
+    if (!a) a = json_object();
+    return json_pack("{s:{s:s, s:o}}", "function", "name", name, "arguments", a);
+}
+
+/* A parsed stream event: content, thinking or a tool call. */
+static void event_out(srv_job *j, const chat_event *ev) {
+    if (ev->kind == CHAT_EV_CONTENT && ev->len == 0) return;
+    json_t *o = obj(j, srv_job_model(j), "", 0, false);
+    json_t *msg = is_chat(j) ? json_object_get(o, "message") : o;
+    if (ev->kind == CHAT_EV_CONTENT)
+        json_object_set_new(msg, is_chat(j) ? "content" : "response", srv_json_text(ev->text, ev->len));
+    else if (ev->kind == CHAT_EV_REASONING)
+        json_object_set_new(msg, "thinking", srv_json_text(ev->text, ev->len));
+    else if (is_chat(j))
+        json_object_set_new(msg, "tool_calls", json_pack("[o]", tool_call_json(ev->name, ev->args, ev->args_len)));
+    srv_job_emit(j, o);
+}
+
 static void piece(srv_job *j, const char *text, size_t n, const eng_tok_event *ev, size_t nev) {
     (void)ev, (void)nev;
     if (n) srv_job_emit(j, obj(j, srv_job_model(j), text, n, false));
@@ -151,7 +191,23 @@ static void stream_end(srv_job *j) {
     srv_job_emit(j, final_obj(j, "", 0));
 }
 
-static json_t *whole(srv_job *j) { return final_obj(j, j->acc.p ? j->acc.p : "", j->acc.n); }
+static json_t *whole(srv_job *j) {
+    json_t *o = final_obj(j, j->content.p ? j->content.p : "", j->content.n);
+    json_t *msg = is_chat(j) ? json_object_get(o, "message") : o;
+    if (j->reasoning.n) json_object_set_new(msg, "thinking", srv_json_text(j->reasoning.p, j->reasoning.n));
+    if (is_chat(j) && j->calls && json_array_size(j->calls)) {
+        json_t *tc = json_array();
+        size_t i;
+        json_t *c;
+        json_array_foreach(j->calls, i, c) {
+            json_t *a = json_object_get(c, "arguments");
+            json_array_append_new(tc, tool_call_json(json_string_value(json_object_get(c, "name")),
+                                                     json_string_value(a), json_string_length(a)));
+        }
+        json_object_set_new(msg, "tool_calls", tc);
+    }
+    return o;
+}
 
 static json_t *loaded(srv_job *j, const char *model_id) {
     (void)j;
@@ -164,12 +220,13 @@ static json_t *loaded(srv_job *j, const char *model_id) {
 const srv_gen_dialect srv_ollama_generate = {
     .name = "ollama.generate", .error_json = srv_ollama_error_json, .sse = false,
     .stream_type = "application/x-ndjson", .id_prefix = "cmpl", .parse = parse_generate, .stream_piece = piece,
-    .stream_end = stream_end, .whole = whole, .loaded = loaded,
+    .stream_end = stream_end, .whole = whole, .loaded = loaded, .stream_event = event_out,
 };
 
 const srv_gen_dialect srv_ollama_chat = {
     .name = "ollama.chat", .error_json = srv_ollama_error_json, .sse = false, .stream_type = "application/x-ndjson",
     .id_prefix = "chatcmpl", .parse = parse_chat, .stream_piece = piece, .stream_end = stream_end, .whole = whole,
+    .stream_event = event_out,
 };
 
 /* ---- embeddings ------------------------------------------------------------------------ */

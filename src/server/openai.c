@@ -69,9 +69,37 @@ static bool parse_common(json_t *root, const srv_limits *lim, bool chat, srv_gen
         if (!json_is_object(rf) || !json_is_string(t))
             return srv_err(e, 400, "response_format", "invalid_type",
                            "'response_format' must be an object with a string 'type'");
-        if (strcmp(json_string_value(t), "text"))
+        const char *ts = json_string_value(t);
+        if (!strcmp(ts, "json_object")) {
+            if (!(r->schema = json_pack("{s:s}", "type", "object"))) return srv_err(e, 500, NULL, NULL, "out of memory");
+            r->q.json_schema = r->schema;
+            r->q.json_schema_param = "response_format";
+        } else if (!strcmp(ts, "json_schema")) {
+            json_t *js = json_object_get(rf, "json_schema");
+            json_t *sc = json_object_get(js, "schema");
+            if (!json_is_object(js))
+                return srv_err(e, 400, "response_format.json_schema", "missing_field",
+                               "'response_format.json_schema' must be an object with 'name' and 'schema'");
+            if (!sc || json_is_null(sc)) {
+                /* OpenAI: a json_schema without a schema is any JSON object */
+                if (!(r->schema = json_pack("{s:s}", "type", "object")))
+                    return srv_err(e, 500, NULL, NULL, "out of memory");
+                sc = r->schema;
+            } else if (!json_is_object(sc) && !json_is_boolean(sc)) {
+                return srv_err(e, 400, "response_format.json_schema.schema", "invalid_type",
+                               "'response_format.json_schema.schema' must be a JSON Schema (an object)");
+            }
+            json_t *strict = json_object_get(js, "strict");
+            if (strict && !json_is_null(strict) && !json_is_boolean(strict))
+                return srv_err(e, 400, "response_format.json_schema.strict", "invalid_type",
+                               "'response_format.json_schema.strict' must be a boolean");
+            r->q.json_schema = sc;
+            r->q.json_schema_param = "response_format.json_schema.schema";
+        } else if (strcmp(ts, "text")) {
             return srv_err(e, 400, "response_format.type", "unsupported_value",
-                           "response_format type '%.40s' is not supported; only 'text'", json_string_value(t));
+                           "response_format type '%.40s' is not supported; use 'text', 'json_object' or 'json_schema'",
+                           ts);
+        }
     }
     return true;
 }
@@ -89,6 +117,25 @@ static bool parse_chat(json_t *root, const srv_limits *lim, srv_gen_req *r, srv_
     if (!srv_get_messages(root, &rules, lim->messages, r, e)) return false;
     r->q.messages = r->messages;
     r->q.prompt_param = "messages";
+    if (!srv_get_tool_choice(root, r, e)) return false;
+    if (!srv_get_bool(root, "parallel_tool_calls", "parallel_tool_calls", &r->q.parallel_tool_calls, e)) return false;
+    /* vLLM's and llama-server's template switches */
+    json_t *kw = json_object_get(root, "chat_template_kwargs");
+    if (kw && !json_is_null(kw)) {
+        if (!json_is_object(kw))
+            return srv_err(e, 400, "chat_template_kwargs", "invalid_type", "'chat_template_kwargs' must be an object");
+        const char *k;
+        json_t *v;
+        json_object_foreach(kw, k, v) {
+            if (strcmp(k, "enable_thinking"))
+                return srv_err(e, 400, "chat_template_kwargs", "unsupported",
+                               "chat_template_kwargs '%.40s' is not supported; only 'enable_thinking'", k);
+            if (!json_is_boolean(v))
+                return srv_err(e, 400, "chat_template_kwargs.enable_thinking", "invalid_type",
+                               "'chat_template_kwargs.enable_thinking' must be a boolean");
+            r->q.think = json_is_true(v) ? ENG_THINK_ON : ENG_THINK_OFF;
+        }
+    }
     return true;
 }
 
@@ -228,6 +275,29 @@ static void chat_piece(srv_job *j, const char *text, size_t n, const eng_tok_eve
     srv_job_emit(j, chunk(j, choice));
 }
 
+/* A chat stream's event: content, reasoning_content or a tool_calls delta. */
+static void chat_event_out(srv_job *j, const chat_event *ev) {
+    json_t *delta;
+    if (ev->kind == CHAT_EV_CONTENT) {
+        delta = json_pack("{s:o}", "content", srv_json_text(ev->text, ev->len));
+    } else if (ev->kind == CHAT_EV_REASONING) {
+        delta = json_pack("{s:o}", "reasoning_content", srv_json_text(ev->text, ev->len));
+    } else {
+        char id[64];
+        if (ev->id && ev->id[0]) snprintf(id, sizeof id, "%s", ev->id);
+        else srv_tool_call_id(j, "call_", ev->index, id, sizeof id);
+        delta = json_pack("{s:[{s:i, s:s, s:s, s:{s:o, s:o}}]}", "tool_calls", "index", ev->index, "id", id, "type",
+                          "function", "function", "name", srv_json_text(ev->name, strlen(ev->name)), "arguments",
+                          srv_json_text(ev->args, ev->args_len));
+    }
+    json_t *choice = json_pack("{s:i, s:o, s:n}", "index", 0, "delta", delta, "finish_reason");
+    /* a piece's logprobs go with its first content */
+    bool lp = j->r.q.n_logprobs >= 0 && ev->kind == CHAT_EV_CONTENT;
+    json_object_set_new(choice, "logprobs", lp ? json_pack("{s:o}", "content", chat_lp_entries(j, j->ev, j->nev)) : json_null());
+    if (lp) j->nev = 0;
+    srv_job_emit(j, chunk(j, choice));
+}
+
 static void comp_start(srv_job *j) {
     if (j->echo_len) j->d->stream_piece(j, j->echo_text, j->echo_len, NULL, 0);
 }
@@ -251,7 +321,7 @@ static void stream_end(srv_job *j) {
                 j->res.err[0] ? j->res.err : "generation failed");
         srv_job_emit(j, srv_openai_error_json(&e));
     } else {
-        const char *fin = eng_finish_name(j->res.finish);
+        const char *fin = j->n_calls && j->res.finish == ENG_FINISH_STOP ? "tool_calls" : eng_finish_name(j->res.finish);
         json_t *choice = is_chat(j)
                              ? json_pack("{s:i, s:{}, s:n, s:s}", "index", 0, "delta", "logprobs", "finish_reason", fin)
                              : json_pack("{s:i, s:s, s:n, s:s}", "index", 0, "text", "", "logprobs", "finish_reason", fin);
@@ -291,10 +361,24 @@ static json_t *chat_whole(srv_job *j) {
         if (!j->lp) j->lp = json_array(); /* no token came: an empty list, owned by the job */
         lp = json_pack("{s:O}", "content", j->lp);
     }
-    const char *text = j->acc.p ? j->acc.p : "";
-    json_t *choice = json_pack("{s:i, s:{s:s, s:o}, s:o, s:s}", "index", 0, "message", "role", "assistant", "content",
-                               srv_json_text(text, j->acc.n), "logprobs", lp, "finish_reason",
-                               eng_finish_name(j->res.finish));
+    json_t *msg = json_pack("{s:s}", "role", "assistant");
+    bool calls = j->calls && json_array_size(j->calls) > 0;
+    json_object_set_new(msg, "content",
+                        calls && j->content.n == 0 ? json_null()
+                                                   : srv_json_text(j->content.p ? j->content.p : "", j->content.n));
+    if (j->reasoning.n) json_object_set_new(msg, "reasoning_content", srv_json_text(j->reasoning.p, j->reasoning.n));
+    if (calls) {
+        json_t *tc = json_array();
+        size_t i;
+        json_t *c;
+        json_array_foreach(j->calls, i, c)
+            json_array_append_new(tc, json_pack("{s:O, s:s, s:{s:O, s:O}}", "id", json_object_get(c, "id"), "type",
+                                                "function", "function", "name", json_object_get(c, "name"),
+                                                "arguments", json_object_get(c, "arguments")));
+        json_object_set_new(msg, "tool_calls", tc);
+    }
+    const char *fin = calls && j->res.finish == ENG_FINISH_STOP ? "tool_calls" : eng_finish_name(j->res.finish);
+    json_t *choice = json_pack("{s:i, s:o, s:o, s:s}", "index", 0, "message", msg, "logprobs", lp, "finish_reason", fin);
     return whole(j, choice);
 }
 
@@ -313,7 +397,7 @@ static json_t *comp_whole(srv_job *j) {
 const srv_gen_dialect srv_openai_chat = {
     .name = "openai.chat", .error_json = srv_openai_error_json, .sse = true, .stream_type = "text/event-stream",
     .id_prefix = "chatcmpl", .parse = parse_chat, .stream_start = chat_start, .stream_piece = chat_piece,
-    .stream_end = stream_end, .collect = chat_collect, .whole = chat_whole,
+    .stream_end = stream_end, .collect = chat_collect, .whole = chat_whole, .stream_event = chat_event_out,
 };
 
 const srv_gen_dialect srv_openai_completions = {

@@ -11,7 +11,8 @@
 #  2. DESIGN.md's never-edges hold in the table: kernels (tensor) know no
 #     architecture, the model knows no tokenizer or HTTP, the engine no
 #     HTTP or dialect, the server neither GGUF nor the model, the cache no
-#     model, and bench is only an HTTP client;
+#     model, the chat syntax no model, tokenizer or HTTP, and bench is only
+#     an HTTP client;
 #  3. one include style: no source includes a path with "../", and every
 #     "kiln/X.h" a module's file names is in its view (the compiler checks
 #     it too, this says where).
@@ -70,6 +71,7 @@ never server gguf model kv tensor tokenizer
 never cache model engine runtime tensor
 never bench gguf model tensor engine runtime server cache tokenizer kv
 never kv model tensor
+never chat model tokenizer gguf engine runtime server
 
 # 3. one include style
 rel=$(grep -rnE '#include "\.\./' "$SRC/src" "$SRC/tests" "$SRC/include" 2>/dev/null)
