@@ -8,7 +8,10 @@ zodFunction, a tool round trip; see its header) against
    <tool_call>{"name", "arguments"}</tool_call>),
  - tiny-llama3 served with Llama 3.2's chat template (llama3 tool calls: a
    JSON object {"name", "parameters"} as the whole answer),
-both random-weight models, so every valid call comes from the grammar.
+both random-weight models, so every valid call comes from the grammar; and
+reasoning_content (chat_template_kwargs.enable_thinking, as llama-server
+takes it) with tiny-qwen3 under DeepSeek-R1-Distill's template, whose prompt
+opens <think> when thinking is on.
 The templates come from KILN_SHARED/chat_templates via --chat-template-file."""
 
 import os
@@ -21,19 +24,21 @@ import kiln_server as ks  # noqa: E402
 ks.need_env()
 ck = ks.Checks()
 
-CASES = [("tiny-qwen2-Q4_K_M", "Qwen-Qwen2.5-7B-Instruct.jinja"),
-         ("tiny-llama3-Q8_0", "meta-llama-Llama-3.2-3B-Instruct.jinja")]
+CASES = [("tiny-qwen2-Q4_K_M", "Qwen-Qwen2.5-7B-Instruct.jinja", "format,tools"),
+         ("tiny-llama3-Q8_0", "meta-llama-Llama-3.2-3B-Instruct.jinja", "format,tools"),
+         # a template whose prompt opens <think> when enable_thinking is true
+         ("tiny-qwen3-Q8_0", "deepseek-ai-DeepSeek-R1-Distill-Qwen-32B.jinja", "reasoning")]
 
 
 def main():
     servers = []
-    for model, tmpl in CASES:
+    for model, tmpl, checks in CASES:
         print("== %s with %s" % (model, tmpl), flush=True)
         srv = ks.Server(["-m", ks.model_path(model), "--chat-template-file", ks.shared("chat_templates", tmpl),
                          "-t", "2", "-c", "2048", "-np", "2"])
         servers.append(srv)
         try:
-            p = ks.run_node("openai_tools.mjs", ["http://127.0.0.1:%d/v1" % srv.port, model], timeout=600)
+            p = ks.run_node("openai_tools.mjs", ["http://127.0.0.1:%d/v1" % srv.port, model, "--checks", checks], timeout=600)
             sys.stdout.write(p.stdout)
             if p.stderr:
                 sys.stdout.write("stderr: " + p.stderr[-3000:] + "\n")

@@ -62,7 +62,7 @@ function check(name, cond, detail = "") {
 async function step(name, fn) {
   try { await fn(); } catch (e) {
     await new Promise((r) => setTimeout(r, 50));
-    check(`${name} (threw)`, false, e?.stack || String(e));
+    check(`${name} (threw)`, false, e?.status !== undefined ? String(e) : e?.stack || String(e));
   }
 }
 

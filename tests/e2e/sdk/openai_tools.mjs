@@ -1,4 +1,4 @@
-// openai_tools.mjs BASE_URL MODEL — structured outputs and tool calls through
+// openai_tools.mjs BASE_URL MODEL [--checks format,tools,reasoning] — structured outputs and tool calls through
 // kiln serve with the official openai npm package (5.23.2), as an app uses it:
 //  - client.chat.completions.parse with zodResponseFormat (a nested zod
 //    schema): message.parsed is what zod parses, and the content validates
@@ -17,7 +17,12 @@
 //  - tool_choice "none" and "auto": content or valid calls, never tool-call
 //    markup in the content;
 //  - a tool round trip: the assistant's tool_calls message and a "tool"
-//    message with its tool_call_id sent back are accepted.
+//    message with its tool_call_id sent back are accepted;
+//  - reasoning (only with --checks reasoning, for a template whose prompt
+//    opens <think> when chat_template_kwargs.enable_thinking is true):
+//    message.reasoning_content holds the model's text and content never
+//    holds <think> markup, streamed delta.reasoning_content / delta.content
+//    equal the whole answer, enable_thinking false gives no reasoning.
 // The models are random-weight: what they write unconstrained is noise, so
 // every valid call comes from the server's grammar. Prints ok/FAIL lines (a
 // failure shows the last request and answer) and "N passed, N failed";
@@ -27,9 +32,16 @@ import { zodResponseFormat, zodFunction } from "openai/helpers/zod";
 import { z } from "zod";
 import { makeValidator, short } from "./jsoncheck.mjs";
 
-const [BASE, MODEL] = process.argv.slice(2);
+const argv = process.argv.slice(2);
+const pos = [];
+let checks = ["format", "tools"];
+for (let i = 0; i < argv.length; i++) {
+  if (argv[i] === "--checks") checks = argv[++i].split(",");
+  else pos.push(argv[i]);
+}
+const [BASE, MODEL] = pos;
 if (!BASE || !MODEL) {
-  console.error("usage: node openai_tools.mjs BASE_URL(/v1) MODEL");
+  console.error("usage: node openai_tools.mjs BASE_URL(/v1) MODEL [--checks format,tools,reasoning]");
   process.exit(2);
 }
 
@@ -58,7 +70,7 @@ function check(name, cond, detail = "") {
 async function step(name, fn) {
   try { await fn(); } catch (e) {
     await new Promise((r) => setTimeout(r, 50)); // let the recorded body arrive
-    check(`${name} (threw)`, false, e?.stack || String(e));
+    check(`${name} (threw)`, false, e?.status !== undefined ? String(e) : e?.stack || String(e));
   }
 }
 
@@ -143,169 +155,206 @@ function checkCalls(label, choice, { only = null, maxCalls = Infinity } = {}) {
 
 // ---- 1. parse() with zodResponseFormat
 let parsedWhole = null;
-await step("parse zodResponseFormat", async () => {
-  const c = await client.chat.completions.parse({ model: MODEL, messages: userMsg, response_format: orderFormat,
-    temperature: 1, seed: 7, max_tokens: 400 });
-  const ch = c.choices[0];
-  check("parse: finish_reason stop", ch.finish_reason === "stop", ch.finish_reason);
-  const parsed = ch.message.parsed;
-  check("parse: message.parsed is an object", parsed && typeof parsed === "object", JSON.stringify(ch.message));
-  check("parse: zod accepts message.parsed", Order.safeParse(parsed).success, JSON.stringify(Order.safeParse(parsed).error?.issues));
-  const v = orderValidate(JSON.parse(ch.message.content));
-  check("parse: content validates with ajv", v.ok, `${v.errors.join("; ")}: ${ch.message.content}`);
-  check("parse: no refusal, no tool_calls", !ch.message.refusal && !(ch.message.tool_calls || []).length, JSON.stringify(ch.message));
-  parsedWhole = ch.message.content;
-});
-await step("parse zodResponseFormat, second seed", async () => {
-  const c = await client.chat.completions.parse({ model: MODEL, messages: userMsg, response_format: orderFormat,
-    temperature: 1, seed: 8, max_tokens: 400 });
-  check("parse seed 8: zod accepts message.parsed", Order.safeParse(c.choices[0].message.parsed).success, c.choices[0].message.content);
-});
+if (checks.includes("format")) {
+  await step("parse zodResponseFormat", async () => {
+    const c = await client.chat.completions.parse({ model: MODEL, messages: userMsg, response_format: orderFormat,
+      temperature: 1, seed: 7, max_tokens: 400 });
+    const ch = c.choices[0];
+    check("parse: finish_reason stop", ch.finish_reason === "stop", ch.finish_reason);
+    const parsed = ch.message.parsed;
+    check("parse: message.parsed is an object", parsed && typeof parsed === "object", JSON.stringify(ch.message));
+    check("parse: zod accepts message.parsed", Order.safeParse(parsed).success, JSON.stringify(Order.safeParse(parsed).error?.issues));
+    const v = orderValidate(JSON.parse(ch.message.content));
+    check("parse: content validates with ajv", v.ok, `${v.errors.join("; ")}: ${ch.message.content}`);
+    check("parse: no refusal, no tool_calls", !ch.message.refusal && !(ch.message.tool_calls || []).length, JSON.stringify(ch.message));
+    parsedWhole = ch.message.content;
+  });
+  await step("parse zodResponseFormat, second seed", async () => {
+    const c = await client.chat.completions.parse({ model: MODEL, messages: userMsg, response_format: orderFormat,
+      temperature: 1, seed: 8, max_tokens: 400 });
+    check("parse seed 8: zod accepts message.parsed", Order.safeParse(c.choices[0].message.parsed).success, c.choices[0].message.content);
+  });
 
-// ---- 2. stream() with response_format
-await step("stream zodResponseFormat", async () => {
-  const s = client.chat.completions.stream({ model: MODEL, messages: userMsg, response_format: orderFormat,
-    temperature: 1, seed: 7, max_tokens: 400 });
-  let deltas = "";
-  s.on("content.delta", (e) => { deltas += e.delta; });
-  const fin = await s.finalChatCompletion();
-  const ch = fin.choices[0];
-  check("stream: finish_reason stop", ch.finish_reason === "stop", ch.finish_reason);
-  check("stream: zod accepts finalChatCompletion parsed", Order.safeParse(ch.message.parsed).success, ch.message.content);
-  check("stream: content.delta events joined are the content", deltas === ch.message.content, `${deltas} vs ${ch.message.content}`);
-  check("stream: same answer as parse() for the same seed", ch.message.content === parsedWhole, `${ch.message.content} vs ${parsedWhole}`);
-});
+  // ---- 2. stream() with response_format
+  await step("stream zodResponseFormat", async () => {
+    const s = client.chat.completions.stream({ model: MODEL, messages: userMsg, response_format: orderFormat,
+      temperature: 1, seed: 7, max_tokens: 400 });
+    let deltas = "";
+    s.on("content.delta", (e) => { deltas += e.delta; });
+    const fin = await s.finalChatCompletion();
+    const ch = fin.choices[0];
+    check("stream: finish_reason stop", ch.finish_reason === "stop", ch.finish_reason);
+    check("stream: zod accepts finalChatCompletion parsed", Order.safeParse(ch.message.parsed).success, ch.message.content);
+    check("stream: content.delta events joined are the content", deltas === ch.message.content, `${deltas} vs ${ch.message.content}`);
+    check("stream: same answer as parse() for the same seed", ch.message.content === parsedWhole, `${ch.message.content} vs ${parsedWhole}`);
+  });
+}
 
 // ---- 3. tools, tool_choice "required"
 let requiredCalls = null;
 let requiredMsg = null;
-await step("tool_choice required", async () => {
-  const c = await client.chat.completions.create({ model: MODEL, messages: toolMsgs, tools: TOOLS, tool_choice: "required",
-    temperature: 1, seed: 11, max_tokens: 300 });
-  requiredCalls = checkCalls("required", c.choices[0]);
-  requiredMsg = c.choices[0].message;
-});
-for (const seed of [12, 13]) {
-  await step(`tool_choice required seed ${seed}`, async () => {
+if (checks.includes("tools")) {
+  await step("tool_choice required", async () => {
     const c = await client.chat.completions.create({ model: MODEL, messages: toolMsgs, tools: TOOLS, tool_choice: "required",
-      temperature: 1, seed, max_tokens: 300 });
-    checkCalls(`required seed ${seed}`, c.choices[0]);
+      temperature: 1, seed: 11, max_tokens: 300 });
+    requiredCalls = checkCalls("required", c.choices[0]);
+    requiredMsg = c.choices[0].message;
   });
-}
-await step("tool_choice required, parallel_tool_calls false", async () => {
-  const c = await client.chat.completions.create({ model: MODEL, messages: toolMsgs, tools: TOOLS, tool_choice: "required",
-    parallel_tool_calls: false, temperature: 1, seed: 14, max_tokens: 300 });
-  checkCalls("required, parallel false", c.choices[0], { maxCalls: 1 });
-});
-
-// ---- 4. a named tool
-for (const name of ["search_flights", "add_todo"]) {
-  await step(`named tool_choice ${name}`, async () => {
-    const c = await client.chat.completions.create({ model: MODEL, messages: toolMsgs, tools: TOOLS,
-      tool_choice: { type: "function", function: { name } }, temperature: 1, seed: 21, max_tokens: 300 });
-    checkCalls(`named ${name}`, c.choices[0], { only: name });
+  for (const seed of [12, 13]) {
+    await step(`tool_choice required seed ${seed}`, async () => {
+      const c = await client.chat.completions.create({ model: MODEL, messages: toolMsgs, tools: TOOLS, tool_choice: "required",
+        temperature: 1, seed, max_tokens: 300 });
+      checkCalls(`required seed ${seed}`, c.choices[0]);
+    });
+  }
+  await step("tool_choice required, parallel_tool_calls false", async () => {
+    const c = await client.chat.completions.create({ model: MODEL, messages: toolMsgs, tools: TOOLS, tool_choice: "required",
+      parallel_tool_calls: false, temperature: 1, seed: 14, max_tokens: 300 });
+    checkCalls("required, parallel false", c.choices[0], { maxCalls: 1 });
   });
-}
 
-// ---- 5. streamed tool calls equal the non-streamed ones
-await step("streamed tool calls", async () => {
-  const req = { model: MODEL, messages: toolMsgs, tools: TOOLS, tool_choice: "required", temperature: 1, seed: 11, max_tokens: 300 };
-  const stream = await client.chat.completions.create({ ...req, stream: true });
-  const acc = [];
-  let finish = null;
-  let content = "";
-  let bad = null;
-  for await (const chunk of stream) {
-    for (const ch of chunk.choices || []) {
-      if (ch.delta?.content) content += ch.delta.content;
-      for (const d of ch.delta?.tool_calls || []) {
-        if (typeof d.index !== "number") bad = `delta without index: ${JSON.stringify(d)}`;
-        const cur = acc[d.index] || (acc[d.index] = { id: "", name: "", args: "", type: null });
-        if (d.id) { if (cur.id) bad = `id sent twice for call ${d.index}`; cur.id = d.id; }
-        if (d.type) cur.type = d.type;
-        if (d.function?.name) { if (cur.name) bad = `name sent twice for call ${d.index}`; cur.name = d.function.name; }
-        if (d.function?.arguments) cur.args += d.function.arguments;
+  // ---- 4. a named tool
+  for (const name of ["search_flights", "add_todo"]) {
+    await step(`named tool_choice ${name}`, async () => {
+      const c = await client.chat.completions.create({ model: MODEL, messages: toolMsgs, tools: TOOLS,
+        tool_choice: { type: "function", function: { name } }, temperature: 1, seed: 21, max_tokens: 300 });
+      checkCalls(`named ${name}`, c.choices[0], { only: name });
+    });
+  }
+
+  // ---- 5. streamed tool calls equal the non-streamed ones
+  await step("streamed tool calls", async () => {
+    const req = { model: MODEL, messages: toolMsgs, tools: TOOLS, tool_choice: "required", temperature: 1, seed: 11, max_tokens: 300 };
+    const stream = await client.chat.completions.create({ ...req, stream: true });
+    const acc = [];
+    let finish = null;
+    let content = "";
+    let bad = null;
+    for await (const chunk of stream) {
+      for (const ch of chunk.choices || []) {
+        if (ch.delta?.content) content += ch.delta.content;
+        for (const d of ch.delta?.tool_calls || []) {
+          if (typeof d.index !== "number") bad = `delta without index: ${JSON.stringify(d)}`;
+          const cur = acc[d.index] || (acc[d.index] = { id: "", name: "", args: "", type: null });
+          if (d.id) { if (cur.id) bad = `id sent twice for call ${d.index}`; cur.id = d.id; }
+          if (d.type) cur.type = d.type;
+          if (d.function?.name) { if (cur.name) bad = `name sent twice for call ${d.index}`; cur.name = d.function.name; }
+          if (d.function?.arguments) cur.args += d.function.arguments;
+        }
+        if (ch.finish_reason) finish = ch.finish_reason;
       }
-      if (ch.finish_reason) finish = ch.finish_reason;
     }
-  }
-  check("streamed: well-formed delta.tool_calls (index; id and name once)", !bad, bad);
-  check("streamed: finish_reason tool_calls", finish === "tool_calls", finish);
-  check("streamed: no markup in content deltas", leaks(content).length === 0 && content.trim() === "", JSON.stringify(content));
-  check("streamed: every call has an id, type function, a name", acc.length > 0 && acc.every((c) => c && c.id && c.type === "function" && c.name),
-    JSON.stringify(acc));
-  const got = acc.map((c) => ({ name: c.name, args: c.args }));
-  const norm = (calls) => JSON.stringify((calls || []).map((c) => ({ name: c.name, args: JSON.parse(c.args) })));
-  let same = false;
-  try { same = norm(got) === norm(requiredCalls); } catch { same = false; }
-  check("streamed: the calls equal the non-streamed answer for the same seed", same,
-    `stream ${JSON.stringify(got)}\n     whole  ${JSON.stringify(requiredCalls)}`);
-});
+    check("streamed: well-formed delta.tool_calls (index; id and name once)", !bad, bad);
+    check("streamed: finish_reason tool_calls", finish === "tool_calls", finish);
+    check("streamed: no markup in content deltas", leaks(content).length === 0 && content.trim() === "", JSON.stringify(content));
+    check("streamed: every call has an id, type function, a name", acc.length > 0 && acc.every((c) => c && c.id && c.type === "function" && c.name),
+      JSON.stringify(acc));
+    const got = acc.map((c) => ({ name: c.name, args: c.args }));
+    const norm = (calls) => JSON.stringify((calls || []).map((c) => ({ name: c.name, args: JSON.parse(c.args) })));
+    let same = false;
+    try { same = norm(got) === norm(requiredCalls); } catch { same = false; }
+    check("streamed: the calls equal the non-streamed answer for the same seed", same,
+      `stream ${JSON.stringify(got)}\n     whole  ${JSON.stringify(requiredCalls)}`);
+  });
 
-// ---- 6. the SDK's own parse() with zodFunction tools
-await step("zodFunction parse", async () => {
-  const Weather = z.object({ location: z.string().max(30), unit: z.enum(["celsius", "fahrenheit"]) });
-  const c = await client.chat.completions.parse({ model: MODEL, messages: toolMsgs, tool_choice: "required",
-    tools: [zodFunction({ name: "get_weather", parameters: Weather })], temperature: 1, seed: 31, max_tokens: 300 });
-  const ch = c.choices[0];
-  check("zodFunction: finish_reason tool_calls", ch.finish_reason === "tool_calls", ch.finish_reason);
-  const calls = ch.message.tool_calls || [];
-  check("zodFunction: at least one call", calls.length > 0, JSON.stringify(ch.message));
-  for (const call of calls) {
-    check("zodFunction: parsed_arguments is what zod parses", call.function.name === "get_weather"
-      && Weather.safeParse(call.function.parsed_arguments).success, JSON.stringify(call));
-  }
-});
-
-// ---- 7. tool_choice "none" and "auto"
-await step("tool_choice none", async () => {
-  const c = await client.chat.completions.create({ model: MODEL, messages: toolMsgs, tools: TOOLS, tool_choice: "none",
-    temperature: 1, seed: 41, max_tokens: 60 });
-  const ch = c.choices[0];
-  check("none: no tool_calls", !(ch.message.tool_calls || []).length, JSON.stringify(ch.message));
-  check("none: finish_reason stop/length", ["stop", "length"].includes(ch.finish_reason), ch.finish_reason);
-  check("none: content is text without tool-call markup", typeof ch.message.content === "string" && !leaks(ch.message.content).length,
-    JSON.stringify(ch.message.content));
-});
-for (const seed of [51, 52, 53]) {
-  await step(`tool_choice auto seed ${seed}`, async () => {
-    const c = await client.chat.completions.create({ model: MODEL, messages: toolMsgs, tools: TOOLS, tool_choice: "auto",
-      temperature: 1, seed, max_tokens: 80 });
+  // ---- 6. the SDK's own parse() with zodFunction tools
+  await step("zodFunction parse", async () => {
+    const Weather = z.object({ location: z.string().max(30), unit: z.enum(["celsius", "fahrenheit"]) });
+    const c = await client.chat.completions.parse({ model: MODEL, messages: toolMsgs, tool_choice: "required",
+      tools: [zodFunction({ name: "get_weather", parameters: Weather })], temperature: 1, seed: 31, max_tokens: 300 });
     const ch = c.choices[0];
-    if ((ch.message.tool_calls || []).length) checkCalls(`auto seed ${seed}`, ch);
-    else {
-      check(`auto seed ${seed}: finish_reason stop/length`, ["stop", "length"].includes(ch.finish_reason), ch.finish_reason);
-      check(`auto seed ${seed}: content without tool-call markup`, typeof ch.message.content === "string" && !leaks(ch.message.content).length,
-        JSON.stringify(ch.message.content));
+    check("zodFunction: finish_reason tool_calls", ch.finish_reason === "tool_calls", ch.finish_reason);
+    const calls = ch.message.tool_calls || [];
+    check("zodFunction: at least one call", calls.length > 0, JSON.stringify(ch.message));
+    for (const call of calls) {
+      check("zodFunction: parsed_arguments is what zod parses", call.function.name === "get_weather"
+        && Weather.safeParse(call.function.parsed_arguments).success, JSON.stringify(call));
     }
   });
-}
-await step("tool_choice auto streamed", async () => {
-  const stream = await client.chat.completions.create({ model: MODEL, messages: toolMsgs, tools: TOOLS, temperature: 1, seed: 54,
-    max_tokens: 80, stream: true });
-  let content = "";
-  for await (const chunk of stream) for (const ch of chunk.choices || []) if (ch.delta?.content) content += ch.delta.content;
-  check("auto streamed: content without tool-call markup", !leaks(content).length, JSON.stringify(content));
-});
 
-// ---- 8. a tool round trip
-await step("tool round trip", async () => {
-  if (!requiredMsg?.tool_calls?.length) { check("round trip: have calls from tool_choice required", false); return; }
-  const call = requiredMsg.tool_calls[0];
-  const messages = [...toolMsgs,
-    { role: "assistant", content: null, tool_calls: requiredMsg.tool_calls },
-    ...requiredMsg.tool_calls.map((tc) => ({ role: "tool", tool_call_id: tc.id, content: JSON.stringify({ ok: true, result: `${tc.function.name} done` }) }))];
-  const c = await client.chat.completions.create({ model: MODEL, messages, tools: TOOLS, temperature: 1, seed: 61, max_tokens: 40 });
-  const ch = c.choices[0];
-  check("round trip: answered", ["stop", "length", "tool_calls"].includes(ch.finish_reason), `${ch.finish_reason} (sent back ${call.id})`);
-  check("round trip: no markup in content", !leaks(ch.message.content || "").length, JSON.stringify(ch.message.content));
-  // the same with the arguments as the apps' own messages carry them after a parse (a JSON string kept verbatim)
-  const c2 = await client.chat.completions.create({ model: MODEL, temperature: 0, max_tokens: 10, tools: TOOLS,
-    messages: [...toolMsgs, { role: "assistant", content: "", tool_calls: [{ id: "call_abc", type: "function",
-      function: { name: "get_weather", arguments: "{\"location\":\"Paris\",\"unit\":\"celsius\"}" } }] },
-    { role: "tool", tool_call_id: "call_abc", content: "18 degrees, sunny" }] });
-  check("round trip with a fixed call: answered", c2.choices.length === 1, JSON.stringify(c2));
-});
+  // ---- 7. tool_choice "none" and "auto"
+  await step("tool_choice none", async () => {
+    const c = await client.chat.completions.create({ model: MODEL, messages: toolMsgs, tools: TOOLS, tool_choice: "none",
+      temperature: 1, seed: 41, max_tokens: 60 });
+    const ch = c.choices[0];
+    check("none: no tool_calls", !(ch.message.tool_calls || []).length, JSON.stringify(ch.message));
+    check("none: finish_reason stop/length", ["stop", "length"].includes(ch.finish_reason), ch.finish_reason);
+    check("none: content is text without tool-call markup", typeof ch.message.content === "string" && !leaks(ch.message.content).length,
+      JSON.stringify(ch.message.content));
+  });
+  for (const seed of [51, 52, 53]) {
+    await step(`tool_choice auto seed ${seed}`, async () => {
+      const c = await client.chat.completions.create({ model: MODEL, messages: toolMsgs, tools: TOOLS, tool_choice: "auto",
+        temperature: 1, seed, max_tokens: 80 });
+      const ch = c.choices[0];
+      if ((ch.message.tool_calls || []).length) checkCalls(`auto seed ${seed}`, ch);
+      else {
+        check(`auto seed ${seed}: finish_reason stop/length`, ["stop", "length"].includes(ch.finish_reason), ch.finish_reason);
+        check(`auto seed ${seed}: content without tool-call markup`, typeof ch.message.content === "string" && !leaks(ch.message.content).length,
+          JSON.stringify(ch.message.content));
+      }
+    });
+  }
+  await step("tool_choice auto streamed", async () => {
+    const stream = await client.chat.completions.create({ model: MODEL, messages: toolMsgs, tools: TOOLS, temperature: 1, seed: 54,
+      max_tokens: 80, stream: true });
+    let content = "";
+    for await (const chunk of stream) for (const ch of chunk.choices || []) if (ch.delta?.content) content += ch.delta.content;
+    check("auto streamed: content without tool-call markup", !leaks(content).length, JSON.stringify(content));
+  });
+
+  // ---- 8. a tool round trip
+  await step("tool round trip", async () => {
+    if (!requiredMsg?.tool_calls?.length) { check("round trip: have calls from tool_choice required", false); return; }
+    const call = requiredMsg.tool_calls[0];
+    const messages = [...toolMsgs,
+      { role: "assistant", content: null, tool_calls: requiredMsg.tool_calls },
+      ...requiredMsg.tool_calls.map((tc) => ({ role: "tool", tool_call_id: tc.id, content: JSON.stringify({ ok: true, result: `${tc.function.name} done` }) }))];
+    const c = await client.chat.completions.create({ model: MODEL, messages, tools: TOOLS, temperature: 1, seed: 61, max_tokens: 40 });
+    const ch = c.choices[0];
+    check("round trip: answered", ["stop", "length", "tool_calls"].includes(ch.finish_reason), `${ch.finish_reason} (sent back ${call.id})`);
+    check("round trip: no markup in content", !leaks(ch.message.content || "").length, JSON.stringify(ch.message.content));
+    // the same with the arguments as the apps' own messages carry them after a parse (a JSON string kept verbatim)
+    const c2 = await client.chat.completions.create({ model: MODEL, temperature: 0, max_tokens: 10, tools: TOOLS,
+      messages: [...toolMsgs, { role: "assistant", content: "", tool_calls: [{ id: "call_abc", type: "function",
+        function: { name: "get_weather", arguments: "{\"location\":\"Paris\",\"unit\":\"celsius\"}" } }] },
+      { role: "tool", tool_call_id: "call_abc", content: "18 degrees, sunny" }] });
+    check("round trip with a fixed call: answered", c2.choices.length === 1, JSON.stringify(c2));
+  });
+
+}
+
+// ---- 9. reasoning
+if (checks.includes("reasoning")) {
+  const messages = [{ role: "user", content: "How many r's are in strawberry?" }];
+  const req = { model: MODEL, messages, temperature: 1, seed: 5, max_tokens: 40 };
+  let whole = null;
+  await step("reasoning on", async () => {
+    const c = await client.chat.completions.create({ ...req, chat_template_kwargs: { enable_thinking: true } });
+    whole = c.choices[0].message;
+    check("reasoning on: reasoning_content holds the model's text", typeof whole.reasoning_content === "string" && whole.reasoning_content.length > 0,
+      JSON.stringify(whole));
+    check("reasoning on: no markup in content or reasoning_content", !leaks(whole.content || "").length && !leaks(whole.reasoning_content || "").length,
+      JSON.stringify(whole));
+  });
+  await step("reasoning on, streamed", async () => {
+    const st = await client.chat.completions.create({ ...req, stream: true, chat_template_kwargs: { enable_thinking: true } });
+    let content = "";
+    let reasoning = "";
+    for await (const chunk of st) {
+      for (const ch of chunk.choices || []) { content += ch.delta?.content || ""; reasoning += ch.delta?.reasoning_content || ""; }
+    }
+    check("reasoning on, streamed: the deltas equal the whole answer",
+      whole && reasoning === (whole.reasoning_content || "") && content === (whole.content || ""),
+      `stream reasoning ${JSON.stringify(reasoning)} content ${JSON.stringify(content)}\n     whole ${JSON.stringify(whole)}`);
+  });
+  await step("reasoning off", async () => {
+    const c = await client.chat.completions.create({ ...req, chat_template_kwargs: { enable_thinking: false } });
+    const m = c.choices[0].message;
+    check("reasoning off: no reasoning_content", !m.reasoning_content, JSON.stringify(m));
+    check("reasoning off: no markup in content", !leaks(m.content || "").length, JSON.stringify(m));
+  });
+}
 
 console.log(`${passed} passed, ${failed} failed`);
 process.exit(failed ? 1 : 0);
