@@ -23,7 +23,8 @@
 //
 // Options: --schemas DIR (default ./schemas beside this script), --seeds N (3),
 // --max-tokens N (400), --concurrency N (4), --max-cut F (0.25), --only
-// NAME,NAME (substring match), --extra N (schemas in the extra checks; 4),
+// NAME,NAME (substring match), --part K/N (the schemas whose index in the
+// sorted list is K modulo N: a share of the suite), --extra N (schemas in the extra checks; 4),
 // --no-extra.
 // Prints one line per schema ("ok   ..." / "FAIL ...", with the request and
 // the answer of each failure) and a closing "N passed, N failed"; exits 1 on
@@ -35,7 +36,7 @@ import { makeValidator, jsonPrefix, short } from "./jsoncheck.mjs";
 
 const argv = process.argv.slice(2);
 const pos = [];
-const opt = { schemas: null, seeds: 3, maxTokens: 400, concurrency: 4, maxCut: 0.25, only: null, extra: 4 };
+const opt = { schemas: null, seeds: 3, maxTokens: 400, concurrency: 4, maxCut: 0.25, only: null, part: null, extra: 4 };
 for (let i = 0; i < argv.length; i++) {
   const a = argv[i];
   const val = () => argv[++i];
@@ -45,6 +46,7 @@ for (let i = 0; i < argv.length; i++) {
   else if (a === "--concurrency") opt.concurrency = +val();
   else if (a === "--max-cut") opt.maxCut = +val();
   else if (a === "--only") opt.only = val().split(",");
+  else if (a === "--part") opt.part = val().split("/").map(Number);
   else if (a === "--extra") opt.extra = +val();
   else if (a === "--no-extra") opt.extra = 0;
   else if (a.startsWith("--")) { console.error(`unknown option ${a}`); process.exit(2); }
@@ -86,9 +88,10 @@ async function pool(items, n, fn) {
 // ---- the schemas
 const files = fs.readdirSync(dir).filter((f) => f.endsWith(".json")).sort();
 const schemas = [];
-for (const f of files) {
+for (const [k, f] of files.entries()) {
   const name = f.replace(/\.json$/, "");
   if (opt.only && !opt.only.some((o) => name.includes(o))) continue;
+  if (opt.part && k % opt.part[1] !== opt.part[0]) continue;
   const schema = JSON.parse(fs.readFileSync(path.join(dir, f), "utf8"));
   let validate;
   try { validate = makeValidator(schema); } catch (e) {
@@ -206,7 +209,7 @@ if (extraSchemas.length) {
   // response_format json_object and Ollama format "json": any JSON (an object for json_object)
   const anyObject = { name: "json_object", validate: (v) => ({ ok: v !== null && typeof v === "object" && !Array.isArray(v), errors: ["not an object"] }) };
   const anyJson = { name: "json", validate: () => ({ ok: true, errors: [] }) };
-  for (let seed = 1; seed <= 2; seed++) {
+  for (let seed = 1; seed <= Math.min(2, opt.extra); seed++) {
     tasks.push(() => extraCheck(`response_format json_object seed ${seed}`, "/v1/chat/completions", {
       model: MODEL, temperature: 1, seed, max_tokens: opt.maxTokens, response_format: { type: "json_object" },
       messages: [{ role: "user", content: "Describe a cat as a JSON object." }],
@@ -224,7 +227,7 @@ if (extraSchemas.length) {
 
   // the control: without response_format the same requests mostly do not validate
   const control = await pool(extraSchemas.flatMap((s) => [1, 2].map((seed) => ({ s, seed }))), opt.concurrency, async ({ s, seed }) => {
-    const body = chatBody(s, seed);
+    const body = chatBody(s, seed, { max_tokens: Math.min(opt.maxTokens, 80) });
     delete body.response_format;
     const res = await post("/v1/chat/completions", body);
     const text = ((res.json?.choices || [])[0]?.message || {}).content;
