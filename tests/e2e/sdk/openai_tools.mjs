@@ -8,7 +8,9 @@
 //  - tools with tool_choice "required": finish_reason "tool_calls", each call
 //    {id, type "function", function {name, arguments}} names a given tool and
 //    its arguments JSON.parse and validate against the tool's parameters;
-//    parallel_tool_calls false: one call;
+//    with parallel_tool_calls false exactly one call; parallel, the answer may
+//    be cut by max_tokens (a random model may go on calling) but its calls
+//    are whole and no partial call reaches content;
 //  - tool_choice {"type": "function", "function": {"name"}}: every call is
 //    that function;
 //  - the same streamed (delta.tool_calls put together by index) equals the
@@ -125,14 +127,18 @@ const TOOLS = [
 const toolValidators = Object.fromEntries(TOOLS.map((t) => [t.function.name, makeValidator(t.function.parameters)]));
 const toolMsgs = [{ role: "user", content: "What's the weather in Paris? Also find me a flight from CDG to JFK tomorrow." }];
 
-// Checks one answer's tool calls; returns them as [{name, args}] (null on failure).
-function checkCalls(label, choice, { only = null, maxCalls = Infinity } = {}) {
+// Checks one answer's tool calls; returns them as [{name, args}] (null when
+// there are none). allowLength: a parallel answer may be cut by max_tokens
+// (a random model may go on calling): its complete calls must still be valid
+// and the cut one must not reach content as markup.
+function checkCalls(label, choice, { only = null, maxCalls = Infinity, allowLength = false } = {}) {
   const msg = choice.message || {};
   const calls = msg.tool_calls;
-  if (!check(`${label}: finish_reason "tool_calls"`, choice.finish_reason === "tool_calls", `got ${choice.finish_reason}`)) return null;
+  if (allowLength && choice.finish_reason === "length") console.log(`# ${label}: cut by max_tokens after ${(calls || []).length} call(s)`);
+  else check(`${label}: finish_reason "tool_calls"`, choice.finish_reason === "tool_calls", `got ${choice.finish_reason}`);
+  check(`${label}: no markup in content`, (msg.content ?? "") === "" || leaks(msg.content).length === 0, JSON.stringify(msg.content));
   if (!check(`${label}: message.tool_calls is a non-empty array`, Array.isArray(calls) && calls.length > 0, JSON.stringify(msg))) return null;
   check(`${label}: at most ${maxCalls} call(s)`, calls.length <= maxCalls, `${calls.length} calls`);
-  check(`${label}: no markup in content`, (msg.content ?? "") === "" || leaks(msg.content).length === 0, JSON.stringify(msg.content));
   const ids = new Set();
   const out = [];
   for (const [k, c] of calls.entries()) {
@@ -194,37 +200,37 @@ if (checks.includes("format")) {
 let requiredCalls = null;
 let requiredMsg = null;
 if (checks.includes("tools")) {
-  await step("tool_choice required", async () => {
-    const c = await client.chat.completions.create({ model: MODEL, messages: toolMsgs, tools: TOOLS, tool_choice: "required",
-      temperature: 1, seed: 11, max_tokens: 300 });
-    requiredCalls = checkCalls("required", c.choices[0]);
-    requiredMsg = c.choices[0].message;
-  });
-  for (const seed of [12, 13]) {
-    await step(`tool_choice required seed ${seed}`, async () => {
+  // parallel_tool_calls false: exactly one call, and the answer must end after it
+  for (const seed of [11, 12, 13]) {
+    await step(`tool_choice required, one call, seed ${seed}`, async () => {
       const c = await client.chat.completions.create({ model: MODEL, messages: toolMsgs, tools: TOOLS, tool_choice: "required",
-        temperature: 1, seed, max_tokens: 300 });
-      checkCalls(`required seed ${seed}`, c.choices[0]);
+        parallel_tool_calls: false, temperature: 1, seed, max_tokens: 300 });
+      const calls = checkCalls(`required single seed ${seed}`, c.choices[0], { maxCalls: 1 });
+      if (seed === 11) { requiredCalls = calls; requiredMsg = c.choices[0].message; }
     });
   }
-  await step("tool_choice required, parallel_tool_calls false", async () => {
-    const c = await client.chat.completions.create({ model: MODEL, messages: toolMsgs, tools: TOOLS, tool_choice: "required",
-      parallel_tool_calls: false, temperature: 1, seed: 14, max_tokens: 300 });
-    checkCalls("required, parallel false", c.choices[0], { maxCalls: 1 });
-  });
+  // parallel (the default): one or more calls
+  for (const seed of [14, 15]) {
+    await step(`tool_choice required, parallel, seed ${seed}`, async () => {
+      const c = await client.chat.completions.create({ model: MODEL, messages: toolMsgs, tools: TOOLS, tool_choice: "required",
+        temperature: 1, seed, max_tokens: 400 });
+      checkCalls(`required parallel seed ${seed}`, c.choices[0], { allowLength: true });
+    });
+  }
 
   // ---- 4. a named tool
-  for (const name of ["search_flights", "add_todo"]) {
+  for (const [name, parallel] of [["search_flights", false], ["add_todo", true]]) {
     await step(`named tool_choice ${name}`, async () => {
-      const c = await client.chat.completions.create({ model: MODEL, messages: toolMsgs, tools: TOOLS,
-        tool_choice: { type: "function", function: { name } }, temperature: 1, seed: 21, max_tokens: 300 });
-      checkCalls(`named ${name}`, c.choices[0], { only: name });
+      const c = await client.chat.completions.create({ model: MODEL, messages: toolMsgs, tools: TOOLS, parallel_tool_calls: parallel,
+        tool_choice: { type: "function", function: { name } }, temperature: 1, seed: 21, max_tokens: 400 });
+      checkCalls(`named ${name}${parallel ? " parallel" : ""}`, c.choices[0], { only: name, allowLength: parallel, maxCalls: parallel ? Infinity : 1 });
     });
   }
 
   // ---- 5. streamed tool calls equal the non-streamed ones
   await step("streamed tool calls", async () => {
-    const req = { model: MODEL, messages: toolMsgs, tools: TOOLS, tool_choice: "required", temperature: 1, seed: 11, max_tokens: 300 };
+    const req = { model: MODEL, messages: toolMsgs, tools: TOOLS, tool_choice: "required", parallel_tool_calls: false,
+      temperature: 1, seed: 11, max_tokens: 300 };
     const stream = await client.chat.completions.create({ ...req, stream: true });
     const acc = [];
     let finish = null;
@@ -260,7 +266,7 @@ if (checks.includes("tools")) {
   // ---- 6. the SDK's own parse() with zodFunction tools
   await step("zodFunction parse", async () => {
     const Weather = z.object({ location: z.string().max(30), unit: z.enum(["celsius", "fahrenheit"]) });
-    const c = await client.chat.completions.parse({ model: MODEL, messages: toolMsgs, tool_choice: "required",
+    const c = await client.chat.completions.parse({ model: MODEL, messages: toolMsgs, tool_choice: "required", parallel_tool_calls: false,
       tools: [zodFunction({ name: "get_weather", parameters: Weather })], temperature: 1, seed: 31, max_tokens: 300 });
     const ch = c.choices[0];
     check("zodFunction: finish_reason tool_calls", ch.finish_reason === "tool_calls", ch.finish_reason);
