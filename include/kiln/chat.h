@@ -39,7 +39,9 @@
  *  - A tool call is reported once, whole, when its markup closes: a name and
  *    its arguments as a compact JSON object text. Markup that does not parse
  *    (bad JSON, an unterminated call at the end) is content, as the model
- *    wrote it.
+ *    wrote it (harmony: the end of the text ends a message, <|call|> being
+ *    a stop token). Whitespace next to calls is dropped unless text
+ *    follows on both sides.
  *  - The events do not depend on how the text was split into pieces.
  *  - Every buffer is bounded: a call longer than CHAT_MAX_CALL_BYTES, or
  *    more than CHAT_MAX_CALLS calls, is content.

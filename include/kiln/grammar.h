@@ -23,6 +23,10 @@
  * or after `|`. Matching is over Unicode scalar values; bytes are decoded
  * as strict UTF-8 (no overlongs, surrogates or values over U+10FFFF).
  *
+ * JSON Schema (src/grammar/schema.c; docs/grammar.md, "JSON Schema"):
+ * gram_schema_rules / gram_schema_to_gbnf write GBNF accepting exactly the
+ * compact JSON texts valid against a schema (a subset of all spellings).
+ *
  * Invariants:
  *  - A compiled `gram` is immutable and may be shared by any number of
  *    threads and states; it must outlive them.
@@ -75,6 +79,19 @@ kn_status gram_compile(const char *text, size_t len, const char *root, gram **ou
 void gram_destroy(gram *g); /* accepts NULL */
 /* Number of compiled rules (the grammar's and the generated helpers). */
 size_t gram_rule_count(const gram *g);
+
+/* ---- JSON Schema ------------------------------------------------------- */
+
+/* Appends GBNF rules accepting exactly the JSON texts valid against schema
+ * (a JSON Schema object or boolean) to *out. Every rule name starts with
+ * prefix (letters, digits, '-'; may be ""), the start rule is "<prefix>root".
+ * Several schemas with different prefixes can share one grammar.
+ * Errors (KN_EINVAL / KN_ERANGE) name the JSON pointer: "unsupported JSON Schema
+ * keyword 'not' at /properties/a", "'minItems' 5 > 'maxItems' 2 at /items", ...
+ * On error *out is unchanged. What it appends always compiles (it is checked). */
+kn_status gram_schema_rules(const json_t *schema, const char *prefix, kn_buf *out, kn_err *err);
+/* A whole grammar whose root accepts the schema's values (root ::= ...). *out malloc'd, NUL-terminated. */
+kn_status gram_schema_to_gbnf(const json_t *schema, char **out, size_t *len, kn_err *err);
 
 /* ---- matching ------------------------------------------------------------ */
 
@@ -144,18 +161,5 @@ bool gram_token_ok(gram_state *s, const gram_vocab *v, uint32_t id);
 /* Takes token id: a text token's bytes (as gram_accept_bytes); an EOG token
  * is accepted iff gram_can_end (the state is unchanged); control never. */
 bool gram_accept_token(gram_state *s, const gram_vocab *v, uint32_t id);
-
-/* ---- JSON Schema ---------------------------------------------------------- */
-
-/* Appends GBNF rules accepting exactly the JSON texts valid against schema
- * (a JSON Schema object or boolean) to *out. Every rule name starts with
- * prefix (letters, digits, '-'; may be ""); the start rule is
- * "<prefix>root", so several schemas with different prefixes can share one
- * grammar. Errors (KN_EINVAL / KN_ERANGE) name the JSON pointer, e.g.
- * "unsupported JSON Schema keyword 'not' at /properties/a". */
-kn_status gram_schema_rules(const json_t *schema, const char *prefix, kn_buf *out, kn_err *err);
-/* A whole grammar whose root accepts the schema's values. *out malloc'd,
- * NUL-terminated. */
-kn_status gram_schema_to_gbnf(const json_t *schema, char **out, size_t *len, kn_err *err);
 
 #endif

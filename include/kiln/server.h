@@ -78,7 +78,8 @@
  *            cache-ttl-response and cache-ttl-embedding 1..31536000, send-timeout and
  *            read-timeout 1..86400, limit-messages 1..1000000, limit-max-tokens
  *            1..2^24, limit-embed-inputs 1..2048, limit-stops 0..16,
- *            limit-logit-bias 0..2^20, limit-json-depth 2..1000; max-body
+ *            limit-logit-bias 0..2^20, limit-json-depth 2..1000, responses-max
+ *            0..1000000, responses-mib 1..65536, responses-ttl 1..31536000; max-body
  *            1 KiB..1 GiB, memory-budget and cache-disk-size 0..2^50 also take
  *            a k/m/g suffix (binary: 8m = 8 MiB)
  *   booleans mmap, response-cache, embedding-cache, cache-compress, log-prompts:
@@ -178,6 +179,10 @@ typedef struct srv_config {
     char *cache_dir;       /* --cache-dir DIR: the disk (L2) cache, LMDB (default $XDG_CACHE_HOME/kiln, else
                               ~/.cache/kiln; NULL when neither is set = no L2); never inside the models dir */
     int64_t cache_disk_size; /* --cache-disk-size BYTES (k/m/g): L2 size limit (default 10g; 0 = no L2) */
+    /* the OpenAI Responses store (previous_response_id, GET /v1/responses/{id}) */
+    int responses_max;     /* --responses-max: stored responses kept (default 1000; 0 = store nothing) */
+    int responses_mib;     /* --responses-mib: their bytes in all, in MiB (default 64) */
+    int responses_ttl_s;   /* --responses-ttl: seconds a stored response is kept (default 3600) */
     char *cpu_range;       /* --cpu-range: CPUs the compute threads may run on, canonical
                               (e.g. "0-3" or "0,2,4-5"; NULL = no affinity); see srv_config_cpu_set */
     bool print_config;     /* --print-config (a flag only, not a file key): print srv_config_dump and exit */

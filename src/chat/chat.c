@@ -35,16 +35,49 @@ static const char *const TR_GEMMA4[] = {"<|tool_call>", NULL};
 
 /* One row per syntax, in chat_syntax order. */
 static const chat_syn SYNTAXES[CHAT_SYNTAX_COUNT] = {
-    [CHAT_SYNTAX_PLAIN] = {CHAT_SYNTAX_PLAIN, "plain", MK_PLAIN, NULL, NULL, NULL, false, NULL},
-    [CHAT_SYNTAX_HERMES] = {CHAT_SYNTAX_HERMES, "hermes", MK_HERMES, TR_HERMES, NULL, NULL, false, NULL},
-    [CHAT_SYNTAX_LLAMA3] = {CHAT_SYNTAX_LLAMA3, "llama3", MK_LLAMA3, TR_LLAMA3, NULL, NULL, true, NULL},
-    [CHAT_SYNTAX_MISTRAL] = {CHAT_SYNTAX_MISTRAL, "mistral", MK_MISTRAL, TR_MISTRAL, NULL, NULL, false, NULL},
-    [CHAT_SYNTAX_DEEPSEEK] = {CHAT_SYNTAX_DEEPSEEK, "deepseek", MK_DEEPSEEK, TR_DEEPSEEK, NULL, NULL, false,
-                              NULL},
-    [CHAT_SYNTAX_GRANITE] = {CHAT_SYNTAX_GRANITE, "granite", MK_GRANITE, TR_GRANITE, NULL, NULL, false, NULL},
-    [CHAT_SYNTAX_HARMONY] = {CHAT_SYNTAX_HARMONY, "harmony", MK_HARMONY, NULL, NULL, NULL, false, NULL},
-    [CHAT_SYNTAX_GEMMA4] = {CHAT_SYNTAX_GEMMA4, "gemma4", MK_GEMMA4, TR_GEMMA4, NULL, NULL, false, NULL},
-    [CHAT_SYNTAX_GENERIC] = {CHAT_SYNTAX_GENERIC, "generic", MK_GENERIC, NULL, NULL, NULL, false, NULL},
+    [CHAT_SYNTAX_PLAIN] = {.id = CHAT_SYNTAX_PLAIN, .name = "plain", .markers = MK_PLAIN},
+    [CHAT_SYNTAX_HERMES] = {.id = CHAT_SYNTAX_HERMES,
+                            .name = "hermes",
+                            .markers = MK_HERMES,
+                            .triggers = TR_HERMES,
+                            .try_call = chat_try_hermes},
+    [CHAT_SYNTAX_LLAMA3] = {.id = CHAT_SYNTAX_LLAMA3,
+                            .name = "llama3",
+                            .markers = MK_LLAMA3,
+                            .triggers = TR_LLAMA3,
+                            .try_call = chat_try_llama3_tag,
+                            .try_whole = chat_try_llama3_whole,
+                            .whole_repeats = true},
+    [CHAT_SYNTAX_MISTRAL] = {.id = CHAT_SYNTAX_MISTRAL,
+                             .name = "mistral",
+                             .markers = MK_MISTRAL,
+                             .triggers = TR_MISTRAL,
+                             .try_call = chat_try_mistral},
+    [CHAT_SYNTAX_DEEPSEEK] = {.id = CHAT_SYNTAX_DEEPSEEK,
+                              .name = "deepseek",
+                              .markers = MK_DEEPSEEK,
+                              .triggers = TR_DEEPSEEK,
+                              .try_call = chat_try_deepseek},
+    [CHAT_SYNTAX_GRANITE] = {.id = CHAT_SYNTAX_GRANITE,
+                             .name = "granite",
+                             .markers = MK_GRANITE,
+                             .triggers = TR_GRANITE,
+                             .try_call = chat_try_granite},
+    [CHAT_SYNTAX_HARMONY] = {.id = CHAT_SYNTAX_HARMONY,
+                             .name = "harmony",
+                             .markers = MK_HARMONY,
+                             .step = chat_harmony_step},
+    [CHAT_SYNTAX_GEMMA4] = {.id = CHAT_SYNTAX_GEMMA4,
+                            .name = "gemma4",
+                            .markers = MK_GEMMA4,
+                            .triggers = TR_GEMMA4,
+                            .try_call = chat_try_gemma4,
+                            .think_open = "<|channel>thought",
+                            .think_close = "<channel|>"},
+    [CHAT_SYNTAX_GENERIC] = {.id = CHAT_SYNTAX_GENERIC,
+                             .name = "generic",
+                             .markers = MK_GENERIC,
+                             .try_whole = chat_try_generic},
 };
 
 const chat_syn *chat_syn_get(chat_syntax s) {
@@ -94,8 +127,13 @@ bool chat_template_thinks(const char *src, size_t n) {
            has(src, n, "<|channel>");
 }
 
+static bool ends_with(const char *s, size_t n, const char *lit) {
+    size_t l = strlen(lit);
+    return n >= l && memcmp(s + n - l, lit, l) == 0;
+}
+
 bool chat_prompt_in_reasoning(const char *s, size_t n) {
     while (n > 0 && chat_is_ws(s[n - 1]))
         n--;
-    return n >= 7 && memcmp(s + n - 7, "<think>", 7) == 0;
+    return ends_with(s, n, "<think>") || ends_with(s, n, "<|channel>thought");
 }

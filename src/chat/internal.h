@@ -57,6 +57,7 @@ struct chat_parser {
     char *buf;
     size_t len, cap, pos;
     bool reason_began;
+    const char *think_open, *think_close;
     /* the markers active in content */
     const char *trig[CHAT_MAX_TRIGGERS];
     size_t trig_len[CHAT_MAX_TRIGGERS];
@@ -67,8 +68,11 @@ struct chat_parser {
     int ti;         /* which marker (-1: the whole answer) */
     size_t trig_ws; /* whitespace before it */
     chat_jscan js;
-    size_t sub; /* a handler's own progress (e.g. where to resume a search) */
-    int hstate; /* harmony: its own state */
+    size_t sub;      /* a handler's own progress (e.g. where to resume a search) */
+    int hstate;      /* harmony: its own state */
+    int hkind;       /* harmony: what the current body is */
+    char hname[256]; /* harmony: the recipient of a call */
+    size_t hname_len;
     chat_staged *staged;
     size_t nstaged, staged_cap;
     int ncalls;
@@ -92,6 +96,8 @@ struct chat_syn {
     bool whole_repeats; /* after a whole-answer call, ';' or whitespace and another '{' */
     /* harmony: drives the whole answer itself; returns whether it progressed */
     bool (*step)(chat_parser *p, bool final);
+    /* the reasoning block; NULL: <think> ... </think> */
+    const char *think_open, *think_close;
 };
 
 const chat_syn *chat_syn_get(chat_syntax s);

@@ -23,12 +23,10 @@ enum {
     M_CONTENT,       /* content, watching for markers */
     M_TRIGGER,       /* a marker at pos: its handler decides */
     M_WHOLE,         /* the answer from pos on may be one JSON call */
-    M_AFTER_CALL,    /* whitespace after a call is dropped */
+    M_AFTER_CALL,    /* whitespace after a call: dropped unless text follows */
     M_AFTER_WHOLE,   /* after a whole-answer call: whitespace, ';' and maybe another */
     M_OWN,           /* the syntax drives (harmony) */
 };
-
-static const char THINK_OPEN[] = "<think>", THINK_CLOSE[] = "</think>";
 
 kn_status chat_parser_create(const chat_parse_opts *o, chat_parser **out, kn_err *err) {
     *out = NULL;
@@ -39,6 +37,8 @@ kn_status chat_parser_create(const chat_parse_opts *o, chat_parser **out, kn_err
     p->o = *o;
     p->syn = chat_syn_get(o->syntax);
     p->ti = -1;
+    p->think_open = p->syn->think_open ? p->syn->think_open : "<think>";
+    p->think_close = p->syn->think_close ? p->syn->think_close : "</think>";
     if (p->syn->step)
         p->mode = M_OWN;
     else if (o->reasoning)
@@ -136,12 +136,12 @@ static bool step_start(chat_parser *p, const char *s, size_t n, bool final) {
         p->mode = M_CONTENT_START;
         return true;
     }
-    if (chat_starts(s + i, n - i, THINK_OPEN)) {
-        p->pos += i + strlen(THINK_OPEN);
+    if (chat_starts(s + i, n - i, p->think_open)) {
+        p->pos += i + strlen(p->think_open);
         p->mode = M_REASON;
         return true;
     }
-    if (!final && (i == n || chat_is_prefix_of(s + i, n - i, THINK_OPEN))) return false;
+    if (!final && (i == n || chat_is_prefix_of(s + i, n - i, p->think_open))) return false;
     p->mode = M_CONTENT_START;
     return true;
 }
@@ -154,8 +154,8 @@ static bool step_reason(chat_parser *p, const char *s, size_t n, bool final) {
         p->reason_began = true;
         return true;
     }
-    size_t cl = strlen(THINK_CLOSE);
-    size_t j = chat_find(s, n, 0, THINK_CLOSE, cl);
+    size_t cl = strlen(p->think_close);
+    size_t j = chat_find(s, n, 0, p->think_close, cl);
     if (j < n) {
         size_t e = j;
         for (size_t w = 0; e > 0 && w < CHAT_WS_HOLD && chat_is_ws(s[e - 1]); w++)
@@ -166,7 +166,7 @@ static bool step_reason(chat_parser *p, const char *s, size_t n, bool final) {
         return true;
     }
     if (final) return out(p, CHAT_EV_REASONING, n, false) > 0;
-    const char *mk[1] = {THINK_CLOSE};
+    const char *mk[1] = {p->think_close};
     size_t h = hold_start(s, n, mk, &cl, 1, true);
     return out(p, CHAT_EV_REASONING, h, true) > 0;
 }
@@ -258,6 +258,19 @@ static bool step_attempt(chat_parser *p, const char *s, size_t n, bool final) {
     return true;
 }
 
+/* Whitespace after a call goes with what follows: dropped before another
+ * call or the end, content before text. */
+static bool step_after_call(chat_parser *p, const char *s, size_t n, bool final) {
+    size_t i = chat_skip_ws(s, n);
+    if (i == n && i <= CHAT_WS_HOLD) {
+        if (!final) return false;
+        p->pos += i;
+        return true;
+    }
+    p->mode = M_CONTENT;
+    return true;
+}
+
 static bool step_after_whole(chat_parser *p, const char *s, size_t n, bool final) {
     size_t i = 0;
     while (i < n && (chat_is_ws(s[i]) || s[i] == ';'))
@@ -286,7 +299,7 @@ static bool step(chat_parser *p, bool final) {
     case M_CONTENT: return step_content(p, s, n, final);
     case M_TRIGGER:
     case M_WHOLE: return step_attempt(p, s, n, final);
-    case M_AFTER_CALL: return step_skip_ws(p, s, n, final, M_CONTENT);
+    case M_AFTER_CALL: return step_after_call(p, s, n, final);
     case M_AFTER_WHOLE: return step_after_whole(p, s, n, final);
     case M_OWN: return p->syn->step(p, final);
     }

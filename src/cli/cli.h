@@ -36,6 +36,7 @@ int cmd_bench_kernels(int argc, char **argv);
 int cmd_bench_tokenizer(int argc, char **argv);
 int cmd_bench_model(int argc, char **argv);
 int cmd_bench_embed(int argc, char **argv);
+int cmd_bench_grammar(int argc, char **argv);
 /* Exit status 0 SLA PASS, 2 SLA FAIL, 1 run failed. */
 int cmd_bench_server(int argc, char **argv);
 

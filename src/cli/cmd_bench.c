@@ -12,6 +12,7 @@ static const cli_command SCENARIOS[] = {
     {"model", cmd_bench_model, "prefill, decode and batched decode tok/s of a model, vs the bandwidth roofline"},
     {"embed", cmd_bench_embed, "texts/s and tokens/s of an embedding (encoder) model, single and batched"},
     {"tokenizer", cmd_bench_tokenizer, "encode/decode MB/s of a model's tokenizer"},
+    {"grammar", cmd_bench_grammar, "constrained decoding: schema compile, token mask time, decode tok/s vs free"},
     {"server", cmd_bench_server, "latency, throughput and load ramp of an OpenAI-compatible server (SLA verdict)"},
 };
 

@@ -110,7 +110,11 @@ static void usage(FILE *f) {
             "      --cache-compress [B]   zstd for L1 values over 1 KiB (default true)\n"
             "      --cache-dir DIR     disk tier (L2, LMDB; default $XDG_CACHE_HOME/kiln or ~/.cache/kiln);\n"
             "                          never inside the models directory\n"
-            "      --cache-disk-size B L2 size limit, oldest entries evicted above it (default 10g; 0 = no L2)\n");
+            "      --cache-disk-size B L2 size limit, oldest entries evicted above it (default 10g; 0 = no L2)\n"
+            "OpenAI Responses store (previous_response_id, GET /v1/responses/ID; oldest evicted first):\n"
+            "      --responses-max N   stored responses kept (default 1000; 0 = store none)\n"
+            "      --responses-mib N   their size in all, in MiB (default 64)\n"
+            "      --responses-ttl S   seconds a stored response is kept (default 3600)\n");
 }
 
 /* The settings of kiln serve (srv_config_from_args). Returns -1 to go on

@@ -20,7 +20,7 @@ static const cli_command COMMANDS[] = {
     {"tokenize", cmd_tokenize, "print the token ids of stdin"},
     {"detokenize", cmd_detokenize, "print the text of token ids read from stdin"},
     {"template", cmd_template, "render a chat template"},
-    {"bench", cmd_bench, "benchmarks: kernels, tokenizer"},
+    {"bench", cmd_bench, "benchmarks: kernels, model, tokenizer, embed, grammar, server"},
     {"pull", cmd_pull, "download a model's GGUF file from a Hugging Face-compatible hub"},
     {"ls", cmd_ls, "list the local models"},
     {"rm", cmd_rm, "remove a local model"},

@@ -171,7 +171,7 @@ static void call_rule(kn_buf *b, int syntax, const char *name, const char *args)
 
 /* The grammar of the answer when a call is forced (required, named) or,
  * for the generic syntax, always (a call or a response). */
-static bool tool_grammar(const eng_gen_request *q, int syntax, bool think_open, char **out, eng_error *e) {
+static bool tool_grammar(const eng_gen_request *q, int syntax, const char *close, char **out, eng_error *e) {
     kn_buf b = {0};
     const json_t *tools = q->tools;
     size_t n = json_array_size(tools);
@@ -210,7 +210,10 @@ static bool tool_grammar(const eng_gen_request *q, int syntax, bool think_open, 
     }
     bool many = q->parallel_tool_calls && q->tool_choice != ENG_TOOLS_NAMED;
     add(&b, "root ::= ");
-    if (think_open) add(&b, "\"</think>\\n\\n\" ");
+    if (close) {
+        lit(&b, close);
+        add(&b, " ");
+    }
     switch (syntax) {
     case CHAT_SYNTAX_HERMES: add(&b, many ? "call (\"\\n\" call)*" : "call"); break;
     case CHAT_SYNTAX_LLAMA3:
@@ -273,7 +276,80 @@ static json_t *generic_system(const eng_gen_request *q) {
 /* A copy of the messages as the template needs them: tool-call arguments
  * given as JSON text become objects (Hugging Face templates expect
  * objects), and a generic tool description joins the system message. */
-static json_t *messages_for_template(const eng_gen_request *q, json_t *sys) {
+/* For a template without tool syntax: earlier calls become the assistant's
+ * generic JSON, and tool results user turns (merged when consecutive, so
+ * that templates which insist on alternating roles still render). */
+static json_t *generic_history(json_t *ms) {
+    json_t *out = json_array();
+    size_t i;
+    json_t *m;
+    json_array_foreach(ms, i, m) {
+        const char *role = json_string_value(json_object_get(m, "role"));
+        json_t *content = json_object_get(m, "content");
+        const char *text = json_is_string(content) ? json_string_value(content) : "";
+        json_t *calls = json_object_get(m, "tool_calls");
+        if (role && !strcmp(role, "assistant") && json_array_size(calls) > 0) {
+            json_t *list = json_array();
+            size_t k;
+            json_t *c;
+            json_array_foreach(calls, k, c) {
+                json_t *fn = json_object_get(c, "function");
+                json_array_append_new(list, json_pack("{s:O?, s:O?}", "name", json_object_get(fn, "name"), "arguments",
+                                                      json_object_get(fn, "arguments")));
+            }
+            json_t *g = json_pack("{s:o}", "tool_calls", list);
+            char *gj = json_dumps(g, JSON_COMPACT | JSON_PRESERVE_ORDER);
+            json_decref(g);
+            if (!gj) goto fail;
+            kn_buf b = {0};
+            if (text[0]) {
+                add(&b, text);
+                add(&b, "\n");
+            }
+            add(&b, gj);
+            free(gj);
+            json_array_append_new(out, json_pack("{s:s, s:s%}", "role", "assistant", "content", b.p ? b.p : "", b.n));
+            kn_buf_free(&b);
+        } else if (role && !strcmp(role, "tool")) {
+            json_t *id = json_object_get(m, "tool_call_id");
+            kn_buf b = {0};
+            add(&b, "Tool result");
+            if (json_is_string(id)) {
+                add(&b, " (");
+                add(&b, json_string_value(id));
+                add(&b, ")");
+            }
+            add(&b, ": ");
+            add(&b, text);
+            json_t *last = json_array_get(out, json_array_size(out) - 1);
+            const char *lr = json_string_value(json_object_get(last, "role"));
+            if (lr && !strcmp(lr, "user") && json_object_get(last, "kiln_tool")) {
+                const char *prev = json_string_value(json_object_get(last, "content"));
+                kn_buf m2 = {0};
+                add(&m2, prev ? prev : "");
+                add(&m2, "\n");
+                add(&m2, b.p ? b.p : "");
+                json_object_set_new(last, "content", json_stringn(m2.p ? m2.p : "", m2.n));
+                kn_buf_free(&m2);
+            } else {
+                json_array_append_new(out, json_pack("{s:s, s:s%, s:b}", "role", "user", "content", b.p ? b.p : "", b.n,
+                                                     "kiln_tool", 1));
+            }
+            kn_buf_free(&b);
+        } else {
+            json_array_append(out, m);
+        }
+    }
+    json_array_foreach(out, i, m) json_object_del(m, "kiln_tool");
+    json_decref(ms);
+    return out;
+fail:
+    json_decref(out);
+    json_decref(ms);
+    return NULL;
+}
+
+static json_t *messages_for_template(const eng_gen_request *q, json_t *sys, bool generic) {
     json_t *ms = json_deep_copy(q->messages);
     if (!ms) return NULL;
     size_t i;
@@ -294,6 +370,7 @@ static json_t *messages_for_template(const eng_gen_request *q, json_t *sys) {
                 json_decref(obj);
         }
     }
+    if (generic && !(ms = generic_history(ms))) return NULL;
     if (sys) {
         json_t *first = json_array_get(ms, 0);
         json_t *role = json_object_get(first, "role");
@@ -320,11 +397,12 @@ static json_t *messages_for_template(const eng_gen_request *q, json_t *sys) {
     return ms;
 }
 
-/* Whether the rendered prompt ends inside an open <think> block. */
-static bool ends_in_think(const char *t, size_t n) {
-    while (n && (t[n - 1] == '\n' || t[n - 1] == ' '))
-        n--;
-    return n >= 7 && !memcmp(t + n - 7, "<think>", 7);
+/* The text that closes the reasoning block a prompt opened (a grammar that
+ * forces an answer writes it first), or NULL when none is open. */
+static const char *open_block_close(const char *t, size_t n) {
+    if (!chat_prompt_in_reasoning(t, n)) return NULL;
+    while (n && (t[n - 1] == '\n' || t[n - 1] == ' ')) n--;
+    return n >= 7 && !memcmp(t + n - 7, "<think>", 7) ? "</think>\n\n" : "<channel|>";
 }
 
 static bool prep_chat(const eng_gen_request *q, const rt_front *f, eng_prep *p, eng_error *e) {
@@ -339,11 +417,14 @@ static bool prep_chat(const eng_gen_request *q, const rt_front *f, eng_prep *p, 
     bool has_tools = json_array_size(q->tools) > 0;
     bool tools_on = has_tools && q->tool_choice != ENG_TOOLS_NONE;
     json_t *sys = NULL;
-    if (tools_on && syntax == CHAT_SYNTAX_PLAIN) {
+    bool want_call = tools_on && (q->tool_choice == ENG_TOOLS_REQUIRED || q->tool_choice == ENG_TOOLS_NAMED);
+    /* a template without a tool syntax, or one whose calls kiln cannot force
+     * (gemma4's own argument notation), gets the generic JSON format */
+    if (tools_on && (syntax == CHAT_SYNTAX_PLAIN || (want_call && syntax == CHAT_SYNTAX_GEMMA4))) {
         syntax = CHAT_SYNTAX_GENERIC;
         if (!(sys = generic_system(q))) return oom(e);
     }
-    json_t *ms = messages_for_template(q, sys);
+    json_t *ms = messages_for_template(q, sys, syntax == CHAT_SYNTAX_GENERIC);
     json_decref(sys);
     if (!ms) return oom(e);
     json_t *extra = q->think != ENG_THINK_DEFAULT
@@ -363,7 +444,8 @@ static bool prep_chat(const eng_gen_request *q, const rt_front *f, eng_prep *p, 
     p->syntax = syntax;
     p->tools = tools_on;
     p->reasoning = thinks;
-    p->in_reasoning = thinks && syntax != CHAT_SYNTAX_HARMONY && ends_in_think(text, len);
+    p->close = thinks && syntax != CHAT_SYNTAX_HARMONY ? open_block_close(text, len) : NULL;
+    p->in_reasoning = p->close != NULL;
     p->parse = tools_on || thinks;
     st = tok_chat_encode(f->chat, text, len, &p->ids, &p->n_ids, &err);
     free(text);
@@ -371,13 +453,12 @@ static bool prep_chat(const eng_gen_request *q, const rt_front *f, eng_prep *p, 
         return st == KN_ENOMEM ? oom(e)
                                : eng_fail(e, ENG_ERR_REQUEST, "messages", NULL,
                                           "cannot tokenize the prompt: %s", err.msg);
-    bool forced = tools_on && (q->tool_choice == ENG_TOOLS_REQUIRED || q->tool_choice == ENG_TOOLS_NAMED ||
-                               syntax == CHAT_SYNTAX_GENERIC);
+    bool forced = want_call || (tools_on && syntax == CHAT_SYNTAX_GENERIC);
     if (forced) {
         if ((q->grammar && q->grammar[0]) || q->json_schema)
             return eng_fail(e, ENG_ERR_REQUEST, "tool_choice", "invalid_value",
                             "a forced tool call cannot be combined with a grammar or a JSON response format");
-        if (!tool_grammar(q, syntax, p->in_reasoning, &p->gbnf, e)) return false;
+        if (!tool_grammar(q, syntax, p->close, &p->gbnf, e)) return false;
         p->in_reasoning = false; /* the grammar closes the block first */
     }
     return true;
@@ -409,7 +490,12 @@ bool eng_prep_request(const eng_gen_request *q, const rt_front *f, eng_prep *p, 
     if (q->json_schema && !p->gbnf) {
         kn_buf b = {0};
         /* the schema's value, after an open reasoning block closes */
-        add(&b, p->in_reasoning ? "root ::= \"</think>\\n\\n\" s-root\n" : "root ::= s-root\n");
+        add(&b, "root ::= ");
+        if (p->close) {
+            lit(&b, p->close);
+            add(&b, " ");
+        }
+        add(&b, "s-root\n");
         kn_status st = gram_schema_rules(q->json_schema, "s-", &b, &err);
         if (st != KN_OK || !b.p) {
             kn_buf_free(&b);

@@ -20,6 +20,7 @@ typedef struct eng_prep {
     char *gbnf; /* a grammar built from json_schema or forced tools (malloc'd), or NULL */
     /* the answer's parse (eng_gen_info) */
     bool parse, tools, reasoning, in_reasoning;
+    const char *close; /* what closes the reasoning block the prompt opened (static), or NULL */
     int syntax;
 } eng_prep;
 

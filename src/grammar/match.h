@@ -35,6 +35,13 @@ typedef struct gram_cset {
     uint32_t n;   /* stacks */
     uint64_t h;   /* hash of the content */
     uint32_t asc; /* its ASCII transitions: asc[asc - 1 .. + 128) (0: none yet) */
+    /* the bytes on which it steps to itself (vocab.c's subtree skip): loop[b / 64] bit b % 64 for ASCII b;
+     * loop_na: every non-ASCII code point steps it to itself; loop_known: computed */
+    uint64_t loop[2];
+    uint8_t loop_known, loop_na;
+    /* when each stack's top holds all non-ASCII code points or none, they all step it the same way:
+     * na_to = that set + 3, 2 = none takes them, 1 = not uniform, 0 = unknown */
+    uint32_t na_to;
 } gram_cset;
 
 typedef struct gram_memo {

@@ -457,8 +457,14 @@ static bool parse_rule(parser *ps, const char **pp) {
 
 /* ---- checks ---------------------------------------------------------------------- */
 
-/* nullable[r]: rule r can match the empty string. */
-static bool find_nullable(parser *ps, bool *nullable) {
+/* A least fixpoint over the rules by a work list (linear; passes would be
+ * quadratic on a chain of rules). An alternative waits for its rule
+ * references; a rule is marked once one of its alternatives has no
+ * reference left waiting. With chars_block, an alternative that has a
+ * character can never be marked: mark[r] = r can match the empty string.
+ * Without it, characters do not matter: mark[r] = r has a finite
+ * derivation (some sentence of r exists). */
+static bool rule_fixpoint(parser *ps, bool *nullable, bool chars_block) {
     uint32_t n = ps->n_rules, n_alts = 0, n_occ = 0;
     for (uint32_t r = 0; r < n; r++)
         for (uint32_t i = 0; i < ps->rules[r].body.n; i++) {
@@ -485,7 +491,7 @@ static bool find_nullable(parser *ps, bool *nullable) {
                 } else if (el->type == GE_REF) {
                     if (wait[a] != UINT32_MAX) wait[a]++;
                     occ_lo[el->value + 2]++;
-                } else {
+                } else if (chars_block) {
                     wait[a] = UINT32_MAX;
                 }
             }
@@ -541,7 +547,7 @@ static bool check_left_recursion(parser *ps) {
      * on a chain of rules): an alternative made only of refs waits for
      * that many nullable refs; a rule with one whose count reaches 0 is
      * nullable. */
-    if (ok) ok = find_nullable(ps, nullable);
+    if (ok) ok = rule_fixpoint(ps, nullable, true);
     /* DFS over "r can start with q" edges; a back edge is left recursion.
      * A frame (rule, next element, at the left edge) walks r's elements: at
      * an alternative's start or after nullable refs, a ref is an edge. */
@@ -598,6 +604,51 @@ static bool check_left_recursion(parser *ps) {
     }
     free(nullable);
     free(color);
+    free(stk);
+    return ok;
+}
+
+/* A rule reachable from the root that has no finite derivation (every
+ * alternative needs itself again, as in `x ::= "a" x`) is a trap: the
+ * matcher would let generation enter it and never allow it to end. Named by
+ * the first such rule of the user's (a helper names its rule). */
+static bool check_productive(parser *ps, uint32_t root) {
+    uint32_t n = ps->n_rules;
+    bool *prod = calloc(n, sizeof *prod), *seen = calloc(n, sizeof *seen);
+    uint32_t *stk = malloc(((size_t)n + 1) * sizeof *stk);
+    bool ok = prod && seen && stk;
+    if (ok) ok = rule_fixpoint(ps, prod, false);
+    if (ok) {
+        uint32_t sp = 0, bad = UINT32_MAX;
+        stk[sp++] = root;
+        seen[root] = true;
+        while (sp && bad == UINT32_MAX) {
+            uint32_t r = stk[--sp];
+            if (!prod[r]) {
+                bad = r;
+                break;
+            }
+            const evec *b = &ps->rules[r].body;
+            for (uint32_t i = 0; i < b->n; i++)
+                if (b->p[i].type == GE_REF && !seen[b->p[i].value]) {
+                    seen[b->p[i].value] = true;
+                    stk[sp++] = b->p[i].value;
+                }
+        }
+        if (bad != UINT32_MAX) {
+            uint32_t at = ps->rules[bad].def_at;
+            while (ps->rules[bad].helper)
+                bad = ps->rules[bad].parent;
+            if (ps->rules[bad].def_at != UINT32_MAX) at = ps->rules[bad].def_at;
+            ok = fail_at(ps, KN_EINVAL, ps->src + (at == UINT32_MAX ? 0 : at),
+                         "rule '%s' can never finish (every alternative needs the rule again)",
+                         ps->rules[bad].name);
+        }
+    } else {
+        ok = fail_at(ps, KN_ENOMEM, ps->src, "out of memory");
+    }
+    free(prod);
+    free(seen);
     free(stk);
     return ok;
 }
@@ -703,6 +754,7 @@ kn_status gram_compile(const char *text, size_t len, const char *root, gram **ou
         if (!found) kn_fail(err, ps.st = KN_EINVAL, "grammar: no rule named '%.100s' (the start rule)", root);
     }
     if (ps.st == KN_OK) check_left_recursion(&ps);
+    if (ps.st == KN_OK) check_productive(&ps, root_id);
     if (ps.st == KN_OK) ps.st = flatten(&ps, root_id, out, err);
     kn_status st = ps.st;
     parser_free(&ps);

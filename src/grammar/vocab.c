@@ -13,6 +13,16 @@
  * token sharing a prefix shares its work, and tokens the grammar cannot
  * start are never looked at. EOG tokens are allowed iff gram_can_end;
  * control tokens never.
+ *
+ * The subtree skip: each node with enough tokens below it knows the bytes
+ * that occur below it (an ASCII bitmap and whether any byte >= 0x80 does),
+ * whether every path below it is valid UTF-8 from a character boundary at
+ * the node, and where its subtree's tokens end (a subtree's tokens are
+ * contiguous in byte order). A stack set that steps to itself on each of
+ * those bytes (as inside a JSON string, where every character but '"', '\'
+ * and controls loops back) accepts the whole subtree, which is then marked
+ * as one range without walking it: inside a string only the paths to
+ * tokens holding a quote, a backslash or a control character are walked.
  */
 #include "match.h"
 
@@ -24,9 +34,21 @@ typedef struct trie_node {
     uint32_t first;  /* first child */
     uint32_t tok_lo; /* tokens ending here: sorted_ids[tok_lo .. tok_hi) */
     uint32_t tok_hi;
+    uint32_t sub_end; /* the subtree's tokens: sorted_ids[tok_lo .. sub_end) */
+    uint32_t sum;     /* its summary: sums[sum - 1] (0: none, a small subtree) */
     uint16_t n_child; /* <= 256 */
     uint8_t byte;     /* the edge from the parent */
 } trie_node;
+
+/* What occurs below a node (not its own edge). */
+typedef struct trie_sum {
+    uint64_t bytes[2]; /* ASCII bytes, bit b % 64 of bytes[b / 64] */
+    uint8_t non_ascii; /* some byte >= 0x80 */
+    uint8_t clean;     /* the node is at a character boundary and every path below is valid UTF-8 */
+} trie_sum;
+
+/* Subtrees with fewer tokens are walked. */
+#define SKIP_MIN_TOKENS 2u
 
 struct gram_vocab {
     uint32_t n;    /* tokens */
@@ -38,7 +60,9 @@ struct gram_vocab {
     trie_node *nodes; /* [n_nodes]; node 0 is the root */
     uint32_t n_nodes;
     uint32_t *sorted_ids; /* [n_text] text tokens by bytes */
-    uint32_t max_len;     /* longest text token */
+    trie_sum *sums;       /* [n_sums] */
+    uint32_t n_sums;
+    uint32_t max_len; /* longest text token */
 };
 
 typedef struct tok_key {
@@ -64,11 +88,68 @@ void gram_vocab_destroy(gram_vocab *v) {
     free(v->eog);
     free(v->nodes);
     free(v->sorted_ids);
+    free(v->sums);
     free(v);
 }
 
 size_t gram_vocab_size(const gram_vocab *v) {
     return v->n;
+}
+
+/* Fills sub_end and the summaries (see the top comment). Children come
+ * after their parent in node order, so one pass forward decodes UTF-8 from
+ * the root and one pass backward gathers the subtrees. */
+static bool summarize(gram_vocab *v) {
+    uint32_t n = v->n_nodes;
+    gram_u8 *u = malloc((size_t)n * sizeof *u);
+    uint8_t *ok = malloc(n);     /* the path to the node is a valid UTF-8 prefix */
+    uint8_t *all_ok = malloc(n); /* ... and every path below it */
+    trie_sum *tmp = calloc(n, sizeof *tmp);
+    bool good = u && ok && all_ok && tmp;
+    if (good) {
+        u[0] = (gram_u8){0};
+        ok[0] = 1;
+        for (uint32_t i = 0; i < n; i++)
+            for (uint32_t c = v->nodes[i].first; c < v->nodes[i].first + v->nodes[i].n_child; c++) {
+                u[c] = u[i];
+                ok[c] = ok[i] && gram_u8_feed(&u[c], v->nodes[c].byte) != GRAM_U8_BAD;
+            }
+        uint32_t n_sums = 0;
+        for (uint32_t i = n; i-- > 0;) {
+            trie_node *nd = &v->nodes[i];
+            all_ok[i] = ok[i];
+            nd->sub_end = nd->tok_hi;
+            for (uint32_t c = nd->first; c < nd->first + nd->n_child; c++) {
+                uint8_t b = v->nodes[c].byte;
+                if (b < 128)
+                    tmp[i].bytes[b >> 6] |= 1ull << (b & 63);
+                else
+                    tmp[i].non_ascii = 1;
+                tmp[i].bytes[0] |= tmp[c].bytes[0];
+                tmp[i].bytes[1] |= tmp[c].bytes[1];
+                tmp[i].non_ascii |= tmp[c].non_ascii;
+                all_ok[i] = all_ok[i] && all_ok[c];
+                nd->sub_end = v->nodes[c].sub_end;
+            }
+            tmp[i].clean = all_ok[i] && u[i].need == 0;
+            if (nd->n_child && nd->sub_end - nd->tok_lo >= SKIP_MIN_TOKENS && tmp[i].clean) n_sums++;
+        }
+        v->sums = malloc(((size_t)n_sums + 1) * sizeof *v->sums);
+        good = v->sums != NULL;
+        for (uint32_t i = 0; good && i < n; i++) {
+            trie_node *nd = &v->nodes[i];
+            nd->sum = 0;
+            if (nd->n_child && nd->sub_end - nd->tok_lo >= SKIP_MIN_TOKENS && tmp[i].clean) {
+                v->sums[v->n_sums] = tmp[i];
+                nd->sum = ++v->n_sums;
+            }
+        }
+    }
+    free(u);
+    free(ok);
+    free(all_ok);
+    free(tmp);
+    return good;
 }
 
 kn_status gram_vocab_create(const gram_token *toks, size_t n, gram_vocab **out, kn_err *err) {
@@ -160,6 +241,10 @@ kn_status gram_vocab_create(const gram_token *toks, size_t n, gram_vocab **out, 
     free(lo);
     free(hi);
     free(depth);
+    if (!summarize(v)) {
+        gram_vocab_destroy(v);
+        return kn_fail(err, KN_ENOMEM, "grammar: out of memory");
+    }
     *out = v;
     return KN_OK;
 nomem:
@@ -171,9 +256,16 @@ nomem:
     return kn_fail(err, KN_ENOMEM, "grammar: out of memory");
 }
 
+/* mask[id] = 1 for the tokens sorted_ids[lo .. hi) (locals: the byte
+ * stores could alias the bounds) */
+static void mark_range(const gram_vocab *v, uint32_t lo, uint32_t hi, uint8_t *mask) {
+    const uint32_t *ids = v->sorted_ids;
+    for (uint32_t i = lo; i < hi; i++)
+        mask[ids[i]] = 1;
+}
+
 static void mark(const gram_vocab *v, const trie_node *nd, uint8_t *mask) {
-    for (uint32_t i = nd->tok_lo; i < nd->tok_hi; i++)
-        mask[v->sorted_ids[i]] = 1;
+    mark_range(v, nd->tok_lo, nd->tok_hi, mask);
 }
 
 /* ---- the transition cache ------------------------------------------------------- */
@@ -262,8 +354,37 @@ static size_t memo_slot(const gram_state *s, uint32_t set, uint32_t cp) {
  * cp, NO_SET on a bound (the status says which). */
 static uint32_t step_set_slow(gram_state *s, uint32_t set, uint32_t cp);
 
+static bool set_covers(const gram_elem *e, uint32_t lo, uint32_t hi);
+
+/* Whether every non-ASCII code point steps set the same way (each stack's
+ * top holds all of them or none). */
+static bool set_na_uniform(const gram_state *s, uint32_t set) {
+    const gram_cset c = s->sets[set];
+    for (size_t i = 0; i < c.n; i++) {
+        gram_sref r = s->cs[c.cs + i];
+        if (!r.len) continue;
+        const gram_elem *e = &s->g->elems[s->cd[r.off + r.len - 1]];
+        if (!set_covers(e, 0x80, 0x10FFFF) && gram_match_set_range(e, 0x80, 0x10FFFF)) return false;
+    }
+    return true;
+}
+
 static uint32_t step_set(gram_state *s, uint32_t set, uint32_t cp) {
-    if (cp >= 128) return step_set_slow(s, set, cp);
+    if (cp >= 128) {
+        uint32_t na = s->sets[set].na_to;
+        if (na == 0) {
+            if (!set_na_uniform(s, set)) {
+                na = 1;
+            } else {
+                uint32_t to = step_set_slow(s, set, cp); /* may move s->sets */
+                if (to == NO_SET) return NO_SET;
+                na = to == BAD_SET ? 2 : to + 3;
+            }
+            s->sets[set].na_to = na;
+        }
+        if (na >= 2) return na == 2 ? BAD_SET : na - 3;
+        return step_set_slow(s, set, cp);
+    }
     gram_cset *c = &s->sets[set];
     if (!c->asc) {
         if (!gram_grow(s, (void **)&s->asc, &s->asc_cap, s->asc_n, 128, sizeof *s->asc, "mask cache")) {
@@ -327,6 +448,43 @@ static uint32_t step_set_slow(gram_state *s, uint32_t set, uint32_t cp) {
     return to;
 }
 
+/* Whether the set at e holds every code point of [lo, hi] (a single range
+ * of a positive set must cover it: conservative). */
+static bool set_covers(const gram_elem *e, uint32_t lo, uint32_t hi) {
+    if (e->type == GE_ANY) return true;
+    bool neg = e->type == GE_CHAR_NOT;
+    do {
+        uint32_t a = e->value, b = e[1].type == GE_RNG_UPPER ? e[1].value : a;
+        if (neg && a <= hi && lo <= b) return false;
+        if (!neg && a <= lo && hi <= b) return true;
+        e += e[1].type == GE_RNG_UPPER ? 2 : 1;
+    } while (e->type == GE_CHAR_ALT);
+    return neg;
+}
+
+/* Fills the set's loop bytes (see gram_cset); false on a bound. */
+static bool set_loops(gram_state *s, uint32_t set) {
+    uint64_t loop[2] = {0, 0};
+    for (uint32_t b = 0; b < 128; b++) {
+        uint32_t to = step_set(s, set, b);
+        if (to == NO_SET) return false;
+        if (to == set) loop[b >> 6] |= 1ull << (b & 63);
+    }
+    /* every non-ASCII code point steps it to itself */
+    uint8_t na = 0;
+    if (set_na_uniform(s, set)) {
+        uint32_t to = step_set(s, set, 0xE9);
+        if (to == NO_SET) return false;
+        na = to == set;
+    }
+    gram_cset *cs = &s->sets[set];
+    cs->loop[0] = loop[0];
+    cs->loop[1] = loop[1];
+    cs->loop_na = na;
+    cs->loop_known = 1;
+    return true;
+}
+
 static bool set_partial_ok(const gram_state *s, uint32_t set, const gram_u8 *u) {
     uint32_t lo, hi;
     gram_u8_range(u, &lo, &hi);
@@ -366,6 +524,7 @@ kn_status gram_mask(gram_state *s, const gram_vocab *v, uint8_t *mask, kn_err *e
     }
     uint32_t root = root_set(s);
     if (root == NO_SET) return gram_state_status(s, err);
+    bool skip = s->u8.need == 0; /* the summaries assume a character boundary at the root */
     gram_frame *fr = s->frames;
     size_t sp = 0;
     mark(v, &v->nodes[0], mask);
@@ -392,6 +551,19 @@ kn_status gram_mask(gram_state *s, const gram_vocab *v, uint8_t *mask, kn_err *e
             if (set == BAD_SET) continue;
         } else if (!set_partial_ok(s, set, &u)) {
             continue;
+        }
+        if (skip && cn->sum && r == GRAM_U8_DONE) {
+            if (!s->sets[set].loop_known && !set_loops(s, set)) {
+                memset(mask, 0, v->n);
+                return gram_state_status(s, err);
+            }
+            const trie_sum *sm = &v->sums[cn->sum - 1];
+            const gram_cset *cs = &s->sets[set];
+            if (!(sm->bytes[0] & ~cs->loop[0]) && !(sm->bytes[1] & ~cs->loop[1]) &&
+                (!sm->non_ascii || cs->loop_na)) {
+                mark_range(v, cn->tok_lo, cn->sub_end, mask);
+                continue;
+            }
         }
         mark(v, cn, mask);
         if (cn->n_child) fr[sp++] = (gram_frame){.node = c, .child = 0, .set = set, .u8 = u};

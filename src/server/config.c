@@ -98,6 +98,9 @@ void srv_config_init(srv_config *c) {
     c->cache_ttl_embedding_s = 86400;
     c->cache_dir = srv_default_cache_dir();
     c->cache_disk_size = 10LL << 30;
+    c->responses_max = 1000;
+    c->responses_mib = 64;
+    c->responses_ttl_s = 3600;
     c->print_config = false;
 }
 

@@ -26,7 +26,7 @@
 #define CFG_SHOW 64             /* value bytes quoted in messages */
 #define CFG_MAX_NAME 256        /* longest model name in a list */
 #define CFG_MAX_CPU 1023        /* highest CPU number in cpu-range (CPU_SETSIZE - 1) */
-#define CFG_N_KEYS 58           /* rows of srv_cfg_keys (checked where it is defined) */
+#define CFG_N_KEYS 61           /* rows of srv_cfg_keys (checked where it is defined) */
 
 typedef enum key_kind { K_STR, K_INT, K_I64, K_BOOL } key_kind;
 

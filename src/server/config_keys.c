@@ -93,6 +93,9 @@ const key_def srv_cfg_keys[] = {
     {"cache-ttl-embedding", K_INT, F(cache_ttl_embedding_s), 1, 31536000, false, false, NULL},
     {"cache-dir", K_STR, F(cache_dir), 0, 0, false, false, NULL},
     {"cache-disk-size", K_I64, F(cache_disk_size), 0, 1LL << 50, false, false, NULL},
+    {"responses-max", K_INT, F(responses_max), 0, 1000000, false, false, NULL},
+    {"responses-mib", K_INT, F(responses_mib), 1, 65536, false, false, NULL},
+    {"responses-ttl", K_INT, F(responses_ttl_s), 1, 31536000, false, false, NULL},
     {"print-config", K_BOOL, F(print_config), 0, 0, false, true, NULL},
 };
 #undef F

@@ -10,6 +10,8 @@
  *   openai.c   /v1/chat/completions, /v1/completions, /v1/embeddings
  *   ollama.c   /api/generate, /api/chat, /api/embed
  *   llama.c    /completion (llama-server's native route)
+ *   anthropic.c  /v1/messages, /v1/messages/count_tokens
+ *   responses.c /v1/responses (OpenAI Responses), with its store
  *
  * Chat answers: when the session says an answer is to be parsed
  * (eng_gen_info.parse: tools in play, or a template that reasons), gen.c
@@ -47,6 +49,12 @@ typedef struct srv_gen_dialect {
     json_t *(*whole)(srv_job *j);
     /* The answer to a load-only request (NULL: the dialect has none). */
     json_t *(*loaded)(srv_job *j, const char *model_id);
+    /* After parse, once the job has its id and before the session starts:
+     * what needs the server (the Responses store). May set j->dx. NULL:
+     * nothing. False with e. */
+    bool (*prepare)(srv_job *j, srv_error *e);
+    /* Frees j->dx (NULL: the dialect keeps none). */
+    void (*release)(srv_job *j);
     /* A chat dialect: the stream as events (content, reasoning, tool calls),
      * called instead of stream_piece; j->ev / j->nev are the token events
      * of the piece being parsed (logprobs). Whole answers get j->content,
@@ -63,7 +71,7 @@ typedef struct srv_embed_dialect {
 } srv_embed_dialect;
 
 extern const srv_gen_dialect srv_openai_chat, srv_openai_completions, srv_ollama_generate, srv_ollama_chat,
-    srv_llama_completion;
+    srv_llama_completion, srv_anthropic_messages, srv_openai_responses;
 extern const srv_embed_dialect srv_openai_embeddings, srv_ollama_embed;
 
 /* One generation being answered (gen.c). */
@@ -100,6 +108,10 @@ struct srv_job {
     json_t *calls;          /* its tool calls [{"id", "name", "arguments": JSON text}] (NULL: none) */
     int n_calls;            /* tool calls seen (stream and whole) */
     char call_base[32];     /* tool call ids: "<prefix><call_base><index>" */
+    /* a stream's content blocks (Anthropic) */
+    int blocks;             /* started so far */
+    int block_open;         /* the open one's kind (the dialect's own values; 0: none) */
+    void *dx;               /* the dialect's own state (d->prepare, d->release) */
 };
 
 /* SSE with an event name ("event: NAME\ndata: JSON\n\n"; Anthropic,
@@ -110,6 +122,14 @@ void srv_job_emit_event(srv_job *j, const char *event, json_t *o);
 void srv_tool_call_id(const srv_job *j, const char *prefix, int index, char *out, size_t cap);
 /* A fresh random id: prefix + 24 hex characters. */
 void srv_new_id(const char *prefix, char *out, size_t cap);
+
+/* The OpenAI Responses store (responses.c): each stored response's
+ * conversation and answer by id, bounded in count, bytes and age (the
+ * oldest go first), behind a mutex. Created and destroyed with the server. */
+typedef struct srv_resp_store srv_resp_store;
+/* max_n 0: stores nothing. NULL on OOM. */
+srv_resp_store *srv_resp_store_create(int max_n, int64_t max_bytes, int ttl_s);
+void srv_resp_store_destroy(srv_resp_store *st);
 
 /* Appends one JSON object (taken) to j->out in the dialect's framing. */
 void srv_job_emit(srv_job *j, json_t *o);

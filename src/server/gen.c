@@ -65,6 +65,16 @@ void srv_new_id(const char *prefix, char *out, size_t cap) {
 }
 
 void srv_tool_call_id(const srv_job *j, const char *prefix, int index, char *out, size_t cap) {
+    if (j->info && j->info->syntax == CHAT_SYNTAX_MISTRAL && cap > 9) {
+        /* Mistral's template accepts only 9 letters and digits */
+        static const char an[] = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789";
+        uint64_t x = 0;
+        for (const char *p = j->call_base; *p; p++) x = x * 31 + (unsigned char)*p;
+        x ^= (uint64_t)(index + 1) * 0x9E3779B97F4A7C15ull;
+        for (int i = 0; i < 9; i++, x /= 62) out[i] = an[x % 62];
+        out[9] = 0;
+        return;
+    }
     snprintf(out, cap, "%s%s%d", prefix, j->call_base, index);
 }
 
@@ -143,6 +153,7 @@ static void log_prompt(srv_job *j) {
 
 static void job_free(srv_job *j) {
     if (!j) return;
+    if (j->d && j->d->release) j->d->release(j);
     eng_gen_close(j->g);
     srv_gen_req_free(&j->r);
     json_decref(j->root);
@@ -330,6 +341,7 @@ enum MHD_Result srv_h_generate(srv_server *s, struct MHD_Connection *c, conn_ctx
     unsigned long long seq = atomic_fetch_add(&s->seq, 1) + 1;
     j->created = time(NULL);
     snprintf(j->id, sizeof j->id, "%s-%llu%06llu", d->id_prefix, (unsigned long long)j->created, seq % 1000000);
+    if (d->prepare && !d->prepare(j, &e)) goto fail;
     if (s->cfg->log_prompts) log_prompt(j);
     eng_error ee;
     if (!eng_gen_start(s->svc, &j->r.q, &j->g, &ee)) {

@@ -158,7 +158,12 @@ static const route ROUTES[] = {
     {"POST", "/v1/chat/completions", srv_h_generate, false, srv_openai_error_json, true, &srv_openai_chat},
     {"POST", "/v1/completions", srv_h_generate, false, srv_openai_error_json, true, &srv_openai_completions},
     {"POST", "/completion", srv_h_generate, false, srv_openai_error_json, true, &srv_llama_completion},
+    {"POST", "/v1/responses", srv_h_generate, false, srv_openai_error_json, true, &srv_openai_responses},
+    {"GET", "/v1/responses/", srv_h_response_get, false, srv_openai_error_json, false, NULL},
+    {"DELETE", "/v1/responses/", srv_h_response_delete, false, srv_openai_error_json, false, NULL},
     {"POST", "/v1/embeddings", srv_h_embed, false, srv_openai_error_json, true, &srv_openai_embeddings},
+    {"POST", "/v1/messages", srv_h_generate, false, srv_anthropic_error_json, true, &srv_anthropic_messages},
+    {"POST", "/v1/messages/count_tokens", srv_h_anthropic_count_tokens, false, srv_anthropic_error_json, true, NULL},
     {"POST", "/api/generate", srv_h_generate, false, srv_ollama_error_json, true, &srv_ollama_generate},
     {"POST", "/api/chat", srv_h_generate, false, srv_ollama_error_json, true, &srv_ollama_chat},
     {"POST", "/api/embed", srv_h_embed, false, srv_ollama_error_json, true, &srv_ollama_embed},
@@ -173,15 +178,32 @@ static const route ROUTES[] = {
 };
 #define N_ROUTES (sizeof ROUTES / sizeof *ROUTES)
 
+/* A route's path matches the URL exactly, or, when it ends with '/', as a
+ * prefix followed by one non-empty segment of at most 127 bytes (an id). */
+static bool path_matches(const char *path, const char *url) {
+    size_t n = strlen(path);
+    if (path[n - 1] != '/') return !strcmp(path, url);
+    if (strncmp(path, url, n)) return false;
+    size_t rest = strlen(url + n);
+    return rest > 0 && rest < sizeof ((conn_ctx *)0)->arg && !strchr(url + n, '/');
+}
+
+/* h equals the key, in time that does not depend on where they differ. */
+static bool key_eq(const char *h, const char *key) {
+    size_t a = strlen(h), b = strlen(key);
+    unsigned diff = (unsigned)(a ^ b);
+    for (size_t i = 0; i < b; i++) diff |= (unsigned char)(i < a ? h[i] : 0) ^ (unsigned char)key[i];
+    return diff == 0;
+}
+
+/* The key as "Authorization: Bearer KEY" (OpenAI, Ollama) or "x-api-key:
+ * KEY" (Anthropic). */
 static bool key_ok(const srv_server *s, struct MHD_Connection *c) {
     if (!s->api_key) return true;
     const char *h = MHD_lookup_connection_value(c, MHD_HEADER_KIND, "Authorization");
-    if (!h || strncasecmp(h, "Bearer ", 7) != 0) return false;
-    h += 7;
-    size_t a = strlen(h), b = strlen(s->api_key);
-    unsigned diff = (unsigned)(a ^ b);
-    for (size_t i = 0; i < b; i++) diff |= (unsigned char)(i < a ? h[i] : 0) ^ (unsigned char)s->api_key[i];
-    return diff == 0;
+    if (h && !strncasecmp(h, "Bearer ", 7)) return key_eq(h + 7, s->api_key);
+    const char *x = MHD_lookup_connection_value(c, MHD_HEADER_KIND, "x-api-key");
+    return x && key_eq(x, s->api_key);
 }
 
 /* A body over --max-body is read and dropped up to this many bytes, so
@@ -205,23 +227,25 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const cha
         const route *match = NULL;
         bool path_known = false;
         for (size_t i = 0; i < N_ROUTES; i++) {
-            if (strcmp(ROUTES[i].path, url)) continue;
+            if (!path_matches(ROUTES[i].path, url)) continue;
             path_known = true;
             if (!strcmp(ROUTES[i].method, method)) match = &ROUTES[i];
         }
         /* an unknown path answers in the error shape of its API's prefix */
-        srv_error_fn shape = !strncmp(url, "/api/", 5) ? srv_ollama_error_json : srv_openai_error_json;
+        srv_error_fn shape = !strncmp(url, "/api/", 5)           ? srv_ollama_error_json
+                             : !strncmp(url, "/v1/messages", 12) ? srv_anthropic_error_json
+                                                                  : srv_openai_error_json;
         if (!match && path_known && !strcmp(method, "OPTIONS") && cors_allowed(s, c)) {
             /* a CORS preflight: what this path takes */
             cx->done = true;
             char methods[64] = "OPTIONS";
             for (size_t i = 0; i < N_ROUTES; i++)
-                if (!strcmp(ROUTES[i].path, url) && strlen(methods) + strlen(ROUTES[i].method) + 3 < sizeof methods)
+                if (path_matches(ROUTES[i].path, url) && strlen(methods) + strlen(ROUTES[i].method) + 3 < sizeof methods)
                     strcat(strcat(methods, ", "), ROUTES[i].method);
             struct MHD_Response *r = MHD_create_response_from_buffer(0, NULL, MHD_RESPMEM_PERSISTENT);
             if (!r) return MHD_NO;
             MHD_add_response_header(r, "Access-Control-Allow-Methods", methods);
-            MHD_add_response_header(r, "Access-Control-Allow-Headers", "Authorization, Content-Type, Cache-Control");
+            MHD_add_response_header(r, "Access-Control-Allow-Headers", "Authorization, Content-Type, Cache-Control, X-Api-Key, Anthropic-Version, Anthropic-Beta");
             MHD_add_response_header(r, "Access-Control-Max-Age", "600");
             enum MHD_Result ret = srv_queue(c, 204, r);
             MHD_destroy_response(r);
@@ -237,7 +261,8 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const cha
                 json_decref(j);
                 if (b && (r = MHD_create_response_from_buffer(strlen(b), b, MHD_RESPMEM_MUST_FREE))) {
                     for (size_t i = 0; i < N_ROUTES; i++)
-                        if (!strcmp(ROUTES[i].path, url)) MHD_add_response_header(r, "Allow", ROUTES[i].method);
+                        if (path_matches(ROUTES[i].path, url))
+                            MHD_add_response_header(r, "Allow", ROUTES[i].method);
                     MHD_add_response_header(r, "Content-Type", "application/json");
                     enum MHD_Result ret = srv_queue(c, 405, r);
                     MHD_destroy_response(r);
@@ -250,9 +275,12 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const cha
             return srv_send_error_as(c, shape, &e);
         }
         cx->route = match;
+        size_t pl = strlen(match->path);
+        if (match->path[pl - 1] == '/') snprintf(cx->arg, sizeof cx->arg, "%s", url + pl);
         if (!match->open && !key_ok(s, c)) {
             cx->done = true;
-            srv_err(&e, 401, NULL, "invalid_api_key", "a valid API key is required: send 'Authorization: Bearer KEY'");
+            srv_err(&e, 401, NULL, "invalid_api_key",
+                    "a valid API key is required: send 'Authorization: Bearer KEY' or 'x-api-key: KEY'");
             return srv_send_error(c, cx, &e);
         }
         const char *cl = MHD_lookup_connection_value(c, MHD_HEADER_KIND, "Content-Length");
@@ -500,6 +528,12 @@ kn_status srv_create(const srv_config *cfg, const rt_opts *ro, const struct tens
     so.rt.hash_files = cfg->response_cache || cfg->embedding_cache;
     if ((st = eng_service_create(&so, &s->svc, err)) != KN_OK) goto fail;
     s->reg = eng_service_registry(s->svc);
+    if (!(s->responses = srv_resp_store_create(cfg->responses_max, (int64_t)cfg->responses_mib << 20,
+                                               cfg->responses_ttl_s))) {
+        st = kn_fail(err, KN_ENOMEM, "out of memory");
+        eng_service_destroy(s->svc);
+        goto fail;
+    }
     *out = s;
     return KN_OK;
 fail:
@@ -583,6 +617,7 @@ void srv_destroy(srv_server *s) {
     if (!s) return;
     if (s->d) MHD_stop_daemon(s->d);
     eng_service_destroy(s->svc);
+    srv_resp_store_destroy(s->responses);
     rc_cache_destroy(s->cache); /* writes what is still queued for the disk */
     KN_INFO("shutdown: models unloaded");
     obs_destroy(&s->obs);

@@ -8,7 +8,9 @@
  *                metrics
  *   gen.c        the generation and embedding routes, for every dialect
  *   openai.c     the OpenAI dialect; ollama.c the Ollama dialect with its
- *                model routes (tags, ps, show, version) (dialect.h)
+ *                model routes (tags, ps, show, version); anthropic.c the
+ *                Anthropic Messages dialect with count_tokens (dialect.h)
+ *   responses.c  the OpenAI Responses dialect and its store (dialect.h)
  *   cache_routes.c  /cache/stats and /cache/clear
  *   api.c        request parsing shared by the dialects (api.h)
  *   config.c     the settings (kiln/server.h)
@@ -55,12 +57,14 @@ struct srv_server {
     atomic_ullong seq;     /* request ids */
     rc_cache *cache;       /* the response and embedding cache (NULL: both off) */
     srv_limits lim;        /* the request limits of the config */
+    struct srv_resp_store *responses; /* the Responses store (responses.c) */
 };
 
 /* An error body in a dialect's shape. */
 typedef json_t *(*srv_error_fn)(const srv_error *e);
 json_t *srv_openai_error_json(const srv_error *e); /* {"error": {"message", "type", "param", "code"}} */
 json_t *srv_ollama_error_json(const srv_error *e); /* {"error": "..."} */
+json_t *srv_anthropic_error_json(const srv_error *e); /* {"type": "error", "error": {"type", "message"}} */
 
 struct route;
 typedef struct conn_ctx {
@@ -73,13 +77,14 @@ typedef struct conn_ctx {
     bool counted; /* in in_flight */
     uint64_t declared;  /* Content-Length when over the limit (0: not declared) */
     uint64_t discarded; /* body bytes read and dropped because the body is over the limit */
+    char arg[128];      /* the last path segment of a route whose path ends with '/' (e.g. an id) */
 } conn_ctx;
 
 typedef enum MHD_Result (*srv_handler)(srv_server *s, struct MHD_Connection *c, conn_ctx *cx);
 
 typedef struct route {
     const char *method;
-    const char *path;
+    const char *path;   /* a path ending with '/' takes one more segment (conn_ctx.arg) */
     srv_handler fn;
     bool open;                      /* no API key needed */
     srv_error_fn error_json;        /* the error shape of the route */
@@ -128,11 +133,15 @@ enum MHD_Result srv_h_api_tags(srv_server *s, struct MHD_Connection *c, conn_ctx
 enum MHD_Result srv_h_api_ps(srv_server *s, struct MHD_Connection *c, conn_ctx *cx);
 enum MHD_Result srv_h_api_show(srv_server *s, struct MHD_Connection *c, conn_ctx *cx);
 enum MHD_Result srv_h_api_version(srv_server *s, struct MHD_Connection *c, conn_ctx *cx);
+enum MHD_Result srv_h_anthropic_count_tokens(srv_server *s, struct MHD_Connection *c, conn_ctx *cx); /* anthropic.c */
 /* routes.c */
 enum MHD_Result srv_h_tokenize(srv_server *s, struct MHD_Connection *c, conn_ctx *cx);
 enum MHD_Result srv_h_detokenize(srv_server *s, struct MHD_Connection *c, conn_ctx *cx);
 enum MHD_Result srv_h_cache_stats(srv_server *s, struct MHD_Connection *c, conn_ctx *cx); /* cache_routes.c */
 enum MHD_Result srv_h_cache_clear(srv_server *s, struct MHD_Connection *c, conn_ctx *cx);
+/* responses.c: GET and DELETE /v1/responses/{id} */
+enum MHD_Result srv_h_response_get(srv_server *s, struct MHD_Connection *c, conn_ctx *cx);
+enum MHD_Result srv_h_response_delete(srv_server *s, struct MHD_Connection *c, conn_ctx *cx);
 
 /* Running and waiting requests of every loaded model (routes.c). */
 void srv_count_requests(srv_server *s, int *running, int *waiting);

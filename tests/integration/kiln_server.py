@@ -292,7 +292,15 @@ class Stream:
         """Yields the data string of each SSE event. Checks the framing: each
         event is `data: ...` lines ended by an empty line; records problems in
         framing_errors. Ends at EOF."""
+        for _, data in self.sse_named_events(named=False):
+            yield data
+
+    def sse_named_events(self, named=True):
+        """Yields (event name or None, data) of each SSE event: the named
+        events of the Anthropic and Responses streams (`event: NAME` then
+        `data: ...`). With named=False an `event:` line is a framing error."""
         data_lines = []
+        name = None
         while True:
             line = self.resp.readline()
             if not line:
@@ -309,8 +317,11 @@ class Stream:
                 if not data_lines:
                     self.framing_errors.append("empty event (blank line with no data)")
                     continue
-                yield "\n".join(data_lines)
+                yield name, "\n".join(data_lines)
                 data_lines = []
+                name = None
+            elif named and s.startswith("event: ") and not data_lines and name is None:
+                name = s[7:]
             elif s.startswith("data: "):
                 if data_lines:
                     self.framing_errors.append("event with several data lines (no blank line between?): %r" % s)

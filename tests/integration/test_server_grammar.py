@@ -12,7 +12,8 @@ whose free output matches none of the grammars:
  - a constrained and an unconstrained request running together both
    finish, and the unconstrained one equals its answer alone;
  - speculative decoding (ngram, on a repetitive prompt whose drafts the
-   grammar partly refuses) gives the same constrained greedy text as
+   grammar partly refuses; and a draft model, stories260K-Q8_0 drafting for
+   stories260K) gives the same constrained greedy text as
    "speculative": "none";
  - a malformed grammar is a 400 on param "grammar" whose message has
    line:column; a grammar that is not a string is a 400 naming "grammar";
@@ -320,6 +321,31 @@ def test_run():
     ck.check("kiln run --help lists --grammar", b"--grammar" in p.stdout, "")
 
 
+def test_draft_model():
+    """Draft-model speculation under a grammar: the draft's tokens are
+    checked against the grammar (a refused one ends the draft), and the
+    greedy text equals the one without speculation."""
+    srv = start(["-m", MFILE, "-t", "1", "-c", "512", "-np", "1", "--spec", "draft",
+                 "-md", ks.model_path("stories260K-Q8_0")])
+    for g, rx in ((r'root ::= [^e\n]{20,40} "."', r"[^e\n]{20,40}\."), (r'root ::= [a-z .]{30,60} "!"', r"[a-z .]{30,60}!")):
+        texts, drafted = {}, {}
+        for spec in ("none", "draft"):
+            m0 = ks.metrics_of(srv, model=MODEL)
+            _, texts[spec], fin = completion(srv, {"model": MODEL, "prompt": REPETITIVE, "max_tokens": 80,
+                                                   "temperature": 0, "grammar": g, "speculative": spec})
+            m1 = ks.metrics_of(srv, model=MODEL)
+            drafted[spec] = (m1["kiln_spec_draft_tokens_total"] - m0["kiln_spec_draft_tokens_total"],
+                             m1["kiln_spec_accepted_tokens_total"] - m0["kiln_spec_accepted_tokens_total"])
+            ck.check("draft model %s %s: matches" % (g, spec), texts[spec] is not None and
+                     re.fullmatch(rx, texts[spec]) is not None, repr(texts[spec]))
+            ck.eq("draft model %s %s: finish_reason" % (g, spec), fin, "stop")
+        ck.eq("draft model %s: same text as none" % g, texts["draft"], texts["none"])
+        ck.check("draft model %s: the draft model drafted" % g, drafted["draft"][0] > 0, drafted)
+        print("   (draft model, %s: drafted %d, accepted %d)" % ((g,) + drafted["draft"]))
+    rc = srv.stop(60)
+    ck.exited_clean("draft-model server on SIGTERM", srv, rc)
+
+
 def main():
     srv = start(["-m", MFILE, "-t", "1", "-c", "512", "-np", "2", "--spec", "ngram"])
     ck.run(test_unconstrained_differs, srv)
@@ -330,6 +356,7 @@ def main():
     ck.run(test_errors, srv)
     rc = srv.stop(60)
     ck.exited_clean("server on SIGTERM", srv, rc)
+    ck.run(test_draft_model)
     ck.run(test_bpe)
     ck.run(test_cache)
     ck.run(test_run)
