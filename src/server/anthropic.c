@@ -700,12 +700,7 @@ static void stream_event(srv_job *j, const chat_event *ev) {
 static void stream_end(srv_job *j) {
     if (j->res.finish == ENG_FINISH_ERROR || j->res.finish == ENG_FINISH_CANCELLED) {
         srv_error e;
-        if (j->res.finish == ENG_FINISH_CANCELLED)
-            srv_err(&e, 503, NULL, "cancelled", "the request was cancelled: %s",
-                    j->res.err[0] ? j->res.err : "the server is shutting down");
-        else
-            srv_err(&e, j->res.status == KN_EBUSY ? 503 : 500, NULL, NULL, "%s",
-                    j->res.err[0] ? j->res.err : "generation failed");
+        srv_job_error(j, &e);
         srv_job_emit_event(j, "error", srv_anthropic_error_json(&e));
         return;
     }

@@ -114,6 +114,9 @@ struct srv_job {
     void *dx;               /* the dialect's own state (d->prepare, d->release) */
 };
 
+/* The HTTP error of an answer that ended in an error or was cancelled:
+ * 503 when cancelled (code "cancelled") or the engine was busy, else 500. */
+void srv_job_error(const srv_job *j, srv_error *e);
 /* SSE with an event name ("event: NAME\ndata: JSON\n\n"; Anthropic,
  * Responses). Takes o. */
 void srv_job_emit_event(srv_job *j, const char *event, json_t *o);

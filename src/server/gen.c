@@ -80,6 +80,15 @@ void srv_tool_call_id(const srv_job *j, const char *prefix, int index, char *out
 
 const char *srv_job_model(const srv_job *j) { return j->info->model_id; }
 
+void srv_job_error(const srv_job *j, srv_error *e) {
+    if (j->res.finish == ENG_FINISH_CANCELLED)
+        srv_err(e, 503, NULL, "cancelled", "the request was cancelled: %s",
+                j->res.err[0] ? j->res.err : "the server is shutting down");
+    else
+        srv_err(e, j->res.status == KN_EBUSY ? 503 : 500, NULL, NULL, "%s",
+                j->res.err[0] ? j->res.err : "generation failed");
+}
+
 /* ---- chat answers ------------------------------------------------------------------ */
 
 /* A whole answer's event: into content, reasoning or calls. */
@@ -288,12 +297,7 @@ static enum MHD_Result respond_whole(srv_job *j) {
     struct MHD_Connection *c = j->c;
     srv_error e;
     if (j->res.finish == ENG_FINISH_ERROR || j->res.finish == ENG_FINISH_CANCELLED) {
-        if (j->res.finish == ENG_FINISH_CANCELLED)
-            srv_err(&e, 503, NULL, "cancelled", "the request was cancelled: %s",
-                    j->res.err[0] ? j->res.err : "the server is shutting down");
-        else
-            srv_err(&e, j->res.status == KN_EBUSY ? 503 : 500, NULL, NULL, "%s",
-                    j->res.err[0] ? j->res.err : "generation failed");
+        srv_job_error(j, &e);
         srv_error_fn shape = j->d->error_json;
         job_free(j);
         return srv_send_error_as(c, shape, &e);

@@ -118,8 +118,7 @@ static void llama_piece(srv_job *j, const char *text, size_t n, const eng_tok_ev
 static void llama_end(srv_job *j) {
     if (j->res.finish == ENG_FINISH_ERROR || j->res.finish == ENG_FINISH_CANCELLED) {
         srv_error e;
-        srv_err(&e, j->res.status == KN_EBUSY || j->res.finish == ENG_FINISH_CANCELLED ? 503 : 500, NULL,
-                NULL, "%s", j->res.err[0] ? j->res.err : "generation failed");
+        srv_job_error(j, &e);
         srv_job_emit(j, srv_openai_error_json(&e));
         return;
     }
