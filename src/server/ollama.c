@@ -183,8 +183,7 @@ static void piece(srv_job *j, const char *text, size_t n, const eng_tok_event *e
 static void stream_end(srv_job *j) {
     if (j->res.finish == ENG_FINISH_ERROR) {
         srv_error e;
-        srv_err(&e, j->res.status == KN_EBUSY ? 503 : 500, NULL, NULL, "%s",
-                j->res.err[0] ? j->res.err : "generation failed");
+        srv_job_error(j, &e);
         srv_job_emit(j, srv_ollama_error_json(&e));
         return;
     }
