@@ -120,52 +120,32 @@ static void add(kn_buf *b, const char *s) {
     kn_buf_add(b, s, strlen(s), 0);
 }
 
-/* The markup of one call of tool `name` around the rule args, per syntax. */
+/* The markup of one call per syntax: before the arguments (with the
+ * function's name for %s) and after them. Mistral, Granite and the generic
+ * format put these objects in a list (the list is the root's). */
+static const struct call_markup {
+    int syntax;
+    const char *pre, *post;
+} CALL_MARKUP[] = {
+    {CHAT_SYNTAX_HERMES, "<tool_call>\n{\"name\": \"%s\", \"arguments\": ", "}\n</tool_call>"},
+    {CHAT_SYNTAX_LLAMA3, "{\"name\": \"%s\", \"parameters\": ", "}"},
+    {CHAT_SYNTAX_DEEPSEEK, "<｜tool▁call▁begin｜>function<｜tool▁sep｜>%s\n```json\n", "\n```<｜tool▁call▁end｜>"},
+    {CHAT_SYNTAX_HARMONY, "<|channel|>commentary to=functions.%s <|constrain|>json<|message|>", ""},
+    {-1, "{\"name\": \"%s\", \"arguments\": ", "}"}, /* the rest */
+};
+
+/* The markup of one call of tool `name` around the rule args. */
 static void call_rule(kn_buf *b, int syntax, const char *name, const char *args) {
+    const struct call_markup *m = CALL_MARKUP;
+    while (m->syntax >= 0 && m->syntax != syntax) m++;
     char t[256];
-    switch (syntax) {
-    case CHAT_SYNTAX_HERMES:
-        snprintf(t, sizeof t, "<tool_call>\n{\"name\": \"%s\", \"arguments\": ", name);
-        lit(b, t);
+    snprintf(t, sizeof t, m->pre, name);
+    lit(b, t);
+    add(b, " ");
+    add(b, args);
+    if (m->post[0]) {
         add(b, " ");
-        add(b, args);
-        add(b, " ");
-        lit(b, "}\n</tool_call>");
-        break;
-    case CHAT_SYNTAX_LLAMA3:
-        snprintf(t, sizeof t, "{\"name\": \"%s\", \"parameters\": ", name);
-        lit(b, t);
-        add(b, " ");
-        add(b, args);
-        add(b, " \"}\"");
-        break;
-    case CHAT_SYNTAX_DEEPSEEK:
-        snprintf(t, sizeof t,
-                 "<\xef\xbd\x9ctool\xe2\x96\x81"
-                 "call\xe2\x96\x81"
-                 "begin\xef\xbd\x9c>function<\xef\xbd\x9ctool\xe2\x96\x81sep\xef\xbd\x9c>%s\n```json\n",
-                 name);
-        lit(b, t);
-        add(b, " ");
-        add(b, args);
-        add(b, " ");
-        lit(b, "\n```<\xef\xbd\x9ctool\xe2\x96\x81"
-               "call\xe2\x96\x81"
-               "end\xef\xbd\x9c>");
-        break;
-    case CHAT_SYNTAX_HARMONY:
-        snprintf(t, sizeof t, "<|channel|>commentary to=functions.%s <|constrain|>json<|message|>", name);
-        lit(b, t);
-        add(b, " ");
-        add(b, args);
-        break;
-    default: /* mistral, granite, generic: a JSON object in a list */
-        snprintf(t, sizeof t, "{\"name\": \"%s\", \"arguments\": ", name);
-        lit(b, t);
-        add(b, " ");
-        add(b, args);
-        add(b, " \"}\"");
-        break;
+        lit(b, m->post);
     }
 }
 
@@ -225,13 +205,9 @@ static bool tool_grammar(const eng_gen_request *q, int syntax, const char *close
         add(&b, many ? "\"<|tool_call|>[\" call (\", \" call)* \"]\"" : "\"<|tool_call|>[\" call \"]\"");
         break;
     case CHAT_SYNTAX_DEEPSEEK:
-        add(&b, "\"<\xef\xbd\x9ctool\xe2\x96\x81"
-                "calls\xe2\x96\x81"
-                "begin\xef\xbd\x9c>\" ");
+        add(&b, "\"<｜tool▁calls▁begin｜>\" ");
         add(&b, many ? "call+" : "call");
-        add(&b, " \"<\xef\xbd\x9ctool\xe2\x96\x81"
-                "calls\xe2\x96\x81"
-                "end\xef\xbd\x9c>\"");
+        add(&b, " \"<｜tool▁calls▁end｜>\"");
         break;
     default: /* generic */
         add(&b, "\"{\\\"tool_calls\\\": [\" ");
