@@ -594,8 +594,11 @@ static bool prepare(srv_job *j, srv_error *e) {
     free(text);
     if (!json_is_array(conv)) {
         json_decref(conv);
-        return srv_err(e, 400, "previous_response_id", "previous_response_not_found",
-                       "Previous response with id '%.100s' not found.", pid);
+        /* the issue asks for a clear 404 (OpenAI itself answers 400 with this code) */
+        return srv_err(e, 404, "previous_response_id", "previous_response_not_found",
+                       "Previous response with id '%.100s' not found: it is unknown, expired, evicted from the "
+                       "server's store, or was created with store: false.",
+                       pid);
     }
     srv_gen_req *r = &j->r;
     size_t total = json_array_size(conv) + json_array_size(r->messages);

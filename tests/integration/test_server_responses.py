@@ -13,7 +13,7 @@ DELETE /v1/responses) through the real `kiln serve`:
    whole conversation (the first's input and answer, without the first's
    instructions) with the same prompt_tokens; GET returns the stored
    response, DELETE removes it; store: false is not kept; an unknown id is
-   a 400 previous_response_not_found; --responses-max evicts the oldest
+   a 404 previous_response_not_found; --responses-max evicts the oldest
    and --responses-ttl expires;
  - tools (tiny-qwen2 served with Qwen2.5's template, --chat-template-file):
    tool_choice "required" and a named tool give function_call items whose
@@ -143,10 +143,10 @@ def error_of(r):
         return {}
 
 
-def check_400(srv, name, body, param, code=None):
+def check_400(srv, name, body, param, code=None, status=400):
     r = srv.post("/v1/responses", body)
     e = error_of(r)
-    ok = ck.eq(name + ": status", r.status, 400)
+    ok = ck.eq(name + ": status", r.status, status)
     ck.eq(name + ": param", e.get("param"), param)
     if code:
         ck.eq(name + ": code", e.get("code"), code)
@@ -278,9 +278,9 @@ def test_previous(srv):
     ck.eq("GET after DELETE: 404", srv.get("/v1/responses/" + r1["id"]).status, 404)
     ck.eq("DELETE again: 404", srv.request("DELETE", "/v1/responses/" + r1["id"]).status, 404)
     check_400(srv, "previous after DELETE", {"model": MODEL, "previous_response_id": r1["id"], "input": b},
-              "previous_response_id", "previous_response_not_found")
+              "previous_response_id", "previous_response_not_found", 404)
     check_400(srv, "unknown previous", {"model": MODEL, "previous_response_id": "resp_nope", "input": b},
-              "previous_response_id", "previous_response_not_found")
+              "previous_response_id", "previous_response_not_found", 404)
     g = srv.get("/v1/responses/resp_nope")
     ck.eq("GET unknown: 404", g.status, 404)
     ck.check("GET unknown: message names it", "resp_nope" in error_of(g).get("message", ""), g)
@@ -289,7 +289,7 @@ def test_previous(srv):
     ck.eq("store false: echoed", r.get("store"), False)
     ck.eq("store false: GET 404", srv.get("/v1/responses/" + r["id"]).status, 404)
     check_400(srv, "store false: not a previous", {"model": MODEL, "previous_response_id": r["id"], "input": b},
-              "previous_response_id", "previous_response_not_found")
+              "previous_response_id", "previous_response_not_found", 404)
     # a streamed response is stored too
     status, evs, _ = events(srv, {"model": MODEL, "input": a, "max_output_tokens": 8, "temperature": 0,
                                   "stream": True})

@@ -137,7 +137,7 @@ async function text(client, model) {
   } catch (e) {
     status = e.status;
   }
-  check("unknown previous_response_id: 400", status === 400, status);
+  check("unknown previous_response_id: 404 (NotFoundError)", status === 404, status);
 }
 
 async function tools(client, model) {
