@@ -853,7 +853,9 @@ static void rx_raise(rx *r, uint32_t i, uint64_t L) {
     } else if (n->kind == RN_REP) {
         uint32_t ch = n->child;
         uint64_t cmn = RN(ch)->mn;
-        if (cmn == 0 || (L + cmn - 1) / cmn > n->hi) {
+        if (n->hi == RX_INF && cmn == 0) {
+            n->dead = true; /* not reached: refused while parsing */
+        } else if (cmn == 0 || (L + cmn - 1) / cmn > n->hi) {
             /* hi is finite here (an unbounded repeat of a nullable item is refused) */
             rx_raise(r, ch, (L + n->hi - 1) / n->hi);
             cmn = RN(ch)->mn;
@@ -1179,7 +1181,9 @@ static int string_pattern(sctx *c, const char *pat, size_t n, uint64_t m, uint64
     if (rc == 0 && (m > 0 || M != RX_INF)) {
         uint64_t mn0 = RN(root)->mn, mx0 = RN(root)->mx;
         rx_raise(r, root, m);
-        rx_cap(r, root, M);
+        /* a lower bound is still sound: keep repetition counts under the limit */
+        uint64_t cap = M != RX_INF && M > GRAM_MAX_REPEAT ? (m > GRAM_MAX_REPEAT ? m : GRAM_MAX_REPEAT) : M;
+        rx_cap(r, root, cap);
         const rnode *rt = RN(root);
         if (rt->dead || rt->mn < m || rt->mx > M) {
             char mx_s[24];

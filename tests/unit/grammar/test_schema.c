@@ -330,6 +330,11 @@ static void test_pattern_lengths(void **st) {
     check("{\"type\":\"string\",\"minLength\":1,\"maxLength\":30,\"pattern\":\"^[a-z0-9]+(-[a-z0-9]+)*$\"}",
           L("\"a\"", "\"kitchen-tools\"", "\"abcdefghijklmnop-qrstuvwxyz012\""),
           L("\"\"", "\"abcdefghijklmnopqrstuvwxyz01234\"", "\"a--b\""));
+    /* a maxLength over the repetition limit: bounded to the limit (fewer strings, all valid) */
+    check("{\"type\":\"string\",\"maxLength\":5000,\"pattern\":\"^a+$\"}", L("\"a\"", "\"aaaa\""),
+          L("\"\"", "\"ab\""));
+    check("{\"type\":\"string\",\"maxLength\":5000,\"pattern\":\"^[0-9]{5}$\"}", L("\"12345\""),
+          L("\"1234\""));
     /* cannot be done soundly: errors naming the pointer */
     expect_error("{\"properties\":{\"p\":{\"type\":\"string\",\"maxLength\":3,\"pattern\":\"^abcd$\"}}}",
                  KN_EINVAL, "cannot be limited to 'minLength'/'maxLength' 0..3 at /properties/p");
