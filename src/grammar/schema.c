@@ -18,6 +18,10 @@
  * property that is the object itself): the result is compiled once before
  * it is returned, so what this file returns always compiles.
  *
+ * 'pattern' is parsed into a tree whose nodes know their shortest and
+ * longest match (rx_raise / rx_cap bound it to minLength/maxLength, keeping
+ * only strings it matched), then written as GBNF.
+ *
  * Bounds: nesting depth, total work (subschemas visited), the size of the
  * text (GRAM_MAX_TEXT), repetition counts (GRAM_MAX_REPEAT), pattern length;
  * the compile check enforces the rule and element limits.
