@@ -18,6 +18,10 @@
  * property that is the object itself): the result is compiled once before
  * it is returned, so what this file returns always compiles.
  *
+ * 'pattern' is parsed into a tree whose nodes know their shortest and
+ * longest match (rx_raise / rx_cap bound it to minLength/maxLength, keeping
+ * only strings it matched), then written as GBNF.
+ *
  * Bounds: nesting depth, total work (subschemas visited), the size of the
  * text (GRAM_MAX_TEXT), repetition counts (GRAM_MAX_REPEAT), pattern length;
  * the compile check enforces the rule and element limits.
@@ -66,8 +70,15 @@ enum {
     P_DATETIME,
     P_UUID,
     P_EMAIL,
+    P_ELOCAL,
     P_EATOM,
     P_ELABEL,
+    P_IPV4,
+    P_OCTET,
+    P_IPV6,
+    P_H16,
+    P_HOSTNAME,
+    P_URI,
     P_COUNT
 };
 
@@ -115,9 +126,26 @@ static const prim_def PRIMS[P_COUNT] = {
     [P_HH] = {"hh", "[01] [0-9] | \"2\" [0-3]"},
     [P_DATETIME] = {"date-time", "@date \"T\" @time"},
     [P_UUID] = {"uuid", "@hex{8} \"-\" @hex{4} \"-\" @hex{4} \"-\" @hex{4} \"-\" @hex{12}"},
-    [P_EMAIL] = {"email", "@eatom ( \".\" @eatom )* \"\\x40\" ( @elabel \".\" )+ [a-zA-Z] [a-zA-Z]+"},
-    [P_EATOM] = {"eatom", "[a-zA-Z0-9_%+-]+"},
-    [P_ELABEL] = {"elabel", "[a-zA-Z0-9] ( [a-zA-Z0-9-]* [a-zA-Z0-9] )?"},
+    /* RFC 5321 limits (ajv does not check them, a model must finish): a local
+     * part of at most 64 characters, labels of at most 63, at most 4 labels */
+    [P_EMAIL] = {"email", "@elocal \"\\x40\" ( @elabel \".\" ){1,3} [a-zA-Z]{2,63}"},
+    [P_ELOCAL] = {"elocal", "@eatom{1,32} ( \".\" @eatom{1,15} ){0,2}"},
+    [P_EATOM] = {"eatom", "[a-zA-Z0-9_%+-]"},
+    [P_ELABEL] = {"elabel", "[a-zA-Z0-9] ( [a-zA-Z0-9-]{0,61} [a-zA-Z0-9] )?"},
+    [P_IPV4] = {"ipv4", "@octet \".\" @octet \".\" @octet \".\" @octet"},
+    [P_OCTET] = {"octet", "\"25\" [0-5] | \"2\" [0-4] [0-9] | \"1\" [0-9] [0-9] | [1-9] [0-9] | [0-9]"},
+    /* the full form, or k groups, "::" and at most 7 - k groups */
+    [P_IPV6] =
+        {"ipv6",
+         "@h16 ( \":\" @h16 ){7} | \"::\" ( @h16 ( \":\" @h16 ){0,6} )? | @h16 \"::\" ( @h16 ( \":\" "
+         "@h16 ){0,5} )? | ( @h16 \":\" ){1} @h16 \"::\" ( @h16 ( \":\" @h16 ){0,4} )? | ( @h16 \":\" "
+         "){2} @h16 \"::\" ( @h16 ( \":\" @h16 ){0,3} )? | ( @h16 \":\" ){3} @h16 \"::\" ( @h16 ( \":\" "
+         "@h16 ){0,2} )? | ( @h16 \":\" ){4} @h16 \"::\" ( @h16 ( \":\" @h16 )? )? | ( @h16 \":\" ){5} "
+         "@h16 \"::\" @h16? | ( @h16 \":\" ){6} @h16 \"::\""},
+    [P_H16] = {"h16", "[0-9a-fA-F]{1,4}"},
+    /* at most 3 labels of 1 to 63 characters: under the 253 of RFC 1123 */
+    [P_HOSTNAME] = {"hostname", "@elabel ( \".\" @elabel ){0,2}"},
+    [P_URI] = {"uri", "\"http\" \"s\"? \"://\" @hostname ( \"/\" [a-zA-Z0-9._~-]{0,32} ){0,8}"},
 };
 
 typedef struct sctx {
@@ -285,11 +313,11 @@ static const char *const IGNORED[] = {
     "deprecated",       "readOnly", "writeOnly", "$defs", "definitions", "discriminator", "contentEncoding",
     "contentMediaType", NULL};
 static const char *const HANDLED[] = {
-    "type",     "enum",        "const",           "properties", "required",         "additionalProperties",
-    "items",    "prefixItems", "additionalItems", "minItems",   "maxItems",         "uniqueItems",
-    "anyOf",    "oneOf",       "allOf",           "$ref",       "minLength",        "maxLength",
-    "pattern",  "format",      "minimum",         "maximum",    "exclusiveMinimum", "exclusiveMaximum",
-    "nullable", NULL};
+    "type",     "enum",          "const",           "properties", "required",         "additionalProperties",
+    "items",    "prefixItems",   "additionalItems", "minItems",   "maxItems",         "uniqueItems",
+    "anyOf",    "oneOf",         "allOf",           "$ref",       "minLength",        "maxLength",
+    "pattern",  "format",        "minimum",         "maximum",    "exclusiveMinimum", "exclusiveMaximum",
+    "nullable", "minProperties", "maxProperties",   NULL};
 
 static bool in_list(const char *const *l, const char *k) {
     for (; *l; l++)
@@ -535,10 +563,15 @@ static bool to_item(sctx *c, kn_buf *b, const kn_buf *body, const char *kind) {
 
 /* ---- regular expressions (the 'pattern' subset) --------------------------------- */
 
+struct rnode;
+
 typedef struct rx {
     sctx *c;
     const char *p, *end, *src;
     unsigned depth;
+    struct rnode *nd; /* the parsed pattern's nodes */
+    uint32_t nn, ncap;
+    kn_buf txt; /* item texts of its character sets */
 } rx;
 
 static int rx_fail(rx *r, const char *what) {
@@ -709,24 +742,214 @@ static bool rx_class(rx *r, cset *s) {
     return ok && (!neg || cs_negate(r->c, s));
 }
 
-static int rx_alts(rx *r, kn_buf *b, bool top, bool *nullable);
+/* ---- the pattern's tree: lengths, and bounding them to minLength/maxLength ---- */
 
-/* Writes one item for a set (a class, a literal, or a rule of alternatives). */
-static bool rx_set_item(rx *r, kn_buf *b, cset *s) {
-    kn_buf t = {0};
-    int n = put_set(r->c, &t, s);
-    bool ok = n >= 0;
-    if (ok && n == 0) ok = rx_fail(r, "a character class that matches nothing") == 0;
-    if (ok) ok = n == 1 ? put_n(r->c, b, t.p, t.n) : to_item(r->c, b, &t, "p");
-    kn_buf_free(&t);
-    return ok;
+#define RX_INF UINT64_MAX
+#define RX_MAX_NODES (4 * SCHEMA_MAX_PATTERN + 16)
+
+enum { RN_SET, RN_ANY, RN_EMPTY, RN_SEQ, RN_ALT, RN_REP };
+
+/* One node of a parsed pattern. Lengths are in code points (one SET or ANY
+ * is one code point, in any of its JSON spellings), RX_INF when unbounded. */
+typedef struct rnode {
+    int kind;
+    bool dead;              /* matches nothing (after bounding) */
+    bool sat;               /* scratch for rx_cap */
+    uint32_t child, next;   /* first child, next sibling: index + 1, 0 = none */
+    uint64_t lo, hi;        /* RN_REP: {lo,hi}, hi RX_INF when unbounded */
+    uint64_t mn, mx, allot; /* lengths; scratch */
+    size_t txt, ntxt;       /* RN_SET: its item text in rx.txt */
+} rnode;
+
+static uint64_t sadd(uint64_t a, uint64_t b) {
+    return (a == RX_INF || b == RX_INF || a > RX_INF - 1 - b) ? RX_INF : a + b;
 }
 
-/* One atom with its quantifier, as one item; *nullable if it can match "". */
-static bool rx_atom(rx *r, kn_buf *b, bool *nullable) {
-    kn_buf item = {0};
+static uint64_t smul(uint64_t a, uint64_t b) {
+    if (!a || !b) return 0;
+    return (a == RX_INF || b == RX_INF || a > (RX_INF - 1) / b) ? RX_INF : a * b;
+}
+
+static uint64_t umin(uint64_t a, uint64_t b) {
+    return a < b ? a : b;
+}
+
+/* A new node (index + 1; 0 on failure, with the error set). */
+static uint32_t rn_new(rx *r, int kind) {
+    if (r->nn == r->ncap) {
+        if (r->ncap >= RX_MAX_NODES) return rx_fail(r, "pattern too complex"), 0;
+        uint32_t nc = r->ncap ? r->ncap * 2 : 32;
+        void *np = realloc(r->nd, (size_t)nc * sizeof *r->nd);
+        if (!np) return fail(r->c, KN_ENOMEM, "out of memory"), 0;
+        r->nd = np;
+        r->ncap = nc;
+    }
+    r->nd[r->nn] = (rnode){.kind = kind};
+    return ++r->nn;
+}
+
+#define RN(i) (&r->nd[(i)-1])
+
+/* Recomputes the lengths (and deadness) of node i from its children. */
+static void rn_calc(rx *r, uint32_t i) {
+    rnode *n = RN(i);
+    switch (n->kind) {
+    case RN_SET:
+    case RN_ANY: n->mn = n->mx = 1; break;
+    case RN_EMPTY: n->mn = n->mx = 0; break;
+    case RN_SEQ:
+        n->mn = n->mx = 0;
+        for (uint32_t ch = n->child; ch; ch = RN(ch)->next) {
+            if (RN(ch)->dead) n->dead = true;
+            n->mn = sadd(n->mn, RN(ch)->mn);
+            n->mx = sadd(n->mx, RN(ch)->mx);
+        }
+        break;
+    case RN_ALT: {
+        bool any = false;
+        n->mn = RX_INF;
+        n->mx = 0;
+        for (uint32_t ch = n->child; ch; ch = RN(ch)->next) {
+            if (RN(ch)->dead) continue;
+            any = true;
+            n->mn = umin(n->mn, RN(ch)->mn);
+            if (RN(ch)->mx > n->mx) n->mx = RN(ch)->mx;
+        }
+        if (!any) n->dead = true;
+        break;
+    }
+    default: {
+        const rnode *c = RN(n->child);
+        if (c->dead || n->hi == 0 || c->mx == 0) {
+            if (c->dead && n->lo > 0) n->dead = true;
+            n->kind = RN_EMPTY; /* only "" is left */
+            n->mn = n->mx = 0;
+            break;
+        }
+        n->mn = smul(n->lo, c->mn);
+        n->mx = n->hi == RX_INF ? RX_INF : smul(n->hi, c->mx);
+    }
+    }
+    if (n->dead) n->mn = n->mx = 0;
+}
+
+/* Raises the shortest match of node i to at least L code points, keeping
+ * only strings it already matched (alternatives too short are dropped). */
+static void rx_raise(rx *r, uint32_t i, uint64_t L) {
+    rnode *n = RN(i);
+    if (n->dead || n->mn >= L) return;
+    if (n->mx < L) {
+        n->dead = true;
+        return;
+    }
+    if (n->kind == RN_SEQ) {
+        uint64_t need = L - n->mn;
+        for (uint32_t ch = n->child; ch && need; ch = RN(ch)->next) {
+            uint64_t old = RN(ch)->mn, e = RN(ch)->mx == RX_INF ? RX_INF : RN(ch)->mx - old;
+            if (!e) continue;
+            rx_raise(r, ch, old + umin(need, e));
+            uint64_t got = RN(ch)->mn - old;
+            need = got >= need ? 0 : need - got;
+        }
+    } else if (n->kind == RN_ALT) {
+        for (uint32_t ch = n->child; ch; ch = RN(ch)->next)
+            rx_raise(r, ch, L);
+    } else if (n->kind == RN_REP) {
+        uint32_t ch = n->child;
+        uint64_t cmn = RN(ch)->mn;
+        if (n->hi == RX_INF && cmn == 0) {
+            n->dead = true; /* not reached: refused while parsing */
+        } else if (cmn == 0 || (L + cmn - 1) / cmn > n->hi) {
+            /* hi is finite here (an unbounded repeat of a nullable item is refused) */
+            rx_raise(r, ch, (L + n->hi - 1) / n->hi);
+            cmn = RN(ch)->mn;
+        }
+        if (!RN(ch)->dead && cmn > 0 && (L + cmn - 1) / cmn <= n->hi && (L + cmn - 1) / cmn > n->lo)
+            n->lo = (L + cmn - 1) / cmn;
+    }
+    rn_calc(r, i);
+}
+
+/* Lowers the longest match of node i to at most L code points, keeping only
+ * strings it already matched (alternatives too long are dropped). */
+static void rx_cap(rx *r, uint32_t i, uint64_t L) {
+    rnode *n = RN(i);
+    if (n->dead || n->mx <= L) return;
+    if (n->mn > L) {
+        n->dead = true;
+        return;
+    }
+    if (n->kind == RN_SEQ) {
+        /* share the slack among the children that can grow, water-filling:
+         * those that need less than an equal share get all they can use */
+        uint64_t rem = L - n->mn, k = 0;
+        for (uint32_t ch = n->child; ch; ch = RN(ch)->next) {
+            rnode *c = RN(ch);
+            c->allot = c->mx == RX_INF ? RX_INF : c->mx - c->mn;
+            c->sat = c->allot == 0;
+            k += !c->sat;
+        }
+        for (bool changed = true; k && changed;) {
+            changed = false;
+            uint64_t share = rem / k;
+            for (uint32_t ch = n->child; ch; ch = RN(ch)->next) {
+                rnode *c = RN(ch);
+                if (c->sat || c->allot > share) continue;
+                c->sat = changed = true;
+                rem -= c->allot;
+                k--;
+            }
+        }
+        uint64_t share = k ? rem / k : 0, extra = k ? rem % k : 0;
+        for (uint32_t ch = n->child; ch; ch = RN(ch)->next) {
+            if (RN(ch)->sat) continue;
+            uint64_t a = share + (extra ? 1 : 0);
+            if (extra) extra--;
+            rx_cap(r, ch, RN(ch)->mn + a);
+        }
+    } else if (n->kind == RN_ALT) {
+        for (uint32_t ch = n->child; ch; ch = RN(ch)->next)
+            rx_cap(r, ch, L);
+    } else if (n->kind == RN_REP) {
+        uint32_t ch = n->child;
+        if (RN(ch)->mx == RX_INF || smul(n->lo, RN(ch)->mx) > L) {
+            /* each repetition gets at most L / lo */
+            uint64_t li = L / (n->lo ? n->lo : 1);
+            rx_cap(r, ch, li);
+        }
+        if (!RN(ch)->dead && RN(ch)->mx > 0) n->hi = umin(n->hi, L / RN(ch)->mx);
+    }
+    rn_calc(r, i);
+}
+
+/* ---- the pattern's parser ----------------------------------------------------------- */
+
+static uint32_t rx_alts(rx *r, bool top);
+
+/* A SET node for s (a class, a literal, or a rule of alternatives). */
+static uint32_t rx_set_node(rx *r, cset *s) {
+    kn_buf t = {0};
+    int n = put_set(r->c, &t, s);
+    uint32_t id = 0;
+    if (n == 0) rx_fail(r, "a character class that matches nothing");
+    if (n > 0 && (id = rn_new(r, RN_SET))) {
+        size_t at = r->txt.n;
+        if (n == 1 ? put_n(r->c, &r->txt, t.p, t.n) : to_item(r->c, &r->txt, &t, "p")) {
+            RN(id)->txt = at;
+            RN(id)->ntxt = r->txt.n - at;
+            rn_calc(r, id);
+        } else {
+            id = 0;
+        }
+    }
+    kn_buf_free(&t);
+    return id;
+}
+
+/* One atom with its quantifier. */
+static uint32_t rx_atom(rx *r) {
+    uint32_t id = 0;
     bool ok = true;
-    *nullable = false;
     char ch = *r->p;
     cset s = {0};
     if (ch == '(') {
@@ -737,127 +960,137 @@ static bool rx_atom(rx *r, kn_buf *b, bool *nullable) {
             } else if (r->p + 1 < r->end && r->p[1] == '<' && r->p + 2 < r->end && r->p[2] != '=' &&
                        r->p[2] != '!') {
                 const char *gt = memchr(r->p, '>', (size_t)(r->end - r->p));
-                if (!gt) return rx_fail(r, "unterminated group name") == 0;
+                if (!gt) return rx_fail(r, "unterminated group name"), 0;
                 r->p = gt + 1;
             } else {
-                return rx_fail(r, "lookahead and lookbehind are not supported") == 0;
+                return rx_fail(r, "lookahead and lookbehind are not supported"), 0;
             }
         }
-        if (++r->depth > SCHEMA_MAX_RX_NESTING) return rx_fail(r, "groups nested too deeply") == 0;
-        kn_buf alts = {0};
-        ok = rx_alts(r, &alts, false, nullable) == 0;
+        if (++r->depth > SCHEMA_MAX_RX_NESTING) return rx_fail(r, "groups nested too deeply"), 0;
+        id = rx_alts(r, false);
         r->depth--;
-        if (ok && (r->p >= r->end || *r->p != ')')) ok = rx_fail(r, "missing ')'") == 0;
-        if (ok) {
-            r->p++;
-            ok = to_item(r->c, &item, &alts, "p");
+        if (id && (r->p >= r->end || *r->p != ')')) {
+            rx_fail(r, "missing ')'");
+            id = 0;
         }
-        kn_buf_free(&alts);
+        if (id) r->p++;
     } else if (ch == '[') {
         r->p++;
-        ok = rx_class(r, &s) && rx_set_item(r, &item, &s);
+        id = rx_class(r, &s) ? rx_set_node(r, &s) : 0;
     } else if (ch == '.') {
         r->p++;
-        ok = cs_add(r->c, &s, '\n', '\n') && cs_add(r->c, &s, '\r', '\r') &&
-             cs_add(r->c, &s, 0x2028, 0x2029) && cs_negate(r->c, &s) && rx_set_item(r, &item, &s);
+        id = cs_add(r->c, &s, '\n', '\n') && cs_add(r->c, &s, '\r', '\r') &&
+                     cs_add(r->c, &s, 0x2028, 0x2029) && cs_negate(r->c, &s)
+                 ? rx_set_node(r, &s)
+                 : 0;
     } else if (ch == '\\') {
         r->p++;
-        if (r->p >= r->end) return rx_fail(r, "'\\' at the end") == 0;
+        if (r->p >= r->end) return rx_fail(r, "'\\' at the end"), 0;
         uint32_t cp;
-        bool is_cls = rx_class_escape(r, *r->p, &s, &ok);
-        if (is_cls) {
+        if (rx_class_escape(r, *r->p, &s, &ok)) {
             r->p++;
-            ok = ok && rx_set_item(r, &item, &s);
+            id = ok ? rx_set_node(r, &s) : 0;
         } else {
-            ok = rx_escape_cp(r, false, &cp) && cs_add(r->c, &s, cp, cp) && rx_set_item(r, &item, &s);
+            id = rx_escape_cp(r, false, &cp) && cs_add(r->c, &s, cp, cp) ? rx_set_node(r, &s) : 0;
         }
     } else if (ch == '^' || ch == '$') {
-        return rx_fail(r, "anchors ('^', '$') are supported only at the start and the end") == 0;
+        return rx_fail(r, "anchors ('^', '$') are supported only at the start and the end"), 0;
     } else if (ch == '*' || ch == '+' || ch == '?' || ch == '{') {
-        return rx_fail(r, "nothing to repeat") == 0;
+        return rx_fail(r, "nothing to repeat"), 0;
     } else {
         uint32_t cp = rx_cp(r);
-        ok = cs_add(r->c, &s, cp, cp) && rx_set_item(r, &item, &s);
+        id = cs_add(r->c, &s, cp, cp) ? rx_set_node(r, &s) : 0;
     }
     free(s.r);
+    if (!id || r->p >= r->end || !(*r->p == '*' || *r->p == '+' || *r->p == '?' || *r->p == '{')) return id;
     /* quantifier */
-    if (ok && r->p < r->end && (*r->p == '*' || *r->p == '+' || *r->p == '?' || *r->p == '{')) {
-        uint64_t lo = 0, hi = UINT64_MAX;
-        char q = *r->p++;
-        if (q == '+')
-            lo = 1;
-        else if (q == '?')
-            hi = 1;
-        else if (q == '{') {
-            const char *st = r->p;
-            lo = 0;
-            int nd = 0;
-            while (r->p < r->end && *r->p >= '0' && *r->p <= '9' && nd < 12) {
-                lo = lo * 10 + (uint64_t)(*r->p++ - '0');
-                nd++;
-            }
-            if (!nd) {
-                r->p = st;
-                ok = rx_fail(r, "a '{' that is not a quantifier") == 0;
-            } else if (r->p < r->end && *r->p == ',') {
-                r->p++;
-                if (r->p < r->end && *r->p >= '0' && *r->p <= '9') {
-                    hi = 0;
-                    nd = 0;
-                    while (r->p < r->end && *r->p >= '0' && *r->p <= '9' && nd < 12) {
-                        hi = hi * 10 + (uint64_t)(*r->p++ - '0');
-                        nd++;
-                    }
+    uint64_t lo = 0, hi = RX_INF;
+    char q = *r->p++;
+    if (q == '+')
+        lo = 1;
+    else if (q == '?')
+        hi = 1;
+    else if (q == '{') {
+        const char *st = r->p;
+        int nd = 0;
+        while (r->p < r->end && *r->p >= '0' && *r->p <= '9' && nd < 12) {
+            lo = lo * 10 + (uint64_t)(*r->p++ - '0');
+            nd++;
+        }
+        if (!nd) {
+            r->p = st;
+            return rx_fail(r, "a '{' that is not a quantifier"), 0;
+        }
+        if (r->p < r->end && *r->p == ',') {
+            r->p++;
+            if (r->p < r->end && *r->p >= '0' && *r->p <= '9') {
+                hi = 0;
+                nd = 0;
+                while (r->p < r->end && *r->p >= '0' && *r->p <= '9' && nd < 12) {
+                    hi = hi * 10 + (uint64_t)(*r->p++ - '0');
+                    nd++;
                 }
-            } else {
-                hi = lo;
             }
-            if (ok && (r->p >= r->end || *r->p != '}')) ok = rx_fail(r, "unterminated quantifier") == 0;
-            if (ok) r->p++;
-            if (ok && hi < lo) ok = rx_fail(r, "quantifier {m,n} with n < m") == 0;
-            if (ok && (lo > GRAM_MAX_REPEAT || (hi != UINT64_MAX && hi > GRAM_MAX_REPEAT)))
-                ok = fail(r->c, KN_ERANGE, "'pattern' repetition count over the limit of %u",
-                          GRAM_MAX_REPEAT) == 0;
+        } else {
+            hi = lo;
         }
-        if (ok && r->p < r->end && *r->p == '?') r->p++; /* lazy: the same language */
-        if (ok && *nullable && hi == UINT64_MAX)
-            ok = rx_fail(r, "an unbounded repetition of something that can match \"\" is not supported") == 0;
-        if (ok) {
-            /* the item is one name, class or literal: repeat it directly */
-            ok = put_n(r->c, b, item.p, item.n);
-            if (ok) {
-                if (hi == UINT64_MAX)
-                    ok = lo == 0   ? put(r->c, b, "*")
-                         : lo == 1 ? put(r->c, b, "+")
-                                   : putf(r->c, b, "{%u,}", (unsigned)lo);
-                else if (lo == 0 && hi == 1)
-                    ok = put(r->c, b, "?");
-                else
-                    ok = putf(r->c, b, "{%u,%u}", (unsigned)lo, (unsigned)hi);
-            }
-            if (lo == 0) *nullable = true;
-        }
-    } else if (ok) {
-        ok = put_n(r->c, b, item.p, item.n);
+        if (r->p >= r->end || *r->p != '}') return rx_fail(r, "unterminated quantifier"), 0;
+        r->p++;
+        if (hi < lo) return rx_fail(r, "quantifier {m,n} with n < m"), 0;
+        if (lo > GRAM_MAX_REPEAT || (hi != RX_INF && hi > GRAM_MAX_REPEAT))
+            return fail(r->c, KN_ERANGE, "'pattern' repetition count over the limit of %u", GRAM_MAX_REPEAT),
+                   0;
     }
-    kn_buf_free(&item);
-    return ok;
+    if (r->p < r->end && *r->p == '?') r->p++; /* lazy: the same language */
+    if (RN(id)->mn == 0 && hi == RX_INF)
+        return rx_fail(r, "an unbounded repetition of something that can match \"\" is not supported"), 0;
+    uint32_t rep = rn_new(r, RN_REP);
+    if (!rep) return 0;
+    RN(rep)->child = id;
+    RN(rep)->lo = lo;
+    RN(rep)->hi = hi;
+    rn_calc(r, rep);
+    return rep;
 }
 
-/* Alternatives up to ')' or the end. top: '^'/'$' allowed at the ends of each
- * alternative, and unanchored ends take any characters. */
-static int rx_alts(rx *r, kn_buf *b, bool top, bool *nullable) {
-    *nullable = false;
-    for (bool first = true;; first = false) {
-        if (!first && !put(r->c, b, " | ")) return -1;
-        bool anch_start = false, anch_end = false, seq_null = true, any = false;
+/* Appends child to the list of parent (last: its current last child). */
+static void rn_append(rx *r, uint32_t parent, uint32_t *last, uint32_t child) {
+    if (*last)
+        RN(*last)->next = child;
+    else
+        RN(parent)->child = child;
+    *last = child;
+}
+
+/* A padding of any characters (an unanchored end of the pattern). */
+static uint32_t rx_any_rep(rx *r) {
+    uint32_t a = rn_new(r, RN_ANY), rep = a ? rn_new(r, RN_REP) : 0;
+    if (!rep) return 0;
+    rn_calc(r, a);
+    RN(rep)->child = a;
+    RN(rep)->hi = RX_INF;
+    rn_calc(r, rep);
+    return rep;
+}
+
+/* Alternatives up to ')' or the end, as an RN_ALT of RN_SEQ. top: '^'/'$'
+ * allowed at the ends of each alternative, and unanchored ends take any
+ * characters. */
+static uint32_t rx_alts(rx *r, bool top) {
+    uint32_t alt = rn_new(r, RN_ALT), last_alt = 0;
+    if (!alt) return 0;
+    for (;;) {
+        uint32_t seq = rn_new(r, RN_SEQ), last = 0, a;
+        if (!seq) return 0;
+        rn_append(r, alt, &last_alt, seq);
+        bool anch_start = false, anch_end = false;
         if (top && r->p < r->end && *r->p == '^') {
             anch_start = true;
             r->p++;
         }
         if (top && !anch_start) {
-            if (!put(r->c, b, "") || !prim(r->c, b, P_CHAR) || !put(r->c, b, "*")) return -1;
-            any = true;
+            if (!(a = rx_any_rep(r))) return 0;
+            rn_append(r, seq, &last, a);
         }
         while (r->p < r->end && *r->p != '|' && *r->p != ')') {
             if (top && *r->p == '$' && (r->p + 1 == r->end || r->p[1] == '|')) {
@@ -865,40 +1098,118 @@ static int rx_alts(rx *r, kn_buf *b, bool top, bool *nullable) {
                 r->p++;
                 break;
             }
-            if (any && !put(r->c, b, " ")) return -1;
-            bool an;
-            if (!rx_atom(r, b, &an)) return -1;
-            seq_null = seq_null && an;
-            any = true;
+            if (!(a = rx_atom(r))) return 0;
+            rn_append(r, seq, &last, a);
         }
         if (top && !anch_end) {
-            if ((any && !put(r->c, b, " ")) || !prim(r->c, b, P_CHAR) || !put(r->c, b, "*")) return -1;
-            any = true;
+            if (!(a = rx_any_rep(r))) return 0;
+            rn_append(r, seq, &last, a);
         }
-        if (!any && !put(r->c, b, "\"\"")) return -1;
-        *nullable = *nullable || seq_null;
+        rn_calc(r, seq);
         if (r->p < r->end && *r->p == '|') {
             r->p++;
             continue;
         }
-        if (top && r->p < r->end) return rx_fail(r, "unmatched ')'");
-        return 0;
+        if (top && r->p < r->end) return rx_fail(r, "unmatched ')'"), 0;
+        rn_calc(r, alt);
+        return alt;
     }
 }
 
-/* A string body for 'pattern'. */
-static int string_pattern(sctx *c, const char *pat, size_t n, kn_buf *b) {
+/* ---- the pattern's GBNF --------------------------------------------------------------- */
+
+static bool rx_emit_body(rx *r, uint32_t i, kn_buf *b);
+
+/* Node i as one item (a rule name, a class or a literal). */
+static bool rx_emit_item(rx *r, uint32_t i, kn_buf *b) {
+    const rnode *n = RN(i);
+    if (n->kind == RN_SET || n->kind == RN_ANY || n->kind == RN_EMPTY) return rx_emit_body(r, i, b);
+    kn_buf t = {0};
+    bool ok = rx_emit_body(r, i, &t) && to_item(r->c, b, &t, "p");
+    kn_buf_free(&t);
+    return ok;
+}
+
+static bool rx_emit_body(rx *r, uint32_t i, kn_buf *b) {
+    const rnode *n = RN(i);
+    KN_ASSERT(!n->dead);
+    switch (n->kind) {
+    case RN_SET: return put_n(r->c, b, r->txt.p + n->txt, n->ntxt);
+    case RN_ANY: return prim(r->c, b, P_CHAR);
+    case RN_EMPTY: return put(r->c, b, "\"\"");
+    case RN_SEQ: {
+        bool any = false;
+        for (uint32_t ch = n->child; ch; ch = RN(ch)->next) {
+            if (RN(ch)->kind == RN_EMPTY) continue;
+            if (any && !put(r->c, b, " ")) return false;
+            if (!(RN(ch)->kind == RN_REP ? rx_emit_body(r, ch, b) : rx_emit_item(r, ch, b))) return false;
+            any = true;
+        }
+        return any || put(r->c, b, "\"\"");
+    }
+    case RN_ALT: {
+        bool any = false;
+        for (uint32_t ch = n->child; ch; ch = RN(ch)->next) {
+            if (RN(ch)->dead) continue;
+            if ((any && !put(r->c, b, " | ")) || !rx_emit_body(r, ch, b)) return false;
+            any = true;
+        }
+        return true;
+    }
+    default: {
+        uint64_t lo = n->lo, hi = n->hi;
+        if (lo > GRAM_MAX_REPEAT || (hi != RX_INF && hi > GRAM_MAX_REPEAT))
+            return fail(r->c, KN_ERANGE, "'pattern' repetition count over the limit of %u", GRAM_MAX_REPEAT),
+                   false;
+        if (!rx_emit_item(r, n->child, b)) return false;
+        if (hi == RX_INF)
+            return lo == 0   ? put(r->c, b, "*")
+                   : lo == 1 ? put(r->c, b, "+")
+                             : putf(r->c, b, "{%u,}", (unsigned)lo);
+        if (lo == 0 && hi == 1) return put(r->c, b, "?");
+        if (lo == hi) return putf(r->c, b, "{%u}", (unsigned)lo);
+        return putf(r->c, b, "{%u,%u}", (unsigned)lo, (unsigned)hi);
+    }
+    }
+}
+
+/* A string body for 'pattern', its matches limited to [m, M] code points
+ * (M RX_INF: no limit). */
+static int string_pattern(sctx *c, const char *pat, size_t n, uint64_t m, uint64_t M, kn_buf *b) {
     if (n > SCHEMA_MAX_PATTERN)
         return fail(c, KN_ERANGE, "'pattern' longer than %u bytes", SCHEMA_MAX_PATTERN);
     if (memchr(pat, 0, n)) return fail(c, KN_EINVAL, "'pattern' with a NUL character is not supported");
-    rx r = {.c = c, .p = pat, .end = pat + n, .src = pat};
+    rx rs = {.c = c, .p = pat, .end = pat + n, .src = pat}, *r = &rs;
+    uint32_t root = rx_alts(r, true);
+    int rc = root ? 0 : -1;
+    if (rc == 0 && (m > 0 || M != RX_INF)) {
+        uint64_t mn0 = RN(root)->mn, mx0 = RN(root)->mx;
+        rx_raise(r, root, m);
+        /* a lower bound is still sound: keep repetition counts under the limit */
+        uint64_t cap = M != RX_INF && M > GRAM_MAX_REPEAT ? (m > GRAM_MAX_REPEAT ? m : GRAM_MAX_REPEAT) : M;
+        rx_cap(r, root, cap);
+        const rnode *rt = RN(root);
+        if (rt->dead || rt->mn < m || rt->mx > M) {
+            char mx_s[24];
+            snprintf(mx_s, sizeof mx_s, mx0 == RX_INF ? "unbounded" : "%llu", (unsigned long long)mx0);
+            rc = fail(c, KN_EINVAL,
+                      "'pattern' /%.80s/ (matches of %llu to %s characters) cannot be limited to "
+                      "'minLength'/'maxLength' %llu..%llu",
+                      pat, (unsigned long long)mn0, mx_s, (unsigned long long)m, (unsigned long long)M);
+        }
+    }
     kn_buf alts = {0};
-    bool nullable;
-    int rc = rx_alts(&r, &alts, true, &nullable);
-    if (rc == 0) rc = put(c, b, "\"\\\"\" ") && to_item(c, b, &alts, "p") && put(c, b, " \"\\\"\"") ? 0 : -1;
+    if (rc == 0)
+        rc = rx_emit_body(r, root, &alts) && put(c, b, "\"\\\"\" ") && to_item(c, b, &alts, "p") &&
+                     put(c, b, " \"\\\"\"")
+                 ? 0
+                 : -1;
     kn_buf_free(&alts);
+    kn_buf_free(&rs.txt);
+    free(rs.nd);
     return rc;
 }
+#undef RN
 
 /* ---- integer and number ranges --------------------------------------------------- */
 
@@ -1296,9 +1607,9 @@ static int merge_key(sctx *c, merge *mg, const char *k, json_t *v) {
         return 0;
     }
     bool is_min = !strcmp(k, "minLength") || !strcmp(k, "minItems") || !strcmp(k, "minimum") ||
-                  !strcmp(k, "exclusiveMinimum");
+                  !strcmp(k, "exclusiveMinimum") || !strcmp(k, "minProperties");
     bool is_max = !strcmp(k, "maxLength") || !strcmp(k, "maxItems") || !strcmp(k, "maximum") ||
-                  !strcmp(k, "exclusiveMaximum");
+                  !strcmp(k, "exclusiveMaximum") || !strcmp(k, "maxProperties");
     if ((is_min || is_max) && json_is_number(d) && json_is_number(v)) {
         double x = json_number_value(d), y = json_number_value(v);
         if (is_min ? y > x : y < x) json_object_set(mg->dst, k, v);
@@ -1527,6 +1838,21 @@ typedef struct prop {
     bool required;
 } prop;
 
+static int count_kw(sctx *c, const json_t *s, const char *k, uint64_t *v, bool *set);
+
+/* " ( "," ws x ){lo,hi}" (hi UINT64_MAX: unbounded); nothing when hi is 0. */
+static bool put_more(sctx *c, kn_buf *t, const kn_buf *x, uint64_t lo, uint64_t hi) {
+    if (hi == 0) return true;
+    if (!(put(c, t, " ( \",\" ") && prim(c, t, P_WS) && put(c, t, " ") && put_n(c, t, x->p, x->n)))
+        return false;
+    if (hi == UINT64_MAX)
+        return lo == 0   ? put(c, t, " )*")
+               : lo == 1 ? put(c, t, " )+")
+                         : putf(c, t, " ){%llu,}", (unsigned long long)lo);
+    if (lo == 0 && hi == 1) return put(c, t, " )?");
+    return putf(c, t, " ){%llu,%llu}", (unsigned long long)lo, (unsigned long long)hi);
+}
+
 static int object_body(sctx *c, const json_t *s, kn_buf *b) {
     const json_t *props = json_object_get(s, "properties"), *req = json_object_get(s, "required"),
                  *ap = json_object_get(s, "additionalProperties");
@@ -1537,6 +1863,15 @@ static int object_body(sctx *c, const json_t *s, kn_buf *b) {
             return fail(c, KN_EINVAL, "'required' must be an array of strings");
     if (ap && !json_is_boolean(ap) && !json_is_object(ap))
         return fail(c, KN_EINVAL, "'additionalProperties' must be a schema");
+    uint64_t min_p = 0, max_p = UINT64_MAX, pv;
+    bool pset;
+    if (count_kw(c, s, "minProperties", &pv, &pset)) return -1;
+    if (pset) min_p = pv;
+    if (count_kw(c, s, "maxProperties", &pv, &pset)) return -1;
+    if (pset) max_p = pv;
+    if (min_p > max_p)
+        return fail(c, KN_EINVAL, "'minProperties' %llu > 'maxProperties' %llu", (unsigned long long)min_p,
+                    (unsigned long long)max_p);
     size_t np = json_object_size(props) + json_array_size(req);
     prop *pr = calloc(np + 1, sizeof *pr);
     json_t *names = json_array();
@@ -1616,8 +1951,58 @@ static int object_body(sctx *c, const json_t *s, kn_buf *b) {
         pr[n++].required = true;
         if (!ok) goto fail;
     }
+    /* maxProperties: at most max_p listed members can appear (optional ones
+     * past the budget are left out), extra ones fill the rest */
+    size_t n_req = 0;
+    for (size_t i = 0; i < n; i++)
+        n_req += pr[i].required;
+    if (n_req > max_p) {
+        rc = fail(c, KN_EINVAL,
+                  "'maxProperties' %llu is less than the %zu required properties (no object is allowed)",
+                  (unsigned long long)max_p, n_req);
+        goto out;
+    }
+    if (n > max_p) {
+        size_t keep_opt = (size_t)max_p - n_req, k2 = 0;
+        for (size_t i = 0; i < n; i++) {
+            if (!pr[i].required && keep_opt == 0) {
+                kn_buf_free(&pr[i].kv);
+                continue;
+            }
+            if (!pr[i].required) keep_opt--;
+            prop tmp = pr[i];
+            pr[i] = (prop){0};
+            pr[k2++] = tmp;
+        }
+        n = k2;
+    }
+    /* minProperties: optional members become required, in order, then extra
+     * members are required */
+    for (size_t i = 0; i < n && n_req < min_p; i++)
+        if (!pr[i].required) {
+            pr[i].required = true;
+            n_req++;
+        }
+    uint64_t x_lo = min_p > n ? min_p - n : 0, x_hi = max_p == UINT64_MAX ? UINT64_MAX : max_p - n;
+    if (x_lo > 0 && !open_extra && has_extra) open_extra = true; /* the schema allows them: write them */
+    if (x_lo > 0 && !has_extra) {
+        rc = fail(c, KN_EINVAL,
+                  "'minProperties' %llu needs more properties than 'properties' lists and "
+                  "'additionalProperties' forbids others (no object is allowed)",
+                  (unsigned long long)min_p);
+        goto out;
+    }
+    if (x_lo > 1) {
+        /* two extra members may repeat a name (JSON keeps one): only one can be required */
+        rc = fail(c, KN_EINVAL,
+                  "'minProperties' %llu needs %llu additional properties with distinct names (at most 1 is "
+                  "supported)",
+                  (unsigned long long)min_p, (unsigned long long)x_lo);
+        goto out;
+    }
+    if (x_hi != UINT64_MAX && x_hi > GRAM_MAX_REPEAT) x_hi = GRAM_MAX_REPEAT; /* fewer: still valid */
     /* extra members: a key none of the names, then the value */
-    if (!open_extra) has_extra = false;
+    if (!open_extra || x_hi == 0) has_extra = false;
     kn_buf xkv = {0};
     if (has_extra) {
         bool ok;
@@ -1652,15 +2037,15 @@ static int object_body(sctx *c, const json_t *s, kn_buf *b) {
                        put_n(c, &t, pr[i].kv.p, pr[i].kv.n))                                                 \
                     : (put(c, &t, " ( \",\" ") && prim(c, &t, P_WS) && put(c, &t, " ") &&                    \
                        put_n(c, &t, pr[i].kv.p, pr[i].kv.n) && put(c, &t, " )?")))
-#define EXTRA_TAIL()                                                                                         \
-    (!has_extra || (put(c, &t, " ( \",\" ") && prim(c, &t, P_WS) && put(c, &t, " ") &&                       \
-                    put_n(c, &t, xkv.p, xkv.n) && put(c, &t, " )*")))
+#define EXTRA_TAIL() (!has_extra || put_more(c, &t, &xkv, x_lo, x_hi))
+    /* after a first extra member */
+#define EXTRA_REST() (put_more(c, &t, &xkv, x_lo ? x_lo - 1 : 0, x_hi == UINT64_MAX ? UINT64_MAX : x_hi - 1))
     if (first_req == 0 || n == 0) {
         ok = put(c, &t, "\"{\" ");
         if (n == 0) {
             if (has_extra)
-                ok =
-                    ok && put(c, &t, "( ") && put_n(c, &t, xkv.p, xkv.n) && EXTRA_TAIL() && put(c, &t, " )?");
+                ok = ok && put(c, &t, "( ") && put_n(c, &t, xkv.p, xkv.n) && EXTRA_REST() &&
+                     put(c, &t, x_lo ? " )" : " )?");
         } else {
             ok = ok && put_n(c, &t, pr[0].kv.p, pr[0].kv.n);
             for (size_t i = 1; ok && i < n; i++)
@@ -1691,7 +2076,7 @@ static int object_body(sctx *c, const json_t *s, kn_buf *b) {
                     put_n(c, &t, pr[i].kv.p, pr[i].kv.n) && putf(c, &t, " %s%s-r%zu", c->prefix, base, i + 1);
                 if (ok && !pr[i].required) ok = putf(c, &t, " | %s%s-f%zu", c->prefix, base, i + 1);
             } else if (has_extra) {
-                ok = put_n(c, &t, xkv.p, xkv.n) && EXTRA_TAIL() && put(c, &t, " | \"\"");
+                ok = put_n(c, &t, xkv.p, xkv.n) && EXTRA_REST() && put(c, &t, " | \"\"");
             }
             char nm[96];
             snprintf(nm, sizeof nm, "%s-f%zu", base, i);
@@ -1703,6 +2088,7 @@ static int object_body(sctx *c, const json_t *s, kn_buf *b) {
     }
 #undef REST_ITEM
 #undef EXTRA_TAIL
+#undef EXTRA_REST
     kn_buf_free(&xkv);
     if (!ok) goto fail;
     rc = put_n(c, b, t.p, t.n) ? 1 : -1;
@@ -1888,26 +2274,39 @@ static int string_body(sctx *c, const json_t *s, kn_buf *b) {
     if (number_format(fmt)) fmt = NULL; /* does not apply to strings */
     if (fmt && !json_is_string(fmt)) return fail(c, KN_EINVAL, "'format' must be a string");
     if (pat && !json_is_string(pat)) return fail(c, KN_EINVAL, "'pattern' must be a string");
-    if ((fmt != NULL) + (pat != NULL) + has_len > 1)
-        return fail(c, KN_EINVAL,
-                    "combining 'format', 'pattern' and 'minLength'/'maxLength' is not supported");
+    if (fmt && pat) return fail(c, KN_EINVAL, "combining 'format' and 'pattern' is not supported");
     if (fmt) {
+        /* each format's grammar with the lengths of its strings (code points) */
         static const struct {
             const char *name;
             int p;
-        } FORMATS[] = {{"date", P_DATE},
-                       {"time", P_TIME},
-                       {"date-time", P_DATETIME},
-                       {"uuid", P_UUID},
-                       {"email", P_EMAIL}};
+            unsigned mn, mx;
+        } FORMATS[] = {
+            {"date", P_DATE, 10, 10}, {"time", P_TIME, 9, 24},          {"date-time", P_DATETIME, 20, 35},
+            {"uuid", P_UUID, 36, 36}, {"email", P_EMAIL, 6, 320},       {"ipv4", P_IPV4, 7, 15},
+            {"ipv6", P_IPV6, 2, 39},  {"hostname", P_HOSTNAME, 1, 191}, {"uri", P_URI, 8, 463}};
         const char *f = json_string_value(fmt);
-        for (size_t i = 0; i < sizeof FORMATS / sizeof *FORMATS; i++)
-            if (!strcmp(f, FORMATS[i].name))
-                return put(c, b, "\"\\\"\" ") && prim(c, b, FORMATS[i].p) && put(c, b, " \"\\\"\"") ? 1 : -1;
-        return fail(c, KN_EINVAL,
-                    "unsupported 'format' '%.60s' (supported: date, time, date-time, uuid, email)", f);
+        for (size_t i = 0; i < sizeof FORMATS / sizeof *FORMATS; i++) {
+            if (strcmp(f, FORMATS[i].name)) continue;
+            if (m > FORMATS[i].mn || M < FORMATS[i].mx)
+                return fail(
+                    c, KN_EINVAL,
+                    "'format' '%s' (strings of %u to %u characters here) with 'minLength'/'maxLength' "
+                    "%llu..%llu is not supported",
+                    f, FORMATS[i].mn, FORMATS[i].mx, (unsigned long long)m, (unsigned long long)M);
+            return put(c, b, "\"\\\"\" ") && prim(c, b, FORMATS[i].p) && put(c, b, " \"\\\"\"") ? 1 : -1;
+        }
+        return fail(
+            c, KN_EINVAL,
+            "unsupported 'format' '%.60s' (supported: date, time, date-time, uuid, email, ipv4, ipv6, "
+            "hostname, uri)",
+            f);
     }
-    if (pat) return string_pattern(c, json_string_value(pat), json_string_length(pat), b) ? -1 : 1;
+    if (pat)
+        return string_pattern(c, json_string_value(pat), json_string_length(pat), m,
+                              M == UINT64_MAX ? RX_INF : M, b)
+                   ? -1
+                   : 1;
     if (!has_len) return prim(c, b, P_STRING) ? 1 : -1;
     if (m > GRAM_MAX_REPEAT || (M != UINT64_MAX && M > GRAM_MAX_REPEAT))
         return fail(c, KN_ERANGE, "'minLength'/'maxLength' over the limit of %u", GRAM_MAX_REPEAT);

@@ -292,6 +292,153 @@ static void test_strings(void **st) {
             "\"@b.com\""));
 }
 
+/* 'pattern' with 'minLength'/'maxLength': the pattern's quantifiers are
+ * bounded so that every match has an allowed length. */
+static void test_pattern_lengths(void **st) {
+    (void)st;
+    /* pydantic constr(min_length=3, max_length=16, pattern=...) */
+    check("{\"type\":\"string\",\"minLength\":3,\"maxLength\":16,\"pattern\":\"^[a-z][a-z0-9_]*$\"}",
+          L("\"abc\"", "\"a_1\"", "\"abcdefghijklmnop\"", "\"x2345678901234_6\""),
+          L("\"ab\"", "\"a\"", "\"abcdefghijklmnopq\"", "\"1abc\"", "\"Abc\""));
+    /* pydantic pin: constr(min_length=4, max_length=4, pattern="^[0-9]+$") */
+    check("{\"type\":\"string\",\"minLength\":4,\"maxLength\":4,\"pattern\":\"^[0-9]+$\"}",
+          L("\"0123\"", "\"9999\""), L("\"123\"", "\"12345\"", "\"12a4\""));
+    /* the pattern's own lengths within the bounds: unchanged */
+    check("{\"type\":\"string\",\"minLength\":1,\"maxLength\":10,\"pattern\":\"^[A-Z]{3}-[0-9]{4}$\"}",
+          L("\"ABC-1234\""), L("\"AB-1234\"", "\"ABC-12345\""));
+    /* two unbounded pieces share the slack (4 each: [a-z]{1,5} then at most one "-" [a-z]{1,3});
+     * what is left is a subset of the pattern */
+    check("{\"type\":\"string\",\"maxLength\":9,\"pattern\":\"^[a-z]+(-[a-z]+)*$\"}",
+          L("\"a\"", "\"abcde-fgh\"", "\"a-bcd\"", "\"abcd\""),
+          L("\"abcdefghij\"", "\"abcd-efghi\"", "\"-a\"", "\"a-\""));
+    /* unanchored ends are bounded too (the first one takes the 3 to 4 characters) */
+    check("{\"type\":\"string\",\"minLength\":5,\"maxLength\":6,\"pattern\":\"ab\"}",
+          L("\"xxxab\"", "\"x\\\"xxab\""), L("\"xxab\"", "\"xxxxxab\"", "\"xxxxx\""));
+    /* alternatives too short or too long are dropped */
+    check("{\"type\":\"string\",\"minLength\":3,\"maxLength\":4,\"pattern\":\"^(a|bbb|cccc|ddddd)$\"}",
+          L("\"bbb\"", "\"cccc\""), L("\"a\"", "\"ddddd\""));
+    /* minimums raised inside groups and repeats */
+    check("{\"type\":\"string\",\"minLength\":6,\"pattern\":\"^(ab)+c?$\"}",
+          L("\"ababab\"", "\"abababc\"", "\"abababab\""), L("\"ababc\"", "\"abab\""));
+    check("{\"type\":\"string\",\"minLength\":6,\"pattern\":\"^([a-z]{1,3}){2}$\"}", L("\"abcdef\""),
+          L("\"abcde\"", "\"abcdefg\""));
+    /* every repetition gets the same raised minimum: 5 from ([a-z]{1,3}){2} would need 3 + 2 */
+    expect_error(
+        "{\"type\":\"string\",\"minLength\":5,\"maxLength\":5,\"pattern\":\"^([a-z]{1,3}){2}$\"}", KN_EINVAL,
+        "(matches of 2 to 6 characters) cannot be limited to 'minLength'/'maxLength' 5..5 at the root");
+    /* zod .min(1).max(30).regex(...) */
+    check("{\"type\":\"string\",\"minLength\":1,\"maxLength\":30,\"pattern\":\"^[a-z0-9]+(-[a-z0-9]+)*$\"}",
+          L("\"a\"", "\"kitchen-tools\"", "\"abcdefghijklmnop-qrstuvwxyz012\""),
+          L("\"\"", "\"abcdefghijklmnopqrstuvwxyz01234\"", "\"a--b\""));
+    /* a maxLength over the repetition limit: bounded to the limit (fewer strings, all valid) */
+    check("{\"type\":\"string\",\"maxLength\":5000,\"pattern\":\"^a+$\"}", L("\"a\"", "\"aaaa\""),
+          L("\"\"", "\"ab\""));
+    check("{\"type\":\"string\",\"maxLength\":5000,\"pattern\":\"^[0-9]{5}$\"}", L("\"12345\""),
+          L("\"1234\""));
+    /* cannot be done soundly: errors naming the pointer */
+    expect_error("{\"properties\":{\"p\":{\"type\":\"string\",\"maxLength\":3,\"pattern\":\"^abcd$\"}}}",
+                 KN_EINVAL, "cannot be limited to 'minLength'/'maxLength' 0..3 at /properties/p");
+    expect_error("{\"type\":\"string\",\"minLength\":5,\"pattern\":\"^[a-z]{1,4}$\"}", KN_EINVAL,
+                 "cannot be limited");
+    expect_error("{\"type\":\"string\",\"minLength\":3,\"maxLength\":3,\"pattern\":\"^(ab)+$\"}", KN_EINVAL,
+                 "cannot be limited");
+    expect_error("{\"type\":\"string\",\"format\":\"date\",\"pattern\":\"^2\"}", KN_EINVAL,
+                 "combining 'format' and 'pattern'");
+}
+
+/* formats: lengths, and the formats ajv-formats defines beyond dates */
+static void test_formats(void **st) {
+    (void)st;
+    check("{\"type\":\"string\",\"format\":\"date\",\"minLength\":10,\"maxLength\":10}", L("\"2024-01-31\""),
+          L("\"2024-1-31\""));
+    check("{\"type\":\"string\",\"format\":\"uuid\",\"maxLength\":36}",
+          L("\"123e4567-e89b-12d3-a456-426614174000\""), NULL);
+    expect_error(
+        "{\"properties\":{\"d\":{\"type\":\"string\",\"format\":\"date-time\",\"maxLength\":25}}}", KN_EINVAL,
+        "'format' 'date-time' (strings of 20 to 35 characters here) with 'minLength'/'maxLength' 0..25 "
+        "is not supported at /properties/d");
+    expect_error("{\"type\":\"string\",\"format\":\"email\",\"maxLength\":100}", KN_EINVAL,
+                 "'format' 'email'");
+    check("{\"type\":\"string\",\"format\":\"email\",\"maxLength\":320}", L("\"a@b.cd\""), NULL);
+    check("{\"type\":\"string\",\"format\":\"ipv4\"}",
+          L("\"0.0.0.0\"", "\"192.168.1.255\"", "\"255.255.255.255\"", "\"10.0.99.200\""),
+          L("\"256.1.1.1\"", "\"01.1.1.1\"", "\"1.1.1\"", "\"1.1.1.1.1\"", "\"1.1.1.260\"", "\"a.b.c.d\""));
+    check("{\"type\":\"string\",\"format\":\"ipv6\"}",
+          L("\"2001:db8:0:0:0:0:2:1\"", "\"::\"", "\"::1\"", "\"fe80::1:2\"", "\"1:2:3:4:5:6:7::\"",
+            "\"1::2:3:4:5:6:7\"", "\"ABCD:ef01::\"", "\"::1:2:3:4:5:6:7\""),
+          L("\"1:2:3:4:5:6:7\"", "\"1::2::3\"", "\"12345::\"", "\"1:2:3:4:5:6:7:8:9\"", "\":1\"", "\"g::\"",
+            "\"1:2:3:4:5:6:7::8\""));
+    check("{\"type\":\"string\",\"format\":\"hostname\"}",
+          L("\"a\"", "\"example.com\"", "\"my-host.example.org\"", "\"A1.b2\""),
+          L("\"-a.com\"", "\"a-.com\"", "\"a..b\"", "\"a.b.c.d\"", "\".a\"", "\"a_b\""));
+    check("{\"type\":\"string\",\"format\":\"uri\"}",
+          L("\"http://a\"", "\"https://example.com/x/y.html\"", "\"https://a.b/\""),
+          L("\"example.com\"", "\"ftp://a\"", "\"http://\"", "\"http://a b\"", "\"http://a?x\""));
+    /* RFC limits on email: a 64-character local part, 63-character labels */
+    char loc[80], mail[200];
+    memset(loc, 'a', 64);
+    loc[64] = 0;
+    snprintf(mail, sizeof mail, "\"%.32s.%.15s.%.15s@x.com\"", loc, loc, loc);
+    check("{\"type\":\"string\",\"format\":\"email\"}", L(mail), NULL);
+    snprintf(mail, sizeof mail, "\"%.64sa@x.com\"", loc);
+    check("{\"type\":\"string\",\"format\":\"email\"}", NULL, L(mail));
+    char lab[80];
+    memset(lab, 'b', 64);
+    lab[64] = 0;
+    snprintf(mail, sizeof mail, "\"a@%.63s.com\"", lab);
+    check("{\"type\":\"string\",\"format\":\"email\"}", L(mail), NULL);
+    snprintf(mail, sizeof mail, "\"a@%.64s.com\"", lab);
+    check("{\"type\":\"string\",\"format\":\"email\"}", NULL, L(mail));
+    expect_error("{\"type\":\"string\",\"format\":\"iri\"}", KN_EINVAL, "unsupported 'format' 'iri'");
+}
+
+/* minProperties / maxProperties */
+static void test_property_counts(void **st) {
+    (void)st;
+    /* pydantic Dict[str, int] with max_length=4 (counts) */
+    check("{\"type\":\"object\",\"additionalProperties\":{\"type\":\"integer\",\"minimum\":0},"
+          "\"maxProperties\":4}",
+          L("{}", "{\"a\":1}", "{\"a\":1,\"b\":2,\"c\":3,\"d\":4}"),
+          L("{\"a\":1,\"b\":2,\"c\":3,\"d\":4,\"e\":5}", "{\"a\":-1}"));
+    check("{\"type\":\"object\",\"additionalProperties\":{\"type\":\"integer\"},\"minProperties\":1,"
+          "\"maxProperties\":2}",
+          L("{\"a\":1}", "{\"a\":1,\"b\":2}"), L("{}", "{\"a\":1,\"b\":2,\"c\":3}"));
+    /* listed properties count: the extras get what is left */
+    check("{\"type\":\"object\",\"properties\":{\"a\":{\"type\":\"integer\"},\"b\":{\"type\":\"integer\"}},"
+          "\"required\":[\"a\"],\"additionalProperties\":{\"type\":\"string\"},\"maxProperties\":3}",
+          L("{\"a\":1}", "{\"a\":1,\"b\":2,\"x\":\"y\"}", "{\"a\":1,\"x\":\"y\"}"),
+          L("{\"a\":1,\"b\":2,\"x\":\"y\",\"z\":\"w\"}", "{\"a\":1,\"x\":\"y\",\"z\":\"w\"}"));
+    /* more listed properties than allowed: optional ones past the budget are left out */
+    check("{\"type\":\"object\",\"properties\":{\"a\":{},\"b\":{},\"c\":{}},\"required\":[\"c\"],"
+          "\"additionalProperties\":false,\"maxProperties\":2}",
+          L("{\"c\":1}", "{\"a\":1,\"c\":2}"), L("{\"a\":1,\"b\":2,\"c\":3}", "{\"b\":1,\"c\":2}"));
+    /* minProperties: optional properties become required, in order */
+    check("{\"type\":\"object\",\"properties\":{\"a\":{},\"b\":{},\"c\":{}},\"additionalProperties\":false,"
+          "\"minProperties\":2}",
+          L("{\"a\":1,\"b\":2}", "{\"a\":1,\"b\":2,\"c\":3}"), L("{}", "{\"a\":1}", "{\"c\":1}"));
+    /* one required extra member when the listed ones are not enough */
+    check("{\"type\":\"object\",\"properties\":{\"a\":{\"type\":\"integer\"}},\"minProperties\":2}",
+          L("{\"a\":1,\"b\":2}", "{\"a\":1,\"b\":2,\"c\":3}"), L("{\"a\":1}", "{\"b\":1}"));
+    /* pydantic extra='forbid' with max_length on the model */
+    check("{\"type\":\"object\",\"properties\":{\"a\":{\"type\":\"integer\"},\"b\":{\"type\":\"integer\"},"
+          "\"c\":{\"type\":\"integer\"},\"d\":{\"type\":\"integer\"}},\"required\":[\"a\"],"
+          "\"additionalProperties\":false,\"maxProperties\":3}",
+          L("{\"a\":1}", "{\"a\":1,\"b\":2,\"c\":3}"), L("{\"a\":1,\"b\":2,\"c\":3,\"d\":4}"));
+    expect_error(
+        "{\"properties\":{\"o\":{\"type\":\"object\",\"properties\":{\"a\":{},\"b\":{}},\"required\":[\"a\","
+        "\"b\"],\"maxProperties\":1}}}",
+        KN_EINVAL,
+        "'maxProperties' 1 is less than the 2 required properties (no object is allowed) at /properties/o");
+    expect_error("{\"type\":\"object\",\"minProperties\":3,\"maxProperties\":2}", KN_EINVAL,
+                 "'minProperties' 3 > 'maxProperties' 2");
+    expect_error(
+        "{\"type\":\"object\",\"properties\":{\"a\":{}},\"additionalProperties\":false,\"minProperties\":2}",
+        KN_EINVAL, "'minProperties' 2 needs more properties");
+    expect_error("{\"type\":\"object\",\"minProperties\":2}", KN_EINVAL, "distinct names");
+    expect_error("{\"type\":\"object\",\"maxProperties\":-1}", KN_EINVAL,
+                 "'maxProperties' must be a non-negative");
+}
+
 /* ---- numbers and integer ranges ------------------------------------------------------------ */
 
 /* Checks every integer in [lo - 30, hi + 30] against the bounds, and a few far away. */
@@ -412,7 +559,6 @@ static void test_errors(void **st) {
     expect_error("false", KN_EINVAL, "accepts no value");
     expect_error("{\"type\":\"object\",\"required\":[\"x\"],\"additionalProperties\":false}", KN_EINVAL,
                  "required property 'x' is not in 'properties'");
-    expect_error("{\"type\":\"string\",\"format\":\"uri\"}", KN_EINVAL, "unsupported 'format' 'uri'");
     expect_error("{\"type\":\"string\",\"pattern\":\"^(?=a)\"}", KN_EINVAL, "lookahead");
     expect_error("{\"type\":\"string\",\"pattern\":\"(a)\\\\1\"}", KN_EINVAL, "backreferences");
     expect_error("{\"type\":\"string\",\"pattern\":\"a^b\"}", KN_EINVAL, "anchors");
@@ -509,10 +655,13 @@ static void test_productive(void **st) {
 
 int main(void) {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_types),      cmocka_unit_test(test_objects),    cmocka_unit_test(test_arrays),
-        cmocka_unit_test(test_enum_const), cmocka_unit_test(test_refs),       cmocka_unit_test(test_strings),
-        cmocka_unit_test(test_numbers),    cmocka_unit_test(test_generators), cmocka_unit_test(test_errors),
-        cmocka_unit_test(test_prefix),     cmocka_unit_test(test_productive),
+        cmocka_unit_test(test_types),      cmocka_unit_test(test_objects),
+        cmocka_unit_test(test_arrays),     cmocka_unit_test(test_enum_const),
+        cmocka_unit_test(test_refs),       cmocka_unit_test(test_strings),
+        cmocka_unit_test(test_numbers),    cmocka_unit_test(test_generators),
+        cmocka_unit_test(test_errors),     cmocka_unit_test(test_prefix),
+        cmocka_unit_test(test_productive), cmocka_unit_test(test_pattern_lengths),
+        cmocka_unit_test(test_formats),    cmocka_unit_test(test_property_counts),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
