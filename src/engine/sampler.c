@@ -154,11 +154,21 @@ static int32_t sample_impl(eng_sampler *s, const float *logits, int32_t draft) {
     const eng_sampler_params *p = &s->p;
     int32_t n = s->n_vocab;
     cand *c = s->c;
+    bool penalties = s->n_hist > 0 &&
+                     (p->repeat_penalty != 1.0f || p->presence_penalty != 0.0f || p->frequency_penalty != 0.0f);
+    if (p->temp <= 0.0f && p->n_bias == 0 && !penalties) {
+        /* greedy with nothing to adjust: one pass, the same choice as below
+         * (the first of the largest finite logits; NaN and -inf never win) */
+        int32_t best = -1;
+        float bv = -INFINITY;
+        for (int32_t i = 0; i < n; i++)
+            if (logits[i] > bv) bv = logits[i], best = i;
+        return best >= 0 ? best : eng_argmax(logits, n);
+    }
     for (int32_t i = 0; i < n; i++) c[i] = (cand){i, logits[i], 0.0f};
     for (int32_t i = 0; i < p->n_bias; i++)
         if (p->bias[i].token >= 0 && p->bias[i].token < n) c[p->bias[i].token].logit += p->bias[i].bias;
-    if (s->n_hist > 0 &&
-        (p->repeat_penalty != 1.0f || p->presence_penalty != 0.0f || p->frequency_penalty != 0.0f)) {
+    if (penalties) {
         for (int32_t h = 0; h < s->n_hist; h++) {
             int32_t t = s->hist[h];
             if (s->counts[t] == 0) continue; /* already handled */
