@@ -129,7 +129,8 @@ static const struct call_markup {
 } CALL_MARKUP[] = {
     {CHAT_SYNTAX_HERMES, "<tool_call>\n{\"name\": \"%s\", \"arguments\": ", "}\n</tool_call>"},
     {CHAT_SYNTAX_LLAMA3, "{\"name\": \"%s\", \"parameters\": ", "}"},
-    {CHAT_SYNTAX_DEEPSEEK, "<｜tool▁call▁begin｜>function<｜tool▁sep｜>%s\n```json\n", "\n```<｜tool▁call▁end｜>"},
+    {CHAT_SYNTAX_DEEPSEEK, "<｜tool▁call▁begin｜>function<｜tool▁sep｜>%s\n```json\n",
+     "\n```<｜tool▁call▁end｜>"},
     {CHAT_SYNTAX_HARMONY, "<|channel|>commentary to=functions.%s <|constrain|>json<|message|>", ""},
     {-1, "{\"name\": \"%s\", \"arguments\": ", "}"}, /* the rest */
 };
@@ -137,7 +138,8 @@ static const struct call_markup {
 /* The markup of one call of tool `name` around the rule args. */
 static void call_rule(kn_buf *b, int syntax, const char *name, const char *args) {
     const struct call_markup *m = CALL_MARKUP;
-    while (m->syntax >= 0 && m->syntax != syntax) m++;
+    while (m->syntax >= 0 && m->syntax != syntax)
+        m++;
     char t[256];
     snprintf(t, sizeof t, m->pre, name);
     lit(b, t);
@@ -270,8 +272,8 @@ static json_t *generic_history(json_t *ms) {
             json_t *c;
             json_array_foreach(calls, k, c) {
                 json_t *fn = json_object_get(c, "function");
-                json_array_append_new(list, json_pack("{s:O?, s:O?}", "name", json_object_get(fn, "name"), "arguments",
-                                                      json_object_get(fn, "arguments")));
+                json_array_append_new(list, json_pack("{s:O?, s:O?}", "name", json_object_get(fn, "name"),
+                                                      "arguments", json_object_get(fn, "arguments")));
             }
             json_t *g = json_pack("{s:o}", "tool_calls", list);
             char *gj = json_dumps(g, JSON_COMPACT | JSON_PRESERVE_ORDER);
@@ -284,7 +286,8 @@ static json_t *generic_history(json_t *ms) {
             }
             add(&b, gj);
             free(gj);
-            json_array_append_new(out, json_pack("{s:s, s:s%}", "role", "assistant", "content", b.p ? b.p : "", b.n));
+            json_array_append_new(
+                out, json_pack("{s:s, s:s%}", "role", "assistant", "content", b.p ? b.p : "", b.n));
             kn_buf_free(&b);
         } else if (role && !strcmp(role, "tool")) {
             json_t *id = json_object_get(m, "tool_call_id");
@@ -308,8 +311,8 @@ static json_t *generic_history(json_t *ms) {
                 json_object_set_new(last, "content", json_stringn(m2.p ? m2.p : "", m2.n));
                 kn_buf_free(&m2);
             } else {
-                json_array_append_new(out, json_pack("{s:s, s:s%, s:b}", "role", "user", "content", b.p ? b.p : "", b.n,
-                                                     "kiln_tool", 1));
+                json_array_append_new(out, json_pack("{s:s, s:s%, s:b}", "role", "user", "content",
+                                                     b.p ? b.p : "", b.n, "kiln_tool", 1));
             }
             kn_buf_free(&b);
         } else {
@@ -377,7 +380,8 @@ static json_t *messages_for_template(const eng_gen_request *q, json_t *sys, bool
  * forces an answer writes it first), or NULL when none is open. */
 static const char *open_block_close(const char *t, size_t n) {
     if (!chat_prompt_in_reasoning(t, n)) return NULL;
-    while (n && (t[n - 1] == '\n' || t[n - 1] == ' ')) n--;
+    while (n && (t[n - 1] == '\n' || t[n - 1] == ' '))
+        n--;
     return n >= 7 && !memcmp(t + n - 7, "<think>", 7) ? "</think>\n\n" : "<channel|>";
 }
 
