@@ -9,8 +9,10 @@
 #   3. asan      clang, ASan+UBSan: the whole suite once
 #   4. tsan      clang, ThreadSanitizer: the concurrent code (scheduler and
 #                cache unit tests, server integration tests, the soak;
-#                not test_server_tools, whose parsing and grammars are per
-#                request and which ASan covers)
+#                not test_server_tools and test_server_anthropic, whose
+#                parsing, grammars and formatting are per request and which
+#                ASan covers; test_server_responses, with its shared store,
+#                runs)
 #   5. fuzz      clang libFuzzer targets, ~20 s each from the seed corpus
 # The last line is the total: "total: N passed, N failed".
 # The 1100-token ".long" reference prompts run in the release phase only
@@ -85,7 +87,7 @@ for phase in $PHASES; do
   tsan)
     if build build-test/tsan clang-14 -DCMAKE_BUILD_TYPE=RelWithDebInfo -DKILN_TSAN=ON -DKILN_WERROR=ON; then
       KILN_SKIP_LONG=1 TSAN_OPTIONS=halt_on_error=1:second_deadlock_stack=1 \
-        run_ctest tsan build-test/tsan -R 'engine_test_sched|integration_test_server|integration_test_soak|cache_test' -E 'openai_npm|server_tools'
+        run_ctest tsan build-test/tsan -R 'engine_test_sched|integration_test_server|integration_test_soak|cache_test' -E 'openai_npm|server_tools|server_anthropic'
     else failed=$((failed + 1)); failures+=("tsan: build failed"); fi ;;
   fuzz)
     if build build-test/fuzz clang-14 -DCMAKE_BUILD_TYPE=RelWithDebInfo -DKILN_FUZZ=ON \
