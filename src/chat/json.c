@@ -108,6 +108,16 @@ bool chat_stage_call(chat_parser *p, const char *name, size_t name_len, json_t *
     char *text = json_dumps(obj, JSON_COMPACT | JSON_PRESERVE_ORDER);
     json_decref(obj);
     if (!text) return false;
+    /* a converted notation (gemma4) may carry bytes that are not UTF-8 into a
+     * key or string: such arguments are not JSON a client can read, so the
+     * markup stays content */
+    json_t *check = json_loads(text, 0, NULL);
+    bool valid = json_is_object(check);
+    json_decref(check);
+    if (!valid) {
+        free(text);
+        return false;
+    }
     chat_staged *s = stage_slot(p);
     char *nm = dup_n(name, name_len);
     char *idc = id ? dup_n(id, strlen(id)) : NULL;
